@@ -1,0 +1,595 @@
+//! Kafka RecordBatch v2: the unit Ferry stores on disk and serves to readers.
+//!
+//! # Layout (big-endian, as Kafka defines it)
+//!
+//! ```text
+//! offset  size  field
+//!      0     8  base_offset              assigned by the log on append
+//!      8     4  batch_length             bytes after this field
+//!     12     4  partition_leader_epoch   Ferry writes 0
+//!     16     1  magic                    always 2
+//!     17     4  crc                      CRC-32C of bytes 21..end
+//!     21     2  attributes               bits 0-2 compression, 3 timestamp type,
+//!                                        4 transactional, 5 control
+//!     23     4  last_offset_delta
+//!     27     8  base_timestamp
+//!     35     8  max_timestamp
+//!     43     8  producer_id
+//!     51     2  producer_epoch
+//!     53     4  base_sequence
+//!     57     4  record_count
+//!     61     …  records (compressed as a whole when attributes say so)
+//! ```
+//!
+//! Each record is: length (varint), attributes (i8), timestamp delta (varlong),
+//! offset delta (varint), key length (varint, -1 for null), key, value length
+//! (varint, -1 for null), value, header count (varint), then per header a key
+//! length, key, value length (-1 for null) and value. Varints are zig-zag encoded.
+//!
+//! The CRC does not cover the base offset or the leader epoch, so the log can
+//! assign offsets to a batch without recomputing it.
+//!
+//! # Decoding untrusted bytes
+//!
+//! Every length is checked against what is left of the buffer and against
+//! [`DecodeLimits`]; nothing here panics on any input.
+
+use crate::compression::{self, Compression};
+use bytes::Bytes;
+
+/// Bytes before the first record.
+pub const BATCH_HEADER_BYTES: usize = 61;
+/// Bytes of `base_offset` + `batch_length`, the prefix needed to find the batch's end.
+pub const BATCH_PREFIX_BYTES: usize = 12;
+/// Smallest legal `batch_length` (a header with no records).
+pub const BATCH_LENGTH_MIN: i32 = (BATCH_HEADER_BYTES - BATCH_PREFIX_BYTES) as i32;
+/// The only batch format Ferry stores.
+pub const MAGIC_V2: i8 = 2;
+/// Ferry's own record attribute bit: the value was sent as JSON over HTTP, so HTTP
+/// readers get it back as JSON. Kafka clients ignore record attributes.
+pub const RECORD_ATTR_JSON_VALUE: i8 = 0x01;
+
+const ATTR_COMPRESSION_MASK: i16 = 0x07;
+const ATTR_TIMESTAMP_LOG_APPEND: i16 = 0x08;
+const ATTR_TRANSACTIONAL: i16 = 0x10;
+const ATTR_CONTROL: i16 = 0x20;
+
+const CRC_START: usize = 21;
+
+/// Why bytes are not a valid batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("batch is truncated: need {needed} bytes, have {available}")]
+    Truncated { needed: usize, available: usize },
+    #[error("batch length {0} is out of range")]
+    BadLength(i64),
+    #[error("unsupported batch magic {0}; only RecordBatch v2 (magic 2) is accepted")]
+    BadMagic(i8),
+    #[error("batch CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    CrcMismatch { stored: u32, computed: u32 },
+    #[error("unknown compression codec {0}")]
+    UnknownCompression(i16),
+    #[error("record count {count} does not match last offset delta {last_offset_delta}")]
+    BadRecordCount { count: i32, last_offset_delta: i32 },
+    #[error("malformed record {index}: {reason}")]
+    BadRecord { index: usize, reason: &'static str },
+    #[error("decompression failed: {0}")]
+    Decompress(String),
+    #[error("decompressed batch is larger than the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+}
+
+/// The fixed fields at the start of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: i64,
+    pub batch_length: i32,
+    pub partition_leader_epoch: i32,
+    pub magic: i8,
+    pub crc: u32,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub record_count: i32,
+}
+
+fn be_i16(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([b[at], b[at + 1]])
+}
+fn be_i32(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+fn be_i64(b: &[u8], at: usize) -> i64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    i64::from_be_bytes(a)
+}
+
+/// Reads `base_offset` and the total size of the batch (`12 + batch_length`) from the
+/// first 12 bytes, checking the size against `max_batch_bytes`.
+pub fn read_prefix(buf: &[u8], max_batch_bytes: usize) -> Result<(i64, usize), BatchError> {
+    if buf.len() < BATCH_PREFIX_BYTES {
+        return Err(BatchError::Truncated { needed: BATCH_PREFIX_BYTES, available: buf.len() });
+    }
+    let base_offset = be_i64(buf, 0);
+    let len = be_i32(buf, 8);
+    if len < BATCH_LENGTH_MIN || (len as usize) + BATCH_PREFIX_BYTES > max_batch_bytes {
+        return Err(BatchError::BadLength(len as i64));
+    }
+    Ok((base_offset, len as usize + BATCH_PREFIX_BYTES))
+}
+
+impl BatchHeader {
+    /// Parses the header. `buf` must hold at least [`BATCH_HEADER_BYTES`]; the magic is
+    /// checked, the CRC is not (see [`verify_crc`]).
+    pub fn parse(buf: &[u8]) -> Result<Self, BatchError> {
+        if buf.len() < BATCH_HEADER_BYTES {
+            return Err(BatchError::Truncated { needed: BATCH_HEADER_BYTES, available: buf.len() });
+        }
+        let h = BatchHeader {
+            base_offset: be_i64(buf, 0),
+            batch_length: be_i32(buf, 8),
+            partition_leader_epoch: be_i32(buf, 12),
+            magic: buf[16] as i8,
+            crc: u32::from_be_bytes([buf[17], buf[18], buf[19], buf[20]]),
+            attributes: be_i16(buf, 21),
+            last_offset_delta: be_i32(buf, 23),
+            base_timestamp: be_i64(buf, 27),
+            max_timestamp: be_i64(buf, 35),
+            producer_id: be_i64(buf, 43),
+            producer_epoch: be_i16(buf, 51),
+            base_sequence: be_i32(buf, 53),
+            record_count: be_i32(buf, 57),
+        };
+        if h.magic != MAGIC_V2 {
+            return Err(BatchError::BadMagic(h.magic));
+        }
+        if h.batch_length < BATCH_LENGTH_MIN {
+            return Err(BatchError::BadLength(h.batch_length as i64));
+        }
+        if h.last_offset_delta < 0 || h.record_count < 0 {
+            return Err(BatchError::BadRecordCount {
+                count: h.record_count,
+                last_offset_delta: h.last_offset_delta,
+            });
+        }
+        Ok(h)
+    }
+
+    /// Total bytes of the batch on disk.
+    pub fn total_bytes(&self) -> usize {
+        self.batch_length as usize + BATCH_PREFIX_BYTES
+    }
+
+    /// Offset of the batch's last record.
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset.saturating_add(self.last_offset_delta as i64)
+    }
+
+    pub fn compression(&self) -> Result<Compression, BatchError> {
+        Compression::from_attribute(self.attributes & ATTR_COMPRESSION_MASK)
+            .ok_or(BatchError::UnknownCompression(self.attributes & ATTR_COMPRESSION_MASK))
+    }
+
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes & ATTR_TIMESTAMP_LOG_APPEND != 0
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & ATTR_TRANSACTIONAL != 0
+    }
+
+    pub fn is_control(&self) -> bool {
+        self.attributes & ATTR_CONTROL != 0
+    }
+}
+
+/// Checks the batch's CRC-32C. `batch` is exactly one batch.
+pub fn verify_crc(batch: &[u8]) -> Result<(), BatchError> {
+    if batch.len() < BATCH_HEADER_BYTES {
+        return Err(BatchError::Truncated { needed: BATCH_HEADER_BYTES, available: batch.len() });
+    }
+    let stored = u32::from_be_bytes([batch[17], batch[18], batch[19], batch[20]]);
+    let computed = crc32c::crc32c(&batch[CRC_START..]);
+    if stored != computed {
+        return Err(BatchError::CrcMismatch { stored, computed });
+    }
+    Ok(())
+}
+
+/// Parses and fully checks one batch that arrived from a producer: length, magic, CRC,
+/// record count and codec. Returns its header.
+pub fn validate_incoming(batch: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, BatchError> {
+    let (_, total) = read_prefix(batch, max_batch_bytes)?;
+    if total != batch.len() {
+        return Err(BatchError::BadLength(batch.len() as i64 - BATCH_PREFIX_BYTES as i64));
+    }
+    let header = BatchHeader::parse(batch)?;
+    verify_crc(batch)?;
+    header.compression()?;
+    if header.record_count == 0 || header.record_count as i64 != header.last_offset_delta as i64 + 1 {
+        return Err(BatchError::BadRecordCount {
+            count: header.record_count,
+            last_offset_delta: header.last_offset_delta,
+        });
+    }
+    Ok(header)
+}
+
+/// Writes the log-assigned base offset into a batch (not covered by the CRC).
+pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
+    batch[0..8].copy_from_slice(&base_offset.to_be_bytes());
+}
+
+/// One header of a record. Keys are strings in Kafka; Ferry keeps the bytes as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordHeader {
+    pub key: Bytes,
+    pub value: Option<Bytes>,
+}
+
+/// One decoded record with its absolute offset and timestamp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub offset: i64,
+    pub timestamp: i64,
+    pub attributes: i8,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<RecordHeader>,
+}
+
+/// Bounds applied while decoding records from untrusted bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeLimits {
+    /// Largest decompressed size of one batch's records.
+    pub decompressed_bytes_max: usize,
+    /// Largest number of headers on one record.
+    pub headers_per_record_max: usize,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        DecodeLimits { decompressed_bytes_max: 64 * 1024 * 1024, headers_per_record_max: 1024 }
+    }
+}
+
+/// A cursor over record bytes; every read is bounds-checked.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn varlong(&mut self) -> Option<i64> {
+        let mut value: u64 = 0;
+        for i in 0..10 {
+            let b = *self.buf.get(self.pos)?;
+            self.pos += 1;
+            value |= ((b & 0x7f) as u64) << (7 * i);
+            if b & 0x80 == 0 {
+                return Some(((value >> 1) as i64) ^ -((value & 1) as i64));
+            }
+        }
+        None
+    }
+    fn varint(&mut self) -> Option<i32> {
+        let v = self.varlong()?;
+        i32::try_from(v).ok()
+    }
+    fn i8(&mut self) -> Option<i8> {
+        let b = *self.buf.get(self.pos)?;
+        self.pos += 1;
+        Some(b as i8)
+    }
+    fn bytes(&mut self, len: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(len)?;
+        let s = self.buf.get(self.pos..end)?;
+        self.pos = end;
+        Some(s)
+    }
+    /// A length-prefixed byte string; -1 means null.
+    fn nullable(&mut self, source: &Bytes) -> Result<Option<Bytes>, &'static str> {
+        let len = self.varint().ok_or("bad length varint")?;
+        if len < -1 {
+            return Err("negative length");
+        }
+        if len == -1 {
+            return Ok(None);
+        }
+        let start = self.pos;
+        self.bytes(len as usize).ok_or("length past end of record")?;
+        Ok(Some(source.slice(start..start + len as usize)))
+    }
+}
+
+/// Decodes every record of one batch (checking its CRC first) and decompresses as
+/// needed. `batch` is exactly one batch.
+pub fn decode_records(batch: &Bytes, limits: &DecodeLimits) -> Result<(BatchHeader, Vec<Record>), BatchError> {
+    let header = BatchHeader::parse(batch)?;
+    if header.total_bytes() != batch.len() {
+        return Err(BatchError::BadLength(header.batch_length as i64));
+    }
+    verify_crc(batch)?;
+    let codec = header.compression()?;
+    let body: Bytes = match codec {
+        Compression::None => batch.slice(BATCH_HEADER_BYTES..),
+        other => Bytes::from(compression::decompress(
+            other,
+            &batch[BATCH_HEADER_BYTES..],
+            limits.decompressed_bytes_max,
+        )?),
+    };
+    let count = header.record_count as usize;
+    // Each record takes at least 7 bytes; a larger count cannot be honest.
+    if count > body.len() / 7 + 1 {
+        return Err(BatchError::BadRecordCount {
+            count: header.record_count,
+            last_offset_delta: header.last_offset_delta,
+        });
+    }
+    let mut records = Vec::with_capacity(count);
+    let mut r = Reader { buf: &body, pos: 0 };
+    for index in 0..count {
+        let bad = |reason| BatchError::BadRecord { index, reason };
+        let len = r.varint().ok_or(bad("bad length varint"))?;
+        if len < 0 {
+            return Err(bad("negative record length"));
+        }
+        let end = r.pos.checked_add(len as usize).filter(|e| *e <= body.len()).ok_or(bad("record past end of batch"))?;
+        let mut rr = Reader { buf: &body[..end], pos: r.pos };
+        let attributes = rr.i8().ok_or(bad("missing attributes"))?;
+        let ts_delta = rr.varlong().ok_or(bad("bad timestamp delta"))?;
+        let offset_delta = rr.varint().ok_or(bad("bad offset delta"))?;
+        let key = rr.nullable(&body).map_err(bad)?;
+        let value = rr.nullable(&body).map_err(bad)?;
+        let header_count = rr.varint().ok_or(bad("bad header count"))?;
+        if header_count < 0 || header_count as usize > limits.headers_per_record_max {
+            return Err(bad("header count out of range"));
+        }
+        let mut headers = Vec::with_capacity(header_count as usize);
+        for _ in 0..header_count {
+            let key = rr.nullable(&body).map_err(bad)?.ok_or(bad("null header key"))?;
+            let value = rr.nullable(&body).map_err(bad)?;
+            headers.push(RecordHeader { key, value });
+        }
+        if rr.pos != end {
+            return Err(bad("record length does not match its fields"));
+        }
+        r.pos = end;
+        let timestamp = if header.is_log_append_time() {
+            header.max_timestamp
+        } else {
+            header.base_timestamp.saturating_add(ts_delta)
+        };
+        records.push(Record {
+            offset: header.base_offset.saturating_add(offset_delta as i64),
+            timestamp,
+            attributes,
+            key,
+            value,
+            headers,
+        });
+    }
+    Ok((header, records))
+}
+
+fn put_varlong(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    loop {
+        if z < 0x80 {
+            out.push(z as u8);
+            return;
+        }
+        out.push((z as u8 & 0x7f) | 0x80);
+        z >>= 7;
+    }
+}
+
+fn put_nullable(out: &mut Vec<u8>, b: Option<&[u8]>) {
+    match b {
+        None => put_varlong(out, -1),
+        Some(b) => {
+            put_varlong(out, b.len() as i64);
+            out.extend_from_slice(b);
+        }
+    }
+}
+
+/// A record to be written; the builder assigns offset deltas in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewRecord {
+    pub timestamp: i64,
+    pub attributes: i8,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<RecordHeader>,
+}
+
+/// Builds one RecordBatch v2 with base offset 0 and no producer id.
+pub fn build_batch(records: &[NewRecord], compression: Compression) -> Result<Vec<u8>, BatchError> {
+    let base_timestamp = records.iter().map(|r| r.timestamp).min().unwrap_or(0);
+    let max_timestamp = records.iter().map(|r| r.timestamp).max().unwrap_or(0);
+    let mut body = Vec::with_capacity(records.iter().map(|r| encoded_len_hint(r)).sum());
+    let mut rec = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        rec.clear();
+        rec.push(r.attributes as u8);
+        put_varlong(&mut rec, r.timestamp - base_timestamp);
+        put_varlong(&mut rec, i as i64);
+        put_nullable(&mut rec, r.key.as_deref());
+        put_nullable(&mut rec, r.value.as_deref());
+        put_varlong(&mut rec, r.headers.len() as i64);
+        for h in &r.headers {
+            put_nullable(&mut rec, Some(&h.key));
+            put_nullable(&mut rec, h.value.as_deref());
+        }
+        put_varlong(&mut body, rec.len() as i64);
+        body.extend_from_slice(&rec);
+    }
+    let body = match compression {
+        Compression::None => body,
+        other => compression::compress(other, &body)?,
+    };
+    let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + body.len());
+    let batch_length = (BATCH_HEADER_BYTES - BATCH_PREFIX_BYTES + body.len()) as i32;
+    out.extend_from_slice(&0i64.to_be_bytes());
+    out.extend_from_slice(&batch_length.to_be_bytes());
+    out.extend_from_slice(&0i32.to_be_bytes());
+    out.push(MAGIC_V2 as u8);
+    out.extend_from_slice(&0u32.to_be_bytes());
+    out.extend_from_slice(&(compression.attribute()).to_be_bytes());
+    out.extend_from_slice(&((records.len() as i32) - 1).max(0).to_be_bytes());
+    out.extend_from_slice(&base_timestamp.to_be_bytes());
+    out.extend_from_slice(&max_timestamp.to_be_bytes());
+    out.extend_from_slice(&(-1i64).to_be_bytes());
+    out.extend_from_slice(&(-1i16).to_be_bytes());
+    out.extend_from_slice(&(-1i32).to_be_bytes());
+    out.extend_from_slice(&(records.len() as i32).to_be_bytes());
+    out.extend_from_slice(&body);
+    let crc = crc32c::crc32c(&out[CRC_START..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    Ok(out)
+}
+
+fn encoded_len_hint(r: &NewRecord) -> usize {
+    24 + r.key.as_ref().map_or(0, |k| k.len())
+        + r.value.as_ref().map_or(0, |v| v.len())
+        + r.headers.iter().map(|h| 10 + h.key.len() + h.value.as_ref().map_or(0, |v| v.len())).sum::<usize>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rec(key: &str, value: &[u8], ts: i64) -> NewRecord {
+        NewRecord {
+            timestamp: ts,
+            attributes: 0,
+            key: Some(Bytes::copy_from_slice(key.as_bytes())),
+            value: Some(Bytes::copy_from_slice(value)),
+            headers: vec![RecordHeader { key: Bytes::from_static(b"h"), value: Some(Bytes::from_static(b"v")) }],
+        }
+    }
+
+    #[test]
+    fn a_built_batch_decodes_to_the_same_records() {
+        let records = vec![rec("a", b"one", 1000), rec("b", b"two", 1005)];
+        let mut batch = build_batch(&records, Compression::None).unwrap();
+        set_base_offset(&mut batch, 42);
+        let header = validate_incoming(&batch, 1 << 20).unwrap();
+        assert_eq!(header.record_count, 2);
+        assert_eq!(header.last_offset(), 43);
+        let (_, decoded) = decode_records(&Bytes::from(batch), &DecodeLimits::default()).unwrap();
+        assert_eq!(decoded[0].offset, 42);
+        assert_eq!(decoded[1].offset, 43);
+        assert_eq!(decoded[1].timestamp, 1005);
+        assert_eq!(decoded[1].value.as_deref(), Some(&b"two"[..]));
+        assert_eq!(decoded[0].headers[0].key.as_ref(), b"h");
+    }
+
+    #[test]
+    fn a_flipped_byte_is_caught_by_the_crc() {
+        let mut batch = build_batch(&[rec("k", b"value", 1)], Compression::None).unwrap();
+        let last = batch.len() - 1;
+        batch[last] ^= 0x40;
+        assert!(matches!(validate_incoming(&batch, 1 << 20), Err(BatchError::CrcMismatch { .. })));
+    }
+
+    #[test]
+    fn the_base_offset_is_outside_the_crc() {
+        let mut batch = build_batch(&[rec("k", b"value", 1)], Compression::None).unwrap();
+        set_base_offset(&mut batch, 1 << 40);
+        verify_crc(&batch).unwrap();
+    }
+
+    #[test]
+    fn an_oversized_length_is_refused_before_reading() {
+        let mut batch = build_batch(&[rec("k", b"value", 1)], Compression::None).unwrap();
+        batch[8..12].copy_from_slice(&i32::MAX.to_be_bytes());
+        assert!(matches!(read_prefix(&batch, 1 << 20), Err(BatchError::BadLength(_))));
+    }
+
+    #[test]
+    fn every_codec_round_trips() {
+        let records: Vec<_> = (0..50).map(|i| rec(&format!("k{i}"), &vec![b'x'; 300], i)).collect();
+        for codec in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+            let batch = build_batch(&records, codec).unwrap();
+            let header = validate_incoming(&batch, 1 << 20).unwrap();
+            assert_eq!(header.compression().unwrap(), codec);
+            let (_, decoded) = decode_records(&Bytes::from(batch), &DecodeLimits::default()).unwrap();
+            assert_eq!(decoded.len(), 50, "{codec:?}");
+            assert_eq!(decoded[49].value.as_deref(), Some(&vec![b'x'; 300][..]));
+        }
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_stopped_at_the_limit() {
+        let records = vec![rec("k", &vec![0u8; 1 << 20], 1)];
+        let batch = build_batch(&records, Compression::Zstd).unwrap();
+        let limits = DecodeLimits { decompressed_bytes_max: 4096, ..Default::default() };
+        assert!(matches!(decode_records(&Bytes::from(batch), &limits), Err(BatchError::TooLarge { .. })));
+    }
+
+    fn arb_record() -> impl Strategy<Value = NewRecord> {
+        (
+            any::<i64>().prop_map(|t| t >> 2),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
+            proptest::collection::vec(
+                (proptest::collection::vec(any::<u8>(), 0..10), proptest::option::of(proptest::collection::vec(any::<u8>(), 0..10))),
+                0..4,
+            ),
+            any::<i8>(),
+        )
+            .prop_map(|(timestamp, key, value, headers, attributes)| NewRecord {
+                timestamp,
+                attributes,
+                key: key.map(Bytes::from),
+                value: value.map(Bytes::from),
+                headers: headers
+                    .into_iter()
+                    .map(|(k, v)| RecordHeader { key: Bytes::from(k), value: v.map(Bytes::from) })
+                    .collect(),
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn any_records_round_trip_through_a_batch(
+            records in proptest::collection::vec(arb_record(), 1..20),
+            base in 0i64..(1 << 50),
+            codec in prop_oneof![Just(Compression::None), Just(Compression::Gzip), Just(Compression::Lz4), Just(Compression::Snappy), Just(Compression::Zstd)],
+        ) {
+            // Timestamps within one batch stay close, as from any producer.
+            let t0 = records[0].timestamp;
+            let records: Vec<_> = records.into_iter().enumerate().map(|(i, mut r)| { r.timestamp = t0.wrapping_add(i as i64); r }).collect();
+            let mut batch = build_batch(&records, codec).unwrap();
+            set_base_offset(&mut batch, base);
+            validate_incoming(&batch, 1 << 24).unwrap();
+            let (header, decoded) = decode_records(&Bytes::from(batch), &DecodeLimits::default()).unwrap();
+            prop_assert_eq!(header.base_offset, base);
+            prop_assert_eq!(decoded.len(), records.len());
+            for (i, (d, r)) in decoded.iter().zip(records.iter()).enumerate() {
+                prop_assert_eq!(d.offset, base + i as i64);
+                prop_assert_eq!(d.timestamp, r.timestamp);
+                prop_assert_eq!(&d.key, &r.key);
+                prop_assert_eq!(&d.value, &r.value);
+                prop_assert_eq!(&d.headers, &r.headers);
+                prop_assert_eq!(d.attributes, r.attributes);
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = read_prefix(&bytes, 1 << 20);
+            let _ = validate_incoming(&bytes, 1 << 20);
+            let _ = decode_records(&Bytes::from(bytes), &DecodeLimits::default());
+        }
+    }
+}

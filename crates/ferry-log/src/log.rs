@@ -1,0 +1,453 @@
+//! The log of one partition: an ordered set of segments, of which the last is active.
+//!
+//! # Durability and group commit
+//!
+//! With [`Durability::Always`] an append is acknowledged only once it is on disk. Many
+//! appenders share one `fdatasync`: whoever finds no sync running becomes the leader,
+//! captures the current end of the log and syncs; appenders that arrive meanwhile wait
+//! and are covered by the next sync. So N concurrent writers cost about one sync per
+//! round, not N. Readers see only what is durable under `Always`, so a reader never
+//! sees a record that a crash could take back; under `Interval` and `Never` readers
+//! see every append at once.
+//!
+//! # Failures
+//!
+//! A failed write (a full disk) is undone and reported; the log stays usable. A failed
+//! sync stops the partition: the kernel may have dropped the pages, so nothing more is
+//! acknowledged until a restart recovers the log from what is really on disk.
+//!
+//! # Locks
+//!
+//! `inner` (segments) is never held while waiting for `sync_state`; the sync leader takes
+//! `inner` only briefly to capture the active file and end offset.
+
+use crate::batch::{self, DecodeLimits};
+use crate::error::{LogError, Result};
+use crate::segment::{self, Cut, Segment};
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+/// When an append is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// After `fdatasync`; concurrent appends share one sync.
+    Always,
+    /// At once; a background task syncs every `ms` milliseconds.
+    Interval { ms: u64 },
+    /// At once; the operating system writes back when it likes.
+    Never,
+}
+
+/// Settings of one partition log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Roll the active segment when the next batch would take it past this size.
+    pub segment_bytes: u64,
+    /// Roll the active segment when its first batch is older than this.
+    pub segment_ms: Option<u64>,
+    /// Bytes of batches between two offset index entries.
+    pub index_interval_bytes: u64,
+    /// Largest batch accepted (Kafka's `max.message.bytes`).
+    pub max_batch_bytes: usize,
+    pub durability: Durability,
+}
+
+/// Largest segment: index positions are 32-bit.
+pub const SEGMENT_BYTES_MAX: u64 = 1 << 31;
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 128 * 1024 * 1024,
+            segment_ms: Some(7 * 24 * 3600 * 1000),
+            index_interval_bytes: 4096,
+            max_batch_bytes: 1024 * 1024 + 12,
+            durability: Durability::Always,
+        }
+    }
+}
+
+/// Where an appended batch landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: u64,
+    pub last_offset: u64,
+    /// One past the last offset; wait for this with [`PartitionLog::wait_durable`].
+    pub end_offset: u64,
+}
+
+/// Raw batches read from the log, with the partition's bounds at the time of the read.
+#[derive(Debug, Clone)]
+pub struct ReadResult {
+    pub batches: Bytes,
+    /// First offset still stored.
+    pub earliest: u64,
+    /// One past the last readable offset (Kafka's high watermark).
+    pub latest: u64,
+}
+
+/// Size and bounds of a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogStats {
+    pub earliest: u64,
+    pub latest: u64,
+    pub size_bytes: u64,
+    pub segments: usize,
+}
+
+struct Inner {
+    segments: BTreeMap<u64, Segment>,
+    next_offset: u64,
+    config: LogConfig,
+    stopped: Option<String>,
+    closed: bool,
+}
+
+struct SyncState {
+    syncing: bool,
+    failed: Option<String>,
+}
+
+pub struct PartitionLog {
+    dir: PathBuf,
+    inner: Mutex<Inner>,
+    sync_state: Mutex<SyncState>,
+    sync_done: Condvar,
+    /// Offsets below this are on disk.
+    synced: AtomicU64,
+    /// Offsets below this are readable.
+    visible: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock is a bug elsewhere; the state itself stays
+    // consistent because every mutation is completed before anything can fail.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| LogError::io(format!("syncing directory {}", dir.display()), e))
+}
+
+impl PartitionLog {
+    /// Opens (or creates) the log in `dir`, recovering the active segment.
+    pub fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, Vec<Cut>)> {
+        std::fs::create_dir_all(dir).map_err(|e| LogError::io(format!("creating {}", dir.display()), e))?;
+        let mut bases = Vec::new();
+        let entries = std::fs::read_dir(dir).map_err(|e| LogError::io(format!("listing {}", dir.display()), e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| LogError::io("listing partition", e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(base) = segment::parse_log_name(&name) {
+                bases.push(base);
+            } else if name.ends_with(".tmp-index") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        bases.sort_unstable();
+        let mut segments = BTreeMap::new();
+        let mut cuts = Vec::new();
+        let max_batch = config.max_batch_bytes.max(batch::BATCH_HEADER_BYTES);
+        // Recovery reads batches up to the hard limit, not the topic's current limit,
+        // which may have been lowered since they were written.
+        let scan_limit = max_batch.max(64 * 1024 * 1024);
+        if bases.is_empty() {
+            segments.insert(0, Segment::create(dir, 0)?);
+            sync_dir(dir)?;
+        }
+        let last = bases.last().copied();
+        for base in bases {
+            let (seg, cut) = if Some(base) == last {
+                Segment::recover(dir, base, config.index_interval_bytes, scan_limit)?
+            } else {
+                Segment::open_sealed(dir, base, config.index_interval_bytes, scan_limit)?
+            };
+            cuts.extend(cut);
+            segments.insert(base, seg);
+        }
+        let next_offset = segments.values().next_back().map_or(0, |s| s.next_offset);
+        let log = PartitionLog {
+            dir: dir.to_path_buf(),
+            inner: Mutex::new(Inner { segments, next_offset, config, stopped: None, closed: false }),
+            sync_state: Mutex::new(SyncState { syncing: false, failed: None }),
+            sync_done: Condvar::new(),
+            synced: AtomicU64::new(next_offset),
+            visible: AtomicU64::new(next_offset),
+        };
+        Ok((log, cuts))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> LogConfig {
+        lock(&self.inner).config
+    }
+
+    /// Changes settings; they apply from the next append.
+    pub fn set_config(&self, config: LogConfig) {
+        lock(&self.inner).config = config;
+    }
+
+    /// Appends one batch (CRC, length and codec checked) and assigns its offsets. Under
+    /// [`Durability::Always`] the caller must then [`wait_durable`](Self::wait_durable)
+    /// before acknowledging.
+    pub fn append(&self, batch: &mut [u8], now_ms: u64) -> Result<AppendInfo> {
+        let mut inner = lock(&self.inner);
+        let config = inner.config;
+        if batch.len() > config.max_batch_bytes {
+            return Err(LogError::BatchTooLarge { size: batch.len(), max: config.max_batch_bytes });
+        }
+        let mut header = batch::validate_incoming(batch, config.max_batch_bytes)?;
+        if inner.closed {
+            return Err(LogError::Closed);
+        }
+        if let Some(why) = &inner.stopped {
+            return Err(LogError::Stopped(why.clone()));
+        }
+        let base = inner.next_offset;
+        let count = header.last_offset_delta as u64 + 1;
+        self.maybe_roll(&mut inner, batch.len() as u64, count, now_ms)?;
+        batch::set_base_offset(batch, base as i64);
+        header.base_offset = base as i64;
+        let active = inner.segments.values_mut().next_back().expect("a log always has an active segment");
+        active.append(batch, &header, config.index_interval_bytes, now_ms)?;
+        inner.next_offset = base + count;
+        if config.durability != Durability::Always {
+            self.visible.fetch_max(inner.next_offset, Ordering::AcqRel);
+        }
+        Ok(AppendInfo { base_offset: base, last_offset: base + count - 1, end_offset: base + count })
+    }
+
+    fn maybe_roll(&self, inner: &mut Inner, batch_bytes: u64, count: u64, now_ms: u64) -> Result<()> {
+        let config = inner.config;
+        let segment_bytes = config.segment_bytes.min(SEGMENT_BYTES_MAX);
+        let next_offset = inner.next_offset;
+        let active = inner.segments.values_mut().next_back().expect("a log always has an active segment");
+        if active.size == 0 {
+            return Ok(());
+        }
+        let full = active.size + batch_bytes > segment_bytes;
+        let old = match (config.segment_ms, active.first_append_ms) {
+            (Some(ms), Some(first)) => now_ms.saturating_sub(first) >= ms,
+            _ => false,
+        };
+        let offsets_exhausted = next_offset + count - active.base_offset > u32::MAX as u64;
+        if !(full || old || offsets_exhausted) {
+            return Ok(());
+        }
+        if let Err(e) = active.seal() {
+            let why = e.to_string();
+            inner.stopped = Some(why.clone());
+            return Err(LogError::Stopped(why));
+        }
+        self.synced.fetch_max(next_offset, Ordering::AcqRel);
+        if config.durability == Durability::Always {
+            self.visible.fetch_max(next_offset, Ordering::AcqRel);
+        }
+        let seg = Segment::create(&self.dir, next_offset)?;
+        inner.segments.insert(next_offset, seg);
+        sync_dir(&self.dir)?;
+        tracing::debug!(dir = %self.dir.display(), base_offset = next_offset, "Rolled to a new segment.");
+        Ok(())
+    }
+
+    /// Waits until every offset below `end_offset` is on disk, syncing if no one else
+    /// is (group commit).
+    pub fn wait_durable(&self, end_offset: u64) -> Result<()> {
+        loop {
+            if self.synced.load(Ordering::Acquire) >= end_offset {
+                return Ok(());
+            }
+            let mut st = lock(&self.sync_state);
+            loop {
+                if self.synced.load(Ordering::Acquire) >= end_offset {
+                    return Ok(());
+                }
+                if let Some(why) = &st.failed {
+                    return Err(LogError::Stopped(why.clone()));
+                }
+                if !st.syncing {
+                    st.syncing = true;
+                    break;
+                }
+                st = self.sync_done.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+            drop(st);
+            self.sync_once();
+        }
+    }
+
+    /// Syncs whatever has been appended so far (used by the interval policy and on close).
+    pub fn sync(&self) -> Result<()> {
+        let end = lock(&self.inner).next_offset;
+        self.wait_durable(end)
+    }
+
+    /// One sync by the leader; wakes every waiter.
+    fn sync_once(&self) {
+        let (file, end, always) = {
+            let inner = lock(&self.inner);
+            let active = inner.segments.values().next_back().expect("a log always has an active segment");
+            (Arc::clone(&active.file), inner.next_offset, inner.config.durability == Durability::Always)
+        };
+        let result = file.sync_data();
+        let mut st = lock(&self.sync_state);
+        st.syncing = false;
+        match result {
+            Ok(()) => {
+                self.synced.fetch_max(end, Ordering::AcqRel);
+                if always {
+                    self.visible.fetch_max(end, Ordering::AcqRel);
+                }
+            }
+            Err(e) => {
+                let why = format!("fdatasync of {} failed: {e}", self.dir.display());
+                tracing::error!(dir = %self.dir.display(), error = %e, "Disk sync failed; the partition stops taking writes until restart.");
+                st.failed = Some(why.clone());
+                lock(&self.inner).stopped = Some(why);
+            }
+        }
+        self.sync_done.notify_all();
+    }
+
+    /// One past the last readable offset.
+    pub fn latest(&self) -> u64 {
+        self.visible.load(Ordering::Acquire)
+    }
+
+    pub fn stats(&self) -> LogStats {
+        let inner = lock(&self.inner);
+        LogStats {
+            earliest: inner.segments.values().next().map_or(0, |s| s.base_offset),
+            latest: self.latest(),
+            size_bytes: inner.segments.values().map(|s| s.size).sum(),
+            segments: inner.segments.len(),
+        }
+    }
+
+    /// Reads raw batches from `offset` (the first may start before it), at most
+    /// `max_bytes` but always one whole batch when there is one.
+    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadResult> {
+        let visible = self.latest();
+        let (file, path, position, limit, earliest, max_batch) = {
+            let inner = lock(&self.inner);
+            let earliest = inner.segments.values().next().map_or(0, |s| s.base_offset);
+            if offset < earliest || offset > visible {
+                return Err(LogError::OffsetOutOfRange { requested: offset, earliest, latest: visible });
+            }
+            let max_batch = inner.config.max_batch_bytes.max(64 * 1024 * 1024);
+            let mut found = None;
+            let start = inner.segments.range(..=offset).next_back().map_or(earliest, |(b, _)| *b);
+            for seg in inner.segments.range(start..).map(|(_, s)| s) {
+                if offset >= visible {
+                    break;
+                }
+                if let Some(pos) = seg.position_for(offset, seg.size)? {
+                    found = Some((Arc::clone(&seg.file), seg.path.clone(), pos, seg.size));
+                    break;
+                }
+            }
+            match found {
+                None => return Ok(ReadResult { batches: Bytes::new(), earliest, latest: visible }),
+                Some((f, p, pos, limit)) => (f, p, pos, limit, earliest, max_batch),
+            }
+        };
+        let bytes = segment::read_batches(&file, &path, position, max_bytes, limit, visible, max_batch)?;
+        Ok(ReadResult { batches: Bytes::from(bytes), earliest, latest: visible })
+    }
+
+    /// The first offset whose record timestamp is ≥ `ts`, or `None` if every record is older.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>> {
+        let visible = self.latest();
+        let start = {
+            let inner = lock(&self.inner);
+            let mut start = None;
+            for seg in inner.segments.values() {
+                if seg.max_timestamp >= ts {
+                    // Scan from the last batch the time index knows to be older than `ts`.
+                    let entry = seg.time_index.floor(ts, true).map_err(|e| LogError::io("reading time index", e))?;
+                    start = Some(entry.map_or(seg.base_offset, |e| seg.base_offset + e.rel_offset as u64));
+                    break;
+                }
+            }
+            start
+        };
+        let Some(mut offset) = start else { return Ok(None) };
+        let limits = DecodeLimits::default();
+        while offset < visible {
+            let read = self.read(offset, 1 << 20)?;
+            if read.batches.is_empty() {
+                break;
+            }
+            let mut p = 0;
+            while p < read.batches.len() {
+                let (_, total) = batch::read_prefix(&read.batches[p..], usize::MAX)?;
+                let one = read.batches.slice(p..p + total);
+                let (header, records) = batch::decode_records(&one, &limits)?;
+                if header.max_timestamp >= ts {
+                    if let Some(r) = records.iter().find(|r| r.timestamp >= ts && r.offset as u64 >= offset) {
+                        return Ok(Some(r.offset as u64));
+                    }
+                }
+                offset = header.last_offset() as u64 + 1;
+                p += total;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes whole sealed segments that are past the retention limits. Returns how
+    /// many were deleted.
+    pub fn apply_retention(&self, now_ms: u64, retention_ms: Option<u64>, retention_bytes: Option<u64>) -> Result<usize> {
+        let mut doomed = Vec::new();
+        {
+            let mut inner = lock(&self.inner);
+            let mut total: u64 = inner.segments.values().map(|s| s.size).sum();
+            let sealed: Vec<u64> = inner.segments.keys().copied().collect();
+            for base in sealed.iter().take(sealed.len().saturating_sub(1)) {
+                let seg = &inner.segments[base];
+                let expired = retention_ms.is_some_and(|ms| {
+                    seg.max_timestamp == i64::MIN || (seg.max_timestamp.max(0) as u64).saturating_add(ms) < now_ms
+                });
+                let oversize = retention_bytes.is_some_and(|b| total.saturating_sub(seg.size) >= b);
+                if !(expired || oversize) {
+                    break;
+                }
+                total -= seg.size;
+                if let Some(seg) = inner.segments.remove(base) {
+                    doomed.push(seg);
+                }
+            }
+        }
+        let n = doomed.len();
+        for seg in doomed {
+            let base = seg.base_offset;
+            drop(seg);
+            for ext in ["log", "index", "timeindex"] {
+                let path = self.dir.join(format!("{base:020}.{ext}"));
+                if let Err(e) = std::fs::remove_file(&path) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        return Err(LogError::io(format!("deleting {}", path.display()), e));
+                    }
+                }
+            }
+            tracing::info!(dir = %self.dir.display(), base_offset = base, "Deleted a segment past retention.");
+        }
+        Ok(n)
+    }
+
+    /// Syncs and closes: later appends fail with [`LogError::Closed`].
+    pub fn close(&self) -> Result<()> {
+        let result = self.sync();
+        lock(&self.inner).closed = true;
+        result
+    }
+}

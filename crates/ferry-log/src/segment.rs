@@ -1,0 +1,404 @@
+//! One segment: a file of whole batches named by its base offset, and its indexes.
+//!
+//! # Crash and torn writes
+//!
+//! Appends go to the end of the file with `pwrite`. A crash can leave a partly written
+//! batch at the end; [`Segment::recover`] reads the segment batch by batch, checks each
+//! CRC and that offsets only grow, and cuts the file at the end of the last good batch.
+//! If a good batch follows the bad one (damage in the middle, not a torn tail), the cut
+//! bytes are kept in a `<base>.log.cut-<position>` file so nothing is destroyed.
+//!
+//! # Failed writes
+//!
+//! A write that fails (a full disk) is undone by truncating the file back to its size
+//! before the write, so the segment never holds a partial batch while running.
+
+use crate::batch::{self, BatchHeader, BATCH_HEADER_BYTES, BATCH_PREFIX_BYTES};
+use crate::error::{LogError, Result};
+use crate::index::{Index, OffsetEntry, TimeEntry};
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where and why a recovery cut a segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cut {
+    pub segment: PathBuf,
+    pub position: u64,
+    pub bytes: u64,
+    pub reason: String,
+    /// Set when a good batch followed the damage; the cut bytes were kept here.
+    pub kept_in: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+pub struct Segment {
+    pub base_offset: u64,
+    pub path: PathBuf,
+    pub file: Arc<File>,
+    /// Bytes of whole batches in the file.
+    pub size: u64,
+    /// One past the last offset stored here (equals `base_offset` when empty).
+    pub next_offset: u64,
+    pub max_timestamp: i64,
+    max_timestamp_offset: u64,
+    /// Wall-clock time of the first append, for rolling by age.
+    pub first_append_ms: Option<u64>,
+    pub index: Index<OffsetEntry>,
+    pub time_index: Index<TimeEntry>,
+    bytes_since_index: u64,
+    last_indexed_timestamp: i64,
+}
+
+pub fn log_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{base:020}.log"))
+}
+fn index_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{base:020}.index"))
+}
+fn time_index_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{base:020}.timeindex"))
+}
+
+/// Parses a segment file name back to its base offset.
+pub fn parse_log_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(".log")?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+/// What one scan of a segment found.
+struct Scan {
+    /// End of the last good batch.
+    good_end: u64,
+    /// Why the scan stopped before the end of the file, with the claimed size of the
+    /// bad batch when its prefix was readable.
+    problem: Option<(String, Option<u64>)>,
+}
+
+impl Segment {
+    /// Creates a new, empty segment file.
+    pub fn create(dir: &Path, base_offset: u64) -> Result<Segment> {
+        let path = log_path(dir, base_offset);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|e| LogError::io(format!("creating segment {}", path.display()), e))?;
+        Ok(Segment::empty(base_offset, path, file))
+    }
+
+    fn empty(base_offset: u64, path: PathBuf, file: File) -> Segment {
+        Segment {
+            base_offset,
+            path,
+            file: Arc::new(file),
+            size: 0,
+            next_offset: base_offset,
+            max_timestamp: i64::MIN,
+            max_timestamp_offset: base_offset,
+            first_append_ms: None,
+            index: Index::new(),
+            time_index: Index::new(),
+            bytes_since_index: 0,
+            last_indexed_timestamp: i64::MIN,
+        }
+    }
+
+    fn open_rw(path: &Path) -> Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| LogError::io(format!("opening segment {}", path.display()), e))
+    }
+
+    /// Records a batch that is now in the file at `position` in the indexes.
+    fn note_batch(&mut self, position: u64, h: &BatchHeader, index_interval_bytes: u64) {
+        let total = h.total_bytes() as u64;
+        let rel = (h.base_offset as u64 - self.base_offset) as u32;
+        if self.index.is_empty() || self.bytes_since_index >= index_interval_bytes {
+            self.index.push(OffsetEntry { rel_offset: rel, position: position as u32 });
+            if self.max_timestamp.max(h.max_timestamp) > self.last_indexed_timestamp {
+                let ts = self.max_timestamp.max(h.max_timestamp);
+                let last_rel = (h.last_offset() as u64 - self.base_offset) as u32;
+                self.time_index.push(TimeEntry { timestamp: ts, rel_offset: last_rel });
+                self.last_indexed_timestamp = ts;
+            }
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += total;
+        if h.max_timestamp > self.max_timestamp {
+            self.max_timestamp = h.max_timestamp;
+            self.max_timestamp_offset = h.last_offset() as u64;
+        }
+        self.size = position + total;
+        self.next_offset = h.last_offset() as u64 + 1;
+    }
+
+    /// Appends a batch whose base offset is already set. On a failed write the file is
+    /// cut back to its previous size.
+    pub fn append(&mut self, batch: &[u8], header: &BatchHeader, index_interval_bytes: u64, now_ms: u64) -> Result<()> {
+        let position = self.size;
+        if let Err(e) = self.file.write_all_at(batch, position) {
+            let undo = self.file.set_len(position);
+            if let Err(undo) = undo {
+                return Err(LogError::Stopped(format!(
+                    "write failed ({e}) and the partial batch could not be cut ({undo})"
+                )));
+            }
+            return Err(LogError::io(format!("writing to {}", self.path.display()), e));
+        }
+        self.first_append_ms.get_or_insert(now_ms);
+        self.note_batch(position, header, index_interval_bytes);
+        Ok(())
+    }
+
+    /// Makes the segment read-only: syncs its data and writes its indexes.
+    pub fn seal(&mut self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| LogError::Stopped(format!("syncing {}: {e}", self.path.display())))?;
+        if self.max_timestamp > self.last_indexed_timestamp {
+            let rel = (self.max_timestamp_offset - self.base_offset) as u32;
+            self.time_index.push(TimeEntry { timestamp: self.max_timestamp, rel_offset: rel });
+            self.last_indexed_timestamp = self.max_timestamp;
+        }
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        self.index
+            .seal(&index_path(dir, self.base_offset))
+            .map_err(|e| LogError::io("writing offset index", e))?;
+        self.time_index
+            .seal(&time_index_path(dir, self.base_offset))
+            .map_err(|e| LogError::io("writing time index", e))?;
+        Ok(())
+    }
+
+    /// Scans `[from, end)` batch by batch, calling `visit` for each good one.
+    fn scan(
+        file: &File,
+        from: u64,
+        end: u64,
+        expect_offset_at_least: u64,
+        max_batch_bytes: usize,
+        mut visit: impl FnMut(u64, &BatchHeader),
+    ) -> io::Result<Scan> {
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        reader.seek(SeekFrom::Start(from))?;
+        let mut pos = from;
+        let mut next_expected = expect_offset_at_least;
+        let mut buf = Vec::new();
+        loop {
+            if pos == end {
+                return Ok(Scan { good_end: pos, problem: None });
+            }
+            let left = end - pos;
+            if left < BATCH_PREFIX_BYTES as u64 {
+                return Ok(Scan { good_end: pos, problem: Some((format!("{left} trailing bytes, too few for a batch"), None)) });
+            }
+            let mut prefix = [0u8; BATCH_PREFIX_BYTES];
+            reader.read_exact(&mut prefix)?;
+            let total = match batch::read_prefix(&prefix, max_batch_bytes) {
+                Ok((_, t)) => t,
+                Err(e) => return Ok(Scan { good_end: pos, problem: Some((e.to_string(), None)) }),
+            };
+            if total as u64 > left {
+                return Ok(Scan {
+                    good_end: pos,
+                    problem: Some((format!("batch of {total} bytes runs past the end of the file"), Some(total as u64))),
+                });
+            }
+            buf.clear();
+            buf.extend_from_slice(&prefix);
+            buf.resize(total, 0);
+            reader.read_exact(&mut buf[BATCH_PREFIX_BYTES..])?;
+            let checked = BatchHeader::parse(&buf).and_then(|h| batch::verify_crc(&buf).map(|_| h));
+            let header = match checked {
+                Ok(h) => h,
+                Err(e) => return Ok(Scan { good_end: pos, problem: Some((e.to_string(), Some(total as u64))) }),
+            };
+            if header.base_offset < 0 || (header.base_offset as u64) < next_expected {
+                return Ok(Scan {
+                    good_end: pos,
+                    problem: Some((
+                        format!("batch offset {} goes backwards (expected at least {next_expected})", header.base_offset),
+                        Some(total as u64),
+                    )),
+                });
+            }
+            visit(pos, &header);
+            next_expected = header.last_offset() as u64 + 1;
+            pos += total as u64;
+        }
+    }
+
+    /// Whether a good batch starts at `position` (used to tell damage in the middle
+    /// from a torn tail).
+    fn good_batch_at(file: &File, position: u64, end: u64, max_batch_bytes: usize) -> bool {
+        Self::scan(file, position, end, 0, max_batch_bytes, |_, _| {})
+            .map(|s| s.good_end > position)
+            .unwrap_or(false)
+    }
+
+    /// Opens the active (last) segment after a restart: every batch is checked and a
+    /// bad tail is cut. Indexes are rebuilt in memory.
+    pub fn recover(
+        dir: &Path,
+        base_offset: u64,
+        index_interval_bytes: u64,
+        max_batch_bytes: usize,
+    ) -> Result<(Segment, Option<Cut>)> {
+        let path = log_path(dir, base_offset);
+        let file = Self::open_rw(&path)?;
+        let len = file.metadata().map_err(|e| LogError::io("reading segment size", e))?.len();
+        let mut seg = Segment::empty(base_offset, path.clone(), file);
+        let mut found = Vec::new();
+        let scan = Self::scan(&seg.file, 0, len, base_offset, max_batch_bytes, |pos, h| found.push((pos, *h)))
+            .map_err(|e| LogError::io(format!("reading {}", path.display()), e))?;
+        for (pos, h) in &found {
+            seg.note_batch(*pos, h, index_interval_bytes);
+        }
+        seg.size = scan.good_end;
+        let mut cut = None;
+        if let Some((reason, claimed)) = scan.problem {
+            let bytes = len - scan.good_end;
+            let mut kept_in = None;
+            let later_good = claimed
+                .map(|c| scan.good_end + c)
+                .filter(|next| *next < len)
+                .is_some_and(|next| Self::good_batch_at(&seg.file, next, len, max_batch_bytes));
+            if later_good {
+                let keep = dir.join(format!("{base_offset:020}.log.cut-{}", scan.good_end));
+                let mut tail = vec![0u8; bytes as usize];
+                seg.file
+                    .read_exact_at(&mut tail, scan.good_end)
+                    .map_err(|e| LogError::io("reading damaged bytes", e))?;
+                std::fs::write(&keep, &tail).map_err(|e| LogError::io("keeping damaged bytes", e))?;
+                File::open(&keep).and_then(|f| f.sync_all()).map_err(|e| LogError::io("syncing kept bytes", e))?;
+                kept_in = Some(keep);
+            }
+            seg.file.set_len(scan.good_end).map_err(|e| LogError::io("cutting torn tail", e))?;
+            seg.file.sync_all().map_err(|e| LogError::io("syncing cut segment", e))?;
+            cut = Some(Cut { segment: path, position: scan.good_end, bytes, reason, kept_in });
+        }
+        // The active segment's indexes live in memory; stale files on disk would be
+        // mistaken for sealed ones after the next roll.
+        let _ = std::fs::remove_file(index_path(dir, base_offset));
+        let _ = std::fs::remove_file(time_index_path(dir, base_offset));
+        Ok((seg, cut))
+    }
+
+    /// Opens a sealed segment, trusting its indexes when they are whole and agree with
+    /// the file's tail; otherwise recovers it like the active segment and seals it again.
+    pub fn open_sealed(
+        dir: &Path,
+        base_offset: u64,
+        index_interval_bytes: u64,
+        max_batch_bytes: usize,
+    ) -> Result<(Segment, Option<Cut>)> {
+        let path = log_path(dir, base_offset);
+        let file = Self::open_rw(&path)?;
+        let len = file.metadata().map_err(|e| LogError::io("reading segment size", e))?.len();
+        let index = Index::<OffsetEntry>::open(&index_path(dir, base_offset)).map_err(|e| LogError::io("opening index", e))?;
+        let time_index =
+            Index::<TimeEntry>::open(&time_index_path(dir, base_offset)).map_err(|e| LogError::io("opening time index", e))?;
+        if let (Some(index), Some(time_index)) = (index, time_index) {
+            let last = index.last().map_err(|e| LogError::io("reading index", e))?;
+            let last_ts = time_index.last().map_err(|e| LogError::io("reading time index", e))?;
+            let from = last.map_or(0, |e| e.position as u64);
+            let from_offset = base_offset + last.map_or(0, |e| e.rel_offset as u64);
+            if from <= len && (last.is_some() || len == 0) {
+                let mut tail_last = None;
+                let scan = Self::scan(&file, from, len, from_offset, max_batch_bytes, |_, h| tail_last = Some(*h))
+                    .map_err(|e| LogError::io(format!("reading {}", path.display()), e))?;
+                if scan.problem.is_none() {
+                    let mut seg = Segment::empty(base_offset, path, file);
+                    seg.size = len;
+                    seg.next_offset = tail_last.map_or(base_offset, |h| h.last_offset() as u64 + 1);
+                    if let Some(t) = last_ts {
+                        seg.max_timestamp = t.timestamp;
+                        seg.max_timestamp_offset = base_offset + t.rel_offset as u64;
+                        seg.last_indexed_timestamp = t.timestamp;
+                    }
+                    seg.index = index;
+                    seg.time_index = time_index;
+                    return Ok((seg, None));
+                }
+            }
+        }
+        drop(file);
+        let (mut seg, cut) = Self::recover(dir, base_offset, index_interval_bytes, max_batch_bytes)?;
+        seg.seal()?;
+        Ok((seg, cut))
+    }
+
+    /// File position of the batch holding `offset`, or of the first batch after it;
+    /// `None` when no batch at or after `offset` is in the first `limit` bytes.
+    pub fn position_for(&self, offset: u64, limit: u64) -> Result<Option<u64>> {
+        let rel = offset.saturating_sub(self.base_offset).min(u32::MAX as u64) as u32;
+        let mut pos = match self.index.floor(rel, false).map_err(|e| LogError::io("reading index", e))? {
+            Some(e) => e.position as u64,
+            None => 0,
+        };
+        let mut header = [0u8; BATCH_HEADER_BYTES];
+        while pos + BATCH_HEADER_BYTES as u64 <= limit {
+            self.file
+                .read_exact_at(&mut header, pos)
+                .map_err(|e| LogError::io(format!("reading {}", self.path.display()), e))?;
+            let h = BatchHeader::parse(&header).map_err(|e| self.corrupt(pos, e.to_string()))?;
+            if h.last_offset() >= offset as i64 {
+                return Ok(Some(pos));
+            }
+            pos += h.total_bytes() as u64;
+        }
+        Ok(None)
+    }
+
+    pub(crate) fn corrupt(&self, position: u64, reason: String) -> LogError {
+        LogError::Corrupt { segment: self.path.display().to_string(), position, reason }
+    }
+
+}
+
+/// Reads whole batches of `file` starting at `position`, up to `max_bytes` (but always
+/// the first batch whole), stopping before `limit` bytes and before offset `visible_end`.
+pub fn read_batches(
+    file: &File,
+    path: &Path,
+    position: u64,
+    max_bytes: usize,
+    limit: u64,
+    visible_end: u64,
+    max_batch_bytes: usize,
+) -> Result<Vec<u8>> {
+    let corrupt = |at: u64, reason: String| LogError::Corrupt { segment: path.display().to_string(), position: at, reason };
+    if position + BATCH_PREFIX_BYTES as u64 > limit {
+        return Ok(Vec::new());
+    }
+    let avail = (limit - position) as usize;
+    let mut prefix = [0u8; BATCH_PREFIX_BYTES];
+    file.read_exact_at(&mut prefix, position)
+        .map_err(|e| LogError::io(format!("reading {}", path.display()), e))?;
+    let (_, first) = batch::read_prefix(&prefix, max_batch_bytes).map_err(|e| corrupt(position, e.to_string()))?;
+    let want = max_bytes.max(first).min(avail);
+    let mut buf = vec![0u8; want];
+    file.read_exact_at(&mut buf, position)
+        .map_err(|e| LogError::io(format!("reading {}", path.display()), e))?;
+    let mut p = 0usize;
+    while p + BATCH_PREFIX_BYTES <= buf.len() {
+        let (base, total) =
+            batch::read_prefix(&buf[p..], max_batch_bytes).map_err(|e| corrupt(position + p as u64, e.to_string()))?;
+        if base < 0 || base as u64 >= visible_end || p + total > buf.len() {
+            break;
+        }
+        p += total;
+    }
+    buf.truncate(p);
+    Ok(buf)
+}
