@@ -1,1 +1,15 @@
+//! Ferry's broker: topics, partitions, partitioning, the metadata store and retention.
+//! Front ends (HTTP, Kafka) depend on this crate; it depends only on the log.
 
+pub mod broker;
+pub mod config;
+pub mod error;
+pub mod meta;
+pub mod partition;
+pub mod partitioner;
+pub mod topic;
+
+pub use broker::{now_ms, Broker, BrokerConfig, NewTopic, PartitionInfo, ProduceRecord, Produced, TopicInfo, TopicUpdate};
+pub use config::{DurabilityPolicy, TopicConfig, TopicDefaults};
+pub use error::{BrokerError, Result};
+pub use partition::ReadRecords;

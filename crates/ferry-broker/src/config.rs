@@ -1,0 +1,148 @@
+//! Topic settings: what users set at creation, what the metadata store keeps.
+
+use crate::error::{BrokerError, Result};
+use ferry_log::{Durability, LogConfig};
+use serde::{Deserialize, Serialize};
+
+/// How a topic acknowledges writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityPolicy {
+    /// Acknowledge after fdatasync (group commit).
+    Always,
+    /// Acknowledge at once; sync every `flush_interval_ms`.
+    Interval,
+    /// Acknowledge at once; leave write-back to the operating system.
+    Never,
+}
+
+impl DurabilityPolicy {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "always" => Some(Self::Always),
+            "interval" => Some(Self::Interval),
+            "never" => Some(Self::Never),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "always",
+            Self::Interval => "interval",
+            Self::Never => "never",
+        }
+    }
+}
+
+/// Server-wide defaults for new topics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicDefaults {
+    pub partitions: u32,
+    pub retention_ms: Option<u64>,
+    pub retention_bytes: Option<u64>,
+    pub segment_bytes: u64,
+    pub segment_ms: Option<u64>,
+    pub max_record_bytes: u64,
+    pub durability: DurabilityPolicy,
+    pub flush_interval_ms: u64,
+}
+
+impl Default for TopicDefaults {
+    fn default() -> Self {
+        TopicDefaults {
+            partitions: 1,
+            retention_ms: Some(7 * 24 * 3600 * 1000),
+            retention_bytes: None,
+            segment_bytes: 128 * 1024 * 1024,
+            segment_ms: Some(7 * 24 * 3600 * 1000),
+            max_record_bytes: 1024 * 1024,
+            durability: DurabilityPolicy::Always,
+            flush_interval_ms: 1000,
+        }
+    }
+}
+
+/// The stored settings of one topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicConfig {
+    pub name: String,
+    pub partitions: u32,
+    /// Delete whole segments whose newest record is older than this; `None` keeps forever.
+    pub retention_ms: Option<u64>,
+    /// Delete the oldest segments while the partition is larger than this.
+    pub retention_bytes: Option<u64>,
+    pub segment_bytes: u64,
+    pub segment_ms: Option<u64>,
+    /// Largest record batch accepted (Kafka's `max.message.bytes`); one record must fit.
+    pub max_record_bytes: u64,
+    pub durability: DurabilityPolicy,
+    pub flush_interval_ms: u64,
+    pub created_at_ms: u64,
+}
+
+/// Limits on settings, named with their unit last.
+pub const PARTITIONS_MAX: u32 = 10_000;
+pub const SEGMENT_BYTES_MIN: u64 = 4096;
+pub const MAX_RECORD_BYTES_MAX: u64 = 64 * 1024 * 1024;
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+
+pub fn validate_topic_name(name: &str) -> Result<()> {
+    let bad = |reason| Err(BrokerError::InvalidTopicName { name: name.to_string(), reason });
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.len() > TOPIC_NAME_BYTES_MAX {
+        return bad("it is longer than 249 characters");
+    }
+    if name == "." || name == ".." {
+        return bad("'.' and '..' are reserved");
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+        return bad("use only letters, digits, '.', '_' and '-'");
+    }
+    Ok(())
+}
+
+impl TopicConfig {
+    pub fn validate(&self) -> Result<()> {
+        validate_topic_name(&self.name)?;
+        let bad = |m: String| Err(BrokerError::InvalidConfig(m));
+        if self.partitions == 0 || self.partitions > PARTITIONS_MAX {
+            return bad(format!("partitions must be between 1 and {PARTITIONS_MAX}, got {}", self.partitions));
+        }
+        if self.segment_bytes < SEGMENT_BYTES_MIN || self.segment_bytes > ferry_log::log::SEGMENT_BYTES_MAX {
+            return bad(format!(
+                "segment_bytes must be between {SEGMENT_BYTES_MIN} and {}, got {}",
+                ferry_log::log::SEGMENT_BYTES_MAX,
+                self.segment_bytes
+            ));
+        }
+        if self.max_record_bytes < 64 || self.max_record_bytes > MAX_RECORD_BYTES_MAX {
+            return bad(format!("max_record_bytes must be between 64 and {MAX_RECORD_BYTES_MAX}, got {}", self.max_record_bytes));
+        }
+        if self.segment_ms == Some(0) {
+            return bad("segment_ms must be positive".into());
+        }
+        if self.retention_ms == Some(0) || self.retention_bytes == Some(0) {
+            return bad("retention_ms and retention_bytes must be positive (omit them to keep data forever)".into());
+        }
+        if self.flush_interval_ms == 0 {
+            return bad("flush_interval_ms must be positive".into());
+        }
+        Ok(())
+    }
+
+    pub fn log_config(&self) -> LogConfig {
+        LogConfig {
+            segment_bytes: self.segment_bytes,
+            segment_ms: self.segment_ms,
+            index_interval_bytes: 4096,
+            max_batch_bytes: self.max_record_bytes as usize,
+            durability: match self.durability {
+                DurabilityPolicy::Always => Durability::Always,
+                DurabilityPolicy::Interval => Durability::Interval { ms: self.flush_interval_ms },
+                DurabilityPolicy::Never => Durability::Never,
+            },
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! A partition: its log plus the signal long-polling readers wait on.
+
+use crate::error::{BrokerError, Result};
+use bytes::Bytes;
+use ferry_log::batch::{self, DecodeLimits};
+use ferry_log::{PartitionLog, Record};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::watch;
+
+pub struct Partition {
+    pub id: u32,
+    pub log: PartitionLog,
+    /// The latest readable offset, published after each append becomes visible.
+    latest: watch::Sender<u64>,
+    pub(crate) last_flush: std::sync::Mutex<Instant>,
+}
+
+/// Records read from one partition.
+#[derive(Debug, Clone)]
+pub struct ReadRecords {
+    pub records: Vec<Record>,
+    /// Offset to read next.
+    pub next_offset: u64,
+    pub earliest: u64,
+    pub latest: u64,
+}
+
+impl Partition {
+    pub fn new(id: u32, log: PartitionLog) -> Arc<Self> {
+        let (latest, _) = watch::channel(log.latest());
+        Arc::new(Partition { id, log, latest, last_flush: std::sync::Mutex::new(Instant::now()) })
+    }
+
+    /// Wakes readers waiting for records if the readable end moved.
+    pub fn publish_latest(&self) {
+        let now = self.log.latest();
+        self.latest.send_if_modified(|v| {
+            if now > *v {
+                *v = now;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.latest.subscribe()
+    }
+
+    /// Reads and decodes records from `offset` (blocking I/O). Stops at `max_records`
+    /// or once `max_bytes` of keys and values are gathered (always returning at least
+    /// one record when there is one). A corrupt batch ends the read: what precedes it
+    /// is returned; if nothing does, the corruption is the error.
+    pub fn read_records(&self, offset: u64, max_records: usize, max_bytes: usize, limits: &DecodeLimits) -> Result<ReadRecords> {
+        let mut records = Vec::new();
+        let mut bytes = 0usize;
+        let mut next = offset;
+        let mut bounds = (0, 0);
+        'outer: loop {
+            if records.len() >= max_records || bytes >= max_bytes {
+                break;
+            }
+            let read = match self.log.read(next, max_bytes.clamp(64 * 1024, 4 * 1024 * 1024)) {
+                Ok(r) => r,
+                Err(e) if !records.is_empty() => {
+                    tracing::warn!(partition = self.id, offset = next, error = %e, "Read stopped early.");
+                    break;
+                }
+                Err(e) => return Err(BrokerError::from_log(self.id, e)),
+            };
+            bounds = (read.earliest, read.latest);
+            if read.batches.is_empty() {
+                break;
+            }
+            let mut p = 0;
+            while p < read.batches.len() {
+                let decoded = batch::read_prefix(&read.batches[p..], usize::MAX).and_then(|(_, total)| {
+                    let one: Bytes = read.batches.slice(p..p + total);
+                    batch::decode_records(&one, limits).map(|d| (total, d))
+                });
+                let (total, (header, batch_records)) = match decoded {
+                    Ok(d) => d,
+                    Err(e) => {
+                        if records.is_empty() {
+                            return Err(BrokerError::Corrupt { offset: next, reason: e.to_string() });
+                        }
+                        tracing::warn!(partition = self.id, offset = next, error = %e, "Corrupt batch; serving what precedes it.");
+                        break 'outer;
+                    }
+                };
+                if !header.is_control() {
+                    for r in batch_records {
+                        if (r.offset as u64) < next {
+                            continue;
+                        }
+                        let size = r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len());
+                        if records.len() >= max_records || (!records.is_empty() && bytes + size > max_bytes) {
+                            break 'outer;
+                        }
+                        bytes += size;
+                        next = r.offset as u64 + 1;
+                        records.push(r);
+                    }
+                }
+                next = next.max(header.last_offset() as u64 + 1);
+                p += total;
+            }
+        }
+        Ok(ReadRecords { records, next_offset: next, earliest: bounds.0, latest: bounds.1 })
+    }
+}
