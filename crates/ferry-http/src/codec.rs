@@ -1,0 +1,153 @@
+//! JSON shapes of records on the wire, and their mapping to the broker's records.
+//!
+//! A value sent as JSON is stored as its compact JSON text and read back as JSON. Bytes
+//! are sent and read as `{"base64": "..."}`. Keys are strings, or `{"base64": ...}` for
+//! bytes that are not UTF-8. Headers are an object of name → string (or `{"base64"}`,
+//! or null); a name that occurs more than once on a stored record is read back as an
+//! array of its values.
+
+use crate::problem::Problem;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use bytes::Bytes;
+use ferry_broker::ProduceRecord;
+use ferry_log::batch::{RecordHeader, RECORD_ATTR_JSON_VALUE};
+use ferry_log::Record;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// Limits on a produce request, named with their unit last.
+pub const RECORDS_PER_REQUEST_MAX: usize = 10_000;
+pub const HEADERS_PER_RECORD_MAX: usize = 64;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProduceBody {
+    pub records: Vec<RecordIn>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordIn {
+    #[serde(default)]
+    pub key: Option<Value>,
+    #[serde(default)]
+    pub value: Option<Value>,
+    #[serde(default)]
+    pub headers: Option<Value>,
+    #[serde(default)]
+    pub partition: Option<u32>,
+    #[serde(default)]
+    pub timestamp: Option<i64>,
+}
+
+/// Bytes given as `{"base64": "..."}`, if `v` has that shape.
+fn as_base64(v: &Value, what: &str) -> Result<Option<Bytes>, String> {
+    let Value::Object(m) = v else { return Ok(None) };
+    if m.len() != 1 {
+        return Ok(None);
+    }
+    let Some(inner) = m.get("base64") else { return Ok(None) };
+    let Value::String(s) = inner else { return Err(format!("{what}: \"base64\" must be a string")) };
+    B64.decode(s).map(|b| Some(Bytes::from(b))).map_err(|e| format!("{what}: invalid base64 ({e})"))
+}
+
+fn bytes_field(v: &Value, what: &str) -> Result<Option<Bytes>, String> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(Bytes::copy_from_slice(s.as_bytes()))),
+        other => match as_base64(other, what)? {
+            Some(b) => Ok(Some(b)),
+            None => Err(format!("{what} must be a string, null or {{\"base64\": \"...\"}}")),
+        },
+    }
+}
+
+pub fn to_produce(index: usize, r: RecordIn) -> Result<ProduceRecord, Problem> {
+    let bad = |m: String| Problem::bad_request("invalid-record", format!("record {index}: {m}"));
+    let key = match &r.key {
+        None => None,
+        Some(k) => bytes_field(k, "key").map_err(bad)?,
+    };
+    let (value, value_is_json) = match r.value {
+        None | Some(Value::Null) => (None, false),
+        Some(v) => match as_base64(&v, "value").map_err(bad)? {
+            Some(b) => (Some(b), false),
+            None => (Some(Bytes::from(serde_json::to_vec(&v).map_err(|e| bad(e.to_string()))?)), true),
+        },
+    };
+    let mut headers = Vec::new();
+    match r.headers {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                headers.push(RecordHeader { key: Bytes::from(k.into_bytes()), value: bytes_field(&v, "header value").map_err(bad)? });
+            }
+        }
+        Some(Value::Array(items)) => {
+            for item in items {
+                let Value::Object(m) = item else { return Err(bad("each header must be {\"key\": ..., \"value\": ...}".into())) };
+                let Some(Value::String(k)) = m.get("key") else { return Err(bad("header key must be a string".into())) };
+                let v = m.get("value").cloned().unwrap_or(Value::Null);
+                headers.push(RecordHeader { key: Bytes::from(k.clone().into_bytes()), value: bytes_field(&v, "header value").map_err(bad)? });
+            }
+        }
+        Some(_) => return Err(bad("headers must be an object or an array".into())),
+    }
+    if headers.len() > HEADERS_PER_RECORD_MAX {
+        return Err(bad(format!("{} headers, more than the limit of {HEADERS_PER_RECORD_MAX}", headers.len())));
+    }
+    if let Some(ts) = r.timestamp {
+        if ts < 0 {
+            return Err(bad(format!("timestamp must be milliseconds since 1970, got {ts}")));
+        }
+    }
+    Ok(ProduceRecord { key, value, headers, partition: r.partition, timestamp: r.timestamp, value_is_json })
+}
+
+fn bytes_out(b: &Bytes) -> Value {
+    match std::str::from_utf8(b) {
+        Ok(s) => Value::String(s.to_string()),
+        Err(_) => base64_out(b),
+    }
+}
+
+fn base64_out(b: &Bytes) -> Value {
+    let mut m = Map::new();
+    m.insert("base64".into(), Value::String(B64.encode(b)));
+    Value::Object(m)
+}
+
+/// The JSON form of a stored record, as the read API returns it.
+pub fn record_out(r: &Record) -> Value {
+    let value = match &r.value {
+        None => Value::Null,
+        Some(v) if r.attributes & RECORD_ATTR_JSON_VALUE != 0 => {
+            serde_json::from_slice::<Value>(v).unwrap_or_else(|_| base64_out(v))
+        }
+        Some(v) => base64_out(v),
+    };
+    let mut headers = Map::new();
+    for h in &r.headers {
+        let name = String::from_utf8_lossy(&h.key).into_owned();
+        let v = h.value.as_ref().map_or(Value::Null, bytes_out);
+        match headers.get_mut(&name) {
+            None => {
+                headers.insert(name, v);
+            }
+            // A single header value is never an array, so an array means "seen before".
+            Some(Value::Array(vs)) => vs.push(v),
+            Some(existing) => {
+                let first = existing.take();
+                *existing = Value::Array(vec![first, v]);
+            }
+        }
+    }
+    serde_json::json!({
+        "offset": r.offset,
+        "timestamp": r.timestamp,
+        "key": r.key.as_ref().map_or(Value::Null, bytes_out),
+        "value": value,
+        "headers": headers,
+    })
+}

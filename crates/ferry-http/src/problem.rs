@@ -1,0 +1,102 @@
+//! RFC 9457 problem details: every HTTP error, with a stable `type` per kind. Broker
+//! errors map to problems here and nowhere else.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use ferry_broker::BrokerError;
+use serde_json::{json, Map, Value};
+
+/// Prefix of every problem `type`; the rest is a stable slug documented in docs/http-api.md.
+pub const PROBLEM_TYPE_PREFIX: &str = "urn:ferry:problem:";
+
+#[derive(Debug)]
+pub struct Problem {
+    pub status: StatusCode,
+    pub slug: &'static str,
+    pub title: &'static str,
+    pub detail: String,
+    pub extra: Map<String, Value>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, slug: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+        Problem { status, slug, title, detail: detail.into(), extra: Map::new() }
+    }
+
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.extra.insert(key.to_string(), value.into());
+        self
+    }
+
+    pub fn bad_request(slug: &'static str, detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::BAD_REQUEST, slug, "Bad request", detail)
+    }
+
+    pub fn invalid_json(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::BAD_REQUEST, "invalid-json", "Request body is not valid JSON for this operation", detail)
+    }
+
+    pub fn invalid_parameter(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::BAD_REQUEST, "invalid-parameter", "Invalid query or path parameter", detail)
+    }
+
+    pub fn too_large(limit: usize) -> Self {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request-too-large",
+            "Request body too large",
+            format!("the request body is larger than the limit of {limit} bytes (setting max_request_bytes)"),
+        )
+        .with("limit_bytes", limit)
+    }
+}
+
+impl From<BrokerError> for Problem {
+    fn from(e: BrokerError) -> Self {
+        use BrokerError::*;
+        let detail = e.to_string();
+        match e {
+            TopicNotFound(_) => Problem::new(StatusCode::NOT_FOUND, "topic-not-found", "Topic not found", detail),
+            TopicExists(_) => Problem::new(StatusCode::CONFLICT, "topic-exists", "Topic already exists", detail),
+            PartitionNotFound { count, .. } => {
+                Problem::new(StatusCode::NOT_FOUND, "partition-not-found", "Partition not found", detail).with("partitions", count)
+            }
+            InvalidTopicName { .. } => Problem::bad_request("invalid-topic-name", detail),
+            InvalidConfig(_) => Problem::bad_request("invalid-config", detail),
+            InvalidRecord(_) => Problem::bad_request("invalid-record", detail),
+            RecordTooLarge { index, max, .. } => {
+                Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "record-too-large", "Record too large", detail)
+                    .with("record_index", index)
+                    .with("max_record_bytes", max)
+            }
+            OffsetOutOfRange { earliest, latest, .. } => {
+                Problem::new(StatusCode::RANGE_NOT_SATISFIABLE, "offset-out-of-range", "Offset out of range", detail)
+                    .with("earliest", earliest)
+                    .with("latest", latest)
+            }
+            DiskFull(_) => Problem::new(StatusCode::INSUFFICIENT_STORAGE, "disk-full", "Disk full", detail),
+            Corrupt { .. } => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt-data", "Stored data is corrupt", detail),
+            Unavailable(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Partition unavailable", detail),
+            Storage(_) | DataDirLocked { .. } => {
+                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "storage-error", "Storage error", detail)
+            }
+            Meta(_) => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "metadata-error", "Metadata store error", detail),
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let mut body = json!({
+            "type": format!("{PROBLEM_TYPE_PREFIX}{}", self.slug),
+            "title": self.title,
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        if let Value::Object(m) = &mut body {
+            m.extend(self.extra);
+        }
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        (self.status, [(header::CONTENT_TYPE, "application/problem+json")], bytes).into_response()
+    }
+}

@@ -1,0 +1,205 @@
+//! Every command and flag of the `ferry` binary, defined once: clap derives the help.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "ferry", version, about = "Ferry: one binary for event streams, work queues and webhooks")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run a Ferry server. With no flags: data in ./ferry-data, HTTP on 127.0.0.1:8080.
+    ///
+    /// Settings come from, lowest to highest: built-in defaults, the TOML file given by
+    /// --config, FERRY_* environment variables, then flags. The TOML keys are the flag
+    /// names with '_' for '-' (e.g. http_addr = "0.0.0.0:8080").
+    Serve(ServeArgs),
+    /// Create, list, describe, update and delete topics.
+    #[command(subcommand)]
+    Topic(TopicCommand),
+    /// Publish records: from --value, or one record per line of standard input.
+    Produce(ProduceArgs),
+    /// Read records from a topic and print them.
+    Consume(ConsumeArgs),
+}
+
+#[derive(Args, Clone, Default)]
+pub struct ServeArgs {
+    /// TOML file with settings (keys as the flags below, with '_' for '-').
+    #[arg(long, env = "FERRY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Folder for all data [default: ./ferry-data]
+    #[arg(long, env = "FERRY_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the HTTP API [default: 127.0.0.1:8080]
+    #[arg(long, env = "FERRY_HTTP_ADDR", value_name = "HOST:PORT")]
+    pub http_addr: Option<SocketAddr>,
+    /// Default durability of new topics: always (fsync before acknowledging, group
+    /// commit), interval (sync every --flush-interval-ms) or never [default: always]
+    #[arg(long, env = "FERRY_DURABILITY", value_name = "POLICY")]
+    pub durability: Option<String>,
+    /// Sync period of topics with durability "interval" [default: 1000]
+    #[arg(long, env = "FERRY_FLUSH_INTERVAL_MS", value_name = "MS")]
+    pub flush_interval_ms: Option<u64>,
+    /// Partitions of a new topic when the request names none [default: 1]
+    #[arg(long, env = "FERRY_DEFAULT_PARTITIONS", value_name = "N")]
+    pub default_partitions: Option<u32>,
+    /// Default retention by age; -1 keeps data forever [default: 604800000 (7 days)]
+    #[arg(long, env = "FERRY_RETENTION_MS", value_name = "MS", allow_negative_numbers = true)]
+    pub retention_ms: Option<i64>,
+    /// Default retention by partition size; -1 for no limit [default: -1]
+    #[arg(long, env = "FERRY_RETENTION_BYTES", value_name = "BYTES", allow_negative_numbers = true)]
+    pub retention_bytes: Option<i64>,
+    /// Default segment size; a segment rolls before it would exceed this [default: 134217728]
+    #[arg(long, env = "FERRY_SEGMENT_BYTES", value_name = "BYTES")]
+    pub segment_bytes: Option<u64>,
+    /// Default segment age at which it rolls [default: 604800000 (7 days)]
+    #[arg(long, env = "FERRY_SEGMENT_MS", value_name = "MS")]
+    pub segment_ms: Option<u64>,
+    /// Default largest record batch a topic accepts [default: 1048576]
+    #[arg(long, env = "FERRY_MAX_RECORD_BYTES", value_name = "BYTES")]
+    pub max_record_bytes: Option<u64>,
+    /// Largest HTTP request body; larger ones are refused before they are read [default: 33554432]
+    #[arg(long, env = "FERRY_MAX_REQUEST_BYTES", value_name = "BYTES")]
+    pub max_request_bytes: Option<usize>,
+    /// How often retention deletes old segments [default: 30000]
+    #[arg(long, env = "FERRY_RETENTION_CHECK_MS", value_name = "MS")]
+    pub retention_check_ms: Option<u64>,
+    /// Log filter, as for tracing's EnvFilter (e.g. info, ferry=debug) [default: info]
+    #[arg(long, env = "FERRY_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+    /// Log format: text or json [default: text]
+    #[arg(long, env = "FERRY_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+}
+
+#[derive(Args, Clone)]
+pub struct ClientArgs {
+    /// Address of the Ferry server
+    #[arg(long, env = "FERRY_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    pub url: String,
+    /// Print JSON for scripts instead of tables
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Args, Clone, Default)]
+pub struct TopicSettings {
+    /// Retention by age in ms; -1 keeps data forever
+    #[arg(long, allow_negative_numbers = true)]
+    pub retention_ms: Option<i64>,
+    /// Retention by partition size in bytes; -1 for no limit
+    #[arg(long, allow_negative_numbers = true)]
+    pub retention_bytes: Option<i64>,
+    /// Segment size in bytes
+    #[arg(long)]
+    pub segment_bytes: Option<u64>,
+    /// Segment age in ms at which it rolls
+    #[arg(long)]
+    pub segment_ms: Option<u64>,
+    /// Largest record batch in bytes
+    #[arg(long)]
+    pub max_record_bytes: Option<u64>,
+    /// always, interval or never
+    #[arg(long)]
+    pub durability: Option<String>,
+    /// Sync period for durability "interval"
+    #[arg(long)]
+    pub flush_interval_ms: Option<u64>,
+}
+
+#[derive(Subcommand)]
+pub enum TopicCommand {
+    /// Create a topic.
+    Create {
+        name: String,
+        /// Number of partitions [default: the server's]
+        #[arg(long, short)]
+        partitions: Option<u32>,
+        #[command(flatten)]
+        settings: TopicSettings,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List topics.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a topic's settings and each partition's offsets and size.
+    Describe {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Change a topic's settings or add partitions.
+    Update {
+        name: String,
+        /// New partition count (can only grow)
+        #[arg(long, short)]
+        partitions: Option<u32>,
+        #[command(flatten)]
+        settings: TopicSettings,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete a topic and all its data.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Args)]
+pub struct ProduceArgs {
+    pub topic: String,
+    /// The value of a single record; without it, each line of standard input is a record
+    #[arg(long)]
+    pub value: Option<String>,
+    /// Key of every record
+    #[arg(long, short)]
+    pub key: Option<String>,
+    /// Split each input line at the first SEP into key and value (like kcat -K)
+    #[arg(long, value_name = "SEP")]
+    pub key_separator: Option<String>,
+    /// Header NAME=VALUE, repeatable
+    #[arg(long = "header", short = 'H', value_name = "NAME=VALUE")]
+    pub headers: Vec<String>,
+    /// Write to this partition instead of choosing by key
+    #[arg(long, short)]
+    pub partition: Option<u32>,
+    /// How to read values: text (bytes as given) or json (each value is JSON, read back as JSON)
+    #[arg(long, default_value = "text")]
+    pub format: String,
+    /// Records per request when reading standard input
+    #[arg(long, default_value_t = 500)]
+    pub batch: usize,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Args)]
+pub struct ConsumeArgs {
+    pub topic: String,
+    /// Read only this partition [default: all]
+    #[arg(long, short)]
+    pub partition: Option<u32>,
+    /// Where to start: beginning, end, an offset, or a time (milliseconds since 1970,
+    /// or RFC 3339 such as 2026-11-23T10:00:00Z)
+    #[arg(long, default_value = "beginning")]
+    pub from: String,
+    /// Keep waiting for new records instead of stopping at the end
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Stop after this many records
+    #[arg(long, short = 'n')]
+    pub max: Option<u64>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
