@@ -83,6 +83,8 @@ pub struct TopicConfig {
 /// Limits on settings, named with their unit last.
 pub const PARTITIONS_MAX: u32 = 10_000;
 pub const SEGMENT_BYTES_MIN: u64 = 4096;
+/// Small enough for tests of the limit, large enough for a batch header and a record.
+pub const MAX_RECORD_BYTES_MIN: u64 = 1024;
 pub const MAX_RECORD_BYTES_MAX: u64 = 64 * 1024 * 1024;
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 
@@ -117,14 +119,17 @@ impl TopicConfig {
                 self.segment_bytes
             ));
         }
-        if self.max_record_bytes < 64 || self.max_record_bytes > MAX_RECORD_BYTES_MAX {
-            return bad(format!("max_record_bytes must be between 64 and {MAX_RECORD_BYTES_MAX}, got {}", self.max_record_bytes));
+        if self.max_record_bytes < MAX_RECORD_BYTES_MIN || self.max_record_bytes > MAX_RECORD_BYTES_MAX {
+            return bad(format!(
+                "max_record_bytes must be between {MAX_RECORD_BYTES_MIN} and {MAX_RECORD_BYTES_MAX}, got {}",
+                self.max_record_bytes
+            ));
         }
         if self.segment_ms == Some(0) {
             return bad("segment_ms must be positive".into());
         }
         if self.retention_ms == Some(0) || self.retention_bytes == Some(0) {
-            return bad("retention_ms and retention_bytes must be positive (omit them to keep data forever)".into());
+            return bad("retention_ms and retention_bytes must be positive, or -1 for no limit".into());
         }
         if self.flush_interval_ms == 0 {
             return bad("flush_interval_ms must be positive".into());

@@ -23,8 +23,8 @@ pub enum BrokerError {
     OffsetOutOfRange { partition: u32, requested: u64, earliest: u64, latest: u64 },
     #[error("{0}")]
     DiskFull(String),
-    #[error("corrupt data at offset {offset}: {reason}")]
-    Corrupt { offset: u64, reason: String },
+    #[error("corrupt data{}: {reason}", offset.map(|o| format!(" at offset {o}")).unwrap_or_default())]
+    Corrupt { offset: Option<u64>, reason: String },
     #[error("{0}")]
     Unavailable(String),
     #[error("storage error: {0}")]
@@ -45,7 +45,7 @@ impl BrokerError {
             LogError::BatchTooLarge { size, max } => BrokerError::RecordTooLarge { index: 0, size, max },
             LogError::InvalidBatch(b) => BrokerError::InvalidRecord(b.to_string()),
             LogError::Stopped(_) | LogError::Closed => BrokerError::Unavailable(e.to_string()),
-            LogError::Corrupt { .. } => BrokerError::Corrupt { offset: 0, reason: e.to_string() },
+            LogError::Corrupt { .. } => BrokerError::Corrupt { offset: None, reason: e.to_string() },
             LogError::Io { .. } => BrokerError::Storage(e.to_string()),
         }
     }

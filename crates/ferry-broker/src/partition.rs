@@ -84,7 +84,7 @@ impl Partition {
                     Ok(d) => d,
                     Err(e) => {
                         if records.is_empty() {
-                            return Err(BrokerError::Corrupt { offset: next, reason: e.to_string() });
+                            return Err(BrokerError::Corrupt { offset: Some(next), reason: e.to_string() });
                         }
                         tracing::warn!(partition = self.id, offset = next, error = %e, "Corrupt batch; serving what precedes it.");
                         break 'outer;

@@ -78,7 +78,8 @@ async fn problem_for_plain_errors(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let status = response.status();
     let is_problem = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v == "application/problem+json");
-    if is_problem || !(status.is_client_error() || status.is_server_error()) {
+    // 413 is left to `refuse_oversized`, which knows the limit.
+    if is_problem || status == StatusCode::PAYLOAD_TOO_LARGE || !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
     let (parts, body) = response.into_parts();
@@ -86,7 +87,12 @@ async fn problem_for_plain_errors(req: Request, next: Next) -> Response {
     let detail = String::from_utf8_lossy(&text).into_owned();
     match parts.status {
         StatusCode::METHOD_NOT_ALLOWED => {
-            Problem::new(status, "method-not-allowed", "Method not allowed", format!("{method} is not allowed on {path}")).into_response()
+            let mut r = Problem::new(status, "method-not-allowed", "Method not allowed", format!("{method} is not allowed on {path}"))
+                .into_response();
+            if let Some(allow) = parts.headers.get(header::ALLOW) {
+                r.headers_mut().insert(header::ALLOW, allow.clone());
+            }
+            r
         }
         StatusCode::BAD_REQUEST => Problem::invalid_parameter(detail).into_response(),
         s => Problem::new(s, "http-error", "HTTP error", detail).into_response(),

@@ -270,3 +270,4 @@ fn concurrent_appenders_all_get_distinct_offsets_and_all_are_durable() {
     assert_eq!(offsets, (0..400).collect::<Vec<_>>());
     assert_eq!(read_all(&log, 0).len(), 400);
 }
+

@@ -246,3 +246,42 @@ async fn a_record_is_found_by_time() {
     let (_, v) = call(http().get(format!("{}/v1/topics/t/partitions/0/offsets?timestamp=9999999999", s.url))).await;
     assert_eq!(v["offset"], 20, "past every record: the latest offset");
 }
+
+#[tokio::test]
+async fn an_oversized_chunked_body_without_a_length_is_refused_as_too_large() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--max-request-bytes", "4096"]);
+    create_topic(&s.url, json!({"name": "t"})).await;
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        let mut req = b"POST /v1/topics/t/records HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+        for _ in 0..10 {
+            req.extend_from_slice(b"400\r\n");
+            req.extend_from_slice(&[b' '; 0x400]);
+            req.extend_from_slice(b"\r\n");
+        }
+        req.extend_from_slice(b"0\r\n\r\n");
+        let _ = conn.write_all(&req);
+        let mut out = String::new();
+        let _ = conn.read_to_string(&mut out);
+        out
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("urn:ferry:problem:request-too-large"), "{answer}");
+    let (_, t) = call(http().get(format!("{}/v1/topics/t", s.url))).await;
+    assert_eq!(t["partition_stats"][0]["latest"], 0);
+}
+
+#[tokio::test]
+async fn a_method_not_allowed_answer_says_which_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let resp = http().put(format!("{}/v1/topics", s.url)).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    let allow = resp.headers().get("allow").expect("Allow header").to_str().unwrap().to_string();
+    assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
+}
