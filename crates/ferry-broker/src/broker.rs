@@ -143,8 +143,14 @@ impl Broker {
             .write(true)
             .open(&lock_path)
             .map_err(|e| BrokerError::Storage(format!("opening {}: {e}", lock_path.display())))?;
-        if lock.try_lock().is_err() {
-            return Err(BrokerError::DataDirLocked { path: dir.display().to_string(), lock: lock_path.display().to_string() });
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(BrokerError::DataDirLocked { path: dir.display().to_string(), lock: lock_path.display().to_string() })
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(BrokerError::Storage(format!("locking {}: {e}", lock_path.display())))
+            }
         }
         let topics_dir = dir.join("topics");
         std::fs::create_dir_all(&topics_dir).map_err(|e| BrokerError::Storage(format!("creating {}: {e}", topics_dir.display())))?;
@@ -158,6 +164,8 @@ impl Broker {
         let meta = FileMetaStore::open(&dir.join("meta"))?;
         let mut topics = HashMap::new();
         for tc in meta.load_topics()? {
+            // The names become folder names: a hand-edited file must not point elsewhere.
+            tc.validate().map_err(|e| BrokerError::Meta(format!("{} names a topic Ferry cannot open: {e}", dir.join("meta/topics.json").display())))?;
             let parts = (0..tc.partitions)
                 .map(|p| open_partition(&topics_dir.join(&tc.name), p, &tc))
                 .collect::<Result<Vec<_>>>()?;
@@ -426,13 +434,16 @@ impl Broker {
         })
     }
 
-    /// Syncs and closes every partition.
-    pub fn shutdown(&self) {
+    /// Syncs and closes every partition; false if any could not be synced.
+    pub fn shutdown(&self) -> bool {
+        let mut ok = true;
         for (_, p) in self.all_partitions() {
             if let Err(e) = p.log.close() {
+                ok = false;
                 tracing::error!(dir = %p.log.dir().display(), error = %e, "Could not sync a partition at shutdown.");
             }
         }
+        ok
     }
 }
 

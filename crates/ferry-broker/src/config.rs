@@ -96,8 +96,8 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
     if name.len() > TOPIC_NAME_BYTES_MAX {
         return bad("it is longer than 249 characters");
     }
-    if name == "." || name == ".." {
-        return bad("'.' and '..' are reserved");
+    if name.starts_with('.') {
+        return bad("names starting with '.' are reserved for Ferry's own folders");
     }
     if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
         return bad("use only letters, digits, '.', '_' and '-'");

@@ -30,7 +30,8 @@ pub enum LogError {
 impl LogError {
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
         let context = context.into();
-        if source.kind() == io::ErrorKind::StorageFull || source.raw_os_error() == Some(28) {
+        // ENOSPC (28) and EDQUOT (122): no room for the write either way.
+        if source.kind() == io::ErrorKind::StorageFull || matches!(source.raw_os_error(), Some(28) | Some(122)) {
             LogError::DiskFull { context }
         } else {
             LogError::Io { context, source }

@@ -243,11 +243,14 @@ impl PartitionLog {
         if !(full || old || offsets_exhausted) {
             return Ok(());
         }
-        if let Err(e) = active.seal() {
-            let why = e.to_string();
+        if let Err(e) = active.file.sync_data() {
+            let why = format!("syncing {} before rolling: {e}", active.path.display());
             inner.stopped = Some(why.clone());
             return Err(LogError::Stopped(why));
         }
+        // Index files failing to write (a full disk) fail this append; the segment stays
+        // active with its indexes in memory and the next append tries again.
+        active.write_indexes()?;
         self.synced.fetch_max(next_offset, Ordering::AcqRel);
         if config.durability == Durability::Always {
             self.visible.fetch_max(next_offset, Ordering::AcqRel);

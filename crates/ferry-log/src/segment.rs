@@ -71,13 +71,25 @@ pub fn parse_log_name(name: &str) -> Option<u64> {
     stem.parse().ok()
 }
 
+/// Why a scan stopped early.
+struct Problem {
+    reason: String,
+    /// The bad batch's claimed size, when its prefix was readable.
+    claimed: Option<u64>,
+    /// The file simply ends inside a batch: what a crash mid-write leaves.
+    torn: bool,
+}
+
+fn problem(reason: String, claimed: Option<u64>, torn: bool) -> Option<Problem> {
+    Some(Problem { reason, claimed, torn })
+}
+
 /// What one scan of a segment found.
 struct Scan {
     /// End of the last good batch.
     good_end: u64,
-    /// Why the scan stopped before the end of the file, with the claimed size of the
-    /// bad batch when its prefix was readable.
-    problem: Option<(String, Option<u64>)>,
+    /// Why the scan stopped before the end of the file.
+    problem: Option<Problem>,
 }
 
 impl Segment {
@@ -165,6 +177,12 @@ impl Segment {
         self.file
             .sync_data()
             .map_err(|e| LogError::Stopped(format!("syncing {}: {e}", self.path.display())))?;
+        self.write_indexes()
+    }
+
+    /// Writes the in-memory indexes to their files. On failure (a full disk) they stay in
+    /// memory and the segment stays active; the next roll tries again.
+    pub fn write_indexes(&mut self) -> Result<()> {
         if self.max_timestamp > self.last_indexed_timestamp {
             let rel = (self.max_timestamp_offset - self.base_offset) as u32;
             self.time_index.push(TimeEntry { timestamp: self.max_timestamp, rel_offset: rel });
@@ -200,18 +218,18 @@ impl Segment {
             }
             let left = end - pos;
             if left < BATCH_PREFIX_BYTES as u64 {
-                return Ok(Scan { good_end: pos, problem: Some((format!("{left} trailing bytes, too few for a batch"), None)) });
+                return Ok(Scan { good_end: pos, problem: problem(format!("{left} trailing bytes, too few for a batch"), None, true) });
             }
             let mut prefix = [0u8; BATCH_PREFIX_BYTES];
             reader.read_exact(&mut prefix)?;
             let total = match batch::read_prefix(&prefix, max_batch_bytes) {
                 Ok((_, t)) => t,
-                Err(e) => return Ok(Scan { good_end: pos, problem: Some((e.to_string(), None)) }),
+                Err(e) => return Ok(Scan { good_end: pos, problem: problem(e.to_string(), None, false) }),
             };
             if total as u64 > left {
                 return Ok(Scan {
                     good_end: pos,
-                    problem: Some((format!("batch of {total} bytes runs past the end of the file"), Some(total as u64))),
+                    problem: problem(format!("batch of {total} bytes runs past the end of the file"), Some(total as u64), true),
                 });
             }
             buf.clear();
@@ -221,15 +239,16 @@ impl Segment {
             let checked = BatchHeader::parse(&buf).and_then(|h| batch::verify_crc(&buf).map(|_| h));
             let header = match checked {
                 Ok(h) => h,
-                Err(e) => return Ok(Scan { good_end: pos, problem: Some((e.to_string(), Some(total as u64))) }),
+                Err(e) => return Ok(Scan { good_end: pos, problem: problem(e.to_string(), Some(total as u64), false) }),
             };
             if header.base_offset < 0 || (header.base_offset as u64) < next_expected {
                 return Ok(Scan {
                     good_end: pos,
-                    problem: Some((
+                    problem: problem(
                         format!("batch offset {} goes backwards (expected at least {next_expected})", header.base_offset),
                         Some(total as u64),
-                    )),
+                        false,
+                    ),
                 });
             }
             visit(pos, &header);
@@ -266,14 +285,17 @@ impl Segment {
         }
         seg.size = scan.good_end;
         let mut cut = None;
-        if let Some((reason, claimed)) = scan.problem {
+        if let Some(Problem { reason, claimed, torn }) = scan.problem {
             let bytes = len - scan.good_end;
             let mut kept_in = None;
+            // A torn tail (the file ends inside a batch) is what a crash mid-write leaves
+            // and holds nothing acknowledged. Any other damage may sit before good data,
+            // so the bytes are kept for inspection before the cut.
             let later_good = claimed
                 .map(|c| scan.good_end + c)
                 .filter(|next| *next < len)
                 .is_some_and(|next| Self::good_batch_at(&seg.file, next, len, max_batch_bytes));
-            if later_good {
+            if !torn || later_good {
                 let keep = dir.join(format!("{base_offset:020}.log.cut-{}", scan.good_end));
                 let mut tail = vec![0u8; bytes as usize];
                 seg.file
@@ -281,11 +303,18 @@ impl Segment {
                     .map_err(|e| LogError::io("reading damaged bytes", e))?;
                 std::fs::write(&keep, &tail).map_err(|e| LogError::io("keeping damaged bytes", e))?;
                 File::open(&keep).and_then(|f| f.sync_all()).map_err(|e| LogError::io("syncing kept bytes", e))?;
+                File::open(dir).and_then(|d| d.sync_all()).map_err(|e| LogError::io("syncing partition folder", e))?;
                 kept_in = Some(keep);
             }
             seg.file.set_len(scan.good_end).map_err(|e| LogError::io("cutting torn tail", e))?;
-            seg.file.sync_all().map_err(|e| LogError::io("syncing cut segment", e))?;
             cut = Some(Cut { segment: path, position: scan.good_end, bytes, reason, kept_in });
+        }
+        // Whatever survived may still sit only in the page cache (a killed process, not a
+        // lost machine): sync it before anyone is told it is durable.
+        seg.file.sync_all().map_err(|e| LogError::io("syncing recovered segment", e))?;
+        // Rolling by age counts from the first batch's time, as it did before the restart.
+        if let Some((_, first)) = found.first() {
+            seg.first_append_ms = Some(first.max_timestamp.max(0) as u64);
         }
         // The active segment's indexes live in memory; stale files on disk would be
         // mistaken for sealed ones after the next roll.

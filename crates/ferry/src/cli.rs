@@ -36,8 +36,8 @@ pub struct ServeArgs {
     /// Folder for all data [default: ./ferry-data]
     #[arg(long, env = "FERRY_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Address of the HTTP API [default: 127.0.0.1:8080]
-    #[arg(long, env = "FERRY_HTTP_ADDR", value_name = "HOST:PORT")]
+    /// Address (IP:PORT) of the HTTP API; port 0 picks a free port [default: 127.0.0.1:8080]
+    #[arg(long, env = "FERRY_HTTP_ADDR", value_name = "IP:PORT")]
     pub http_addr: Option<SocketAddr>,
     /// Default durability of new topics: always (fsync before acknowledging, group
     /// commit), interval (sync every --flush-interval-ms) or never [default: always]

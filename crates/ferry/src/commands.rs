@@ -142,10 +142,11 @@ fn value_json(text: &str, format: &str) -> anyhow::Result<Value> {
 
 pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let client = Client::new(&args.client.url);
-    let mut headers = Map::new();
+    // The array form keeps a name given more than once.
+    let mut headers = Vec::new();
     for h in &args.headers {
         let Some((k, v)) = h.split_once('=') else { bail!("--header must look like NAME=VALUE, got {h:?}") };
-        headers.insert(k.to_string(), Value::from(v));
+        headers.push(json!({"key": k, "value": v}));
     }
     if args.batch == 0 {
         bail!("--batch must be at least 1");
@@ -157,7 +158,7 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         }
         r.insert("value".into(), value_json(value, &args.format)?);
         if !headers.is_empty() {
-            r.insert("headers".into(), Value::Object(headers.clone()));
+            r.insert("headers".into(), Value::Array(headers.clone()));
         }
         if let Some(p) = args.partition {
             r.insert("partition".into(), Value::from(p));

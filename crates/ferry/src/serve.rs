@@ -9,7 +9,9 @@ use tracing_subscriber::EnvFilter;
 fn init_logs(settings: &Settings) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&settings.log)
         .with_context(|| format!("invalid log filter {:?}; try info, debug or ferry_log=debug", settings.log))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A closed log pipe must never fail requests: tracing-subscriber would otherwise
+    // report its failed write with `eprintln!`, which panics on a closed stderr.
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
     if settings.log_json {
         builder.json().init();
     } else {
@@ -18,7 +20,10 @@ fn init_logs(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// How long requests in flight (long polls among them) get to finish after a signal.
+const SHUTDOWN_GRACE_MS: u64 = 5_000;
+
+async fn shutdown_signal(stopping: tokio::sync::watch::Sender<bool>) {
     let ctrl_c = tokio::signal::ctrl_c();
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
@@ -33,6 +38,7 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     tracing::info!("Shutting down: finishing requests, then syncing partitions.");
+    let _ = stopping.send(true);
 }
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
@@ -56,10 +62,22 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         startup_ms = started.elapsed().as_secs_f64() * 1000.0,
         "Ferry is ready."
     );
-    axum::serve(listener, ferry_http::router(state)).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server failed")?;
+    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, ferry_http::router(state)).with_graceful_shutdown(shutdown_signal(stopping));
+    let grace = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+        tokio::time::sleep(std::time::Duration::from_millis(SHUTDOWN_GRACE_MS)).await;
+    };
+    tokio::select! {
+        served = server => served.context("HTTP server failed")?,
+        _ = grace => tracing::warn!(grace_ms = SHUTDOWN_GRACE_MS, "Requests still open after the grace period are dropped."),
+    }
     maintenance.abort();
     let b = broker.clone();
-    tokio::task::spawn_blocking(move || b.shutdown()).await.context("shutdown task failed")?;
+    let synced = tokio::task::spawn_blocking(move || b.shutdown()).await.context("shutdown task failed")?;
+    if !synced {
+        anyhow::bail!("some partitions could not be synced at shutdown (see the log above); they are recovered from disk at the next start");
+    }
     tracing::info!("Ferry stopped; every partition is synced.");
     Ok(())
 }
