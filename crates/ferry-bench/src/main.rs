@@ -1,1 +1,180 @@
-fn main() {}
+//! `ferry-bench`: Ferry's benchmarks. Every run measures the disk's own limits in the
+//! same run, so figures are reported as ratios that survive a noisy, shared machine.
+//! docs/benchmarks.md gives the commands and the latest results.
+
+mod disk;
+mod http;
+mod log_append;
+mod server;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "ferry-bench", about = "Benchmarks of Ferry against the disk's own limits")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Folder for benchmark data (a fresh subfolder is made and removed)
+    #[arg(long, global = true)]
+    dir: Option<PathBuf>,
+    /// The ferry binary to start [default: next to this program]
+    #[arg(long, global = true)]
+    ferry_bin: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Every workload, then a Markdown report on standard output.
+    All {
+        /// Seconds per timed workload
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Size of the log for the recovery measurement, in MiB
+        #[arg(long, default_value_t = 1024)]
+        recovery_mib: u64,
+    },
+    /// A tiny run of every workload, to keep the tool working (CI runs this).
+    Smoke,
+    /// The disk's sequential write bandwidth and fsync rate.
+    Disk {
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+    /// In-process appends under durability "always" with 1, 8 and 64 producers.
+    LogAppend {
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Records of 1 KiB per append
+        #[arg(long, default_value_t = 1)]
+        records_per_append: usize,
+    },
+    /// HTTP produce and read against a started `ferry serve`.
+    Http {
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+    /// Start time on an empty folder, and recovery of a large log after kill -9.
+    Start {
+        #[arg(long, default_value_t = 1024)]
+        recovery_mib: u64,
+    },
+}
+
+pub struct Ctx {
+    pub dir: PathBuf,
+    pub ferry_bin: PathBuf,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let base = cli.dir.unwrap_or_else(std::env::temp_dir);
+    let holder = tempfile::Builder::new().prefix("ferry-bench-").tempdir_in(&base)?;
+    let ferry_bin = match cli.ferry_bin {
+        Some(p) => p,
+        None => std::env::current_exe()?.with_file_name("ferry"),
+    };
+    if !ferry_bin.exists() {
+        anyhow::bail!("no ferry binary at {}; build it (cargo build --release -p ferry) or pass --ferry-bin", ferry_bin.display());
+    }
+    let ctx = Ctx { dir: holder.path().to_path_buf(), ferry_bin };
+    let rt = tokio::runtime::Runtime::new()?;
+    match cli.command {
+        Command::All { seconds, recovery_mib } => {
+            let disk = disk::run(&ctx, seconds)?;
+            let appends = log_append::run(&ctx, seconds, &[1, 8, 64], 1)?;
+            let batched = log_append::run(&ctx, seconds, &[64], 16)?;
+            let http = rt.block_on(http::run(&ctx, seconds, &[1, 16]))?;
+            let start = rt.block_on(server::start_and_recovery(&ctx, recovery_mib))?;
+            println!("{}", report(&disk, &appends, &batched, &http, &start));
+        }
+        Command::Smoke => {
+            let disk = disk::run_sized(&ctx, 8, 0.2)?;
+            let appends = log_append::run_for(&ctx, std::time::Duration::from_millis(200), &[1, 8], 1)?;
+            let http = rt.block_on(http::run_for(&ctx, std::time::Duration::from_millis(300), &[2]))?;
+            let start = rt.block_on(server::start_and_recovery(&ctx, 8))?;
+            println!("{}", report(&disk, &appends, &[], &http, &start));
+            anyhow::ensure!(appends.iter().all(|a| a.records > 0), "appends made progress");
+            anyhow::ensure!(http.iter().all(|h| h.produce_records > 0 && h.read_records > 0), "HTTP made progress");
+            println!("ferry-bench smoke: 1 passed, 0 failed");
+        }
+        Command::Disk { seconds } => println!("{:#?}", disk::run(&ctx, seconds)?),
+        Command::LogAppend { seconds, records_per_append } => {
+            let disk = disk::run(&ctx, seconds)?;
+            let r = log_append::run(&ctx, seconds, &[1, 8, 64], records_per_append)?;
+            println!("{}", report(&disk, &r, &[], &[], &server::StartResult::default()));
+        }
+        Command::Http { seconds } => {
+            let disk = disk::run(&ctx, seconds)?;
+            let r = rt.block_on(http::run(&ctx, seconds, &[1, 16]))?;
+            println!("{}", report(&disk, &[], &[], &r, &server::StartResult::default()));
+        }
+        Command::Start { recovery_mib } => println!("{:#?}", rt.block_on(server::start_and_recovery(&ctx, recovery_mib))?),
+    }
+    Ok(())
+}
+
+fn mb(bytes: f64, secs: f64) -> f64 {
+    bytes / secs / 1e6
+}
+
+fn report(
+    disk: &disk::DiskResult,
+    appends: &[log_append::AppendResult],
+    batched: &[log_append::AppendResult],
+    http: &[http::HttpResult],
+    start: &server::StartResult,
+) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "Disk (same run): sequential write {:.0} MB/s (1 MiB writes, one fdatasync at the end); {:.0} fdatasync/s (4 KiB append + fdatasync).\n\n",
+        disk.seq_mb_s, disk.fsyncs_per_s
+    ));
+    if !appends.is_empty() || !batched.is_empty() {
+        s.push_str("| log append, durability always | producers | records/append | records/s | MB/s | % of disk sequential | appends per fsync |\n|---|---|---|---|---|---|---|\n");
+        for a in appends.iter().chain(batched) {
+            let rate = mb(a.bytes as f64, a.secs);
+            s.push_str(&format!(
+                "| 1 KiB records | {} | {} | {:.0} | {:.1} | {:.0} % | {:.1} |\n",
+                a.producers,
+                a.records_per_append,
+                a.records as f64 / a.secs,
+                rate,
+                100.0 * rate / disk.seq_mb_s,
+                a.appends as f64 / (a.syncs.max(1)) as f64,
+            ));
+        }
+        s.push('\n');
+    }
+    if !http.is_empty() {
+        s.push_str("| HTTP, durability always | clients | produce records/s | produce MB/s | % of disk sequential | produce p50 ms | produce p99 ms | read records/s | read MB/s |\n|---|---|---|---|---|---|---|---|---|\n");
+        for h in http {
+            let rate = mb(h.produce_bytes as f64, h.produce_secs);
+            s.push_str(&format!(
+                "| batches of 100 × 1 KiB | {} | {:.0} | {:.1} | {:.0} % | {:.1} | {:.1} | {:.0} | {:.1} |\n",
+                h.clients,
+                h.produce_records as f64 / h.produce_secs,
+                rate,
+                100.0 * rate / disk.seq_mb_s,
+                h.p50_ms,
+                h.p99_ms,
+                h.read_records as f64 / h.read_secs,
+                mb(h.read_bytes as f64, h.read_secs),
+            ));
+        }
+        s.push('\n');
+    }
+    if start.empty_ready_ms > 0.0 {
+        s.push_str(&format!(
+            "| start | ready after | server RSS |\n|---|---|---|\n| empty data folder (median of {}) | {:.1} ms | {:.1} MiB |\n| {} MiB log after kill -9 | {:.1} ms | {:.1} MiB (after reading the whole log: {:.1} MiB) |\n",
+            start.runs,
+            start.empty_ready_ms,
+            start.empty_rss_mib,
+            start.log_mib,
+            start.recovery_ready_ms,
+            start.recovery_rss_mib,
+            start.after_read_rss_mib,
+        ));
+    }
+    s
+}

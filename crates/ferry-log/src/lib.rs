@@ -8,6 +8,8 @@
 pub mod batch;
 pub mod compression;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod index;
 pub mod log;
 pub mod segment;

@@ -121,6 +121,8 @@ pub struct PartitionLog {
     synced: AtomicU64,
     /// Offsets below this are readable.
     visible: AtomicU64,
+    /// fdatasync calls made by group commit (for benchmarks and metrics).
+    syncs: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -179,6 +181,7 @@ impl PartitionLog {
             sync_done: Condvar::new(),
             synced: AtomicU64::new(next_offset),
             visible: AtomicU64::new(next_offset),
+            syncs: AtomicU64::new(0),
         };
         Ok((log, cuts))
     }
@@ -302,6 +305,7 @@ impl PartitionLog {
             (Arc::clone(&active.file), inner.next_offset, inner.config.durability == Durability::Always)
         };
         let result = file.sync_data();
+        self.syncs.fetch_add(1, Ordering::Relaxed);
         let mut st = lock(&self.sync_state);
         st.syncing = false;
         match result {
@@ -319,6 +323,11 @@ impl PartitionLog {
             }
         }
         self.sync_done.notify_all();
+    }
+
+    /// How many group-commit syncs this log has made since it was opened.
+    pub fn sync_count(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
     }
 
     /// One past the last readable offset.

@@ -1,0 +1,126 @@
+//! HTTP produce and read against the real binary, durability "always".
+
+use crate::server::Server;
+use crate::Ctx;
+use base64::Engine;
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct HttpResult {
+    pub clients: usize,
+    pub produce_records: u64,
+    pub produce_bytes: u64,
+    pub produce_secs: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub read_records: u64,
+    pub read_bytes: u64,
+    pub read_secs: f64,
+}
+
+/// A produce request body of `n` records with 1 KiB values (as base64 bytes).
+pub fn produce_body(n: usize) -> Vec<u8> {
+    let value = base64::engine::general_purpose::STANDARD.encode(vec![0x42u8; 1024]);
+    let records: Vec<Value> = (0..n).map(|_| json!({"value": {"base64": value}})).collect();
+    serde_json::to_vec(&json!({ "records": records })).expect("serialise")
+}
+
+pub async fn run(ctx: &Ctx, seconds: u64, clients: &[usize]) -> anyhow::Result<Vec<HttpResult>> {
+    run_for(ctx, Duration::from_secs(seconds), clients).await
+}
+
+pub async fn run_for(ctx: &Ctx, duration: Duration, clients: &[usize]) -> anyhow::Result<Vec<HttpResult>> {
+    let mut out = Vec::new();
+    for &c in clients {
+        let data = ctx.dir.join(format!("http-{c}"));
+        let server = Server::start(ctx, &data).await?;
+        let url = server.url.clone();
+        let http = reqwest::Client::builder().pool_max_idle_per_host(c * 2).build()?;
+        http.post(format!("{url}/v1/topics"))
+            .json(&json!({"name": "bench", "partitions": 4, "retention_ms": -1}))
+            .send()
+            .await?
+            .error_for_status()?;
+        let body = Arc::new(produce_body(100));
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..c)
+            .map(|_| {
+                let (http, url, body) = (http.clone(), url.clone(), Arc::clone(&body));
+                tokio::spawn(async move {
+                    let mut h = Histogram::<u64>::new(3).expect("histogram");
+                    let mut n = 0u64;
+                    while started.elapsed() < duration {
+                        let t = Instant::now();
+                        let r = http
+                            .post(format!("{url}/v1/topics/bench/records"))
+                            .header("content-type", "application/json")
+                            .body(body.as_ref().clone())
+                            .send()
+                            .await?;
+                        anyhow::ensure!(r.status().is_success(), "produce failed: {}", r.status());
+                        let _ = r.bytes().await?;
+                        h.record(t.elapsed().as_micros() as u64).ok();
+                        n += 100;
+                    }
+                    Ok::<_, anyhow::Error>((n, h))
+                })
+            })
+            .collect();
+        let mut hist = Histogram::<u64>::new(3)?;
+        let mut produced = 0u64;
+        for t in tasks {
+            let (n, h) = t.await??;
+            produced += n;
+            hist.add(h)?;
+        }
+        let produce_secs = started.elapsed().as_secs_f64();
+        // Read every partition back, as fast as one reader per partition can.
+        let started = Instant::now();
+        let readers: Vec<_> = (0..4u32)
+            .map(|p| {
+                let (http, url) = (http.clone(), url.clone());
+                tokio::spawn(async move {
+                    let (mut offset, mut n, mut bytes) = (0u64, 0u64, 0u64);
+                    loop {
+                        let r = http
+                            .get(format!("{url}/v1/topics/bench/partitions/{p}/records?offset={offset}&max_records=2000&max_bytes=4194304"))
+                            .send()
+                            .await?;
+                        let raw = r.bytes().await?;
+                        let v: Value = serde_json::from_slice(&raw)?;
+                        let k = v["records"].as_array().map_or(0, |r| r.len()) as u64;
+                        if k == 0 {
+                            return Ok::<_, anyhow::Error>((n, bytes));
+                        }
+                        n += k;
+                        bytes += k * 1024;
+                        offset = v["next_offset"].as_u64().unwrap_or(offset);
+                    }
+                })
+            })
+            .collect();
+        let (mut read_records, mut read_bytes) = (0, 0);
+        for r in readers {
+            let (n, b) = r.await??;
+            read_records += n;
+            read_bytes += b;
+        }
+        let read_secs = started.elapsed().as_secs_f64();
+        out.push(HttpResult {
+            clients: c,
+            produce_records: produced,
+            produce_bytes: produced * 1024,
+            produce_secs,
+            p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
+            p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
+            read_records,
+            read_bytes,
+            read_secs,
+        });
+        drop(server);
+    }
+    Ok(out)
+}

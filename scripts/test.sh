@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every test Ferry has: unit, property and integration tests through the real
+# binary, the kill -9 crash cycles (20), and the replay of the fuzz corpora.
+# Installs what the tests need on a fresh Debian machine first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v mount >/dev/null || need_apt+=(mount)
+command -v kill >/dev/null || need_apt+=(procps)
+command -v cc >/dev/null || need_apt+=(gcc)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "Installing: ${need_apt[*]}"
+    apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
+fi
+if ! command -v cargo >/dev/null; then
+    echo "error: cargo is not installed; install Rust (https://rustup.rs) and run this again" >&2
+    exit 1
+fi
+
+cargo build --workspace --all-targets --locked
+cargo test --workspace --locked -- --test-threads 2
+# The benchmark tool must keep working: a tiny run of every workload.
+cargo run --locked -p ferry-bench -- smoke --ferry-bin target/debug/ferry
