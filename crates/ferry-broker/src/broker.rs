@@ -58,28 +58,16 @@ pub struct Produced {
     pub offset: u64,
 }
 
-/// Settings for a new topic; absent fields take the server's defaults.
-#[derive(Debug, Clone, Default)]
-pub struct NewTopic {
-    pub name: String,
+/// Topic settings as users send them, for a new topic (absent fields take the server's
+/// defaults) or for a change (absent fields stay as they are). Unknown fields are refused.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicSettings {
+    /// On update, only growth is allowed.
     pub partitions: Option<u32>,
     /// -1 keeps data forever.
     pub retention_ms: Option<i64>,
     /// -1 means no size limit.
-    pub retention_bytes: Option<i64>,
-    pub segment_bytes: Option<u64>,
-    pub segment_ms: Option<u64>,
-    pub max_record_bytes: Option<u64>,
-    pub durability: Option<DurabilityPolicy>,
-    pub flush_interval_ms: Option<u64>,
-}
-
-/// Changes to a topic; absent fields stay as they are.
-#[derive(Debug, Clone, Default)]
-pub struct TopicUpdate {
-    /// Only growth is allowed.
-    pub partitions: Option<u32>,
-    pub retention_ms: Option<i64>,
     pub retention_bytes: Option<i64>,
     pub segment_bytes: Option<u64>,
     pub segment_ms: Option<u64>,
@@ -202,11 +190,11 @@ impl Broker {
             .ok_or_else(|| BrokerError::TopicNotFound(name.to_string()))
     }
 
-    pub async fn create_topic(&self, req: NewTopic) -> Result<TopicInfo> {
-        validate_topic_name(&req.name)?;
+    pub async fn create_topic(&self, name: &str, req: TopicSettings) -> Result<TopicInfo> {
+        validate_topic_name(name)?;
         let d = &self.config.defaults;
         let config = TopicConfig {
-            name: req.name.clone(),
+            name: name.to_string(),
             partitions: req.partitions.unwrap_or(d.partitions),
             retention_ms: limit(req.retention_ms, d.retention_ms, "retention_ms")?,
             retention_bytes: limit(req.retention_bytes, d.retention_bytes, "retention_bytes")?,
@@ -272,7 +260,7 @@ impl Broker {
         Ok(())
     }
 
-    pub async fn update_topic(&self, name: &str, update: TopicUpdate) -> Result<TopicInfo> {
+    pub async fn update_topic(&self, name: &str, update: TopicSettings) -> Result<TopicInfo> {
         let _admin = self.admin.lock().await;
         let topic = self.topic(name)?;
         let old = topic.config();

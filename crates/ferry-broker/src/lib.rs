@@ -9,7 +9,7 @@ pub mod partition;
 pub mod partitioner;
 pub mod topic;
 
-pub use broker::{now_ms, Broker, BrokerConfig, NewTopic, PartitionInfo, ProduceRecord, Produced, TopicInfo, TopicUpdate};
+pub use broker::{now_ms, Broker, BrokerConfig, PartitionInfo, ProduceRecord, Produced, TopicInfo, TopicSettings};
 pub use config::{DurabilityPolicy, TopicConfig, TopicDefaults};
 pub use error::{BrokerError, Result};
 pub use partition::ReadRecords;

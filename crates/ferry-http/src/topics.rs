@@ -7,36 +7,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
-use ferry_broker::{DurabilityPolicy, NewTopic, TopicInfo, TopicUpdate};
-use serde::Deserialize;
+use ferry_broker::{TopicInfo, TopicSettings};
 use serde_json::{json, Value};
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateTopicBody {
-    name: String,
-    partitions: Option<u32>,
-    retention_ms: Option<i64>,
-    retention_bytes: Option<i64>,
-    segment_bytes: Option<u64>,
-    segment_ms: Option<u64>,
-    max_record_bytes: Option<u64>,
-    durability: Option<DurabilityPolicy>,
-    flush_interval_ms: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UpdateTopicBody {
-    partitions: Option<u32>,
-    retention_ms: Option<i64>,
-    retention_bytes: Option<i64>,
-    segment_bytes: Option<u64>,
-    segment_ms: Option<u64>,
-    max_record_bytes: Option<u64>,
-    durability: Option<DurabilityPolicy>,
-    flush_interval_ms: Option<u64>,
-}
 
 /// The JSON form of a topic: its settings and each partition's bounds and size.
 pub fn topic_json(t: &TopicInfo) -> Value {
@@ -63,21 +35,16 @@ pub fn topic_json(t: &TopicInfo) -> Value {
 }
 
 pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Response, Problem> {
-    let b: CreateTopicBody = json_body(&body)?;
-    let info = state
-        .broker
-        .create_topic(NewTopic {
-            name: b.name,
-            partitions: b.partitions,
-            retention_ms: b.retention_ms,
-            retention_bytes: b.retention_bytes,
-            segment_bytes: b.segment_bytes,
-            segment_ms: b.segment_ms,
-            max_record_bytes: b.max_record_bytes,
-            durability: b.durability,
-            flush_interval_ms: b.flush_interval_ms,
-        })
-        .await?;
+    // `name` plus the settings; the settings type refuses unknown fields.
+    let mut fields: serde_json::Map<String, Value> = json_body(&body)?;
+    let name = match fields.remove("name") {
+        Some(Value::String(n)) => n,
+        Some(_) => return Err(Problem::invalid_json("name must be a string")),
+        None => return Err(Problem::invalid_json("missing field `name`")),
+    };
+    let settings: TopicSettings =
+        serde_json::from_value(Value::Object(fields)).map_err(|e| Problem::invalid_json(e.to_string()))?;
+    let info = state.broker.create_topic(&name, settings).await?;
     let location = format!("/v1/topics/{}", info.config.name);
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(topic_json(&info))).into_response())
 }
@@ -92,24 +59,8 @@ pub async fn describe(State(state): State<AppState>, Path(topic): Path<String>) 
 }
 
 pub async fn update(State(state): State<AppState>, Path(topic): Path<String>, body: Bytes) -> Result<Json<Value>, Problem> {
-    let b: UpdateTopicBody = json_body(&body)?;
-    let info = state
-        .broker
-        .update_topic(
-            &topic,
-            TopicUpdate {
-                partitions: b.partitions,
-                retention_ms: b.retention_ms,
-                retention_bytes: b.retention_bytes,
-                segment_bytes: b.segment_bytes,
-                segment_ms: b.segment_ms,
-                max_record_bytes: b.max_record_bytes,
-                durability: b.durability,
-                flush_interval_ms: b.flush_interval_ms,
-            },
-        )
-        .await?;
-    Ok(Json(topic_json(&info)))
+    let settings: TopicSettings = json_body(&body)?;
+    Ok(Json(topic_json(&state.broker.update_topic(&topic, settings).await?)))
 }
 
 pub async fn delete(State(state): State<AppState>, Path(topic): Path<String>) -> Result<StatusCode, Problem> {

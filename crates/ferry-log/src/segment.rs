@@ -123,12 +123,15 @@ impl Segment {
         }
     }
 
-    fn open_rw(path: &Path) -> Result<File> {
-        OpenOptions::new()
+    /// Opens an existing segment for reading and writing, with its size.
+    fn open_rw(path: &Path) -> Result<(File, u64)> {
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .open(path)
-            .map_err(|e| LogError::io(format!("opening segment {}", path.display()), e))
+            .map_err(|e| LogError::io(format!("opening segment {}", path.display()), e))?;
+        let len = file.metadata().map_err(|e| LogError::io(format!("reading the size of {}", path.display()), e))?.len();
+        Ok((file, len))
     }
 
     /// Records a batch that is now in the file at `position` in the indexes.
@@ -274,8 +277,7 @@ impl Segment {
         max_batch_bytes: usize,
     ) -> Result<(Segment, Option<Cut>)> {
         let path = log_path(dir, base_offset);
-        let file = Self::open_rw(&path)?;
-        let len = file.metadata().map_err(|e| LogError::io("reading segment size", e))?.len();
+        let (file, len) = Self::open_rw(&path)?;
         let mut seg = Segment::empty(base_offset, path.clone(), file);
         let mut found = Vec::new();
         let scan = Self::scan(&seg.file, 0, len, base_offset, max_batch_bytes, |pos, h| found.push((pos, *h)))
@@ -332,8 +334,7 @@ impl Segment {
         max_batch_bytes: usize,
     ) -> Result<(Segment, Option<Cut>)> {
         let path = log_path(dir, base_offset);
-        let file = Self::open_rw(&path)?;
-        let len = file.metadata().map_err(|e| LogError::io("reading segment size", e))?.len();
+        let (file, len) = Self::open_rw(&path)?;
         let index = Index::<OffsetEntry>::open(&index_path(dir, base_offset)).map_err(|e| LogError::io("opening index", e))?;
         let time_index =
             Index::<TimeEntry>::open(&time_index_path(dir, base_offset)).map_err(|e| LogError::io("opening time index", e))?;
