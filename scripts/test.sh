@@ -9,6 +9,7 @@ need_apt=()
 command -v mount >/dev/null || need_apt+=(mount)
 command -v kill >/dev/null || need_apt+=(procps)
 command -v cc >/dev/null || need_apt+=(gcc)
+command -v kcat >/dev/null || need_apt+=(kcat)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "Installing: ${need_apt[*]}"
     apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"

@@ -26,7 +26,7 @@ impl Server {
     pub async fn start(ctx: &Ctx, data: &Path) -> anyhow::Result<Server> {
         let started = Instant::now();
         let mut child = Command::new(&ctx.ferry_bin)
-            .args(["serve", "--http-addr", "127.0.0.1:0", "--log-format", "json", "--log", "warn,ferry::serve=info", "--data-dir"])
+            .args(["serve", "--http-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0", "--log-format", "json", "--log", "warn,ferry::serve=info", "--data-dir"])
             .arg(data)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -117,6 +117,7 @@ pub struct Broker {
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     admin: tokio::sync::Mutex<()>,
     limits: DecodeLimits,
+    any_readable: Arc<tokio::sync::Notify>,
 }
 
 impl Broker {
@@ -150,12 +151,13 @@ impl Broker {
             }
         }
         let meta = FileMetaStore::open(&dir.join("meta"))?;
+        let any_readable = Arc::new(tokio::sync::Notify::new());
         let mut topics = HashMap::new();
         for tc in meta.load_topics()? {
             // The names become folder names: a hand-edited file must not point elsewhere.
             tc.validate().map_err(|e| BrokerError::Meta(format!("{} names a topic Ferry cannot open: {e}", dir.join("meta/topics.json").display())))?;
             let parts = (0..tc.partitions)
-                .map(|p| open_partition(&topics_dir.join(&tc.name), p, &tc))
+                .map(|p| open_partition(&topics_dir.join(&tc.name), p, &tc, &any_readable))
                 .collect::<Result<Vec<_>>>()?;
             topics.insert(tc.name.clone(), Arc::new(Topic::new(tc, parts)));
         }
@@ -166,6 +168,7 @@ impl Broker {
             topics: RwLock::new(topics),
             admin: tokio::sync::Mutex::new(()),
             limits: DecodeLimits::default(),
+            any_readable,
         }))
     }
 
@@ -212,12 +215,13 @@ impl Broker {
         }
         let dir = self.topic_dir(&config.name);
         let cfg = config.clone();
+        let notify = Arc::clone(&self.any_readable);
         let parts = blocking(move || {
             if dir.exists() {
                 // Left by an interrupted delete: the metadata store does not know it.
                 std::fs::remove_dir_all(&dir).map_err(|e| BrokerError::Storage(format!("clearing {}: {e}", dir.display())))?;
             }
-            (0..cfg.partitions).map(|p| open_partition(&dir, p, &cfg)).collect::<Result<Vec<_>>>()
+            (0..cfg.partitions).map(|p| open_partition(&dir, p, &cfg, &notify)).collect::<Result<Vec<_>>>()
         })
         .await?;
         if let Err(e) = self.meta.put_topic(&config) {
@@ -288,8 +292,9 @@ impl Broker {
         config.validate()?;
         let dir = self.topic_dir(name);
         let cfg = config.clone();
+        let notify = Arc::clone(&self.any_readable);
         let new_parts = blocking(move || {
-            (old.partitions..cfg.partitions).map(|p| open_partition(&dir, p, &cfg)).collect::<Result<Vec<_>>>()
+            (old.partitions..cfg.partitions).map(|p| open_partition(&dir, p, &cfg, &notify)).collect::<Result<Vec<_>>>()
         })
         .await?;
         self.meta.put_topic(&config)?;
@@ -383,6 +388,58 @@ impl Broker {
         }
     }
 
+    /// Appends record batches exactly as a Kafka producer sent them (one or more whole
+    /// batches; each CRC is checked and its codec kept). With `wait`, answers once the
+    /// topic's durability policy is met. Returns the base offset of the first batch.
+    pub async fn append_batches(&self, topic: &str, partition: u32, batches: Bytes, wait: bool) -> Result<u64> {
+        let part = self.topic(topic)?.partition(partition)?;
+        blocking(move || {
+            let mut first = None;
+            let mut last_end = None;
+            let mut p = 0;
+            while p < batches.len() {
+                let (_, total) = ferry_log::batch::read_prefix(&batches[p..], usize::MAX)
+                    .map_err(|e| BrokerError::InvalidRecord(e.to_string()))?;
+                let end = p.checked_add(total).filter(|e| *e <= batches.len()).ok_or_else(|| {
+                    BrokerError::InvalidRecord(format!("batch of {total} bytes runs past the end of the request"))
+                })?;
+                let mut one = batches[p..end].to_vec();
+                let info = part.log.append(&mut one, now_ms()).map_err(|e| BrokerError::from_log(partition, e))?;
+                first.get_or_insert(info.base_offset);
+                last_end = Some(info.end_offset);
+                p = end;
+            }
+            let first = first.ok_or_else(|| BrokerError::InvalidRecord("no record batch in the request".into()))?;
+            if let Some(end) = last_end {
+                if wait && part.log.config().durability == ferry_log::Durability::Always {
+                    part.log.wait_durable(end).map_err(|e| BrokerError::from_log(partition, e))?;
+                }
+                part.publish_latest();
+            }
+            Ok(first)
+        })
+        .await
+    }
+
+    /// Raw batches of one partition from `offset` (the first may begin before it), at
+    /// most `max_bytes` but always one whole batch when there is one.
+    pub async fn read_batches(&self, topic: &str, partition: u32, offset: u64, max_bytes: usize) -> Result<ferry_log::ReadResult> {
+        let part = self.topic(topic)?.partition(partition)?;
+        blocking(move || part.log.read(offset, max_bytes).map_err(|e| BrokerError::from_log(partition, e))).await
+    }
+
+    /// Earliest and latest (next) offsets of a partition.
+    pub fn bounds(&self, topic: &str, partition: u32) -> Result<(u64, u64)> {
+        let s = self.topic(topic)?.partition(partition)?.log.stats();
+        Ok((s.earliest, s.latest))
+    }
+
+    /// Woken whenever any partition has new readable records; create the `notified()`
+    /// future before checking, then await it, to miss nothing.
+    pub fn any_readable(&self) -> &tokio::sync::Notify {
+        &self.any_readable
+    }
+
     /// The first offset with a timestamp ≥ `ts`, or the latest offset if none.
     pub async fn offset_for_timestamp(&self, topic: &str, partition: u32, ts: i64) -> Result<u64> {
         let part = self.topic(topic)?.partition(partition)?;
@@ -464,7 +521,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     tokio::task::spawn_blocking(f).await.map_err(|e| BrokerError::Storage(format!("storage task failed: {e}")))?
 }
 
-fn open_partition(topic_dir: &Path, p: u32, config: &TopicConfig) -> Result<Arc<Partition>> {
+fn open_partition(topic_dir: &Path, p: u32, config: &TopicConfig, notify: &Arc<tokio::sync::Notify>) -> Result<Arc<Partition>> {
     let dir = topic_dir.join(p.to_string());
     let (log, cuts) = PartitionLog::open(&dir, config.log_config()).map_err(|e| BrokerError::from_log(p, e))?;
     for cut in cuts {
@@ -477,7 +534,7 @@ fn open_partition(topic_dir: &Path, p: u32, config: &TopicConfig) -> Result<Arc<
             "Cut {} bytes from the end of a segment at recovery: {}.", cut.bytes, cut.reason
         );
     }
-    Ok(Partition::new(p, log))
+    Ok(Partition::new(p, log, Arc::clone(notify)))
 }
 
 /// An upper bound of the bytes one record adds to a batch, plus the batch header.

@@ -14,6 +14,8 @@ pub struct Partition {
     /// The latest readable offset, published after each append becomes visible.
     latest: watch::Sender<u64>,
     pub(crate) last_flush: std::sync::Mutex<Instant>,
+    /// Shared by every partition of the broker: woken when any becomes readable further.
+    any_readable: Arc<tokio::sync::Notify>,
 }
 
 /// Records read from one partition.
@@ -27,15 +29,15 @@ pub struct ReadRecords {
 }
 
 impl Partition {
-    pub fn new(id: u32, log: PartitionLog) -> Arc<Self> {
+    pub fn new(id: u32, log: PartitionLog, any_readable: Arc<tokio::sync::Notify>) -> Arc<Self> {
         let (latest, _) = watch::channel(log.latest());
-        Arc::new(Partition { id, log, latest, last_flush: std::sync::Mutex::new(Instant::now()) })
+        Arc::new(Partition { id, log, latest, last_flush: std::sync::Mutex::new(Instant::now()), any_readable })
     }
 
     /// Wakes readers waiting for records if the readable end moved.
     pub fn publish_latest(&self) {
         let now = self.log.latest();
-        self.latest.send_if_modified(|v| {
+        let moved = self.latest.send_if_modified(|v| {
             if now > *v {
                 *v = now;
                 true
@@ -43,6 +45,9 @@ impl Partition {
                 false
             }
         });
+        if moved {
+            self.any_readable.notify_waiters();
+        }
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {

@@ -39,6 +39,18 @@ pub struct ServeArgs {
     /// Address (IP:PORT) of the HTTP API; port 0 picks a free port [default: 127.0.0.1:8080]
     #[arg(long, env = "FERRY_HTTP_ADDR", value_name = "IP:PORT")]
     pub http_addr: Option<SocketAddr>,
+    /// Address (IP:PORT) of the Kafka protocol listener; port 0 picks a free port [default: 127.0.0.1:9092]
+    #[arg(long, env = "FERRY_KAFKA_ADDR", value_name = "IP:PORT")]
+    pub kafka_addr: Option<std::net::SocketAddr>,
+    /// Address Kafka clients are told to connect to, if not --kafka-addr (behind NAT or a proxy)
+    #[arg(long, env = "FERRY_KAFKA_ADVERTISED_ADDR", value_name = "HOST:PORT")]
+    pub kafka_advertised_addr: Option<String>,
+    /// Largest Kafka request; larger ones close the connection before they are read [default: 104857600]
+    #[arg(long, env = "FERRY_KAFKA_MAX_REQUEST_BYTES", value_name = "BYTES")]
+    pub kafka_max_request_bytes: Option<usize>,
+    /// Kafka connections served at once; more wait to be accepted [default: 1024]
+    #[arg(long, env = "FERRY_KAFKA_MAX_CONNECTIONS", value_name = "N")]
+    pub kafka_max_connections: Option<usize>,
     /// Default durability of new topics: always (fsync before acknowledging, group
     /// commit), interval (sync every --flush-interval-ms) or never [default: always]
     #[arg(long, env = "FERRY_DURABILITY", value_name = "POLICY")]

@@ -3,6 +3,7 @@
 //! Exit codes: 0 success; 1 the operation failed (the message says why); 2 the command
 //! line is invalid; 3 the server could not be reached.
 
+mod alloc;
 mod cli;
 mod commands;
 mod output;
@@ -13,6 +14,9 @@ mod time;
 use clap::Parser;
 use cli::{Cli, Command};
 use std::process::ExitCode;
+
+#[global_allocator]
+static ALLOCATOR: alloc::FerryAlloc = alloc::FerryAlloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -54,15 +54,32 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.http_addr).await.with_context(|| {
         format!("cannot listen on {} for HTTP; is another server using it? Choose another with --http-addr", settings.http_addr)
     })?;
+    let kafka_listener = tokio::net::TcpListener::bind(settings.kafka_addr).await.with_context(|| {
+        format!("cannot listen on {} for Kafka clients; is a Kafka broker running? Choose another with --kafka-addr", settings.kafka_addr)
+    })?;
+    let kafka_local = kafka_listener.local_addr().context("reading the Kafka listener's address")?;
+    let (advertised_host, advertised_port) =
+        settings.kafka_advertised.clone().unwrap_or_else(|| (kafka_local.ip().to_string(), kafka_local.port()));
+    let kafka_config = ferry_kafka::KafkaConfig {
+        addr: kafka_local,
+        advertised_host,
+        advertised_port,
+        node_id: 0,
+        max_frame_bytes: settings.kafka_max_request_bytes,
+        max_connections: settings.kafka_max_connections,
+        fetch_bytes_max: 64 * 1024 * 1024,
+    };
+    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+    let kafka = tokio::spawn(ferry_kafka::serve(kafka_listener, broker.clone(), kafka_config, stopped.clone()));
     let state = ferry_http::AppState { broker: broker.clone(), max_request_bytes: settings.max_request_bytes };
     tracing::info!(
         http_addr = %listener.local_addr().map_or_else(|_| settings.http_addr.to_string(), |a| a.to_string()),
+        kafka_addr = %kafka_local,
         data_dir = %settings.data_dir.display(),
         topics = broker.list_topics().len(),
         startup_ms = started.elapsed().as_secs_f64() * 1000.0,
         "Ferry is ready."
     );
-    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
     let server = axum::serve(listener, ferry_http::router(state)).with_graceful_shutdown(shutdown_signal(stopping));
     let grace = async move {
         let _ = stopped.wait_for(|s| *s).await;
@@ -73,6 +90,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         _ = grace => tracing::warn!(grace_ms = SHUTDOWN_GRACE_MS, "Requests still open after the grace period are dropped."),
     }
     maintenance.abort();
+    kafka.abort();
     let b = broker.clone();
     let synced = tokio::task::spawn_blocking(move || b.shutdown()).await.context("shutdown task failed")?;
     if !synced {

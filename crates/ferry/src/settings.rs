@@ -14,6 +14,10 @@ use std::path::PathBuf;
 struct FileSettings {
     data_dir: Option<PathBuf>,
     http_addr: Option<SocketAddr>,
+    kafka_addr: Option<SocketAddr>,
+    kafka_advertised_addr: Option<String>,
+    kafka_max_request_bytes: Option<usize>,
+    kafka_max_connections: Option<usize>,
     durability: Option<String>,
     flush_interval_ms: Option<u64>,
     default_partitions: Option<u32>,
@@ -32,6 +36,11 @@ struct FileSettings {
 pub struct Settings {
     pub data_dir: PathBuf,
     pub http_addr: SocketAddr,
+    pub kafka_addr: SocketAddr,
+    /// Host and port told to Kafka clients; `None` means the listener's own address.
+    pub kafka_advertised: Option<(String, u16)>,
+    pub kafka_max_request_bytes: usize,
+    pub kafka_max_connections: usize,
     pub defaults: TopicDefaults,
     pub max_request_bytes: usize,
     pub retention_check_ms: u64,
@@ -99,7 +108,26 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
     if max_request_bytes < 1024 {
         bail!("max_request_bytes must be at least 1024, got {max_request_bytes}");
     }
+    let kafka_advertised = match args.kafka_advertised_addr.or(file.kafka_advertised_addr) {
+        None => None,
+        Some(a) => {
+            let (host, port) = a
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+                .filter(|(h, _)| !h.is_empty())
+                .with_context(|| format!("kafka_advertised_addr must look like HOST:PORT, got {a:?}"))?;
+            Some((host, port))
+        }
+    };
+    let kafka_max_request_bytes = args.kafka_max_request_bytes.or(file.kafka_max_request_bytes).unwrap_or(100 * 1024 * 1024);
+    if kafka_max_request_bytes < 1024 {
+        bail!("kafka_max_request_bytes must be at least 1024, got {kafka_max_request_bytes}");
+    }
     Ok(Settings {
+        kafka_addr: args.kafka_addr.or(file.kafka_addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092))),
+        kafka_advertised,
+        kafka_max_request_bytes,
+        kafka_max_connections: args.kafka_max_connections.or(file.kafka_max_connections).unwrap_or(1024).max(1),
         data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("ferry-data")),
         http_addr: args.http_addr.or(file.http_addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
         defaults,

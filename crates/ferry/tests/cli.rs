@@ -124,7 +124,7 @@ fn settings_come_from_defaults_then_file_then_environment_then_flags() {
         }
     }
     let mut child = Command::new(BIN)
-        .args(["serve", "--http-addr", "127.0.0.1:0", "--log-format", "json", "--durability", "never", "--config"])
+        .args(["serve", "--http-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0", "--log-format", "json", "--durability", "never", "--config"])
         .arg(&toml)
         .arg("--data-dir")
         .arg(&data)

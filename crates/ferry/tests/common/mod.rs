@@ -13,6 +13,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_ferry");
 pub struct Server {
     pub child: Child,
     pub url: String,
+    /// host:port of the Kafka listener.
+    pub kafka: String,
     pub data_dir: PathBuf,
     logs: Arc<Mutex<Vec<String>>>,
 }
@@ -25,7 +27,7 @@ impl Server {
 
     pub fn try_start(data_dir: &Path, extra: &[&str]) -> Result<Server, Vec<String>> {
         let mut child = Command::new(BIN)
-            .args(["serve", "--http-addr", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
+            .args(["serve", "--http-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .stdout(Stdio::null())
@@ -40,14 +42,15 @@ impl Server {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Ok(v) = serde_json::from_str::<Value>(&line) {
                     if v["fields"]["message"] == "Ferry is ready." {
-                        let _ = tx.send(v["fields"]["http_addr"].as_str().unwrap_or_default().to_string());
+                        let field = |k: &str| v["fields"][k].as_str().unwrap_or_default().to_string();
+                        let _ = tx.send((field("http_addr"), field("kafka_addr")));
                     }
                 }
                 sink.lock().unwrap().push(line);
             }
         });
         match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(addr) => Ok(Server { child, url: format!("http://{addr}"), data_dir: data_dir.to_path_buf(), logs }),
+            Ok((addr, kafka)) => Ok(Server { child, url: format!("http://{addr}"), kafka, data_dir: data_dir.to_path_buf(), logs }),
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();

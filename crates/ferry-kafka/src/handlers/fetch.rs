@@ -1,0 +1,82 @@
+//! Fetch: stored batches are served as they are on disk, never re-encoded. With
+//! `min_bytes` not yet available the answer waits (up to `max_wait_ms`) for any
+//! partition to grow.
+
+use super::Ctx;
+use crate::config::FETCH_WAIT_MS_MAX;
+use crate::errors;
+use bytes::Bytes;
+use ferry_broker::BrokerError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use std::time::{Duration, Instant};
+
+pub async fn fetch(ctx: &Ctx, req: FetchRequest) -> FetchResponse {
+    let wait = Duration::from_millis(req.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX) as u64);
+    let deadline = Instant::now() + wait;
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let max_bytes = (req.max_bytes.max(0) as usize).min(ctx.config.fetch_bytes_max);
+    loop {
+        let notified = ctx.broker.any_readable().notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let (resp, bytes, errored) = fetch_once(ctx, &req, max_bytes).await;
+        let now = Instant::now();
+        if bytes >= min_bytes.max(1) || errored || now >= deadline {
+            return resp;
+        }
+        let _ = tokio::time::timeout(deadline - now, notified).await;
+    }
+}
+
+async fn fetch_once(ctx: &Ctx, req: &FetchRequest, max_bytes: usize) -> (FetchResponse, usize, bool) {
+    let mut total = 0usize;
+    let mut errored = false;
+    let mut responses = Vec::new();
+    for topic in &req.topics {
+        let name = topic.topic.0.to_string();
+        let mut partitions = Vec::new();
+        for p in &topic.partitions {
+            let mut data = PartitionData::default()
+                .with_partition_index(p.partition)
+                .with_last_stable_offset(-1)
+                .with_records(Some(Bytes::new()));
+            let bounds = if p.partition < 0 {
+                Err(BrokerError::PartitionNotFound { topic: name.clone(), partition: 0, count: 0 })
+            } else {
+                ctx.broker.bounds(&name, p.partition as u32)
+            };
+            let (earliest, latest) = match bounds {
+                Ok(b) => b,
+                Err(e) => {
+                    errored = true;
+                    partitions.push(data.with_error_code(errors::code(&e)).with_high_watermark(-1));
+                    continue;
+                }
+            };
+            data = data
+                .with_high_watermark(latest as i64)
+                .with_last_stable_offset(latest as i64)
+                .with_log_start_offset(earliest as i64);
+            let budget = (p.partition_max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
+            if budget > 0 && p.fetch_offset >= 0 && (p.fetch_offset as u64) < latest {
+                match ctx.broker.read_batches(&name, p.partition as u32, p.fetch_offset as u64, budget).await {
+                    Ok(read) => {
+                        total += read.batches.len();
+                        data = data.with_records(Some(read.batches));
+                    }
+                    Err(e) => {
+                        errored = true;
+                        data = data.with_error_code(errors::code(&e));
+                    }
+                }
+            } else if p.fetch_offset < 0 || (p.fetch_offset as u64) < earliest || (p.fetch_offset as u64) > latest {
+                errored = true;
+                data = data.with_error_code(kafka_protocol::ResponseError::OffsetOutOfRange.code());
+            }
+            partitions.push(data);
+        }
+        responses.push(FetchableTopicResponse::default().with_topic(topic.topic.clone()).with_partitions(partitions));
+    }
+    (FetchResponse::default().with_responses(responses), total, errored)
+}

@@ -1,0 +1,47 @@
+//! Metadata: this one node is the leader of every partition.
+
+use super::Ctx;
+use crate::errors;
+use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+pub fn metadata(ctx: &Ctx, req: MetadataRequest, version: i16) -> MetadataResponse {
+    let node = BrokerId(ctx.config.node_id);
+    let broker = MetadataResponseBroker::default()
+        .with_node_id(node)
+        .with_host(StrBytes::from_string(ctx.config.advertised_host.clone()))
+        .with_port(ctx.config.advertised_port as i32);
+    let names: Vec<String> = match req.topics {
+        None => ctx.broker.list_topics().into_iter().map(|t| t.config.name).collect(),
+        Some(t) if t.is_empty() && version == 0 => ctx.broker.list_topics().into_iter().map(|t| t.config.name).collect(),
+        Some(t) => t.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).collect(),
+    };
+    let topics = names
+        .into_iter()
+        .map(|name| {
+            let topic = MetadataResponseTopic::default().with_name(Some(TopicName(StrBytes::from_string(name.clone()))));
+            match ctx.broker.describe_topic(&name) {
+                Ok(info) => topic.with_partitions(
+                    info.partitions
+                        .iter()
+                        .map(|p| {
+                            MetadataResponsePartition::default()
+                                .with_partition_index(p.partition as i32)
+                                .with_leader_id(node)
+                                .with_leader_epoch(0)
+                                .with_replica_nodes(vec![node])
+                                .with_isr_nodes(vec![node])
+                        })
+                        .collect(),
+                ),
+                Err(e) => topic.with_error_code(errors::code(&e)),
+            }
+        })
+        .collect();
+    MetadataResponse::default()
+        .with_brokers(vec![broker])
+        .with_cluster_id(Some(StrBytes::from_static_str("ferry")))
+        .with_controller_id(node)
+        .with_topics(topics)
+}

@@ -1,0 +1,17 @@
+//! Ferry's Kafka wire protocol listener: existing Kafka producers, consumers and admin
+//! clients work against Ferry's topics. A record produced here is the same record the
+//! HTTP API reads, and the other way round: both front ends share the broker and its
+//! RecordBatch v2 log, so Fetch serves stored batches without re-encoding them.
+//!
+//! The message schemas come from the `kafka-protocol` crate; this crate maps them onto
+//! the broker. `frame` is free of I/O; `server` owns the sockets.
+
+pub mod config;
+pub mod errors;
+pub mod frame;
+pub mod handlers;
+pub mod server;
+pub mod versions;
+
+pub use config::KafkaConfig;
+pub use server::serve;

@@ -1,0 +1,62 @@
+//! The API versions Ferry answers, and so advertises in ApiVersions. Clients pick the
+//! highest version both sides list, so nothing is listed that Ferry does not handle.
+//!
+//! Produce is listed from v0 although only v3 and later are handled: older librdkafka
+//! releases check for v0 before they enable compression, and Kafka 4 does the same
+//! (v0-v2 requests are answered by closing the connection). Fetch, Produce and Metadata
+//! stop before the versions that address topics by id.
+
+use kafka_protocol::messages::ApiKey;
+
+/// (api, lowest, highest) version handled.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 0, 11),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 9),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 5),
+    (ApiKey::DeleteTopics, 1, 5),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::InitProducerId, 0, 4),
+];
+
+/// Versions below this are listed (for old clients' feature checks) but not handled.
+pub const PRODUCE_MIN_HANDLED: i16 = 3;
+
+pub fn supported(key: ApiKey, version: i16) -> bool {
+    let min = if key == ApiKey::Produce { PRODUCE_MIN_HANDLED } else { i16::MIN };
+    SUPPORTED.iter().any(|(k, lo, hi)| *k == key && version >= (*lo).max(min) && version <= *hi)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::Message;
+
+    fn decodable(key: ApiKey) -> (i16, i16) {
+        let r = match key {
+            ApiKey::Produce => ProduceRequest::VERSIONS,
+            ApiKey::Fetch => FetchRequest::VERSIONS,
+            ApiKey::ListOffsets => ListOffsetsRequest::VERSIONS,
+            ApiKey::Metadata => MetadataRequest::VERSIONS,
+            ApiKey::ApiVersions => ApiVersionsRequest::VERSIONS,
+            ApiKey::CreateTopics => CreateTopicsRequest::VERSIONS,
+            ApiKey::DeleteTopics => DeleteTopicsRequest::VERSIONS,
+            ApiKey::CreatePartitions => CreatePartitionsRequest::VERSIONS,
+            ApiKey::InitProducerId => InitProducerIdRequest::VERSIONS.intersect(&InitProducerIdResponse::VERSIONS),
+            _ => unreachable!(),
+        };
+        (r.min, r.max)
+    }
+
+    #[test]
+    fn every_handled_version_is_one_the_codec_can_decode() {
+        for (key, lo, hi) in SUPPORTED {
+            let (min, max) = decodable(*key);
+            let lo = if *key == ApiKey::Produce { PRODUCE_MIN_HANDLED } else { *lo };
+            assert!(lo >= min && *hi <= max, "{key:?} {lo}..={hi} outside {min}..={max}");
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! The process allocator: the system's, except that very large reservations get
+//! address space that is not backed until it is written.
+//!
+//! Wire decoders (the Kafka message codec among them) reserve room for as many
+//! elements as a frame claims before decoding them. A hostile frame of a few bytes can
+//! claim billions, and a failed allocation aborts the process. Reserving address space
+//! without committing memory (`MAP_NORESERVE`) makes such a reservation harmless: the
+//! decode then fails on the short frame, and only what was really written ever uses
+//! memory. Real buffers never come near the threshold: requests are limited far below it.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+
+/// Reservations at least this large are mapped lazily.
+const LAZY_BYTES_MIN: usize = 1 << 30;
+const PAGE_BYTES: usize = 4096;
+
+pub struct FerryAlloc;
+
+fn lazy(layout: &Layout) -> bool {
+    layout.size() >= LAZY_BYTES_MIN && layout.align() <= PAGE_BYTES
+}
+
+unsafe fn map(size: usize) -> *mut u8 {
+    // SAFETY: an anonymous private mapping with no address hint has no preconditions.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        std::ptr::null_mut()
+    } else {
+        p.cast()
+    }
+}
+
+// SAFETY: every pointer handed out is either the system allocator's (and returned to
+// it) or a fresh page-aligned mapping of at least the requested size (and unmapped with
+// that size); mappings are zeroed by the kernel.
+unsafe impl GlobalAlloc for FerryAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if lazy(&layout) {
+            unsafe { map(layout.size()) }
+        } else {
+            unsafe { System.alloc(layout) }
+        }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if lazy(&layout) {
+            unsafe { map(layout.size()) }
+        } else {
+            unsafe { System.alloc_zeroed(layout) }
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if lazy(&layout) {
+            unsafe {
+                libc::munmap(ptr.cast(), layout.size());
+            }
+        } else {
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else { return std::ptr::null_mut() };
+        if !lazy(&layout) && !lazy(&new_layout) {
+            return unsafe { System.realloc(ptr, layout, new_size) };
+        }
+        let new = unsafe { self.alloc(new_layout) };
+        if !new.is_null() {
+            unsafe {
+                std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+        }
+        new
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_reservation_of_hundreds_of_gigabytes_costs_nothing_until_written() {
+        let mut v: Vec<u64> = Vec::with_capacity(40_000_000_000); // 320 GB of address space
+        v.push(1);
+        v.extend(0..1000);
+        assert_eq!(v.len(), 1001);
+    }
+}
