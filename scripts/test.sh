@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test Ferry has: unit, property and integration tests through the real
-# binary, the kill -9 crash cycles (20), and the replay of the fuzz corpora.
+# binary, the kill -9 crash cycles (20), the replay of the fuzz corpora, and Kafka
+# clients (kcat, confluent-kafka, kafka-python) against the real binary.
 # Installs what the tests need on a fresh Debian machine first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +20,11 @@ if ! command -v cargo >/dev/null; then
     exit 1
 fi
 
+python3 -m pip install --quiet --disable-pip-version-check -r tests/kafka/requirements.txt
+
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked -- --test-threads 2
+# Kafka clients Ferry did not write, against the real binary.
+FERRY_BIN="$PWD/target/debug/ferry" python3 -m pytest -q -p no:cacheprovider tests/kafka
 # The benchmark tool must keep working: a tiny run of every workload.
 cargo run --locked -p ferry-bench -- smoke --ferry-bin target/debug/ferry

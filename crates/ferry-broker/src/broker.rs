@@ -118,6 +118,8 @@ pub struct Broker {
     admin: tokio::sync::Mutex<()>,
     limits: DecodeLimits,
     any_readable: Arc<tokio::sync::Notify>,
+    /// Consumer groups and their committed offsets.
+    pub groups: crate::groups::Coordinator,
 }
 
 impl Broker {
@@ -151,6 +153,7 @@ impl Broker {
             }
         }
         let meta = FileMetaStore::open(&dir.join("meta"))?;
+        let groups = crate::groups::Coordinator::new(Box::new(crate::groups::FileOffsetStore::open(&dir.join("meta"))?))?;
         let any_readable = Arc::new(tokio::sync::Notify::new());
         let mut topics = HashMap::new();
         for tc in meta.load_topics()? {
@@ -169,6 +172,7 @@ impl Broker {
             admin: tokio::sync::Mutex::new(()),
             limits: DecodeLimits::default(),
             any_readable,
+            groups,
         }))
     }
 
@@ -250,6 +254,9 @@ impl Broker {
         let topic = self.topic(name)?;
         self.meta.delete_topic(name)?;
         self.topics.write().unwrap_or_else(|p| p.into_inner()).remove(name);
+        if let Err(e) = self.groups.forget_topic(name) {
+            tracing::warn!(topic = %name, error = %e, "Could not drop the deleted topic's committed offsets.");
+        }
         let dir = self.topic_dir(name);
         let trash = self.config.data_dir.join("topics").join(format!(".trash-{name}-{}", now_ms()));
         blocking(move || {
@@ -468,6 +475,7 @@ impl Broker {
             loop {
                 tick.tick().await;
                 let Some(broker) = weak.upgrade() else { return };
+                broker.groups.tick().await;
                 let retention_due = last_retention.elapsed() >= Duration::from_millis(broker.config.retention_check_ms);
                 if retention_due {
                     last_retention = Instant::now();

@@ -80,7 +80,7 @@ async fn connection(stream: TcpStream, ctx: &Ctx) -> anyhow::Result<()> {
             }
         };
         let (key, version, correlation_id) = (request.api_key, request.version, request.correlation_id);
-        if let Some(answer) = handlers::handle(ctx, request).await {
+        if let Some(answer) = handlers::handle(ctx, request, &peer).await {
             let bytes = frame::encode_response(key, version, correlation_id, &answer)?;
             w.write_all(&bytes).await?;
         }

@@ -2,6 +2,7 @@
 
 mod admin;
 mod fetch;
+mod groups;
 mod metadata;
 mod offsets;
 mod produce;
@@ -29,8 +30,9 @@ impl Ctx {
 }
 
 /// The answer to `req`, or `None` when the protocol wants no answer (Produce, acks=0).
-pub async fn handle(ctx: &Ctx, req: Request) -> Option<ResponseKind> {
+pub async fn handle(ctx: &Ctx, req: Request, peer: &str) -> Option<ResponseKind> {
     let version = req.version;
+    let client_id = req.client_id.clone().unwrap_or_default();
     Some(match req.body {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(frame::api_versions(0)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::metadata(ctx, r, version)),
@@ -41,6 +43,16 @@ pub async fn handle(ctx: &Ctx, req: Request) -> Option<ResponseKind> {
         RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(admin::delete_topics(ctx, r).await),
         RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(admin::create_partitions(ctx, r).await),
         RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(admin::init_producer_id(ctx, r)),
+        RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(groups::find_coordinator(ctx, r, version)),
+        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(groups::join_group(ctx, r, version, &client_id, peer).await),
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(groups::sync_group(ctx, r, version).await),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(ctx, r).await),
+        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(groups::leave_group(ctx, r, version).await),
+        RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(groups::offset_commit(ctx, r).await),
+        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(groups::offset_fetch(ctx, r, version)),
+        RequestKind::ListGroups(_) => ResponseKind::ListGroups(groups::list_groups(ctx, version).await),
+        RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(groups::describe_groups(ctx, r).await),
+        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(groups::delete_groups(ctx, r).await),
         // `frame::decode_request` lets through only the APIs listed in `versions`.
         other => {
             tracing::error!(request = ?std::mem::discriminant(&other), "A request passed the version check without a handler.");

@@ -1,0 +1,59 @@
+"""Starts the real `ferry serve` for the Kafka client tests (binary from FERRY_BIN)."""
+
+import json
+import os
+import pathlib
+import subprocess
+import tempfile
+import threading
+
+import pytest
+
+BIN = os.environ.get("FERRY_BIN", str(pathlib.Path(__file__).resolve().parents[2] / "target/debug/ferry"))
+
+
+class Ferry:
+    def __init__(self, data_dir):
+        self.data_dir = data_dir
+        self.proc = None
+        self.kafka = None
+        self.http = None
+
+    def start(self, kafka_addr="127.0.0.1:0"):
+        self.proc = subprocess.Popen(
+            [BIN, "serve", "--data-dir", self.data_dir, "--http-addr", "127.0.0.1:0",
+             "--kafka-addr", kafka_addr, "--log-format", "json"],
+            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        ready = threading.Event()
+
+        def read():
+            for line in self.proc.stderr:
+                try:
+                    fields = json.loads(line).get("fields", {})
+                except ValueError:
+                    continue
+                if fields.get("message") == "Ferry is ready.":
+                    self.kafka, self.http = fields["kafka_addr"], "http://" + fields["http_addr"]
+                    ready.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        assert ready.wait(20), "ferry did not start"
+        return self
+
+    def restart(self):
+        """Stops with SIGTERM and starts again on the same data and Kafka port."""
+        self.stop()
+        return self.start(kafka_addr=self.kafka)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(20)
+
+
+@pytest.fixture
+def ferry():
+    with tempfile.TemporaryDirectory() as d:
+        f = Ferry(d).start()
+        yield f
+        f.stop()
