@@ -33,6 +33,10 @@ pub enum BrokerError {
     DataDirLocked { path: String, lock: String },
     #[error("metadata store error: {0}")]
     Meta(String),
+    #[error("{0}")]
+    OutOfOrderSequence(String),
+    #[error("{0}")]
+    InvalidProducerEpoch(String),
 }
 
 impl BrokerError {
@@ -47,6 +51,8 @@ impl BrokerError {
             LogError::Stopped(_) | LogError::Closed => BrokerError::Unavailable(e.to_string()),
             LogError::Corrupt { .. } => BrokerError::Corrupt { offset: None, reason: e.to_string() },
             LogError::Io { .. } => BrokerError::Storage(e.to_string()),
+            LogError::OutOfOrderSequence { .. } => BrokerError::OutOfOrderSequence(e.to_string()),
+            LogError::InvalidProducerEpoch { .. } => BrokerError::InvalidProducerEpoch(e.to_string()),
         }
     }
 }

@@ -81,6 +81,9 @@ impl From<BrokerError> for Problem {
                 Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "storage-error", "Storage error", detail)
             }
             Meta(_) => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "metadata-error", "Metadata store error", detail),
+            OutOfOrderSequence(_) | InvalidProducerEpoch(_) => {
+                Problem::new(StatusCode::CONFLICT, "producer-sequence", "Producer sequence conflict", detail)
+            }
         }
     }
 }

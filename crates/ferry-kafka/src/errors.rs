@@ -16,6 +16,8 @@ pub fn code(e: &BrokerError) -> i16 {
         OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         DiskFull(_) | Unavailable(_) | Storage(_) | Corrupt { .. } | DataDirLocked { .. } => ResponseError::KafkaStorageError,
         Meta(_) => ResponseError::UnknownServerError,
+        OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
+        InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
     };
     r.code()
 }

@@ -25,6 +25,10 @@ pub enum LogError {
     Stopped(String),
     #[error("the log is closed")]
     Closed,
+    #[error("producer {producer_id} sent sequence {got}, expected {expected}")]
+    OutOfOrderSequence { producer_id: i64, expected: i32, got: i32 },
+    #[error("producer {producer_id} uses epoch {epoch}, older than its current epoch {current}")]
+    InvalidProducerEpoch { producer_id: i64, epoch: i16, current: i16 },
 }
 
 impl LogError {

@@ -12,6 +12,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod index;
 pub mod log;
+pub mod producers;
 pub mod segment;
 
 pub use batch::{BatchError, BatchHeader, DecodeLimits, NewRecord, Record, RecordHeader};

@@ -23,6 +23,7 @@
 
 use crate::batch::{self, DecodeLimits};
 use crate::error::{LogError, Result};
+use crate::producers::{Producers, SequenceCheck};
 use crate::segment::{self, Cut, Segment};
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -78,6 +79,9 @@ pub struct AppendInfo {
     pub last_offset: u64,
     /// One past the last offset; wait for this with [`PartitionLog::wait_durable`].
     pub end_offset: u64,
+    /// The batch was a producer's retry of one already stored at these offsets;
+    /// nothing was written.
+    pub duplicate: bool,
 }
 
 /// Raw batches read from the log, with the partition's bounds at the time of the read.
@@ -105,6 +109,7 @@ struct Inner {
     config: LogConfig,
     stopped: Option<String>,
     closed: bool,
+    producers: Producers,
 }
 
 struct SyncState {
@@ -164,9 +169,14 @@ impl PartitionLog {
             sync_dir(dir)?;
         }
         let last = bases.last().copied();
+        let mut producers = Producers::default();
         for base in bases {
             let (seg, cut) = if Some(base) == last {
-                Segment::recover(dir, base, config.index_interval_bytes, scan_limit)?
+                let (seg, cut, headers) = Segment::recover(dir, base, config.index_interval_bytes, scan_limit)?;
+                for h in headers {
+                    producers.record(h.producer_id, h.producer_epoch, h.base_sequence, h.record_count, h.base_offset as u64);
+                }
+                (seg, cut)
             } else {
                 Segment::open_sealed(dir, base, config.index_interval_bytes, scan_limit)?
             };
@@ -176,7 +186,7 @@ impl PartitionLog {
         let next_offset = segments.values().next_back().map_or(0, |s| s.next_offset);
         let log = PartitionLog {
             dir: dir.to_path_buf(),
-            inner: Mutex::new(Inner { segments, next_offset, config, stopped: None, closed: false }),
+            inner: Mutex::new(Inner { segments, next_offset, config, stopped: None, closed: false, producers }),
             sync_state: Mutex::new(SyncState { syncing: false, failed: None }),
             sync_done: Condvar::new(),
             synced: AtomicU64::new(next_offset),
@@ -215,18 +225,37 @@ impl PartitionLog {
         if let Some(why) = &inner.stopped {
             return Err(LogError::Stopped(why.clone()));
         }
-        let base = inner.next_offset;
         let count = header.last_offset_delta as u64 + 1;
+        let (pid, epoch, seq, n) = (header.producer_id, header.producer_epoch, header.base_sequence, header.record_count);
+        match inner.producers.check(pid, epoch, seq, n) {
+            SequenceCheck::Append => {}
+            SequenceCheck::Duplicate { base_offset } => {
+                return Ok(AppendInfo {
+                    base_offset,
+                    last_offset: base_offset + count - 1,
+                    end_offset: base_offset + count,
+                    duplicate: true,
+                })
+            }
+            SequenceCheck::StaleEpoch { current } => {
+                return Err(LogError::InvalidProducerEpoch { producer_id: pid, epoch, current })
+            }
+            SequenceCheck::OutOfOrder { expected, got } => {
+                return Err(LogError::OutOfOrderSequence { producer_id: pid, expected, got })
+            }
+        }
+        let base = inner.next_offset;
         self.maybe_roll(&mut inner, batch.len() as u64, count, now_ms)?;
         batch::set_base_offset(batch, base as i64);
         header.base_offset = base as i64;
         let active = inner.segments.values_mut().next_back().expect("a log always has an active segment");
         active.append(batch, &header, config.index_interval_bytes, now_ms)?;
         inner.next_offset = base + count;
+        inner.producers.record(pid, epoch, seq, n, base);
         if config.durability != Durability::Always {
             self.visible.fetch_max(inner.next_offset, Ordering::AcqRel);
         }
-        Ok(AppendInfo { base_offset: base, last_offset: base + count - 1, end_offset: base + count })
+        Ok(AppendInfo { base_offset: base, last_offset: base + count - 1, end_offset: base + count, duplicate: false })
     }
 
     fn maybe_roll(&self, inner: &mut Inner, batch_bytes: u64, count: u64, now_ms: u64) -> Result<()> {

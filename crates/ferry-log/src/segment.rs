@@ -275,7 +275,7 @@ impl Segment {
         base_offset: u64,
         index_interval_bytes: u64,
         max_batch_bytes: usize,
-    ) -> Result<(Segment, Option<Cut>)> {
+    ) -> Result<(Segment, Option<Cut>, Vec<BatchHeader>)> {
         let path = log_path(dir, base_offset);
         let (file, len) = Self::open_rw(&path)?;
         let mut seg = Segment::empty(base_offset, path.clone(), file);
@@ -322,7 +322,7 @@ impl Segment {
         // mistaken for sealed ones after the next roll.
         let _ = std::fs::remove_file(index_path(dir, base_offset));
         let _ = std::fs::remove_file(time_index_path(dir, base_offset));
-        Ok((seg, cut))
+        Ok((seg, cut, found.into_iter().map(|(_, h)| h).collect()))
     }
 
     /// Opens a sealed segment, trusting its indexes when they are whole and agree with
@@ -363,7 +363,7 @@ impl Segment {
             }
         }
         drop(file);
-        let (mut seg, cut) = Self::recover(dir, base_offset, index_interval_bytes, max_batch_bytes)?;
+        let (mut seg, cut, _) = Self::recover(dir, base_offset, index_interval_bytes, max_batch_bytes)?;
         seg.seal()?;
         Ok((seg, cut))
     }

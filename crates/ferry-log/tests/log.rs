@@ -271,3 +271,40 @@ fn concurrent_appenders_all_get_distinct_offsets_and_all_are_durable() {
     assert_eq!(read_all(&log, 0).len(), 400);
 }
 
+
+/// A batch from an idempotent producer: id, epoch and first sequence set, CRC redone.
+fn producer_batch(values: &[&str], id: i64, epoch: i16, seq: i32) -> Vec<u8> {
+    let mut b = batch_of(values, 1);
+    b[43..51].copy_from_slice(&id.to_be_bytes());
+    b[51..53].copy_from_slice(&epoch.to_be_bytes());
+    b[53..57].copy_from_slice(&seq.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+#[test]
+fn an_idempotent_producers_retry_is_stored_once_even_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (log, _) = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        let first = log.append(&mut producer_batch(&["a", "b"], 42, 0, 0), 0).unwrap();
+        let retry = log.append(&mut producer_batch(&["a", "b"], 42, 0, 0), 0).unwrap();
+        assert!(retry.duplicate);
+        assert_eq!(retry.base_offset, first.base_offset);
+        log.append(&mut producer_batch(&["c"], 42, 0, 2), 0).unwrap();
+        assert!(matches!(
+            log.append(&mut producer_batch(&["e"], 42, 0, 5), 0),
+            Err(LogError::OutOfOrderSequence { expected: 3, got: 5, .. })
+        ));
+        log.close().unwrap();
+    }
+    let (log, _) = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+    let retry = log.append(&mut producer_batch(&["c"], 42, 0, 2), 0).unwrap();
+    assert!(retry.duplicate, "the producer state is rebuilt from the log");
+    assert_eq!(retry.base_offset, 2);
+    log.append(&mut producer_batch(&["x"], 42, 1, 0), 0).unwrap();
+    assert!(matches!(log.append(&mut producer_batch(&["y"], 42, 0, 3), 0), Err(LogError::InvalidProducerEpoch { .. })));
+    log.sync().unwrap();
+    assert_eq!(log.stats().latest, 4, "a, b, c and x, each once");
+}
