@@ -46,6 +46,11 @@ def test_admin_creates_and_deletes_topics(ferry):
     assert topic["partitions"] == 3 and topic["retention_ms"] == 3600000
     md = admin.list_topics(timeout=10)
     assert len(md.topics["made-by-admin"].partitions) == 3
+    from confluent_kafka.admin import ConfigResource
+    res = ConfigResource(ConfigResource.Type.TOPIC, "made-by-admin")
+    configs = admin.describe_configs([res])[res].result(10)
+    assert configs["retention.ms"].value == "3600000"
+    assert configs["cleanup.policy"].value == "delete"
     # Asking for replicas a single node does not have is refused with Kafka's error.
     bad = admin.create_topics([NewTopic("replicated", num_partitions=1, replication_factor=3)])
     try:

@@ -1,6 +1,7 @@
 //! One function per Kafka API, each turning a decoded request into its answer.
 
 mod admin;
+mod configs;
 mod fetch;
 mod groups;
 mod metadata;
@@ -43,6 +44,7 @@ pub async fn handle(ctx: &Ctx, req: Request, peer: &str) -> Option<ResponseKind>
         RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(admin::delete_topics(ctx, r).await),
         RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(admin::create_partitions(ctx, r).await),
         RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(admin::init_producer_id(ctx, r)),
+        RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(configs::describe_configs(ctx, r, version)),
         RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(groups::find_coordinator(ctx, r, version)),
         RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(groups::join_group(ctx, r, version, &client_id, peer).await),
         RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(groups::sync_group(ctx, r, version).await),

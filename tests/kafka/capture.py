@@ -1,0 +1,151 @@
+"""Records byte-exact Kafka requests from real clients, as golden fixtures for the
+request decoder (crates/ferry-kafka/tests/golden.rs).
+
+    python3 tests/kafka/capture.py        # needs target/debug/ferry, kcat, confluent-kafka, kafka-python
+
+It starts Ferry advertising a recording proxy, drives kcat, confluent-kafka and
+kafka-python through typical sessions, and keeps the first request of each API and
+version per client in crates/ferry-kafka/tests/fixtures/<client>/<api>-v<version>.bin
+(the frame without its 4-byte length).
+"""
+
+import os
+import pathlib
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+OUT = ROOT / "crates/ferry-kafka/tests/fixtures"
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from conftest import Ferry  # noqa: E402
+
+API_NAMES = {0: "produce", 1: "fetch", 2: "list_offsets", 3: "metadata", 8: "offset_commit", 9: "offset_fetch",
+             10: "find_coordinator", 11: "join_group", 12: "heartbeat", 13: "leave_group", 14: "sync_group",
+             15: "describe_groups", 16: "list_groups", 18: "api_versions", 19: "create_topics", 20: "delete_topics",
+             22: "init_producer_id", 32: "describe_configs", 37: "create_partitions", 42: "delete_groups"}
+
+
+class Proxy:
+    def __init__(self, upstream):
+        self.upstream = upstream
+        self.client = "none"
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            c, _ = self.sock.accept()
+            host, port = self.upstream.rsplit(":", 1)
+            u = socket.create_connection((host, int(port)))
+            threading.Thread(target=self.pump_requests, args=(c, u), daemon=True).start()
+            threading.Thread(target=self.pump, args=(u, c), daemon=True).start()
+
+    def pump(self, src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def pump_requests(self, src, dst):
+        buf = b""
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+                buf += data
+                while len(buf) >= 4:
+                    (n,) = struct.unpack(">i", buf[:4])
+                    if len(buf) < 4 + n:
+                        break
+                    self.save(buf[4:4 + n])
+                    buf = buf[4 + n:]
+        except OSError:
+            pass
+
+    def save(self, frame):
+        key, version = struct.unpack(">hh", frame[:4])
+        name = API_NAMES.get(key, f"api{key}")
+        path = OUT / self.client / f"{name}-v{version}.bin"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(frame)
+
+
+def run(cmd, **kw):
+    subprocess.run(cmd, check=False, timeout=60, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+
+
+def main():
+    shutil.rmtree(OUT, ignore_errors=True)
+    with tempfile.TemporaryDirectory() as d:
+        # The proxy must know Ferry's port and Ferry the proxy's: start Ferry on a fixed
+        # free port advertising the proxy.
+        s = socket.socket(); s.bind(("127.0.0.1", 0)); kport = s.getsockname()[1]; s.close()
+        proxy = Proxy(f"127.0.0.1:{kport}")
+        f = Ferry(d)
+        f.proc = subprocess.Popen([str(ROOT / "target/debug/ferry"), "serve", "--data-dir", d, "--http-addr", "127.0.0.1:0",
+                                   "--kafka-addr", f"127.0.0.1:{kport}", "--kafka-advertised-addr", f"127.0.0.1:{proxy.port}"],
+                                  stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        time.sleep(1)
+        b = f"127.0.0.1:{proxy.port}"
+
+        from confluent_kafka.admin import AdminClient, NewTopic
+        proxy.client = "confluent-kafka"
+        setup = AdminClient({"bootstrap.servers": b})  # kept alive until the answer
+        setup.create_topics([NewTopic("golden", 2, 1)])["golden"].result(10)
+        proxy.client = "kcat"
+        run(["kcat", "-b", b, "-L"])
+        run(["kcat", "-b", b, "-P", "-t", "golden", "-K:", "-z", "gzip", "-H", "h=v"], input=b"k:v1\nk:v2\n")
+        run(["kcat", "-b", b, "-C", "-t", "golden", "-o", "beginning", "-e"])
+        run(["kcat", "-b", b, "-G", "kcatgroup", "-e", "golden"])
+
+        proxy.client = "confluent-kafka"
+        from confluent_kafka import Consumer, Producer
+        admin = AdminClient({"bootstrap.servers": b})
+        admin.create_topics([NewTopic("golden2", 1, 1)])["golden2"].result(10)
+        from confluent_kafka.admin import ConfigResource
+        res = ConfigResource(ConfigResource.Type.TOPIC, "golden2")
+        admin.describe_configs([res])[res].result(10)
+        p = Producer({"bootstrap.servers": b, "enable.idempotence": True, "compression.type": "zstd"})
+        p.produce("golden2", key="k", value="v", headers=[("h", b"v")])
+        p.flush(10)
+        c = Consumer({"bootstrap.servers": b, "group.id": "cg", "auto.offset.reset": "earliest"})
+        c.subscribe(["golden2"])
+        t = time.time()
+        while time.time() - t < 4:
+            c.poll(0.2)
+        c.commit(asynchronous=False)
+        c.close()
+        admin.list_consumer_groups().result(10)
+        admin.delete_consumer_groups(["cg"])["cg"].result(10)
+        admin.delete_topics(["golden2"])["golden2"].result(10)
+
+        proxy.client = "kafka-python"
+        from kafka import KafkaConsumer, KafkaProducer
+        kp = KafkaProducer(bootstrap_servers=b)
+        kp.send("golden", b"py").get(10)
+        kp.close()
+        kc = KafkaConsumer("golden", bootstrap_servers=b, group_id="pyg", auto_offset_reset="earliest", consumer_timeout_ms=3000)
+        list(kc)
+        kc.close()
+        f.stop()
+    print("captured:", sorted(str(p.relative_to(OUT)) for p in OUT.rglob("*.bin")))
+
+
+if __name__ == "__main__":
+    main()
