@@ -6,7 +6,7 @@
 //! Huge element counts in a frame (a few bytes claiming billions of entries) make the
 //! codec reserve memory for them before decoding; the `ferry` binary's allocator hands
 //! such reservations untouched address space, so they cost nothing and the decode then
-//! fails on the short frame (see crates/ferry/src/alloc.rs).
+//! fails on the short frame (see `crate::alloc`).
 
 use crate::versions;
 use bytes::{BufMut, Bytes, BytesMut};

@@ -4,8 +4,10 @@
 //! RecordBatch v2 log, so Fetch serves stored batches without re-encoding them.
 //!
 //! The message schemas come from the `kafka-protocol` crate; this crate maps them onto
-//! the broker. `frame` is free of I/O; `server` owns the sockets.
+//! the broker. `frame` is free of I/O; `server` owns the sockets. A process that serves
+//! Kafka clients installs [`alloc::FerryAlloc`] as its global allocator.
 
+pub mod alloc;
 pub mod config;
 pub mod errors;
 pub mod frame;

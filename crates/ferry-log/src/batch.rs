@@ -414,7 +414,7 @@ pub struct NewRecord {
 pub fn build_batch(records: &[NewRecord], compression: Compression) -> Result<Vec<u8>, BatchError> {
     let base_timestamp = records.iter().map(|r| r.timestamp).min().unwrap_or(0);
     let max_timestamp = records.iter().map(|r| r.timestamp).max().unwrap_or(0);
-    let mut body = Vec::with_capacity(records.iter().map(|r| encoded_len_hint(r)).sum());
+    let mut body = Vec::with_capacity(records.iter().map(encoded_len_hint).sum());
     let mut rec = Vec::new();
     for (i, r) in records.iter().enumerate() {
         rec.clear();

@@ -96,7 +96,7 @@ impl<E: Entry> Index<E> {
             Err(e) => return Err(e),
         };
         let bytes = file.metadata()?.len() as usize;
-        if bytes % E::BYTES != 0 {
+        if !bytes.is_multiple_of(E::BYTES) {
             return Ok(None);
         }
         Ok(Some(Index::Disk { file, len: bytes / E::BYTES }))
@@ -203,7 +203,7 @@ mod tests {
             for (i, k) in keys.iter().enumerate() {
                 idx.push(OffsetEntry { rel_offset: *k, position: i as u32 });
             }
-            let expect = keys.iter().enumerate().filter(|(_, k)| **k <= probe).last()
+            let expect = keys.iter().enumerate().filter(|(_, k)| **k <= probe).next_back()
                 .map(|(i, k)| OffsetEntry { rel_offset: *k, position: i as u32 });
             prop_assert_eq!(idx.floor(probe, false).unwrap(), expect);
             let dir = tempfile::tempdir().unwrap();

@@ -3,7 +3,6 @@
 //! Exit codes: 0 success; 1 the operation failed (the message says why); 2 the command
 //! line is invalid; 3 the server could not be reached.
 
-mod alloc;
 mod cli;
 mod commands;
 mod output;
@@ -16,7 +15,7 @@ use cli::{Cli, Command};
 use std::process::ExitCode;
 
 #[global_allocator]
-static ALLOCATOR: alloc::FerryAlloc = alloc::FerryAlloc;
+static ALLOCATOR: ferry_kafka::alloc::FerryAlloc = ferry_kafka::alloc::FerryAlloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -37,7 +37,8 @@ async fn acknowledged_records_survive_kill_9_exactly_once_and_in_order() {
         if cycle == 0 {
             create_topic(&server.url, json!({"name": "crash", "partitions": PARTITIONS, "segment_bytes": 65536})).await;
         }
-        verify(&server.url, &acked.lock().unwrap().clone()).await;
+        let snapshot = acked.lock().unwrap().clone();
+        verify(&server.url, &snapshot).await;
         cuts_logged += server.logs().iter().filter(|l| l.contains("Cut ")).count();
         let mut tasks = Vec::new();
         for p in 0..PRODUCERS {

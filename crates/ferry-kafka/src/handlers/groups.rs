@@ -192,11 +192,14 @@ pub async fn offset_commit(ctx: &Ctx, req: OffsetCommitRequest) -> OffsetCommitR
     OffsetCommitResponse::default().with_topics(topics)
 }
 
+/// The partitions asked for, by topic; `None` asks for every committed one.
 type Wanted = Option<Vec<(String, Vec<u32>)>>;
+/// A committed offset as OffsetFetch answers it: partition, offset (-1: none), metadata.
+type Committed = (i32, i64, Option<String>);
 
-fn fetched(ctx: &Ctx, group: &str, wanted: &Wanted) -> Vec<(String, Vec<(i32, i64, Option<String>)>)> {
+fn fetched(ctx: &Ctx, group: &str, wanted: &Wanted) -> Vec<(String, Vec<Committed>)> {
     let rows = ctx.broker.groups.fetch_offsets(group, wanted.as_deref());
-    let mut by_topic: Vec<(String, Vec<(i32, i64, Option<String>)>)> = Vec::new();
+    let mut by_topic: Vec<(String, Vec<Committed>)> = Vec::new();
     for (topic, partition, c) in rows {
         let (offset, metadata) = c.map_or((-1, None), |c| (c.offset, c.metadata));
         match by_topic.iter_mut().find(|(t, _)| *t == topic) {
