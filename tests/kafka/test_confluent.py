@@ -184,3 +184,33 @@ def test_kafka_python_produces_and_consumes(ferry):
     # And the HTTP API reads the same records.
     recs = http_values(ferry, "kp", 1)
     assert recs[3]["key"] == "k" and recs[3]["headers"] == {"h": "v"}
+
+
+def test_a_member_that_dies_without_leaving_is_dropped_after_its_session_timeout(ferry):
+    import subprocess
+    import sys
+    create(ferry, "lease", 4)
+    conf = {"bootstrap.servers": ferry.kafka, "group.id": "mortal", "auto.offset.reset": "earliest",
+            "session.timeout.ms": 3000, "heartbeat.interval.ms": 300}
+    # A member in another process, killed with SIGKILL once it holds partitions.
+    script = ("import sys, time\nfrom confluent_kafka import Consumer\n"
+              f"c = Consumer({conf!r})\n"
+              "c.subscribe(['lease'], on_assign=lambda c, p: print('assigned', len(p), flush=True))\n"
+              "while True: c.poll(0.1)\n")
+    doomed = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    survivor = Consumer(conf)
+    assigned = []
+    survivor.subscribe(["lease"], on_assign=lambda _c, parts: assigned.__setitem__(slice(None), [p.partition for p in parts]))
+    deadline = time.time() + 20
+    while time.time() < deadline and len(assigned) != 2:
+        survivor.poll(0.1)
+    assert len(assigned) == 2, f"split between two members first: {assigned}"
+    doomed.kill()
+    doomed.wait()
+    t = time.time()
+    while time.time() < t + 20 and len(assigned) != 4:
+        survivor.poll(0.1)
+    took = time.time() - t
+    survivor.close()
+    assert sorted(assigned) == [0, 1, 2, 3], assigned
+    assert took >= 2.0, f"not before the 3 s session timeout ran out (took {took:.1f} s)"
