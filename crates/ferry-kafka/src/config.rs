@@ -17,6 +17,9 @@ pub struct KafkaConfig {
     pub max_connections: usize,
     /// Largest Fetch answer, whatever the client asks for.
     pub fetch_bytes_max: usize,
+    /// Create a topic (with the server's defaults) when a client's Metadata request
+    /// names one that does not exist and allows creation. Off by default.
+    pub auto_create_topics: bool,
 }
 
 /// The longest a Fetch may wait for `min_bytes`.

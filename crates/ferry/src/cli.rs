@@ -51,6 +51,9 @@ pub struct ServeArgs {
     /// Kafka connections served at once; more wait to be accepted [default: 1024]
     #[arg(long, env = "FERRY_KAFKA_MAX_CONNECTIONS", value_name = "N")]
     pub kafka_max_connections: Option<usize>,
+    /// Create a topic with the defaults below when a Kafka client asks for one that does not exist
+    #[arg(long, env = "FERRY_KAFKA_AUTO_CREATE_TOPICS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub kafka_auto_create_topics: Option<bool>,
     /// Default durability of new topics: always (fsync before acknowledging, group
     /// commit), interval (sync every --flush-interval-ms) or never [default: always]
     #[arg(long, env = "FERRY_DURABILITY", value_name = "POLICY")]

@@ -68,6 +68,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         max_frame_bytes: settings.kafka_max_request_bytes,
         max_connections: settings.kafka_max_connections,
         fetch_bytes_max: 64 * 1024 * 1024,
+        auto_create_topics: settings.kafka_auto_create_topics,
     };
     let (stopping, mut stopped) = tokio::sync::watch::channel(false);
     let kafka = tokio::spawn(ferry_kafka::serve(kafka_listener, broker.clone(), kafka_config, stopped.clone()));

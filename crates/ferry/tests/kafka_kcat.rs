@@ -153,3 +153,13 @@ async fn hostile_frames_close_the_connection_and_the_broker_keeps_serving() {
     assert_eq!(status, 200);
     ok(&kcat(&s.kafka, &["-L"], None));
 }
+
+#[tokio::test]
+async fn with_auto_create_on_producing_to_a_new_topic_creates_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--kafka-auto-create-topics", "--default-partitions", "2"]);
+    ok(&kcat(&s.kafka, &["-P", "-t", "fresh", "-p", "1"], Some("hello\n")));
+    let (status, t) = call(http().get(format!("{}/v1/topics/fresh", s.url))).await;
+    assert_eq!((status, t["partitions"].as_u64()), (200, Some(2)));
+    assert_eq!(read_all(&s.url, "fresh", 1, 0).await.len(), 1);
+}

@@ -6,7 +6,9 @@ use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, Metada
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-pub fn metadata(ctx: &Ctx, req: MetadataRequest, version: i16) -> MetadataResponse {
+pub async fn metadata(ctx: &Ctx, req: MetadataRequest, version: i16) -> MetadataResponse {
+    // Before v4 every Metadata request allows creation; later ones say so.
+    let allow_create = ctx.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
     let node = BrokerId(ctx.config.node_id);
     let broker = MetadataResponseBroker::default()
         .with_node_id(node)
@@ -17,6 +19,16 @@ pub fn metadata(ctx: &Ctx, req: MetadataRequest, version: i16) -> MetadataRespon
         Some(t) if t.is_empty() && version == 0 => ctx.broker.list_topics().into_iter().map(|t| t.config.name).collect(),
         Some(t) => t.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).collect(),
     };
+    if allow_create {
+        for name in &names {
+            if ctx.broker.topic(name).is_err() {
+                match ctx.broker.create_topic(name, ferry_broker::TopicSettings::default()).await {
+                    Ok(_) => tracing::info!(topic = %name, "Created a topic a Kafka client asked for (auto-create is on)."),
+                    Err(e) => tracing::debug!(topic = %name, error = %e, "Could not auto-create a topic."),
+                }
+            }
+        }
+    }
     let topics = names
         .into_iter()
         .map(|name| {

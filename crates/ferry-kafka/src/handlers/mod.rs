@@ -36,7 +36,7 @@ pub async fn handle(ctx: &Ctx, req: Request, peer: &str) -> Option<ResponseKind>
     let client_id = req.client_id.clone().unwrap_or_default();
     Some(match req.body {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(frame::api_versions(0)),
-        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::metadata(ctx, r, version)),
+        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::metadata(ctx, r, version).await),
         RequestKind::Produce(r) => ResponseKind::Produce(produce::produce(ctx, r).await?),
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::fetch(ctx, r).await),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(offsets::list_offsets(ctx, r).await),
