@@ -153,7 +153,7 @@ impl Broker {
             }
         }
         let meta = FileMetaStore::open(&dir.join("meta"))?;
-        let groups = crate::groups::Coordinator::new(Box::new(crate::groups::FileOffsetStore::open(&dir.join("meta"))?))?;
+        let groups = crate::groups::Coordinator::new(Arc::new(crate::groups::FileOffsetStore::open(&dir.join("meta"))?))?;
         let any_readable = Arc::new(tokio::sync::Notify::new());
         let mut topics = HashMap::new();
         for tc in meta.load_topics()? {
@@ -396,34 +396,50 @@ impl Broker {
     }
 
     /// Appends record batches exactly as a Kafka producer sent them (one or more whole
-    /// batches; each CRC is checked and its codec kept). With `wait`, answers once the
-    /// topic's durability policy is met. Returns the base offset of the first batch.
+    /// batches). Each is checked as a reader will need it (CRC, every record decodable
+    /// within the limits, the record count honest, no control or transactional batch)
+    /// and stored with its codec. With `wait`, answers once the topic's durability
+    /// policy is met. Returns the base offset of the first batch.
     pub async fn append_batches(&self, topic: &str, partition: u32, batches: Bytes, wait: bool) -> Result<u64> {
         let part = self.topic(topic)?.partition(partition)?;
+        let limits = self.limits;
         blocking(move || {
             let mut first = None;
             let mut last_end = None;
+            let mut failure = None;
             let mut p = 0;
             while p < batches.len() {
-                let (_, total) = ferry_log::batch::read_prefix(&batches[p..], usize::MAX)
-                    .map_err(|e| BrokerError::InvalidRecord(e.to_string()))?;
-                let end = p.checked_add(total).filter(|e| *e <= batches.len()).ok_or_else(|| {
-                    BrokerError::InvalidRecord(format!("batch of {total} bytes runs past the end of the request"))
-                })?;
-                let mut one = batches[p..end].to_vec();
-                let info = part.log.append(&mut one, now_ms()).map_err(|e| BrokerError::from_log(partition, e))?;
-                first.get_or_insert(info.base_offset);
-                last_end = Some(info.end_offset);
+                let checked = check_client_batch(&batches, p, &limits);
+                let (end, mut one) = match checked {
+                    Ok(c) => c,
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                };
+                match part.log.append(&mut one, now_ms()) {
+                    Ok(info) => {
+                        first.get_or_insert(info.base_offset);
+                        last_end = Some(info.end_offset);
+                    }
+                    Err(e) => {
+                        failure = Some(BrokerError::from_log(partition, e));
+                        break;
+                    }
+                }
                 p = end;
             }
-            let first = first.ok_or_else(|| BrokerError::InvalidRecord("no record batch in the request".into()))?;
+            // Whatever was appended is made durable and visible, even if a later batch failed.
             if let Some(end) = last_end {
                 if wait && part.log.config().durability == ferry_log::Durability::Always {
                     part.log.wait_durable(end).map_err(|e| BrokerError::from_log(partition, e))?;
                 }
                 part.publish_latest();
             }
-            Ok(first)
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            first.ok_or_else(|| BrokerError::InvalidRecord("no record batch in the request".into()))
         })
         .await
     }
@@ -451,11 +467,17 @@ impl Broker {
     pub async fn offset_for_timestamp(&self, topic: &str, partition: u32, ts: i64) -> Result<u64> {
         let part = self.topic(topic)?.partition(partition)?;
         blocking(move || match part.log.offset_for_timestamp(ts) {
-            Ok(Some(o)) => Ok(o),
+            Ok(Some((o, _))) => Ok(o),
             Ok(None) => Ok(part.log.latest()),
             Err(e) => Err(BrokerError::from_log(partition, e)),
         })
         .await
+    }
+
+    /// The first record with a timestamp ≥ `ts`: its offset and timestamp, or `None`.
+    pub async fn find_by_time(&self, topic: &str, partition: u32, ts: i64) -> Result<Option<(u64, i64)>> {
+        let part = self.topic(topic)?.partition(partition)?;
+        blocking(move || part.log.offset_for_timestamp(ts).map_err(|e| BrokerError::from_log(partition, e))).await
     }
 
     fn all_partitions(&self) -> Vec<(TopicConfig, Arc<Partition>)> {
@@ -601,6 +623,26 @@ fn append_batches(part: &Partition, batches: Vec<Vec<(usize, NewRecord)>>) -> Re
         part.publish_latest();
     }
     result.map(|_| placed)
+}
+
+/// Checks the batch starting at `p` of a client's request; returns where it ends and a
+/// copy to append (the log stamps offsets into it).
+fn check_client_batch(batches: &Bytes, p: usize, limits: &DecodeLimits) -> Result<(usize, Vec<u8>)> {
+    let invalid = |m: String| BrokerError::InvalidRecord(m);
+    let (_, total) = ferry_log::batch::read_prefix(&batches[p..], usize::MAX).map_err(|e| invalid(e.to_string()))?;
+    let end = p
+        .checked_add(total)
+        .filter(|e| *e <= batches.len())
+        .ok_or_else(|| invalid(format!("batch of {total} bytes runs past the end of the request")))?;
+    let one = batches.slice(p..end);
+    let (header, records) = ferry_log::batch::decode_records(&one, limits).map_err(|e| invalid(e.to_string()))?;
+    if header.is_control() || header.is_transactional() {
+        return Err(invalid("control and transactional batches are not accepted from clients".into()));
+    }
+    if records.len() != header.record_count as usize {
+        return Err(invalid(format!("batch claims {} records but holds {}", header.record_count, records.len())));
+    }
+    Ok((end, one.to_vec()))
 }
 
 fn describe(topic: &Topic) -> TopicInfo {

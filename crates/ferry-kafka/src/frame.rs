@@ -100,7 +100,7 @@ pub fn encode_response(api_key: ApiKey, version: i16, correlation_id: i32, body:
     let header_version = if api_key == ApiKey::ApiVersions { 0 } else { api_key.response_header_version(version) };
     ResponseHeader::default().with_correlation_id(correlation_id).encode(&mut out, header_version)?;
     body.encode(&mut out, version)?;
-    let len = (out.len() - 4) as i32;
+    let len = i32::try_from(out.len() - 4).map_err(|_| anyhow::anyhow!("an answer of {} bytes is too large to frame", out.len()))?;
     out[..4].copy_from_slice(&len.to_be_bytes());
     Ok(out.freeze())
 }

@@ -52,26 +52,38 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, config: KafkaConf
     }
 }
 
+/// A connection with no request for this long is closed (Kafka's connections.max.idle.ms).
+pub const IDLE_MS_MAX: u64 = 600_000;
+/// Once a request has begun, the rest of it must arrive within this; answers likewise
+/// must be taken by the client within this.
+pub const TRANSFER_MS_MAX: u64 = 30_000;
+
 async fn connection(stream: TcpStream, ctx: &Ctx) -> anyhow::Result<()> {
+    use std::time::Duration;
+    use tokio::time::timeout;
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::with_capacity(64 * 1024, r);
     loop {
-        let len = match r.read_i32().await {
-            Ok(n) => n,
-            Err(_) => return Ok(()),
+        let len = match timeout(Duration::from_millis(IDLE_MS_MAX), r.read_i32()).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(_)) => return Ok(()),
+            Err(_) => {
+                tracing::debug!(peer = %peer, "Closing an idle Kafka connection.");
+                return Ok(());
+            }
         };
         if len < frame::FRAME_PREFIX_BYTES as i32 || len as usize > ctx.config.max_frame_bytes {
             tracing::warn!(peer = %peer, frame_bytes = len, limit = ctx.config.max_frame_bytes, "Closing a Kafka connection: frame size out of range.");
             return Ok(());
         }
         let mut buf = BytesMut::zeroed(len as usize);
-        r.read_exact(&mut buf).await?;
+        timeout(Duration::from_millis(TRANSFER_MS_MAX), r.read_exact(&mut buf)).await??;
         let request = match frame::decode_request(buf.freeze()) {
             Ok(req) => req,
             Err(FrameError::UnsupportedApiVersions { correlation_id }) => {
-                w.write_all(&frame::unsupported_api_versions(correlation_id)?).await?;
+                timeout(Duration::from_millis(TRANSFER_MS_MAX), w.write_all(&frame::unsupported_api_versions(correlation_id)?)).await??;
                 continue;
             }
             Err(e) => {
@@ -82,7 +94,7 @@ async fn connection(stream: TcpStream, ctx: &Ctx) -> anyhow::Result<()> {
         let (key, version, correlation_id) = (request.api_key, request.version, request.correlation_id);
         if let Some(answer) = handlers::handle(ctx, request, &peer).await {
             let bytes = frame::encode_response(key, version, correlation_id, &answer)?;
-            w.write_all(&bytes).await?;
+            timeout(Duration::from_millis(TRANSFER_MS_MAX), w.write_all(&bytes)).await??;
         }
     }
 }

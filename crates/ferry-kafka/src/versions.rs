@@ -4,7 +4,9 @@
 //! Produce is listed from v0 although only v3 and later are handled: older librdkafka
 //! releases check for v0 before they enable compression, and Kafka 4 does the same
 //! (v0-v2 requests are answered by closing the connection). Fetch, Produce and Metadata
-//! stop before the versions that address topics by id.
+//! stop before the versions that address topics by id; the group APIs stop before
+//! static membership (group instance ids), and ListOffsets before the max-timestamp
+//! query, which Ferry does not implement.
 
 use kafka_protocol::messages::ApiKey;
 
@@ -12,7 +14,7 @@ use kafka_protocol::messages::ApiKey;
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 0, 11),
     (ApiKey::Fetch, 4, 12),
-    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::ListOffsets, 1, 6),
     (ApiKey::Metadata, 0, 9),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 5),
@@ -21,10 +23,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::FindCoordinator, 0, 4),
-    (ApiKey::JoinGroup, 0, 9),
-    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::JoinGroup, 0, 4),
+    (ApiKey::SyncGroup, 0, 4),
     (ApiKey::Heartbeat, 0, 4),
-    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::LeaveGroup, 0, 2),
     (ApiKey::OffsetCommit, 2, 8),
     (ApiKey::OffsetFetch, 1, 8),
     (ApiKey::ListGroups, 0, 4),

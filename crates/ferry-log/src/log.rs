@@ -405,8 +405,9 @@ impl PartitionLog {
         Ok(ReadResult { batches: Bytes::from(bytes), earliest, latest: visible })
     }
 
-    /// The first offset whose record timestamp is ≥ `ts`, or `None` if every record is older.
-    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>> {
+    /// The first record whose timestamp is ≥ `ts` (its offset and timestamp), or `None`
+    /// if every record is older.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(u64, i64)>> {
         let visible = self.latest();
         let start = {
             let inner = lock(&self.inner);
@@ -435,7 +436,7 @@ impl PartitionLog {
                 let (header, records) = batch::decode_records(&one, &limits)?;
                 if header.max_timestamp >= ts {
                     if let Some(r) = records.iter().find(|r| r.timestamp >= ts && r.offset as u64 >= offset) {
-                        return Ok(Some(r.offset as u64));
+                        return Ok(Some((r.offset as u64, r.timestamp)));
                     }
                 }
                 offset = header.last_offset() as u64 + 1;

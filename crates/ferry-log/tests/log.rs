@@ -214,9 +214,9 @@ fn time_lookup_finds_the_first_record_at_or_after_a_timestamp() {
     for i in 0..100i64 {
         append(&log, &[&format!("v{i}")], 10_000 + i * 10);
     }
-    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some(0));
-    assert_eq!(log.offset_for_timestamp(10_500).unwrap(), Some(50));
-    assert_eq!(log.offset_for_timestamp(10_505).unwrap(), Some(51));
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 10_000)));
+    assert_eq!(log.offset_for_timestamp(10_500).unwrap(), Some((50, 10_500)));
+    assert_eq!(log.offset_for_timestamp(10_505).unwrap(), Some((51, 10_510)));
     assert_eq!(log.offset_for_timestamp(99_999).unwrap(), None);
 }
 

@@ -163,3 +163,18 @@ async fn with_auto_create_on_producing_to_a_new_topic_creates_it() {
     assert_eq!((status, t["partitions"].as_u64()), (200, Some(2)));
     assert_eq!(read_all(&s.url, "fresh", 1, 0).await.len(), 1);
 }
+
+/// Regression: with acks=0 on a durability-"always" topic, records stayed invisible
+/// because nothing synced them.
+#[tokio::test]
+async fn records_produced_with_acks_0_become_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    create_topic(&s.url, json!({"name": "fire"})).await;
+    ok(&kcat(&s.kafka, &["-P", "-t", "fire", "-X", "acks=0"], Some("a\nb\nc\n")));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while read_all(&s.url, "fire", 0, 0).await.len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "acks=0 records never became readable");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

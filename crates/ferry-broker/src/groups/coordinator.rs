@@ -34,6 +34,11 @@ pub const SESSION_TIMEOUT_MS_MAX: i32 = 300_000;
 /// Members of one group, and groups, at most.
 pub const MEMBERS_PER_GROUP_MAX: usize = 1_000;
 pub const GROUPS_MAX: usize = 10_000;
+/// Largest metadata string stored with a committed offset (as Kafka's default).
+pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
+/// Largest member id, client id and protocol metadata a member may send.
+pub const MEMBER_ID_BYTES_MAX: usize = 512;
+pub const PROTOCOL_METADATA_BYTES_MAX: usize = 64 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupError {
@@ -47,8 +52,12 @@ pub enum GroupError {
     GroupNotFound,
     NonEmptyGroup,
     InvalidGroupId,
-    /// Too many groups or members.
-    Full,
+    /// The group has `MEMBERS_PER_GROUP_MAX` members.
+    GroupFull,
+    /// `GROUPS_MAX` groups have members; try again later.
+    TooManyGroups,
+    /// Offset metadata over `OFFSET_METADATA_BYTES_MAX`.
+    MetadataTooLarge,
     Storage(String),
 }
 
@@ -264,7 +273,7 @@ impl Group {
 
 pub struct Coordinator {
     groups: Mutex<HashMap<String, Group>>,
-    offsets: Box<dyn OffsetStore>,
+    offsets: std::sync::Arc<dyn OffsetStore>,
     committed: std::sync::Mutex<BTreeMap<String, super::store::GroupOffsets>>,
     next_member: AtomicU64,
 }
@@ -278,7 +287,7 @@ fn valid_group_id(g: &str) -> std::result::Result<(), GroupError> {
 }
 
 impl Coordinator {
-    pub fn new(offsets: Box<dyn OffsetStore>) -> Result<Self> {
+    pub fn new(offsets: std::sync::Arc<dyn OffsetStore>) -> Result<Self> {
         let committed = offsets.load()?;
         Ok(Coordinator {
             groups: Mutex::new(HashMap::new()),
@@ -303,14 +312,31 @@ impl Coordinator {
         if req.protocols.is_empty() || req.protocol_type.is_empty() {
             return Err(GroupError::InconsistentProtocol);
         }
+        if req.member_id.len() > MEMBER_ID_BYTES_MAX
+            || req.client_id.len() > MEMBER_ID_BYTES_MAX
+            || req.protocols.iter().map(|(n, m)| n.len() + m.len()).sum::<usize>() > PROTOCOL_METADATA_BYTES_MAX
+        {
+            return Err(GroupError::InconsistentProtocol);
+        }
+        // Keep the metadata, not the whole request frame it points into.
+        let mut req = req;
+        req.protocols = req.protocols.into_iter().map(|(n, m)| (n, Bytes::copy_from_slice(&m))).collect();
         let now = Instant::now();
         let rx = {
             let mut groups = self.groups.lock().await;
             if !groups.contains_key(&req.group) && groups.len() >= GROUPS_MAX {
-                return Err(GroupError::Full);
+                return Err(GroupError::TooManyGroups);
             }
             let group = groups.entry(req.group.clone()).or_insert_with(Group::new);
             if !group.members.is_empty() && group.protocol_type != req.protocol_type {
+                return Err(GroupError::InconsistentProtocol);
+            }
+            // A newcomer must share a protocol with everyone already in the group; only
+            // it is refused, the group carries on.
+            let others: Vec<&Member> = group.members.iter().filter(|(id, _)| **id != req.member_id).map(|(_, m)| m).collect();
+            if !others.is_empty()
+                && !req.protocols.iter().any(|(name, _)| others.iter().all(|m| m.protocols.iter().any(|(n, _)| n == name)))
+            {
                 return Err(GroupError::InconsistentProtocol);
             }
             let member_id = if req.member_id.is_empty() {
@@ -326,7 +352,7 @@ impl Coordinator {
                 return Err(GroupError::UnknownMember);
             };
             if !group.members.contains_key(&member_id) && group.members.len() >= MEMBERS_PER_GROUP_MAX {
-                return Err(GroupError::Full);
+                return Err(GroupError::GroupFull);
             }
             group.protocol_type = req.protocol_type.clone();
             let (tx, rx) = oneshot::channel();
@@ -477,9 +503,9 @@ impl Coordinator {
                 _ => {}
             }
         }
-        groups.retain(|name, g| {
-            g.state != GroupState::Empty || !g.members.is_empty() || self.has_offsets(name)
-        });
+        // An empty group needs no memory: its committed offsets stay in the store, and
+        // list and describe find it there.
+        groups.retain(|_, g| g.state != GroupState::Empty || !g.members.is_empty());
     }
 
     fn has_offsets(&self, group: &str) -> bool {
@@ -517,7 +543,18 @@ impl Coordinator {
                 _ => {}
             }
         }
-        self.offsets.commit(group_id, &offsets).map_err(|e| GroupError::Storage(e.to_string()))?;
+        if offsets.iter().any(|(_, _, c)| c.metadata.as_ref().is_some_and(|m| m.len() > OFFSET_METADATA_BYTES_MAX)) {
+            return Err(GroupError::MetadataTooLarge);
+        }
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let store = std::sync::Arc::clone(&self.offsets);
+        let (group, batch) = (group_id.to_string(), offsets.clone());
+        tokio::task::spawn_blocking(move || store.commit(&group, &batch))
+            .await
+            .map_err(|e| GroupError::Storage(e.to_string()))?
+            .map_err(|e| GroupError::Storage(e.to_string()))?;
         let mut committed = self.committed.lock().unwrap_or_else(|p| p.into_inner());
         let g = committed.entry(group_id.to_string()).or_default();
         for (topic, partition, c) in offsets {
@@ -608,7 +645,12 @@ impl Coordinator {
         if groups.get(group_id).is_some_and(|g| !g.members.is_empty()) {
             return Err(GroupError::NonEmptyGroup);
         }
-        self.offsets.delete_group(group_id).map_err(|e| GroupError::Storage(e.to_string()))?;
+        let store = std::sync::Arc::clone(&self.offsets);
+        let group = group_id.to_string();
+        tokio::task::spawn_blocking(move || store.delete_group(&group))
+            .await
+            .map_err(|e| GroupError::Storage(e.to_string()))?
+            .map_err(|e| GroupError::Storage(e.to_string()))?;
         self.committed.lock().unwrap_or_else(|p| p.into_inner()).remove(group_id);
         groups.remove(group_id);
         Ok(())

@@ -68,7 +68,7 @@ pub fn describe_configs(ctx: &Ctx, req: DescribeConfigsRequest, version: i16) ->
                     entry("log.retention.bytes", limit(d.retention_bytes), SOURCE_DEFAULT, TYPE_LONG, version),
                     entry("log.segment.bytes", d.segment_bytes.to_string(), SOURCE_DEFAULT, TYPE_INT, version),
                     entry("message.max.bytes", d.max_record_bytes.to_string(), SOURCE_DEFAULT, TYPE_INT, version),
-                    entry("auto.create.topics.enable", "false".into(), SOURCE_DEFAULT, TYPE_BOOLEAN, version),
+                    entry("auto.create.topics.enable", ctx.config.auto_create_topics.to_string(), SOURCE_DEFAULT, TYPE_BOOLEAN, version),
                 ])
             }
             other => Err((ResponseError::InvalidRequest.code(), format!("resource type {other} is not described by Ferry"))),

@@ -22,7 +22,7 @@ pub async fn fetch(ctx: &Ctx, req: FetchRequest) -> FetchResponse {
         notified.as_mut().enable();
         let (resp, bytes, errored) = fetch_once(ctx, &req, max_bytes).await;
         let now = Instant::now();
-        if bytes >= min_bytes.max(1) || errored || now >= deadline {
+        if bytes >= min_bytes || errored || now >= deadline {
             return resp;
         }
         let _ = tokio::time::timeout(deadline - now, notified).await;

@@ -32,8 +32,10 @@ pub fn code(e: &GroupError) -> i16 {
         GroupError::GroupNotFound => ResponseError::GroupIdNotFound,
         GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
         GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
-        GroupError::Full => ResponseError::GroupMaxSizeReached,
-        GroupError::Storage(_) => ResponseError::KafkaStorageError,
+        GroupError::GroupFull => ResponseError::GroupMaxSizeReached,
+        GroupError::TooManyGroups => ResponseError::CoordinatorNotAvailable,
+        GroupError::MetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
+        GroupError::Storage(_) => ResponseError::CoordinatorNotAvailable,
     }
     .code()
 }
@@ -212,9 +214,11 @@ fn fetched(ctx: &Ctx, group: &str, wanted: &Wanted) -> Vec<(String, Vec<Committe
 
 pub fn offset_fetch(ctx: &Ctx, req: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
     if version >= 8 {
+        let mut seen = std::collections::HashSet::new();
         let groups = req
             .groups
             .into_iter()
+            .filter(|g| seen.insert(g.group_id.0.to_string()))
             .map(|g| {
                 let wanted: Wanted = g.topics.map(|ts| {
                     ts.into_iter()
@@ -287,7 +291,8 @@ pub async fn list_groups(ctx: &Ctx, version: i16) -> ListGroupsResponse {
 
 pub async fn describe_groups(ctx: &Ctx, req: DescribeGroupsRequest) -> DescribeGroupsResponse {
     let mut groups = Vec::new();
-    for g in req.groups {
+    let mut seen = std::collections::HashSet::new();
+    for g in req.groups.into_iter().filter(|g| seen.insert(g.0.to_string())) {
         let d = ctx.broker.groups.describe(&g.0).await;
         let state = if d.members.is_empty() && ctx.broker.groups.fetch_offsets(&g.0, None).is_empty() && d.protocol_type.is_empty() {
             "Dead"

@@ -17,7 +17,11 @@ pub async fn metadata(ctx: &Ctx, req: MetadataRequest, version: i16) -> Metadata
     let names: Vec<String> = match req.topics {
         None => ctx.broker.list_topics().into_iter().map(|t| t.config.name).collect(),
         Some(t) if t.is_empty() && version == 0 => ctx.broker.list_topics().into_iter().map(|t| t.config.name).collect(),
-        Some(t) => t.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).collect(),
+        Some(t) => {
+            // Each name once, however often a request repeats it.
+            let mut seen = std::collections::HashSet::new();
+            t.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).filter(|n| seen.insert(n.clone())).collect()
+        }
     };
     if allow_create {
         for name in &names {

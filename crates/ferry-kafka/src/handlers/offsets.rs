@@ -7,7 +7,6 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
-const MAX_TIMESTAMP: i64 = -3;
 
 pub async fn list_offsets(ctx: &Ctx, req: ListOffsetsRequest) -> ListOffsetsResponse {
     let mut topics = Vec::new();
@@ -21,13 +20,15 @@ pub async fn list_offsets(ctx: &Ctx, req: ListOffsetsRequest) -> ListOffsetsResp
             } else {
                 let pid = p.partition_index as u32;
                 match p.timestamp {
-                    LATEST | MAX_TIMESTAMP => ctx.broker.bounds(&name, pid).map(|(_, l)| l),
-                    EARLIEST => ctx.broker.bounds(&name, pid).map(|(e, _)| e),
-                    ts => ctx.broker.offset_for_timestamp(&name, pid, ts).await,
+                    LATEST => ctx.broker.bounds(&name, pid).map(|(_, l)| (l as i64, -1)),
+                    EARLIEST => ctx.broker.bounds(&name, pid).map(|(e, _)| (e as i64, -1)),
+                    // As Kafka: the first record at or after the time, or -1/-1 if none.
+                    ts if ts >= 0 => ctx.broker.find_by_time(&name, pid, ts).await.map(|f| f.map_or((-1, -1), |(o, t)| (o as i64, t))),
+                    other => Err(ferry_broker::BrokerError::InvalidRecord(format!("timestamp {other} is not supported"))),
                 }
             };
             partitions.push(match result {
-                Ok(offset) => answer.with_offset(offset as i64),
+                Ok((offset, timestamp)) => answer.with_offset(offset).with_timestamp(timestamp),
                 Err(e) => answer.with_error_code(errors::code(&e)).with_offset(-1),
             });
         }

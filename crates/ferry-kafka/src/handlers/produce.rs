@@ -8,7 +8,10 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 
 pub async fn produce(ctx: &Ctx, req: ProduceRequest) -> Option<ProduceResponse> {
-    let wait = req.acks != 0;
+    // acks=0 gets no answer, but the append still completes its durability policy:
+    // under "always" records become readable only once synced.
+    let answer = req.acks != 0;
+    let bad_acks = !matches!(req.acks, -1..=1);
     let transactional = req.transactional_id.is_some();
     // Partitions are appended concurrently so that their syncs overlap.
     let mut pending = Vec::new();
@@ -21,13 +24,16 @@ pub async fn produce(ctx: &Ctx, req: ProduceRequest) -> Option<ProduceResponse> 
             parts.push((
                 index,
                 tokio::spawn(async move {
+                    if bad_acks {
+                        return Err(ResponseError::InvalidRequiredAcks.code());
+                    }
                     if transactional {
                         return Err(ResponseError::TransactionalIdAuthorizationFailed.code());
                     }
                     if index < 0 {
                         return Err(ResponseError::UnknownTopicOrPartition.code());
                     }
-                    broker.append_batches(&name, index as u32, records, wait).await.map_err(|e| errors::code(&e))
+                    broker.append_batches(&name, index as u32, records, true).await.map_err(|e| errors::code(&e))
                 }),
             ));
         }
@@ -54,7 +60,7 @@ pub async fn produce(ctx: &Ctx, req: ProduceRequest) -> Option<ProduceResponse> 
         }
         responses.push(TopicProduceResponse::default().with_name(name).with_partition_responses(partition_responses));
     }
-    if !wait {
+    if !answer {
         return None;
     }
     Some(ProduceResponse::default().with_responses(responses))
