@@ -51,6 +51,17 @@ pub struct ProduceRecord {
     pub value_is_json: bool,
 }
 
+/// What [`Broker::append_client_batches`] did.
+#[derive(Debug)]
+pub struct Appended {
+    /// Base offset of the first appended batch.
+    pub first_offset: Option<u64>,
+    /// One past the last appended offset: what to make durable.
+    pub end_offset: Option<u64>,
+    /// Why appending stopped early, if it did.
+    pub error: Option<BrokerError>,
+}
+
 /// Where a produced record landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Produced {
@@ -396,50 +407,74 @@ impl Broker {
     }
 
     /// Appends record batches exactly as a Kafka producer sent them (one or more whole
-    /// batches). Each is checked as a reader will need it (CRC, every record decodable
-    /// within the limits, the record count honest, no control or transactional batch)
-    /// and stored with its codec. With `wait`, answers once the topic's durability
-    /// policy is met. Returns the base offset of the first batch.
+    /// batches), then waits for the topic's durability policy. See
+    /// [`append_client_batches`](Self::append_client_batches).
     pub async fn append_batches(&self, topic: &str, partition: u32, batches: Bytes, wait: bool) -> Result<u64> {
+        let appended = self.append_client_batches(topic, partition, batches).await?;
+        if wait {
+            if let Some(end) = appended.end_offset {
+                self.make_durable(topic, partition, end).await?;
+            }
+        }
+        match appended.error {
+            Some(e) => Err(e),
+            None => appended.first_offset.ok_or_else(|| BrokerError::InvalidRecord("no record batch in the request".into())),
+        }
+    }
+
+    /// Appends a client's batches in order without waiting for durability, so that a
+    /// connection can go on appending its next request while this one syncs. Each batch
+    /// is checked as a reader will need it (CRC, every record decodable within the limits,
+    /// an honest record count, no control or transactional batch) and stored with its
+    /// codec. Stops at the first failing batch; what was appended before it stays and is
+    /// reported in the result with the error.
+    pub async fn append_client_batches(&self, topic: &str, partition: u32, batches: Bytes) -> Result<Appended> {
         let part = self.topic(topic)?.partition(partition)?;
         let limits = self.limits;
         blocking(move || {
-            let mut first = None;
-            let mut last_end = None;
-            let mut failure = None;
+            let mut out = Appended { first_offset: None, end_offset: None, error: None };
             let mut p = 0;
             while p < batches.len() {
-                let checked = check_client_batch(&batches, p, &limits);
-                let (end, mut one) = match checked {
+                let (end, mut one) = match check_client_batch(&batches, p, &limits) {
                     Ok(c) => c,
                     Err(e) => {
-                        failure = Some(e);
+                        out.error = Some(e);
                         break;
                     }
                 };
                 match part.log.append(&mut one, now_ms()) {
                     Ok(info) => {
-                        first.get_or_insert(info.base_offset);
-                        last_end = Some(info.end_offset);
+                        out.first_offset.get_or_insert(info.base_offset);
+                        out.end_offset = Some(info.end_offset);
                     }
                     Err(e) => {
-                        failure = Some(BrokerError::from_log(partition, e));
+                        out.error = Some(BrokerError::from_log(partition, e));
                         break;
                     }
                 }
                 p = end;
             }
-            // Whatever was appended is made durable and visible, even if a later batch failed.
-            if let Some(end) = last_end {
-                if wait && part.log.config().durability == ferry_log::Durability::Always {
-                    part.log.wait_durable(end).map_err(|e| BrokerError::from_log(partition, e))?;
-                }
+            if out.first_offset.is_none() && out.error.is_none() {
+                out.error = Some(BrokerError::InvalidRecord("no record batch in the request".into()));
+            }
+            if part.log.config().durability != ferry_log::Durability::Always {
                 part.publish_latest();
             }
-            if let Some(e) = failure {
-                return Err(e);
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Waits until every offset below `end_offset` meets the topic's durability policy
+    /// (one shared sync for everything appended meanwhile), and wakes readers.
+    pub async fn make_durable(&self, topic: &str, partition: u32, end_offset: u64) -> Result<()> {
+        let part = self.topic(topic)?.partition(partition)?;
+        blocking(move || {
+            if part.log.config().durability == ferry_log::Durability::Always {
+                part.log.wait_durable(end_offset).map_err(|e| BrokerError::from_log(partition, e))?;
             }
-            first.ok_or_else(|| BrokerError::InvalidRecord("no record batch in the request".into()))
+            part.publish_latest();
+            Ok(())
         })
         .await
     }

@@ -2,10 +2,11 @@
 //!
 //! # Memory
 //!
-//! A connection holds at most one request frame (`max_frame_bytes`) and one answer
-//! (`fetch_bytes_max` plus one batch per partition for Fetch) at a time, because
-//! requests on a connection are answered one after another, as Kafka clients expect.
-//! `max_connections` bounds how many are served at once.
+//! A connection reads one request at a time and holds at most
+//! `IN_FLIGHT_PER_CONNECTION_MAX` answers waiting to be sent (produce answers waiting for
+//! their sync are small; a Fetch answer is at most `fetch_bytes_max` plus one batch per
+//! partition). Answers leave in request order, as Kafka clients expect.
+//! `max_connections` bounds how many connections are served at once.
 //!
 //! # Shutdown
 //!
@@ -14,8 +15,8 @@
 
 use crate::config::KafkaConfig;
 use crate::frame::{self, FrameError};
-use crate::handlers::{self, Ctx};
-use bytes::BytesMut;
+use crate::handlers::{self, Ctx, Reply};
+use bytes::{Bytes, BytesMut};
 use ferry_broker::Broker;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -58,6 +59,16 @@ pub const IDLE_MS_MAX: u64 = 600_000;
 /// must be taken by the client within this.
 pub const TRANSFER_MS_MAX: u64 = 30_000;
 
+/// Requests of one connection whose answers may be pending at once (Kafka clients send
+/// up to 5 by default).
+pub const IN_FLIGHT_PER_CONNECTION_MAX: usize = 8;
+
+/// An answer on its way to the writer, in request order.
+enum Outgoing {
+    Ready(Bytes),
+    Pending(tokio::task::JoinHandle<anyhow::Result<Option<Bytes>>>),
+}
+
 async fn connection(stream: TcpStream, ctx: &Ctx) -> anyhow::Result<()> {
     use std::time::Duration;
     use tokio::time::timeout;
@@ -65,36 +76,68 @@ async fn connection(stream: TcpStream, ctx: &Ctx) -> anyhow::Result<()> {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::with_capacity(64 * 1024, r);
-    loop {
-        let len = match timeout(Duration::from_millis(IDLE_MS_MAX), r.read_i32()).await {
-            Ok(Ok(n)) => n,
-            Ok(Err(_)) => return Ok(()),
-            Err(_) => {
-                tracing::debug!(peer = %peer, "Closing an idle Kafka connection.");
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Outgoing>(IN_FLIGHT_PER_CONNECTION_MAX);
+    // The writer sends answers in request order, waiting for each pending one in turn.
+    let writer = tokio::spawn(async move {
+        while let Some(out) = rx.recv().await {
+            let bytes = match out {
+                Outgoing::Ready(b) => Some(b),
+                Outgoing::Pending(h) => h.await??,
+            };
+            if let Some(b) = bytes {
+                timeout(Duration::from_millis(TRANSFER_MS_MAX), w.write_all(&b)).await??;
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    });
+    let read = async {
+        loop {
+            let len = match timeout(Duration::from_millis(IDLE_MS_MAX), r.read_i32()).await {
+                Ok(Ok(n)) => n,
+                Ok(Err(_)) => return Ok(()),
+                Err(_) => {
+                    tracing::debug!(peer = %peer, "Closing an idle Kafka connection.");
+                    return Ok(());
+                }
+            };
+            if len < frame::FRAME_PREFIX_BYTES as i32 || len as usize > ctx.config.max_frame_bytes {
+                tracing::warn!(peer = %peer, frame_bytes = len, limit = ctx.config.max_frame_bytes, "Closing a Kafka connection: frame size out of range.");
                 return Ok(());
             }
-        };
-        if len < frame::FRAME_PREFIX_BYTES as i32 || len as usize > ctx.config.max_frame_bytes {
-            tracing::warn!(peer = %peer, frame_bytes = len, limit = ctx.config.max_frame_bytes, "Closing a Kafka connection: frame size out of range.");
-            return Ok(());
-        }
-        let mut buf = BytesMut::zeroed(len as usize);
-        timeout(Duration::from_millis(TRANSFER_MS_MAX), r.read_exact(&mut buf)).await??;
-        let request = match frame::decode_request(buf.freeze()) {
-            Ok(req) => req,
-            Err(FrameError::UnsupportedApiVersions { correlation_id }) => {
-                timeout(Duration::from_millis(TRANSFER_MS_MAX), w.write_all(&frame::unsupported_api_versions(correlation_id)?)).await??;
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(peer = %peer, error = %e, "Closing a Kafka connection: the request cannot be answered.");
+            let mut buf = BytesMut::zeroed(len as usize);
+            timeout(Duration::from_millis(TRANSFER_MS_MAX), r.read_exact(&mut buf)).await??;
+            let request = match frame::decode_request(buf.freeze()) {
+                Ok(req) => req,
+                Err(FrameError::UnsupportedApiVersions { correlation_id }) => {
+                    if tx.send(Outgoing::Ready(frame::unsupported_api_versions(correlation_id)?)).await.is_err() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(peer = %peer, error = %e, "Closing a Kafka connection: the request cannot be answered.");
+                    return Ok(());
+                }
+            };
+            let (key, version, correlation_id) = (request.api_key, request.version, request.correlation_id);
+            let out = match handlers::handle(ctx, request, &peer).await {
+                Reply::Now(None) => continue,
+                Reply::Now(Some(answer)) => Outgoing::Ready(frame::encode_response(key, version, correlation_id, &answer)?),
+                Reply::Later(pending) => Outgoing::Pending(tokio::spawn(async move {
+                    match pending.await {
+                        Some(answer) => frame::encode_response(key, version, correlation_id, &answer).map(Some),
+                        None => Ok(None),
+                    }
+                })),
+            };
+            if tx.send(out).await.is_err() {
                 return Ok(());
             }
-        };
-        let (key, version, correlation_id) = (request.api_key, request.version, request.correlation_id);
-        if let Some(answer) = handlers::handle(ctx, request, &peer).await {
-            let bytes = frame::encode_response(key, version, correlation_id, &answer)?;
-            timeout(Duration::from_millis(TRANSFER_MS_MAX), w.write_all(&bytes)).await??;
         }
-    }
+    };
+    let read_result: anyhow::Result<()> = read.await;
+    // Let the writer finish what was asked before the connection ended.
+    drop(tx);
+    let write_result = writer.await.unwrap_or_else(|e| Err(anyhow::anyhow!("writer failed: {e}")));
+    read_result.and(write_result)
 }

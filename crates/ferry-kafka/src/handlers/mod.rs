@@ -30,14 +30,32 @@ impl Ctx {
     }
 }
 
-/// The answer to `req`, or `None` when the protocol wants no answer (Produce, acks=0).
-pub async fn handle(ctx: &Ctx, req: Request, peer: &str) -> Option<ResponseKind> {
+/// An answer that completes later.
+pub type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = Option<ResponseKind>> + Send + 'static>>;
+
+/// How a request is answered. `None` means the protocol wants no answer (Produce, acks=0).
+pub enum Reply {
+    Now(Option<ResponseKind>),
+    /// A produce whose records are appended but not yet durable: the answer completes
+    /// after the sync, while the connection goes on with its next requests. Answers
+    /// still leave in request order.
+    Later(Pending),
+}
+
+/// Answers `req`.
+pub async fn handle(ctx: &Ctx, req: Request, peer: &str) -> Reply {
+    if let RequestKind::Produce(r) = req.body {
+        return produce::produce(ctx, r).await;
+    }
+    Reply::Now(answer(ctx, req, peer).await)
+}
+
+async fn answer(ctx: &Ctx, req: Request, peer: &str) -> Option<ResponseKind> {
     let version = req.version;
     let client_id = req.client_id.clone().unwrap_or_default();
     Some(match req.body {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(frame::api_versions(0)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::metadata(ctx, r, version).await),
-        RequestKind::Produce(r) => ResponseKind::Produce(produce::produce(ctx, r).await?),
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::fetch(ctx, r).await),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(offsets::list_offsets(ctx, r).await),
         RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(admin::create_topics(ctx, r).await),

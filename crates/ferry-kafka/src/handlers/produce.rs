@@ -1,67 +1,97 @@
-//! Produce: batches go to the log as they arrived (CRC checked, codec kept); the answer
-//! waits for the topic's durability policy unless acks=0, which gets no answer at all.
+//! Produce: batches go to the log as they arrived (checked, codec kept) in request order;
+//! the answer waits for the topic's durability policy without holding up the
+//! connection's next requests, so one sync covers several of them. acks=0 gets no
+//! answer at all, but its records still complete the durability policy.
 
-use super::Ctx;
+use super::{Ctx, Reply};
 use crate::errors;
+use ferry_broker::Appended;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind, TopicName};
 use kafka_protocol::ResponseError;
 
-pub async fn produce(ctx: &Ctx, req: ProduceRequest) -> Option<ProduceResponse> {
-    // acks=0 gets no answer, but the append still completes its durability policy:
-    // under "always" records become readable only once synced.
+pub async fn produce(ctx: &Ctx, req: ProduceRequest) -> Reply {
     let answer = req.acks != 0;
     let bad_acks = !matches!(req.acks, -1..=1);
     let transactional = req.transactional_id.is_some();
-    // Partitions are appended concurrently so that their syncs overlap.
-    let mut pending = Vec::new();
+    // Appends happen here, in request order.
+    let mut appended: Vec<(TopicName, Vec<(i32, Result<Appended, i16>)>)> = Vec::new();
     for topic in req.topic_data {
         let name = topic.name.0.to_string();
         let mut parts = Vec::new();
         for p in topic.partition_data {
-            let (broker, name, index) = (ctx.broker.clone(), name.clone(), p.index);
-            let records = p.records.unwrap_or_default();
-            parts.push((
-                index,
-                tokio::spawn(async move {
-                    if bad_acks {
-                        return Err(ResponseError::InvalidRequiredAcks.code());
-                    }
-                    if transactional {
-                        return Err(ResponseError::TransactionalIdAuthorizationFailed.code());
-                    }
-                    if index < 0 {
-                        return Err(ResponseError::UnknownTopicOrPartition.code());
-                    }
-                    broker.append_batches(&name, index as u32, records, true).await.map_err(|e| errors::code(&e))
-                }),
-            ));
-        }
-        pending.push((topic.name, parts));
-    }
-    let mut responses = Vec::new();
-    for (name, parts) in pending {
-        let mut partition_responses = Vec::new();
-        for (index, task) in parts {
-            let result = task.await.unwrap_or(Err(ResponseError::UnknownServerError.code()));
-            let (error_code, base_offset) = match result {
-                Ok(base) => (errors::NONE, base as i64),
-                Err(code) => (code, -1),
+            let result = if bad_acks {
+                Err(ResponseError::InvalidRequiredAcks.code())
+            } else if transactional {
+                Err(ResponseError::TransactionalIdAuthorizationFailed.code())
+            } else if p.index < 0 {
+                Err(ResponseError::UnknownTopicOrPartition.code())
+            } else {
+                ctx.broker
+                    .append_client_batches(&name, p.index as u32, p.records.unwrap_or_default())
+                    .await
+                    .map_err(|e| errors::code(&e))
             };
-            let log_start = ctx.broker.bounds(&name.0, index.max(0) as u32).map_or(-1, |(e, _)| e as i64);
-            partition_responses.push(
-                PartitionProduceResponse::default()
-                    .with_index(index)
-                    .with_error_code(error_code)
-                    .with_base_offset(base_offset)
-                    .with_log_append_time_ms(-1)
-                    .with_log_start_offset(log_start),
-            );
+            parts.push((p.index, result));
         }
-        responses.push(TopicProduceResponse::default().with_name(name).with_partition_responses(partition_responses));
+        appended.push((topic.name, parts));
     }
-    if !answer {
-        return None;
-    }
-    Some(ProduceResponse::default().with_responses(responses))
+    // Durability and the answer complete later.
+    let broker = ctx.broker.clone();
+    Reply::Later(Box::pin(async move {
+        let mut waits = Vec::new();
+        for (name, parts) in &appended {
+            for (index, result) in parts {
+                if let Ok(Appended { end_offset: Some(end), .. }) = result {
+                    let (b, n, i, e) = (broker.clone(), name.0.to_string(), *index as u32, *end);
+                    waits.push(((name.0.to_string(), *index), tokio::spawn(async move { b.make_durable(&n, i, e).await })));
+                }
+            }
+        }
+        let mut sync_errors = std::collections::HashMap::new();
+        for (key, w) in waits {
+            match w.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    sync_errors.insert(key, errors::code(&e));
+                }
+                Err(_) => {
+                    sync_errors.insert(key, ResponseError::UnknownServerError.code());
+                }
+            }
+        }
+        if !answer {
+            return None;
+        }
+        let responses = appended
+            .into_iter()
+            .map(|(name, parts)| {
+                let partition_responses = parts
+                    .into_iter()
+                    .map(|(index, result)| {
+                        let (error_code, base_offset) = match result {
+                            Ok(a) => {
+                                let code = sync_errors
+                                    .get(&(name.0.to_string(), index))
+                                    .copied()
+                                    .or(a.error.as_ref().map(errors::code))
+                                    .unwrap_or(errors::NONE);
+                                (code, if code == errors::NONE { a.first_offset.map_or(-1, |o| o as i64) } else { -1 })
+                            }
+                            Err(code) => (code, -1),
+                        };
+                        let log_start = broker.bounds(&name.0, index.max(0) as u32).map_or(-1, |(e, _)| e as i64);
+                        PartitionProduceResponse::default()
+                            .with_index(index)
+                            .with_error_code(error_code)
+                            .with_base_offset(base_offset)
+                            .with_log_append_time_ms(-1)
+                            .with_log_start_offset(log_start)
+                    })
+                    .collect();
+                TopicProduceResponse::default().with_name(name).with_partition_responses(partition_responses)
+            })
+            .collect();
+        Some(ResponseKind::Produce(ProduceResponse::default().with_responses(responses)))
+    }))
 }
