@@ -10,6 +10,18 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 
+/// Limits glibc's malloc to a few arenas. By default it keeps one per thread (up to
+/// 8 × cores), each holding on to memory freed by that thread; Ferry's blocking I/O
+/// threads would otherwise keep hundreds of MiB of freed buffers resident. Call once at
+/// start, before other threads exist.
+pub fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only adjusts allocator tuning; called before other threads start.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 /// Reservations at least this large are mapped lazily.
 const LAZY_BYTES_MIN: usize = 1 << 30;
 const PAGE_BYTES: usize = 4096;

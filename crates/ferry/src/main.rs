@@ -18,6 +18,7 @@ use std::process::ExitCode;
 static ALLOCATOR: ferry_kafka::alloc::FerryAlloc = ferry_kafka::alloc::FerryAlloc;
 
 fn main() -> ExitCode {
+    ferry_kafka::alloc::limit_malloc_arenas();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
