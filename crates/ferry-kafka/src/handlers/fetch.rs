@@ -16,17 +16,41 @@ pub async fn fetch(ctx: &Ctx, req: FetchRequest) -> FetchResponse {
     let deadline = Instant::now() + wait;
     let min_bytes = req.min_bytes.max(0) as usize;
     let max_bytes = (req.max_bytes.max(0) as usize).min(ctx.config.fetch_bytes_max);
+    let (mut resp, bytes, errored) = fetch_once(ctx, &req, max_bytes).await;
+    if bytes >= min_bytes || errored {
+        return resp;
+    }
+    // Wait for one of this request's partitions to grow; appends elsewhere only cost a
+    // cheap check of the bounds, not a re-read.
+    let mut seen = ends(ctx, &req);
     loop {
         let notified = ctx.broker.any_readable().notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let (resp, bytes, errored) = fetch_once(ctx, &req, max_bytes).await;
+        let now_ends = ends(ctx, &req);
+        if now_ends != seen {
+            seen = now_ends;
+            let (again, bytes, errored) = fetch_once(ctx, &req, max_bytes).await;
+            resp = again;
+            if bytes >= min_bytes || errored {
+                return resp;
+            }
+        }
         let now = Instant::now();
-        if bytes >= min_bytes || errored || now >= deadline {
+        if now >= deadline {
             return resp;
         }
         let _ = tokio::time::timeout(deadline - now, notified).await;
     }
+}
+
+/// The latest offset of every partition the request names (unknown ones as `None`).
+fn ends(ctx: &Ctx, req: &FetchRequest) -> Vec<Option<u64>> {
+    req.topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(move |p| (t.topic.0.to_string(), p.partition)))
+        .map(|(name, p)| if p < 0 { None } else { ctx.broker.bounds(&name, p as u32).ok().map(|(_, l)| l) })
+        .collect()
 }
 
 async fn fetch_once(ctx: &Ctx, req: &FetchRequest, max_bytes: usize) -> (FetchResponse, usize, bool) {
