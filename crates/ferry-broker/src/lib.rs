@@ -4,6 +4,7 @@
 pub mod broker;
 pub mod config;
 pub mod error;
+pub mod filter;
 pub mod groups;
 pub mod meta;
 pub mod partition;
