@@ -20,7 +20,11 @@ pub fn run(ctx: &Ctx, seconds: u64) -> anyhow::Result<DiskResult> {
 pub fn run_sized(ctx: &Ctx, mib: usize, fsync_secs: f64) -> anyhow::Result<DiskResult> {
     let path = ctx.dir.join("disk-seq");
     let chunk = vec![0x5au8; 1 << 20];
-    let mut f = OpenOptions::new().create(true).write(true).truncate(true).open(&path)?;
+    let mut f = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&path)?;
     let started = Instant::now();
     for _ in 0..mib {
         f.write_all(&chunk)?;
@@ -30,7 +34,11 @@ pub fn run_sized(ctx: &Ctx, mib: usize, fsync_secs: f64) -> anyhow::Result<DiskR
     drop(f);
     std::fs::remove_file(&path)?;
     let path = ctx.dir.join("disk-fsync");
-    let mut f = OpenOptions::new().create(true).write(true).truncate(true).open(&path)?;
+    let mut f = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&path)?;
     let block = vec![0x5au8; 4096];
     let started = Instant::now();
     let mut n = 0u64;
@@ -42,5 +50,8 @@ pub fn run_sized(ctx: &Ctx, mib: usize, fsync_secs: f64) -> anyhow::Result<DiskR
     let fsyncs_per_s = n as f64 / started.elapsed().as_secs_f64();
     drop(f);
     std::fs::remove_file(&path)?;
-    Ok(DiskResult { seq_mb_s, fsyncs_per_s })
+    Ok(DiskResult {
+        seq_mb_s,
+        fsyncs_per_s,
+    })
 }

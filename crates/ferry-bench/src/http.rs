@@ -24,7 +24,9 @@ pub struct HttpResult {
 /// A produce request body of `n` records with 1 KiB values (as base64 bytes).
 pub fn produce_body(n: usize) -> Vec<u8> {
     let value = base64::engine::general_purpose::STANDARD.encode(vec![0x42u8; 1024]);
-    let records: Vec<Value> = (0..n).map(|_| json!({"value": {"base64": value}})).collect();
+    let records: Vec<Value> = (0..n)
+        .map(|_| json!({"value": {"base64": value}}))
+        .collect();
     serde_json::to_vec(&json!({ "records": records })).expect("serialise")
 }
 
@@ -32,13 +34,19 @@ pub async fn run(ctx: &Ctx, seconds: u64, clients: &[usize]) -> anyhow::Result<V
     run_for(ctx, Duration::from_secs(seconds), clients).await
 }
 
-pub async fn run_for(ctx: &Ctx, duration: Duration, clients: &[usize]) -> anyhow::Result<Vec<HttpResult>> {
+pub async fn run_for(
+    ctx: &Ctx,
+    duration: Duration,
+    clients: &[usize],
+) -> anyhow::Result<Vec<HttpResult>> {
     let mut out = Vec::new();
     for &c in clients {
         let data = ctx.dir.join(format!("http-{c}"));
         let server = Server::start(ctx, &data).await?;
         let url = server.url.clone();
-        let http = reqwest::Client::builder().pool_max_idle_per_host(c * 2).build()?;
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(c * 2)
+            .build()?;
         http.post(format!("{url}/v1/topics"))
             .json(&json!({"name": "bench", "partitions": 4, "retention_ms": -1}))
             .send()

@@ -26,21 +26,43 @@ mod batches {
     /// A batch of `n` records with 1 KiB values.
     pub fn record_batch(n: usize) -> Vec<u8> {
         let records: Vec<NewRecord> = (0..n)
-            .map(|i| NewRecord { timestamp: 1_700_000_000_000 + i as i64, value: Some(vec![0x42u8; 1024].into()), ..Default::default() })
+            .map(|i| NewRecord {
+                timestamp: 1_700_000_000_000 + i as i64,
+                value: Some(vec![0x42u8; 1024].into()),
+                ..Default::default()
+            })
             .collect();
         build_batch(&records, Compression::None).expect("build batch")
     }
 }
 
-pub fn run(ctx: &Ctx, seconds: u64, producers: &[usize], records_per_append: usize) -> anyhow::Result<Vec<AppendResult>> {
-    run_for(ctx, Duration::from_secs(seconds), producers, records_per_append)
+pub fn run(
+    ctx: &Ctx,
+    seconds: u64,
+    producers: &[usize],
+    records_per_append: usize,
+) -> anyhow::Result<Vec<AppendResult>> {
+    run_for(
+        ctx,
+        Duration::from_secs(seconds),
+        producers,
+        records_per_append,
+    )
 }
 
-pub fn run_for(ctx: &Ctx, duration: Duration, producers: &[usize], records_per_append: usize) -> anyhow::Result<Vec<AppendResult>> {
+pub fn run_for(
+    ctx: &Ctx,
+    duration: Duration,
+    producers: &[usize],
+    records_per_append: usize,
+) -> anyhow::Result<Vec<AppendResult>> {
     let mut out = Vec::new();
     for &p in producers {
         let dir = ctx.dir.join(format!("append-{p}-{records_per_append}"));
-        let config = LogConfig { durability: Durability::Always, ..LogConfig::default() };
+        let config = LogConfig {
+            durability: Durability::Always,
+            ..LogConfig::default()
+        };
         let (log, _) = PartitionLog::open(&dir, config)?;
         let log = Arc::new(log);
         let stop = Arc::new(AtomicBool::new(false));
@@ -49,7 +71,12 @@ pub fn run_for(ctx: &Ctx, duration: Duration, producers: &[usize], records_per_a
         let started = Instant::now();
         let threads: Vec<_> = (0..p)
             .map(|_| {
-                let (log, stop, appends, template) = (Arc::clone(&log), Arc::clone(&stop), Arc::clone(&appends), template.clone());
+                let (log, stop, appends, template) = (
+                    Arc::clone(&log),
+                    Arc::clone(&stop),
+                    Arc::clone(&appends),
+                    template.clone(),
+                );
                 std::thread::spawn(move || -> anyhow::Result<()> {
                     while !stop.load(Ordering::Relaxed) {
                         let mut b = template.clone();
@@ -64,7 +91,8 @@ pub fn run_for(ctx: &Ctx, duration: Duration, producers: &[usize], records_per_a
         std::thread::sleep(duration);
         stop.store(true, Ordering::Relaxed);
         for t in threads {
-            t.join().map_err(|_| anyhow::anyhow!("producer thread panicked"))??;
+            t.join()
+                .map_err(|_| anyhow::anyhow!("producer thread panicked"))??;
         }
         let secs = started.elapsed().as_secs_f64();
         let n = appends.load(Ordering::Relaxed);

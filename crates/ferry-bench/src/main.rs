@@ -11,7 +11,10 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "ferry-bench", about = "Benchmarks of Ferry against the disk's own limits")]
+#[command(
+    name = "ferry-bench",
+    about = "Benchmarks of Ferry against the disk's own limits"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -69,18 +72,29 @@ pub struct Ctx {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let base = cli.dir.unwrap_or_else(std::env::temp_dir);
-    let holder = tempfile::Builder::new().prefix("ferry-bench-").tempdir_in(&base)?;
+    let holder = tempfile::Builder::new()
+        .prefix("ferry-bench-")
+        .tempdir_in(&base)?;
     let ferry_bin = match cli.ferry_bin {
         Some(p) => p,
         None => std::env::current_exe()?.with_file_name("ferry"),
     };
     if !ferry_bin.exists() {
-        anyhow::bail!("no ferry binary at {}; build it (cargo build --release -p ferry) or pass --ferry-bin", ferry_bin.display());
+        anyhow::bail!(
+            "no ferry binary at {}; build it (cargo build --release -p ferry) or pass --ferry-bin",
+            ferry_bin.display()
+        );
     }
-    let ctx = Ctx { dir: holder.path().to_path_buf(), ferry_bin };
+    let ctx = Ctx {
+        dir: holder.path().to_path_buf(),
+        ferry_bin,
+    };
     let rt = tokio::runtime::Runtime::new()?;
     match cli.command {
-        Command::All { seconds, recovery_mib } => {
+        Command::All {
+            seconds,
+            recovery_mib,
+        } => {
             let disk = disk::run(&ctx, seconds)?;
             let appends = log_append::run(&ctx, seconds, &[1, 8, 64], 1)?;
             let batched = log_append::run(&ctx, seconds, &[64], 16)?;
@@ -90,26 +104,50 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Smoke => {
             let disk = disk::run_sized(&ctx, 8, 0.2)?;
-            let appends = log_append::run_for(&ctx, std::time::Duration::from_millis(200), &[1, 8], 1)?;
-            let http = rt.block_on(http::run_for(&ctx, std::time::Duration::from_millis(300), &[2]))?;
+            let appends =
+                log_append::run_for(&ctx, std::time::Duration::from_millis(200), &[1, 8], 1)?;
+            let http = rt.block_on(http::run_for(
+                &ctx,
+                std::time::Duration::from_millis(300),
+                &[2],
+            ))?;
             let start = rt.block_on(server::start_and_recovery(&ctx, 8))?;
             println!("{}", report(&disk, &appends, &[], &http, &start));
-            anyhow::ensure!(appends.iter().all(|a| a.records > 0), "appends made progress");
-            anyhow::ensure!(http.iter().all(|h| h.produce_records > 0 && h.read_records > 0), "HTTP made progress");
+            anyhow::ensure!(
+                appends.iter().all(|a| a.records > 0),
+                "appends made progress"
+            );
+            anyhow::ensure!(
+                http.iter()
+                    .all(|h| h.produce_records > 0 && h.read_records > 0),
+                "HTTP made progress"
+            );
             println!("ferry-bench smoke: 1 passed, 0 failed");
         }
         Command::Disk { seconds } => println!("{:#?}", disk::run(&ctx, seconds)?),
-        Command::LogAppend { seconds, records_per_append } => {
+        Command::LogAppend {
+            seconds,
+            records_per_append,
+        } => {
             let disk = disk::run(&ctx, seconds)?;
             let r = log_append::run(&ctx, seconds, &[1, 8, 64], records_per_append)?;
-            println!("{}", report(&disk, &r, &[], &[], &server::StartResult::default()));
+            println!(
+                "{}",
+                report(&disk, &r, &[], &[], &server::StartResult::default())
+            );
         }
         Command::Http { seconds } => {
             let disk = disk::run(&ctx, seconds)?;
             let r = rt.block_on(http::run(&ctx, seconds, &[1, 16]))?;
-            println!("{}", report(&disk, &[], &[], &r, &server::StartResult::default()));
+            println!(
+                "{}",
+                report(&disk, &[], &[], &r, &server::StartResult::default())
+            );
         }
-        Command::Start { recovery_mib } => println!("{:#?}", rt.block_on(server::start_and_recovery(&ctx, recovery_mib))?),
+        Command::Start { recovery_mib } => println!(
+            "{:#?}",
+            rt.block_on(server::start_and_recovery(&ctx, recovery_mib))?
+        ),
     }
     Ok(())
 }

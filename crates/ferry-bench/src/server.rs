@@ -26,7 +26,18 @@ impl Server {
     pub async fn start(ctx: &Ctx, data: &Path) -> anyhow::Result<Server> {
         let started = Instant::now();
         let mut child = Command::new(&ctx.ferry_bin)
-            .args(["serve", "--http-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0", "--log-format", "json", "--log", "warn,ferry::serve=info", "--data-dir"])
+            .args([
+                "serve",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--kafka-addr",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+                "--log",
+                "warn,ferry::serve=info",
+                "--data-dir",
+            ])
             .arg(data)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -37,26 +48,43 @@ impl Server {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Ok(v) = serde_json::from_str::<Value>(&line) {
                     if v["fields"]["message"] == "Ferry is ready." {
-                        let _ = tx.send(v["fields"]["http_addr"].as_str().unwrap_or_default().to_string());
+                        let _ = tx.send(
+                            v["fields"]["http_addr"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_string(),
+                        );
                     }
                 }
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(120)).map_err(|_| anyhow::anyhow!("ferry did not start"))?;
+        let addr = rx
+            .recv_timeout(Duration::from_secs(120))
+            .map_err(|_| anyhow::anyhow!("ferry did not start"))?;
         let url = format!("http://{addr}");
         let http = reqwest::Client::new();
         loop {
-            if http.get(format!("{url}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            if http
+                .get(format!("{url}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
-        Ok(Server { child, url, ready_ms: started.elapsed().as_secs_f64() * 1000.0 })
+        Ok(Server {
+            child,
+            url,
+            ready_ms: started.elapsed().as_secs_f64() * 1000.0,
+        })
     }
 
     /// Resident memory of the server process, in MiB.
     pub fn rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         status
             .lines()
             .find(|l| l.starts_with("VmRSS:"))

@@ -35,7 +35,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A record to produce.
@@ -117,7 +119,9 @@ fn limit(v: Option<i64>, default: Option<u64>, what: &str) -> Result<Option<u64>
         None => Ok(default),
         Some(-1) => Ok(None),
         Some(n) if n > 0 => Ok(Some(n as u64)),
-        Some(n) => Err(BrokerError::InvalidConfig(format!("{what} must be positive or -1 (no limit), got {n}"))),
+        Some(n) => Err(BrokerError::InvalidConfig(format!(
+            "{what} must be positive or -1 (no limit), got {n}"
+        ))),
     }
 }
 
@@ -137,7 +141,8 @@ impl Broker {
     /// Opens the data folder: takes its lock, loads topics and recovers every partition.
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>> {
         let dir = &config.data_dir;
-        std::fs::create_dir_all(dir).map_err(|e| BrokerError::Storage(format!("creating {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| BrokerError::Storage(format!("creating {}: {e}", dir.display())))?;
         let lock_path = dir.join("ferry.lock");
         let lock = File::options()
             .create(true)
@@ -148,14 +153,21 @@ impl Broker {
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(BrokerError::DataDirLocked { path: dir.display().to_string(), lock: lock_path.display().to_string() })
+                return Err(BrokerError::DataDirLocked {
+                    path: dir.display().to_string(),
+                    lock: lock_path.display().to_string(),
+                })
             }
             Err(std::fs::TryLockError::Error(e)) => {
-                return Err(BrokerError::Storage(format!("locking {}: {e}", lock_path.display())))
+                return Err(BrokerError::Storage(format!(
+                    "locking {}: {e}",
+                    lock_path.display()
+                )))
             }
         }
         let topics_dir = dir.join("topics");
-        std::fs::create_dir_all(&topics_dir).map_err(|e| BrokerError::Storage(format!("creating {}: {e}", topics_dir.display())))?;
+        std::fs::create_dir_all(&topics_dir)
+            .map_err(|e| BrokerError::Storage(format!("creating {}: {e}", topics_dir.display())))?;
         if let Ok(entries) = std::fs::read_dir(&topics_dir) {
             for e in entries.flatten() {
                 if e.file_name().to_string_lossy().starts_with(".trash-") {
@@ -164,12 +176,19 @@ impl Broker {
             }
         }
         let meta = FileMetaStore::open(&dir.join("meta"))?;
-        let groups = crate::groups::Coordinator::new(Arc::new(crate::groups::FileOffsetStore::open(&dir.join("meta"))?))?;
+        let groups = crate::groups::Coordinator::new(Arc::new(
+            crate::groups::FileOffsetStore::open(&dir.join("meta"))?,
+        ))?;
         let any_readable = Arc::new(tokio::sync::Notify::new());
         let mut topics = HashMap::new();
         for tc in meta.load_topics()? {
             // The names become folder names: a hand-edited file must not point elsewhere.
-            tc.validate().map_err(|e| BrokerError::Meta(format!("{} names a topic Ferry cannot open: {e}", dir.join("meta/topics.json").display())))?;
+            tc.validate().map_err(|e| {
+                BrokerError::Meta(format!(
+                    "{} names a topic Ferry cannot open: {e}",
+                    dir.join("meta/topics.json").display()
+                ))
+            })?;
             let parts = (0..tc.partitions)
                 .map(|p| open_partition(&topics_dir.join(&tc.name), p, &tc, &any_readable))
                 .collect::<Result<Vec<_>>>()?;
@@ -234,9 +253,13 @@ impl Broker {
         let parts = blocking(move || {
             if dir.exists() {
                 // Left by an interrupted delete: the metadata store does not know it.
-                std::fs::remove_dir_all(&dir).map_err(|e| BrokerError::Storage(format!("clearing {}: {e}", dir.display())))?;
+                std::fs::remove_dir_all(&dir).map_err(|e| {
+                    BrokerError::Storage(format!("clearing {}: {e}", dir.display()))
+                })?;
             }
-            (0..cfg.partitions).map(|p| open_partition(&dir, p, &cfg, &notify)).collect::<Result<Vec<_>>>()
+            (0..cfg.partitions)
+                .map(|p| open_partition(&dir, p, &cfg, &notify))
+                .collect::<Result<Vec<_>>>()
         })
         .await?;
         if let Err(e) = self.meta.put_topic(&config) {
@@ -244,13 +267,22 @@ impl Broker {
             return Err(e);
         }
         let topic = Arc::new(Topic::new(config.clone(), parts));
-        self.topics.write().unwrap_or_else(|p| p.into_inner()).insert(config.name.clone(), Arc::clone(&topic));
+        self.topics
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(config.name.clone(), Arc::clone(&topic));
         tracing::info!(topic = %config.name, partitions = config.partitions, "Created topic.");
         Ok(describe(&topic))
     }
 
     pub fn list_topics(&self) -> Vec<TopicInfo> {
-        let topics: Vec<_> = self.topics.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let topics: Vec<_> = self
+            .topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
         let mut out: Vec<_> = topics.iter().map(|t| describe(t)).collect();
         out.sort_by(|a, b| a.config.name.cmp(&b.config.name));
         out
@@ -264,18 +296,28 @@ impl Broker {
         let _admin = self.admin.lock().await;
         let topic = self.topic(name)?;
         self.meta.delete_topic(name)?;
-        self.topics.write().unwrap_or_else(|p| p.into_inner()).remove(name);
+        self.topics
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
         if let Err(e) = self.groups.forget_topic(name) {
             tracing::warn!(topic = %name, error = %e, "Could not drop the deleted topic's committed offsets.");
         }
         let dir = self.topic_dir(name);
-        let trash = self.config.data_dir.join("topics").join(format!(".trash-{name}-{}", now_ms()));
+        let trash = self
+            .config
+            .data_dir
+            .join("topics")
+            .join(format!(".trash-{name}-{}", now_ms()));
         blocking(move || {
             for p in topic.partitions() {
                 let _ = p.log.close();
             }
-            std::fs::rename(&dir, &trash).map_err(|e| BrokerError::Storage(format!("moving {} aside: {e}", dir.display())))?;
-            std::fs::remove_dir_all(&trash).map_err(|e| BrokerError::Storage(format!("removing {}: {e}", trash.display())))
+            std::fs::rename(&dir, &trash).map_err(|e| {
+                BrokerError::Storage(format!("moving {} aside: {e}", dir.display()))
+            })?;
+            std::fs::remove_dir_all(&trash)
+                .map_err(|e| BrokerError::Storage(format!("removing {}: {e}", trash.display())))
         })
         .await?;
         tracing::info!(topic = %name, "Deleted topic.");
@@ -312,7 +354,9 @@ impl Broker {
         let cfg = config.clone();
         let notify = Arc::clone(&self.any_readable);
         let new_parts = blocking(move || {
-            (old.partitions..cfg.partitions).map(|p| open_partition(&dir, p, &cfg, &notify)).collect::<Result<Vec<_>>>()
+            (old.partitions..cfg.partitions)
+                .map(|p| open_partition(&dir, p, &cfg, &notify))
+                .collect::<Result<Vec<_>>>()
         })
         .await?;
         self.meta.put_topic(&config)?;
@@ -320,14 +364,22 @@ impl Broker {
         for p in topic.partitions() {
             p.log.set_config(log_config);
         }
-        topic.partitions.write().unwrap_or_else(|p| p.into_inner()).extend(new_parts);
+        topic
+            .partitions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(new_parts);
         *topic.config.write().unwrap_or_else(|p| p.into_inner()) = config;
         Ok(describe(&topic))
     }
 
     /// Appends records and answers where each landed, once the topic's durability
     /// policy is met. Every record is checked before anything is written.
-    pub async fn produce(&self, topic_name: &str, records: Vec<ProduceRecord>) -> Result<Vec<Produced>> {
+    pub async fn produce(
+        &self,
+        topic_name: &str,
+        records: Vec<ProduceRecord>,
+    ) -> Result<Vec<Produced>> {
         let topic = self.topic(topic_name)?;
         let config = topic.config();
         let count = topic.partitions().len() as u32;
@@ -337,7 +389,11 @@ impl Broker {
         for (index, r) in records.into_iter().enumerate() {
             let partition = match (r.partition, &r.key) {
                 (Some(p), _) if p >= count => {
-                    return Err(BrokerError::PartitionNotFound { topic: topic_name.to_string(), partition: p, count })
+                    return Err(BrokerError::PartitionNotFound {
+                        topic: topic_name.to_string(),
+                        partition: p,
+                        count,
+                    })
                 }
                 (Some(p), _) => p,
                 (None, Some(key)) => partition_for_key(key, count),
@@ -345,7 +401,11 @@ impl Broker {
             };
             let rec = NewRecord {
                 timestamp: r.timestamp.unwrap_or(now),
-                attributes: if r.value_is_json { ferry_log::batch::RECORD_ATTR_JSON_VALUE } else { 0 },
+                attributes: if r.value_is_json {
+                    ferry_log::batch::RECORD_ATTR_JSON_VALUE
+                } else {
+                    0
+                },
                 key: r.key,
                 value: r.value,
                 headers: r.headers,
@@ -354,16 +414,27 @@ impl Broker {
             if size > max {
                 return Err(BrokerError::RecordTooLarge { index, size, max });
             }
-            by_partition.entry(partition).or_default().push((index, rec));
+            by_partition
+                .entry(partition)
+                .or_default()
+                .push((index, rec));
         }
         let total: usize = by_partition.values().map(|v| v.len()).sum();
         let mut tasks = Vec::new();
         for (pid, recs) in by_partition {
             let part = topic.partition(pid)?;
             let batches = split_batches(recs, max);
-            tasks.push(tokio::task::spawn_blocking(move || append_batches(&part, batches)));
+            tasks.push(tokio::task::spawn_blocking(move || {
+                append_batches(&part, batches)
+            }));
         }
-        let mut out = vec![Produced { partition: 0, offset: 0 }; total];
+        let mut out = vec![
+            Produced {
+                partition: 0,
+                offset: 0
+            };
+            total
+        ];
         let mut first_error = None;
         for t in tasks {
             match t.await {
@@ -376,7 +447,8 @@ impl Broker {
                     first_error.get_or_insert(e);
                 }
                 Err(e) => {
-                    first_error.get_or_insert(BrokerError::Storage(format!("append task failed: {e}")));
+                    first_error
+                        .get_or_insert(BrokerError::Storage(format!("append task failed: {e}")));
                 }
             }
         }
@@ -388,19 +460,31 @@ impl Broker {
 
     /// Reads records of one partition from `offset`; with `wait` > 0 and nothing to
     /// read, waits up to `wait` for records to arrive (long polling).
-    pub async fn read(&self, topic: &str, partition: u32, offset: u64, max_records: usize, max_bytes: usize, wait: Duration) -> Result<ReadRecords> {
+    pub async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_records: usize,
+        max_bytes: usize,
+        wait: Duration,
+    ) -> Result<ReadRecords> {
         let part = self.topic(topic)?.partition(partition)?;
         let deadline = Instant::now() + wait;
         loop {
             let mut changed = part.subscribe();
             let p = Arc::clone(&part);
             let limits = self.limits;
-            let res = blocking(move || p.read_records(offset, max_records, max_bytes, &limits)).await?;
+            let res =
+                blocking(move || p.read_records(offset, max_records, max_bytes, &limits)).await?;
             let now = Instant::now();
             if !res.records.is_empty() || now >= deadline || res.next_offset > offset {
                 return Ok(res);
             }
-            if tokio::time::timeout(deadline - now, changed.changed()).await.is_err() {
+            if tokio::time::timeout(deadline - now, changed.changed())
+                .await
+                .is_err()
+            {
                 return Ok(res);
             }
         }
@@ -409,8 +493,16 @@ impl Broker {
     /// Appends record batches exactly as a Kafka producer sent them (one or more whole
     /// batches), then waits for the topic's durability policy. See
     /// [`append_client_batches`](Self::append_client_batches).
-    pub async fn append_batches(&self, topic: &str, partition: u32, batches: Bytes, wait: bool) -> Result<u64> {
-        let appended = self.append_client_batches(topic, partition, batches).await?;
+    pub async fn append_batches(
+        &self,
+        topic: &str,
+        partition: u32,
+        batches: Bytes,
+        wait: bool,
+    ) -> Result<u64> {
+        let appended = self
+            .append_client_batches(topic, partition, batches)
+            .await?;
         if wait {
             if let Some(end) = appended.end_offset {
                 self.make_durable(topic, partition, end).await?;
@@ -418,7 +510,9 @@ impl Broker {
         }
         match appended.error {
             Some(e) => Err(e),
-            None => appended.first_offset.ok_or_else(|| BrokerError::InvalidRecord("no record batch in the request".into())),
+            None => appended
+                .first_offset
+                .ok_or_else(|| BrokerError::InvalidRecord("no record batch in the request".into())),
         }
     }
 
@@ -428,11 +522,20 @@ impl Broker {
     /// an honest record count, no control or transactional batch) and stored with its
     /// codec. Stops at the first failing batch; what was appended before it stays and is
     /// reported in the result with the error.
-    pub async fn append_client_batches(&self, topic: &str, partition: u32, batches: Bytes) -> Result<Appended> {
+    pub async fn append_client_batches(
+        &self,
+        topic: &str,
+        partition: u32,
+        batches: Bytes,
+    ) -> Result<Appended> {
         let part = self.topic(topic)?.partition(partition)?;
         let limits = self.limits;
         blocking(move || {
-            let mut out = Appended { first_offset: None, end_offset: None, error: None };
+            let mut out = Appended {
+                first_offset: None,
+                end_offset: None,
+                error: None,
+            };
             let mut p = 0;
             while p < batches.len() {
                 let (end, mut one) = match check_client_batch(&batches, p, &limits) {
@@ -455,7 +558,9 @@ impl Broker {
                 p = end;
             }
             if out.first_offset.is_none() && out.error.is_none() {
-                out.error = Some(BrokerError::InvalidRecord("no record batch in the request".into()));
+                out.error = Some(BrokerError::InvalidRecord(
+                    "no record batch in the request".into(),
+                ));
             }
             if part.log.config().durability != ferry_log::Durability::Always {
                 part.publish_latest();
@@ -471,7 +576,9 @@ impl Broker {
         let part = self.topic(topic)?.partition(partition)?;
         blocking(move || {
             if part.log.config().durability == ferry_log::Durability::Always {
-                part.log.wait_durable(end_offset).map_err(|e| BrokerError::from_log(partition, e))?;
+                part.log
+                    .wait_durable(end_offset)
+                    .map_err(|e| BrokerError::from_log(partition, e))?;
             }
             part.publish_latest();
             Ok(())
@@ -481,9 +588,20 @@ impl Broker {
 
     /// Raw batches of one partition from `offset` (the first may begin before it), at
     /// most `max_bytes` but always one whole batch when there is one.
-    pub async fn read_batches(&self, topic: &str, partition: u32, offset: u64, max_bytes: usize) -> Result<ferry_log::ReadResult> {
+    pub async fn read_batches(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<ferry_log::ReadResult> {
         let part = self.topic(topic)?.partition(partition)?;
-        blocking(move || part.log.read(offset, max_bytes).map_err(|e| BrokerError::from_log(partition, e))).await
+        blocking(move || {
+            part.log
+                .read(offset, max_bytes)
+                .map_err(|e| BrokerError::from_log(partition, e))
+        })
+        .await
     }
 
     /// Earliest and latest (next) offsets of a partition.
@@ -510,17 +628,36 @@ impl Broker {
     }
 
     /// The first record with a timestamp ≥ `ts`: its offset and timestamp, or `None`.
-    pub async fn find_by_time(&self, topic: &str, partition: u32, ts: i64) -> Result<Option<(u64, i64)>> {
+    pub async fn find_by_time(
+        &self,
+        topic: &str,
+        partition: u32,
+        ts: i64,
+    ) -> Result<Option<(u64, i64)>> {
         let part = self.topic(topic)?.partition(partition)?;
-        blocking(move || part.log.offset_for_timestamp(ts).map_err(|e| BrokerError::from_log(partition, e))).await
+        blocking(move || {
+            part.log
+                .offset_for_timestamp(ts)
+                .map_err(|e| BrokerError::from_log(partition, e))
+        })
+        .await
     }
 
     fn all_partitions(&self) -> Vec<(TopicConfig, Arc<Partition>)> {
-        let topics: Vec<_> = self.topics.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
-        topics.iter().flat_map(|t| {
-            let c = t.config();
-            t.partitions().into_iter().map(move |p| (c.clone(), p))
-        }).collect()
+        let topics: Vec<_> = self
+            .topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        topics
+            .iter()
+            .flat_map(|t| {
+                let c = t.config();
+                t.partitions().into_iter().map(move |p| (c.clone(), p))
+            })
+            .collect()
     }
 
     /// Runs retention and interval flushes until the broker is dropped.
@@ -533,7 +670,8 @@ impl Broker {
                 tick.tick().await;
                 let Some(broker) = weak.upgrade() else { return };
                 broker.groups.tick().await;
-                let retention_due = last_retention.elapsed() >= Duration::from_millis(broker.config.retention_check_ms);
+                let retention_due = last_retention.elapsed()
+                    >= Duration::from_millis(broker.config.retention_check_ms);
                 if retention_due {
                     last_retention = Instant::now();
                 }
@@ -575,7 +713,10 @@ fn maintain(parts: Vec<(TopicConfig, Arc<Partition>)>, retention_due: bool) {
             }
         }
         if retention_due && (config.retention_ms.is_some() || config.retention_bytes.is_some()) {
-            if let Err(e) = p.log.apply_retention(now_ms(), config.retention_ms, config.retention_bytes) {
+            if let Err(e) =
+                p.log
+                    .apply_retention(now_ms(), config.retention_ms, config.retention_bytes)
+            {
                 tracing::error!(topic = %config.name, partition = p.id, error = %e, "Retention failed.");
             }
         }
@@ -583,12 +724,20 @@ fn maintain(parts: Vec<(TopicConfig, Arc<Partition>)>, retention_due: bool) {
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| BrokerError::Storage(format!("storage task failed: {e}")))?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| BrokerError::Storage(format!("storage task failed: {e}")))?
 }
 
-fn open_partition(topic_dir: &Path, p: u32, config: &TopicConfig, notify: &Arc<tokio::sync::Notify>) -> Result<Arc<Partition>> {
+fn open_partition(
+    topic_dir: &Path,
+    p: u32,
+    config: &TopicConfig,
+    notify: &Arc<tokio::sync::Notify>,
+) -> Result<Arc<Partition>> {
     let dir = topic_dir.join(p.to_string());
-    let (log, cuts) = PartitionLog::open(&dir, config.log_config()).map_err(|e| BrokerError::from_log(p, e))?;
+    let (log, cuts) =
+        PartitionLog::open(&dir, config.log_config()).map_err(|e| BrokerError::from_log(p, e))?;
     for cut in cuts {
         tracing::warn!(
             segment = %cut.segment.display(),
@@ -605,10 +754,18 @@ fn open_partition(topic_dir: &Path, p: u32, config: &TopicConfig, notify: &Arc<t
 /// An upper bound of the bytes one record adds to a batch, plus the batch header.
 fn record_size_bound(r: &NewRecord) -> usize {
     ferry_log::batch::BATCH_HEADER_BYTES
-        + 5 + 1 + 10 + 5 + 5 + 5
+        + 5
+        + 1
+        + 10
+        + 5
+        + 5
+        + 5
         + r.key.as_ref().map_or(0, |k| k.len())
         + r.value.as_ref().map_or(0, |v| v.len())
-        + r.headers.iter().map(|h| 10 + h.key.len() + h.value.as_ref().map_or(0, |v| v.len())).sum::<usize>()
+        + r.headers
+            .iter()
+            .map(|h| 10 + h.key.len() + h.value.as_ref().map_or(0, |v| v.len()))
+            .sum::<usize>()
 }
 
 /// Splits one partition's records into batches that each fit under `max` bytes.
@@ -631,17 +788,27 @@ fn split_batches(recs: Vec<(usize, NewRecord)>, max: usize) -> Vec<Vec<(usize, N
     out
 }
 
-fn append_batches(part: &Partition, batches: Vec<Vec<(usize, NewRecord)>>) -> Result<Vec<(usize, Produced)>> {
+fn append_batches(
+    part: &Partition,
+    batches: Vec<Vec<(usize, NewRecord)>>,
+) -> Result<Vec<(usize, Produced)>> {
     let mut placed = Vec::new();
     let mut last: Option<AppendInfo> = None;
     let mut result = Ok(());
     for b in batches {
         let recs: Vec<NewRecord> = b.iter().map(|(_, r)| r.clone()).collect();
-        let mut bytes = build_batch(&recs, Compression::None).map_err(|e| BrokerError::InvalidRecord(e.to_string()))?;
+        let mut bytes = build_batch(&recs, Compression::None)
+            .map_err(|e| BrokerError::InvalidRecord(e.to_string()))?;
         match part.log.append(&mut bytes, now_ms()) {
             Ok(info) => {
                 for (k, (index, _)) in b.iter().enumerate() {
-                    placed.push((*index, Produced { partition: part.id, offset: info.base_offset + k as u64 }));
+                    placed.push((
+                        *index,
+                        Produced {
+                            partition: part.id,
+                            offset: info.base_offset + k as u64,
+                        },
+                    ));
                 }
                 last = Some(info);
             }
@@ -653,7 +820,9 @@ fn append_batches(part: &Partition, batches: Vec<Vec<(usize, NewRecord)>>) -> Re
     }
     if let Some(info) = last {
         if part.log.config().durability == ferry_log::Durability::Always {
-            part.log.wait_durable(info.end_offset).map_err(|e| BrokerError::from_log(part.id, e))?;
+            part.log
+                .wait_durable(info.end_offset)
+                .map_err(|e| BrokerError::from_log(part.id, e))?;
         }
         part.publish_latest();
     }
@@ -662,20 +831,36 @@ fn append_batches(part: &Partition, batches: Vec<Vec<(usize, NewRecord)>>) -> Re
 
 /// Checks the batch starting at `p` of a client's request; returns where it ends and a
 /// copy to append (the log stamps offsets into it).
-fn check_client_batch(batches: &Bytes, p: usize, limits: &DecodeLimits) -> Result<(usize, Vec<u8>)> {
+fn check_client_batch(
+    batches: &Bytes,
+    p: usize,
+    limits: &DecodeLimits,
+) -> Result<(usize, Vec<u8>)> {
     let invalid = |m: String| BrokerError::InvalidRecord(m);
-    let (_, total) = ferry_log::batch::read_prefix(&batches[p..], usize::MAX).map_err(|e| invalid(e.to_string()))?;
+    let (_, total) = ferry_log::batch::read_prefix(&batches[p..], usize::MAX)
+        .map_err(|e| invalid(e.to_string()))?;
     let end = p
         .checked_add(total)
         .filter(|e| *e <= batches.len())
-        .ok_or_else(|| invalid(format!("batch of {total} bytes runs past the end of the request")))?;
+        .ok_or_else(|| {
+            invalid(format!(
+                "batch of {total} bytes runs past the end of the request"
+            ))
+        })?;
     let one = batches.slice(p..end);
-    let (header, records) = ferry_log::batch::decode_records(&one, limits).map_err(|e| invalid(e.to_string()))?;
+    let (header, records) =
+        ferry_log::batch::decode_records(&one, limits).map_err(|e| invalid(e.to_string()))?;
     if header.is_control() || header.is_transactional() {
-        return Err(invalid("control and transactional batches are not accepted from clients".into()));
+        return Err(invalid(
+            "control and transactional batches are not accepted from clients".into(),
+        ));
     }
     if records.len() != header.record_count as usize {
-        return Err(invalid(format!("batch claims {} records but holds {}", header.record_count, records.len())));
+        return Err(invalid(format!(
+            "batch claims {} records but holds {}",
+            header.record_count,
+            records.len()
+        )));
     }
     Ok((end, one.to_vec()))
 }
@@ -686,8 +871,17 @@ fn describe(topic: &Topic) -> TopicInfo {
         .iter()
         .map(|p| {
             let s = p.log.stats();
-            PartitionInfo { partition: p.id, earliest: s.earliest, latest: s.latest, size_bytes: s.size_bytes, segments: s.segments }
+            PartitionInfo {
+                partition: p.id,
+                earliest: s.earliest,
+                latest: s.latest,
+                size_bytes: s.size_bytes,
+                segments: s.segments,
+            }
         })
         .collect();
-    TopicInfo { config: topic.config(), partitions }
+    TopicInfo {
+        config: topic.config(),
+        partitions,
+    }
 }

@@ -89,7 +89,12 @@ pub const MAX_RECORD_BYTES_MAX: u64 = 64 * 1024 * 1024;
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 
 pub fn validate_topic_name(name: &str) -> Result<()> {
-    let bad = |reason| Err(BrokerError::InvalidTopicName { name: name.to_string(), reason });
+    let bad = |reason| {
+        Err(BrokerError::InvalidTopicName {
+            name: name.to_string(),
+            reason,
+        })
+    };
     if name.is_empty() {
         return bad("it is empty");
     }
@@ -99,7 +104,10 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
     if name.starts_with('.') {
         return bad("names starting with '.' are reserved for Ferry's own folders");
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
         return bad("use only letters, digits, '.', '_' and '-'");
     }
     Ok(())
@@ -110,16 +118,23 @@ impl TopicConfig {
         validate_topic_name(&self.name)?;
         let bad = |m: String| Err(BrokerError::InvalidConfig(m));
         if self.partitions == 0 || self.partitions > PARTITIONS_MAX {
-            return bad(format!("partitions must be between 1 and {PARTITIONS_MAX}, got {}", self.partitions));
+            return bad(format!(
+                "partitions must be between 1 and {PARTITIONS_MAX}, got {}",
+                self.partitions
+            ));
         }
-        if self.segment_bytes < SEGMENT_BYTES_MIN || self.segment_bytes > ferry_log::log::SEGMENT_BYTES_MAX {
+        if self.segment_bytes < SEGMENT_BYTES_MIN
+            || self.segment_bytes > ferry_log::log::SEGMENT_BYTES_MAX
+        {
             return bad(format!(
                 "segment_bytes must be between {SEGMENT_BYTES_MIN} and {}, got {}",
                 ferry_log::log::SEGMENT_BYTES_MAX,
                 self.segment_bytes
             ));
         }
-        if self.max_record_bytes < MAX_RECORD_BYTES_MIN || self.max_record_bytes > MAX_RECORD_BYTES_MAX {
+        if self.max_record_bytes < MAX_RECORD_BYTES_MIN
+            || self.max_record_bytes > MAX_RECORD_BYTES_MAX
+        {
             return bad(format!(
                 "max_record_bytes must be between {MAX_RECORD_BYTES_MIN} and {MAX_RECORD_BYTES_MAX}, got {}",
                 self.max_record_bytes
@@ -129,7 +144,9 @@ impl TopicConfig {
             return bad("segment_ms must be positive".into());
         }
         if self.retention_ms == Some(0) || self.retention_bytes == Some(0) {
-            return bad("retention_ms and retention_bytes must be positive, or -1 for no limit".into());
+            return bad(
+                "retention_ms and retention_bytes must be positive, or -1 for no limit".into(),
+            );
         }
         if self.flush_interval_ms == 0 {
             return bad("flush_interval_ms must be positive".into());
@@ -145,7 +162,9 @@ impl TopicConfig {
             max_batch_bytes: self.max_record_bytes as usize,
             durability: match self.durability {
                 DurabilityPolicy::Always => Durability::Always,
-                DurabilityPolicy::Interval => Durability::Interval { ms: self.flush_interval_ms },
+                DurabilityPolicy::Interval => Durability::Interval {
+                    ms: self.flush_interval_ms,
+                },
                 DurabilityPolicy::Never => Durability::Never,
             },
         }

@@ -10,7 +10,11 @@ pub enum BrokerError {
     #[error("topic '{0}' already exists")]
     TopicExists(String),
     #[error("topic '{topic}' has no partition {partition} (it has {count})")]
-    PartitionNotFound { topic: String, partition: u32, count: u32 },
+    PartitionNotFound {
+        topic: String,
+        partition: u32,
+        count: u32,
+    },
     #[error("invalid topic name '{name}': {reason}")]
     InvalidTopicName { name: String, reason: &'static str },
     #[error("invalid setting: {0}")]
@@ -18,9 +22,18 @@ pub enum BrokerError {
     #[error("invalid record: {0}")]
     InvalidRecord(String),
     #[error("record {index} is {size} bytes, larger than the topic's max_record_bytes of {max}")]
-    RecordTooLarge { index: usize, size: usize, max: usize },
+    RecordTooLarge {
+        index: usize,
+        size: usize,
+        max: usize,
+    },
     #[error("offset {requested} is out of range for partition {partition}: earliest is {earliest}, latest is {latest}")]
-    OffsetOutOfRange { partition: u32, requested: u64, earliest: u64, latest: u64 },
+    OffsetOutOfRange {
+        partition: u32,
+        requested: u64,
+        earliest: u64,
+        latest: u64,
+    },
     #[error("{0}")]
     DiskFull(String),
     #[error("corrupt data{}: {reason}", offset.map(|o| format!(" at offset {o}")).unwrap_or_default())]
@@ -42,17 +55,33 @@ pub enum BrokerError {
 impl BrokerError {
     pub(crate) fn from_log(partition: u32, e: LogError) -> Self {
         match e {
-            LogError::OffsetOutOfRange { requested, earliest, latest } => {
-                BrokerError::OffsetOutOfRange { partition, requested, earliest, latest }
-            }
+            LogError::OffsetOutOfRange {
+                requested,
+                earliest,
+                latest,
+            } => BrokerError::OffsetOutOfRange {
+                partition,
+                requested,
+                earliest,
+                latest,
+            },
             LogError::DiskFull { .. } => BrokerError::DiskFull(e.to_string()),
-            LogError::BatchTooLarge { size, max } => BrokerError::RecordTooLarge { index: 0, size, max },
+            LogError::BatchTooLarge { size, max } => BrokerError::RecordTooLarge {
+                index: 0,
+                size,
+                max,
+            },
             LogError::InvalidBatch(b) => BrokerError::InvalidRecord(b.to_string()),
             LogError::Stopped(_) | LogError::Closed => BrokerError::Unavailable(e.to_string()),
-            LogError::Corrupt { .. } => BrokerError::Corrupt { offset: None, reason: e.to_string() },
+            LogError::Corrupt { .. } => BrokerError::Corrupt {
+                offset: None,
+                reason: e.to_string(),
+            },
             LogError::Io { .. } => BrokerError::Storage(e.to_string()),
             LogError::OutOfOrderSequence { .. } => BrokerError::OutOfOrderSequence(e.to_string()),
-            LogError::InvalidProducerEpoch { .. } => BrokerError::InvalidProducerEpoch(e.to_string()),
+            LogError::InvalidProducerEpoch { .. } => {
+                BrokerError::InvalidProducerEpoch(e.to_string())
+            }
         }
     }
 }

@@ -57,7 +57,10 @@ pub struct FilterError {
 }
 
 fn err(path: impl Into<String>, message: impl Into<String>) -> FilterError {
-    FilterError { path: path.into(), message: message.into() }
+    FilterError {
+        path: path.into(),
+        message: message.into(),
+    }
 }
 
 fn parse_subject(s: &str) -> Result<Vec<Token>, FilterError> {
@@ -65,21 +68,38 @@ fn parse_subject(s: &str) -> Result<Vec<Token>, FilterError> {
         return Err(err("subject", "is empty"));
     }
     if s.len() > SUBJECT_BYTES_MAX {
-        return Err(err("subject", format!("is longer than {SUBJECT_BYTES_MAX} bytes")));
+        return Err(err(
+            "subject",
+            format!("is longer than {SUBJECT_BYTES_MAX} bytes"),
+        ));
     }
     let parts: Vec<&str> = s.split('.').collect();
     if parts.len() > SUBJECT_TOKENS_MAX {
-        return Err(err("subject", format!("has more than {SUBJECT_TOKENS_MAX} tokens")));
+        return Err(err(
+            "subject",
+            format!("has more than {SUBJECT_TOKENS_MAX} tokens"),
+        ));
     }
     let mut tokens = Vec::with_capacity(parts.len());
     for (i, part) in parts.iter().enumerate() {
         let token = match *part {
-            "" => return Err(err("subject", format!("token {} is empty (two dots in a row, or a dot at an end)", i + 1))),
+            "" => {
+                return Err(err(
+                    "subject",
+                    format!(
+                        "token {} is empty (two dots in a row, or a dot at an end)",
+                        i + 1
+                    ),
+                ))
+            }
             "*" => Token::One,
             ">" if i + 1 == parts.len() => Token::Rest,
             ">" => return Err(err("subject", "'>' may only be the last token")),
             p if p.contains('*') || p.contains('>') => {
-                return Err(err("subject", format!("token {p:?} mixes a wildcard with other characters")))
+                return Err(err(
+                    "subject",
+                    format!("token {p:?} mixes a wildcard with other characters"),
+                ))
             }
             p => Token::Literal(p.to_string()),
         };
@@ -93,32 +113,53 @@ fn value_bytes(v: &Value, path: &str) -> Result<Vec<u8>, FilterError> {
         Value::String(s) => Ok(s.as_bytes().to_vec()),
         Value::Number(n) => Ok(n.to_string().into_bytes()),
         Value::Bool(b) => Ok(b.to_string().into_bytes()),
-        _ => Err(err(path, "a header value must be a string, number or boolean")),
+        _ => Err(err(
+            path,
+            "a header value must be a string, number or boolean",
+        )),
     }
 }
 
 impl Filter {
     /// Parses a filter from its JSON form.
     pub fn parse(v: &Value) -> Result<Filter, FilterError> {
-        let Value::Object(m) = v else { return Err(err("filter", "must be an object with \"subject\" and/or \"headers\"")) };
+        let Value::Object(m) = v else {
+            return Err(err(
+                "filter",
+                "must be an object with \"subject\" and/or \"headers\"",
+            ));
+        };
         let mut f = Filter::default();
         for (k, v) in m {
             match k.as_str() {
                 "subject" => {
-                    let Value::String(s) = v else { return Err(err("subject", "must be a string such as \"orders.*.created\"")) };
+                    let Value::String(s) = v else {
+                        return Err(err(
+                            "subject",
+                            "must be a string such as \"orders.*.created\"",
+                        ));
+                    };
                     f.subject = Some(parse_subject(s)?);
                 }
                 "headers" => {
-                    let Value::Object(h) = v else { return Err(err("headers", "must be an object of header name to value")) };
+                    let Value::Object(h) = v else {
+                        return Err(err("headers", "must be an object of header name to value"));
+                    };
                     if h.len() > HEADER_PREDICATES_MAX {
-                        return Err(err("headers", format!("has more than {HEADER_PREDICATES_MAX} predicates")));
+                        return Err(err(
+                            "headers",
+                            format!("has more than {HEADER_PREDICATES_MAX} predicates"),
+                        ));
                     }
                     for (name, test) in h {
                         let path = format!("headers.{name}");
                         let t = match test {
                             Value::Array(values) => {
                                 if values.is_empty() || values.len() > HEADER_VALUES_MAX {
-                                    return Err(err(path, format!("a list needs 1 to {HEADER_VALUES_MAX} values")));
+                                    return Err(err(
+                                        path,
+                                        format!("a list needs 1 to {HEADER_VALUES_MAX} values"),
+                                    ));
                                 }
                                 let vals = values
                                     .iter()
@@ -129,14 +170,22 @@ impl Filter {
                             }
                             Value::Object(o) => match (o.len(), o.get("exists")) {
                                 (1, Some(Value::Bool(b))) => HeaderTest::Exists(*b),
-                                _ => return Err(err(path, "an object must be {\"exists\": true} or {\"exists\": false}")),
+                                _ => return Err(err(
+                                    path,
+                                    "an object must be {\"exists\": true} or {\"exists\": false}",
+                                )),
                             },
                             other => HeaderTest::AnyOf(vec![value_bytes(other, &path)?]),
                         };
                         f.headers.push((name.as_bytes().to_vec(), t));
                     }
                 }
-                other => return Err(err(other, "unknown part; a filter has \"subject\" and \"headers\"")),
+                other => {
+                    return Err(err(
+                        other,
+                        "unknown part; a filter has \"subject\" and \"headers\"",
+                    ))
+                }
             }
         }
         Ok(f)
@@ -145,7 +194,9 @@ impl Filter {
     /// Whether a record with this key and these headers passes.
     pub fn matches(&self, key: Option<&[u8]>, headers: &[RecordHeader]) -> bool {
         if let Some(pattern) = &self.subject {
-            let Some(subject) = key.and_then(|k| std::str::from_utf8(k).ok()) else { return false };
+            let Some(subject) = key.and_then(|k| std::str::from_utf8(k).ok()) else {
+                return false;
+            };
             if !subject_matches(pattern, subject) {
                 return false;
             }
@@ -154,9 +205,11 @@ impl Filter {
             let mut values = headers.iter().filter(|h| h.key.as_ref() == name.as_slice());
             match test {
                 HeaderTest::Exists(want) => values.next().is_some() == *want,
-                HeaderTest::AnyOf(allowed) => {
-                    values.any(|h| h.value.as_ref().is_some_and(|v| allowed.iter().any(|a| a.as_slice() == v.as_ref())))
-                }
+                HeaderTest::AnyOf(allowed) => values.any(|h| {
+                    h.value
+                        .as_ref()
+                        .is_some_and(|v| allowed.iter().any(|a| a.as_slice() == v.as_ref()))
+                }),
             }
         })
     }
@@ -191,7 +244,10 @@ mod tests {
     use serde_json::json;
 
     fn h(k: &str, v: &str) -> RecordHeader {
-        RecordHeader { key: Bytes::copy_from_slice(k.as_bytes()), value: Some(Bytes::copy_from_slice(v.as_bytes())) }
+        RecordHeader {
+            key: Bytes::copy_from_slice(k.as_bytes()),
+            value: Some(Bytes::copy_from_slice(v.as_bytes())),
+        }
     }
 
     #[test]
@@ -214,8 +270,14 @@ mod tests {
             .unwrap();
         let good = [h("region", "eu"), h("tier", "silver"), h("trace", "t1")];
         assert!(f.matches(Some(b"k"), &good));
-        assert!(!f.matches(Some(b"k"), &[h("region", "us"), h("tier", "gold"), h("trace", "t")]));
-        assert!(!f.matches(Some(b"k"), &[h("region", "eu"), h("tier", "bronze"), h("trace", "t")]));
+        assert!(!f.matches(
+            Some(b"k"),
+            &[h("region", "us"), h("tier", "gold"), h("trace", "t")]
+        ));
+        assert!(!f.matches(
+            Some(b"k"),
+            &[h("region", "eu"), h("tier", "bronze"), h("trace", "t")]
+        ));
         assert!(!f.matches(Some(b"k"), &[h("region", "eu"), h("tier", "gold")]));
         let mut debug = good.to_vec();
         debug.push(h("debug", "1"));

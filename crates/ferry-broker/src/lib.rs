@@ -11,7 +11,10 @@ pub mod partition;
 pub mod partitioner;
 pub mod topic;
 
-pub use broker::{now_ms, Appended, Broker, BrokerConfig, PartitionInfo, ProduceRecord, Produced, TopicInfo, TopicSettings};
+pub use broker::{
+    now_ms, Appended, Broker, BrokerConfig, PartitionInfo, ProduceRecord, Produced, TopicInfo,
+    TopicSettings,
+};
 pub use config::{DurabilityPolicy, TopicConfig, TopicDefaults};
 pub use error::{BrokerError, Result};
 pub use partition::ReadRecords;

@@ -40,13 +40,15 @@ pub struct FileMetaStore {
 
 impl FileMetaStore {
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| BrokerError::Meta(format!("creating {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| BrokerError::Meta(format!("creating {}: {e}", dir.display())))?;
         let path = dir.join("topics.json");
         let mut topics = BTreeMap::new();
         match std::fs::read(&path) {
             Ok(bytes) => {
-                let file: TopicsFile = serde_json::from_slice(&bytes)
-                    .map_err(|e| BrokerError::Meta(format!("{} is not valid: {e}", path.display())))?;
+                let file: TopicsFile = serde_json::from_slice(&bytes).map_err(|e| {
+                    BrokerError::Meta(format!("{} is not valid: {e}", path.display()))
+                })?;
                 if file.version != TOPICS_FILE_VERSION {
                     return Err(BrokerError::Meta(format!(
                         "{} has version {}, this Ferry reads version {TOPICS_FILE_VERSION}",
@@ -59,22 +61,38 @@ impl FileMetaStore {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(BrokerError::Meta(format!("reading {}: {e}", path.display()))),
+            Err(e) => {
+                return Err(BrokerError::Meta(format!(
+                    "reading {}: {e}",
+                    path.display()
+                )))
+            }
         }
-        Ok(FileMetaStore { path, topics: Mutex::new(topics) })
+        Ok(FileMetaStore {
+            path,
+            topics: Mutex::new(topics),
+        })
     }
 
     fn write(&self, topics: &BTreeMap<String, TopicConfig>) -> Result<()> {
-        let file = TopicsFile { version: TOPICS_FILE_VERSION, topics: topics.values().cloned().collect() };
-        let bytes = serde_json::to_vec_pretty(&file).map_err(|e| BrokerError::Meta(e.to_string()))?;
+        let file = TopicsFile {
+            version: TOPICS_FILE_VERSION,
+            topics: topics.values().cloned().collect(),
+        };
+        let bytes =
+            serde_json::to_vec_pretty(&file).map_err(|e| BrokerError::Meta(e.to_string()))?;
         let tmp = self.path.with_extension("json.tmp");
-        let err = |what: &str, e: std::io::Error| BrokerError::Meta(format!("{what} {}: {e}", self.path.display()));
+        let err = |what: &str, e: std::io::Error| {
+            BrokerError::Meta(format!("{what} {}: {e}", self.path.display()))
+        };
         let mut f = File::create(&tmp).map_err(|e| err("creating temporary file for", e))?;
         f.write_all(&bytes).map_err(|e| err("writing", e))?;
         f.sync_all().map_err(|e| err("syncing", e))?;
         std::fs::rename(&tmp, &self.path).map_err(|e| err("replacing", e))?;
         if let Some(dir) = self.path.parent() {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(|e| err("syncing folder of", e))?;
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| err("syncing folder of", e))?;
         }
         Ok(())
     }
@@ -82,7 +100,13 @@ impl FileMetaStore {
 
 impl MetaStore for FileMetaStore {
     fn load_topics(&self) -> Result<Vec<TopicConfig>> {
-        Ok(self.topics.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect())
+        Ok(self
+            .topics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect())
     }
 
     fn put_topic(&self, topic: &TopicConfig) -> Result<()> {

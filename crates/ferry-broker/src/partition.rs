@@ -31,7 +31,13 @@ pub struct ReadRecords {
 impl Partition {
     pub fn new(id: u32, log: PartitionLog, any_readable: Arc<tokio::sync::Notify>) -> Arc<Self> {
         let (latest, _) = watch::channel(log.latest());
-        Arc::new(Partition { id, log, latest, last_flush: std::sync::Mutex::new(Instant::now()), any_readable })
+        Arc::new(Partition {
+            id,
+            log,
+            latest,
+            last_flush: std::sync::Mutex::new(Instant::now()),
+            any_readable,
+        })
     }
 
     /// Wakes readers waiting for records if the readable end moved.
@@ -58,7 +64,13 @@ impl Partition {
     /// or once `max_bytes` of keys and values are gathered (always returning at least
     /// one record when there is one). A corrupt batch ends the read: what precedes it
     /// is returned; if nothing does, the corruption is the error.
-    pub fn read_records(&self, offset: u64, max_records: usize, max_bytes: usize, limits: &DecodeLimits) -> Result<ReadRecords> {
+    pub fn read_records(
+        &self,
+        offset: u64,
+        max_records: usize,
+        max_bytes: usize,
+        limits: &DecodeLimits,
+    ) -> Result<ReadRecords> {
         let mut records = Vec::new();
         let mut bytes = 0usize;
         let mut next = offset;
@@ -67,7 +79,10 @@ impl Partition {
             if records.len() >= max_records || bytes >= max_bytes {
                 break;
             }
-            let read = match self.log.read(next, max_bytes.clamp(64 * 1024, 4 * 1024 * 1024)) {
+            let read = match self
+                .log
+                .read(next, max_bytes.clamp(64 * 1024, 4 * 1024 * 1024))
+            {
                 Ok(r) => r,
                 Err(e) if !records.is_empty() => {
                     tracing::warn!(partition = self.id, offset = next, error = %e, "Read stopped early.");
@@ -81,15 +96,19 @@ impl Partition {
             }
             let mut p = 0;
             while p < read.batches.len() {
-                let decoded = batch::read_prefix(&read.batches[p..], usize::MAX).and_then(|(_, total)| {
-                    let one: Bytes = read.batches.slice(p..p + total);
-                    batch::decode_records(&one, limits).map(|d| (total, d))
-                });
+                let decoded =
+                    batch::read_prefix(&read.batches[p..], usize::MAX).and_then(|(_, total)| {
+                        let one: Bytes = read.batches.slice(p..p + total);
+                        batch::decode_records(&one, limits).map(|d| (total, d))
+                    });
                 let (total, (header, batch_records)) = match decoded {
                     Ok(d) => d,
                     Err(e) => {
                         if records.is_empty() {
-                            return Err(BrokerError::Corrupt { offset: Some(next), reason: e.to_string() });
+                            return Err(BrokerError::Corrupt {
+                                offset: Some(next),
+                                reason: e.to_string(),
+                            });
                         }
                         tracing::warn!(partition = self.id, offset = next, error = %e, "Corrupt batch; serving what precedes it.");
                         break 'outer;
@@ -100,8 +119,11 @@ impl Partition {
                         if (r.offset as u64) < next {
                             continue;
                         }
-                        let size = r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len());
-                        if records.len() >= max_records || (!records.is_empty() && bytes + size > max_bytes) {
+                        let size = r.key.as_ref().map_or(0, |k| k.len())
+                            + r.value.as_ref().map_or(0, |v| v.len());
+                        if records.len() >= max_records
+                            || (!records.is_empty() && bytes + size > max_bytes)
+                        {
                             break 'outer;
                         }
                         bytes += size;
@@ -113,6 +135,11 @@ impl Partition {
                 p += total;
             }
         }
-        Ok(ReadRecords { records, next_offset: next, earliest: bounds.0, latest: bounds.1 })
+        Ok(ReadRecords {
+            records,
+            next_offset: next,
+            earliest: bounds.0,
+            latest: bounds.1,
+        })
     }
 }

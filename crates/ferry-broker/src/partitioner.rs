@@ -60,18 +60,29 @@ mod tests {
             (b"foobar", -790332482),
             (b"a-little-bit-long-string", -985981536),
             (b"a-little-bit-longer-string", -1486304829),
-            (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58897971,
+            ),
             (b"abc", 479470107),
         ];
         for (input, expected) in cases {
-            assert_eq!(murmur2(input), expected, "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                murmur2(input),
+                expected,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 
     #[test]
     fn the_same_key_always_lands_on_the_same_partition() {
         for n in 1..20 {
-            assert_eq!(partition_for_key(b"order-42", n), partition_for_key(b"order-42", n));
+            assert_eq!(
+                partition_for_key(b"order-42", n),
+                partition_for_key(b"order-42", n)
+            );
             assert!(partition_for_key(b"order-42", n) < n);
         }
     }

@@ -14,24 +14,37 @@ pub struct Topic {
 
 impl Topic {
     pub fn new(config: TopicConfig, partitions: Vec<Arc<Partition>>) -> Self {
-        Topic { config: RwLock::new(config), partitions: RwLock::new(partitions), round_robin: AtomicU32::new(0) }
+        Topic {
+            config: RwLock::new(config),
+            partitions: RwLock::new(partitions),
+            round_robin: AtomicU32::new(0),
+        }
     }
 
     pub fn config(&self) -> TopicConfig {
-        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn partitions(&self) -> Vec<Arc<Partition>> {
-        self.partitions.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn partition(&self, id: u32) -> Result<Arc<Partition>> {
         let parts = self.partitions.read().unwrap_or_else(|p| p.into_inner());
-        parts.get(id as usize).cloned().ok_or_else(|| BrokerError::PartitionNotFound {
-            topic: self.config().name,
-            partition: id,
-            count: parts.len() as u32,
-        })
+        parts
+            .get(id as usize)
+            .cloned()
+            .ok_or_else(|| BrokerError::PartitionNotFound {
+                topic: self.config().name,
+                partition: id,
+                count: parts.len() as u32,
+            })
     }
 
     pub(crate) fn next_round_robin(&self, count: u32) -> u32 {

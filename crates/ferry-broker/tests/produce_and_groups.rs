@@ -10,8 +10,12 @@ use std::sync::Arc;
 
 /// A broker with its maintenance task running (it completes group rebalances).
 fn broker(dir: &std::path::Path) -> Arc<Broker> {
-    let b = Broker::open(BrokerConfig { data_dir: dir.to_path_buf(), defaults: TopicDefaults::default(), retention_check_ms: 60_000 })
-        .unwrap();
+    let b = Broker::open(BrokerConfig {
+        data_dir: dir.to_path_buf(),
+        defaults: TopicDefaults::default(),
+        retention_check_ms: 60_000,
+    })
+    .unwrap();
     b.spawn_maintenance();
     b
 }
@@ -23,8 +27,13 @@ async fn a_batch_whose_records_do_not_match_its_count_is_refused_and_nothing_is_
     let dir = tempfile::tempdir().unwrap();
     let b = broker(dir.path());
     b.create_topic("t", TopicSettings::default()).await.unwrap();
-    let records: Vec<NewRecord> =
-        (0..3).map(|i| NewRecord { timestamp: 1, value: Some(Bytes::from(format!("v{i}"))), ..Default::default() }).collect();
+    let records: Vec<NewRecord> = (0..3)
+        .map(|i| NewRecord {
+            timestamp: 1,
+            value: Some(Bytes::from(format!("v{i}"))),
+            ..Default::default()
+        })
+        .collect();
     let good = build_batch(&records, Compression::None).unwrap();
     // Claim 10 records (last offset delta 9) over the body of 3, and fix the CRC.
     let mut lying = good.clone();
@@ -32,10 +41,18 @@ async fn a_batch_whose_records_do_not_match_its_count_is_refused_and_nothing_is_
     lying[57..61].copy_from_slice(&10i32.to_be_bytes());
     let crc = crc32c::crc32c(&lying[21..]);
     lying[17..21].copy_from_slice(&crc.to_be_bytes());
-    let err = b.append_batches("t", 0, Bytes::from(lying), true).await.unwrap_err();
+    let err = b
+        .append_batches("t", 0, Bytes::from(lying), true)
+        .await
+        .unwrap_err();
     assert!(matches!(err, BrokerError::InvalidRecord(_)), "{err}");
     assert_eq!(b.bounds("t", 0).unwrap(), (0, 0));
-    assert_eq!(b.append_batches("t", 0, Bytes::from(good), true).await.unwrap(), 0);
+    assert_eq!(
+        b.append_batches("t", 0, Bytes::from(good), true)
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 fn join(group: &str, member: &str, protocol: &str) -> JoinRequest {
@@ -61,8 +78,20 @@ async fn a_newcomer_with_a_foreign_assignor_is_refused_alone() {
     let first = b.groups.join(join("g", "", "range")).await.unwrap();
     assert_eq!(first.generation, 1);
     assert_eq!(first.leader, first.member_id);
-    b.groups.sync("g", &first.member_id, 1, vec![(first.member_id.clone(), Bytes::from_static(b"a"))]).await.unwrap();
-    let refused = b.groups.join(join("g", "", "roundrobin")).await.unwrap_err();
+    b.groups
+        .sync(
+            "g",
+            &first.member_id,
+            1,
+            vec![(first.member_id.clone(), Bytes::from_static(b"a"))],
+        )
+        .await
+        .unwrap();
+    let refused = b
+        .groups
+        .join(join("g", "", "roundrobin"))
+        .await
+        .unwrap_err();
     assert_eq!(refused, GroupError::InconsistentProtocol);
     b.groups.heartbeat("g", &first.member_id, 1).await.unwrap();
 }
@@ -73,14 +102,35 @@ async fn an_empty_group_leaves_memory_but_keeps_its_offsets() {
     let b = broker(dir.path());
     b.create_topic("t", TopicSettings::default()).await.unwrap();
     let m = b.groups.join(join("g", "", "range")).await.unwrap();
-    b.groups.sync("g", &m.member_id, m.generation, vec![]).await.unwrap();
-    let offset = ferry_broker::groups::CommittedOffset { offset: 42, metadata: None };
-    b.groups.commit("g", &m.member_id, m.generation, vec![("t".into(), 0, offset)]).await.unwrap();
+    b.groups
+        .sync("g", &m.member_id, m.generation, vec![])
+        .await
+        .unwrap();
+    let offset = ferry_broker::groups::CommittedOffset {
+        offset: 42,
+        metadata: None,
+    };
+    b.groups
+        .commit(
+            "g",
+            &m.member_id,
+            m.generation,
+            vec![("t".into(), 0, offset)],
+        )
+        .await
+        .unwrap();
     b.groups.leave("g", &[m.member_id.clone()]).await;
     b.groups.tick().await;
     let listed = b.groups.list().await;
     assert_eq!(listed.len(), 1, "still listed through its offsets");
-    assert_eq!(b.groups.fetch_offsets("g", None)[0].2.as_ref().unwrap().offset, 42);
+    assert_eq!(
+        b.groups.fetch_offsets("g", None)[0]
+            .2
+            .as_ref()
+            .unwrap()
+            .offset,
+        42
+    );
     // A fresh join starts a new group under the same name.
     assert!(b.groups.join(join("g", "", "range")).await.is_ok());
 }

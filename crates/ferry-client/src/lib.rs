@@ -10,7 +10,13 @@ pub enum ClientError {
     #[error("could not reach Ferry at {url}: {reason}. Is `ferry serve` running? Point the CLI elsewhere with --url or FERRY_URL")]
     Unreachable { url: String, reason: String },
     #[error("{detail}")]
-    Problem { status: u16, problem_type: String, title: String, detail: String, body: Value },
+    Problem {
+        status: u16,
+        problem_type: String,
+        title: String,
+        detail: String,
+        body: Value,
+    },
     #[error("unexpected response from Ferry: {0}")]
     Protocol(String),
 }
@@ -57,33 +63,56 @@ impl Client {
             .tcp_nodelay(true)
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        Client { base: base_url.trim_end_matches('/').to_string(), http }
+        Client {
+            base: base_url.trim_end_matches('/').to_string(),
+            http,
+        }
     }
 
     pub fn base_url(&self) -> &str {
         &self.base
     }
 
-    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, ClientError> {
+    async fn send<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
         let resp = req.send().await.map_err(|e| ClientError::Unreachable {
             url: self.base.clone(),
             reason: std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string()),
         })?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         if !status.is_success() {
             let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            let s = |k: &str| body.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+            let s = |k: &str| {
+                body.get(k)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_string()
+            };
             return Err(ClientError::Problem {
                 status: status.as_u16(),
                 problem_type: s("type"),
-                title: if s("title").is_empty() { status.to_string() } else { s("title") },
-                detail: if s("detail").is_empty() { String::from_utf8_lossy(&bytes).into_owned() } else { s("detail") },
+                title: if s("title").is_empty() {
+                    status.to_string()
+                } else {
+                    s("title")
+                },
+                detail: if s("detail").is_empty() {
+                    String::from_utf8_lossy(&bytes).into_owned()
+                } else {
+                    s("detail")
+                },
                 body,
             });
         }
         if bytes.is_empty() {
-            return serde_json::from_value(Value::Null).map_err(|e| ClientError::Protocol(e.to_string()));
+            return serde_json::from_value(Value::Null)
+                .map_err(|e| ClientError::Protocol(e.to_string()));
         }
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
     }
@@ -93,7 +122,8 @@ impl Client {
     }
 
     pub async fn create_topic(&self, body: &Value) -> Result<Value, ClientError> {
-        self.send(self.http.post(self.url("/v1/topics")).json(body)).await
+        self.send(self.http.post(self.url("/v1/topics")).json(body))
+            .await
     }
 
     pub async fn list_topics(&self) -> Result<Value, ClientError> {
@@ -101,26 +131,47 @@ impl Client {
     }
 
     pub async fn describe_topic(&self, topic: &str) -> Result<Value, ClientError> {
-        self.send(self.http.get(self.url(&format!("/v1/topics/{topic}")))).await
+        self.send(self.http.get(self.url(&format!("/v1/topics/{topic}"))))
+            .await
     }
 
     pub async fn update_topic(&self, topic: &str, body: &Value) -> Result<Value, ClientError> {
-        self.send(self.http.patch(self.url(&format!("/v1/topics/{topic}"))).json(body)).await
+        self.send(
+            self.http
+                .patch(self.url(&format!("/v1/topics/{topic}")))
+                .json(body),
+        )
+        .await
     }
 
     pub async fn delete_topic(&self, topic: &str) -> Result<(), ClientError> {
-        let _: Value = self.send(self.http.delete(self.url(&format!("/v1/topics/{topic}")))).await?;
+        let _: Value = self
+            .send(self.http.delete(self.url(&format!("/v1/topics/{topic}"))))
+            .await?;
         Ok(())
     }
 
     /// Produces records given in the API's JSON shape.
-    pub async fn produce(&self, topic: &str, records: Vec<Value>) -> Result<ProduceResponse, ClientError> {
-        self.send(self.http.post(self.url(&format!("/v1/topics/{topic}/records"))).json(&json!({ "records": records }))).await
+    pub async fn produce(
+        &self,
+        topic: &str,
+        records: Vec<Value>,
+    ) -> Result<ProduceResponse, ClientError> {
+        self.send(
+            self.http
+                .post(self.url(&format!("/v1/topics/{topic}/records")))
+                .json(&json!({ "records": records })),
+        )
+        .await
     }
 
     /// Produces a pre-serialised request body (benchmarks use this to keep JSON encoding
     /// out of the measurement).
-    pub async fn produce_raw(&self, topic: &str, body: bytes_body::Body) -> Result<ProduceResponse, ClientError> {
+    pub async fn produce_raw(
+        &self,
+        topic: &str,
+        body: bytes_body::Body,
+    ) -> Result<ProduceResponse, ClientError> {
         self.send(
             self.http
                 .post(self.url(&format!("/v1/topics/{topic}/records")))
@@ -148,11 +199,20 @@ impl Client {
         self.send(self.http.get(self.url(&url))).await
     }
 
-    pub async fn offset_for_time(&self, topic: &str, partition: u32, timestamp_ms: i64) -> Result<u64, ClientError> {
+    pub async fn offset_for_time(
+        &self,
+        topic: &str,
+        partition: u32,
+        timestamp_ms: i64,
+    ) -> Result<u64, ClientError> {
         let v: Value = self
-            .send(self.http.get(self.url(&format!("/v1/topics/{topic}/partitions/{partition}/offsets?timestamp={timestamp_ms}"))))
+            .send(self.http.get(self.url(&format!(
+                "/v1/topics/{topic}/partitions/{partition}/offsets?timestamp={timestamp_ms}"
+            ))))
             .await?;
-        v.get("offset").and_then(|o| o.as_u64()).ok_or_else(|| ClientError::Protocol("no offset in answer".into()))
+        v.get("offset")
+            .and_then(|o| o.as_u64())
+            .ok_or_else(|| ClientError::Protocol("no offset in answer".into()))
     }
 }
 

@@ -47,9 +47,15 @@ fn as_base64(v: &Value, what: &str) -> Result<Option<Bytes>, String> {
     if m.len() != 1 {
         return Ok(None);
     }
-    let Some(inner) = m.get("base64") else { return Ok(None) };
-    let Value::String(s) = inner else { return Err(format!("{what}: \"base64\" must be a string")) };
-    B64.decode(s).map(|b| Some(Bytes::from(b))).map_err(|e| format!("{what}: invalid base64 ({e})"))
+    let Some(inner) = m.get("base64") else {
+        return Ok(None);
+    };
+    let Value::String(s) = inner else {
+        return Err(format!("{what}: \"base64\" must be a string"));
+    };
+    B64.decode(s)
+        .map(|b| Some(Bytes::from(b)))
+        .map_err(|e| format!("{what}: invalid base64 ({e})"))
 }
 
 fn bytes_field(v: &Value, what: &str) -> Result<Option<Bytes>, String> {
@@ -58,7 +64,9 @@ fn bytes_field(v: &Value, what: &str) -> Result<Option<Bytes>, String> {
         Value::String(s) => Ok(Some(Bytes::copy_from_slice(s.as_bytes()))),
         other => match as_base64(other, what)? {
             Some(b) => Ok(Some(b)),
-            None => Err(format!("{what} must be a string, null or {{\"base64\": \"...\"}}")),
+            None => Err(format!(
+                "{what} must be a string, null or {{\"base64\": \"...\"}}"
+            )),
         },
     }
 }
@@ -73,7 +81,12 @@ pub fn to_produce(index: usize, r: RecordIn) -> Result<ProduceRecord, Problem> {
         None | Some(Value::Null) => (None, false),
         Some(v) => match as_base64(&v, "value").map_err(bad)? {
             Some(b) => (Some(b), false),
-            None => (Some(Bytes::from(serde_json::to_vec(&v).map_err(|e| bad(e.to_string()))?)), true),
+            None => (
+                Some(Bytes::from(
+                    serde_json::to_vec(&v).map_err(|e| bad(e.to_string()))?,
+                )),
+                true,
+            ),
         },
     };
     let mut headers = Vec::new();
@@ -81,28 +94,52 @@ pub fn to_produce(index: usize, r: RecordIn) -> Result<ProduceRecord, Problem> {
         None | Some(Value::Null) => {}
         Some(Value::Object(m)) => {
             for (k, v) in m {
-                headers.push(RecordHeader { key: Bytes::from(k.into_bytes()), value: bytes_field(&v, "header value").map_err(bad)? });
+                headers.push(RecordHeader {
+                    key: Bytes::from(k.into_bytes()),
+                    value: bytes_field(&v, "header value").map_err(bad)?,
+                });
             }
         }
         Some(Value::Array(items)) => {
             for item in items {
-                let Value::Object(m) = item else { return Err(bad("each header must be {\"key\": ..., \"value\": ...}".into())) };
-                let Some(Value::String(k)) = m.get("key") else { return Err(bad("header key must be a string".into())) };
+                let Value::Object(m) = item else {
+                    return Err(bad(
+                        "each header must be {\"key\": ..., \"value\": ...}".into()
+                    ));
+                };
+                let Some(Value::String(k)) = m.get("key") else {
+                    return Err(bad("header key must be a string".into()));
+                };
                 let v = m.get("value").cloned().unwrap_or(Value::Null);
-                headers.push(RecordHeader { key: Bytes::from(k.clone().into_bytes()), value: bytes_field(&v, "header value").map_err(bad)? });
+                headers.push(RecordHeader {
+                    key: Bytes::from(k.clone().into_bytes()),
+                    value: bytes_field(&v, "header value").map_err(bad)?,
+                });
             }
         }
         Some(_) => return Err(bad("headers must be an object or an array".into())),
     }
     if headers.len() > HEADERS_PER_RECORD_MAX {
-        return Err(bad(format!("{} headers, more than the limit of {HEADERS_PER_RECORD_MAX}", headers.len())));
+        return Err(bad(format!(
+            "{} headers, more than the limit of {HEADERS_PER_RECORD_MAX}",
+            headers.len()
+        )));
     }
     if let Some(ts) = r.timestamp {
         if ts < 0 {
-            return Err(bad(format!("timestamp must be milliseconds since 1970, got {ts}")));
+            return Err(bad(format!(
+                "timestamp must be milliseconds since 1970, got {ts}"
+            )));
         }
     }
-    Ok(ProduceRecord { key, value, headers, partition: r.partition, timestamp: r.timestamp, value_is_json })
+    Ok(ProduceRecord {
+        key,
+        value,
+        headers,
+        partition: r.partition,
+        timestamp: r.timestamp,
+        value_is_json,
+    })
 }
 
 fn bytes_out(b: &Bytes) -> Value {

@@ -47,7 +47,10 @@ async fn refuse_oversized(State(state): State<AppState>, req: Request, next: Nex
     let response = next.run(req).await;
     // axum's own rejection of a body over the limit is plain text; make it a problem.
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE
-        && response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v != "application/problem+json")
+        && response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v != "application/problem+json")
     {
         return Problem::too_large(state.max_request_bytes).into_response();
     }
@@ -67,7 +70,12 @@ async fn openapi() -> Response {
 }
 
 async fn not_found(req: Request<Body>) -> Problem {
-    Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", format!("no route for {} {}", req.method(), req.uri().path()))
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "Not found",
+        format!("no route for {} {}", req.method(), req.uri().path()),
+    )
 }
 
 /// Turns axum's plain-text rejections (a method not allowed, a bad path parameter)
@@ -77,9 +85,15 @@ async fn problem_for_plain_errors(req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     let response = next.run(req).await;
     let status = response.status();
-    let is_problem = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v == "application/problem+json");
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v == "application/problem+json");
     // 413 is left to `refuse_oversized`, which knows the limit.
-    if is_problem || status == StatusCode::PAYLOAD_TOO_LARGE || !(status.is_client_error() || status.is_server_error()) {
+    if is_problem
+        || status == StatusCode::PAYLOAD_TOO_LARGE
+        || !(status.is_client_error() || status.is_server_error())
+    {
         return response;
     }
     let (parts, body) = response.into_parts();
@@ -87,8 +101,13 @@ async fn problem_for_plain_errors(req: Request, next: Next) -> Response {
     let detail = String::from_utf8_lossy(&text).into_owned();
     match parts.status {
         StatusCode::METHOD_NOT_ALLOWED => {
-            let mut r = Problem::new(status, "method-not-allowed", "Method not allowed", format!("{method} is not allowed on {path}"))
-                .into_response();
+            let mut r = Problem::new(
+                status,
+                "method-not-allowed",
+                "Method not allowed",
+                format!("{method} is not allowed on {path}"),
+            )
+            .into_response();
             if let Some(allow) = parts.headers.get(header::ALLOW) {
                 r.headers_mut().insert(header::ALLOW, allow.clone());
             }
@@ -106,13 +125,30 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/topics", get(topics::list).post(topics::create))
-        .route("/v1/topics/{topic}", get(topics::describe).patch(topics::update).delete(topics::delete))
-        .route("/v1/topics/{topic}/records", axum::routing::post(records::produce))
-        .route("/v1/topics/{topic}/partitions/{partition}/records", get(records::read))
-        .route("/v1/topics/{topic}/partitions/{partition}/offsets", get(records::offset_for_time))
+        .route(
+            "/v1/topics/{topic}",
+            get(topics::describe)
+                .patch(topics::update)
+                .delete(topics::delete),
+        )
+        .route(
+            "/v1/topics/{topic}/records",
+            axum::routing::post(records::produce),
+        )
+        .route(
+            "/v1/topics/{topic}/partitions/{partition}/records",
+            get(records::read),
+        )
+        .route(
+            "/v1/topics/{topic}/partitions/{partition}/offsets",
+            get(records::offset_for_time),
+        )
         .fallback(not_found)
         .layer(middleware::from_fn(problem_for_plain_errors))
-        .layer(middleware::from_fn_with_state(state.clone(), refuse_oversized))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            refuse_oversized,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

@@ -19,8 +19,19 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub fn new(status: StatusCode, slug: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
-        Problem { status, slug, title, detail: detail.into(), extra: Map::new() }
+    pub fn new(
+        status: StatusCode,
+        slug: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        Problem {
+            status,
+            slug,
+            title,
+            detail: detail.into(),
+            extra: Map::new(),
+        }
     }
 
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
@@ -33,11 +44,21 @@ impl Problem {
     }
 
     pub fn invalid_json(detail: impl Into<String>) -> Self {
-        Problem::new(StatusCode::BAD_REQUEST, "invalid-json", "Request body is not valid JSON for this operation", detail)
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-json",
+            "Request body is not valid JSON for this operation",
+            detail,
+        )
     }
 
     pub fn invalid_parameter(detail: impl Into<String>) -> Self {
-        Problem::new(StatusCode::BAD_REQUEST, "invalid-parameter", "Invalid query or path parameter", detail)
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-parameter",
+            "Invalid query or path parameter",
+            detail,
+        )
     }
 
     pub fn too_large(limit: usize) -> Self {
@@ -56,34 +77,82 @@ impl From<BrokerError> for Problem {
         use BrokerError::*;
         let detail = e.to_string();
         match e {
-            TopicNotFound(_) => Problem::new(StatusCode::NOT_FOUND, "topic-not-found", "Topic not found", detail),
-            TopicExists(_) => Problem::new(StatusCode::CONFLICT, "topic-exists", "Topic already exists", detail),
-            PartitionNotFound { count, .. } => {
-                Problem::new(StatusCode::NOT_FOUND, "partition-not-found", "Partition not found", detail).with("partitions", count)
-            }
+            TopicNotFound(_) => Problem::new(
+                StatusCode::NOT_FOUND,
+                "topic-not-found",
+                "Topic not found",
+                detail,
+            ),
+            TopicExists(_) => Problem::new(
+                StatusCode::CONFLICT,
+                "topic-exists",
+                "Topic already exists",
+                detail,
+            ),
+            PartitionNotFound { count, .. } => Problem::new(
+                StatusCode::NOT_FOUND,
+                "partition-not-found",
+                "Partition not found",
+                detail,
+            )
+            .with("partitions", count),
             InvalidTopicName { .. } => Problem::bad_request("invalid-topic-name", detail),
             InvalidConfig(_) => Problem::bad_request("invalid-config", detail),
             InvalidRecord(_) => Problem::bad_request("invalid-record", detail),
-            RecordTooLarge { index, max, .. } => {
-                Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "record-too-large", "Record too large", detail)
-                    .with("record_index", index)
-                    .with("max_record_bytes", max)
-            }
-            OffsetOutOfRange { earliest, latest, .. } => {
-                Problem::new(StatusCode::RANGE_NOT_SATISFIABLE, "offset-out-of-range", "Offset out of range", detail)
-                    .with("earliest", earliest)
-                    .with("latest", latest)
-            }
-            DiskFull(_) => Problem::new(StatusCode::INSUFFICIENT_STORAGE, "disk-full", "Disk full", detail),
-            Corrupt { .. } => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt-data", "Stored data is corrupt", detail),
-            Unavailable(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Partition unavailable", detail),
-            Storage(_) | DataDirLocked { .. } => {
-                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "storage-error", "Storage error", detail)
-            }
-            Meta(_) => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "metadata-error", "Metadata store error", detail),
-            OutOfOrderSequence(_) | InvalidProducerEpoch(_) => {
-                Problem::new(StatusCode::CONFLICT, "producer-sequence", "Producer sequence conflict", detail)
-            }
+            RecordTooLarge { index, max, .. } => Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "record-too-large",
+                "Record too large",
+                detail,
+            )
+            .with("record_index", index)
+            .with("max_record_bytes", max),
+            OffsetOutOfRange {
+                earliest, latest, ..
+            } => Problem::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "offset-out-of-range",
+                "Offset out of range",
+                detail,
+            )
+            .with("earliest", earliest)
+            .with("latest", latest),
+            DiskFull(_) => Problem::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "disk-full",
+                "Disk full",
+                detail,
+            ),
+            Corrupt { .. } => Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "corrupt-data",
+                "Stored data is corrupt",
+                detail,
+            ),
+            Unavailable(_) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Partition unavailable",
+                detail,
+            ),
+            Storage(_) | DataDirLocked { .. } => Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage-error",
+                "Storage error",
+                detail,
+            ),
+            Meta(_) => Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "metadata-error",
+                "Metadata store error",
+                detail,
+            ),
+            OutOfOrderSequence(_) | InvalidProducerEpoch(_) => Problem::new(
+                StatusCode::CONFLICT,
+                "producer-sequence",
+                "Producer sequence conflict",
+                detail,
+            ),
         }
     }
 }
@@ -100,6 +169,11 @@ impl IntoResponse for Problem {
             m.extend(self.extra);
         }
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
-        (self.status, [(header::CONTENT_TYPE, "application/problem+json")], bytes).into_response()
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            bytes,
+        )
+            .into_response()
     }
 }

@@ -16,30 +16,50 @@ pub const READ_RECORDS_MAX: usize = 10_000;
 pub const READ_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub const WAIT_MS_MAX: u64 = 60_000;
 
-pub async fn produce(State(state): State<AppState>, Path(topic): Path<String>, body: Bytes) -> Result<Json<Value>, Problem> {
+pub async fn produce(
+    State(state): State<AppState>,
+    Path(topic): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, Problem> {
     let b: ProduceBody = json_body(&body)?;
     if b.records.is_empty() {
-        return Err(Problem::bad_request("invalid-record", "records is empty: send at least one record"));
+        return Err(Problem::bad_request(
+            "invalid-record",
+            "records is empty: send at least one record",
+        ));
     }
     if b.records.len() > RECORDS_PER_REQUEST_MAX {
         return Err(Problem::bad_request(
             "too-many-records",
-            format!("{} records in one request, more than the limit of {RECORDS_PER_REQUEST_MAX}", b.records.len()),
+            format!(
+                "{} records in one request, more than the limit of {RECORDS_PER_REQUEST_MAX}",
+                b.records.len()
+            ),
         ));
     }
-    let records = b.records.into_iter().enumerate().map(|(i, r)| to_produce(i, r)).collect::<Result<Vec<_>, _>>()?;
+    let records = b
+        .records
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| to_produce(i, r))
+        .collect::<Result<Vec<_>, _>>()?;
     let produced = state.broker.produce(&topic, records).await?;
-    let offsets: Vec<Value> = produced.iter().map(|p| json!({"partition": p.partition, "offset": p.offset})).collect();
+    let offsets: Vec<Value> = produced
+        .iter()
+        .map(|p| json!({"partition": p.partition, "offset": p.offset}))
+        .collect();
     Ok(Json(json!({ "offsets": offsets })))
 }
 
-fn param<T: std::str::FromStr>(q: &HashMap<String, String>, name: &str) -> Result<Option<T>, Problem> {
+fn param<T: std::str::FromStr>(
+    q: &HashMap<String, String>,
+    name: &str,
+) -> Result<Option<T>, Problem> {
     match q.get(name) {
         None => Ok(None),
-        Some(s) => s
-            .parse()
-            .map(Some)
-            .map_err(|_| Problem::invalid_parameter(format!("{name}={s:?} is not a valid non-negative integer"))),
+        Some(s) => s.parse().map(Some).map_err(|_| {
+            Problem::invalid_parameter(format!("{name}={s:?} is not a valid non-negative integer"))
+        }),
     }
 }
 
@@ -51,28 +71,53 @@ pub async fn read(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, Problem> {
     if let Some(unknown) = q.keys().find(|k| !READ_PARAMS.contains(&k.as_str())) {
-        return Err(Problem::invalid_parameter(format!("unknown parameter {unknown:?}; expected one of {READ_PARAMS:?}")));
+        return Err(Problem::invalid_parameter(format!(
+            "unknown parameter {unknown:?}; expected one of {READ_PARAMS:?}"
+        )));
     }
-    let partition: u32 = partition
-        .parse()
-        .map_err(|_| Problem::invalid_parameter(format!("partition {partition:?} is not a non-negative integer")))?;
+    let partition: u32 = partition.parse().map_err(|_| {
+        Problem::invalid_parameter(format!(
+            "partition {partition:?} is not a non-negative integer"
+        ))
+    })?;
     let max_records: usize = param(&q, "max_records")?.unwrap_or(100);
     let max_bytes: usize = param(&q, "max_bytes")?.unwrap_or(1024 * 1024);
     let wait_ms: u64 = param(&q, "wait_ms")?.unwrap_or(0);
     if max_records == 0 || max_records > READ_RECORDS_MAX {
-        return Err(Problem::invalid_parameter(format!("max_records must be between 1 and {READ_RECORDS_MAX}")));
+        return Err(Problem::invalid_parameter(format!(
+            "max_records must be between 1 and {READ_RECORDS_MAX}"
+        )));
     }
     if max_bytes == 0 || max_bytes > READ_BYTES_MAX {
-        return Err(Problem::invalid_parameter(format!("max_bytes must be between 1 and {READ_BYTES_MAX}")));
+        return Err(Problem::invalid_parameter(format!(
+            "max_bytes must be between 1 and {READ_BYTES_MAX}"
+        )));
     }
     if wait_ms > WAIT_MS_MAX {
-        return Err(Problem::invalid_parameter(format!("wait_ms must be at most {WAIT_MS_MAX}")));
+        return Err(Problem::invalid_parameter(format!(
+            "wait_ms must be at most {WAIT_MS_MAX}"
+        )));
     }
     let offset = match param::<u64>(&q, "offset")? {
         Some(o) => o,
-        None => state.broker.describe_topic(&topic)?.partitions.get(partition as usize).map_or(0, |p| p.earliest),
+        None => state
+            .broker
+            .describe_topic(&topic)?
+            .partitions
+            .get(partition as usize)
+            .map_or(0, |p| p.earliest),
     };
-    let res = state.broker.read(&topic, partition, offset, max_records, max_bytes, Duration::from_millis(wait_ms)).await?;
+    let res = state
+        .broker
+        .read(
+            &topic,
+            partition,
+            offset,
+            max_records,
+            max_bytes,
+            Duration::from_millis(wait_ms),
+        )
+        .await?;
     let records: Vec<Value> = res.records.iter().map(record_out).collect();
     Ok(Json(json!({
         "records": records,
@@ -94,7 +139,16 @@ pub async fn offset_for_time(
     Path((topic, partition)): Path<(String, u32)>,
     q: Result<Query<OffsetQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, Problem> {
-    let Query(q) = q.map_err(|e| Problem::invalid_parameter(format!("{e}; expected ?timestamp=<milliseconds since 1970>")))?;
-    let offset = state.broker.offset_for_timestamp(&topic, partition, q.timestamp).await?;
-    Ok(Json(json!({ "partition": partition, "timestamp": q.timestamp, "offset": offset })))
+    let Query(q) = q.map_err(|e| {
+        Problem::invalid_parameter(format!(
+            "{e}; expected ?timestamp=<milliseconds since 1970>"
+        ))
+    })?;
+    let offset = state
+        .broker
+        .offset_for_timestamp(&topic, partition, q.timestamp)
+        .await?;
+    Ok(Json(
+        json!({ "partition": partition, "timestamp": q.timestamp, "offset": offset }),
+    ))
 }

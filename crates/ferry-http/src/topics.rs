@@ -42,11 +42,16 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Respon
         Some(_) => return Err(Problem::invalid_json("name must be a string")),
         None => return Err(Problem::invalid_json("missing field `name`")),
     };
-    let settings: TopicSettings =
-        serde_json::from_value(Value::Object(fields)).map_err(|e| Problem::invalid_json(e.to_string()))?;
+    let settings: TopicSettings = serde_json::from_value(Value::Object(fields))
+        .map_err(|e| Problem::invalid_json(e.to_string()))?;
     let info = state.broker.create_topic(&name, settings).await?;
     let location = format!("/v1/topics/{}", info.config.name);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(topic_json(&info))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(topic_json(&info)),
+    )
+        .into_response())
 }
 
 pub async fn list(State(state): State<AppState>) -> Json<Value> {
@@ -54,16 +59,28 @@ pub async fn list(State(state): State<AppState>) -> Json<Value> {
     Json(json!({ "topics": topics }))
 }
 
-pub async fn describe(State(state): State<AppState>, Path(topic): Path<String>) -> Result<Json<Value>, Problem> {
+pub async fn describe(
+    State(state): State<AppState>,
+    Path(topic): Path<String>,
+) -> Result<Json<Value>, Problem> {
     Ok(Json(topic_json(&state.broker.describe_topic(&topic)?)))
 }
 
-pub async fn update(State(state): State<AppState>, Path(topic): Path<String>, body: Bytes) -> Result<Json<Value>, Problem> {
+pub async fn update(
+    State(state): State<AppState>,
+    Path(topic): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, Problem> {
     let settings: TopicSettings = json_body(&body)?;
-    Ok(Json(topic_json(&state.broker.update_topic(&topic, settings).await?)))
+    Ok(Json(topic_json(
+        &state.broker.update_topic(&topic, settings).await?,
+    )))
 }
 
-pub async fn delete(State(state): State<AppState>, Path(topic): Path<String>) -> Result<StatusCode, Problem> {
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(topic): Path<String>,
+) -> Result<StatusCode, Problem> {
     state.broker.delete_topic(&topic).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -82,7 +82,9 @@ unsafe impl GlobalAlloc for FerryAlloc {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else { return std::ptr::null_mut() };
+        let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
+            return std::ptr::null_mut();
+        };
         if !lazy(&layout) && !lazy(&new_layout) {
             return unsafe { System.realloc(ptr, layout, new_size) };
         }
@@ -111,7 +113,11 @@ mod tests {
             p.write_bytes(7, 4096);
             assert_eq!(*p.add(4095), 7);
             let q = FerryAlloc.realloc(p, layout, 8192);
-            assert_eq!(*q.add(100), 7, "shrinking below the threshold keeps the bytes");
+            assert_eq!(
+                *q.add(100),
+                7,
+                "shrinking below the threshold keeps the bytes"
+            );
             FerryAlloc.dealloc(q, Layout::from_size_align(8192, 8).unwrap());
         }
     }

@@ -14,7 +14,9 @@ pub fn code(e: &BrokerError) -> i16 {
         InvalidRecord(_) => ResponseError::InvalidRecord,
         RecordTooLarge { .. } => ResponseError::MessageTooLarge,
         OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
-        DiskFull(_) | Unavailable(_) | Storage(_) | Corrupt { .. } | DataDirLocked { .. } => ResponseError::KafkaStorageError,
+        DiskFull(_) | Unavailable(_) | Storage(_) | Corrupt { .. } | DataDirLocked { .. } => {
+            ResponseError::KafkaStorageError
+        }
         Meta(_) => ResponseError::UnknownServerError,
         OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
         InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,

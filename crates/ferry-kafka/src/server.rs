@@ -23,7 +23,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Serves Kafka clients on `listener` until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>, config: KafkaConfig, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    config: KafkaConfig,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
     let ctx = Arc::new(Ctx::new(broker, config));
     loop {
@@ -73,7 +78,10 @@ async fn connection(stream: TcpStream, ctx: &Ctx) -> anyhow::Result<()> {
     use std::time::Duration;
     use tokio::time::timeout;
     let _ = stream.set_nodelay(true);
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::with_capacity(64 * 1024, r);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Outgoing>(IN_FLIGHT_PER_CONNECTION_MAX);
@@ -105,11 +113,21 @@ async fn connection(stream: TcpStream, ctx: &Ctx) -> anyhow::Result<()> {
                 return Ok(());
             }
             let mut buf = BytesMut::zeroed(len as usize);
-            timeout(Duration::from_millis(TRANSFER_MS_MAX), r.read_exact(&mut buf)).await??;
+            timeout(
+                Duration::from_millis(TRANSFER_MS_MAX),
+                r.read_exact(&mut buf),
+            )
+            .await??;
             let request = match frame::decode_request(buf.freeze()) {
                 Ok(req) => req,
                 Err(FrameError::UnsupportedApiVersions { correlation_id }) => {
-                    if tx.send(Outgoing::Ready(frame::unsupported_api_versions(correlation_id)?)).await.is_err() {
+                    if tx
+                        .send(Outgoing::Ready(frame::unsupported_api_versions(
+                            correlation_id,
+                        )?))
+                        .await
+                        .is_err()
+                    {
                         return Ok(());
                     }
                     continue;
@@ -119,13 +137,21 @@ async fn connection(stream: TcpStream, ctx: &Ctx) -> anyhow::Result<()> {
                     return Ok(());
                 }
             };
-            let (key, version, correlation_id) = (request.api_key, request.version, request.correlation_id);
+            let (key, version, correlation_id) =
+                (request.api_key, request.version, request.correlation_id);
             let out = match handlers::handle(ctx, request, &peer).await {
                 Reply::Now(None) => continue,
-                Reply::Now(Some(answer)) => Outgoing::Ready(frame::encode_response(key, version, correlation_id, &answer)?),
+                Reply::Now(Some(answer)) => Outgoing::Ready(frame::encode_response(
+                    key,
+                    version,
+                    correlation_id,
+                    &answer,
+                )?),
                 Reply::Later(pending) => Outgoing::Pending(tokio::spawn(async move {
                     match pending.await {
-                        Some(answer) => frame::encode_response(key, version, correlation_id, &answer).map(Some),
+                        Some(answer) => {
+                            frame::encode_response(key, version, correlation_id, &answer).map(Some)
+                        }
                         None => Ok(None),
                     }
                 })),
@@ -138,6 +164,8 @@ async fn connection(stream: TcpStream, ctx: &Ctx) -> anyhow::Result<()> {
     let read_result: anyhow::Result<()> = read.await;
     // Let the writer finish what was asked before the connection ended.
     drop(tx);
-    let write_result = writer.await.unwrap_or_else(|e| Err(anyhow::anyhow!("writer failed: {e}")));
+    let write_result = writer
+        .await
+        .unwrap_or_else(|e| Err(anyhow::anyhow!("writer failed: {e}")));
     read_result.and(write_result)
 }

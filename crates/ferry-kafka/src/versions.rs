@@ -38,8 +38,14 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
 pub const PRODUCE_MIN_HANDLED: i16 = 3;
 
 pub fn supported(key: ApiKey, version: i16) -> bool {
-    let min = if key == ApiKey::Produce { PRODUCE_MIN_HANDLED } else { i16::MIN };
-    SUPPORTED.iter().any(|(k, lo, hi)| *k == key && version >= (*lo).max(min) && version <= *hi)
+    let min = if key == ApiKey::Produce {
+        PRODUCE_MIN_HANDLED
+    } else {
+        i16::MIN
+    };
+    SUPPORTED
+        .iter()
+        .any(|(k, lo, hi)| *k == key && version >= (*lo).max(min) && version <= *hi)
 }
 
 #[cfg(test)]
@@ -58,15 +64,21 @@ mod tests {
             ApiKey::CreateTopics => CreateTopicsRequest::VERSIONS,
             ApiKey::DeleteTopics => DeleteTopicsRequest::VERSIONS,
             ApiKey::CreatePartitions => CreatePartitionsRequest::VERSIONS,
-            ApiKey::InitProducerId => InitProducerIdRequest::VERSIONS.intersect(&InitProducerIdResponse::VERSIONS),
+            ApiKey::InitProducerId => {
+                InitProducerIdRequest::VERSIONS.intersect(&InitProducerIdResponse::VERSIONS)
+            }
             ApiKey::DescribeConfigs => DescribeConfigsRequest::VERSIONS,
             ApiKey::FindCoordinator => FindCoordinatorRequest::VERSIONS,
             ApiKey::JoinGroup => JoinGroupRequest::VERSIONS,
             ApiKey::SyncGroup => SyncGroupRequest::VERSIONS,
             ApiKey::Heartbeat => HeartbeatRequest::VERSIONS,
             ApiKey::LeaveGroup => LeaveGroupRequest::VERSIONS,
-            ApiKey::OffsetCommit => OffsetCommitRequest::VERSIONS.intersect(&OffsetCommitResponse::VERSIONS),
-            ApiKey::OffsetFetch => OffsetFetchRequest::VERSIONS.intersect(&OffsetFetchResponse::VERSIONS),
+            ApiKey::OffsetCommit => {
+                OffsetCommitRequest::VERSIONS.intersect(&OffsetCommitResponse::VERSIONS)
+            }
+            ApiKey::OffsetFetch => {
+                OffsetFetchRequest::VERSIONS.intersect(&OffsetFetchResponse::VERSIONS)
+            }
             ApiKey::ListGroups => ListGroupsRequest::VERSIONS,
             ApiKey::DescribeGroups => DescribeGroupsRequest::VERSIONS,
             ApiKey::DeleteGroups => DeleteGroupsRequest::VERSIONS,
@@ -79,8 +91,15 @@ mod tests {
     fn every_handled_version_is_one_the_codec_can_decode() {
         for (key, lo, hi) in SUPPORTED {
             let (min, max) = decodable(*key);
-            let lo = if *key == ApiKey::Produce { PRODUCE_MIN_HANDLED } else { *lo };
-            assert!(lo >= min && *hi <= max, "{key:?} {lo}..={hi} outside {min}..={max}");
+            let lo = if *key == ApiKey::Produce {
+                PRODUCE_MIN_HANDLED
+            } else {
+                *lo
+            };
+            assert!(
+                lo >= min && *hi <= max,
+                "{key:?} {lo}..={hi} outside {min}..={max}"
+            );
         }
     }
 }

@@ -13,7 +13,9 @@ fn the_kafka_request_corpus_replays_without_panics() {
     let mut n = 0;
     for e in std::fs::read_dir(dir).expect("corpus folder").flatten() {
         // A file may vanish while a fuzzer is shrinking the corpus.
-        let Ok(bytes) = std::fs::read(e.path()) else { continue };
+        let Ok(bytes) = std::fs::read(e.path()) else {
+            continue;
+        };
         let _ = ferry_kafka::frame::decode_request(Bytes::from(bytes));
         n += 1;
     }

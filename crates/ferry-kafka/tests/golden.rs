@@ -28,10 +28,21 @@ fn fixtures() -> Vec<(String, String, Vec<u8>)> {
 #[test]
 fn every_captured_request_decodes_and_encodes_back_to_the_same_bytes() {
     let all = fixtures();
-    assert!(all.len() >= 40, "fixtures from three clients, got {}", all.len());
+    assert!(
+        all.len() >= 40,
+        "fixtures from three clients, got {}",
+        all.len()
+    );
     for (client, name, bytes) in &all {
-        let req = decode_request(Bytes::from(bytes.clone())).unwrap_or_else(|e| panic!("{client}/{name}: {e}"));
-        let version: i16 = name.rsplit_once("-v").unwrap().1.trim_end_matches(".bin").parse().unwrap();
+        let req = decode_request(Bytes::from(bytes.clone()))
+            .unwrap_or_else(|e| panic!("{client}/{name}: {e}"));
+        let version: i16 = name
+            .rsplit_once("-v")
+            .unwrap()
+            .1
+            .trim_end_matches(".bin")
+            .parse()
+            .unwrap();
         assert_eq!(req.version, version, "{client}/{name}");
         let mut again = BytesMut::new();
         RequestHeader::default()
@@ -42,7 +53,11 @@ fn every_captured_request_decodes_and_encodes_back_to_the_same_bytes() {
             .encode(&mut again, req.api_key.request_header_version(req.version))
             .unwrap();
         req.body.encode(&mut again, req.version).unwrap();
-        assert_eq!(&again[..], &bytes[..], "{client}/{name} re-encodes identically");
+        assert_eq!(
+            &again[..],
+            &bytes[..],
+            "{client}/{name} re-encodes identically"
+        );
     }
 }
 
@@ -50,29 +65,40 @@ fn every_captured_request_decodes_and_encodes_back_to_the_same_bytes() {
 fn captured_requests_carry_what_each_client_sent() {
     let all = fixtures();
     let get = |client: &str, name: &str| {
-        let (_, _, b) = all.iter().find(|(c, n, _)| c == client && n == name).unwrap_or_else(|| panic!("{client}/{name}"));
+        let (_, _, b) = all
+            .iter()
+            .find(|(c, n, _)| c == client && n == name)
+            .unwrap_or_else(|| panic!("{client}/{name}"));
         decode_request(Bytes::from(b.clone())).unwrap()
     };
     // kcat produced two records with a header to "golden" (librdkafka leaves a batch
     // this small uncompressed, since gzip would not make it smaller).
-    let RequestKind::Produce(p) = get("kcat", "produce-v7.bin").body else { panic!("not a produce") };
+    let RequestKind::Produce(p) = get("kcat", "produce-v7.bin").body else {
+        panic!("not a produce")
+    };
     assert_eq!(p.topic_data[0].name.0.as_str(), "golden");
     let records = p.topic_data[0].partition_data[0].records.clone().unwrap();
-    let (_, decoded) = ferry_log::batch::decode_records(&records, &ferry_log::DecodeLimits::default()).unwrap();
+    let (_, decoded) =
+        ferry_log::batch::decode_records(&records, &ferry_log::DecodeLimits::default()).unwrap();
     assert_eq!(decoded.len(), 2);
     assert_eq!(decoded[1].key.as_deref(), Some(&b"k"[..]));
     assert_eq!(decoded[1].value.as_deref(), Some(&b"v2"[..]));
     assert_eq!(decoded[0].headers[0].key.as_ref(), b"h");
     // confluent-kafka's idempotent producer: a producer id and sequence 0.
-    let RequestKind::Produce(p) = get("confluent-kafka", "produce-v10.bin").body else { panic!("not a produce") };
+    let RequestKind::Produce(p) = get("confluent-kafka", "produce-v10.bin").body else {
+        panic!("not a produce")
+    };
     let records = p.topic_data[0].partition_data[0].records.clone().unwrap();
     let header = ferry_log::BatchHeader::parse(&records).unwrap();
     assert!(header.producer_id >= 0);
     assert_eq!(header.base_sequence, 0);
-    let (_, decoded) = ferry_log::batch::decode_records(&records, &ferry_log::DecodeLimits::default()).unwrap();
+    let (_, decoded) =
+        ferry_log::batch::decode_records(&records, &ferry_log::DecodeLimits::default()).unwrap();
     assert_eq!(decoded[0].value.as_deref(), Some(&b"v"[..]));
     // Group membership requests name their group.
-    let RequestKind::JoinGroup(j) = get("kafka-python", "join_group-v4.bin").body else { panic!("not a join") };
+    let RequestKind::JoinGroup(j) = get("kafka-python", "join_group-v4.bin").body else {
+        panic!("not a join")
+    };
     assert_eq!(j.group_id.0.as_str(), "pyg");
     assert_eq!(j.protocol_type.as_str(), "consumer");
 }

@@ -113,7 +113,10 @@ fn be_i64(b: &[u8], at: usize) -> i64 {
 /// first 12 bytes, checking the size against `max_batch_bytes`.
 pub fn read_prefix(buf: &[u8], max_batch_bytes: usize) -> Result<(i64, usize), BatchError> {
     if buf.len() < BATCH_PREFIX_BYTES {
-        return Err(BatchError::Truncated { needed: BATCH_PREFIX_BYTES, available: buf.len() });
+        return Err(BatchError::Truncated {
+            needed: BATCH_PREFIX_BYTES,
+            available: buf.len(),
+        });
     }
     let base_offset = be_i64(buf, 0);
     let len = be_i32(buf, 8);
@@ -128,7 +131,10 @@ impl BatchHeader {
     /// checked, the CRC is not (see [`verify_crc`]).
     pub fn parse(buf: &[u8]) -> Result<Self, BatchError> {
         if buf.len() < BATCH_HEADER_BYTES {
-            return Err(BatchError::Truncated { needed: BATCH_HEADER_BYTES, available: buf.len() });
+            return Err(BatchError::Truncated {
+                needed: BATCH_HEADER_BYTES,
+                available: buf.len(),
+            });
         }
         let h = BatchHeader {
             base_offset: be_i64(buf, 0),
@@ -167,12 +173,14 @@ impl BatchHeader {
 
     /// Offset of the batch's last record.
     pub fn last_offset(&self) -> i64 {
-        self.base_offset.saturating_add(self.last_offset_delta as i64)
+        self.base_offset
+            .saturating_add(self.last_offset_delta as i64)
     }
 
     pub fn compression(&self) -> Result<Compression, BatchError> {
-        Compression::from_attribute(self.attributes & ATTR_COMPRESSION_MASK)
-            .ok_or(BatchError::UnknownCompression(self.attributes & ATTR_COMPRESSION_MASK))
+        Compression::from_attribute(self.attributes & ATTR_COMPRESSION_MASK).ok_or(
+            BatchError::UnknownCompression(self.attributes & ATTR_COMPRESSION_MASK),
+        )
     }
 
     pub fn is_log_append_time(&self) -> bool {
@@ -191,7 +199,10 @@ impl BatchHeader {
 /// Checks the batch's CRC-32C. `batch` is exactly one batch.
 pub fn verify_crc(batch: &[u8]) -> Result<(), BatchError> {
     if batch.len() < BATCH_HEADER_BYTES {
-        return Err(BatchError::Truncated { needed: BATCH_HEADER_BYTES, available: batch.len() });
+        return Err(BatchError::Truncated {
+            needed: BATCH_HEADER_BYTES,
+            available: batch.len(),
+        });
     }
     let stored = u32::from_be_bytes([batch[17], batch[18], batch[19], batch[20]]);
     let computed = crc32c::crc32c(&batch[CRC_START..]);
@@ -206,12 +217,15 @@ pub fn verify_crc(batch: &[u8]) -> Result<(), BatchError> {
 pub fn validate_incoming(batch: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, BatchError> {
     let (_, total) = read_prefix(batch, max_batch_bytes)?;
     if total != batch.len() {
-        return Err(BatchError::BadLength(batch.len() as i64 - BATCH_PREFIX_BYTES as i64));
+        return Err(BatchError::BadLength(
+            batch.len() as i64 - BATCH_PREFIX_BYTES as i64,
+        ));
     }
     let header = BatchHeader::parse(batch)?;
     verify_crc(batch)?;
     header.compression()?;
-    if header.record_count == 0 || header.record_count as i64 != header.last_offset_delta as i64 + 1 {
+    if header.record_count == 0 || header.record_count as i64 != header.last_offset_delta as i64 + 1
+    {
         return Err(BatchError::BadRecordCount {
             count: header.record_count,
             last_offset_delta: header.last_offset_delta,
@@ -254,7 +268,10 @@ pub struct DecodeLimits {
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        DecodeLimits { decompressed_bytes_max: 64 * 1024 * 1024, headers_per_record_max: 1024 }
+        DecodeLimits {
+            decompressed_bytes_max: 64 * 1024 * 1024,
+            headers_per_record_max: 1024,
+        }
     }
 }
 
@@ -302,14 +319,18 @@ impl<'a> Reader<'a> {
             return Ok(None);
         }
         let start = self.pos;
-        self.bytes(len as usize).ok_or("length past end of record")?;
+        self.bytes(len as usize)
+            .ok_or("length past end of record")?;
         Ok(Some(source.slice(start..start + len as usize)))
     }
 }
 
 /// Decodes every record of one batch (checking its CRC first) and decompresses as
 /// needed. `batch` is exactly one batch.
-pub fn decode_records(batch: &Bytes, limits: &DecodeLimits) -> Result<(BatchHeader, Vec<Record>), BatchError> {
+pub fn decode_records(
+    batch: &Bytes,
+    limits: &DecodeLimits,
+) -> Result<(BatchHeader, Vec<Record>), BatchError> {
     let header = BatchHeader::parse(batch)?;
     if header.total_bytes() != batch.len() {
         return Err(BatchError::BadLength(header.batch_length as i64));
@@ -340,8 +361,15 @@ pub fn decode_records(batch: &Bytes, limits: &DecodeLimits) -> Result<(BatchHead
         if len < 0 {
             return Err(bad("negative record length"));
         }
-        let end = r.pos.checked_add(len as usize).filter(|e| *e <= body.len()).ok_or(bad("record past end of batch"))?;
-        let mut rr = Reader { buf: &body[..end], pos: r.pos };
+        let end = r
+            .pos
+            .checked_add(len as usize)
+            .filter(|e| *e <= body.len())
+            .ok_or(bad("record past end of batch"))?;
+        let mut rr = Reader {
+            buf: &body[..end],
+            pos: r.pos,
+        };
         let attributes = rr.i8().ok_or(bad("missing attributes"))?;
         let ts_delta = rr.varlong().ok_or(bad("bad timestamp delta"))?;
         let offset_delta = rr.varint().ok_or(bad("bad offset delta"))?;
@@ -353,7 +381,10 @@ pub fn decode_records(batch: &Bytes, limits: &DecodeLimits) -> Result<(BatchHead
         }
         let mut headers = Vec::with_capacity(header_count as usize);
         for _ in 0..header_count {
-            let key = rr.nullable(&body).map_err(bad)?.ok_or(bad("null header key"))?;
+            let key = rr
+                .nullable(&body)
+                .map_err(bad)?
+                .ok_or(bad("null header key"))?;
             let value = rr.nullable(&body).map_err(bad)?;
             headers.push(RecordHeader { key, value });
         }
@@ -459,7 +490,10 @@ pub fn build_batch(records: &[NewRecord], compression: Compression) -> Result<Ve
 fn encoded_len_hint(r: &NewRecord) -> usize {
     24 + r.key.as_ref().map_or(0, |k| k.len())
         + r.value.as_ref().map_or(0, |v| v.len())
-        + r.headers.iter().map(|h| 10 + h.key.len() + h.value.as_ref().map_or(0, |v| v.len())).sum::<usize>()
+        + r.headers
+            .iter()
+            .map(|h| 10 + h.key.len() + h.value.as_ref().map_or(0, |v| v.len()))
+            .sum::<usize>()
 }
 
 #[cfg(test)]
@@ -473,7 +507,10 @@ mod tests {
             attributes: 0,
             key: Some(Bytes::copy_from_slice(key.as_bytes())),
             value: Some(Bytes::copy_from_slice(value)),
-            headers: vec![RecordHeader { key: Bytes::from_static(b"h"), value: Some(Bytes::from_static(b"v")) }],
+            headers: vec![RecordHeader {
+                key: Bytes::from_static(b"h"),
+                value: Some(Bytes::from_static(b"v")),
+            }],
         }
     }
 
@@ -498,7 +535,10 @@ mod tests {
         let mut batch = build_batch(&[rec("k", b"value", 1)], Compression::None).unwrap();
         let last = batch.len() - 1;
         batch[last] ^= 0x40;
-        assert!(matches!(validate_incoming(&batch, 1 << 20), Err(BatchError::CrcMismatch { .. })));
+        assert!(matches!(
+            validate_incoming(&batch, 1 << 20),
+            Err(BatchError::CrcMismatch { .. })
+        ));
     }
 
     #[test]
@@ -512,17 +552,29 @@ mod tests {
     fn an_oversized_length_is_refused_before_reading() {
         let mut batch = build_batch(&[rec("k", b"value", 1)], Compression::None).unwrap();
         batch[8..12].copy_from_slice(&i32::MAX.to_be_bytes());
-        assert!(matches!(read_prefix(&batch, 1 << 20), Err(BatchError::BadLength(_))));
+        assert!(matches!(
+            read_prefix(&batch, 1 << 20),
+            Err(BatchError::BadLength(_))
+        ));
     }
 
     #[test]
     fn every_codec_round_trips() {
-        let records: Vec<_> = (0..50).map(|i| rec(&format!("k{i}"), &vec![b'x'; 300], i)).collect();
-        for codec in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+        let records: Vec<_> = (0..50)
+            .map(|i| rec(&format!("k{i}"), &vec![b'x'; 300], i))
+            .collect();
+        for codec in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
             let batch = build_batch(&records, codec).unwrap();
             let header = validate_incoming(&batch, 1 << 20).unwrap();
             assert_eq!(header.compression().unwrap(), codec);
-            let (_, decoded) = decode_records(&Bytes::from(batch), &DecodeLimits::default()).unwrap();
+            let (_, decoded) =
+                decode_records(&Bytes::from(batch), &DecodeLimits::default()).unwrap();
             assert_eq!(decoded.len(), 50, "{codec:?}");
             assert_eq!(decoded[49].value.as_deref(), Some(&vec![b'x'; 300][..]));
         }
@@ -532,8 +584,14 @@ mod tests {
     fn a_decompression_bomb_is_stopped_at_the_limit() {
         let records = vec![rec("k", &vec![0u8; 1 << 20], 1)];
         let batch = build_batch(&records, Compression::Zstd).unwrap();
-        let limits = DecodeLimits { decompressed_bytes_max: 4096, ..Default::default() };
-        assert!(matches!(decode_records(&Bytes::from(batch), &limits), Err(BatchError::TooLarge { .. })));
+        let limits = DecodeLimits {
+            decompressed_bytes_max: 4096,
+            ..Default::default()
+        };
+        assert!(matches!(
+            decode_records(&Bytes::from(batch), &limits),
+            Err(BatchError::TooLarge { .. })
+        ));
     }
 
     fn arb_record() -> impl Strategy<Value = NewRecord> {
@@ -542,7 +600,10 @@ mod tests {
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
             proptest::collection::vec(
-                (proptest::collection::vec(any::<u8>(), 0..10), proptest::option::of(proptest::collection::vec(any::<u8>(), 0..10))),
+                (
+                    proptest::collection::vec(any::<u8>(), 0..10),
+                    proptest::option::of(proptest::collection::vec(any::<u8>(), 0..10)),
+                ),
                 0..4,
             ),
             any::<i8>(),
@@ -554,7 +615,10 @@ mod tests {
                 value: value.map(Bytes::from),
                 headers: headers
                     .into_iter()
-                    .map(|(k, v)| RecordHeader { key: Bytes::from(k), value: v.map(Bytes::from) })
+                    .map(|(k, v)| RecordHeader {
+                        key: Bytes::from(k),
+                        value: v.map(Bytes::from),
+                    })
                     .collect(),
             })
     }

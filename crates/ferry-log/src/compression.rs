@@ -47,9 +47,15 @@ impl Compression {
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
-        [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd]
-            .into_iter()
-            .find(|c| c.name() == name)
+        [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ]
+        .into_iter()
+        .find(|c| c.name() == name)
     }
 }
 
@@ -70,7 +76,8 @@ fn read_bounded(mut r: impl Read, limit: usize) -> Result<Vec<u8>, BatchError> {
 }
 
 fn snappy_block(input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), BatchError> {
-    let len = snap::raw::decompress_len(input).map_err(|e| BatchError::Decompress(e.to_string()))?;
+    let len =
+        snap::raw::decompress_len(input).map_err(|e| BatchError::Decompress(e.to_string()))?;
     if out.len().saturating_add(len) > limit {
         return Err(BatchError::TooLarge { limit });
     }
@@ -94,7 +101,8 @@ pub fn decompress(codec: Compression, input: &[u8], limit: usize) -> Result<Vec<
         Compression::Gzip => read_bounded(flate2::read::MultiGzDecoder::new(input), limit),
         Compression::Lz4 => read_bounded(lz4_flex::frame::FrameDecoder::new(input), limit),
         Compression::Zstd => {
-            let decoder = zstd::stream::read::Decoder::new(input).map_err(|e| BatchError::Decompress(e.to_string()))?;
+            let decoder = zstd::stream::read::Decoder::new(input)
+                .map_err(|e| BatchError::Decompress(e.to_string()))?;
             read_bounded(decoder, limit)
         }
         Compression::Snappy => {
@@ -102,10 +110,15 @@ pub fn decompress(codec: Compression, input: &[u8], limit: usize) -> Result<Vec<
             if input.len() >= XERIAL_HEADER_BYTES && &input[..8] == XERIAL_MAGIC {
                 let mut pos = XERIAL_HEADER_BYTES;
                 while pos < input.len() {
-                    let len_bytes = input
-                        .get(pos..pos + 4)
-                        .ok_or_else(|| BatchError::Decompress("truncated snappy chunk length".into()))?;
-                    let len = u32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]) as usize;
+                    let len_bytes = input.get(pos..pos + 4).ok_or_else(|| {
+                        BatchError::Decompress("truncated snappy chunk length".into())
+                    })?;
+                    let len = u32::from_be_bytes([
+                        len_bytes[0],
+                        len_bytes[1],
+                        len_bytes[2],
+                        len_bytes[3],
+                    ]) as usize;
                     pos += 4;
                     let chunk = pos
                         .checked_add(len)
@@ -135,7 +148,8 @@ pub fn compress(codec: Compression, input: &[u8]) -> Result<Vec<u8>, BatchError>
         Compression::Lz4 => {
             let mut enc = lz4_flex::frame::FrameEncoder::new(Vec::new());
             enc.write_all(input).map_err(err)?;
-            enc.finish().map_err(|e| BatchError::Decompress(e.to_string()))
+            enc.finish()
+                .map_err(|e| BatchError::Decompress(e.to_string()))
         }
         Compression::Zstd => zstd::bulk::compress(input, 3).map_err(err),
         Compression::Snappy => snap::raw::Encoder::new()
@@ -157,7 +171,10 @@ mod tests {
         framed.extend_from_slice(&1u32.to_be_bytes());
         framed.extend_from_slice(&(block.len() as u32).to_be_bytes());
         framed.extend_from_slice(&block);
-        assert_eq!(decompress(Compression::Snappy, &framed, 1 << 20).unwrap(), data);
+        assert_eq!(
+            decompress(Compression::Snappy, &framed, 1 << 20).unwrap(),
+            data
+        );
     }
 
     #[test]

@@ -25,7 +25,10 @@ pub fn batch_decode(data: &[u8]) {
 fn decode_one(data: &[u8]) {
     let _ = batch::read_prefix(data, 1 << 20);
     let _ = batch::validate_incoming(data, 1 << 20);
-    let limits = DecodeLimits { decompressed_bytes_max: 1 << 20, headers_per_record_max: 64 };
+    let limits = DecodeLimits {
+        decompressed_bytes_max: 1 << 20,
+        headers_per_record_max: 64,
+    };
     if let Ok((header, records)) = batch::decode_records(&Bytes::copy_from_slice(data), &limits) {
         assert!(records.len() <= header.record_count.max(0) as usize);
         let rebuilt: Vec<_> = records
@@ -39,11 +42,16 @@ fn decode_one(data: &[u8]) {
             })
             .collect();
         if !rebuilt.is_empty() {
-            let again = batch::build_batch(&rebuilt, crate::Compression::None).expect("decoded records re-encode");
-            let (_, back) = batch::decode_records(&Bytes::from(again), &limits).expect("re-encoded records decode");
+            let again = batch::build_batch(&rebuilt, crate::Compression::None)
+                .expect("decoded records re-encode");
+            let (_, back) = batch::decode_records(&Bytes::from(again), &limits)
+                .expect("re-encoded records decode");
             assert_eq!(back.len(), records.len());
             for (a, b) in back.iter().zip(&records) {
-                assert_eq!((&a.key, &a.value, &a.headers), (&b.key, &b.value, &b.headers));
+                assert_eq!(
+                    (&a.key, &a.value, &a.headers),
+                    (&b.key, &b.value, &b.headers)
+                );
             }
         }
     }
@@ -55,20 +63,34 @@ static RUN: AtomicU64 = AtomicU64::new(0);
 /// reads everything and appends once. Recovery must leave a log in which every stored
 /// batch is valid and offsets are dense from the segment's base.
 pub fn segment_recovery(data: &[u8]) {
-    let dir = std::env::temp_dir().join(format!("ferry-fuzz-{}-{}", std::process::id(), RUN.fetch_add(1, Ordering::Relaxed)));
+    let dir = std::env::temp_dir().join(format!(
+        "ferry-fuzz-{}-{}",
+        std::process::id(),
+        RUN.fetch_add(1, Ordering::Relaxed)
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     std::fs::write(dir.join(format!("{:020}.log", 0)), data).expect("write segment");
-    let config = LogConfig { durability: Durability::Never, segment_bytes: 1 << 20, ..LogConfig::default() };
+    let config = LogConfig {
+        durability: Durability::Never,
+        segment_bytes: 1 << 20,
+        ..LogConfig::default()
+    };
     if let Ok((log, _cuts)) = PartitionLog::open(&dir, config) {
         let latest = log.latest();
         let mut offset = 0;
         while offset < latest {
-            let read = log.read(offset, 1 << 16).expect("a recovered log reads back");
-            assert!(!read.batches.is_empty(), "offsets below latest are readable");
+            let read = log
+                .read(offset, 1 << 16)
+                .expect("a recovered log reads back");
+            assert!(
+                !read.batches.is_empty(),
+                "offsets below latest are readable"
+            );
             let mut p = 0;
             while p < read.batches.len() {
-                let (_, total) = batch::read_prefix(&read.batches[p..], usize::MAX).expect("whole batches");
+                let (_, total) =
+                    batch::read_prefix(&read.batches[p..], usize::MAX).expect("whole batches");
                 let one = &read.batches[p..p + total];
                 batch::verify_crc(one).expect("only valid batches survive recovery");
                 let header = batch::BatchHeader::parse(one).expect("valid header");
@@ -78,11 +100,16 @@ pub fn segment_recovery(data: &[u8]) {
             }
         }
         let mut b = batch::build_batch(
-            &[batch::NewRecord { value: Some(Bytes::from_static(b"after")), ..Default::default() }],
+            &[batch::NewRecord {
+                value: Some(Bytes::from_static(b"after")),
+                ..Default::default()
+            }],
             crate::Compression::None,
         )
         .expect("build");
-        let info = log.append(&mut b, 0).expect("a recovered log takes appends");
+        let info = log
+            .append(&mut b, 0)
+            .expect("a recovered log takes appends");
         assert_eq!(info.base_offset, latest);
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -72,7 +72,10 @@ impl Entry for TimeEntry {
     fn decode(b: &[u8]) -> Self {
         let mut t = [0u8; 8];
         t.copy_from_slice(&b[..8]);
-        TimeEntry { timestamp: i64::from_be_bytes(t), rel_offset: u32::from_be_bytes([b[8], b[9], b[10], b[11]]) }
+        TimeEntry {
+            timestamp: i64::from_be_bytes(t),
+            rel_offset: u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
+        }
     }
 }
 
@@ -99,7 +102,10 @@ impl<E: Entry> Index<E> {
         if !bytes.is_multiple_of(E::BYTES) {
             return Ok(None);
         }
-        Ok(Some(Index::Disk { file, len: bytes / E::BYTES }))
+        Ok(Some(Index::Disk {
+            file,
+            len: bytes / E::BYTES,
+        }))
     }
 
     pub fn len(&self) -> usize {
@@ -162,7 +168,9 @@ impl<E: Entry> Index<E> {
 
     /// Writes an in-memory index to `path` atomically and switches to searching it there.
     pub fn seal(&mut self, path: &Path) -> io::Result<()> {
-        let Index::Memory(v) = self else { return Ok(()) };
+        let Index::Memory(v) = self else {
+            return Ok(());
+        };
         let mut buf = Vec::with_capacity(v.len() * E::BYTES);
         for e in v.iter() {
             e.encode(&mut buf);
@@ -175,7 +183,10 @@ impl<E: Entry> Index<E> {
         }
         std::fs::rename(&tmp, path)?;
         let len = v.len();
-        *self = Index::Disk { file: File::open(path)?, len };
+        *self = Index::Disk {
+            file: File::open(path)?,
+            len,
+        };
         Ok(())
     }
 }

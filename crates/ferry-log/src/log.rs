@@ -145,9 +145,11 @@ fn sync_dir(dir: &Path) -> Result<()> {
 impl PartitionLog {
     /// Opens (or creates) the log in `dir`, recovering the active segment.
     pub fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, Vec<Cut>)> {
-        std::fs::create_dir_all(dir).map_err(|e| LogError::io(format!("creating {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| LogError::io(format!("creating {}", dir.display()), e))?;
         let mut bases = Vec::new();
-        let entries = std::fs::read_dir(dir).map_err(|e| LogError::io(format!("listing {}", dir.display()), e))?;
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| LogError::io(format!("listing {}", dir.display()), e))?;
         for entry in entries {
             let entry = entry.map_err(|e| LogError::io("listing partition", e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -172,9 +174,16 @@ impl PartitionLog {
         let mut producers = Producers::default();
         for base in bases {
             let (seg, cut) = if Some(base) == last {
-                let (seg, cut, headers) = Segment::recover(dir, base, config.index_interval_bytes, scan_limit)?;
+                let (seg, cut, headers) =
+                    Segment::recover(dir, base, config.index_interval_bytes, scan_limit)?;
                 for h in headers {
-                    producers.record(h.producer_id, h.producer_epoch, h.base_sequence, h.record_count, h.base_offset as u64);
+                    producers.record(
+                        h.producer_id,
+                        h.producer_epoch,
+                        h.base_sequence,
+                        h.record_count,
+                        h.base_offset as u64,
+                    );
                 }
                 (seg, cut)
             } else {
@@ -186,8 +195,18 @@ impl PartitionLog {
         let next_offset = segments.values().next_back().map_or(0, |s| s.next_offset);
         let log = PartitionLog {
             dir: dir.to_path_buf(),
-            inner: Mutex::new(Inner { segments, next_offset, config, stopped: None, closed: false, producers }),
-            sync_state: Mutex::new(SyncState { syncing: false, failed: None }),
+            inner: Mutex::new(Inner {
+                segments,
+                next_offset,
+                config,
+                stopped: None,
+                closed: false,
+                producers,
+            }),
+            sync_state: Mutex::new(SyncState {
+                syncing: false,
+                failed: None,
+            }),
             sync_done: Condvar::new(),
             synced: AtomicU64::new(next_offset),
             visible: AtomicU64::new(next_offset),
@@ -216,7 +235,10 @@ impl PartitionLog {
         let mut inner = lock(&self.inner);
         let config = inner.config;
         if batch.len() > config.max_batch_bytes {
-            return Err(LogError::BatchTooLarge { size: batch.len(), max: config.max_batch_bytes });
+            return Err(LogError::BatchTooLarge {
+                size: batch.len(),
+                max: config.max_batch_bytes,
+            });
         }
         let mut header = batch::validate_incoming(batch, config.max_batch_bytes)?;
         if inner.closed {
@@ -226,7 +248,12 @@ impl PartitionLog {
             return Err(LogError::Stopped(why.clone()));
         }
         let count = header.last_offset_delta as u64 + 1;
-        let (pid, epoch, seq, n) = (header.producer_id, header.producer_epoch, header.base_sequence, header.record_count);
+        let (pid, epoch, seq, n) = (
+            header.producer_id,
+            header.producer_epoch,
+            header.base_sequence,
+            header.record_count,
+        );
         match inner.producers.check(pid, epoch, seq, n) {
             SequenceCheck::Append => {}
             SequenceCheck::Duplicate { base_offset } => {
@@ -238,31 +265,58 @@ impl PartitionLog {
                 })
             }
             SequenceCheck::StaleEpoch { current } => {
-                return Err(LogError::InvalidProducerEpoch { producer_id: pid, epoch, current })
+                return Err(LogError::InvalidProducerEpoch {
+                    producer_id: pid,
+                    epoch,
+                    current,
+                })
             }
             SequenceCheck::OutOfOrder { expected, got } => {
-                return Err(LogError::OutOfOrderSequence { producer_id: pid, expected, got })
+                return Err(LogError::OutOfOrderSequence {
+                    producer_id: pid,
+                    expected,
+                    got,
+                })
             }
         }
         let base = inner.next_offset;
         self.maybe_roll(&mut inner, batch.len() as u64, count, now_ms)?;
         batch::set_base_offset(batch, base as i64);
         header.base_offset = base as i64;
-        let active = inner.segments.values_mut().next_back().expect("a log always has an active segment");
+        let active = inner
+            .segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has an active segment");
         active.append(batch, &header, config.index_interval_bytes, now_ms)?;
         inner.next_offset = base + count;
         inner.producers.record(pid, epoch, seq, n, base);
         if config.durability != Durability::Always {
             self.visible.fetch_max(inner.next_offset, Ordering::AcqRel);
         }
-        Ok(AppendInfo { base_offset: base, last_offset: base + count - 1, end_offset: base + count, duplicate: false })
+        Ok(AppendInfo {
+            base_offset: base,
+            last_offset: base + count - 1,
+            end_offset: base + count,
+            duplicate: false,
+        })
     }
 
-    fn maybe_roll(&self, inner: &mut Inner, batch_bytes: u64, count: u64, now_ms: u64) -> Result<()> {
+    fn maybe_roll(
+        &self,
+        inner: &mut Inner,
+        batch_bytes: u64,
+        count: u64,
+        now_ms: u64,
+    ) -> Result<()> {
         let config = inner.config;
         let segment_bytes = config.segment_bytes.min(SEGMENT_BYTES_MAX);
         let next_offset = inner.next_offset;
-        let active = inner.segments.values_mut().next_back().expect("a log always has an active segment");
+        let active = inner
+            .segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has an active segment");
         if active.size == 0 {
             return Ok(());
         }
@@ -330,8 +384,16 @@ impl PartitionLog {
     fn sync_once(&self) {
         let (file, end, always) = {
             let inner = lock(&self.inner);
-            let active = inner.segments.values().next_back().expect("a log always has an active segment");
-            (Arc::clone(&active.file), inner.next_offset, inner.config.durability == Durability::Always)
+            let active = inner
+                .segments
+                .values()
+                .next_back()
+                .expect("a log always has an active segment");
+            (
+                Arc::clone(&active.file),
+                inner.next_offset,
+                inner.config.durability == Durability::Always,
+            )
         };
         let result = file.sync_data();
         self.syncs.fetch_add(1, Ordering::Relaxed);
@@ -382,11 +444,19 @@ impl PartitionLog {
             let inner = lock(&self.inner);
             let earliest = inner.segments.values().next().map_or(0, |s| s.base_offset);
             if offset < earliest || offset > visible {
-                return Err(LogError::OffsetOutOfRange { requested: offset, earliest, latest: visible });
+                return Err(LogError::OffsetOutOfRange {
+                    requested: offset,
+                    earliest,
+                    latest: visible,
+                });
             }
             let max_batch = inner.config.max_batch_bytes.max(64 * 1024 * 1024);
             let mut found = None;
-            let start = inner.segments.range(..=offset).next_back().map_or(earliest, |(b, _)| *b);
+            let start = inner
+                .segments
+                .range(..=offset)
+                .next_back()
+                .map_or(earliest, |(b, _)| *b);
             for seg in inner.segments.range(start..).map(|(_, s)| s) {
                 if offset >= visible {
                     break;
@@ -397,12 +467,23 @@ impl PartitionLog {
                 }
             }
             match found {
-                None => return Ok(ReadResult { batches: Bytes::new(), earliest, latest: visible }),
+                None => {
+                    return Ok(ReadResult {
+                        batches: Bytes::new(),
+                        earliest,
+                        latest: visible,
+                    })
+                }
                 Some((f, p, pos, limit)) => (f, p, pos, limit, earliest, max_batch),
             }
         };
-        let bytes = segment::read_batches(&file, &path, position, max_bytes, limit, visible, max_batch)?;
-        Ok(ReadResult { batches: Bytes::from(bytes), earliest, latest: visible })
+        let bytes =
+            segment::read_batches(&file, &path, position, max_bytes, limit, visible, max_batch)?;
+        Ok(ReadResult {
+            batches: Bytes::from(bytes),
+            earliest,
+            latest: visible,
+        })
     }
 
     /// The first record whose timestamp is ≥ `ts` (its offset and timestamp), or `None`
@@ -415,14 +496,21 @@ impl PartitionLog {
             for seg in inner.segments.values() {
                 if seg.max_timestamp >= ts {
                     // Scan from the last batch the time index knows to be older than `ts`.
-                    let entry = seg.time_index.floor(ts, true).map_err(|e| LogError::io("reading time index", e))?;
-                    start = Some(entry.map_or(seg.base_offset, |e| seg.base_offset + e.rel_offset as u64));
+                    let entry = seg
+                        .time_index
+                        .floor(ts, true)
+                        .map_err(|e| LogError::io("reading time index", e))?;
+                    start = Some(
+                        entry.map_or(seg.base_offset, |e| seg.base_offset + e.rel_offset as u64),
+                    );
                     break;
                 }
             }
             start
         };
-        let Some(mut offset) = start else { return Ok(None) };
+        let Some(mut offset) = start else {
+            return Ok(None);
+        };
         let limits = DecodeLimits::default();
         while offset < visible {
             let read = self.read(offset, 1 << 20)?;
@@ -435,7 +523,10 @@ impl PartitionLog {
                 let one = read.batches.slice(p..p + total);
                 let (header, records) = batch::decode_records(&one, &limits)?;
                 if header.max_timestamp >= ts {
-                    if let Some(r) = records.iter().find(|r| r.timestamp >= ts && r.offset as u64 >= offset) {
+                    if let Some(r) = records
+                        .iter()
+                        .find(|r| r.timestamp >= ts && r.offset as u64 >= offset)
+                    {
                         return Ok(Some((r.offset as u64, r.timestamp)));
                     }
                 }
@@ -448,7 +539,12 @@ impl PartitionLog {
 
     /// Deletes whole sealed segments that are past the retention limits. Returns how
     /// many were deleted.
-    pub fn apply_retention(&self, now_ms: u64, retention_ms: Option<u64>, retention_bytes: Option<u64>) -> Result<usize> {
+    pub fn apply_retention(
+        &self,
+        now_ms: u64,
+        retention_ms: Option<u64>,
+        retention_bytes: Option<u64>,
+    ) -> Result<usize> {
         let mut doomed = Vec::new();
         {
             let mut inner = lock(&self.inner);
@@ -457,7 +553,8 @@ impl PartitionLog {
             for base in sealed.iter().take(sealed.len().saturating_sub(1)) {
                 let seg = &inner.segments[base];
                 let expired = retention_ms.is_some_and(|ms| {
-                    seg.max_timestamp == i64::MIN || (seg.max_timestamp.max(0) as u64).saturating_add(ms) < now_ms
+                    seg.max_timestamp == i64::MIN
+                        || (seg.max_timestamp.max(0) as u64).saturating_add(ms) < now_ms
                 });
                 let oversize = retention_bytes.is_some_and(|b| total.saturating_sub(seg.size) >= b);
                 if !(expired || oversize) {

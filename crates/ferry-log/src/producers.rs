@@ -67,22 +67,40 @@ impl Producers {
         if id < 0 || first_seq < 0 {
             return SequenceCheck::Append;
         }
-        let Some(p) = self.by_id.get(&id) else { return SequenceCheck::Append };
+        let Some(p) = self.by_id.get(&id) else {
+            return SequenceCheck::Append;
+        };
         if epoch < p.epoch {
             return SequenceCheck::StaleEpoch { current: p.epoch };
         }
         if epoch > p.epoch {
-            return if first_seq == 0 { SequenceCheck::Append } else { SequenceCheck::OutOfOrder { expected: 0, got: first_seq } };
+            return if first_seq == 0 {
+                SequenceCheck::Append
+            } else {
+                SequenceCheck::OutOfOrder {
+                    expected: 0,
+                    got: first_seq,
+                }
+            };
         }
         let last_seq = first_seq.wrapping_add(count - 1);
-        if let Some(b) = p.batches.iter().find(|b| b.first_seq == first_seq && b.last_seq == last_seq) {
-            return SequenceCheck::Duplicate { base_offset: b.base_offset };
+        if let Some(b) = p
+            .batches
+            .iter()
+            .find(|b| b.first_seq == first_seq && b.last_seq == last_seq)
+        {
+            return SequenceCheck::Duplicate {
+                base_offset: b.base_offset,
+            };
         }
         let expected = p.batches.back().map_or(0, |b| next_seq(b.last_seq));
         if first_seq == expected {
             SequenceCheck::Append
         } else {
-            SequenceCheck::OutOfOrder { expected, got: first_seq }
+            SequenceCheck::OutOfOrder {
+                expected,
+                got: first_seq,
+            }
         }
     }
 
@@ -93,11 +111,20 @@ impl Producers {
         }
         self.clock += 1;
         if !self.by_id.contains_key(&id) && self.by_id.len() >= PRODUCERS_PER_PARTITION_MAX {
-            if let Some(oldest) = self.by_id.iter().min_by_key(|(_, p)| p.last_used).map(|(k, _)| *k) {
+            if let Some(oldest) = self
+                .by_id
+                .iter()
+                .min_by_key(|(_, p)| p.last_used)
+                .map(|(k, _)| *k)
+            {
                 self.by_id.remove(&oldest);
             }
         }
-        let p = self.by_id.entry(id).or_insert(Producer { epoch, batches: VecDeque::new(), last_used: 0 });
+        let p = self.by_id.entry(id).or_insert(Producer {
+            epoch,
+            batches: VecDeque::new(),
+            last_used: 0,
+        });
         if epoch != p.epoch {
             p.epoch = epoch;
             p.batches.clear();
@@ -106,7 +133,11 @@ impl Producers {
         if p.batches.len() == BATCHES_PER_PRODUCER_MAX {
             p.batches.pop_front();
         }
-        p.batches.push_back(BatchRecord { first_seq, last_seq: first_seq.wrapping_add(count - 1), base_offset });
+        p.batches.push_back(BatchRecord {
+            first_seq,
+            last_seq: first_seq.wrapping_add(count - 1),
+            base_offset,
+        });
     }
 }
 
@@ -121,13 +152,28 @@ mod tests {
         p.record(7, 0, 0, 3, 100);
         assert_eq!(p.check(7, 0, 3, 2), SequenceCheck::Append);
         p.record(7, 0, 3, 2, 103);
-        assert_eq!(p.check(7, 0, 0, 3), SequenceCheck::Duplicate { base_offset: 100 });
-        assert_eq!(p.check(7, 0, 3, 2), SequenceCheck::Duplicate { base_offset: 103 });
-        assert_eq!(p.check(7, 0, 9, 1), SequenceCheck::OutOfOrder { expected: 5, got: 9 });
+        assert_eq!(
+            p.check(7, 0, 0, 3),
+            SequenceCheck::Duplicate { base_offset: 100 }
+        );
+        assert_eq!(
+            p.check(7, 0, 3, 2),
+            SequenceCheck::Duplicate { base_offset: 103 }
+        );
+        assert_eq!(
+            p.check(7, 0, 9, 1),
+            SequenceCheck::OutOfOrder {
+                expected: 5,
+                got: 9
+            }
+        );
         // A new epoch starts again at 0; the old epoch is fenced.
         assert_eq!(p.check(7, 1, 0, 1), SequenceCheck::Append);
         p.record(7, 1, 0, 1, 110);
-        assert_eq!(p.check(7, 0, 5, 1), SequenceCheck::StaleEpoch { current: 1 });
+        assert_eq!(
+            p.check(7, 0, 5, 1),
+            SequenceCheck::StaleEpoch { current: 1 }
+        );
         // Producers without an id are never checked.
         assert_eq!(p.check(-1, -1, -1, 5), SequenceCheck::Append);
     }
@@ -139,6 +185,10 @@ mod tests {
             p.record(id, 0, 0, 1, id as u64);
         }
         assert_eq!(p.by_id.len(), PRODUCERS_PER_PARTITION_MAX);
-        assert_eq!(p.check(0, 0, 1, 1), SequenceCheck::Append, "the oldest was forgotten");
+        assert_eq!(
+            p.check(0, 0, 1, 1),
+            SequenceCheck::Append,
+            "the oldest was forgotten"
+        );
     }
 }

@@ -81,7 +81,11 @@ struct Problem {
 }
 
 fn problem(reason: String, claimed: Option<u64>, torn: bool) -> Option<Problem> {
-    Some(Problem { reason, claimed, torn })
+    Some(Problem {
+        reason,
+        claimed,
+        torn,
+    })
 }
 
 /// What one scan of a segment found.
@@ -130,7 +134,10 @@ impl Segment {
             .write(true)
             .open(path)
             .map_err(|e| LogError::io(format!("opening segment {}", path.display()), e))?;
-        let len = file.metadata().map_err(|e| LogError::io(format!("reading the size of {}", path.display()), e))?.len();
+        let len = file
+            .metadata()
+            .map_err(|e| LogError::io(format!("reading the size of {}", path.display()), e))?
+            .len();
         Ok((file, len))
     }
 
@@ -139,11 +146,17 @@ impl Segment {
         let total = h.total_bytes() as u64;
         let rel = (h.base_offset as u64 - self.base_offset) as u32;
         if self.index.is_empty() || self.bytes_since_index >= index_interval_bytes {
-            self.index.push(OffsetEntry { rel_offset: rel, position: position as u32 });
+            self.index.push(OffsetEntry {
+                rel_offset: rel,
+                position: position as u32,
+            });
             if self.max_timestamp.max(h.max_timestamp) > self.last_indexed_timestamp {
                 let ts = self.max_timestamp.max(h.max_timestamp);
                 let last_rel = (h.last_offset() as u64 - self.base_offset) as u32;
-                self.time_index.push(TimeEntry { timestamp: ts, rel_offset: last_rel });
+                self.time_index.push(TimeEntry {
+                    timestamp: ts,
+                    rel_offset: last_rel,
+                });
                 self.last_indexed_timestamp = ts;
             }
             self.bytes_since_index = 0;
@@ -159,7 +172,13 @@ impl Segment {
 
     /// Appends a batch whose base offset is already set. On a failed write the file is
     /// cut back to its previous size.
-    pub fn append(&mut self, batch: &[u8], header: &BatchHeader, index_interval_bytes: u64, now_ms: u64) -> Result<()> {
+    pub fn append(
+        &mut self,
+        batch: &[u8],
+        header: &BatchHeader,
+        index_interval_bytes: u64,
+        now_ms: u64,
+    ) -> Result<()> {
         let position = self.size;
         if let Err(e) = self.file.write_all_at(batch, position) {
             let undo = self.file.set_len(position);
@@ -168,7 +187,10 @@ impl Segment {
                     "write failed ({e}) and the partial batch could not be cut ({undo})"
                 )));
             }
-            return Err(LogError::io(format!("writing to {}", self.path.display()), e));
+            return Err(LogError::io(
+                format!("writing to {}", self.path.display()),
+                e,
+            ));
         }
         self.first_append_ms.get_or_insert(now_ms);
         self.note_batch(position, header, index_interval_bytes);
@@ -188,7 +210,10 @@ impl Segment {
     pub fn write_indexes(&mut self) -> Result<()> {
         if self.max_timestamp > self.last_indexed_timestamp {
             let rel = (self.max_timestamp_offset - self.base_offset) as u32;
-            self.time_index.push(TimeEntry { timestamp: self.max_timestamp, rel_offset: rel });
+            self.time_index.push(TimeEntry {
+                timestamp: self.max_timestamp,
+                rel_offset: rel,
+            });
             self.last_indexed_timestamp = self.max_timestamp;
         }
         let dir = self.path.parent().unwrap_or(Path::new("."));
@@ -217,22 +242,41 @@ impl Segment {
         let mut buf = Vec::new();
         loop {
             if pos == end {
-                return Ok(Scan { good_end: pos, problem: None });
+                return Ok(Scan {
+                    good_end: pos,
+                    problem: None,
+                });
             }
             let left = end - pos;
             if left < BATCH_PREFIX_BYTES as u64 {
-                return Ok(Scan { good_end: pos, problem: problem(format!("{left} trailing bytes, too few for a batch"), None, true) });
+                return Ok(Scan {
+                    good_end: pos,
+                    problem: problem(
+                        format!("{left} trailing bytes, too few for a batch"),
+                        None,
+                        true,
+                    ),
+                });
             }
             let mut prefix = [0u8; BATCH_PREFIX_BYTES];
             reader.read_exact(&mut prefix)?;
             let total = match batch::read_prefix(&prefix, max_batch_bytes) {
                 Ok((_, t)) => t,
-                Err(e) => return Ok(Scan { good_end: pos, problem: problem(e.to_string(), None, false) }),
+                Err(e) => {
+                    return Ok(Scan {
+                        good_end: pos,
+                        problem: problem(e.to_string(), None, false),
+                    })
+                }
             };
             if total as u64 > left {
                 return Ok(Scan {
                     good_end: pos,
-                    problem: problem(format!("batch of {total} bytes runs past the end of the file"), Some(total as u64), true),
+                    problem: problem(
+                        format!("batch of {total} bytes runs past the end of the file"),
+                        Some(total as u64),
+                        true,
+                    ),
                 });
             }
             buf.clear();
@@ -242,13 +286,21 @@ impl Segment {
             let checked = BatchHeader::parse(&buf).and_then(|h| batch::verify_crc(&buf).map(|_| h));
             let header = match checked {
                 Ok(h) => h,
-                Err(e) => return Ok(Scan { good_end: pos, problem: problem(e.to_string(), Some(total as u64), false) }),
+                Err(e) => {
+                    return Ok(Scan {
+                        good_end: pos,
+                        problem: problem(e.to_string(), Some(total as u64), false),
+                    })
+                }
             };
             if header.base_offset < 0 || (header.base_offset as u64) < next_expected {
                 return Ok(Scan {
                     good_end: pos,
                     problem: problem(
-                        format!("batch offset {} goes backwards (expected at least {next_expected})", header.base_offset),
+                        format!(
+                            "batch offset {} goes backwards (expected at least {next_expected})",
+                            header.base_offset
+                        ),
                         Some(total as u64),
                         false,
                     ),
@@ -280,14 +332,21 @@ impl Segment {
         let (file, len) = Self::open_rw(&path)?;
         let mut seg = Segment::empty(base_offset, path.clone(), file);
         let mut found = Vec::new();
-        let scan = Self::scan(&seg.file, 0, len, base_offset, max_batch_bytes, |pos, h| found.push((pos, *h)))
-            .map_err(|e| LogError::io(format!("reading {}", path.display()), e))?;
+        let scan = Self::scan(&seg.file, 0, len, base_offset, max_batch_bytes, |pos, h| {
+            found.push((pos, *h))
+        })
+        .map_err(|e| LogError::io(format!("reading {}", path.display()), e))?;
         for (pos, h) in &found {
             seg.note_batch(*pos, h, index_interval_bytes);
         }
         seg.size = scan.good_end;
         let mut cut = None;
-        if let Some(Problem { reason, claimed, torn }) = scan.problem {
+        if let Some(Problem {
+            reason,
+            claimed,
+            torn,
+        }) = scan.problem
+        {
             let bytes = len - scan.good_end;
             let mut kept_in = None;
             // A torn tail (the file ends inside a batch) is what a crash mid-write leaves
@@ -303,17 +362,32 @@ impl Segment {
                 seg.file
                     .read_exact_at(&mut tail, scan.good_end)
                     .map_err(|e| LogError::io("reading damaged bytes", e))?;
-                std::fs::write(&keep, &tail).map_err(|e| LogError::io("keeping damaged bytes", e))?;
-                File::open(&keep).and_then(|f| f.sync_all()).map_err(|e| LogError::io("syncing kept bytes", e))?;
-                File::open(dir).and_then(|d| d.sync_all()).map_err(|e| LogError::io("syncing partition folder", e))?;
+                std::fs::write(&keep, &tail)
+                    .map_err(|e| LogError::io("keeping damaged bytes", e))?;
+                File::open(&keep)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| LogError::io("syncing kept bytes", e))?;
+                File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| LogError::io("syncing partition folder", e))?;
                 kept_in = Some(keep);
             }
-            seg.file.set_len(scan.good_end).map_err(|e| LogError::io("cutting torn tail", e))?;
-            cut = Some(Cut { segment: path, position: scan.good_end, bytes, reason, kept_in });
+            seg.file
+                .set_len(scan.good_end)
+                .map_err(|e| LogError::io("cutting torn tail", e))?;
+            cut = Some(Cut {
+                segment: path,
+                position: scan.good_end,
+                bytes,
+                reason,
+                kept_in,
+            });
         }
         // Whatever survived may still sit only in the page cache (a killed process, not a
         // lost machine): sync it before anyone is told it is durable.
-        seg.file.sync_all().map_err(|e| LogError::io("syncing recovered segment", e))?;
+        seg.file
+            .sync_all()
+            .map_err(|e| LogError::io("syncing recovered segment", e))?;
         // Rolling by age counts from the first batch's time, as it did before the restart.
         if let Some((_, first)) = found.first() {
             seg.first_append_ms = Some(first.max_timestamp.max(0) as u64);
@@ -335,18 +409,23 @@ impl Segment {
     ) -> Result<(Segment, Option<Cut>)> {
         let path = log_path(dir, base_offset);
         let (file, len) = Self::open_rw(&path)?;
-        let index = Index::<OffsetEntry>::open(&index_path(dir, base_offset)).map_err(|e| LogError::io("opening index", e))?;
-        let time_index =
-            Index::<TimeEntry>::open(&time_index_path(dir, base_offset)).map_err(|e| LogError::io("opening time index", e))?;
+        let index = Index::<OffsetEntry>::open(&index_path(dir, base_offset))
+            .map_err(|e| LogError::io("opening index", e))?;
+        let time_index = Index::<TimeEntry>::open(&time_index_path(dir, base_offset))
+            .map_err(|e| LogError::io("opening time index", e))?;
         if let (Some(index), Some(time_index)) = (index, time_index) {
             let last = index.last().map_err(|e| LogError::io("reading index", e))?;
-            let last_ts = time_index.last().map_err(|e| LogError::io("reading time index", e))?;
+            let last_ts = time_index
+                .last()
+                .map_err(|e| LogError::io("reading time index", e))?;
             let from = last.map_or(0, |e| e.position as u64);
             let from_offset = base_offset + last.map_or(0, |e| e.rel_offset as u64);
             if from <= len && (last.is_some() || len == 0) {
                 let mut tail_last = None;
-                let scan = Self::scan(&file, from, len, from_offset, max_batch_bytes, |_, h| tail_last = Some(*h))
-                    .map_err(|e| LogError::io(format!("reading {}", path.display()), e))?;
+                let scan = Self::scan(&file, from, len, from_offset, max_batch_bytes, |_, h| {
+                    tail_last = Some(*h)
+                })
+                .map_err(|e| LogError::io(format!("reading {}", path.display()), e))?;
                 if scan.problem.is_none() {
                     let mut seg = Segment::empty(base_offset, path, file);
                     seg.size = len;
@@ -363,7 +442,8 @@ impl Segment {
             }
         }
         drop(file);
-        let (mut seg, cut, _) = Self::recover(dir, base_offset, index_interval_bytes, max_batch_bytes)?;
+        let (mut seg, cut, _) =
+            Self::recover(dir, base_offset, index_interval_bytes, max_batch_bytes)?;
         seg.seal()?;
         Ok((seg, cut))
     }
@@ -372,7 +452,11 @@ impl Segment {
     /// `None` when no batch at or after `offset` is in the first `limit` bytes.
     pub fn position_for(&self, offset: u64, limit: u64) -> Result<Option<u64>> {
         let rel = offset.saturating_sub(self.base_offset).min(u32::MAX as u64) as u32;
-        let mut pos = match self.index.floor(rel, false).map_err(|e| LogError::io("reading index", e))? {
+        let mut pos = match self
+            .index
+            .floor(rel, false)
+            .map_err(|e| LogError::io("reading index", e))?
+        {
             Some(e) => e.position as u64,
             None => 0,
         };
@@ -391,9 +475,12 @@ impl Segment {
     }
 
     pub(crate) fn corrupt(&self, position: u64, reason: String) -> LogError {
-        LogError::Corrupt { segment: self.path.display().to_string(), position, reason }
+        LogError::Corrupt {
+            segment: self.path.display().to_string(),
+            position,
+            reason,
+        }
     }
-
 }
 
 /// Reads whole batches of `file` starting at `position`, up to `max_bytes` (but always
@@ -407,7 +494,11 @@ pub fn read_batches(
     visible_end: u64,
     max_batch_bytes: usize,
 ) -> Result<Vec<u8>> {
-    let corrupt = |at: u64, reason: String| LogError::Corrupt { segment: path.display().to_string(), position: at, reason };
+    let corrupt = |at: u64, reason: String| LogError::Corrupt {
+        segment: path.display().to_string(),
+        position: at,
+        reason,
+    };
     if position + BATCH_PREFIX_BYTES as u64 > limit {
         return Ok(Vec::new());
     }
@@ -415,15 +506,16 @@ pub fn read_batches(
     let mut prefix = [0u8; BATCH_PREFIX_BYTES];
     file.read_exact_at(&mut prefix, position)
         .map_err(|e| LogError::io(format!("reading {}", path.display()), e))?;
-    let (_, first) = batch::read_prefix(&prefix, max_batch_bytes).map_err(|e| corrupt(position, e.to_string()))?;
+    let (_, first) = batch::read_prefix(&prefix, max_batch_bytes)
+        .map_err(|e| corrupt(position, e.to_string()))?;
     let want = max_bytes.max(first).min(avail);
     let mut buf = vec![0u8; want];
     file.read_exact_at(&mut buf, position)
         .map_err(|e| LogError::io(format!("reading {}", path.display()), e))?;
     let mut p = 0usize;
     while p + BATCH_PREFIX_BYTES <= buf.len() {
-        let (base, total) =
-            batch::read_prefix(&buf[p..], max_batch_bytes).map_err(|e| corrupt(position + p as u64, e.to_string()))?;
+        let (base, total) = batch::read_prefix(&buf[p..], max_batch_bytes)
+            .map_err(|e| corrupt(position + p as u64, e.to_string()))?;
         if base < 0 || base as u64 >= visible_end || p + total > buf.len() {
             break;
         }

@@ -7,7 +7,9 @@ use ferry_log::{fuzzing, Compression};
 use std::path::Path;
 
 fn corpus(target: &str) -> Vec<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus").join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(target);
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(&dir) {
         for e in entries.flatten() {
@@ -24,11 +26,20 @@ fn seeds() -> Vec<Vec<u8>> {
             attributes: 0,
             key: Some(Bytes::from(format!("k{i}"))),
             value: Some(Bytes::from(vec![b'v'; 50])),
-            headers: vec![RecordHeader { key: Bytes::from_static(b"h"), value: None }],
+            headers: vec![RecordHeader {
+                key: Bytes::from_static(b"h"),
+                value: None,
+            }],
         })
         .collect();
     let mut out = Vec::new();
-    for codec in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+    for codec in [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
         out.push(build_batch(&records, codec).unwrap());
     }
     // Two batches in a row, with a torn third.
@@ -52,7 +63,10 @@ fn the_batch_decoder_corpus_replays_without_panics() {
 
 #[test]
 fn the_segment_recovery_corpus_replays_without_panics() {
-    let inputs: Vec<_> = corpus("segment_recovery").into_iter().chain(seeds()).collect();
+    let inputs: Vec<_> = corpus("segment_recovery")
+        .into_iter()
+        .chain(seeds())
+        .collect();
     for input in &inputs {
         fuzzing::segment_recovery(input);
     }

@@ -2,7 +2,9 @@
 
 use bytes::Bytes;
 use ferry_log::batch::{build_batch, decode_records};
-use ferry_log::{Compression, DecodeLimits, Durability, LogConfig, LogError, NewRecord, PartitionLog};
+use ferry_log::{
+    Compression, DecodeLimits, Durability, LogConfig, LogError, NewRecord, PartitionLog,
+};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -10,13 +12,21 @@ use std::sync::Arc;
 fn batch_of(values: &[&str], ts: i64) -> Vec<u8> {
     let records: Vec<_> = values
         .iter()
-        .map(|v| NewRecord { timestamp: ts, value: Some(Bytes::copy_from_slice(v.as_bytes())), ..Default::default() })
+        .map(|v| NewRecord {
+            timestamp: ts,
+            value: Some(Bytes::copy_from_slice(v.as_bytes())),
+            ..Default::default()
+        })
         .collect();
     build_batch(&records, Compression::None).unwrap()
 }
 
 fn small() -> LogConfig {
-    LogConfig { segment_bytes: 1024, index_interval_bytes: 128, ..Default::default() }
+    LogConfig {
+        segment_bytes: 1024,
+        index_interval_bytes: 128,
+        ..Default::default()
+    }
 }
 
 fn append(log: &PartitionLog, values: &[&str], ts: i64) -> u64 {
@@ -38,10 +48,14 @@ fn read_all(log: &PartitionLog, from: u64) -> Vec<(u64, String)> {
         let mut p = 0;
         while p < r.batches.len() {
             let (_, total) = ferry_log::batch::read_prefix(&r.batches[p..], usize::MAX).unwrap();
-            let (_, recs) = decode_records(&r.batches.slice(p..p + total), &DecodeLimits::default()).unwrap();
+            let (_, recs) =
+                decode_records(&r.batches.slice(p..p + total), &DecodeLimits::default()).unwrap();
             for rec in recs {
                 if rec.offset as u64 >= offset {
-                    out.push((rec.offset as u64, String::from_utf8(rec.value.unwrap().to_vec()).unwrap()));
+                    out.push((
+                        rec.offset as u64,
+                        String::from_utf8(rec.value.unwrap().to_vec()).unwrap(),
+                    ));
                 }
             }
             p += total;
@@ -63,7 +77,10 @@ fn appended_records_read_back_in_order_across_segments_and_restarts() {
         }
         assert!(log.stats().segments > 3, "small segments roll");
         let got = read_all(&log, 0);
-        assert_eq!(got.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>(), expected);
+        assert_eq!(
+            got.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>(),
+            expected
+        );
         log.close().unwrap();
     }
     let (log, cuts) = PartitionLog::open(dir.path(), small()).unwrap();
@@ -81,7 +98,11 @@ fn reading_before_the_earliest_or_past_the_latest_says_both() {
     let (log, _) = PartitionLog::open(dir.path(), small()).unwrap();
     append(&log, &["a", "b"], 1);
     match log.read(5, 100) {
-        Err(LogError::OffsetOutOfRange { requested: 5, earliest: 0, latest: 2 }) => {}
+        Err(LogError::OffsetOutOfRange {
+            requested: 5,
+            earliest: 0,
+            latest: 2,
+        }) => {}
         other => panic!("unexpected {other:?}"),
     }
     assert!(log.read(2, 100).unwrap().batches.is_empty());
@@ -113,7 +134,10 @@ fn a_torn_tail_is_cut_at_the_last_good_batch() {
     f.set_len(len - 7).unwrap();
     let (log, cuts) = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
     assert_eq!(cuts.len(), 1);
-    assert!(cuts[0].kept_in.is_none(), "a torn tail is not worth keeping");
+    assert!(
+        cuts[0].kept_in.is_none(),
+        "a torn tail is not worth keeping"
+    );
     assert_eq!(log.latest(), 9);
     assert_eq!(read_all(&log, 0).len(), 9);
     assert_eq!(append(&log, &["next"], 1), 9);
@@ -150,7 +174,10 @@ fn damage_in_the_middle_is_cut_but_the_bytes_are_kept() {
     std::fs::write(&seg, &bytes).unwrap();
     let (log, cuts) = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
     assert_eq!(log.latest(), 2, "serves what precedes the damage");
-    let kept = cuts[0].kept_in.clone().expect("good batches followed, so the bytes are kept");
+    let kept = cuts[0]
+        .kept_in
+        .clone()
+        .expect("good batches followed, so the bytes are kept");
     assert_eq!(std::fs::read(kept).unwrap(), bytes[2 * one..]);
     assert_eq!(read_all(&log, 0).len(), 2);
 }
@@ -172,7 +199,10 @@ fn a_missing_or_broken_index_of_a_sealed_segment_is_rebuilt() {
     assert!(first_index.exists());
     let got = read_all(&log, 0);
     assert_eq!(got.len(), 100);
-    assert!(got.iter().enumerate().all(|(i, (o, v))| *o == i as u64 && *v == format!("v{i:03}")));
+    assert!(got
+        .iter()
+        .enumerate()
+        .all(|(i, (o, v))| *o == i as u64 && *v == format!("v{i:03}")));
 }
 
 #[test]
@@ -185,13 +215,21 @@ fn retention_deletes_whole_old_segments_and_keeps_the_active_one() {
     let before = log.stats();
     assert!(before.segments > 2);
     // Every record is older than an hour at "now" = 10 hours.
-    let deleted = log.apply_retention(36_000_000, Some(3_600_000), None).unwrap();
+    let deleted = log
+        .apply_retention(36_000_000, Some(3_600_000), None)
+        .unwrap();
     assert_eq!(deleted, before.segments - 1);
     let after = log.stats();
     assert_eq!(after.segments, 1);
     assert!(after.earliest > 0);
-    assert!(matches!(log.read(0, 100), Err(LogError::OffsetOutOfRange { .. })));
-    assert_eq!(read_all(&log, after.earliest).last().unwrap().1, "value-0059");
+    assert!(matches!(
+        log.read(0, 100),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(
+        read_all(&log, after.earliest).last().unwrap().1,
+        "value-0059"
+    );
 }
 
 #[test]
@@ -215,18 +253,30 @@ fn time_lookup_finds_the_first_record_at_or_after_a_timestamp() {
         append(&log, &[&format!("v{i}")], 10_000 + i * 10);
     }
     assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 10_000)));
-    assert_eq!(log.offset_for_timestamp(10_500).unwrap(), Some((50, 10_500)));
-    assert_eq!(log.offset_for_timestamp(10_505).unwrap(), Some((51, 10_510)));
+    assert_eq!(
+        log.offset_for_timestamp(10_500).unwrap(),
+        Some((50, 10_500))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(10_505).unwrap(),
+        Some((51, 10_510))
+    );
     assert_eq!(log.offset_for_timestamp(99_999).unwrap(), None);
 }
 
 #[test]
 fn a_batch_over_the_limit_is_refused_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig { max_batch_bytes: 200, ..Default::default() };
+    let config = LogConfig {
+        max_batch_bytes: 200,
+        ..Default::default()
+    };
     let (log, _) = PartitionLog::open(dir.path(), config).unwrap();
     let mut big = batch_of(&[&"x".repeat(500)], 1);
-    assert!(matches!(log.append(&mut big, 0), Err(LogError::BatchTooLarge { .. })));
+    assert!(matches!(
+        log.append(&mut big, 0),
+        Err(LogError::BatchTooLarge { .. })
+    ));
     assert_eq!(log.stats().size_bytes, 0);
 }
 
@@ -239,7 +289,14 @@ fn under_always_readers_see_only_synced_records() {
     assert_eq!(log.latest(), 0, "not yet durable");
     log.wait_durable(info.end_offset).unwrap();
     assert_eq!(log.latest(), 1);
-    let (never, _) = PartitionLog::open(&dir.path().join("n"), LogConfig { durability: Durability::Never, ..Default::default() }).unwrap();
+    let (never, _) = PartitionLog::open(
+        &dir.path().join("n"),
+        LogConfig {
+            durability: Durability::Never,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let mut b = batch_of(&["a"], 1);
     never.append(&mut b, 0).unwrap();
     assert_eq!(never.latest(), 1);
@@ -265,12 +322,14 @@ fn concurrent_appenders_all_get_distinct_offsets_and_all_are_durable() {
             })
         })
         .collect();
-    let mut offsets: Vec<u64> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let mut offsets: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
     offsets.sort();
     assert_eq!(offsets, (0..400).collect::<Vec<_>>());
     assert_eq!(read_all(&log, 0).len(), 400);
 }
-
 
 /// A batch from an idempotent producer: id, epoch and first sequence set, CRC redone.
 fn producer_batch(values: &[&str], id: i64, epoch: i16, seq: i32) -> Vec<u8> {
@@ -288,23 +347,41 @@ fn an_idempotent_producers_retry_is_stored_once_even_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     {
         let (log, _) = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
-        let first = log.append(&mut producer_batch(&["a", "b"], 42, 0, 0), 0).unwrap();
-        let retry = log.append(&mut producer_batch(&["a", "b"], 42, 0, 0), 0).unwrap();
+        let first = log
+            .append(&mut producer_batch(&["a", "b"], 42, 0, 0), 0)
+            .unwrap();
+        let retry = log
+            .append(&mut producer_batch(&["a", "b"], 42, 0, 0), 0)
+            .unwrap();
         assert!(retry.duplicate);
         assert_eq!(retry.base_offset, first.base_offset);
-        log.append(&mut producer_batch(&["c"], 42, 0, 2), 0).unwrap();
+        log.append(&mut producer_batch(&["c"], 42, 0, 2), 0)
+            .unwrap();
         assert!(matches!(
             log.append(&mut producer_batch(&["e"], 42, 0, 5), 0),
-            Err(LogError::OutOfOrderSequence { expected: 3, got: 5, .. })
+            Err(LogError::OutOfOrderSequence {
+                expected: 3,
+                got: 5,
+                ..
+            })
         ));
         log.close().unwrap();
     }
     let (log, _) = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
-    let retry = log.append(&mut producer_batch(&["c"], 42, 0, 2), 0).unwrap();
-    assert!(retry.duplicate, "the producer state is rebuilt from the log");
+    let retry = log
+        .append(&mut producer_batch(&["c"], 42, 0, 2), 0)
+        .unwrap();
+    assert!(
+        retry.duplicate,
+        "the producer state is rebuilt from the log"
+    );
     assert_eq!(retry.base_offset, 2);
-    log.append(&mut producer_batch(&["x"], 42, 1, 0), 0).unwrap();
-    assert!(matches!(log.append(&mut producer_batch(&["y"], 42, 0, 3), 0), Err(LogError::InvalidProducerEpoch { .. })));
+    log.append(&mut producer_batch(&["x"], 42, 1, 0), 0)
+        .unwrap();
+    assert!(matches!(
+        log.append(&mut producer_batch(&["y"], 42, 0, 3), 0),
+        Err(LogError::InvalidProducerEpoch { .. })
+    ));
     log.sync().unwrap();
     assert_eq!(log.stats().latest, 4, "a, b, c and x, each once");
 }

@@ -45,8 +45,13 @@ fn values(batches: &Bytes, from: u64) -> Vec<(u64, Bytes)> {
     let mut p = 0;
     while p < batches.len() {
         let (_, total) = read_prefix(&batches[p..], usize::MAX).unwrap();
-        let (_, recs) = decode_records(&batches.slice(p..p + total), &DecodeLimits::default()).unwrap();
-        out.extend(recs.into_iter().filter(|r| r.offset as u64 >= from).map(|r| (r.offset as u64, r.value.unwrap())));
+        let (_, recs) =
+            decode_records(&batches.slice(p..p + total), &DecodeLimits::default()).unwrap();
+        out.extend(
+            recs.into_iter()
+                .filter(|r| r.offset as u64 >= from)
+                .map(|r| (r.offset as u64, r.value.unwrap())),
+        );
         p += total;
     }
     out
@@ -127,7 +132,15 @@ proptest! {
 fn a_segment_older_than_segment_ms_rolls_at_the_next_append() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = PartitionLog::open(dir.path(), config()).unwrap();
-    let mut b = build_batch(&[NewRecord { timestamp: 1, value: Some(Bytes::from_static(b"a")), ..Default::default() }], Compression::None).unwrap();
+    let mut b = build_batch(
+        &[NewRecord {
+            timestamp: 1,
+            value: Some(Bytes::from_static(b"a")),
+            ..Default::default()
+        }],
+        Compression::None,
+    )
+    .unwrap();
     log.append(&mut b.clone(), 0).unwrap();
     log.append(&mut b.clone(), 1000).unwrap();
     assert_eq!(log.stats().segments, 1);

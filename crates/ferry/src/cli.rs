@@ -5,7 +5,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "ferry", version, about = "Ferry: one binary for event streams, work queues and webhooks")]
+#[command(
+    name = "ferry",
+    version,
+    about = "Ferry: one binary for event streams, work queues and webhooks"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -65,10 +69,20 @@ pub struct ServeArgs {
     #[arg(long, env = "FERRY_DEFAULT_PARTITIONS", value_name = "N")]
     pub default_partitions: Option<u32>,
     /// Default retention by age; -1 keeps data forever [default: 604800000 (7 days)]
-    #[arg(long, env = "FERRY_RETENTION_MS", value_name = "MS", allow_negative_numbers = true)]
+    #[arg(
+        long,
+        env = "FERRY_RETENTION_MS",
+        value_name = "MS",
+        allow_negative_numbers = true
+    )]
     pub retention_ms: Option<i64>,
     /// Default retention by partition size; -1 for no limit [default: -1]
-    #[arg(long, env = "FERRY_RETENTION_BYTES", value_name = "BYTES", allow_negative_numbers = true)]
+    #[arg(
+        long,
+        env = "FERRY_RETENTION_BYTES",
+        value_name = "BYTES",
+        allow_negative_numbers = true
+    )]
     pub retention_bytes: Option<i64>,
     /// Default segment size; a segment rolls before it would exceed this [default: 134217728]
     #[arg(long, env = "FERRY_SEGMENT_BYTES", value_name = "BYTES")]
@@ -96,7 +110,12 @@ pub struct ServeArgs {
 #[derive(Args, Clone)]
 pub struct ClientArgs {
     /// Address of the Ferry server
-    #[arg(long, env = "FERRY_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "FERRY_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     pub url: String,
     /// Print JSON for scripts instead of tables
     #[arg(long, global = true)]

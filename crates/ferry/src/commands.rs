@@ -49,7 +49,12 @@ fn topic_rows(topics: &[Value]) -> Vec<Vec<String>> {
             let size: u64 = stats.iter().filter_map(|p| p["size_bytes"].as_u64()).sum();
             let records: u64 = stats
                 .iter()
-                .map(|p| p["latest"].as_u64().unwrap_or(0).saturating_sub(p["earliest"].as_u64().unwrap_or(0)))
+                .map(|p| {
+                    p["latest"]
+                        .as_u64()
+                        .unwrap_or(0)
+                        .saturating_sub(p["earliest"].as_u64().unwrap_or(0))
+                })
                 .sum();
             vec![
                 t["name"].as_str().unwrap_or_default().to_string(),
@@ -64,7 +69,17 @@ fn topic_rows(topics: &[Value]) -> Vec<Vec<String>> {
 }
 
 fn print_topic(t: &Value) -> anyhow::Result<()> {
-    output::table(&["TOPIC", "PARTITIONS", "RECORDS", "BYTES", "RETENTION_MS", "DURABILITY"], &topic_rows(std::slice::from_ref(t)))?;
+    output::table(
+        &[
+            "TOPIC",
+            "PARTITIONS",
+            "RECORDS",
+            "BYTES",
+            "RETENTION_MS",
+            "DURABILITY",
+        ],
+        &topic_rows(std::slice::from_ref(t)),
+    )?;
     output::line("")?;
     let rows: Vec<Vec<String>> = t["partition_stats"]
         .as_array()
@@ -72,23 +87,43 @@ fn print_topic(t: &Value) -> anyhow::Result<()> {
         .unwrap_or_default()
         .iter()
         .map(|p| {
-            vec![p["partition"].to_string(), p["earliest"].to_string(), p["latest"].to_string(), p["size_bytes"].to_string(), p["segments"].to_string()]
+            vec![
+                p["partition"].to_string(),
+                p["earliest"].to_string(),
+                p["latest"].to_string(),
+                p["size_bytes"].to_string(),
+                p["segments"].to_string(),
+            ]
         })
         .collect();
-    output::table(&["PARTITION", "EARLIEST", "LATEST", "BYTES", "SEGMENTS"], &rows)?;
+    output::table(
+        &["PARTITION", "EARLIEST", "LATEST", "BYTES", "SEGMENTS"],
+        &rows,
+    )?;
     Ok(())
 }
 
 pub async fn topic(cmd: TopicCommand) -> anyhow::Result<()> {
     match cmd {
-        TopicCommand::Create { name, partitions, settings, client } => {
+        TopicCommand::Create {
+            name,
+            partitions,
+            settings,
+            client,
+        } => {
             let mut body = settings_json(partitions, &settings)?;
             body.insert("name".into(), Value::from(name));
-            let t = Client::new(&client.url).create_topic(&Value::Object(body)).await?;
+            let t = Client::new(&client.url)
+                .create_topic(&Value::Object(body))
+                .await?;
             if client.json {
                 output::json(&t)?;
             } else {
-                output::line(&format!("Created topic {} with {} partition(s).", t["name"].as_str().unwrap_or_default(), t["partitions"]))?;
+                output::line(&format!(
+                    "Created topic {} with {} partition(s).",
+                    t["name"].as_str().unwrap_or_default(),
+                    t["partitions"]
+                ))?;
             }
         }
         TopicCommand::List { client } => {
@@ -97,7 +132,17 @@ pub async fn topic(cmd: TopicCommand) -> anyhow::Result<()> {
                 output::json(&v)?;
             } else {
                 let topics = v["topics"].as_array().cloned().unwrap_or_default();
-                output::table(&["TOPIC", "PARTITIONS", "RECORDS", "BYTES", "RETENTION_MS", "DURABILITY"], &topic_rows(&topics))?;
+                output::table(
+                    &[
+                        "TOPIC",
+                        "PARTITIONS",
+                        "RECORDS",
+                        "BYTES",
+                        "RETENTION_MS",
+                        "DURABILITY",
+                    ],
+                    &topic_rows(&topics),
+                )?;
             }
         }
         TopicCommand::Describe { name, client } => {
@@ -108,12 +153,19 @@ pub async fn topic(cmd: TopicCommand) -> anyhow::Result<()> {
                 print_topic(&t)?;
             }
         }
-        TopicCommand::Update { name, partitions, settings, client } => {
+        TopicCommand::Update {
+            name,
+            partitions,
+            settings,
+            client,
+        } => {
             let body = settings_json(partitions, &settings)?;
             if body.is_empty() {
                 bail!("nothing to change: give --partitions or a setting such as --retention-ms");
             }
-            let t = Client::new(&client.url).update_topic(&name, &Value::Object(body)).await?;
+            let t = Client::new(&client.url)
+                .update_topic(&name, &Value::Object(body))
+                .await?;
             if client.json {
                 output::json(&t)?;
             } else {
@@ -134,8 +186,12 @@ pub async fn topic(cmd: TopicCommand) -> anyhow::Result<()> {
 
 fn value_json(text: &str, format: &str) -> anyhow::Result<Value> {
     match format {
-        "text" => Ok(json!({ "base64": base64::engine::general_purpose::STANDARD.encode(text.as_bytes()) })),
-        "json" => serde_json::from_str(text).with_context(|| format!("not valid JSON (use --format text for plain text): {text:?}")),
+        "text" => Ok(
+            json!({ "base64": base64::engine::general_purpose::STANDARD.encode(text.as_bytes()) }),
+        ),
+        "json" => serde_json::from_str(text).with_context(|| {
+            format!("not valid JSON (use --format text for plain text): {text:?}")
+        }),
         other => bail!("--format must be text or json, got {other:?}"),
     }
 }
@@ -145,7 +201,9 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     // The array form keeps a name given more than once.
     let mut headers = Vec::new();
     for h in &args.headers {
-        let Some((k, v)) = h.split_once('=') else { bail!("--header must look like NAME=VALUE, got {h:?}") };
+        let Some((k, v)) = h.split_once('=') else {
+            bail!("--header must look like NAME=VALUE, got {h:?}")
+        };
         headers.push(json!({"key": k, "value": v}));
     }
     if args.batch == 0 {
@@ -167,7 +225,12 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     };
     let mut placed = Vec::new();
     if let Some(v) = &args.value {
-        placed.extend(client.produce(&args.topic, vec![make(args.key.as_deref(), v)?]).await?.offsets);
+        placed.extend(
+            client
+                .produce(&args.topic, vec![make(args.key.as_deref(), v)?])
+                .await?
+                .offsets,
+        );
     } else {
         let stdin = std::io::stdin();
         let mut pending = Vec::new();
@@ -182,7 +245,12 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
             };
             pending.push(make(key.as_deref(), &value)?);
             if pending.len() >= args.batch {
-                placed.extend(client.produce(&args.topic, std::mem::take(&mut pending)).await?.offsets);
+                placed.extend(
+                    client
+                        .produce(&args.topic, std::mem::take(&mut pending))
+                        .await?
+                        .offsets,
+                );
             }
         }
         if !pending.is_empty() {
@@ -190,11 +258,20 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         }
     }
     if args.client.json {
-        output::json(&json!({ "offsets": placed.iter().map(|p| json!({"partition": p.partition, "offset": p.offset})).collect::<Vec<_>>() }))?;
+        output::json(
+            &json!({ "offsets": placed.iter().map(|p| json!({"partition": p.partition, "offset": p.offset})).collect::<Vec<_>>() }),
+        )?;
     } else if placed.len() == 1 {
-        output::line(&format!("Produced 1 record to {} partition {} at offset {}.", args.topic, placed[0].partition, placed[0].offset))?;
+        output::line(&format!(
+            "Produced 1 record to {} partition {} at offset {}.",
+            args.topic, placed[0].partition, placed[0].offset
+        ))?;
     } else {
-        output::line(&format!("Produced {} records to {}.", placed.len(), args.topic))?;
+        output::line(&format!(
+            "Produced {} records to {}.",
+            placed.len(),
+            args.topic
+        ))?;
     }
     Ok(())
 }
@@ -205,7 +282,11 @@ fn text_of(v: &Value) -> String {
         Value::String(s) => s.clone(),
         Value::Object(m) if m.len() == 1 && m.contains_key("base64") => {
             let b = m["base64"].as_str().unwrap_or_default();
-            match base64::engine::general_purpose::STANDARD.decode(b).ok().and_then(|d| String::from_utf8(d).ok()) {
+            match base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .ok()
+                .and_then(|d| String::from_utf8(d).ok())
+            {
                 Some(s) => s,
                 None => format!("base64:{b}"),
             }
@@ -225,9 +306,21 @@ fn print_record(partition: u32, r: &RecordOut, json_out: bool) -> std::io::Resul
     let headers = if r.headers.is_empty() {
         String::new()
     } else {
-        format!("  {}", r.headers.iter().map(|(k, v)| format!("{k}={}", text_of(v))).collect::<Vec<_>>().join(","))
+        format!(
+            "  {}",
+            r.headers
+                .iter()
+                .map(|(k, v)| format!("{k}={}", text_of(v)))
+                .collect::<Vec<_>>()
+                .join(",")
+        )
     };
-    output::line(&format!("{partition:>3} {:>8}  {}  {}{headers}", r.offset, text_of(&r.key), text_of(&r.value)))
+    output::line(&format!(
+        "{partition:>3} {:>8}  {}  {}{headers}",
+        r.offset,
+        text_of(&r.key),
+        text_of(&r.value)
+    ))
 }
 
 pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
@@ -235,12 +328,23 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
     let topic = client.describe_topic(&args.topic).await?;
     let count = topic["partitions"].as_u64().unwrap_or(0) as u32;
     let partitions: Vec<u32> = match args.partition {
-        Some(p) if p >= count => bail!("topic {} has {count} partition(s); --partition {p} does not exist", args.topic),
+        Some(p) if p >= count => bail!(
+            "topic {} has {count} partition(s); --partition {p} does not exist",
+            args.topic
+        ),
         Some(p) => vec![p],
         None => (0..count).collect(),
     };
-    let stats = topic["partition_stats"].as_array().cloned().unwrap_or_default();
-    let bound = |p: u32, k: &str| stats.get(p as usize).and_then(|s| s[k].as_u64()).unwrap_or(0);
+    let stats = topic["partition_stats"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let bound = |p: u32, k: &str| {
+        stats
+            .get(p as usize)
+            .and_then(|s| s[k].as_u64())
+            .unwrap_or(0)
+    };
     let mut start = Vec::new();
     for &p in &partitions {
         let offset = match args.from.as_str() {
@@ -260,19 +364,27 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
     }
     let (tx, mut rx) = tokio::sync::mpsc::channel::<anyhow::Result<(u32, Vec<RecordOut>)>>(16);
     for (p, mut offset, end) in start {
-        let (client, tx, topic, follow) = (client.clone(), tx.clone(), args.topic.clone(), args.follow);
+        let (client, tx, topic, follow) =
+            (client.clone(), tx.clone(), args.topic.clone(), args.follow);
         tokio::spawn(async move {
             loop {
                 if !follow && offset >= end {
                     return;
                 }
-                let wait = if follow { Duration::from_millis(10_000) } else { Duration::ZERO };
+                let wait = if follow {
+                    Duration::from_millis(10_000)
+                } else {
+                    Duration::ZERO
+                };
                 match client.read(&topic, p, Some(offset), 500, wait).await {
                     Ok(r) => {
                         offset = r.next_offset;
                         let done = !follow && (r.records.is_empty() || offset >= end);
-                        let records: Vec<RecordOut> =
-                            r.records.into_iter().filter(|x| follow || x.offset < end).collect();
+                        let records: Vec<RecordOut> = r
+                            .records
+                            .into_iter()
+                            .filter(|x| follow || x.offset < end)
+                            .collect();
                         if !records.is_empty() && tx.send(Ok((p, records))).await.is_err() {
                             return;
                         }

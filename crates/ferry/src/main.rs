@@ -20,7 +20,10 @@ static ALLOCATOR: ferry_kafka::alloc::FerryAlloc = ferry_kafka::alloc::FerryAllo
 fn main() -> ExitCode {
     ferry_kafka::alloc::limit_malloc_arenas();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -39,12 +42,18 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // A closed pipe (`ferry consume | head`) is not an error.
-            if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) {
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
                 return ExitCode::SUCCESS;
             }
-            let unreachable = e
-                .chain()
-                .any(|c| matches!(c.downcast_ref::<ferry_client::ClientError>(), Some(ferry_client::ClientError::Unreachable { .. })));
+            let unreachable = e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<ferry_client::ClientError>(),
+                    Some(ferry_client::ClientError::Unreachable { .. })
+                )
+            });
             eprintln!("error: {e:#}");
             ExitCode::from(if unreachable { 3 } else { 1 })
         }

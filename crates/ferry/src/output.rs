@@ -17,11 +17,21 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
         cells
             .into_iter()
             .enumerate()
-            .map(|(i, c)| if i == last { c } else { format!("{c:<w$}", w = widths[i]) })
+            .map(|(i, c)| {
+                if i == last {
+                    c
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
             .collect::<Vec<_>>()
             .join("  ")
     };
-    writeln!(out, "{}", line(headers.iter().map(|h| h.to_string()).collect()))?;
+    writeln!(
+        out,
+        "{}",
+        line(headers.iter().map(|h| h.to_string()).collect())
+    )?;
     for r in rows {
         writeln!(out, "{}", line(r.clone()))?;
     }
@@ -30,7 +40,11 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
 
 pub fn json(v: &serde_json::Value) -> io::Result<()> {
     let mut out = io::stdout().lock();
-    writeln!(out, "{}", serde_json::to_string_pretty(v).unwrap_or_default())
+    writeln!(
+        out,
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_default()
+    )
 }
 
 pub fn line(s: &str) -> io::Result<()> {

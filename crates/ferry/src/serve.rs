@@ -7,11 +7,18 @@ use std::time::Instant;
 use tracing_subscriber::EnvFilter;
 
 fn init_logs(settings: &Settings) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(&settings.log)
-        .with_context(|| format!("invalid log filter {:?}; try info, debug or ferry_log=debug", settings.log))?;
+    let filter = EnvFilter::try_new(&settings.log).with_context(|| {
+        format!(
+            "invalid log filter {:?}; try info, debug or ferry_log=debug",
+            settings.log
+        )
+    })?;
     // A closed log pipe must never fail requests: tracing-subscriber would otherwise
     // report its failed write with `eprintln!`, which panics on a closed stderr.
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     if settings.log_json {
         builder.json().init();
     } else {
@@ -49,7 +56,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         defaults: settings.defaults.clone(),
         retention_check_ms: settings.retention_check_ms,
     })
-    .with_context(|| format!("cannot open the data folder {}", settings.data_dir.display()))?;
+    .with_context(|| {
+        format!(
+            "cannot open the data folder {}",
+            settings.data_dir.display()
+        )
+    })?;
     let maintenance = broker.spawn_maintenance();
     let listener = tokio::net::TcpListener::bind(settings.http_addr).await.with_context(|| {
         format!("cannot listen on {} for HTTP; is another server using it? Choose another with --http-addr", settings.http_addr)
@@ -57,9 +69,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let kafka_listener = tokio::net::TcpListener::bind(settings.kafka_addr).await.with_context(|| {
         format!("cannot listen on {} for Kafka clients; is a Kafka broker running? Choose another with --kafka-addr", settings.kafka_addr)
     })?;
-    let kafka_local = kafka_listener.local_addr().context("reading the Kafka listener's address")?;
-    let (advertised_host, advertised_port) =
-        settings.kafka_advertised.clone().unwrap_or_else(|| (kafka_local.ip().to_string(), kafka_local.port()));
+    let kafka_local = kafka_listener
+        .local_addr()
+        .context("reading the Kafka listener's address")?;
+    let (advertised_host, advertised_port) = settings
+        .kafka_advertised
+        .clone()
+        .unwrap_or_else(|| (kafka_local.ip().to_string(), kafka_local.port()));
     let kafka_config = ferry_kafka::KafkaConfig {
         addr: kafka_local,
         advertised_host,
@@ -71,8 +87,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         auto_create_topics: settings.kafka_auto_create_topics,
     };
     let (stopping, mut stopped) = tokio::sync::watch::channel(false);
-    let kafka = tokio::spawn(ferry_kafka::serve(kafka_listener, broker.clone(), kafka_config, stopped.clone()));
-    let state = ferry_http::AppState { broker: broker.clone(), max_request_bytes: settings.max_request_bytes };
+    let kafka = tokio::spawn(ferry_kafka::serve(
+        kafka_listener,
+        broker.clone(),
+        kafka_config,
+        stopped.clone(),
+    ));
+    let state = ferry_http::AppState {
+        broker: broker.clone(),
+        max_request_bytes: settings.max_request_bytes,
+    };
     tracing::info!(
         http_addr = %listener.local_addr().map_or_else(|_| settings.http_addr.to_string(), |a| a.to_string()),
         kafka_addr = %kafka_local,
@@ -81,7 +105,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         startup_ms = started.elapsed().as_secs_f64() * 1000.0,
         "Ferry is ready."
     );
-    let server = axum::serve(listener, ferry_http::router(state)).with_graceful_shutdown(shutdown_signal(stopping));
+    let server = axum::serve(listener, ferry_http::router(state))
+        .with_graceful_shutdown(shutdown_signal(stopping));
     let grace = async move {
         let _ = stopped.wait_for(|s| *s).await;
         tokio::time::sleep(std::time::Duration::from_millis(SHUTDOWN_GRACE_MS)).await;
@@ -93,7 +118,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     maintenance.abort();
     kafka.abort();
     let b = broker.clone();
-    let synced = tokio::task::spawn_blocking(move || b.shutdown()).await.context("shutdown task failed")?;
+    let synced = tokio::task::spawn_blocking(move || b.shutdown())
+        .await
+        .context("shutdown task failed")?;
     if !synced {
         anyhow::bail!("some partitions could not be synced at shutdown (see the log above); they are recovered from disk at the next start");
     }

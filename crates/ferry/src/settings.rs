@@ -62,17 +62,29 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
     let file: FileSettings = match &args.config {
         None => FileSettings::default(),
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the config file {}; check the path given to --config", path.display()))?;
-            toml::from_str(&text).with_context(|| format!("the config file {} is not valid", path.display()))?
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!(
+                    "cannot read the config file {}; check the path given to --config",
+                    path.display()
+                )
+            })?;
+            toml::from_str(&text)
+                .with_context(|| format!("the config file {} is not valid", path.display()))?
         }
     };
     let d = TopicDefaults::default();
-    let durability_name = args.durability.or(file.durability).unwrap_or_else(|| "always".into());
-    let durability = DurabilityPolicy::parse(&durability_name)
-        .with_context(|| format!("durability must be always, interval or never, got {durability_name:?}"))?;
+    let durability_name = args
+        .durability
+        .or(file.durability)
+        .unwrap_or_else(|| "always".into());
+    let durability = DurabilityPolicy::parse(&durability_name).with_context(|| {
+        format!("durability must be always, interval or never, got {durability_name:?}")
+    })?;
     let defaults = TopicDefaults {
-        partitions: args.default_partitions.or(file.default_partitions).unwrap_or(d.partitions),
+        partitions: args
+            .default_partitions
+            .or(file.default_partitions)
+            .unwrap_or(d.partitions),
         retention_ms: match args.retention_ms.or(file.retention_ms) {
             Some(v) => limit(v, "retention_ms")?,
             None => d.retention_ms,
@@ -81,11 +93,20 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
             Some(v) => limit(v, "retention_bytes")?,
             None => d.retention_bytes,
         },
-        segment_bytes: args.segment_bytes.or(file.segment_bytes).unwrap_or(d.segment_bytes),
+        segment_bytes: args
+            .segment_bytes
+            .or(file.segment_bytes)
+            .unwrap_or(d.segment_bytes),
         segment_ms: args.segment_ms.or(file.segment_ms).or(d.segment_ms),
-        max_record_bytes: args.max_record_bytes.or(file.max_record_bytes).unwrap_or(d.max_record_bytes),
+        max_record_bytes: args
+            .max_record_bytes
+            .or(file.max_record_bytes)
+            .unwrap_or(d.max_record_bytes),
         durability,
-        flush_interval_ms: args.flush_interval_ms.or(file.flush_interval_ms).unwrap_or(d.flush_interval_ms),
+        flush_interval_ms: args
+            .flush_interval_ms
+            .or(file.flush_interval_ms)
+            .unwrap_or(d.flush_interval_ms),
     };
     // Check the defaults as a topic would be checked, so a bad default fails at start.
     ferry_broker::TopicConfig {
@@ -102,11 +123,17 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
     }
     .validate()
     .context("invalid default topic setting")?;
-    let log_format = args.log_format.or(file.log_format).unwrap_or_else(|| "text".into());
+    let log_format = args
+        .log_format
+        .or(file.log_format)
+        .unwrap_or_else(|| "text".into());
     if log_format != "text" && log_format != "json" {
         bail!("log_format must be text or json, got {log_format:?}");
     }
-    let max_request_bytes = args.max_request_bytes.or(file.max_request_bytes).unwrap_or(32 * 1024 * 1024);
+    let max_request_bytes = args
+        .max_request_bytes
+        .or(file.max_request_bytes)
+        .unwrap_or(32 * 1024 * 1024);
     if max_request_bytes < 1024 {
         bail!("max_request_bytes must be at least 1024, got {max_request_bytes}");
     }
@@ -117,25 +144,50 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
                 .rsplit_once(':')
                 .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
                 .filter(|(h, _)| !h.is_empty())
-                .with_context(|| format!("kafka_advertised_addr must look like HOST:PORT, got {a:?}"))?;
+                .with_context(|| {
+                    format!("kafka_advertised_addr must look like HOST:PORT, got {a:?}")
+                })?;
             Some((host, port))
         }
     };
-    let kafka_max_request_bytes = args.kafka_max_request_bytes.or(file.kafka_max_request_bytes).unwrap_or(100 * 1024 * 1024);
+    let kafka_max_request_bytes = args
+        .kafka_max_request_bytes
+        .or(file.kafka_max_request_bytes)
+        .unwrap_or(100 * 1024 * 1024);
     if kafka_max_request_bytes < 1024 {
         bail!("kafka_max_request_bytes must be at least 1024, got {kafka_max_request_bytes}");
     }
     Ok(Settings {
-        kafka_addr: args.kafka_addr.or(file.kafka_addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092))),
+        kafka_addr: args
+            .kafka_addr
+            .or(file.kafka_addr)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092))),
         kafka_advertised,
         kafka_max_request_bytes,
-        kafka_max_connections: args.kafka_max_connections.or(file.kafka_max_connections).unwrap_or(1024).max(1),
-        kafka_auto_create_topics: args.kafka_auto_create_topics.or(file.kafka_auto_create_topics).unwrap_or(false),
-        data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("ferry-data")),
-        http_addr: args.http_addr.or(file.http_addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+        kafka_max_connections: args
+            .kafka_max_connections
+            .or(file.kafka_max_connections)
+            .unwrap_or(1024)
+            .max(1),
+        kafka_auto_create_topics: args
+            .kafka_auto_create_topics
+            .or(file.kafka_auto_create_topics)
+            .unwrap_or(false),
+        data_dir: args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("ferry-data")),
+        http_addr: args
+            .http_addr
+            .or(file.http_addr)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
         defaults,
         max_request_bytes,
-        retention_check_ms: args.retention_check_ms.or(file.retention_check_ms).unwrap_or(30_000).max(10),
+        retention_check_ms: args
+            .retention_check_ms
+            .or(file.retention_check_ms)
+            .unwrap_or(30_000)
+            .max(10),
         log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
         log_json: log_format == "json",
     })

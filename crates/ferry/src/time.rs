@@ -7,11 +7,24 @@ pub fn parse_time_ms(s: &str) -> Option<i64> {
         return Some(ms);
     }
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d, h, mi, sec) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    let (y, mo, d, h, mi, sec) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
         return None;
     }
@@ -35,7 +48,11 @@ pub fn parse_time_ms(s: &str) -> Option<i64> {
         _ => return None,
     };
     // Days from 1970-01-01 to the civil date (proleptic Gregorian).
-    let (y, m) = if mo <= 2 { (y - 1, mo + 9) } else { (y, mo - 3) };
+    let (y, m) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
     let doy = (153 * m + 2) / 5 + d - 1;
@@ -52,9 +69,18 @@ mod tests {
     fn rfc3339_times_and_plain_milliseconds_parse() {
         assert_eq!(parse_time_ms("0"), Some(0));
         assert_eq!(parse_time_ms("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_time_ms("2026-11-23T10:00:00Z"), Some(1_795_428_000_000));
-        assert_eq!(parse_time_ms("2026-11-23T10:00:00.5Z"), Some(1_795_428_000_500));
-        assert_eq!(parse_time_ms("2026-11-23T12:00:00+02:00"), Some(1_795_428_000_000));
+        assert_eq!(
+            parse_time_ms("2026-11-23T10:00:00Z"),
+            Some(1_795_428_000_000)
+        );
+        assert_eq!(
+            parse_time_ms("2026-11-23T10:00:00.5Z"),
+            Some(1_795_428_000_500)
+        );
+        assert_eq!(
+            parse_time_ms("2026-11-23T12:00:00+02:00"),
+            Some(1_795_428_000_000)
+        );
         assert_eq!(parse_time_ms("yesterday"), None);
         assert_eq!(parse_time_ms("2026-13-01T00:00:00Z"), None);
     }

@@ -7,7 +7,11 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 fn ferry(url: &str, args: &[&str]) -> Output {
-    Command::new(BIN).args(args).env("FERRY_URL", url).output().unwrap()
+    Command::new(BIN)
+        .args(args)
+        .env("FERRY_URL", url)
+        .output()
+        .unwrap()
 }
 
 fn ferry_stdin(url: &str, args: &[&str], input: &str) -> Output {
@@ -19,12 +23,21 @@ fn ferry_stdin(url: &str, args: &[&str], input: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
 fn stdout(o: &Output) -> String {
-    assert!(o.status.success(), "failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8(o.stdout.clone()).unwrap()
 }
 
@@ -32,17 +45,45 @@ fn stdout(o: &Output) -> String {
 fn topics_are_managed_with_tables_and_json() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[]);
-    let out = stdout(&ferry(&s.url, &["topic", "create", "orders", "--partitions", "3", "--retention-ms", "-1"]));
-    assert!(out.contains("Created topic orders with 3 partition(s)."), "{out}");
+    let out = stdout(&ferry(
+        &s.url,
+        &[
+            "topic",
+            "create",
+            "orders",
+            "--partitions",
+            "3",
+            "--retention-ms",
+            "-1",
+        ],
+    ));
+    assert!(
+        out.contains("Created topic orders with 3 partition(s)."),
+        "{out}"
+    );
     let list = stdout(&ferry(&s.url, &["topic", "list"]));
     assert!(list.lines().next().unwrap().starts_with("TOPIC"), "{list}");
-    assert!(list.contains("orders") && list.contains("forever"), "{list}");
-    let json: Value = serde_json::from_str(&stdout(&ferry(&s.url, &["topic", "describe", "orders", "--json"]))).unwrap();
+    assert!(
+        list.contains("orders") && list.contains("forever"),
+        "{list}"
+    );
+    let json: Value = serde_json::from_str(&stdout(&ferry(
+        &s.url,
+        &["topic", "describe", "orders", "--json"],
+    )))
+    .unwrap();
     assert_eq!(json["partitions"], 3);
-    let grown: Value = serde_json::from_str(&stdout(&ferry(&s.url, &["topic", "update", "orders", "-p", "4", "--json"]))).unwrap();
+    let grown: Value = serde_json::from_str(&stdout(&ferry(
+        &s.url,
+        &["topic", "update", "orders", "-p", "4", "--json"],
+    )))
+    .unwrap();
     assert_eq!(grown["partitions"], 4);
     let described = stdout(&ferry(&s.url, &["topic", "describe", "orders"]));
-    assert!(described.contains("PARTITION") && described.lines().count() >= 8, "{described}");
+    assert!(
+        described.contains("PARTITION") && described.lines().count() >= 8,
+        "{described}"
+    );
     let dup = ferry(&s.url, &["topic", "create", "orders"]);
     assert_eq!(dup.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
@@ -55,10 +96,28 @@ fn lines_from_stdin_are_produced_and_consumed_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[]);
     stdout(&ferry(&s.url, &["topic", "create", "t"]));
-    let input: String = (0..1200).map(|i| format!("user{}:line {i}\n", i % 7)).collect();
-    let out = stdout(&ferry_stdin(&s.url, &["produce", "t", "--key-separator", ":"], &input));
+    let input: String = (0..1200)
+        .map(|i| format!("user{}:line {i}\n", i % 7))
+        .collect();
+    let out = stdout(&ferry_stdin(
+        &s.url,
+        &["produce", "t", "--key-separator", ":"],
+        &input,
+    ));
     assert!(out.contains("Produced 1200 records"), "{out}");
-    let out = stdout(&ferry(&s.url, &["produce", "t", "--value", "{\"n\": 1}", "--format", "json", "-H", "trace=abc"]));
+    let out = stdout(&ferry(
+        &s.url,
+        &[
+            "produce",
+            "t",
+            "--value",
+            "{\"n\": 1}",
+            "--format",
+            "json",
+            "-H",
+            "trace=abc",
+        ],
+    ));
     assert!(out.contains("at offset 1200"), "{out}");
     let lines: Vec<Value> = stdout(&ferry(&s.url, &["consume", "t", "--json"]))
         .lines()
@@ -71,11 +130,17 @@ fn lines_from_stdin_are_produced_and_consumed_in_order() {
     assert_eq!(lines[1200]["headers"]["trace"], "abc");
     let human = stdout(&ferry(&s.url, &["consume", "t", "--from", "1199"]));
     assert_eq!(human.lines().count(), 2);
-    assert!(human.lines().next().unwrap().contains("line 1199"), "{human}");
+    assert!(
+        human.lines().next().unwrap().contains("line 1199"),
+        "{human}"
+    );
     let limited = stdout(&ferry(&s.url, &["consume", "t", "-n", "3"]));
     assert_eq!(limited.lines().count(), 3);
     // From a time after every record: nothing.
-    let later = stdout(&ferry(&s.url, &["consume", "t", "--from", "2100-01-01T00:00:00Z"]));
+    let later = stdout(&ferry(
+        &s.url,
+        &["consume", "t", "--from", "2100-01-01T00:00:00Z"],
+    ));
     assert!(later.is_empty(), "{later}");
     let bad = ferry(&s.url, &["consume", "t", "--from", "yesterday"]);
     assert_eq!(bad.status.code(), Some(1));
@@ -94,8 +159,14 @@ fn consume_follow_prints_records_as_they_arrive() {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
-    stdout(&ferry(&s.url, &["produce", "live", "--value", "first", "-k", "a"]));
-    stdout(&ferry(&s.url, &["produce", "live", "--value", "second", "-k", "b"]));
+    stdout(&ferry(
+        &s.url,
+        &["produce", "live", "--value", "first", "-k", "a"],
+    ));
+    stdout(&ferry(
+        &s.url,
+        &["produce", "live", "--value", "second", "-k", "b"],
+    ));
     let out = follower.wait_with_output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("first") && text.contains("second"), "{text}");
@@ -106,14 +177,21 @@ fn an_unreachable_server_is_reported_with_exit_code_3() {
     let out = ferry("http://127.0.0.1:9", &["topic", "list"]);
     assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("could not reach Ferry") && err.contains("FERRY_URL"), "{err}");
+    assert!(
+        err.contains("could not reach Ferry") && err.contains("FERRY_URL"),
+        "{err}"
+    );
 }
 
 #[test]
 fn settings_come_from_defaults_then_file_then_environment_then_flags() {
     let dir = tempfile::tempdir().unwrap();
     let toml = dir.path().join("ferry.toml");
-    std::fs::write(&toml, "default_partitions = 2\nretention_ms = 1000\ndurability = \"interval\"\n").unwrap();
+    std::fs::write(
+        &toml,
+        "default_partitions = 2\nretention_ms = 1000\ndurability = \"interval\"\n",
+    )
+    .unwrap();
     let data = dir.path().join("data");
     // File: partitions 2. Environment overrides retention; the flag overrides durability.
     struct KillOnDrop(std::process::Child);
@@ -124,7 +202,18 @@ fn settings_come_from_defaults_then_file_then_environment_then_flags() {
         }
     }
     let mut child = Command::new(BIN)
-        .args(["serve", "--http-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0", "--log-format", "json", "--durability", "never", "--config"])
+        .args([
+            "serve",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--kafka-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--durability",
+            "never",
+            "--config",
+        ])
         .arg(&toml)
         .arg("--data-dir")
         .arg(&data)
@@ -138,16 +227,36 @@ fn settings_come_from_defaults_then_file_then_environment_then_flags() {
     let child = KillOnDrop(child);
     let addr = std::io::BufRead::lines(std::io::BufReader::new(stderr))
         .map_while(Result::ok)
-        .find_map(|l| serde_json::from_str::<Value>(&l).ok().filter(|v| v["fields"]["message"] == "Ferry is ready."))
+        .find_map(|l| {
+            serde_json::from_str::<Value>(&l)
+                .ok()
+                .filter(|v| v["fields"]["message"] == "Ferry is ready.")
+        })
         .map(|v| v["fields"]["http_addr"].as_str().unwrap().to_string())
         .expect("ready");
     let url = format!("http://{addr}");
-    let t: Value = serde_json::from_str(&stdout(&ferry(&url, &["topic", "create", "x", "--json"]))).unwrap();
+    let t: Value =
+        serde_json::from_str(&stdout(&ferry(&url, &["topic", "create", "x", "--json"]))).unwrap();
     drop(child);
-    assert_eq!((t["partitions"].as_u64(), t["retention_ms"].as_i64(), t["durability"].as_str()), (Some(2), Some(5000), Some("never")));
+    assert_eq!(
+        (
+            t["partitions"].as_u64(),
+            t["retention_ms"].as_i64(),
+            t["durability"].as_str()
+        ),
+        (Some(2), Some(5000), Some("never"))
+    );
     // An unknown key in the file is refused with a message naming it.
     std::fs::write(&toml, "partitons = 2\n").unwrap();
-    let out = Command::new(BIN).args(["serve", "--config"]).arg(&toml).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&toml)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `partitons`"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown field `partitons`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -24,10 +24,20 @@ struct Ack {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_records_survive_kill_9_exactly_once_and_in_order() {
-    let cycles: usize = std::env::var("FERRY_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let cycles: usize = std::env::var("FERRY_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
     // Every restart is checked by default; the soak checks every Nth and the last.
-    let verify_every: usize = std::env::var("FERRY_CRASH_VERIFY_EVERY").ok().and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
-    let seed: u64 = std::env::var("FERRY_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(rand::random);
+    let verify_every: usize = std::env::var("FERRY_CRASH_VERIFY_EVERY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let seed: u64 = std::env::var("FERRY_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(rand::random);
     println!("crash test: {cycles} cycles, seed {seed} (replay with FERRY_CRASH_SEED={seed})");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
@@ -38,7 +48,11 @@ async fn acknowledged_records_survive_kill_9_exactly_once_and_in_order() {
     for cycle in 0..cycles {
         let server = Server::start(dir.path(), &[]);
         if cycle == 0 {
-            create_topic(&server.url, json!({"name": "crash", "partitions": PARTITIONS, "segment_bytes": 65536})).await;
+            create_topic(
+                &server.url,
+                json!({"name": "crash", "partitions": PARTITIONS, "segment_bytes": 65536}),
+            )
+            .await;
         }
         if cycle % verify_every == 0 {
             let snapshot = acked.lock().unwrap().clone();
@@ -53,16 +67,35 @@ async fn acknowledged_records_survive_kill_9_exactly_once_and_in_order() {
                 let client = http();
                 let mut seq = 0usize;
                 loop {
-                    let ids: Vec<String> = (0..batch).map(|i| format!("c{cycle}-p{p}-s{}", seq + i)).collect();
-                    let records: Vec<_> = ids.iter().map(|id| json!({"key": format!("producer-{p}"), "value": id})).collect();
+                    let ids: Vec<String> = (0..batch)
+                        .map(|i| format!("c{cycle}-p{p}-s{}", seq + i))
+                        .collect();
+                    let records: Vec<_> = ids
+                        .iter()
+                        .map(|id| json!({"key": format!("producer-{p}"), "value": id}))
+                        .collect();
                     seq += batch;
-                    let resp = client.post(format!("{url}/v1/topics/crash/records")).json(&json!({"records": records})).send().await;
+                    let resp = client
+                        .post(format!("{url}/v1/topics/crash/records"))
+                        .json(&json!({"records": records}))
+                        .send()
+                        .await;
                     let Ok(resp) = resp else { return seq };
-                    let Ok(body) = resp.json::<serde_json::Value>().await else { return seq };
-                    let Some(offsets) = body["offsets"].as_array() else { return seq };
+                    let Ok(body) = resp.json::<serde_json::Value>().await else {
+                        return seq;
+                    };
+                    let Some(offsets) = body["offsets"].as_array() else {
+                        return seq;
+                    };
                     let mut a = acked.lock().unwrap();
                     for (id, o) in ids.iter().zip(offsets) {
-                        a.insert(id.clone(), Ack { partition: o["partition"].as_u64().unwrap() as u32, offset: o["offset"].as_u64().unwrap() });
+                        a.insert(
+                            id.clone(),
+                            Ack {
+                                partition: o["partition"].as_u64().unwrap() as u32,
+                                offset: o["offset"].as_u64().unwrap(),
+                            },
+                        );
                     }
                 }
             }));
@@ -91,10 +124,19 @@ async fn verify(url: &str, acked: &HashMap<String, Ack>) {
         let mut expected_offset = 0;
         for r in read_all(url, "crash", p, 0).await {
             let offset = r["offset"].as_u64().unwrap();
-            assert_eq!(offset, expected_offset, "offsets are dense in partition {p}");
+            assert_eq!(
+                offset, expected_offset,
+                "offsets are dense in partition {p}"
+            );
             expected_offset += 1;
-            let id = r["value"].as_str().unwrap_or_else(|| panic!("a record is intact: {r}")).to_string();
-            assert!(seen.insert(id.clone(), (p, offset)).is_none(), "{id} appears once");
+            let id = r["value"]
+                .as_str()
+                .unwrap_or_else(|| panic!("a record is intact: {r}"))
+                .to_string();
+            assert!(
+                seen.insert(id.clone(), (p, offset)).is_none(),
+                "{id} appears once"
+            );
             // Within one producer and cycle, sequence numbers only grow.
             let (stream, seq) = id.rsplit_once("-s").unwrap();
             let (cycle_p, seq): (String, usize) = (stream.to_string(), seq.parse().unwrap());
@@ -106,8 +148,16 @@ async fn verify(url: &str, acked: &HashMap<String, Ack>) {
         }
     }
     let missing: HashSet<_> = acked.keys().filter(|id| !seen.contains_key(*id)).collect();
-    assert!(missing.is_empty(), "acknowledged records lost: {:?}", missing.iter().take(5).collect::<Vec<_>>());
+    assert!(
+        missing.is_empty(),
+        "acknowledged records lost: {:?}",
+        missing.iter().take(5).collect::<Vec<_>>()
+    );
     for (id, ack) in acked {
-        assert_eq!(seen[id], (ack.partition, ack.offset), "{id} is where its acknowledgement said");
+        assert_eq!(
+            seen[id],
+            (ack.partition, ack.offset),
+            "{id} is where its acknowledgement said"
+        );
     }
 }

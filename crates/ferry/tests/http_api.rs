@@ -10,25 +10,56 @@ async fn a_topic_is_created_listed_described_grown_and_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[]);
     let url = &s.url;
-    let t = create_topic(url, json!({"name": "orders", "partitions": 2, "retention_ms": -1})).await;
+    let t = create_topic(
+        url,
+        json!({"name": "orders", "partitions": 2, "retention_ms": -1}),
+    )
+    .await;
     assert_eq!(t["partitions"], 2);
     assert_eq!(t["retention_ms"], -1);
     assert_eq!(t["durability"], "always");
     let (status, list) = call(http().get(format!("{url}/v1/topics"))).await;
     assert_eq!(status, 200);
     assert_eq!(list["topics"][0]["name"], "orders");
-    let (status, again) = call(http().post(format!("{url}/v1/topics")).json(&json!({"name": "orders"}))).await;
-    assert_eq!((status, again["type"].as_str()), (409, Some("urn:ferry:problem:topic-exists")));
-    let (status, grown) = call(http().patch(format!("{url}/v1/topics/orders")).json(&json!({"partitions": 5}))).await;
-    assert_eq!((status, grown["partition_stats"].as_array().unwrap().len()), (200, 5));
-    let (status, shrink) = call(http().patch(format!("{url}/v1/topics/orders")).json(&json!({"partitions": 1}))).await;
-    assert_eq!((status, shrink["type"].as_str()), (400, Some("urn:ferry:problem:invalid-config")));
+    let (status, again) = call(
+        http()
+            .post(format!("{url}/v1/topics"))
+            .json(&json!({"name": "orders"})),
+    )
+    .await;
+    assert_eq!(
+        (status, again["type"].as_str()),
+        (409, Some("urn:ferry:problem:topic-exists"))
+    );
+    let (status, grown) = call(
+        http()
+            .patch(format!("{url}/v1/topics/orders"))
+            .json(&json!({"partitions": 5})),
+    )
+    .await;
+    assert_eq!(
+        (status, grown["partition_stats"].as_array().unwrap().len()),
+        (200, 5)
+    );
+    let (status, shrink) = call(
+        http()
+            .patch(format!("{url}/v1/topics/orders"))
+            .json(&json!({"partitions": 1})),
+    )
+    .await;
+    assert_eq!(
+        (status, shrink["type"].as_str()),
+        (400, Some("urn:ferry:problem:invalid-config"))
+    );
     let (status, _) = produce(url, "orders", json!([{"value": 1, "partition": 4}])).await;
     assert_eq!(status, 200);
     let (status, _) = call(http().delete(format!("{url}/v1/topics/orders"))).await;
     assert_eq!(status, 204);
     let (status, gone) = call(http().get(format!("{url}/v1/topics/orders"))).await;
-    assert_eq!((status, gone["type"].as_str()), (404, Some("urn:ferry:problem:topic-not-found")));
+    assert_eq!(
+        (status, gone["type"].as_str()),
+        (404, Some("urn:ferry:problem:topic-not-found"))
+    );
     // A topic made again under the same name starts empty.
     create_topic(url, json!({"name": "orders"})).await;
     assert!(read_all(url, "orders", 0, 0).await.is_empty());
@@ -48,7 +79,12 @@ async fn records_read_back_as_written_json_bytes_keys_and_headers() {
     ]);
     let (status, v) = produce(url, "t", records).await;
     assert_eq!(status, 200, "{v}");
-    let offsets: Vec<u64> = v["offsets"].as_array().unwrap().iter().map(|o| o["offset"].as_u64().unwrap()).collect();
+    let offsets: Vec<u64> = v["offsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["offset"].as_u64().unwrap())
+        .collect();
     assert_eq!(offsets, vec![0, 1, 2, 3]);
     let got = read_all(url, "t", 0, 0).await;
     assert_eq!(got[0]["key"], "k1");
@@ -61,7 +97,10 @@ async fn records_read_back_as_written_json_bytes_keys_and_headers() {
     assert_eq!(got[2]["headers"], json!({"h": ["1", "2"]}));
     assert_eq!(got[3]["value"], json!(null));
     // Reading from the middle starts at that offset.
-    let (_, v) = call(http().get(format!("{url}/v1/topics/t/partitions/0/records?offset=2&max_records=1"))).await;
+    let (_, v) = call(http().get(format!(
+        "{url}/v1/topics/t/partitions/0/records?offset=2&max_records=1"
+    )))
+    .await;
     assert_eq!(v["records"].as_array().unwrap().len(), 1);
     assert_eq!(v["records"][0]["offset"], 2);
     assert_eq!(v["next_offset"], 3);
@@ -75,11 +114,29 @@ async fn keyed_records_land_where_kafka_clients_would_put_them() {
     // murmur2("21") = -973932308 in Kafka's test vectors; (h & 0x7fffffff) % 3 = 0.
     // murmur2("foobar") = -790332482; (h & 0x7fffffff) % 3 = 1.
     let (_, v) = produce(&s.url, "k", json!([{"key": "21", "value": 1}, {"key": "foobar", "value": 2}, {"key": "21", "value": 3}])).await;
-    let parts: Vec<u64> = v["offsets"].as_array().unwrap().iter().map(|o| o["partition"].as_u64().unwrap()).collect();
-    assert_eq!(parts, vec![(1173551340 % 3), (1357151166 % 3), (1173551340 % 3)]);
+    let parts: Vec<u64> = v["offsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["partition"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        parts,
+        vec![(1173551340 % 3), (1357151166 % 3), (1173551340 % 3)]
+    );
     // Records without a key spread over every partition.
-    let (_, v) = produce(&s.url, "k", json!([{"value": 1}, {"value": 2}, {"value": 3}])).await;
-    let mut spread: Vec<u64> = v["offsets"].as_array().unwrap().iter().map(|o| o["partition"].as_u64().unwrap()).collect();
+    let (_, v) = produce(
+        &s.url,
+        "k",
+        json!([{"value": 1}, {"value": 2}, {"value": 3}]),
+    )
+    .await;
+    let mut spread: Vec<u64> = v["offsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["partition"].as_u64().unwrap())
+        .collect();
     spread.sort();
     assert_eq!(spread, vec![0, 1, 2]);
 }
@@ -89,43 +146,144 @@ async fn bad_requests_get_problems_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &["--max-request-bytes", "65536"]);
     let url = &s.url;
-    create_topic(url, json!({"name": "t", "partitions": 2, "max_record_bytes": 1024})).await;
-    let post = |body: &'static str| http().post(format!("{url}/v1/topics/t/records")).header("content-type", "application/json").body(body);
+    create_topic(
+        url,
+        json!({"name": "t", "partitions": 2, "max_record_bytes": 1024}),
+    )
+    .await;
+    let post = |body: &'static str| {
+        http()
+            .post(format!("{url}/v1/topics/t/records"))
+            .header("content-type", "application/json")
+            .body(body)
+    };
     let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
         (post("{\"records\": [{\"value\": 1}"), 400, "invalid-json"),
         (post("{\"records\": [{\"valu\": 1}]}"), 400, "invalid-json"),
         (post("{\"records\": []}"), 400, "invalid-record"),
-        (post("{\"records\": [{\"value\": {\"base64\": \"!!\"}}]}"), 400, "invalid-record"),
-        (post("{\"records\": [{\"value\": 1, \"partition\": 9}]}"), 404, "partition-not-found"),
-        (http().post(format!("{url}/v1/topics/nope/records")).json(&json!({"records": [{"value": 1}]})), 404, "topic-not-found"),
-        (http().post(format!("{url}/v1/topics/t/records")).json(&json!({"records": [{"value": "x".repeat(2000)}]})), 413, "record-too-large"),
-        (http().post(format!("{url}/v1/topics/t/records")).body(vec![b' '; 100_000]), 413, "request-too-large"),
-        (http().get(format!("{url}/v1/topics/t/partitions/0/records?offset=5")), 416, "offset-out-of-range"),
-        (http().get(format!("{url}/v1/topics/t/partitions/7/records")), 404, "partition-not-found"),
-        (http().get(format!("{url}/v1/topics/t/partitions/0/records?max_records=0")), 400, "invalid-parameter"),
-        (http().get(format!("{url}/v1/topics/t/partitions/0/records?offset=-1")), 400, "invalid-parameter"),
-        (http().get(format!("{url}/v1/topics/t/partitions/x/records")), 400, "invalid-parameter"),
-        (http().get(format!("{url}/v1/topics/t/partitions/0/records?ofset=1")), 400, "invalid-parameter"),
-        (http().post(format!("{url}/v1/topics")).json(&json!({"name": "bad name"})), 400, "invalid-topic-name"),
-        (http().post(format!("{url}/v1/topics")).json(&json!({"name": "x", "partitions": 0})), 400, "invalid-config"),
-        (http().post(format!("{url}/v1/topics")).json(&json!({"name": "x", "retention_ms": -5})), 400, "invalid-config"),
-        (http().post(format!("{url}/v1/topics")).json(&json!({"name": "x", "durability": "sometimes"})), 400, "invalid-json"),
-        (http().put(format!("{url}/v1/topics/t")), 405, "method-not-allowed"),
+        (
+            post("{\"records\": [{\"value\": {\"base64\": \"!!\"}}]}"),
+            400,
+            "invalid-record",
+        ),
+        (
+            post("{\"records\": [{\"value\": 1, \"partition\": 9}]}"),
+            404,
+            "partition-not-found",
+        ),
+        (
+            http()
+                .post(format!("{url}/v1/topics/nope/records"))
+                .json(&json!({"records": [{"value": 1}]})),
+            404,
+            "topic-not-found",
+        ),
+        (
+            http()
+                .post(format!("{url}/v1/topics/t/records"))
+                .json(&json!({"records": [{"value": "x".repeat(2000)}]})),
+            413,
+            "record-too-large",
+        ),
+        (
+            http()
+                .post(format!("{url}/v1/topics/t/records"))
+                .body(vec![b' '; 100_000]),
+            413,
+            "request-too-large",
+        ),
+        (
+            http().get(format!("{url}/v1/topics/t/partitions/0/records?offset=5")),
+            416,
+            "offset-out-of-range",
+        ),
+        (
+            http().get(format!("{url}/v1/topics/t/partitions/7/records")),
+            404,
+            "partition-not-found",
+        ),
+        (
+            http().get(format!(
+                "{url}/v1/topics/t/partitions/0/records?max_records=0"
+            )),
+            400,
+            "invalid-parameter",
+        ),
+        (
+            http().get(format!("{url}/v1/topics/t/partitions/0/records?offset=-1")),
+            400,
+            "invalid-parameter",
+        ),
+        (
+            http().get(format!("{url}/v1/topics/t/partitions/x/records")),
+            400,
+            "invalid-parameter",
+        ),
+        (
+            http().get(format!("{url}/v1/topics/t/partitions/0/records?ofset=1")),
+            400,
+            "invalid-parameter",
+        ),
+        (
+            http()
+                .post(format!("{url}/v1/topics"))
+                .json(&json!({"name": "bad name"})),
+            400,
+            "invalid-topic-name",
+        ),
+        (
+            http()
+                .post(format!("{url}/v1/topics"))
+                .json(&json!({"name": "x", "partitions": 0})),
+            400,
+            "invalid-config",
+        ),
+        (
+            http()
+                .post(format!("{url}/v1/topics"))
+                .json(&json!({"name": "x", "retention_ms": -5})),
+            400,
+            "invalid-config",
+        ),
+        (
+            http()
+                .post(format!("{url}/v1/topics"))
+                .json(&json!({"name": "x", "durability": "sometimes"})),
+            400,
+            "invalid-json",
+        ),
+        (
+            http().put(format!("{url}/v1/topics/t")),
+            405,
+            "method-not-allowed",
+        ),
         (http().get(format!("{url}/v2/nothing")), 404, "not-found"),
     ];
     for (i, (req, status, slug)) in cases.into_iter().enumerate() {
         let (got, body) = call(req).await;
         assert_eq!(got, status, "case {i}: {body}");
-        assert_eq!(body["type"], format!("urn:ferry:problem:{slug}"), "case {i}: {body}");
+        assert_eq!(
+            body["type"],
+            format!("urn:ferry:problem:{slug}"),
+            "case {i}: {body}"
+        );
         assert_eq!(body["status"], status);
         assert!(!body["detail"].as_str().unwrap().is_empty());
     }
     // The out-of-range answer says where the partition's offsets are.
-    let (_, body) = call(http().get(format!("{url}/v1/topics/t/partitions/0/records?offset=5"))).await;
-    assert_eq!((body["earliest"].as_u64(), body["latest"].as_u64()), (Some(0), Some(0)));
+    let (_, body) =
+        call(http().get(format!("{url}/v1/topics/t/partitions/0/records?offset=5"))).await;
+    assert_eq!(
+        (body["earliest"].as_u64(), body["latest"].as_u64()),
+        (Some(0), Some(0))
+    );
     // Nothing above wrote anything, and the topic that failed to be made does not exist.
     let (_, t) = call(http().get(format!("{url}/v1/topics/t"))).await;
-    assert!(t["partition_stats"].as_array().unwrap().iter().all(|p| p["latest"] == 0 && p["size_bytes"] == 0));
+    assert!(t["partition_stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["latest"] == 0 && p["size_bytes"] == 0));
     let (_, list) = call(http().get(format!("{url}/v1/topics"))).await;
     assert_eq!(list["topics"].as_array().unwrap().len(), 1);
 }
@@ -140,7 +298,10 @@ async fn a_long_poll_returns_as_soon_as_a_record_arrives() {
         let url = url.clone();
         async move {
             let started = Instant::now();
-            let (_, v) = call(http().get(format!("{url}/v1/topics/t/partitions/0/records?offset=0&wait_ms=10000"))).await;
+            let (_, v) = call(http().get(format!(
+                "{url}/v1/topics/t/partitions/0/records?offset=0&wait_ms=10000"
+            )))
+            .await;
             (started.elapsed(), v)
         }
     });
@@ -148,10 +309,16 @@ async fn a_long_poll_returns_as_soon_as_a_record_arrives() {
     produce(&url, "t", json!([{"value": "wake"}])).await;
     let (elapsed, v) = reader.await.unwrap();
     assert_eq!(v["records"][0]["value"], "wake");
-    assert!(elapsed < Duration::from_secs(5), "returned after {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "returned after {elapsed:?}"
+    );
     // With nothing to read, the wait ends at wait_ms with no records.
     let started = Instant::now();
-    let (_, v) = call(http().get(format!("{url}/v1/topics/t/partitions/0/records?offset=1&wait_ms=300"))).await;
+    let (_, v) = call(http().get(format!(
+        "{url}/v1/topics/t/partitions/0/records?offset=1&wait_ms=300"
+    )))
+    .await;
     assert!(v["records"].as_array().unwrap().is_empty());
     assert!(started.elapsed() >= Duration::from_millis(250));
 }
@@ -160,8 +327,14 @@ async fn a_long_poll_returns_as_soon_as_a_record_arrives() {
 async fn data_and_topics_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[]);
-    create_topic(&s.url, json!({"name": "keep", "partitions": 2, "retention_bytes": 1000000})).await;
-    let records: Vec<_> = (0..50).map(|i| json!({"key": format!("k{i}"), "value": i})).collect();
+    create_topic(
+        &s.url,
+        json!({"name": "keep", "partitions": 2, "retention_bytes": 1000000}),
+    )
+    .await;
+    let records: Vec<_> = (0..50)
+        .map(|i| json!({"key": format!("k{i}"), "value": i}))
+        .collect();
     produce(&s.url, "keep", json!(records)).await;
     assert!(s.terminate().success());
     let s = Server::start(dir.path(), &[]);
@@ -169,7 +342,12 @@ async fn data_and_topics_survive_a_restart() {
     assert_eq!(t["retention_bytes"], 1000000);
     let mut values: Vec<i64> = Vec::new();
     for p in 0..2 {
-        values.extend(read_all(&s.url, "keep", p, 0).await.iter().map(|r| r["value"].as_i64().unwrap()));
+        values.extend(
+            read_all(&s.url, "keep", p, 0)
+                .await
+                .iter()
+                .map(|r| r["value"].as_i64().unwrap()),
+        );
     }
     values.sort();
     assert_eq!(values, (0..50).collect::<Vec<_>>());
@@ -180,7 +358,14 @@ async fn a_second_server_on_the_same_data_folder_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let _first = Server::start(dir.path(), &[]);
     let out = std::process::Command::new(BIN)
-        .args(["serve", "--http-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--kafka-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();
@@ -193,10 +378,16 @@ async fn a_second_server_on_the_same_data_folder_is_refused() {
 async fn old_segments_are_deleted_by_retention() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &["--retention-check-ms", "100"]);
-    create_topic(&s.url, json!({"name": "r", "segment_bytes": 4096, "retention_ms": 60000})).await;
+    create_topic(
+        &s.url,
+        json!({"name": "r", "segment_bytes": 4096, "retention_ms": 60000}),
+    )
+    .await;
     // Records stamped in 2001 are past a one-minute retention at once.
     for _ in 0..10 {
-        let records: Vec<_> = (0..10).map(|_| json!({"value": "x".repeat(100), "timestamp": 1000000000000i64})).collect();
+        let records: Vec<_> = (0..10)
+            .map(|_| json!({"value": "x".repeat(100), "timestamp": 1000000000000i64}))
+            .collect();
         produce(&s.url, "r", json!(records)).await;
     }
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -239,11 +430,21 @@ async fn a_record_is_found_by_time() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[]);
     create_topic(&s.url, json!({"name": "t"})).await;
-    let records: Vec<_> = (0..20).map(|i| json!({"value": i, "timestamp": 1_000_000 + i * 1000})).collect();
+    let records: Vec<_> = (0..20)
+        .map(|i| json!({"value": i, "timestamp": 1_000_000 + i * 1000}))
+        .collect();
     produce(&s.url, "t", json!(records)).await;
-    let (_, v) = call(http().get(format!("{}/v1/topics/t/partitions/0/offsets?timestamp=1005500", s.url))).await;
+    let (_, v) = call(http().get(format!(
+        "{}/v1/topics/t/partitions/0/offsets?timestamp=1005500",
+        s.url
+    )))
+    .await;
     assert_eq!(v["offset"], 6);
-    let (_, v) = call(http().get(format!("{}/v1/topics/t/partitions/0/offsets?timestamp=9999999999", s.url))).await;
+    let (_, v) = call(http().get(format!(
+        "{}/v1/topics/t/partitions/0/offsets?timestamp=9999999999",
+        s.url
+    )))
+    .await;
     assert_eq!(v["offset"], 20, "past every record: the latest offset");
 }
 
@@ -271,7 +472,10 @@ async fn an_oversized_chunked_body_without_a_length_is_refused_as_too_large() {
     .await
     .unwrap();
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
-    assert!(answer.contains("urn:ferry:problem:request-too-large"), "{answer}");
+    assert!(
+        answer.contains("urn:ferry:problem:request-too-large"),
+        "{answer}"
+    );
     let (_, t) = call(http().get(format!("{}/v1/topics/t", s.url))).await;
     assert_eq!(t["partition_stats"][0]["latest"], 0);
 }
@@ -280,8 +484,18 @@ async fn an_oversized_chunked_body_without_a_length_is_refused_as_too_large() {
 async fn a_method_not_allowed_answer_says_which_are() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[]);
-    let resp = http().put(format!("{}/v1/topics", s.url)).send().await.unwrap();
+    let resp = http()
+        .put(format!("{}/v1/topics", s.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 405);
-    let allow = resp.headers().get("allow").expect("Allow header").to_str().unwrap().to_string();
+    let allow = resp
+        .headers()
+        .get("allow")
+        .expect("Allow header")
+        .to_str()
+        .unwrap()
+        .to_string();
     assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
 }

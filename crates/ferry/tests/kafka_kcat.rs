@@ -26,7 +26,11 @@ fn kcat(broker: &str, args: &[&str], stdin: Option<&str>) -> Output {
 }
 
 fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "kcat failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "kcat failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8(o.stdout.clone()).unwrap()
 }
 
@@ -37,7 +41,12 @@ async fn kcat_lists_topics_and_partitions() {
     create_topic(&s.url, json!({"name": "orders", "partitions": 3})).await;
     let meta: Value = serde_json::from_str(&ok(&kcat(&s.kafka, &["-L", "-J"], None))).unwrap();
     assert_eq!(meta["brokers"][0]["name"], s.kafka.as_str());
-    let topic = meta["topics"].as_array().unwrap().iter().find(|t| t["topic"] == "orders").unwrap();
+    let topic = meta["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["topic"] == "orders")
+        .unwrap();
     assert_eq!(topic["partitions"].as_array().unwrap().len(), 3);
     assert_eq!(topic["partitions"][2]["leader"], 0);
 }
@@ -48,8 +57,27 @@ async fn records_produced_with_every_codec_read_back_over_http_unchanged() {
     let s = Server::start(dir.path(), &[]);
     create_topic(&s.url, json!({"name": "t"})).await;
     for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
-        let input: String = (0..50).map(|i| format!("{codec}-key-{i}:{codec} value {i}\n")).collect();
-        ok(&kcat(&s.kafka, &["-P", "-t", "t", "-p", "0", "-K:", "-z", codec, "-H", "origin=kcat", "-H", &format!("codec={codec}")], Some(&input)));
+        let input: String = (0..50)
+            .map(|i| format!("{codec}-key-{i}:{codec} value {i}\n"))
+            .collect();
+        ok(&kcat(
+            &s.kafka,
+            &[
+                "-P",
+                "-t",
+                "t",
+                "-p",
+                "0",
+                "-K:",
+                "-z",
+                codec,
+                "-H",
+                "origin=kcat",
+                "-H",
+                &format!("codec={codec}"),
+            ],
+            Some(&input),
+        ));
     }
     let got = read_all(&s.url, "t", 0, 0).await;
     assert_eq!(got.len(), 250);
@@ -88,14 +116,34 @@ async fn records_produced_over_http_are_consumed_by_kcat_with_keys_and_headers()
     let records: Vec<_> =
         (0..20).map(|i| json!({"key": format!("k{i}"), "value": {"n": i}, "headers": {"trace": format!("t{i}")}, "partition": i % 2})).collect();
     produce(&s.url, "h", json!(records)).await;
-    let out = ok(&kcat(&s.kafka, &["-C", "-t", "h", "-o", "beginning", "-e", "-q", "-f", "%p|%o|%k|%s|%h\n"], None));
+    let out = ok(&kcat(
+        &s.kafka,
+        &[
+            "-C",
+            "-t",
+            "h",
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+            "-f",
+            "%p|%o|%k|%s|%h\n",
+        ],
+        None,
+    ));
     let mut lines: Vec<&str> = out.lines().collect();
     lines.sort();
     assert_eq!(lines.len(), 20, "{out}");
     assert!(lines.contains(&"0|0|k0|{\"n\":0}|trace=t0"), "{out}");
     assert!(lines.contains(&"1|9|k19|{\"n\":19}|trace=t19"), "{out}");
     // Offsets from the end and by time work too.
-    let tail = ok(&kcat(&s.kafka, &["-C", "-t", "h", "-p", "0", "-o", "-2", "-e", "-q", "-f", "%o\n"], None));
+    let tail = ok(&kcat(
+        &s.kafka,
+        &[
+            "-C", "-t", "h", "-p", "0", "-o", "-2", "-e", "-q", "-f", "%o\n",
+        ],
+        None,
+    ));
     assert_eq!(tail.lines().collect::<Vec<_>>(), vec!["8", "9"]);
 }
 
@@ -103,16 +151,24 @@ async fn records_produced_over_http_are_consumed_by_kcat_with_keys_and_headers()
 async fn producing_to_an_unknown_topic_fails_and_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[]);
-    let out = kcat(&s.kafka, &["-P", "-t", "missing", "-X", "message.timeout.ms=2000"], Some("x\n"));
+    let out = kcat(
+        &s.kafka,
+        &["-P", "-t", "missing", "-X", "message.timeout.ms=2000"],
+        Some("x\n"),
+    );
     let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success() || err.contains("Unknown topic"), "{err}");
+    assert!(
+        !out.status.success() || err.contains("Unknown topic"),
+        "{err}"
+    );
     let (_, list) = call(http().get(format!("{}/v1/topics", s.url))).await;
     assert!(list["topics"].as_array().unwrap().is_empty());
 }
 
 fn raw_exchange(addr: &str, frame: &[u8]) -> Vec<u8> {
     let mut conn = std::net::TcpStream::connect(addr).unwrap();
-    conn.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
     let _ = conn.write_all(frame);
     let mut out = Vec::new();
     let _ = conn.read_to_end(&mut out);
@@ -128,7 +184,9 @@ async fn hostile_frames_close_the_connection_and_the_broker_keeps_serving() {
         // Metadata v0 claiming 2^31-1 topics in a 13-byte frame.
         vec![0, 0, 0, 13, 0, 3, 0, 0, 0, 0, 0, 1, 0, 0, 0x7f, 0xff, 0xff],
         // Produce v9 whose topic array claims about 2 billion entries.
-        vec![0, 0, 0, 16, 0, 0, 0, 9, 0, 0, 0, 2, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f, 0],
+        vec![
+            0, 0, 0, 16, 0, 0, 0, 9, 0, 0, 0, 2, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f, 0,
+        ],
         // A frame larger than the limit, announced and never sent.
         vec![0x10, 0, 0, 0],
         // Negative and tiny lengths.
@@ -141,7 +199,10 @@ async fn hostile_frames_close_the_connection_and_the_broker_keeps_serving() {
     ];
     for f in &frames {
         let answer = raw_exchange(&s.kafka, f);
-        assert!(answer.is_empty(), "no answer to a frame that cannot be answered");
+        assert!(
+            answer.is_empty(),
+            "no answer to a frame that cannot be answered"
+        );
     }
     // An ApiVersions of an unknown version is answered with UNSUPPORTED_VERSION (35).
     let answer = raw_exchange(&s.kafka, &[0, 0, 0, 8, 0, 18, 0, 99, 0, 0, 0, 42]);
@@ -157,8 +218,15 @@ async fn hostile_frames_close_the_connection_and_the_broker_keeps_serving() {
 #[tokio::test]
 async fn with_auto_create_on_producing_to_a_new_topic_creates_it() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), &["--kafka-auto-create-topics", "--default-partitions", "2"]);
-    ok(&kcat(&s.kafka, &["-P", "-t", "fresh", "-p", "1"], Some("hello\n")));
+    let s = Server::start(
+        dir.path(),
+        &["--kafka-auto-create-topics", "--default-partitions", "2"],
+    );
+    ok(&kcat(
+        &s.kafka,
+        &["-P", "-t", "fresh", "-p", "1"],
+        Some("hello\n"),
+    ));
     let (status, t) = call(http().get(format!("{}/v1/topics/fresh", s.url))).await;
     assert_eq!((status, t["partitions"].as_u64()), (200, Some(2)));
     assert_eq!(read_all(&s.url, "fresh", 1, 0).await.len(), 1);
@@ -171,10 +239,17 @@ async fn records_produced_with_acks_0_become_readable() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[]);
     create_topic(&s.url, json!({"name": "fire"})).await;
-    ok(&kcat(&s.kafka, &["-P", "-t", "fire", "-X", "acks=0"], Some("a\nb\nc\n")));
+    ok(&kcat(
+        &s.kafka,
+        &["-P", "-t", "fire", "-X", "acks=0"],
+        Some("a\nb\nc\n"),
+    ));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while read_all(&s.url, "fire", 0, 0).await.len() < 3 {
-        assert!(std::time::Instant::now() < deadline, "acks=0 records never became readable");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "acks=0 records never became readable"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }

@@ -33,11 +33,24 @@ async fn a_truncated_tail_is_cut_with_one_log_line_and_writes_go_on() {
     s.kill9();
     let seg = active_segment(dir.path(), "t", 0);
     let len = std::fs::metadata(&seg).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 5).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
     let s = Server::start(dir.path(), &[]);
-    let cuts: Vec<_> = s.logs().into_iter().filter(|l| l.contains("Cut ")).collect();
+    let cuts: Vec<_> = s
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("Cut "))
+        .collect();
     assert_eq!(cuts.len(), 1, "{cuts:?}");
-    assert!(cuts[0].contains("runs past the end of the file"), "{}", cuts[0]);
+    assert!(
+        cuts[0].contains("runs past the end of the file"),
+        "{}",
+        cuts[0]
+    );
     let got = read_all(&s.url, "t", 0, 0).await;
     assert_eq!(got.len(), 9);
     assert_eq!(got[8]["value"], "record-008");
@@ -57,9 +70,16 @@ async fn a_flipped_byte_in_the_middle_is_cut_and_the_damaged_bytes_are_kept() {
     bytes[4 * batch + batch - 2] ^= 0x01;
     std::fs::write(&seg, &bytes).unwrap();
     let s = Server::start(dir.path(), &[]);
-    let cut = s.logs().into_iter().find(|l| l.contains("Cut ")).expect("a cut is logged");
+    let cut = s
+        .logs()
+        .into_iter()
+        .find(|l| l.contains("Cut "))
+        .expect("a cut is logged");
     assert!(cut.contains("CRC mismatch"), "{cut}");
-    assert!(cut.contains(".log.cut-"), "names where the bytes are kept: {cut}");
+    assert!(
+        cut.contains(".log.cut-"),
+        "names where the bytes are kept: {cut}"
+    );
     let got = read_all(&s.url, "t", 0, 0).await;
     assert_eq!(got.len(), 4, "serves everything before the damage");
     let kept: Vec<_> = std::fs::read_dir(seg.parent().unwrap())
@@ -76,7 +96,12 @@ async fn a_corrupt_batch_in_a_sealed_segment_is_reported_and_earlier_records_sti
     let s = Server::start(dir.path(), &[]);
     create_topic(&s.url, json!({"name": "t", "segment_bytes": 16384})).await;
     for i in 0..200 {
-        produce(&s.url, "t", json!([{"value": format!("record-{i:03}-{}", "x".repeat(40))}])).await;
+        produce(
+            &s.url,
+            "t",
+            json!([{"value": format!("record-{i:03}-{}", "x".repeat(40))}]),
+        )
+        .await;
     }
     assert!(s.terminate().success());
     // Damage a value byte of record 10, deep in the first (sealed) segment: the start-up
@@ -88,13 +113,29 @@ async fn a_corrupt_batch_in_a_sealed_segment_is_reported_and_earlier_records_sti
     std::fs::write(&first, &bytes).unwrap();
     let s = Server::start(dir.path(), &[]);
     // Reading from the start serves what precedes the damage, then stops there.
-    let (status, v) = call(http().get(format!("{}/v1/topics/t/partitions/0/records?offset=0&max_records=1000", s.url))).await;
+    let (status, v) = call(http().get(format!(
+        "{}/v1/topics/t/partitions/0/records?offset=0&max_records=1000",
+        s.url
+    )))
+    .await;
     assert_eq!(status, 200);
-    assert_eq!(v["records"].as_array().unwrap().len(), 10, "records 0-9 precede the damage");
+    assert_eq!(
+        v["records"].as_array().unwrap().len(),
+        10,
+        "records 0-9 precede the damage"
+    );
     // Reading at the damaged record reports it.
     let next = v["next_offset"].as_u64().unwrap();
-    let (status, p) = call(http().get(format!("{}/v1/topics/t/partitions/0/records?offset={next}", s.url))).await;
-    assert_eq!((status, p["type"].as_str()), (500, Some("urn:ferry:problem:corrupt-data")), "{p}");
+    let (status, p) = call(http().get(format!(
+        "{}/v1/topics/t/partitions/0/records?offset={next}",
+        s.url
+    )))
+    .await;
+    assert_eq!(
+        (status, p["type"].as_str()),
+        (500, Some("urn:ferry:problem:corrupt-data")),
+        "{p}"
+    );
 }
 
 /// Mounts a tiny tmpfs; needs root (CI runs as root). Returns None where mounting is
@@ -103,14 +144,21 @@ fn tiny_fs(size: &str) -> Option<(tempfile::TempDir, PathBuf)> {
     let holder = tempfile::tempdir().unwrap();
     let mnt = holder.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let ok = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(&mnt).status().ok()?.success();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .ok()?
+        .success();
     ok.then_some((holder, mnt))
 }
 
 #[tokio::test]
 async fn a_full_disk_fails_writes_clearly_keeps_data_readable_and_recovers() {
     let Some((_holder, mnt)) = tiny_fs("2m") else {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); the full-disk test did not run");
+        eprintln!(
+            "SKIPPED: cannot mount a tmpfs here (needs root); the full-disk test did not run"
+        );
         return;
     };
     struct Unmount(PathBuf);
@@ -137,7 +185,11 @@ async fn a_full_disk_fails_writes_clearly_keeps_data_readable_and_recovers() {
         }
     }
     let (status, v) = problem.expect("the disk filled up");
-    assert_eq!((status, v["type"].as_str()), (507, Some("urn:ferry:problem:disk-full")), "{v}");
+    assert_eq!(
+        (status, v["type"].as_str()),
+        (507, Some("urn:ferry:problem:disk-full")),
+        "{v}"
+    );
     assert!(v["detail"].as_str().unwrap().contains("disk is full"));
     // Stored data stays readable and intact.
     let got = read_all(&s.url, "filler", 0, 0).await;

@@ -169,7 +169,11 @@ impl Group {
     }
 
     fn rebalance_timeout(&self) -> Duration {
-        self.members.values().map(|m| m.rebalance_timeout).max().unwrap_or(Duration::from_secs(30))
+        self.members
+            .values()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or(Duration::from_secs(30))
     }
 
     /// Starts a rebalance: members must join again.
@@ -210,10 +214,16 @@ impl Group {
         if !self.members.contains_key(&self.leader) {
             self.leader = self.members.keys().next().cloned().unwrap_or_default();
         }
-        let leader_protocols: Vec<String> = self.members[&self.leader].protocols.iter().map(|(n, _)| n.clone()).collect();
-        let chosen = leader_protocols
-            .into_iter()
-            .find(|p| self.members.values().all(|m| m.protocols.iter().any(|(n, _)| n == p)));
+        let leader_protocols: Vec<String> = self.members[&self.leader]
+            .protocols
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect();
+        let chosen = leader_protocols.into_iter().find(|p| {
+            self.members
+                .values()
+                .all(|m| m.protocols.iter().any(|(n, _)| n == p))
+        });
         let Some(protocol) = chosen else {
             for m in self.members.values_mut() {
                 if let Some(w) = m.join_waiter.take() {
@@ -232,7 +242,12 @@ impl Group {
             .members
             .iter()
             .map(|(id, m)| {
-                let meta = m.protocols.iter().find(|(n, _)| *n == protocol).map(|(_, b)| b.clone()).unwrap_or_default();
+                let meta = m
+                    .protocols
+                    .iter()
+                    .find(|(n, _)| *n == protocol)
+                    .map(|(_, b)| b.clone())
+                    .unwrap_or_default();
                 (id.clone(), m.group_instance_id.clone(), meta)
             })
             .collect();
@@ -246,7 +261,11 @@ impl Group {
                     protocol_name: protocol.clone(),
                     leader: self.leader.clone(),
                     member_id: id.clone(),
-                    members: if *id == self.leader { roster.clone() } else { Vec::new() },
+                    members: if *id == self.leader {
+                        roster.clone()
+                    } else {
+                        Vec::new()
+                    },
                 }));
             }
         }
@@ -299,8 +318,16 @@ impl Coordinator {
 
     fn new_member_id(&self, client_id: &str) -> String {
         let n = self.next_member.fetch_add(1, Ordering::Relaxed);
-        let prefix: String = client_id.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').take(64).collect();
-        format!("{}-{:x}-{n}", if prefix.is_empty() { "member" } else { &prefix }, crate::now_ms())
+        let prefix: String = client_id
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .take(64)
+            .collect();
+        format!(
+            "{}-{:x}-{n}",
+            if prefix.is_empty() { "member" } else { &prefix },
+            crate::now_ms()
+        )
     }
 
     /// JoinGroup: answers when the rebalance completes.
@@ -314,13 +341,22 @@ impl Coordinator {
         }
         if req.member_id.len() > MEMBER_ID_BYTES_MAX
             || req.client_id.len() > MEMBER_ID_BYTES_MAX
-            || req.protocols.iter().map(|(n, m)| n.len() + m.len()).sum::<usize>() > PROTOCOL_METADATA_BYTES_MAX
+            || req
+                .protocols
+                .iter()
+                .map(|(n, m)| n.len() + m.len())
+                .sum::<usize>()
+                > PROTOCOL_METADATA_BYTES_MAX
         {
             return Err(GroupError::InconsistentProtocol);
         }
         // Keep the metadata, not the whole request frame it points into.
         let mut req = req;
-        req.protocols = req.protocols.into_iter().map(|(n, m)| (n, Bytes::copy_from_slice(&m))).collect();
+        req.protocols = req
+            .protocols
+            .into_iter()
+            .map(|(n, m)| (n, Bytes::copy_from_slice(&m)))
+            .collect();
         let now = Instant::now();
         let rx = {
             let mut groups = self.groups.lock().await;
@@ -333,9 +369,18 @@ impl Coordinator {
             }
             // A newcomer must share a protocol with everyone already in the group; only
             // it is refused, the group carries on.
-            let others: Vec<&Member> = group.members.iter().filter(|(id, _)| **id != req.member_id).map(|(_, m)| m).collect();
+            let others: Vec<&Member> = group
+                .members
+                .iter()
+                .filter(|(id, _)| **id != req.member_id)
+                .map(|(_, m)| m)
+                .collect();
             if !others.is_empty()
-                && !req.protocols.iter().any(|(name, _)| others.iter().all(|m| m.protocols.iter().any(|(n, _)| n == name)))
+                && !req.protocols.iter().any(|(name, _)| {
+                    others
+                        .iter()
+                        .all(|m| m.protocols.iter().any(|(n, _)| n == name))
+                })
             {
                 return Err(GroupError::InconsistentProtocol);
             }
@@ -351,13 +396,17 @@ impl Coordinator {
             } else {
                 return Err(GroupError::UnknownMember);
             };
-            if !group.members.contains_key(&member_id) && group.members.len() >= MEMBERS_PER_GROUP_MAX {
+            if !group.members.contains_key(&member_id)
+                && group.members.len() >= MEMBERS_PER_GROUP_MAX
+            {
                 return Err(GroupError::GroupFull);
             }
             group.protocol_type = req.protocol_type.clone();
             let (tx, rx) = oneshot::channel();
             let known = group.members.contains_key(&member_id);
-            let unchanged = known && group.state == GroupState::Stable && group.members[&member_id].protocols == req.protocols;
+            let unchanged = known
+                && group.state == GroupState::Stable
+                && group.members[&member_id].protocols == req.protocols;
             if unchanged && group.leader != member_id {
                 // A follower rejoining with nothing new: hand back the current generation.
                 let result = JoinResult {
@@ -370,20 +419,24 @@ impl Coordinator {
                 };
                 return Ok(result);
             }
-            let member = group.members.entry(member_id.clone()).or_insert_with(|| Member {
-                group_instance_id: req.group_instance_id.clone(),
-                client_id: req.client_id.clone(),
-                client_host: req.client_host.clone(),
-                session_timeout: Duration::ZERO,
-                rebalance_timeout: Duration::ZERO,
-                protocols: Vec::new(),
-                assignment: Bytes::new(),
-                last_seen: now,
-                join_waiter: None,
-                sync_waiter: None,
-            });
+            let member = group
+                .members
+                .entry(member_id.clone())
+                .or_insert_with(|| Member {
+                    group_instance_id: req.group_instance_id.clone(),
+                    client_id: req.client_id.clone(),
+                    client_host: req.client_host.clone(),
+                    session_timeout: Duration::ZERO,
+                    rebalance_timeout: Duration::ZERO,
+                    protocols: Vec::new(),
+                    assignment: Bytes::new(),
+                    last_seen: now,
+                    join_waiter: None,
+                    sync_waiter: None,
+                });
             member.session_timeout = Duration::from_millis(req.session_timeout_ms as u64);
-            member.rebalance_timeout = Duration::from_millis(req.rebalance_timeout_ms.max(req.session_timeout_ms) as u64);
+            member.rebalance_timeout =
+                Duration::from_millis(req.rebalance_timeout_ms.max(req.session_timeout_ms) as u64);
             member.protocols = req.protocols.clone();
             member.last_seen = now;
             if let Some(old) = member.join_waiter.replace(tx) {
@@ -419,7 +472,9 @@ impl Coordinator {
                 return Err(GroupError::IllegalGeneration);
             }
             match group.state {
-                GroupState::Empty | GroupState::PreparingRebalance => return Err(GroupError::RebalanceInProgress),
+                GroupState::Empty | GroupState::PreparingRebalance => {
+                    return Err(GroupError::RebalanceInProgress)
+                }
                 GroupState::Stable => return Ok(group.members[member_id].assignment.clone()),
                 GroupState::CompletingRebalance => {}
             }
@@ -447,12 +502,20 @@ impl Coordinator {
         }
     }
 
-    pub async fn heartbeat(&self, group_id: &str, member_id: &str, generation: i32) -> std::result::Result<(), GroupError> {
+    pub async fn heartbeat(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        generation: i32,
+    ) -> std::result::Result<(), GroupError> {
         let mut groups = self.groups.lock().await;
         let group = groups.get_mut(group_id).ok_or(GroupError::UnknownMember)?;
         let state = group.state;
         let current = group.generation;
-        let m = group.members.get_mut(member_id).ok_or(GroupError::UnknownMember)?;
+        let m = group
+            .members
+            .get_mut(member_id)
+            .ok_or(GroupError::UnknownMember)?;
         m.last_seen = Instant::now();
         match state {
             GroupState::PreparingRebalance => Err(GroupError::RebalanceInProgress),
@@ -462,10 +525,19 @@ impl Coordinator {
     }
 
     /// LeaveGroup for each member id; the answer per member.
-    pub async fn leave(&self, group_id: &str, members: &[String]) -> Vec<std::result::Result<(), GroupError>> {
+    pub async fn leave(
+        &self,
+        group_id: &str,
+        members: &[String],
+    ) -> Vec<std::result::Result<(), GroupError>> {
         let mut groups = self.groups.lock().await;
         let now = Instant::now();
-        let Some(group) = groups.get_mut(group_id) else { return members.iter().map(|_| Err(GroupError::UnknownMember)).collect() };
+        let Some(group) = groups.get_mut(group_id) else {
+            return members
+                .iter()
+                .map(|_| Err(GroupError::UnknownMember))
+                .collect();
+        };
         members
             .iter()
             .map(|id| {
@@ -487,7 +559,11 @@ impl Coordinator {
             let expired: Vec<String> = group
                 .members
                 .iter()
-                .filter(|(_, m)| m.join_waiter.is_none() && m.sync_waiter.is_none() && now.duration_since(m.last_seen) > m.session_timeout)
+                .filter(|(_, m)| {
+                    m.join_waiter.is_none()
+                        && m.sync_waiter.is_none()
+                        && now.duration_since(m.last_seen) > m.session_timeout
+                })
                 .map(|(id, _)| id.clone())
                 .collect();
             for id in expired {
@@ -509,7 +585,10 @@ impl Coordinator {
     }
 
     fn has_offsets(&self, group: &str) -> bool {
-        self.committed.lock().unwrap_or_else(|p| p.into_inner()).contains_key(group)
+        self.committed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(group)
     }
 
     /// OffsetCommit. `member_id` empty and `generation` -1 is a commit from outside any
@@ -543,7 +622,11 @@ impl Coordinator {
                 _ => {}
             }
         }
-        if offsets.iter().any(|(_, _, c)| c.metadata.as_ref().is_some_and(|m| m.len() > OFFSET_METADATA_BYTES_MAX)) {
+        if offsets.iter().any(|(_, _, c)| {
+            c.metadata
+                .as_ref()
+                .is_some_and(|m| m.len() > OFFSET_METADATA_BYTES_MAX)
+        }) {
             return Err(GroupError::MetadataTooLarge);
         }
         if offsets.is_empty() {
@@ -564,7 +647,11 @@ impl Coordinator {
     }
 
     /// Committed offsets of a group: of the given partitions, or of every one.
-    pub fn fetch_offsets(&self, group_id: &str, wanted: Option<&[(String, Vec<u32>)]>) -> Vec<(String, u32, Option<CommittedOffset>)> {
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+        wanted: Option<&[(String, Vec<u32>)]>,
+    ) -> Vec<(String, u32, Option<CommittedOffset>)> {
         let committed = self.committed.lock().unwrap_or_else(|p| p.into_inner());
         let group = committed.get(group_id);
         match wanted {
@@ -572,7 +659,10 @@ impl Coordinator {
                 .iter()
                 .flat_map(|(topic, parts)| {
                     parts.iter().map(move |p| {
-                        let c = group.and_then(|g| g.get(topic)).and_then(|t| t.get(p)).cloned();
+                        let c = group
+                            .and_then(|g| g.get(topic))
+                            .and_then(|t| t.get(p))
+                            .cloned();
                         (topic.clone(), *p, c)
                     })
                 })
@@ -580,7 +670,11 @@ impl Coordinator {
             None => group
                 .map(|g| {
                     g.iter()
-                        .flat_map(|(t, parts)| parts.iter().map(move |(p, c)| (t.clone(), *p, Some(c.clone()))))
+                        .flat_map(|(t, parts)| {
+                            parts
+                                .iter()
+                                .map(move |(p, c)| (t.clone(), *p, Some(c.clone())))
+                        })
                         .collect()
                 })
                 .unwrap_or_default(),
@@ -589,7 +683,10 @@ impl Coordinator {
 
     pub async fn list(&self) -> Vec<(String, String, GroupState)> {
         let groups = self.groups.lock().await;
-        let mut out: Vec<_> = groups.iter().map(|(n, g)| (n.clone(), g.protocol_type.clone(), g.state)).collect();
+        let mut out: Vec<_> = groups
+            .iter()
+            .map(|(n, g)| (n.clone(), g.protocol_type.clone(), g.state))
+            .collect();
         let committed = self.committed.lock().unwrap_or_else(|p| p.into_inner());
         for name in committed.keys() {
             if !groups.contains_key(name) {
@@ -614,7 +711,9 @@ impl Coordinator {
                 group: group_id.to_string(),
                 state: g.state,
                 protocol_type: g.protocol_type.clone(),
-                protocol_name: if g.state == GroupState::Stable || g.state == GroupState::CompletingRebalance {
+                protocol_name: if g.state == GroupState::Stable
+                    || g.state == GroupState::CompletingRebalance
+                {
                     g.protocol_name.clone()
                 } else {
                     String::new()
@@ -627,7 +726,12 @@ impl Coordinator {
                         group_instance_id: m.group_instance_id.clone(),
                         client_id: m.client_id.clone(),
                         client_host: m.client_host.clone(),
-                        metadata: m.protocols.iter().find(|(n, _)| *n == g.protocol_name).map(|(_, b)| b.clone()).unwrap_or_default(),
+                        metadata: m
+                            .protocols
+                            .iter()
+                            .find(|(n, _)| *n == g.protocol_name)
+                            .map(|(_, b)| b.clone())
+                            .unwrap_or_default(),
                         assignment: m.assignment.clone(),
                     })
                     .collect(),
@@ -651,7 +755,10 @@ impl Coordinator {
             .await
             .map_err(|e| GroupError::Storage(e.to_string()))?
             .map_err(|e| GroupError::Storage(e.to_string()))?;
-        self.committed.lock().unwrap_or_else(|p| p.into_inner()).remove(group_id);
+        self.committed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(group_id);
         groups.remove(group_id);
         Ok(())
     }
@@ -659,7 +766,12 @@ impl Coordinator {
     /// Forgets a deleted topic's committed offsets.
     pub fn forget_topic(&self, topic: &str) -> Result<()> {
         self.offsets.delete_topic(topic)?;
-        for g in self.committed.lock().unwrap_or_else(|p| p.into_inner()).values_mut() {
+        for g in self
+            .committed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values_mut()
+        {
             g.remove(topic);
         }
         Ok(())

@@ -9,5 +9,8 @@
 pub mod coordinator;
 pub mod store;
 
-pub use coordinator::{Coordinator, GroupDescription, GroupError, GroupState, JoinRequest, JoinResult, MemberDescription};
+pub use coordinator::{
+    Coordinator, GroupDescription, GroupError, GroupState, JoinRequest, JoinResult,
+    MemberDescription,
+};
 pub use store::{CommittedOffset, FileOffsetStore, OffsetStore};

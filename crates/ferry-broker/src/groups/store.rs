@@ -52,8 +52,9 @@ impl FileOffsetStore {
         let path = dir.join("groups.json");
         let groups = match std::fs::read(&path) {
             Ok(bytes) => {
-                let f: GroupsFile = serde_json::from_slice(&bytes)
-                    .map_err(|e| BrokerError::Meta(format!("{} is not valid: {e}", path.display())))?;
+                let f: GroupsFile = serde_json::from_slice(&bytes).map_err(|e| {
+                    BrokerError::Meta(format!("{} is not valid: {e}", path.display()))
+                })?;
                 if f.version != GROUPS_FILE_VERSION {
                     return Err(BrokerError::Meta(format!(
                         "{} has version {}, this Ferry reads version {GROUPS_FILE_VERSION}",
@@ -64,22 +65,37 @@ impl FileOffsetStore {
                 f.groups
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(BrokerError::Meta(format!("reading {}: {e}", path.display()))),
+            Err(e) => {
+                return Err(BrokerError::Meta(format!(
+                    "reading {}: {e}",
+                    path.display()
+                )))
+            }
         };
-        Ok(FileOffsetStore { path, groups: Mutex::new(groups) })
+        Ok(FileOffsetStore {
+            path,
+            groups: Mutex::new(groups),
+        })
     }
 
     fn write(&self, groups: &BTreeMap<String, GroupOffsets>) -> Result<()> {
-        let bytes = serde_json::to_vec(&GroupsFile { version: GROUPS_FILE_VERSION, groups: groups.clone() })
-            .map_err(|e| BrokerError::Meta(e.to_string()))?;
-        let err = |what: &str, e: std::io::Error| BrokerError::Meta(format!("{what} {}: {e}", self.path.display()));
+        let bytes = serde_json::to_vec(&GroupsFile {
+            version: GROUPS_FILE_VERSION,
+            groups: groups.clone(),
+        })
+        .map_err(|e| BrokerError::Meta(e.to_string()))?;
+        let err = |what: &str, e: std::io::Error| {
+            BrokerError::Meta(format!("{what} {}: {e}", self.path.display()))
+        };
         let tmp = self.path.with_extension("json.tmp");
         let mut f = File::create(&tmp).map_err(|e| err("creating temporary file for", e))?;
         f.write_all(&bytes).map_err(|e| err("writing", e))?;
         f.sync_all().map_err(|e| err("syncing", e))?;
         std::fs::rename(&tmp, &self.path).map_err(|e| err("replacing", e))?;
         if let Some(dir) = self.path.parent() {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(|e| err("syncing folder of", e))?;
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| err("syncing folder of", e))?;
         }
         Ok(())
     }
@@ -96,14 +112,20 @@ impl FileOffsetStore {
 
 impl OffsetStore for FileOffsetStore {
     fn load(&self) -> Result<BTreeMap<String, GroupOffsets>> {
-        Ok(self.groups.lock().unwrap_or_else(|p| p.into_inner()).clone())
+        Ok(self
+            .groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone())
     }
 
     fn commit(&self, group: &str, offsets: &[(String, u32, CommittedOffset)]) -> Result<()> {
         self.update(|groups| {
             let g = groups.entry(group.to_string()).or_default();
             for (topic, partition, committed) in offsets {
-                g.entry(topic.clone()).or_default().insert(*partition, committed.clone());
+                g.entry(topic.clone())
+                    .or_default()
+                    .insert(*partition, committed.clone());
             }
         })
     }

@@ -7,23 +7,36 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
-    DeleteTopicsResponse, InitProducerIdRequest, InitProducerIdResponse, ProducerId,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, InitProducerIdRequest, InitProducerIdResponse,
+    ProducerId,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use std::sync::atomic::Ordering;
 
 /// Kafka topic configs that a single node has no use for; accepted and ignored.
-const IGNORED_CONFIGS: &[&str] = &["min.insync.replicas", "unclean.leader.election.enable", "message.timestamp.type"];
+const IGNORED_CONFIGS: &[&str] = &[
+    "min.insync.replicas",
+    "unclean.leader.election.enable",
+    "message.timestamp.type",
+];
 
 /// Maps Kafka topic configs onto Ferry's settings.
-fn settings_from_configs<'a>(configs: impl Iterator<Item = (&'a str, Option<&'a str>)>) -> Result<TopicSettings, String> {
+fn settings_from_configs<'a>(
+    configs: impl Iterator<Item = (&'a str, Option<&'a str>)>,
+) -> Result<TopicSettings, String> {
     let mut s = TopicSettings::default();
     for (name, value) in configs {
         let value = value.unwrap_or_default();
-        let int = |v: &str| v.parse::<i64>().map_err(|_| format!("{name}={v:?} is not a number"));
-        let uint = |v: &str| v.parse::<u64>().map_err(|_| format!("{name}={v:?} is not a positive number"));
+        let int = |v: &str| {
+            v.parse::<i64>()
+                .map_err(|_| format!("{name}={v:?} is not a number"))
+        };
+        let uint = |v: &str| {
+            v.parse::<u64>()
+                .map_err(|_| format!("{name}={v:?} is not a positive number"))
+        };
         match name {
             "retention.ms" => s.retention_ms = Some(int(value)?),
             "retention.bytes" => s.retention_bytes = Some(int(value)?),
@@ -47,38 +60,66 @@ pub async fn create_topics(ctx: &Ctx, req: CreateTopicsRequest) -> CreateTopicsR
     let mut topics = Vec::new();
     for t in req.topics {
         let name = t.name.0.to_string();
-        let result = CreatableTopicResult::default().with_name(t.name.clone()).with_replication_factor(1);
+        let result = CreatableTopicResult::default()
+            .with_name(t.name.clone())
+            .with_replication_factor(1);
         let outcome: Result<i32, (i16, String)> = async {
             if t.replication_factor > 1 {
                 return Err((
                     ResponseError::InvalidReplicationFactor.code(),
-                    format!("replication factor {} asked, but Ferry runs as one node: use 1 or -1", t.replication_factor),
+                    format!(
+                        "replication factor {} asked, but Ferry runs as one node: use 1 or -1",
+                        t.replication_factor
+                    ),
                 ));
             }
             if !t.assignments.is_empty() {
-                return Err((ResponseError::InvalidRequest.code(), "manual replica assignments are not supported".into()));
+                return Err((
+                    ResponseError::InvalidRequest.code(),
+                    "manual replica assignments are not supported".into(),
+                ));
             }
-            let mut settings = settings_from_configs(t.configs.iter().map(|c| (c.name.as_str(), c.value.as_deref())))
-                .map_err(|m| (ResponseError::InvalidConfig.code(), m))?;
+            let mut settings = settings_from_configs(
+                t.configs
+                    .iter()
+                    .map(|c| (c.name.as_str(), c.value.as_deref())),
+            )
+            .map_err(|m| (ResponseError::InvalidConfig.code(), m))?;
             if t.num_partitions > 0 {
                 settings.partitions = Some(t.num_partitions as u32);
             } else if t.num_partitions == 0 || t.num_partitions < -1 {
-                return Err((ResponseError::InvalidPartitions.code(), format!("{} partitions asked", t.num_partitions)));
+                return Err((
+                    ResponseError::InvalidPartitions.code(),
+                    format!("{} partitions asked", t.num_partitions),
+                ));
             }
             if req.validate_only {
-                ferry_broker::config::validate_topic_name(&name).map_err(|e| (errors::code(&e), e.to_string()))?;
+                ferry_broker::config::validate_topic_name(&name)
+                    .map_err(|e| (errors::code(&e), e.to_string()))?;
                 if ctx.broker.topic(&name).is_ok() {
-                    return Err((ResponseError::TopicAlreadyExists.code(), format!("topic '{name}' already exists")));
+                    return Err((
+                        ResponseError::TopicAlreadyExists.code(),
+                        format!("topic '{name}' already exists"),
+                    ));
                 }
-                return Ok(settings.partitions.unwrap_or(ctx.broker.defaults().partitions) as i32);
+                return Ok(settings
+                    .partitions
+                    .unwrap_or(ctx.broker.defaults().partitions) as i32);
             }
-            let info = ctx.broker.create_topic(&name, settings).await.map_err(|e| (errors::code(&e), e.to_string()))?;
+            let info = ctx
+                .broker
+                .create_topic(&name, settings)
+                .await
+                .map_err(|e| (errors::code(&e), e.to_string()))?;
             Ok(info.config.partitions as i32)
         }
         .await;
         topics.push(match outcome {
             Ok(n) => result.with_num_partitions(n),
-            Err((code, message)) => result.with_error_code(code).with_error_message(Some(StrBytes::from_string(message))).with_num_partitions(-1),
+            Err((code, message)) => result
+                .with_error_code(code)
+                .with_error_message(Some(StrBytes::from_string(message)))
+                .with_num_partitions(-1),
         });
     }
     CreateTopicsResponse::default().with_topics(topics)
@@ -91,39 +132,63 @@ pub async fn delete_topics(ctx: &Ctx, req: DeleteTopicsRequest) -> DeleteTopicsR
             Ok(()) => errors::NONE,
             Err(e) => errors::code(&e),
         };
-        responses.push(DeletableTopicResult::default().with_name(Some(name)).with_error_code(code));
+        responses.push(
+            DeletableTopicResult::default()
+                .with_name(Some(name))
+                .with_error_code(code),
+        );
     }
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
-pub async fn create_partitions(ctx: &Ctx, req: CreatePartitionsRequest) -> CreatePartitionsResponse {
+pub async fn create_partitions(
+    ctx: &Ctx,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
     let mut results = Vec::new();
     for t in req.topics {
         let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
         let outcome: Result<(), (i16, String)> = async {
-            let current = ctx.broker.describe_topic(&t.name.0).map_err(|e| (errors::code(&e), e.to_string()))?.config.partitions;
+            let current = ctx
+                .broker
+                .describe_topic(&t.name.0)
+                .map_err(|e| (errors::code(&e), e.to_string()))?
+                .config
+                .partitions;
             if t.count <= current as i32 {
                 return Err((
                     ResponseError::InvalidPartitions.code(),
-                    format!("topic has {current} partitions; the new count must be larger, got {}", t.count),
+                    format!(
+                        "topic has {current} partitions; the new count must be larger, got {}",
+                        t.count
+                    ),
                 ));
             }
             if req.validate_only {
                 return Ok(());
             }
-            let update = TopicSettings { partitions: Some(t.count as u32), ..Default::default() };
-            ctx.broker.update_topic(&t.name.0, update).await.map(|_| ()).map_err(|e: BrokerError| {
-                let code = match e {
-                    BrokerError::InvalidConfig(_) => ResponseError::InvalidPartitions.code(),
-                    ref other => errors::code(other),
-                };
-                (code, e.to_string())
-            })
+            let update = TopicSettings {
+                partitions: Some(t.count as u32),
+                ..Default::default()
+            };
+            ctx.broker
+                .update_topic(&t.name.0, update)
+                .await
+                .map(|_| ())
+                .map_err(|e: BrokerError| {
+                    let code = match e {
+                        BrokerError::InvalidConfig(_) => ResponseError::InvalidPartitions.code(),
+                        ref other => errors::code(other),
+                    };
+                    (code, e.to_string())
+                })
         }
         .await;
         results.push(match outcome {
             Ok(()) => result,
-            Err((code, message)) => result.with_error_code(code).with_error_message(Some(StrBytes::from_string(message))),
+            Err((code, message)) => result
+                .with_error_code(code)
+                .with_error_message(Some(StrBytes::from_string(message))),
         });
     }
     CreatePartitionsResponse::default().with_results(results)
@@ -138,5 +203,7 @@ pub fn init_producer_id(ctx: &Ctx, req: InitProducerIdRequest) -> InitProducerId
             .with_producer_epoch(-1);
     }
     let id = ctx.next_producer_id.fetch_add(1, Ordering::Relaxed);
-    InitProducerIdResponse::default().with_producer_id(ProducerId(id)).with_producer_epoch(0)
+    InitProducerIdResponse::default()
+        .with_producer_id(ProducerId(id))
+        .with_producer_epoch(0)
 }

@@ -3,7 +3,9 @@
 
 use super::Ctx;
 use crate::errors;
-use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -24,7 +26,13 @@ fn limit(v: Option<u64>) -> String {
     v.map_or("-1".into(), |n| n.to_string())
 }
 
-fn entry(name: &str, value: String, source: i8, config_type: i8, version: i16) -> DescribeConfigsResourceResult {
+fn entry(
+    name: &str,
+    value: String,
+    source: i8,
+    config_type: i8,
+    version: i16,
+) -> DescribeConfigsResourceResult {
     let e = DescribeConfigsResourceResult::default()
         .with_name(StrBytes::from_string(name.to_string()))
         .with_value(Some(StrBytes::from_string(value)))
@@ -37,42 +45,142 @@ fn entry(name: &str, value: String, source: i8, config_type: i8, version: i16) -
     }
 }
 
-pub fn describe_configs(ctx: &Ctx, req: DescribeConfigsRequest, version: i16) -> DescribeConfigsResponse {
+pub fn describe_configs(
+    ctx: &Ctx,
+    req: DescribeConfigsRequest,
+    version: i16,
+) -> DescribeConfigsResponse {
     let mut results = Vec::new();
     for r in req.resources {
         let name = r.resource_name.to_string();
-        let result = DescribeConfigsResult::default().with_resource_type(r.resource_type).with_resource_name(r.resource_name.clone());
-        let configs: Result<Vec<DescribeConfigsResourceResult>, (i16, String)> = match r.resource_type {
-            RESOURCE_TOPIC => match ctx.broker.describe_topic(&name) {
-                Ok(t) => {
-                    let c = &t.config;
+        let result = DescribeConfigsResult::default()
+            .with_resource_type(r.resource_type)
+            .with_resource_name(r.resource_name.clone());
+        let configs: Result<Vec<DescribeConfigsResourceResult>, (i16, String)> =
+            match r.resource_type {
+                RESOURCE_TOPIC => match ctx.broker.describe_topic(&name) {
+                    Ok(t) => {
+                        let c = &t.config;
+                        Ok(vec![
+                            entry(
+                                "retention.ms",
+                                limit(c.retention_ms),
+                                SOURCE_TOPIC,
+                                TYPE_LONG,
+                                version,
+                            ),
+                            entry(
+                                "retention.bytes",
+                                limit(c.retention_bytes),
+                                SOURCE_TOPIC,
+                                TYPE_LONG,
+                                version,
+                            ),
+                            entry(
+                                "segment.bytes",
+                                c.segment_bytes.to_string(),
+                                SOURCE_TOPIC,
+                                TYPE_INT,
+                                version,
+                            ),
+                            entry(
+                                "segment.ms",
+                                limit(c.segment_ms),
+                                SOURCE_TOPIC,
+                                TYPE_LONG,
+                                version,
+                            ),
+                            entry(
+                                "max.message.bytes",
+                                c.max_record_bytes.to_string(),
+                                SOURCE_TOPIC,
+                                TYPE_INT,
+                                version,
+                            ),
+                            entry(
+                                "cleanup.policy",
+                                "delete".into(),
+                                SOURCE_DEFAULT,
+                                TYPE_LIST,
+                                version,
+                            ),
+                            entry(
+                                "ferry.durability",
+                                c.durability.as_str().into(),
+                                SOURCE_TOPIC,
+                                TYPE_STRING,
+                                version,
+                            ),
+                            entry(
+                                "ferry.flush.interval.ms",
+                                c.flush_interval_ms.to_string(),
+                                SOURCE_TOPIC,
+                                TYPE_LONG,
+                                version,
+                            ),
+                        ])
+                    }
+                    Err(e) => Err((errors::code(&e), e.to_string())),
+                },
+                RESOURCE_BROKER => {
+                    let d = ctx.broker.defaults();
                     Ok(vec![
-                        entry("retention.ms", limit(c.retention_ms), SOURCE_TOPIC, TYPE_LONG, version),
-                        entry("retention.bytes", limit(c.retention_bytes), SOURCE_TOPIC, TYPE_LONG, version),
-                        entry("segment.bytes", c.segment_bytes.to_string(), SOURCE_TOPIC, TYPE_INT, version),
-                        entry("segment.ms", limit(c.segment_ms), SOURCE_TOPIC, TYPE_LONG, version),
-                        entry("max.message.bytes", c.max_record_bytes.to_string(), SOURCE_TOPIC, TYPE_INT, version),
-                        entry("cleanup.policy", "delete".into(), SOURCE_DEFAULT, TYPE_LIST, version),
-                        entry("ferry.durability", c.durability.as_str().into(), SOURCE_TOPIC, TYPE_STRING, version),
-                        entry("ferry.flush.interval.ms", c.flush_interval_ms.to_string(), SOURCE_TOPIC, TYPE_LONG, version),
+                        entry(
+                            "broker.id",
+                            ctx.config.node_id.to_string(),
+                            SOURCE_DEFAULT,
+                            TYPE_INT,
+                            version,
+                        ),
+                        entry(
+                            "num.partitions",
+                            d.partitions.to_string(),
+                            SOURCE_DEFAULT,
+                            TYPE_INT,
+                            version,
+                        ),
+                        entry(
+                            "log.retention.ms",
+                            limit(d.retention_ms),
+                            SOURCE_DEFAULT,
+                            TYPE_LONG,
+                            version,
+                        ),
+                        entry(
+                            "log.retention.bytes",
+                            limit(d.retention_bytes),
+                            SOURCE_DEFAULT,
+                            TYPE_LONG,
+                            version,
+                        ),
+                        entry(
+                            "log.segment.bytes",
+                            d.segment_bytes.to_string(),
+                            SOURCE_DEFAULT,
+                            TYPE_INT,
+                            version,
+                        ),
+                        entry(
+                            "message.max.bytes",
+                            d.max_record_bytes.to_string(),
+                            SOURCE_DEFAULT,
+                            TYPE_INT,
+                            version,
+                        ),
+                        entry(
+                            "auto.create.topics.enable",
+                            ctx.config.auto_create_topics.to_string(),
+                            SOURCE_DEFAULT,
+                            TYPE_BOOLEAN,
+                            version,
+                        ),
                     ])
                 }
-                Err(e) => Err((errors::code(&e), e.to_string())),
-            },
-            RESOURCE_BROKER => {
-                let d = ctx.broker.defaults();
-                Ok(vec![
-                    entry("broker.id", ctx.config.node_id.to_string(), SOURCE_DEFAULT, TYPE_INT, version),
-                    entry("num.partitions", d.partitions.to_string(), SOURCE_DEFAULT, TYPE_INT, version),
-                    entry("log.retention.ms", limit(d.retention_ms), SOURCE_DEFAULT, TYPE_LONG, version),
-                    entry("log.retention.bytes", limit(d.retention_bytes), SOURCE_DEFAULT, TYPE_LONG, version),
-                    entry("log.segment.bytes", d.segment_bytes.to_string(), SOURCE_DEFAULT, TYPE_INT, version),
-                    entry("message.max.bytes", d.max_record_bytes.to_string(), SOURCE_DEFAULT, TYPE_INT, version),
-                    entry("auto.create.topics.enable", ctx.config.auto_create_topics.to_string(), SOURCE_DEFAULT, TYPE_BOOLEAN, version),
-                ])
-            }
-            other => Err((ResponseError::InvalidRequest.code(), format!("resource type {other} is not described by Ferry"))),
-        };
+                other => Err((
+                    ResponseError::InvalidRequest.code(),
+                    format!("resource type {other} is not described by Ferry"),
+                )),
+            };
         results.push(match configs {
             Ok(mut list) => {
                 if let Some(keys) = &r.configuration_keys {
@@ -80,7 +188,9 @@ pub fn describe_configs(ctx: &Ctx, req: DescribeConfigsRequest, version: i16) ->
                 }
                 result.with_configs(list)
             }
-            Err((code, message)) => result.with_error_code(code).with_error_message(Some(StrBytes::from_string(message))),
+            Err((code, message)) => result
+                .with_error_code(code)
+                .with_error_message(Some(StrBytes::from_string(message))),
         });
     }
     DescribeConfigsResponse::default().with_results(results)

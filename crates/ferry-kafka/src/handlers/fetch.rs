@@ -48,12 +48,26 @@ pub async fn fetch(ctx: &Ctx, req: FetchRequest) -> FetchResponse {
 fn ends(ctx: &Ctx, req: &FetchRequest) -> Vec<Option<u64>> {
     req.topics
         .iter()
-        .flat_map(|t| t.partitions.iter().map(move |p| (t.topic.0.to_string(), p.partition)))
-        .map(|(name, p)| if p < 0 { None } else { ctx.broker.bounds(&name, p as u32).ok().map(|(_, l)| l) })
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| (t.topic.0.to_string(), p.partition))
+        })
+        .map(|(name, p)| {
+            if p < 0 {
+                None
+            } else {
+                ctx.broker.bounds(&name, p as u32).ok().map(|(_, l)| l)
+            }
+        })
         .collect()
 }
 
-async fn fetch_once(ctx: &Ctx, req: &FetchRequest, max_bytes: usize) -> (FetchResponse, usize, bool) {
+async fn fetch_once(
+    ctx: &Ctx,
+    req: &FetchRequest,
+    max_bytes: usize,
+) -> (FetchResponse, usize, bool) {
     let mut total = 0usize;
     let mut errored = false;
     let mut responses = Vec::new();
@@ -66,7 +80,11 @@ async fn fetch_once(ctx: &Ctx, req: &FetchRequest, max_bytes: usize) -> (FetchRe
                 .with_last_stable_offset(-1)
                 .with_records(Some(Bytes::new()));
             let bounds = if p.partition < 0 {
-                Err(BrokerError::PartitionNotFound { topic: name.clone(), partition: 0, count: 0 })
+                Err(BrokerError::PartitionNotFound {
+                    topic: name.clone(),
+                    partition: 0,
+                    count: 0,
+                })
             } else {
                 ctx.broker.bounds(&name, p.partition as u32)
             };
@@ -74,7 +92,10 @@ async fn fetch_once(ctx: &Ctx, req: &FetchRequest, max_bytes: usize) -> (FetchRe
                 Ok(b) => b,
                 Err(e) => {
                     errored = true;
-                    partitions.push(data.with_error_code(errors::code(&e)).with_high_watermark(-1));
+                    partitions.push(
+                        data.with_error_code(errors::code(&e))
+                            .with_high_watermark(-1),
+                    );
                     continue;
                 }
             };
@@ -82,9 +103,14 @@ async fn fetch_once(ctx: &Ctx, req: &FetchRequest, max_bytes: usize) -> (FetchRe
                 .with_high_watermark(latest as i64)
                 .with_last_stable_offset(latest as i64)
                 .with_log_start_offset(earliest as i64);
-            let budget = (p.partition_max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
+            let budget =
+                (p.partition_max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
             if budget > 0 && p.fetch_offset >= 0 && (p.fetch_offset as u64) < latest {
-                match ctx.broker.read_batches(&name, p.partition as u32, p.fetch_offset as u64, budget).await {
+                match ctx
+                    .broker
+                    .read_batches(&name, p.partition as u32, p.fetch_offset as u64, budget)
+                    .await
+                {
                     Ok(read) => {
                         total += read.batches.len();
                         data = data.with_records(Some(read.batches));
@@ -94,13 +120,24 @@ async fn fetch_once(ctx: &Ctx, req: &FetchRequest, max_bytes: usize) -> (FetchRe
                         data = data.with_error_code(errors::code(&e));
                     }
                 }
-            } else if p.fetch_offset < 0 || (p.fetch_offset as u64) < earliest || (p.fetch_offset as u64) > latest {
+            } else if p.fetch_offset < 0
+                || (p.fetch_offset as u64) < earliest
+                || (p.fetch_offset as u64) > latest
+            {
                 errored = true;
                 data = data.with_error_code(kafka_protocol::ResponseError::OffsetOutOfRange.code());
             }
             partitions.push(data);
         }
-        responses.push(FetchableTopicResponse::default().with_topic(topic.topic.clone()).with_partitions(partitions));
+        responses.push(
+            FetchableTopicResponse::default()
+                .with_topic(topic.topic.clone())
+                .with_partitions(partitions),
+        );
     }
-    (FetchResponse::default().with_responses(responses), total, errored)
+    (
+        FetchResponse::default().with_responses(responses),
+        total,
+        errored,
+    )
 }

@@ -6,16 +6,18 @@ use super::Ctx;
 use crate::errors;
 use bytes::Bytes;
 use ferry_broker::groups::{CommittedOffset, GroupError, JoinRequest};
-use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::find_coordinator_response::Coordinator as KafkaCoordinator;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
-use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
 use kafka_protocol::messages::offset_fetch_response::{
-    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
-    OffsetFetchResponseTopics,
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
@@ -46,17 +48,27 @@ fn s(v: impl Into<String>) -> StrBytes {
 
 const KEY_TYPE_GROUP: i8 = 0;
 
-pub fn find_coordinator(ctx: &Ctx, req: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+pub fn find_coordinator(
+    ctx: &Ctx,
+    req: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
     let node = BrokerId(ctx.config.node_id);
     let host = s(ctx.config.advertised_host.clone());
     let port = ctx.config.advertised_port as i32;
-    let error = if req.key_type == KEY_TYPE_GROUP { errors::NONE } else { ResponseError::CoordinatorNotAvailable.code() };
+    let error = if req.key_type == KEY_TYPE_GROUP {
+        errors::NONE
+    } else {
+        ResponseError::CoordinatorNotAvailable.code()
+    };
     if version >= 4 {
         let coordinators = req
             .coordinator_keys
             .into_iter()
             .map(|key| {
-                let c = KafkaCoordinator::default().with_key(key).with_error_code(error);
+                let c = KafkaCoordinator::default()
+                    .with_key(key)
+                    .with_error_code(error);
                 if error == errors::NONE {
                     c.with_node_id(node).with_host(host.clone()).with_port(port)
                 } else {
@@ -67,12 +79,24 @@ pub fn find_coordinator(ctx: &Ctx, req: FindCoordinatorRequest, version: i16) ->
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
     if error != errors::NONE {
-        return FindCoordinatorResponse::default().with_error_code(error).with_node_id(BrokerId(-1)).with_port(-1);
+        return FindCoordinatorResponse::default()
+            .with_error_code(error)
+            .with_node_id(BrokerId(-1))
+            .with_port(-1);
     }
-    FindCoordinatorResponse::default().with_node_id(node).with_host(host).with_port(port)
+    FindCoordinatorResponse::default()
+        .with_node_id(node)
+        .with_host(host)
+        .with_port(port)
 }
 
-pub async fn join_group(ctx: &Ctx, req: JoinGroupRequest, version: i16, client_id: &str, peer: &str) -> JoinGroupResponse {
+pub async fn join_group(
+    ctx: &Ctx,
+    req: JoinGroupRequest,
+    version: i16,
+    client_id: &str,
+    peer: &str,
+) -> JoinGroupResponse {
     let session = req.session_timeout_ms;
     let request = JoinRequest {
         group: req.group_id.0.to_string(),
@@ -81,16 +105,30 @@ pub async fn join_group(ctx: &Ctx, req: JoinGroupRequest, version: i16, client_i
         client_id: client_id.to_string(),
         client_host: peer.to_string(),
         session_timeout_ms: session,
-        rebalance_timeout_ms: if req.rebalance_timeout_ms > 0 { req.rebalance_timeout_ms } else { session },
+        rebalance_timeout_ms: if req.rebalance_timeout_ms > 0 {
+            req.rebalance_timeout_ms
+        } else {
+            session
+        },
         protocol_type: req.protocol_type.to_string(),
-        protocols: req.protocols.into_iter().map(|p| (p.name.to_string(), p.metadata)).collect(),
+        protocols: req
+            .protocols
+            .into_iter()
+            .map(|p| (p.name.to_string(), p.metadata))
+            .collect(),
         require_member_id: version >= 4,
     };
-    let base = JoinGroupResponse::default().with_generation_id(-1).with_protocol_name(if version >= 7 { None } else { Some(s("")) });
+    let base = JoinGroupResponse::default()
+        .with_generation_id(-1)
+        .with_protocol_name(if version >= 7 { None } else { Some(s("")) });
     match ctx.broker.groups.join(request).await {
         Ok(r) => JoinGroupResponse::default()
             .with_generation_id(r.generation)
-            .with_protocol_type(if version >= 7 { Some(s(r.protocol_type)) } else { None })
+            .with_protocol_type(if version >= 7 {
+                Some(s(r.protocol_type))
+            } else {
+                None
+            })
             .with_protocol_name(Some(s(r.protocol_name)))
             .with_leader(s(r.leader))
             .with_member_id(s(r.member_id))
@@ -100,23 +138,42 @@ pub async fn join_group(ctx: &Ctx, req: JoinGroupRequest, version: i16, client_i
                     .map(|(id, instance, meta)| {
                         JoinGroupResponseMember::default()
                             .with_member_id(s(id))
-                            .with_group_instance_id(if version >= 5 { instance.map(s) } else { None })
+                            .with_group_instance_id(if version >= 5 {
+                                instance.map(s)
+                            } else {
+                                None
+                            })
                             .with_metadata(meta)
                     })
                     .collect(),
             ),
-        Err(GroupError::MemberIdRequired(id)) => {
-            base.with_error_code(ResponseError::MemberIdRequired.code()).with_member_id(s(id))
-        }
+        Err(GroupError::MemberIdRequired(id)) => base
+            .with_error_code(ResponseError::MemberIdRequired.code())
+            .with_member_id(s(id)),
         Err(e) => base.with_error_code(code(&e)),
     }
 }
 
 pub async fn sync_group(ctx: &Ctx, req: SyncGroupRequest, version: i16) -> SyncGroupResponse {
-    let assignments = req.assignments.into_iter().map(|a| (a.member_id.to_string(), a.assignment)).collect();
-    let result = ctx.broker.groups.sync(&req.group_id.0, &req.member_id, req.generation_id, assignments).await;
+    let assignments = req
+        .assignments
+        .into_iter()
+        .map(|a| (a.member_id.to_string(), a.assignment))
+        .collect();
+    let result = ctx
+        .broker
+        .groups
+        .sync(
+            &req.group_id.0,
+            &req.member_id,
+            req.generation_id,
+            assignments,
+        )
+        .await;
     let resp = if version >= 5 {
-        SyncGroupResponse::default().with_protocol_type(req.protocol_type).with_protocol_name(req.protocol_name)
+        SyncGroupResponse::default()
+            .with_protocol_type(req.protocol_type)
+            .with_protocol_name(req.protocol_name)
     } else {
         SyncGroupResponse::default()
     };
@@ -127,7 +184,12 @@ pub async fn sync_group(ctx: &Ctx, req: SyncGroupRequest, version: i16) -> SyncG
 }
 
 pub async fn heartbeat(ctx: &Ctx, req: HeartbeatRequest) -> HeartbeatResponse {
-    match ctx.broker.groups.heartbeat(&req.group_id.0, &req.member_id, req.generation_id).await {
+    match ctx
+        .broker
+        .groups
+        .heartbeat(&req.group_id.0, &req.member_id, req.generation_id)
+        .await
+    {
         Ok(()) => HeartbeatResponse::default(),
         Err(e) => HeartbeatResponse::default().with_error_code(code(&e)),
     }
@@ -135,11 +197,22 @@ pub async fn heartbeat(ctx: &Ctx, req: HeartbeatRequest) -> HeartbeatResponse {
 
 pub async fn leave_group(ctx: &Ctx, req: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
     if version < 3 {
-        let r = ctx.broker.groups.leave(&req.group_id.0, &[req.member_id.to_string()]).await;
-        let error = r.first().and_then(|r| r.as_ref().err()).map_or(errors::NONE, code);
+        let r = ctx
+            .broker
+            .groups
+            .leave(&req.group_id.0, &[req.member_id.to_string()])
+            .await;
+        let error = r
+            .first()
+            .and_then(|r| r.as_ref().err())
+            .map_or(errors::NONE, code);
         return LeaveGroupResponse::default().with_error_code(error);
     }
-    let ids: Vec<String> = req.members.iter().map(|m| m.member_id.to_string()).collect();
+    let ids: Vec<String> = req
+        .members
+        .iter()
+        .map(|m| m.member_id.to_string())
+        .collect();
     let results = ctx.broker.groups.leave(&req.group_id.0, &ids).await;
     let members = req
         .members
@@ -163,15 +236,29 @@ pub async fn offset_commit(ctx: &Ctx, req: OffsetCommitRequest) -> OffsetCommitR
                 offsets.push((
                     t.name.0.to_string(),
                     p.partition_index as u32,
-                    CommittedOffset { offset: p.committed_offset, metadata: p.committed_metadata.as_ref().map(|m| m.to_string()) },
+                    CommittedOffset {
+                        offset: p.committed_offset,
+                        metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                    },
                 ));
             }
         }
     }
     // Offsets for topics Ferry does not have are refused one by one.
-    let unknown = |topic: &str, partition: i32| ctx.broker.bounds(topic, partition.max(0) as u32).is_err() || partition < 0;
+    let unknown = |topic: &str, partition: i32| {
+        ctx.broker.bounds(topic, partition.max(0) as u32).is_err() || partition < 0
+    };
     offsets.retain(|(t, p, _)| !unknown(t, *p as i32));
-    let result = ctx.broker.groups.commit(&req.group_id.0, &req.member_id, req.generation_id_or_member_epoch, offsets).await;
+    let result = ctx
+        .broker
+        .groups
+        .commit(
+            &req.group_id.0,
+            &req.member_id,
+            req.generation_id_or_member_epoch,
+            offsets,
+        )
+        .await;
     let topics = req
         .topics
         .into_iter()
@@ -185,10 +272,14 @@ pub async fn offset_commit(ctx: &Ctx, req: OffsetCommitRequest) -> OffsetCommitR
                     } else {
                         result.as_ref().err().map_or(errors::NONE, code)
                     };
-                    OffsetCommitResponsePartition::default().with_partition_index(p.partition_index).with_error_code(error)
+                    OffsetCommitResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(error)
                 })
                 .collect();
-            OffsetCommitResponseTopic::default().with_name(t.name).with_partitions(partitions)
+            OffsetCommitResponseTopic::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
         })
         .collect();
     OffsetCommitResponse::default().with_topics(topics)
@@ -222,49 +313,73 @@ pub fn offset_fetch(ctx: &Ctx, req: OffsetFetchRequest, version: i16) -> OffsetF
             .map(|g| {
                 let wanted: Wanted = g.topics.map(|ts| {
                     ts.into_iter()
-                        .map(|t| (t.name.0.to_string(), t.partition_indexes.iter().filter(|p| **p >= 0).map(|p| *p as u32).collect()))
+                        .map(|t| {
+                            (
+                                t.name.0.to_string(),
+                                t.partition_indexes
+                                    .iter()
+                                    .filter(|p| **p >= 0)
+                                    .map(|p| *p as u32)
+                                    .collect(),
+                            )
+                        })
                         .collect()
                 });
                 let topics = fetched(ctx, &g.group_id.0, &wanted)
                     .into_iter()
                     .map(|(topic, parts)| {
-                        OffsetFetchResponseTopics::default().with_name(TopicName(s(topic))).with_partitions(
-                            parts
-                                .into_iter()
-                                .map(|(p, o, m)| {
-                                    OffsetFetchResponsePartitions::default()
-                                        .with_partition_index(p)
-                                        .with_committed_offset(o)
-                                        .with_metadata(Some(s(m.unwrap_or_default())))
-                                })
-                                .collect(),
-                        )
+                        OffsetFetchResponseTopics::default()
+                            .with_name(TopicName(s(topic)))
+                            .with_partitions(
+                                parts
+                                    .into_iter()
+                                    .map(|(p, o, m)| {
+                                        OffsetFetchResponsePartitions::default()
+                                            .with_partition_index(p)
+                                            .with_committed_offset(o)
+                                            .with_metadata(Some(s(m.unwrap_or_default())))
+                                    })
+                                    .collect(),
+                            )
                     })
                     .collect();
-                OffsetFetchResponseGroup::default().with_group_id(g.group_id).with_topics(topics)
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id)
+                    .with_topics(topics)
             })
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
     let wanted: Wanted = req.topics.map(|ts| {
         ts.into_iter()
-            .map(|t| (t.name.0.to_string(), t.partition_indexes.iter().filter(|p| **p >= 0).map(|p| *p as u32).collect()))
+            .map(|t| {
+                (
+                    t.name.0.to_string(),
+                    t.partition_indexes
+                        .iter()
+                        .filter(|p| **p >= 0)
+                        .map(|p| *p as u32)
+                        .collect(),
+                )
+            })
             .collect()
     });
     let topics = fetched(ctx, &req.group_id.0, &wanted)
         .into_iter()
         .map(|(topic, parts)| {
-            OffsetFetchResponseTopic::default().with_name(TopicName(s(topic))).with_partitions(
-                parts
-                    .into_iter()
-                    .map(|(p, o, m)| {
-                        OffsetFetchResponsePartition::default()
-                            .with_partition_index(p)
-                            .with_committed_offset(o)
-                            .with_metadata(Some(s(m.unwrap_or_default())))
-                    })
-                    .collect(),
-            )
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(s(topic)))
+                .with_partitions(
+                    parts
+                        .into_iter()
+                        .map(|(p, o, m)| {
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(o)
+                                .with_metadata(Some(s(m.unwrap_or_default())))
+                        })
+                        .collect(),
+                )
         })
         .collect();
     OffsetFetchResponse::default().with_topics(topics)
@@ -278,7 +393,9 @@ pub async fn list_groups(ctx: &Ctx, version: i16) -> ListGroupsResponse {
         .await
         .into_iter()
         .map(|(name, protocol_type, state)| {
-            let g = ListedGroup::default().with_group_id(GroupId(s(name))).with_protocol_type(s(protocol_type));
+            let g = ListedGroup::default()
+                .with_group_id(GroupId(s(name)))
+                .with_protocol_type(s(protocol_type));
             if version >= 4 {
                 g.with_group_state(s(state.name()))
             } else {
@@ -292,9 +409,16 @@ pub async fn list_groups(ctx: &Ctx, version: i16) -> ListGroupsResponse {
 pub async fn describe_groups(ctx: &Ctx, req: DescribeGroupsRequest) -> DescribeGroupsResponse {
     let mut groups = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for g in req.groups.into_iter().filter(|g| seen.insert(g.0.to_string())) {
+    for g in req
+        .groups
+        .into_iter()
+        .filter(|g| seen.insert(g.0.to_string()))
+    {
         let d = ctx.broker.groups.describe(&g.0).await;
-        let state = if d.members.is_empty() && ctx.broker.groups.fetch_offsets(&g.0, None).is_empty() && d.protocol_type.is_empty() {
+        let state = if d.members.is_empty()
+            && ctx.broker.groups.fetch_offsets(&g.0, None).is_empty()
+            && d.protocol_type.is_empty()
+        {
             "Dead"
         } else {
             d.state.name()
@@ -330,7 +454,11 @@ pub async fn delete_groups(ctx: &Ctx, req: DeleteGroupsRequest) -> DeleteGroupsR
             Ok(()) => errors::NONE,
             Err(e) => code(&e),
         };
-        results.push(DeletableGroupResult::default().with_group_id(g).with_error_code(error));
+        results.push(
+            DeletableGroupResult::default()
+                .with_group_id(g)
+                .with_error_code(error),
+        );
     }
     DeleteGroupsResponse::default().with_results(results)
 }

@@ -2,33 +2,57 @@
 
 use super::Ctx;
 use crate::errors;
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 pub async fn metadata(ctx: &Ctx, req: MetadataRequest, version: i16) -> MetadataResponse {
     // Before v4 every Metadata request allows creation; later ones say so.
-    let allow_create = ctx.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+    let allow_create =
+        ctx.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
     let node = BrokerId(ctx.config.node_id);
     let broker = MetadataResponseBroker::default()
         .with_node_id(node)
         .with_host(StrBytes::from_string(ctx.config.advertised_host.clone()))
         .with_port(ctx.config.advertised_port as i32);
     let names: Vec<String> = match req.topics {
-        None => ctx.broker.list_topics().into_iter().map(|t| t.config.name).collect(),
-        Some(t) if t.is_empty() && version == 0 => ctx.broker.list_topics().into_iter().map(|t| t.config.name).collect(),
+        None => ctx
+            .broker
+            .list_topics()
+            .into_iter()
+            .map(|t| t.config.name)
+            .collect(),
+        Some(t) if t.is_empty() && version == 0 => ctx
+            .broker
+            .list_topics()
+            .into_iter()
+            .map(|t| t.config.name)
+            .collect(),
         Some(t) => {
             // Each name once, however often a request repeats it.
             let mut seen = std::collections::HashSet::new();
-            t.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).filter(|n| seen.insert(n.clone())).collect()
+            t.into_iter()
+                .filter_map(|t| t.name.map(|n| n.0.to_string()))
+                .filter(|n| seen.insert(n.clone()))
+                .collect()
         }
     };
     if allow_create {
         for name in &names {
             if ctx.broker.topic(name).is_err() {
-                match ctx.broker.create_topic(name, ferry_broker::TopicSettings::default()).await {
-                    Ok(_) => tracing::info!(topic = %name, "Created a topic a Kafka client asked for (auto-create is on)."),
-                    Err(e) => tracing::debug!(topic = %name, error = %e, "Could not auto-create a topic."),
+                match ctx
+                    .broker
+                    .create_topic(name, ferry_broker::TopicSettings::default())
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::info!(topic = %name, "Created a topic a Kafka client asked for (auto-create is on).")
+                    }
+                    Err(e) => {
+                        tracing::debug!(topic = %name, error = %e, "Could not auto-create a topic.")
+                    }
                 }
             }
         }
@@ -36,7 +60,8 @@ pub async fn metadata(ctx: &Ctx, req: MetadataRequest, version: i16) -> Metadata
     let topics = names
         .into_iter()
         .map(|name| {
-            let topic = MetadataResponseTopic::default().with_name(Some(TopicName(StrBytes::from_string(name.clone()))));
+            let topic = MetadataResponseTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_string(name.clone()))));
             match ctx.broker.describe_topic(&name) {
                 Ok(info) => topic.with_partitions(
                     info.partitions

@@ -26,12 +26,17 @@ pub struct Ctx {
 impl Ctx {
     pub fn new(broker: Arc<Broker>, config: KafkaConfig) -> Self {
         let seed = (ferry_broker::now_ms() as i64) << 8;
-        Ctx { broker, config, next_producer_id: AtomicI64::new(seed) }
+        Ctx {
+            broker,
+            config,
+            next_producer_id: AtomicI64::new(seed),
+        }
     }
 }
 
 /// An answer that completes later.
-pub type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = Option<ResponseKind>> + Send + 'static>>;
+pub type Pending =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<ResponseKind>> + Send + 'static>>;
 
 /// How a request is answered. `None` means the protocol wants no answer (Produce, acks=0).
 pub enum Reply {
@@ -55,24 +60,56 @@ async fn answer(ctx: &Ctx, req: Request, peer: &str) -> Option<ResponseKind> {
     let client_id = req.client_id.clone().unwrap_or_default();
     Some(match req.body {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(frame::api_versions(0)),
-        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::metadata(ctx, r, version).await),
+        RequestKind::Metadata(r) => {
+            ResponseKind::Metadata(metadata::metadata(ctx, r, version).await)
+        }
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::fetch(ctx, r).await),
-        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(offsets::list_offsets(ctx, r).await),
-        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(admin::create_topics(ctx, r).await),
-        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(admin::delete_topics(ctx, r).await),
-        RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(admin::create_partitions(ctx, r).await),
-        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(admin::init_producer_id(ctx, r)),
-        RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(configs::describe_configs(ctx, r, version)),
-        RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(groups::find_coordinator(ctx, r, version)),
-        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(groups::join_group(ctx, r, version, &client_id, peer).await),
-        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(groups::sync_group(ctx, r, version).await),
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(offsets::list_offsets(ctx, r).await)
+        }
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(admin::create_topics(ctx, r).await)
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(admin::delete_topics(ctx, r).await)
+        }
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(admin::create_partitions(ctx, r).await)
+        }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(admin::init_producer_id(ctx, r))
+        }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(configs::describe_configs(ctx, r, version))
+        }
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(groups::find_coordinator(ctx, r, version))
+        }
+        RequestKind::JoinGroup(r) => {
+            ResponseKind::JoinGroup(groups::join_group(ctx, r, version, &client_id, peer).await)
+        }
+        RequestKind::SyncGroup(r) => {
+            ResponseKind::SyncGroup(groups::sync_group(ctx, r, version).await)
+        }
         RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(ctx, r).await),
-        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(groups::leave_group(ctx, r, version).await),
-        RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(groups::offset_commit(ctx, r).await),
-        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(groups::offset_fetch(ctx, r, version)),
-        RequestKind::ListGroups(_) => ResponseKind::ListGroups(groups::list_groups(ctx, version).await),
-        RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(groups::describe_groups(ctx, r).await),
-        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(groups::delete_groups(ctx, r).await),
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(groups::leave_group(ctx, r, version).await)
+        }
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(groups::offset_commit(ctx, r).await)
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(groups::offset_fetch(ctx, r, version))
+        }
+        RequestKind::ListGroups(_) => {
+            ResponseKind::ListGroups(groups::list_groups(ctx, version).await)
+        }
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(groups::describe_groups(ctx, r).await)
+        }
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(groups::delete_groups(ctx, r).await)
+        }
         // `frame::decode_request` lets through only the APIs listed in `versions`.
         other => {
             tracing::error!(request = ?std::mem::discriminant(&other), "A request passed the version check without a handler.");

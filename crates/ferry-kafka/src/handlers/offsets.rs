@@ -2,7 +2,9 @@
 
 use super::Ctx;
 use crate::errors;
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 const LATEST: i64 = -1;
@@ -14,17 +16,29 @@ pub async fn list_offsets(ctx: &Ctx, req: ListOffsetsRequest) -> ListOffsetsResp
         let name = t.name.0.to_string();
         let mut partitions = Vec::new();
         for p in t.partitions {
-            let answer = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index).with_timestamp(-1);
+            let answer = ListOffsetsPartitionResponse::default()
+                .with_partition_index(p.partition_index)
+                .with_timestamp(-1);
             let result = if p.partition_index < 0 {
-                Err(ferry_broker::BrokerError::PartitionNotFound { topic: name.clone(), partition: 0, count: 0 })
+                Err(ferry_broker::BrokerError::PartitionNotFound {
+                    topic: name.clone(),
+                    partition: 0,
+                    count: 0,
+                })
             } else {
                 let pid = p.partition_index as u32;
                 match p.timestamp {
                     LATEST => ctx.broker.bounds(&name, pid).map(|(_, l)| (l as i64, -1)),
                     EARLIEST => ctx.broker.bounds(&name, pid).map(|(e, _)| (e as i64, -1)),
                     // As Kafka: the first record at or after the time, or -1/-1 if none.
-                    ts if ts >= 0 => ctx.broker.find_by_time(&name, pid, ts).await.map(|f| f.map_or((-1, -1), |(o, t)| (o as i64, t))),
-                    other => Err(ferry_broker::BrokerError::InvalidRecord(format!("timestamp {other} is not supported"))),
+                    ts if ts >= 0 => ctx
+                        .broker
+                        .find_by_time(&name, pid, ts)
+                        .await
+                        .map(|f| f.map_or((-1, -1), |(o, t)| (o as i64, t))),
+                    other => Err(ferry_broker::BrokerError::InvalidRecord(format!(
+                        "timestamp {other} is not supported"
+                    ))),
                 }
             };
             partitions.push(match result {
@@ -32,7 +46,11 @@ pub async fn list_offsets(ctx: &Ctx, req: ListOffsetsRequest) -> ListOffsetsResp
                 Err(e) => answer.with_error_code(errors::code(&e)).with_offset(-1),
             });
         }
-        topics.push(ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions));
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions),
+        );
     }
     ListOffsetsResponse::default().with_topics(topics)
 }

@@ -42,9 +42,16 @@ pub async fn produce(ctx: &Ctx, req: ProduceRequest) -> Reply {
         let mut waits = Vec::new();
         for (name, parts) in &appended {
             for (index, result) in parts {
-                if let Ok(Appended { end_offset: Some(end), .. }) = result {
+                if let Ok(Appended {
+                    end_offset: Some(end),
+                    ..
+                }) = result
+                {
                     let (b, n, i, e) = (broker.clone(), name.0.to_string(), *index as u32, *end);
-                    waits.push(((name.0.to_string(), *index), tokio::spawn(async move { b.make_durable(&n, i, e).await })));
+                    waits.push((
+                        (name.0.to_string(), *index),
+                        tokio::spawn(async move { b.make_durable(&n, i, e).await }),
+                    ));
                 }
             }
         }
@@ -76,11 +83,20 @@ pub async fn produce(ctx: &Ctx, req: ProduceRequest) -> Reply {
                                     .copied()
                                     .or(a.error.as_ref().map(errors::code))
                                     .unwrap_or(errors::NONE);
-                                (code, if code == errors::NONE { a.first_offset.map_or(-1, |o| o as i64) } else { -1 })
+                                (
+                                    code,
+                                    if code == errors::NONE {
+                                        a.first_offset.map_or(-1, |o| o as i64)
+                                    } else {
+                                        -1
+                                    },
+                                )
                             }
                             Err(code) => (code, -1),
                         };
-                        let log_start = broker.bounds(&name.0, index.max(0) as u32).map_or(-1, |(e, _)| e as i64);
+                        let log_start = broker
+                            .bounds(&name.0, index.max(0) as u32)
+                            .map_or(-1, |(e, _)| e as i64);
                         PartitionProduceResponse::default()
                             .with_index(index)
                             .with_error_code(error_code)
@@ -89,9 +105,13 @@ pub async fn produce(ctx: &Ctx, req: ProduceRequest) -> Reply {
                             .with_log_start_offset(log_start)
                     })
                     .collect();
-                TopicProduceResponse::default().with_name(name).with_partition_responses(partition_responses)
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_partition_responses(partition_responses)
             })
             .collect();
-        Some(ResponseKind::Produce(ProduceResponse::default().with_responses(responses)))
+        Some(ResponseKind::Produce(
+            ProduceResponse::default().with_responses(responses),
+        ))
     }))
 }
