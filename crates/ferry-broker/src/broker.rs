@@ -425,7 +425,7 @@ impl Broker {
             let part = topic.partition(pid)?;
             let batches = split_batches(recs, max);
             tasks.push(tokio::task::spawn_blocking(move || {
-                append_batches(&part, batches)
+                append_built_batches(&part, batches)
             }));
         }
         let mut out = vec![
@@ -487,32 +487,6 @@ impl Broker {
             {
                 return Ok(res);
             }
-        }
-    }
-
-    /// Appends record batches exactly as a Kafka producer sent them (one or more whole
-    /// batches), then waits for the topic's durability policy. See
-    /// [`append_client_batches`](Self::append_client_batches).
-    pub async fn append_batches(
-        &self,
-        topic: &str,
-        partition: u32,
-        batches: Bytes,
-        wait: bool,
-    ) -> Result<u64> {
-        let appended = self
-            .append_client_batches(topic, partition, batches)
-            .await?;
-        if wait {
-            if let Some(end) = appended.end_offset {
-                self.make_durable(topic, partition, end).await?;
-            }
-        }
-        match appended.error {
-            Some(e) => Err(e),
-            None => appended
-                .first_offset
-                .ok_or_else(|| BrokerError::InvalidRecord("no record batch in the request".into())),
         }
     }
 
@@ -788,7 +762,7 @@ fn split_batches(recs: Vec<(usize, NewRecord)>, max: usize) -> Vec<Vec<(usize, N
     out
 }
 
-fn append_batches(
+fn append_built_batches(
     part: &Partition,
     batches: Vec<Vec<(usize, NewRecord)>>,
 ) -> Result<Vec<(usize, Produced)>> {
@@ -837,32 +811,27 @@ fn check_client_batch(
     limits: &DecodeLimits,
 ) -> Result<(usize, Vec<u8>)> {
     let invalid = |m: String| BrokerError::InvalidRecord(m);
-    let (_, total) = ferry_log::batch::read_prefix(&batches[p..], usize::MAX)
+    let one = ferry_log::batch::Batches::new(batches.slice(p..))
+        .next()
+        .unwrap_or_else(|| {
+            Err(ferry_log::BatchError::Truncated {
+                needed: 12,
+                available: 0,
+            })
+        })
         .map_err(|e| invalid(e.to_string()))?;
-    let end = p
-        .checked_add(total)
-        .filter(|e| *e <= batches.len())
-        .ok_or_else(|| {
-            invalid(format!(
-                "batch of {total} bytes runs past the end of the request"
-            ))
-        })?;
-    let one = batches.slice(p..end);
-    let (header, records) =
-        ferry_log::batch::decode_records(&one, limits).map_err(|e| invalid(e.to_string()))?;
+    // The log checks the CRC when it appends; here only what readers need beyond it,
+    // without keeping the records. A batch that fails is reported by its CRC first.
+    let header = ferry_log::batch::check_records(&one, limits).map_err(|e| {
+        let reason = ferry_log::batch::verify_crc(&one).err().unwrap_or(e);
+        invalid(reason.to_string())
+    })?;
     if header.is_control() || header.is_transactional() {
         return Err(invalid(
             "control and transactional batches are not accepted from clients".into(),
         ));
     }
-    if records.len() != header.record_count as usize {
-        return Err(invalid(format!(
-            "batch claims {} records but holds {}",
-            header.record_count,
-            records.len()
-        )));
-    }
-    Ok((end, one.to_vec()))
+    Ok((p + one.len(), one.to_vec()))
 }
 
 fn describe(topic: &Topic) -> TopicInfo {

@@ -11,8 +11,6 @@ use crate::config::TopicConfig;
 use crate::error::{BrokerError, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -81,20 +79,7 @@ impl FileMetaStore {
         };
         let bytes =
             serde_json::to_vec_pretty(&file).map_err(|e| BrokerError::Meta(e.to_string()))?;
-        let tmp = self.path.with_extension("json.tmp");
-        let err = |what: &str, e: std::io::Error| {
-            BrokerError::Meta(format!("{what} {}: {e}", self.path.display()))
-        };
-        let mut f = File::create(&tmp).map_err(|e| err("creating temporary file for", e))?;
-        f.write_all(&bytes).map_err(|e| err("writing", e))?;
-        f.sync_all().map_err(|e| err("syncing", e))?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| err("replacing", e))?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| err("syncing folder of", e))?;
-        }
-        Ok(())
+        crate::fsutil::replace_file(&self.path, &bytes).map_err(BrokerError::Meta)
     }
 }
 

@@ -1,7 +1,6 @@
 //! A partition: its log plus the signal long-polling readers wait on.
 
 use crate::error::{BrokerError, Result};
-use bytes::Bytes;
 use ferry_log::batch::{self, DecodeLimits};
 use ferry_log::{PartitionLog, Record};
 use std::sync::Arc;
@@ -94,14 +93,9 @@ impl Partition {
             if read.batches.is_empty() {
                 break;
             }
-            let mut p = 0;
-            while p < read.batches.len() {
-                let decoded =
-                    batch::read_prefix(&read.batches[p..], usize::MAX).and_then(|(_, total)| {
-                        let one: Bytes = read.batches.slice(p..p + total);
-                        batch::decode_records(&one, limits).map(|d| (total, d))
-                    });
-                let (total, (header, batch_records)) = match decoded {
+            for one in batch::Batches::new(read.batches) {
+                let decoded = one.and_then(|one| batch::decode_records(&one, limits));
+                let (header, batch_records) = match decoded {
                     Ok(d) => d,
                     Err(e) => {
                         if records.is_empty() {
@@ -132,7 +126,6 @@ impl Partition {
                     }
                 }
                 next = next.max(header.last_offset() as u64 + 1);
-                p += total;
             }
         }
         Ok(ReadRecords {

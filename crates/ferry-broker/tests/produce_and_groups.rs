@@ -41,18 +41,22 @@ async fn a_batch_whose_records_do_not_match_its_count_is_refused_and_nothing_is_
     lying[57..61].copy_from_slice(&10i32.to_be_bytes());
     let crc = crc32c::crc32c(&lying[21..]);
     lying[17..21].copy_from_slice(&crc.to_be_bytes());
-    let err = b
-        .append_batches("t", 0, Bytes::from(lying), true)
+    let refused = b
+        .append_client_batches("t", 0, Bytes::from(lying))
         .await
-        .unwrap_err();
+        .unwrap();
+    let err = refused.error.expect("refused");
     assert!(matches!(err, BrokerError::InvalidRecord(_)), "{err}");
+    assert_eq!(refused.end_offset, None);
     assert_eq!(b.bounds("t", 0).unwrap(), (0, 0));
-    assert_eq!(
-        b.append_batches("t", 0, Bytes::from(good), true)
-            .await
-            .unwrap(),
-        0
-    );
+    let accepted = b
+        .append_client_batches("t", 0, Bytes::from(good))
+        .await
+        .unwrap();
+    b.make_durable("t", 0, accepted.end_offset.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(accepted.first_offset, Some(0));
 }
 
 fn join(group: &str, member: &str, protocol: &str) -> JoinRequest {

@@ -100,12 +100,7 @@ pub async fn read(
     }
     let offset = match param::<u64>(&q, "offset")? {
         Some(o) => o,
-        None => state
-            .broker
-            .describe_topic(&topic)?
-            .partitions
-            .get(partition as usize)
-            .map_or(0, |p| p.earliest),
+        None => state.broker.bounds(&topic, partition)?.0,
     };
     let res = state
         .broker

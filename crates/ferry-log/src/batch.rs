@@ -331,11 +331,37 @@ pub fn decode_records(
     batch: &Bytes,
     limits: &DecodeLimits,
 ) -> Result<(BatchHeader, Vec<Record>), BatchError> {
+    verify_crc(batch)?;
+    let mut records = Vec::new();
+    let header = walk_records(batch, limits, |r| records.push(r))?;
+    Ok((header, records))
+}
+
+/// Checks that every record of one batch decodes within `limits` and that there are as
+/// many as the header says, without checking the CRC (the log does that on append) and
+/// without keeping the records.
+pub fn check_records(batch: &Bytes, limits: &DecodeLimits) -> Result<BatchHeader, BatchError> {
+    let mut n = 0usize;
+    let header = walk_records(batch, limits, |_| n += 1)?;
+    if n != header.record_count as usize {
+        return Err(BatchError::BadRecordCount {
+            count: header.record_count,
+            last_offset_delta: header.last_offset_delta,
+        });
+    }
+    Ok(header)
+}
+
+/// Decompresses as needed and hands each record to `visit`.
+fn walk_records(
+    batch: &Bytes,
+    limits: &DecodeLimits,
+    mut visit: impl FnMut(Record),
+) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(batch)?;
     if header.total_bytes() != batch.len() {
         return Err(BatchError::BadLength(header.batch_length as i64));
     }
-    verify_crc(batch)?;
     let codec = header.compression()?;
     let body: Bytes = match codec {
         Compression::None => batch.slice(BATCH_HEADER_BYTES..),
@@ -353,7 +379,6 @@ pub fn decode_records(
             last_offset_delta: header.last_offset_delta,
         });
     }
-    let mut records = Vec::with_capacity(count);
     let mut r = Reader { buf: &body, pos: 0 };
     for index in 0..count {
         let bad = |reason| BatchError::BadRecord { index, reason };
@@ -397,7 +422,7 @@ pub fn decode_records(
         } else {
             header.base_timestamp.saturating_add(ts_delta)
         };
-        records.push(Record {
+        visit(Record {
             offset: header.base_offset.saturating_add(offset_delta as i64),
             timestamp,
             attributes,
@@ -406,7 +431,46 @@ pub fn decode_records(
             headers,
         });
     }
-    Ok((header, records))
+    Ok(header)
+}
+
+/// Splits concatenated whole batches (as [`crate::PartitionLog::read`] returns them)
+/// into one `Bytes` per batch. Every length is checked against what is left; a bad one
+/// ends the iteration with an error instead of slicing out of bounds.
+pub struct Batches {
+    bytes: Bytes,
+    pos: usize,
+}
+
+impl Batches {
+    pub fn new(bytes: Bytes) -> Self {
+        Batches { bytes, pos: 0 }
+    }
+}
+
+impl Iterator for Batches {
+    type Item = Result<Bytes, BatchError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.pos >= self.bytes.len() {
+            return None;
+        }
+        let rest = &self.bytes[self.pos..];
+        let item = read_prefix(rest, usize::MAX).and_then(|(_, total)| {
+            if total > rest.len() {
+                return Err(BatchError::Truncated {
+                    needed: total,
+                    available: rest.len(),
+                });
+            }
+            Ok(self.bytes.slice(self.pos..self.pos + total))
+        });
+        match &item {
+            Ok(b) => self.pos += b.len(),
+            Err(_) => self.pos = self.bytes.len(),
+        }
+        Some(item)
+    }
 }
 
 fn put_varlong(out: &mut Vec<u8>, v: i64) {

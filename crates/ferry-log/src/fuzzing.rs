@@ -87,16 +87,12 @@ pub fn segment_recovery(data: &[u8]) {
                 !read.batches.is_empty(),
                 "offsets below latest are readable"
             );
-            let mut p = 0;
-            while p < read.batches.len() {
-                let (_, total) =
-                    batch::read_prefix(&read.batches[p..], usize::MAX).expect("whole batches");
-                let one = &read.batches[p..p + total];
-                batch::verify_crc(one).expect("only valid batches survive recovery");
-                let header = batch::BatchHeader::parse(one).expect("valid header");
+            for one in batch::Batches::new(read.batches) {
+                let one = one.expect("whole batches");
+                batch::verify_crc(&one).expect("only valid batches survive recovery");
+                let header = batch::BatchHeader::parse(&one).expect("valid header");
                 assert!(header.base_offset as u64 <= offset.max(header.base_offset as u64));
                 offset = header.last_offset() as u64 + 1;
-                p += total;
             }
         }
         let mut b = batch::build_batch(

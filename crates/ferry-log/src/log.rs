@@ -517,11 +517,8 @@ impl PartitionLog {
             if read.batches.is_empty() {
                 break;
             }
-            let mut p = 0;
-            while p < read.batches.len() {
-                let (_, total) = batch::read_prefix(&read.batches[p..], usize::MAX)?;
-                let one = read.batches.slice(p..p + total);
-                let (header, records) = batch::decode_records(&one, &limits)?;
+            for one in batch::Batches::new(read.batches) {
+                let (header, records) = batch::decode_records(&one?, &limits)?;
                 if header.max_timestamp >= ts {
                     if let Some(r) = records
                         .iter()
@@ -531,7 +528,6 @@ impl PartitionLog {
                     }
                 }
                 offset = header.last_offset() as u64 + 1;
-                p += total;
             }
         }
         Ok(None)

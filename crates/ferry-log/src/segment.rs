@@ -358,14 +358,15 @@ impl Segment {
                 .is_some_and(|next| Self::good_batch_at(&seg.file, next, len, max_batch_bytes));
             if !torn || later_good {
                 let keep = dir.join(format!("{base_offset:020}.log.cut-{}", scan.good_end));
-                let mut tail = vec![0u8; bytes as usize];
-                seg.file
-                    .read_exact_at(&mut tail, scan.good_end)
+                // Streamed, so that keeping a large damaged tail costs no memory.
+                let mut from = &*seg.file;
+                from.seek(SeekFrom::Start(scan.good_end))
                     .map_err(|e| LogError::io("reading damaged bytes", e))?;
-                std::fs::write(&keep, &tail)
+                let mut to =
+                    File::create(&keep).map_err(|e| LogError::io("keeping damaged bytes", e))?;
+                std::io::copy(&mut from.take(bytes), &mut to)
                     .map_err(|e| LogError::io("keeping damaged bytes", e))?;
-                File::open(&keep)
-                    .and_then(|f| f.sync_all())
+                to.sync_all()
                     .map_err(|e| LogError::io("syncing kept bytes", e))?;
                 File::open(dir)
                     .and_then(|d| d.sync_all())

@@ -10,8 +10,6 @@
 use crate::error::{BrokerError, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -84,20 +82,7 @@ impl FileOffsetStore {
             groups: groups.clone(),
         })
         .map_err(|e| BrokerError::Meta(e.to_string()))?;
-        let err = |what: &str, e: std::io::Error| {
-            BrokerError::Meta(format!("{what} {}: {e}", self.path.display()))
-        };
-        let tmp = self.path.with_extension("json.tmp");
-        let mut f = File::create(&tmp).map_err(|e| err("creating temporary file for", e))?;
-        f.write_all(&bytes).map_err(|e| err("writing", e))?;
-        f.sync_all().map_err(|e| err("syncing", e))?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| err("replacing", e))?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| err("syncing folder of", e))?;
-        }
-        Ok(())
+        crate::fsutil::replace_file(&self.path, &bytes).map_err(BrokerError::Meta)
     }
 
     fn update(&self, f: impl FnOnce(&mut BTreeMap<String, GroupOffsets>)) -> Result<()> {
