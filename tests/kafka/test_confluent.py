@@ -214,3 +214,36 @@ def test_a_member_that_dies_without_leaving_is_dropped_after_its_session_timeout
     survivor.close()
     assert sorted(assigned) == [0, 1, 2, 3], assigned
     assert took >= 2.0, f"not before the 3 s session timeout ran out (took {took:.1f} s)"
+
+
+def test_partitions_grow_groups_are_listed_and_deleted_and_offsets_are_found_by_time(ferry):
+    from confluent_kafka.admin import NewPartitions
+    create(ferry, "admin2", 1)
+    admin = AdminClient({"bootstrap.servers": ferry.kafka})  # kept alive until the answers
+    admin.create_partitions([NewPartitions("admin2", 3)])["admin2"].result(10)
+    assert http_json(f"{ferry.http}/v1/topics/admin2")["partitions"] == 3
+    shrink = admin.create_partitions([NewPartitions("admin2", 2)])["admin2"]
+    try:
+        shrink.result(10)
+        raise AssertionError("shrinking must be refused")
+    except Exception as e:
+        assert "INVALID_PARTITIONS" in str(e) or "partitions" in str(e).lower()
+
+    # Records at known times; the first at or after a time is found.
+    p = Producer({"bootstrap.servers": ferry.kafka})
+    for i in range(10):
+        p.produce("admin2", value=f"t{i}", partition=0, timestamp=1_700_000_000_000 + i * 1000)
+    p.flush(10)
+    c = Consumer({"bootstrap.servers": ferry.kafka, "group.id": "timers", "enable.auto.commit": False})
+    found = c.offsets_for_times([TopicPartition("admin2", 0, 1_700_000_004_500)], 10)
+    assert found[0].offset == 5
+    c.assign([TopicPartition("admin2", 0, 0)])
+    assert consume_all(c, 10, 20) == [f"t{i}" for i in range(10)]
+    c.commit(asynchronous=False)
+    c.close()
+
+    groups = admin.list_consumer_groups().result(10)
+    assert "timers" in [g.group_id for g in groups.valid]
+    admin.delete_consumer_groups(["timers"])["timers"].result(10)
+    groups = admin.list_consumer_groups().result(10)
+    assert "timers" not in [g.group_id for g in groups.valid]
