@@ -130,11 +130,13 @@ pub struct Broker {
     _lock: File,
     meta: Box<dyn MetaStore>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
-    admin: tokio::sync::Mutex<()>,
+    pub(crate) admin: tokio::sync::Mutex<()>,
     limits: DecodeLimits,
     any_readable: Arc<tokio::sync::Notify>,
     /// Consumer groups and their committed offsets.
     pub groups: crate::groups::Coordinator,
+    /// Queue subscriptions.
+    pub(crate) subs: crate::subs::Subscriptions,
 }
 
 impl Broker {
@@ -194,6 +196,7 @@ impl Broker {
                 .collect::<Result<Vec<_>>>()?;
             topics.insert(tc.name.clone(), Arc::new(Topic::new(tc, parts)));
         }
+        let subs = crate::subs::Subscriptions::open(dir)?;
         Ok(Arc::new(Broker {
             config,
             _lock: lock,
@@ -203,6 +206,7 @@ impl Broker {
             limits: DecodeLimits::default(),
             any_readable,
             groups,
+            subs,
         }))
     }
 
@@ -228,6 +232,16 @@ impl Broker {
     }
 
     pub async fn create_topic(&self, name: &str, req: TopicSettings) -> Result<TopicInfo> {
+        let _admin = self.admin.lock().await;
+        self.create_topic_locked(name, req).await
+    }
+
+    /// Creates a topic; the caller holds the admin lock.
+    pub(crate) async fn create_topic_locked(
+        &self,
+        name: &str,
+        req: TopicSettings,
+    ) -> Result<TopicInfo> {
         validate_topic_name(name)?;
         let d = &self.config.defaults;
         let config = TopicConfig {
@@ -243,7 +257,6 @@ impl Broker {
             created_at_ms: now_ms(),
         };
         config.validate()?;
-        let _admin = self.admin.lock().await;
         if self.topic(&config.name).is_ok() {
             return Err(BrokerError::TopicExists(config.name));
         }
@@ -295,6 +308,9 @@ impl Broker {
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
         let _admin = self.admin.lock().await;
         let topic = self.topic(name)?;
+        for sub in self.subscriptions_of(name) {
+            self.delete_subscription_locked(&sub).await?;
+        }
         self.meta.delete_topic(name)?;
         self.topics
             .write()
@@ -644,6 +660,7 @@ impl Broker {
                 tick.tick().await;
                 let Some(broker) = weak.upgrade() else { return };
                 broker.groups.tick().await;
+                broker.tick_subscriptions().await;
                 let retention_due = last_retention.elapsed()
                     >= Duration::from_millis(broker.config.retention_check_ms);
                 if retention_due {
@@ -658,6 +675,7 @@ impl Broker {
 
     /// Syncs and closes every partition; false if any could not be synced.
     pub fn shutdown(&self) -> bool {
+        self.subs.shutdown();
         let mut ok = true;
         for (_, p) in self.all_partitions() {
             if let Err(e) = p.log.close() {

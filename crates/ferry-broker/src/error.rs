@@ -50,6 +50,18 @@ pub enum BrokerError {
     OutOfOrderSequence(String),
     #[error("{0}")]
     InvalidProducerEpoch(String),
+    #[error("subscription '{0}' does not exist")]
+    SubscriptionNotFound(String),
+    #[error("subscription '{0}' already exists")]
+    SubscriptionExists(String),
+    #[error(transparent)]
+    InvalidFilter(#[from] crate::filter::FilterError),
+    #[error("{0}")]
+    InvalidTimeout(String),
+    #[error("{reason}: {}", ids.join(", "))]
+    LeaseNotFound { ids: Vec<String>, reason: String },
+    #[error("already acknowledged: {}", ids.join(", "))]
+    LeaseAlreadyAcked { ids: Vec<String> },
 }
 
 impl BrokerError {

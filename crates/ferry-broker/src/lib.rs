@@ -10,6 +10,7 @@ pub mod groups;
 pub mod meta;
 pub mod partition;
 pub mod partitioner;
+pub mod subs;
 pub mod topic;
 
 pub use broker::{

@@ -421,6 +421,11 @@ impl PartitionLog {
         self.syncs.load(Ordering::Relaxed)
     }
 
+    /// One past the last appended offset, synced or not.
+    pub fn next_offset(&self) -> u64 {
+        lock(&self.inner).next_offset
+    }
+
     /// One past the last readable offset.
     pub fn latest(&self) -> u64 {
         self.visible.load(Ordering::Acquire)
@@ -565,16 +570,48 @@ impl PartitionLog {
         let n = doomed.len();
         for seg in doomed {
             let base = seg.base_offset;
-            drop(seg);
-            for ext in ["log", "index", "timeindex"] {
-                let path = self.dir.join(format!("{base:020}.{ext}"));
-                if let Err(e) = std::fs::remove_file(&path) {
-                    if e.kind() != std::io::ErrorKind::NotFound {
-                        return Err(LogError::io(format!("deleting {}", path.display()), e));
-                    }
+            self.remove_segment(seg)?;
+            tracing::info!(dir = %self.dir.display(), base_offset = base, "Deleted a segment past retention.");
+        }
+        Ok(n)
+    }
+
+    /// Deletes the files of a segment already taken out of the log.
+    fn remove_segment(&self, seg: Segment) -> Result<()> {
+        let base = seg.base_offset;
+        drop(seg);
+        for ext in ["log", "index", "timeindex"] {
+            let path = self.dir.join(format!("{base:020}.{ext}"));
+            if let Err(e) = std::fs::remove_file(&path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(LogError::io(format!("deleting {}", path.display()), e));
                 }
             }
-            tracing::info!(dir = %self.dir.display(), base_offset = base, "Deleted a segment past retention.");
+        }
+        Ok(())
+    }
+
+    /// Deletes whole sealed segments whose records all lie below `offset` (the active
+    /// segment is kept). Used by logs that are checkpointed, such as subscription
+    /// journals. Returns how many were deleted.
+    pub fn delete_before(&self, offset: u64) -> Result<usize> {
+        let mut doomed = Vec::new();
+        {
+            let mut inner = lock(&self.inner);
+            let bases: Vec<u64> = inner.segments.keys().copied().collect();
+            for pair in bases.windows(2) {
+                // A segment ends where the next one begins.
+                if pair[1] > offset {
+                    break;
+                }
+                if let Some(seg) = inner.segments.remove(&pair[0]) {
+                    doomed.push(seg);
+                }
+            }
+        }
+        let n = doomed.len();
+        for seg in doomed {
+            self.remove_segment(seg)?;
         }
         Ok(n)
     }

@@ -1,0 +1,227 @@
+//! Binary forms of journal events and delay-file entries. Both are fixed-size records;
+//! decoders check every length and tag and never panic (fuzzed by `fuzz/` target
+//! `subscription_journal`).
+//!
+//! ```text
+//! event        33 bytes, little-endian:
+//!              tag u8 | partition u32 | a u64 | attempt u32 | b u64 | key u64
+//!              tag 1 Deliver(a=offset) 2 Ack(a=offset) 3 Skip(a=lo, b=hi)
+//!                  4 Ready(a=offset) 5 Delay(a=offset, b=due) 6 DeadLetter(a=offset)
+//!                  7 Seek(a=offset) 8 BucketsLoaded(a=upto) 9 Redriven(a=offset)
+//! delay entry  32 bytes, little-endian:
+//!              due u64 | offset u64 | partition u32 | attempt u32 | gen u32 | crc32c u32
+//!              (the CRC covers the 28 bytes before it)
+//! ```
+
+use super::state::Event;
+
+pub const EVENT_BYTES: usize = 33;
+pub const DELAY_ENTRY_BYTES: usize = 32;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    #[error("event data is {0} bytes, not a multiple of {EVENT_BYTES}")]
+    Length(usize),
+    #[error("unknown event tag {0}")]
+    Tag(u8),
+    #[error("event Skip has hi {hi} below lo {lo}")]
+    Range { lo: u64, hi: u64 },
+}
+
+pub fn encode_events(events: &[Event], out: &mut Vec<u8>) {
+    for e in events {
+        let (tag, p, a, attempt, b, key) = match *e {
+            Event::Deliver { p, o, attempt, key } => (1u8, p, o, attempt, 0, key),
+            Event::Ack { p, o } => (2, p, o, 0, 0, 0),
+            Event::Skip { p, lo, hi } => (3, p, lo, 0, hi, 0),
+            Event::Ready { p, o, attempt, key } => (4, p, o, attempt, 0, key),
+            Event::Delay {
+                p,
+                o,
+                attempt,
+                due,
+                key,
+            } => (5, p, o, attempt, due, key),
+            Event::DeadLetter { p, o } => (6, p, o, 0, 0, 0),
+            Event::Seek { p, offset } => (7, p, offset, 0, 0, 0),
+            Event::BucketsLoaded { upto } => (8, 0, upto, 0, 0, 0),
+            Event::Redriven { p, offset } => (9, p, offset, 0, 0, 0),
+        };
+        out.push(tag);
+        out.extend_from_slice(&p.to_le_bytes());
+        out.extend_from_slice(&a.to_le_bytes());
+        out.extend_from_slice(&attempt.to_le_bytes());
+        out.extend_from_slice(&b.to_le_bytes());
+        out.extend_from_slice(&key.to_le_bytes());
+    }
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut x = [0u8; 4];
+    x.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(x)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(x)
+}
+
+pub fn decode_events(bytes: &[u8]) -> Result<Vec<Event>, CodecError> {
+    if bytes.len() % EVENT_BYTES != 0 {
+        return Err(CodecError::Length(bytes.len()));
+    }
+    let mut out = Vec::with_capacity(bytes.len() / EVENT_BYTES);
+    for c in bytes.chunks_exact(EVENT_BYTES) {
+        let (p, a, attempt, b, key) = (
+            u32_at(c, 1),
+            u64_at(c, 5),
+            u32_at(c, 13),
+            u64_at(c, 17),
+            u64_at(c, 25),
+        );
+        out.push(match c[0] {
+            1 => Event::Deliver {
+                p,
+                o: a,
+                attempt,
+                key,
+            },
+            2 => Event::Ack { p, o: a },
+            3 if b < a => return Err(CodecError::Range { lo: a, hi: b }),
+            3 => Event::Skip { p, lo: a, hi: b },
+            4 => Event::Ready {
+                p,
+                o: a,
+                attempt,
+                key,
+            },
+            5 => Event::Delay {
+                p,
+                o: a,
+                attempt,
+                due: b,
+                key,
+            },
+            6 => Event::DeadLetter { p, o: a },
+            7 => Event::Seek { p, offset: a },
+            8 => Event::BucketsLoaded { upto: a },
+            9 => Event::Redriven { p, offset: a },
+            t => return Err(CodecError::Tag(t)),
+        });
+    }
+    Ok(out)
+}
+
+/// A delayed record waiting in a delay file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DelayEntry {
+    pub due: u64,
+    pub offset: u64,
+    pub partition: u32,
+    pub attempt: u32,
+    pub gen: u32,
+}
+
+pub fn encode_delay(e: &DelayEntry, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&e.due.to_le_bytes());
+    out.extend_from_slice(&e.offset.to_le_bytes());
+    out.extend_from_slice(&e.partition.to_le_bytes());
+    out.extend_from_slice(&e.attempt.to_le_bytes());
+    out.extend_from_slice(&e.gen.to_le_bytes());
+    let crc = crc32c::crc32c(&out[start..]);
+    out.extend_from_slice(&crc.to_le_bytes());
+}
+
+/// Decodes a delay file: the good entries, and how many were damaged (bad CRC) or torn
+/// (a partial entry at the end).
+pub fn decode_delays(bytes: &[u8]) -> (Vec<DelayEntry>, usize) {
+    let mut good = Vec::with_capacity(bytes.len() / DELAY_ENTRY_BYTES);
+    let mut bad = usize::from(bytes.len() % DELAY_ENTRY_BYTES != 0);
+    for c in bytes.chunks_exact(DELAY_ENTRY_BYTES) {
+        if crc32c::crc32c(&c[..28]) != u32_at(c, 28) {
+            bad += 1;
+            continue;
+        }
+        good.push(DelayEntry {
+            due: u64_at(c, 0),
+            offset: u64_at(c, 8),
+            partition: u32_at(c, 16),
+            attempt: u32_at(c, 20),
+            gen: u32_at(c, 24),
+        });
+    }
+    (good, bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn event() -> impl Strategy<Value = Event> {
+        let n = any::<u64>();
+        prop_oneof![
+            (any::<u32>(), n, any::<u32>(), n).prop_map(|(p, o, attempt, key)| Event::Deliver {
+                p,
+                o,
+                attempt,
+                key
+            }),
+            (any::<u32>(), n).prop_map(|(p, o)| Event::Ack { p, o }),
+            (any::<u32>(), n, n).prop_map(|(p, a, b)| Event::Skip {
+                p,
+                lo: a.min(b),
+                hi: a.max(b)
+            }),
+            (any::<u32>(), n, any::<u32>(), n).prop_map(|(p, o, attempt, key)| Event::Ready {
+                p,
+                o,
+                attempt,
+                key
+            }),
+            (any::<u32>(), n, any::<u32>(), n, n).prop_map(|(p, o, attempt, due, key)| {
+                Event::Delay {
+                    p,
+                    o,
+                    attempt,
+                    due,
+                    key,
+                }
+            }),
+            (any::<u32>(), n).prop_map(|(p, o)| Event::DeadLetter { p, o }),
+            (any::<u32>(), n).prop_map(|(p, offset)| Event::Seek { p, offset }),
+            n.prop_map(|upto| Event::BucketsLoaded { upto }),
+            (any::<u32>(), n).prop_map(|(p, offset)| Event::Redriven { p, offset }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn events_round_trip(events in proptest::collection::vec(event(), 0..20)) {
+            let mut buf = Vec::new();
+            encode_events(&events, &mut buf);
+            prop_assert_eq!(decode_events(&buf).unwrap(), events);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = decode_events(&bytes);
+            let _ = decode_delays(&bytes);
+        }
+
+        #[test]
+        fn delay_entries_round_trip(due in any::<u64>(), offset in any::<u64>(), partition in any::<u32>(), attempt in any::<u32>(), gen in any::<u32>()) {
+            let e = DelayEntry { due, offset, partition, attempt, gen };
+            let mut buf = Vec::new();
+            encode_delay(&e, &mut buf);
+            encode_delay(&e, &mut buf);
+            buf.truncate(50);
+            prop_assert_eq!(decode_delays(&buf), (vec![e], 1));
+            buf[3] ^= 1;
+            prop_assert_eq!(decode_delays(&buf), (vec![], 2));
+        }
+    }
+}

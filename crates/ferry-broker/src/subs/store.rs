@@ -1,0 +1,295 @@
+//! Where a subscription's state is kept: [`SubscriptionStore`], a narrow interface so
+//! that a shared database can take its place later, and [`JournalStore`], its
+//! implementation in the data folder:
+//!
+//! ```text
+//! <data>/subscriptions/<name>/journal/     events, in Ferry's log format (CRC, group commit)
+//! <data>/subscriptions/<name>/snapshot.json  the state at a journal position, replaced atomically
+//! <data>/subscriptions/<name>/delays/<bucket>.dly  far-off delayed records, one file a minute
+//! ```
+//!
+//! Recovery loads the snapshot and replays the journal after it. A checkpoint writes a
+//! new snapshot once the journal is synced up to it, then deletes journal segments and
+//! delay files the snapshot covers.
+
+use super::codec::{self, DelayEntry};
+use super::state::{Counters, Event, SavedPart};
+use crate::error::{BrokerError, Result};
+use crate::fsutil::replace_file;
+use bytes::Bytes;
+use ferry_log::batch::{build_batch, Batches, DecodeLimits, NewRecord};
+use ferry_log::{Compression, Durability, LogConfig, PartitionLog};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// The state at a journal position.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Snapshot {
+    pub version: u32,
+    /// Every event before this journal offset is reflected here.
+    pub journal_offset: u64,
+    pub loaded_upto: u64,
+    pub redriven: BTreeMap<u32, u64>,
+    pub counters: Counters,
+    pub partitions: Vec<SavedPart>,
+}
+
+pub trait SubscriptionStore: Send + Sync {
+    /// The last checkpoint and the events journaled after it, in order.
+    fn load(&self) -> Result<(Option<Snapshot>, Vec<Event>)>;
+    /// Appends events; returns the position to wait for with `wait_durable`.
+    fn append(&self, events: &[Event]) -> Result<u64>;
+    fn wait_durable(&self, position: u64) -> Result<()>;
+    /// The journal position after everything appended so far.
+    fn position(&self) -> u64;
+    /// Stores a snapshot; everything before `snapshot.journal_offset` must be durable.
+    fn checkpoint(&self, snapshot: &Snapshot) -> Result<()>;
+    /// Stores delayed records durably before the events that refer to them.
+    fn write_delays(&self, entries: &[DelayEntry]) -> Result<()>;
+    fn read_delays(&self, bucket: u64) -> Result<Vec<DelayEntry>>;
+    /// Buckets that have a delay file, in order.
+    fn delay_buckets(&self) -> Vec<u64>;
+    /// Entries in delay files (an upper bound: an entry may be stale).
+    fn delayed_on_disk(&self) -> u64;
+    fn remove_delays_upto(&self, bucket: u64) -> Result<()>;
+}
+
+pub struct JournalStore {
+    dir: PathBuf,
+    journal: PartitionLog,
+    /// Known delay files: bucket → entries.
+    buckets: Mutex<BTreeMap<u64, u64>>,
+}
+
+const JOURNAL_SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
+/// Events per journal record, so that a record stays well under the batch limit.
+const EVENTS_PER_RECORD: usize = 16 * 1024;
+
+fn storage(what: String, e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Storage(format!("{what}: {e}"))
+}
+
+fn bucket_name(bucket: u64) -> String {
+    format!("{bucket:020}.dly")
+}
+
+impl JournalStore {
+    pub fn open(dir: &Path) -> Result<Self> {
+        let delays = dir.join("delays");
+        std::fs::create_dir_all(&delays)
+            .map_err(|e| storage(format!("creating {}", delays.display()), e))?;
+        let config = LogConfig {
+            segment_bytes: JOURNAL_SEGMENT_BYTES,
+            segment_ms: None,
+            durability: Durability::Always,
+            ..LogConfig::default()
+        };
+        let (journal, cuts) = PartitionLog::open(&dir.join("journal"), config)
+            .map_err(|e| BrokerError::from_log(0, e))?;
+        for cut in cuts {
+            tracing::warn!(dir = %dir.display(), ?cut, "Cut a damaged tail from a subscription journal.");
+        }
+        let mut buckets = BTreeMap::new();
+        let entries = std::fs::read_dir(&delays)
+            .map_err(|e| storage(format!("listing {}", delays.display()), e))?;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(b) = name
+                .strip_suffix(".dly")
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                let len = e.metadata().map_or(0, |m| m.len());
+                buckets.insert(b, len / codec::DELAY_ENTRY_BYTES as u64);
+            }
+        }
+        Ok(JournalStore {
+            dir: dir.to_path_buf(),
+            journal,
+            buckets: Mutex::new(buckets),
+        })
+    }
+
+    pub fn close(&self) -> Result<()> {
+        self.journal
+            .close()
+            .map_err(|e| BrokerError::from_log(0, e))
+    }
+
+    fn snapshot_path(&self) -> PathBuf {
+        self.dir.join("snapshot.json")
+    }
+}
+
+impl SubscriptionStore for JournalStore {
+    fn load(&self) -> Result<(Option<Snapshot>, Vec<Event>)> {
+        let path = self.snapshot_path();
+        let snapshot = match std::fs::read(&path) {
+            Ok(bytes) => Some(serde_json::from_slice::<Snapshot>(&bytes).map_err(|e| {
+                BrokerError::Meta(format!("{} is not a valid snapshot: {e}", path.display()))
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(storage(format!("reading {}", path.display()), e)),
+        };
+        let stats = self.journal.stats();
+        let mut at = snapshot
+            .as_ref()
+            .map_or(stats.earliest, |s| s.journal_offset)
+            .max(stats.earliest);
+        let mut events = Vec::new();
+        let limits = DecodeLimits::default();
+        while at < stats.latest {
+            let read = self
+                .journal
+                .read(at, 4 * 1024 * 1024)
+                .map_err(|e| BrokerError::from_log(0, e))?;
+            if read.batches.is_empty() {
+                break;
+            }
+            for one in Batches::new(read.batches) {
+                let (header, records) = one
+                    .and_then(|b| ferry_log::batch::decode_records(&b, &limits))
+                    .map_err(|e| BrokerError::Corrupt {
+                        offset: Some(at),
+                        reason: format!("subscription journal {}: {e}", self.dir.display()),
+                    })?;
+                for r in records {
+                    if (r.offset as u64) < at {
+                        continue;
+                    }
+                    let value = r.value.unwrap_or_default();
+                    events.extend(codec::decode_events(&value).map_err(|e| {
+                        BrokerError::Corrupt {
+                            offset: Some(r.offset as u64),
+                            reason: format!("subscription journal {}: {e}", self.dir.display()),
+                        }
+                    })?);
+                }
+                at = at.max(header.last_offset() as u64 + 1);
+            }
+        }
+        Ok((snapshot, events))
+    }
+
+    fn append(&self, events: &[Event]) -> Result<u64> {
+        let mut end = self.journal.next_offset();
+        for chunk in events.chunks(EVENTS_PER_RECORD) {
+            let mut value = Vec::with_capacity(chunk.len() * codec::EVENT_BYTES);
+            codec::encode_events(chunk, &mut value);
+            let record = NewRecord {
+                timestamp: crate::now_ms() as i64,
+                value: Some(Bytes::from(value)),
+                ..NewRecord::default()
+            };
+            let mut batch = build_batch(&[record], Compression::None)
+                .map_err(|e| BrokerError::Storage(format!("encoding journal events: {e}")))?;
+            let info = self
+                .journal
+                .append(&mut batch, crate::now_ms())
+                .map_err(|e| BrokerError::from_log(0, e))?;
+            end = info.end_offset;
+        }
+        Ok(end)
+    }
+
+    fn wait_durable(&self, position: u64) -> Result<()> {
+        self.journal
+            .wait_durable(position)
+            .map_err(|e| BrokerError::from_log(0, e))
+    }
+
+    fn position(&self) -> u64 {
+        self.journal.next_offset()
+    }
+
+    fn checkpoint(&self, snapshot: &Snapshot) -> Result<()> {
+        let bytes = serde_json::to_vec(snapshot)
+            .map_err(|e| BrokerError::Storage(format!("encoding a snapshot: {e}")))?;
+        replace_file(&self.snapshot_path(), &bytes).map_err(BrokerError::Storage)?;
+        self.journal
+            .delete_before(snapshot.journal_offset)
+            .map_err(|e| BrokerError::from_log(0, e))?;
+        self.remove_delays_upto(snapshot.loaded_upto)
+    }
+
+    fn write_delays(&self, entries: &[DelayEntry]) -> Result<()> {
+        let mut by_bucket: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        for e in entries {
+            codec::encode_delay(
+                e,
+                by_bucket.entry(super::state::bucket_of(e.due)).or_default(),
+            );
+        }
+        let dir = self.dir.join("delays");
+        let mut created = false;
+        for (bucket, bytes) in &by_bucket {
+            let path = dir.join(bucket_name(*bucket));
+            created |= !path.exists();
+            let mut f = File::options()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| storage(format!("opening {}", path.display()), e))?;
+            f.write_all(bytes)
+                .and_then(|()| f.sync_data())
+                .map_err(|e| storage(format!("writing {}", path.display()), e))?;
+        }
+        if created {
+            File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| storage(format!("syncing {}", dir.display()), e))?;
+        }
+        let mut known = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        for (bucket, bytes) in by_bucket {
+            *known.entry(bucket).or_default() += (bytes.len() / codec::DELAY_ENTRY_BYTES) as u64;
+        }
+        Ok(())
+    }
+
+    fn read_delays(&self, bucket: u64) -> Result<Vec<DelayEntry>> {
+        let path = self.dir.join("delays").join(bucket_name(bucket));
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(storage(format!("reading {}", path.display()), e)),
+        };
+        let (entries, bad) = codec::decode_delays(&bytes);
+        if bad > 0 {
+            // Only a torn write can do this, and its event was never journaled.
+            tracing::warn!(file = %path.display(), bad, "Skipped damaged entries in a delay file.");
+        }
+        Ok(entries)
+    }
+
+    fn delay_buckets(&self) -> Vec<u64> {
+        let known = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        known.keys().copied().collect()
+    }
+
+    fn delayed_on_disk(&self) -> u64 {
+        let known = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        known.values().sum()
+    }
+
+    fn remove_delays_upto(&self, bucket: u64) -> Result<()> {
+        let doomed: Vec<u64> = {
+            let known = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+            known.range(..=bucket).map(|(b, _)| *b).collect()
+        };
+        for b in doomed {
+            let path = self.dir.join("delays").join(bucket_name(b));
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(storage(format!("deleting {}", path.display()), e)),
+            }
+            self.buckets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&b);
+        }
+        Ok(())
+    }
+}
