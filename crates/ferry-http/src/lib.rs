@@ -4,6 +4,7 @@
 pub mod codec;
 pub mod problem;
 pub mod records;
+pub mod subscriptions;
 pub mod topics;
 
 use axum::body::Body;
@@ -11,7 +12,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use ferry_broker::Broker;
 use problem::Problem;
@@ -142,6 +143,33 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/topics/{topic}/partitions/{partition}/offsets",
             get(records::offset_for_time),
+        )
+        .route(
+            "/v1/subscriptions",
+            get(subscriptions::list).post(subscriptions::create),
+        )
+        .route(
+            "/v1/subscriptions/{name}",
+            get(subscriptions::describe)
+                .patch(subscriptions::update)
+                .delete(subscriptions::delete),
+        )
+        .route("/v1/subscriptions/{name}/pull", post(subscriptions::pull))
+        .route("/v1/subscriptions/{name}/ack", post(subscriptions::ack))
+        .route("/v1/subscriptions/{name}/nack", post(subscriptions::nack))
+        .route(
+            "/v1/subscriptions/{name}/extend",
+            post(subscriptions::extend),
+        )
+        .route("/v1/subscriptions/{name}/seek", post(subscriptions::seek))
+        .route("/v1/subscriptions/{name}/purge", post(subscriptions::purge))
+        .route(
+            "/v1/subscriptions/{name}/redrive",
+            post(subscriptions::redrive),
+        )
+        .route(
+            "/v1/subscriptions/{name}/events",
+            get(subscriptions::events),
         )
         .fallback(not_found)
         .layer(middleware::from_fn(problem_for_plain_errors))

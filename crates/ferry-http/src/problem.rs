@@ -147,6 +147,34 @@ impl From<BrokerError> for Problem {
                 "Metadata store error",
                 detail,
             ),
+            SubscriptionNotFound(_) => Problem::new(
+                StatusCode::NOT_FOUND,
+                "subscription-not-found",
+                "Subscription not found",
+                detail,
+            ),
+            SubscriptionExists(_) => Problem::new(
+                StatusCode::CONFLICT,
+                "subscription-exists",
+                "Subscription already exists",
+                detail,
+            ),
+            InvalidFilter(f) => Problem::bad_request("invalid-filter", detail).with("path", f.path),
+            InvalidTimeout(_) => Problem::bad_request("invalid-timeout", detail),
+            LeaseNotFound { ids, .. } => Problem::new(
+                StatusCode::NOT_FOUND,
+                "lease-not-found",
+                "Lease not found",
+                detail,
+            )
+            .with("lease_ids", ids),
+            LeaseAlreadyAcked { ids } => Problem::new(
+                StatusCode::CONFLICT,
+                "lease-already-acked",
+                "Already acknowledged",
+                detail,
+            )
+            .with("lease_ids", ids),
             OutOfOrderSequence(_) | InvalidProducerEpoch(_) => Problem::new(
                 StatusCode::CONFLICT,
                 "producer-sequence",

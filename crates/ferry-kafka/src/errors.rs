@@ -20,6 +20,13 @@ pub fn code(e: &BrokerError) -> i16 {
         Meta(_) => ResponseError::UnknownServerError,
         OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
         InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
+        // Subscriptions are not reachable over Kafka; these cannot occur there.
+        SubscriptionNotFound(_)
+        | SubscriptionExists(_)
+        | InvalidFilter(_)
+        | InvalidTimeout(_)
+        | LeaseNotFound { .. }
+        | LeaseAlreadyAcked { .. } => ResponseError::UnknownServerError,
     };
     r.code()
 }

@@ -1005,7 +1005,7 @@ impl Subscription {
             oldest_unacked_age_ms: None,
             in_flight: s.leased(),
             waiting: s.ready_count(),
-            delayed: s.delayed_in_memory() + self.store.delayed_on_disk(),
+            delayed: s.delayed_in_memory() + self.store.delayed_on_disk(s.loaded_upto),
             dead_letter_pending: s.dead_pending().count(),
             dead_lettered: s.counters.dead_lettered,
             delivered: s.counters.delivered,
@@ -1236,6 +1236,7 @@ impl Broker {
         let snapshot = Snapshot {
             version: 1,
             partitions: state.save(),
+            loaded_upto: bucket_of(now_ms() + BUCKET_MS),
             ..Snapshot::default()
         };
         let dir = self.subs.dir.join(&name);
@@ -1259,7 +1260,7 @@ impl Broker {
             }
         }
         tracing::info!(subscription = %name, topic = %topic_name, "Created subscription.");
-        Ok(sub.status(Some(&topic)).0)
+        self.describe_subscription(&name).await
     }
 
     pub async fn update_subscription(

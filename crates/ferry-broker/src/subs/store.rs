@@ -52,8 +52,9 @@ pub trait SubscriptionStore: Send + Sync {
     fn read_delays(&self, bucket: u64) -> Result<Vec<DelayEntry>>;
     /// Buckets that have a delay file, in order.
     fn delay_buckets(&self) -> Vec<u64>;
-    /// Entries in delay files (an upper bound: an entry may be stale).
-    fn delayed_on_disk(&self) -> u64;
+    /// Entries in delay files of buckets after `bucket` (an upper bound: an entry may
+    /// be stale).
+    fn delayed_on_disk(&self, bucket: u64) -> u64;
     fn remove_delays_upto(&self, bucket: u64) -> Result<()>;
 }
 
@@ -268,9 +269,12 @@ impl SubscriptionStore for JournalStore {
         known.keys().copied().collect()
     }
 
-    fn delayed_on_disk(&self) -> u64 {
+    fn delayed_on_disk(&self, bucket: u64) -> u64 {
         let known = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        known.values().sum()
+        known
+            .range(bucket.saturating_add(1)..)
+            .map(|(_, n)| n)
+            .sum()
     }
 
     fn remove_delays_upto(&self, bucket: u64) -> Result<()> {

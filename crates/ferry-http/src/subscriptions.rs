@@ -1,0 +1,319 @@
+//! Queue subscriptions over HTTP: admin, pull, ack, nack, extend, seek, purge, redrive,
+//! and a server-sent-event stream.
+
+use crate::codec::record_out;
+use crate::problem::Problem;
+use crate::{json_body, AppState};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::IntoResponse;
+use axum::Json;
+use bytes::Bytes;
+use ferry_broker::subs::{Delivery, Position, PullRequest, SubscriptionSettings};
+use ferry_broker::BrokerError;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Consumer name used when a pull does not give one.
+pub const ANONYMOUS_CONSUMER: &str = "anonymous";
+pub const CONSUMER_BYTES_MAX: usize = 256;
+
+pub async fn create(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<impl IntoResponse, Problem> {
+    let s: SubscriptionSettings = json_body(&body)?;
+    let status = state.broker.create_subscription(s).await?;
+    Ok((StatusCode::CREATED, Json(status)))
+}
+
+pub async fn list(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({ "subscriptions": state.broker.list_subscriptions().await }))
+}
+
+pub async fn describe(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, Problem> {
+    Ok(Json(state.broker.describe_subscription(&name).await?))
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse, Problem> {
+    let s: SubscriptionSettings = json_body(&body)?;
+    Ok(Json(state.broker.update_subscription(&name, s).await?))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, Problem> {
+    state.broker.delete_subscription(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn consumer_name(c: Option<String>) -> Result<Arc<str>, Problem> {
+    let c = c.unwrap_or_else(|| ANONYMOUS_CONSUMER.to_string());
+    if c.is_empty() || c.len() > CONSUMER_BYTES_MAX {
+        return Err(Problem::bad_request(
+            "invalid-config",
+            format!("consumer must be 1 to {CONSUMER_BYTES_MAX} bytes"),
+        ));
+    }
+    Ok(Arc::from(c))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullBody {
+    #[serde(default)]
+    max_records: Option<usize>,
+    #[serde(default)]
+    wait_ms: Option<u64>,
+    #[serde(default)]
+    consumer: Option<String>,
+    #[serde(default)]
+    visibility_timeout_ms: Option<i64>,
+}
+
+fn delivery_out(d: &Delivery) -> Value {
+    let mut v = record_out(&d.record);
+    if let Value::Object(m) = &mut v {
+        m.insert("lease_id".into(), json!(d.lease_id));
+        m.insert("attempt".into(), json!(d.attempt));
+        m.insert("partition".into(), json!(d.partition));
+        m.insert("lease_expires_at".into(), json!(d.lease_expires_ms));
+    }
+    v
+}
+
+pub async fn pull(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, Problem> {
+    let b: PullBody = if body.is_empty() {
+        PullBody {
+            max_records: None,
+            wait_ms: None,
+            consumer: None,
+            visibility_timeout_ms: None,
+        }
+    } else {
+        json_body(&body)?
+    };
+    let visibility = match b.visibility_timeout_ms {
+        None => None,
+        Some(v) => Some(ferry_broker::subs::check_timeout(
+            "visibility_timeout_ms",
+            v,
+        )?),
+    };
+    let req = PullRequest {
+        consumer: consumer_name(b.consumer)?,
+        max_records: b.max_records.unwrap_or(10),
+        wait: Duration::from_millis(b.wait_ms.unwrap_or(0)),
+        visibility_timeout_ms: visibility,
+    };
+    let out = state.broker.pull(&name, req).await?;
+    let records: Vec<Value> = out.iter().map(delivery_out).collect();
+    Ok(Json(json!({ "records": records })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeasesBody {
+    lease_ids: Vec<String>,
+    #[serde(default)]
+    delay_ms: Option<i64>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    visibility_timeout_ms: Option<i64>,
+}
+
+fn only(b: &LeasesBody, allowed: &[&str]) -> Result<(), Problem> {
+    let given = [
+        ("delay_ms", b.delay_ms.is_some()),
+        ("error", b.error.is_some()),
+        ("visibility_timeout_ms", b.visibility_timeout_ms.is_some()),
+    ];
+    for (field, present) in given {
+        if present && !allowed.contains(&field) {
+            return Err(Problem::invalid_json(format!(
+                "unknown field `{field}` for this operation"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub async fn ack(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, Problem> {
+    let b: LeasesBody = json_body(&body)?;
+    only(&b, &[])?;
+    let n = state.broker.ack(&name, b.lease_ids).await?;
+    Ok(Json(json!({ "acked": n })))
+}
+
+pub async fn nack(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, Problem> {
+    let b: LeasesBody = json_body(&body)?;
+    only(&b, &["delay_ms", "error"])?;
+    let n = state
+        .broker
+        .nack(&name, b.lease_ids, b.delay_ms, b.error)
+        .await?;
+    Ok(Json(json!({ "nacked": n })))
+}
+
+pub async fn extend(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, Problem> {
+    let b: LeasesBody = json_body(&body)?;
+    only(&b, &["visibility_timeout_ms"])?;
+    let t = b.visibility_timeout_ms.ok_or_else(|| {
+        Problem::invalid_json("visibility_timeout_ms is required: the new lease length from now")
+    })?;
+    let expires = state.broker.extend(&name, b.lease_ids, t).await?;
+    Ok(Json(json!({ "lease_expires_at": expires })))
+}
+
+/// `{"to": "earliest"|"latest"}`, `{"offset": n, "partition"?: p}` or
+/// `{"timestamp": ms}`.
+pub async fn seek(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse, Problem> {
+    let v: Value = json_body(&body)?;
+    let target = match &v {
+        Value::Object(m) if m.len() == 1 && m.contains_key("to") => &m["to"],
+        other => other,
+    };
+    let pos = Position::parse(target).map_err(Problem::from)?;
+    Ok(Json(state.broker.seek(&name, pos).await?))
+}
+
+pub async fn purge(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, Problem> {
+    Ok(Json(state.broker.seek(&name, Position::Latest).await?))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RedriveBody {
+    #[serde(default)]
+    max_records: Option<usize>,
+}
+
+pub async fn redrive(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, Problem> {
+    let b: RedriveBody = if body.is_empty() {
+        RedriveBody::default()
+    } else {
+        json_body(&body)?
+    };
+    let n = state
+        .broker
+        .redrive(&name, b.max_records.unwrap_or(usize::MAX))
+        .await?;
+    Ok(Json(json!({ "redriven": n })))
+}
+
+const EVENTS_PARAMS: [&str; 3] = ["consumer", "max_records", "visibility_timeout_ms"];
+
+/// A stream of leased records as server-sent events (`event: record`, `id:` the lease
+/// id); the client acks over the ack endpoint. The consumer's in-flight limit paces it.
+pub async fn events(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<impl IntoResponse, Problem> {
+    if let Some(unknown) = q.keys().find(|k| !EVENTS_PARAMS.contains(&k.as_str())) {
+        return Err(Problem::invalid_parameter(format!(
+            "unknown parameter {unknown:?}; expected one of {EVENTS_PARAMS:?}"
+        )));
+    }
+    let num = |k: &str| -> Result<Option<u64>, Problem> {
+        q.get(k)
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    Problem::invalid_parameter(format!("{k}={v:?} is not a non-negative integer"))
+                })
+            })
+            .transpose()
+    };
+    let max_records = num("max_records")?.unwrap_or(100) as usize;
+    let visibility = match num("visibility_timeout_ms")? {
+        None => None,
+        Some(v) => Some(ferry_broker::subs::check_timeout(
+            "visibility_timeout_ms",
+            v.min(i64::MAX as u64) as i64,
+        )?),
+    };
+    // Fail before the stream starts for an unknown subscription.
+    state.broker.describe_subscription(&name).await?;
+    let req = PullRequest {
+        consumer: consumer_name(q.get("consumer").cloned())?,
+        max_records: max_records.clamp(1, ferry_broker::subs::PULL_RECORDS_MAX),
+        wait: Duration::from_secs(15),
+        visibility_timeout_ms: visibility,
+    };
+    let broker = Arc::clone(&state.broker);
+    let stream = futures_util::stream::unfold(
+        (broker, name, req, VecDeque::<Delivery>::new(), false),
+        |(broker, name, req, mut buf, ended)| async move {
+            if ended {
+                return None;
+            }
+            loop {
+                if let Some(d) = buf.pop_front() {
+                    let ev = SseEvent::default()
+                        .event("record")
+                        .id(d.lease_id.clone())
+                        .data(delivery_out(&d).to_string());
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(ev),
+                        (broker, name, req, buf, false),
+                    ));
+                }
+                match broker.pull(&name, req.clone()).await {
+                    Ok(out) => buf.extend(out),
+                    Err(e) => {
+                        let gone = matches!(e, BrokerError::SubscriptionNotFound(_));
+                        let problem = Problem::from(e);
+                        let ev = SseEvent::default().event("error").data(
+                            json!({"type": format!("{}{}", crate::problem::PROBLEM_TYPE_PREFIX, problem.slug), "detail": problem.detail}).to_string(),
+                        );
+                        if !gone {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        return Some((Ok(ev), (broker, name, req, buf, gone)));
+                    }
+                }
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
