@@ -5,6 +5,7 @@
 mod disk;
 mod http;
 mod log_append;
+mod queue;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -57,6 +58,22 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
+    /// Queue subscriptions: pull+ack with 1, 4 and 16 consumers over a preloaded backlog.
+    Queue {
+        /// Records of 1 KiB to preload and drain per consumer count
+        #[arg(long, default_value_t = 200_000)]
+        records: u64,
+    },
+    /// Server memory with a large backlog no one consumes (100-byte records).
+    Backlog {
+        #[arg(long, default_value_t = 10_000_000)]
+        records: u64,
+    },
+    /// Server memory with records scheduled an hour ahead (100-byte records).
+    Delayed {
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+    },
     /// Start time on an empty folder, and recovery of a large log after kill -9.
     Start {
         #[arg(long, default_value_t = 1024)]
@@ -100,7 +117,9 @@ fn main() -> anyhow::Result<()> {
             let batched = log_append::run(&ctx, seconds, &[64], 16)?;
             let http = rt.block_on(http::run(&ctx, seconds, &[1, 16]))?;
             let start = rt.block_on(server::start_and_recovery(&ctx, recovery_mib))?;
+            let q = rt.block_on(queue::run(&ctx, 100_000, &[1, 4, 16]))?;
             println!("{}", report(&disk, &appends, &batched, &http, &start));
+            println!("{}", queue::report(&q, None));
         }
         Command::Smoke => {
             let disk = disk::run_sized(&ctx, 8, 0.2)?;
@@ -112,7 +131,18 @@ fn main() -> anyhow::Result<()> {
                 &[2],
             ))?;
             let start = rt.block_on(server::start_and_recovery(&ctx, 8))?;
+            let q = rt.block_on(queue::run(&ctx, 2_000, &[1, 4]))?;
+            let b = rt.block_on(queue::backlog(&ctx, 20_000))?;
+            let d = rt.block_on(queue::delayed(&ctx, 20_000))?;
             println!("{}", report(&disk, &appends, &[], &http, &start));
+            println!("{}", queue::report(&q, Some(&b)));
+            println!("{}", queue::report_delayed(&d));
+            anyhow::ensure!(d.delayed_reported == 20_000, "delayed records counted");
+            anyhow::ensure!(
+                q.iter().all(|x| x.records >= 2_000),
+                "queue consumers drained the backlog"
+            );
+            anyhow::ensure!(b.backlog_reported == 20_000, "backlog counted");
             anyhow::ensure!(
                 appends.iter().all(|a| a.records > 0),
                 "appends made progress"
@@ -143,6 +173,18 @@ fn main() -> anyhow::Result<()> {
                 "{}",
                 report(&disk, &[], &[], &r, &server::StartResult::default())
             );
+        }
+        Command::Queue { records } => {
+            let q = rt.block_on(queue::run(&ctx, records, &[1, 4, 16]))?;
+            println!("{}", queue::report(&q, None));
+        }
+        Command::Backlog { records } => {
+            let b = rt.block_on(queue::backlog(&ctx, records))?;
+            println!("{}", queue::report(&[], Some(&b)));
+        }
+        Command::Delayed { records } => {
+            let d = rt.block_on(queue::delayed(&ctx, records))?;
+            println!("{}", queue::report_delayed(&d));
         }
         Command::Start { recovery_mib } => println!(
             "{:#?}",

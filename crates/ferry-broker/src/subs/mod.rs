@@ -39,6 +39,8 @@ pub const PULL_WAIT_MS_MAX: u64 = 60_000;
 pub const LEASES_PER_REQUEST_MAX: usize = 1000;
 pub const DELAY_MS_MAX: u64 = retry::RETRY_DELAY_MS_MAX;
 pub const ERROR_BYTES_MAX: usize = 1024;
+/// Records one pull looks at, at most, while it scans for deliverable ones.
+pub const SCAN_RECORDS_MAX: usize = 20_000;
 /// Records held back by per-key ordering before the head scan pauses.
 pub const HELD_RECORDS_MAX: usize = 100_000;
 
@@ -612,91 +614,105 @@ impl Subscription {
         }
         // Then new records from the head of each partition, in turn.
         let n = parts.len();
-        for i in 0..n {
-            if out.len() >= cap || scan_error.is_some() {
-                break;
-            }
-            let p = ((inner.rr + i) % n) as u32;
-            let part = &parts[p as usize];
-            let stats = part.log.stats();
-            if b.state.part(p).is_none() {
-                // A partition added to the topic: start at its beginning.
-                b.push(Event::Seek {
-                    p,
-                    offset: stats.earliest,
-                });
-            }
-            let head = b.state.part(p).map_or(0, |x| x.head);
-            if head < stats.earliest {
-                b.push(Event::Skip {
-                    p,
-                    lo: head,
-                    hi: stats.earliest,
-                });
-            }
-            let mut cursor = head.max(stats.earliest);
-            if cursor >= part.log.latest() {
-                continue;
-            }
-            if b.state.ordering
-                && b.state.part(p).map_or(0, |x| x.pending.len()) >= HELD_RECORDS_MAX
-            {
-                continue;
-            }
-            let want = (cap - out.len()).max(64);
-            let read = match part.read_records(cursor, want, 1024 * 1024, &self.limits) {
-                Ok(r) => r,
-                Err(e) => {
-                    scan_error = Some(e);
+        // Records skipped on the way (filtered out, delayed, held back) do not fill the
+        // pull: go on scanning, within a budget that bounds how long the lock is held.
+        let mut scanned = 0usize;
+        loop {
+            let before = scanned;
+            for i in 0..n {
+                if out.len() >= cap || scan_error.is_some() {
                     break;
                 }
-            };
-            let mut stopped = false;
-            for r in read.records {
-                let o = r.offset as u64;
-                if o > cursor {
+                let p = ((inner.rr + i) % n) as u32;
+                let part = &parts[p as usize];
+                let stats = part.log.stats();
+                if b.state.part(p).is_none() {
+                    // A partition added to the topic: start at its beginning.
+                    b.push(Event::Seek {
+                        p,
+                        offset: stats.earliest,
+                    });
+                }
+                let head = b.state.part(p).map_or(0, |x| x.head);
+                if head < stats.earliest {
+                    b.push(Event::Skip {
+                        p,
+                        lo: head,
+                        hi: stats.earliest,
+                    });
+                }
+                let mut cursor = head.max(stats.earliest);
+                if cursor >= part.log.latest() {
+                    continue;
+                }
+                if b.state.ordering
+                    && b.state.part(p).map_or(0, |x| x.pending.len()) >= HELD_RECORDS_MAX
+                {
+                    continue;
+                }
+                let want = (cap - out.len()).max(64);
+                let read = match part.read_records(cursor, want, 1024 * 1024, &self.limits) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        scan_error = Some(e);
+                        break;
+                    }
+                };
+                let mut stopped = false;
+                scanned += read.records.len();
+                for r in read.records {
+                    let o = r.offset as u64;
+                    if o > cursor {
+                        b.push(Event::Skip {
+                            p,
+                            lo: cursor,
+                            hi: o,
+                        });
+                    }
+                    if !self.wants(&filter, &cfg.name, &r) {
+                        b.push(Event::Skip {
+                            p,
+                            lo: o,
+                            hi: o + 1,
+                        });
+                        cursor = o + 1;
+                        continue;
+                    }
+                    let key = key_hash(r.key.as_deref());
+                    match deliver_at(&r).filter(|&due| due > now) {
+                        Some(due) => b.delay(p, o, 0, due, key),
+                        None if b.state.key_busy(p, key) => b.push(Event::Ready {
+                            p,
+                            o,
+                            attempt: 0,
+                            key,
+                        }),
+                        None if out.len() >= cap => {
+                            stopped = true;
+                            break;
+                        }
+                        None => {
+                            b.state.set(p, o, 0, key, PState::Ready);
+                            b.state.remove_from_ready(p, o);
+                            out.push((p, o, r));
+                        }
+                    }
+                    cursor = o + 1;
+                }
+                if !stopped && read.next_offset > cursor {
                     b.push(Event::Skip {
                         p,
                         lo: cursor,
-                        hi: o,
+                        hi: read.next_offset,
                     });
                 }
-                if !self.wants(&filter, &cfg.name, &r) {
-                    b.push(Event::Skip {
-                        p,
-                        lo: o,
-                        hi: o + 1,
-                    });
-                    cursor = o + 1;
-                    continue;
-                }
-                let key = key_hash(r.key.as_deref());
-                match deliver_at(&r).filter(|&due| due > now) {
-                    Some(due) => b.delay(p, o, 0, due, key),
-                    None if b.state.key_busy(p, key) => b.push(Event::Ready {
-                        p,
-                        o,
-                        attempt: 0,
-                        key,
-                    }),
-                    None if out.len() >= cap => {
-                        stopped = true;
-                        break;
-                    }
-                    None => {
-                        b.state.set(p, o, 0, key, PState::Ready);
-                        b.state.remove_from_ready(p, o);
-                        out.push((p, o, r));
-                    }
-                }
-                cursor = o + 1;
             }
-            if !stopped && read.next_offset > cursor {
-                b.push(Event::Skip {
-                    p,
-                    lo: cursor,
-                    hi: read.next_offset,
-                });
+            if out.len() >= cap
+                || scan_error.is_some()
+                || scanned == before
+                || scanned >= SCAN_RECORDS_MAX
+            {
+                break;
             }
         }
         inner.rr = inner.rr.wrapping_add(1);
