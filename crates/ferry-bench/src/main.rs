@@ -58,11 +58,18 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
-    /// Queue subscriptions: pull+ack with 1, 4 and 16 consumers over a preloaded backlog.
+    /// Queue subscriptions: the disk's limits, pull+ack with 1, 4 and 16 consumers over
+    /// a preloaded backlog, memory with a large backlog and with scheduled records.
     Queue {
         /// Records of 1 KiB to preload and drain per consumer count
         #[arg(long, default_value_t = 200_000)]
         records: u64,
+        /// Unconsumed records for the memory measurement (0 skips it)
+        #[arg(long, default_value_t = 10_000_000)]
+        backlog: u64,
+        /// Records scheduled an hour ahead for the memory measurement (0 skips it)
+        #[arg(long, default_value_t = 1_000_000)]
+        delayed: u64,
     },
     /// Server memory with a large backlog no one consumes (100-byte records).
     Backlog {
@@ -119,7 +126,7 @@ fn main() -> anyhow::Result<()> {
             let start = rt.block_on(server::start_and_recovery(&ctx, recovery_mib))?;
             let q = rt.block_on(queue::run(&ctx, 100_000, &[1, 4, 16]))?;
             println!("{}", report(&disk, &appends, &batched, &http, &start));
-            println!("{}", queue::report(&q, None));
+            println!("{}", queue::report_with_disk(&q, None, disk.seq_mb_s));
         }
         Command::Smoke => {
             let disk = disk::run_sized(&ctx, 8, 0.2)?;
@@ -135,7 +142,7 @@ fn main() -> anyhow::Result<()> {
             let b = rt.block_on(queue::backlog(&ctx, 20_000))?;
             let d = rt.block_on(queue::delayed(&ctx, 20_000))?;
             println!("{}", report(&disk, &appends, &[], &http, &start));
-            println!("{}", queue::report(&q, Some(&b)));
+            println!("{}", queue::report_with_disk(&q, Some(&b), disk.seq_mb_s));
             println!("{}", queue::report_delayed(&d));
             anyhow::ensure!(d.delayed_reported == 20_000, "delayed records counted");
             anyhow::ensure!(
@@ -174,13 +181,31 @@ fn main() -> anyhow::Result<()> {
                 report(&disk, &[], &[], &r, &server::StartResult::default())
             );
         }
-        Command::Queue { records } => {
+        Command::Queue {
+            records,
+            backlog,
+            delayed,
+        } => {
+            let disk = disk::run(&ctx, 5)?;
             let q = rt.block_on(queue::run(&ctx, records, &[1, 4, 16]))?;
-            println!("{}", queue::report(&q, None));
+            let b = (backlog > 0)
+                .then(|| rt.block_on(queue::backlog(&ctx, backlog)))
+                .transpose()?;
+            let d = (delayed > 0)
+                .then(|| rt.block_on(queue::delayed(&ctx, delayed)))
+                .transpose()?;
+            println!(
+                "{}",
+                report(&disk, &[], &[], &[], &server::StartResult::default())
+            );
+            println!("{}", queue::report_with_disk(&q, b.as_ref(), disk.seq_mb_s));
+            if let Some(d) = d {
+                println!("{}", queue::report_delayed(&d));
+            }
         }
         Command::Backlog { records } => {
             let b = rt.block_on(queue::backlog(&ctx, records))?;
-            println!("{}", queue::report(&[], Some(&b)));
+            println!("{}", queue::report_with_disk(&[], Some(&b), 1.0));
         }
         Command::Delayed { records } => {
             let d = rt.block_on(queue::delayed(&ctx, records))?;

@@ -327,16 +327,23 @@ pub fn report_delayed(d: &DelayedResult) -> String {
     )
 }
 
-pub fn report(queue: &[QueueResult], backlog: Option<&BacklogResult>) -> String {
+/// The Markdown tables; `disk_mb_s` is the disk's sequential bandwidth from the same run.
+pub fn report_with_disk(
+    queue: &[QueueResult],
+    backlog: Option<&BacklogResult>,
+    disk_mb_s: f64,
+) -> String {
     let mut s = String::new();
     if !queue.is_empty() {
-        s.push_str("| queue pull+ack over HTTP, 1 KiB records | consumers | records/s | MB/s | pull+ack p50 ms | pull+ack p99 ms | redelivered |\n|---|---|---|---|---|---|---|\n");
+        s.push_str("| queue pull+ack over HTTP, 1 KiB records | consumers | records/s | MB/s | % of disk sequential | pull+ack p50 ms | pull+ack p99 ms | redelivered |\n|---|---|---|---|---|---|---|---|\n");
         for q in queue {
+            let rate = q.records as f64 * 1024.0 / q.secs / 1e6;
             s.push_str(&format!(
-                "| pull ≤ 100, then ack | {} | {:.0} | {:.1} | {:.1} | {:.1} | {} |\n",
+                "| pull ≤ 100, then ack | {} | {:.0} | {:.1} | {:.0} % | {:.1} | {:.1} | {} |\n",
                 q.consumers,
                 q.records as f64 / q.secs,
-                q.records as f64 * 1024.0 / q.secs / 1e6,
+                rate,
+                100.0 * rate / disk_mb_s,
                 q.cycle_p50_ms,
                 q.cycle_p99_ms,
                 q.redelivered

@@ -123,7 +123,9 @@ async fn an_empty_group_leaves_memory_but_keeps_its_offsets() {
         )
         .await
         .unwrap();
-    b.groups.leave("g", &[m.member_id.clone()]).await;
+    b.groups
+        .leave("g", std::slice::from_ref(&m.member_id))
+        .await;
     b.groups.tick().await;
     let listed = b.groups.list().await;
     assert_eq!(listed.len(), 1, "still listed through its offsets");

@@ -214,6 +214,121 @@ impl Client {
             .and_then(|o| o.as_u64())
             .ok_or_else(|| ClientError::Protocol("no offset in answer".into()))
     }
+
+    pub async fn create_subscription(&self, body: &Value) -> Result<Value, ClientError> {
+        self.send(self.http.post(self.url("/v1/subscriptions")).json(body))
+            .await
+    }
+
+    pub async fn list_subscriptions(&self) -> Result<Value, ClientError> {
+        self.send(self.http.get(self.url("/v1/subscriptions")))
+            .await
+    }
+
+    pub async fn describe_subscription(&self, name: &str) -> Result<Value, ClientError> {
+        self.send(
+            self.http
+                .get(self.url(&format!("/v1/subscriptions/{name}"))),
+        )
+        .await
+    }
+
+    pub async fn update_subscription(
+        &self,
+        name: &str,
+        body: &Value,
+    ) -> Result<Value, ClientError> {
+        self.send(
+            self.http
+                .patch(self.url(&format!("/v1/subscriptions/{name}")))
+                .json(body),
+        )
+        .await
+    }
+
+    pub async fn delete_subscription(&self, name: &str) -> Result<(), ClientError> {
+        let _: Value = self
+            .send(
+                self.http
+                    .delete(self.url(&format!("/v1/subscriptions/{name}"))),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// POSTs `body` to one of a subscription's operations (`pull`, `ack`, `seek`, …).
+    async fn subscription_op(
+        &self,
+        name: &str,
+        op: &str,
+        body: &Value,
+    ) -> Result<Value, ClientError> {
+        self.send(
+            self.http
+                .post(self.url(&format!("/v1/subscriptions/{name}/{op}")))
+                .json(body),
+        )
+        .await
+    }
+
+    /// Leases records; `body` as the pull API takes it (`max_records`, `wait_ms`,
+    /// `consumer`, `visibility_timeout_ms`). Each record carries its `lease_id`.
+    pub async fn pull(&self, name: &str, body: &Value) -> Result<Vec<Value>, ClientError> {
+        let v = self.subscription_op(name, "pull", body).await?;
+        match v.get("records") {
+            Some(Value::Array(records)) => Ok(records.clone()),
+            _ => Err(ClientError::Protocol("no records in answer".into())),
+        }
+    }
+
+    /// Acknowledges leases; answers `{"acked": n}`.
+    pub async fn ack(&self, name: &str, lease_ids: &[String]) -> Result<Value, ClientError> {
+        self.subscription_op(name, "ack", &json!({ "lease_ids": lease_ids }))
+            .await
+    }
+
+    /// Gives leases back for redelivery, after `delay_ms` if given (else the retry
+    /// policy's delay); `error` is kept with the record. Answers `{"nacked": n}`.
+    pub async fn nack(
+        &self,
+        name: &str,
+        lease_ids: &[String],
+        delay_ms: Option<u64>,
+        error: Option<&str>,
+    ) -> Result<Value, ClientError> {
+        let mut body = json!({ "lease_ids": lease_ids });
+        if let Some(d) = delay_ms {
+            body["delay_ms"] = json!(d);
+        }
+        if let Some(e) = error {
+            body["error"] = json!(e);
+        }
+        self.subscription_op(name, "nack", &body).await
+    }
+
+    /// Moves a subscription to a position (`{"to": "earliest"}`, `{"offset": n}`, …);
+    /// answers the subscription as `describe` does.
+    pub async fn seek(&self, name: &str, body: &Value) -> Result<Value, ClientError> {
+        self.subscription_op(name, "seek", body).await
+    }
+
+    /// Drops every record not yet done; answers the subscription as `describe` does.
+    pub async fn purge(&self, name: &str) -> Result<Value, ClientError> {
+        self.subscription_op(name, "purge", &json!({})).await
+    }
+
+    /// Sends dead-lettered records back to the subscription; answers `{"redriven": n}`.
+    pub async fn redrive(
+        &self,
+        name: &str,
+        max_records: Option<usize>,
+    ) -> Result<Value, ClientError> {
+        let body = match max_records {
+            Some(n) => json!({ "max_records": n }),
+            None => json!({}),
+        };
+        self.subscription_op(name, "redrive", &body).await
+    }
 }
 
 /// A request body already serialised.

@@ -214,7 +214,7 @@ mod tests {
             for (i, k) in keys.iter().enumerate() {
                 idx.push(OffsetEntry { rel_offset: *k, position: i as u32 });
             }
-            let expect = keys.iter().enumerate().filter(|(_, k)| **k <= probe).next_back()
+            let expect = keys.iter().enumerate().rfind(|(_, k)| **k <= probe)
                 .map(|(i, k)| OffsetEntry { rel_offset: *k, position: i as u32 });
             prop_assert_eq!(idx.floor(probe, false).unwrap(), expect);
             let dir = tempfile::tempdir().unwrap();

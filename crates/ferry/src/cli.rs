@@ -30,6 +30,9 @@ pub enum Command {
     Produce(ProduceArgs),
     /// Read records from a topic and print them.
     Consume(ConsumeArgs),
+    /// Queue subscriptions: create and manage them, pull records, ack, nack, seek.
+    #[command(subcommand)]
+    Sub(SubCommand),
 }
 
 #[derive(Args, Clone, Default)]
@@ -236,4 +239,147 @@ pub struct ConsumeArgs {
     pub max: Option<u64>,
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+#[derive(Args, Clone, Default)]
+pub struct SubSettings {
+    /// Only records matching this filter, e.g. '{"subject":"orders.*.created"}' (JSON)
+    #[arg(long, value_name = "JSON")]
+    pub filter: Option<String>,
+    /// How long a pulled record stays leased before it is delivered again
+    #[arg(long, value_name = "MS")]
+    pub visibility_timeout_ms: Option<u64>,
+    /// Deliveries before a record is dead-lettered; 0 for no limit
+    #[arg(long, value_name = "N")]
+    pub max_deliveries: Option<u32>,
+    /// Topic for records out of deliveries [default: NAME-dlq]
+    #[arg(long, value_name = "TOPIC")]
+    pub dead_letter_topic: Option<String>,
+    /// Delay before redelivery after a nack or expiry, e.g.
+    /// '{"strategy":"exponential","delay_ms":1000}' (JSON)
+    #[arg(long, value_name = "JSON")]
+    pub retry: Option<String>,
+    /// Records leased at once, over all consumers
+    #[arg(long, value_name = "N")]
+    pub max_in_flight: Option<u32>,
+    /// Records leased at once by one consumer
+    #[arg(long, value_name = "N")]
+    pub max_in_flight_per_consumer: Option<u32>,
+}
+
+#[derive(Subcommand)]
+pub enum SubCommand {
+    /// Create a subscription to a topic.
+    Create {
+        name: String,
+        /// Topic to deliver records from
+        #[arg(long, short)]
+        topic: String,
+        /// Where to start: earliest, latest, offset:N (in every partition), or time:T
+        /// (milliseconds since 1970, or RFC 3339 such as 2026-11-23T10:00:00Z) [default: latest]
+        #[arg(long, value_name = "WHERE")]
+        start: Option<String>,
+        /// none, or key: one record per key in flight at a time [default: none]
+        #[arg(long)]
+        ordering: Option<String>,
+        #[command(flatten)]
+        settings: SubSettings,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List subscriptions with their backlog.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a subscription's settings, counters and each partition's progress.
+    Describe {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Change a subscription's settings.
+    Update {
+        name: String,
+        #[command(flatten)]
+        settings: SubSettings,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete a subscription (its topic and dead-letter topic stay).
+    Delete {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Lease records and print them with their lease ids.
+    Pull {
+        name: String,
+        /// Most records to lease
+        #[arg(long, short = 'n', default_value_t = 10)]
+        max_records: usize,
+        /// Wait up to this long for records when none is ready [default: 0, answer at once]
+        #[arg(long, value_name = "MS")]
+        wait_ms: Option<u64>,
+        /// Consumer name, for the per-consumer in-flight limit [default: anonymous]
+        #[arg(long)]
+        consumer: Option<String>,
+        /// Lease length for these records [default: the subscription's]
+        #[arg(long, value_name = "MS")]
+        visibility_timeout_ms: Option<u64>,
+        /// Acknowledge every pulled record after printing it
+        #[arg(long)]
+        ack: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Acknowledge leased records: they are done and never delivered again.
+    Ack {
+        name: String,
+        #[arg(required = true)]
+        lease_ids: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Give leased records back for redelivery.
+    Nack {
+        name: String,
+        #[arg(required = true)]
+        lease_ids: Vec<String>,
+        /// Redeliver after this long [default: the retry policy's delay]
+        #[arg(long, value_name = "MS")]
+        delay_ms: Option<u64>,
+        /// Why processing failed; kept with the record and its dead letter
+        #[arg(long, value_name = "TEXT")]
+        error: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Move a subscription to another position: replay, or skip ahead.
+    Seek {
+        name: String,
+        /// earliest, latest, offset:N, or time:T (milliseconds since 1970, or RFC 3339)
+        #[arg(long, value_name = "WHERE")]
+        to: String,
+        /// With offset:N, move only this partition [default: every partition]
+        #[arg(long, short)]
+        partition: Option<u32>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Drop every record not yet acknowledged (seek to latest).
+    Purge {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Send the subscription's dead-lettered records back to it.
+    Redrive {
+        name: String,
+        /// Most records to send back [default: all]
+        #[arg(long, short = 'n')]
+        max_records: Option<usize>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }

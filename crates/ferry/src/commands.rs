@@ -1,4 +1,5 @@
-//! The client commands: `ferry topic`, `ferry produce`, `ferry consume`.
+//! The client commands: `ferry topic`, `ferry produce`, `ferry consume` (`ferry sub` is
+//! in `subs`).
 
 use crate::cli::{ConsumeArgs, ProduceArgs, TopicCommand, TopicSettings};
 use crate::output;
@@ -276,7 +277,7 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn text_of(v: &Value) -> String {
+pub(crate) fn text_of(v: &Value) -> String {
     match v {
         Value::Null => "null".into(),
         Value::String(s) => s.clone(),

@@ -8,6 +8,7 @@ mod commands;
 mod output;
 mod serve;
 mod settings;
+mod subs;
 mod time;
 
 use clap::Parser;
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
             Command::Topic(cmd) => commands::topic(cmd).await,
             Command::Produce(args) => commands::produce(args).await,
             Command::Consume(args) => commands::consume(args).await,
+            Command::Sub(cmd) => subs::sub(cmd).await,
         }
     });
     match result {

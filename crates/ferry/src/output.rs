@@ -38,6 +38,16 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
     Ok(())
 }
 
+/// One `name  value` line per pair, the values aligned.
+pub fn pairs(pairs: &[(String, String)]) -> io::Result<()> {
+    let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut out = io::stdout().lock();
+    for (k, v) in pairs {
+        writeln!(out, "{k:<width$}  {v}")?;
+    }
+    Ok(())
+}
+
 pub fn json(v: &serde_json::Value) -> io::Result<()> {
     let mut out = io::stdout().lock();
     writeln!(

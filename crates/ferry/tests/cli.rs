@@ -260,3 +260,171 @@ fn settings_come_from_defaults_then_file_then_environment_then_flags() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn subscriptions_are_created_pulled_acked_and_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    stdout(&ferry(&s.url, &["topic", "create", "jobs", "-p", "2"]));
+    stdout(&ferry_stdin(
+        &s.url,
+        &["produce", "jobs", "--key-separator", ":"],
+        "a:one\nb:two\nc:three\n",
+    ));
+    let out = stdout(&ferry(
+        &s.url,
+        &[
+            "sub",
+            "create",
+            "workers",
+            "--topic",
+            "jobs",
+            "--start",
+            "earliest",
+            "--visibility-timeout-ms",
+            "60000",
+        ],
+    ));
+    assert!(
+        out.contains("Created subscription workers on topic jobs."),
+        "{out}"
+    );
+
+    // Pull as JSON lines, then ack every lease.
+    let pulled: Vec<Value> = stdout(&ferry(&s.url, &["sub", "pull", "workers", "--json"]))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(pulled.len(), 3, "{pulled:?}");
+    assert!(pulled.iter().all(|r| r["attempt"] == 1));
+    let leases: Vec<&str> = pulled
+        .iter()
+        .map(|r| r["lease_id"].as_str().unwrap())
+        .collect();
+    let mut args = vec!["sub", "ack", "workers"];
+    args.extend(&leases);
+    let out = stdout(&ferry(&s.url, &args));
+    assert_eq!(out.trim(), "acked 3");
+    let d: Value = serde_json::from_str(&stdout(&ferry(
+        &s.url,
+        &["sub", "describe", "workers", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(
+        (d["backlog"].as_u64(), d["acked"].as_u64()),
+        (Some(0), Some(3))
+    );
+    let human = stdout(&ferry(&s.url, &["sub", "describe", "workers"]));
+    assert!(
+        human.contains("backlog") && human.contains("ACK_FLOOR"),
+        "{human}"
+    );
+
+    // Acking again is refused: exit code 1 and the server's reason.
+    let again = ferry(&s.url, &["sub", "ack", "workers", leases[0]]);
+    assert_eq!(again.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("already acknowledged"), "{err}");
+
+    // A bad filter or start is refused naming what is wrong.
+    let bad = ferry(
+        &s.url,
+        &[
+            "sub",
+            "create",
+            "bad",
+            "--topic",
+            "jobs",
+            "--filter",
+            r#"{"subject":"a.>.b"}"#,
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("invalid filter at subject"), "{err}");
+    let bad = ferry(
+        &s.url,
+        &["sub", "create", "bad", "--topic", "jobs", "--start", "soon"],
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--start must be"));
+
+    // Replay from the start, pull as a table and ack in one go.
+    let out = stdout(&ferry(
+        &s.url,
+        &["sub", "seek", "workers", "--to", "earliest"],
+    ));
+    assert!(out.contains("backlog 3"), "{out}");
+    let out = stdout(&ferry(&s.url, &["sub", "pull", "workers", "--ack"]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("LEASE_ID"), "{out}");
+    assert_eq!(lines.len(), 5, "{out}");
+    assert!(
+        ["one", "two", "three"].iter().all(|v| out.contains(v)),
+        "{out}"
+    );
+    assert_eq!(lines[4], "acked 3");
+    let d: Value = serde_json::from_str(&stdout(&ferry(
+        &s.url,
+        &["sub", "describe", "workers", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(d["backlog"], 0, "{d}");
+
+    // Nack gives a record back for another attempt.
+    stdout(&ferry(
+        &s.url,
+        &["sub", "seek", "workers", "--to", "offset:0", "-p", "0"],
+    ));
+    let first: Vec<Value> = stdout(&ferry(
+        &s.url,
+        &["sub", "pull", "workers", "-n", "1", "--json"],
+    ))
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect();
+    assert_eq!(first.len(), 1);
+    let out = stdout(&ferry(
+        &s.url,
+        &[
+            "sub",
+            "nack",
+            "workers",
+            first[0]["lease_id"].as_str().unwrap(),
+            "--error",
+            "try later",
+        ],
+    ));
+    assert_eq!(out.trim(), "nacked 1");
+    let retried: Vec<Value> = stdout(&ferry(
+        &s.url,
+        &["sub", "pull", "workers", "--wait-ms", "2000", "--json"],
+    ))
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect();
+    assert!(
+        retried
+            .iter()
+            .any(|r| r["offset"] == first[0]["offset"] && r["attempt"] == 2),
+        "{retried:?}"
+    );
+
+    let list = stdout(&ferry(&s.url, &["sub", "list"]));
+    assert!(
+        list.lines().next().unwrap().starts_with("SUBSCRIPTION"),
+        "{list}"
+    );
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("workers") && l.contains("jobs")),
+        "{list}"
+    );
+    let out = stdout(&ferry(&s.url, &["sub", "purge", "workers"]));
+    assert!(out.contains("Purged subscription workers"), "{out}");
+    stdout(&ferry(&s.url, &["sub", "delete", "workers"]));
+    assert!(!stdout(&ferry(&s.url, &["sub", "list"])).contains("workers"));
+    let gone = ferry(&s.url, &["sub", "describe", "workers"]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("does not exist"));
+}

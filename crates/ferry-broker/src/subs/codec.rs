@@ -79,7 +79,7 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 }
 
 pub fn decode_events(bytes: &[u8]) -> Result<Vec<Event>, CodecError> {
-    if bytes.len() % EVENT_BYTES != 0 {
+    if !bytes.len().is_multiple_of(EVENT_BYTES) {
         return Err(CodecError::Length(bytes.len()));
     }
     let mut out = Vec::with_capacity(bytes.len() / EVENT_BYTES);
@@ -161,7 +161,7 @@ pub fn encode_delay(e: &DelayEntry, out: &mut Vec<u8>) {
 /// (a partial entry at the end).
 pub fn decode_delays(bytes: &[u8]) -> (Vec<DelayEntry>, usize) {
     let mut good = Vec::with_capacity(bytes.len() / DELAY_ENTRY_BYTES);
-    let mut bad = usize::from(bytes.len() % DELAY_ENTRY_BYTES != 0);
+    let mut bad = usize::from(!bytes.len().is_multiple_of(DELAY_ENTRY_BYTES));
     for c in bytes.chunks_exact(DELAY_ENTRY_BYTES) {
         if crc32c::crc32c(&c[..28]) != u32_at(c, 28) {
             bad += 1;

@@ -233,6 +233,9 @@ impl SubscriptionConfig {
     }
 }
 
+/// A record out of deliveries: partition, offset, deliveries made, last error.
+type DeadRecord = (u32, u64, u32, Option<Arc<str>>);
+
 /// A record handed to a consumer.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -934,7 +937,7 @@ impl Subscription {
 
     /// Expiry, delay buckets and checkpoints (blocking I/O). Returns records waiting for
     /// the dead-letter topic.
-    fn tick_blocking(&self) -> Result<Vec<(u32, u64, u32, Option<Arc<str>>)>> {
+    fn tick_blocking(&self) -> Result<Vec<DeadRecord>> {
         let mut guard = lock(&self.inner);
         let inner = &mut *guard;
         let now = now_ms();
@@ -1602,11 +1605,7 @@ impl Broker {
         }
     }
 
-    async fn dead_letter(
-        &self,
-        sub: &Arc<Subscription>,
-        dead: Vec<(u32, u64, u32, Option<Arc<str>>)>,
-    ) -> Result<()> {
+    async fn dead_letter(&self, sub: &Arc<Subscription>, dead: Vec<DeadRecord>) -> Result<()> {
         let cfg = sub.config();
         let topic = self.topic(&cfg.topic)?;
         let mut records = Vec::new();

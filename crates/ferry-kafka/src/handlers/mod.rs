@@ -39,6 +39,9 @@ pub type Pending =
     std::pin::Pin<Box<dyn std::future::Future<Output = Option<ResponseKind>> + Send + 'static>>;
 
 /// How a request is answered. `None` means the protocol wants no answer (Produce, acks=0).
+// One Reply lives per request and is moved once; boxing the common case would cost an
+// allocation per request for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Reply {
     Now(Option<ResponseKind>),
     /// A produce whose records are appended but not yet durable: the answer completes

@@ -10,12 +10,15 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind, TopicName};
 use kafka_protocol::ResponseError;
 
+/// A partition index and what appending its batches did (or the Kafka error code).
+type PartitionAppend = (i32, Result<Appended, i16>);
+
 pub async fn produce(ctx: &Ctx, req: ProduceRequest) -> Reply {
     let answer = req.acks != 0;
     let bad_acks = !matches!(req.acks, -1..=1);
     let transactional = req.transactional_id.is_some();
     // Appends happen here, in request order.
-    let mut appended: Vec<(TopicName, Vec<(i32, Result<Appended, i16>)>)> = Vec::new();
+    let mut appended: Vec<(TopicName, Vec<PartitionAppend>)> = Vec::new();
     for topic in req.topic_data {
         let name = topic.name.0.to_string();
         let mut parts = Vec::new();
