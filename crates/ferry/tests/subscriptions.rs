@@ -182,6 +182,46 @@ async fn filters_fan_out_and_acks_are_checked() {
         (404, "urn:ferry:problem:subscription-not-found")
     );
 
+    // A filter can be changed and removed; a start naming one partition is refused.
+    let (s, v) = call(
+        http()
+            .patch(format!("{url}/v1/subscriptions/gold"))
+            .json(&json!({"filter": {"subject": "x.>"}})),
+    )
+    .await;
+    assert_eq!(
+        (s, v["filter"]["subject"].as_str()),
+        (200, Some("x.>")),
+        "{v}"
+    );
+    let (s, v) = call(
+        http()
+            .patch(format!("{url}/v1/subscriptions/gold"))
+            .json(&json!({"filter": null})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v.get("filter").is_none(), "{v}");
+    let (s, v) = call(
+        http()
+            .patch(format!("{url}/v1/subscriptions/gold"))
+            .json(&json!({"ordering": "key"})),
+    )
+    .await;
+    assert_eq!(
+        (s, v["type"].as_str().unwrap()),
+        (400, "urn:ferry:problem:invalid-config")
+    );
+    let (s, v) =
+        call(http().post(format!("{url}/v1/subscriptions")).json(
+            &json!({"name": "b7", "topic": "orders", "start": {"partition": 1, "offset": 0}}),
+        ))
+        .await;
+    assert_eq!(
+        (s, v["type"].as_str().unwrap()),
+        (400, "urn:ferry:problem:invalid-config")
+    );
+
     // Listing and deleting.
     let (_, list) = call(http().get(format!("{url}/v1/subscriptions"))).await;
     assert_eq!(list["subscriptions"].as_array().unwrap().len(), 4);

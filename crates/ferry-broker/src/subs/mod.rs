@@ -124,7 +124,10 @@ impl Position {
                 }
                 match (num("offset")?, num("partition")?, m.get("timestamp")) {
                     (Some(o), None, None) => Ok(Position::Offset(o)),
-                    (Some(o), Some(p), None) => Ok(Position::PartitionOffset(p as u32, o)),
+                    (Some(o), Some(p), None) => Ok(Position::PartitionOffset(
+                        u32::try_from(p).map_err(|_| bad())?,
+                        o,
+                    )),
                     (None, None, Some(t)) => Ok(Position::Timestamp(
                         t.as_i64().filter(|t| *t >= 0).ok_or_else(bad)?,
                     )),
@@ -144,6 +147,8 @@ pub struct SubscriptionSettings {
     pub name: Option<String>,
     pub topic: Option<String>,
     pub mode: Option<Mode>,
+    /// `null` removes the filter (on update), so a present null is kept as `Some(Null)`.
+    #[serde(default, deserialize_with = "present")]
     pub filter: Option<Value>,
     pub start: Option<Value>,
     pub visibility_timeout_ms: Option<i64>,
@@ -153,6 +158,10 @@ pub struct SubscriptionSettings {
     pub max_in_flight: Option<u32>,
     pub max_in_flight_per_consumer: Option<u32>,
     pub ordering: Option<Ordering>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Value>, D::Error> {
+    <Value as serde::Deserialize>::deserialize(d).map(Some)
 }
 
 pub fn check_timeout(what: &str, ms: i64) -> Result<u64> {
@@ -542,7 +551,11 @@ impl Subscription {
             events: std::mem::take(b),
             delays: std::mem::take(delays),
         };
+        let expired_error: Arc<str> = Arc::from("lease expired");
         for (p, o) in expired {
+            batch
+                .state
+                .set_last_error(p, o, Some(Arc::clone(&expired_error)));
             Self::give_back(&cfg, &mut batch, &mut inner.rng, p, o, None, now);
         }
         batch.state.release_due(now);
@@ -1228,6 +1241,11 @@ impl Broker {
             None => Position::Latest,
             Some(v) => Position::parse(v)?,
         };
+        if let Position::PartitionOffset(..) = start {
+            return Err(BrokerError::InvalidConfig(
+                "start names one partition; a new subscription starts every partition: use {\"offset\": n}, then seek a single partition".into(),
+            ));
+        }
         let _admin = self.admin.lock().await;
         if self.subs.get(&name).is_ok() {
             return Err(BrokerError::SubscriptionExists(name));
@@ -1636,7 +1654,7 @@ impl Broker {
             headers.push(string_header(HEADER_ATTEMPTS, attempts));
             headers.push(string_header(
                 HEADER_LAST_ERROR,
-                last_error.as_deref().unwrap_or("lease expired"),
+                last_error.as_deref().unwrap_or(""),
             ));
             records.push(ProduceRecord {
                 key: r.key.clone(),

@@ -561,9 +561,7 @@ impl State {
             .get_mut(p as usize)
             .and_then(|part| part.pending.get_mut(&o))
         {
-            if error.is_some() {
-                x.last_error = error;
-            }
+            x.last_error = error;
         }
     }
 
