@@ -39,7 +39,17 @@ pub struct RecordIn {
     pub partition: Option<u32>,
     #[serde(default)]
     pub timestamp: Option<i64>,
+    /// Not to be delivered by queue subscriptions before this time (ms since 1970);
+    /// stored as the `ferry-deliver-at` header.
+    #[serde(default)]
+    pub deliver_at: Option<u64>,
+    /// As `deliver_at`, relative to now.
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
 }
+
+/// Longest `delay_ms` a record may ask for: one year.
+pub const RECORD_DELAY_MS_MAX: u64 = 365 * 24 * 3600 * 1000;
 
 /// Bytes given as `{"base64": "..."}`, if `v` has that shape.
 fn as_base64(v: &Value, what: &str) -> Result<Option<Bytes>, String> {
@@ -118,6 +128,26 @@ pub fn to_produce(index: usize, r: RecordIn) -> Result<ProduceRecord, Problem> {
             }
         }
         Some(_) => return Err(bad("headers must be an object or an array".into())),
+    }
+    let deliver_at = match (r.deliver_at, r.delay_ms) {
+        (Some(_), Some(_)) => {
+            return Err(bad("give deliver_at or delay_ms, not both".into()));
+        }
+        (Some(at), None) => Some(at),
+        (None, Some(d)) if d > RECORD_DELAY_MS_MAX => {
+            return Err(bad(format!(
+                "delay_ms {d} is over the limit of {RECORD_DELAY_MS_MAX} (one year)"
+            )));
+        }
+        (None, Some(d)) => Some(ferry_broker::now_ms() + d),
+        (None, None) => None,
+    };
+    if let Some(at) = deliver_at {
+        headers.retain(|h| h.key.as_ref() != ferry_broker::subs::HEADER_DELIVER_AT.as_bytes());
+        headers.push(RecordHeader {
+            key: Bytes::from_static(ferry_broker::subs::HEADER_DELIVER_AT.as_bytes()),
+            value: Some(Bytes::from(at.to_string())),
+        });
     }
     if headers.len() > HEADERS_PER_RECORD_MAX {
         return Err(bad(format!(

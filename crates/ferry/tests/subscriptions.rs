@@ -378,6 +378,30 @@ async fn nack_delays_retry_backoff_and_scheduled_records() {
     assert_eq!(d["delayed"], 1, "{d}");
     assert_eq!(d["backlog"], 1, "{d}");
 
+    // The same as a produce option.
+    let (s, v) = produce(url, "t", json!([{"value": "opt", "delay_ms": 1000}])).await;
+    assert_eq!(s, 200, "{v}");
+    let t0 = Instant::now();
+    let r = pull(url, "s", json!({"wait_ms": 5000})).await;
+    assert_eq!(values(&r), vec![json!("opt")]);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(700),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(r[0]["headers"]["ferry-deliver-at"].is_string());
+    op(url, "s", "ack", json!({"lease_ids": leases(&r)})).await;
+    let (s, v) = produce(
+        url,
+        "t",
+        json!([{"value": "x", "delay_ms": 1, "deliver_at": 5}]),
+    )
+    .await;
+    assert_eq!(
+        (s, v["type"].as_str().unwrap()),
+        (400, "urn:ferry:problem:invalid-record")
+    );
+
     // The far-off record waits in a delay file, across a restart.
     drop(server);
     let server = Server::start(dir.path(), &[]);
