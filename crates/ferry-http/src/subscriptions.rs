@@ -10,8 +10,12 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::Json;
 use bytes::Bytes;
-use ferry_broker::subs::{Delivery, Position, PullRequest, SubscriptionSettings};
+use ferry_broker::subs::push::PushConfig;
+use ferry_broker::subs::{
+    Delivery, Position, PullRequest, SubscriptionSettings, SubscriptionStatus,
+};
 use ferry_broker::BrokerError;
+use ferry_push::EndpointError;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
@@ -22,24 +26,86 @@ use std::time::Duration;
 pub const ANONYMOUS_CONSUMER: &str = "anonymous";
 pub const CONSUMER_BYTES_MAX: usize = 256;
 
+/// Checks a push endpoint and fills in a secret; returns the secret if it was made here
+/// (to show once).
+async fn prepare_push(
+    state: &AppState,
+    push: &mut Option<PushConfig>,
+    keep_from: Option<&PushConfig>,
+) -> Result<Option<String>, Problem> {
+    let Some(p) = push.as_mut() else {
+        return Ok(None);
+    };
+    if let Some(d) = &state.push {
+        d.check_endpoint(&p.url).await.map_err(|e| match e {
+            EndpointError::Invalid(m) => Problem::bad_request("invalid-config", m),
+            EndpointError::Forbidden(m) => Problem::new(
+                StatusCode::FORBIDDEN,
+                "push-endpoint-forbidden",
+                "Push endpoint not allowed",
+                m,
+            ),
+        })?;
+    }
+    if p.secret.is_some() {
+        return Ok(None);
+    }
+    if let Some(old) = keep_from {
+        p.secret = old.secret.clone();
+        p.previous_secret = old.previous_secret.clone();
+        p.previous_secret_expires_at_ms = old.previous_secret_expires_at_ms;
+        return Ok(None);
+    }
+    let secret = ferry_push::sign::generate_secret();
+    p.secret = Some(secret.clone());
+    Ok(Some(secret))
+}
+
+/// A status as JSON, with the dispatcher's live state for push subscriptions and a
+/// secret shown once when given.
+fn status_out(state: &AppState, status: SubscriptionStatus, secret: Option<String>) -> Value {
+    let name = status.config.name.clone();
+    let mut v = serde_json::to_value(&status).unwrap_or(Value::Null);
+    if let Some(live) = state.push.as_ref().and_then(|d| d.status(&name)) {
+        v["push_status"] = live;
+    }
+    if let Some(s) = secret {
+        v["push"]["secret"] = json!(s);
+        v["push"]["secret_shown_once"] = json!(true);
+    }
+    v
+}
+
 pub async fn create(
     State(state): State<AppState>,
     body: Bytes,
 ) -> Result<impl IntoResponse, Problem> {
-    let s: SubscriptionSettings = json_body(&body)?;
+    let mut s: SubscriptionSettings = json_body(&body)?;
+    let secret = prepare_push(&state, &mut s.push, None).await?;
     let status = state.broker.create_subscription(s).await?;
-    Ok((StatusCode::CREATED, Json(status)))
+    Ok((
+        StatusCode::CREATED,
+        Json(status_out(&state, status, secret)),
+    ))
 }
 
 pub async fn list(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ "subscriptions": state.broker.list_subscriptions().await }))
+    let all: Vec<Value> = state
+        .broker
+        .list_subscriptions()
+        .await
+        .into_iter()
+        .map(|s| status_out(&state, s, None))
+        .collect();
+    Json(json!({ "subscriptions": all }))
 }
 
 pub async fn describe(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, Problem> {
-    Ok(Json(state.broker.describe_subscription(&name).await?))
+    let status = state.broker.describe_subscription(&name).await?;
+    Ok(Json(status_out(&state, status, None)))
 }
 
 pub async fn update(
@@ -47,8 +113,155 @@ pub async fn update(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<impl IntoResponse, Problem> {
-    let s: SubscriptionSettings = json_body(&body)?;
-    Ok(Json(state.broker.update_subscription(&name, s).await?))
+    let mut s: SubscriptionSettings = json_body(&body)?;
+    let current = state.broker.subscription_config(&name)?;
+    let secret = prepare_push(&state, &mut s.push, current.push.as_ref()).await?;
+    let status = state.broker.update_subscription(&name, s).await?;
+    Ok(Json(status_out(&state, status, secret)))
+}
+
+pub async fn pause(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, Problem> {
+    let status = state.broker.set_paused(&name, true).await?;
+    Ok(Json(status_out(&state, status, None)))
+}
+
+pub async fn resume(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, Problem> {
+    let status = state.broker.set_paused(&name, false).await?;
+    Ok(Json(status_out(&state, status, None)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordRef {
+    partition: u32,
+    offset: u64,
+}
+
+/// Delivers one record of the topic to this subscription again.
+pub async fn retry(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, Problem> {
+    let r: RecordRef = json_body(&body)?;
+    let copy = state
+        .broker
+        .retry_record(&name, r.partition, r.offset)
+        .await?;
+    Ok(Json(json!({
+        "partition": r.partition,
+        "offset": r.offset,
+        "copy": {"partition": copy.partition, "offset": copy.offset},
+    })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RotateBody {
+    #[serde(default)]
+    secret: Option<String>,
+    #[serde(default)]
+    previous_valid_ms: Option<u64>,
+}
+
+/// Longest time the previous secret stays valid after a rotation: one week.
+pub const PREVIOUS_SECRET_MS_MAX: u64 = 7 * 24 * 3600 * 1000;
+
+/// Makes a new signing secret; the old one keeps signing for `previous_valid_ms`
+/// (default one day), so that endpoints can switch over.
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, Problem> {
+    let b: RotateBody = if body.is_empty() {
+        RotateBody::default()
+    } else {
+        json_body(&body)?
+    };
+    let keep = b.previous_valid_ms.unwrap_or(24 * 3600 * 1000);
+    if keep > PREVIOUS_SECRET_MS_MAX {
+        return Err(Problem::bad_request(
+            "invalid-timeout",
+            format!("previous_valid_ms must be at most {PREVIOUS_SECRET_MS_MAX} (one week)"),
+        ));
+    }
+    let generated = b.secret.is_none();
+    let new = b.secret.unwrap_or_else(ferry_push::sign::generate_secret);
+    let shown = new.clone();
+    let status = state
+        .broker
+        .change_config(&name, move |c| {
+            let p = c.push.as_mut().ok_or_else(|| {
+                BrokerError::InvalidConfig("only push subscriptions have a secret".into())
+            })?;
+            p.previous_secret = p.secret.take();
+            p.previous_secret_expires_at_ms = Some(ferry_broker::now_ms() + keep);
+            p.secret = Some(new);
+            Ok(())
+        })
+        .await?;
+    Ok(Json(status_out(&state, status, generated.then_some(shown))))
+}
+
+const DELIVERIES_PARAMS: [&str; 3] = ["partition", "offset", "limit"];
+pub const DELIVERIES_LIMIT_MAX: usize = 1000;
+
+/// Attempts of a push subscription, newest first; of one record with partition and
+/// offset.
+pub async fn deliveries(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, Problem> {
+    if let Some(unknown) = q.keys().find(|k| !DELIVERIES_PARAMS.contains(&k.as_str())) {
+        return Err(Problem::invalid_parameter(format!(
+            "unknown parameter {unknown:?}; expected one of {DELIVERIES_PARAMS:?}"
+        )));
+    }
+    let num = |k: &str| -> Result<Option<u64>, Problem> {
+        q.get(k)
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    Problem::invalid_parameter(format!("{k}={v:?} is not a non-negative integer"))
+                })
+            })
+            .transpose()
+    };
+    let limit = num("limit")?.unwrap_or(100) as usize;
+    if limit == 0 || limit > DELIVERIES_LIMIT_MAX {
+        return Err(Problem::invalid_parameter(format!(
+            "limit must be between 1 and {DELIVERIES_LIMIT_MAX}"
+        )));
+    }
+    let record = match (num("partition")?, num("offset")?) {
+        (Some(p), Some(o)) => Some((p as u32, o)),
+        (None, None) => None,
+        _ => {
+            return Err(Problem::invalid_parameter(
+                "give partition and offset together, or neither",
+            ))
+        }
+    };
+    let config = state.broker.subscription_config(&name)?;
+    if config.push.is_none() {
+        return Err(Problem::bad_request(
+            "invalid-config",
+            format!("subscription '{name}' is not a push subscription: it has no deliveries"),
+        ));
+    }
+    let list = state
+        .push
+        .as_ref()
+        .and_then(|d| d.deliveries(&name, record, limit))
+        .unwrap_or_default();
+    Ok(Json(json!({ "deliveries": list })))
 }
 
 pub async fn delete(

@@ -61,6 +61,19 @@ pub struct ServeArgs {
     /// Create a topic with the defaults below when a Kafka client asks for one that does not exist
     #[arg(long, env = "FERRY_KAFKA_AUTO_CREATE_TOPICS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub kafka_auto_create_topics: Option<bool>,
+    /// Let push subscriptions call loopback, private, link-local and other special
+    /// addresses (off: such endpoints are refused, against server-side request forgery)
+    #[arg(long, env = "FERRY_PUSH_ALLOW_PRIVATE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub push_allow_private: Option<bool>,
+    /// Networks push subscriptions may call although they are private, comma-separated
+    /// (e.g. 10.1.0.0/16,fd00::/8)
+    #[arg(
+        long,
+        env = "FERRY_PUSH_ALLOW_NETWORKS",
+        value_name = "CIDR,...",
+        value_delimiter = ','
+    )]
+    pub push_allow_networks: Option<Vec<String>>,
     /// Default durability of new topics: always (fsync before acknowledging, group
     /// commit), interval (sync every --flush-interval-ms) or never [default: always]
     #[arg(long, env = "FERRY_DURABILITY", value_name = "POLICY")]

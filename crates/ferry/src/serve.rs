@@ -93,9 +93,18 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         kafka_config,
         stopped.clone(),
     ));
+    let push = ferry_push::Dispatchers::start(
+        broker.clone(),
+        ferry_push::guard::Guard {
+            allow_private: settings.push_allow_private,
+            allow_networks: settings.push_allow_networks.clone(),
+        },
+    )
+    .context("starting the push dispatcher")?;
     let state = ferry_http::AppState {
         broker: broker.clone(),
         max_request_bytes: settings.max_request_bytes,
+        push: Some(push),
     };
     tracing::info!(
         http_addr = %listener.local_addr().map_or_else(|_| settings.http_addr.to_string(), |a| a.to_string()),

@@ -31,6 +31,8 @@ struct FileSettings {
     retention_check_ms: Option<u64>,
     log: Option<String>,
     log_format: Option<String>,
+    push_allow_private: Option<bool>,
+    push_allow_networks: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -48,6 +50,10 @@ pub struct Settings {
     pub retention_check_ms: u64,
     pub log: String,
     pub log_json: bool,
+    /// Push subscriptions may call private and special addresses.
+    pub push_allow_private: bool,
+    /// Networks push subscriptions may call even though they are private.
+    pub push_allow_networks: Vec<ferry_push::guard::Network>,
 }
 
 fn limit(v: i64, what: &str) -> anyhow::Result<Option<u64>> {
@@ -157,6 +163,18 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
     if kafka_max_request_bytes < 1024 {
         bail!("kafka_max_request_bytes must be at least 1024, got {kafka_max_request_bytes}");
     }
+    let push_allow_networks = match args.push_allow_networks.or(file.push_allow_networks) {
+        None => Vec::new(),
+        Some(list) => list
+            .iter()
+            .flat_map(|s| s.split(','))
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| {
+                s.parse::<ferry_push::guard::Network>()
+                    .map_err(|e| anyhow::anyhow!("push_allow_networks: {e}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?,
+    };
     Ok(Settings {
         kafka_addr: args
             .kafka_addr
@@ -190,5 +208,10 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
             .max(10),
         log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
         log_json: log_format == "json",
+        push_allow_private: args
+            .push_allow_private
+            .or(file.push_allow_private)
+            .unwrap_or(false),
+        push_allow_networks,
     })
 }

@@ -7,6 +7,7 @@
 //! periodic tick (expiry, loading delay files, dead-lettering, checkpoints).
 
 pub mod codec;
+pub mod push;
 pub mod retry;
 pub mod state;
 pub mod store;
@@ -15,7 +16,7 @@ use crate::error::{BrokerError, Result};
 use crate::filter::Filter;
 use crate::partition::Partition;
 use crate::topic::Topic;
-use crate::{now_ms, Broker, ProduceRecord};
+use crate::{now_ms, Broker, ProduceRecord, Produced};
 use bytes::Bytes;
 use codec::DelayEntry;
 use ferry_log::batch::{DecodeLimits, RecordHeader};
@@ -89,6 +90,12 @@ pub struct SubscriptionConfig {
     pub max_in_flight_per_consumer: u32,
     pub ordering: Ordering,
     pub created_at_ms: u64,
+    /// Push subscriptions: the endpoint and how to call it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<push::PushConfig>,
+    /// A paused push subscription sends nothing; records wait.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// Where a new subscription starts, or where a seek goes.
@@ -158,6 +165,8 @@ pub struct SubscriptionSettings {
     pub max_in_flight: Option<u32>,
     pub max_in_flight_per_consumer: Option<u32>,
     pub ordering: Option<Ordering>,
+    /// Replaces the whole push configuration.
+    pub push: Option<push::PushConfig>,
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Value>, D::Error> {
@@ -181,10 +190,19 @@ impl SubscriptionConfig {
             }
             other => other,
         })?;
-        if self.mode == Mode::Push {
-            return Err(BrokerError::InvalidConfig(
-                "mode \"push\" is not available yet; use \"queue\"".into(),
-            ));
+        match (self.mode, &self.push) {
+            (Mode::Push, None) => {
+                return Err(BrokerError::InvalidConfig(
+                    "mode \"push\" needs push settings: {\"push\": {\"url\": ...}}".into(),
+                ))
+            }
+            (Mode::Queue, Some(_)) => {
+                return Err(BrokerError::InvalidConfig(
+                    "push settings are for mode \"push\"".into(),
+                ))
+            }
+            (Mode::Push, Some(p)) => p.validate()?,
+            (Mode::Queue, None) => {}
         }
         check_timeout("visibility_timeout_ms", self.visibility_timeout_ms as i64)?;
         self.retry.validate()?;
@@ -237,6 +255,9 @@ impl SubscriptionConfig {
         }
         if let Some(v) = s.max_in_flight_per_consumer {
             self.max_in_flight_per_consumer = v;
+        }
+        if let Some(p) = &s.push {
+            self.push = Some(p.clone());
         }
         Ok(())
     }
@@ -852,12 +873,14 @@ impl Subscription {
         Ok(n)
     }
 
-    /// Gives leased records back, for redelivery after `delay_ms` (or the retry policy).
+    /// Gives leased records back, for redelivery after `delay_ms` (or the retry policy),
+    /// or with `dead_letter` straight to the dead-letter topic.
     fn nack(
         &self,
         ids: &[String],
         delay_ms: Option<u64>,
         error: Option<Arc<str>>,
+        dead_letter: bool,
     ) -> Result<usize> {
         let cfg = self.config();
         let mut guard = lock(&self.inner);
@@ -875,7 +898,14 @@ impl Subscription {
             Ok(leases) => {
                 for &(p, o) in leases {
                     b.state.set_last_error(p, o, error.clone());
-                    Self::give_back(&cfg, &mut b, &mut inner.rng, p, o, delay_ms, now);
+                    if dead_letter {
+                        if let Some(x) = b.state.pending(p, o) {
+                            let (a, k) = (x.attempt, x.key);
+                            b.state.set(p, o, a, k, PState::Dead);
+                        }
+                    } else {
+                        Self::give_back(&cfg, &mut b, &mut inner.rng, p, o, delay_ms, now);
+                    }
                 }
                 leases.len()
             }
@@ -1164,6 +1194,18 @@ impl Subscriptions {
     }
 }
 
+/// An error text as kept with a record: its first `ERROR_BYTES_MAX` bytes.
+fn error_text(mut e: String) -> Arc<str> {
+    if e.len() > ERROR_BYTES_MAX {
+        let mut cut = ERROR_BYTES_MAX;
+        while !e.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        e.truncate(cut);
+    }
+    Arc::from(e)
+}
+
 fn string_header(name: &str, value: impl ToString) -> RecordHeader {
     RecordHeader {
         key: Bytes::from(name.to_string()),
@@ -1216,20 +1258,41 @@ impl Broker {
             .topic
             .clone()
             .ok_or_else(|| BrokerError::InvalidConfig("topic is required".into()))?;
-        let max_deliveries = s.max_deliveries.unwrap_or(5);
+        let mode = s.mode.unwrap_or(if s.push.is_some() {
+            Mode::Push
+        } else {
+            Mode::Queue
+        });
+        // Webhooks retry longer by default: exponential from 1 s, up to an hour, jittered.
+        let (default_deliveries, default_retry) = match mode {
+            Mode::Queue => (5, RetryPolicy::default()),
+            Mode::Push => (
+                10,
+                RetryPolicy {
+                    strategy: retry::Strategy::Exponential,
+                    delay_ms: 1000,
+                    step_ms: None,
+                    max_delay_ms: 3_600_000,
+                    jitter: retry::Jitter::Full,
+                },
+            ),
+        };
+        let max_deliveries = s.max_deliveries.unwrap_or(default_deliveries);
         let mut config = SubscriptionConfig {
             name: name.clone(),
             topic: topic_name.clone(),
-            mode: s.mode.unwrap_or_default(),
+            mode,
             filter: None,
             visibility_timeout_ms: 30_000,
             max_deliveries,
             dead_letter_topic: (max_deliveries > 0).then(|| format!("{name}-dlq")),
-            retry: RetryPolicy::default(),
+            retry: default_retry,
             max_in_flight: 10_000,
             max_in_flight_per_consumer: 1_000,
             ordering: s.ordering.unwrap_or_default(),
             created_at_ms: now_ms(),
+            push: None,
+            paused: false,
         };
         config.apply(&s)?;
         if s.max_in_flight.is_some() && s.max_in_flight_per_consumer.is_none() {
@@ -1420,6 +1483,7 @@ impl Broker {
             }
         }
         status.oldest_unacked_age_ms = min_ts.map(|t| now.saturating_sub(t).max(0) as u64);
+        status.config.push = status.config.push.as_ref().map(|p| p.redacted());
         Ok(status)
     }
 
@@ -1487,18 +1551,121 @@ impl Broker {
             }
             Some(d) => Some(d as u64),
         };
-        let error = error.map(|mut e| {
-            if e.len() > ERROR_BYTES_MAX {
-                let mut cut = ERROR_BYTES_MAX;
-                while !e.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                e.truncate(cut);
-            }
-            Arc::<str>::from(e)
-        });
+        let error = error.map(error_text);
         let sub = self.subscription(name)?;
-        blocking(move || sub.nack(&ids, delay, error)).await
+        blocking(move || sub.nack(&ids, delay, error, false)).await
+    }
+
+    /// Ends leases and sends the records to the dead-letter topic at once, without
+    /// more deliveries (a push endpoint refused them).
+    pub async fn dead_letter_now(
+        &self,
+        name: &str,
+        ids: Vec<String>,
+        error: String,
+    ) -> Result<usize> {
+        let sub = self.subscription(name)?;
+        let error = error_text(error);
+        let n = blocking(move || sub.nack(&ids, None, Some(error), true)).await?;
+        Ok(n)
+    }
+
+    pub fn subscription_config(&self, name: &str) -> Result<SubscriptionConfig> {
+        Ok(self.subscription(name)?.config())
+    }
+
+    /// Settings of every push subscription.
+    pub fn push_subscriptions(&self) -> Vec<SubscriptionConfig> {
+        self.subs
+            .all()
+            .iter()
+            .map(|s| s.config())
+            .filter(|c| c.mode == Mode::Push)
+            .collect()
+    }
+
+    /// The folder of a subscription's own files.
+    pub fn subscription_dir(&self, name: &str) -> Result<PathBuf> {
+        Ok(self.subscription(name)?.dir.clone())
+    }
+
+    /// Pauses or resumes a subscription (push subscriptions send nothing while paused).
+    pub async fn set_paused(&self, name: &str, paused: bool) -> Result<SubscriptionStatus> {
+        self.change_config(name, |c| {
+            c.paused = paused;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Changes a stored setting under the admin lock.
+    pub async fn change_config(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut SubscriptionConfig) -> Result<()>,
+    ) -> Result<SubscriptionStatus> {
+        let _admin = self.admin.lock().await;
+        let sub = self.subscription(name)?;
+        let mut config = sub.config();
+        change(&mut config)?;
+        config.validate()?;
+        {
+            let map = self.subs.map.write().unwrap_or_else(|p| p.into_inner());
+            let old = std::mem::replace(
+                &mut *sub.config.write().unwrap_or_else(|p| p.into_inner()),
+                config,
+            );
+            if let Err(e) = self.subs.save(&map) {
+                *sub.config.write().unwrap_or_else(|p| p.into_inner()) = old;
+                return Err(e);
+            }
+        }
+        sub.changed.notify_waiters();
+        self.describe_subscription(name).await
+    }
+
+    /// Delivers one record of the topic to this subscription again: a copy is produced
+    /// to the topic (same partition) for this subscription alone.
+    pub async fn retry_record(&self, name: &str, partition: u32, offset: u64) -> Result<Produced> {
+        let cfg = self.subscription(name)?.config();
+        let topic = self.topic(&cfg.topic)?;
+        let part = topic.partition(partition)?;
+        let limits = DecodeLimits::default();
+        let rec = blocking(move || read_one(&part, offset, &limits))
+            .await?
+            .ok_or_else(|| {
+                let (earliest, latest) = self.bounds(&cfg.topic, partition).unwrap_or((0, 0));
+                BrokerError::OffsetOutOfRange {
+                    partition,
+                    requested: offset,
+                    earliest,
+                    latest,
+                }
+            })?;
+        let mut headers: Vec<RecordHeader> = rec
+            .headers
+            .iter()
+            .filter(|h| h.key.as_ref() != HEADER_REDRIVE_TO.as_bytes())
+            .cloned()
+            .collect();
+        headers.push(string_header(HEADER_REDRIVE_TO, name));
+        let produced = self
+            .produce(
+                &cfg.topic,
+                vec![ProduceRecord {
+                    key: rec.key.clone(),
+                    value: rec.value.clone(),
+                    headers,
+                    partition: Some(partition),
+                    timestamp: Some(rec.timestamp),
+                    value_is_json: rec.attributes & ferry_log::batch::RECORD_ATTR_JSON_VALUE != 0,
+                }],
+            )
+            .await?;
+        produced
+            .into_iter()
+            .next()
+            .ok_or_else(|| BrokerError::Storage("the copy was not produced".into()))
     }
 
     pub async fn extend(&self, name: &str, ids: Vec<String>, timeout_ms: i64) -> Result<u64> {

@@ -1,0 +1,223 @@
+//! A circuit breaker per endpoint. Closed: calls go out and their results are counted
+//! over a sliding window; when enough calls failed it opens. Open: nothing is sent for
+//! the cool-down, records wait on disk. Half-open: a few probes go out; if they all
+//! succeed it closes, one failure opens it again.
+
+use ferry_broker::subs::push::BreakerConfig;
+use std::collections::VecDeque;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+#[derive(Debug)]
+pub struct Breaker {
+    config: BreakerConfig,
+    state: BreakerState,
+    /// (time ms, succeeded) of calls in the window, oldest first.
+    calls: VecDeque<(u64, bool)>,
+    failures: usize,
+    opened_at: u64,
+    /// Half-open: probes sent and probes that succeeded.
+    probes_sent: u32,
+    probes_ok: u32,
+    pub changed_at: u64,
+}
+
+/// What the breaker says about sending now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permit {
+    /// Send up to this many.
+    Send(u32),
+    /// Send nothing until this time (ms).
+    WaitUntil(u64),
+}
+
+impl Breaker {
+    pub fn new(config: BreakerConfig, now: u64) -> Self {
+        Breaker {
+            config,
+            state: BreakerState::Closed,
+            calls: VecDeque::new(),
+            failures: 0,
+            opened_at: 0,
+            probes_sent: 0,
+            probes_ok: 0,
+            changed_at: now,
+        }
+    }
+
+    pub fn state(&self) -> BreakerState {
+        self.state
+    }
+
+    pub fn set_config(&mut self, config: BreakerConfig) {
+        self.config = config;
+    }
+
+    fn set(&mut self, state: BreakerState, now: u64) -> Option<(BreakerState, BreakerState)> {
+        let old = self.state;
+        self.state = state;
+        self.changed_at = now;
+        self.probes_sent = 0;
+        self.probes_ok = 0;
+        if state == BreakerState::Open {
+            self.opened_at = now;
+        }
+        if state == BreakerState::Closed {
+            self.calls.clear();
+            self.failures = 0;
+        }
+        (old != state).then_some((old, state))
+    }
+
+    /// How many calls may start now, of `wanted`. In half-open, starting counts as
+    /// sending a probe. Returns a state change (open → half-open) if one happened.
+    pub fn permit(
+        &mut self,
+        wanted: u32,
+        now: u64,
+    ) -> (Permit, Option<(BreakerState, BreakerState)>) {
+        let mut change = None;
+        if self.state == BreakerState::Open {
+            let until = self.opened_at + self.config.cooldown_ms;
+            if now < until {
+                return (Permit::WaitUntil(until), None);
+            }
+            change = self.set(BreakerState::HalfOpen, now);
+        }
+        match self.state {
+            BreakerState::Closed => (Permit::Send(wanted), change),
+            BreakerState::HalfOpen => {
+                let left = self.config.probes.saturating_sub(self.probes_sent);
+                let n = left.min(wanted);
+                self.probes_sent += n;
+                if n == 0 {
+                    // Probes are out: wait for their answers.
+                    (Permit::WaitUntil(now + 50), change)
+                } else {
+                    (Permit::Send(n), change)
+                }
+            }
+            BreakerState::Open => (Permit::WaitUntil(now + 50), change),
+        }
+    }
+
+    /// Gives back probes that were permitted but not sent (nothing was there to send).
+    pub fn return_probes(&mut self, n: u32) {
+        if self.state == BreakerState::HalfOpen {
+            self.probes_sent = self.probes_sent.saturating_sub(n);
+        }
+    }
+
+    /// Counts a call's result; returns a state change if one happened.
+    pub fn record(&mut self, ok: bool, now: u64) -> Option<(BreakerState, BreakerState)> {
+        match self.state {
+            BreakerState::HalfOpen => {
+                if !ok {
+                    return self.set(BreakerState::Open, now);
+                }
+                self.probes_ok += 1;
+                if self.probes_ok >= self.config.probes {
+                    return self.set(BreakerState::Closed, now);
+                }
+                None
+            }
+            // Results of calls started before it opened change nothing.
+            BreakerState::Open => None,
+            BreakerState::Closed => {
+                self.calls.push_back((now, ok));
+                if !ok {
+                    self.failures += 1;
+                }
+                let horizon = now.saturating_sub(self.config.window_ms);
+                while let Some(&(t, was_ok)) = self.calls.front() {
+                    if t >= horizon {
+                        break;
+                    }
+                    self.calls.pop_front();
+                    if !was_ok {
+                        self.failures -= 1;
+                    }
+                }
+                let n = self.calls.len();
+                if n >= self.config.min_calls as usize
+                    && self.failures * 100 >= n * usize::from(self.config.failure_rate_percent)
+                {
+                    return self.set(BreakerState::Open, now);
+                }
+                None
+            }
+        }
+    }
+
+    /// Calls and failures in the window (closed state).
+    pub fn window(&self) -> (usize, usize) {
+        (self.calls.len(), self.failures)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> BreakerConfig {
+        BreakerConfig {
+            failure_rate_percent: 50,
+            window_ms: 1000,
+            min_calls: 4,
+            cooldown_ms: 500,
+            probes: 2,
+        }
+    }
+
+    #[test]
+    fn opens_on_failure_rate_then_probes_then_closes() {
+        let mut b = Breaker::new(config(), 0);
+        assert_eq!(b.record(false, 10), None);
+        assert_eq!(b.record(false, 20), None);
+        assert_eq!(b.record(true, 30), None, "too few calls to judge");
+        assert_eq!(
+            b.record(false, 40),
+            Some((BreakerState::Closed, BreakerState::Open))
+        );
+        assert_eq!(b.permit(8, 100).0, Permit::WaitUntil(540));
+        let (p, change) = b.permit(8, 540);
+        assert_eq!(p, Permit::Send(2), "two probes");
+        assert_eq!(change, Some((BreakerState::Open, BreakerState::HalfOpen)));
+        assert_eq!(b.permit(8, 541).0, Permit::WaitUntil(591));
+        assert_eq!(b.record(true, 560), None);
+        assert_eq!(
+            b.record(true, 570),
+            Some((BreakerState::HalfOpen, BreakerState::Closed))
+        );
+        assert_eq!(b.permit(8, 600).0, Permit::Send(8));
+    }
+
+    #[test]
+    fn a_failed_probe_opens_again_and_old_failures_leave_the_window() {
+        let mut b = Breaker::new(config(), 0);
+        for t in 0..3 {
+            b.record(false, t);
+        }
+        // The window slides: three old failures drop out.
+        for t in 0..4 {
+            assert_eq!(b.record(true, 2000 + t), None);
+        }
+        assert_eq!(b.window(), (4, 0));
+        for t in 0..4 {
+            b.record(false, 3000 + t);
+        }
+        assert_eq!(b.state(), BreakerState::Open);
+        let _ = b.permit(1, 4000);
+        assert_eq!(
+            b.record(false, 4001),
+            Some((BreakerState::HalfOpen, BreakerState::Open))
+        );
+        assert_eq!(b.permit(1, 4002).0, Permit::WaitUntil(4501));
+    }
+}

@@ -1,0 +1,685 @@
+//! Ferry's webhook dispatcher: the consumer of push subscriptions. For each push
+//! subscription a task leases records (as a queue consumer named `ferry-push`), calls
+//! the endpoint with each, and acks, retries or dead-letters by the answer. A circuit
+//! breaker per endpoint stops calls while it is sick; records wait on disk meanwhile.
+//!
+//! - [`breaker`]: the circuit breaker.
+//! - [`sign`]: Standard Webhooks signatures.
+//! - [`guard`]: refusing private and special addresses (server-side request forgery).
+//! - [`dlog`]: the delivery log of attempts.
+
+pub mod breaker;
+pub mod dlog;
+pub mod guard;
+pub mod sign;
+
+use breaker::{Breaker, BreakerState, Permit};
+use bytes::Bytes;
+use dlog::{Attempt, DeliveryLog};
+use ferry_broker::subs::push::{Payload, PushConfig, PushMethod};
+use ferry_broker::subs::{Delivery, PullRequest, SubscriptionConfig};
+use ferry_broker::{now_ms, Broker, BrokerError};
+use ferry_log::batch::RECORD_ATTR_JSON_VALUE;
+use guard::{Guard, GuardedResolver};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The consumer name the dispatcher pulls as.
+pub const CONSUMER: &str = "ferry-push";
+/// Bytes of a response body kept in the delivery log.
+pub const RESPONSE_EXCERPT_BYTES: usize = 1024;
+/// Longest wait a `Retry-After` may ask for before the retry policy's cap applies.
+pub const RETRY_AFTER_MS_MAX: u64 = 24 * 3600 * 1000;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    delivered: AtomicU64,
+    retried: AtomicU64,
+    dead_lettered: AtomicU64,
+    last_status: AtomicU32,
+    last_error: Mutex<Option<String>>,
+}
+
+struct Dispatcher {
+    name: String,
+    breaker: Mutex<Breaker>,
+    log: DeliveryLog,
+    in_flight: AtomicU32,
+    done: tokio::sync::Notify,
+    stop: AtomicBool,
+    stats: Stats,
+    next_send: tokio::sync::Mutex<Instant>,
+}
+
+/// Every push subscription's dispatcher.
+pub struct Dispatchers {
+    broker: Arc<Broker>,
+    guard: Arc<Guard>,
+    client: reqwest::Client,
+    client_redirects: reqwest::Client,
+    running: Mutex<HashMap<String, Arc<Dispatcher>>>,
+}
+
+fn client(guard: &Arc<Guard>, redirects: bool) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .dns_resolver(Arc::new(GuardedResolver(Arc::clone(guard))))
+        .redirect(if redirects {
+            reqwest::redirect::Policy::limited(5)
+        } else {
+            reqwest::redirect::Policy::none()
+        })
+        .pool_max_idle_per_host(256)
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("Ferry/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Why an endpoint cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+impl Dispatchers {
+    /// Starts the dispatchers and a task that keeps them in step with the broker's push
+    /// subscriptions.
+    pub fn start(broker: Arc<Broker>, guard: Guard) -> anyhow::Result<Arc<Dispatchers>> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let guard = Arc::new(guard);
+        let d = Arc::new(Dispatchers {
+            client: client(&guard, false)?,
+            client_redirects: client(&guard, true)?,
+            broker,
+            guard,
+            running: Mutex::new(HashMap::new()),
+        });
+        let weak = Arc::downgrade(&d);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            let mut last_trim = Instant::now();
+            loop {
+                tick.tick().await;
+                let Some(d) = weak.upgrade() else { return };
+                d.sync();
+                if last_trim.elapsed() > Duration::from_secs(60) {
+                    last_trim = Instant::now();
+                    d.trim_logs();
+                }
+            }
+        });
+        Ok(d)
+    }
+
+    /// Checks an endpoint URL: it parses, and its host is not refused (literal addresses
+    /// and every address its name resolves to now).
+    pub async fn check_endpoint(&self, url: &str) -> Result<(), EndpointError> {
+        let u = reqwest::Url::parse(url.trim())
+            .map_err(|e| EndpointError::Invalid(format!("push.url {url:?} is not a URL: {e}")))?;
+        if !matches!(u.scheme(), "http" | "https") {
+            return Err(EndpointError::Invalid(format!(
+                "push.url {url:?} must be http or https"
+            )));
+        }
+        let host = u
+            .host()
+            .ok_or_else(|| EndpointError::Invalid(format!("push.url {url:?} has no host")))?;
+        let ips: Vec<std::net::IpAddr> = match host {
+            url::Host::Ipv4(a) => vec![a.into()],
+            url::Host::Ipv6(a) => vec![a.into()],
+            url::Host::Domain(name) => {
+                match tokio::net::lookup_host((name, u.port_or_known_default().unwrap_or(80))).await
+                {
+                    Ok(addrs) => addrs.map(|a| a.ip()).collect(),
+                    // A name that does not resolve yet is the endpoint's business;
+                    // it is checked again at every connection.
+                    Err(_) => Vec::new(),
+                }
+            }
+        };
+        for ip in ips {
+            if let Some(why) = self.guard.refuses(ip) {
+                return Err(EndpointError::Forbidden(format!("push.url {url:?}: {why}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts dispatchers for new push subscriptions and stops those of deleted ones.
+    fn sync(self: &Arc<Self>) {
+        let configs = self.broker.push_subscriptions();
+        let mut running = lock(&self.running);
+        running.retain(|name, d| {
+            let keep = configs.iter().any(|c| &c.name == name);
+            if !keep {
+                d.stop.store(true, Ordering::Release);
+                d.done.notify_waiters();
+            }
+            keep
+        });
+        for c in configs {
+            if running.contains_key(&c.name) {
+                continue;
+            }
+            let Some(push) = &c.push else { continue };
+            let dir = match self.broker.subscription_dir(&c.name) {
+                Ok(d) => d,
+                Err(_) => continue,
+            };
+            let log = match DeliveryLog::open(&dir) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(subscription = %c.name, error = %e, "Could not open the delivery log.");
+                    continue;
+                }
+            };
+            let d = Arc::new(Dispatcher {
+                name: c.name.clone(),
+                breaker: Mutex::new(Breaker::new(push.breaker, now_ms())),
+                log,
+                in_flight: AtomicU32::new(0),
+                done: tokio::sync::Notify::new(),
+                stop: AtomicBool::new(false),
+                stats: Stats::default(),
+                next_send: tokio::sync::Mutex::new(Instant::now()),
+            });
+            running.insert(c.name.clone(), Arc::clone(&d));
+            let this = Arc::clone(self);
+            tokio::spawn(async move { this.run(d).await });
+            tracing::info!(subscription = %c.name, url = %push.url, "Started push delivery.");
+        }
+    }
+
+    fn trim_logs(&self) {
+        let running: Vec<Arc<Dispatcher>> = lock(&self.running).values().cloned().collect();
+        for d in running {
+            if let Ok(c) = self.broker.subscription_config(&d.name) {
+                if let Some(p) = c.push {
+                    d.log.trim(p.delivery_log_retention_ms);
+                }
+            }
+        }
+    }
+
+    /// The dispatcher's live state for a subscription's status.
+    pub fn status(&self, name: &str) -> Option<Value> {
+        let d = lock(&self.running).get(name).cloned()?;
+        let b = lock(&d.breaker);
+        let (calls, failures) = b.window();
+        Some(json!({
+            "breaker": b.state(),
+            "breaker_changed_at": b.changed_at,
+            "window_calls": calls,
+            "window_failures": failures,
+            "in_flight": d.in_flight.load(Ordering::Acquire),
+            "delivered": d.stats.delivered.load(Ordering::Relaxed),
+            "retried": d.stats.retried.load(Ordering::Relaxed),
+            "dead_lettered": d.stats.dead_lettered.load(Ordering::Relaxed),
+            "last_status": match d.stats.last_status.load(Ordering::Relaxed) { 0 => Value::Null, s => json!(s) },
+            "last_error": lock(&d.stats.last_error).clone(),
+        }))
+    }
+
+    /// Attempts from the delivery log, newest first.
+    pub fn deliveries(
+        &self,
+        name: &str,
+        record: Option<(u32, u64)>,
+        limit: usize,
+    ) -> Option<Vec<Value>> {
+        let d = lock(&self.running).get(name).cloned()?;
+        Some(d.log.list(record, limit))
+    }
+
+    async fn run(self: Arc<Self>, d: Arc<Dispatcher>) {
+        loop {
+            if d.stop.load(Ordering::Acquire) {
+                break;
+            }
+            let Ok(cfg) = self.broker.subscription_config(&d.name) else {
+                break;
+            };
+            let Some(push) = cfg.push.clone() else { break };
+            lock(&d.breaker).set_config(push.breaker);
+            if cfg.paused {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            let in_flight = d.in_flight.load(Ordering::Acquire);
+            let free = push.concurrency.saturating_sub(in_flight);
+            if free == 0 {
+                let _ = tokio::time::timeout(Duration::from_millis(100), d.done.notified()).await;
+                continue;
+            }
+            let now = now_ms();
+            let (permit, change) = lock(&d.breaker).permit(free.min(500), now);
+            log_change(&d.name, change);
+            let n = match permit {
+                Permit::Send(n) => n,
+                Permit::WaitUntil(t) => {
+                    let nap = t.saturating_sub(now).clamp(10, 200);
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(nap), d.done.notified()).await;
+                    continue;
+                }
+            };
+            let req = PullRequest {
+                consumer: Arc::from(CONSUMER),
+                max_records: n as usize,
+                wait: Duration::from_millis(500),
+                visibility_timeout_ms: Some(push.timeout_ms + 10_000),
+            };
+            let got = match self.broker.pull(&d.name, req).await {
+                Ok(g) => g,
+                Err(BrokerError::SubscriptionNotFound(_)) => break,
+                Err(e) => {
+                    tracing::warn!(subscription = %d.name, error = %e, "Push pull failed.");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            if (got.len() as u32) < n {
+                lock(&d.breaker).return_probes(n - got.len() as u32);
+            }
+            for delivery in got {
+                if let Some(rate) = push.rate_limit_per_s {
+                    let slot = {
+                        let mut next = d.next_send.lock().await;
+                        let slot = (*next).max(Instant::now());
+                        *next = slot + Duration::from_secs_f64(1.0 / f64::from(rate));
+                        slot
+                    };
+                    tokio::time::sleep_until(slot.into()).await;
+                }
+                d.in_flight.fetch_add(1, Ordering::AcqRel);
+                let (this, d2, cfg2, push2) =
+                    (Arc::clone(&self), Arc::clone(&d), cfg.clone(), push.clone());
+                tokio::spawn(async move {
+                    this.deliver(&d2, &cfg2, &push2, delivery).await;
+                    d2.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    d2.done.notify_waiters();
+                });
+            }
+        }
+        d.log.close();
+        tracing::info!(subscription = %d.name, "Stopped push delivery.");
+    }
+
+    async fn deliver(
+        &self,
+        d: &Dispatcher,
+        cfg: &SubscriptionConfig,
+        push: &PushConfig,
+        x: Delivery,
+    ) {
+        let started = Instant::now();
+        let time = now_ms();
+        let r = &x.record;
+        let id = format!("{}-{}-{}", cfg.name, x.partition, r.offset);
+        let (body, content_type) = payload(cfg, push, &x, &id);
+        let client = if push.follow_redirects {
+            &self.client_redirects
+        } else {
+            &self.client
+        };
+        let method = match push.method {
+            PushMethod::Post => reqwest::Method::POST,
+            PushMethod::Put => reqwest::Method::PUT,
+        };
+        let ts = time / 1000;
+        let mut secrets: Vec<&str> = push.secret.iter().map(String::as_str).collect();
+        if let (Some(prev), Some(until)) =
+            (&push.previous_secret, push.previous_secret_expires_at_ms)
+        {
+            if time < until {
+                secrets.push(prev);
+            }
+        }
+        let mut rb = client
+            .request(method, push.url.trim())
+            .timeout(Duration::from_millis(push.timeout_ms))
+            .header("content-type", content_type)
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", ts.to_string())
+            .header(
+                "webhook-signature",
+                sign::signature_header(secrets, &id, ts, &body),
+            )
+            .header("traceparent", traceparent(r))
+            .header("ferry-subscription", &cfg.name)
+            .header("ferry-topic", &cfg.topic)
+            .header("ferry-partition", x.partition.to_string())
+            .header("ferry-offset", r.offset.to_string())
+            .header("ferry-attempt", x.attempt.to_string());
+        if let Some(key) = r.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()) {
+            if key.bytes().all(|c| (b' '..=b'~').contains(&c)) {
+                rb = rb.header("ferry-key", key);
+            }
+        }
+        if push.payload == Payload::CloudeventsBinary {
+            for (k, v) in cloudevent_attributes(cfg, &x, &id) {
+                if let Some(s) = v.as_str() {
+                    rb = rb.header(format!("ce-{k}"), s);
+                }
+            }
+        }
+        for (k, v) in &push.headers {
+            rb = rb.header(k.as_str(), v.as_str());
+        }
+        let result = rb.body(body).send().await;
+        let mut attempt = Attempt {
+            time,
+            partition: x.partition,
+            offset: r.offset as u64,
+            attempt: x.attempt,
+            outcome: String::new(),
+            status: None,
+            latency_ms: 0,
+            error: None,
+            response: None,
+            retry_in_ms: None,
+        };
+        enum Next {
+            Ack,
+            Retry(Option<u64>),
+            Cancel,
+        }
+        let next = match result {
+            Ok(resp) => {
+                let status = resp.status();
+                attempt.status = Some(status.as_u16());
+                d.stats
+                    .last_status
+                    .store(u32::from(status.as_u16()), Ordering::Relaxed);
+                let retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_retry_after);
+                attempt.response = excerpt(resp).await;
+                if status.is_success() {
+                    Next::Ack
+                } else if status.is_server_error() || push.retry_statuses.contains(&status.as_u16())
+                {
+                    attempt.error = Some(format!("HTTP {status}"));
+                    Next::Retry(retry_after.map(|ms| ms.min(cfg.retry.max_delay_ms)))
+                } else {
+                    attempt.error = Some(if status.is_redirection() {
+                        format!("HTTP {status}: redirects are not followed (push.follow_redirects)")
+                    } else {
+                        format!("HTTP {status}: refused by the endpoint")
+                    });
+                    Next::Cancel
+                }
+            }
+            Err(e) => {
+                attempt.error = Some(describe_error(&e));
+                Next::Retry(None)
+            }
+        };
+        attempt.latency_ms = started.elapsed().as_millis() as u64;
+        let ok_for_breaker = !matches!(next, Next::Retry(_));
+        let change = lock(&d.breaker).record(ok_for_breaker, now_ms());
+        log_change(&d.name, change);
+        let lease = vec![x.lease_id.clone()];
+        let too_old = push
+            .max_age_ms
+            .is_some_and(|age| now_ms().saturating_sub(r.timestamp.max(0) as u64) > age);
+        let outcome = match next {
+            Next::Ack => {
+                d.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                attempt.outcome = "delivered".into();
+                self.broker.ack(&cfg.name, lease).await.map(|_| ())
+            }
+            Next::Retry(_) if too_old => {
+                d.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                attempt.outcome = "dead_letter".into();
+                let why = format!(
+                    "{}; older than push.max_age_ms",
+                    attempt.error.clone().unwrap_or_default()
+                );
+                self.broker
+                    .dead_letter_now(&cfg.name, lease, why)
+                    .await
+                    .map(|_| ())
+            }
+            Next::Retry(delay) => {
+                d.stats.retried.fetch_add(1, Ordering::Relaxed);
+                attempt.outcome = if cfg.max_deliveries > 0 && x.attempt >= cfg.max_deliveries {
+                    "dead_letter".into()
+                } else {
+                    "retry".into()
+                };
+                attempt.retry_in_ms = delay;
+                self.broker
+                    .nack(
+                        &cfg.name,
+                        lease,
+                        delay.map(|v| v.min(RETRY_AFTER_MS_MAX) as i64),
+                        attempt.error.clone(),
+                    )
+                    .await
+                    .map(|_| ())
+            }
+            Next::Cancel => {
+                d.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                attempt.outcome = "dead_letter".into();
+                self.broker
+                    .dead_letter_now(&cfg.name, lease, attempt.error.clone().unwrap_or_default())
+                    .await
+                    .map(|_| ())
+            }
+        };
+        if let Some(e) = &attempt.error {
+            *lock(&d.stats.last_error) = Some(e.clone());
+        }
+        if let Err(e) = outcome {
+            // The lease ran out meanwhile: the record is delivered again.
+            tracing::warn!(subscription = %cfg.name, offset = r.offset, error = %e, "Could not settle a push delivery.");
+        }
+        d.log.append(&attempt);
+    }
+}
+
+fn log_change(name: &str, change: Option<(BreakerState, BreakerState)>) {
+    if let Some((from, to)) = change {
+        match to {
+            BreakerState::Open => {
+                tracing::warn!(subscription = %name, ?from, ?to, "Circuit breaker opened: the endpoint is failing; records wait on disk.")
+            }
+            _ => tracing::info!(subscription = %name, ?from, ?to, "Circuit breaker changed state."),
+        }
+    }
+}
+
+fn describe_error(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    let mut msg = format!("{kind}: {e}");
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    msg
+}
+
+/// The first bytes of a response body, read no further.
+async fn excerpt(mut resp: reqwest::Response) -> Option<String> {
+    let mut buf = Vec::new();
+    while buf.len() < RESPONSE_EXCERPT_BYTES {
+        match tokio::time::timeout(Duration::from_secs(2), resp.chunk()).await {
+            Ok(Ok(Some(c))) => buf.extend_from_slice(&c),
+            _ => break,
+        }
+    }
+    buf.truncate(RESPONSE_EXCERPT_BYTES);
+    (!buf.is_empty()).then(|| String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// `Retry-After` as milliseconds: delay-seconds or an HTTP date.
+pub fn parse_retry_after(v: &str) -> Option<u64> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(secs.saturating_mul(1000));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    let ms = at
+        .duration_since(std::time::SystemTime::now())
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Some(ms)
+}
+
+fn header_value<'a>(r: &'a ferry_log::Record, name: &str) -> Option<&'a str> {
+    r.headers
+        .iter()
+        .find(|h| h.key.eq_ignore_ascii_case(name.as_bytes()))
+        .and_then(|h| h.value.as_deref())
+        .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// The record's `traceparent` header when it has a valid one, else a new trace.
+fn traceparent(r: &ferry_log::Record) -> String {
+    if let Some(tp) = header_value(r, "traceparent") {
+        let parts: Vec<&str> = tp.split('-').collect();
+        if parts.len() == 4
+            && parts[0].len() == 2
+            && parts[1].len() == 32
+            && parts[2].len() == 16
+            && parts[3].len() == 2
+            && tp.bytes().all(|c| c == b'-' || c.is_ascii_hexdigit())
+        {
+            return tp.to_ascii_lowercase();
+        }
+    }
+    let trace: u128 = rand::random::<u128>().max(1);
+    let span: u64 = rand::random::<u64>().max(1);
+    format!("00-{trace:032x}-{span:016x}-01")
+}
+
+fn content_type(r: &ferry_log::Record) -> String {
+    match header_value(r, "content-type") {
+        Some(ct) if !ct.is_empty() && ct.bytes().all(|c| (b' '..=b'~').contains(&c)) => ct.into(),
+        _ if r.attributes & RECORD_ATTR_JSON_VALUE != 0 => "application/json".into(),
+        _ => "application/octet-stream".into(),
+    }
+}
+
+/// Milliseconds since 1970 as an RFC 3339 UTC time.
+pub fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn cloudevent_attributes(
+    cfg: &SubscriptionConfig,
+    x: &Delivery,
+    id: &str,
+) -> Vec<(&'static str, Value)> {
+    let r = &x.record;
+    let mut a = vec![
+        ("specversion", json!("1.0")),
+        ("id", json!(id)),
+        ("source", json!(format!("/ferry/topics/{}", cfg.topic))),
+        (
+            "type",
+            json!(header_value(r, "ce-type").unwrap_or("ferry.record")),
+        ),
+        ("time", json!(rfc3339(r.timestamp))),
+    ];
+    if let Some(k) = r.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()) {
+        if k.bytes().all(|c| (b' '..=b'~').contains(&c)) {
+            a.push(("subject", json!(k)));
+        }
+    }
+    a
+}
+
+/// The request body and its content type.
+fn payload(cfg: &SubscriptionConfig, push: &PushConfig, x: &Delivery, id: &str) -> (Bytes, String) {
+    let r = &x.record;
+    let value = r.value.clone().unwrap_or_default();
+    match push.payload {
+        Payload::Raw | Payload::CloudeventsBinary => (value, content_type(r)),
+        Payload::CloudeventsStructured => {
+            let mut ev = serde_json::Map::new();
+            for (k, v) in cloudevent_attributes(cfg, x, id) {
+                ev.insert(k.into(), v);
+            }
+            let ct = content_type(r);
+            let is_json =
+                r.attributes & RECORD_ATTR_JSON_VALUE != 0 || ct.starts_with("application/json");
+            match serde_json::from_slice::<Value>(&value) {
+                Ok(v) if is_json => {
+                    ev.insert("datacontenttype".into(), json!(ct));
+                    ev.insert("data".into(), v);
+                }
+                _ => {
+                    use base64::Engine;
+                    ev.insert("datacontenttype".into(), json!(ct));
+                    ev.insert(
+                        "data_base64".into(),
+                        json!(base64::engine::general_purpose::STANDARD.encode(&value)),
+                    );
+                }
+            }
+            (
+                Bytes::from(serde_json::to_vec(&Value::Object(ev)).unwrap_or_default()),
+                "application/cloudevents+json".into(),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_735_689_600_123), "2025-01-01T00:00:00.123Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date() {
+        assert_eq!(parse_retry_after("3"), Some(3000));
+        assert_eq!(parse_retry_after(" 0 "), Some(0));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(0));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}
