@@ -58,6 +58,7 @@ pub struct Client {
 
 impl Client {
     pub fn new(base_url: &str) -> Self {
+        install_tls();
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
@@ -334,4 +335,10 @@ impl Client {
 /// A request body already serialised.
 pub mod bytes_body {
     pub struct Body(pub Vec<u8>);
+}
+
+/// Installs the TLS crypto provider (ring) for HTTP clients in this process; needed
+/// once before the first client is built, harmless after.
+pub fn install_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }

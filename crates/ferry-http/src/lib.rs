@@ -173,6 +173,20 @@ pub fn router(state: AppState) -> Router {
             "/v1/subscriptions/{name}/events",
             get(subscriptions::events),
         )
+        .route("/v1/subscriptions/{name}/pause", post(subscriptions::pause))
+        .route(
+            "/v1/subscriptions/{name}/resume",
+            post(subscriptions::resume),
+        )
+        .route("/v1/subscriptions/{name}/retry", post(subscriptions::retry))
+        .route(
+            "/v1/subscriptions/{name}/rotate-secret",
+            post(subscriptions::rotate_secret),
+        )
+        .route(
+            "/v1/subscriptions/{name}/deliveries",
+            get(subscriptions::deliveries),
+        )
         .fallback(not_found)
         .layer(middleware::from_fn(problem_for_plain_errors))
         .layer(middleware::from_fn_with_state(

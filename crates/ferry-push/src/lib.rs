@@ -321,6 +321,12 @@ impl Dispatchers {
         push: &PushConfig,
         x: Delivery,
     ) {
+        // Settings may have changed while the record was pulled (a rotated secret).
+        let fresh = self.broker.subscription_config(&cfg.name).ok();
+        let (cfg, push) = match fresh.as_ref().and_then(|c| c.push.as_ref().map(|p| (c, p))) {
+            Some((c, p)) => (c, p),
+            None => (cfg, push),
+        };
         let started = Instant::now();
         let time = now_ms();
         let r = &x.record;

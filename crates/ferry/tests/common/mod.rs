@@ -1,6 +1,8 @@
 //! Starts the real `ferry` binary for tests and talks to it over HTTP.
 #![allow(dead_code)]
 
+pub mod endpoint;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -115,6 +117,7 @@ impl Drop for Server {
 }
 
 pub fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
