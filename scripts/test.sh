@@ -20,11 +20,12 @@ if ! command -v cargo >/dev/null; then
     exit 1
 fi
 
-python3 -m pip install --quiet --disable-pip-version-check -r tests/kafka/requirements.txt
+python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked -- --test-threads 2
-# Kafka clients Ferry did not write, against the real binary.
-FERRY_BIN="$PWD/target/debug/ferry" python3 -m pytest -q -p no:cacheprovider tests/kafka
+# Kafka clients Ferry did not write, and webhook signatures checked by the
+# standardwebhooks package, against the real binary.
+FERRY_BIN="$PWD/target/debug/ferry" python3 -m pytest -q -p no:cacheprovider tests/kafka tests/push
 # The benchmark tool must keep working: a tiny run of every workload.
 cargo run --locked -p ferry-bench -- smoke --ferry-bin target/debug/ferry

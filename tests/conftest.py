@@ -1,4 +1,4 @@
-"""Starts the real `ferry serve` for the Kafka client tests (binary from FERRY_BIN)."""
+"""Starts the real `ferry serve` for the Python tests (binary from FERRY_BIN)."""
 
 import json
 import os
@@ -9,12 +9,13 @@ import threading
 
 import pytest
 
-BIN = os.environ.get("FERRY_BIN", str(pathlib.Path(__file__).resolve().parents[2] / "target/debug/ferry"))
+BIN = os.environ.get("FERRY_BIN", str(pathlib.Path(__file__).resolve().parents[1] / "target/debug/ferry"))
 
 
 class Ferry:
-    def __init__(self, data_dir):
+    def __init__(self, data_dir, extra=()):
         self.data_dir = data_dir
+        self.extra = list(extra)
         self.proc = None
         self.kafka = None
         self.http = None
@@ -22,7 +23,7 @@ class Ferry:
     def start(self, kafka_addr="127.0.0.1:0"):
         self.proc = subprocess.Popen(
             [BIN, "serve", "--data-dir", self.data_dir, "--http-addr", "127.0.0.1:0",
-             "--kafka-addr", kafka_addr, "--log-format", "json"],
+             "--kafka-addr", kafka_addr, "--log-format", "json", *self.extra],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
         ready = threading.Event()
 
@@ -55,5 +56,14 @@ class Ferry:
 def ferry():
     with tempfile.TemporaryDirectory() as d:
         f = Ferry(d).start()
+        yield f
+        f.stop()
+
+
+@pytest.fixture
+def ferry_push():
+    """Ferry allowed to call endpoints on this machine."""
+    with tempfile.TemporaryDirectory() as d:
+        f = Ferry(d, extra=["--push-allow-private"]).start()
         yield f
         f.stop()
