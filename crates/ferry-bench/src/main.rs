@@ -5,6 +5,7 @@
 mod disk;
 mod http;
 mod log_append;
+mod push;
 mod queue;
 mod server;
 
@@ -76,6 +77,18 @@ enum Command {
         #[arg(long, default_value_t = 10_000_000)]
         records: u64,
     },
+    /// Push subscriptions: deliveries/s to a local endpoint with 1 and 64 in flight,
+    /// against wrk on the same endpoint; memory with a backlog behind an open breaker.
+    Push {
+        #[arg(long, default_value_t = 100_000)]
+        records: u64,
+        /// Records behind the open breaker (0 skips it)
+        #[arg(long, default_value_t = 1_000_000)]
+        open_records: u64,
+        /// Seconds of each wrk run (0 skips wrk)
+        #[arg(long, default_value_t = 5)]
+        wrk_seconds: u64,
+    },
     /// Server memory with records scheduled an hour ahead (100-byte records).
     Delayed {
         #[arg(long, default_value_t = 1_000_000)]
@@ -146,6 +159,10 @@ fn main() -> anyhow::Result<()> {
             println!("{}", queue::report_with_disk(&q, Some(&b), disk.seq_mb_s));
             println!("{}", queue::report_delayed(&d));
             anyhow::ensure!(d.delayed_reported == 20_000, "delayed records counted");
+            let p = rt.block_on(push::run(&ctx, 500, &[1, 8], 0))?;
+            let o = rt.block_on(push::open_breaker(&ctx, 2_000))?;
+            println!("{}", push::report(&p, Some(&o)));
+            anyhow::ensure!(o.breaker == "open", "the breaker opened");
             anyhow::ensure!(
                 q.iter().all(|x| x.records >= 2_000),
                 "queue consumers drained the backlog"
@@ -207,6 +224,17 @@ fn main() -> anyhow::Result<()> {
         Command::Backlog { records } => {
             let b = rt.block_on(queue::backlog(&ctx, records))?;
             println!("{}", queue::report_with_disk(&[], Some(&b), 1.0));
+        }
+        Command::Push {
+            records,
+            open_records,
+            wrk_seconds,
+        } => {
+            let r = rt.block_on(push::run(&ctx, records, &[1, 64], wrk_seconds))?;
+            let o = (open_records > 0)
+                .then(|| rt.block_on(push::open_breaker(&ctx, open_records)))
+                .transpose()?;
+            println!("{}", push::report(&r, o.as_ref()));
         }
         Command::Delayed { records } => {
             let d = rt.block_on(queue::delayed(&ctx, records))?;

@@ -24,6 +24,11 @@ impl Drop for Server {
 
 impl Server {
     pub async fn start(ctx: &Ctx, data: &Path) -> anyhow::Result<Server> {
+        Self::start_with(ctx, data, &[]).await
+    }
+
+    /// Starts with extra `ferry serve` arguments.
+    pub async fn start_with(ctx: &Ctx, data: &Path, extra: &[&str]) -> anyhow::Result<Server> {
         let started = Instant::now();
         let mut child = Command::new(&ctx.ferry_bin)
             .args([
@@ -39,6 +44,7 @@ impl Server {
                 "--data-dir",
             ])
             .arg(data)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()?;

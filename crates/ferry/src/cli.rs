@@ -30,7 +30,8 @@ pub enum Command {
     Produce(ProduceArgs),
     /// Read records from a topic and print them.
     Consume(ConsumeArgs),
-    /// Queue subscriptions: create and manage them, pull records, ack, nack, seek.
+    /// Subscriptions: create and manage them, pull records, ack, nack, seek; push
+    /// subscriptions: pause, resume, retry, rotate their secret, show their deliveries.
     #[command(subcommand)]
     Sub(SubCommand),
 }
@@ -280,9 +281,53 @@ pub struct SubSettings {
     pub max_in_flight_per_consumer: Option<u32>,
 }
 
+/// Settings of push subscriptions: Ferry calls an HTTP endpoint with each record.
+#[derive(Args, Clone, Default)]
+pub struct PushSettings {
+    /// Push each record to this HTTP(S) endpoint (makes a push subscription)
+    #[arg(long, value_name = "URL")]
+    pub push_url: Option<String>,
+    /// HTTP method of push requests: POST or PUT [default: POST]
+    #[arg(long, value_name = "METHOD")]
+    pub push_method: Option<String>,
+    /// Header sent with every push request, 'Name: value'; repeatable. On update,
+    /// 'Name:' with no value removes that header
+    #[arg(long = "push-header", value_name = "NAME: VALUE")]
+    pub push_headers: Vec<String>,
+    /// Time a push request may take before it counts as failed [default: 10000]
+    #[arg(long, value_name = "MS")]
+    pub push_timeout_ms: Option<u64>,
+    /// Push requests in flight at once [default: 16]
+    #[arg(long, value_name = "N")]
+    pub push_concurrency: Option<u32>,
+    /// Push requests per second, at most; 0 for no limit [default: no limit]
+    #[arg(long, value_name = "N")]
+    pub push_rate_limit: Option<u32>,
+    /// Request body: raw (the record's value), cloudevents-binary or
+    /// cloudevents-structured [default: raw]
+    #[arg(long, value_name = "FORMAT")]
+    pub push_payload: Option<String>,
+    /// A record older than this is dead-lettered instead of retried; 0 for no limit
+    /// [default: no limit]
+    #[arg(long, value_name = "MS")]
+    pub push_max_age_ms: Option<u64>,
+    /// Signing secret, whsec_ and the base64 of 24 to 64 bytes [default: generated,
+    /// printed once]
+    #[arg(long, value_name = "whsec_...")]
+    pub push_secret: Option<String>,
+    /// Follow HTTP redirects of the endpoint (true or false) [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub push_follow_redirects: Option<bool>,
+    /// Circuit breaker, e.g. '{"failure_rate_percent":50,"cooldown_ms":30000}' (JSON;
+    /// fields failure_rate_percent, window_ms, min_calls, cooldown_ms, probes)
+    #[arg(long, value_name = "JSON")]
+    pub push_breaker: Option<String>,
+}
+
 #[derive(Subcommand)]
 pub enum SubCommand {
-    /// Create a subscription to a topic.
+    /// Create a subscription to a topic: a queue to pull from, or with --push-url, a
+    /// push subscription that calls an HTTP endpoint.
     Create {
         name: String,
         /// Topic to deliver records from
@@ -298,6 +343,8 @@ pub enum SubCommand {
         #[command(flatten)]
         settings: SubSettings,
         #[command(flatten)]
+        push: PushSettings,
+        #[command(flatten)]
         client: ClientArgs,
     },
     /// List subscriptions with their backlog.
@@ -311,11 +358,13 @@ pub enum SubCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Change a subscription's settings.
+    /// Change a subscription's settings; --push-* flags change only what they name.
     Update {
         name: String,
         #[command(flatten)]
         settings: SubSettings,
+        #[command(flatten)]
+        push: PushSettings,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -392,6 +441,59 @@ pub enum SubCommand {
         /// Most records to send back [default: all]
         #[arg(long, short = 'n')]
         max_records: Option<usize>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Stop a push subscription from sending; records wait until it is resumed.
+    Pause {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Let a paused push subscription send again.
+    Resume {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Deliver one record of the topic to this subscription again.
+    Retry {
+        name: String,
+        /// Partition of the record
+        #[arg(long, short)]
+        partition: u32,
+        /// Offset of the record
+        #[arg(long, short)]
+        offset: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Give a push subscription a new signing secret; the old one keeps signing for a
+    /// while, so that the endpoint can switch over.
+    RotateSecret {
+        name: String,
+        /// The new secret, whsec_ and the base64 of 24 to 64 bytes [default: generated,
+        /// printed once]
+        #[arg(long, value_name = "whsec_...")]
+        secret: Option<String>,
+        /// How long the old secret still signs, at most one week [default: 86400000 (one day)]
+        #[arg(long, value_name = "MS")]
+        previous_valid_ms: Option<u64>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a push subscription's delivery attempts, newest first.
+    Deliveries {
+        name: String,
+        /// Only attempts of the record at this partition (with --offset)
+        #[arg(long, short, requires = "offset")]
+        partition: Option<u32>,
+        /// Only attempts of the record at this offset (with --partition)
+        #[arg(long, short, requires = "partition")]
+        offset: Option<u64>,
+        /// Most attempts to show, 1 to 1000 [default: 100]
+        #[arg(long, short = 'n')]
+        limit: Option<usize>,
         #[command(flatten)]
         client: ClientArgs,
     },

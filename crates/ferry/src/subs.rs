@@ -1,6 +1,6 @@
 //! The `ferry sub` commands: queue subscriptions over the HTTP API.
 
-use crate::cli::{SubCommand, SubSettings};
+use crate::cli::{PushSettings, SubCommand, SubSettings};
 use crate::commands::text_of;
 use crate::output;
 use crate::time::parse_time_ms;
@@ -64,6 +64,129 @@ fn settings_json(s: &SubSettings) -> anyhow::Result<Map<String, Value>> {
     Ok(m)
 }
 
+/// `Name: value` of `--push-header` as its name and value, both trimmed.
+fn header_flag(h: &str) -> anyhow::Result<(String, String)> {
+    match h.split_once(':') {
+        Some((n, v)) if !n.trim().is_empty() => Ok((n.trim().to_string(), v.trim().to_string())),
+        _ => bail!("--push-header must be 'Name: value', got {h:?}"),
+    }
+}
+
+fn push_given(f: &PushSettings) -> bool {
+    f.push_url.is_some()
+        || f.push_method.is_some()
+        || !f.push_headers.is_empty()
+        || f.push_timeout_ms.is_some()
+        || f.push_concurrency.is_some()
+        || f.push_rate_limit.is_some()
+        || f.push_payload.is_some()
+        || f.push_max_age_ms.is_some()
+        || f.push_secret.is_some()
+        || f.push_follow_redirects.is_some()
+        || f.push_breaker.is_some()
+}
+
+/// Writes the `--push-*` flags given into `push`, the API's push object: empty for
+/// `create`, the current one for `update`. Headers are set one by one (a name given
+/// with no value removes that header) and `--push-breaker` sets only the breaker fields
+/// it names; every other flag replaces its field.
+fn merge_push(push: &mut Map<String, Value>, f: &PushSettings) -> anyhow::Result<()> {
+    if let Some(u) = &f.push_url {
+        push.insert("url".into(), Value::from(u.clone()));
+    }
+    if let Some(m) = &f.push_method {
+        let m = m.to_ascii_uppercase();
+        if !["POST", "PUT"].contains(&m.as_str()) {
+            bail!("--push-method must be POST or PUT, got {m:?}");
+        }
+        push.insert("method".into(), Value::from(m));
+    }
+    if !f.push_headers.is_empty() {
+        let mut headers = match push.remove("headers") {
+            Some(Value::Object(h)) => h,
+            _ => Map::new(),
+        };
+        for h in &f.push_headers {
+            let (name, value) = header_flag(h)?;
+            headers.retain(|k, _| !k.eq_ignore_ascii_case(&name));
+            if !value.is_empty() {
+                headers.insert(name, Value::from(value));
+            }
+        }
+        push.insert("headers".into(), Value::Object(headers));
+    }
+    if let Some(given) = &f.push_payload {
+        let p = given.replace('-', "_");
+        if !["raw", "cloudevents_binary", "cloudevents_structured"].contains(&p.as_str()) {
+            bail!("--push-payload must be raw, cloudevents-binary or cloudevents-structured, got {given:?}");
+        }
+        push.insert("payload".into(), Value::from(p));
+    }
+    let mut put = |k: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            push.insert(k.to_string(), v);
+        }
+    };
+    put("timeout_ms", f.push_timeout_ms.map(Value::from));
+    put("concurrency", f.push_concurrency.map(Value::from));
+    put("secret", f.push_secret.clone().map(Value::from));
+    put("follow_redirects", f.push_follow_redirects.map(Value::from));
+    // 0 lifts these limits: the API has them absent.
+    for (k, v) in [
+        ("rate_limit_per_s", f.push_rate_limit.map(u64::from)),
+        ("max_age_ms", f.push_max_age_ms),
+    ] {
+        match v {
+            Some(0) => {
+                push.remove(k);
+            }
+            Some(n) => {
+                push.insert(k.into(), Value::from(n));
+            }
+            None => {}
+        }
+    }
+    if let Some(b) = &f.push_breaker {
+        let given = json_flag("--push-breaker", b)?;
+        let Value::Object(given) = given else {
+            bail!(
+                "--push-breaker must be a JSON object, e.g. '{{\"cooldown_ms\":60000}}'; got {b:?}"
+            );
+        };
+        let mut breaker = match push.remove("breaker") {
+            Some(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+        breaker.extend(given);
+        push.insert("breaker".into(), Value::Object(breaker));
+    }
+    Ok(())
+}
+
+/// The signing secret of an answer that shows it (once, when the server made it).
+fn secret_shown_once(s: &Value) -> Option<&str> {
+    if s["push"]["secret_shown_once"] == Value::Bool(true) {
+        s["push"]["secret"].as_str()
+    } else {
+        None
+    }
+}
+
+fn print_secret_shown_once(s: &Value) -> anyhow::Result<()> {
+    if let Some(secret) = secret_shown_once(s) {
+        output::line(&format!("Signing secret (shown once): {secret}"))?;
+    }
+    Ok(())
+}
+
+/// Milliseconds since 1970 as RFC 3339; anything else as a cell.
+fn time_cell(v: &Value) -> String {
+    match v.as_u64() {
+        Some(ms) => output::rfc3339_ms(ms),
+        None => cell(v),
+    }
+}
+
 /// A field of the API's answer as one table cell: strings bare, absent as `-`.
 fn cell(v: &Value) -> String {
     match v {
@@ -92,10 +215,11 @@ fn sub_rows(subs: &[Value]) -> Vec<Vec<String>> {
 }
 
 /// The fields `describe` prints first, in this order; any others follow.
-const DESCRIBE_FIELDS: [&str; 22] = [
+const DESCRIBE_FIELDS: [&str; 23] = [
     "name",
     "topic",
     "mode",
+    "paused",
     "ordering",
     "filter",
     "visibility_timeout_ms",
@@ -117,6 +241,89 @@ const DESCRIBE_FIELDS: [&str; 22] = [
     "acked",
 ];
 
+/// Push settings `describe` prints first, in this order; any others follow.
+const PUSH_FIELDS: [&str; 15] = [
+    "url",
+    "method",
+    "headers",
+    "payload",
+    "timeout_ms",
+    "concurrency",
+    "rate_limit_per_s",
+    "max_age_ms",
+    "retry_statuses",
+    "breaker",
+    "follow_redirects",
+    "secret",
+    "previous_secret",
+    "previous_secret_expires_at_ms",
+    "delivery_log_retention_ms",
+];
+
+/// Live numbers of a push subscription's dispatcher, in this order; any others follow.
+const PUSH_STATUS_FIELDS: [&str; 10] = [
+    "breaker",
+    "breaker_changed_at",
+    "window_calls",
+    "window_failures",
+    "in_flight",
+    "delivered",
+    "retried",
+    "dead_lettered",
+    "last_status",
+    "last_error",
+];
+
+/// `prefix.key  value` pairs of an object, `first` keys in order, then the others.
+fn prefixed_pairs(
+    prefix: &str,
+    obj: &Map<String, Value>,
+    first: &[&str],
+    show: impl Fn(&str, &Value) -> String,
+) -> Vec<(String, String)> {
+    let rest = obj
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !first.contains(k));
+    first
+        .iter()
+        .copied()
+        .filter(|k| obj.contains_key(*k))
+        .chain(rest)
+        .map(|k| (format!("{prefix}.{k}"), show(k, &obj[k])))
+        .collect()
+}
+
+fn push_pairs(s: &Value) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    if let Value::Object(p) = &s["push"] {
+        pairs.extend(prefixed_pairs("push", p, &PUSH_FIELDS, |k, v| {
+            match (k, v) {
+                ("headers", Value::Object(h)) if !h.is_empty() => h
+                    .iter()
+                    .map(|(n, v)| format!("{n}: {}", cell(v)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                ("headers", _) => "-".into(),
+                ("previous_secret_expires_at_ms", v) => time_cell(v),
+                (_, v) => cell(v),
+            }
+        }));
+    }
+    if let Value::Object(st) = &s["push_status"] {
+        pairs.extend(prefixed_pairs(
+            "push_status",
+            st,
+            &PUSH_STATUS_FIELDS,
+            |k, v| match k {
+                "breaker_changed_at" => time_cell(v),
+                _ => cell(v),
+            },
+        ));
+    }
+    pairs
+}
+
 fn print_subscription(s: &Value) -> anyhow::Result<()> {
     let mut pairs: Vec<(String, String)> = DESCRIBE_FIELDS
         .iter()
@@ -124,11 +331,14 @@ fn print_subscription(s: &Value) -> anyhow::Result<()> {
         .collect();
     if let Value::Object(m) = s {
         for (k, v) in m {
-            if k != "partitions" && !DESCRIBE_FIELDS.contains(&k.as_str()) {
+            if !["partitions", "push", "push_status"].contains(&k.as_str())
+                && !DESCRIBE_FIELDS.contains(&k.as_str())
+            {
                 pairs.push((k.clone(), cell(v)));
             }
         }
     }
+    pairs.extend(push_pairs(s));
     output::pairs(&pairs)?;
     output::line("")?;
     let rows: Vec<Vec<String>> = s["partitions"]
@@ -165,11 +375,20 @@ pub async fn sub(cmd: SubCommand) -> anyhow::Result<()> {
             start,
             ordering,
             settings,
+            push,
             client,
         } => {
             let mut body = settings_json(&settings)?;
             body.insert("name".into(), Value::from(name));
             body.insert("topic".into(), Value::from(topic));
+            if push_given(&push) {
+                if push.push_url.is_none() {
+                    bail!("--push-url is required for a push subscription: the other --push-* flags need it");
+                }
+                let mut p = Map::new();
+                merge_push(&mut p, &push)?;
+                body.insert("push".into(), Value::Object(p));
+            }
             if let Some(s) = &start {
                 body.insert("start".into(), position("--start", s)?);
             }
@@ -184,6 +403,15 @@ pub async fn sub(cmd: SubCommand) -> anyhow::Result<()> {
                 .await?;
             if client.json {
                 output::json(&s)?;
+            } else if s["push"].is_object() {
+                output::line(&format!(
+                    "Created push subscription {} on topic {}: {} {}.",
+                    cell(&s["name"]),
+                    cell(&s["topic"]),
+                    cell(&s["push"]["method"]),
+                    cell(&s["push"]["url"])
+                ))?;
+                print_secret_shown_once(&s)?;
             } else {
                 output::line(&format!(
                     "Created subscription {} on topic {}.",
@@ -224,19 +452,38 @@ pub async fn sub(cmd: SubCommand) -> anyhow::Result<()> {
         SubCommand::Update {
             name,
             settings,
+            push,
             client,
         } => {
-            let body = settings_json(&settings)?;
-            if body.is_empty() {
-                bail!("nothing to change: give a setting such as --visibility-timeout-ms or --max-deliveries");
+            let api = Client::new(&client.url);
+            let mut body = settings_json(&settings)?;
+            if push_given(&push) {
+                // The server replaces the whole push object: start from the current one.
+                let current = api.describe_subscription(&name).await?;
+                let Value::Object(mut p) = current["push"].clone() else {
+                    bail!("subscription '{name}' is not a push subscription: --push-* flags change push subscriptions only, and a subscription's mode cannot change");
+                };
+                // Shown redacted; sent without them, the server keeps the stored secrets.
+                for k in [
+                    "secret",
+                    "previous_secret",
+                    "previous_secret_expires_at_ms",
+                    "secret_shown_once",
+                ] {
+                    p.remove(k);
+                }
+                merge_push(&mut p, &push)?;
+                body.insert("push".into(), Value::Object(p));
             }
-            let s = Client::new(&client.url)
-                .update_subscription(&name, &Value::Object(body))
-                .await?;
+            if body.is_empty() {
+                bail!("nothing to change: give a setting such as --visibility-timeout-ms, --max-deliveries or --push-timeout-ms");
+            }
+            let s = api.update_subscription(&name, &Value::Object(body)).await?;
             if client.json {
                 output::json(&s)?;
             } else {
                 print_subscription(&s)?;
+                print_secret_shown_once(&s)?;
             }
         }
         SubCommand::Delete { name, client } => {
@@ -383,14 +630,206 @@ pub async fn sub(cmd: SubCommand) -> anyhow::Result<()> {
                 output::line(&format!("redriven {}", cell(&v["redriven"])))?;
             }
         }
+        SubCommand::Pause { name, client } => {
+            let s = Client::new(&client.url).pause_subscription(&name).await?;
+            if client.json {
+                output::json(&s)?;
+            } else {
+                output::line(&format!(
+                    "Paused subscription {name}: records wait until it is resumed."
+                ))?;
+            }
+        }
+        SubCommand::Resume { name, client } => {
+            let s = Client::new(&client.url).resume_subscription(&name).await?;
+            if client.json {
+                output::json(&s)?;
+            } else {
+                output::line(&format!("Resumed subscription {name}."))?;
+            }
+        }
+        SubCommand::Retry {
+            name,
+            partition,
+            offset,
+            client,
+        } => {
+            let v = Client::new(&client.url)
+                .retry_record(&name, partition, offset)
+                .await?;
+            if client.json {
+                output::json(&v)?;
+            } else {
+                output::line(&format!(
+                    "Queued partition {partition} offset {offset} for subscription {name} again (as a copy at partition {} offset {}).",
+                    cell(&v["copy"]["partition"]),
+                    cell(&v["copy"]["offset"])
+                ))?;
+            }
+        }
+        SubCommand::RotateSecret {
+            name,
+            secret,
+            previous_valid_ms,
+            client,
+        } => {
+            let s = Client::new(&client.url)
+                .rotate_secret(&name, secret.as_deref(), previous_valid_ms)
+                .await?;
+            if client.json {
+                output::json(&s)?;
+            } else {
+                let until = &s["push"]["previous_secret_expires_at_ms"];
+                if until.is_u64() {
+                    output::line(&format!(
+                        "Rotated the signing secret of subscription {name}; the previous one also signs until {}.",
+                        time_cell(until)
+                    ))?;
+                } else {
+                    output::line(&format!(
+                        "Rotated the signing secret of subscription {name}."
+                    ))?;
+                }
+                print_secret_shown_once(&s)?;
+            }
+        }
+        SubCommand::Deliveries {
+            name,
+            partition,
+            offset,
+            limit,
+            client,
+        } => {
+            let record = partition.zip(offset);
+            let v = Client::new(&client.url)
+                .deliveries(&name, record, limit)
+                .await?;
+            if client.json {
+                output::json(&v)?;
+            } else {
+                let rows: Vec<Vec<String>> = v["deliveries"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|d| {
+                        let mut row = vec![time_cell(&d["time"])];
+                        row.extend(
+                            [
+                                "partition",
+                                "offset",
+                                "attempt",
+                                "outcome",
+                                "status",
+                                "latency_ms",
+                                "error",
+                            ]
+                            .iter()
+                            .map(|k| cell(&d[*k])),
+                        );
+                        row
+                    })
+                    .collect();
+                output::table(
+                    &[
+                        "TIME",
+                        "PARTITION",
+                        "OFFSET",
+                        "ATTEMPT",
+                        "OUTCOME",
+                        "STATUS",
+                        "LATENCY_MS",
+                        "ERROR",
+                    ],
+                    &rows,
+                )?;
+            }
+        }
     }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::position;
-    use serde_json::json;
+    use super::{merge_push, position};
+    use crate::cli::PushSettings;
+    use serde_json::{json, Value};
+
+    #[test]
+    fn push_flags_change_only_what_they_name() {
+        let mut current = json!({
+            "url": "http://a/hook",
+            "method": "POST",
+            "headers": {"X-Team": "billing", "Authorization": "Bearer a"},
+            "timeout_ms": 10000,
+            "breaker": {"failure_rate_percent": 50, "cooldown_ms": 30000},
+            "payload": "raw",
+            "rate_limit_per_s": 100
+        });
+        let flags = PushSettings {
+            push_method: Some("put".into()),
+            push_headers: vec!["authorization: Bearer b".into(), "X-Team:".into()],
+            push_timeout_ms: Some(2000),
+            push_payload: Some("cloudevents-binary".into()),
+            push_follow_redirects: Some(true),
+            push_rate_limit: Some(0),
+            push_max_age_ms: Some(60000),
+            push_breaker: Some(r#"{"cooldown_ms": 5000}"#.into()),
+            ..PushSettings::default()
+        };
+        let Value::Object(m) = &mut current else {
+            unreachable!()
+        };
+        merge_push(m, &flags).unwrap();
+        assert_eq!(
+            current,
+            json!({
+                "url": "http://a/hook",
+                "method": "PUT",
+                "headers": {"authorization": "Bearer b"},
+                "timeout_ms": 2000,
+                "breaker": {"failure_rate_percent": 50, "cooldown_ms": 5000},
+                "payload": "cloudevents_binary",
+                "follow_redirects": true,
+                "max_age_ms": 60000
+            })
+        );
+        for (bad, start) in [
+            (
+                PushSettings {
+                    push_method: Some("GET".into()),
+                    ..PushSettings::default()
+                },
+                "--push-method must be",
+            ),
+            (
+                PushSettings {
+                    push_headers: vec!["no colon".into()],
+                    ..PushSettings::default()
+                },
+                "--push-header must be",
+            ),
+            (
+                PushSettings {
+                    push_payload: Some("json".into()),
+                    ..PushSettings::default()
+                },
+                "--push-payload must be",
+            ),
+            (
+                PushSettings {
+                    push_breaker: Some("[1]".into()),
+                    ..PushSettings::default()
+                },
+                "--push-breaker must be",
+            ),
+        ] {
+            let e = merge_push(&mut serde_json::Map::new(), &bad)
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(start), "{e}");
+        }
+    }
 
     #[test]
     fn positions_parse_from_flags() {

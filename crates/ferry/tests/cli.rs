@@ -1,10 +1,12 @@
 //! The `ferry` command line against a real server.
 
 mod common;
+use common::endpoint::{Endpoint, Received};
 use common::*;
 use serde_json::Value;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 fn ferry(url: &str, args: &[&str]) -> Output {
     Command::new(BIN)
@@ -427,4 +429,228 @@ fn subscriptions_are_created_pulled_acked_and_replayed() {
     let gone = ferry(&s.url, &["sub", "describe", "workers"]);
     assert_eq!(gone.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&gone.stderr).contains("does not exist"));
+}
+
+/// The secret of a `Signing secret (shown once): whsec_…` line.
+fn shown_secret(out: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix("Signing secret (shown once): "))
+        .unwrap_or_else(|| panic!("no secret printed: {out}"))
+        .to_string()
+}
+
+fn header(r: &Received, name: &str) -> String {
+    r.headers
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+/// Whether one of the request's signatures is made with `secret`.
+fn signed_with(r: &Received, secret: &str) -> bool {
+    let id = header(r, "webhook-id");
+    let ts: u64 = header(r, "webhook-timestamp").parse().unwrap();
+    let sig = ferry_push::sign::sign(secret, &id, ts, &r.body).unwrap();
+    header(r, "webhook-signature").split(' ').any(|s| s == sig)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_subscriptions_are_managed_from_the_command_line() {
+    let ep = Endpoint::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--push-allow-private"]);
+    let url = s.url.as_str();
+    stdout(&ferry(url, &["topic", "create", "orders", "-p", "1"]));
+    let hook = ep.url();
+
+    // Other --push-* flags need --push-url; bad values are refused before sending.
+    let bad = ferry(
+        url,
+        &[
+            "sub",
+            "create",
+            "x",
+            "--topic",
+            "orders",
+            "--push-timeout-ms",
+            "2000",
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--push-url is required"));
+
+    let out = stdout(&ferry(
+        url,
+        &[
+            "sub",
+            "create",
+            "hook",
+            "--topic",
+            "orders",
+            "--start",
+            "earliest",
+            "--push-url",
+            &hook,
+            "--push-header",
+            "X-Team: billing",
+            "--push-concurrency",
+            "4",
+            "--push-breaker",
+            r#"{"cooldown_ms": 5000}"#,
+        ],
+    ));
+    assert!(
+        out.contains(&format!(
+            "Created push subscription hook on topic orders: POST {hook}."
+        )),
+        "{out}"
+    );
+    let secret = shown_secret(&out);
+    assert!(secret.starts_with("whsec_"), "{out}");
+
+    // With --json the answer is printed as it is, the secret in it.
+    stdout(&ferry(url, &["topic", "create", "other"]));
+    let created: Value = serde_json::from_str(&stdout(&ferry(
+        url,
+        &[
+            "sub",
+            "create",
+            "hook2",
+            "--topic",
+            "other",
+            "--push-url",
+            &hook,
+            "--json",
+        ],
+    )))
+    .unwrap();
+    assert_eq!(created["push"]["secret_shown_once"], true, "{created}");
+    assert!(created["push"]["secret"]
+        .as_str()
+        .unwrap()
+        .starts_with("whsec_"));
+    stdout(&ferry(url, &["sub", "delete", "hook2"]));
+
+    // A record is pushed, signed with the printed secret.
+    stdout(&ferry(url, &["produce", "orders", "--value", "first"]));
+    ep.wait_for("the first delivery", Duration::from_secs(10), |r| {
+        r.len() == 1
+    })
+    .await;
+    let first = ep.received().remove(0);
+    assert_eq!(&first.body[..], b"first");
+    assert_eq!(header(&first, "x-team"), "billing");
+    assert!(signed_with(&first, &secret));
+
+    // The delivery log shows the attempt.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let table = loop {
+        let t = stdout(&ferry(url, &["sub", "deliveries", "hook"]));
+        if t.lines().count() >= 2 {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "no delivery logged: {t}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("TIME") && lines[0].contains("OUTCOME"),
+        "{table}"
+    );
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert!(row[0].ends_with('Z'), "{table}");
+    assert_eq!(row[1..6], ["0", "0", "1", "delivered", "200"], "{table}");
+    assert!(row[6].parse::<u64>().is_ok() && row[7] == "-", "{table}");
+    let one: Value = serde_json::from_str(&stdout(&ferry(
+        url,
+        &[
+            "sub",
+            "deliveries",
+            "hook",
+            "-p",
+            "0",
+            "-o",
+            "0",
+            "-n",
+            "5",
+            "--json",
+        ],
+    )))
+    .unwrap();
+    assert_eq!(one["deliveries"][0]["outcome"], "delivered", "{one}");
+    assert_eq!(one["deliveries"][0]["status"], 200, "{one}");
+
+    // Pause, and describe says so; with the push settings and the dispatcher's state.
+    let out = stdout(&ferry(url, &["sub", "pause", "hook"]));
+    assert!(out.contains("Paused subscription hook"), "{out}");
+    let described = stdout(&ferry(url, &["sub", "describe", "hook"]));
+    let has = |k: &str, v: &str| {
+        described
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == [k, v])
+    };
+    assert!(has("paused", "true"), "{described}");
+    assert!(has("push.url", &hook), "{described}");
+    assert!(has("push.concurrency", "4"), "{described}");
+    assert!(has("push_status.delivered", "1"), "{described}");
+    assert!(
+        described.contains("push.headers") && described.contains("X-Team: billing"),
+        "{described}"
+    );
+    assert!(
+        !described.contains(&secret),
+        "the secret is never shown again"
+    );
+    let out = stdout(&ferry(url, &["sub", "resume", "hook"]));
+    assert!(out.contains("Resumed subscription hook"), "{out}");
+
+    // A manual retry sends the record again.
+    let out = stdout(&ferry(
+        url,
+        &["sub", "retry", "hook", "--partition", "0", "--offset", "0"],
+    ));
+    assert!(out.contains("partition 0 offset 0"), "{out}");
+    ep.wait_for("the retried record", Duration::from_secs(10), |r| {
+        r.len() == 2
+    })
+    .await;
+    assert_eq!(&ep.received()[1].body[..], b"first");
+
+    // A new secret, printed once.
+    let out = stdout(&ferry(url, &["sub", "rotate-secret", "hook"]));
+    assert!(out.contains("the previous one also signs until"), "{out}");
+    let new_secret = shown_secret(&out);
+    assert!(
+        new_secret.starts_with("whsec_") && new_secret != secret,
+        "{out}"
+    );
+
+    // Changing one push setting keeps the others, and the stored secret.
+    let updated = stdout(&ferry(
+        url,
+        &["sub", "update", "hook", "--push-timeout-ms", "2000"],
+    ));
+    assert!(updated.contains("push.timeout_ms"), "{updated}");
+    let d: Value =
+        serde_json::from_str(&stdout(&ferry(url, &["sub", "describe", "hook", "--json"]))).unwrap();
+    assert_eq!(d["push"]["timeout_ms"], 2000, "{d}");
+    assert_eq!(d["push"]["concurrency"], 4, "{d}");
+    assert_eq!(d["push"]["headers"]["X-Team"], "billing", "{d}");
+    assert_eq!(d["push"]["breaker"]["cooldown_ms"], 5000, "{d}");
+    stdout(&ferry(url, &["produce", "orders", "--value", "second"]));
+    ep.wait_for(
+        "the record after the update",
+        Duration::from_secs(10),
+        |r| r.len() == 3,
+    )
+    .await;
+    let third = ep.received().remove(2);
+    assert_eq!(&third.body[..], b"second");
+    assert!(signed_with(&third, &new_secret));
+
+    // A queue subscription has no push settings to change.
+    stdout(&ferry(url, &["sub", "create", "q", "--topic", "orders"]));
+    let bad = ferry(url, &["sub", "update", "q", "--push-timeout-ms", "2000"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a push subscription"));
 }
