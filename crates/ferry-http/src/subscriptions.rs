@@ -241,7 +241,11 @@ pub async fn deliveries(
         )));
     }
     let record = match (num("partition")?, num("offset")?) {
-        (Some(p), Some(o)) => Some((p as u32, o)),
+        (Some(p), Some(o)) => Some((
+            u32::try_from(p)
+                .map_err(|_| Problem::invalid_parameter(format!("partition {p} is too large")))?,
+            o,
+        )),
         (None, None) => None,
         _ => {
             return Err(Problem::invalid_parameter(

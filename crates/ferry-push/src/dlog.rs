@@ -48,25 +48,31 @@ impl DeliveryLog {
         Ok(DeliveryLog { log })
     }
 
-    pub fn append(&self, a: &Attempt) {
-        let Ok(value) = serde_json::to_vec(a) else {
-            return;
-        };
-        let record = NewRecord {
-            timestamp: a.time as i64,
-            key: Some(Bytes::from(format!("{}-{}", a.partition, a.offset))),
-            value: Some(Bytes::from(value)),
-            ..NewRecord::default()
-        };
-        let res = build_batch(&[record], Compression::None)
-            .map_err(|e| e.to_string())
-            .and_then(|mut b| {
-                self.log
-                    .append(&mut b, ferry_broker::now_ms())
-                    .map_err(|e| e.to_string())
-            });
-        if let Err(e) = res {
-            tracing::warn!(error = %e, "Could not write to the delivery log.");
+    /// Appends attempts as one batch.
+    pub fn append_all(&self, attempts: &[Attempt]) {
+        let records: Vec<NewRecord> = attempts
+            .iter()
+            .filter_map(|a| {
+                Some(NewRecord {
+                    timestamp: a.time as i64,
+                    key: Some(Bytes::from(format!("{}-{}", a.partition, a.offset))),
+                    value: Some(Bytes::from(serde_json::to_vec(a).ok()?)),
+                    ..NewRecord::default()
+                })
+            })
+            .collect();
+        // Batches stay well under the log's batch limit.
+        for chunk in records.chunks(500) {
+            let res = build_batch(chunk, Compression::None)
+                .map_err(|e| e.to_string())
+                .and_then(|mut b| {
+                    self.log
+                        .append(&mut b, ferry_broker::now_ms())
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = res {
+                tracing::warn!(error = %e, "Could not write to the delivery log.");
+            }
         }
     }
 

@@ -75,6 +75,7 @@ fn special_v4(a: Ipv4Addr) -> bool {
         || o[0] == 0
         || (o[0] == 100 && (64..128).contains(&o[1])) // shared address space
         || (o[0] == 198 && (o[1] == 18 || o[1] == 19)) // benchmarking
+        || (o[0] == 192 && o[1] == 0 && o[2] == 0) // protocol assignments
         || o[0] >= 240
 }
 
@@ -83,6 +84,23 @@ fn special_v6(a: Ipv6Addr) -> bool {
         return special_v4(v4);
     }
     let s = a.segments();
+    // IPv4-compatible (::a.b.c.d) and 6to4 (2002:aabb:ccdd::) carry an IPv4 address.
+    if s[..6] == [0; 6] {
+        return special_v4(Ipv4Addr::new(
+            (s[6] >> 8) as u8,
+            s[6] as u8,
+            (s[7] >> 8) as u8,
+            s[7] as u8,
+        ));
+    }
+    if s[0] == 0x2002 {
+        return special_v4(Ipv4Addr::new(
+            (s[1] >> 8) as u8,
+            s[1] as u8,
+            (s[2] >> 8) as u8,
+            s[2] as u8,
+        ));
+    }
     a.is_loopback()
         || a.is_unspecified()
         || a.is_multicast()
@@ -90,6 +108,7 @@ fn special_v6(a: Ipv6Addr) -> bool {
         || (s[0] & 0xffc0) == 0xfe80 // link-local
         || (s[0] == 0x2001 && s[1] == 0xdb8) // documentation
         || (s[0] == 0x64 && s[1] == 0xff9b) // NAT64 can reach private IPv4
+        || (s[0] == 0x2001 && s[1] == 0) // Teredo
 }
 
 impl Guard {

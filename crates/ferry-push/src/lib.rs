@@ -22,13 +22,13 @@ use ferry_broker::{now_ms, Broker, BrokerError};
 use ferry_log::batch::RECORD_ATTR_JSON_VALUE;
 use guard::{Guard, GuardedResolver};
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The consumer name the dispatcher pulls as.
-pub const CONSUMER: &str = "ferry-push";
+pub const CONSUMER: &str = ferry_broker::subs::PUSH_CONSUMER;
 /// Bytes of a response body kept in the delivery log.
 pub const RESPONSE_EXCERPT_BYTES: usize = 1024;
 /// Longest wait a `Retry-After` may ask for before the retry policy's cap applies.
@@ -56,6 +56,11 @@ struct Dispatcher {
     stop: AtomicBool,
     stats: Stats,
     next_send: tokio::sync::Mutex<Instant>,
+    /// Leases of delivered records, acked by the flusher in one batch.
+    pending_acks: Mutex<Vec<String>>,
+    /// Attempts for the delivery log, written by the flusher in one batch.
+    pending_log: Mutex<Vec<Attempt>>,
+    flush: tokio::sync::Notify,
 }
 
 /// Every push subscription's dispatcher.
@@ -71,7 +76,17 @@ fn client(guard: &Arc<Guard>, redirects: bool) -> reqwest::Result<reqwest::Clien
     reqwest::Client::builder()
         .dns_resolver(Arc::new(GuardedResolver(Arc::clone(guard))))
         .redirect(if redirects {
-            reqwest::redirect::Policy::limited(5)
+            // Names are checked by the resolver; literal addresses are checked here.
+            let guard = Arc::clone(guard);
+            reqwest::redirect::Policy::custom(move |attempt| {
+                if attempt.previous().len() >= 5 {
+                    return attempt.error("more than 5 redirects");
+                }
+                match literal_ip(attempt.url()).and_then(|ip| guard.refuses(ip)) {
+                    Some(why) => attempt.error(why),
+                    None => attempt.follow(),
+                }
+            })
         } else {
             reqwest::redirect::Policy::none()
         })
@@ -79,6 +94,15 @@ fn client(guard: &Arc<Guard>, redirects: bool) -> reqwest::Result<reqwest::Clien
         .connect_timeout(Duration::from_secs(10))
         .user_agent(concat!("Ferry/", env!("CARGO_PKG_VERSION")))
         .build()
+}
+
+/// The address of a URL whose host is a literal IP address.
+fn literal_ip(u: &reqwest::Url) -> Option<std::net::IpAddr> {
+    match u.host()? {
+        url::Host::Ipv4(a) => Some(a.into()),
+        url::Host::Ipv6(a) => Some(a.into()),
+        url::Host::Domain(_) => None,
+    }
 }
 
 /// Why an endpoint cannot be used.
@@ -191,6 +215,9 @@ impl Dispatchers {
                 stop: AtomicBool::new(false),
                 stats: Stats::default(),
                 next_send: tokio::sync::Mutex::new(Instant::now()),
+                pending_acks: Mutex::new(Vec::new()),
+                pending_log: Mutex::new(Vec::new()),
+                flush: tokio::sync::Notify::new(),
             });
             running.insert(c.name.clone(), Arc::clone(&d));
             let this = Arc::clone(self);
@@ -241,91 +268,143 @@ impl Dispatchers {
     }
 
     async fn run(self: Arc<Self>, d: Arc<Dispatcher>) {
+        let flusher = tokio::spawn(Arc::clone(&self).flush_loop(Arc::clone(&d)));
+        // Records pulled and not yet sent.
+        let mut buffer: VecDeque<Delivery> = VecDeque::new();
+        // The settings read after the last pull, shared by its deliveries.
+        let mut current: Option<Arc<SubscriptionConfig>> = None;
         loop {
             if d.stop.load(Ordering::Acquire) {
                 break;
             }
-            let Ok(cfg) = self.broker.subscription_config(&d.name) else {
-                break;
-            };
-            let Some(push) = cfg.push.clone() else { break };
-            lock(&d.breaker).set_config(push.breaker);
-            if cfg.paused {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+            if buffer.is_empty() {
+                let Ok(cfg) = self.broker.subscription_config(&d.name) else {
+                    break;
+                };
+                let Some(push) = cfg.push.clone() else { break };
+                lock(&d.breaker).set_config(push.breaker);
+                if cfg.paused {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                let now = now_ms();
+                // Pull ahead of the requests in flight, so that one pull (one journal
+                // append) serves many deliveries.
+                let mut prefetch = (push.concurrency * 2).clamp(32, 1000);
+                if let Some(rate) = push.rate_limit_per_s {
+                    // No more than about a second of sending waits in the buffer.
+                    prefetch = prefetch.min(rate.max(1));
+                }
+                let (permit, change) = lock(&d.breaker).permit(prefetch, now);
+                log_change(&d.name, change);
+                let n = match permit {
+                    Permit::Send(n) => n,
+                    Permit::WaitUntil(t) => {
+                        let nap = t.saturating_sub(now).clamp(10, 200);
+                        let _ = tokio::time::timeout(Duration::from_millis(nap), d.done.notified())
+                            .await;
+                        continue;
+                    }
+                };
+                let req = PullRequest {
+                    consumer: Arc::from(CONSUMER),
+                    max_records: n as usize,
+                    wait: Duration::from_millis(500),
+                    // Covers the wait in the buffer and the request itself.
+                    visibility_timeout_ms: Some(
+                        (u64::from(n / push.concurrency) + 1) * push.timeout_ms
+                            + push
+                                .rate_limit_per_s
+                                .map_or(0, |r| u64::from(n) * 1000 / u64::from(r.max(1)))
+                            + 10_000,
+                    ),
+                };
+                match self.broker.pull(&d.name, req).await {
+                    Ok(got) => {
+                        if (got.len() as u32) < n {
+                            lock(&d.breaker).return_probes(n - got.len() as u32);
+                        }
+                        // Settings as they are now (a secret may have rotated meanwhile).
+                        match self.broker.subscription_config(&d.name) {
+                            Ok(c) if c.push.is_some() => current = Some(Arc::new(c)),
+                            _ => break,
+                        }
+                        buffer.extend(got);
+                    }
+                    Err(BrokerError::SubscriptionNotFound(_)) => break,
+                    Err(e) => {
+                        lock(&d.breaker).return_probes(n);
+                        tracing::warn!(subscription = %d.name, error = %e, "Push pull failed.");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
                 continue;
             }
-            let in_flight = d.in_flight.load(Ordering::Acquire);
-            let free = push.concurrency.saturating_sub(in_flight);
-            if free == 0 {
+            let Some(cfg) = current.clone() else {
+                buffer.clear();
+                continue;
+            };
+            let Some(push) = cfg.push.as_ref() else {
+                buffer.clear();
+                continue;
+            };
+            if d.in_flight.load(Ordering::Acquire) >= push.concurrency {
                 let _ = tokio::time::timeout(Duration::from_millis(100), d.done.notified()).await;
                 continue;
             }
-            let now = now_ms();
-            let (permit, change) = lock(&d.breaker).permit(free.min(500), now);
-            log_change(&d.name, change);
-            let n = match permit {
-                Permit::Send(n) => n,
-                Permit::WaitUntil(t) => {
-                    let nap = t.saturating_sub(now).clamp(10, 200);
-                    let _ =
-                        tokio::time::timeout(Duration::from_millis(nap), d.done.notified()).await;
-                    continue;
-                }
+            let Some(delivery) = buffer.pop_front() else {
+                continue;
             };
-            let req = PullRequest {
-                consumer: Arc::from(CONSUMER),
-                max_records: n as usize,
-                wait: Duration::from_millis(500),
-                visibility_timeout_ms: Some(push.timeout_ms + 10_000),
-            };
-            let got = match self.broker.pull(&d.name, req).await {
-                Ok(g) => g,
-                Err(BrokerError::SubscriptionNotFound(_)) => break,
-                Err(e) => {
-                    tracing::warn!(subscription = %d.name, error = %e, "Push pull failed.");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-            };
-            if (got.len() as u32) < n {
-                lock(&d.breaker).return_probes(n - got.len() as u32);
+            if let Some(rate) = push.rate_limit_per_s {
+                let slot = {
+                    let mut next = d.next_send.lock().await;
+                    let slot = (*next).max(Instant::now());
+                    *next = slot + Duration::from_secs_f64(1.0 / f64::from(rate));
+                    slot
+                };
+                tokio::time::sleep_until(slot.into()).await;
             }
-            for delivery in got {
-                if let Some(rate) = push.rate_limit_per_s {
-                    let slot = {
-                        let mut next = d.next_send.lock().await;
-                        let slot = (*next).max(Instant::now());
-                        *next = slot + Duration::from_secs_f64(1.0 / f64::from(rate));
-                        slot
-                    };
-                    tokio::time::sleep_until(slot.into()).await;
-                }
-                d.in_flight.fetch_add(1, Ordering::AcqRel);
-                let (this, d2, cfg2, push2) =
-                    (Arc::clone(&self), Arc::clone(&d), cfg.clone(), push.clone());
-                tokio::spawn(async move {
-                    this.deliver(&d2, &cfg2, &push2, delivery).await;
-                    d2.in_flight.fetch_sub(1, Ordering::AcqRel);
-                    d2.done.notify_waiters();
-                });
-            }
+            d.in_flight.fetch_add(1, Ordering::AcqRel);
+            let (this, d2) = (Arc::clone(&self), Arc::clone(&d));
+            tokio::spawn(async move {
+                this.deliver(&d2, &cfg, delivery).await;
+                d2.in_flight.fetch_sub(1, Ordering::AcqRel);
+                d2.done.notify_waiters();
+            });
         }
+        d.flush.notify_one();
+        let _ = flusher.await;
         d.log.close();
         tracing::info!(subscription = %d.name, "Stopped push delivery.");
     }
 
-    async fn deliver(
-        &self,
-        d: &Dispatcher,
-        cfg: &SubscriptionConfig,
-        push: &PushConfig,
-        x: Delivery,
-    ) {
-        // Settings may have changed while the record was pulled (a rotated secret).
-        let fresh = self.broker.subscription_config(&cfg.name).ok();
-        let (cfg, push) = match fresh.as_ref().and_then(|c| c.push.as_ref().map(|p| (c, p))) {
-            Some((c, p)) => (c, p),
-            None => (cfg, push),
+    /// Acks delivered records and writes the delivery log in batches: one durable ack
+    /// (one fsync) and one log append for everything that finished meanwhile.
+    async fn flush_loop(self: Arc<Self>, d: Arc<Dispatcher>) {
+        loop {
+            let _ = tokio::time::timeout(Duration::from_millis(5), d.flush.notified()).await;
+            let acks = std::mem::take(&mut *lock(&d.pending_acks));
+            let attempts = std::mem::take(&mut *lock(&d.pending_log));
+            for chunk in acks.chunks(ferry_broker::subs::LEASES_PER_REQUEST_MAX) {
+                if let Err(e) = self.broker.ack_live(&d.name, chunk.to_vec()).await {
+                    tracing::warn!(subscription = %d.name, error = %e, "Could not ack push deliveries; they will be delivered again.");
+                }
+            }
+            if !attempts.is_empty() {
+                d.log.append_all(&attempts);
+            }
+            if d.stop.load(Ordering::Acquire)
+                && d.in_flight.load(Ordering::Acquire) == 0
+                && lock(&d.pending_acks).is_empty()
+            {
+                return;
+            }
+        }
+    }
+
+    async fn deliver(&self, d: &Dispatcher, cfg: &SubscriptionConfig, x: Delivery) {
+        let Some(push) = cfg.push.as_ref() else {
+            return;
         };
         let started = Instant::now();
         let time = now_ms();
@@ -360,7 +439,7 @@ impl Dispatchers {
                 "webhook-signature",
                 sign::signature_header(secrets, &id, ts, &body),
             )
-            .header("traceparent", traceparent(r))
+            .header("traceparent", traceparent(r, &id))
             .header("ferry-subscription", &cfg.name)
             .header("ferry-topic", &cfg.topic)
             .header("ferry-partition", x.partition.to_string())
@@ -381,7 +460,18 @@ impl Dispatchers {
         for (k, v) in &push.headers {
             rb = rb.header(k.as_str(), v.as_str());
         }
-        let result = rb.body(body).send().await;
+        let refused = reqwest::Url::parse(push.url.trim())
+            .ok()
+            .and_then(|u| literal_ip(&u))
+            .and_then(|ip| self.guard.refuses(ip));
+        let result = match refused {
+            Some(why) => Err(Refused(why)),
+            None => rb
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| Refused(describe_error(&e))),
+        };
         let mut attempt = Attempt {
             time,
             partition: x.partition,
@@ -427,8 +517,8 @@ impl Dispatchers {
                     Next::Cancel
                 }
             }
-            Err(e) => {
-                attempt.error = Some(describe_error(&e));
+            Err(Refused(why)) => {
+                attempt.error = Some(why);
                 Next::Retry(None)
             }
         };
@@ -444,7 +534,9 @@ impl Dispatchers {
             Next::Ack => {
                 d.stats.delivered.fetch_add(1, Ordering::Relaxed);
                 attempt.outcome = "delivered".into();
-                self.broker.ack(&cfg.name, lease).await.map(|_| ())
+                lock(&d.pending_acks).extend(lease);
+                d.flush.notify_one();
+                Ok(())
             }
             Next::Retry(_) if too_old => {
                 d.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
@@ -459,10 +551,11 @@ impl Dispatchers {
                     .map(|_| ())
             }
             Next::Retry(delay) => {
-                d.stats.retried.fetch_add(1, Ordering::Relaxed);
                 attempt.outcome = if cfg.max_deliveries > 0 && x.attempt >= cfg.max_deliveries {
+                    d.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
                     "dead_letter".into()
                 } else {
+                    d.stats.retried.fetch_add(1, Ordering::Relaxed);
                     "retry".into()
                 };
                 attempt.retry_in_ms = delay;
@@ -492,7 +585,8 @@ impl Dispatchers {
             // The lease ran out meanwhile: the record is delivered again.
             tracing::warn!(subscription = %cfg.name, offset = r.offset, error = %e, "Could not settle a push delivery.");
         }
-        d.log.append(&attempt);
+        lock(&d.pending_log).push(attempt);
+        d.flush.notify_one();
     }
 }
 
@@ -506,6 +600,9 @@ fn log_change(name: &str, change: Option<(BreakerState, BreakerState)>) {
         }
     }
 }
+
+/// Why a request got no answer.
+struct Refused(String);
 
 fn describe_error(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
@@ -560,7 +657,7 @@ fn header_value<'a>(r: &'a ferry_log::Record, name: &str) -> Option<&'a str> {
 }
 
 /// The record's `traceparent` header when it has a valid one, else a new trace.
-fn traceparent(r: &ferry_log::Record) -> String {
+fn traceparent(r: &ferry_log::Record, id: &str) -> String {
     if let Some(tp) = header_value(r, "traceparent") {
         let parts: Vec<&str> = tp.split('-').collect();
         if parts.len() == 4
@@ -573,9 +670,14 @@ fn traceparent(r: &ferry_log::Record) -> String {
             return tp.to_ascii_lowercase();
         }
     }
-    let trace: u128 = rand::random::<u128>().max(1);
+    // One trace per record, the same on every attempt; a new span per attempt.
+    let mut trace: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    for b in id.as_bytes() {
+        trace ^= u128::from(*b);
+        trace = trace.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
+    }
     let span: u64 = rand::random::<u64>().max(1);
-    format!("00-{trace:032x}-{span:016x}-01")
+    format!("00-{:032x}-{span:016x}-01", trace.max(1))
 }
 
 fn content_type(r: &ferry_log::Record) -> String {

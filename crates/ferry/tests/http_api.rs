@@ -426,6 +426,11 @@ async fn the_openapi_document_names_every_route() {
         "/v1/subscriptions/{name}/purge",
         "/v1/subscriptions/{name}/redrive",
         "/v1/subscriptions/{name}/events",
+        "/v1/subscriptions/{name}/pause",
+        "/v1/subscriptions/{name}/resume",
+        "/v1/subscriptions/{name}/retry",
+        "/v1/subscriptions/{name}/rotate-secret",
+        "/v1/subscriptions/{name}/deliveries",
         "/healthz",
         "/readyz",
     ] {

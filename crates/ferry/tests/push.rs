@@ -563,6 +563,54 @@ async fn pause_resume_manual_retry_and_the_address_guard() {
     assert_eq!(s, 200);
     ep.wait_for("the held record", Duration::from_secs(10), |r| r.len() == 1)
         .await;
+    // Records of a push subscription are not for pulling; pause is for push only; a
+    // header Ferry sets itself is refused.
+    let (s, v) = call(
+        http()
+            .post(format!("{url}/v1/subscriptions/p/pull"))
+            .json(&json!({})),
+    )
+    .await;
+    assert_eq!(
+        (s, v["type"].as_str().unwrap()),
+        (400, "urn:ferry:problem:invalid-config"),
+        "{v}"
+    );
+    let (s, v) = call(
+        http()
+            .post(format!("{url}/v1/subscriptions"))
+            .json(&json!({"name": "q", "topic": "g"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = call(http().post(format!("{url}/v1/subscriptions/q/pause"))).await;
+    assert_eq!(
+        (s, v["type"].as_str().unwrap()),
+        (400, "urn:ferry:problem:invalid-config"),
+        "{v}"
+    );
+    let (s, v) = call(
+        http()
+            .patch(format!("{url}/v1/subscriptions/p"))
+            .json(&json!({"push": {"url": ep.url(), "headers": {"Content-Type": "text/plain"}}})),
+    )
+    .await;
+    assert_eq!(
+        (s, v["type"].as_str().unwrap()),
+        (400, "urn:ferry:problem:invalid-config"),
+        "{v}"
+    );
+    let (s, v) = call(
+        http()
+            .patch(format!("{url}/v1/subscriptions/p"))
+            .json(&json!({"push": {"url": ep.url(), "headers": {"Authorization": "Bearer abc"}}})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["push"]["headers"]["Authorization"], "…",
+        "credentials are not shown: {v}"
+    );
     // Manual retry of one record sends it again.
     let (s, v) = call(
         http()

@@ -45,6 +45,10 @@ pub const SCAN_RECORDS_MAX: usize = 20_000;
 /// Records held back by per-key ordering before the head scan pauses.
 pub const HELD_RECORDS_MAX: usize = 100_000;
 
+/// The consumer name of Ferry's webhook dispatcher, the only one that pulls from push
+/// subscriptions.
+pub const PUSH_CONSUMER: &str = "ferry-push";
+
 /// Headers Ferry reads and writes on records.
 pub const HEADER_DELIVER_AT: &str = "ferry-deliver-at";
 pub const HEADER_REDRIVE_TO: &str = "ferry-redrive-subscription";
@@ -799,7 +803,13 @@ impl Subscription {
     }
 
     /// Checks lease ids: each must name a live lease. Returns `(partition, offset)`s.
-    fn check_leases(&self, state: &State, ids: &[String]) -> Result<Vec<(u32, u64)>> {
+    /// `lenient` skips ids that do not instead of failing.
+    fn check_leases(
+        &self,
+        state: &State,
+        ids: &[String],
+        lenient: bool,
+    ) -> Result<Vec<(u32, u64)>> {
         if ids.is_empty() || ids.len() > LEASES_PER_REQUEST_MAX {
             return Err(BrokerError::InvalidConfig(format!(
                 "lease_ids must hold between 1 and {LEASES_PER_REQUEST_MAX} ids, got {}",
@@ -828,6 +838,9 @@ impl Subscription {
                 _ => missing.push(id.clone()),
             }
         }
+        if lenient {
+            return Ok(ok);
+        }
         if !missing.is_empty() {
             return Err(BrokerError::LeaseNotFound {
                 ids: missing,
@@ -841,13 +854,13 @@ impl Subscription {
     }
 
     /// Acknowledges leased records; returns once the acks are durable.
-    fn ack(&self, ids: &[String]) -> Result<usize> {
+    fn ack(&self, ids: &[String], lenient: bool) -> Result<usize> {
         let mut guard = lock(&self.inner);
         let inner = &mut *guard;
         let now = now_ms();
         let (mut events, mut delays) = (Vec::new(), Vec::new());
         self.settle(inner, &mut events, &mut delays, now);
-        let checked = self.check_leases(&inner.state, ids);
+        let checked = self.check_leases(&inner.state, ids, lenient);
         let mut b = Batch {
             state: &mut inner.state,
             events,
@@ -888,7 +901,7 @@ impl Subscription {
         let now = now_ms();
         let (mut events, mut delays) = (Vec::new(), Vec::new());
         self.settle(inner, &mut events, &mut delays, now);
-        let checked = self.check_leases(&inner.state, ids);
+        let checked = self.check_leases(&inner.state, ids, false);
         let mut b = Batch {
             state: &mut inner.state,
             events,
@@ -929,7 +942,7 @@ impl Subscription {
         let now = now_ms();
         let (mut events, mut delays) = (Vec::new(), Vec::new());
         self.settle(inner, &mut events, &mut delays, now);
-        let checked = self.check_leases(&inner.state, ids);
+        let checked = self.check_leases(&inner.state, ids, false);
         let expires = now + timeout_ms;
         if let Ok(leases) = &checked {
             for &(p, o) in leases {
@@ -1267,7 +1280,7 @@ impl Broker {
         let (default_deliveries, default_retry) = match mode {
             Mode::Queue => (5, RetryPolicy::default()),
             Mode::Push => (
-                10,
+                20,
                 RetryPolicy {
                     strategy: retry::Strategy::Exponential,
                     delay_ms: 1000,
@@ -1505,6 +1518,11 @@ impl Broker {
             check_timeout("visibility_timeout_ms", v as i64)?;
         }
         let sub = self.subscription(name)?;
+        if sub.config().mode == Mode::Push && &*req.consumer != PUSH_CONSUMER {
+            return Err(BrokerError::InvalidConfig(format!(
+                "subscription '{name}' is a push subscription: Ferry delivers its records to its endpoint; create a queue subscription to pull"
+            )));
+        }
         let deadline = Instant::now() + req.wait;
         let req = Arc::new(req);
         loop {
@@ -1532,7 +1550,14 @@ impl Broker {
 
     pub async fn ack(&self, name: &str, ids: Vec<String>) -> Result<usize> {
         let sub = self.subscription(name)?;
-        blocking(move || sub.ack(&ids)).await
+        blocking(move || sub.ack(&ids, false)).await
+    }
+
+    /// Acknowledges the leases that are still live among `ids` and skips the others
+    /// (expired meanwhile: those records come again). Returns how many were acked.
+    pub async fn ack_live(&self, name: &str, ids: Vec<String>) -> Result<usize> {
+        let sub = self.subscription(name)?;
+        blocking(move || sub.ack(&ids, true)).await
     }
 
     pub async fn nack(
@@ -1592,6 +1617,12 @@ impl Broker {
     /// Pauses or resumes a subscription (push subscriptions send nothing while paused).
     pub async fn set_paused(&self, name: &str, paused: bool) -> Result<SubscriptionStatus> {
         self.change_config(name, |c| {
+            if c.mode != Mode::Push {
+                return Err(BrokerError::InvalidConfig(format!(
+                    "subscription '{}' is a queue: consumers pause by not pulling; pause and resume are for push subscriptions",
+                    c.name
+                )));
+            }
             c.paused = paused;
             Ok(())
         })
@@ -1657,7 +1688,8 @@ impl Broker {
                     value: rec.value.clone(),
                     headers,
                     partition: Some(partition),
-                    timestamp: Some(rec.timestamp),
+                    // A new record: its age (push.max_age_ms) starts now.
+                    timestamp: None,
                     value_is_json: rec.attributes & ferry_log::batch::RECORD_ATTR_JSON_VALUE != 0,
                 }],
             )

@@ -184,6 +184,11 @@ impl PushConfig {
                 self.concurrency
             )));
         }
+        if self.max_age_ms.is_some_and(|a| a < 1000) {
+            return Err(bad(
+                "max_age_ms must be at least 1000 (or absent for no limit)",
+            ));
+        }
         if self.rate_limit_per_s == Some(0) {
             return Err(bad("rate_limit_per_s must be at least 1 (or absent)"));
         }
@@ -201,9 +206,11 @@ impl PushConfig {
             }
             if lower.starts_with("webhook-")
                 || lower.starts_with("ce-")
+                || lower.starts_with("ferry-")
                 || [
                     "host",
                     "content-length",
+                    "content-type",
                     "transfer-encoding",
                     "connection",
                     "traceparent",
@@ -255,9 +262,29 @@ impl PushConfig {
             s.as_ref()
                 .map(|s| format!("{}…", &s[..s.len().min(SECRET_PREFIX.len() + 4)]))
         };
+        // Values of headers that usually carry credentials are not shown either.
+        let headers = self
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                let l = k.to_ascii_lowercase();
+                let secret = [
+                    "authorization",
+                    "cookie",
+                    "token",
+                    "key",
+                    "secret",
+                    "password",
+                ]
+                .iter()
+                .any(|w| l.contains(w));
+                (k.clone(), if secret { "…".to_string() } else { v.clone() })
+            })
+            .collect();
         PushConfig {
             secret: hint(&self.secret),
             previous_secret: hint(&self.previous_secret),
+            headers,
             ..self.clone()
         }
     }
