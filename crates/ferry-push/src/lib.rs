@@ -60,7 +60,6 @@ struct Dispatcher {
     pending_acks: Mutex<Vec<String>>,
     /// Attempts for the delivery log, written by the flusher in one batch.
     pending_log: Mutex<Vec<Attempt>>,
-    flush: tokio::sync::Notify,
 }
 
 /// Every push subscription's dispatcher.
@@ -217,7 +216,6 @@ impl Dispatchers {
                 next_send: tokio::sync::Mutex::new(Instant::now()),
                 pending_acks: Mutex::new(Vec::new()),
                 pending_log: Mutex::new(Vec::new()),
-                flush: tokio::sync::Notify::new(),
             });
             running.insert(c.name.clone(), Arc::clone(&d));
             let this = Arc::clone(self);
@@ -372,7 +370,6 @@ impl Dispatchers {
                 d2.done.notify_waiters();
             });
         }
-        d.flush.notify_one();
         let _ = flusher.await;
         d.log.close();
         tracing::info!(subscription = %d.name, "Stopped push delivery.");
@@ -382,7 +379,11 @@ impl Dispatchers {
     /// (one fsync) and one log append for everything that finished meanwhile.
     async fn flush_loop(self: Arc<Self>, d: Arc<Dispatcher>) {
         loop {
-            let _ = tokio::time::timeout(Duration::from_millis(5), d.flush.notified()).await;
+            // A fixed beat rather than a wake per delivery: one ack (one fsync) and one
+            // log append cover every delivery that finished within it.
+            if !d.stop.load(Ordering::Acquire) {
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
             let acks = std::mem::take(&mut *lock(&d.pending_acks));
             let attempts = std::mem::take(&mut *lock(&d.pending_log));
             for chunk in acks.chunks(ferry_broker::subs::LEASES_PER_REQUEST_MAX) {
@@ -535,7 +536,6 @@ impl Dispatchers {
                 d.stats.delivered.fetch_add(1, Ordering::Relaxed);
                 attempt.outcome = "delivered".into();
                 lock(&d.pending_acks).extend(lease);
-                d.flush.notify_one();
                 Ok(())
             }
             Next::Retry(_) if too_old => {
@@ -586,7 +586,6 @@ impl Dispatchers {
             tracing::warn!(subscription = %cfg.name, offset = r.offset, error = %e, "Could not settle a push delivery.");
         }
         lock(&d.pending_log).push(attempt);
-        d.flush.notify_one();
     }
 }
 
