@@ -353,6 +353,12 @@ async fn retry_after_refusals_timeouts_resets_and_redirects() {
         reasons.iter().any(|e| e.contains("redirect")),
         "{reasons:?}"
     );
+    for r in &dlq {
+        let h = r["headers"]["ferry-delivery-history"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(h.starts_with("1@"), "the history names the attempts: {r}");
+    }
     // The log tells the timeout and the dropped connection.
     let (_, v) = call(http().get(format!(
         "{url}/v1/subscriptions/p/deliveries?partition=0&offset=2"

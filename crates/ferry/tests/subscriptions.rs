@@ -289,6 +289,13 @@ async fn expired_leases_redeliver_then_dead_letter_and_redrive() {
     assert_eq!(h["ferry-origin-offset"], "0");
     assert_eq!(h["ferry-attempts"], "2");
     assert_eq!(h["ferry-last-error"], "boom");
+    let history = h["ferry-delivery-history"].as_str().unwrap();
+    assert!(
+        history.starts_with("1@")
+            && history.contains("lease expired")
+            && history.ends_with(": boom"),
+        "{history}"
+    );
     let d = describe(url, "w").await;
     assert_eq!(d["dead_lettered"], 1);
     assert_eq!(d["backlog"], 0);

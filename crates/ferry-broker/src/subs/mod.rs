@@ -58,6 +58,7 @@ pub const HEADER_ORIGIN_PARTITION: &str = "ferry-origin-partition";
 pub const HEADER_ORIGIN_OFFSET: &str = "ferry-origin-offset";
 pub const HEADER_ATTEMPTS: &str = "ferry-attempts";
 pub const HEADER_LAST_ERROR: &str = "ferry-last-error";
+pub const HEADER_DELIVERY_HISTORY: &str = "ferry-delivery-history";
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -267,8 +268,8 @@ impl SubscriptionConfig {
     }
 }
 
-/// A record out of deliveries: partition, offset, deliveries made, last error.
-type DeadRecord = (u32, u64, u32, Option<Arc<str>>);
+/// A record out of deliveries: partition, offset, deliveries made, last error, history.
+type DeadRecord = (u32, u64, u32, Option<Arc<str>>, Option<Box<str>>);
 
 /// A record handed to a consumer.
 #[derive(Debug, Clone)]
@@ -1015,7 +1016,7 @@ impl Subscription {
             .take(100)
             .filter_map(|(p, o)| {
                 let x = inner.state.pending(p, o)?;
-                Some((p, o, x.attempt, x.last_error.clone()))
+                Some((p, o, x.attempt, x.last_error.clone(), x.history.clone()))
             })
             .collect();
         let position = self.store.position();
@@ -1827,7 +1828,7 @@ impl Broker {
         let topic = self.topic(&cfg.topic)?;
         let mut records = Vec::new();
         let mut done = Vec::new();
-        for (p, o, attempts, last_error) in dead {
+        for (p, o, attempts, last_error, history) in dead {
             let part = topic.partition(p)?;
             let limits = sub.limits;
             let rec = blocking(move || read_one(&part, o, &limits)).await?;
@@ -1849,7 +1850,11 @@ impl Broker {
             headers.retain(|h| {
                 h.key.as_ref() != HEADER_ATTEMPTS.as_bytes()
                     && h.key.as_ref() != HEADER_LAST_ERROR.as_bytes()
+                    && h.key.as_ref() != HEADER_DELIVERY_HISTORY.as_bytes()
             });
+            if let Some(h) = &history {
+                headers.push(string_header(HEADER_DELIVERY_HISTORY, h));
+            }
             headers.push(string_header(HEADER_ATTEMPTS, attempts));
             headers.push(string_header(
                 HEADER_LAST_ERROR,

@@ -106,6 +106,21 @@ pub struct Pending {
     pub state: PState,
     /// What the consumer said when it last gave the record back.
     pub last_error: Option<Arc<str>>,
+    /// The latest failed attempts, newest last: `<attempt>@<ms>: <error>; ...`, at most
+    /// `HISTORY_BYTES_MAX` bytes (the dead-letter copy carries it).
+    pub history: Option<Box<str>>,
+}
+
+/// Bytes of attempt history kept per record, and per entry.
+pub const HISTORY_BYTES_MAX: usize = 512;
+const HISTORY_ENTRY_BYTES_MAX: usize = 120;
+
+fn cut(s: &str, max: usize) -> &str {
+    let mut n = s.len().min(max);
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    &s[..n]
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -372,6 +387,7 @@ impl State {
             key,
             state: PState::Ready,
             last_error: None,
+            history: None,
         });
         entry.attempt = attempt;
         entry.key = key;
@@ -561,6 +577,27 @@ impl State {
             .get_mut(p as usize)
             .and_then(|part| part.pending.get_mut(&o))
         {
+            if let Some(e) = &error {
+                let entry = format!(
+                    "{}@{}: {}",
+                    x.attempt,
+                    crate::now_ms(),
+                    cut(e, HISTORY_ENTRY_BYTES_MAX)
+                );
+                let mut h = match x.history.take() {
+                    Some(old) => format!("{old}; {entry}"),
+                    None => entry,
+                };
+                while h.len() > HISTORY_BYTES_MAX {
+                    match h.find("; ") {
+                        Some(i) => {
+                            h.drain(..i + 2);
+                        }
+                        None => h = cut(&h, HISTORY_BYTES_MAX).to_string(),
+                    }
+                }
+                x.history = Some(h.into_boxed_str());
+            }
             x.last_error = error;
         }
     }
