@@ -3,6 +3,7 @@
 //! endpoint in the same run; and the server's memory with a backlog behind an open
 //! circuit breaker.
 
+use crate::queue::post;
 use crate::server::Server;
 use crate::Ctx;
 use serde_json::{json, Value};
@@ -106,14 +107,6 @@ fn wrk_post_script() -> std::path::PathBuf {
         "wrk.method = \"POST\"\nwrk.body = '{\"n\":1}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n",
     );
     path
-}
-
-async fn post(http: &reqwest::Client, url: String, body: Value) -> anyhow::Result<Value> {
-    let r = http.post(url).json(&body).send().await?;
-    let status = r.status();
-    let v: Value = r.json().await.unwrap_or(Value::Null);
-    anyhow::ensure!(status.is_success(), "request failed: {status} {v}");
-    Ok(v)
 }
 
 async fn produce(http: &reqwest::Client, url: &str, n: u64) -> anyhow::Result<()> {

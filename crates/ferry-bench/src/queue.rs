@@ -33,7 +33,8 @@ pub struct BacklogResult {
     pub in_flight: u64,
 }
 
-async fn post(http: &reqwest::Client, url: String, body: Value) -> anyhow::Result<Value> {
+/// POSTs JSON and returns the JSON answer; a non-2xx answer is an error.
+pub async fn post(http: &reqwest::Client, url: String, body: Value) -> anyhow::Result<Value> {
     let r = http.post(url).json(&body).send().await?;
     let status = r.status();
     let v: Value = r.json().await.unwrap_or(Value::Null);

@@ -51,7 +51,8 @@ pub async fn produce(
     Ok(Json(json!({ "offsets": offsets })))
 }
 
-fn param<T: std::str::FromStr>(
+/// A query parameter parsed as `T`, or a problem naming it.
+pub(crate) fn param<T: std::str::FromStr>(
     q: &HashMap<String, String>,
     name: &str,
 ) -> Result<Option<T>, Problem> {

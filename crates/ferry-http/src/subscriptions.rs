@@ -225,15 +225,7 @@ pub async fn deliveries(
             "unknown parameter {unknown:?}; expected one of {DELIVERIES_PARAMS:?}"
         )));
     }
-    let num = |k: &str| -> Result<Option<u64>, Problem> {
-        q.get(k)
-            .map(|v| {
-                v.parse::<u64>().map_err(|_| {
-                    Problem::invalid_parameter(format!("{k}={v:?} is not a non-negative integer"))
-                })
-            })
-            .transpose()
-    };
+    let num = |k: &str| crate::records::param::<u64>(&q, k);
     let limit = num("limit")?.unwrap_or(100) as usize;
     if limit == 0 || limit > DELIVERIES_LIMIT_MAX {
         return Err(Problem::invalid_parameter(format!(
@@ -472,15 +464,7 @@ pub async fn events(
             "unknown parameter {unknown:?}; expected one of {EVENTS_PARAMS:?}"
         )));
     }
-    let num = |k: &str| -> Result<Option<u64>, Problem> {
-        q.get(k)
-            .map(|v| {
-                v.parse::<u64>().map_err(|_| {
-                    Problem::invalid_parameter(format!("{k}={v:?} is not a non-negative integer"))
-                })
-            })
-            .transpose()
-    };
+    let num = |k: &str| crate::records::param::<u64>(&q, k);
     let max_records = num("max_records")?.unwrap_or(100) as usize;
     let visibility = match num("visibility_timeout_ms")? {
         None => None,

@@ -270,7 +270,7 @@ impl Dispatchers {
         // Records pulled and not yet sent.
         let mut buffer: VecDeque<Delivery> = VecDeque::new();
         // The settings read after the last pull, shared by its deliveries.
-        let mut current: Option<Arc<SubscriptionConfig>> = None;
+        let mut current: Option<Arc<Target>> = None;
         loop {
             if d.stop.load(Ordering::Acquire) {
                 break;
@@ -324,7 +324,7 @@ impl Dispatchers {
                         }
                         // Settings as they are now (a secret may have rotated meanwhile).
                         match self.broker.subscription_config(&d.name) {
-                            Ok(c) if c.push.is_some() => current = Some(Arc::new(c)),
+                            Ok(c) if c.push.is_some() => current = Some(Arc::new(self.target(c))),
                             _ => break,
                         }
                         buffer.extend(got);
@@ -338,11 +338,11 @@ impl Dispatchers {
                 }
                 continue;
             }
-            let Some(cfg) = current.clone() else {
+            let Some(target) = current.clone() else {
                 buffer.clear();
                 continue;
             };
-            let Some(push) = cfg.push.as_ref() else {
+            let Some(push) = target.cfg.push.as_ref() else {
                 buffer.clear();
                 continue;
             };
@@ -365,7 +365,7 @@ impl Dispatchers {
             d.in_flight.fetch_add(1, Ordering::AcqRel);
             let (this, d2) = (Arc::clone(&self), Arc::clone(&d));
             tokio::spawn(async move {
-                this.deliver(&d2, &cfg, delivery).await;
+                this.deliver(&d2, &target, delivery).await;
                 d2.in_flight.fetch_sub(1, Ordering::AcqRel);
                 d2.done.notify_waiters();
             });
@@ -403,7 +403,25 @@ impl Dispatchers {
         }
     }
 
-    async fn deliver(&self, d: &Dispatcher, cfg: &SubscriptionConfig, x: Delivery) {
+    /// Settings of a batch of deliveries, with the endpoint's URL parsed once.
+    fn target(&self, cfg: SubscriptionConfig) -> Target {
+        let parsed = cfg.push.as_ref().map(|p| {
+            reqwest::Url::parse(p.url.trim()).map_err(|e| format!("push.url does not parse: {e}"))
+        });
+        let (url, refused) = match parsed {
+            Some(Ok(u)) => {
+                // Names are checked by the resolver; literal addresses here.
+                let refused = literal_ip(&u).and_then(|ip| self.guard.refuses(ip));
+                (Some(u), refused)
+            }
+            Some(Err(e)) => (None, Some(e)),
+            None => (None, Some("not a push subscription".into())),
+        };
+        Target { cfg, url, refused }
+    }
+
+    async fn deliver(&self, d: &Dispatcher, target: &Target, x: Delivery) {
+        let cfg = &target.cfg;
         let Some(push) = cfg.push.as_ref() else {
             return;
         };
@@ -431,7 +449,12 @@ impl Dispatchers {
             }
         }
         let mut rb = client
-            .request(method, push.url.trim())
+            .request(
+                method,
+                target.url.clone().unwrap_or_else(|| {
+                    reqwest::Url::parse("http://0.0.0.0/").expect("a valid URL")
+                }),
+            )
             .timeout(Duration::from_millis(push.timeout_ms))
             .header("content-type", content_type)
             .header("webhook-id", &id)
@@ -461,10 +484,7 @@ impl Dispatchers {
         for (k, v) in &push.headers {
             rb = rb.header(k.as_str(), v.as_str());
         }
-        let refused = reqwest::Url::parse(push.url.trim())
-            .ok()
-            .and_then(|u| literal_ip(&u))
-            .and_then(|ip| self.guard.refuses(ip));
+        let refused = target.refused.clone();
         let result = match refused {
             Some(why) => Err(Refused(why)),
             None => rb
@@ -598,6 +618,15 @@ fn log_change(name: &str, change: Option<(BreakerState, BreakerState)>) {
             _ => tracing::info!(subscription = %name, ?from, ?to, "Circuit breaker changed state."),
         }
     }
+}
+
+/// The settings a batch of deliveries is sent with.
+struct Target {
+    cfg: SubscriptionConfig,
+    /// The endpoint, parsed; None when it does not parse (then `refused` says why).
+    url: Option<reqwest::Url>,
+    /// Why no request may be sent (a refused literal address).
+    refused: Option<String>,
 }
 
 /// Why a request got no answer.
