@@ -22,13 +22,15 @@ use ferry_broker::{now_ms, Broker, BrokerError};
 use ferry_log::batch::RECORD_ATTR_JSON_VALUE;
 use guard::{Guard, GuardedResolver};
 use serde_json::{json, Value};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The consumer name the dispatcher pulls as.
 pub const CONSUMER: &str = ferry_broker::subs::PUSH_CONSUMER;
+/// Records pulled ahead of their requests, at most.
+const PREFETCH_MAX: usize = 1000;
 /// Bytes of a response body kept in the delivery log.
 pub const RESPONSE_EXCERPT_BYTES: usize = 1024;
 /// Longest wait a `Retry-After` may ask for before the retry policy's cap applies.
@@ -267,93 +269,132 @@ impl Dispatchers {
 
     async fn run(self: Arc<Self>, d: Arc<Dispatcher>) {
         let flusher = tokio::spawn(Arc::clone(&self).flush_loop(Arc::clone(&d)));
-        // Records pulled and not yet sent.
-        let mut buffer: VecDeque<Delivery> = VecDeque::new();
-        // The settings read after the last pull, shared by its deliveries.
-        let mut current: Option<Arc<Target>> = None;
+        // Pulled records wait here for a sender; `concurrency` sender tasks take them
+        // one at a time, so at most that many requests are in flight.
+        let (tx, rx) = tokio::sync::mpsc::channel::<(Arc<Target>, Delivery)>(PREFETCH_MAX);
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let wanted = Arc::new(AtomicU32::new(0));
+        let alive = Arc::new(AtomicU32::new(0));
+        let mut senders = Vec::new();
         loop {
             if d.stop.load(Ordering::Acquire) {
                 break;
             }
-            if buffer.is_empty() {
-                let Ok(cfg) = self.broker.subscription_config(&d.name) else {
-                    break;
-                };
-                let Some(push) = cfg.push.clone() else { break };
-                lock(&d.breaker).set_config(push.breaker);
-                if cfg.paused {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+            let Ok(cfg) = self.broker.subscription_config(&d.name) else {
+                break;
+            };
+            let Some(push) = cfg.push.clone() else { break };
+            lock(&d.breaker).set_config(push.breaker);
+            wanted.store(push.concurrency, Ordering::Release);
+            while alive.load(Ordering::Acquire) < push.concurrency {
+                let id = alive.fetch_add(1, Ordering::AcqRel);
+                senders.push(tokio::spawn(Arc::clone(&self).sender(
+                    Arc::clone(&d),
+                    id,
+                    Arc::clone(&rx),
+                    Arc::clone(&wanted),
+                    Arc::clone(&alive),
+                )));
+            }
+            senders.retain(|t| !t.is_finished());
+            if cfg.paused {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            // Pull ahead of the requests in flight, so that one pull (one journal append)
+            // serves many deliveries; no more than the queue has room for.
+            let mut prefetch = (push.concurrency * 2).clamp(32, PREFETCH_MAX as u32);
+            if let Some(rate) = push.rate_limit_per_s {
+                // No more than about a second of sending waits in the queue.
+                prefetch = prefetch.min(rate.max(1));
+            }
+            let room = tx.capacity() as u32;
+            if room < prefetch.min(push.concurrency).max(1) {
+                let _ = tokio::time::timeout(Duration::from_millis(20), d.done.notified()).await;
+                continue;
+            }
+            let now = now_ms();
+            let (permit, change) = lock(&d.breaker).permit(prefetch.min(room), now);
+            log_change(&d.name, change);
+            let n = match permit {
+                Permit::Send(n) => n,
+                Permit::WaitUntil(t) => {
+                    let nap = t.saturating_sub(now).clamp(10, 200);
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(nap), d.done.notified()).await;
                     continue;
                 }
-                let now = now_ms();
-                // Pull ahead of the requests in flight, so that one pull (one journal
-                // append) serves many deliveries.
-                let mut prefetch = (push.concurrency * 2).clamp(32, 1000);
-                if let Some(rate) = push.rate_limit_per_s {
-                    // No more than about a second of sending waits in the buffer.
-                    prefetch = prefetch.min(rate.max(1));
-                }
-                let (permit, change) = lock(&d.breaker).permit(prefetch, now);
-                log_change(&d.name, change);
-                let n = match permit {
-                    Permit::Send(n) => n,
-                    Permit::WaitUntil(t) => {
-                        let nap = t.saturating_sub(now).clamp(10, 200);
-                        let _ = tokio::time::timeout(Duration::from_millis(nap), d.done.notified())
-                            .await;
+            };
+            let req = PullRequest {
+                consumer: Arc::from(CONSUMER),
+                max_records: n as usize,
+                wait: Duration::from_millis(500),
+                // Covers the wait in the queue and the request itself.
+                visibility_timeout_ms: Some(
+                    (u64::from((n + PREFETCH_MAX as u32) / push.concurrency) + 1) * push.timeout_ms
+                        + push
+                            .rate_limit_per_s
+                            .map_or(0, |r| u64::from(n) * 1000 / u64::from(r.max(1)))
+                        + 10_000,
+                ),
+            };
+            match self.broker.pull(&d.name, req).await {
+                Ok(got) => {
+                    if (got.len() as u32) < n {
+                        lock(&d.breaker).return_probes(n - got.len() as u32);
+                    }
+                    if got.is_empty() {
                         continue;
                     }
-                };
-                let req = PullRequest {
-                    consumer: Arc::from(CONSUMER),
-                    max_records: n as usize,
-                    wait: Duration::from_millis(500),
-                    // Covers the wait in the buffer and the request itself.
-                    visibility_timeout_ms: Some(
-                        (u64::from(n / push.concurrency) + 1) * push.timeout_ms
-                            + push
-                                .rate_limit_per_s
-                                .map_or(0, |r| u64::from(n) * 1000 / u64::from(r.max(1)))
-                            + 10_000,
-                    ),
-                };
-                match self.broker.pull(&d.name, req).await {
-                    Ok(got) => {
-                        if (got.len() as u32) < n {
-                            lock(&d.breaker).return_probes(n - got.len() as u32);
+                    // Settings as they are now (a secret may have rotated meanwhile).
+                    let target = match self.broker.subscription_config(&d.name) {
+                        Ok(c) if c.push.is_some() => Arc::new(self.target(c)),
+                        _ => break,
+                    };
+                    for x in got {
+                        if tx.send((Arc::clone(&target), x)).await.is_err() {
+                            break;
                         }
-                        // Settings as they are now (a secret may have rotated meanwhile).
-                        match self.broker.subscription_config(&d.name) {
-                            Ok(c) if c.push.is_some() => current = Some(Arc::new(self.target(c))),
-                            _ => break,
-                        }
-                        buffer.extend(got);
-                    }
-                    Err(BrokerError::SubscriptionNotFound(_)) => break,
-                    Err(e) => {
-                        lock(&d.breaker).return_probes(n);
-                        tracing::warn!(subscription = %d.name, error = %e, "Push pull failed.");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                 }
-                continue;
+                Err(BrokerError::SubscriptionNotFound(_)) => break,
+                Err(e) => {
+                    lock(&d.breaker).return_probes(n);
+                    tracing::warn!(subscription = %d.name, error = %e, "Push pull failed.");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
             }
-            let Some(target) = current.clone() else {
-                buffer.clear();
-                continue;
-            };
-            let Some(push) = target.cfg.push.as_ref() else {
-                buffer.clear();
-                continue;
-            };
-            if d.in_flight.load(Ordering::Acquire) >= push.concurrency {
-                let _ = tokio::time::timeout(Duration::from_millis(100), d.done.notified()).await;
-                continue;
+        }
+        // Senders finish what is queued and stop when the queue is closed.
+        drop(tx);
+        for t in senders {
+            let _ = t.await;
+        }
+        d.stop.store(true, Ordering::Release);
+        let _ = flusher.await;
+        d.log.close();
+        tracing::info!(subscription = %d.name, "Stopped push delivery.");
+    }
+
+    /// One sender: takes queued records and delivers them one at a time. Senders above
+    /// the wanted number stop, so that a lower `concurrency` takes effect.
+    async fn sender(
+        self: Arc<Self>,
+        d: Arc<Dispatcher>,
+        id: u32,
+        rx: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<(Arc<Target>, Delivery)>>>,
+        wanted: Arc<AtomicU32>,
+        alive: Arc<AtomicU32>,
+    ) {
+        loop {
+            if id >= wanted.load(Ordering::Acquire) {
+                break;
             }
-            let Some(delivery) = buffer.pop_front() else {
-                continue;
+            let next = rx.lock().await.recv().await;
+            let Some((target, delivery)) = next else {
+                break;
             };
-            if let Some(rate) = push.rate_limit_per_s {
+            if let Some(rate) = target.cfg.push.as_ref().and_then(|p| p.rate_limit_per_s) {
                 let slot = {
                     let mut next = d.next_send.lock().await;
                     let slot = (*next).max(Instant::now());
@@ -363,16 +404,11 @@ impl Dispatchers {
                 tokio::time::sleep_until(slot.into()).await;
             }
             d.in_flight.fetch_add(1, Ordering::AcqRel);
-            let (this, d2) = (Arc::clone(&self), Arc::clone(&d));
-            tokio::spawn(async move {
-                this.deliver(&d2, &target, delivery).await;
-                d2.in_flight.fetch_sub(1, Ordering::AcqRel);
-                d2.done.notify_waiters();
-            });
+            self.deliver(&d, &target, delivery).await;
+            d.in_flight.fetch_sub(1, Ordering::AcqRel);
+            d.done.notify_waiters();
         }
-        let _ = flusher.await;
-        d.log.close();
-        tracing::info!(subscription = %d.name, "Stopped push delivery.");
+        alive.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Acks delivered records and writes the delivery log in batches: one durable ack
