@@ -308,6 +308,11 @@ impl Broker {
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
         let _admin = self.admin.lock().await;
         let topic = self.topic(name)?;
+        if let Some(user) = self.dead_letter_users(name).first() {
+            return Err(BrokerError::InvalidConfig(format!(
+                "topic '{name}' is the dead-letter topic of subscription '{user}'; delete that subscription or give it another dead_letter_topic first"
+            )));
+        }
         for sub in self.subscriptions_of(name) {
             self.delete_subscription_locked(&sub).await?;
         }

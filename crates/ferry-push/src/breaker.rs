@@ -6,6 +6,9 @@
 use ferry_broker::subs::push::BreakerConfig;
 use std::collections::VecDeque;
 
+/// Calls a window keeps, at most.
+pub const WINDOW_CALLS_MAX: usize = 10_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakerState {
@@ -133,6 +136,15 @@ impl Breaker {
                 self.calls.push_back((now, ok));
                 if !ok {
                     self.failures += 1;
+                }
+                // The window counts at most the latest calls: memory stays bounded at any
+                // request rate.
+                if self.calls.len() > WINDOW_CALLS_MAX {
+                    if let Some((_, was_ok)) = self.calls.pop_front() {
+                        if !was_ok {
+                            self.failures -= 1;
+                        }
+                    }
                 }
                 let horizon = now.saturating_sub(self.config.window_ms);
                 while let Some(&(t, was_ok)) = self.calls.front() {

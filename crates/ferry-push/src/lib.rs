@@ -56,6 +56,8 @@ struct Dispatcher {
     in_flight: AtomicU32,
     done: tokio::sync::Notify,
     stop: AtomicBool,
+    /// Every sender has stopped: the flusher may end once it has flushed.
+    finished: AtomicBool,
     stats: Stats,
     next_send: tokio::sync::Mutex<Instant>,
     /// Leases of delivered records, acked by the flusher in one batch.
@@ -214,6 +216,7 @@ impl Dispatchers {
                 in_flight: AtomicU32::new(0),
                 done: tokio::sync::Notify::new(),
                 stop: AtomicBool::new(false),
+                finished: AtomicBool::new(false),
                 stats: Stats::default(),
                 next_send: tokio::sync::Mutex::new(Instant::now()),
                 pending_acks: Mutex::new(Vec::new()),
@@ -302,19 +305,21 @@ impl Dispatchers {
                 continue;
             }
             // Pull ahead of the requests in flight, so that one pull (one journal append)
-            // serves many deliveries; no more than the queue has room for.
-            let mut prefetch = (push.concurrency * 2).clamp(32, PREFETCH_MAX as u32);
+            // serves many deliveries, but keep the queue short: about two rounds of
+            // requests (a second's worth when rate-limited), so that leases stay short
+            // and a pause, an open breaker or new settings apply soon.
+            let mut depth = (push.concurrency * 2).clamp(32, PREFETCH_MAX as u32);
             if let Some(rate) = push.rate_limit_per_s {
-                // No more than about a second of sending waits in the queue.
-                prefetch = prefetch.min(rate.max(1));
+                depth = depth.min(rate.max(1));
             }
-            let room = tx.capacity() as u32;
-            if room < prefetch.min(push.concurrency).max(1) {
+            let queued = (PREFETCH_MAX - tx.capacity()) as u32;
+            if queued * 2 > depth {
                 let _ = tokio::time::timeout(Duration::from_millis(20), d.done.notified()).await;
                 continue;
             }
+            let room = depth - queued;
             let now = now_ms();
-            let (permit, change) = lock(&d.breaker).permit(prefetch.min(room), now);
+            let (permit, change) = lock(&d.breaker).permit(room, now);
             log_change(&d.name, change);
             let n = match permit {
                 Permit::Send(n) => n,
@@ -331,11 +336,12 @@ impl Dispatchers {
                 wait: Duration::from_millis(500),
                 // Covers the wait in the queue and the request itself.
                 visibility_timeout_ms: Some(
-                    (u64::from((n + PREFETCH_MAX as u32) / push.concurrency) + 1) * push.timeout_ms
+                    ((u64::from(depth / push.concurrency) + 1) * push.timeout_ms
                         + push
                             .rate_limit_per_s
-                            .map_or(0, |r| u64::from(n) * 1000 / u64::from(r.max(1)))
-                        + 10_000,
+                            .map_or(0, |r| u64::from(depth) * 1000 / u64::from(r.max(1)))
+                        + 10_000)
+                        .min(ferry_broker::subs::VISIBILITY_TIMEOUT_MS_MAX),
                 ),
             };
             match self.broker.pull(&d.name, req).await {
@@ -365,12 +371,13 @@ impl Dispatchers {
                 }
             }
         }
-        // Senders finish what is queued and stop when the queue is closed.
+        // Senders drop what is queued and stop when the queue is closed.
+        d.stop.store(true, Ordering::Release);
         drop(tx);
         for t in senders {
             let _ = t.await;
         }
-        d.stop.store(true, Ordering::Release);
+        d.finished.store(true, Ordering::Release);
         let _ = flusher.await;
         d.log.close();
         tracing::info!(subscription = %d.name, "Stopped push delivery.");
@@ -394,6 +401,11 @@ impl Dispatchers {
             let Some((target, delivery)) = next else {
                 break;
             };
+            // Not sent: the subscription is going away, or the lease ran out while the
+            // record waited (it is delivered again; an ack would be refused).
+            if d.stop.load(Ordering::Acquire) || now_ms() + 1000 >= delivery.lease_expires_ms {
+                continue;
+            }
             if let Some(rate) = target.cfg.push.as_ref().and_then(|p| p.rate_limit_per_s) {
                 let slot = {
                     let mut next = d.next_send.lock().await;
@@ -417,23 +429,21 @@ impl Dispatchers {
         loop {
             // A fixed beat rather than a wake per delivery: one ack (one fsync) and one
             // log append cover every delivery that finished within it.
-            if !d.stop.load(Ordering::Acquire) {
-                tokio::time::sleep(Duration::from_millis(3)).await;
-            }
+            tokio::time::sleep(Duration::from_millis(3)).await;
             let acks = std::mem::take(&mut *lock(&d.pending_acks));
             let attempts = std::mem::take(&mut *lock(&d.pending_log));
             for chunk in acks.chunks(ferry_broker::subs::LEASES_PER_REQUEST_MAX) {
                 if let Err(e) = self.broker.ack_live(&d.name, chunk.to_vec()).await {
+                    if matches!(e, BrokerError::SubscriptionNotFound(_)) {
+                        break;
+                    }
                     tracing::warn!(subscription = %d.name, error = %e, "Could not ack push deliveries; they will be delivered again.");
                 }
             }
             if !attempts.is_empty() {
                 d.log.append_all(&attempts);
             }
-            if d.stop.load(Ordering::Acquire)
-                && d.in_flight.load(Ordering::Acquire) == 0
-                && lock(&d.pending_acks).is_empty()
-            {
+            if d.finished.load(Ordering::Acquire) && lock(&d.pending_acks).is_empty() {
                 return;
             }
         }
@@ -523,11 +533,13 @@ impl Dispatchers {
         let refused = target.refused.clone();
         let result = match refused {
             Some(why) => Err(Refused(why)),
-            None => rb
-                .body(body)
-                .send()
-                .await
-                .map_err(|e| Refused(describe_error(&e))),
+            None => rb.body(body).send().await.map_err(|e| {
+                if e.is_builder() {
+                    Refused(format!("{UNSENDABLE}{}", describe_error(&e)))
+                } else {
+                    Refused(describe_error(&e))
+                }
+            }),
         };
         let mut attempt = Attempt {
             time,
@@ -573,6 +585,12 @@ impl Dispatchers {
                     });
                     Next::Cancel
                 }
+            }
+            // A request that cannot be built (a record Ferry cannot send as HTTP) is the
+            // record's fault, not the endpoint's: dead-letter it.
+            Err(Refused(why)) if why.starts_with(UNSENDABLE) => {
+                attempt.error = Some(why);
+                Next::Cancel
             }
             Err(Refused(why)) => {
                 attempt.error = Some(why);
@@ -664,6 +682,9 @@ struct Target {
     /// Why no request may be sent (a refused literal address).
     refused: Option<String>,
 }
+
+/// Marks an error of a request that could not be built.
+const UNSENDABLE: &str = "cannot be sent as HTTP: ";
 
 /// Why a request got no answer.
 struct Refused(String);
@@ -788,7 +809,9 @@ fn cloudevent_attributes(
         ("source", json!(format!("/ferry/topics/{}", cfg.topic))),
         (
             "type",
-            json!(header_value(r, "ce-type").unwrap_or("ferry.record")),
+            json!(header_value(r, "ce-type")
+                .filter(|t| !t.is_empty() && t.bytes().all(|c| (b' '..=b'~').contains(&c)))
+                .unwrap_or("ferry.record")),
         ),
         ("time", json!(rfc3339(r.timestamp))),
     ];

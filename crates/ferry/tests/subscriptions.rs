@@ -296,6 +296,13 @@ async fn expired_leases_redeliver_then_dead_letter_and_redrive() {
             && history.ends_with(": boom"),
         "{history}"
     );
+    // A topic in use as a dead-letter topic is not deleted from under it.
+    let (s, v) = call(http().delete(format!("{url}/v1/topics/w-dlq"))).await;
+    assert_eq!(
+        (s, v["type"].as_str().unwrap()),
+        (400, "urn:ferry:problem:invalid-config"),
+        "{v}"
+    );
     let d = describe(url, "w").await;
     assert_eq!(d["dead_lettered"], 1);
     assert_eq!(d["backlog"], 0);

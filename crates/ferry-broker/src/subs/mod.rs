@@ -206,7 +206,15 @@ impl SubscriptionConfig {
                     "push settings are for mode \"push\"".into(),
                 ))
             }
-            (Mode::Push, Some(p)) => p.validate()?,
+            (Mode::Push, Some(p)) => {
+                p.validate()?;
+                if p.concurrency > self.max_in_flight_per_consumer {
+                    return Err(BrokerError::InvalidConfig(format!(
+                        "push.concurrency {} is over max_in_flight_per_consumer {}; raise that too",
+                        p.concurrency, self.max_in_flight_per_consumer
+                    )));
+                }
+            }
             (Mode::Queue, None) => {}
         }
         check_timeout("visibility_timeout_ms", self.visibility_timeout_ms as i64)?;
@@ -455,38 +463,7 @@ impl Subscription {
         if let Some(s) = &initial {
             store.checkpoint(s)?;
         }
-        let (snapshot, events) = store.load()?;
-        let mut state = State::new(config.ordering == Ordering::Key);
-        if let Some(s) = &snapshot {
-            state.restore(&s.partitions);
-            state.loaded_upto = s.loaded_upto;
-            state.redriven = s.redriven.clone();
-            state.counters = s.counters;
-        }
-        let replayed = events.len();
-        for e in events {
-            match e {
-                Event::BucketsLoaded { upto } => load_buckets(&mut state, &store, upto)?,
-                e => state.apply(&e),
-            }
-        }
-        // Records out of deliveries before the crash go to the dead-letter topic.
-        if config.max_deliveries > 0 {
-            let spent: Vec<(u32, u64, u32, u64)> = state
-                .parts
-                .iter()
-                .enumerate()
-                .flat_map(|(p, part)| {
-                    part.pending.iter().filter_map(move |(&o, x)| {
-                        (x.state == PState::Ready && x.attempt >= config.max_deliveries)
-                            .then_some((p as u32, o, x.attempt, x.key))
-                    })
-                })
-                .collect();
-            for (p, o, a, k) in spent {
-                state.set(p, o, a, k, PState::Dead);
-            }
-        }
+        let (state, replayed) = load_state(&store, &config)?;
         tracing::info!(subscription = %config.name, replayed, "Opened subscription.");
         let position = store.position();
         let epoch = (now_ms() as u32)
@@ -590,14 +567,36 @@ impl Subscription {
     }
 
     /// Stores delay entries, then events; returns the journal position to wait for.
-    fn persist(&self, events: &[Event], delays: &[DelayEntry]) -> Result<Option<u64>> {
-        if !delays.is_empty() {
-            self.store.write_delays(delays)?;
+    ///
+    /// The state already holds these changes. If they cannot be stored, the state is
+    /// loaded again from what is stored, so that memory never runs ahead of the disk
+    /// (a record taken out of the pending set but written nowhere would be lost).
+    fn persist(
+        &self,
+        inner: &mut Inner,
+        events: &[Event],
+        delays: &[DelayEntry],
+    ) -> Result<Option<u64>> {
+        let stored = (|| {
+            if !delays.is_empty() {
+                self.store.write_delays(delays)?;
+            }
+            if events.is_empty() {
+                return Ok(None);
+            }
+            self.store.append(events).map(Some)
+        })();
+        if let Err(e) = &stored {
+            let cfg = self.config();
+            match load_state(&self.store, &cfg) {
+                Ok((state, _)) => inner.state = state,
+                Err(again) => {
+                    tracing::error!(subscription = %cfg.name, error = %again, "Could not reload a subscription's state after a failed write.")
+                }
+            }
+            tracing::error!(subscription = %cfg.name, error = %e, "A subscription change could not be stored; its state was reloaded from disk.");
         }
-        if events.is_empty() {
-            return Ok(None);
-        }
-        self.store.append(events).map(Some)
+        stored
     }
 
     /// One pull without waiting (blocking I/O).
@@ -795,7 +794,7 @@ impl Subscription {
         }
         let (events, delays) = (std::mem::take(&mut b.events), std::mem::take(&mut b.delays));
         // Journal order must be the order the state saw: append under the lock.
-        self.persist(&events, &delays)?;
+        self.persist(&mut guard, &events, &delays)?;
         drop(guard);
         match (deliveries.is_empty(), scan_error) {
             (true, Some(e)) => Err(e),
@@ -877,7 +876,7 @@ impl Subscription {
             Err(_) => 0,
         };
         let (events, delays) = (std::mem::take(&mut b.events), std::mem::take(&mut b.delays));
-        let position = self.persist(&events, &delays)?;
+        let position = self.persist(&mut guard, &events, &delays)?;
         drop(guard);
         checked?;
         if let Some(pos) = position {
@@ -926,7 +925,7 @@ impl Subscription {
             Err(_) => 0,
         };
         let (events, delays) = (std::mem::take(&mut b.events), std::mem::take(&mut b.delays));
-        let position = self.persist(&events, &delays)?;
+        let position = self.persist(&mut guard, &events, &delays)?;
         drop(guard);
         checked?;
         if let Some(pos) = position {
@@ -965,7 +964,7 @@ impl Subscription {
                 }
             }
         }
-        self.persist(&events, &delays)?;
+        self.persist(&mut guard, &events, &delays)?;
         drop(guard);
         checked?;
         Ok(expires)
@@ -983,7 +982,7 @@ impl Subscription {
             b.push(Event::Seek { p, offset });
         }
         let events = std::mem::take(&mut b.events);
-        let position = self.persist(&events, &[])?;
+        let position = self.persist(&mut guard, &events, &[])?;
         drop(guard);
         if let Some(pos) = position {
             self.store.wait_durable(pos)?;
@@ -999,7 +998,8 @@ impl Subscription {
         let inner = &mut *guard;
         let now = now_ms();
         let (mut events, mut delays) = (Vec::new(), Vec::new());
-        self.settle(inner, &mut events, &mut delays, now);
+        // Load the next buckets first: delays made by `settle` below then see the new
+        // mark, so none is written to a file that was already read.
         let target = bucket_of(now + BUCKET_MS);
         if target > inner.state.loaded_upto {
             if !inner.state.ordering {
@@ -1007,8 +1007,8 @@ impl Subscription {
             }
             inner.state.loaded_upto = target;
             events.push(Event::BucketsLoaded { upto: target });
-            inner.state.release_due(now);
         }
+        self.settle(inner, &mut events, &mut delays, now);
         let wake = inner.state.has_ready();
         let dead: Vec<_> = inner
             .state
@@ -1036,7 +1036,7 @@ impl Subscription {
             inner.checkpoint_position = position;
         }
         // Events made now come after the snapshot's position: they are replayed on it.
-        self.persist(&events, &delays)?;
+        self.persist(&mut guard, &events, &delays)?;
         drop(guard);
         if let Some(s) = snapshot {
             self.store.wait_durable(s.journal_offset)?;
@@ -1097,6 +1097,43 @@ impl Subscription {
             tracing::error!(dir = %self.dir.display(), error = %e, "Could not sync a subscription journal at shutdown.");
         }
     }
+}
+
+/// The state as stored: the snapshot, then the journal after it. Leases of a previous
+/// run are ready again; records out of deliveries wait for the dead-letter topic.
+fn load_state(store: &JournalStore, config: &SubscriptionConfig) -> Result<(State, usize)> {
+    let (snapshot, events) = store.load()?;
+    let mut state = State::new(config.ordering == Ordering::Key);
+    if let Some(s) = &snapshot {
+        state.restore(&s.partitions);
+        state.loaded_upto = s.loaded_upto;
+        state.redriven = s.redriven.clone();
+        state.counters = s.counters;
+    }
+    let replayed = events.len();
+    for e in events {
+        match e {
+            Event::BucketsLoaded { upto } => load_buckets(&mut state, store, upto)?,
+            e => state.apply(&e),
+        }
+    }
+    if config.max_deliveries > 0 {
+        let spent: Vec<(u32, u64, u32, u64)> = state
+            .parts
+            .iter()
+            .enumerate()
+            .flat_map(|(p, part)| {
+                part.pending.iter().filter_map(move |(&o, x)| {
+                    (x.state == PState::Ready && x.attempt >= config.max_deliveries)
+                        .then_some((p as u32, o, x.attempt, x.key))
+                })
+            })
+            .collect();
+        for (p, o, a, k) in spent {
+            state.set(p, o, a, k, PState::Dead);
+        }
+    }
+    Ok((state, replayed))
 }
 
 /// Reads delay files of buckets in `(loaded_upto, upto]` into memory.
@@ -1459,6 +1496,17 @@ impl Broker {
         Ok(())
     }
 
+    /// Subscriptions of other topics that dead-letter into `topic`.
+    pub(crate) fn dead_letter_users(&self, topic: &str) -> Vec<String> {
+        self.subs
+            .all()
+            .iter()
+            .map(|s| s.config())
+            .filter(|c| c.topic != topic && c.dead_letter_topic.as_deref() == Some(topic))
+            .map(|c| c.name)
+            .collect()
+    }
+
     /// Names of the subscriptions on a topic.
     pub(crate) fn subscriptions_of(&self, topic: &str) -> Vec<String> {
         self.subs
@@ -1773,7 +1821,8 @@ impl Broker {
                         value: r.value.clone(),
                         headers,
                         partition,
-                        timestamp: Some(r.timestamp),
+                        // A new record: its age (push.max_age_ms) starts now.
+                        timestamp: None,
                         value_is_json: r.attributes & ferry_log::batch::RECORD_ATTR_JSON_VALUE != 0,
                     });
                 }
@@ -1788,7 +1837,7 @@ impl Broker {
                     let mut guard = lock(&s.inner);
                     let e = Event::Redriven { p, offset: next };
                     guard.state.apply(&e);
-                    let position = s.persist(&[e], &[])?;
+                    let position = s.persist(&mut guard, &[e], &[])?;
                     drop(guard);
                     if let Some(pos) = position {
                         s.store.wait_durable(pos)?;
@@ -1832,8 +1881,11 @@ impl Broker {
             let part = topic.partition(p)?;
             let limits = sub.limits;
             let rec = blocking(move || read_one(&part, o, &limits)).await?;
-            done.push((p, o));
-            let Some(r) = rec else { continue };
+            let Some(r) = rec else {
+                // Gone from the topic (retention): nothing to dead-letter.
+                done.push((p, o));
+                continue;
+            };
             let mut headers: Vec<RecordHeader> = r
                 .headers
                 .iter()
@@ -1860,22 +1912,56 @@ impl Broker {
                 HEADER_LAST_ERROR,
                 last_error.as_deref().unwrap_or(""),
             ));
-            records.push(ProduceRecord {
-                key: r.key.clone(),
-                value: r.value.clone(),
-                headers,
-                partition: None,
-                timestamp: Some(r.timestamp),
-                value_is_json: r.attributes & ferry_log::batch::RECORD_ATTR_JSON_VALUE != 0,
-            });
+            records.push((
+                (p, o),
+                ProduceRecord {
+                    key: r.key.clone(),
+                    value: r.value.clone(),
+                    headers,
+                    partition: None,
+                    timestamp: Some(r.timestamp),
+                    value_is_json: r.attributes & ferry_log::batch::RECORD_ATTR_JSON_VALUE != 0,
+                },
+            ));
         }
-        if !records.is_empty() {
-            match &cfg.dead_letter_topic {
-                Some(dlq) => {
-                    self.produce(dlq, records).await?;
-                }
-                None => {
-                    tracing::warn!(subscription = %cfg.name, "Dropping records out of deliveries: no dead_letter_topic is set.");
+        match &cfg.dead_letter_topic {
+            None if !records.is_empty() => {
+                tracing::warn!(subscription = %cfg.name, "Dropping records out of deliveries: no dead_letter_topic is set.");
+                done.extend(records.iter().map(|(at, _)| *at));
+            }
+            None => {}
+            Some(dlq) => {
+                let all: Vec<ProduceRecord> = records.iter().map(|(_, r)| r.clone()).collect();
+                if all.is_empty() || self.produce(dlq, all).await.is_ok() {
+                    done.extend(records.iter().map(|(at, _)| *at));
+                } else {
+                    // One by one, so that one record the topic refuses does not hold
+                    // back the others.
+                    let mut first_error = None;
+                    for ((p, o), mut r) in records {
+                        match self.produce(dlq, vec![r.clone()]).await {
+                            Ok(_) => done.push((p, o)),
+                            Err(BrokerError::RecordTooLarge { .. }) => {
+                                // Without the history headers, or not at all: it stays
+                                // in its own topic.
+                                r.headers.retain(|h| {
+                                    h.key.as_ref() != HEADER_DELIVERY_HISTORY.as_bytes()
+                                        && h.key.as_ref() != HEADER_LAST_ERROR.as_bytes()
+                                });
+                                if self.produce(dlq, vec![r]).await.is_err() {
+                                    tracing::error!(subscription = %cfg.name, partition = p, offset = o, dead_letter_topic = %dlq, "A record out of deliveries is too large for the dead-letter topic; it is marked done and stays in its own topic.");
+                                }
+                                done.push((p, o));
+                            }
+                            Err(e) => {
+                                first_error.get_or_insert(e);
+                            }
+                        }
+                    }
+                    if let Some(e) = first_error {
+                        // The rest are tried again at the next tick.
+                        tracing::warn!(subscription = %cfg.name, error = %e, "Could not write to the dead-letter topic; will retry.");
+                    }
                 }
             }
         }
@@ -1896,7 +1982,7 @@ impl Broker {
                 }
             }
             let events = std::mem::take(&mut b.events);
-            s.persist(&events, &[])?;
+            s.persist(&mut guard, &events, &[])?;
             drop(guard);
             Ok(())
         })

@@ -140,23 +140,16 @@ fn bad(m: impl Into<String>) -> BrokerError {
     BrokerError::InvalidConfig(format!("push: {}", m.into()))
 }
 
-/// Checks a `whsec_` secret: base64 of 24 to 64 bytes.
+/// Checks a `whsec_` secret: standard base64 of 24 to 64 bytes (decoded as the signer
+/// decodes it). Returns the key's length.
 pub fn secret_key_len(secret: &str) -> Option<usize> {
+    use base64::Engine;
     let b64 = secret.strip_prefix(SECRET_PREFIX)?;
-    if b64.is_empty() || b64.len() > 128 {
+    if b64.len() > 128 {
         return None;
     }
-    // Length of standard base64 with padding.
-    if !b64.len().is_multiple_of(4)
-        || !b64
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/' || c == b'=')
-    {
-        return None;
-    }
-    let pad = b64.bytes().rev().take_while(|c| *c == b'=').count();
-    let n = b64.len() / 4 * 3 - pad;
-    (24..=64).contains(&n).then_some(n)
+    let key = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    (24..=64).contains(&key.len()).then_some(key.len())
 }
 
 impl PushConfig {

@@ -479,7 +479,8 @@ impl State {
                 }
             }
             Event::Seek { p, offset } => {
-                self.ensure_part(p, offset);
+                // Partitions below `p` that are new start from their beginning.
+                self.ensure_part(p, 0);
                 let offsets: Vec<u64> = self.parts[p as usize].pending.keys().copied().collect();
                 for o in offsets {
                     self.remove(p, o);
@@ -688,6 +689,15 @@ mod tests {
         assert_eq!(part.floor, 6);
         assert_eq!(part.backlog(10), 3);
         assert!(part.is_done(9) && !part.is_done(7));
+    }
+
+    #[test]
+    fn a_seek_of_one_partition_starts_new_lower_partitions_at_their_beginning() {
+        let mut s = State::new(false);
+        s.apply(&Event::Seek { p: 2, offset: 1000 });
+        assert_eq!(s.part(0).map(|x| (x.floor, x.head)), Some((0, 0)));
+        assert_eq!(s.part(1).map(|x| (x.floor, x.head)), Some((0, 0)));
+        assert_eq!(s.part(2).map(|x| (x.floor, x.head)), Some((1000, 1000)));
     }
 
     #[test]
