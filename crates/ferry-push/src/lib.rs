@@ -389,7 +389,7 @@ impl Dispatchers {
         self: Arc<Self>,
         d: Arc<Dispatcher>,
         id: u32,
-        rx: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<(Arc<Target>, Delivery)>>>,
+        rx: Arc<tokio::sync::Mutex<Queue>>,
         wanted: Arc<AtomicU32>,
         alive: Arc<AtomicU32>,
     ) {
@@ -682,6 +682,9 @@ struct Target {
     /// Why no request may be sent (a refused literal address).
     refused: Option<String>,
 }
+
+/// Records waiting for a sender, with the settings they were pulled under.
+type Queue = tokio::sync::mpsc::Receiver<(Arc<Target>, Delivery)>;
 
 /// Marks an error of a request that could not be built.
 const UNSENDABLE: &str = "cannot be sent as HTTP: ";
