@@ -308,7 +308,7 @@ impl Dispatchers {
             // serves many deliveries, but keep the queue short: about two rounds of
             // requests (a second's worth when rate-limited), so that leases stay short
             // and a pause, an open breaker or new settings apply soon.
-            let mut depth = (push.concurrency * 2).clamp(32, PREFETCH_MAX as u32);
+            let mut depth = (push.concurrency * 2).clamp(64, PREFETCH_MAX as u32);
             if let Some(rate) = push.rate_limit_per_s {
                 depth = depth.min(rate.max(1));
             }
