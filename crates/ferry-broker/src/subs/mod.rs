@@ -994,9 +994,12 @@ impl Subscription {
     /// Expiry, delay buckets and checkpoints (blocking I/O). Returns records waiting for
     /// the dead-letter topic.
     fn tick_blocking(&self) -> Result<Vec<DeadRecord>> {
+        self.tick_at(now_ms())
+    }
+
+    fn tick_at(&self, now: u64) -> Result<Vec<DeadRecord>> {
         let mut guard = lock(&self.inner);
         let inner = &mut *guard;
-        let now = now_ms();
         let (mut events, mut delays) = (Vec::new(), Vec::new());
         // Load the next buckets first: delays made by `settle` below then see the new
         // mark, so none is written to a file that was already read.
@@ -1996,5 +1999,97 @@ impl Broker {
         let sub = self.subscription(name)?;
         let _ = tokio::time::timeout(wait, sub.changed.notified()).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(name: &str, retry_delay_ms: u64) -> SubscriptionConfig {
+        SubscriptionConfig {
+            name: name.into(),
+            topic: "t".into(),
+            mode: Mode::Queue,
+            filter: None,
+            visibility_timeout_ms: 30_000,
+            max_deliveries: 0,
+            dead_letter_topic: None,
+            retry: RetryPolicy {
+                strategy: retry::Strategy::Fixed,
+                delay_ms: retry_delay_ms,
+                step_ms: None,
+                max_delay_ms: 3_600_000,
+                jitter: retry::Jitter::None,
+            },
+            max_in_flight: 100,
+            max_in_flight_per_consumer: 100,
+            ordering: Ordering::None,
+            created_at_ms: 0,
+            push: None,
+            paused: false,
+        }
+    }
+
+    /// A lease that runs out in the tick where the next delay bucket is loaded, with a
+    /// retry delay that falls into that bucket: the record must stay pending, at once
+    /// and after a reload from disk (it once went into a file that was already read).
+    #[test]
+    fn a_delay_into_the_bucket_being_loaded_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_800_000_000_000u64 - 1; // just before a bucket boundary
+        let target = bucket_of(now + BUCKET_MS);
+        let mut state = State::new(false);
+        state.ensure_part(0, 0);
+        let snapshot = Snapshot {
+            version: 1,
+            loaded_upto: target - 1,
+            partitions: state.save(),
+            ..Snapshot::default()
+        };
+        let cfg = config("s", BUCKET_MS);
+        let sub = Subscription::open(dir.path(), cfg.clone(), Some(snapshot)).unwrap();
+        {
+            let mut inner = lock(&sub.inner);
+            inner.state.set(
+                0,
+                7,
+                1,
+                state::NO_KEY,
+                PState::Leased {
+                    expires: now - 1,
+                    token: 1,
+                    consumer: Arc::from("c"),
+                },
+            );
+            // The lease is journaled as a real pull would.
+            let e = Event::Deliver {
+                p: 0,
+                o: 7,
+                attempt: 1,
+                key: state::NO_KEY,
+            };
+            sub.persist(&mut inner, &[e], &[]).unwrap();
+        }
+        sub.tick_at(now).unwrap();
+        let due = bucket_of(now + BUCKET_MS);
+        assert_eq!(due, target, "the retry falls into the bucket being loaded");
+        {
+            let inner = lock(&sub.inner);
+            let x = inner
+                .state
+                .pending(0, 7)
+                .expect("still pending after the tick");
+            assert_eq!(
+                x.state,
+                PState::Delayed {
+                    due: now + BUCKET_MS
+                }
+            );
+        }
+        // What a restart would see.
+        sub.store.wait_durable(sub.store.position()).unwrap();
+        let (again, _) = load_state(&sub.store, &cfg).unwrap();
+        assert!(again.pending(0, 7).is_some(), "pending after a reload");
     }
 }
