@@ -288,6 +288,22 @@ impl Client {
             .await
     }
 
+    /// Extends leases to end `visibility_timeout_ms` from now. Answers
+    /// `{"lease_expires_at": ms}`.
+    pub async fn extend(
+        &self,
+        name: &str,
+        lease_ids: &[String],
+        visibility_timeout_ms: u64,
+    ) -> Result<Value, ClientError> {
+        self.subscription_op(
+            name,
+            "extend",
+            &json!({ "lease_ids": lease_ids, "visibility_timeout_ms": visibility_timeout_ms }),
+        )
+        .await
+    }
+
     /// Gives leases back for redelivery, after `delay_ms` if given (else the retry
     /// policy's delay); `error` is kept with the record. Answers `{"nacked": n}`.
     pub async fn nack(

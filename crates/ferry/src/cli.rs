@@ -403,6 +403,17 @@ pub enum SubCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Keep leased records longer: their leases end this long from now.
+    Extend {
+        name: String,
+        #[arg(required = true)]
+        lease_ids: Vec<String>,
+        /// New lease length from now, 100 ms to 12 h
+        #[arg(long, value_name = "MS")]
+        visibility_timeout_ms: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Give leased records back for redelivery.
     Nack {
         name: String,

@@ -566,6 +566,26 @@ pub async fn sub(cmd: SubCommand) -> anyhow::Result<()> {
                 output::line(&format!("acked {}", cell(&v["acked"])))?;
             }
         }
+        SubCommand::Extend {
+            name,
+            lease_ids,
+            visibility_timeout_ms,
+            client,
+        } => {
+            let v = Client::new(&client.url)
+                .extend(&name, &lease_ids, visibility_timeout_ms)
+                .await?;
+            if client.json {
+                output::json(&v)?;
+            } else {
+                let at = v["lease_expires_at"].as_u64().unwrap_or(0);
+                output::line(&format!(
+                    "extended {} lease(s) to {}",
+                    lease_ids.len(),
+                    output::rfc3339_ms(at)
+                ))?;
+            }
+        }
         SubCommand::Nack {
             name,
             lease_ids,

@@ -303,6 +303,29 @@ fn subscriptions_are_created_pulled_acked_and_replayed() {
         .iter()
         .map(|r| r["lease_id"].as_str().unwrap())
         .collect();
+    // Extend first: the leases stay valid.
+    let mut args = vec![
+        "sub",
+        "extend",
+        "workers",
+        "--visibility-timeout-ms",
+        "60000",
+    ];
+    args.extend(&leases);
+    let out = stdout(&ferry(&s.url, &args));
+    assert!(out.starts_with("extended 3 lease(s) to 20"), "{out}");
+    let short = ferry(
+        &s.url,
+        &[
+            "sub",
+            "extend",
+            "workers",
+            "--visibility-timeout-ms",
+            "5",
+            leases[0],
+        ],
+    );
+    assert_eq!(short.status.code(), Some(1), "a 5 ms lease is refused");
     let mut args = vec!["sub", "ack", "workers"];
     args.extend(&leases);
     let out = stdout(&ferry(&s.url, &args));
