@@ -3,7 +3,7 @@
 //! endpoint in the same run; and the server's memory with a backlog behind an open
 //! circuit breaker.
 
-use crate::queue::post;
+use crate::queue::{describe, post};
 use crate::server::Server;
 use crate::Ctx;
 use serde_json::{json, Value};
@@ -220,12 +220,7 @@ pub async fn open_breaker(ctx: &Ctx, records: u64) -> anyhow::Result<OpenBreaker
     produce(&http, &url, 100).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let d: Value = http
-            .get(format!("{url}/v1/subscriptions/hook"))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let d: Value = describe(&http, &url, "hook").await?;
         if d["push_status"]["breaker"] == "open" {
             break;
         }
@@ -242,12 +237,7 @@ pub async fn open_breaker(ctx: &Ctx, records: u64) -> anyhow::Result<OpenBreaker
             _ = tick.tick() => peak = peak.max(server.rss_mib()),
         }
     }
-    let d: Value = http
-        .get(format!("{url}/v1/subscriptions/hook"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let d: Value = describe(&http, &url, "hook").await?;
     r.breaker = d["push_status"]["breaker"]
         .as_str()
         .unwrap_or("?")

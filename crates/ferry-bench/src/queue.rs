@@ -33,6 +33,16 @@ pub struct BacklogResult {
     pub in_flight: u64,
 }
 
+/// A subscription's status.
+pub async fn describe(http: &reqwest::Client, url: &str, name: &str) -> anyhow::Result<Value> {
+    Ok(http
+        .get(format!("{url}/v1/subscriptions/{name}"))
+        .send()
+        .await?
+        .json()
+        .await?)
+}
+
 /// POSTs JSON and returns the JSON answer; a non-2xx answer is an error.
 pub async fn post(http: &reqwest::Client, url: String, body: Value) -> anyhow::Result<Value> {
     let r = http.post(url).json(&body).send().await?;
@@ -174,12 +184,7 @@ pub async fn run(ctx: &Ctx, records: u64, consumers: &[usize]) -> anyhow::Result
             hist.add(t.await??)?;
         }
         let secs = started.elapsed().as_secs_f64();
-        let d: Value = http
-            .get(format!("{url}/v1/subscriptions/work"))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let d: Value = describe(&http, &url, "work").await?;
         anyhow::ensure!(d["backlog"] == 0, "backlog left after draining: {d}");
         out.push(QueueResult {
             consumers: c,
@@ -217,12 +222,7 @@ pub async fn backlog(ctx: &Ctx, records: u64) -> anyhow::Result<BacklogResult> {
         }
     }
     r.produce_secs = started.elapsed().as_secs_f64();
-    let d: Value = http
-        .get(format!("{url}/v1/subscriptions/work"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let d: Value = describe(&http, &url, "work").await?;
     r.backlog_reported = d["backlog"].as_u64().unwrap_or(0);
     r.rss_with_backlog_mib = server.rss_mib();
     peak = peak.max(r.rss_with_backlog_mib);
@@ -234,12 +234,7 @@ pub async fn backlog(ctx: &Ctx, records: u64) -> anyhow::Result<BacklogResult> {
         )
         .await?;
     }
-    let d: Value = http
-        .get(format!("{url}/v1/subscriptions/work"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let d: Value = describe(&http, &url, "work").await?;
     r.in_flight = d["in_flight"].as_u64().unwrap_or(0);
     r.rss_with_leases_mib = server.rss_mib();
     r.peak_rss_mib = peak.max(r.rss_with_leases_mib);
@@ -299,12 +294,7 @@ pub async fn delayed(ctx: &Ctx, records: u64) -> anyhow::Result<DelayedResult> {
             "a record scheduled an hour ahead was delivered"
         );
         peak = peak.max(server.rss_mib());
-        let d: Value = http
-            .get(format!("{url}/v1/subscriptions/work"))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let d: Value = describe(&http, &url, "work").await?;
         let head: u64 = d["partitions"]
             .as_array()
             .map(|p| p.iter().map(|x| x["head"].as_u64().unwrap_or(0)).sum())

@@ -451,19 +451,19 @@ impl Dispatchers {
 
     /// Settings of a batch of deliveries, with the endpoint's URL parsed once.
     fn target(&self, cfg: SubscriptionConfig) -> Target {
-        let parsed = cfg.push.as_ref().map(|p| {
-            reqwest::Url::parse(p.url.trim()).map_err(|e| format!("push.url does not parse: {e}"))
-        });
-        let (url, refused) = match parsed {
-            Some(Ok(u)) => {
-                // Names are checked by the resolver; literal addresses here.
-                let refused = literal_ip(&u).and_then(|ip| self.guard.refuses(ip));
-                (Some(u), refused)
-            }
-            Some(Err(e)) => (None, Some(e)),
-            None => (None, Some("not a push subscription".into())),
+        let endpoint = match &cfg.push {
+            None => Err("not a push subscription".to_string()),
+            Some(p) => reqwest::Url::parse(p.url.trim())
+                .map_err(|e| format!("push.url does not parse: {e}"))
+                .and_then(|u| {
+                    // Names are checked by the resolver; literal addresses here.
+                    match literal_ip(&u).and_then(|ip| self.guard.refuses(ip)) {
+                        Some(why) => Err(why),
+                        None => Ok(u),
+                    }
+                }),
         };
-        Target { cfg, url, refused }
+        Target { cfg, endpoint }
     }
 
     async fn deliver(&self, d: &Dispatcher, target: &Target, x: Delivery) {
@@ -494,52 +494,48 @@ impl Dispatchers {
                 secrets.push(prev);
             }
         }
-        let mut rb = client
-            .request(
-                method,
-                target.url.clone().unwrap_or_else(|| {
-                    reqwest::Url::parse("http://0.0.0.0/").expect("a valid URL")
-                }),
-            )
-            .timeout(Duration::from_millis(push.timeout_ms))
-            .header("content-type", content_type)
-            .header("webhook-id", &id)
-            .header("webhook-timestamp", ts.to_string())
-            .header(
-                "webhook-signature",
-                sign::signature_header(secrets, &id, ts, &body),
-            )
-            .header("traceparent", traceparent(r, &id))
-            .header("ferry-subscription", &cfg.name)
-            .header("ferry-topic", &cfg.topic)
-            .header("ferry-partition", x.partition.to_string())
-            .header("ferry-offset", r.offset.to_string())
-            .header("ferry-attempt", x.attempt.to_string());
-        if let Some(key) = r.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()) {
-            if key.bytes().all(|c| (b' '..=b'~').contains(&c)) {
-                rb = rb.header("ferry-key", key);
-            }
-        }
-        if push.payload == Payload::CloudeventsBinary {
-            for (k, v) in cloudevent_attributes(cfg, &x, &id) {
-                if let Some(s) = v.as_str() {
-                    rb = rb.header(format!("ce-{k}"), s);
+        let result = match &target.endpoint {
+            Err(why) => Err(Refused(why.clone())),
+            Ok(url) => {
+                let mut rb = client
+                    .request(method, url.clone())
+                    .timeout(Duration::from_millis(push.timeout_ms))
+                    .header("content-type", content_type)
+                    .header("webhook-id", &id)
+                    .header("webhook-timestamp", ts.to_string())
+                    .header(
+                        "webhook-signature",
+                        sign::signature_header(secrets, &id, ts, &body),
+                    )
+                    .header("traceparent", traceparent(r, &id))
+                    .header("ferry-subscription", &cfg.name)
+                    .header("ferry-topic", &cfg.topic)
+                    .header("ferry-partition", x.partition.to_string())
+                    .header("ferry-offset", r.offset.to_string())
+                    .header("ferry-attempt", x.attempt.to_string());
+                if let Some(key) = r.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()) {
+                    if key.bytes().all(|c| (b' '..=b'~').contains(&c)) {
+                        rb = rb.header("ferry-key", key);
+                    }
                 }
-            }
-        }
-        for (k, v) in &push.headers {
-            rb = rb.header(k.as_str(), v.as_str());
-        }
-        let refused = target.refused.clone();
-        let result = match refused {
-            Some(why) => Err(Refused(why)),
-            None => rb.body(body).send().await.map_err(|e| {
-                if e.is_builder() {
-                    Refused(format!("{UNSENDABLE}{}", describe_error(&e)))
-                } else {
-                    Refused(describe_error(&e))
+                if push.payload == Payload::CloudeventsBinary {
+                    for (k, v) in cloudevent_attributes(cfg, &x, &id) {
+                        if let Some(s) = v.as_str() {
+                            rb = rb.header(format!("ce-{k}"), s);
+                        }
+                    }
                 }
-            }),
+                for (k, v) in &push.headers {
+                    rb = rb.header(k.as_str(), v.as_str());
+                }
+                rb.body(body).send().await.map_err(|e| {
+                    if e.is_builder() {
+                        Refused(format!("{UNSENDABLE}{}", describe_error(&e)))
+                    } else {
+                        Refused(describe_error(&e))
+                    }
+                })
+            }
         };
         let mut attempt = Attempt {
             time,
@@ -677,10 +673,9 @@ fn log_change(name: &str, change: Option<(BreakerState, BreakerState)>) {
 /// The settings a batch of deliveries is sent with.
 struct Target {
     cfg: SubscriptionConfig,
-    /// The endpoint, parsed; None when it does not parse (then `refused` says why).
-    url: Option<reqwest::Url>,
-    /// Why no request may be sent (a refused literal address).
-    refused: Option<String>,
+    /// The endpoint, parsed and allowed; or why no request may be sent (a URL that does
+    /// not parse, a refused literal address).
+    endpoint: Result<reqwest::Url, String>,
 }
 
 /// Records waiting for a sender, with the settings they were pulled under.

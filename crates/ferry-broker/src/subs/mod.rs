@@ -853,8 +853,17 @@ impl Subscription {
         Ok(ok)
     }
 
-    /// Acknowledges leased records; returns once the acks are durable.
-    fn ack(&self, ids: &[String], lenient: bool) -> Result<usize> {
+    /// Checks lease ids and applies `f` to each live lease, in one journal append. With
+    /// `lenient`, ids that name no live lease are skipped; otherwise any such id fails the
+    /// whole request and nothing changes. With `wait`, returns once the changes are
+    /// durable. Returns how many leases `f` saw.
+    fn on_leases(
+        &self,
+        ids: &[String],
+        lenient: bool,
+        wait: bool,
+        mut f: impl FnMut(&mut Batch<'_>, &mut rand::rngs::SmallRng, u32, u64, u64),
+    ) -> Result<usize> {
         let mut guard = lock(&self.inner);
         let inner = &mut *guard;
         let now = now_ms();
@@ -866,24 +875,28 @@ impl Subscription {
             events,
             delays,
         };
-        let n = match &checked {
-            Ok(leases) => {
-                for &(p, o) in leases {
-                    b.push(Event::Ack { p, o });
-                }
-                leases.len()
+        if let Ok(leases) = &checked {
+            for &(p, o) in leases {
+                f(&mut b, &mut inner.rng, p, o, now);
             }
-            Err(_) => 0,
-        };
+        }
+        let n = checked.as_ref().map_or(0, |l| l.len());
         let (events, delays) = (std::mem::take(&mut b.events), std::mem::take(&mut b.delays));
         let position = self.persist(&mut guard, &events, &delays)?;
         drop(guard);
         checked?;
-        if let Some(pos) = position {
+        if let (true, Some(pos)) = (wait, position) {
             self.store.wait_durable(pos)?;
         }
         self.changed.notify_waiters();
         Ok(n)
+    }
+
+    /// Acknowledges leased records; returns once the acks are durable.
+    fn ack(&self, ids: &[String], lenient: bool) -> Result<usize> {
+        self.on_leases(ids, lenient, true, |b, _, p, o, _| {
+            b.push(Event::Ack { p, o })
+        })
     }
 
     /// Gives leased records back, for redelivery after `delay_ms` (or the retry policy),
@@ -896,77 +909,39 @@ impl Subscription {
         dead_letter: bool,
     ) -> Result<usize> {
         let cfg = self.config();
-        let mut guard = lock(&self.inner);
-        let inner = &mut *guard;
-        let now = now_ms();
-        let (mut events, mut delays) = (Vec::new(), Vec::new());
-        self.settle(inner, &mut events, &mut delays, now);
-        let checked = self.check_leases(&inner.state, ids, false);
-        let mut b = Batch {
-            state: &mut inner.state,
-            events,
-            delays,
-        };
-        let n = match &checked {
-            Ok(leases) => {
-                for &(p, o) in leases {
-                    b.state.set_last_error(p, o, error.clone());
-                    if dead_letter {
-                        if let Some(x) = b.state.pending(p, o) {
-                            let (a, k) = (x.attempt, x.key);
-                            b.state.set(p, o, a, k, PState::Dead);
-                        }
-                    } else {
-                        Self::give_back(&cfg, &mut b, &mut inner.rng, p, o, delay_ms, now);
-                    }
+        self.on_leases(ids, false, true, |b, rng, p, o, now| {
+            b.state.set_last_error(p, o, error.clone());
+            if dead_letter {
+                if let Some(x) = b.state.pending(p, o) {
+                    let (a, k) = (x.attempt, x.key);
+                    b.state.set(p, o, a, k, PState::Dead);
                 }
-                leases.len()
+            } else {
+                Self::give_back(&cfg, b, rng, p, o, delay_ms, now);
             }
-            Err(_) => 0,
-        };
-        let (events, delays) = (std::mem::take(&mut b.events), std::mem::take(&mut b.delays));
-        let position = self.persist(&mut guard, &events, &delays)?;
-        drop(guard);
-        checked?;
-        if let Some(pos) = position {
-            self.store.wait_durable(pos)?;
-        }
-        self.changed.notify_waiters();
-        Ok(n)
+        })
     }
 
     /// Extends leases to `now + timeout_ms`; returns the new expiry.
     fn extend(&self, ids: &[String], timeout_ms: u64) -> Result<u64> {
-        let mut guard = lock(&self.inner);
-        let inner = &mut *guard;
-        let now = now_ms();
-        let (mut events, mut delays) = (Vec::new(), Vec::new());
-        self.settle(inner, &mut events, &mut delays, now);
-        let checked = self.check_leases(&inner.state, ids, false);
-        let expires = now + timeout_ms;
-        if let Ok(leases) = &checked {
-            for &(p, o) in leases {
-                if let Some(x) = inner.state.pending(p, o).cloned() {
-                    if let PState::Leased {
-                        token, consumer, ..
-                    } = x.state
-                    {
-                        inner.state.lease(
-                            p,
-                            o,
-                            PState::Leased {
-                                expires,
-                                token,
-                                consumer,
-                            },
-                        );
-                    }
-                }
+        let mut expires = 0;
+        self.on_leases(ids, false, false, |b, _, p, o, now| {
+            expires = now + timeout_ms;
+            if let Some(PState::Leased {
+                token, consumer, ..
+            }) = b.state.pending(p, o).map(|x| x.state.clone())
+            {
+                b.state.lease(
+                    p,
+                    o,
+                    PState::Leased {
+                        expires,
+                        token,
+                        consumer,
+                    },
+                );
             }
-        }
-        self.persist(&mut guard, &events, &delays)?;
-        drop(guard);
-        checked?;
+        })?;
         Ok(expires)
     }
 
@@ -1991,13 +1966,6 @@ impl Broker {
         })
         .await?;
         sub.changed.notify_waiters();
-        Ok(())
-    }
-
-    /// Waits until the subscription may have something new, up to `wait` (for streams).
-    pub async fn subscription_changed(&self, name: &str, wait: Duration) -> Result<()> {
-        let sub = self.subscription(name)?;
-        let _ = tokio::time::timeout(wait, sub.changed.notified()).await;
         Ok(())
     }
 }

@@ -531,16 +531,6 @@ impl State {
         due.len()
     }
 
-    /// The next time something becomes deliverable by itself (a lease or a delay ends).
-    pub fn next_wakeup(&self) -> Option<u64> {
-        let e = self.expiries.first().map(|x| x.0);
-        let d = self.dues.first().map(|x| x.0);
-        match (e, d) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
     /// Takes the lowest ready record out of the ready set (it stays pending).
     pub fn pop_ready(&mut self) -> Option<(u32, u64)> {
         self.ready.pop_first()

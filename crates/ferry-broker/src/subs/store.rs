@@ -37,6 +37,32 @@ pub struct Snapshot {
     pub partitions: Vec<SavedPart>,
 }
 
+/// Largest offset a snapshot may name (Kafka offsets are i64).
+const SNAPSHOT_OFFSET_MAX: u64 = i64::MAX as u64;
+
+impl Snapshot {
+    /// Refuses values no running Ferry writes, so that a damaged file cannot make the
+    /// state's arithmetic overflow or its partition table huge.
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.partitions.len() > crate::config::PARTITIONS_MAX as usize {
+            return Err(format!("{} partitions", self.partitions.len()));
+        }
+        for (p, part) in self.partitions.iter().enumerate() {
+            let offsets = [part.floor, part.head]
+                .into_iter()
+                .chain(part.acked.iter().flat_map(|&(lo, hi)| [lo, hi]))
+                .chain(part.pending.iter().map(|x| x.offset));
+            if let Some(o) = offsets.into_iter().find(|o| *o > SNAPSHOT_OFFSET_MAX) {
+                return Err(format!("partition {p} names offset {o}"));
+            }
+            if let Some((lo, hi)) = part.acked.iter().find(|(lo, hi)| hi < lo) {
+                return Err(format!("partition {p} has an acked range {lo}..{hi}"));
+            }
+        }
+        Ok(())
+    }
+}
+
 pub trait SubscriptionStore: Send + Sync {
     /// The last checkpoint and the events journaled after it, in order.
     fn load(&self) -> Result<(Option<Snapshot>, Vec<Event>)>;
@@ -128,9 +154,18 @@ impl SubscriptionStore for JournalStore {
     fn load(&self) -> Result<(Option<Snapshot>, Vec<Event>)> {
         let path = self.snapshot_path();
         let snapshot = match std::fs::read(&path) {
-            Ok(bytes) => Some(serde_json::from_slice::<Snapshot>(&bytes).map_err(|e| {
-                BrokerError::Meta(format!("{} is not a valid snapshot: {e}", path.display()))
-            })?),
+            Ok(bytes) => {
+                let snap = serde_json::from_slice::<Snapshot>(&bytes)
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| s.check().map(|()| s))
+                    .map_err(|e| {
+                        BrokerError::Meta(format!(
+                            "{} is not a valid snapshot: {e}",
+                            path.display()
+                        ))
+                    })?;
+                Some(snap)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(storage(format!("reading {}", path.display()), e)),
         };
@@ -295,5 +330,39 @@ impl SubscriptionStore for JournalStore {
                 .remove(&b);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::subs::state::SavedPart;
+
+    #[test]
+    fn a_snapshot_with_impossible_values_is_refused_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JournalStore::open(dir.path()).unwrap();
+        let mut snap = Snapshot {
+            version: 1,
+            partitions: vec![SavedPart {
+                floor: 0,
+                head: u64::MAX,
+                ..SavedPart::default()
+            }],
+            ..Snapshot::default()
+        };
+        store.checkpoint(&snap).unwrap();
+        let err = store.load().unwrap_err().to_string();
+        assert!(err.contains("offset"), "{err}");
+        snap.partitions[0] = SavedPart {
+            head: 10,
+            acked: vec![(5, 3)],
+            ..SavedPart::default()
+        };
+        store.checkpoint(&snap).unwrap();
+        assert!(store.load().is_err());
+        snap.partitions[0].acked = vec![(3, 5)];
+        store.checkpoint(&snap).unwrap();
+        assert!(store.load().is_ok());
     }
 }

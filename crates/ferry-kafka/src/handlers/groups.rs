@@ -303,6 +303,15 @@ fn fetched(ctx: &Ctx, group: &str, wanted: &Wanted) -> Vec<(String, Vec<Committe
     by_topic
 }
 
+/// The partition numbers a client asks for; negative ones name nothing.
+fn partition_indexes(indexes: &[i32]) -> Vec<u32> {
+    indexes
+        .iter()
+        .filter(|p| **p >= 0)
+        .map(|p| *p as u32)
+        .collect()
+}
+
 pub fn offset_fetch(ctx: &Ctx, req: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
     if version >= 8 {
         let mut seen = std::collections::HashSet::new();
@@ -316,11 +325,7 @@ pub fn offset_fetch(ctx: &Ctx, req: OffsetFetchRequest, version: i16) -> OffsetF
                         .map(|t| {
                             (
                                 t.name.0.to_string(),
-                                t.partition_indexes
-                                    .iter()
-                                    .filter(|p| **p >= 0)
-                                    .map(|p| *p as u32)
-                                    .collect(),
+                                partition_indexes(&t.partition_indexes),
                             )
                         })
                         .collect()
@@ -355,11 +360,7 @@ pub fn offset_fetch(ctx: &Ctx, req: OffsetFetchRequest, version: i16) -> OffsetF
             .map(|t| {
                 (
                     t.name.0.to_string(),
-                    t.partition_indexes
-                        .iter()
-                        .filter(|p| **p >= 0)
-                        .map(|p| *p as u32)
-                        .collect(),
+                    partition_indexes(&t.partition_indexes),
                 )
             })
             .collect()
