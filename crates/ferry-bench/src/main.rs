@@ -5,6 +5,7 @@
 mod disk;
 mod http;
 mod log_append;
+mod peers;
 mod push;
 mod queue;
 mod server;
@@ -88,6 +89,36 @@ enum Command {
         /// Seconds of each wrk run (0 skips wrk)
         #[arg(long, default_value_t = 5)]
         wrk_seconds: u64,
+    },
+    /// Ferry against NATS JetStream, RabbitMQ and Redis Streams, every workload on every
+    /// system in one run (bench/run-peers.sh installs the peers and runs this).
+    Peers {
+        /// Systems to run, comma-separated: ferry-http, ferry-kafka, nats,
+        /// rabbitmq-quorum, rabbitmq-classic, redis-always, redis-everysec
+        #[arg(long, value_delimiter = ',', default_value = "ferry-http,ferry-kafka,nats,rabbitmq-quorum,rabbitmq-classic,redis-always,redis-everysec")]
+        systems: Vec<String>,
+        /// Seconds of each durable produce run
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Seconds of the end-to-end latency run
+        #[arg(long, default_value_t = 10)]
+        latency_seconds: u64,
+        /// Records preloaded for each consume run
+        #[arg(long, default_value_t = 200_000)]
+        consume_records: u64,
+        /// Records of the backlog run (0 skips it)
+        #[arg(long, default_value_t = 10_000_000)]
+        backlog_records: u64,
+        /// Write the Markdown report to this file too
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Write the chart (SVG) to this file
+        #[arg(long)]
+        chart: Option<PathBuf>,
+        /// Replace the section between `<!-- peers:begin -->` and `<!-- peers:end -->`
+        /// of this Markdown file with the report
+        #[arg(long)]
+        doc: Option<PathBuf>,
     },
     /// Server memory with records scheduled an hour ahead (100-byte records).
     Delayed {
@@ -235,6 +266,55 @@ fn main() -> anyhow::Result<()> {
                 .then(|| rt.block_on(push::open_breaker(&ctx, open_records)))
                 .transpose()?;
             println!("{}", push::report(&r, o.as_ref()));
+        }
+        Command::Peers {
+            systems,
+            seconds,
+            latency_seconds,
+            consume_records,
+            backlog_records,
+            out,
+            chart,
+            doc,
+        } => {
+            let systems = systems
+                .iter()
+                .map(|s| {
+                    peers::System::parse(s).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "unknown system {s:?}; choose from {}",
+                            peers::systems::ALL.map(|x| x.id()).join(", ")
+                        )
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let options = peers::Options {
+                systems,
+                seconds,
+                latency_seconds,
+                consume_records,
+                backlog_records,
+                producers: vec![1, 16],
+                consumers: vec![1, 4],
+            };
+            let rep = peers::run(&ctx, &rt, options)?;
+            let mut md = peers::markdown(&rep);
+            if let Some(chart) = &chart {
+                std::fs::write(chart, peers::svg(&rep)?)?;
+                if let Some(name) = chart.file_name() {
+                    md.push_str(&format!(
+                        "![Ferry and its peers](bench/{})\n",
+                        name.to_string_lossy()
+                    ));
+                }
+            }
+            println!("{md}");
+            if let Some(out) = &out {
+                std::fs::write(out, &md)?;
+            }
+            if let Some(doc) = &doc {
+                peers::update_doc(doc, &md)?;
+            }
         }
         Command::Delayed { records } => {
             let d = rt.block_on(queue::delayed(&ctx, records))?;

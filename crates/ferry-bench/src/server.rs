@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 pub struct Server {
     pub child: Child,
     pub url: String,
+    /// The Kafka listener's address (host:port).
+    pub kafka_addr: String,
     /// Wall time from spawn to the first answer of /readyz.
     pub ready_ms: f64,
 }
@@ -54,17 +56,13 @@ impl Server {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Ok(v) = serde_json::from_str::<Value>(&line) {
                     if v["fields"]["message"] == "Ferry is ready." {
-                        let _ = tx.send(
-                            v["fields"]["http_addr"]
-                                .as_str()
-                                .unwrap_or_default()
-                                .to_string(),
-                        );
+                        let field = |k: &str| v["fields"][k].as_str().unwrap_or_default().to_string();
+                        let _ = tx.send((field("http_addr"), field("kafka_addr")));
                     }
                 }
             }
         });
-        let addr = rx
+        let (addr, kafka_addr) = rx
             .recv_timeout(Duration::from_secs(120))
             .map_err(|_| anyhow::anyhow!("ferry did not start"))?;
         let url = format!("http://{addr}");
@@ -83,6 +81,7 @@ impl Server {
         Ok(Server {
             child,
             url,
+            kafka_addr,
             ready_ms: started.elapsed().as_secs_f64() * 1000.0,
         })
     }

@@ -1,0 +1,536 @@
+//! `ferry-bench peers`: the same workloads against Ferry (over HTTP and over the Kafka
+//! protocol) and against the brokers its users would pick instead (NATS JetStream,
+//! RabbitMQ, Redis Streams), one after the other in one run on one machine, with the
+//! disk's own limits measured in the same run.
+//!
+//! Workloads, each on a fresh topic, stream or queue:
+//! - durable produce: 1 and 16 producers publish batches of 100 records of 1 KiB and
+//!   wait for the system's acknowledgement of the whole batch before the next;
+//! - end-to-end latency: one producer publishes at half the rate that one producer
+//!   reached, one consumer receives; the time from when a record was due to be
+//!   published to when the consumer has it, in an HdrHistogram;
+//! - consume: a preloaded backlog is received and acknowledged by 1 and 4 consumers;
+//! - backlog: a fresh instance gets many records with no consumer running; the peak
+//!   resident memory of its processes, then the time 4 consumers take to drain it.
+
+pub mod adapters;
+mod chart;
+mod report;
+pub mod systems;
+
+use adapters::{Consumer, Peer, Producer};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+pub use systems::System;
+
+use crate::Ctx;
+
+/// Bytes per record.
+pub const RECORD_BYTES: usize = 1024;
+/// Records per publish.
+const BATCH: usize = 100;
+/// Producers that preload backlogs.
+const PRELOAD_PRODUCERS: usize = 16;
+/// Longest a consume or drain may go without receiving anything.
+const STALL: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub systems: Vec<System>,
+    /// Seconds of each produce run.
+    pub seconds: u64,
+    /// Seconds of the latency run.
+    pub latency_seconds: u64,
+    /// Records preloaded for each consume run.
+    pub consume_records: u64,
+    /// Records for the backlog run (0 skips it).
+    pub backlog_records: u64,
+    pub producers: Vec<usize>,
+    pub consumers: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Latency {
+    pub rate: f64,
+    pub sent: u64,
+    pub received: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Backlog {
+    pub publish_per_s: f64,
+    pub rss_idle_mib: f64,
+    pub peak_rss_mib: f64,
+    pub drain_secs: f64,
+}
+
+type Outcome<T> = Result<T, String>;
+
+#[derive(Debug, Clone)]
+pub struct SystemResult {
+    pub system: System,
+    pub version: String,
+    /// Why the system was not run, if it was not.
+    pub skipped: Option<String>,
+    /// (producers, records per second)
+    pub produce: Vec<(usize, Outcome<f64>)>,
+    pub latency: Option<Outcome<Latency>>,
+    /// (consumers, records per second)
+    pub consume: Vec<(usize, Outcome<f64>)>,
+    pub backlog: Option<Outcome<Backlog>>,
+}
+
+pub struct PeersReport {
+    pub disk: crate::disk::DiskResult,
+    pub options: Options,
+    pub results: Vec<SystemResult>,
+    pub date: String,
+}
+
+/// A record: the time it was due, in nanoseconds as 20 ASCII digits (0 for records
+/// whose time does not matter), then filler up to [`RECORD_BYTES`].
+pub fn payload(due_ns: u64) -> Bytes {
+    let mut v = format!("{due_ns:020}").into_bytes();
+    v.resize(RECORD_BYTES, b'x');
+    Bytes::from(v)
+}
+
+/// The due time a payload carries.
+pub fn stamp(b: &[u8]) -> Option<u64> {
+    std::str::from_utf8(b.get(..20)?).ok()?.parse().ok()
+}
+
+fn steps(o: &Options) -> u64 {
+    let per = o.producers.len() + 1 + o.consumers.len() + usize::from(o.backlog_records > 0);
+    (o.systems.len() * per) as u64
+}
+
+/// Runs every workload against every system; a failed workload is reported as failed
+/// and the run goes on.
+pub fn run(ctx: &Ctx, rt: &tokio::runtime::Runtime, o: Options) -> anyhow::Result<PeersReport> {
+    let pb = ProgressBar::new(steps(&o));
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} workloads · {msg}",
+        )?
+        .progress_chars("=> "),
+    );
+    pb.enable_steady_tick(Duration::from_millis(500));
+    pb.set_message("disk");
+    let disk = crate::disk::run(ctx, 5)?;
+    pb.println(format!(
+        "disk: {:.0} MB/s sequential, {:.0} fdatasync/s",
+        disk.seq_mb_s, disk.fsyncs_per_s
+    ));
+    let mut results = Vec::new();
+    for &system in &o.systems {
+        let r = rt.block_on(bench_system(ctx, system, &o, &pb));
+        pb.println(report::one_line(&r));
+        results.push(r);
+    }
+    pb.finish_with_message("done");
+    Ok(PeersReport {
+        disk,
+        options: o,
+        results,
+        date: report::today(),
+    })
+}
+
+async fn bench_system(ctx: &Ctx, system: System, o: &Options, pb: &ProgressBar) -> SystemResult {
+    use adapters::*;
+    let mut r = SystemResult {
+        system,
+        version: systems::version(system, ctx),
+        skipped: system.missing(),
+        produce: Vec::new(),
+        latency: None,
+        consume: Vec::new(),
+        backlog: None,
+    };
+    if r.skipped.is_some() {
+        pb.inc(steps(&Options {
+            systems: vec![system],
+            ..o.clone()
+        }));
+        return r;
+    }
+    let outcome = match system {
+        System::FerryHttp => {
+            run_with(ctx, system, o, pb, &mut r, |x| FerryHttp::new(x.url.clone())).await
+        }
+        System::FerryKafka => {
+            run_with(ctx, system, o, pb, &mut r, |x| {
+                Ok(Kafka {
+                    bootstrap: x.kafka_addr.clone(),
+                    admin: FerryHttp::new(x.url.clone())?,
+                })
+            })
+            .await
+        }
+        System::Nats => {
+            run_with(ctx, system, o, pb, &mut r, |x| Ok(Nats { url: x.url.clone() })).await
+        }
+        System::RabbitQuorum | System::RabbitClassic => {
+            run_with(ctx, system, o, pb, &mut r, |x| {
+                Ok(Rabbit {
+                    url: x.url.clone(),
+                    quorum: system == System::RabbitQuorum,
+                })
+            })
+            .await
+        }
+        System::RedisAlways | System::RedisEverysec => {
+            run_with(ctx, system, o, pb, &mut r, |x| Ok(Redis { url: x.url.clone() })).await
+        }
+    };
+    if let Err(e) = outcome {
+        r.skipped = Some(format!("{e:#}"));
+    }
+    r
+}
+
+async fn run_with<P: Peer>(
+    ctx: &Ctx,
+    system: System,
+    o: &Options,
+    pb: &ProgressBar,
+    r: &mut SystemResult,
+    make: impl Fn(&systems::Running) -> anyhow::Result<P>,
+) -> anyhow::Result<()> {
+    let id = system.id();
+    let dir = ctx.dir.join(id);
+    pb.set_message(format!("{id}: starting"));
+    let running = systems::start(ctx, system, &dir).await?;
+    let peer = Arc::new(make(&running)?);
+    let err = |e: anyhow::Error| format!("{e:#}");
+    for &n in &o.producers {
+        pb.set_message(format!("{id}: produce, {n} producers"));
+        let name = format!("produce{n}");
+        let res = produce(&peer, &name, n, Duration::from_secs(o.seconds)).await;
+        let _ = peer.delete(&name).await;
+        r.produce.push((n, res.map_err(err)));
+        pb.inc(1);
+    }
+    let one = r
+        .produce
+        .iter()
+        .find_map(|(n, x)| (*n == 1).then_some(x.clone()))
+        .and_then(Result::ok);
+    pb.set_message(format!("{id}: end-to-end latency"));
+    r.latency = Some(match one {
+        Some(max) => {
+            let res = latency(
+                &peer,
+                "latency",
+                (max / 2.0).max(1.0),
+                Duration::from_secs(o.latency_seconds),
+            )
+            .await;
+            let _ = peer.delete("latency").await;
+            res.map_err(err)
+        }
+        None => Err("no rate for one producer to take half of".into()),
+    });
+    pb.inc(1);
+    for &n in &o.consumers {
+        pb.set_message(format!("{id}: consume, {n} consumers"));
+        let name = format!("consume{n}");
+        let res = consume(&peer, &name, n, o.consume_records).await;
+        let _ = peer.delete(&name).await;
+        r.consume.push((n, res.map_err(err)));
+        pb.inc(1);
+    }
+    drop(peer);
+    drop(running);
+    if o.backlog_records > 0 {
+        pb.set_message(format!("{id}: backlog, starting afresh"));
+        let res = async {
+            let running = systems::start(ctx, system, &dir).await?;
+            let peer = Arc::new(make(&running)?);
+            backlog(&peer, &running, o.backlog_records, pb, id).await
+        }
+        .await;
+        r.backlog = Some(res.map_err(err));
+        pb.inc(1);
+    }
+    Ok(())
+}
+
+/// `producers` producers publish batches for `duration`; records acknowledged per second.
+async fn produce<P: Peer>(
+    peer: &Arc<P>,
+    name: &str,
+    producers: usize,
+    duration: Duration,
+) -> anyhow::Result<f64> {
+    peer.create(name).await?;
+    let mut ps = Vec::new();
+    for _ in 0..producers {
+        ps.push(peer.producer(name).await?);
+    }
+    let batch: Arc<Vec<Bytes>> = Arc::new((0..BATCH).map(|_| payload(0)).collect());
+    let started = Instant::now();
+    let tasks: Vec<_> = ps
+        .into_iter()
+        .map(|mut p| {
+            let batch = Arc::clone(&batch);
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while started.elapsed() < duration {
+                    p.publish(&batch).await?;
+                    n += batch.len() as u64;
+                }
+                Ok::<_, anyhow::Error>(n)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Publishes `records` records with [`PRELOAD_PRODUCERS`] producers; `done` counts them.
+async fn preload<P: Peer>(
+    peer: &Arc<P>,
+    name: &str,
+    records: u64,
+    done: Arc<AtomicU64>,
+) -> anyhow::Result<()> {
+    let batches = Arc::new(AtomicU64::new(records.div_ceil(BATCH as u64)));
+    let batch: Arc<Vec<Bytes>> = Arc::new((0..BATCH).map(|_| payload(0)).collect());
+    let mut tasks = Vec::new();
+    for _ in 0..PRELOAD_PRODUCERS {
+        let mut p = peer.producer(name).await?;
+        let (batches, batch, done) = (Arc::clone(&batches), Arc::clone(&batch), Arc::clone(&done));
+        tasks.push(tokio::spawn(async move {
+            while batches
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |x| x.checked_sub(1))
+                .is_ok()
+            {
+                p.publish(&batch).await?;
+                done.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+/// `consumers` consumers receive and acknowledge until `records` have arrived; returns
+/// (records per second, seconds), timed from when the consumers were made (a Kafka
+/// consumer group's join is part of it) to the last record.
+async fn drain<P: Peer>(
+    peer: &Arc<P>,
+    name: &str,
+    consumers: usize,
+    records: u64,
+) -> anyhow::Result<(f64, f64)> {
+    let received = Arc::new(AtomicU64::new(0));
+    let last: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
+    let mut cs = Vec::new();
+    for i in 0..consumers {
+        cs.push(peer.consumer(name, i).await?);
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for mut c in cs {
+        let (received, last) = (Arc::clone(&received), Arc::clone(&last));
+        tasks.push(tokio::spawn(async move {
+            let mut progress = Instant::now();
+            while received.load(Ordering::Acquire) < records {
+                let got = c.receive(BATCH).await?;
+                if got.is_empty() {
+                    anyhow::ensure!(
+                        progress.elapsed() < STALL,
+                        "nothing received for {} s, {} of {records} records in",
+                        STALL.as_secs(),
+                        received.load(Ordering::Acquire)
+                    );
+                    continue;
+                }
+                progress = Instant::now();
+                c.ack().await?;
+                let total = received.fetch_add(got.len() as u64, Ordering::AcqRel) + got.len() as u64;
+                if total >= records {
+                    last.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.get_or_insert_with(Instant::now);
+                }
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let end = last
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .unwrap_or_else(Instant::now);
+    let secs = end.duration_since(start).as_secs_f64().max(1e-6);
+    Ok((records as f64 / secs, secs))
+}
+
+async fn consume<P: Peer>(
+    peer: &Arc<P>,
+    name: &str,
+    consumers: usize,
+    records: u64,
+) -> anyhow::Result<f64> {
+    peer.create(name).await?;
+    preload(peer, name, records, Arc::default()).await?;
+    Ok(drain(peer, name, consumers, records).await?.0)
+}
+
+/// One producer publishes at `rate` records/s for `duration`; one consumer receives.
+async fn latency<P: Peer>(
+    peer: &Arc<P>,
+    name: &str,
+    rate: f64,
+    duration: Duration,
+) -> anyhow::Result<Latency> {
+    peer.create(name).await?;
+    let mut p = peer.producer(name).await?;
+    let mut c = peer.consumer(name, 0).await?;
+    let epoch = Instant::now();
+    let ready = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let consumer = {
+        let (ready, sent, stop) = (Arc::clone(&ready), Arc::clone(&sent), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut h = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+            let mut received = 0u64;
+            let mut stopped_at: Option<Instant> = None;
+            loop {
+                let got = c.receive(500).await?;
+                let now = epoch.elapsed().as_nanos() as u64;
+                for r in &got {
+                    match stamp(r) {
+                        Some(0) | None => ready.store(true, Ordering::Release),
+                        Some(due) => {
+                            received += 1;
+                            h.saturating_record(now.saturating_sub(due).max(1000) / 1000);
+                        }
+                    }
+                }
+                c.ack().await?;
+                if stop.load(Ordering::Acquire) {
+                    let at = *stopped_at.get_or_insert_with(Instant::now);
+                    if received >= sent.load(Ordering::Acquire)
+                        || at.elapsed() > Duration::from_secs(10)
+                    {
+                        return Ok::<_, anyhow::Error>((h, received));
+                    }
+                }
+            }
+        })
+    };
+    // Warm up: until the consumer has its first record (a Kafka group must join first).
+    let warm = Instant::now();
+    while !ready.load(Ordering::Acquire) {
+        anyhow::ensure!(
+            warm.elapsed() < Duration::from_secs(60),
+            "the consumer received nothing in 60 s"
+        );
+        p.publish(&[payload(0)]).await?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let start = epoch.elapsed();
+    let mut n = 0u64;
+    loop {
+        let elapsed = epoch.elapsed() - start;
+        if elapsed >= duration {
+            break;
+        }
+        let due = (elapsed.as_secs_f64() * rate) as u64;
+        if due <= n {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+            continue;
+        }
+        let k = (due - n).min(1000);
+        let batch: Vec<Bytes> = (n..n + k)
+            .map(|i| payload((start + Duration::from_secs_f64(i as f64 / rate)).as_nanos() as u64))
+            .collect();
+        p.publish(&batch).await?;
+        n += k;
+        sent.store(n, Ordering::Release);
+    }
+    stop.store(true, Ordering::Release);
+    let (h, received) = consumer.await??;
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    Ok(Latency {
+        rate,
+        sent: n,
+        received,
+        p50_ms: ms(0.5),
+        p99_ms: ms(0.99),
+        p999_ms: ms(0.999),
+    })
+}
+
+/// Fills a fresh instance with `records` records no one consumes, sampling its memory,
+/// then drains it with 4 consumers.
+async fn backlog<P: Peer>(
+    peer: &Arc<P>,
+    running: &systems::Running,
+    records: u64,
+    pb: &ProgressBar,
+    id: &str,
+) -> anyhow::Result<Backlog> {
+    let name = "backlog";
+    peer.create(name).await?;
+    let rss_idle_mib = running.rss_mib();
+    let mut peak = rss_idle_mib;
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    {
+        let load = preload(peer, name, records, Arc::clone(&done));
+        tokio::pin!(load);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                res = &mut load => { res?; break; }
+                _ = tick.tick() => {
+                    peak = peak.max(running.rss_mib());
+                    pb.set_message(format!(
+                        "{id}: backlog, {} of {records} published, peak RSS {peak:.0} MiB",
+                        done.load(Ordering::Relaxed)
+                    ));
+                }
+            }
+        }
+    }
+    let publish_per_s = records as f64 / started.elapsed().as_secs_f64();
+    peak = peak.max(running.rss_mib());
+    pb.set_message(format!("{id}: backlog, draining"));
+    let drained = drain(peer, name, 4, records);
+    tokio::pin!(drained);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let drain_secs = loop {
+        tokio::select! {
+            res = &mut drained => break res?.1,
+            _ = tick.tick() => peak = peak.max(running.rss_mib()),
+        }
+    };
+    Ok(Backlog {
+        publish_per_s,
+        rss_idle_mib,
+        peak_rss_mib: peak,
+        drain_secs,
+    })
+}
+
+pub use report::{markdown, update_doc};
+pub use chart::svg;
