@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test Ferry has: unit, property and integration tests through the real
 # binary, the kill -9 crash cycles (20), the replay of the fuzz corpora, and Kafka
-# clients (kcat, confluent-kafka, kafka-python) against the real binary.
+# clients (kcat, confluent-kafka, kafka-python) against the real binary, and a short
+# run of the benchmark tool against Ferry and its peers.
 # Installs what the tests need on a fresh Debian machine first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,5 +28,9 @@ cargo test --workspace --locked -- --test-threads 2
 # Kafka clients Ferry did not write, and webhook signatures checked by the
 # standardwebhooks package, against the real binary.
 FERRY_BIN="$PWD/target/debug/ferry" python3 -m pytest -q -p no:cacheprovider tests/kafka tests/push
-# The benchmark tool must keep working: a tiny run of every workload.
+# The benchmark tool must keep working: a tiny run of every workload, and a tiny peer
+# comparison (Ferry over HTTP and Kafka, NATS, RabbitMQ, Redis) that must not fail.
 cargo run --locked -p ferry-bench -- smoke --ferry-bin target/debug/ferry
+bench/install-peers.sh
+cargo run --locked -p ferry-bench -- peers --ferry-bin target/debug/ferry --strict \
+    --seconds 1 --latency-seconds 1 --consume-records 2000 --backlog-records 5000

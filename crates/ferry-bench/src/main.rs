@@ -119,6 +119,9 @@ enum Command {
         /// of this Markdown file with the report
         #[arg(long)]
         doc: Option<PathBuf>,
+        /// Exit with an error if any system could not run or any workload failed
+        #[arg(long)]
+        strict: bool,
     },
     /// Server memory with records scheduled an hour ahead (100-byte records).
     Delayed {
@@ -276,6 +279,7 @@ fn main() -> anyhow::Result<()> {
             out,
             chart,
             doc,
+            strict,
         } => {
             let systems = systems
                 .iter()
@@ -314,6 +318,10 @@ fn main() -> anyhow::Result<()> {
             }
             if let Some(doc) = &doc {
                 peers::update_doc(doc, &md)?;
+            }
+            let failed = peers::failures(&rep);
+            if strict && !failed.is_empty() {
+                anyhow::bail!("{} failed:\n{}", failed.len(), failed.join("\n"));
             }
         }
         Command::Delayed { records } => {

@@ -532,5 +532,33 @@ async fn backlog<P: Peer>(
     })
 }
 
+/// Every system that could not run and every workload that failed, one line each.
+pub fn failures(rep: &PeersReport) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in &rep.results {
+        let id = r.system.id();
+        if let Some(why) = &r.skipped {
+            out.push(format!("{id}: {why}"));
+        }
+        for (n, x) in &r.produce {
+            if let Err(e) = x {
+                out.push(format!("{id}: produce with {n}: {e}"));
+            }
+        }
+        if let Some(Err(e)) = &r.latency {
+            out.push(format!("{id}: latency: {e}"));
+        }
+        for (n, x) in &r.consume {
+            if let Err(e) = x {
+                out.push(format!("{id}: consume with {n}: {e}"));
+            }
+        }
+        if let Some(Err(e)) = &r.backlog {
+            out.push(format!("{id}: backlog: {e}"));
+        }
+    }
+    out
+}
+
 pub use report::{markdown, update_doc};
 pub use chart::svg;
