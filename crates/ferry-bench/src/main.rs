@@ -95,7 +95,11 @@ enum Command {
     Peers {
         /// Systems to run, comma-separated: ferry-http, ferry-kafka, nats,
         /// rabbitmq-quorum, rabbitmq-classic, redis-always, redis-everysec
-        #[arg(long, value_delimiter = ',', default_value = "ferry-http,ferry-kafka,nats,rabbitmq-quorum,rabbitmq-classic,redis-always,redis-everysec")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "ferry-http,ferry-kafka,nats,rabbitmq-quorum,rabbitmq-classic,redis-always,redis-everysec"
+        )]
         systems: Vec<String>,
         /// Seconds of each durable produce run
         #[arg(long, default_value_t = 5)]

@@ -56,7 +56,8 @@ impl Server {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Ok(v) = serde_json::from_str::<Value>(&line) {
                     if v["fields"]["message"] == "Ferry is ready." {
-                        let field = |k: &str| v["fields"][k].as_str().unwrap_or_default().to_string();
+                        let field =
+                            |k: &str| v["fields"][k].as_str().unwrap_or_default().to_string();
                         let _ = tx.send((field("http_addr"), field("kafka_addr")));
                     }
                 }

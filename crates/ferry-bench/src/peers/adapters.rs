@@ -25,8 +25,7 @@ pub trait Producer: Send + 'static {
 /// 100 ms for the first, then taking what is already there); `ack` acknowledges
 /// everything received since the previous `ack`.
 pub trait Consumer: Send + 'static {
-    fn receive(&mut self, max: usize)
-        -> impl Future<Output = anyhow::Result<Vec<Bytes>>> + Send;
+    fn receive(&mut self, max: usize) -> impl Future<Output = anyhow::Result<Vec<Bytes>>> + Send;
     fn ack(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
@@ -111,7 +110,10 @@ async fn ferry_topic(http: &reqwest::Client, url: &str, name: &str) -> anyhow::R
 }
 
 async fn ferry_delete(http: &reqwest::Client, url: &str, name: &str) -> anyhow::Result<()> {
-    let r = http.delete(format!("{url}/v1/topics/{name}")).send().await?;
+    let r = http
+        .delete(format!("{url}/v1/topics/{name}"))
+        .send()
+        .await?;
     anyhow::ensure!(r.status().is_success(), "delete {name}: {}", r.status());
     Ok(())
 }
@@ -621,7 +623,10 @@ impl Peer for Redis {
 
     async fn delete(&self, name: &str) -> anyhow::Result<()> {
         let mut c = self.conn().await?;
-        redis::cmd("DEL").arg(name).query_async::<()>(&mut c).await?;
+        redis::cmd("DEL")
+            .arg(name)
+            .query_async::<()>(&mut c)
+            .await?;
         Ok(())
     }
 

@@ -28,16 +28,22 @@ fn panels(rep: &PeersReport) -> Vec<(String, Pick)> {
             ok(&r.consume, 4).map(|x| x / 1000.0)
         }),
         ("end-to-end latency p99 (ms, lower is better)".into(), |r| {
-            r.latency.as_ref().and_then(|l| l.as_ref().ok()).map(|l| l.p99_ms)
+            r.latency
+                .as_ref()
+                .and_then(|l| l.as_ref().ok())
+                .map(|l| l.p99_ms)
         }),
     ];
     if rep.options.backlog_records > 0 {
-        p.push(("backlog: peak RSS (MiB, lower is better)".into(), |r| {
-            r.backlog
-                .as_ref()
-                .and_then(|b| b.as_ref().ok())
-                .map(|b| b.peak_rss_mib)
-        }));
+        p.push((
+            "backlog: peak memory (MiB, PSS, lower is better)".into(),
+            |r| {
+                r.backlog
+                    .as_ref()
+                    .and_then(|b| b.as_ref().ok())
+                    .map(|b| b.peak_mib)
+            },
+        ));
     }
     p
 }

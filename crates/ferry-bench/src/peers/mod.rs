@@ -66,8 +66,8 @@ pub struct Latency {
 #[derive(Debug, Clone)]
 pub struct Backlog {
     pub publish_per_s: f64,
-    pub rss_idle_mib: f64,
-    pub peak_rss_mib: f64,
+    pub idle_mib: f64,
+    pub peak_mib: f64,
     pub drain_secs: f64,
 }
 
@@ -117,22 +117,24 @@ fn steps(o: &Options) -> u64 {
 pub fn run(ctx: &Ctx, rt: &tokio::runtime::Runtime, o: Options) -> anyhow::Result<PeersReport> {
     let pb = ProgressBar::new(steps(&o));
     pb.set_style(
-        ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:30}] {pos}/{len} workloads · {msg}",
-        )?
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} workloads · {msg}")?
+            .progress_chars("=> "),
     );
     pb.enable_steady_tick(Duration::from_millis(500));
+    let date = report::today();
     pb.set_message("disk");
     let disk = crate::disk::run(ctx, 5)?;
-    pb.println(format!(
-        "disk: {:.0} MB/s sequential, {:.0} fdatasync/s",
-        disk.seq_mb_s, disk.fsyncs_per_s
-    ));
+    say(
+        &pb,
+        format!(
+            "disk: {:.0} MB/s sequential, {:.0} fdatasync/s",
+            disk.seq_mb_s, disk.fsyncs_per_s
+        ),
+    );
     let mut results = Vec::new();
     for &system in &o.systems {
         let r = rt.block_on(bench_system(ctx, system, &o, &pb));
-        pb.println(report::one_line(&r));
+        say(&pb, report::one_line(&r));
         results.push(r);
     }
     pb.finish_with_message("done");
@@ -140,8 +142,34 @@ pub fn run(ctx: &Ctx, rt: &tokio::runtime::Runtime, o: Options) -> anyhow::Resul
         disk,
         options: o,
         results,
-        date: report::today(),
+        date,
     })
+}
+
+/// A line above the progress bar, or on its own when standard error is not a terminal
+/// (the bar is then hidden).
+fn say(pb: &ProgressBar, line: String) {
+    if pb.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        pb.println(line);
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// The bar's message; also a line of its own when the bar is hidden.
+fn status(pb: &ProgressBar, msg: String) {
+    if pb.is_hidden() {
+        eprintln!("[{}/{}] {msg}", pb.position() + 1, pb.length().unwrap_or(0));
+    }
+    pb.set_message(msg);
 }
 
 async fn bench_system(ctx: &Ctx, system: System, o: &Options, pb: &ProgressBar) -> SystemResult {
@@ -164,7 +192,10 @@ async fn bench_system(ctx: &Ctx, system: System, o: &Options, pb: &ProgressBar) 
     }
     let outcome = match system {
         System::FerryHttp => {
-            run_with(ctx, system, o, pb, &mut r, |x| FerryHttp::new(x.url.clone())).await
+            run_with(ctx, system, o, pb, &mut r, |x| {
+                FerryHttp::new(x.url.clone())
+            })
+            .await
         }
         System::FerryKafka => {
             run_with(ctx, system, o, pb, &mut r, |x| {
@@ -176,7 +207,10 @@ async fn bench_system(ctx: &Ctx, system: System, o: &Options, pb: &ProgressBar) 
             .await
         }
         System::Nats => {
-            run_with(ctx, system, o, pb, &mut r, |x| Ok(Nats { url: x.url.clone() })).await
+            run_with(ctx, system, o, pb, &mut r, |x| {
+                Ok(Nats { url: x.url.clone() })
+            })
+            .await
         }
         System::RabbitQuorum | System::RabbitClassic => {
             run_with(ctx, system, o, pb, &mut r, |x| {
@@ -188,7 +222,10 @@ async fn bench_system(ctx: &Ctx, system: System, o: &Options, pb: &ProgressBar) 
             .await
         }
         System::RedisAlways | System::RedisEverysec => {
-            run_with(ctx, system, o, pb, &mut r, |x| Ok(Redis { url: x.url.clone() })).await
+            run_with(ctx, system, o, pb, &mut r, |x| {
+                Ok(Redis { url: x.url.clone() })
+            })
+            .await
         }
     };
     if let Err(e) = outcome {
@@ -207,12 +244,12 @@ async fn run_with<P: Peer>(
 ) -> anyhow::Result<()> {
     let id = system.id();
     let dir = ctx.dir.join(id);
-    pb.set_message(format!("{id}: starting"));
+    status(pb, format!("{id}: starting"));
     let running = systems::start(ctx, system, &dir).await?;
     let peer = Arc::new(make(&running)?);
     let err = |e: anyhow::Error| format!("{e:#}");
     for &n in &o.producers {
-        pb.set_message(format!("{id}: produce, {n} producers"));
+        status(pb, format!("{id}: produce, {n} producer{}", plural(n)));
         let name = format!("produce{n}");
         let res = produce(&peer, &name, n, Duration::from_secs(o.seconds)).await;
         let _ = peer.delete(&name).await;
@@ -224,7 +261,7 @@ async fn run_with<P: Peer>(
         .iter()
         .find_map(|(n, x)| (*n == 1).then_some(x.clone()))
         .and_then(Result::ok);
-    pb.set_message(format!("{id}: end-to-end latency"));
+    status(pb, format!("{id}: end-to-end latency"));
     r.latency = Some(match one {
         Some(max) => {
             let res = latency(
@@ -241,7 +278,7 @@ async fn run_with<P: Peer>(
     });
     pb.inc(1);
     for &n in &o.consumers {
-        pb.set_message(format!("{id}: consume, {n} consumers"));
+        status(pb, format!("{id}: consume, {n} consumer{}", plural(n)));
         let name = format!("consume{n}");
         let res = consume(&peer, &name, n, o.consume_records).await;
         let _ = peer.delete(&name).await;
@@ -251,7 +288,7 @@ async fn run_with<P: Peer>(
     drop(peer);
     drop(running);
     if o.backlog_records > 0 {
-        pb.set_message(format!("{id}: backlog, starting afresh"));
+        status(pb, format!("{id}: backlog, starting afresh"));
         let res = async {
             let running = systems::start(ctx, system, &dir).await?;
             let peer = Arc::new(make(&running)?);
@@ -363,9 +400,12 @@ async fn drain<P: Peer>(
                 }
                 progress = Instant::now();
                 c.ack().await?;
-                let total = received.fetch_add(got.len() as u64, Ordering::AcqRel) + got.len() as u64;
+                let total =
+                    received.fetch_add(got.len() as u64, Ordering::AcqRel) + got.len() as u64;
                 if total >= records {
-                    last.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.get_or_insert_with(Instant::now);
+                    last.lock()
+                        .map_err(|_| anyhow::anyhow!("poisoned"))?
+                        .get_or_insert_with(Instant::now);
                 }
             }
             Ok::<_, anyhow::Error>(())
@@ -491,8 +531,8 @@ async fn backlog<P: Peer>(
 ) -> anyhow::Result<Backlog> {
     let name = "backlog";
     peer.create(name).await?;
-    let rss_idle_mib = running.rss_mib();
-    let mut peak = rss_idle_mib;
+    let idle_mib = running.memory_mib();
+    let mut peak = idle_mib;
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     {
@@ -503,9 +543,9 @@ async fn backlog<P: Peer>(
             tokio::select! {
                 res = &mut load => { res?; break; }
                 _ = tick.tick() => {
-                    peak = peak.max(running.rss_mib());
+                    peak = peak.max(running.memory_mib());
                     pb.set_message(format!(
-                        "{id}: backlog, {} of {records} published, peak RSS {peak:.0} MiB",
+                        "{id}: backlog, {} of {records} published, peak memory {peak:.0} MiB",
                         done.load(Ordering::Relaxed)
                     ));
                 }
@@ -513,21 +553,21 @@ async fn backlog<P: Peer>(
         }
     }
     let publish_per_s = records as f64 / started.elapsed().as_secs_f64();
-    peak = peak.max(running.rss_mib());
-    pb.set_message(format!("{id}: backlog, draining"));
+    peak = peak.max(running.memory_mib());
+    status(pb, format!("{id}: backlog, draining"));
     let drained = drain(peer, name, 4, records);
     tokio::pin!(drained);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let drain_secs = loop {
         tokio::select! {
             res = &mut drained => break res?.1,
-            _ = tick.tick() => peak = peak.max(running.rss_mib()),
+            _ = tick.tick() => peak = peak.max(running.memory_mib()),
         }
     };
     Ok(Backlog {
         publish_per_s,
-        rss_idle_mib,
-        peak_rss_mib: peak,
+        idle_mib,
+        peak_mib: peak,
         drain_secs,
     })
 }
@@ -560,5 +600,42 @@ pub fn failures(rep: &PeersReport) -> Vec<String> {
     out
 }
 
-pub use report::{markdown, update_doc};
 pub use chart::svg;
+pub use report::{markdown, update_doc};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payload_is_1_kib_and_carries_its_due_time() {
+        for t in [0, 1, 123_456_789, u64::MAX] {
+            let p = payload(t);
+            assert_eq!(p.len(), RECORD_BYTES);
+            assert_eq!(stamp(&p), Some(t));
+        }
+        assert_eq!(stamp(b"short"), None);
+        assert_eq!(stamp(&[b'x'; 40]), None);
+    }
+
+    #[test]
+    fn steps_count_every_workload_of_every_system() {
+        let o = Options {
+            systems: vec![System::FerryHttp, System::Nats],
+            seconds: 1,
+            latency_seconds: 1,
+            consume_records: 1,
+            backlog_records: 1,
+            producers: vec![1, 16],
+            consumers: vec![1, 4],
+        };
+        assert_eq!(steps(&o), 2 * 6);
+        assert_eq!(
+            steps(&Options {
+                backlog_records: 0,
+                ..o
+            }),
+            2 * 5
+        );
+    }
+}

@@ -158,12 +158,12 @@ fn rows(rep: &PeersReport) -> Vec<Row> {
             higher_better: true,
         });
         out.push(Row {
-            label: format!("backlog of {n}: peak RSS (MiB; idle → peak)"),
-            compare: Some("backlog: peak RSS".into()),
+            label: format!("backlog of {n}: peak memory (MiB, PSS of its processes; idle → peak)"),
+            compare: Some("backlog: peak memory".into()),
             cells: b(|b| {
                 (
-                    format!("{:.0} → **{:.0}**", b.rss_idle_mib, b.peak_rss_mib),
-                    b.peak_rss_mib,
+                    format!("{:.0} → **{:.0}**", b.idle_mib, b.peak_mib),
+                    b.peak_mib,
                 )
             }),
             higher_better: false,
@@ -222,8 +222,12 @@ pub fn markdown(rep: &PeersReport) -> String {
     }
     s.push('\n');
     // Ferry's better front end against each peer.
-    let ferry: Vec<usize> = (0..res.len()).filter(|&i| res[i].system.is_ferry()).collect();
-    let peers: Vec<usize> = (0..res.len()).filter(|&i| !res[i].system.is_ferry()).collect();
+    let ferry: Vec<usize> = (0..res.len())
+        .filter(|&i| res[i].system.is_ferry())
+        .collect();
+    let peers: Vec<usize> = (0..res.len())
+        .filter(|&i| !res[i].system.is_ferry())
+        .collect();
     if !ferry.is_empty() && !peers.is_empty() {
         s.push_str(
             "Ferry against each peer: Ferry's better front end's figure over the peer's for \
@@ -231,7 +235,11 @@ pub fn markdown(rep: &PeersReport) -> String {
              means Ferry is ahead.\n\n| workload |",
         );
         for &i in &peers {
-            let note = if res[i].system.is_durable() { "" } else { " (not durable)" };
+            let note = if res[i].system.is_durable() {
+                ""
+            } else {
+                " (not durable)"
+            };
             s.push_str(&format!(" {}{note} |", res[i].system.id()));
         }
         s.push_str("\n|---|");
@@ -243,7 +251,11 @@ pub fn markdown(rep: &PeersReport) -> String {
                 .iter()
                 .filter_map(|&i| row.cells[i].1.map(|x| (i, x)))
                 .reduce(|a, b| {
-                    let better = if row.higher_better { b.1 > a.1 } else { b.1 < a.1 };
+                    let better = if row.higher_better {
+                        b.1 > a.1
+                    } else {
+                        b.1 < a.1
+                    };
                     if better {
                         b
                     } else {
@@ -300,8 +312,8 @@ pub fn one_line(r: &SystemResult) -> String {
     }
     match &r.backlog {
         Some(Ok(b)) => s.push_str(&format!(
-            " backlog peak RSS {:.0} MiB, drained in {:.1} s",
-            b.peak_rss_mib, b.drain_secs
+            " backlog peak memory {:.0} MiB, drained in {:.1} s",
+            b.peak_mib, b.drain_secs
         )),
         Some(Err(e)) => s.push_str(&format!(" backlog failed ({})", short(e))),
         None => {}

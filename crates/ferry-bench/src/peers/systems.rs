@@ -192,13 +192,15 @@ impl Running {
         }
     }
 
-    /// Resident memory of the system's process and all its descendants, in MiB.
-    pub fn rss_mib(&self) -> f64 {
-        tree_rss_kib(self.pid()) as f64 / 1024.0
+    /// Memory of the system's process and all its descendants, in MiB: the sum of
+    /// their proportional set sizes (PSS), so that pages a forked child shares with its
+    /// parent (Redis rewriting its AOF, say) count once, not twice as a sum of RSS would.
+    pub fn memory_mib(&self) -> f64 {
+        tree_pss_kib(self.pid()) as f64 / 1024.0
     }
 }
 
-fn tree_rss_kib(root: u32) -> u64 {
+fn tree_pss_kib(root: u32) -> u64 {
     let mut parents = Vec::new();
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for e in dir.flatten() {
@@ -222,14 +224,18 @@ fn tree_rss_kib(root: u32) -> u64 {
         tree.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
         i += 1;
     }
+    let field = |file: &str, name: &str| {
+        std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+    };
     tree.iter()
         .map(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/status"))
-                .unwrap_or_default()
-                .lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
+            field(&format!("/proc/{pid}/smaps_rollup"), "Pss:")
+                .or_else(|| field(&format!("/proc/{pid}/status"), "VmRSS:"))
                 .unwrap_or(0)
         })
         .sum()
