@@ -9,6 +9,9 @@ use std::process::{Command, Output, Stdio};
 
 fn kcat(broker: &str, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new("kcat")
+        // Cargo points the library path at the build folders of -sys crates; the bundled
+        // librdkafka of ferry-bench's rdkafka there must not stand in for Debian's.
+        .env_remove("LD_LIBRARY_PATH")
         .arg("-b")
         .arg(broker)
         .args(args)
