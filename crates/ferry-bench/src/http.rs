@@ -30,6 +30,25 @@ pub fn produce_body(n: usize) -> Vec<u8> {
     serde_json::to_vec(&json!({ "records": records })).expect("serialise")
 }
 
+/// Posts a produce request body to `url` (a topic's records route); an answer that is
+/// not a success is an error.
+pub async fn produce(
+    http: &reqwest::Client,
+    url: &str,
+    body: impl Into<reqwest::Body>,
+) -> anyhow::Result<()> {
+    let r = http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?;
+    let status = r.status();
+    let text = r.text().await?;
+    anyhow::ensure!(status.is_success(), "produce failed: {status} {text}");
+    Ok(())
+}
+
 pub async fn run(ctx: &Ctx, seconds: u64, clients: &[usize]) -> anyhow::Result<Vec<HttpResult>> {
     run_for(ctx, Duration::from_secs(seconds), clients).await
 }
@@ -56,20 +75,14 @@ pub async fn run_for(
         let started = Instant::now();
         let tasks: Vec<_> = (0..c)
             .map(|_| {
-                let (http, url, body) = (http.clone(), url.clone(), Arc::clone(&body));
+                let (http, body) = (http.clone(), Arc::clone(&body));
+                let records_url = format!("{url}/v1/topics/bench/records");
                 tokio::spawn(async move {
                     let mut h = Histogram::<u64>::new(3).expect("histogram");
                     let mut n = 0u64;
                     while started.elapsed() < duration {
                         let t = Instant::now();
-                        let r = http
-                            .post(format!("{url}/v1/topics/bench/records"))
-                            .header("content-type", "application/json")
-                            .body(body.as_ref().clone())
-                            .send()
-                            .await?;
-                        anyhow::ensure!(r.status().is_success(), "produce failed: {}", r.status());
-                        let _ = r.bytes().await?;
+                        produce(&http, &records_url, body.as_ref().clone()).await?;
                         h.record(t.elapsed().as_micros() as u64).ok();
                         n += 100;
                     }

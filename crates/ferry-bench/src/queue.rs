@@ -81,7 +81,7 @@ async fn preload_records(
         .map(|_| {
             let (http, url, body, left) = (
                 http.clone(),
-                url.to_string(),
+                format!("{url}/v1/topics/bench/records"),
                 Arc::clone(&body),
                 Arc::clone(&left),
             );
@@ -90,14 +90,7 @@ async fn preload_records(
                     .fetch_update(Ordering::AcqRel, Ordering::Acquire, |x| x.checked_sub(1))
                     .is_ok()
                 {
-                    let r = http
-                        .post(format!("{url}/v1/topics/bench/records"))
-                        .header("content-type", "application/json")
-                        .body(body.as_ref().clone())
-                        .send()
-                        .await?;
-                    anyhow::ensure!(r.status().is_success(), "produce failed: {}", r.status());
-                    let _ = r.bytes().await?;
+                    crate::http::produce(&http, &url, body.as_ref().clone()).await?;
                 }
                 Ok::<_, anyhow::Error>(())
             })

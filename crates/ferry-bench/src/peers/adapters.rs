@@ -86,21 +86,13 @@ impl FerryHttp {
     }
 
     async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        post_json(&self.http, format!("{}{path}", self.url), body).await
+        crate::queue::post(&self.http, format!("{}{path}", self.url), body).await
     }
-}
-
-async fn post_json(http: &reqwest::Client, url: String, body: Value) -> anyhow::Result<Value> {
-    let r = http.post(&url).json(&body).send().await?;
-    let status = r.status();
-    let v: Value = r.json().await.unwrap_or(Value::Null);
-    anyhow::ensure!(status.is_success(), "{url}: {status} {v}");
-    Ok(v)
 }
 
 /// Creates a topic of 4 partitions kept forever, through Ferry's HTTP API.
 async fn ferry_topic(http: &reqwest::Client, url: &str, name: &str) -> anyhow::Result<()> {
-    post_json(
+    crate::queue::post(
         http,
         format!("{url}/v1/topics"),
         json!({"name": name, "partitions": 4, "retention_ms": -1}),
@@ -176,17 +168,7 @@ impl Producer for FerryHttpProducer {
             body.push_str("\"}");
         }
         body.push_str("]}");
-        let r = self
-            .http
-            .post(&self.url)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await?;
-        let status = r.status();
-        let text = r.text().await?;
-        anyhow::ensure!(status.is_success(), "produce: {status} {text}");
-        Ok(())
+        crate::http::produce(&self.http, &self.url, body).await
     }
 }
 

@@ -1235,6 +1235,17 @@ fn error_text(mut e: String) -> Arc<str> {
     Arc::from(e)
 }
 
+/// A record's headers with its redrive routing replaced by one to subscription `name`.
+fn redrive_headers(headers: &[RecordHeader], name: &str) -> Vec<RecordHeader> {
+    let mut out: Vec<RecordHeader> = headers
+        .iter()
+        .filter(|h| h.key.as_ref() != HEADER_REDRIVE_TO.as_bytes())
+        .cloned()
+        .collect();
+    out.push(string_header(HEADER_REDRIVE_TO, name));
+    out
+}
+
 fn string_header(name: &str, value: impl ToString) -> RecordHeader {
     RecordHeader {
         key: Bytes::from(name.to_string()),
@@ -1700,13 +1711,7 @@ impl Broker {
                     latest,
                 }
             })?;
-        let mut headers: Vec<RecordHeader> = rec
-            .headers
-            .iter()
-            .filter(|h| h.key.as_ref() != HEADER_REDRIVE_TO.as_bytes())
-            .cloned()
-            .collect();
-        headers.push(string_header(HEADER_REDRIVE_TO, name));
+        let headers = redrive_headers(&rec.headers, name);
         let produced = self
             .produce(
                 &cfg.topic,
@@ -1787,13 +1792,7 @@ impl Broker {
                     let partition = header(r, HEADER_ORIGIN_PARTITION)
                         .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u32>().ok())
                         .filter(|p| *p < source_parts);
-                    let mut headers: Vec<RecordHeader> = r
-                        .headers
-                        .iter()
-                        .filter(|h| h.key.as_ref() != HEADER_REDRIVE_TO.as_bytes())
-                        .cloned()
-                        .collect();
-                    headers.push(string_header(HEADER_REDRIVE_TO, name));
+                    let headers = redrive_headers(&r.headers, name);
                     out.push(ProduceRecord {
                         key: r.key.clone(),
                         value: r.value.clone(),
