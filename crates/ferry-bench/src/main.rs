@@ -89,6 +89,9 @@ enum Command {
         /// Seconds of each wrk run (0 skips wrk)
         #[arg(long, default_value_t = 5)]
         wrk_seconds: u64,
+        /// In-flight limits to run, comma-separated
+        #[arg(long, value_delimiter = ',', default_value = "1,64")]
+        in_flight: Vec<u32>,
     },
     /// Ferry against NATS JetStream, RabbitMQ and Redis Streams, every workload on every
     /// system in one run (bench/run-peers.sh installs the peers and runs this).
@@ -267,8 +270,9 @@ fn main() -> anyhow::Result<()> {
             records,
             open_records,
             wrk_seconds,
+            in_flight,
         } => {
-            let r = rt.block_on(push::run(&ctx, records, &[1, 64], wrk_seconds))?;
+            let r = rt.block_on(push::run(&ctx, records, &in_flight, wrk_seconds))?;
             let o = (open_records > 0)
                 .then(|| rt.block_on(push::open_breaker(&ctx, open_records)))
                 .transpose()?;

@@ -4,8 +4,7 @@
 //! runs on every resolved address at connection time, so a name that resolves to a
 //! private address later is refused too.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// A network in CIDR notation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,36 +124,6 @@ impl Guard {
             format!(
                 "{ip} is a loopback, private, link-local or otherwise special address; Ferry does not call it unless the server allows it (--push-allow-private or --push-allow-networks)"
             )
-        })
-    }
-}
-
-/// A DNS resolver for the push client that drops refused addresses.
-pub struct GuardedResolver(pub Arc<Guard>);
-
-impl reqwest::dns::Resolve for GuardedResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let guard = Arc::clone(&self.0);
-        Box::pin(async move {
-            let host = name.as_str().to_string();
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let mut why = None;
-            let allowed: Vec<SocketAddr> = addrs
-                .into_iter()
-                .filter(|a| match guard.refuses(a.ip()) {
-                    None => true,
-                    Some(w) => {
-                        why.get_or_insert(w);
-                        false
-                    }
-                })
-                .collect();
-            if allowed.is_empty() {
-                let msg = why.unwrap_or_else(|| format!("{host} has no address"));
-                return Err(msg.into());
-            }
-            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
         })
     }
 }

@@ -9,18 +9,22 @@
 //! - [`dlog`]: the delivery log of attempts.
 
 pub mod breaker;
+pub mod conn;
 pub mod dlog;
 pub mod guard;
 pub mod sign;
 
 use breaker::{Breaker, BreakerState, Permit};
 use bytes::Bytes;
+use conn::{Call, Connector, Endpoint, Slot};
 use dlog::{Attempt, DeliveryLog};
 use ferry_broker::subs::push::{Payload, PushConfig, PushMethod};
 use ferry_broker::subs::{Delivery, PullRequest, SubscriptionConfig};
 use ferry_broker::{now_ms, Broker, BrokerError};
 use ferry_log::batch::RECORD_ATTR_JSON_VALUE;
-use guard::{Guard, GuardedResolver};
+use guard::Guard;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use rand::Rng;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -70,42 +74,8 @@ struct Dispatcher {
 pub struct Dispatchers {
     broker: Arc<Broker>,
     guard: Arc<Guard>,
-    client: reqwest::Client,
-    client_redirects: reqwest::Client,
+    connector: Connector,
     running: Mutex<HashMap<String, Arc<Dispatcher>>>,
-}
-
-fn client(guard: &Arc<Guard>, redirects: bool) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .dns_resolver(Arc::new(GuardedResolver(Arc::clone(guard))))
-        .redirect(if redirects {
-            // Names are checked by the resolver; literal addresses are checked here.
-            let guard = Arc::clone(guard);
-            reqwest::redirect::Policy::custom(move |attempt| {
-                if attempt.previous().len() >= 5 {
-                    return attempt.error("more than 5 redirects");
-                }
-                match literal_ip(attempt.url()).and_then(|ip| guard.refuses(ip)) {
-                    Some(why) => attempt.error(why),
-                    None => attempt.follow(),
-                }
-            })
-        } else {
-            reqwest::redirect::Policy::none()
-        })
-        .pool_max_idle_per_host(256)
-        .connect_timeout(Duration::from_secs(10))
-        .user_agent(concat!("Ferry/", env!("CARGO_PKG_VERSION")))
-        .build()
-}
-
-/// The address of a URL whose host is a literal IP address.
-fn literal_ip(u: &reqwest::Url) -> Option<std::net::IpAddr> {
-    match u.host()? {
-        url::Host::Ipv4(a) => Some(a.into()),
-        url::Host::Ipv6(a) => Some(a.into()),
-        url::Host::Domain(_) => None,
-    }
 }
 
 /// Why an endpoint cannot be used.
@@ -124,8 +94,7 @@ impl Dispatchers {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let guard = Arc::new(guard);
         let d = Arc::new(Dispatchers {
-            client: client(&guard, false)?,
-            client_redirects: client(&guard, true)?,
+            connector: Connector::new(Arc::clone(&guard)),
             broker,
             guard,
             running: Mutex::new(HashMap::new()),
@@ -150,7 +119,7 @@ impl Dispatchers {
     /// Checks an endpoint URL: it parses, and its host is not refused (literal addresses
     /// and every address its name resolves to now).
     pub async fn check_endpoint(&self, url: &str) -> Result<(), EndpointError> {
-        let u = reqwest::Url::parse(url.trim())
+        let u = url::Url::parse(url.trim())
             .map_err(|e| EndpointError::Invalid(format!("push.url {url:?} is not a URL: {e}")))?;
         if !matches!(u.scheme(), "http" | "https") {
             return Err(EndpointError::Invalid(format!(
@@ -279,9 +248,23 @@ impl Dispatchers {
         let wanted = Arc::new(AtomicU32::new(0));
         let alive = Arc::new(AtomicU32::new(0));
         let mut senders = Vec::new();
+        // The queue's size and refill step under the settings last read, and when.
+        let mut last: Option<(u32, u32, Instant)> = None;
         loop {
             if d.stop.load(Ordering::Acquire) {
                 break;
+            }
+            // Wait for room in the queue. Settings are read again only once there is
+            // room or every 100 ms, not after every delivery.
+            if let Some((depth, step, read_at)) = last {
+                let done = d.done.notified();
+                tokio::pin!(done);
+                done.as_mut().enable();
+                let queued = (PREFETCH_MAX - tx.capacity()) as u32;
+                if queued + step > depth && read_at.elapsed() < Duration::from_millis(100) {
+                    let _ = tokio::time::timeout(Duration::from_millis(20), done).await;
+                    continue;
+                }
             }
             let Ok(cfg) = self.broker.subscription_config(&d.name) else {
                 break;
@@ -305,16 +288,19 @@ impl Dispatchers {
                 continue;
             }
             // Pull ahead of the requests in flight, so that one pull (one journal append)
-            // serves many deliveries, but keep the queue short: about two rounds of
+            // serves many deliveries, but keep the queue short: about four rounds of
             // requests (a second's worth when rate-limited), so that leases stay short
-            // and a pause, an open breaker or new settings apply soon.
-            let mut depth = (push.concurrency * 2).clamp(64, PREFETCH_MAX as u32);
+            // and a pause, an open breaker or new settings apply soon. The queue is
+            // topped up whenever a quarter of it has gone, so that it never runs dry
+            // while a pull is under way.
+            let mut depth = (push.concurrency * 8).clamp(64, PREFETCH_MAX as u32);
             if let Some(rate) = push.rate_limit_per_s {
                 depth = depth.min(rate.max(1));
             }
+            let step = (depth / 4).max(1);
+            last = Some((depth, step, Instant::now()));
             let queued = (PREFETCH_MAX - tx.capacity()) as u32;
-            if queued * 2 > depth {
-                let _ = tokio::time::timeout(Duration::from_millis(20), d.done.notified()).await;
+            if queued + step > depth {
                 continue;
             }
             let room = depth - queued;
@@ -393,6 +379,8 @@ impl Dispatchers {
         wanted: Arc<AtomicU32>,
         alive: Arc<AtomicU32>,
     ) {
+        // This sender's connection to the endpoint, kept between deliveries.
+        let mut slot = Slot::default();
         loop {
             if id >= wanted.load(Ordering::Acquire) {
                 break;
@@ -416,7 +404,7 @@ impl Dispatchers {
                 tokio::time::sleep_until(slot.into()).await;
             }
             d.in_flight.fetch_add(1, Ordering::AcqRel);
-            self.deliver(&d, &target, delivery).await;
+            self.deliver(&d, &target, delivery, &mut slot).await;
             d.in_flight.fetch_sub(1, Ordering::AcqRel);
             d.done.notify_waiters();
         }
@@ -449,24 +437,131 @@ impl Dispatchers {
         }
     }
 
-    /// Settings of a batch of deliveries, with the endpoint's URL parsed once.
+    /// Settings of a batch of deliveries, with the endpoint's URL parsed, the secrets'
+    /// keys and the headers every request carries made once.
     fn target(&self, cfg: SubscriptionConfig) -> Target {
-        let endpoint = match &cfg.push {
-            None => Err("not a push subscription".to_string()),
-            Some(p) => reqwest::Url::parse(p.url.trim())
-                .map_err(|e| format!("push.url does not parse: {e}"))
-                .and_then(|u| {
-                    // Names are checked by the resolver; literal addresses here.
-                    match literal_ip(&u).and_then(|ip| self.guard.refuses(ip)) {
-                        Some(why) => Err(why),
-                        None => Ok(u),
-                    }
-                }),
+        let mut t = Target {
+            endpoint: Err("not a push subscription".to_string()),
+            headers: HeaderMap::new(),
+            custom: Vec::new(),
+            signers: Vec::new(),
+            previous: None,
+            cfg,
         };
-        Target { cfg, endpoint }
+        let Some(p) = &t.cfg.push else { return t };
+        t.endpoint = url::Url::parse(p.url.trim())
+            .map_err(|e| format!("push.url does not parse: {e}"))
+            .and_then(Endpoint::new)
+            .and_then(|ep| {
+                // Names are checked when connecting; literal addresses here.
+                match ep.literal_ip().and_then(|ip| self.guard.refuses(ip)) {
+                    Some(why) => Err(why),
+                    None => Ok(ep),
+                }
+            });
+        if let Ok(ep) = &t.endpoint {
+            t.headers
+                .insert(http::header::HOST, ep.host_header().clone());
+        }
+        t.headers.insert(
+            http::header::USER_AGENT,
+            HeaderValue::from_static(concat!("Ferry/", env!("CARGO_PKG_VERSION"))),
+        );
+        for (name, value) in [
+            ("ferry-subscription", &t.cfg.name),
+            ("ferry-topic", &t.cfg.topic),
+        ] {
+            if let Ok(v) = HeaderValue::try_from(value.as_str()) {
+                t.headers.insert(HeaderName::from_static(name), v);
+            }
+        }
+        // Checked when the subscription was made; one that does not convert is left out.
+        for (k, v) in &p.headers {
+            if let (Ok(k), Ok(v)) = (
+                HeaderName::try_from(k.as_str()),
+                HeaderValue::try_from(v.as_str()),
+            ) {
+                t.custom.push((k, v));
+            }
+        }
+        t.signers = p
+            .secret
+            .iter()
+            .filter_map(|s| sign::Signer::new(s))
+            .collect();
+        if let (Some(prev), Some(until)) = (&p.previous_secret, p.previous_secret_expires_at_ms) {
+            t.previous = sign::Signer::new(prev).map(|s| (s, until));
+        }
+        t
     }
 
-    async fn deliver(&self, d: &Dispatcher, target: &Target, x: Delivery) {
+    /// The request for one delivery: the target's headers and the record's own.
+    fn request(&self, target: &Target, x: &Delivery, time: u64) -> Result<Call, String> {
+        let cfg = &target.cfg;
+        let push = cfg.push.as_ref().ok_or("not a push subscription")?;
+        let r = &x.record;
+        let id = format!("{}-{}-{}", cfg.name, x.partition, r.offset);
+        let (body, content_type) = payload(cfg, push, x, &id);
+        let ts = time / 1000;
+        // Room for every header up front: growing the map costs more than the headers.
+        let mut h = HeaderMap::with_capacity(32);
+        for (k, v) in &target.headers {
+            h.append(k.clone(), v.clone());
+        }
+        let value = |what: &str, v: String| {
+            HeaderValue::try_from(v)
+                .map_err(|_| format!("{UNSENDABLE}its {what} is not a header value"))
+        };
+        let previous = target.previous.as_ref().filter(|(_, until)| time < *until);
+        let signature = sign::signature_header(
+            target.signers.iter().chain(previous.map(|(s, _)| s)),
+            &id,
+            ts,
+            &body,
+        );
+        h.append(
+            http::header::CONTENT_TYPE,
+            value("content type", content_type)?,
+        );
+        h.append(H_WEBHOOK_SIGNATURE, value("signature", signature)?);
+        h.append(H_TRACEPARENT, value("traceparent", traceparent(r, &id))?);
+        h.append(H_WEBHOOK_ID, value("id", id.clone())?);
+        h.append(H_WEBHOOK_TIMESTAMP, HeaderValue::from(ts));
+        h.append(H_FERRY_PARTITION, HeaderValue::from(x.partition));
+        h.append(H_FERRY_OFFSET, HeaderValue::from(r.offset));
+        h.append(H_FERRY_ATTEMPT, HeaderValue::from(x.attempt));
+        if let Some(key) = r.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()) {
+            if key.bytes().all(|c| (b' '..=b'~').contains(&c)) {
+                h.append(H_FERRY_KEY, value("key", key.to_string())?);
+            }
+        }
+        if push.payload == Payload::CloudeventsBinary {
+            for (k, v) in cloudevent_attributes(cfg, x, &id) {
+                if let Some(s) = v.as_str() {
+                    let name = HeaderName::try_from(format!("ce-{k}"))
+                        .map_err(|_| format!("{UNSENDABLE}ce-{k} is not a header name"))?;
+                    h.append(name, value(k, s.to_string())?);
+                }
+            }
+        }
+        for (k, v) in &target.custom {
+            if k == http::header::USER_AGENT {
+                h.insert(k.clone(), v.clone());
+            } else {
+                h.append(k.clone(), v.clone());
+            }
+        }
+        Ok(Call {
+            method: match push.method {
+                PushMethod::Post => http::Method::POST,
+                PushMethod::Put => http::Method::PUT,
+            },
+            headers: h,
+            body,
+        })
+    }
+
+    async fn deliver(&self, d: &Dispatcher, target: &Target, x: Delivery, slot: &mut Slot) {
         let cfg = &target.cfg;
         let Some(push) = cfg.push.as_ref() else {
             return;
@@ -474,68 +569,19 @@ impl Dispatchers {
         let started = Instant::now();
         let time = now_ms();
         let r = &x.record;
-        let id = format!("{}-{}-{}", cfg.name, x.partition, r.offset);
-        let (body, content_type) = payload(cfg, push, &x, &id);
-        let client = if push.follow_redirects {
-            &self.client_redirects
-        } else {
-            &self.client
-        };
-        let method = match push.method {
-            PushMethod::Post => reqwest::Method::POST,
-            PushMethod::Put => reqwest::Method::PUT,
-        };
-        let ts = time / 1000;
-        let mut secrets: Vec<&str> = push.secret.iter().map(String::as_str).collect();
-        if let (Some(prev), Some(until)) =
-            (&push.previous_secret, push.previous_secret_expires_at_ms)
-        {
-            if time < until {
-                secrets.push(prev);
-            }
-        }
-        let result = match &target.endpoint {
-            Err(why) => Err(Refused(why.clone())),
-            Ok(url) => {
-                let mut rb = client
-                    .request(method, url.clone())
-                    .timeout(Duration::from_millis(push.timeout_ms))
-                    .header("content-type", content_type)
-                    .header("webhook-id", &id)
-                    .header("webhook-timestamp", ts.to_string())
-                    .header(
-                        "webhook-signature",
-                        sign::signature_header(secrets, &id, ts, &body),
-                    )
-                    .header("traceparent", traceparent(r, &id))
-                    .header("ferry-subscription", &cfg.name)
-                    .header("ferry-topic", &cfg.topic)
-                    .header("ferry-partition", x.partition.to_string())
-                    .header("ferry-offset", r.offset.to_string())
-                    .header("ferry-attempt", x.attempt.to_string());
-                if let Some(key) = r.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()) {
-                    if key.bytes().all(|c| (b' '..=b'~').contains(&c)) {
-                        rb = rb.header("ferry-key", key);
-                    }
-                }
-                if push.payload == Payload::CloudeventsBinary {
-                    for (k, v) in cloudevent_attributes(cfg, &x, &id) {
-                        if let Some(s) = v.as_str() {
-                            rb = rb.header(format!("ce-{k}"), s);
-                        }
-                    }
-                }
-                for (k, v) in &push.headers {
-                    rb = rb.header(k.as_str(), v.as_str());
-                }
-                rb.body(body).send().await.map_err(|e| {
-                    if e.is_builder() {
-                        Refused(format!("{UNSENDABLE}{}", describe_error(&e)))
-                    } else {
-                        Refused(describe_error(&e))
-                    }
-                })
-            }
+        let result = match (&target.endpoint, self.request(target, &x, time)) {
+            (Err(why), _) => Err(Refused(why.clone())),
+            (_, Err(why)) => Err(Refused(why)),
+            (Ok(ep), Ok(call)) => slot
+                .call(
+                    &self.connector,
+                    ep,
+                    call,
+                    Duration::from_millis(push.timeout_ms),
+                    push.follow_redirects,
+                )
+                .await
+                .map_err(|f| Refused(f.to_string())),
         };
         let mut attempt = Attempt {
             time,
@@ -555,18 +601,18 @@ impl Dispatchers {
             Cancel,
         }
         let next = match result {
-            Ok(resp) => {
-                let status = resp.status();
+            Ok(answer) => {
+                let status = answer.status;
                 attempt.status = Some(status.as_u16());
                 d.stats
                     .last_status
                     .store(u32::from(status.as_u16()), Ordering::Relaxed);
-                let retry_after = resp
-                    .headers()
-                    .get("retry-after")
+                let retry_after = answer
+                    .headers
+                    .get(http::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(parse_retry_after);
-                attempt.response = excerpt(resp).await;
+                attempt.response = excerpt(&answer.body);
                 if status.is_success() {
                     Next::Ack
                 } else if status.is_server_error() || push.retry_statuses.contains(&status.as_u16())
@@ -675,8 +721,25 @@ struct Target {
     cfg: SubscriptionConfig,
     /// The endpoint, parsed and allowed; or why no request may be sent (a URL that does
     /// not parse, a refused literal address).
-    endpoint: Result<reqwest::Url, String>,
+    endpoint: Result<Endpoint, String>,
+    /// `host`, `user-agent`, `ferry-subscription`, `ferry-topic`.
+    headers: HeaderMap,
+    /// The subscription's own headers, added after Ferry's.
+    custom: Vec<(HeaderName, HeaderValue)>,
+    /// The current secrets' keys.
+    signers: Vec<sign::Signer>,
+    /// The previous secret's key while it is still valid (until the time given).
+    previous: Option<(sign::Signer, u64)>,
 }
+
+const H_WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+const H_WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+const H_WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+const H_TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const H_FERRY_PARTITION: HeaderName = HeaderName::from_static("ferry-partition");
+const H_FERRY_OFFSET: HeaderName = HeaderName::from_static("ferry-offset");
+const H_FERRY_ATTEMPT: HeaderName = HeaderName::from_static("ferry-attempt");
+const H_FERRY_KEY: HeaderName = HeaderName::from_static("ferry-key");
 
 /// Records waiting for a sender, with the settings they were pulled under.
 type Queue = tokio::sync::mpsc::Receiver<(Arc<Target>, Delivery)>;
@@ -687,34 +750,10 @@ const UNSENDABLE: &str = "cannot be sent as HTTP: ";
 /// Why a request got no answer.
 struct Refused(String);
 
-fn describe_error(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else {
-        "request failed"
-    };
-    let mut msg = format!("{kind}: {e}");
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        msg.push_str(&format!(": {s}"));
-        src = s.source();
-    }
-    msg
-}
-
-/// The first bytes of a response body, read no further.
-async fn excerpt(mut resp: reqwest::Response) -> Option<String> {
-    let mut buf = Vec::new();
-    while buf.len() < RESPONSE_EXCERPT_BYTES {
-        match tokio::time::timeout(Duration::from_secs(2), resp.chunk()).await {
-            Ok(Ok(Some(c))) => buf.extend_from_slice(&c),
-            _ => break,
-        }
-    }
-    buf.truncate(RESPONSE_EXCERPT_BYTES);
-    (!buf.is_empty()).then(|| String::from_utf8_lossy(&buf).into_owned())
+/// The first bytes of a response body, for the delivery log.
+fn excerpt(body: &[u8]) -> Option<String> {
+    let b = &body[..body.len().min(RESPONSE_EXCERPT_BYTES)];
+    (!b.is_empty()).then(|| String::from_utf8_lossy(b).into_owned())
 }
 
 /// `Retry-After` as milliseconds: delay-seconds or an HTTP date.
@@ -739,6 +778,12 @@ fn header_value<'a>(r: &'a ferry_log::Record, name: &str) -> Option<&'a str> {
         .and_then(|v| std::str::from_utf8(v).ok())
 }
 
+thread_local! {
+    /// Span ids need to be unique, not secret: a fast generator seeded once per thread.
+    static SPAN_RNG: std::cell::RefCell<rand::rngs::SmallRng> =
+        std::cell::RefCell::new(rand::SeedableRng::from_entropy());
+}
+
 /// The record's `traceparent` header when it has a valid one, else a new trace.
 fn traceparent(r: &ferry_log::Record, id: &str) -> String {
     if let Some(tp) = header_value(r, "traceparent") {
@@ -759,7 +804,7 @@ fn traceparent(r: &ferry_log::Record, id: &str) -> String {
         trace ^= u128::from(*b);
         trace = trace.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
     }
-    let span: u64 = rand::random::<u64>().max(1);
+    let span: u64 = SPAN_RNG.with(|r| r.borrow_mut().gen::<u64>()).max(1);
     format!("00-{:032x}-{span:016x}-01", trace.max(1))
 }
 

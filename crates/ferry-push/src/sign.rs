@@ -19,30 +19,50 @@ fn key_of(secret: &str) -> Option<Vec<u8>> {
     B64.decode(secret.strip_prefix(SECRET_PREFIX)?).ok()
 }
 
-/// One `v1,<signature>` for `secret`, or None for a secret that is not `whsec_` base64.
-pub fn sign(secret: &str, id: &str, timestamp: u64, body: &[u8]) -> Option<String> {
-    let key = key_of(secret)?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).ok()?;
-    mac.update(id.as_bytes());
-    mac.update(b".");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    Some(format!("v1,{}", B64.encode(mac.finalize().into_bytes())))
+/// A secret's key, ready to sign many messages.
+#[derive(Clone)]
+pub struct Signer(Hmac<Sha256>);
+
+impl Signer {
+    /// None for a secret that is not `whsec_` base64.
+    pub fn new(secret: &str) -> Option<Signer> {
+        Hmac::<Sha256>::new_from_slice(&key_of(secret)?)
+            .ok()
+            .map(Signer)
+    }
+
+    /// `v1,<signature>` of one message.
+    pub fn sign(&self, id: &str, timestamp: u64, body: &[u8]) -> String {
+        let mut mac = self.0.clone();
+        mac.update(id.as_bytes());
+        mac.update(b".");
+        mac.update(timestamp.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        format!("v1,{}", B64.encode(mac.finalize().into_bytes()))
+    }
 }
 
-/// The `webhook-signature` header value for every secret given.
+/// One `v1,<signature>` for `secret`, or None for a secret that is not `whsec_` base64.
+pub fn sign(secret: &str, id: &str, timestamp: u64, body: &[u8]) -> Option<String> {
+    Some(Signer::new(secret)?.sign(id, timestamp, body))
+}
+
+/// The `webhook-signature` header value: one signature per signer, space-separated.
 pub fn signature_header<'a>(
-    secrets: impl IntoIterator<Item = &'a str>,
+    signers: impl IntoIterator<Item = &'a Signer>,
     id: &str,
     timestamp: u64,
     body: &[u8],
 ) -> String {
-    secrets
-        .into_iter()
-        .filter_map(|s| sign(s, id, timestamp, body))
-        .collect::<Vec<_>>()
-        .join(" ")
+    let mut out = String::new();
+    for s in signers {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&s.sign(id, timestamp, body));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -66,7 +86,8 @@ mod tests {
         let a = generate_secret();
         let b = generate_secret();
         assert_ne!(a, b);
-        let h = signature_header([a.as_str(), b.as_str()], "id", 1, b"x");
+        let signers = [Signer::new(&a).unwrap(), Signer::new(&b).unwrap()];
+        let h = signature_header(&signers, "id", 1, b"x");
         let parts: Vec<_> = h.split(' ').collect();
         assert_eq!(parts.len(), 2);
         assert_eq!(parts[0], sign(&a, "id", 1, b"x").unwrap());

@@ -385,6 +385,91 @@ async fn retry_after_refusals_timeouts_resets_and_redirects() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_followed_when_the_subscription_allows_it() {
+    let ep = Endpoint::start().await;
+    let port = ep.addr.port();
+    let same = format!("http://127.0.0.1:{port}/moved");
+    let other = format!("http://localhost:{port}/moved");
+    {
+        let mut s = ep.script.lock().unwrap();
+        s.by_attempt
+            .push(((0, 1), Reply::RedirectTo(307, same.clone())));
+        s.by_attempt
+            .push(((1, 1), Reply::RedirectTo(303, same.clone())));
+        // Always sent back to /hook: more than 5 redirects in a row.
+        s.by_attempt
+            .push(((2, 1), Reply::RedirectTo(302, "/hook".into())));
+        s.by_attempt.push(((3, 1), Reply::RedirectTo(308, other)));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), ALLOW);
+    let url = &server.url;
+    create_topic(url, json!({"name": "t", "partitions": 1})).await;
+    create_push(
+        url,
+        json!({"name": "p", "topic": "t", "retry": {"strategy": "fixed", "delay_ms": 100},
+        "push": {"url": ep.url(), "follow_redirects": true, "concurrency": 1,
+                 "headers": {"authorization": "Bearer t0ken"},
+                 "breaker": {"min_calls": 1000}}}),
+    )
+    .await;
+    produce(
+        url,
+        "t",
+        json!([{"value": {"n": 0}}, {"value": {"n": 1}}, {"value": {"n": 2}}, {"value": {"n": 3}}]),
+    )
+    .await;
+    ep.wait_for("every record delivered", Duration::from_secs(15), |r| {
+        (0u64..4).all(|o| r.iter().any(|x| offset_of(x) == o && x.answered == 200))
+    })
+    .await;
+    let got = ep.received();
+    let at = |o: u64, path: &str| -> Vec<&Received> {
+        got.iter()
+            .filter(|r| offset_of(r) == o && r.path == path)
+            .collect()
+    };
+    // 307 repeats the request; 303 turns it into a GET without a body.
+    let moved = at(0, "/moved");
+    assert_eq!(moved.len(), 1);
+    assert_eq!(moved[0].method, "POST");
+    assert_eq!(&moved[0].body[..], br#"{"n":0}"#);
+    assert_eq!(
+        header(moved[0], "webhook-id"),
+        header(at(0, "/hook")[0], "webhook-id")
+    );
+    let moved = at(1, "/moved");
+    assert_eq!(moved[0].method, "GET");
+    assert!(moved[0].body.is_empty());
+    assert_eq!(header(moved[0], "content-type"), "");
+    // Six requests (the first and 5 redirects), a failed attempt, then a retry.
+    let looped = at(2, "/hook");
+    assert_eq!(looped.len(), 7, "{looped:?}");
+    assert_eq!(header(looped[6], "ferry-attempt"), "2");
+    let (_, v) = call(http().get(format!(
+        "{url}/v1/subscriptions/p/deliveries?partition=0&offset=2"
+    )))
+    .await;
+    assert!(
+        v["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["outcome"] == "retry"
+                && a["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("more than 5 redirects"))),
+        "{v}"
+    );
+    // Credentials do not follow a redirect to another origin.
+    assert_eq!(header(at(3, "/hook")[0], "authorization"), "Bearer t0ken");
+    let moved = at(3, "/moved");
+    assert_eq!(moved.len(), 1);
+    assert_eq!(header(moved[0], "authorization"), "");
+    assert!(!header(moved[0], "webhook-signature").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_breaker_holds_records_through_an_outage_and_keeps_key_order() {
     let records: usize = std::env::var("FERRY_PUSH_OUTAGE_RECORDS")
         .ok()

@@ -23,11 +23,16 @@ pub enum Reply {
     Reset,
     /// 302 to another place.
     Redirect,
+    /// A redirect with this status to this location.
+    RedirectTo(u16, String),
 }
 
 #[derive(Debug, Clone)]
 pub struct Received {
     pub at: Instant,
+    pub method: String,
+    /// The request's path: scripted replies answer `/hook`, every other path gets 200.
+    pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
     /// What it was answered (a status, 0 for a dropped connection).
@@ -58,9 +63,12 @@ type Shared = (Arc<Mutex<Script>>, Arc<Mutex<Vec<Received>>>);
 
 async fn handle(
     State((script, received)): State<Shared>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let path = uri.path().to_string();
     let offset: Option<u64> = headers
         .get("ferry-offset")
         .and_then(|v| v.to_str().ok()?.parse().ok());
@@ -74,6 +82,7 @@ async fn handle(
             panic!("endpoint is down: drops the connection");
         }
         let scripted = match (offset, attempt) {
+            _ if path != "/hook" => Some(Reply::Status(200)),
             (Some(o), Some(a)) => s
                 .by_attempt
                 .iter()
@@ -92,6 +101,8 @@ async fn handle(
     }
     let mut rec = Received {
         at: Instant::now(),
+        method: method.to_string(),
+        path,
         headers,
         body,
         answered: 0,
@@ -111,6 +122,11 @@ async fn handle(
         Reply::Redirect => (
             StatusCode::FOUND,
             [("location", "http://127.0.0.1:1/elsewhere")],
+        )
+            .into_response(),
+        Reply::RedirectTo(status, location) => (
+            StatusCode::from_u16(status).unwrap(),
+            [("location", location)],
         )
             .into_response(),
         Reply::Reset => {
@@ -171,6 +187,7 @@ impl Endpoint {
         self.addr = listener.local_addr().unwrap();
         let app = axum::Router::new()
             .route("/hook", axum::routing::any(handle))
+            .fallback(handle)
             .with_state((Arc::clone(&self.script), Arc::clone(&self.received)));
         self.task = Some(tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;

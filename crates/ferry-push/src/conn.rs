@@ -1,0 +1,538 @@
+//! The dispatcher's HTTP client. Each sender owns one HTTP/1.1 connection (hyper's
+//! connection API) and drives it inside its own task: a delivery's request, answer and
+//! body never cross to another task, and nothing is looked up in a shared pool. A
+//! connection is made on first use (the address guard checks every resolved address),
+//! kept while the endpoint keeps it alive, and dropped after a timeout, an error or a
+//! body too long to read to its end.
+
+use crate::guard::Guard;
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderValue};
+use http::{Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Body as _;
+use hyper::client::conn::http1::{Connection, SendRequest};
+use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// The longest a connection may take to open (within the request's timeout).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Redirects followed in a row, at most.
+pub const REDIRECTS_MAX: usize = 5;
+/// Bytes of a response body read, at most; a longer body closes the connection.
+pub const BODY_READ_MAX: usize = 64 * 1024;
+
+/// A stream a connection runs on: TCP, or TLS over TCP.
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
+type Io = TokioIo<Box<dyn Stream>>;
+
+/// Where requests go: an `http` or `https` URL's origin and its request target.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub url: url::Url,
+    tls: bool,
+    host: url::Host<String>,
+    port: u16,
+    /// The `host` header: the host, and the port when it is not the scheme's default.
+    host_header: HeaderValue,
+    /// Path and query, the request line's target.
+    target: Uri,
+}
+
+impl Endpoint {
+    pub fn new(url: url::Url) -> Result<Endpoint, String> {
+        let tls = match url.scheme() {
+            "http" => false,
+            "https" => true,
+            s => return Err(format!("the scheme {s:?} is not http or https")),
+        };
+        let host = url.host().ok_or("the URL has no host")?.to_owned();
+        let port = url.port_or_known_default().ok_or("the URL has no port")?;
+        let host_str = url.host_str().unwrap_or_default();
+        let host_header = match url.port() {
+            Some(p) => HeaderValue::try_from(format!("{host_str}:{p}")),
+            None => HeaderValue::try_from(host_str),
+        }
+        .map_err(|e| format!("the host cannot be sent: {e}"))?;
+        let mut target = url.path().to_string();
+        if let Some(q) = url.query() {
+            target.push('?');
+            target.push_str(q);
+        }
+        let target = Uri::try_from(target).map_err(|e| format!("the path cannot be sent: {e}"))?;
+        Ok(Endpoint {
+            tls,
+            host,
+            port,
+            host_header,
+            target,
+            url,
+        })
+    }
+
+    /// The `host` header value requests to this endpoint carry.
+    pub fn host_header(&self) -> &HeaderValue {
+        &self.host_header
+    }
+
+    fn same_origin(&self, other: &Endpoint) -> bool {
+        self.tls == other.tls && self.host == other.host && self.port == other.port
+    }
+
+    /// The literal address of the URL's host, if it is one.
+    pub fn literal_ip(&self) -> Option<IpAddr> {
+        match &self.host {
+            url::Host::Ipv4(a) => Some((*a).into()),
+            url::Host::Ipv6(a) => Some((*a).into()),
+            url::Host::Domain(_) => None,
+        }
+    }
+}
+
+/// What opens connections: the address guard and the TLS settings.
+pub struct Connector {
+    guard: Arc<Guard>,
+    tls: Option<tokio_rustls::TlsConnector>,
+    /// Why `https` cannot be used, when the TLS settings could not be made.
+    tls_error: Option<String>,
+}
+
+impl Connector {
+    /// A connector that verifies servers' certificates with the system's trust store.
+    pub fn new(guard: Arc<Guard>) -> Connector {
+        use rustls_platform_verifier::ConfigVerifierExt;
+        match rustls::ClientConfig::with_platform_verifier() {
+            Ok(cfg) => Self::with_tls(guard, cfg),
+            Err(e) => Connector {
+                guard,
+                tls: None,
+                tls_error: Some(format!("TLS is not available: {e}")),
+            },
+        }
+    }
+
+    /// A connector with the TLS settings given (tests trust their own authority).
+    pub fn with_tls(guard: Arc<Guard>, mut cfg: rustls::ClientConfig) -> Connector {
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Connector {
+            guard,
+            tls: Some(tokio_rustls::TlsConnector::from(Arc::new(cfg))),
+            tls_error: None,
+        }
+    }
+
+    /// Addresses of the endpoint that the guard allows.
+    async fn addresses(&self, ep: &Endpoint) -> Result<Vec<SocketAddr>, Failure> {
+        let addrs: Vec<SocketAddr> = match &ep.host {
+            url::Host::Ipv4(a) => vec![SocketAddr::new((*a).into(), ep.port)],
+            url::Host::Ipv6(a) => vec![SocketAddr::new((*a).into(), ep.port)],
+            url::Host::Domain(name) => tokio::net::lookup_host((name.as_str(), ep.port))
+                .await
+                .map_err(|e| Failure::Connect(format!("{name} does not resolve: {e}")))?
+                .collect(),
+        };
+        let mut why = None;
+        let allowed: Vec<SocketAddr> = addrs
+            .into_iter()
+            .filter(|a| match self.guard.refuses(a.ip()) {
+                None => true,
+                Some(w) => {
+                    why.get_or_insert(w);
+                    false
+                }
+            })
+            .collect();
+        if allowed.is_empty() {
+            return Err(Failure::Connect(
+                why.unwrap_or_else(|| format!("{} has no address", ep.host)),
+            ));
+        }
+        Ok(allowed)
+    }
+
+    async fn connect(&self, ep: &Endpoint) -> Result<Conn, Failure> {
+        let mut last = None;
+        let mut tcp = None;
+        for a in self.addresses(ep).await? {
+            match tokio::net::TcpStream::connect(a).await {
+                Ok(s) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Err(e) => last = Some(format!("{a}: {e}")),
+            }
+        }
+        let tcp = tcp.ok_or_else(|| Failure::Connect(last.unwrap_or_default()))?;
+        let _ = tcp.set_nodelay(true);
+        let stream: Box<dyn Stream> = if ep.tls {
+            let tls = self
+                .tls
+                .as_ref()
+                .ok_or_else(|| Failure::Connect(self.tls_error.clone().unwrap_or_default()))?;
+            let name = match &ep.host {
+                url::Host::Domain(d) => rustls::pki_types::ServerName::try_from(d.clone()),
+                url::Host::Ipv4(a) => Ok(rustls::pki_types::ServerName::IpAddress(
+                    IpAddr::from(*a).into(),
+                )),
+                url::Host::Ipv6(a) => Ok(rustls::pki_types::ServerName::IpAddress(
+                    IpAddr::from(*a).into(),
+                )),
+            }
+            .map_err(|e| Failure::Connect(format!("not a TLS server name: {e}")))?;
+            Box::new(
+                tls.connect(name, tcp)
+                    .await
+                    .map_err(|e| Failure::Connect(format!("TLS handshake failed: {e}")))?,
+            )
+        } else {
+            Box::new(tcp)
+        };
+        let (send, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| Failure::Connect(describe(&e)))?;
+        Ok(Conn {
+            ep: ep.clone(),
+            send,
+            drive: Box::pin(conn),
+        })
+    }
+}
+
+/// One open connection: the handle requests are sent on and the connection itself,
+/// which is polled only while a request of this connection is under way.
+struct Conn {
+    ep: Endpoint,
+    send: SendRequest<Full<Bytes>>,
+    drive: Pin<Box<Connection<Io, Full<Bytes>>>>,
+}
+
+/// Why a request got no answer.
+#[derive(Debug)]
+pub enum Failure {
+    Timeout,
+    Connect(String),
+    Request(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Timeout => f.write_str("timed out: no complete answer within push.timeout_ms"),
+            Failure::Connect(why) => write!(f, "could not connect: {why}"),
+            Failure::Request(why) => write!(f, "request failed: {why}"),
+        }
+    }
+}
+
+/// An answer: its status and headers, and the first bytes of its body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// A request to send: everything but the endpoint.
+pub struct Call {
+    pub method: Method,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+fn describe(e: &hyper::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    msg
+}
+
+/// Runs `fut` while driving the connection; Err when the connection ended first.
+async fn driving<T>(
+    drive: &mut Pin<Box<Connection<Io, Full<Bytes>>>>,
+    fut: impl Future<Output = T>,
+) -> Result<T, Option<hyper::Error>> {
+    tokio::select! {
+        biased;
+        r = fut => Ok(r),
+        r = drive.as_mut() => Err(r.err()),
+    }
+}
+
+/// A sender's connection slot: empty until the first request, and again after a failure.
+#[derive(Default)]
+pub struct Slot {
+    conn: Option<Conn>,
+}
+
+impl Slot {
+    /// Sends `call` to `ep` and reads the answer (its body up to [`BODY_READ_MAX`]
+    /// bytes), all within `timeout`. With `follow_redirects`, follows up to
+    /// [`REDIRECTS_MAX`] redirects.
+    pub async fn call(
+        &mut self,
+        connector: &Connector,
+        ep: &Endpoint,
+        call: Call,
+        timeout: Duration,
+        follow_redirects: bool,
+    ) -> Result<Answer, Failure> {
+        let deadline = Instant::now() + timeout;
+        let answer = tokio::time::timeout_at(
+            deadline.into(),
+            self.call_once(connector, ep, &call, deadline),
+        )
+        .await;
+        let answer = match answer {
+            Ok(a) => a?,
+            Err(_) => {
+                // A request cut short leaves the connection in an unknown state.
+                self.conn = None;
+                return Err(Failure::Timeout);
+            }
+        };
+        if !follow_redirects {
+            return Ok(answer);
+        }
+        self.follow(connector, ep, call, answer, deadline).await
+    }
+
+    async fn follow(
+        &mut self,
+        connector: &Connector,
+        ep: &Endpoint,
+        mut call: Call,
+        mut answer: Answer,
+        deadline: Instant,
+    ) -> Result<Answer, Failure> {
+        let mut at = ep.clone();
+        let mut hops = 0;
+        while is_followed(answer.status) {
+            if hops == REDIRECTS_MAX {
+                return Err(Failure::Request(format!(
+                    "more than {REDIRECTS_MAX} redirects"
+                )));
+            }
+            hops += 1;
+            let location = answer
+                .headers
+                .get(http::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| {
+                    Failure::Request(format!("HTTP {} without a usable location", answer.status))
+                })?;
+            let next = at
+                .url
+                .join(location)
+                .map_err(|e| Failure::Request(format!("redirect to {location:?}: {e}")))
+                .and_then(|u| Endpoint::new(u).map_err(Failure::Request))?;
+            if let Some(why) = next.literal_ip().and_then(|ip| connector.guard.refuses(ip)) {
+                return Err(Failure::Connect(why));
+            }
+            let to_get = answer.status == StatusCode::SEE_OTHER
+                || (call.method == Method::POST
+                    && matches!(
+                        answer.status,
+                        StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND
+                    ));
+            if to_get {
+                call.method = Method::GET;
+                call.body = Bytes::new();
+                for h in [http::header::CONTENT_TYPE, http::header::CONTENT_ENCODING] {
+                    call.headers.remove(h);
+                }
+            }
+            if !next.same_origin(&at) {
+                for h in [
+                    http::header::AUTHORIZATION,
+                    http::header::COOKIE,
+                    http::header::PROXY_AUTHORIZATION,
+                ] {
+                    call.headers.remove(h);
+                }
+            }
+            call.headers
+                .insert(http::header::HOST, next.host_header.clone());
+            at = next;
+            // Each hop gets a connection of its own; the slot keeps the endpoint's.
+            let mut hop = Slot::default();
+            answer = match tokio::time::timeout_at(
+                deadline.into(),
+                hop.call_once(connector, &at, &call, deadline),
+            )
+            .await
+            {
+                Ok(a) => a?,
+                Err(_) => return Err(Failure::Timeout),
+            };
+        }
+        Ok(answer)
+    }
+
+    async fn call_once(
+        &mut self,
+        connector: &Connector,
+        ep: &Endpoint,
+        call: &Call,
+        deadline: Instant,
+    ) -> Result<Answer, Failure> {
+        // A kept connection may have been closed by the endpoint while it was idle:
+        // then the request is sent once more on a new connection.
+        for fresh in [false, true] {
+            let reused = match &self.conn {
+                Some(c) if c.ep.same_origin(ep) && !c.send.is_closed() => true,
+                _ => {
+                    self.conn = None;
+                    if !fresh {
+                        continue;
+                    }
+                    let open = tokio::time::timeout_at(
+                        (deadline.min(Instant::now() + CONNECT_TIMEOUT)).into(),
+                        connector.connect(ep),
+                    )
+                    .await
+                    .map_err(|_| Failure::Connect("timed out".into()))??;
+                    self.conn = Some(open);
+                    false
+                }
+            };
+            let Some(conn) = self.conn.as_mut() else {
+                continue;
+            };
+            let mut req = Request::new(Full::new(call.body.clone()));
+            *req.method_mut() = call.method.clone();
+            *req.uri_mut() = ep.target.clone();
+            *req.headers_mut() = call.headers.clone();
+            match exchange(conn, req).await {
+                Ok((answer, keep)) => {
+                    if !keep {
+                        self.conn = None;
+                    }
+                    return Ok(answer);
+                }
+                Err(e) => {
+                    self.conn = None;
+                    // Only a request that never reached a reused connection's endpoint
+                    // (closed while idle) is sent again.
+                    if reused && !fresh && e.retry_on_new {
+                        continue;
+                    }
+                    return Err(Failure::Request(e.why));
+                }
+            }
+        }
+        Err(Failure::Request("no connection".into()))
+    }
+}
+
+/// 3xx answers that lead somewhere (not 300 Multiple Choices, not 304 Not Modified).
+fn is_followed(s: StatusCode) -> bool {
+    matches!(s.as_u16(), 301 | 302 | 303 | 307 | 308)
+}
+
+struct ExchangeError {
+    why: String,
+    /// The request was not sent (or not answered at all) on a kept connection.
+    retry_on_new: bool,
+}
+
+/// One request and its answer on `conn`. Also says whether the connection can be
+/// used again.
+async fn exchange(
+    conn: &mut Conn,
+    req: Request<Full<Bytes>>,
+) -> Result<(Answer, bool), ExchangeError> {
+    let closed = |e: Option<hyper::Error>| ExchangeError {
+        retry_on_new: true,
+        why: e.map_or_else(
+            || "the endpoint closed the connection".to_string(),
+            |e| describe(&e),
+        ),
+    };
+    match driving(&mut conn.drive, conn.send.ready()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(closed(Some(e))),
+        Err(e) => return Err(closed(e)),
+    }
+    let pending = conn.send.send_request(req);
+    let resp = match driving(&mut conn.drive, pending).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            return Err(ExchangeError {
+                retry_on_new: e.is_canceled() || e.is_incomplete_message(),
+                why: describe(&e),
+            })
+        }
+        Err(e) => return Err(closed(e)),
+    };
+    let (parts, mut body) = resp.into_parts();
+    let mut buf: Vec<u8> = Vec::new();
+    let read = async {
+        while buf.len() < BODY_READ_MAX {
+            match body.frame().await {
+                None => return true,
+                Some(Ok(f)) => {
+                    if let Ok(d) = f.into_data() {
+                        buf.extend_from_slice(&d);
+                    }
+                }
+                Some(Err(_)) => return false,
+            }
+        }
+        // Read to the limit: an empty end of stream may still be pending.
+        body.is_end_stream()
+    };
+    let complete = driving(&mut conn.drive, read).await.unwrap_or(false);
+    Ok((
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body: Bytes::from(buf),
+        },
+        complete,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_carry_their_origin_and_target() {
+        let e = Endpoint::new("http://example.com/a/b?x=1".parse().unwrap()).unwrap();
+        assert_eq!(e.host_header, "example.com");
+        assert_eq!(e.target, "/a/b?x=1");
+        assert_eq!(e.port, 80);
+        let e = Endpoint::new("https://[::1]:8443".parse().unwrap()).unwrap();
+        assert_eq!(e.host_header, "[::1]:8443");
+        assert_eq!(e.target, "/");
+        assert!(e.tls);
+        assert_eq!(e.literal_ip(), Some("::1".parse().unwrap()));
+        assert!(Endpoint::new("ftp://example.com/".parse().unwrap()).is_err());
+        let a = Endpoint::new("http://h:1/x".parse().unwrap()).unwrap();
+        let b = Endpoint::new("http://h:1/y".parse().unwrap()).unwrap();
+        let c = Endpoint::new("https://h:1/x".parse().unwrap()).unwrap();
+        assert!(a.same_origin(&b));
+        assert!(!a.same_origin(&c));
+    }
+
+    #[test]
+    fn only_redirects_with_a_location_are_followed() {
+        for s in [301, 302, 303, 307, 308] {
+            assert!(is_followed(StatusCode::from_u16(s).unwrap()));
+        }
+        for s in [200, 300, 304, 404] {
+            assert!(!is_followed(StatusCode::from_u16(s).unwrap()));
+        }
+    }
+}
