@@ -506,6 +506,7 @@ async fn exchange(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
     fn endpoints_carry_their_origin_and_target() {
@@ -524,6 +525,128 @@ mod tests {
         let c = Endpoint::new("https://h:1/x".parse().unwrap()).unwrap();
         assert!(a.same_origin(&b));
         assert!(!a.same_origin(&c));
+    }
+
+    /// A TLS server for `localhost` that answers every request 200 with `hello`; counts
+    /// the connections it accepts.
+    async fn tls_server() -> (
+        u16,
+        rustls::pki_types::CertificateDer<'static>,
+        Arc<AtomicUsize>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let cert = ck.cert.der().clone();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+        let cfg = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        // One request: its head, then a body of content-length bytes.
+                        let head_end = loop {
+                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break i + 4;
+                            }
+                            match tls.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map_or(0, |v| v.trim().parse().unwrap());
+                        while buf.len() < head_end + len {
+                            match tls.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.drain(..head_end + len);
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+                        if tls.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (port, cert, accepted)
+    }
+
+    fn post(ep: &Endpoint) -> Call {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::HOST, ep.host_header().clone());
+        Call {
+            method: Method::POST,
+            headers,
+            body: Bytes::from_static(b"{}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn https_endpoints_are_verified_and_their_connection_kept() {
+        let (port, cert, accepted) = tls_server().await;
+        let guard = Arc::new(Guard {
+            allow_private: true,
+            allow_networks: vec![],
+        });
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let trusting = Connector::with_tls(
+            Arc::clone(&guard),
+            rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        );
+        let ep = Endpoint::new(format!("https://localhost:{port}/hook").parse().unwrap()).unwrap();
+        let mut slot = Slot::default();
+        for _ in 0..3 {
+            let a = slot
+                .call(&trusting, &ep, post(&ep), Duration::from_secs(5), false)
+                .await
+                .unwrap();
+            assert_eq!(a.status, StatusCode::OK);
+            assert_eq!(&a.body[..], b"hello");
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "one connection for every request"
+        );
+        // A certificate no one vouches for is refused.
+        let strict = Connector::new(Arc::clone(&guard));
+        let err = Slot::default()
+            .call(&strict, &ep, post(&ep), Duration::from_secs(5), false)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Failure::Connect(_)), "{err}");
+        // Without the operator's consent, loopback is not called at all.
+        let guarded = Connector::new(Arc::new(Guard::default()));
+        let err = Slot::default()
+            .call(&guarded, &ep, post(&ep), Duration::from_secs(5), false)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("loopback"), "{err}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
     #[test]
