@@ -92,6 +92,9 @@ enum Command {
         /// In-flight limits to run, comma-separated
         #[arg(long, value_delimiter = ',', default_value = "1,64")]
         in_flight: Vec<u32>,
+        /// Rounds of wrk then Ferry per in-flight limit; the median ratio is reported
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
     },
     /// Ferry against NATS JetStream, RabbitMQ and Redis Streams, every workload on every
     /// system in one run (bench/run-peers.sh installs the peers and runs this).
@@ -200,7 +203,7 @@ fn main() -> anyhow::Result<()> {
             println!("{}", queue::report_with_disk(&q, Some(&b), disk.seq_mb_s));
             println!("{}", queue::report_delayed(&d));
             anyhow::ensure!(d.delayed_reported == 20_000, "delayed records counted");
-            let p = rt.block_on(push::run(&ctx, 500, &[1, 8], 0))?;
+            let p = rt.block_on(push::run(&ctx, 500, &[1, 8], 0, 1))?;
             let o = rt.block_on(push::open_breaker(&ctx, 2_000))?;
             println!("{}", push::report(&p, Some(&o)));
             anyhow::ensure!(o.breaker == "open", "the breaker opened");
@@ -271,8 +274,9 @@ fn main() -> anyhow::Result<()> {
             open_records,
             wrk_seconds,
             in_flight,
+            rounds,
         } => {
-            let r = rt.block_on(push::run(&ctx, records, &in_flight, wrk_seconds))?;
+            let r = rt.block_on(push::run(&ctx, records, &in_flight, wrk_seconds, rounds))?;
             let o = (open_records > 0)
                 .then(|| rt.block_on(push::open_breaker(&ctx, open_records)))
                 .transpose()?;

@@ -27,6 +27,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use rand::Rng;
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -243,8 +244,9 @@ impl Dispatchers {
         let flusher = tokio::spawn(Arc::clone(&self).flush_loop(Arc::clone(&d)));
         // Pulled records wait here for a sender; `concurrency` sender tasks take them
         // one at a time, so at most that many requests are in flight.
-        let (tx, rx) = tokio::sync::mpsc::channel::<(Arc<Target>, Delivery)>(PREFETCH_MAX);
-        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        // Each sender waits on the queue by itself (no lock around it): a record
+        // goes to whichever sender is free, without a hand-over from one to the next.
+        let (tx, rx) = async_channel::bounded::<(Arc<Target>, Delivery)>(PREFETCH_MAX);
         let wanted = Arc::new(AtomicU32::new(0));
         let alive = Arc::new(AtomicU32::new(0));
         let mut senders = Vec::new();
@@ -260,7 +262,7 @@ impl Dispatchers {
                 let done = d.done.notified();
                 tokio::pin!(done);
                 done.as_mut().enable();
-                let queued = (PREFETCH_MAX - tx.capacity()) as u32;
+                let queued = tx.len() as u32;
                 if queued + step > depth && read_at.elapsed() < Duration::from_millis(100) {
                     let _ = tokio::time::timeout(Duration::from_millis(20), done).await;
                     continue;
@@ -277,7 +279,7 @@ impl Dispatchers {
                 senders.push(tokio::spawn(Arc::clone(&self).sender(
                     Arc::clone(&d),
                     id,
-                    Arc::clone(&rx),
+                    rx.clone(),
                     Arc::clone(&wanted),
                     Arc::clone(&alive),
                 )));
@@ -299,7 +301,7 @@ impl Dispatchers {
             }
             let step = (depth / 4).max(1);
             last = Some((depth, step, Instant::now()));
-            let queued = (PREFETCH_MAX - tx.capacity()) as u32;
+            let queued = tx.len() as u32;
             if queued + step > depth {
                 continue;
             }
@@ -360,6 +362,7 @@ impl Dispatchers {
         // Senders drop what is queued and stop when the queue is closed.
         d.stop.store(true, Ordering::Release);
         drop(tx);
+        drop(rx);
         for t in senders {
             let _ = t.await;
         }
@@ -375,7 +378,7 @@ impl Dispatchers {
         self: Arc<Self>,
         d: Arc<Dispatcher>,
         id: u32,
-        rx: Arc<tokio::sync::Mutex<Queue>>,
+        rx: Queue,
         wanted: Arc<AtomicU32>,
         alive: Arc<AtomicU32>,
     ) {
@@ -385,8 +388,7 @@ impl Dispatchers {
             if id >= wanted.load(Ordering::Acquire) {
                 break;
             }
-            let next = rx.lock().await.recv().await;
-            let Some((target, delivery)) = next else {
+            let Ok((target, delivery)) = rx.recv().await else {
                 break;
             };
             // Not sent: the subscription is going away, or the lease ran out while the
@@ -643,7 +645,7 @@ impl Dispatchers {
         let ok_for_breaker = !matches!(next, Next::Retry(_));
         let change = lock(&d.breaker).record(ok_for_breaker, now_ms());
         log_change(&d.name, change);
-        let lease = vec![x.lease_id.clone()];
+        let lease_id = x.lease_id;
         let too_old = push
             .max_age_ms
             .is_some_and(|age| now_ms().saturating_sub(r.timestamp.max(0) as u64) > age);
@@ -651,7 +653,7 @@ impl Dispatchers {
             Next::Ack => {
                 d.stats.delivered.fetch_add(1, Ordering::Relaxed);
                 attempt.outcome = "delivered".into();
-                lock(&d.pending_acks).extend(lease);
+                lock(&d.pending_acks).push(lease_id);
                 Ok(())
             }
             Next::Retry(_) if too_old => {
@@ -662,7 +664,7 @@ impl Dispatchers {
                     attempt.error.clone().unwrap_or_default()
                 );
                 self.broker
-                    .dead_letter_now(&cfg.name, lease, why)
+                    .dead_letter_now(&cfg.name, vec![lease_id], why)
                     .await
                     .map(|_| ())
             }
@@ -678,7 +680,7 @@ impl Dispatchers {
                 self.broker
                     .nack(
                         &cfg.name,
-                        lease,
+                        vec![lease_id],
                         delay.map(|v| v.min(RETRY_AFTER_MS_MAX) as i64),
                         attempt.error.clone(),
                     )
@@ -689,7 +691,11 @@ impl Dispatchers {
                 d.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 attempt.outcome = "dead_letter".into();
                 self.broker
-                    .dead_letter_now(&cfg.name, lease, attempt.error.clone().unwrap_or_default())
+                    .dead_letter_now(
+                        &cfg.name,
+                        vec![lease_id],
+                        attempt.error.clone().unwrap_or_default(),
+                    )
                     .await
                     .map(|_| ())
             }
@@ -742,7 +748,7 @@ const H_FERRY_ATTEMPT: HeaderName = HeaderName::from_static("ferry-attempt");
 const H_FERRY_KEY: HeaderName = HeaderName::from_static("ferry-key");
 
 /// Records waiting for a sender, with the settings they were pulled under.
-type Queue = tokio::sync::mpsc::Receiver<(Arc<Target>, Delivery)>;
+type Queue = async_channel::Receiver<(Arc<Target>, Delivery)>;
 
 /// Marks an error of a request that could not be built.
 const UNSENDABLE: &str = "cannot be sent as HTTP: ";
@@ -805,7 +811,9 @@ fn traceparent(r: &ferry_log::Record, id: &str) -> String {
         trace = trace.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
     }
     let span: u64 = SPAN_RNG.with(|r| r.borrow_mut().gen::<u64>()).max(1);
-    format!("00-{:032x}-{span:016x}-01", trace.max(1))
+    let mut tp = String::with_capacity(55);
+    let _ = write!(tp, "00-{:032x}-{span:016x}-01", trace.max(1));
+    tp
 }
 
 fn content_type(r: &ferry_log::Record) -> String {
