@@ -74,14 +74,16 @@ impl Partition {
         let mut bytes = 0usize;
         let mut next = offset;
         let mut bounds = (0, 0);
+        // Read little first (a few records may be all that is wanted), more each time.
+        let read_max = max_bytes.clamp(64 * 1024, 4 * 1024 * 1024);
+        let mut read_size = 64 * 1024;
         'outer: loop {
             if records.len() >= max_records || bytes >= max_bytes {
                 break;
             }
-            let read = match self
-                .log
-                .read(next, max_bytes.clamp(64 * 1024, 4 * 1024 * 1024))
-            {
+            let size = read_size;
+            read_size = (read_size * 2).min(read_max);
+            let read = match self.log.read(next, size) {
                 Ok(r) => r,
                 Err(e) if !records.is_empty() => {
                     tracing::warn!(partition = self.id, offset = next, error = %e, "Read stopped early.");
@@ -94,7 +96,12 @@ impl Partition {
                 break;
             }
             for one in batch::Batches::new(read.batches) {
-                let decoded = one.and_then(|one| batch::decode_records(&one, limits));
+                let wanted = max_records.saturating_sub(records.len());
+                if wanted == 0 {
+                    break 'outer;
+                }
+                let decoded = one
+                    .and_then(|one| batch::decode_records_from(&one, limits, next as i64, wanted));
                 let (header, batch_records) = match decoded {
                     Ok(d) => d,
                     Err(e) => {
@@ -108,6 +115,11 @@ impl Partition {
                         break 'outer;
                     }
                 };
+                // Decoding stopped before the batch's end: the rest is for the next read.
+                let complete = batch_records.len() < wanted
+                    || batch_records
+                        .last()
+                        .is_some_and(|r| r.offset >= header.last_offset());
                 if !header.is_control() {
                     for r in batch_records {
                         if (r.offset as u64) < next {
@@ -124,6 +136,9 @@ impl Partition {
                         next = r.offset as u64 + 1;
                         records.push(r);
                     }
+                }
+                if !complete {
+                    break 'outer;
                 }
                 next = next.max(header.last_offset() as u64 + 1);
             }

@@ -140,3 +140,49 @@ async fn an_empty_group_leaves_memory_but_keeps_its_offsets() {
     // A fresh join starts a new group under the same name.
     assert!(b.groups.join(join("g", "", "range")).await.is_ok());
 }
+
+/// Reads of a few records from large batches step through them in order: nothing is
+/// skipped when a read stops inside a batch, and the next read goes on from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_reads_walk_large_batches_without_skipping() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    b.create_topic("t", TopicSettings::default()).await.unwrap();
+    // Three batches of 2,000 records, each about 40 KiB.
+    for batch in 0..3 {
+        let records: Vec<NewRecord> = (0..2000)
+            .map(|i| NewRecord {
+                timestamp: 1,
+                value: Some(Bytes::from(format!("{:016}", batch * 2000 + i))),
+                ..Default::default()
+            })
+            .collect();
+        let bytes = build_batch(&records, Compression::None).unwrap();
+        let r = b
+            .append_client_batches("t", 0, Bytes::from(bytes))
+            .await
+            .unwrap();
+        b.make_durable("t", 0, r.end_offset.unwrap()).await.unwrap();
+    }
+    for step in [1usize, 7, 64, 1999, 2001] {
+        let mut offset = 0u64;
+        let mut seen = 0u64;
+        while offset < 6000 {
+            let r = b
+                .read("t", 0, offset, step, 1 << 20, std::time::Duration::ZERO)
+                .await
+                .unwrap();
+            assert!(!r.records.is_empty(), "step {step}: stuck at {offset}");
+            assert!(r.records.len() <= step);
+            for rec in &r.records {
+                assert_eq!(rec.offset as u64, seen, "step {step}");
+                let v = rec.value.as_deref().unwrap();
+                assert_eq!(std::str::from_utf8(v).unwrap(), format!("{seen:016}"));
+                seen += 1;
+            }
+            assert_eq!(r.next_offset, seen);
+            offset = r.next_offset;
+        }
+        assert_eq!(seen, 6000);
+    }
+}

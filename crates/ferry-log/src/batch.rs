@@ -333,7 +333,32 @@ pub fn decode_records(
 ) -> Result<(BatchHeader, Vec<Record>), BatchError> {
     verify_crc(batch)?;
     let mut records = Vec::new();
-    let header = walk_records(batch, limits, |r| records.push(r))?;
+    let header = walk_records(batch, limits, i64::MIN, |r| {
+        records.push(r);
+        true
+    })?;
+    Ok((header, records))
+}
+
+/// Like [`decode_records`], but only records at `from` and after, at most `max` of
+/// them. Records before `from` are stepped over by their length without being
+/// decoded (the CRC still covers the whole batch), and decoding stops at `max`: a
+/// reader that wants a few records of a large batch pays for those few.
+pub fn decode_records_from(
+    batch: &Bytes,
+    limits: &DecodeLimits,
+    from: i64,
+    max: usize,
+) -> Result<(BatchHeader, Vec<Record>), BatchError> {
+    verify_crc(batch)?;
+    let mut records = Vec::new();
+    if max == 0 {
+        return Ok((BatchHeader::parse(batch)?, records));
+    }
+    let header = walk_records(batch, limits, from, |r| {
+        records.push(r);
+        records.len() < max
+    })?;
     Ok((header, records))
 }
 
@@ -342,7 +367,10 @@ pub fn decode_records(
 /// without keeping the records.
 pub fn check_records(batch: &Bytes, limits: &DecodeLimits) -> Result<BatchHeader, BatchError> {
     let mut n = 0usize;
-    let header = walk_records(batch, limits, |_| n += 1)?;
+    let header = walk_records(batch, limits, i64::MIN, |_| {
+        n += 1;
+        true
+    })?;
     if n != header.record_count as usize {
         return Err(BatchError::BadRecordCount {
             count: header.record_count,
@@ -352,11 +380,13 @@ pub fn check_records(batch: &Bytes, limits: &DecodeLimits) -> Result<BatchHeader
     Ok(header)
 }
 
-/// Decompresses as needed and hands each record to `visit`.
+/// Decompresses as needed and hands each record at offset `from` or later to `visit`,
+/// until `visit` answers false. Records before `from` are only stepped over.
 fn walk_records(
     batch: &Bytes,
     limits: &DecodeLimits,
-    mut visit: impl FnMut(Record),
+    from: i64,
+    mut visit: impl FnMut(Record) -> bool,
 ) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(batch)?;
     if header.total_bytes() != batch.len() {
@@ -398,6 +428,11 @@ fn walk_records(
         let attributes = rr.i8().ok_or(bad("missing attributes"))?;
         let ts_delta = rr.varlong().ok_or(bad("bad timestamp delta"))?;
         let offset_delta = rr.varint().ok_or(bad("bad offset delta"))?;
+        let offset = header.base_offset.saturating_add(offset_delta as i64);
+        if offset < from {
+            r.pos = end;
+            continue;
+        }
         let key = rr.nullable(&body).map_err(bad)?;
         let value = rr.nullable(&body).map_err(bad)?;
         let header_count = rr.varint().ok_or(bad("bad header count"))?;
@@ -422,14 +457,17 @@ fn walk_records(
         } else {
             header.base_timestamp.saturating_add(ts_delta)
         };
-        visit(Record {
-            offset: header.base_offset.saturating_add(offset_delta as i64),
+        let more = visit(Record {
+            offset,
             timestamp,
             attributes,
             key,
             value,
             headers,
         });
+        if !more {
+            break;
+        }
     }
     Ok(header)
 }
@@ -592,6 +630,52 @@ mod tests {
         assert_eq!(decoded[1].timestamp, 1005);
         assert_eq!(decoded[1].value.as_deref(), Some(&b"two"[..]));
         assert_eq!(decoded[0].headers[0].key.as_ref(), b"h");
+    }
+
+    #[test]
+    fn decoding_from_an_offset_steps_over_earlier_records_and_stops_at_the_limit() {
+        let records: Vec<_> = (0..100)
+            .map(|i| rec(&format!("k{i}"), format!("v{i}").as_bytes(), i))
+            .collect();
+        for codec in [Compression::None, Compression::Lz4] {
+            let mut batch = build_batch(&records, codec).unwrap();
+            set_base_offset(&mut batch, 1000);
+            let batch = Bytes::from(batch);
+            let limits = DecodeLimits::default();
+            let (_, all) = decode_records(&batch, &limits).unwrap();
+            let (header, some) = decode_records_from(&batch, &limits, 1040, 7).unwrap();
+            assert_eq!(header.last_offset(), 1099);
+            assert_eq!(some.len(), 7);
+            assert_eq!(some[0].offset, 1040);
+            assert_eq!(some[6].value.as_deref(), Some(&b"v46"[..]));
+            for r in &some {
+                let same = &all[(r.offset - 1000) as usize];
+                assert_eq!(
+                    (r.timestamp, &r.key, &r.headers),
+                    (same.timestamp, &same.key, &same.headers)
+                );
+            }
+            // Past the end, before the start, none wanted.
+            assert!(decode_records_from(&batch, &limits, 1100, 5)
+                .unwrap()
+                .1
+                .is_empty());
+            assert_eq!(
+                decode_records_from(&batch, &limits, 0, 1000)
+                    .unwrap()
+                    .1
+                    .len(),
+                100
+            );
+            assert!(decode_records_from(&batch, &limits, 0, 0)
+                .unwrap()
+                .1
+                .is_empty());
+        }
+        // The CRC covers the records stepped over too.
+        let mut bad = build_batch(&records, Compression::None).unwrap();
+        bad[BATCH_HEADER_BYTES + 3] ^= 1;
+        assert!(decode_records_from(&Bytes::from(bad), &DecodeLimits::default(), 99, 1).is_err());
     }
 
     #[test]
