@@ -110,6 +110,34 @@ impl Breaker {
         }
     }
 
+    /// How many records to fetch ahead of the senders, with `queued` already waiting.
+    /// Closed: `room`. Open: none until the cool-down ends. Then (half-open) only
+    /// enough for the probes, and only once the queue is empty: senders take their
+    /// permits one by one with [`Breaker::permit`], so records fetched before the
+    /// breaker opened wait instead of being sent. Ends the cool-down (open → half-open)
+    /// when it is over.
+    pub fn fetch(
+        &mut self,
+        room: u32,
+        queued: u32,
+        now: u64,
+    ) -> (Permit, Option<(BreakerState, BreakerState)>) {
+        if self.state == BreakerState::Closed {
+            return (Permit::Send(room), None);
+        }
+        // Only moves open → half-open once the cool-down is over; counts no probe.
+        let (p, change) = self.permit(0, now);
+        if let Permit::WaitUntil(t) = p {
+            if self.state == BreakerState::Open {
+                return (Permit::WaitUntil(t), change);
+            }
+        }
+        if queued > 0 {
+            return (Permit::WaitUntil(now + 50), change);
+        }
+        (Permit::Send(self.config.probes.min(room).max(1)), change)
+    }
+
     /// Gives back probes that were permitted but not sent (nothing was there to send).
     pub fn return_probes(&mut self, n: u32) {
         if self.state == BreakerState::HalfOpen {
@@ -231,5 +259,26 @@ mod tests {
             Some((BreakerState::HalfOpen, BreakerState::Open))
         );
         assert_eq!(b.permit(1, 4002).0, Permit::WaitUntil(4501));
+    }
+
+    #[test]
+    fn fetching_stops_while_open_and_gets_only_probes_once_the_queue_is_empty() {
+        let mut b = Breaker::new(config(), 0);
+        assert_eq!(b.fetch(100, 50, 0).0, Permit::Send(100));
+        for t in 0..4 {
+            b.record(false, t);
+        }
+        assert_eq!(b.state(), BreakerState::Open);
+        // Open: nothing fetched, whatever the queue holds.
+        assert_eq!(b.fetch(100, 0, 100).0, Permit::WaitUntil(503));
+        // The cool-down is over: half-open, but queued records go first (as probes).
+        let (p, change) = b.fetch(100, 3, 503);
+        assert_eq!(p, Permit::WaitUntil(553));
+        assert_eq!(change, Some((BreakerState::Open, BreakerState::HalfOpen)));
+        assert_eq!(b.fetch(100, 0, 560).0, Permit::Send(2));
+        // Fetching counted no probe: senders still get both.
+        assert_eq!(b.permit(1, 561).0, Permit::Send(1));
+        assert_eq!(b.permit(1, 562).0, Permit::Send(1));
+        assert_eq!(b.permit(1, 563).0, Permit::WaitUntil(613));
     }
 }

@@ -307,7 +307,7 @@ impl Dispatchers {
             }
             let room = depth - queued;
             let now = now_ms();
-            let (permit, change) = lock(&d.breaker).permit(room, now);
+            let (permit, change) = lock(&d.breaker).fetch(room, queued, now);
             log_change(&d.name, change);
             let n = match permit {
                 Permit::Send(n) => n,
@@ -334,9 +334,6 @@ impl Dispatchers {
             };
             match self.broker.pull(&d.name, req).await {
                 Ok(got) => {
-                    if (got.len() as u32) < n {
-                        lock(&d.breaker).return_probes(n - got.len() as u32);
-                    }
                     if got.is_empty() {
                         continue;
                     }
@@ -353,7 +350,6 @@ impl Dispatchers {
                 }
                 Err(BrokerError::SubscriptionNotFound(_)) => break,
                 Err(e) => {
-                    lock(&d.breaker).return_probes(n);
                     tracing::warn!(subscription = %d.name, error = %e, "Push pull failed.");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
@@ -388,9 +384,14 @@ impl Dispatchers {
             if id >= wanted.load(Ordering::Acquire) {
                 break;
             }
-            let Ok((target, delivery)) = rx.recv().await else {
+            let Ok((target, mut delivery)) = rx.recv().await else {
                 break;
             };
+            // The breaker is asked before every request: while it is open, or its
+            // probes are out, the record waits here (its lease kept) instead of going.
+            if !self.wait_for_breaker(&d, &target, &mut delivery).await {
+                continue;
+            }
             // Not sent: the subscription is going away, or the lease ran out while the
             // record waited (it is delivered again; an ack would be refused).
             if d.stop.load(Ordering::Acquire) || now_ms() + 1000 >= delivery.lease_expires_ms {
@@ -411,6 +412,40 @@ impl Dispatchers {
             d.done.notify_waiters();
         }
         alive.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Waits until the breaker lets one request go. False when the subscription is
+    /// going away meanwhile (the record is not sent; its lease runs out).
+    async fn wait_for_breaker(&self, d: &Dispatcher, target: &Target, x: &mut Delivery) -> bool {
+        loop {
+            let now = now_ms();
+            let (permit, change) = lock(&d.breaker).permit(1, now);
+            log_change(&d.name, change);
+            let until = match permit {
+                Permit::Send(_) => return true,
+                Permit::WaitUntil(t) => t,
+            };
+            if d.stop.load(Ordering::Acquire) {
+                return false;
+            }
+            let nap = until.saturating_sub(now).clamp(10, 200);
+            let timeout = target.cfg.push.as_ref().map_or(10_000, |p| p.timeout_ms);
+            // Keep the lease for the wait and the request after it.
+            if x.lease_expires_ms < now + nap + timeout + 5_000 {
+                let keep = (until.saturating_sub(now) + timeout + 30_000)
+                    .min(ferry_broker::subs::VISIBILITY_TIMEOUT_MS_MAX);
+                match self
+                    .broker
+                    .extend(&d.name, vec![x.lease_id.clone()], keep as i64)
+                    .await
+                {
+                    Ok(expires) => x.lease_expires_ms = expires,
+                    // The lease is gone: the record comes again later.
+                    Err(_) => return false,
+                }
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(nap), d.done.notified()).await;
+        }
     }
 
     /// Acks delivered records and writes the delivery log in batches: one durable ack
