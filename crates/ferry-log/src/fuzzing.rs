@@ -29,8 +29,27 @@ fn decode_one(data: &[u8]) {
         decompressed_bytes_max: 1 << 20,
         headers_per_record_max: 64,
     };
-    if let Ok((header, records)) = batch::decode_records(&Bytes::copy_from_slice(data), &limits) {
+    let bytes = Bytes::copy_from_slice(data);
+    // A partial decode from any offset, with any limit, never panics.
+    let (from, max) = match data {
+        [a, b, ..] => (i64::from(*a) - 8, usize::from(*b % 16)),
+        _ => (0, 1),
+    };
+    let partial = batch::decode_records_from(&bytes, &limits, from, max);
+    if let Ok((header, records)) = batch::decode_records(&bytes, &limits) {
         assert!(records.len() <= header.record_count.max(0) as usize);
+        // What a partial decode gives is what the full decode has from that offset.
+        if let Ok((_, some)) = &partial {
+            let want: Vec<_> = records
+                .iter()
+                .filter(|r| r.offset >= from)
+                .take(max)
+                .collect();
+            assert_eq!(some.len(), want.len());
+            for (a, b) in some.iter().zip(want) {
+                assert_eq!((a.offset, &a.key, &a.value), (b.offset, &b.key, &b.value));
+            }
+        }
         let rebuilt: Vec<_> = records
             .iter()
             .map(|r| batch::NewRecord {

@@ -138,13 +138,6 @@ impl Breaker {
         (Permit::Send(self.config.probes.min(room).max(1)), change)
     }
 
-    /// Gives back probes that were permitted but not sent (nothing was there to send).
-    pub fn return_probes(&mut self, n: u32) {
-        if self.state == BreakerState::HalfOpen {
-            self.probes_sent = self.probes_sent.saturating_sub(n);
-        }
-    }
-
     /// Counts a call's result; returns a state change if one happened.
     pub fn record(&mut self, ok: bool, now: u64) -> Option<(BreakerState, BreakerState)> {
         match self.state {

@@ -386,53 +386,58 @@ impl Slot {
         call: &Call,
         deadline: Instant,
     ) -> Result<Answer, Failure> {
-        // A kept connection may have been closed by the endpoint while it was idle:
-        // then the request is sent once more on a new connection.
-        for fresh in [false, true] {
-            let reused = match &self.conn {
-                Some(c) if c.ep.same_origin(ep) && !c.send.is_closed() => true,
-                _ => {
-                    self.conn = None;
-                    if !fresh {
-                        continue;
-                    }
-                    let open = tokio::time::timeout_at(
-                        (deadline.min(Instant::now() + CONNECT_TIMEOUT)).into(),
-                        connector.connect(ep),
-                    )
-                    .await
-                    .map_err(|_| Failure::Connect("timed out".into()))??;
-                    self.conn = Some(open);
-                    false
-                }
-            };
-            let Some(conn) = self.conn.as_mut() else {
-                continue;
-            };
-            let mut req = Request::new(Full::new(call.body.clone()));
-            *req.method_mut() = call.method.clone();
-            *req.uri_mut() = ep.target.clone();
-            *req.headers_mut() = call.headers.clone();
-            match exchange(conn, req).await {
-                Ok((answer, keep)) => {
-                    if !keep {
-                        self.conn = None;
-                    }
-                    return Ok(answer);
-                }
+        if self
+            .conn
+            .as_ref()
+            .is_some_and(|c| !c.ep.same_origin(ep) || c.send.is_closed())
+        {
+            self.conn = None;
+        }
+        if let Some(conn) = self.conn.as_mut() {
+            match exchange(conn, request(ep, call)).await {
+                Ok(answer) => return Ok(self.keep_if(answer)),
                 Err(e) => {
                     self.conn = None;
-                    // Only a request that never reached a reused connection's endpoint
-                    // (closed while idle) is sent again.
-                    if reused && !fresh && e.retry_on_new {
-                        continue;
+                    // A kept connection the endpoint closed while it was idle: the
+                    // request is sent once more on a new one.
+                    if !e.retry_on_new {
+                        return Err(Failure::Request(e.why));
                     }
-                    return Err(Failure::Request(e.why));
                 }
             }
         }
-        Err(Failure::Request("no connection".into()))
+        let open = tokio::time::timeout_at(
+            deadline.min(Instant::now() + CONNECT_TIMEOUT).into(),
+            connector.connect(ep),
+        )
+        .await
+        .map_err(|_| Failure::Connect("timed out".into()))??;
+        let conn = self.conn.insert(open);
+        match exchange(conn, request(ep, call)).await {
+            Ok(answer) => Ok(self.keep_if(answer)),
+            Err(e) => {
+                self.conn = None;
+                Err(Failure::Request(e.why))
+            }
+        }
     }
+
+    /// Drops the connection unless the answer left it ready for the next request.
+    fn keep_if(&mut self, (answer, reusable): (Answer, bool)) -> Answer {
+        if !reusable {
+            self.conn = None;
+        }
+        answer
+    }
+}
+
+/// The HTTP request of `call` to `ep`.
+fn request(ep: &Endpoint, call: &Call) -> Request<Full<Bytes>> {
+    let mut req = Request::new(Full::new(call.body.clone()));
+    *req.method_mut() = call.method.clone();
+    *req.uri_mut() = ep.target.clone();
+    *req.headers_mut() = call.headers.clone();
+    req
 }
 
 /// 3xx answers that lead somewhere (not 300 Multiple Choices, not 304 Not Modified).
@@ -483,7 +488,8 @@ async fn exchange(
                 None => return true,
                 Some(Ok(f)) => {
                     if let Ok(d) = f.into_data() {
-                        buf.extend_from_slice(&d);
+                        let take = d.len().min(BODY_READ_MAX - buf.len());
+                        buf.extend_from_slice(&d[..take]);
                     }
                 }
                 Some(Err(_)) => return false,

@@ -290,7 +290,7 @@ impl Dispatchers {
                 continue;
             }
             // Pull ahead of the requests in flight, so that one pull (one journal append)
-            // serves many deliveries, but keep the queue short: about four rounds of
+            // serves many deliveries, but keep the queue short: about eight rounds of
             // requests (a second's worth when rate-limited), so that leases stay short
             // and a pause, an open breaker or new settings apply soon. The queue is
             // topped up whenever a quarter of it has gone, so that it never runs dry
@@ -479,7 +479,7 @@ impl Dispatchers {
     fn target(&self, cfg: SubscriptionConfig) -> Target {
         let mut t = Target {
             endpoint: Err("not a push subscription".to_string()),
-            headers: HeaderMap::new(),
+            headers: Vec::new(),
             custom: Vec::new(),
             signers: Vec::new(),
             previous: None,
@@ -498,19 +498,7 @@ impl Dispatchers {
             });
         if let Ok(ep) = &t.endpoint {
             t.headers
-                .insert(http::header::HOST, ep.host_header().clone());
-        }
-        t.headers.insert(
-            http::header::USER_AGENT,
-            HeaderValue::from_static(concat!("Ferry/", env!("CARGO_PKG_VERSION"))),
-        );
-        for (name, value) in [
-            ("ferry-subscription", &t.cfg.name),
-            ("ferry-topic", &t.cfg.topic),
-        ] {
-            if let Ok(v) = HeaderValue::try_from(value.as_str()) {
-                t.headers.insert(HeaderName::from_static(name), v);
-            }
+                .push((http::header::HOST, ep.host_header().clone()));
         }
         // Checked when the subscription was made; one that does not convert is left out.
         for (k, v) in &p.headers {
@@ -519,6 +507,24 @@ impl Dispatchers {
                 HeaderValue::try_from(v.as_str()),
             ) {
                 t.custom.push((k, v));
+            }
+        }
+        // The subscription's own `user-agent` replaces Ferry's.
+        let agent = match t
+            .custom
+            .iter()
+            .position(|(k, _)| k == http::header::USER_AGENT)
+        {
+            Some(i) => t.custom.remove(i).1,
+            None => HeaderValue::from_static(concat!("Ferry/", env!("CARGO_PKG_VERSION"))),
+        };
+        t.headers.push((http::header::USER_AGENT, agent));
+        for (name, value) in [
+            ("ferry-subscription", &t.cfg.name),
+            ("ferry-topic", &t.cfg.topic),
+        ] {
+            if let Ok(v) = HeaderValue::try_from(value.as_str()) {
+                t.headers.push((HeaderName::from_static(name), v));
             }
         }
         t.signers = p
@@ -582,11 +588,7 @@ impl Dispatchers {
             }
         }
         for (k, v) in &target.custom {
-            if k == http::header::USER_AGENT {
-                h.insert(k.clone(), v.clone());
-            } else {
-                h.append(k.clone(), v.clone());
-            }
+            h.append(k.clone(), v.clone());
         }
         Ok(Call {
             method: match push.method {
@@ -606,19 +608,21 @@ impl Dispatchers {
         let started = Instant::now();
         let time = now_ms();
         let r = &x.record;
-        let result = match (&target.endpoint, self.request(target, &x, time)) {
-            (Err(why), _) => Err(Refused(why.clone())),
-            (_, Err(why)) => Err(Refused(why)),
-            (Ok(ep), Ok(call)) => slot
-                .call(
-                    &self.connector,
-                    ep,
-                    call,
-                    Duration::from_millis(push.timeout_ms),
-                    push.follow_redirects,
-                )
-                .await
-                .map_err(|f| Refused(f.to_string())),
+        let result = match &target.endpoint {
+            Err(why) => Err(Refused(why.clone())),
+            Ok(ep) => match self.request(target, &x, time) {
+                Err(why) => Err(Refused(why)),
+                Ok(call) => slot
+                    .call(
+                        &self.connector,
+                        ep,
+                        call,
+                        Duration::from_millis(push.timeout_ms),
+                        push.follow_redirects,
+                    )
+                    .await
+                    .map_err(|f| Refused(f.to_string())),
+            },
         };
         let mut attempt = Attempt {
             time,
@@ -763,8 +767,9 @@ struct Target {
     /// The endpoint, parsed and allowed; or why no request may be sent (a URL that does
     /// not parse, a refused literal address).
     endpoint: Result<Endpoint, String>,
-    /// `host`, `user-agent`, `ferry-subscription`, `ferry-topic`.
-    headers: HeaderMap,
+    /// `host`, `user-agent` (Ferry's or the subscription's), `ferry-subscription`,
+    /// `ferry-topic`.
+    headers: Vec<(HeaderName, HeaderValue)>,
     /// The subscription's own headers, added after Ferry's.
     custom: Vec<(HeaderName, HeaderValue)>,
     /// The current secrets' keys.

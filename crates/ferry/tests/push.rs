@@ -43,6 +43,15 @@ fn attempts_of(rs: &[Received], offset: u64) -> Vec<Instant> {
         .collect()
 }
 
+/// The delivery log's attempts of one record (partition 0).
+async fn logged_attempts(url: &str, sub: &str, offset: u64) -> Value {
+    call(http().get(format!(
+        "{url}/v1/subscriptions/{sub}/deliveries?partition=0&offset={offset}"
+    )))
+    .await
+    .1
+}
+
 async fn wait_until(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !f().await {
@@ -113,10 +122,7 @@ async fn deliveries_are_signed_and_carry_their_record() {
         v["deliveries"].as_array().is_some_and(|d| d.len() == 2)
     })
     .await;
-    let (_, v) = call(http().get(format!(
-        "{url}/v1/subscriptions/hook/deliveries?partition=0&offset=1"
-    )))
-    .await;
+    let v = logged_attempts(url, "hook", 1).await;
     let d = v["deliveries"].as_array().unwrap();
     assert_eq!(d.len(), 1);
     assert_eq!(d[0]["outcome"], "delivered");
@@ -360,20 +366,14 @@ async fn retry_after_refusals_timeouts_resets_and_redirects() {
         assert!(h.starts_with("1@"), "the history names the attempts: {r}");
     }
     // The log tells the timeout and the dropped connection.
-    let (_, v) = call(http().get(format!(
-        "{url}/v1/subscriptions/p/deliveries?partition=0&offset=2"
-    )))
-    .await;
+    let v = logged_attempts(url, "p", 2).await;
     let d = v["deliveries"].as_array().unwrap();
     assert!(
         d.iter()
             .any(|a| a["error"].as_str().is_some_and(|e| e.contains("timed out"))),
         "{v}"
     );
-    let (_, v) = call(http().get(format!(
-        "{url}/v1/subscriptions/p/deliveries?partition=0&offset=3"
-    )))
-    .await;
+    let v = logged_attempts(url, "p", 3).await;
     assert!(
         v["deliveries"]
             .as_array()
@@ -446,10 +446,7 @@ async fn redirects_are_followed_when_the_subscription_allows_it() {
     let looped = at(2, "/hook");
     assert_eq!(looped.len(), 7, "{looped:?}");
     assert_eq!(header(looped[6], "ferry-attempt"), "2");
-    let (_, v) = call(http().get(format!(
-        "{url}/v1/subscriptions/p/deliveries?partition=0&offset=2"
-    )))
-    .await;
+    let v = logged_attempts(url, "p", 2).await;
     assert!(
         v["deliveries"]
             .as_array()
