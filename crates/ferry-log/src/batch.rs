@@ -257,6 +257,18 @@ pub struct Record {
     pub headers: Vec<RecordHeader>,
 }
 
+impl Record {
+    /// The value of the record's first header named `name`. Header names are compared
+    /// ASCII case-insensitively, everywhere in Ferry (`Traceparent` finds
+    /// `traceparent`), as HTTP does; Ferry's own headers are written in lower case.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|h| h.key.eq_ignore_ascii_case(name.as_bytes()))
+            .and_then(|h| h.value.as_deref())
+    }
+}
+
 /// Bounds applied while decoding records from untrusted bytes.
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeLimits {

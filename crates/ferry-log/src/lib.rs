@@ -14,6 +14,7 @@ pub mod index;
 pub mod log;
 pub mod producers;
 pub mod segment;
+pub mod sync;
 
 pub use batch::{BatchError, BatchHeader, DecodeLimits, NewRecord, Record, RecordHeader};
 pub use compression::Compression;
