@@ -196,7 +196,7 @@ impl Broker {
                 .collect::<Result<Vec<_>>>()?;
             topics.insert(tc.name.clone(), Arc::new(Topic::new(tc, parts)));
         }
-        let subs = crate::subs::Subscriptions::open(dir)?;
+        let subs = crate::subs::Subscriptions::open(dir, now_ms())?;
         Ok(Arc::new(Broker {
             config,
             _lock: lock,
@@ -720,7 +720,10 @@ fn maintain(parts: Vec<(TopicConfig, Arc<Partition>)>, retention_due: bool) {
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+/// Runs blocking file I/O off the async runtime.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| BrokerError::Storage(format!("storage task failed: {e}")))?

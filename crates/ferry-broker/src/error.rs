@@ -62,6 +62,9 @@ pub enum BrokerError {
     LeaseNotFound { ids: Vec<String>, reason: String },
     #[error("already acknowledged: {}", ids.join(", "))]
     LeaseAlreadyAcked { ids: Vec<String> },
+    /// A push endpoint the address guard refuses (a private or special address).
+    #[error("{0}")]
+    PushEndpointForbidden(String),
 }
 
 impl BrokerError {

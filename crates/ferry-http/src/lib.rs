@@ -27,8 +27,6 @@ pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 pub struct AppState {
     pub broker: Arc<Broker>,
     pub max_request_bytes: usize,
-    /// The webhook dispatcher (push subscriptions), when running.
-    pub push: Option<Arc<ferry_push::Dispatchers>>,
 }
 
 /// Parses a JSON body into `T`, answering a problem that names what was wrong.

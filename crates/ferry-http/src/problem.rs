@@ -175,6 +175,12 @@ impl From<BrokerError> for Problem {
                 detail,
             )
             .with("lease_ids", ids),
+            PushEndpointForbidden(_) => Problem::new(
+                StatusCode::FORBIDDEN,
+                "push-endpoint-forbidden",
+                "Push endpoint not allowed",
+                detail,
+            ),
             OutOfOrderSequence(_) | InvalidProducerEpoch(_) => Problem::new(
                 StatusCode::CONFLICT,
                 "producer-sequence",

@@ -10,12 +10,10 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::Json;
 use bytes::Bytes;
-use ferry_broker::subs::push::PushConfig;
 use ferry_broker::subs::{
     Delivery, Position, PullRequest, SubscriptionSettings, SubscriptionStatus,
 };
 use ferry_broker::BrokerError;
-use ferry_push::EndpointError;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
@@ -26,50 +24,15 @@ use std::time::Duration;
 pub const ANONYMOUS_CONSUMER: &str = "anonymous";
 pub const CONSUMER_BYTES_MAX: usize = 256;
 
-/// Checks a push endpoint and fills in a secret; returns the secret if it was made here
-/// (to show once).
-async fn prepare_push(
-    state: &AppState,
-    push: &mut Option<PushConfig>,
-    keep_from: Option<&PushConfig>,
-) -> Result<Option<String>, Problem> {
-    let Some(p) = push.as_mut() else {
-        return Ok(None);
-    };
-    if let Some(d) = &state.push {
-        d.check_endpoint(&p.url).await.map_err(|e| match e {
-            EndpointError::Invalid(m) => Problem::bad_request("invalid-config", m),
-            EndpointError::Forbidden(m) => Problem::new(
-                StatusCode::FORBIDDEN,
-                "push-endpoint-forbidden",
-                "Push endpoint not allowed",
-                m,
-            ),
-        })?;
-    }
-    if p.secret.is_some() {
-        return Ok(None);
-    }
-    if let Some(old) = keep_from {
-        p.secret = old.secret.clone();
-        p.previous_secret = old.previous_secret.clone();
-        p.previous_secret_expires_at_ms = old.previous_secret_expires_at_ms;
-        return Ok(None);
-    }
-    let secret = ferry_push::sign::generate_secret();
-    p.secret = Some(secret.clone());
-    Ok(Some(secret))
-}
-
 /// A status as JSON, with the dispatcher's live state for push subscriptions and a
 /// secret shown once when given.
-fn status_out(state: &AppState, status: SubscriptionStatus, secret: Option<String>) -> Value {
+fn status_out(state: &AppState, status: SubscriptionStatus) -> Value {
     let name = status.config.name.clone();
     let mut v = serde_json::to_value(&status).unwrap_or(Value::Null);
-    if let Some(live) = state.push.as_ref().and_then(|d| d.status(&name)) {
+    if let Some(live) = state.broker.push_live_status(&name) {
         v["push_status"] = live;
     }
-    if let Some(s) = secret {
+    if let Some(s) = status.new_secret {
         v["push"]["secret"] = json!(s);
         v["push"]["secret_shown_once"] = json!(true);
     }
@@ -80,13 +43,9 @@ pub async fn create(
     State(state): State<AppState>,
     body: Bytes,
 ) -> Result<impl IntoResponse, Problem> {
-    let mut s: SubscriptionSettings = json_body(&body)?;
-    let secret = prepare_push(&state, &mut s.push, None).await?;
+    let s: SubscriptionSettings = json_body(&body)?;
     let status = state.broker.create_subscription(s).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(status_out(&state, status, secret)),
-    ))
+    Ok((StatusCode::CREATED, Json(status_out(&state, status))))
 }
 
 pub async fn list(State(state): State<AppState>) -> Json<Value> {
@@ -95,7 +54,7 @@ pub async fn list(State(state): State<AppState>) -> Json<Value> {
         .list_subscriptions()
         .await
         .into_iter()
-        .map(|s| status_out(&state, s, None))
+        .map(|s| status_out(&state, s))
         .collect();
     Json(json!({ "subscriptions": all }))
 }
@@ -105,7 +64,7 @@ pub async fn describe(
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, Problem> {
     let status = state.broker.describe_subscription(&name).await?;
-    Ok(Json(status_out(&state, status, None)))
+    Ok(Json(status_out(&state, status)))
 }
 
 pub async fn update(
@@ -113,11 +72,9 @@ pub async fn update(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<impl IntoResponse, Problem> {
-    let mut s: SubscriptionSettings = json_body(&body)?;
-    let current = state.broker.subscription_config(&name)?;
-    let secret = prepare_push(&state, &mut s.push, current.push.as_ref()).await?;
+    let s: SubscriptionSettings = json_body(&body)?;
     let status = state.broker.update_subscription(&name, s).await?;
-    Ok(Json(status_out(&state, status, secret)))
+    Ok(Json(status_out(&state, status)))
 }
 
 pub async fn pause(
@@ -125,7 +82,7 @@ pub async fn pause(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, Problem> {
     let status = state.broker.set_paused(&name, true).await?;
-    Ok(Json(status_out(&state, status, None)))
+    Ok(Json(status_out(&state, status)))
 }
 
 pub async fn resume(
@@ -133,7 +90,7 @@ pub async fn resume(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, Problem> {
     let status = state.broker.set_paused(&name, false).await?;
-    Ok(Json(status_out(&state, status, None)))
+    Ok(Json(status_out(&state, status)))
 }
 
 #[derive(Deserialize)]
@@ -170,9 +127,6 @@ pub struct RotateBody {
     previous_valid_ms: Option<u64>,
 }
 
-/// Longest time the previous secret stays valid after a rotation: one week.
-pub const PREVIOUS_SECRET_MS_MAX: u64 = 7 * 24 * 3600 * 1000;
-
 /// Makes a new signing secret; the old one keeps signing for `previous_valid_ms`
 /// (default one day), so that endpoints can switch over.
 pub async fn rotate_secret(
@@ -185,29 +139,11 @@ pub async fn rotate_secret(
     } else {
         json_body(&body)?
     };
-    let keep = b.previous_valid_ms.unwrap_or(24 * 3600 * 1000);
-    if keep > PREVIOUS_SECRET_MS_MAX {
-        return Err(Problem::bad_request(
-            "invalid-timeout",
-            format!("previous_valid_ms must be at most {PREVIOUS_SECRET_MS_MAX} (one week)"),
-        ));
-    }
-    let generated = b.secret.is_none();
-    let new = b.secret.unwrap_or_else(ferry_push::sign::generate_secret);
-    let shown = new.clone();
     let status = state
         .broker
-        .change_config(&name, move |c| {
-            let p = c.push.as_mut().ok_or_else(|| {
-                BrokerError::InvalidConfig("only push subscriptions have a secret".into())
-            })?;
-            p.previous_secret = p.secret.take();
-            p.previous_secret_expires_at_ms = Some(ferry_broker::now_ms() + keep);
-            p.secret = Some(new);
-            Ok(())
-        })
+        .rotate_push_secret(&name, b.secret, b.previous_valid_ms)
         .await?;
-    Ok(Json(status_out(&state, status, generated.then_some(shown))))
+    Ok(Json(status_out(&state, status)))
 }
 
 const DELIVERIES_PARAMS: [&str; 3] = ["partition", "offset", "limit"];
@@ -245,18 +181,7 @@ pub async fn deliveries(
             ))
         }
     };
-    let config = state.broker.subscription_config(&name)?;
-    if config.push.is_none() {
-        return Err(Problem::bad_request(
-            "invalid-config",
-            format!("subscription '{name}' is not a push subscription: it has no deliveries"),
-        ));
-    }
-    let list = state
-        .push
-        .as_ref()
-        .and_then(|d| d.deliveries(&name, record, limit))
-        .unwrap_or_default();
+    let list = state.broker.push_deliveries(&name, record, limit)?;
     Ok(Json(json!({ "deliveries": list })))
 }
 

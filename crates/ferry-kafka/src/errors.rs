@@ -26,7 +26,8 @@ pub fn code(e: &BrokerError) -> i16 {
         | InvalidFilter(_)
         | InvalidTimeout(_)
         | LeaseNotFound { .. }
-        | LeaseAlreadyAcked { .. } => ResponseError::UnknownServerError,
+        | LeaseAlreadyAcked { .. }
+        | PushEndpointForbidden(_) => ResponseError::UnknownServerError,
     };
     r.code()
 }

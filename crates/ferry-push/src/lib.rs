@@ -12,6 +12,7 @@ pub mod breaker;
 pub mod conn;
 pub mod dlog;
 pub mod guard;
+mod runtime;
 pub mod sign;
 
 use breaker::{Breaker, BreakerState, Permit};
@@ -29,7 +30,7 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 /// The consumer name the dispatcher pulls as.
@@ -101,6 +102,8 @@ impl Dispatchers {
             running: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&d);
+        d.broker
+            .set_push_runtime(Arc::new(runtime::Runtime(Weak::clone(&weak))));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(200));
             let mut last_trim = Instant::now();

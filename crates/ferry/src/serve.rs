@@ -93,7 +93,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         kafka_config,
         stopped.clone(),
     ));
-    let push = ferry_push::Dispatchers::start(
+    // Registers itself with the broker; kept until the server stops.
+    let _push = ferry_push::Dispatchers::start(
         broker.clone(),
         ferry_push::guard::Guard {
             allow_private: settings.push_allow_private,
@@ -104,7 +105,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let state = ferry_http::AppState {
         broker: broker.clone(),
         max_request_bytes: settings.max_request_bytes,
-        push: Some(push),
     };
     tracing::info!(
         http_addr = %listener.local_addr().map_or_else(|_| settings.http_addr.to_string(), |a| a.to_string()),

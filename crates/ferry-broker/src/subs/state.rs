@@ -244,6 +244,99 @@ impl State {
         }
     }
 
+    /// Pending records above which [`State::check_invariants`] checks only what costs
+    /// O(partitions): the full check is O(pending) and runs after every change.
+    pub const FULL_CHECK_PENDING_MAX: usize = 4096;
+
+    /// Checks what must hold after every change: acked ranges are disjoint, above the
+    /// floor and counted; no pending record is done; every index (ready, expiries,
+    /// dues, dead, per-consumer and total lease counts) agrees with the pending
+    /// records. Returns what is broken. Run after every change in debug builds.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut pending_total = 0usize;
+        for (p, part) in self.parts.iter().enumerate() {
+            let mut sum = 0;
+            let mut prev_hi = None;
+            for (lo, hi) in part.acked_ranges() {
+                if lo <= part.floor || hi <= lo || prev_hi.is_some_and(|h| lo <= h) {
+                    return Err(format!(
+                        "partition {p}: acked range [{lo}, {hi}) overlaps, touches or is below the floor {}",
+                        part.floor
+                    ));
+                }
+                prev_hi = Some(hi);
+                sum += hi - lo;
+            }
+            if sum != part.acked_count {
+                return Err(format!(
+                    "partition {p}: acked ranges hold {sum} offsets, counted {}",
+                    part.acked_count
+                ));
+            }
+            pending_total += part.pending.len();
+        }
+        if self.expiries.len() != self.leased as usize
+            || self.consumers.values().map(|&n| n as u64).sum::<u64>() != u64::from(self.leased)
+            || self.dues.len() as u64 != self.delayed
+        {
+            return Err(format!(
+                "lease or delay counts disagree: {} leased, {} expiries, {} delayed, {} dues",
+                self.leased,
+                self.expiries.len(),
+                self.delayed,
+                self.dues.len()
+            ));
+        }
+        if pending_total > Self::FULL_CHECK_PENDING_MAX {
+            return Ok(());
+        }
+        let (mut leased, mut delayed, mut dead) = (0u32, 0u64, 0usize);
+        for (p, part) in self.parts.iter().enumerate() {
+            for (&o, x) in &part.pending {
+                if part.is_done(o) {
+                    return Err(format!("partition {p}: pending offset {o} is done"));
+                }
+                let indexed = match &x.state {
+                    PState::Ready => true,
+                    PState::Leased { expires, .. } => {
+                        leased += 1;
+                        self.expiries.contains(&(*expires, p as u32, o))
+                    }
+                    PState::Delayed { due } => {
+                        delayed += 1;
+                        self.dues.contains(&(*due, p as u32, o))
+                    }
+                    PState::Dead => {
+                        dead += 1;
+                        self.dead.contains(&(p as u32, o))
+                    }
+                };
+                if !indexed {
+                    return Err(format!(
+                        "partition {p}: pending offset {o} ({:?}) is not indexed",
+                        x.state
+                    ));
+                }
+            }
+        }
+        if leased != self.leased || delayed != self.delayed || dead != self.dead.len() {
+            return Err(format!(
+                "indexes hold records that are not pending: {leased}/{} leased, {delayed}/{} delayed, {dead}/{} dead",
+                self.leased,
+                self.delayed,
+                self.dead.len()
+            ));
+        }
+        for &(p, o) in &self.ready {
+            if self.pending(p, o).map(|x| &x.state) != Some(&PState::Ready) {
+                return Err(format!(
+                    "partition {p}: offset {o} is in the ready set but not ready"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn part(&self, p: u32) -> Option<&Part> {
         self.parts.get(p as usize)
     }
@@ -718,15 +811,8 @@ mod tests {
     }
 
     fn check_invariants(s: &State) {
-        for part in &s.parts {
-            let sum: u64 = part.acked_ranges().map(|(lo, hi)| hi - lo).sum();
-            assert_eq!(sum, part.acked_count);
-            for (lo, hi) in part.acked_ranges() {
-                assert!(lo > part.floor && hi > lo);
-            }
-            for o in part.pending.keys() {
-                assert!(!part.is_done(*o), "pending {o} is done");
-            }
+        if let Err(broken) = s.check_invariants() {
+            panic!("{broken}");
         }
     }
 

@@ -1,0 +1,315 @@
+//! A pull, in its steps: settle (expired leases, due delays), redeliver what is ready
+//! again, scan the heads of the partitions for new records, lease what was taken. All
+//! under the subscription's lock, with one journal append at the end.
+
+use super::config::SubscriptionConfig;
+use super::headers;
+use super::lease::{LeaseId, RecordAt};
+use super::state::{key_hash, Event, PState};
+use super::subscription::{read_one, settle, Changes, Subscription};
+use super::{HELD_RECORDS_MAX, SCAN_RECORDS_MAX};
+use crate::error::{BrokerError, Result};
+use crate::filter::Filter;
+use crate::partition::Partition;
+use crate::topic::Topic;
+use ferry_log::batch::DecodeLimits;
+use ferry_log::sync::lock;
+use ferry_log::Record;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Bytes one head scan reads from a partition at a time, at most.
+const SCAN_READ_BYTES_MAX: usize = 1024 * 1024;
+/// Records one head scan asks a partition for, at least.
+const SCAN_READ_RECORDS_MIN: usize = 64;
+
+/// What a pull asks for.
+#[derive(Debug, Clone)]
+pub struct PullRequest {
+    pub consumer: Arc<str>,
+    pub max_records: usize,
+    pub wait: Duration,
+    pub visibility_timeout_ms: Option<u64>,
+}
+
+/// A record handed to a consumer.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub lease_id: String,
+    pub attempt: u32,
+    pub partition: u32,
+    pub lease_expires_ms: u64,
+    pub record: Record,
+}
+
+/// Records taken by one pull, before they are leased.
+#[derive(Default)]
+struct Taken {
+    records: Vec<(RecordAt, Record)>,
+    /// Ready records that could not be read now: ready again after the pull.
+    held_back: Vec<RecordAt>,
+    /// The first read error; the pull stops there.
+    error: Option<BrokerError>,
+}
+
+/// What one pull may take and how it reads.
+struct Scan<'a> {
+    cfg: &'a SubscriptionConfig,
+    filter: &'a Filter,
+    parts: &'a [Arc<Partition>],
+    limits: &'a DecodeLimits,
+    cap: usize,
+    now: u64,
+}
+
+impl Subscription {
+    /// One pull at `now`, without waiting (blocking I/O).
+    pub fn pull_once(&self, topic: &Topic, req: &PullRequest, now: u64) -> Result<Vec<Delivery>> {
+        let cfg = self.config();
+        let filter = self.filter();
+        let parts = topic.partitions();
+        let mut guard = lock(&self.inner);
+        let inner = &mut *guard;
+        let mut changes = Changes::new(&mut inner.state);
+        settle(&cfg, &mut changes, &mut inner.rng, now);
+        let room_sub = cfg.max_in_flight.saturating_sub(changes.state.leased()) as usize;
+        let room_consumer =
+            cfg.max_in_flight_per_consumer
+                .saturating_sub(changes.state.leased_by(&req.consumer)) as usize;
+        let scan = Scan {
+            cfg: &cfg,
+            filter: &filter,
+            parts: &parts,
+            limits: &self.limits,
+            cap: req.max_records.min(room_sub).min(room_consumer),
+            now,
+        };
+        let mut taken = Taken::default();
+        redeliver_ready(&scan, &mut changes, &mut taken);
+        self.scan_heads(&scan, &mut changes, &mut taken, inner.next_scan_partition);
+        inner.next_scan_partition = inner.next_scan_partition.wrapping_add(1);
+        let visibility = req
+            .visibility_timeout_ms
+            .unwrap_or(cfg.visibility_timeout_ms);
+        let deliveries = self.lease_taken(
+            &mut changes,
+            &mut inner.next_token,
+            taken.records,
+            &req.consumer,
+            now + visibility,
+        );
+        for at in taken.held_back {
+            changes.state.set_ready_again(at.partition, at.offset);
+        }
+        let (events, delays) = changes.take();
+        // Journal order must be the order the state saw: append under the lock.
+        self.persist(&mut guard, &events, &delays)?;
+        drop(guard);
+        match (deliveries.is_empty(), taken.error) {
+            (true, Some(e)) => Err(e),
+            _ => Ok(deliveries),
+        }
+    }
+
+    /// Scans each partition's head for new records, partitions in turn from `first`.
+    /// Records skipped on the way (filtered out, delayed, held back) do not fill the
+    /// pull: scanning goes on, within a budget that bounds how long the lock is held.
+    fn scan_heads(&self, scan: &Scan<'_>, c: &mut Changes<'_>, taken: &mut Taken, first: usize) {
+        let n = scan.parts.len();
+        let mut scanned = 0usize;
+        loop {
+            let before = scanned;
+            for i in 0..n {
+                if taken.records.len() >= scan.cap || taken.error.is_some() {
+                    break;
+                }
+                let p = ((first + i) % n) as u32;
+                scanned += self.scan_partition(scan, c, taken, p);
+            }
+            if taken.records.len() >= scan.cap
+                || taken.error.is_some()
+                || scanned == before
+                || scanned >= SCAN_RECORDS_MAX
+            {
+                break;
+            }
+        }
+    }
+
+    /// Reads new records at partition `p`'s head: skips what the subscription does not
+    /// want, delays what is scheduled, holds back what waits for its key, takes the
+    /// rest. Returns how many records it looked at.
+    fn scan_partition(
+        &self,
+        scan: &Scan<'_>,
+        c: &mut Changes<'_>,
+        taken: &mut Taken,
+        p: u32,
+    ) -> usize {
+        let part = &scan.parts[p as usize];
+        let stats = part.log.stats();
+        if c.state.part(p).is_none() {
+            // A partition added to the topic: start at its beginning.
+            c.push(Event::Seek {
+                p,
+                offset: stats.earliest,
+            });
+        }
+        let head = c.state.part(p).map_or(0, |x| x.head);
+        if head < stats.earliest {
+            c.push(Event::Skip {
+                p,
+                lo: head,
+                hi: stats.earliest,
+            });
+        }
+        let mut cursor = head.max(stats.earliest);
+        if cursor >= part.log.latest() {
+            return 0;
+        }
+        if c.state.ordering && c.state.part(p).map_or(0, |x| x.pending.len()) >= HELD_RECORDS_MAX {
+            return 0;
+        }
+        let want = (scan.cap - taken.records.len()).max(SCAN_READ_RECORDS_MIN);
+        let read = match part.read_records(cursor, want, SCAN_READ_BYTES_MAX, scan.limits) {
+            Ok(r) => r,
+            Err(e) => {
+                taken.error = Some(e);
+                return 0;
+            }
+        };
+        let looked_at = read.records.len();
+        let mut stopped = false;
+        for r in read.records {
+            let o = r.offset as u64;
+            if o > cursor {
+                c.push(Event::Skip {
+                    p,
+                    lo: cursor,
+                    hi: o,
+                });
+            }
+            if !self.wants(scan.filter, &scan.cfg.name, &r) {
+                c.push(Event::Skip {
+                    p,
+                    lo: o,
+                    hi: o + 1,
+                });
+                cursor = o + 1;
+                continue;
+            }
+            let key = key_hash(r.key.as_deref());
+            match headers::deliver_at(&r).filter(|&due| due > scan.now) {
+                Some(due) => c.delay(p, o, 0, due, key),
+                None if c.state.key_busy(p, key) => c.push(Event::Ready {
+                    p,
+                    o,
+                    attempt: 0,
+                    key,
+                }),
+                None if taken.records.len() >= scan.cap => {
+                    stopped = true;
+                    break;
+                }
+                None => {
+                    c.state.set(p, o, 0, key, PState::Ready);
+                    c.state.remove_from_ready(p, o);
+                    taken.records.push((
+                        RecordAt {
+                            partition: p,
+                            offset: o,
+                        },
+                        r,
+                    ));
+                }
+            }
+            cursor = o + 1;
+        }
+        if !stopped && read.next_offset > cursor {
+            c.push(Event::Skip {
+                p,
+                lo: cursor,
+                hi: read.next_offset,
+            });
+        }
+        looked_at
+    }
+
+    /// Leases the records taken, until `expires`, to `consumer`.
+    fn lease_taken(
+        &self,
+        c: &mut Changes<'_>,
+        next_token: &mut u64,
+        records: Vec<(RecordAt, Record)>,
+        consumer: &Arc<str>,
+        expires: u64,
+    ) -> Vec<Delivery> {
+        let mut deliveries = Vec::with_capacity(records.len());
+        for (at, record) in records {
+            let (p, o) = (at.partition, at.offset);
+            let Some(x) = c.state.pending(p, o) else {
+                continue;
+            };
+            let (attempt, key) = (x.attempt + 1, x.key);
+            *next_token = next_token.wrapping_add(1);
+            let token = (u64::from(self.epoch) << 32)
+                | u64::from((*next_token as u32).wrapping_mul(0x9E37_79B1));
+            c.push(Event::Deliver { p, o, attempt, key });
+            c.state.lease(
+                p,
+                o,
+                PState::Leased {
+                    expires,
+                    token,
+                    consumer: Arc::clone(consumer),
+                },
+            );
+            c.state.counters.delivered += 1;
+            if attempt > 1 {
+                c.state.counters.redelivered += 1;
+            }
+            deliveries.push(Delivery {
+                lease_id: LeaseId { at, attempt, token }.to_string(),
+                attempt,
+                partition: p,
+                lease_expires_ms: expires,
+                record,
+            });
+        }
+        deliveries
+    }
+}
+
+/// Takes records that are ready again (given back, expired, due), lowest offsets first.
+fn redeliver_ready(scan: &Scan<'_>, c: &mut Changes<'_>, taken: &mut Taken) {
+    while taken.records.len() < scan.cap {
+        let Some((p, o)) = c.state.pop_ready() else {
+            break;
+        };
+        let at = RecordAt {
+            partition: p,
+            offset: o,
+        };
+        let Some(part) = scan.parts.get(p as usize) else {
+            taken.held_back.push(at);
+            continue;
+        };
+        match read_one(part, o, scan.limits) {
+            Err(e) => {
+                taken.held_back.push(at);
+                taken.error = Some(e);
+                break;
+            }
+            Ok(Some(r)) => taken.records.push((at, r)),
+            Ok(None) => {
+                // Gone from the topic (retention): nothing left to deliver.
+                c.state.remove(p, o);
+                c.push(Event::Skip {
+                    p,
+                    lo: o,
+                    hi: o + 1,
+                });
+            }
+        }
+    }
+}
