@@ -864,30 +864,6 @@ fn content_type(r: &ferry_log::Record) -> String {
     }
 }
 
-/// Milliseconds since 1970 as an RFC 3339 UTC time.
-pub fn rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (proleptic Gregorian).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 fn cloudevent_attributes(
     cfg: &SubscriptionConfig,
     x: &Delivery,
@@ -904,7 +880,7 @@ fn cloudevent_attributes(
                 .filter(|t| !t.is_empty() && t.bytes().all(|c| (b' '..=b'~').contains(&c)))
                 .unwrap_or("ferry.record")),
         ),
-        ("time", json!(rfc3339(r.timestamp))),
+        ("time", json!(ferry_broker::time::rfc3339(r.timestamp))),
     ];
     if let Some(k) = r.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()) {
         if k.bytes().all(|c| (b' '..=b'~').contains(&c)) {
@@ -953,13 +929,6 @@ fn payload(cfg: &SubscriptionConfig, push: &PushConfig, x: &Delivery, id: &str) 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_are_rfc3339() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(1_735_689_600_123), "2025-01-01T00:00:00.123Z");
-        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
-    }
 
     #[test]
     fn retry_after_takes_seconds_or_a_date() {
