@@ -107,9 +107,10 @@ pub struct Connector {
 impl Connector {
     /// A connector that verifies servers' certificates with the system's trust store.
     pub fn new(guard: Arc<Guard>) -> Connector {
-        use rustls_platform_verifier::ConfigVerifierExt;
-        match rustls::ClientConfig::with_platform_verifier() {
-            Ok(cfg) => Self::with_tls(guard, cfg),
+        use rustls_platform_verifier::BuilderVerifierExt;
+        let cfg = client_builder().and_then(|b| b.with_platform_verifier());
+        match cfg {
+            Ok(b) => Self::with_tls(guard, b.with_no_client_auth()),
             Err(e) => Connector {
                 guard,
                 tls: None,
@@ -204,6 +205,14 @@ impl Connector {
             drive: Box::pin(conn),
         })
     }
+}
+
+/// The start of a TLS client configuration, with Ferry's crypto provider (ring) named
+/// here rather than installed for the whole process.
+fn client_builder(
+) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>, rustls::Error> {
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
 }
 
 /// One open connection: the handle requests are sent on and the connection itself,
@@ -541,14 +550,17 @@ mod tests {
         Arc<AtomicUsize>,
     ) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
         let cert = ck.cert.der().clone();
         let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
-        let cfg = rustls::ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.clone()], key)
-            .unwrap();
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -619,7 +631,8 @@ mod tests {
         roots.add(cert).unwrap();
         let trusting = Connector::with_tls(
             Arc::clone(&guard),
-            rustls::ClientConfig::builder()
+            client_builder()
+                .unwrap()
                 .with_root_certificates(roots)
                 .with_no_client_auth(),
         );

@@ -92,7 +92,6 @@ impl Dispatchers {
     /// Starts the dispatchers and a task that keeps them in step with the broker's push
     /// subscriptions.
     pub fn start(broker: Arc<Broker>, guard: Guard) -> anyhow::Result<Arc<Dispatchers>> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let guard = Arc::new(guard);
         let d = Arc::new(Dispatchers {
             connector: Connector::new(Arc::clone(&guard)),
