@@ -348,30 +348,7 @@ impl Slot {
             if let Some(why) = next.literal_ip().and_then(|ip| connector.guard.refuses(ip)) {
                 return Err(Failure::Connect(why));
             }
-            let to_get = answer.status == StatusCode::SEE_OTHER
-                || (call.method == Method::POST
-                    && matches!(
-                        answer.status,
-                        StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND
-                    ));
-            if to_get {
-                call.method = Method::GET;
-                call.body = Bytes::new();
-                for h in [http::header::CONTENT_TYPE, http::header::CONTENT_ENCODING] {
-                    call.headers.remove(h);
-                }
-            }
-            if !next.same_origin(&at) {
-                for h in [
-                    http::header::AUTHORIZATION,
-                    http::header::COOKIE,
-                    http::header::PROXY_AUTHORIZATION,
-                ] {
-                    call.headers.remove(h);
-                }
-            }
-            call.headers
-                .insert(http::header::HOST, next.host_header.clone());
+            redirect(&mut call, answer.status, &at, &next);
             at = next;
             // Each hop gets a connection of its own; the slot keeps the endpoint's.
             let mut hop = Slot::default();
@@ -441,6 +418,33 @@ impl Slot {
 }
 
 /// The HTTP request of `call` to `ep`.
+/// Rewrites a request for the next hop of a redirect (`status`, from `at` to `next`):
+/// `303`, and `301`/`302` after a POST, become a GET without a body; credentials stay
+/// with their origin.
+fn redirect(call: &mut Call, status: StatusCode, at: &Endpoint, next: &Endpoint) {
+    let to_get = status == StatusCode::SEE_OTHER
+        || (call.method == Method::POST
+            && matches!(status, StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND));
+    if to_get {
+        call.method = Method::GET;
+        call.body = Bytes::new();
+        for h in [http::header::CONTENT_TYPE, http::header::CONTENT_ENCODING] {
+            call.headers.remove(h);
+        }
+    }
+    if !next.same_origin(at) {
+        for h in [
+            http::header::AUTHORIZATION,
+            http::header::COOKIE,
+            http::header::PROXY_AUTHORIZATION,
+        ] {
+            call.headers.remove(h);
+        }
+    }
+    call.headers
+        .insert(http::header::HOST, next.host_header.clone());
+}
+
 fn request(ep: &Endpoint, call: &Call) -> Request<Full<Bytes>> {
     let mut req = Request::new(Full::new(call.body.clone()));
     *req.method_mut() = call.method.clone();
