@@ -11,6 +11,7 @@ pub mod meta;
 pub mod partition;
 pub mod partitioner;
 pub mod subs;
+pub mod time;
 pub mod topic;
 
 pub use broker::{

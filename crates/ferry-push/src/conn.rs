@@ -107,9 +107,10 @@ pub struct Connector {
 impl Connector {
     /// A connector that verifies servers' certificates with the system's trust store.
     pub fn new(guard: Arc<Guard>) -> Connector {
-        use rustls_platform_verifier::ConfigVerifierExt;
-        match rustls::ClientConfig::with_platform_verifier() {
-            Ok(cfg) => Self::with_tls(guard, cfg),
+        use rustls_platform_verifier::BuilderVerifierExt;
+        let cfg = client_builder().and_then(|b| b.with_platform_verifier());
+        match cfg {
+            Ok(b) => Self::with_tls(guard, b.with_no_client_auth()),
             Err(e) => Connector {
                 guard,
                 tls: None,
@@ -204,6 +205,14 @@ impl Connector {
             drive: Box::pin(conn),
         })
     }
+}
+
+/// The start of a TLS client configuration, with Ferry's crypto provider (ring) named
+/// here rather than installed for the whole process.
+fn client_builder(
+) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>, rustls::Error> {
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
 }
 
 /// One open connection: the handle requests are sent on and the connection itself,
@@ -339,30 +348,7 @@ impl Slot {
             if let Some(why) = next.literal_ip().and_then(|ip| connector.guard.refuses(ip)) {
                 return Err(Failure::Connect(why));
             }
-            let to_get = answer.status == StatusCode::SEE_OTHER
-                || (call.method == Method::POST
-                    && matches!(
-                        answer.status,
-                        StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND
-                    ));
-            if to_get {
-                call.method = Method::GET;
-                call.body = Bytes::new();
-                for h in [http::header::CONTENT_TYPE, http::header::CONTENT_ENCODING] {
-                    call.headers.remove(h);
-                }
-            }
-            if !next.same_origin(&at) {
-                for h in [
-                    http::header::AUTHORIZATION,
-                    http::header::COOKIE,
-                    http::header::PROXY_AUTHORIZATION,
-                ] {
-                    call.headers.remove(h);
-                }
-            }
-            call.headers
-                .insert(http::header::HOST, next.host_header.clone());
+            redirect(&mut call, answer.status, &at, &next);
             at = next;
             // Each hop gets a connection of its own; the slot keeps the endpoint's.
             let mut hop = Slot::default();
@@ -432,6 +418,33 @@ impl Slot {
 }
 
 /// The HTTP request of `call` to `ep`.
+/// Rewrites a request for the next hop of a redirect (`status`, from `at` to `next`):
+/// `303`, and `301`/`302` after a POST, become a GET without a body; credentials stay
+/// with their origin.
+fn redirect(call: &mut Call, status: StatusCode, at: &Endpoint, next: &Endpoint) {
+    let to_get = status == StatusCode::SEE_OTHER
+        || (call.method == Method::POST
+            && matches!(status, StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND));
+    if to_get {
+        call.method = Method::GET;
+        call.body = Bytes::new();
+        for h in [http::header::CONTENT_TYPE, http::header::CONTENT_ENCODING] {
+            call.headers.remove(h);
+        }
+    }
+    if !next.same_origin(at) {
+        for h in [
+            http::header::AUTHORIZATION,
+            http::header::COOKIE,
+            http::header::PROXY_AUTHORIZATION,
+        ] {
+            call.headers.remove(h);
+        }
+    }
+    call.headers
+        .insert(http::header::HOST, next.host_header.clone());
+}
+
 fn request(ep: &Endpoint, call: &Call) -> Request<Full<Bytes>> {
     let mut req = Request::new(Full::new(call.body.clone()));
     *req.method_mut() = call.method.clone();
@@ -541,14 +554,17 @@ mod tests {
         Arc<AtomicUsize>,
     ) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
         let cert = ck.cert.der().clone();
         let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
-        let cfg = rustls::ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.clone()], key)
-            .unwrap();
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -619,7 +635,8 @@ mod tests {
         roots.add(cert).unwrap();
         let trusting = Connector::with_tls(
             Arc::clone(&guard),
-            rustls::ClientConfig::builder()
+            client_builder()
+                .unwrap()
                 .with_root_certificates(roots)
                 .with_no_client_auth(),
         );

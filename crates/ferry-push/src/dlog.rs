@@ -24,7 +24,7 @@ pub struct Attempt {
     pub offset: u64,
     pub attempt: u32,
     /// `delivered`, `retry`, `dead_letter` (refused, too old or out of attempts).
-    pub outcome: String,
+    pub outcome: Logged,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
     pub latency_ms: u64,
@@ -34,6 +34,18 @@ pub struct Attempt {
     pub response: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_in_ms: Option<u64>,
+}
+
+/// How the delivery log names what became of a record after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Logged {
+    /// Acked: `delivered`.
+    Delivered,
+    /// To be tried again: `retry`.
+    Retry,
+    /// Dead-lettered (refused, too old or out of attempts): `dead_letter`.
+    DeadLetter,
 }
 
 impl DeliveryLog {

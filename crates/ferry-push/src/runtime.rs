@@ -3,7 +3,7 @@
 //! the dispatchers weakly, so that the broker and the dispatchers do not keep each
 //! other alive.
 
-use crate::{Dispatchers, EndpointError};
+use crate::supervisor::{Dispatchers, EndpointError};
 use ferry_broker::subs::PushRuntime;
 use ferry_broker::{BrokerError, Result};
 use serde_json::Value;

@@ -1,19 +1,14 @@
 //! Standard Webhooks signatures: `webhook-id`, `webhook-timestamp` (seconds) and
 //! `webhook-signature`, a space-separated list of `v1,<base64 HMAC-SHA256>` over
 //! `<id>.<timestamp>.<body>`, one per valid secret (two during a rotation). Secrets are
-//! `whsec_` followed by the base64 of the key.
+//! `whsec_` followed by the base64 of the key (made by
+//! `ferry_broker::subs::generate_secret`).
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use ferry_broker::subs::push::SECRET_PREFIX;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-
-/// A new secret: 32 random bytes.
-pub fn generate_secret() -> String {
-    let key: [u8; 32] = rand::random();
-    format!("{SECRET_PREFIX}{}", B64.encode(key))
-}
 
 fn key_of(secret: &str) -> Option<Vec<u8>> {
     B64.decode(secret.strip_prefix(SECRET_PREFIX)?).ok()
@@ -83,8 +78,8 @@ mod tests {
 
     #[test]
     fn rotation_signs_with_both_secrets() {
-        let a = generate_secret();
-        let b = generate_secret();
+        let a = ferry_broker::subs::generate_secret();
+        let b = ferry_broker::subs::generate_secret();
         assert_ne!(a, b);
         let signers = [Signer::new(&a).unwrap(), Signer::new(&b).unwrap()];
         let h = signature_header(&signers, "id", 1, b"x");

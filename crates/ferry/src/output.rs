@@ -65,7 +65,7 @@ pub fn line(s: &str) -> io::Result<()> {
 /// Milliseconds since 1970 as an RFC 3339 UTC time with milliseconds, e.g.
 /// `2026-11-23T10:00:00.000Z`.
 pub fn rfc3339_ms(ms: u64) -> String {
-    ferry_push::rfc3339(ms.min(i64::MAX as u64) as i64)
+    ferry_broker::time::rfc3339(ms.min(i64::MAX as u64) as i64)
 }
 
 #[cfg(test)]

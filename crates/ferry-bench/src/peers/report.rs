@@ -8,7 +8,7 @@ pub fn today() -> String {
     let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    ferry_push::rfc3339(ms).chars().take(10).collect()
+    ferry_broker::time::rfc3339(ms).chars().take(10).collect()
 }
 
 /// 1234567.8 → "1,234,568"
