@@ -2,10 +2,8 @@
 //! delete, list and describe. Changes of settings are serialised by the broker's admin
 //! lock and stored in `meta/subscriptions.json` before they take effect.
 
-use super::config::{KeyOrdering, Mode, Position, SubscriptionConfig, SubscriptionSettings};
-use super::state::{bucket_of, State, BUCKET_MS};
+use super::config::{Mode, Position, SubscriptionConfig, SubscriptionSettings};
 use super::status::SubscriptionStatus;
-use super::store::Snapshot;
 use super::subscription::Subscription;
 use crate::broker::blocking;
 use crate::error::{BrokerError, Result};
@@ -102,27 +100,10 @@ impl Broker {
         }
         let topic = self.topic(&config.topic)?;
         self.ensure_dead_letter_topic(&config).await?;
-        let mut state = State::new(config.ordering == KeyOrdering::Key);
-        for (p, o) in self.positions(&topic, start).await? {
-            state.ensure_part(p, o);
-        }
-        let snapshot = Snapshot {
-            version: 1,
-            partitions: state.save(),
-            loaded_upto: bucket_of(now + BUCKET_MS),
-            ..Snapshot::default()
-        };
+        let starts = self.positions(&topic, start).await?;
         let dir = self.subs.dir.join(&name);
         let topic_name = config.topic.clone();
-        let sub = blocking(move || {
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir).map_err(|e| {
-                    BrokerError::Storage(format!("clearing {}: {e}", dir.display()))
-                })?;
-            }
-            Subscription::open(&dir, config, Some(snapshot), now)
-        })
-        .await?;
+        let sub = blocking(move || Subscription::create(&dir, config, &starts, now)).await?;
         {
             let mut map = self.subs.lock_map();
             map.insert(name.clone(), Arc::new(sub));

@@ -207,6 +207,31 @@ impl Subscription {
         })
     }
 
+    /// Creates a new subscription in `dir` (emptied first), starting each partition at
+    /// the offset `starts` gives.
+    pub fn create(
+        dir: &Path,
+        config: SubscriptionConfig,
+        starts: &[(u32, u64)],
+        now: u64,
+    ) -> Result<Self> {
+        let mut state = State::new(config.ordering == KeyOrdering::Key);
+        for &(p, o) in starts {
+            state.ensure_part(p, o);
+        }
+        let snapshot = Snapshot {
+            version: 1,
+            partitions: state.save(),
+            loaded_upto: bucket_of(now + BUCKET_MS),
+            ..Snapshot::default()
+        };
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)
+                .map_err(|e| BrokerError::Storage(format!("clearing {}: {e}", dir.display())))?;
+        }
+        Subscription::open(dir, config, Some(snapshot), now)
+    }
+
     /// Seeds the generator of retry jitter, for tests that replay a run.
     #[doc(hidden)]
     pub fn seed_jitter(&self, seed: u64) {
