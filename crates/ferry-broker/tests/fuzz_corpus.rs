@@ -18,27 +18,36 @@ fn subscription_journal_corpus_and_seeds_never_panic() {
     encode_events(
         &[
             Event::Deliver {
-                p: 0,
-                o: 5,
+                partition: 0,
+                offset: 5,
                 attempt: 1,
                 key: 9,
             },
-            Event::Ack { p: 0, o: 5 },
+            Event::Ack {
+                partition: 0,
+                offset: 5,
+            },
             Event::Skip {
-                p: 1,
+                partition: 1,
                 lo: 0,
                 hi: 10,
             },
             Event::Delay {
-                p: 0,
-                o: 6,
+                partition: 0,
+                offset: 6,
                 attempt: 2,
                 due: 1_800_000_000_000,
                 key: 0,
             },
-            Event::Seek { p: 0, offset: 3 },
+            Event::Seek {
+                partition: 0,
+                to: 3,
+            },
             Event::BucketsLoaded { upto: 30_000_000 },
-            Event::Redriven { p: 0, offset: 1 },
+            Event::Redriven {
+                partition: 0,
+                upto: 1,
+            },
         ],
         &mut seed,
     );

@@ -41,21 +41,47 @@ const OFFSET_MAX: u64 = i64::MAX as u64;
 pub fn encode_events(events: &[Event], out: &mut Vec<u8>) {
     for e in events {
         let (tag, p, a, attempt, b, key) = match *e {
-            Event::Deliver { p, o, attempt, key } => (1u8, p, o, attempt, 0, key),
-            Event::Ack { p, o } => (2, p, o, 0, 0, 0),
-            Event::Skip { p, lo, hi } => (3, p, lo, 0, hi, 0),
-            Event::Ready { p, o, attempt, key } => (4, p, o, attempt, 0, key),
+            Event::Deliver {
+                partition: p,
+                offset: o,
+                attempt,
+                key,
+            } => (1u8, p, o, attempt, 0, key),
+            Event::Ack {
+                partition: p,
+                offset: o,
+            } => (2, p, o, 0, 0, 0),
+            Event::Skip {
+                partition: p,
+                lo,
+                hi,
+            } => (3, p, lo, 0, hi, 0),
+            Event::Ready {
+                partition: p,
+                offset: o,
+                attempt,
+                key,
+            } => (4, p, o, attempt, 0, key),
             Event::Delay {
-                p,
-                o,
+                partition: p,
+                offset: o,
                 attempt,
                 due,
                 key,
             } => (5, p, o, attempt, due, key),
-            Event::DeadLetter { p, o } => (6, p, o, 0, 0, 0),
-            Event::Seek { p, offset } => (7, p, offset, 0, 0, 0),
+            Event::DeadLetter {
+                partition: p,
+                offset: o,
+            } => (6, p, o, 0, 0, 0),
+            Event::Seek {
+                partition: p,
+                to: offset,
+            } => (7, p, offset, 0, 0, 0),
             Event::BucketsLoaded { upto } => (8, 0, upto, 0, 0, 0),
-            Event::Redriven { p, offset } => (9, p, offset, 0, 0, 0),
+            Event::Redriven {
+                partition: p,
+                upto: offset,
+            } => (9, p, offset, 0, 0, 0),
         };
         out.push(tag);
         out.extend_from_slice(&p.to_le_bytes());
@@ -99,31 +125,47 @@ pub fn decode_events(bytes: &[u8]) -> Result<Vec<Event>, CodecError> {
         }
         let e = match c[0] {
             1 => Event::Deliver {
-                p,
-                o: a,
+                partition: p,
+                offset: a,
                 attempt,
                 key,
             },
-            2 => Event::Ack { p, o: a },
+            2 => Event::Ack {
+                partition: p,
+                offset: a,
+            },
             3 if b < a => return Err(CodecError::Range { lo: a, hi: b }),
-            3 => Event::Skip { p, lo: a, hi: b },
+            3 => Event::Skip {
+                partition: p,
+                lo: a,
+                hi: b,
+            },
             4 => Event::Ready {
-                p,
-                o: a,
+                partition: p,
+                offset: a,
                 attempt,
                 key,
             },
             5 => Event::Delay {
-                p,
-                o: a,
+                partition: p,
+                offset: a,
                 attempt,
                 due: b,
                 key,
             },
-            6 => Event::DeadLetter { p, o: a },
-            7 => Event::Seek { p, offset: a },
+            6 => Event::DeadLetter {
+                partition: p,
+                offset: a,
+            },
+            7 => Event::Seek {
+                partition: p,
+                to: a,
+            },
             8 => Event::BucketsLoaded { upto: a },
-            9 => Event::Redriven { p, offset: a },
+            9 => Event::Redriven {
+                partition: p,
+                upto: a,
+            },
             t => return Err(CodecError::Tag(t)),
         };
         let mut again = Vec::with_capacity(EVENT_BYTES);
@@ -210,36 +252,48 @@ mod tests {
         let n = any::<u64>;
         prop_oneof![
             (p(), o(), any::<u32>(), n()).prop_map(|(p, o, attempt, key)| Event::Deliver {
-                p,
-                o,
+                partition: p,
+                offset: o,
                 attempt,
                 key
             }),
-            (p(), o()).prop_map(|(p, o)| Event::Ack { p, o }),
+            (p(), o()).prop_map(|(p, o)| Event::Ack {
+                partition: p,
+                offset: o
+            }),
             (p(), o(), o()).prop_map(|(p, a, b)| Event::Skip {
-                p,
+                partition: p,
                 lo: a.min(b),
                 hi: a.max(b)
             }),
             (p(), o(), any::<u32>(), n()).prop_map(|(p, o, attempt, key)| Event::Ready {
-                p,
-                o,
+                partition: p,
+                offset: o,
                 attempt,
                 key
             }),
             (p(), o(), any::<u32>(), n(), n()).prop_map(|(p, o, attempt, due, key)| {
                 Event::Delay {
-                    p,
-                    o,
+                    partition: p,
+                    offset: o,
                     attempt,
                     due,
                     key,
                 }
             }),
-            (p(), o()).prop_map(|(p, o)| Event::DeadLetter { p, o }),
-            (p(), o()).prop_map(|(p, offset)| Event::Seek { p, offset }),
+            (p(), o()).prop_map(|(p, o)| Event::DeadLetter {
+                partition: p,
+                offset: o
+            }),
+            (p(), o()).prop_map(|(p, offset)| Event::Seek {
+                partition: p,
+                to: offset
+            }),
             o().prop_map(|upto| Event::BucketsLoaded { upto }),
-            (p(), o()).prop_map(|(p, offset)| Event::Redriven { p, offset }),
+            (p(), o()).prop_map(|(p, offset)| Event::Redriven {
+                partition: p,
+                upto: offset
+            }),
         ]
     }
 

@@ -140,7 +140,15 @@ impl Broker {
                 total += n;
                 let next = read.next_offset;
                 let s = Arc::clone(&sub);
-                blocking(move || s.record(|c| c.push(Event::Redriven { p, offset: next }))).await?;
+                blocking(move || {
+                    s.record(|c| {
+                        c.push(Event::Redriven {
+                            partition: p,
+                            upto: next,
+                        })
+                    })
+                })
+                .await?;
             }
             if total >= max_records {
                 break;

@@ -151,14 +151,14 @@ impl Subscription {
         if c.state.part(p).is_none() {
             // A partition added to the topic: start at its beginning.
             c.push(Event::Seek {
-                p,
-                offset: stats.earliest,
+                partition: p,
+                to: stats.earliest,
             });
         }
         let head = c.state.part(p).map_or(0, |x| x.head);
         if head < stats.earliest {
             c.push(Event::Skip {
-                p,
+                partition: p,
                 lo: head,
                 hi: stats.earliest,
             });
@@ -184,14 +184,14 @@ impl Subscription {
             let o = r.offset as u64;
             if o > cursor {
                 c.push(Event::Skip {
-                    p,
+                    partition: p,
                     lo: cursor,
                     hi: o,
                 });
             }
             if !self.wants(scan.filter, &scan.cfg.name, &r) {
                 c.push(Event::Skip {
-                    p,
+                    partition: p,
                     lo: o,
                     hi: o + 1,
                 });
@@ -202,8 +202,8 @@ impl Subscription {
             match headers::deliver_at(&r).filter(|&due| due > scan.now) {
                 Some(due) => c.delay(p, o, 0, due, key),
                 None if c.state.key_busy(p, key) => c.push(Event::Ready {
-                    p,
-                    o,
+                    partition: p,
+                    offset: o,
                     attempt: 0,
                     key,
                 }),
@@ -227,7 +227,7 @@ impl Subscription {
         }
         if !stopped && read.next_offset > cursor {
             c.push(Event::Skip {
-                p,
+                partition: p,
                 lo: cursor,
                 hi: read.next_offset,
             });
@@ -254,7 +254,12 @@ impl Subscription {
             *next_token = next_token.wrapping_add(1);
             let token = (u64::from(self.epoch) << 32)
                 | u64::from((*next_token as u32).wrapping_mul(0x9E37_79B1));
-            c.push(Event::Deliver { p, o, attempt, key });
+            c.push(Event::Deliver {
+                partition: p,
+                offset: o,
+                attempt,
+                key,
+            });
             c.state.lease(
                 p,
                 o,
@@ -305,7 +310,7 @@ fn redeliver_ready(scan: &Scan<'_>, c: &mut Changes<'_>, taken: &mut Taken) {
                 // Gone from the topic (retention): nothing left to deliver.
                 c.state.remove(p, o);
                 c.push(Event::Skip {
-                    p,
+                    partition: p,
                     lo: o,
                     hi: o + 1,
                 });

@@ -49,38 +49,38 @@ pub fn key_hash(key: Option<&[u8]>) -> u64 {
 pub enum Event {
     /// Leased to a consumer for its `attempt`-th delivery.
     Deliver {
-        p: u32,
-        o: u64,
+        partition: u32,
+        offset: u64,
         attempt: u32,
         key: u64,
     },
     /// Acknowledged.
-    Ack { p: u32, o: u64 },
+    Ack { partition: u32, offset: u64 },
     /// Offsets `[lo, hi)` need no delivery (filtered out, gone, or not records).
-    Skip { p: u32, lo: u64, hi: u64 },
+    Skip { partition: u32, lo: u64, hi: u64 },
     /// Waiting for its turn (per-key ordering) after `attempt` deliveries.
     Ready {
-        p: u32,
-        o: u64,
+        partition: u32,
+        offset: u64,
         attempt: u32,
         key: u64,
     },
     /// Not to be delivered before `due`.
     Delay {
-        p: u32,
-        o: u64,
+        partition: u32,
+        offset: u64,
         attempt: u32,
         due: u64,
         key: u64,
     },
     /// Written to the dead-letter topic: done.
-    DeadLetter { p: u32, o: u64 },
-    /// Start again from `offset`: everything before is done, everything after is new.
-    Seek { p: u32, offset: u64 },
+    DeadLetter { partition: u32, offset: u64 },
+    /// Start again from offset `to`: everything before is done, everything after is new.
+    Seek { partition: u32, to: u64 },
     /// Delay buckets up to and including `upto` were read into memory.
     BucketsLoaded { upto: u64 },
-    /// The dead-letter topic's partition `p` was redriven up to `offset`.
-    Redriven { p: u32, offset: u64 },
+    /// The dead-letter topic's partition `partition` was redriven up to offset `upto`.
+    Redriven { partition: u32, upto: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -537,21 +537,38 @@ impl State {
     /// reads the delay files.
     pub fn apply(&mut self, e: &Event) {
         match *e {
-            Event::Deliver { p, o, attempt, key } => {
+            Event::Deliver {
+                partition: p,
+                offset: o,
+                attempt,
+                key,
+            } => {
                 // Replay: a lease from before a restart is ready again, its attempt kept.
                 self.set(p, o, attempt, key, PState::Ready);
             }
-            Event::Ack { p, o } => {
+            Event::Ack {
+                partition: p,
+                offset: o,
+            } => {
                 if self.remove(p, o).is_some() || !self.is_done(p, o) {
                     self.done(p, o, o + 1);
                     self.counters.acked += 1;
                 }
             }
-            Event::Skip { p, lo, hi } => self.done(p, lo, hi),
-            Event::Ready { p, o, attempt, key } => self.set(p, o, attempt, key, PState::Ready),
+            Event::Skip {
+                partition: p,
+                lo,
+                hi,
+            } => self.done(p, lo, hi),
+            Event::Ready {
+                partition: p,
+                offset: o,
+                attempt,
+                key,
+            } => self.set(p, o, attempt, key, PState::Ready),
             Event::Delay {
-                p,
-                o,
+                partition: p,
+                offset: o,
                 attempt,
                 due,
                 key,
@@ -565,13 +582,19 @@ impl State {
                     part.head = part.head.max(o + 1);
                 }
             }
-            Event::DeadLetter { p, o } => {
+            Event::DeadLetter {
+                partition: p,
+                offset: o,
+            } => {
                 if self.remove(p, o).is_some() || !self.is_done(p, o) {
                     self.done(p, o, o + 1);
                     self.counters.dead_lettered += 1;
                 }
             }
-            Event::Seek { p, offset } => {
+            Event::Seek {
+                partition: p,
+                to: offset,
+            } => {
                 // Partitions below `p` that are new start from their beginning.
                 self.ensure_part(p, 0);
                 let offsets: Vec<u64> = self.parts[p as usize].pending.keys().copied().collect();
@@ -586,7 +609,10 @@ impl State {
                 part.gen = part.gen.wrapping_add(1);
             }
             Event::BucketsLoaded { upto } => self.loaded_upto = self.loaded_upto.max(upto),
-            Event::Redriven { p, offset } => {
+            Event::Redriven {
+                partition: p,
+                upto: offset,
+            } => {
                 self.redriven.insert(p, offset);
             }
         }
@@ -749,14 +775,17 @@ mod tests {
         let mut s = State::new(false);
         for o in 0..10 {
             s.apply(&Event::Deliver {
-                p: 0,
-                o,
+                partition: 0,
+                offset: o,
                 attempt: 1,
                 key: NO_KEY,
             });
         }
         for o in [3, 5, 4, 9] {
-            s.apply(&Event::Ack { p: 0, o });
+            s.apply(&Event::Ack {
+                partition: 0,
+                offset: o,
+            });
         }
         let part = s.part(0).unwrap();
         assert_eq!(part.floor, 0);
@@ -766,7 +795,10 @@ mod tests {
         );
         assert_eq!(part.backlog(10), 6);
         for o in [0, 1, 2] {
-            s.apply(&Event::Ack { p: 0, o });
+            s.apply(&Event::Ack {
+                partition: 0,
+                offset: o,
+            });
         }
         let part = s.part(0).unwrap();
         assert_eq!(part.floor, 6);
@@ -777,7 +809,10 @@ mod tests {
     #[test]
     fn a_seek_of_one_partition_starts_new_lower_partitions_at_their_beginning() {
         let mut s = State::new(false);
-        s.apply(&Event::Seek { p: 2, offset: 1000 });
+        s.apply(&Event::Seek {
+            partition: 2,
+            to: 1000,
+        });
         assert_eq!(s.part(0).map(|x| (x.floor, x.head)), Some((0, 0)));
         assert_eq!(s.part(1).map(|x| (x.floor, x.head)), Some((0, 0)));
         assert_eq!(s.part(2).map(|x| (x.floor, x.head)), Some((1000, 1000)));
@@ -790,7 +825,10 @@ mod tests {
         s.set(0, 2, 0, 7, PState::Ready);
         assert_eq!(s.pop_ready(), Some((0, 1)));
         assert_eq!(s.pop_ready(), None);
-        s.apply(&Event::Ack { p: 0, o: 1 });
+        s.apply(&Event::Ack {
+            partition: 0,
+            offset: 1,
+        });
         assert_eq!(s.pop_ready(), Some((0, 2)));
     }
 
@@ -800,13 +838,13 @@ mod tests {
         let p = 0u32..2;
         let o = 0u64..40;
         prop_oneof![
-            4 => (p.clone(), o.clone(), 1u32..4, 0u64..3).prop_map(|(p, o, attempt, key)| Event::Deliver { p, o, attempt, key }),
-            4 => (p.clone(), o.clone()).prop_map(|(p, o)| Event::Ack { p, o }),
-            2 => (p.clone(), o.clone(), 0u64..5).prop_map(|(p, lo, n)| Event::Skip { p, lo, hi: lo + n }),
-            1 => (p.clone(), o.clone(), 0u32..3, 0u64..3).prop_map(|(p, o, attempt, key)| Event::Ready { p, o, attempt, key }),
-            2 => (p.clone(), o.clone(), 1u32..4, 0u64..200_000, 0u64..3).prop_map(|(p, o, attempt, due, key)| Event::Delay { p, o, attempt, due, key }),
-            1 => (p.clone(), o.clone()).prop_map(|(p, o)| Event::DeadLetter { p, o }),
-            1 => (p.clone(), o.clone()).prop_map(|(p, offset)| Event::Seek { p, offset }),
+            4 => (p.clone(), o.clone(), 1u32..4, 0u64..3).prop_map(|(p, o, attempt, key)| Event::Deliver { partition: p, offset: o, attempt, key }),
+            4 => (p.clone(), o.clone()).prop_map(|(p, o)| Event::Ack { partition: p, offset: o }),
+            2 => (p.clone(), o.clone(), 0u64..5).prop_map(|(p, lo, n)| Event::Skip { partition: p, lo, hi: lo + n }),
+            1 => (p.clone(), o.clone(), 0u32..3, 0u64..3).prop_map(|(p, o, attempt, key)| Event::Ready { partition: p, offset: o, attempt, key }),
+            2 => (p.clone(), o.clone(), 1u32..4, 0u64..200_000, 0u64..3).prop_map(|(p, o, attempt, due, key)| Event::Delay { partition: p, offset: o, attempt, due, key }),
+            1 => (p.clone(), o.clone()).prop_map(|(p, o)| Event::DeadLetter { partition: p, offset: o }),
+            1 => (p.clone(), o.clone()).prop_map(|(p, offset)| Event::Seek { partition: p, to: offset }),
         ]
     }
 

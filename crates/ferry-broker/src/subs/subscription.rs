@@ -119,9 +119,11 @@ impl<'a> Changes<'a> {
         self.state.apply(&e);
         // Adjacent skips of one partition are journaled as one.
         if let (
-            Some(Event::Skip { p, hi, .. }),
+            Some(Event::Skip {
+                partition: p, hi, ..
+            }),
             Event::Skip {
-                p: p2,
+                partition: p2,
                 lo: lo2,
                 hi: hi2,
             },
@@ -149,8 +151,8 @@ impl<'a> Changes<'a> {
             });
         }
         self.push(Event::Delay {
-            p,
-            o,
+            partition: p,
+            offset: o,
             attempt,
             due,
             key,
@@ -374,8 +376,8 @@ impl Subscription {
     pub fn ack(&self, ids: &[String], unknown: UnknownLeases, now: u64) -> Result<usize> {
         self.on_leases(ids, unknown, Completion::Durable, now, |c, _, at| {
             c.push(Event::Ack {
-                p: at.partition,
-                o: at.offset,
+                partition: at.partition,
+                offset: at.offset,
             })
         })
     }
@@ -462,7 +464,10 @@ impl Subscription {
     pub fn seek(&self, targets: &[(u32, u64)]) -> Result<()> {
         self.record(|c| {
             for &(p, offset) in targets {
-                c.push(Event::Seek { p, offset });
+                c.push(Event::Seek {
+                    partition: p,
+                    to: offset,
+                });
             }
         })
     }
@@ -476,7 +481,10 @@ impl Subscription {
                     .pending(p, o)
                     .is_some_and(|x| x.state == PState::Dead)
                 {
-                    c.push(Event::DeadLetter { p, o });
+                    c.push(Event::DeadLetter {
+                        partition: p,
+                        offset: o,
+                    });
                 }
             }
         })
@@ -724,8 +732,8 @@ mod tests {
             );
             // The lease is journaled as a real pull would.
             let e = Event::Deliver {
-                p: 0,
-                o: 7,
+                partition: 0,
+                offset: 7,
                 attempt: 1,
                 key: NO_KEY,
             };
