@@ -12,7 +12,8 @@
 //!   key, or whose key is not UTF-8, never matches a subject.
 //! - `headers` maps a header name to a value (the header must have it), a list of values
 //!   (any of them), or `{"exists": true|false}`. A record with the header several times
-//!   matches if any occurrence does.
+//!   matches if any occurrence does. Header names are compared ASCII case-insensitively,
+//!   as everywhere in Ferry (`ferry_log::Record::header`); values exactly.
 //!
 //! Parsing checks everything and names the problem, so a bad filter is refused when the
 //! subscription is created, never at delivery.
@@ -202,7 +203,7 @@ impl Filter {
             }
         }
         self.headers.iter().all(|(name, test)| {
-            let mut values = headers.iter().filter(|h| h.key.as_ref() == name.as_slice());
+            let mut values = headers.iter().filter(|h| h.key.eq_ignore_ascii_case(name));
             match test {
                 HeaderTest::Exists(want) => values.next().is_some() == *want,
                 HeaderTest::AnyOf(allowed) => values.any(|h| {
