@@ -5,7 +5,11 @@
 //! ```text
 //! <data>/ferry.lock                       held (flock) while a Ferry process uses the folder
 //! <data>/meta/topics.json                 topic settings (see `meta`)
+//! <data>/meta/groups.json                 consumer groups' committed offsets (see `groups::store`)
+//! <data>/meta/subscriptions.json          subscription settings (see `subs::registry`)
 //! <data>/topics/<topic>/<partition>/      one partition log (see ferry-log)
+//! <data>/subscriptions/<name>/            one subscription's journal, snapshot and delay
+//!                                         files (see `subs::store`)
 //! ```
 //!
 //! # Crash during admin

@@ -32,8 +32,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 /// A checkpoint is written at most this often...
 const CHECKPOINT_INTERVAL_MS: u64 = 5_000;
-/// ...or once the journal has grown by this many bytes since the last one.
-const CHECKPOINT_JOURNAL_BYTES: u64 = 10_000;
+/// ...or once the journal has grown by this many records since the last one.
+const CHECKPOINT_JOURNAL_RECORDS: u64 = 10_000;
 /// Records out of deliveries handed to the dead-letter writer per tick, at most.
 const DEAD_LETTERS_PER_TICK_MAX: usize = 100;
 
@@ -548,7 +548,7 @@ impl Subscription {
         let position = self.store.position();
         let due = position > inner.checkpoint_position
             && (now.saturating_sub(inner.last_checkpoint_ms) >= CHECKPOINT_INTERVAL_MS
-                || position - inner.checkpoint_position >= CHECKPOINT_JOURNAL_BYTES);
+                || position - inner.checkpoint_position >= CHECKPOINT_JOURNAL_RECORDS);
         if !due {
             return None;
         }
