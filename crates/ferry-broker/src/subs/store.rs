@@ -18,6 +18,7 @@ use crate::error::{BrokerError, Result};
 use crate::fsutil::replace_file;
 use bytes::Bytes;
 use ferry_log::batch::{build_batch, Batches, DecodeLimits, NewRecord};
+use ferry_log::sync::lock;
 use ferry_log::{Compression, Durability, LogConfig, PartitionLog};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -277,7 +278,7 @@ impl SubscriptionStore for JournalStore {
                 .and_then(|d| d.sync_all())
                 .map_err(|e| storage(format!("syncing {}", dir.display()), e))?;
         }
-        let mut known = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut known = lock(&self.buckets);
         for (bucket, bytes) in by_bucket {
             *known.entry(bucket).or_default() += (bytes.len() / codec::DELAY_ENTRY_BYTES) as u64;
         }
@@ -300,12 +301,12 @@ impl SubscriptionStore for JournalStore {
     }
 
     fn delay_buckets(&self) -> Vec<u64> {
-        let known = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let known = lock(&self.buckets);
         known.keys().copied().collect()
     }
 
     fn delayed_on_disk(&self, bucket: u64) -> u64 {
-        let known = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let known = lock(&self.buckets);
         known
             .range(bucket.saturating_add(1)..)
             .map(|(_, n)| n)
@@ -314,7 +315,7 @@ impl SubscriptionStore for JournalStore {
 
     fn remove_delays_upto(&self, bucket: u64) -> Result<()> {
         let doomed: Vec<u64> = {
-            let known = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+            let known = lock(&self.buckets);
             known.range(..=bucket).map(|(b, _)| *b).collect()
         };
         for b in doomed {
@@ -324,10 +325,7 @@ impl SubscriptionStore for JournalStore {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(storage(format!("deleting {}", path.display()), e)),
             }
-            self.buckets
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&b);
+            lock(&self.buckets).remove(&b);
         }
         Ok(())
     }
