@@ -30,7 +30,8 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use crate::sync::{lock, wait};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// When an append is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,12 +129,6 @@ pub struct PartitionLog {
     visible: AtomicU64,
     /// fdatasync calls made by group commit (for benchmarks and metrics).
     syncs: AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock is a bug elsewhere; the state itself stays
-    // consistent because every mutation is completed before anything can fail.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -367,7 +362,7 @@ impl PartitionLog {
                     st.syncing = true;
                     break;
                 }
-                st = self.sync_done.wait(st).unwrap_or_else(|p| p.into_inner());
+                st = wait(&self.sync_done, st);
             }
             drop(st);
             self.sync_once();
