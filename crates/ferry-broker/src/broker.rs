@@ -144,14 +144,14 @@ impl Broker {
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)
-            .map_err(|e| BrokerError::Storage(format!("creating {}: {e}", dir.display())))?;
+            .map_err(|e| BrokerError::io(format!("creating {}", dir.display()), e))?;
         let lock_path = dir.join("ferry.lock");
         let lock = File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| BrokerError::Storage(format!("opening {}: {e}", lock_path.display())))?;
+            .map_err(|e| BrokerError::io(format!("opening {}", lock_path.display()), e))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -161,15 +161,15 @@ impl Broker {
                 })
             }
             Err(std::fs::TryLockError::Error(e)) => {
-                return Err(BrokerError::Storage(format!(
-                    "locking {}: {e}",
-                    lock_path.display()
-                )))
+                return Err(BrokerError::io(
+                    format!("locking {}", lock_path.display()),
+                    e,
+                ))
             }
         }
         let topics_dir = dir.join("topics");
         std::fs::create_dir_all(&topics_dir)
-            .map_err(|e| BrokerError::Storage(format!("creating {}: {e}", topics_dir.display())))?;
+            .map_err(|e| BrokerError::io(format!("creating {}", topics_dir.display()), e))?;
         if let Ok(entries) = std::fs::read_dir(&topics_dir) {
             for e in entries.flatten() {
                 if e.file_name().to_string_lossy().starts_with(".trash-") {
@@ -267,7 +267,7 @@ impl Broker {
             if dir.exists() {
                 // Left by an interrupted delete: the metadata store does not know it.
                 std::fs::remove_dir_all(&dir).map_err(|e| {
-                    BrokerError::Storage(format!("clearing {}: {e}", dir.display()))
+                    BrokerError::io(format!("clearing {}", dir.display()), e)
                 })?;
             }
             (0..cfg.partitions)
@@ -335,10 +335,10 @@ impl Broker {
                 let _ = p.log.close();
             }
             std::fs::rename(&dir, &trash).map_err(|e| {
-                BrokerError::Storage(format!("moving {} aside: {e}", dir.display()))
+                BrokerError::io(format!("moving {} aside", dir.display()), e)
             })?;
             std::fs::remove_dir_all(&trash)
-                .map_err(|e| BrokerError::Storage(format!("removing {}: {e}", trash.display())))
+                .map_err(|e| BrokerError::io(format!("removing {}", trash.display()), e))
         })
         .await?;
         tracing::info!(topic = %name, "Deleted topic.");
@@ -553,9 +553,7 @@ impl Broker {
                 p = end;
             }
             if out.first_offset.is_none() && out.error.is_none() {
-                out.error = Some(BrokerError::InvalidRecord(
-                    "no record batch in the request".into(),
-                ));
+                out.error = Some(BrokerError::refused("no record batch in the request"));
             }
             if part.log.config().durability != ferry_log::Durability::Always {
                 part.publish_latest();
@@ -795,7 +793,7 @@ fn append_built_batches(
     for b in batches {
         let recs: Vec<NewRecord> = b.iter().map(|(_, r)| r.clone()).collect();
         let mut bytes = build_batch(&recs, Compression::None)
-            .map_err(|e| BrokerError::InvalidRecord(e.to_string()))?;
+            .map_err(BrokerError::from)?;
         match part.log.append(&mut bytes, now_ms()) {
             Ok(info) => {
                 for (k, (index, _)) in b.iter().enumerate() {
@@ -833,7 +831,6 @@ fn check_client_batch(
     p: usize,
     limits: &DecodeLimits,
 ) -> Result<(usize, Vec<u8>)> {
-    let invalid = |m: String| BrokerError::InvalidRecord(m);
     let one = ferry_log::batch::Batches::new(batches.slice(p..))
         .next()
         .unwrap_or_else(|| {
@@ -842,16 +839,15 @@ fn check_client_batch(
                 available: 0,
             })
         })
-        .map_err(|e| invalid(e.to_string()))?;
+        .map_err(BrokerError::from)?;
     // The log checks the CRC when it appends; here only what readers need beyond it,
     // without keeping the records. A batch that fails is reported by its CRC first.
     let header = ferry_log::batch::check_records(&one, limits).map_err(|e| {
-        let reason = ferry_log::batch::verify_crc(&one).err().unwrap_or(e);
-        invalid(reason.to_string())
+        BrokerError::from(ferry_log::batch::verify_crc(&one).err().unwrap_or(e))
     })?;
     if header.is_control() || header.is_transactional() {
-        return Err(invalid(
-            "control and transactional batches are not accepted from clients".into(),
+        return Err(BrokerError::refused(
+            "control and transactional batches are not accepted from clients",
         ));
     }
     Ok((p + one.len(), one.to_vec()))

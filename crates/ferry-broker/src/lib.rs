@@ -18,5 +18,5 @@ pub use broker::{
     TopicSettings,
 };
 pub use config::{DurabilityPolicy, TopicConfig, TopicDefaults};
-pub use error::{BrokerError, Result};
+pub use error::{BrokerError, RecordError, Result};
 pub use partition::ReadRecords;
