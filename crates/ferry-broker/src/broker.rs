@@ -64,6 +64,22 @@ pub struct Appended {
     pub error: Option<BrokerError>,
 }
 
+/// Where a time begins in a partition (see [`Broker::find_by_time`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeLookup {
+    /// The first record with a timestamp at or after the time: its offset and timestamp.
+    pub first: Option<(u64, i64)>,
+    /// The partition's latest (next) offset, read after the lookup.
+    pub latest: u64,
+}
+
+impl TimeLookup {
+    /// The offset to start reading at: the first record's, else the latest offset.
+    pub fn offset(&self) -> u64 {
+        self.first.map_or(self.latest, |(offset, _)| offset)
+    }
+}
+
 /// Where a produced record landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Produced {
@@ -266,9 +282,8 @@ impl Broker {
         let parts = blocking(move || {
             if dir.exists() {
                 // Left by an interrupted delete: the metadata store does not know it.
-                std::fs::remove_dir_all(&dir).map_err(|e| {
-                    BrokerError::io(format!("clearing {}", dir.display()), e)
-                })?;
+                std::fs::remove_dir_all(&dir)
+                    .map_err(|e| BrokerError::io(format!("clearing {}", dir.display()), e))?;
             }
             (0..cfg.partitions)
                 .map(|p| open_partition(&dir, p, &cfg, &notify))
@@ -334,9 +349,8 @@ impl Broker {
             for p in topic.partitions() {
                 let _ = p.log.close();
             }
-            std::fs::rename(&dir, &trash).map_err(|e| {
-                BrokerError::io(format!("moving {} aside", dir.display()), e)
-            })?;
+            std::fs::rename(&dir, &trash)
+                .map_err(|e| BrokerError::io(format!("moving {} aside", dir.display()), e))?;
             std::fs::remove_dir_all(&trash)
                 .map_err(|e| BrokerError::io(format!("removing {}", trash.display()), e))
         })
@@ -609,31 +623,34 @@ impl Broker {
         &self.any_readable
     }
 
-    /// The first offset with a timestamp ≥ `ts`, or the latest offset if none.
-    pub async fn offset_for_timestamp(&self, topic: &str, partition: u32, ts: i64) -> Result<u64> {
+    /// Where time `ts` begins in a partition: the first record with a timestamp ≥ `ts`,
+    /// and the latest offset for when there is none. The one lookup by time: Kafka's
+    /// ListOffsets answers with the record (or -1), HTTP and subscriptions start at
+    /// [`TimeLookup::offset`].
+    pub async fn find_by_time(&self, topic: &str, partition: u32, ts: i64) -> Result<TimeLookup> {
         let part = self.topic(topic)?.partition(partition)?;
-        blocking(move || match part.log.offset_for_timestamp(ts) {
-            Ok(Some((o, _))) => Ok(o),
-            Ok(None) => Ok(part.log.latest()),
-            Err(e) => Err(BrokerError::from_log(partition, e)),
+        blocking(move || {
+            let first = part
+                .log
+                .offset_for_timestamp(ts)
+                .map_err(|e| BrokerError::from_log(partition, e))?;
+            Ok(TimeLookup {
+                first,
+                latest: part.log.latest(),
+            })
         })
         .await
     }
 
-    /// The first record with a timestamp ≥ `ts`: its offset and timestamp, or `None`.
-    pub async fn find_by_time(
+    /// Shorthand for [`Self::find_by_time`]`(..).offset()`, for the subscriptions' start
+    /// position until they call `find_by_time` themselves.
+    pub(crate) async fn offset_for_timestamp(
         &self,
         topic: &str,
         partition: u32,
         ts: i64,
-    ) -> Result<Option<(u64, i64)>> {
-        let part = self.topic(topic)?.partition(partition)?;
-        blocking(move || {
-            part.log
-                .offset_for_timestamp(ts)
-                .map_err(|e| BrokerError::from_log(partition, e))
-        })
-        .await
+    ) -> Result<u64> {
+        Ok(self.find_by_time(topic, partition, ts).await?.offset())
     }
 
     fn all_partitions(&self) -> Vec<(TopicConfig, Arc<Partition>)> {
@@ -792,8 +809,7 @@ fn append_built_batches(
     let mut result = Ok(());
     for b in batches {
         let recs: Vec<NewRecord> = b.iter().map(|(_, r)| r.clone()).collect();
-        let mut bytes = build_batch(&recs, Compression::None)
-            .map_err(BrokerError::from)?;
+        let mut bytes = build_batch(&recs, Compression::None).map_err(BrokerError::from)?;
         match part.log.append(&mut bytes, now_ms()) {
             Ok(info) => {
                 for (k, (index, _)) in b.iter().enumerate() {
@@ -842,9 +858,8 @@ fn check_client_batch(
         .map_err(BrokerError::from)?;
     // The log checks the CRC when it appends; here only what readers need beyond it,
     // without keeping the records. A batch that fails is reported by its CRC first.
-    let header = ferry_log::batch::check_records(&one, limits).map_err(|e| {
-        BrokerError::from(ferry_log::batch::verify_crc(&one).err().unwrap_or(e))
-    })?;
+    let header = ferry_log::batch::check_records(&one, limits)
+        .map_err(|e| BrokerError::from(ferry_log::batch::verify_crc(&one).err().unwrap_or(e)))?;
     if header.is_control() || header.is_transactional() {
         return Err(BrokerError::refused(
             "control and transactional batches are not accepted from clients",

@@ -14,8 +14,8 @@ pub mod subs;
 pub mod topic;
 
 pub use broker::{
-    now_ms, Appended, Broker, BrokerConfig, PartitionInfo, ProduceRecord, Produced, TopicInfo,
-    TopicSettings,
+    now_ms, Appended, Broker, BrokerConfig, PartitionInfo, ProduceRecord, Produced, TimeLookup,
+    TopicInfo, TopicSettings,
 };
 pub use config::{DurabilityPolicy, TopicConfig, TopicDefaults};
 pub use error::{BrokerError, RecordError, Result};

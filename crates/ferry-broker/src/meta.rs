@@ -9,10 +9,10 @@
 
 use crate::config::TopicConfig;
 use crate::error::{BrokerError, Result};
+use ferry_log::sync::lock;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use ferry_log::sync::lock;
 use std::sync::Mutex;
 
 /// Durable topic metadata.
@@ -86,10 +86,7 @@ impl FileMetaStore {
 
 impl MetaStore for FileMetaStore {
     fn load_topics(&self) -> Result<Vec<TopicConfig>> {
-        Ok(lock(&self.topics)
-            .values()
-            .cloned()
-            .collect())
+        Ok(lock(&self.topics).values().cloned().collect())
     }
 
     fn put_topic(&self, topic: &TopicConfig) -> Result<()> {

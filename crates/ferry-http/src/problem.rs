@@ -296,7 +296,11 @@ mod tests {
                 "storage-error",
             ),
             (Meta("m".into()), 500, "metadata-error"),
-            (SubscriptionNotFound("s".into()), 404, "subscription-not-found"),
+            (
+                SubscriptionNotFound("s".into()),
+                404,
+                "subscription-not-found",
+            ),
             (SubscriptionExists("s".into()), 409, "subscription-exists"),
             (
                 InvalidFilter(FilterError {

@@ -48,7 +48,10 @@ mod tests {
         use BrokerError::*;
         let io = || std::io::Error::other("disk on fire");
         vec![
-            (TopicNotFound("t".into()), ResponseError::UnknownTopicOrPartition),
+            (
+                TopicNotFound("t".into()),
+                ResponseError::UnknownTopicOrPartition,
+            ),
             (
                 PartitionNotFound {
                     topic: "t".into(),
@@ -109,9 +112,15 @@ mod tests {
                 ResponseError::OffsetOutOfRange,
             ),
             (DiskFull("full".into()), ResponseError::KafkaStorageError),
-            (Unavailable("stopped".into()), ResponseError::KafkaStorageError),
+            (
+                Unavailable("stopped".into()),
+                ResponseError::KafkaStorageError,
+            ),
             (Storage("task".into()), ResponseError::KafkaStorageError),
-            (BrokerError::io("writing", io()), ResponseError::KafkaStorageError),
+            (
+                BrokerError::io("writing", io()),
+                ResponseError::KafkaStorageError,
+            ),
             (
                 Corrupt {
                     offset: Some(1),
@@ -139,7 +148,10 @@ mod tests {
                 SubscriptionNotFound("s".into()),
                 ResponseError::UnknownServerError,
             ),
-            (SubscriptionExists("s".into()), ResponseError::UnknownServerError),
+            (
+                SubscriptionExists("s".into()),
+                ResponseError::UnknownServerError,
+            ),
             (
                 InvalidFilter(FilterError {
                     path: "p".into(),
@@ -147,7 +159,10 @@ mod tests {
                 }),
                 ResponseError::UnknownServerError,
             ),
-            (InvalidTimeout("t".into()), ResponseError::UnknownServerError),
+            (
+                InvalidTimeout("t".into()),
+                ResponseError::UnknownServerError,
+            ),
             (
                 LeaseNotFound {
                     ids: vec!["a".into()],
