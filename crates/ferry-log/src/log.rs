@@ -20,17 +20,27 @@
 //!
 //! `inner` (segments) is never held while waiting for `sync_state`; the sync leader takes
 //! `inner` only briefly to capture the active file and end offset.
+//!
+//! # Invariants
+//!
+//! After every change (open, append, roll, retention, deletion of old segments) the log
+//! checks, under `debug_assert!` so that every test and fuzz run does and release builds
+//! do not, what [`PartitionLog::check_invariants`] lists: there is an active segment;
+//! segments are keyed by their base offset and their offsets increase without overlap
+//! from one to the next; the log's next offset is the active segment's; nothing beyond
+//! it is synced or visible; the earliest offset is visible. Each segment checks its own
+//! (see `Segment::check_invariants`), and indexes check that their keys increase.
 
 use crate::batch::{self, DecodeLimits};
 use crate::error::{LogError, Result};
 use crate::producers::{Producers, SequenceCheck};
 use crate::segment::{self, Cut, Segment};
+use crate::sync::{lock, wait};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use crate::sync::{lock, wait};
 use std::sync::{Arc, Condvar, Mutex};
 
 /// When an append is acknowledged.
@@ -207,7 +217,63 @@ impl PartitionLog {
             visible: AtomicU64::new(next_offset),
             syncs: AtomicU64::new(0),
         };
+        debug_assert_eq!(log.check_invariants(), Ok(()));
         Ok((log, cuts))
+    }
+
+    /// Checks what must hold after every change (see the module's "Invariants"); the
+    /// log runs this under `debug_assert!` itself. `Err` names the first broken one.
+    pub fn check_invariants(&self) -> std::result::Result<(), String> {
+        self.invariants(&lock(&self.inner))
+    }
+
+    fn invariants(&self, inner: &Inner) -> std::result::Result<(), String> {
+        let Some(active) = inner.segments.values().next_back() else {
+            return Err("the log has no active segment".into());
+        };
+        let mut prev_end: Option<u64> = None;
+        for (base, seg) in &inner.segments {
+            if *base != seg.base_offset {
+                return Err(format!(
+                    "segment keyed {base} has base offset {}",
+                    seg.base_offset
+                ));
+            }
+            if let Some(end) = prev_end {
+                if seg.base_offset < end {
+                    return Err(format!(
+                        "segment {} begins before the previous one ends ({end})",
+                        seg.base_offset
+                    ));
+                }
+            }
+            seg.check_invariants()?;
+            prev_end = Some(seg.next_offset);
+        }
+        let end = inner.next_offset;
+        if active.next_offset != end {
+            return Err(format!(
+                "the log's next offset {end} is not the active segment's {}",
+                active.next_offset
+            ));
+        }
+        // Under `Always` what is visible is synced and under the other policies what is
+        // synced is visible; the policy can change while running, so only the bound by
+        // the end holds for both at all times.
+        let synced = self.synced.load(Ordering::Acquire);
+        let visible = self.visible.load(Ordering::Acquire);
+        if synced > end || visible > end {
+            return Err(format!(
+                "synced {synced} or visible {visible} is past the end {end}"
+            ));
+        }
+        let earliest = inner.segments.values().next().map_or(0, |s| s.base_offset);
+        if earliest > visible {
+            return Err(format!(
+                "the earliest offset {earliest} is past the visible end {visible}"
+            ));
+        }
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -228,6 +294,17 @@ impl PartitionLog {
     /// before acknowledging.
     pub fn append(&self, batch: &mut [u8], now_ms: u64) -> Result<AppendInfo> {
         let mut inner = lock(&self.inner);
+        let result = self.append_locked(&mut inner, batch, now_ms);
+        debug_assert_eq!(self.invariants(&inner), Ok(()));
+        result
+    }
+
+    fn append_locked(
+        &self,
+        inner: &mut Inner,
+        batch: &mut [u8],
+        now_ms: u64,
+    ) -> Result<AppendInfo> {
         let config = inner.config;
         if batch.len() > config.max_batch_bytes {
             return Err(LogError::BatchTooLarge {
@@ -275,7 +352,7 @@ impl PartitionLog {
             }
         }
         let base = inner.next_offset;
-        self.maybe_roll(&mut inner, batch.len() as u64, count, now_ms)?;
+        self.maybe_roll(inner, batch.len() as u64, count, now_ms)?;
         batch::set_base_offset(batch, base as i64);
         header.base_offset = base as i64;
         let active = inner
@@ -409,6 +486,8 @@ impl PartitionLog {
             }
         }
         self.sync_done.notify_all();
+        drop(st);
+        debug_assert_eq!(self.check_invariants(), Ok(()));
     }
 
     /// How many group-commit syncs this log has made since it was opened.
@@ -561,6 +640,7 @@ impl PartitionLog {
                     doomed.push(seg);
                 }
             }
+            debug_assert_eq!(self.invariants(&inner), Ok(()));
         }
         let n = doomed.len();
         for seg in doomed {
@@ -603,6 +683,7 @@ impl PartitionLog {
                     doomed.push(seg);
                 }
             }
+            debug_assert_eq!(self.invariants(&inner), Ok(()));
         }
         let n = doomed.len();
         for seg in doomed {

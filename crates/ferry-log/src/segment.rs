@@ -18,6 +18,7 @@ use crate::error::{LogError, Result};
 use crate::index::{Index, OffsetEntry, TimeEntry};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -60,6 +61,12 @@ fn index_path(dir: &Path, base: u64) -> PathBuf {
 }
 fn time_index_path(dir: &Path, base: u64) -> PathBuf {
     dir.join(format!("{base:020}.timeindex"))
+}
+
+/// One past the last offset a segment based at `base` can hold: its indexes count
+/// offsets relative to the base in 32 bits.
+fn offset_range_end(base: u64) -> u64 {
+    base.saturating_add(u32::MAX as u64 + 1)
 }
 
 /// Parses a segment file name back to its base offset.
@@ -143,6 +150,18 @@ impl Segment {
 
     /// Records a batch that is now in the file at `position` in the indexes.
     fn note_batch(&mut self, position: u64, h: &BatchHeader, index_interval_bytes: u64) {
+        // Batches follow one another in the file, each with offsets after the last.
+        debug_assert_eq!(
+            position, self.size,
+            "a batch is noted where the segment ends"
+        );
+        debug_assert!(
+            h.base_offset >= 0 && h.base_offset as u64 >= self.next_offset,
+            "batch offset {} goes backwards in segment {} (next is {})",
+            h.base_offset,
+            self.base_offset,
+            self.next_offset
+        );
         let total = h.total_bytes() as u64;
         let rel = (h.base_offset as u64 - self.base_offset) as u32;
         if self.index.is_empty() || self.bytes_since_index >= index_interval_bytes {
@@ -180,6 +199,15 @@ impl Segment {
         now_ms: u64,
     ) -> Result<()> {
         let position = self.size;
+        debug_assert!(
+            batch::verify_crc(batch).is_ok(),
+            "a batch is checked before it is written"
+        );
+        debug_assert_eq!(
+            header.total_bytes(),
+            batch.len(),
+            "the header describes the batch"
+        );
         if let Err(e) = self.file.write_all_at(batch, position) {
             let undo = self.file.set_len(position);
             if let Err(undo) = undo {
@@ -226,19 +254,20 @@ impl Segment {
         Ok(())
     }
 
-    /// Scans `[from, end)` batch by batch, calling `visit` for each good one.
+    /// Scans `[from, end)` batch by batch, calling `visit` for each good one. Offsets
+    /// of good batches lie in `offsets` and only grow.
     fn scan(
         file: &File,
         from: u64,
         end: u64,
-        expect_offset_at_least: u64,
+        offsets: Range<u64>,
         max_batch_bytes: usize,
         mut visit: impl FnMut(u64, &BatchHeader),
     ) -> io::Result<Scan> {
         let mut reader = BufReader::with_capacity(1 << 20, file);
         reader.seek(SeekFrom::Start(from))?;
         let mut pos = from;
-        let mut next_expected = expect_offset_at_least;
+        let mut next_expected = offsets.start;
         let mut buf = Vec::new();
         loop {
             if pos == end {
@@ -306,6 +335,22 @@ impl Segment {
                     ),
                 });
             }
+            if header.last_offset() < 0 || header.last_offset() as u64 >= offsets.end {
+                // The writer rolls before a segment's offsets leave the 32-bit range its
+                // indexes count in; a batch past it was not written by Ferry.
+                return Ok(Scan {
+                    good_end: pos,
+                    problem: problem(
+                        format!(
+                            "batch offsets up to {} are past the segment's range (below {})",
+                            header.last_offset(),
+                            offsets.end
+                        ),
+                        Some(total as u64),
+                        false,
+                    ),
+                });
+            }
             visit(pos, &header);
             next_expected = header.last_offset() as u64 + 1;
             pos += total as u64;
@@ -315,7 +360,7 @@ impl Segment {
     /// Whether a good batch starts at `position` (used to tell damage in the middle
     /// from a torn tail).
     fn good_batch_at(file: &File, position: u64, end: u64, max_batch_bytes: usize) -> bool {
-        Self::scan(file, position, end, 0, max_batch_bytes, |_, _| {})
+        Self::scan(file, position, end, 0..u64::MAX, max_batch_bytes, |_, _| {})
             .map(|s| s.good_end > position)
             .unwrap_or(false)
     }
@@ -332,7 +377,8 @@ impl Segment {
         let (file, len) = Self::open_rw(&path)?;
         let mut seg = Segment::empty(base_offset, path.clone(), file);
         let mut found = Vec::new();
-        let scan = Self::scan(&seg.file, 0, len, base_offset, max_batch_bytes, |pos, h| {
+        let offsets = base_offset..offset_range_end(base_offset);
+        let scan = Self::scan(&seg.file, 0, len, offsets, max_batch_bytes, |pos, h| {
             found.push((pos, *h))
         })
         .map_err(|e| LogError::io(format!("reading {}", path.display()), e))?;
@@ -423,7 +469,8 @@ impl Segment {
             let from_offset = base_offset + last.map_or(0, |e| e.rel_offset as u64);
             if from <= len && (last.is_some() || len == 0) {
                 let mut tail_last = None;
-                let scan = Self::scan(&file, from, len, from_offset, max_batch_bytes, |_, h| {
+                let offsets = from_offset..offset_range_end(base_offset);
+                let scan = Self::scan(&file, from, len, offsets, max_batch_bytes, |_, h| {
                     tail_last = Some(*h)
                 })
                 .map_err(|e| LogError::io(format!("reading {}", path.display()), e))?;
@@ -473,6 +520,51 @@ impl Segment {
             pos += h.total_bytes() as u64;
         }
         Ok(None)
+    }
+
+    /// What must hold for a segment after every change, checked in constant time (the
+    /// log runs it under `debug_assert!`): offsets and sizes agree with the last entries
+    /// of the in-memory indexes. What is on disk is not read: damage found there is an
+    /// operating error ([`LogError::Corrupt`]), not a broken invariant.
+    pub(crate) fn check_invariants(&self) -> std::result::Result<(), String> {
+        let name = self.path.display();
+        if self.next_offset < self.base_offset {
+            return Err(format!(
+                "{name}: next offset {} is below the base offset {}",
+                self.next_offset, self.base_offset
+            ));
+        }
+        if self.next_offset - self.base_offset > u32::MAX as u64 + 1 {
+            return Err(format!("{name}: offsets past the 32-bit relative range"));
+        }
+        if let Some(e) = self.index.last_in_memory() {
+            if e.position as u64 >= self.size
+                || self.base_offset + e.rel_offset as u64 >= self.next_offset
+            {
+                return Err(format!(
+                    "{name}: index entry {e:?} points past the end (size {}, next offset {})",
+                    self.size, self.next_offset
+                ));
+            }
+        }
+        if let Some(t) = self.time_index.last_in_memory() {
+            if t.timestamp != self.last_indexed_timestamp
+                || t.timestamp > self.max_timestamp
+                || self.base_offset + t.rel_offset as u64 >= self.next_offset
+            {
+                return Err(format!(
+                    "{name}: time index entry {t:?} disagrees with the segment (max timestamp {}, last indexed {}, next offset {})",
+                    self.max_timestamp, self.last_indexed_timestamp, self.next_offset
+                ));
+            }
+        }
+        if self.last_indexed_timestamp > self.max_timestamp {
+            return Err(format!(
+                "{name}: indexed timestamp {} is past the max timestamp {}",
+                self.last_indexed_timestamp, self.max_timestamp
+            ));
+        }
+        Ok(())
     }
 
     pub(crate) fn corrupt(&self, position: u64, reason: String) -> LogError {
