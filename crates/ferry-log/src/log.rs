@@ -95,6 +95,17 @@ pub struct AppendInfo {
     pub duplicate: bool,
 }
 
+impl AppendInfo {
+    fn at(base_offset: u64, count: u64, duplicate: bool) -> Self {
+        AppendInfo {
+            base_offset,
+            last_offset: base_offset + count - 1,
+            end_offset: base_offset + count,
+            duplicate,
+        }
+    }
+}
+
 /// Raw batches read from the log, with the partition's bounds at the time of the read.
 #[derive(Debug, Clone)]
 pub struct ReadResult {
@@ -147,24 +158,56 @@ fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| LogError::io(format!("syncing directory {}", dir.display()), e))
 }
 
+/// Checks an idempotent producer's sequence: `Some(base offset)` when the batch is a
+/// retry of one already stored there, `None` when it is to be appended.
+fn check_sequence(producers: &Producers, header: &batch::BatchHeader) -> Result<Option<u64>> {
+    let (producer_id, epoch) = (header.producer_id, header.producer_epoch);
+    match producers.check(
+        producer_id,
+        epoch,
+        header.base_sequence,
+        header.record_count,
+    ) {
+        SequenceCheck::Append => Ok(None),
+        SequenceCheck::Duplicate { base_offset } => Ok(Some(base_offset)),
+        SequenceCheck::StaleEpoch { current } => Err(LogError::InvalidProducerEpoch {
+            producer_id,
+            epoch,
+            current,
+        }),
+        SequenceCheck::OutOfOrder { expected, got } => Err(LogError::OutOfOrderSequence {
+            producer_id,
+            expected,
+            got,
+        }),
+    }
+}
+
+/// The base offsets of the segments in `dir`, in order; half-written index files are
+/// removed on the way.
+fn segment_bases(dir: &Path) -> Result<Vec<u64>> {
+    let mut bases = Vec::new();
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| LogError::io(format!("listing {}", dir.display()), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| LogError::io("listing partition", e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(base) = segment::parse_log_name(&name) {
+            bases.push(base);
+        } else if name.ends_with(".tmp-index") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
 impl PartitionLog {
     /// Opens (or creates) the log in `dir`, recovering the active segment.
     pub fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, Vec<Cut>)> {
         std::fs::create_dir_all(dir)
             .map_err(|e| LogError::io(format!("creating {}", dir.display()), e))?;
-        let mut bases = Vec::new();
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| LogError::io(format!("listing {}", dir.display()), e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| LogError::io("listing partition", e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(base) = segment::parse_log_name(&name) {
-                bases.push(base);
-            } else if name.ends_with(".tmp-index") {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-        bases.sort_unstable();
+        let bases = segment_bases(dir)?;
         let mut segments = BTreeMap::new();
         let mut cuts = Vec::new();
         let max_batch = config.max_batch_bytes.max(batch::BATCH_HEADER_BYTES);
@@ -320,36 +363,8 @@ impl PartitionLog {
             return Err(LogError::Stopped(why.clone()));
         }
         let count = header.last_offset_delta as u64 + 1;
-        let (pid, epoch, seq, n) = (
-            header.producer_id,
-            header.producer_epoch,
-            header.base_sequence,
-            header.record_count,
-        );
-        match inner.producers.check(pid, epoch, seq, n) {
-            SequenceCheck::Append => {}
-            SequenceCheck::Duplicate { base_offset } => {
-                return Ok(AppendInfo {
-                    base_offset,
-                    last_offset: base_offset + count - 1,
-                    end_offset: base_offset + count,
-                    duplicate: true,
-                })
-            }
-            SequenceCheck::StaleEpoch { current } => {
-                return Err(LogError::InvalidProducerEpoch {
-                    producer_id: pid,
-                    epoch,
-                    current,
-                })
-            }
-            SequenceCheck::OutOfOrder { expected, got } => {
-                return Err(LogError::OutOfOrderSequence {
-                    producer_id: pid,
-                    expected,
-                    got,
-                })
-            }
+        if let Some(stored) = check_sequence(&inner.producers, &header)? {
+            return Ok(AppendInfo::at(stored, count, true));
         }
         let base = inner.next_offset;
         self.maybe_roll(inner, batch.len() as u64, count, now_ms)?;
@@ -362,16 +377,17 @@ impl PartitionLog {
             .expect("a log always has an active segment");
         active.append(batch, &header, config.index_interval_bytes, now_ms)?;
         inner.next_offset = base + count;
-        inner.producers.record(pid, epoch, seq, n, base);
+        inner.producers.record(
+            header.producer_id,
+            header.producer_epoch,
+            header.base_sequence,
+            header.record_count,
+            base,
+        );
         if config.durability != Durability::Always {
             self.visible.fetch_max(inner.next_offset, Ordering::AcqRel);
         }
-        Ok(AppendInfo {
-            base_offset: base,
-            last_offset: base + count - 1,
-            end_offset: base + count,
-            duplicate: false,
-        })
+        Ok(AppendInfo::at(base, count, false))
     }
 
     fn maybe_roll(

@@ -87,11 +87,33 @@ struct Problem {
     torn: bool,
 }
 
-fn problem(reason: String, claimed: Option<u64>, torn: bool) -> Option<Problem> {
+/// Why a good batch of `total` bytes cannot follow in the segment: its offsets go
+/// backwards (below `next_expected`) or leave the segment's range (`range_end`).
+fn out_of_range(
+    header: &BatchHeader,
+    total: usize,
+    next_expected: u64,
+    range_end: u64,
+) -> Option<Problem> {
+    let reason = if header.base_offset < 0 || (header.base_offset as u64) < next_expected {
+        format!(
+            "batch offset {} goes backwards (expected at least {next_expected})",
+            header.base_offset
+        )
+    } else if header.last_offset() < 0 || header.last_offset() as u64 >= range_end {
+        // The writer rolls before a segment's offsets leave the 32-bit range its
+        // indexes count in; a batch past it was not written by Ferry.
+        format!(
+            "batch offsets up to {} are past the segment's range (below {range_end})",
+            header.last_offset()
+        )
+    } else {
+        return None;
+    };
     Some(Problem {
         reason,
-        claimed,
-        torn,
+        claimed: Some(total as u64),
+        torn: false,
     })
 }
 
@@ -269,92 +291,75 @@ impl Segment {
         let mut pos = from;
         let mut next_expected = offsets.start;
         let mut buf = Vec::new();
-        loop {
-            if pos == end {
-                return Ok(Scan {
+        while pos < end {
+            let stop = |problem| {
+                Ok(Scan {
                     good_end: pos,
-                    problem: None,
-                });
-            }
-            let left = end - pos;
-            if left < BATCH_PREFIX_BYTES as u64 {
-                return Ok(Scan {
-                    good_end: pos,
-                    problem: problem(
-                        format!("{left} trailing bytes, too few for a batch"),
-                        None,
-                        true,
-                    ),
-                });
-            }
-            let mut prefix = [0u8; BATCH_PREFIX_BYTES];
-            reader.read_exact(&mut prefix)?;
-            let total = match batch::read_prefix(&prefix, max_batch_bytes) {
-                Ok((_, t)) => t,
-                Err(e) => {
-                    return Ok(Scan {
-                        good_end: pos,
-                        problem: problem(e.to_string(), None, false),
-                    })
-                }
+                    problem: Some(problem),
+                })
             };
-            if total as u64 > left {
-                return Ok(Scan {
-                    good_end: pos,
-                    problem: problem(
-                        format!("batch of {total} bytes runs past the end of the file"),
-                        Some(total as u64),
-                        true,
-                    ),
-                });
-            }
-            buf.clear();
-            buf.extend_from_slice(&prefix);
-            buf.resize(total, 0);
-            reader.read_exact(&mut buf[BATCH_PREFIX_BYTES..])?;
-            let checked = BatchHeader::parse(&buf).and_then(|h| batch::verify_crc(&buf).map(|_| h));
-            let header = match checked {
-                Ok(h) => h,
-                Err(e) => {
-                    return Ok(Scan {
-                        good_end: pos,
-                        problem: problem(e.to_string(), Some(total as u64), false),
-                    })
-                }
-            };
-            if header.base_offset < 0 || (header.base_offset as u64) < next_expected {
-                return Ok(Scan {
-                    good_end: pos,
-                    problem: problem(
-                        format!(
-                            "batch offset {} goes backwards (expected at least {next_expected})",
-                            header.base_offset
-                        ),
-                        Some(total as u64),
-                        false,
-                    ),
-                });
-            }
-            if header.last_offset() < 0 || header.last_offset() as u64 >= offsets.end {
-                // The writer rolls before a segment's offsets leave the 32-bit range its
-                // indexes count in; a batch past it was not written by Ferry.
-                return Ok(Scan {
-                    good_end: pos,
-                    problem: problem(
-                        format!(
-                            "batch offsets up to {} are past the segment's range (below {})",
-                            header.last_offset(),
-                            offsets.end
-                        ),
-                        Some(total as u64),
-                        false,
-                    ),
-                });
+            let (header, total) =
+                match Self::read_one(&mut reader, &mut buf, end - pos, max_batch_bytes)? {
+                    Ok(one) => one,
+                    Err(problem) => return stop(problem),
+                };
+            if let Some(problem) = out_of_range(&header, total, next_expected, offsets.end) {
+                return stop(problem);
             }
             visit(pos, &header);
             next_expected = header.last_offset() as u64 + 1;
             pos += total as u64;
         }
+        Ok(Scan {
+            good_end: pos,
+            problem: None,
+        })
+    }
+
+    /// Reads the next batch (with `left` bytes left in the scan) into `buf` and checks
+    /// its header and CRC: its header and size, or why it is not a good batch.
+    fn read_one(
+        reader: &mut impl Read,
+        buf: &mut Vec<u8>,
+        left: u64,
+        max_batch_bytes: usize,
+    ) -> io::Result<std::result::Result<(BatchHeader, usize), Problem>> {
+        if left < BATCH_PREFIX_BYTES as u64 {
+            return Ok(Err(Problem {
+                reason: format!("{left} trailing bytes, too few for a batch"),
+                claimed: None,
+                torn: true,
+            }));
+        }
+        let mut prefix = [0u8; BATCH_PREFIX_BYTES];
+        reader.read_exact(&mut prefix)?;
+        let total = match batch::read_prefix(&prefix, max_batch_bytes) {
+            Ok((_, t)) => t,
+            Err(e) => {
+                return Ok(Err(Problem {
+                    reason: e.to_string(),
+                    claimed: None,
+                    torn: false,
+                }))
+            }
+        };
+        if total as u64 > left {
+            return Ok(Err(Problem {
+                reason: format!("batch of {total} bytes runs past the end of the file"),
+                claimed: Some(total as u64),
+                torn: true,
+            }));
+        }
+        buf.clear();
+        buf.extend_from_slice(&prefix);
+        buf.resize(total, 0);
+        reader.read_exact(&mut buf[BATCH_PREFIX_BYTES..])?;
+        let checked = BatchHeader::parse(buf).and_then(|h| batch::verify_crc(buf).map(|_| h));
+        Ok(checked.map(|h| (h, total)).map_err(|e| Problem {
+            reason: e.to_string(),
+            claimed: Some(total as u64),
+            torn: false,
+        }))
     }
 
     /// Whether a good batch starts at `position` (used to tell damage in the middle
@@ -403,21 +408,7 @@ impl Segment {
                 .filter(|next| *next < len)
                 .is_some_and(|next| Self::good_batch_at(&seg.file, next, len, max_batch_bytes));
             if !torn || later_good {
-                let keep = dir.join(format!("{base_offset:020}.log.cut-{}", scan.good_end));
-                // Streamed, so that keeping a large damaged tail costs no memory.
-                let mut from = &*seg.file;
-                from.seek(SeekFrom::Start(scan.good_end))
-                    .map_err(|e| LogError::io("reading damaged bytes", e))?;
-                let mut to =
-                    File::create(&keep).map_err(|e| LogError::io("keeping damaged bytes", e))?;
-                std::io::copy(&mut from.take(bytes), &mut to)
-                    .map_err(|e| LogError::io("keeping damaged bytes", e))?;
-                to.sync_all()
-                    .map_err(|e| LogError::io("syncing kept bytes", e))?;
-                File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(|e| LogError::io("syncing partition folder", e))?;
-                kept_in = Some(keep);
+                kept_in = Some(keep_damaged(dir, &seg, scan.good_end, bytes)?);
             }
             seg.file
                 .set_len(scan.good_end)
@@ -574,6 +565,25 @@ impl Segment {
             reason,
         }
     }
+}
+
+/// Copies the `bytes` damaged bytes of `seg` from `position` into
+/// `<base>.log.cut-<position>` beside it, durably, before they are cut.
+fn keep_damaged(dir: &Path, seg: &Segment, position: u64, bytes: u64) -> Result<PathBuf> {
+    let keep = dir.join(format!("{:020}.log.cut-{position}", seg.base_offset));
+    // Streamed, so that keeping a large damaged tail costs no memory.
+    let mut from = &*seg.file;
+    from.seek(SeekFrom::Start(position))
+        .map_err(|e| LogError::io("reading damaged bytes", e))?;
+    let mut to = File::create(&keep).map_err(|e| LogError::io("keeping damaged bytes", e))?;
+    std::io::copy(&mut from.take(bytes), &mut to)
+        .map_err(|e| LogError::io("keeping damaged bytes", e))?;
+    to.sync_all()
+        .map_err(|e| LogError::io("syncing kept bytes", e))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| LogError::io("syncing partition folder", e))?;
+    Ok(keep)
 }
 
 /// Reads whole batches of `file` starting at `position`, up to `max_bytes` (but always
