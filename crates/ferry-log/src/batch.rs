@@ -392,6 +392,53 @@ pub fn check_records(batch: &Bytes, limits: &DecodeLimits) -> Result<BatchHeader
     Ok(header)
 }
 
+/// The records of a batch, decompressed as needed, once the batch's length and the
+/// header's record count are found plausible for them.
+fn records_body(
+    batch: &Bytes,
+    header: &BatchHeader,
+    limits: &DecodeLimits,
+) -> Result<Bytes, BatchError> {
+    if header.total_bytes() != batch.len() {
+        return Err(BatchError::BadLength(header.batch_length as i64));
+    }
+    let body: Bytes = match header.compression()? {
+        Compression::None => batch.slice(BATCH_HEADER_BYTES..),
+        other => Bytes::from(compression::decompress(
+            other,
+            &batch[BATCH_HEADER_BYTES..],
+            limits.decompressed_bytes_max,
+        )?),
+    };
+    // Each record takes at least 7 bytes; a larger count cannot be honest.
+    if header.record_count as usize > body.len() / 7 + 1 {
+        return Err(BatchError::BadRecordCount {
+            count: header.record_count,
+            last_offset_delta: header.last_offset_delta,
+        });
+    }
+    Ok(body)
+}
+
+/// A record's headers, read from `r` within the limit on their number.
+fn read_headers(
+    r: &mut Reader<'_>,
+    body: &Bytes,
+    limits: &DecodeLimits,
+) -> Result<Vec<RecordHeader>, &'static str> {
+    let count = r.varint().ok_or("bad header count")?;
+    if count < 0 || count as usize > limits.headers_per_record_max {
+        return Err("header count out of range");
+    }
+    let mut headers = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let key = r.nullable(body)?.ok_or("null header key")?;
+        let value = r.nullable(body)?;
+        headers.push(RecordHeader { key, value });
+    }
+    Ok(headers)
+}
+
 /// Decompresses as needed and hands each record at offset `from` or later to `visit`,
 /// until `visit` answers false. Records before `from` are only stepped over.
 fn walk_records(
@@ -401,26 +448,8 @@ fn walk_records(
     mut visit: impl FnMut(Record) -> bool,
 ) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(batch)?;
-    if header.total_bytes() != batch.len() {
-        return Err(BatchError::BadLength(header.batch_length as i64));
-    }
-    let codec = header.compression()?;
-    let body: Bytes = match codec {
-        Compression::None => batch.slice(BATCH_HEADER_BYTES..),
-        other => Bytes::from(compression::decompress(
-            other,
-            &batch[BATCH_HEADER_BYTES..],
-            limits.decompressed_bytes_max,
-        )?),
-    };
+    let body = records_body(batch, &header, limits)?;
     let count = header.record_count as usize;
-    // Each record takes at least 7 bytes; a larger count cannot be honest.
-    if count > body.len() / 7 + 1 {
-        return Err(BatchError::BadRecordCount {
-            count: header.record_count,
-            last_offset_delta: header.last_offset_delta,
-        });
-    }
     let mut r = Reader { buf: &body, pos: 0 };
     for index in 0..count {
         let bad = |reason| BatchError::BadRecord { index, reason };
@@ -447,19 +476,7 @@ fn walk_records(
         }
         let key = rr.nullable(&body).map_err(bad)?;
         let value = rr.nullable(&body).map_err(bad)?;
-        let header_count = rr.varint().ok_or(bad("bad header count"))?;
-        if header_count < 0 || header_count as usize > limits.headers_per_record_max {
-            return Err(bad("header count out of range"));
-        }
-        let mut headers = Vec::with_capacity(header_count as usize);
-        for _ in 0..header_count {
-            let key = rr
-                .nullable(&body)
-                .map_err(bad)?
-                .ok_or(bad("null header key"))?;
-            let value = rr.nullable(&body).map_err(bad)?;
-            headers.push(RecordHeader { key, value });
-        }
+        let headers = read_headers(&mut rr, &body, limits).map_err(bad)?;
         if rr.pos != end {
             return Err(bad("record length does not match its fields"));
         }
