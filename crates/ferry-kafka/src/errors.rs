@@ -43,7 +43,8 @@ mod tests {
     use ferry_broker::RecordError;
     use ferry_log::BatchError;
 
-    /// Every broker error, one of each kind, with the Kafka code it must answer.
+    /// Every broker error, one of each kind, with the Kafka code it must answer (a
+    /// table: one entry per variant, hence its length).
     fn table() -> Vec<(BrokerError, ResponseError)> {
         use BrokerError::*;
         let io = || std::io::Error::other("disk on fire");
