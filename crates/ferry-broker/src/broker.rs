@@ -68,6 +68,22 @@ pub struct Appended {
     pub error: Option<BrokerError>,
 }
 
+/// Where a time begins in a partition (see [`Broker::find_by_time`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeLookup {
+    /// The first record with a timestamp at or after the time: its offset and timestamp.
+    pub first: Option<(u64, i64)>,
+    /// The partition's latest (next) offset, read after the lookup.
+    pub latest: u64,
+}
+
+impl TimeLookup {
+    /// The offset to start reading at: the first record's, else the latest offset.
+    pub fn offset(&self) -> u64 {
+        self.first.map_or(self.latest, |(offset, _)| offset)
+    }
+}
+
 /// Where a produced record landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Produced {
@@ -148,14 +164,14 @@ impl Broker {
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)
-            .map_err(|e| BrokerError::Storage(format!("creating {}: {e}", dir.display())))?;
+            .map_err(|e| BrokerError::io(format!("creating {}", dir.display()), e))?;
         let lock_path = dir.join("ferry.lock");
         let lock = File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| BrokerError::Storage(format!("opening {}: {e}", lock_path.display())))?;
+            .map_err(|e| BrokerError::io(format!("opening {}", lock_path.display()), e))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -165,15 +181,15 @@ impl Broker {
                 })
             }
             Err(std::fs::TryLockError::Error(e)) => {
-                return Err(BrokerError::Storage(format!(
-                    "locking {}: {e}",
-                    lock_path.display()
-                )))
+                return Err(BrokerError::io(
+                    format!("locking {}", lock_path.display()),
+                    e,
+                ))
             }
         }
         let topics_dir = dir.join("topics");
         std::fs::create_dir_all(&topics_dir)
-            .map_err(|e| BrokerError::Storage(format!("creating {}: {e}", topics_dir.display())))?;
+            .map_err(|e| BrokerError::io(format!("creating {}", topics_dir.display()), e))?;
         if let Ok(entries) = std::fs::read_dir(&topics_dir) {
             for e in entries.flatten() {
                 if e.file_name().to_string_lossy().starts_with(".trash-") {
@@ -270,9 +286,8 @@ impl Broker {
         let parts = blocking(move || {
             if dir.exists() {
                 // Left by an interrupted delete: the metadata store does not know it.
-                std::fs::remove_dir_all(&dir).map_err(|e| {
-                    BrokerError::Storage(format!("clearing {}: {e}", dir.display()))
-                })?;
+                std::fs::remove_dir_all(&dir)
+                    .map_err(|e| BrokerError::io(format!("clearing {}", dir.display()), e))?;
             }
             (0..cfg.partitions)
                 .map(|p| open_partition(&dir, p, &cfg, &notify))
@@ -338,11 +353,10 @@ impl Broker {
             for p in topic.partitions() {
                 let _ = p.log.close();
             }
-            std::fs::rename(&dir, &trash).map_err(|e| {
-                BrokerError::Storage(format!("moving {} aside: {e}", dir.display()))
-            })?;
+            std::fs::rename(&dir, &trash)
+                .map_err(|e| BrokerError::io(format!("moving {} aside", dir.display()), e))?;
             std::fs::remove_dir_all(&trash)
-                .map_err(|e| BrokerError::Storage(format!("removing {}: {e}", trash.display())))
+                .map_err(|e| BrokerError::io(format!("removing {}", trash.display()), e))
         })
         .await?;
         tracing::info!(topic = %name, "Deleted topic.");
@@ -557,9 +571,7 @@ impl Broker {
                 p = end;
             }
             if out.first_offset.is_none() && out.error.is_none() {
-                out.error = Some(BrokerError::InvalidRecord(
-                    "no record batch in the request".into(),
-                ));
+                out.error = Some(BrokerError::refused("no record batch in the request"));
             }
             if part.log.config().durability != ferry_log::Durability::Always {
                 part.publish_latest();
@@ -615,31 +627,34 @@ impl Broker {
         &self.any_readable
     }
 
-    /// The first offset with a timestamp ≥ `ts`, or the latest offset if none.
-    pub async fn offset_for_timestamp(&self, topic: &str, partition: u32, ts: i64) -> Result<u64> {
+    /// Where time `ts` begins in a partition: the first record with a timestamp ≥ `ts`,
+    /// and the latest offset for when there is none. The one lookup by time: Kafka's
+    /// ListOffsets answers with the record (or -1), HTTP and subscriptions start at
+    /// [`TimeLookup::offset`].
+    pub async fn find_by_time(&self, topic: &str, partition: u32, ts: i64) -> Result<TimeLookup> {
         let part = self.topic(topic)?.partition(partition)?;
-        blocking(move || match part.log.offset_for_timestamp(ts) {
-            Ok(Some((o, _))) => Ok(o),
-            Ok(None) => Ok(part.log.latest()),
-            Err(e) => Err(BrokerError::from_log(partition, e)),
+        blocking(move || {
+            let first = part
+                .log
+                .offset_for_timestamp(ts)
+                .map_err(|e| BrokerError::from_log(partition, e))?;
+            Ok(TimeLookup {
+                first,
+                latest: part.log.latest(),
+            })
         })
         .await
     }
 
-    /// The first record with a timestamp ≥ `ts`: its offset and timestamp, or `None`.
-    pub async fn find_by_time(
+    /// Shorthand for [`Self::find_by_time`]`(..).offset()`, for the subscriptions' start
+    /// position until they call `find_by_time` themselves.
+    pub(crate) async fn offset_for_timestamp(
         &self,
         topic: &str,
         partition: u32,
         ts: i64,
-    ) -> Result<Option<(u64, i64)>> {
-        let part = self.topic(topic)?.partition(partition)?;
-        blocking(move || {
-            part.log
-                .offset_for_timestamp(ts)
-                .map_err(|e| BrokerError::from_log(partition, e))
-        })
-        .await
+    ) -> Result<u64> {
+        Ok(self.find_by_time(topic, partition, ts).await?.offset())
     }
 
     fn all_partitions(&self) -> Vec<(TopicConfig, Arc<Partition>)> {
@@ -801,8 +816,7 @@ fn append_built_batches(
     let mut result = Ok(());
     for b in batches {
         let recs: Vec<NewRecord> = b.iter().map(|(_, r)| r.clone()).collect();
-        let mut bytes = build_batch(&recs, Compression::None)
-            .map_err(|e| BrokerError::InvalidRecord(e.to_string()))?;
+        let mut bytes = build_batch(&recs, Compression::None).map_err(BrokerError::from)?;
         match part.log.append(&mut bytes, now_ms()) {
             Ok(info) => {
                 for (k, (index, _)) in b.iter().enumerate() {
@@ -840,7 +854,6 @@ fn check_client_batch(
     p: usize,
     limits: &DecodeLimits,
 ) -> Result<(usize, Vec<u8>)> {
-    let invalid = |m: String| BrokerError::InvalidRecord(m);
     let one = ferry_log::batch::Batches::new(batches.slice(p..))
         .next()
         .unwrap_or_else(|| {
@@ -849,16 +862,14 @@ fn check_client_batch(
                 available: 0,
             })
         })
-        .map_err(|e| invalid(e.to_string()))?;
+        .map_err(BrokerError::from)?;
     // The log checks the CRC when it appends; here only what readers need beyond it,
     // without keeping the records. A batch that fails is reported by its CRC first.
-    let header = ferry_log::batch::check_records(&one, limits).map_err(|e| {
-        let reason = ferry_log::batch::verify_crc(&one).err().unwrap_or(e);
-        invalid(reason.to_string())
-    })?;
+    let header = ferry_log::batch::check_records(&one, limits)
+        .map_err(|e| BrokerError::from(ferry_log::batch::verify_crc(&one).err().unwrap_or(e)))?;
     if header.is_control() || header.is_transactional() {
-        return Err(invalid(
-            "control and transactional batches are not accepted from clients".into(),
+        return Err(BrokerError::refused(
+            "control and transactional batches are not accepted from clients",
         ));
     }
     Ok((p + one.len(), one.to_vec()))

@@ -1,7 +1,29 @@
 //! The broker's operating errors. Each front end maps these to its own codes in one
-//! place (HTTP problem types, Kafka error codes).
+//! place (HTTP problem types, Kafka error codes), by variant: the typed cause travels
+//! with the error (the [`BatchError`] of a refused batch, the [`io::Error`] of a failed
+//! file operation), so no front end reads an error's text to tell errors apart.
 
-use ferry_log::LogError;
+use ferry_log::{BatchError, LogError};
+use std::io;
+
+/// Why records were refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The batch is malformed: its CRC, a length, a record that does not decode.
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    /// Well formed, but not accepted here (a control batch from a client, no batch at
+    /// all, an unsupported special timestamp).
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl RecordError {
+    /// The batch's stored CRC does not match its bytes (Kafka's CORRUPT_MESSAGE).
+    pub fn is_crc_mismatch(&self) -> bool {
+        matches!(self, RecordError::Batch(BatchError::CrcMismatch { .. }))
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -20,7 +42,7 @@ pub enum BrokerError {
     #[error("invalid setting: {0}")]
     InvalidConfig(String),
     #[error("invalid record: {0}")]
-    InvalidRecord(String),
+    InvalidRecord(RecordError),
     #[error("record {index} is {size} bytes, larger than the topic's max_record_bytes of {max}")]
     RecordTooLarge {
         index: usize,
@@ -40,8 +62,16 @@ pub enum BrokerError {
     Corrupt { offset: Option<u64>, reason: String },
     #[error("{0}")]
     Unavailable(String),
+    /// A storage failure with no operating-system error behind it (a storage task that
+    /// did not finish, an encoding that failed). A failed file operation is [`Self::Io`].
     #[error("storage error: {0}")]
     Storage(String),
+    /// A file operation failed: what Ferry was doing, and the operating system's error.
+    /// The error's text already holds the I/O error's text, so the I/O error is kept as
+    /// a field (see [`Self::io_error`]) and not as the `source()` too, which would print
+    /// it twice in a chain of causes (`ferry serve` prints the chain when it cannot start).
+    #[error("storage error: {context}: {error}")]
+    Io { context: String, error: io::Error },
     #[error("data folder {path} is in use by another Ferry process (lock file {lock}); stop it or choose another --data-dir")]
     DataDirLocked { path: String, lock: String },
     #[error("metadata store error: {0}")]
@@ -68,6 +98,27 @@ pub enum BrokerError {
 }
 
 impl BrokerError {
+    /// A failed file operation: `context` says what Ferry was doing ("creating <path>").
+    pub fn io(context: impl Into<String>, error: io::Error) -> Self {
+        BrokerError::Io {
+            context: context.into(),
+            error,
+        }
+    }
+
+    /// Records refused for a reason other than a malformed batch.
+    pub fn refused(reason: impl Into<String>) -> Self {
+        BrokerError::InvalidRecord(RecordError::Refused(reason.into()))
+    }
+
+    /// The operating system's error behind this one, if there is one.
+    pub fn io_error(&self) -> Option<&io::Error> {
+        match self {
+            BrokerError::Io { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
     pub(crate) fn from_log(partition: u32, e: LogError) -> Self {
         match e {
             LogError::OffsetOutOfRange {
@@ -86,13 +137,16 @@ impl BrokerError {
                 size,
                 max,
             },
-            LogError::InvalidBatch(b) => BrokerError::InvalidRecord(b.to_string()),
+            LogError::InvalidBatch(b) => BrokerError::InvalidRecord(RecordError::Batch(b)),
             LogError::Stopped(_) | LogError::Closed => BrokerError::Unavailable(e.to_string()),
             LogError::Corrupt { .. } => BrokerError::Corrupt {
                 offset: None,
                 reason: e.to_string(),
             },
-            LogError::Io { .. } => BrokerError::Storage(e.to_string()),
+            LogError::Io { context, source } => BrokerError::Io {
+                context,
+                error: source,
+            },
             LogError::OutOfOrderSequence { .. } => BrokerError::OutOfOrderSequence(e.to_string()),
             LogError::InvalidProducerEpoch { .. } => {
                 BrokerError::InvalidProducerEpoch(e.to_string())
@@ -102,3 +156,46 @@ impl BrokerError {
 }
 
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
+
+impl From<RecordError> for BrokerError {
+    fn from(e: RecordError) -> Self {
+        BrokerError::InvalidRecord(e)
+    }
+}
+
+impl From<BatchError> for BrokerError {
+    fn from(e: BatchError) -> Self {
+        BrokerError::InvalidRecord(RecordError::Batch(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_errors_keep_their_cause_and_their_text() {
+        let io = LogError::Io {
+            context: "writing seg".into(),
+            source: io::Error::other("denied"),
+        };
+        let text = format!("storage error: {io}");
+        let e = BrokerError::from_log(0, io);
+        assert_eq!(e.to_string(), text);
+        assert!(e.io_error().is_some());
+
+        let crc = BatchError::CrcMismatch {
+            stored: 1,
+            computed: 2,
+        };
+        let text = format!("invalid record: {crc}");
+        let e = BrokerError::from_log(0, LogError::InvalidBatch(crc));
+        assert_eq!(e.to_string(), text);
+        assert!(matches!(&e, BrokerError::InvalidRecord(r) if r.is_crc_mismatch()));
+        let refused = BrokerError::refused("no record batch in the request");
+        assert_eq!(
+            refused.to_string(),
+            "invalid record: no record batch in the request"
+        );
+    }
+}

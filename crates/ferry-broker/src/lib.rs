@@ -15,9 +15,9 @@ pub mod time;
 pub mod topic;
 
 pub use broker::{
-    now_ms, Appended, Broker, BrokerConfig, PartitionInfo, ProduceRecord, Produced, TopicInfo,
-    TopicSettings,
+    now_ms, Appended, Broker, BrokerConfig, PartitionInfo, ProduceRecord, Produced, TimeLookup,
+    TopicInfo, TopicSettings,
 };
 pub use config::{DurabilityPolicy, TopicConfig, TopicDefaults};
-pub use error::{BrokerError, Result};
+pub use error::{BrokerError, RecordError, Result};
 pub use partition::ReadRecords;

@@ -9,6 +9,7 @@
 
 use crate::config::TopicConfig;
 use crate::error::{BrokerError, Result};
+use ferry_log::sync::lock;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -85,17 +86,11 @@ impl FileMetaStore {
 
 impl MetaStore for FileMetaStore {
     fn load_topics(&self) -> Result<Vec<TopicConfig>> {
-        Ok(self
-            .topics
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect())
+        Ok(lock(&self.topics).values().cloned().collect())
     }
 
     fn put_topic(&self, topic: &TopicConfig) -> Result<()> {
-        let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
+        let mut topics = lock(&self.topics);
         let mut next = topics.clone();
         next.insert(topic.name.clone(), topic.clone());
         self.write(&next)?;
@@ -104,7 +99,7 @@ impl MetaStore for FileMetaStore {
     }
 
     fn delete_topic(&self, name: &str) -> Result<()> {
-        let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
+        let mut topics = lock(&self.topics);
         let mut next = topics.clone();
         next.remove(name);
         self.write(&next)?;

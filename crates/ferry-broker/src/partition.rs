@@ -2,7 +2,7 @@
 
 use crate::error::{BrokerError, Result};
 use ferry_log::batch::{self, DecodeLimits};
-use ferry_log::{PartitionLog, Record};
+use ferry_log::{BatchHeader, PartitionLog, Record};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::watch;
@@ -70,23 +70,27 @@ impl Partition {
         max_bytes: usize,
         limits: &DecodeLimits,
     ) -> Result<ReadRecords> {
-        let mut records = Vec::new();
-        let mut bytes = 0usize;
-        let mut next = offset;
+        let mut got = Gathered {
+            records: Vec::new(),
+            bytes: 0,
+            next: offset,
+            max_records,
+            max_bytes,
+        };
         let mut bounds = (0, 0);
         // Read little first (a few records may be all that is wanted), more each time.
         let read_max = max_bytes.clamp(64 * 1024, 4 * 1024 * 1024);
         let mut read_size = 64 * 1024;
         'outer: loop {
-            if records.len() >= max_records || bytes >= max_bytes {
+            if got.records.len() >= max_records || got.bytes >= max_bytes {
                 break;
             }
             let size = read_size;
             read_size = (read_size * 2).min(read_max);
-            let read = match self.log.read(next, size) {
+            let read = match self.log.read(got.next, size) {
                 Ok(r) => r,
-                Err(e) if !records.is_empty() => {
-                    tracing::warn!(partition = self.id, offset = next, error = %e, "Read stopped early.");
+                Err(e) if !got.records.is_empty() => {
+                    tracing::warn!(partition = self.id, offset = got.next, error = %e, "Read stopped early.");
                     break;
                 }
                 Err(e) => return Err(BrokerError::from_log(self.id, e)),
@@ -96,58 +100,85 @@ impl Partition {
                 break;
             }
             for one in batch::Batches::new(read.batches) {
-                let wanted = max_records.saturating_sub(records.len());
+                let wanted = got.wanted();
                 if wanted == 0 {
                     break 'outer;
                 }
-                let decoded = one
-                    .and_then(|one| batch::decode_records_from(&one, limits, next as i64, wanted));
+                let decoded = one.and_then(|one| {
+                    batch::decode_records_from(&one, limits, got.next as i64, wanted)
+                });
                 let (header, batch_records) = match decoded {
                     Ok(d) => d,
                     Err(e) => {
-                        if records.is_empty() {
+                        if got.records.is_empty() {
                             return Err(BrokerError::Corrupt {
-                                offset: Some(next),
+                                offset: Some(got.next),
                                 reason: e.to_string(),
                             });
                         }
-                        tracing::warn!(partition = self.id, offset = next, error = %e, "Corrupt batch; serving what precedes it.");
+                        tracing::warn!(partition = self.id, offset = got.next, error = %e, "Corrupt batch; serving what precedes it.");
                         break 'outer;
                     }
                 };
-                // Decoding stopped before the batch's end: the rest is for the next read.
-                let complete = batch_records.len() < wanted
-                    || batch_records
-                        .last()
-                        .is_some_and(|r| r.offset >= header.last_offset());
-                if !header.is_control() {
-                    for r in batch_records {
-                        if (r.offset as u64) < next {
-                            continue;
-                        }
-                        let size = r.key.as_ref().map_or(0, |k| k.len())
-                            + r.value.as_ref().map_or(0, |v| v.len());
-                        if records.len() >= max_records
-                            || (!records.is_empty() && bytes + size > max_bytes)
-                        {
-                            break 'outer;
-                        }
-                        bytes += size;
-                        next = r.offset as u64 + 1;
-                        records.push(r);
-                    }
-                }
-                if !complete {
+                if !got.take(&header, batch_records, wanted) {
                     break 'outer;
                 }
-                next = next.max(header.last_offset() as u64 + 1);
             }
         }
         Ok(ReadRecords {
-            records,
-            next_offset: next,
+            records: got.records,
+            next_offset: got.next,
             earliest: bounds.0,
             latest: bounds.1,
         })
+    }
+}
+
+/// The records a read has gathered so far, within its limits.
+struct Gathered {
+    records: Vec<Record>,
+    /// Bytes of keys and values in `records`.
+    bytes: usize,
+    /// Offset to read next.
+    next: u64,
+    max_records: usize,
+    max_bytes: usize,
+}
+
+impl Gathered {
+    fn wanted(&self) -> usize {
+        self.max_records.saturating_sub(self.records.len())
+    }
+
+    /// Takes the records decoded from one batch (at most `wanted` were decoded); false
+    /// when the read is full or the batch was not decoded to its end.
+    fn take(&mut self, header: &BatchHeader, batch_records: Vec<Record>, wanted: usize) -> bool {
+        // Decoding stopped before the batch's end: the rest is for the next read.
+        let complete = batch_records.len() < wanted
+            || batch_records
+                .last()
+                .is_some_and(|r| r.offset >= header.last_offset());
+        if !header.is_control() {
+            for r in batch_records {
+                if (r.offset as u64) < self.next {
+                    continue;
+                }
+                let size =
+                    r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len());
+                if self.records.len() >= self.max_records
+                    || (!self.records.is_empty() && self.bytes + size > self.max_bytes)
+                {
+                    return false;
+                }
+                self.bytes += size;
+                self.next = r.offset as u64 + 1;
+                self.records.push(r);
+            }
+        }
+        if !complete {
+            return false;
+        }
+        self.next = self.next.max(header.last_offset() as u64 + 1);
+        true
     }
 }

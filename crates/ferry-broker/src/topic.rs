@@ -3,6 +3,7 @@
 use crate::config::TopicConfig;
 use crate::error::{BrokerError, Result};
 use crate::partition::Partition;
+use ferry_log::sync::read;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -22,21 +23,15 @@ impl Topic {
     }
 
     pub fn config(&self) -> TopicConfig {
-        self.config
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        read(&self.config).clone()
     }
 
     pub fn partitions(&self) -> Vec<Arc<Partition>> {
-        self.partitions
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        read(&self.partitions).clone()
     }
 
     pub fn partition(&self, id: u32) -> Result<Arc<Partition>> {
-        let parts = self.partitions.read().unwrap_or_else(|p| p.into_inner());
+        let parts = read(&self.partitions);
         parts
             .get(id as usize)
             .cloned()

@@ -142,8 +142,9 @@ pub async fn offset_for_time(
     })?;
     let offset = state
         .broker
-        .offset_for_timestamp(&topic, partition, q.timestamp)
-        .await?;
+        .find_by_time(&topic, partition, q.timestamp)
+        .await?
+        .offset();
     Ok(Json(
         json!({ "partition": partition, "timestamp": q.timestamp, "offset": offset }),
     ))

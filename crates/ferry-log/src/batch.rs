@@ -392,6 +392,53 @@ pub fn check_records(batch: &Bytes, limits: &DecodeLimits) -> Result<BatchHeader
     Ok(header)
 }
 
+/// The records of a batch, decompressed as needed, once the batch's length and the
+/// header's record count are found plausible for them.
+fn records_body(
+    batch: &Bytes,
+    header: &BatchHeader,
+    limits: &DecodeLimits,
+) -> Result<Bytes, BatchError> {
+    if header.total_bytes() != batch.len() {
+        return Err(BatchError::BadLength(header.batch_length as i64));
+    }
+    let body: Bytes = match header.compression()? {
+        Compression::None => batch.slice(BATCH_HEADER_BYTES..),
+        other => Bytes::from(compression::decompress(
+            other,
+            &batch[BATCH_HEADER_BYTES..],
+            limits.decompressed_bytes_max,
+        )?),
+    };
+    // Each record takes at least 7 bytes; a larger count cannot be honest.
+    if header.record_count as usize > body.len() / 7 + 1 {
+        return Err(BatchError::BadRecordCount {
+            count: header.record_count,
+            last_offset_delta: header.last_offset_delta,
+        });
+    }
+    Ok(body)
+}
+
+/// A record's headers, read from `r` within the limit on their number.
+fn read_headers(
+    r: &mut Reader<'_>,
+    body: &Bytes,
+    limits: &DecodeLimits,
+) -> Result<Vec<RecordHeader>, &'static str> {
+    let count = r.varint().ok_or("bad header count")?;
+    if count < 0 || count as usize > limits.headers_per_record_max {
+        return Err("header count out of range");
+    }
+    let mut headers = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let key = r.nullable(body)?.ok_or("null header key")?;
+        let value = r.nullable(body)?;
+        headers.push(RecordHeader { key, value });
+    }
+    Ok(headers)
+}
+
 /// Decompresses as needed and hands each record at offset `from` or later to `visit`,
 /// until `visit` answers false. Records before `from` are only stepped over.
 fn walk_records(
@@ -401,26 +448,8 @@ fn walk_records(
     mut visit: impl FnMut(Record) -> bool,
 ) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(batch)?;
-    if header.total_bytes() != batch.len() {
-        return Err(BatchError::BadLength(header.batch_length as i64));
-    }
-    let codec = header.compression()?;
-    let body: Bytes = match codec {
-        Compression::None => batch.slice(BATCH_HEADER_BYTES..),
-        other => Bytes::from(compression::decompress(
-            other,
-            &batch[BATCH_HEADER_BYTES..],
-            limits.decompressed_bytes_max,
-        )?),
-    };
+    let body = records_body(batch, &header, limits)?;
     let count = header.record_count as usize;
-    // Each record takes at least 7 bytes; a larger count cannot be honest.
-    if count > body.len() / 7 + 1 {
-        return Err(BatchError::BadRecordCount {
-            count: header.record_count,
-            last_offset_delta: header.last_offset_delta,
-        });
-    }
     let mut r = Reader { buf: &body, pos: 0 };
     for index in 0..count {
         let bad = |reason| BatchError::BadRecord { index, reason };
@@ -447,19 +476,7 @@ fn walk_records(
         }
         let key = rr.nullable(&body).map_err(bad)?;
         let value = rr.nullable(&body).map_err(bad)?;
-        let header_count = rr.varint().ok_or(bad("bad header count"))?;
-        if header_count < 0 || header_count as usize > limits.headers_per_record_max {
-            return Err(bad("header count out of range"));
-        }
-        let mut headers = Vec::with_capacity(header_count as usize);
-        for _ in 0..header_count {
-            let key = rr
-                .nullable(&body)
-                .map_err(bad)?
-                .ok_or(bad("null header key"))?;
-            let value = rr.nullable(&body).map_err(bad)?;
-            headers.push(RecordHeader { key, value });
-        }
+        let headers = read_headers(&mut rr, &body, limits).map_err(bad)?;
         if rr.pos != end {
             return Err(bad("record length does not match its fields"));
         }
@@ -611,209 +628,4 @@ fn encoded_len_hint(r: &NewRecord) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn rec(key: &str, value: &[u8], ts: i64) -> NewRecord {
-        NewRecord {
-            timestamp: ts,
-            attributes: 0,
-            key: Some(Bytes::copy_from_slice(key.as_bytes())),
-            value: Some(Bytes::copy_from_slice(value)),
-            headers: vec![RecordHeader {
-                key: Bytes::from_static(b"h"),
-                value: Some(Bytes::from_static(b"v")),
-            }],
-        }
-    }
-
-    #[test]
-    fn a_built_batch_decodes_to_the_same_records() {
-        let records = vec![rec("a", b"one", 1000), rec("b", b"two", 1005)];
-        let mut batch = build_batch(&records, Compression::None).unwrap();
-        set_base_offset(&mut batch, 42);
-        let header = validate_incoming(&batch, 1 << 20).unwrap();
-        assert_eq!(header.record_count, 2);
-        assert_eq!(header.last_offset(), 43);
-        let (_, decoded) = decode_records(&Bytes::from(batch), &DecodeLimits::default()).unwrap();
-        assert_eq!(decoded[0].offset, 42);
-        assert_eq!(decoded[1].offset, 43);
-        assert_eq!(decoded[1].timestamp, 1005);
-        assert_eq!(decoded[1].value.as_deref(), Some(&b"two"[..]));
-        assert_eq!(decoded[0].headers[0].key.as_ref(), b"h");
-    }
-
-    #[test]
-    fn decoding_from_an_offset_steps_over_earlier_records_and_stops_at_the_limit() {
-        let records: Vec<_> = (0..100)
-            .map(|i| rec(&format!("k{i}"), format!("v{i}").as_bytes(), i))
-            .collect();
-        for codec in [Compression::None, Compression::Lz4] {
-            let mut batch = build_batch(&records, codec).unwrap();
-            set_base_offset(&mut batch, 1000);
-            let batch = Bytes::from(batch);
-            let limits = DecodeLimits::default();
-            let (_, all) = decode_records(&batch, &limits).unwrap();
-            let (header, some) = decode_records_from(&batch, &limits, 1040, 7).unwrap();
-            assert_eq!(header.last_offset(), 1099);
-            assert_eq!(some.len(), 7);
-            assert_eq!(some[0].offset, 1040);
-            assert_eq!(some[6].value.as_deref(), Some(&b"v46"[..]));
-            for r in &some {
-                let same = &all[(r.offset - 1000) as usize];
-                assert_eq!(
-                    (r.timestamp, &r.key, &r.headers),
-                    (same.timestamp, &same.key, &same.headers)
-                );
-            }
-            // Past the end, before the start, none wanted.
-            assert!(decode_records_from(&batch, &limits, 1100, 5)
-                .unwrap()
-                .1
-                .is_empty());
-            assert_eq!(
-                decode_records_from(&batch, &limits, 0, 1000)
-                    .unwrap()
-                    .1
-                    .len(),
-                100
-            );
-            assert!(decode_records_from(&batch, &limits, 0, 0)
-                .unwrap()
-                .1
-                .is_empty());
-        }
-        // The CRC covers the records stepped over too.
-        let mut bad = build_batch(&records, Compression::None).unwrap();
-        bad[BATCH_HEADER_BYTES + 3] ^= 1;
-        assert!(decode_records_from(&Bytes::from(bad), &DecodeLimits::default(), 99, 1).is_err());
-    }
-
-    #[test]
-    fn a_flipped_byte_is_caught_by_the_crc() {
-        let mut batch = build_batch(&[rec("k", b"value", 1)], Compression::None).unwrap();
-        let last = batch.len() - 1;
-        batch[last] ^= 0x40;
-        assert!(matches!(
-            validate_incoming(&batch, 1 << 20),
-            Err(BatchError::CrcMismatch { .. })
-        ));
-    }
-
-    #[test]
-    fn the_base_offset_is_outside_the_crc() {
-        let mut batch = build_batch(&[rec("k", b"value", 1)], Compression::None).unwrap();
-        set_base_offset(&mut batch, 1 << 40);
-        verify_crc(&batch).unwrap();
-    }
-
-    #[test]
-    fn an_oversized_length_is_refused_before_reading() {
-        let mut batch = build_batch(&[rec("k", b"value", 1)], Compression::None).unwrap();
-        batch[8..12].copy_from_slice(&i32::MAX.to_be_bytes());
-        assert!(matches!(
-            read_prefix(&batch, 1 << 20),
-            Err(BatchError::BadLength(_))
-        ));
-    }
-
-    #[test]
-    fn every_codec_round_trips() {
-        let records: Vec<_> = (0..50)
-            .map(|i| rec(&format!("k{i}"), &vec![b'x'; 300], i))
-            .collect();
-        for codec in [
-            Compression::None,
-            Compression::Gzip,
-            Compression::Snappy,
-            Compression::Lz4,
-            Compression::Zstd,
-        ] {
-            let batch = build_batch(&records, codec).unwrap();
-            let header = validate_incoming(&batch, 1 << 20).unwrap();
-            assert_eq!(header.compression().unwrap(), codec);
-            let (_, decoded) =
-                decode_records(&Bytes::from(batch), &DecodeLimits::default()).unwrap();
-            assert_eq!(decoded.len(), 50, "{codec:?}");
-            assert_eq!(decoded[49].value.as_deref(), Some(&vec![b'x'; 300][..]));
-        }
-    }
-
-    #[test]
-    fn a_decompression_bomb_is_stopped_at_the_limit() {
-        let records = vec![rec("k", &vec![0u8; 1 << 20], 1)];
-        let batch = build_batch(&records, Compression::Zstd).unwrap();
-        let limits = DecodeLimits {
-            decompressed_bytes_max: 4096,
-            ..Default::default()
-        };
-        assert!(matches!(
-            decode_records(&Bytes::from(batch), &limits),
-            Err(BatchError::TooLarge { .. })
-        ));
-    }
-
-    fn arb_record() -> impl Strategy<Value = NewRecord> {
-        (
-            any::<i64>().prop_map(|t| t >> 2),
-            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
-            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
-            proptest::collection::vec(
-                (
-                    proptest::collection::vec(any::<u8>(), 0..10),
-                    proptest::option::of(proptest::collection::vec(any::<u8>(), 0..10)),
-                ),
-                0..4,
-            ),
-            any::<i8>(),
-        )
-            .prop_map(|(timestamp, key, value, headers, attributes)| NewRecord {
-                timestamp,
-                attributes,
-                key: key.map(Bytes::from),
-                value: value.map(Bytes::from),
-                headers: headers
-                    .into_iter()
-                    .map(|(k, v)| RecordHeader {
-                        key: Bytes::from(k),
-                        value: v.map(Bytes::from),
-                    })
-                    .collect(),
-            })
-    }
-
-    proptest! {
-        #[test]
-        fn any_records_round_trip_through_a_batch(
-            records in proptest::collection::vec(arb_record(), 1..20),
-            base in 0i64..(1 << 50),
-            codec in prop_oneof![Just(Compression::None), Just(Compression::Gzip), Just(Compression::Lz4), Just(Compression::Snappy), Just(Compression::Zstd)],
-        ) {
-            // Timestamps within one batch stay close, as from any producer.
-            let t0 = records[0].timestamp;
-            let records: Vec<_> = records.into_iter().enumerate().map(|(i, mut r)| { r.timestamp = t0.wrapping_add(i as i64); r }).collect();
-            let mut batch = build_batch(&records, codec).unwrap();
-            set_base_offset(&mut batch, base);
-            validate_incoming(&batch, 1 << 24).unwrap();
-            let (header, decoded) = decode_records(&Bytes::from(batch), &DecodeLimits::default()).unwrap();
-            prop_assert_eq!(header.base_offset, base);
-            prop_assert_eq!(decoded.len(), records.len());
-            for (i, (d, r)) in decoded.iter().zip(records.iter()).enumerate() {
-                prop_assert_eq!(d.offset, base + i as i64);
-                prop_assert_eq!(d.timestamp, r.timestamp);
-                prop_assert_eq!(&d.key, &r.key);
-                prop_assert_eq!(&d.value, &r.value);
-                prop_assert_eq!(&d.headers, &r.headers);
-                prop_assert_eq!(d.attributes, r.attributes);
-            }
-        }
-
-        #[test]
-        fn arbitrary_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
-            let _ = read_prefix(&bytes, 1 << 20);
-            let _ = validate_incoming(&bytes, 1 << 20);
-            let _ = decode_records(&Bytes::from(bytes), &DecodeLimits::default());
-        }
-    }
-}
+mod tests;

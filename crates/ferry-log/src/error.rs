@@ -1,4 +1,6 @@
-//! Operating errors of the log. Broken invariants are assertions, not errors.
+//! Operating errors of the log. Broken invariants are assertions, not errors: see
+//! `PartitionLog::check_invariants`, run under `debug_assert!` after every change.
+//! A failed file operation keeps its `io::Error` as the error's source.
 
 use crate::batch::BatchError;
 use std::io;
@@ -12,7 +14,11 @@ pub enum LogError {
         source: io::Error,
     },
     #[error("the disk is full ({context}); stored data stays readable and writes resume once space is freed")]
-    DiskFull { context: String },
+    DiskFull {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("invalid batch: {0}")]
     InvalidBatch(#[from] BatchError),
     #[error("batch of {size} bytes is larger than the limit of {max} bytes")]
@@ -56,7 +62,7 @@ impl LogError {
         if source.kind() == io::ErrorKind::StorageFull
             || matches!(source.raw_os_error(), Some(28) | Some(122))
         {
-            LogError::DiskFull { context }
+            LogError::DiskFull { context, source }
         } else {
             LogError::Io { context, source }
         }

@@ -139,9 +139,22 @@ impl<E: Entry> Index<E> {
     }
 
     /// Appends an entry to an in-memory index. Sealed indexes are never appended to.
+    /// Keys strictly increase: [`floor`](Self::floor) searches by halves.
     pub fn push(&mut self, e: E) {
         if let Index::Memory(v) = self {
+            debug_assert!(
+                v.last().is_none_or(|last| last.key() < e.key()),
+                "index keys must strictly increase"
+            );
             v.push(e);
+        }
+    }
+
+    /// The last entry of an in-memory index (a sealed one is not read).
+    pub fn last_in_memory(&self) -> Option<E> {
+        match self {
+            Index::Memory(v) => v.last().copied(),
+            Index::Disk { .. } => None,
         }
     }
 

@@ -20,17 +20,28 @@
 //!
 //! `inner` (segments) is never held while waiting for `sync_state`; the sync leader takes
 //! `inner` only briefly to capture the active file and end offset.
+//!
+//! # Invariants
+//!
+//! After every change (open, append, roll, retention, deletion of old segments) the log
+//! checks, under `debug_assert!` so that every test and fuzz run does and release builds
+//! do not, what [`PartitionLog::check_invariants`] lists: there is an active segment;
+//! segments are keyed by their base offset and their offsets increase without overlap
+//! from one to the next; the log's next offset is the active segment's; nothing beyond
+//! it is synced or visible; the earliest offset is visible. Each segment checks its own
+//! (see `Segment::check_invariants`), and indexes check that their keys increase.
 
 use crate::batch::{self, DecodeLimits};
 use crate::error::{LogError, Result};
 use crate::producers::{Producers, SequenceCheck};
 use crate::segment::{self, Cut, Segment};
+use crate::sync::{lock, wait};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// When an append is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +95,17 @@ pub struct AppendInfo {
     pub duplicate: bool,
 }
 
+impl AppendInfo {
+    fn at(base_offset: u64, count: u64, duplicate: bool) -> Self {
+        AppendInfo {
+            base_offset,
+            last_offset: base_offset + count - 1,
+            end_offset: base_offset + count,
+            duplicate,
+        }
+    }
+}
+
 /// Raw batches read from the log, with the partition's bounds at the time of the read.
 #[derive(Debug, Clone)]
 pub struct ReadResult {
@@ -130,16 +152,54 @@ pub struct PartitionLog {
     syncs: AtomicU64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock is a bug elsewhere; the state itself stays
-    // consistent because every mutation is completed before anything can fail.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| LogError::io(format!("syncing directory {}", dir.display()), e))
+}
+
+/// Checks an idempotent producer's sequence: `Some(base offset)` when the batch is a
+/// retry of one already stored there, `None` when it is to be appended.
+fn check_sequence(producers: &Producers, header: &batch::BatchHeader) -> Result<Option<u64>> {
+    let (producer_id, epoch) = (header.producer_id, header.producer_epoch);
+    match producers.check(
+        producer_id,
+        epoch,
+        header.base_sequence,
+        header.record_count,
+    ) {
+        SequenceCheck::Append => Ok(None),
+        SequenceCheck::Duplicate { base_offset } => Ok(Some(base_offset)),
+        SequenceCheck::StaleEpoch { current } => Err(LogError::InvalidProducerEpoch {
+            producer_id,
+            epoch,
+            current,
+        }),
+        SequenceCheck::OutOfOrder { expected, got } => Err(LogError::OutOfOrderSequence {
+            producer_id,
+            expected,
+            got,
+        }),
+    }
+}
+
+/// The base offsets of the segments in `dir`, in order; half-written index files are
+/// removed on the way.
+fn segment_bases(dir: &Path) -> Result<Vec<u64>> {
+    let mut bases = Vec::new();
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| LogError::io(format!("listing {}", dir.display()), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| LogError::io("listing partition", e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(base) = segment::parse_log_name(&name) {
+            bases.push(base);
+        } else if name.ends_with(".tmp-index") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
 }
 
 impl PartitionLog {
@@ -147,19 +207,7 @@ impl PartitionLog {
     pub fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, Vec<Cut>)> {
         std::fs::create_dir_all(dir)
             .map_err(|e| LogError::io(format!("creating {}", dir.display()), e))?;
-        let mut bases = Vec::new();
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| LogError::io(format!("listing {}", dir.display()), e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| LogError::io("listing partition", e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(base) = segment::parse_log_name(&name) {
-                bases.push(base);
-            } else if name.ends_with(".tmp-index") {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-        bases.sort_unstable();
+        let bases = segment_bases(dir)?;
         let mut segments = BTreeMap::new();
         let mut cuts = Vec::new();
         let max_batch = config.max_batch_bytes.max(batch::BATCH_HEADER_BYTES);
@@ -212,7 +260,63 @@ impl PartitionLog {
             visible: AtomicU64::new(next_offset),
             syncs: AtomicU64::new(0),
         };
+        debug_assert_eq!(log.check_invariants(), Ok(()));
         Ok((log, cuts))
+    }
+
+    /// Checks what must hold after every change (see the module's "Invariants"); the
+    /// log runs this under `debug_assert!` itself. `Err` names the first broken one.
+    pub fn check_invariants(&self) -> std::result::Result<(), String> {
+        self.invariants(&lock(&self.inner))
+    }
+
+    fn invariants(&self, inner: &Inner) -> std::result::Result<(), String> {
+        let Some(active) = inner.segments.values().next_back() else {
+            return Err("the log has no active segment".into());
+        };
+        let mut prev_end: Option<u64> = None;
+        for (base, seg) in &inner.segments {
+            if *base != seg.base_offset {
+                return Err(format!(
+                    "segment keyed {base} has base offset {}",
+                    seg.base_offset
+                ));
+            }
+            if let Some(end) = prev_end {
+                if seg.base_offset < end {
+                    return Err(format!(
+                        "segment {} begins before the previous one ends ({end})",
+                        seg.base_offset
+                    ));
+                }
+            }
+            seg.check_invariants()?;
+            prev_end = Some(seg.next_offset);
+        }
+        let end = inner.next_offset;
+        if active.next_offset != end {
+            return Err(format!(
+                "the log's next offset {end} is not the active segment's {}",
+                active.next_offset
+            ));
+        }
+        // Under `Always` what is visible is synced and under the other policies what is
+        // synced is visible; the policy can change while running, so only the bound by
+        // the end holds for both at all times.
+        let synced = self.synced.load(Ordering::Acquire);
+        let visible = self.visible.load(Ordering::Acquire);
+        if synced > end || visible > end {
+            return Err(format!(
+                "synced {synced} or visible {visible} is past the end {end}"
+            ));
+        }
+        let earliest = inner.segments.values().next().map_or(0, |s| s.base_offset);
+        if earliest > visible {
+            return Err(format!(
+                "the earliest offset {earliest} is past the visible end {visible}"
+            ));
+        }
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -233,6 +337,17 @@ impl PartitionLog {
     /// before acknowledging.
     pub fn append(&self, batch: &mut [u8], now_ms: u64) -> Result<AppendInfo> {
         let mut inner = lock(&self.inner);
+        let result = self.append_locked(&mut inner, batch, now_ms);
+        debug_assert_eq!(self.invariants(&inner), Ok(()));
+        result
+    }
+
+    fn append_locked(
+        &self,
+        inner: &mut Inner,
+        batch: &mut [u8],
+        now_ms: u64,
+    ) -> Result<AppendInfo> {
         let config = inner.config;
         if batch.len() > config.max_batch_bytes {
             return Err(LogError::BatchTooLarge {
@@ -248,39 +363,11 @@ impl PartitionLog {
             return Err(LogError::Stopped(why.clone()));
         }
         let count = header.last_offset_delta as u64 + 1;
-        let (pid, epoch, seq, n) = (
-            header.producer_id,
-            header.producer_epoch,
-            header.base_sequence,
-            header.record_count,
-        );
-        match inner.producers.check(pid, epoch, seq, n) {
-            SequenceCheck::Append => {}
-            SequenceCheck::Duplicate { base_offset } => {
-                return Ok(AppendInfo {
-                    base_offset,
-                    last_offset: base_offset + count - 1,
-                    end_offset: base_offset + count,
-                    duplicate: true,
-                })
-            }
-            SequenceCheck::StaleEpoch { current } => {
-                return Err(LogError::InvalidProducerEpoch {
-                    producer_id: pid,
-                    epoch,
-                    current,
-                })
-            }
-            SequenceCheck::OutOfOrder { expected, got } => {
-                return Err(LogError::OutOfOrderSequence {
-                    producer_id: pid,
-                    expected,
-                    got,
-                })
-            }
+        if let Some(stored) = check_sequence(&inner.producers, &header)? {
+            return Ok(AppendInfo::at(stored, count, true));
         }
         let base = inner.next_offset;
-        self.maybe_roll(&mut inner, batch.len() as u64, count, now_ms)?;
+        self.maybe_roll(inner, batch.len() as u64, count, now_ms)?;
         batch::set_base_offset(batch, base as i64);
         header.base_offset = base as i64;
         let active = inner
@@ -290,16 +377,17 @@ impl PartitionLog {
             .expect("a log always has an active segment");
         active.append(batch, &header, config.index_interval_bytes, now_ms)?;
         inner.next_offset = base + count;
-        inner.producers.record(pid, epoch, seq, n, base);
+        inner.producers.record(
+            header.producer_id,
+            header.producer_epoch,
+            header.base_sequence,
+            header.record_count,
+            base,
+        );
         if config.durability != Durability::Always {
             self.visible.fetch_max(inner.next_offset, Ordering::AcqRel);
         }
-        Ok(AppendInfo {
-            base_offset: base,
-            last_offset: base + count - 1,
-            end_offset: base + count,
-            duplicate: false,
-        })
+        Ok(AppendInfo::at(base, count, false))
     }
 
     fn maybe_roll(
@@ -367,7 +455,7 @@ impl PartitionLog {
                     st.syncing = true;
                     break;
                 }
-                st = self.sync_done.wait(st).unwrap_or_else(|p| p.into_inner());
+                st = wait(&self.sync_done, st);
             }
             drop(st);
             self.sync_once();
@@ -414,6 +502,8 @@ impl PartitionLog {
             }
         }
         self.sync_done.notify_all();
+        drop(st);
+        debug_assert_eq!(self.check_invariants(), Ok(()));
     }
 
     /// How many group-commit syncs this log has made since it was opened.
@@ -566,6 +656,7 @@ impl PartitionLog {
                     doomed.push(seg);
                 }
             }
+            debug_assert_eq!(self.invariants(&inner), Ok(()));
         }
         let n = doomed.len();
         for seg in doomed {
@@ -608,6 +699,7 @@ impl PartitionLog {
                     doomed.push(seg);
                 }
             }
+            debug_assert_eq!(self.invariants(&inner), Ok(()));
         }
         let n = doomed.len();
         for seg in doomed {

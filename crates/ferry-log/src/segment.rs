@@ -18,6 +18,7 @@ use crate::error::{LogError, Result};
 use crate::index::{Index, OffsetEntry, TimeEntry};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,6 +63,12 @@ fn time_index_path(dir: &Path, base: u64) -> PathBuf {
     dir.join(format!("{base:020}.timeindex"))
 }
 
+/// One past the last offset a segment based at `base` can hold: its indexes count
+/// offsets relative to the base in 32 bits.
+fn offset_range_end(base: u64) -> u64 {
+    base.saturating_add(u32::MAX as u64 + 1)
+}
+
 /// Parses a segment file name back to its base offset.
 pub fn parse_log_name(name: &str) -> Option<u64> {
     let stem = name.strip_suffix(".log")?;
@@ -80,11 +87,33 @@ struct Problem {
     torn: bool,
 }
 
-fn problem(reason: String, claimed: Option<u64>, torn: bool) -> Option<Problem> {
+/// Why a good batch of `total` bytes cannot follow in the segment: its offsets go
+/// backwards (below `next_expected`) or leave the segment's range (`range_end`).
+fn out_of_range(
+    header: &BatchHeader,
+    total: usize,
+    next_expected: u64,
+    range_end: u64,
+) -> Option<Problem> {
+    let reason = if header.base_offset < 0 || (header.base_offset as u64) < next_expected {
+        format!(
+            "batch offset {} goes backwards (expected at least {next_expected})",
+            header.base_offset
+        )
+    } else if header.last_offset() < 0 || header.last_offset() as u64 >= range_end {
+        // The writer rolls before a segment's offsets leave the 32-bit range its
+        // indexes count in; a batch past it was not written by Ferry.
+        format!(
+            "batch offsets up to {} are past the segment's range (below {range_end})",
+            header.last_offset()
+        )
+    } else {
+        return None;
+    };
     Some(Problem {
         reason,
-        claimed,
-        torn,
+        claimed: Some(total as u64),
+        torn: false,
     })
 }
 
@@ -143,6 +172,18 @@ impl Segment {
 
     /// Records a batch that is now in the file at `position` in the indexes.
     fn note_batch(&mut self, position: u64, h: &BatchHeader, index_interval_bytes: u64) {
+        // Batches follow one another in the file, each with offsets after the last.
+        debug_assert_eq!(
+            position, self.size,
+            "a batch is noted where the segment ends"
+        );
+        debug_assert!(
+            h.base_offset >= 0 && h.base_offset as u64 >= self.next_offset,
+            "batch offset {} goes backwards in segment {} (next is {})",
+            h.base_offset,
+            self.base_offset,
+            self.next_offset
+        );
         let total = h.total_bytes() as u64;
         let rel = (h.base_offset as u64 - self.base_offset) as u32;
         if self.index.is_empty() || self.bytes_since_index >= index_interval_bytes {
@@ -180,6 +221,15 @@ impl Segment {
         now_ms: u64,
     ) -> Result<()> {
         let position = self.size;
+        debug_assert!(
+            batch::verify_crc(batch).is_ok(),
+            "a batch is checked before it is written"
+        );
+        debug_assert_eq!(
+            header.total_bytes(),
+            batch.len(),
+            "the header describes the batch"
+        );
         if let Err(e) = self.file.write_all_at(batch, position) {
             let undo = self.file.set_len(position);
             if let Err(undo) = undo {
@@ -226,96 +276,96 @@ impl Segment {
         Ok(())
     }
 
-    /// Scans `[from, end)` batch by batch, calling `visit` for each good one.
+    /// Scans `[from, end)` batch by batch, calling `visit` for each good one. Offsets
+    /// of good batches lie in `offsets` and only grow.
     fn scan(
         file: &File,
         from: u64,
         end: u64,
-        expect_offset_at_least: u64,
+        offsets: Range<u64>,
         max_batch_bytes: usize,
         mut visit: impl FnMut(u64, &BatchHeader),
     ) -> io::Result<Scan> {
         let mut reader = BufReader::with_capacity(1 << 20, file);
         reader.seek(SeekFrom::Start(from))?;
         let mut pos = from;
-        let mut next_expected = expect_offset_at_least;
+        let mut next_expected = offsets.start;
         let mut buf = Vec::new();
-        loop {
-            if pos == end {
-                return Ok(Scan {
+        while pos < end {
+            let stop = |problem| {
+                Ok(Scan {
                     good_end: pos,
-                    problem: None,
-                });
-            }
-            let left = end - pos;
-            if left < BATCH_PREFIX_BYTES as u64 {
-                return Ok(Scan {
-                    good_end: pos,
-                    problem: problem(
-                        format!("{left} trailing bytes, too few for a batch"),
-                        None,
-                        true,
-                    ),
-                });
-            }
-            let mut prefix = [0u8; BATCH_PREFIX_BYTES];
-            reader.read_exact(&mut prefix)?;
-            let total = match batch::read_prefix(&prefix, max_batch_bytes) {
-                Ok((_, t)) => t,
-                Err(e) => {
-                    return Ok(Scan {
-                        good_end: pos,
-                        problem: problem(e.to_string(), None, false),
-                    })
-                }
+                    problem: Some(problem),
+                })
             };
-            if total as u64 > left {
-                return Ok(Scan {
-                    good_end: pos,
-                    problem: problem(
-                        format!("batch of {total} bytes runs past the end of the file"),
-                        Some(total as u64),
-                        true,
-                    ),
-                });
-            }
-            buf.clear();
-            buf.extend_from_slice(&prefix);
-            buf.resize(total, 0);
-            reader.read_exact(&mut buf[BATCH_PREFIX_BYTES..])?;
-            let checked = BatchHeader::parse(&buf).and_then(|h| batch::verify_crc(&buf).map(|_| h));
-            let header = match checked {
-                Ok(h) => h,
-                Err(e) => {
-                    return Ok(Scan {
-                        good_end: pos,
-                        problem: problem(e.to_string(), Some(total as u64), false),
-                    })
-                }
-            };
-            if header.base_offset < 0 || (header.base_offset as u64) < next_expected {
-                return Ok(Scan {
-                    good_end: pos,
-                    problem: problem(
-                        format!(
-                            "batch offset {} goes backwards (expected at least {next_expected})",
-                            header.base_offset
-                        ),
-                        Some(total as u64),
-                        false,
-                    ),
-                });
+            let (header, total) =
+                match Self::read_one(&mut reader, &mut buf, end - pos, max_batch_bytes)? {
+                    Ok(one) => one,
+                    Err(problem) => return stop(problem),
+                };
+            if let Some(problem) = out_of_range(&header, total, next_expected, offsets.end) {
+                return stop(problem);
             }
             visit(pos, &header);
             next_expected = header.last_offset() as u64 + 1;
             pos += total as u64;
         }
+        Ok(Scan {
+            good_end: pos,
+            problem: None,
+        })
+    }
+
+    /// Reads the next batch (with `left` bytes left in the scan) into `buf` and checks
+    /// its header and CRC: its header and size, or why it is not a good batch.
+    fn read_one(
+        reader: &mut impl Read,
+        buf: &mut Vec<u8>,
+        left: u64,
+        max_batch_bytes: usize,
+    ) -> io::Result<std::result::Result<(BatchHeader, usize), Problem>> {
+        if left < BATCH_PREFIX_BYTES as u64 {
+            return Ok(Err(Problem {
+                reason: format!("{left} trailing bytes, too few for a batch"),
+                claimed: None,
+                torn: true,
+            }));
+        }
+        let mut prefix = [0u8; BATCH_PREFIX_BYTES];
+        reader.read_exact(&mut prefix)?;
+        let total = match batch::read_prefix(&prefix, max_batch_bytes) {
+            Ok((_, t)) => t,
+            Err(e) => {
+                return Ok(Err(Problem {
+                    reason: e.to_string(),
+                    claimed: None,
+                    torn: false,
+                }))
+            }
+        };
+        if total as u64 > left {
+            return Ok(Err(Problem {
+                reason: format!("batch of {total} bytes runs past the end of the file"),
+                claimed: Some(total as u64),
+                torn: true,
+            }));
+        }
+        buf.clear();
+        buf.extend_from_slice(&prefix);
+        buf.resize(total, 0);
+        reader.read_exact(&mut buf[BATCH_PREFIX_BYTES..])?;
+        let checked = BatchHeader::parse(buf).and_then(|h| batch::verify_crc(buf).map(|_| h));
+        Ok(checked.map(|h| (h, total)).map_err(|e| Problem {
+            reason: e.to_string(),
+            claimed: Some(total as u64),
+            torn: false,
+        }))
     }
 
     /// Whether a good batch starts at `position` (used to tell damage in the middle
     /// from a torn tail).
     fn good_batch_at(file: &File, position: u64, end: u64, max_batch_bytes: usize) -> bool {
-        Self::scan(file, position, end, 0, max_batch_bytes, |_, _| {})
+        Self::scan(file, position, end, 0..u64::MAX, max_batch_bytes, |_, _| {})
             .map(|s| s.good_end > position)
             .unwrap_or(false)
     }
@@ -332,7 +382,8 @@ impl Segment {
         let (file, len) = Self::open_rw(&path)?;
         let mut seg = Segment::empty(base_offset, path.clone(), file);
         let mut found = Vec::new();
-        let scan = Self::scan(&seg.file, 0, len, base_offset, max_batch_bytes, |pos, h| {
+        let offsets = base_offset..offset_range_end(base_offset);
+        let scan = Self::scan(&seg.file, 0, len, offsets, max_batch_bytes, |pos, h| {
             found.push((pos, *h))
         })
         .map_err(|e| LogError::io(format!("reading {}", path.display()), e))?;
@@ -357,21 +408,7 @@ impl Segment {
                 .filter(|next| *next < len)
                 .is_some_and(|next| Self::good_batch_at(&seg.file, next, len, max_batch_bytes));
             if !torn || later_good {
-                let keep = dir.join(format!("{base_offset:020}.log.cut-{}", scan.good_end));
-                // Streamed, so that keeping a large damaged tail costs no memory.
-                let mut from = &*seg.file;
-                from.seek(SeekFrom::Start(scan.good_end))
-                    .map_err(|e| LogError::io("reading damaged bytes", e))?;
-                let mut to =
-                    File::create(&keep).map_err(|e| LogError::io("keeping damaged bytes", e))?;
-                std::io::copy(&mut from.take(bytes), &mut to)
-                    .map_err(|e| LogError::io("keeping damaged bytes", e))?;
-                to.sync_all()
-                    .map_err(|e| LogError::io("syncing kept bytes", e))?;
-                File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(|e| LogError::io("syncing partition folder", e))?;
-                kept_in = Some(keep);
+                kept_in = Some(keep_damaged(dir, &seg, scan.good_end, bytes)?);
             }
             seg.file
                 .set_len(scan.good_end)
@@ -423,7 +460,8 @@ impl Segment {
             let from_offset = base_offset + last.map_or(0, |e| e.rel_offset as u64);
             if from <= len && (last.is_some() || len == 0) {
                 let mut tail_last = None;
-                let scan = Self::scan(&file, from, len, from_offset, max_batch_bytes, |_, h| {
+                let offsets = from_offset..offset_range_end(base_offset);
+                let scan = Self::scan(&file, from, len, offsets, max_batch_bytes, |_, h| {
                     tail_last = Some(*h)
                 })
                 .map_err(|e| LogError::io(format!("reading {}", path.display()), e))?;
@@ -475,6 +513,51 @@ impl Segment {
         Ok(None)
     }
 
+    /// What must hold for a segment after every change, checked in constant time (the
+    /// log runs it under `debug_assert!`): offsets and sizes agree with the last entries
+    /// of the in-memory indexes. What is on disk is not read: damage found there is an
+    /// operating error ([`LogError::Corrupt`]), not a broken invariant.
+    pub(crate) fn check_invariants(&self) -> std::result::Result<(), String> {
+        let name = self.path.display();
+        if self.next_offset < self.base_offset {
+            return Err(format!(
+                "{name}: next offset {} is below the base offset {}",
+                self.next_offset, self.base_offset
+            ));
+        }
+        if self.next_offset - self.base_offset > u32::MAX as u64 + 1 {
+            return Err(format!("{name}: offsets past the 32-bit relative range"));
+        }
+        if let Some(e) = self.index.last_in_memory() {
+            if e.position as u64 >= self.size
+                || self.base_offset + e.rel_offset as u64 >= self.next_offset
+            {
+                return Err(format!(
+                    "{name}: index entry {e:?} points past the end (size {}, next offset {})",
+                    self.size, self.next_offset
+                ));
+            }
+        }
+        if let Some(t) = self.time_index.last_in_memory() {
+            if t.timestamp != self.last_indexed_timestamp
+                || t.timestamp > self.max_timestamp
+                || self.base_offset + t.rel_offset as u64 >= self.next_offset
+            {
+                return Err(format!(
+                    "{name}: time index entry {t:?} disagrees with the segment (max timestamp {}, last indexed {}, next offset {})",
+                    self.max_timestamp, self.last_indexed_timestamp, self.next_offset
+                ));
+            }
+        }
+        if self.last_indexed_timestamp > self.max_timestamp {
+            return Err(format!(
+                "{name}: indexed timestamp {} is past the max timestamp {}",
+                self.last_indexed_timestamp, self.max_timestamp
+            ));
+        }
+        Ok(())
+    }
+
     pub(crate) fn corrupt(&self, position: u64, reason: String) -> LogError {
         LogError::Corrupt {
             segment: self.path.display().to_string(),
@@ -482,6 +565,25 @@ impl Segment {
             reason,
         }
     }
+}
+
+/// Copies the `bytes` damaged bytes of `seg` from `position` into
+/// `<base>.log.cut-<position>` beside it, durably, before they are cut.
+fn keep_damaged(dir: &Path, seg: &Segment, position: u64, bytes: u64) -> Result<PathBuf> {
+    let keep = dir.join(format!("{:020}.log.cut-{position}", seg.base_offset));
+    // Streamed, so that keeping a large damaged tail costs no memory.
+    let mut from = &*seg.file;
+    from.seek(SeekFrom::Start(position))
+        .map_err(|e| LogError::io("reading damaged bytes", e))?;
+    let mut to = File::create(&keep).map_err(|e| LogError::io("keeping damaged bytes", e))?;
+    std::io::copy(&mut from.take(bytes), &mut to)
+        .map_err(|e| LogError::io("keeping damaged bytes", e))?;
+    to.sync_all()
+        .map_err(|e| LogError::io("syncing kept bytes", e))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| LogError::io("syncing partition folder", e))?;
+    Ok(keep)
 }
 
 /// Reads whole batches of `file` starting at `position`, up to `max_bytes` (but always

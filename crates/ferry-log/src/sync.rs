@@ -6,7 +6,7 @@
 //! of spreading the panic to every later caller. Every crate of Ferry uses these, never
 //! `unwrap_or_else(|p| p.into_inner())` by hand.
 
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Locks `m`, even if a panicking thread held it.
 pub fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -21,6 +21,11 @@ pub fn read<T: ?Sized>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 /// Takes the write lock on `l`, even if a panicking thread held it.
 pub fn write<T: ?Sized>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Waits on `c` with `guard`, taking the lock back even if a panicking thread held it.
+pub fn wait<'a, T>(c: &Condvar, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+    c.wait(guard).unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

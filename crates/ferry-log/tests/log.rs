@@ -183,6 +183,30 @@ fn damage_in_the_middle_is_cut_but_the_bytes_are_kept() {
 }
 
 #[test]
+fn a_batch_past_the_segments_offset_range_is_cut_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (log, _) = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        append(&log, &["a"], 1);
+    }
+    let seg = segment_files(dir.path()).pop().unwrap();
+    // Indexes count offsets from the segment's base in 32 bits; Ferry never writes past.
+    let mut far = batch_of(&["far"], 1);
+    ferry_log::batch::set_base_offset(&mut far, 1 << 32);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    f.write_all(&far).unwrap();
+    let (log, cuts) = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+    assert_eq!(cuts.len(), 1);
+    assert!(
+        cuts[0].kept_in.is_some(),
+        "a whole batch is damage, not a torn tail"
+    );
+    assert_eq!(log.latest(), 1);
+    assert_eq!(append(&log, &["b"], 1), 1);
+    assert_eq!(log.check_invariants(), Ok(()));
+}
+
+#[test]
 fn a_missing_or_broken_index_of_a_sealed_segment_is_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     {

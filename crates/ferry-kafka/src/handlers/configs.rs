@@ -45,6 +45,81 @@ fn entry(
     }
 }
 
+/// A topic's settings under Kafka's names (and Ferry's own, prefixed `ferry.`).
+fn topic_configs(
+    c: &ferry_broker::TopicConfig,
+    version: i16,
+) -> Vec<DescribeConfigsResourceResult> {
+    [
+        (
+            "retention.ms",
+            limit(c.retention_ms),
+            SOURCE_TOPIC,
+            TYPE_LONG,
+        ),
+        (
+            "retention.bytes",
+            limit(c.retention_bytes),
+            SOURCE_TOPIC,
+            TYPE_LONG,
+        ),
+        (
+            "segment.bytes",
+            c.segment_bytes.to_string(),
+            SOURCE_TOPIC,
+            TYPE_INT,
+        ),
+        ("segment.ms", limit(c.segment_ms), SOURCE_TOPIC, TYPE_LONG),
+        (
+            "max.message.bytes",
+            c.max_record_bytes.to_string(),
+            SOURCE_TOPIC,
+            TYPE_INT,
+        ),
+        ("cleanup.policy", "delete".into(), SOURCE_DEFAULT, TYPE_LIST),
+        (
+            "ferry.durability",
+            c.durability.as_str().into(),
+            SOURCE_TOPIC,
+            TYPE_STRING,
+        ),
+        (
+            "ferry.flush.interval.ms",
+            c.flush_interval_ms.to_string(),
+            SOURCE_TOPIC,
+            TYPE_LONG,
+        ),
+    ]
+    .into_iter()
+    .map(|(name, value, source, config_type)| entry(name, value, source, config_type, version))
+    .collect()
+}
+
+/// The broker's defaults under Kafka's broker config names.
+fn broker_configs(ctx: &Ctx, version: i16) -> Vec<DescribeConfigsResourceResult> {
+    let d = ctx.broker.defaults();
+    [
+        ("broker.id", ctx.config.node_id.to_string(), TYPE_INT),
+        ("num.partitions", d.partitions.to_string(), TYPE_INT),
+        ("log.retention.ms", limit(d.retention_ms), TYPE_LONG),
+        ("log.retention.bytes", limit(d.retention_bytes), TYPE_LONG),
+        ("log.segment.bytes", d.segment_bytes.to_string(), TYPE_INT),
+        (
+            "message.max.bytes",
+            d.max_record_bytes.to_string(),
+            TYPE_INT,
+        ),
+        (
+            "auto.create.topics.enable",
+            ctx.config.auto_create_topics.to_string(),
+            TYPE_BOOLEAN,
+        ),
+    ]
+    .into_iter()
+    .map(|(name, value, config_type)| entry(name, value, SOURCE_DEFAULT, config_type, version))
+    .collect()
+}
+
 pub fn describe_configs(
     ctx: &Ctx,
     req: DescribeConfigsRequest,
@@ -59,123 +134,10 @@ pub fn describe_configs(
         let configs: Result<Vec<DescribeConfigsResourceResult>, (i16, String)> =
             match r.resource_type {
                 RESOURCE_TOPIC => match ctx.broker.describe_topic(&name) {
-                    Ok(t) => {
-                        let c = &t.config;
-                        Ok(vec![
-                            entry(
-                                "retention.ms",
-                                limit(c.retention_ms),
-                                SOURCE_TOPIC,
-                                TYPE_LONG,
-                                version,
-                            ),
-                            entry(
-                                "retention.bytes",
-                                limit(c.retention_bytes),
-                                SOURCE_TOPIC,
-                                TYPE_LONG,
-                                version,
-                            ),
-                            entry(
-                                "segment.bytes",
-                                c.segment_bytes.to_string(),
-                                SOURCE_TOPIC,
-                                TYPE_INT,
-                                version,
-                            ),
-                            entry(
-                                "segment.ms",
-                                limit(c.segment_ms),
-                                SOURCE_TOPIC,
-                                TYPE_LONG,
-                                version,
-                            ),
-                            entry(
-                                "max.message.bytes",
-                                c.max_record_bytes.to_string(),
-                                SOURCE_TOPIC,
-                                TYPE_INT,
-                                version,
-                            ),
-                            entry(
-                                "cleanup.policy",
-                                "delete".into(),
-                                SOURCE_DEFAULT,
-                                TYPE_LIST,
-                                version,
-                            ),
-                            entry(
-                                "ferry.durability",
-                                c.durability.as_str().into(),
-                                SOURCE_TOPIC,
-                                TYPE_STRING,
-                                version,
-                            ),
-                            entry(
-                                "ferry.flush.interval.ms",
-                                c.flush_interval_ms.to_string(),
-                                SOURCE_TOPIC,
-                                TYPE_LONG,
-                                version,
-                            ),
-                        ])
-                    }
+                    Ok(t) => Ok(topic_configs(&t.config, version)),
                     Err(e) => Err((errors::code(&e), e.to_string())),
                 },
-                RESOURCE_BROKER => {
-                    let d = ctx.broker.defaults();
-                    Ok(vec![
-                        entry(
-                            "broker.id",
-                            ctx.config.node_id.to_string(),
-                            SOURCE_DEFAULT,
-                            TYPE_INT,
-                            version,
-                        ),
-                        entry(
-                            "num.partitions",
-                            d.partitions.to_string(),
-                            SOURCE_DEFAULT,
-                            TYPE_INT,
-                            version,
-                        ),
-                        entry(
-                            "log.retention.ms",
-                            limit(d.retention_ms),
-                            SOURCE_DEFAULT,
-                            TYPE_LONG,
-                            version,
-                        ),
-                        entry(
-                            "log.retention.bytes",
-                            limit(d.retention_bytes),
-                            SOURCE_DEFAULT,
-                            TYPE_LONG,
-                            version,
-                        ),
-                        entry(
-                            "log.segment.bytes",
-                            d.segment_bytes.to_string(),
-                            SOURCE_DEFAULT,
-                            TYPE_INT,
-                            version,
-                        ),
-                        entry(
-                            "message.max.bytes",
-                            d.max_record_bytes.to_string(),
-                            SOURCE_DEFAULT,
-                            TYPE_INT,
-                            version,
-                        ),
-                        entry(
-                            "auto.create.topics.enable",
-                            ctx.config.auto_create_topics.to_string(),
-                            SOURCE_DEFAULT,
-                            TYPE_BOOLEAN,
-                            version,
-                        ),
-                    ])
-                }
+                RESOURCE_BROKER => Ok(broker_configs(ctx, version)),
                 other => Err((
                     ResponseError::InvalidRequest.code(),
                     format!("resource type {other} is not described by Ferry"),

@@ -7,6 +7,7 @@ use crate::config::FETCH_WAIT_MS_MAX;
 use crate::errors;
 use bytes::Bytes;
 use ferry_broker::BrokerError;
+use kafka_protocol::messages::fetch_request::FetchPartition;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use std::time::{Duration, Instant};
@@ -75,58 +76,10 @@ async fn fetch_once(
         let name = topic.topic.0.to_string();
         let mut partitions = Vec::new();
         for p in &topic.partitions {
-            let mut data = PartitionData::default()
-                .with_partition_index(p.partition)
-                .with_last_stable_offset(-1)
-                .with_records(Some(Bytes::new()));
-            let bounds = if p.partition < 0 {
-                Err(BrokerError::PartitionNotFound {
-                    topic: name.clone(),
-                    partition: 0,
-                    count: 0,
-                })
-            } else {
-                ctx.broker.bounds(&name, p.partition as u32)
-            };
-            let (earliest, latest) = match bounds {
-                Ok(b) => b,
-                Err(e) => {
-                    errored = true;
-                    partitions.push(
-                        data.with_error_code(errors::code(&e))
-                            .with_high_watermark(-1),
-                    );
-                    continue;
-                }
-            };
-            data = data
-                .with_high_watermark(latest as i64)
-                .with_last_stable_offset(latest as i64)
-                .with_log_start_offset(earliest as i64);
-            let budget =
-                (p.partition_max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
-            if budget > 0 && p.fetch_offset >= 0 && (p.fetch_offset as u64) < latest {
-                match ctx
-                    .broker
-                    .read_batches(&name, p.partition as u32, p.fetch_offset as u64, budget)
-                    .await
-                {
-                    Ok(read) => {
-                        total += read.batches.len();
-                        data = data.with_records(Some(read.batches));
-                    }
-                    Err(e) => {
-                        errored = true;
-                        data = data.with_error_code(errors::code(&e));
-                    }
-                }
-            } else if p.fetch_offset < 0
-                || (p.fetch_offset as u64) < earliest
-                || (p.fetch_offset as u64) > latest
-            {
-                errored = true;
-                data = data.with_error_code(kafka_protocol::ResponseError::OffsetOutOfRange.code());
-            }
+            let (data, read, failed) =
+                fetch_partition(ctx, &name, p, max_bytes.saturating_sub(total)).await;
+            total += read;
+            errored |= failed;
             partitions.push(data);
         }
         responses.push(
@@ -140,4 +93,62 @@ async fn fetch_once(
         total,
         errored,
     )
+}
+
+/// One partition's part of a fetch, reading at most `left` bytes (and the partition's
+/// own limit): its data, the bytes read, and whether it is an error.
+async fn fetch_partition(
+    ctx: &Ctx,
+    name: &str,
+    p: &FetchPartition,
+    left: usize,
+) -> (PartitionData, usize, bool) {
+    let data = PartitionData::default()
+        .with_partition_index(p.partition)
+        .with_last_stable_offset(-1)
+        .with_records(Some(Bytes::new()));
+    let bounds = if p.partition < 0 {
+        Err(BrokerError::PartitionNotFound {
+            topic: name.to_string(),
+            partition: 0,
+            count: 0,
+        })
+    } else {
+        ctx.broker.bounds(name, p.partition as u32)
+    };
+    let (earliest, latest) = match bounds {
+        Ok(b) => b,
+        Err(e) => {
+            let data = data
+                .with_error_code(errors::code(&e))
+                .with_high_watermark(-1);
+            return (data, 0, true);
+        }
+    };
+    let data = data
+        .with_high_watermark(latest as i64)
+        .with_last_stable_offset(latest as i64)
+        .with_log_start_offset(earliest as i64);
+    let budget = (p.partition_max_bytes.max(0) as usize).min(left);
+    if budget > 0 && p.fetch_offset >= 0 && (p.fetch_offset as u64) < latest {
+        match ctx
+            .broker
+            .read_batches(name, p.partition as u32, p.fetch_offset as u64, budget)
+            .await
+        {
+            Ok(read) => {
+                let n = read.batches.len();
+                (data.with_records(Some(read.batches)), n, false)
+            }
+            Err(e) => (data.with_error_code(errors::code(&e)), 0, true),
+        }
+    } else if p.fetch_offset < 0
+        || (p.fetch_offset as u64) < earliest
+        || (p.fetch_offset as u64) > latest
+    {
+        let code = kafka_protocol::ResponseError::OffsetOutOfRange.code();
+        (data.with_error_code(code), 0, true)
+    } else {
+        (data, 0, false)
+    }
 }

@@ -40,22 +40,7 @@ pub async fn metadata(ctx: &Ctx, req: MetadataRequest, version: i16) -> Metadata
         }
     };
     if allow_create {
-        for name in &names {
-            if ctx.broker.topic(name).is_err() {
-                match ctx
-                    .broker
-                    .create_topic(name, ferry_broker::TopicSettings::default())
-                    .await
-                {
-                    Ok(_) => {
-                        tracing::info!(topic = %name, "Created a topic a Kafka client asked for (auto-create is on).")
-                    }
-                    Err(e) => {
-                        tracing::debug!(topic = %name, error = %e, "Could not auto-create a topic.")
-                    }
-                }
-            }
-        }
+        auto_create(ctx, &names).await;
     }
     let topics = names
         .into_iter()
@@ -85,4 +70,24 @@ pub async fn metadata(ctx: &Ctx, req: MetadataRequest, version: i16) -> Metadata
         .with_cluster_id(Some(StrBytes::from_static_str("ferry")))
         .with_controller_id(node)
         .with_topics(topics)
+}
+
+/// Creates, with the defaults, each named topic that does not exist yet.
+async fn auto_create(ctx: &Ctx, names: &[String]) {
+    for name in names {
+        if ctx.broker.topic(name).is_err() {
+            match ctx
+                .broker
+                .create_topic(name, ferry_broker::TopicSettings::default())
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(topic = %name, "Created a topic a Kafka client asked for (auto-create is on).")
+                }
+                Err(e) => {
+                    tracing::debug!(topic = %name, error = %e, "Could not auto-create a topic.")
+                }
+            }
+        }
+    }
 }

@@ -35,8 +35,8 @@ pub async fn list_offsets(ctx: &Ctx, req: ListOffsetsRequest) -> ListOffsetsResp
                         .broker
                         .find_by_time(&name, pid, ts)
                         .await
-                        .map(|f| f.map_or((-1, -1), |(o, t)| (o as i64, t))),
-                    other => Err(ferry_broker::BrokerError::InvalidRecord(format!(
+                        .map(|f| f.first.map_or((-1, -1), |(o, t)| (o as i64, t))),
+                    other => Err(ferry_broker::BrokerError::refused(format!(
                         "timestamp {other} is not supported"
                     ))),
                 }

@@ -5,20 +5,45 @@
 
 use super::{Ctx, Reply};
 use crate::errors;
-use ferry_broker::Appended;
+use ferry_broker::{Appended, Broker};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind, TopicName};
 use kafka_protocol::ResponseError;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A partition index and what appending its batches did (or the Kafka error code).
 type PartitionAppend = (i32, Result<Appended, i16>);
 
+/// What appending each topic's partitions did, in request order.
+type Appends = Vec<(TopicName, Vec<PartitionAppend>)>;
+
+/// Failed durability waits, by topic and partition: their Kafka error codes.
+type SyncErrors = HashMap<(String, i32), i16>;
+
 pub async fn produce(ctx: &Ctx, req: ProduceRequest) -> Reply {
     let answer = req.acks != 0;
+    let appended = append_all(ctx, req).await;
+    // Durability and the answer complete later.
+    let broker = ctx.broker.clone();
+    Reply::Later(Box::pin(async move {
+        let sync_errors = wait_durable(&broker, &appended).await;
+        if !answer {
+            return None;
+        }
+        Some(ResponseKind::Produce(respond(
+            &broker,
+            appended,
+            &sync_errors,
+        )))
+    }))
+}
+
+/// Appends every partition's batches, here and in request order.
+async fn append_all(ctx: &Ctx, req: ProduceRequest) -> Appends {
     let bad_acks = !matches!(req.acks, -1..=1);
     let transactional = req.transactional_id.is_some();
-    // Appends happen here, in request order.
-    let mut appended: Vec<(TopicName, Vec<PartitionAppend>)> = Vec::new();
+    let mut appended = Vec::new();
     for topic in req.topic_data {
         let name = topic.name.0.to_string();
         let mut parts = Vec::new();
@@ -39,82 +64,84 @@ pub async fn produce(ctx: &Ctx, req: ProduceRequest) -> Reply {
         }
         appended.push((topic.name, parts));
     }
-    // Durability and the answer complete later.
-    let broker = ctx.broker.clone();
-    Reply::Later(Box::pin(async move {
-        let mut waits = Vec::new();
-        for (name, parts) in &appended {
-            for (index, result) in parts {
-                if let Ok(Appended {
-                    end_offset: Some(end),
-                    ..
-                }) = result
-                {
-                    let (b, n, i, e) = (broker.clone(), name.0.to_string(), *index as u32, *end);
-                    waits.push((
-                        (name.0.to_string(), *index),
-                        tokio::spawn(async move { b.make_durable(&n, i, e).await }),
-                    ));
-                }
+    appended
+}
+
+/// Waits, all at once, for every partition that took records to meet its durability
+/// policy.
+async fn wait_durable(broker: &Arc<Broker>, appended: &Appends) -> SyncErrors {
+    let mut waits = Vec::new();
+    for (name, parts) in appended {
+        for (index, result) in parts {
+            if let Ok(Appended {
+                end_offset: Some(end),
+                ..
+            }) = result
+            {
+                let (b, n, i, e) = (broker.clone(), name.0.to_string(), *index as u32, *end);
+                waits.push((
+                    (name.0.to_string(), *index),
+                    tokio::spawn(async move { b.make_durable(&n, i, e).await }),
+                ));
             }
         }
-        let mut sync_errors = std::collections::HashMap::new();
-        for (key, w) in waits {
-            match w.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    sync_errors.insert(key, errors::code(&e));
-                }
-                Err(_) => {
-                    sync_errors.insert(key, ResponseError::UnknownServerError.code());
-                }
+    }
+    let mut sync_errors = HashMap::new();
+    for (key, w) in waits {
+        match w.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                sync_errors.insert(key, errors::code(&e));
+            }
+            Err(_) => {
+                sync_errors.insert(key, ResponseError::UnknownServerError.code());
             }
         }
-        if !answer {
-            return None;
-        }
-        let responses = appended
-            .into_iter()
-            .map(|(name, parts)| {
-                let partition_responses = parts
-                    .into_iter()
-                    .map(|(index, result)| {
-                        let (error_code, base_offset) = match result {
-                            Ok(a) => {
-                                let code = sync_errors
-                                    .get(&(name.0.to_string(), index))
-                                    .copied()
-                                    .or(a.error.as_ref().map(errors::code))
-                                    .unwrap_or(errors::NONE);
-                                (
-                                    code,
-                                    if code == errors::NONE {
-                                        a.first_offset.map_or(-1, |o| o as i64)
-                                    } else {
-                                        -1
-                                    },
-                                )
-                            }
-                            Err(code) => (code, -1),
-                        };
-                        let log_start = broker
-                            .bounds(&name.0, index.max(0) as u32)
-                            .map_or(-1, |(e, _)| e as i64);
-                        PartitionProduceResponse::default()
-                            .with_index(index)
-                            .with_error_code(error_code)
-                            .with_base_offset(base_offset)
-                            .with_log_append_time_ms(-1)
-                            .with_log_start_offset(log_start)
-                    })
-                    .collect();
-                TopicProduceResponse::default()
-                    .with_name(name)
-                    .with_partition_responses(partition_responses)
-            })
-            .collect();
-        Some(ResponseKind::Produce(
-            ProduceResponse::default().with_responses(responses),
-        ))
-    }))
+    }
+    sync_errors
+}
+
+/// The answer: each partition's first offset, or the first error it met.
+fn respond(broker: &Broker, appended: Appends, sync_errors: &SyncErrors) -> ProduceResponse {
+    let responses = appended
+        .into_iter()
+        .map(|(name, parts)| {
+            let partition_responses = parts
+                .into_iter()
+                .map(|(index, result)| {
+                    let (error_code, base_offset) = match result {
+                        Ok(a) => {
+                            let code = sync_errors
+                                .get(&(name.0.to_string(), index))
+                                .copied()
+                                .or(a.error.as_ref().map(errors::code))
+                                .unwrap_or(errors::NONE);
+                            (
+                                code,
+                                if code == errors::NONE {
+                                    a.first_offset.map_or(-1, |o| o as i64)
+                                } else {
+                                    -1
+                                },
+                            )
+                        }
+                        Err(code) => (code, -1),
+                    };
+                    let log_start = broker
+                        .bounds(&name.0, index.max(0) as u32)
+                        .map_or(-1, |(e, _)| e as i64);
+                    PartitionProduceResponse::default()
+                        .with_index(index)
+                        .with_error_code(error_code)
+                        .with_base_offset(base_offset)
+                        .with_log_append_time_ms(-1)
+                        .with_log_start_offset(log_start)
+                })
+                .collect();
+            TopicProduceResponse::default()
+                .with_name(name)
+                .with_partition_responses(partition_responses)
+        })
+        .collect();
+    ProduceResponse::default().with_responses(responses)
 }
