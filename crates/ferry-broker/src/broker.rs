@@ -31,6 +31,7 @@ use crate::partitioner::partition_for_key;
 use crate::topic::Topic;
 use bytes::Bytes;
 use ferry_log::batch::{build_batch, NewRecord, RecordHeader};
+use ferry_log::sync::{lock, read, write};
 use ferry_log::{AppendInfo, Compression, DecodeLimits, PartitionLog};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -243,9 +244,7 @@ impl Broker {
     }
 
     pub fn topic(&self, name: &str) -> Result<Arc<Topic>> {
-        self.topics
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+        read(&self.topics)
             .get(name)
             .cloned()
             .ok_or_else(|| BrokerError::TopicNotFound(name.to_string()))
@@ -299,22 +298,13 @@ impl Broker {
             return Err(e);
         }
         let topic = Arc::new(Topic::new(config.clone(), parts));
-        self.topics
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(config.name.clone(), Arc::clone(&topic));
+        write(&self.topics).insert(config.name.clone(), Arc::clone(&topic));
         tracing::info!(topic = %config.name, partitions = config.partitions, "Created topic.");
         Ok(describe(&topic))
     }
 
     pub fn list_topics(&self) -> Vec<TopicInfo> {
-        let topics: Vec<_> = self
-            .topics
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let topics: Vec<_> = read(&self.topics).values().cloned().collect();
         let mut out: Vec<_> = topics.iter().map(|t| describe(t)).collect();
         out.sort_by(|a, b| a.config.name.cmp(&b.config.name));
         out
@@ -336,10 +326,7 @@ impl Broker {
             self.delete_subscription_locked(&sub).await?;
         }
         self.meta.delete_topic(name)?;
-        self.topics
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
+        write(&self.topics).remove(name);
         if let Err(e) = self.groups.forget_topic(name) {
             tracing::warn!(topic = %name, error = %e, "Could not drop the deleted topic's committed offsets.");
         }
@@ -403,12 +390,8 @@ impl Broker {
         for p in topic.partitions() {
             p.log.set_config(log_config);
         }
-        topic
-            .partitions
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(new_parts);
-        *topic.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+        write(&topic.partitions).extend(new_parts);
+        *write(&topic.config) = config;
         Ok(describe(&topic))
     }
 
@@ -646,25 +629,8 @@ impl Broker {
         .await
     }
 
-    /// Shorthand for [`Self::find_by_time`]`(..).offset()`, for the subscriptions' start
-    /// position until they call `find_by_time` themselves.
-    pub(crate) async fn offset_for_timestamp(
-        &self,
-        topic: &str,
-        partition: u32,
-        ts: i64,
-    ) -> Result<u64> {
-        Ok(self.find_by_time(topic, partition, ts).await?.offset())
-    }
-
     fn all_partitions(&self) -> Vec<(TopicConfig, Arc<Partition>)> {
-        let topics: Vec<_> = self
-            .topics
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let topics: Vec<_> = read(&self.topics).values().cloned().collect();
         topics
             .iter()
             .flat_map(|t| {
@@ -715,7 +681,7 @@ fn maintain(parts: Vec<(TopicConfig, Arc<Partition>)>, retention_due: bool) {
     for (config, p) in parts {
         if config.durability == DurabilityPolicy::Interval {
             let due = {
-                let mut last = p.last_flush.lock().unwrap_or_else(|e| e.into_inner());
+                let mut last = lock(&p.last_flush);
                 let due = last.elapsed() >= Duration::from_millis(config.flush_interval_ms);
                 if due {
                     *last = Instant::now();

@@ -31,10 +31,10 @@ impl Broker {
                 Position::Offset(o) => o.clamp(s.earliest, latest),
                 Position::PartitionOffset(p, o) if p == part.id => o.clamp(s.earliest, latest),
                 Position::PartitionOffset(..) => continue,
-                Position::Timestamp(ts) => {
-                    self.offset_for_timestamp(&topic.config().name, part.id, ts)
-                        .await?
-                }
+                Position::Timestamp(ts) => self
+                    .find_by_time(&topic.config().name, part.id, ts)
+                    .await?
+                    .offset(),
             };
             out.push((part.id, o));
         }
@@ -214,7 +214,7 @@ impl Broker {
         blocking(move || {
             sub.close();
             std::fs::remove_dir_all(&dir)
-                .map_err(|e| BrokerError::Storage(format!("removing {}: {e}", dir.display())))
+                .map_err(|e| BrokerError::io(format!("removing {}", dir.display()), e))
         })
         .await?;
         tracing::info!(subscription = %name, "Deleted subscription.");

@@ -70,7 +70,7 @@ impl Subscriptions {
     pub(crate) fn open(data_dir: &Path, now: u64) -> Result<Self> {
         let dir = data_dir.join("subscriptions");
         std::fs::create_dir_all(&dir)
-            .map_err(|e| BrokerError::Storage(format!("creating {}: {e}", dir.display())))?;
+            .map_err(|e| BrokerError::io(format!("creating {}", dir.display()), e))?;
         let meta_path = data_dir.join("meta").join("subscriptions.json");
         let configs = read_file(&meta_path)?;
         // Folders the file does not name are left from an interrupted create or delete.

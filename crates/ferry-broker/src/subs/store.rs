@@ -96,8 +96,8 @@ const JOURNAL_SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
 /// Events per journal record, so that a record stays well under the batch limit.
 const EVENTS_PER_RECORD: usize = 16 * 1024;
 
-fn storage(what: String, e: impl std::fmt::Display) -> BrokerError {
-    BrokerError::Storage(format!("{what}: {e}"))
+fn storage(what: String, e: std::io::Error) -> BrokerError {
+    BrokerError::io(what, e)
 }
 
 fn bucket_name(bucket: u64) -> String {

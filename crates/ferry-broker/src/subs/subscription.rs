@@ -229,7 +229,7 @@ impl Subscription {
         };
         if dir.exists() {
             std::fs::remove_dir_all(dir)
-                .map_err(|e| BrokerError::Storage(format!("clearing {}: {e}", dir.display())))?;
+                .map_err(|e| BrokerError::io(format!("clearing {}", dir.display()), e))?;
         }
         Subscription::open(dir, config, Some(snapshot), now)
     }
