@@ -104,6 +104,10 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(x)
 }
 
+/// Decodes journal events, checking every field before it is trusted.
+///
+/// Longer than most functions on purpose: one arm per event tag, beside the checks
+/// that tag needs, mirroring [`encode_events`].
 pub fn decode_events(bytes: &[u8]) -> Result<Vec<Event>, CodecError> {
     if !bytes.len().is_multiple_of(EVENT_BYTES) {
         return Err(CodecError::Length(bytes.len()));

@@ -49,6 +49,28 @@ fn copy_of(
     }
 }
 
+/// Copies of the dead letters among `records` that came from subscription `name`, for
+/// it alone, each to its original partition when the topic still has it.
+fn redrive_copies(records: &[Record], name: &str, source_parts: u32) -> Vec<ProduceRecord> {
+    records
+        .iter()
+        .filter(|r| r.header(HEADER_ORIGIN_SUBSCRIPTION) == Some(name.as_bytes()))
+        .map(|r| {
+            let partition = r
+                .header(HEADER_ORIGIN_PARTITION)
+                .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u32>().ok())
+                .filter(|p| *p < source_parts);
+            // A new record: its age (push.max_age_ms) starts now.
+            copy_of(
+                r,
+                headers::redrive_headers(&r.headers, name),
+                partition,
+                None,
+            )
+        })
+        .collect()
+}
+
 impl Broker {
     /// Delivers one record of the topic to this subscription again: a copy is produced
     /// to the topic (same partition) for this subscription alone.
@@ -115,24 +137,7 @@ impl Broker {
                 if read.records.is_empty() {
                     break;
                 }
-                let copies: Vec<ProduceRecord> = read
-                    .records
-                    .iter()
-                    .filter(|r| r.header(HEADER_ORIGIN_SUBSCRIPTION) == Some(name.as_bytes()))
-                    .map(|r| {
-                        let partition = r
-                            .header(HEADER_ORIGIN_PARTITION)
-                            .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u32>().ok())
-                            .filter(|p| *p < source_parts);
-                        // A new record: its age (push.max_age_ms) starts now.
-                        copy_of(
-                            r,
-                            headers::redrive_headers(&r.headers, name),
-                            partition,
-                            None,
-                        )
-                    })
-                    .collect();
+                let copies = redrive_copies(&read.records, name, source_parts);
                 let n = copies.len();
                 if !copies.is_empty() {
                     self.produce(&cfg.topic, copies).await?;

@@ -147,23 +147,7 @@ impl Subscription {
         p: u32,
     ) -> usize {
         let part = &scan.parts[p as usize];
-        let stats = part.log.stats();
-        if c.state.part(p).is_none() {
-            // A partition added to the topic: start at its beginning.
-            c.push(Event::Seek {
-                partition: p,
-                to: stats.earliest,
-            });
-        }
-        let head = c.state.part(p).map_or(0, |x| x.head);
-        if head < stats.earliest {
-            c.push(Event::Skip {
-                partition: p,
-                lo: head,
-                hi: stats.earliest,
-            });
-        }
-        let mut cursor = head.max(stats.earliest);
+        let mut cursor = head_cursor(c, part, p);
         if cursor >= part.log.latest() {
             return 0;
         }
@@ -179,7 +163,7 @@ impl Subscription {
             }
         };
         let looked_at = read.records.len();
-        let mut stopped = false;
+        let mut full = false;
         for r in read.records {
             let o = r.offset as u64;
             if o > cursor {
@@ -195,37 +179,14 @@ impl Subscription {
                     lo: o,
                     hi: o + 1,
                 });
-                cursor = o + 1;
-                continue;
-            }
-            let key = key_hash(r.key.as_deref());
-            match headers::deliver_at(&r).filter(|&due| due > scan.now) {
-                Some(due) => c.delay(p, o, 0, due, key),
-                None if c.state.key_busy(p, key) => c.push(Event::Ready {
-                    partition: p,
-                    offset: o,
-                    attempt: 0,
-                    key,
-                }),
-                None if taken.records.len() >= scan.cap => {
-                    stopped = true;
-                    break;
-                }
-                None => {
-                    c.state.set(p, o, 0, key, PState::Ready);
-                    c.state.remove_from_ready(p, o);
-                    taken.records.push((
-                        RecordAt {
-                            partition: p,
-                            offset: o,
-                        },
-                        r,
-                    ));
-                }
+            } else if !place(scan, c, taken, p, r) {
+                // The pull is full: this record stays at the head.
+                full = true;
+                break;
             }
             cursor = o + 1;
         }
-        if !stopped && read.next_offset > cursor {
+        if !full && read.next_offset > cursor {
             c.push(Event::Skip {
                 partition: p,
                 lo: cursor,
@@ -283,6 +244,57 @@ impl Subscription {
         }
         deliveries
     }
+}
+
+/// Where the head scan of partition `p` starts: its head, moved up past records gone
+/// from the log. A partition added to the topic starts at its beginning.
+fn head_cursor(c: &mut Changes<'_>, part: &Partition, p: u32) -> u64 {
+    let earliest = part.log.stats().earliest;
+    if c.state.part(p).is_none() {
+        c.push(Event::Seek {
+            partition: p,
+            to: earliest,
+        });
+    }
+    let head = c.state.part(p).map_or(0, |x| x.head);
+    if head < earliest {
+        c.push(Event::Skip {
+            partition: p,
+            lo: head,
+            hi: earliest,
+        });
+    }
+    head.max(earliest)
+}
+
+/// Places one wanted record found at a head: delayed when it is scheduled later, held
+/// back while its key has a record in flight, else taken. Returns false, placing
+/// nothing, when the pull is already full.
+fn place(scan: &Scan<'_>, c: &mut Changes<'_>, taken: &mut Taken, p: u32, r: Record) -> bool {
+    let o = r.offset as u64;
+    let key = key_hash(r.key.as_deref());
+    match headers::deliver_at(&r).filter(|&due| due > scan.now) {
+        Some(due) => c.delay(p, o, 0, due, key),
+        None if c.state.key_busy(p, key) => c.push(Event::Ready {
+            partition: p,
+            offset: o,
+            attempt: 0,
+            key,
+        }),
+        None if taken.records.len() >= scan.cap => return false,
+        None => {
+            c.state.set(p, o, 0, key, PState::Ready);
+            c.state.remove_from_ready(p, o);
+            taken.records.push((
+                RecordAt {
+                    partition: p,
+                    offset: o,
+                },
+                r,
+            ));
+        }
+    }
+    true
 }
 
 /// Takes records that are ready again (given back, expired, due), lowest offsets first.

@@ -152,6 +152,62 @@ pub fn secret_key_len(secret: &str) -> Option<usize> {
     (24..=64).contains(&key.len()).then_some(key.len())
 }
 
+/// Checks the extra headers a push subscription sends: valid HTTP names and values,
+/// and none of the names Ferry sets itself.
+fn check_headers(headers: &BTreeMap<String, String>) -> Result<()> {
+    if headers.len() > PUSH_HEADERS_MAX {
+        return Err(bad(format!("more than {PUSH_HEADERS_MAX} headers")));
+    }
+    for (k, v) in headers {
+        let lower = k.to_ascii_lowercase();
+        if k.is_empty()
+            || !k
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
+        {
+            return Err(bad(format!("header name {k:?} is not a valid HTTP token")));
+        }
+        if lower.starts_with("webhook-")
+            || lower.starts_with("ce-")
+            || lower.starts_with("ferry-")
+            || [
+                "host",
+                "content-length",
+                "content-type",
+                "transfer-encoding",
+                "connection",
+                "traceparent",
+            ]
+            .contains(&lower.as_str())
+        {
+            return Err(bad(format!("header {k:?} is set by Ferry")));
+        }
+        if v.len() > HEADER_VALUE_BYTES_MAX
+            || !v.bytes().all(|c| c == b'\t' || (b' '..=b'~').contains(&c))
+        {
+            return Err(bad(format!("header {k:?} has a value that cannot be sent")));
+        }
+    }
+    Ok(())
+}
+
+impl BreakerConfig {
+    pub fn validate(&self) -> Result<()> {
+        let b = self;
+        if !(1..=100).contains(&b.failure_rate_percent)
+            || b.min_calls == 0
+            || b.probes == 0
+            || !(100..=3_600_000).contains(&b.window_ms)
+            || !(100..=86_400_000).contains(&b.cooldown_ms)
+        {
+            return Err(bad(
+                "breaker: failure_rate_percent 1–100, min_calls and probes ≥ 1, window_ms 100 ms–1 h, cooldown_ms 100 ms–1 day",
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl PushConfig {
     pub fn validate(&self) -> Result<()> {
         let url = self.url.trim();
@@ -185,39 +241,7 @@ impl PushConfig {
         if self.rate_limit_per_s == Some(0) {
             return Err(bad("rate_limit_per_s must be at least 1 (or absent)"));
         }
-        if self.headers.len() > PUSH_HEADERS_MAX {
-            return Err(bad(format!("more than {PUSH_HEADERS_MAX} headers")));
-        }
-        for (k, v) in &self.headers {
-            let lower = k.to_ascii_lowercase();
-            if k.is_empty()
-                || !k
-                    .bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
-            {
-                return Err(bad(format!("header name {k:?} is not a valid HTTP token")));
-            }
-            if lower.starts_with("webhook-")
-                || lower.starts_with("ce-")
-                || lower.starts_with("ferry-")
-                || [
-                    "host",
-                    "content-length",
-                    "content-type",
-                    "transfer-encoding",
-                    "connection",
-                    "traceparent",
-                ]
-                .contains(&lower.as_str())
-            {
-                return Err(bad(format!("header {k:?} is set by Ferry")));
-            }
-            if v.len() > HEADER_VALUE_BYTES_MAX
-                || !v.bytes().all(|c| c == b'\t' || (b' '..=b'~').contains(&c))
-            {
-                return Err(bad(format!("header {k:?} has a value that cannot be sent")));
-            }
-        }
+        check_headers(&self.headers)?;
         for s in &self.retry_statuses {
             if !(400..=499).contains(s) {
                 return Err(bad(format!(
@@ -225,17 +249,7 @@ impl PushConfig {
                 )));
             }
         }
-        let b = &self.breaker;
-        if !(1..=100).contains(&b.failure_rate_percent)
-            || b.min_calls == 0
-            || b.probes == 0
-            || !(100..=3_600_000).contains(&b.window_ms)
-            || !(100..=86_400_000).contains(&b.cooldown_ms)
-        {
-            return Err(bad(
-                "breaker: failure_rate_percent 1–100, min_calls and probes ≥ 1, window_ms 100 ms–1 h, cooldown_ms 100 ms–1 day",
-            ));
-        }
+        self.breaker.validate()?;
         for s in [&self.secret, &self.previous_secret].into_iter().flatten() {
             if secret_key_len(s).is_none() {
                 return Err(bad(

@@ -151,6 +151,29 @@ impl Part {
             .saturating_sub(self.acked_count)
     }
 
+    /// Acked ranges are disjoint, not touching, above the floor, and counted.
+    fn check_ranges(&self) -> Result<(), String> {
+        let mut sum = 0;
+        let mut prev_hi = None;
+        for (lo, hi) in self.acked_ranges() {
+            if lo <= self.floor || hi <= lo || prev_hi.is_some_and(|h| lo <= h) {
+                return Err(format!(
+                    "acked range [{lo}, {hi}) overlaps, touches or is below the floor {}",
+                    self.floor
+                ));
+            }
+            prev_hi = Some(hi);
+            sum += hi - lo;
+        }
+        if sum != self.acked_count {
+            return Err(format!(
+                "acked ranges hold {sum} offsets, counted {}",
+                self.acked_count
+            ));
+        }
+        Ok(())
+    }
+
     pub fn acked_ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.acked.iter().map(|(&lo, &hi)| (lo, hi))
     }
@@ -255,24 +278,8 @@ impl State {
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut pending_total = 0usize;
         for (p, part) in self.parts.iter().enumerate() {
-            let mut sum = 0;
-            let mut prev_hi = None;
-            for (lo, hi) in part.acked_ranges() {
-                if lo <= part.floor || hi <= lo || prev_hi.is_some_and(|h| lo <= h) {
-                    return Err(format!(
-                        "partition {p}: acked range [{lo}, {hi}) overlaps, touches or is below the floor {}",
-                        part.floor
-                    ));
-                }
-                prev_hi = Some(hi);
-                sum += hi - lo;
-            }
-            if sum != part.acked_count {
-                return Err(format!(
-                    "partition {p}: acked ranges hold {sum} offsets, counted {}",
-                    part.acked_count
-                ));
-            }
+            part.check_ranges()
+                .map_err(|e| format!("partition {p}: {e}"))?;
             pending_total += part.pending.len();
         }
         if self.expiries.len() != self.leased as usize
@@ -535,6 +542,9 @@ impl State {
 
     /// Applies one durable change. A `BucketsLoaded` only moves the mark: the caller
     /// reads the delay files.
+    ///
+    /// Longer than most functions on purpose: one arm per event, so the whole state
+    /// machine reads in one place, in the order of the `Event` enum.
     pub fn apply(&mut self, e: &Event) {
         match *e {
             Event::Deliver {
