@@ -10,14 +10,15 @@ pub mod groups;
 pub mod meta;
 pub mod partition;
 pub mod partitioner;
+pub mod produce;
 pub mod subs;
 pub mod time;
 pub mod topic;
 
 pub use broker::{
-    now_ms, Appended, Broker, BrokerConfig, PartitionInfo, ProduceRecord, Produced, TimeLookup,
-    TopicInfo, TopicSettings,
+    now_ms, Broker, BrokerConfig, PartitionInfo, TimeLookup, TopicInfo, TopicSettings,
 };
 pub use config::{DurabilityPolicy, TopicConfig, TopicDefaults};
 pub use error::{BrokerError, RecordError, Result};
 pub use partition::ReadRecords;
+pub use produce::{Appended, ProduceRecord, Produced};

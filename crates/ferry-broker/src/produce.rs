@@ -1,0 +1,316 @@
+//! Producing: routing records to partitions and appending them as batches Ferry
+//! builds, appending batches a client built (Kafka), and waiting for durability.
+
+use crate::broker::{blocking, now_ms};
+use crate::error::{BrokerError, Result};
+use crate::partition::Partition;
+use crate::partitioner::partition_for_key;
+use crate::topic::Topic;
+use crate::Broker;
+use bytes::Bytes;
+use ferry_log::batch::{build_batch, NewRecord, RecordHeader};
+use ferry_log::{AppendInfo, Compression, DecodeLimits};
+use std::collections::BTreeMap;
+
+/// A record to produce.
+#[derive(Debug, Clone, Default)]
+pub struct ProduceRecord {
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<RecordHeader>,
+    pub partition: Option<u32>,
+    /// Milliseconds since the epoch; the broker's clock when absent.
+    pub timestamp: Option<i64>,
+    /// The value was given as JSON and should be read back as JSON.
+    pub value_is_json: bool,
+}
+
+/// What [`Broker::append_client_batches`] did.
+#[derive(Debug)]
+pub struct Appended {
+    /// Base offset of the first appended batch.
+    pub first_offset: Option<u64>,
+    /// One past the last appended offset: what to make durable.
+    pub end_offset: Option<u64>,
+    /// Why appending stopped early, if it did.
+    pub error: Option<BrokerError>,
+}
+
+/// Where a produced record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Produced {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+impl Broker {
+    /// Appends records and answers where each landed, once the topic's durability
+    /// policy is met. Every record is checked before anything is written.
+    pub async fn produce(
+        &self,
+        topic_name: &str,
+        records: Vec<ProduceRecord>,
+    ) -> Result<Vec<Produced>> {
+        let topic = self.topic(topic_name)?;
+        let max = topic.config().max_record_bytes as usize;
+        let by_partition = route(&topic, records, now_ms() as i64)?;
+        let total: usize = by_partition.values().map(|v| v.len()).sum();
+        let mut tasks = Vec::new();
+        for (pid, recs) in by_partition {
+            let part = topic.partition(pid)?;
+            let batches = split_batches(recs, max);
+            tasks.push(tokio::task::spawn_blocking(move || {
+                append_built_batches(&part, batches)
+            }));
+        }
+        let mut out = vec![
+            Produced {
+                partition: 0,
+                offset: 0
+            };
+            total
+        ];
+        let mut first_error = None;
+        for t in tasks {
+            match t.await {
+                Ok(Ok(placed)) => {
+                    for (index, produced) in placed {
+                        out[index] = produced;
+                    }
+                }
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_error
+                        .get_or_insert(BrokerError::Storage(format!("append task failed: {e}")));
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// Appends a client's batches in order without waiting for durability, so that a
+    /// connection can go on appending its next request while this one syncs. Each batch
+    /// is checked as a reader will need it (CRC, every record decodable within the limits,
+    /// an honest record count, no control or transactional batch) and stored with its
+    /// codec. Stops at the first failing batch; what was appended before it stays and is
+    /// reported in the result with the error.
+    pub async fn append_client_batches(
+        &self,
+        topic: &str,
+        partition: u32,
+        batches: Bytes,
+    ) -> Result<Appended> {
+        let part = self.topic(topic)?.partition(partition)?;
+        let limits = self.limits;
+        blocking(move || {
+            let mut out = Appended {
+                first_offset: None,
+                end_offset: None,
+                error: None,
+            };
+            let mut p = 0;
+            while p < batches.len() {
+                let (end, mut one) = match check_client_batch(&batches, p, &limits) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        out.error = Some(e);
+                        break;
+                    }
+                };
+                match part.log.append(&mut one, now_ms()) {
+                    Ok(info) => {
+                        out.first_offset.get_or_insert(info.base_offset);
+                        out.end_offset = Some(info.end_offset);
+                    }
+                    Err(e) => {
+                        out.error = Some(BrokerError::from_log(partition, e));
+                        break;
+                    }
+                }
+                p = end;
+            }
+            if out.first_offset.is_none() && out.error.is_none() {
+                out.error = Some(BrokerError::refused("no record batch in the request"));
+            }
+            if part.log.config().durability != ferry_log::Durability::Always {
+                part.publish_latest();
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Waits until every offset below `end_offset` meets the topic's durability policy
+    /// (one shared sync for everything appended meanwhile), and wakes readers.
+    pub async fn make_durable(&self, topic: &str, partition: u32, end_offset: u64) -> Result<()> {
+        let part = self.topic(topic)?.partition(partition)?;
+        blocking(move || {
+            if part.log.config().durability == ferry_log::Durability::Always {
+                part.log
+                    .wait_durable(end_offset)
+                    .map_err(|e| BrokerError::from_log(partition, e))?;
+            }
+            part.publish_latest();
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// The partition of each record (the one it names, its key's, or the next in turn),
+/// with the record as the log takes it, each checked against the topic's size limit.
+/// Records keep their index in the request.
+fn route(
+    topic: &Topic,
+    records: Vec<ProduceRecord>,
+    now: i64,
+) -> Result<BTreeMap<u32, Vec<(usize, NewRecord)>>> {
+    let config = topic.config();
+    let count = topic.partitions().len() as u32;
+    let max = config.max_record_bytes as usize;
+    let mut by_partition: BTreeMap<u32, Vec<(usize, NewRecord)>> = BTreeMap::new();
+    for (index, r) in records.into_iter().enumerate() {
+        let partition = match (r.partition, &r.key) {
+            (Some(p), _) if p >= count => {
+                return Err(BrokerError::PartitionNotFound {
+                    topic: config.name.clone(),
+                    partition: p,
+                    count,
+                })
+            }
+            (Some(p), _) => p,
+            (None, Some(key)) => partition_for_key(key, count),
+            (None, None) => topic.next_round_robin(count),
+        };
+        let rec = NewRecord {
+            timestamp: r.timestamp.unwrap_or(now),
+            attributes: if r.value_is_json {
+                ferry_log::batch::RECORD_ATTR_JSON_VALUE
+            } else {
+                0
+            },
+            key: r.key,
+            value: r.value,
+            headers: r.headers,
+        };
+        let size = record_size_bound(&rec);
+        if size > max {
+            return Err(BrokerError::RecordTooLarge { index, size, max });
+        }
+        by_partition
+            .entry(partition)
+            .or_default()
+            .push((index, rec));
+    }
+    Ok(by_partition)
+}
+
+/// An upper bound of the bytes one record adds to a batch, plus the batch header.
+fn record_size_bound(r: &NewRecord) -> usize {
+    ferry_log::batch::BATCH_HEADER_BYTES
+        + 5
+        + 1
+        + 10
+        + 5
+        + 5
+        + 5
+        + r.key.as_ref().map_or(0, |k| k.len())
+        + r.value.as_ref().map_or(0, |v| v.len())
+        + r.headers
+            .iter()
+            .map(|h| 10 + h.key.len() + h.value.as_ref().map_or(0, |v| v.len()))
+            .sum::<usize>()
+}
+
+/// Splits one partition's records into batches that each fit under `max` bytes.
+fn split_batches(recs: Vec<(usize, NewRecord)>, max: usize) -> Vec<Vec<(usize, NewRecord)>> {
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    let mut size = ferry_log::batch::BATCH_HEADER_BYTES;
+    for (i, r) in recs {
+        let s = record_size_bound(&r) - ferry_log::batch::BATCH_HEADER_BYTES;
+        if !cur.is_empty() && size + s > max {
+            out.push(std::mem::take(&mut cur));
+            size = ferry_log::batch::BATCH_HEADER_BYTES;
+        }
+        size += s;
+        cur.push((i, r));
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+fn append_built_batches(
+    part: &Partition,
+    batches: Vec<Vec<(usize, NewRecord)>>,
+) -> Result<Vec<(usize, Produced)>> {
+    let mut placed = Vec::new();
+    let mut last: Option<AppendInfo> = None;
+    let mut result = Ok(());
+    for b in batches {
+        let recs: Vec<NewRecord> = b.iter().map(|(_, r)| r.clone()).collect();
+        let mut bytes = build_batch(&recs, Compression::None).map_err(BrokerError::from)?;
+        match part.log.append(&mut bytes, now_ms()) {
+            Ok(info) => {
+                for (k, (index, _)) in b.iter().enumerate() {
+                    placed.push((
+                        *index,
+                        Produced {
+                            partition: part.id,
+                            offset: info.base_offset + k as u64,
+                        },
+                    ));
+                }
+                last = Some(info);
+            }
+            Err(e) => {
+                result = Err(BrokerError::from_log(part.id, e));
+                break;
+            }
+        }
+    }
+    if let Some(info) = last {
+        if part.log.config().durability == ferry_log::Durability::Always {
+            part.log
+                .wait_durable(info.end_offset)
+                .map_err(|e| BrokerError::from_log(part.id, e))?;
+        }
+        part.publish_latest();
+    }
+    result.map(|_| placed)
+}
+
+/// Checks the batch starting at `p` of a client's request; returns where it ends and a
+/// copy to append (the log stamps offsets into it).
+fn check_client_batch(
+    batches: &Bytes,
+    p: usize,
+    limits: &DecodeLimits,
+) -> Result<(usize, Vec<u8>)> {
+    let one = ferry_log::batch::Batches::new(batches.slice(p..))
+        .next()
+        .unwrap_or_else(|| {
+            Err(ferry_log::BatchError::Truncated {
+                needed: 12,
+                available: 0,
+            })
+        })
+        .map_err(BrokerError::from)?;
+    // The log checks the CRC when it appends; here only what readers need beyond it,
+    // without keeping the records. A batch that fails is reported by its CRC first.
+    let header = ferry_log::batch::check_records(&one, limits)
+        .map_err(|e| BrokerError::from(ferry_log::batch::verify_crc(&one).err().unwrap_or(e)))?;
+    if header.is_control() || header.is_transactional() {
+        return Err(BrokerError::refused(
+            "control and transactional batches are not accepted from clients",
+        ));
+    }
+    Ok((p + one.len(), one.to_vec()))
+}
