@@ -10,6 +10,7 @@ use crate::problem::Problem;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use bytes::Bytes;
+use ferry_broker::subs::HEADER_DELIVER_AT;
 use ferry_broker::ProduceRecord;
 use ferry_log::batch::{RecordHeader, RECORD_ATTR_JSON_VALUE};
 use ferry_log::Record;
@@ -81,6 +82,54 @@ fn bytes_field(v: &Value, what: &str) -> Result<Option<Bytes>, String> {
     }
 }
 
+/// Record headers as JSON: an object of name to value, or an array of
+/// `{"key": ..., "value": ...}` (for repeated names).
+fn headers_in(headers_json: Option<Value>) -> Result<Vec<RecordHeader>, String> {
+    let mut headers = Vec::new();
+    match headers_json {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                headers.push(RecordHeader {
+                    key: Bytes::from(k.into_bytes()),
+                    value: bytes_field(&v, "header value")?,
+                });
+            }
+        }
+        Some(Value::Array(items)) => {
+            for item in items {
+                let Value::Object(m) = item else {
+                    return Err("each header must be {\"key\": ..., \"value\": ...}".into());
+                };
+                let Some(Value::String(k)) = m.get("key") else {
+                    return Err("header key must be a string".into());
+                };
+                let v = m.get("value").cloned().unwrap_or(Value::Null);
+                headers.push(RecordHeader {
+                    key: Bytes::from(k.clone().into_bytes()),
+                    value: bytes_field(&v, "header value")?,
+                });
+            }
+        }
+        Some(_) => return Err("headers must be an object or an array".into()),
+    }
+    Ok(headers)
+}
+
+/// When a record asks to be delivered: `deliver_at` (ms since 1970) or `delay_ms` from
+/// now, not both.
+fn deliver_at(at: Option<u64>, delay_ms: Option<u64>) -> Result<Option<u64>, String> {
+    match (at, delay_ms) {
+        (Some(_), Some(_)) => Err("give deliver_at or delay_ms, not both".into()),
+        (Some(at), None) => Ok(Some(at)),
+        (None, Some(d)) if d > RECORD_DELAY_MS_MAX => Err(format!(
+            "delay_ms {d} is over the limit of {RECORD_DELAY_MS_MAX} (one year)"
+        )),
+        (None, Some(d)) => Ok(Some(ferry_broker::now_ms() + d)),
+        (None, None) => Ok(None),
+    }
+}
+
 pub fn to_produce(index: usize, r: RecordIn) -> Result<ProduceRecord, Problem> {
     let bad = |m: String| Problem::bad_request("invalid-record", format!("record {index}: {m}"));
     let key = match &r.key {
@@ -99,53 +148,11 @@ pub fn to_produce(index: usize, r: RecordIn) -> Result<ProduceRecord, Problem> {
             ),
         },
     };
-    let mut headers = Vec::new();
-    match r.headers {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(m)) => {
-            for (k, v) in m {
-                headers.push(RecordHeader {
-                    key: Bytes::from(k.into_bytes()),
-                    value: bytes_field(&v, "header value").map_err(bad)?,
-                });
-            }
-        }
-        Some(Value::Array(items)) => {
-            for item in items {
-                let Value::Object(m) = item else {
-                    return Err(bad(
-                        "each header must be {\"key\": ..., \"value\": ...}".into()
-                    ));
-                };
-                let Some(Value::String(k)) = m.get("key") else {
-                    return Err(bad("header key must be a string".into()));
-                };
-                let v = m.get("value").cloned().unwrap_or(Value::Null);
-                headers.push(RecordHeader {
-                    key: Bytes::from(k.clone().into_bytes()),
-                    value: bytes_field(&v, "header value").map_err(bad)?,
-                });
-            }
-        }
-        Some(_) => return Err(bad("headers must be an object or an array".into())),
-    }
-    let deliver_at = match (r.deliver_at, r.delay_ms) {
-        (Some(_), Some(_)) => {
-            return Err(bad("give deliver_at or delay_ms, not both".into()));
-        }
-        (Some(at), None) => Some(at),
-        (None, Some(d)) if d > RECORD_DELAY_MS_MAX => {
-            return Err(bad(format!(
-                "delay_ms {d} is over the limit of {RECORD_DELAY_MS_MAX} (one year)"
-            )));
-        }
-        (None, Some(d)) => Some(ferry_broker::now_ms() + d),
-        (None, None) => None,
-    };
-    if let Some(at) = deliver_at {
-        headers.retain(|h| h.key.as_ref() != ferry_broker::subs::HEADER_DELIVER_AT.as_bytes());
+    let mut headers = headers_in(r.headers).map_err(bad)?;
+    if let Some(at) = deliver_at(r.deliver_at, r.delay_ms).map_err(bad)? {
+        headers.retain(|h| !h.key.eq_ignore_ascii_case(HEADER_DELIVER_AT.as_bytes()));
         headers.push(RecordHeader {
-            key: Bytes::from_static(ferry_broker::subs::HEADER_DELIVER_AT.as_bytes()),
+            key: Bytes::from_static(HEADER_DELIVER_AT.as_bytes()),
             value: Some(Bytes::from(at.to_string())),
         });
     }

@@ -119,6 +119,8 @@ async fn problem_for_plain_errors(req: Request, next: Next) -> Response {
     }
 }
 
+/// Every route of the API. Longer than most functions on purpose: the route table reads
+/// best whole, in the order of docs/http-api.md.
 pub fn router(state: AppState) -> Router {
     let limit = state.max_request_bytes;
     Router::new()

@@ -75,59 +75,22 @@ enum Outgoing {
 }
 
 async fn connection(stream: TcpStream, ctx: &Ctx) -> anyhow::Result<()> {
-    use std::time::Duration;
-    use tokio::time::timeout;
     let _ = stream.set_nodelay(true);
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let (r, mut w) = stream.into_split();
+    let (r, w) = stream.into_split();
     let mut r = BufReader::with_capacity(64 * 1024, r);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Outgoing>(IN_FLIGHT_PER_CONNECTION_MAX);
-    // The writer sends answers in request order, waiting for each pending one in turn.
-    let writer = tokio::spawn(async move {
-        while let Some(out) = rx.recv().await {
-            let bytes = match out {
-                Outgoing::Ready(b) => Some(b),
-                Outgoing::Pending(h) => h.await??,
-            };
-            if let Some(b) = bytes {
-                timeout(Duration::from_millis(TRANSFER_MS_MAX), w.write_all(&b)).await??;
-            }
-        }
-        Ok::<_, anyhow::Error>(())
-    });
+    let (tx, rx) = tokio::sync::mpsc::channel::<Outgoing>(IN_FLIGHT_PER_CONNECTION_MAX);
+    let writer = tokio::spawn(write_answers(w, rx));
     let read = async {
-        loop {
-            let len = match timeout(Duration::from_millis(IDLE_MS_MAX), r.read_i32()).await {
-                Ok(Ok(n)) => n,
-                Ok(Err(_)) => return Ok(()),
-                Err(_) => {
-                    tracing::debug!(peer = %peer, "Closing an idle Kafka connection.");
-                    return Ok(());
-                }
-            };
-            if len < frame::FRAME_PREFIX_BYTES as i32 || len as usize > ctx.config.max_frame_bytes {
-                tracing::warn!(peer = %peer, frame_bytes = len, limit = ctx.config.max_frame_bytes, "Closing a Kafka connection: frame size out of range.");
-                return Ok(());
-            }
-            let mut buf = BytesMut::zeroed(len as usize);
-            timeout(
-                Duration::from_millis(TRANSFER_MS_MAX),
-                r.read_exact(&mut buf),
-            )
-            .await??;
-            let request = match frame::decode_request(buf.freeze()) {
+        while let Some(buf) = read_frame(&mut r, ctx, &peer).await? {
+            let request = match frame::decode_request(buf) {
                 Ok(req) => req,
                 Err(FrameError::UnsupportedApiVersions { correlation_id }) => {
-                    if tx
-                        .send(Outgoing::Ready(frame::unsupported_api_versions(
-                            correlation_id,
-                        )?))
-                        .await
-                        .is_err()
-                    {
+                    let answer = frame::unsupported_api_versions(correlation_id)?;
+                    if tx.send(Outgoing::Ready(answer)).await.is_err() {
                         return Ok(());
                     }
                     continue;
@@ -137,29 +100,14 @@ async fn connection(stream: TcpStream, ctx: &Ctx) -> anyhow::Result<()> {
                     return Ok(());
                 }
             };
-            let (key, version, correlation_id) =
-                (request.api_key, request.version, request.correlation_id);
-            let out = match handlers::handle(ctx, request, &peer).await {
-                Reply::Now(None) => continue,
-                Reply::Now(Some(answer)) => Outgoing::Ready(frame::encode_response(
-                    key,
-                    version,
-                    correlation_id,
-                    &answer,
-                )?),
-                Reply::Later(pending) => Outgoing::Pending(tokio::spawn(async move {
-                    match pending.await {
-                        Some(answer) => {
-                            frame::encode_response(key, version, correlation_id, &answer).map(Some)
-                        }
-                        None => Ok(None),
-                    }
-                })),
+            let Some(out) = answer(ctx, request, &peer).await? else {
+                continue;
             };
             if tx.send(out).await.is_err() {
                 return Ok(());
             }
         }
+        Ok(())
     };
     let read_result: anyhow::Result<()> = read.await;
     // Let the writer finish what was asked before the connection ended.
@@ -168,4 +116,78 @@ async fn connection(stream: TcpStream, ctx: &Ctx) -> anyhow::Result<()> {
         .await
         .unwrap_or_else(|e| Err(anyhow::anyhow!("writer failed: {e}")));
     read_result.and(write_result)
+}
+
+/// Sends answers in request order, waiting for each pending one in turn.
+async fn write_answers(
+    mut w: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: tokio::sync::mpsc::Receiver<Outgoing>,
+) -> anyhow::Result<()> {
+    use std::time::Duration;
+    while let Some(out) = rx.recv().await {
+        let bytes = match out {
+            Outgoing::Ready(b) => Some(b),
+            Outgoing::Pending(h) => h.await??,
+        };
+        if let Some(b) = bytes {
+            tokio::time::timeout(Duration::from_millis(TRANSFER_MS_MAX), w.write_all(&b)).await??;
+        }
+    }
+    Ok(())
+}
+
+/// Reads one request frame: its size, checked against the limit, then its bytes.
+/// `None` when the connection should close (ended, idle, or a size out of range).
+async fn read_frame(
+    r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    ctx: &Ctx,
+    peer: &str,
+) -> anyhow::Result<Option<bytes::Bytes>> {
+    use std::time::Duration;
+    use tokio::time::timeout;
+    let len = match timeout(Duration::from_millis(IDLE_MS_MAX), r.read_i32()).await {
+        Ok(Ok(n)) => n,
+        Ok(Err(_)) => return Ok(None),
+        Err(_) => {
+            tracing::debug!(peer = %peer, "Closing an idle Kafka connection.");
+            return Ok(None);
+        }
+    };
+    if len < frame::FRAME_PREFIX_BYTES as i32 || len as usize > ctx.config.max_frame_bytes {
+        tracing::warn!(peer = %peer, frame_bytes = len, limit = ctx.config.max_frame_bytes, "Closing a Kafka connection: frame size out of range.");
+        return Ok(None);
+    }
+    let mut buf = BytesMut::zeroed(len as usize);
+    timeout(
+        Duration::from_millis(TRANSFER_MS_MAX),
+        r.read_exact(&mut buf),
+    )
+    .await??;
+    Ok(Some(buf.freeze()))
+}
+
+/// Handles one request; its answer, now or later, or `None` when it has none (acks=0).
+async fn answer(
+    ctx: &Ctx,
+    request: frame::Request,
+    peer: &str,
+) -> anyhow::Result<Option<Outgoing>> {
+    let (key, version, correlation_id) = (request.api_key, request.version, request.correlation_id);
+    Ok(match handlers::handle(ctx, request, peer).await {
+        Reply::Now(None) => None,
+        Reply::Now(Some(answer)) => Some(Outgoing::Ready(frame::encode_response(
+            key,
+            version,
+            correlation_id,
+            &answer,
+        )?)),
+        Reply::Later(pending) => Some(Outgoing::Pending(tokio::spawn(async move {
+            match pending.await {
+                Some(answer) => {
+                    frame::encode_response(key, version, correlation_id, &answer).map(Some)
+                }
+                None => Ok(None),
+            }
+        }))),
+    })
 }
