@@ -92,7 +92,7 @@ impl Position {
             Value::String(s) if s == "earliest" => Ok(Position::Earliest),
             Value::String(s) if s == "latest" => Ok(Position::Latest),
             Value::Object(m) => {
-                let num = |k: &str| m.get(k).map(|x| x.as_u64().ok_or_else(bad)).transpose();
+                let num = |k: &str| m.get(k).map(|v| v.as_u64().ok_or_else(bad)).transpose();
                 if m.keys()
                     .any(|k| !["offset", "partition", "timestamp"].contains(&k.as_str()))
                 {

@@ -89,9 +89,9 @@ pub(crate) fn check(
         };
         let RecordAt { partition, offset } = lease.at;
         match state.pending(partition, offset) {
-            Some(x)
-                if x.attempt == lease.attempt
-                    && matches!(&x.state, PState::Leased { token, .. } if *token == lease.token) =>
+            Some(pending)
+                if pending.attempt == lease.attempt
+                    && matches!(&pending.state, PState::Leased { token, .. } if *token == lease.token) =>
             {
                 live.push(lease.at)
             }

@@ -151,7 +151,9 @@ impl Subscription {
         if cursor >= part.log.latest() {
             return 0;
         }
-        if c.state.ordering && c.state.part(p).map_or(0, |x| x.pending.len()) >= HELD_RECORDS_MAX {
+        if c.state.ordering
+            && c.state.part(p).map_or(0, |part| part.pending.len()) >= HELD_RECORDS_MAX
+        {
             return 0;
         }
         let want = (scan.cap - taken.records.len()).max(SCAN_READ_RECORDS_MIN);
@@ -208,10 +210,10 @@ impl Subscription {
         let mut deliveries = Vec::with_capacity(records.len());
         for (at, record) in records {
             let (p, o) = (at.partition, at.offset);
-            let Some(x) = c.state.pending(p, o) else {
+            let Some(pending) = c.state.pending(p, o) else {
                 continue;
             };
-            let (attempt, key) = (x.attempt + 1, x.key);
+            let (attempt, key) = (pending.attempt + 1, pending.key);
             *next_token = next_token.wrapping_add(1);
             let token = (u64::from(self.epoch) << 32)
                 | u64::from((*next_token as u32).wrapping_mul(0x9E37_79B1));
@@ -256,7 +258,7 @@ fn head_cursor(c: &mut Changes<'_>, part: &Partition, p: u32) -> u64 {
             to: earliest,
         });
     }
-    let head = c.state.part(p).map_or(0, |x| x.head);
+    let head = c.state.part(p).map_or(0, |part| part.head);
     if head < earliest {
         c.push(Event::Skip {
             partition: p,

@@ -299,11 +299,11 @@ impl State {
         }
         let (mut leased, mut delayed, mut dead) = (0u32, 0u64, 0usize);
         for (p, part) in self.parts.iter().enumerate() {
-            for (&o, x) in &part.pending {
+            for (&o, pending) in &part.pending {
                 if part.is_done(o) {
                     return Err(format!("partition {p}: pending offset {o} is done"));
                 }
-                let indexed = match &x.state {
+                let indexed = match &pending.state {
                     PState::Ready => true,
                     PState::Leased { expires, .. } => {
                         leased += 1;
@@ -321,7 +321,7 @@ impl State {
                 if !indexed {
                     return Err(format!(
                         "partition {p}: pending offset {o} ({:?}) is not indexed",
-                        x.state
+                        pending.state
                     ));
                 }
             }
@@ -335,7 +335,7 @@ impl State {
             ));
         }
         for &(p, o) in &self.ready {
-            if self.pending(p, o).map(|x| &x.state) != Some(&PState::Ready) {
+            if self.pending(p, o).map(|pending| &pending.state) != Some(&PState::Ready) {
                 return Err(format!(
                     "partition {p}: offset {o} is in the ready set but not ready"
                 ));
@@ -384,7 +384,7 @@ impl State {
             .map(|p| {
                 p.pending
                     .values()
-                    .filter(|x| x.state == PState::Ready)
+                    .filter(|pending| pending.state == PState::Ready)
                     .count()
             })
             .sum()
@@ -395,7 +395,7 @@ impl State {
     }
 
     pub fn is_done(&self, p: u32, o: u64) -> bool {
-        self.part(p).is_some_and(|x| x.is_done(o))
+        self.part(p).is_some_and(|part| part.is_done(o))
     }
 
     /// Whether a new record with this key must wait for an earlier one (ordering on).
@@ -414,11 +414,11 @@ impl State {
     }
 
     fn index(&mut self, p: u32, o: u64) {
-        let Some(x) = self.parts[p as usize].pending.get(&o) else {
+        let Some(pending) = self.parts[p as usize].pending.get(&o) else {
             return;
         };
-        let key = x.key;
-        match &x.state {
+        let key = pending.key;
+        match &pending.state {
             PState::Ready => {
                 if self.eligible(p, o, key) {
                     self.ready.insert((p, o));
@@ -442,10 +442,10 @@ impl State {
     }
 
     fn unindex(&mut self, p: u32, o: u64) {
-        let Some(x) = self.parts[p as usize].pending.get(&o) else {
+        let Some(pending) = self.parts[p as usize].pending.get(&o) else {
             return;
         };
-        match &x.state {
+        match &pending.state {
             PState::Ready => {
                 self.ready.remove(&(p, o));
             }
@@ -502,13 +502,13 @@ impl State {
     pub fn remove(&mut self, p: u32, o: u64) -> Option<Pending> {
         self.part(p)?.pending.get(&o)?;
         self.unindex(p, o);
-        let x = self.parts[p as usize].pending.remove(&o)?;
-        if self.ordering && x.key != NO_KEY {
-            if let Some(set) = self.keys.get_mut(&(p, x.key)) {
+        let pending = self.parts[p as usize].pending.remove(&o)?;
+        if self.ordering && pending.key != NO_KEY {
+            if let Some(set) = self.keys.get_mut(&(p, pending.key)) {
                 set.remove(&o);
                 match set.first().copied() {
                     None => {
-                        self.keys.remove(&(p, x.key));
+                        self.keys.remove(&(p, pending.key));
                     }
                     Some(next) => {
                         if self.parts[p as usize]
@@ -522,7 +522,7 @@ impl State {
                 }
             }
         }
-        Some(x)
+        Some(pending)
     }
 
     fn done(&mut self, p: u32, lo: u64, hi: u64) {
@@ -652,8 +652,8 @@ impl State {
             .map(|&(_, p, o)| (p, o))
             .collect();
         for &(p, o) in &due {
-            if let Some(x) = self.pending(p, o) {
-                let (attempt, key) = (x.attempt, x.key);
+            if let Some(pending) = self.pending(p, o) {
+                let (attempt, key) = (pending.attempt, pending.key);
                 self.set(p, o, attempt, key, PState::Ready);
             }
         }
@@ -672,8 +672,8 @@ impl State {
 
     /// Puts a popped record back in the ready set.
     pub fn set_ready_again(&mut self, p: u32, o: u64) {
-        if let Some(x) = self.pending(p, o) {
-            if x.state == PState::Ready && self.eligible(p, o, x.key) {
+        if let Some(pending) = self.pending(p, o) {
+            if pending.state == PState::Ready && self.eligible(p, o, pending.key) {
                 self.ready.insert((p, o));
             }
         }
@@ -685,14 +685,14 @@ impl State {
 
     /// Leases a pending record.
     pub fn lease(&mut self, p: u32, o: u64, lease: PState) -> Option<u32> {
-        let x = self.pending(p, o)?;
-        let (attempt, key) = (x.attempt, x.key);
+        let pending = self.pending(p, o)?;
+        let (attempt, key) = (pending.attempt, pending.key);
         self.set(p, o, attempt, key, lease);
         Some(attempt)
     }
 
     pub fn set_last_error(&mut self, p: u32, o: u64, error: Option<Arc<str>>) {
-        if let Some(x) = self
+        if let Some(pending) = self
             .parts
             .get_mut(p as usize)
             .and_then(|part| part.pending.get_mut(&o))
@@ -700,11 +700,11 @@ impl State {
             if let Some(e) = &error {
                 let entry = format!(
                     "{}@{}: {}",
-                    x.attempt,
+                    pending.attempt,
                     crate::now_ms(),
                     cut(e, HISTORY_ENTRY_BYTES_MAX)
                 );
-                let mut h = match x.history.take() {
+                let mut h = match pending.history.take() {
                     Some(old) => format!("{old}; {entry}"),
                     None => entry,
                 };
@@ -716,9 +716,9 @@ impl State {
                         None => h = cut(&h, HISTORY_BYTES_MAX).to_string(),
                     }
                 }
-                x.history = Some(h.into_boxed_str());
+                pending.history = Some(h.into_boxed_str());
             }
-            x.last_error = error;
+            pending.last_error = error;
         }
     }
 
@@ -733,11 +733,11 @@ impl State {
                 pending: part
                     .pending
                     .iter()
-                    .map(|(&offset, x)| SavedPending {
+                    .map(|(&offset, pending)| SavedPending {
                         offset,
-                        attempt: x.attempt,
-                        key: x.key,
-                        due: match x.state {
+                        attempt: pending.attempt,
+                        key: pending.key,
+                        due: match pending.state {
                             PState::Ready | PState::Leased { .. } => 0,
                             PState::Delayed { due } => due.max(1),
                             PState::Dead => u64::MAX,
@@ -761,16 +761,16 @@ impl State {
                     part.mark_done(lo, hi);
                 }
             }
-            for x in &saved.pending {
-                if self.is_done(p, x.offset) {
+            for pending in &saved.pending {
+                if self.is_done(p, pending.offset) {
                     continue;
                 }
-                let state = match x.due {
+                let state = match pending.due {
                     0 => PState::Ready,
                     u64::MAX => PState::Dead,
                     due => PState::Delayed { due },
                 };
-                self.set(p, x.offset, x.attempt, x.key, state);
+                self.set(p, pending.offset, pending.attempt, pending.key, state);
             }
         }
     }

@@ -62,7 +62,7 @@ impl Subscription {
         for (p, part) in parts.iter().enumerate() {
             let latest = part.log.latest();
             let (floor, head, backlog) = match s.part(p as u32) {
-                Some(x) => (x.floor, x.head, x.backlog(latest)),
+                Some(pending) => (pending.floor, pending.head, pending.backlog(latest)),
                 None => {
                     let e = part.log.stats().earliest;
                     (e, e, latest.saturating_sub(e))

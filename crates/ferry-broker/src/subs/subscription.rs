@@ -141,7 +141,7 @@ impl<'a> Changes<'a> {
     /// on), else in a delay file.
     pub(crate) fn delay(&mut self, p: u32, o: u64, attempt: u32, due: u64, key: u64) {
         if !self.state.ordering && bucket_of(due) > self.state.loaded_upto {
-            let gen = self.state.part(p).map_or(0, |x| x.gen);
+            let gen = self.state.part(p).map_or(0, |part| part.gen);
             self.delays.push(DelayEntry {
                 due,
                 offset: o,
@@ -282,10 +282,10 @@ impl Subscription {
             partition: p,
             offset: o,
         } = at;
-        let Some(x) = changes.state.pending(p, o) else {
+        let Some(pending) = changes.state.pending(p, o) else {
             return;
         };
-        let (attempt, key) = (x.attempt, x.key);
+        let (attempt, key) = (pending.attempt, pending.key);
         if cfg.max_deliveries > 0 && attempt >= cfg.max_deliveries {
             changes.state.set(p, o, attempt, key, PState::Dead);
             return;
@@ -405,8 +405,8 @@ impl Subscription {
                 c.state.set_last_error(p, o, error.clone());
                 match action {
                     GiveBack::DeadLetter => {
-                        if let Some(x) = c.state.pending(p, o) {
-                            let (a, k) = (x.attempt, x.key);
+                        if let Some(pending) = c.state.pending(p, o) {
+                            let (a, k) = (pending.attempt, pending.key);
                             c.state.set(p, o, a, k, PState::Dead);
                         }
                     }
@@ -430,7 +430,7 @@ impl Subscription {
                 let (p, o) = (at.partition, at.offset);
                 if let Some(PState::Leased {
                     token, consumer, ..
-                }) = c.state.pending(p, o).map(|x| x.state.clone())
+                }) = c.state.pending(p, o).map(|pending| pending.state.clone())
                 {
                     c.state.lease(
                         p,
@@ -479,7 +479,7 @@ impl Subscription {
                 let (p, o) = (at.partition, at.offset);
                 if c.state
                     .pending(p, o)
-                    .is_some_and(|x| x.state == PState::Dead)
+                    .is_some_and(|pending| pending.state == PState::Dead)
                 {
                     c.push(Event::DeadLetter {
                         partition: p,
@@ -517,15 +517,15 @@ impl Subscription {
             .dead_pending()
             .take(DEAD_LETTERS_PER_TICK_MAX)
             .filter_map(|(p, o)| {
-                let x = inner.state.pending(p, o)?;
+                let pending = inner.state.pending(p, o)?;
                 Some(DeadLetterCandidate {
                     at: RecordAt {
                         partition: p,
                         offset: o,
                     },
-                    attempts: x.attempt,
-                    last_error: x.last_error.clone(),
-                    history: x.history.clone(),
+                    attempts: pending.attempt,
+                    last_error: pending.last_error.clone(),
+                    history: pending.history.clone(),
                 })
             })
             .collect();
@@ -631,9 +631,9 @@ pub(crate) fn load_state(
             .iter()
             .enumerate()
             .flat_map(|(p, part)| {
-                part.pending.iter().filter_map(move |(&o, x)| {
-                    (x.state == PState::Ready && x.attempt >= config.max_deliveries)
-                        .then_some((p as u32, o, x.attempt, x.key))
+                part.pending.iter().filter_map(move |(&o, pending)| {
+                    (pending.state == PState::Ready && pending.attempt >= config.max_deliveries)
+                        .then_some((p as u32, o, pending.attempt, pending.key))
                 })
             })
             .collect();
@@ -744,12 +744,12 @@ mod tests {
         assert_eq!(due, target, "the retry falls into the bucket being loaded");
         {
             let inner = lock(&sub.inner);
-            let x = inner
+            let pending = inner
                 .state
                 .pending(0, 7)
                 .expect("still pending after the tick");
             assert_eq!(
-                x.state,
+                pending.state,
                 PState::Delayed {
                     due: now + BUCKET_MS
                 }
