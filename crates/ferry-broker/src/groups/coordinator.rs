@@ -103,7 +103,7 @@ impl Coordinator {
         let n = self.next_member.fetch_add(1, AtomicOrdering::Relaxed);
         let prefix: String = client_id
             .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .filter(|ch| ch.is_ascii_alphanumeric() || *ch == '-' || *ch == '_')
             .take(64)
             .collect();
         format!(
