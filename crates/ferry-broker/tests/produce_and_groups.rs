@@ -132,7 +132,11 @@ async fn an_empty_group_leaves_memory_but_keeps_its_offsets() {
             "g",
             &m.member_id,
             m.generation,
-            vec![("t".into(), 0, offset)],
+            vec![ferry_broker::groups::PartitionOffset {
+                topic: "t".into(),
+                partition: 0,
+                committed: offset,
+            }],
         )
         .await
         .unwrap();
@@ -144,7 +148,7 @@ async fn an_empty_group_leaves_memory_but_keeps_its_offsets() {
     assert_eq!(listed.len(), 1, "still listed through its offsets");
     assert_eq!(
         b.groups.fetch_offsets("g", None)[0]
-            .2
+            .committed
             .as_ref()
             .unwrap()
             .offset,

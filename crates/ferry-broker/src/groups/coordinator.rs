@@ -10,12 +10,12 @@
 //! "unknown member" and they join again). Committed offsets are durable (`store`).
 
 use super::group::Group;
-use super::store::{CommittedOffset, GroupOffsets, OffsetStore};
+use super::store::{GroupOffsets, OffsetStore, PartitionOffset};
 use super::types::{
-    GroupDescription, GroupError, GroupListing, GroupResult, GroupState, JoinRequest, JoinResult,
-    Pending, GROUPS_MAX, GROUP_ID_BYTES_MAX, MEMBERS_PER_GROUP_MAX, MEMBER_ID_BYTES_MAX,
-    OFFSET_METADATA_BYTES_MAX, PROTOCOL_METADATA_BYTES_MAX, SESSION_TIMEOUT_MS_MAX,
-    SESSION_TIMEOUT_MS_MIN,
+    FetchedOffset, GroupDescription, GroupError, GroupListing, GroupResult, GroupState,
+    JoinRequest, JoinResult, Pending, GROUPS_MAX, GROUP_ID_BYTES_MAX, MEMBERS_PER_GROUP_MAX,
+    MEMBER_ID_BYTES_MAX, OFFSET_METADATA_BYTES_MAX, PROTOCOL_METADATA_BYTES_MAX,
+    SESSION_TIMEOUT_MS_MAX, SESSION_TIMEOUT_MS_MIN,
 };
 use crate::error::Result;
 use bytes::Bytes;
@@ -276,7 +276,7 @@ impl Coordinator {
         group_id: &str,
         member_id: &str,
         generation: i32,
-        offsets: Vec<(String, u32, CommittedOffset)>,
+        offsets: Vec<PartitionOffset>,
     ) -> GroupResult<()> {
         valid_group_id(group_id)?;
         match self.groups.lock().await.get(group_id) {
@@ -284,8 +284,9 @@ impl Coordinator {
             None if !member_id.is_empty() => return Err(GroupError::UnknownMember),
             None => {}
         }
-        let too_large = offsets.iter().any(|(_, _, committed)| {
-            committed
+        let too_large = offsets.iter().any(|offset| {
+            offset
+                .committed
                 .metadata
                 .as_ref()
                 .is_some_and(|metadata| metadata.len() > OFFSET_METADATA_BYTES_MAX)
@@ -301,11 +302,11 @@ impl Coordinator {
         blocking_store(move || store.commit(&group, &batch)).await?;
         let mut committed = lock(&self.committed);
         let group_offsets = committed.entry(group_id.to_string()).or_default();
-        for (topic, partition, offset) in offsets {
+        for offset in offsets {
             group_offsets
-                .entry(topic)
+                .entry(offset.topic)
                 .or_default()
-                .insert(partition, offset);
+                .insert(offset.partition, offset.committed);
         }
         Ok(())
     }
@@ -315,7 +316,7 @@ impl Coordinator {
         &self,
         group_id: &str,
         wanted: Option<&[(String, Vec<u32>)]>,
-    ) -> Vec<(String, u32, Option<CommittedOffset>)> {
+    ) -> Vec<FetchedOffset> {
         let committed = lock(&self.committed);
         let group_offsets = committed.get(group_id);
         let Some(wanted) = wanted else {
@@ -323,9 +324,13 @@ impl Coordinator {
                 .into_iter()
                 .flat_map(|by_topic| by_topic.iter())
                 .flat_map(|(topic, partitions)| {
-                    partitions.iter().map(move |(partition, offset)| {
-                        (topic.clone(), *partition, Some(offset.clone()))
-                    })
+                    partitions
+                        .iter()
+                        .map(move |(partition, committed)| FetchedOffset {
+                            topic: topic.clone(),
+                            partition: *partition,
+                            committed: Some(committed.clone()),
+                        })
                 })
                 .collect();
         };
@@ -333,11 +338,15 @@ impl Coordinator {
             .iter()
             .flat_map(|(topic, partitions)| {
                 partitions.iter().map(move |partition| {
-                    let offset = group_offsets
+                    let committed = group_offsets
                         .and_then(|by_topic| by_topic.get(topic))
                         .and_then(|by_partition| by_partition.get(partition))
                         .cloned();
-                    (topic.clone(), *partition, offset)
+                    FetchedOffset {
+                        topic: topic.clone(),
+                        partition: *partition,
+                        committed,
+                    }
                 })
             })
             .collect()

@@ -157,7 +157,10 @@ impl Group {
         if self.state != GroupState::PreparingRebalance {
             return;
         }
-        let all_joined = self.members.values().all(|member| member.join_reply.is_some());
+        let all_joined = self
+            .members
+            .values()
+            .all(|member| member.join_reply.is_some());
         if !((all_joined && now >= self.not_before) || now >= self.deadline) {
             return;
         }
@@ -469,8 +472,14 @@ impl Group {
             "a group is Empty exactly when it has no members"
         );
         assert!(self.generation >= 0, "generation {}", self.generation);
-        let waiting_to_join = self.members.values().any(|member| member.join_reply.is_some());
-        let waiting_to_sync = self.members.values().any(|member| member.sync_reply.is_some());
+        let waiting_to_join = self
+            .members
+            .values()
+            .any(|member| member.join_reply.is_some());
+        let waiting_to_sync = self
+            .members
+            .values()
+            .any(|member| member.sync_reply.is_some());
         match state {
             GroupState::Empty => {}
             GroupState::PreparingRebalance => {

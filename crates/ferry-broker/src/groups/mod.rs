@@ -16,8 +16,8 @@ pub mod store;
 pub mod types;
 
 pub use coordinator::Coordinator;
-pub use store::{CommittedOffset, FileOffsetStore, OffsetStore};
+pub use store::{CommittedOffset, FileOffsetStore, OffsetStore, PartitionOffset};
 pub use types::{
-    GroupDescription, GroupError, GroupListing, GroupResult, GroupState, JoinMember, JoinRequest,
-    JoinResult, MemberDescription, Pending,
+    FetchedOffset, GroupDescription, GroupError, GroupListing, GroupResult, GroupState, JoinMember,
+    JoinRequest, JoinResult, MemberDescription, Pending,
 };

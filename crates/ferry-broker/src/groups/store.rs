@@ -21,13 +21,21 @@ pub struct CommittedOffset {
     pub metadata: Option<String>,
 }
 
+/// The offset committed for one partition of a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionOffset {
+    pub topic: String,
+    pub partition: u32,
+    pub committed: CommittedOffset,
+}
+
 /// group → topic → partition → committed offset.
 pub type GroupOffsets = BTreeMap<String, BTreeMap<u32, CommittedOffset>>;
 
 pub trait OffsetStore: Send + Sync {
     fn load(&self) -> Result<BTreeMap<String, GroupOffsets>>;
     /// Records `offsets` for `group` durably (other partitions keep theirs).
-    fn commit(&self, group: &str, offsets: &[(String, u32, CommittedOffset)]) -> Result<()>;
+    fn commit(&self, group: &str, offsets: &[PartitionOffset]) -> Result<()>;
     fn delete_group(&self, group: &str) -> Result<()>;
     /// Drops a deleted topic's offsets from every group.
     fn delete_topic(&self, topic: &str) -> Result<()>;
@@ -101,14 +109,14 @@ impl OffsetStore for FileOffsetStore {
         Ok(lock(&self.groups).clone())
     }
 
-    fn commit(&self, group: &str, offsets: &[(String, u32, CommittedOffset)]) -> Result<()> {
+    fn commit(&self, group: &str, offsets: &[PartitionOffset]) -> Result<()> {
         self.update(|groups| {
             let group_offsets = groups.entry(group.to_string()).or_default();
-            for (topic, partition, committed) in offsets {
+            for offset in offsets {
                 group_offsets
-                    .entry(topic.clone())
+                    .entry(offset.topic.clone())
                     .or_default()
-                    .insert(*partition, committed.clone());
+                    .insert(offset.partition, offset.committed.clone());
             }
         })
     }

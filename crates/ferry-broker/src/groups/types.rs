@@ -2,6 +2,7 @@
 //! group states, the limits on client-chosen values, and [`Pending`], an answer that may
 //! have to wait for other members.
 
+use super::store::CommittedOffset;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
@@ -121,6 +122,14 @@ pub struct GroupDescription {
     pub generation: i32,
     pub leader: String,
     pub members: Vec<MemberDescription>,
+}
+
+/// A partition's committed offset as OffsetFetch answers it (`None`: nothing committed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedOffset {
+    pub topic: String,
+    pub partition: u32,
+    pub committed: Option<CommittedOffset>,
 }
 
 /// A group as ListGroups shows it.

@@ -23,7 +23,7 @@
 use bytes::Bytes;
 use ferry_broker::groups::{
     CommittedOffset, Coordinator, FileOffsetStore, GroupDescription, GroupError, GroupResult,
-    JoinMember, JoinRequest, JoinResult, MemberDescription, Pending,
+    JoinMember, JoinRequest, JoinResult, MemberDescription, PartitionOffset, Pending,
 };
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
@@ -142,7 +142,7 @@ enum Op {
         group: String,
         member_id: String,
         generation: i32,
-        offsets: Vec<(String, u32, CommittedOffset)>,
+        offsets: Vec<PartitionOffset>,
     },
     Fetch {
         group: String,
@@ -463,14 +463,14 @@ impl Run {
                     1..=7 => Some(format!("m{}", self.step)),
                     _ => None,
                 };
-                (
-                    TOPICS.choose(&mut self.rng).expect("topics").to_string(),
-                    self.rng.gen_range(0..3),
-                    CommittedOffset {
+                PartitionOffset {
+                    topic: TOPICS.choose(&mut self.rng).expect("topics").to_string(),
+                    partition: self.rng.gen_range(0..3),
+                    committed: CommittedOffset {
                         offset: self.rng.gen_range(0..1000),
                         metadata,
                     },
-                )
+                }
             })
             .collect();
         Op::Commit {
@@ -551,7 +551,7 @@ impl Run {
         group: &str,
         member_id: &str,
         generation: i32,
-        offsets: &[(String, u32, CommittedOffset)],
+        offsets: &[PartitionOffset],
     ) {
         let real =
             self.runtime.block_on(

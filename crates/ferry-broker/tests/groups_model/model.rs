@@ -3,8 +3,8 @@
 
 use bytes::Bytes;
 use ferry_broker::groups::{
-    CommittedOffset, GroupDescription, GroupError, GroupListing, GroupResult, GroupState,
-    JoinMember, JoinResult, MemberDescription,
+    CommittedOffset, FetchedOffset, GroupDescription, GroupError, GroupListing, GroupResult,
+    GroupState, JoinMember, JoinResult, MemberDescription, PartitionOffset,
 };
 use std::collections::{BTreeMap, HashMap};
 
@@ -480,7 +480,7 @@ impl Model {
         name: &str,
         member_id: &str,
         generation: i32,
-        offsets: &[(String, u32, CommittedOffset)],
+        offsets: &[PartitionOffset],
     ) -> GroupResult<()> {
         if name.is_empty() || name.len() > GROUP_ID_BYTES_MAX {
             return Err(GroupError::InvalidGroupId);
@@ -503,8 +503,9 @@ impl Model {
             _ if !member_id.is_empty() => return Err(GroupError::UnknownMember),
             _ => {}
         }
-        let too_large = offsets.iter().any(|(_, _, c)| {
-            c.metadata
+        let too_large = offsets.iter().any(|o| {
+            o.committed
+                .metadata
                 .as_ref()
                 .is_some_and(|m| m.len() > OFFSET_METADATA_BYTES_MAX)
         });
@@ -515,11 +516,11 @@ impl Model {
             return Ok(());
         }
         let by_topic = self.committed.entry(name.to_string()).or_default();
-        for (topic, partition, offset) in offsets {
+        for o in offsets {
             by_topic
-                .entry(topic.clone())
+                .entry(o.topic.clone())
                 .or_default()
-                .insert(*partition, offset.clone());
+                .insert(o.partition, o.committed.clone());
         }
         Ok(())
     }
@@ -528,7 +529,7 @@ impl Model {
         &self,
         name: &str,
         wanted: Option<&[(String, Vec<u32>)]>,
-    ) -> Vec<(String, u32, Option<CommittedOffset>)> {
+    ) -> Vec<FetchedOffset> {
         let empty = BTreeMap::new();
         let by_topic = self.committed.get(name).unwrap_or(&empty);
         let mut rows = Vec::new();
@@ -536,7 +537,11 @@ impl Model {
             None => {
                 for (topic, partitions) in by_topic {
                     for (partition, offset) in partitions {
-                        rows.push((topic.clone(), *partition, Some(offset.clone())));
+                        rows.push(FetchedOffset {
+                            topic: topic.clone(),
+                            partition: *partition,
+                            committed: Some(offset.clone()),
+                        });
                     }
                 }
             }
@@ -544,7 +549,11 @@ impl Model {
                 for (topic, partitions) in wanted {
                     for partition in partitions {
                         let offset = by_topic.get(topic).and_then(|p| p.get(partition));
-                        rows.push((topic.clone(), *partition, offset.cloned()));
+                        rows.push(FetchedOffset {
+                            topic: topic.clone(),
+                            partition: *partition,
+                            committed: offset.cloned(),
+                        });
                     }
                 }
             }

@@ -5,7 +5,7 @@
 use super::Ctx;
 use crate::errors;
 use bytes::Bytes;
-use ferry_broker::groups::{CommittedOffset, GroupError, JoinRequest};
+use ferry_broker::groups::{CommittedOffset, GroupError, JoinRequest, PartitionOffset};
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::find_coordinator_response::Coordinator as KafkaCoordinator;
@@ -248,14 +248,14 @@ pub async fn offset_commit(ctx: &Ctx, req: OffsetCommitRequest) -> OffsetCommitR
     for t in &req.topics {
         for p in &t.partitions {
             if p.partition_index >= 0 {
-                offsets.push((
-                    t.name.0.to_string(),
-                    p.partition_index as u32,
-                    CommittedOffset {
+                offsets.push(PartitionOffset {
+                    topic: t.name.0.to_string(),
+                    partition: p.partition_index as u32,
+                    committed: CommittedOffset {
                         offset: p.committed_offset,
                         metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
                     },
-                ));
+                });
             }
         }
     }
@@ -263,7 +263,7 @@ pub async fn offset_commit(ctx: &Ctx, req: OffsetCommitRequest) -> OffsetCommitR
     let unknown = |topic: &str, partition: i32| {
         ctx.broker.bounds(topic, partition.max(0) as u32).is_err() || partition < 0
     };
-    offsets.retain(|(t, p, _)| !unknown(t, *p as i32));
+    offsets.retain(|o| !unknown(&o.topic, o.partition as i32));
     let result = ctx
         .broker
         .groups
@@ -308,8 +308,9 @@ type Committed = (i32, i64, Option<String>);
 fn fetched(ctx: &Ctx, group: &str, wanted: &Wanted) -> Vec<(String, Vec<Committed>)> {
     let rows = ctx.broker.groups.fetch_offsets(group, wanted.as_deref());
     let mut by_topic: Vec<(String, Vec<Committed>)> = Vec::new();
-    for (topic, partition, c) in rows {
-        let (offset, metadata) = c.map_or((-1, None), |c| (c.offset, c.metadata));
+    for row in rows {
+        let (topic, partition) = (row.topic, row.partition);
+        let (offset, metadata) = row.committed.map_or((-1, None), |c| (c.offset, c.metadata));
         match by_topic.iter_mut().find(|(t, _)| *t == topic) {
             Some((_, v)) => v.push((partition as i32, offset, metadata)),
             None => by_topic.push((topic, vec![(partition as i32, offset, metadata)])),
