@@ -237,14 +237,17 @@ impl Group {
         }
     }
 
+    /// Removes a member and rebalances the others. A member that is gone already (a
+    /// rebalance that ended dropped it) changes nothing.
     fn remove_member(&mut self, member_id: &str, now: Instant) {
-        if let Some(mut member) = self.members.remove(member_id) {
-            if let Some(reply) = member.join_reply.take() {
-                let _ = reply.send(Err(GroupError::UnknownMember));
-            }
-            if let Some(reply) = member.sync_reply.take() {
-                let _ = reply.send(Err(GroupError::UnknownMember));
-            }
+        let Some(mut member) = self.members.remove(member_id) else {
+            return;
+        };
+        if let Some(reply) = member.join_reply.take() {
+            let _ = reply.send(Err(GroupError::UnknownMember));
+        }
+        if let Some(reply) = member.sync_reply.take() {
+            let _ = reply.send(Err(GroupError::UnknownMember));
         }
         if self.members.is_empty() {
             self.state = GroupState::Empty;

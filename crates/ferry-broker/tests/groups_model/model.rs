@@ -462,7 +462,10 @@ impl Model {
                 .map(|(id, _)| id.clone())
                 .collect();
             for member_id in silent {
-                self.remove_member(&name, &member_id);
+                // A rebalance that ended with an earlier removal may have dropped it.
+                if self.groups[&name].members.contains_key(&member_id) {
+                    self.remove_member(&name, &member_id);
+                }
             }
             let group = &self.groups[&name];
             match group.state {
