@@ -503,6 +503,8 @@ impl Group {
                     "a member does not support the group's protocol {:?}",
                     self.protocol_name
                 );
+                // Every member's assignment is what the leader gave it (bytes, maybe
+                // empty): once stable, nobody still waits for one.
                 if state == GroupState::Stable {
                     assert!(!waiting_to_sync, "a sync waits in a stable group");
                 }
