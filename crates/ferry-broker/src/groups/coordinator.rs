@@ -100,14 +100,14 @@ impl Coordinator {
     /// A fresh member id: the client id's safe characters, the wall clock (so ids
     /// differ across restarts) and a counter.
     fn new_member_id(&self, client_id: &str) -> String {
-        let n = self.next_member.fetch_add(1, AtomicOrdering::Relaxed);
+        let sequence = self.next_member.fetch_add(1, AtomicOrdering::Relaxed);
         let prefix: String = client_id
             .chars()
             .filter(|ch| ch.is_ascii_alphanumeric() || *ch == '-' || *ch == '_')
             .take(64)
             .collect();
         format!(
-            "{}-{:x}-{n}",
+            "{}-{:x}-{sequence}",
             if prefix.is_empty() { "member" } else { &prefix },
             crate::now_ms()
         )
