@@ -145,6 +145,7 @@ pub struct GroupListing {
 /// [`Pending::try_take`] looks without waiting, so a test can drive the coordinator
 /// step by step.
 #[derive(Debug)]
+#[must_use = "a Pending holds the answer; wait for it or take it"]
 pub struct Pending<T> {
     answer: Answer<T>,
 }
