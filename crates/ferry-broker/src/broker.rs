@@ -463,7 +463,7 @@ impl Broker {
             loop {
                 tick.tick().await;
                 let Some(broker) = weak.upgrade() else { return };
-                broker.groups.tick().await;
+                broker.groups.tick(Instant::now()).await;
                 broker.tick_subscriptions().await;
                 let retention_due = last_retention.elapsed()
                     >= Duration::from_millis(broker.config.retention_check_ms);

@@ -7,6 +7,7 @@ use ferry_broker::{Broker, BrokerConfig, BrokerError, TopicDefaults, TopicSettin
 use ferry_log::batch::{build_batch, NewRecord};
 use ferry_log::Compression;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// A broker with its maintenance task running (it completes group rebalances).
 fn broker(dir: &std::path::Path) -> Arc<Broker> {
@@ -79,7 +80,11 @@ fn join(group: &str, member: &str, protocol: &str) -> JoinRequest {
 async fn a_newcomer_with_a_foreign_assignor_is_refused_alone() {
     let dir = tempfile::tempdir().unwrap();
     let b = broker(dir.path());
-    let first = b.groups.join(join("g", "", "range")).await.unwrap();
+    let first = b
+        .groups
+        .join(join("g", "", "range"), Instant::now())
+        .await
+        .unwrap();
     assert_eq!(first.generation, 1);
     assert_eq!(first.leader, first.member_id);
     b.groups
@@ -88,16 +93,20 @@ async fn a_newcomer_with_a_foreign_assignor_is_refused_alone() {
             &first.member_id,
             1,
             vec![(first.member_id.clone(), Bytes::from_static(b"a"))],
+            Instant::now(),
         )
         .await
         .unwrap();
     let refused = b
         .groups
-        .join(join("g", "", "roundrobin"))
+        .join(join("g", "", "roundrobin"), Instant::now())
         .await
         .unwrap_err();
     assert_eq!(refused, GroupError::InconsistentProtocol);
-    b.groups.heartbeat("g", &first.member_id, 1).await.unwrap();
+    b.groups
+        .heartbeat("g", &first.member_id, 1, Instant::now())
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,9 +114,13 @@ async fn an_empty_group_leaves_memory_but_keeps_its_offsets() {
     let dir = tempfile::tempdir().unwrap();
     let b = broker(dir.path());
     b.create_topic("t", TopicSettings::default()).await.unwrap();
-    let m = b.groups.join(join("g", "", "range")).await.unwrap();
+    let m = b
+        .groups
+        .join(join("g", "", "range"), Instant::now())
+        .await
+        .unwrap();
     b.groups
-        .sync("g", &m.member_id, m.generation, vec![])
+        .sync("g", &m.member_id, m.generation, vec![], Instant::now())
         .await
         .unwrap();
     let offset = ferry_broker::groups::CommittedOffset {
@@ -119,26 +132,34 @@ async fn an_empty_group_leaves_memory_but_keeps_its_offsets() {
             "g",
             &m.member_id,
             m.generation,
-            vec![("t".into(), 0, offset)],
+            vec![ferry_broker::groups::PartitionOffset {
+                topic: "t".into(),
+                partition: 0,
+                committed: offset,
+            }],
         )
         .await
         .unwrap();
     b.groups
-        .leave("g", std::slice::from_ref(&m.member_id))
+        .leave("g", std::slice::from_ref(&m.member_id), Instant::now())
         .await;
-    b.groups.tick().await;
+    b.groups.tick(Instant::now()).await;
     let listed = b.groups.list().await;
     assert_eq!(listed.len(), 1, "still listed through its offsets");
     assert_eq!(
         b.groups.fetch_offsets("g", None)[0]
-            .2
+            .committed
             .as_ref()
             .unwrap()
             .offset,
         42
     );
     // A fresh join starts a new group under the same name.
-    assert!(b.groups.join(join("g", "", "range")).await.is_ok());
+    assert!(b
+        .groups
+        .join(join("g", "", "range"), Instant::now())
+        .await
+        .is_ok());
 }
 
 /// Reads of a few records from large batches step through them in order: nothing is

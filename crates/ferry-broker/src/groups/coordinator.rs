@@ -1,312 +1,93 @@
-//! The group state machine.
+//! The coordinator: every group of the broker and their committed offsets. It checks
+//! requests, finds or makes the group, hands the step to the group's state machine
+//! ([`super::group`]), and keeps committed offsets in memory and in the store.
 //!
-//! ```text
-//!            join                 every member joined           leader's sync
-//!   Empty ─────────► Preparing ─────────────────────► Completing ─────────────► Stable
-//!     ▲              Rebalance   (or rebalance timeout)  Rebalance                 │
-//!     │                  ▲                                  │  join, leave,        │
-//!     └── last member ───┴──────────────────────────────────┴── session expiry ◄───┘
-//!         leaves
-//! ```
-//!
-//! A JoinGroup answer waits until every member has (re)joined, or the rebalance
-//! timeout passes (members that did not rejoin are dropped). A group that was empty
-//! waits a short initial delay so that members starting together share one rebalance.
-//! A SyncGroup answer waits for the leader's assignments. Waiting is bounded: every
-//! wait ends by the rebalance timeout, checked by [`Coordinator::tick`].
+//! Every call that changes a group takes the time it happens at (`now`): the Kafka
+//! handlers and the broker's maintenance tick read the clock once and pass it in, and a
+//! test drives time itself.
 //!
 //! Members live in memory: after a restart clients rejoin (their heartbeats get
 //! "unknown member" and they join again). Committed offsets are durable (`store`).
 
-use super::store::{CommittedOffset, OffsetStore};
+use super::group::Group;
+use super::store::{GroupOffsets, OffsetStore, PartitionOffset};
+use super::types::{
+    FetchedOffset, GroupDescription, GroupError, GroupListing, GroupResult, GroupState,
+    JoinRequest, JoinResult, Pending, GROUPS_MAX, GROUP_ID_BYTES_MAX, MEMBERS_PER_GROUP_MAX,
+    MEMBER_ID_BYTES_MAX, OFFSET_METADATA_BYTES_MAX, PROTOCOL_METADATA_BYTES_MAX,
+    SESSION_TIMEOUT_MS_MAX, SESSION_TIMEOUT_MS_MIN,
+};
 use crate::error::Result;
 use bytes::Bytes;
+use ferry_log::sync::lock;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-use tokio::sync::{oneshot, Mutex};
-
-/// How long a group that was empty waits for more members before its first rebalance.
-pub const INITIAL_REBALANCE_DELAY_MS: u64 = 300;
-/// Limits on client-chosen timeouts, named with their unit last.
-pub const SESSION_TIMEOUT_MS_MIN: i32 = 1_000;
-pub const SESSION_TIMEOUT_MS_MAX: i32 = 300_000;
-/// Members of one group, and groups, at most.
-pub const MEMBERS_PER_GROUP_MAX: usize = 1_000;
-pub const GROUPS_MAX: usize = 10_000;
-/// Largest metadata string stored with a committed offset (as Kafka's default).
-pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
-/// Largest member id, client id and protocol metadata a member may send.
-pub const MEMBER_ID_BYTES_MAX: usize = 512;
-pub const PROTOCOL_METADATA_BYTES_MAX: usize = 64 * 1024;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GroupError {
-    UnknownMember,
-    IllegalGeneration,
-    RebalanceInProgress,
-    /// The member must join again with this id (Kafka's MEMBER_ID_REQUIRED).
-    MemberIdRequired(String),
-    InconsistentProtocol,
-    InvalidSessionTimeout,
-    GroupNotFound,
-    NonEmptyGroup,
-    InvalidGroupId,
-    /// The group has `MEMBERS_PER_GROUP_MAX` members.
-    GroupFull,
-    /// `GROUPS_MAX` groups have members; try again later.
-    TooManyGroups,
-    /// Offset metadata over `OFFSET_METADATA_BYTES_MAX`.
-    MetadataTooLarge,
-    Storage(String),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GroupState {
-    Empty,
-    PreparingRebalance,
-    CompletingRebalance,
-    Stable,
-}
-
-impl GroupState {
-    pub fn name(self) -> &'static str {
-        match self {
-            GroupState::Empty => "Empty",
-            GroupState::PreparingRebalance => "PreparingRebalance",
-            GroupState::CompletingRebalance => "CompletingRebalance",
-            GroupState::Stable => "Stable",
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct JoinRequest {
-    pub group: String,
-    /// Empty for a member joining for the first time.
-    pub member_id: String,
-    pub group_instance_id: Option<String>,
-    pub client_id: String,
-    pub client_host: String,
-    pub session_timeout_ms: i32,
-    pub rebalance_timeout_ms: i32,
-    pub protocol_type: String,
-    /// (protocol name, member metadata), in the member's order of preference.
-    pub protocols: Vec<(String, Bytes)>,
-    /// A new member must first ask for an id (JoinGroup v4 and later).
-    pub require_member_id: bool,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct JoinResult {
-    pub generation: i32,
-    pub protocol_type: String,
-    pub protocol_name: String,
-    pub leader: String,
-    pub member_id: String,
-    /// For the leader only: every member with its metadata for the chosen protocol.
-    pub members: Vec<(String, Option<String>, Bytes)>,
-}
-
-#[derive(Debug, Clone)]
-pub struct MemberDescription {
-    pub member_id: String,
-    pub group_instance_id: Option<String>,
-    pub client_id: String,
-    pub client_host: String,
-    pub metadata: Bytes,
-    pub assignment: Bytes,
-}
-
-#[derive(Debug, Clone)]
-pub struct GroupDescription {
-    pub group: String,
-    pub state: GroupState,
-    pub protocol_type: String,
-    pub protocol_name: String,
-    pub members: Vec<MemberDescription>,
-}
-
-struct Member {
-    group_instance_id: Option<String>,
-    client_id: String,
-    client_host: String,
-    session_timeout: Duration,
-    rebalance_timeout: Duration,
-    protocols: Vec<(String, Bytes)>,
-    assignment: Bytes,
-    last_seen: Instant,
-    join_waiter: Option<oneshot::Sender<std::result::Result<JoinResult, GroupError>>>,
-    sync_waiter: Option<oneshot::Sender<std::result::Result<Bytes, GroupError>>>,
-}
-
-struct Group {
-    state: GroupState,
-    generation: i32,
-    protocol_type: String,
-    protocol_name: String,
-    leader: String,
-    members: BTreeMap<String, Member>,
-    /// PreparingRebalance: when to complete regardless; CompletingRebalance: when to give up on the leader.
-    deadline: Instant,
-    /// PreparingRebalance of a group that was empty: not before this.
-    not_before: Instant,
-}
-
-impl Group {
-    fn new() -> Self {
-        let now = Instant::now();
-        Group {
-            state: GroupState::Empty,
-            generation: 0,
-            protocol_type: String::new(),
-            protocol_name: String::new(),
-            leader: String::new(),
-            members: BTreeMap::new(),
-            deadline: now,
-            not_before: now,
-        }
-    }
-
-    fn rebalance_timeout(&self) -> Duration {
-        self.members
-            .values()
-            .map(|m| m.rebalance_timeout)
-            .max()
-            .unwrap_or(Duration::from_secs(30))
-    }
-
-    /// Starts a rebalance: members must join again.
-    fn prepare(&mut self, now: Instant) {
-        if self.state == GroupState::Empty {
-            self.not_before = now + Duration::from_millis(INITIAL_REBALANCE_DELAY_MS);
-        } else {
-            self.not_before = now;
-        }
-        if self.state != GroupState::PreparingRebalance {
-            self.deadline = now + self.rebalance_timeout();
-        }
-        // Members waiting for an assignment of the old generation learn it is gone.
-        for m in self.members.values_mut() {
-            if let Some(w) = m.sync_waiter.take() {
-                let _ = w.send(Err(GroupError::RebalanceInProgress));
-            }
-        }
-        self.state = GroupState::PreparingRebalance;
-    }
-
-    /// Completes the join phase if every member has joined (or time is up).
-    fn maybe_complete_join(&mut self, now: Instant) {
-        if self.state != GroupState::PreparingRebalance {
-            return;
-        }
-        let all_joined = self.members.values().all(|m| m.join_waiter.is_some());
-        if !((all_joined && now >= self.not_before) || now >= self.deadline) {
-            return;
-        }
-        self.members.retain(|_, m| m.join_waiter.is_some());
-        if self.members.is_empty() {
-            self.state = GroupState::Empty;
-            self.generation += 1;
-            return;
-        }
-        // The protocol every member supports, in the leader's order of preference.
-        if !self.members.contains_key(&self.leader) {
-            self.leader = self.members.keys().next().cloned().unwrap_or_default();
-        }
-        let leader_protocols: Vec<String> = self.members[&self.leader]
-            .protocols
-            .iter()
-            .map(|(n, _)| n.clone())
-            .collect();
-        let chosen = leader_protocols.into_iter().find(|p| {
-            self.members
-                .values()
-                .all(|m| m.protocols.iter().any(|(n, _)| n == p))
-        });
-        let Some(protocol) = chosen else {
-            for m in self.members.values_mut() {
-                if let Some(w) = m.join_waiter.take() {
-                    let _ = w.send(Err(GroupError::InconsistentProtocol));
-                }
-            }
-            self.members.clear();
-            self.state = GroupState::Empty;
-            return;
-        };
-        self.generation += 1;
-        self.protocol_name = protocol.clone();
-        self.state = GroupState::CompletingRebalance;
-        self.deadline = now + self.rebalance_timeout();
-        let roster: Vec<(String, Option<String>, Bytes)> = self
-            .members
-            .iter()
-            .map(|(id, m)| {
-                let meta = m
-                    .protocols
-                    .iter()
-                    .find(|(n, _)| *n == protocol)
-                    .map(|(_, b)| b.clone())
-                    .unwrap_or_default();
-                (id.clone(), m.group_instance_id.clone(), meta)
-            })
-            .collect();
-        for (id, m) in self.members.iter_mut() {
-            m.last_seen = now;
-            m.assignment = Bytes::new();
-            if let Some(w) = m.join_waiter.take() {
-                let _ = w.send(Ok(JoinResult {
-                    generation: self.generation,
-                    protocol_type: self.protocol_type.clone(),
-                    protocol_name: protocol.clone(),
-                    leader: self.leader.clone(),
-                    member_id: id.clone(),
-                    members: if *id == self.leader {
-                        roster.clone()
-                    } else {
-                        Vec::new()
-                    },
-                }));
-            }
-        }
-    }
-
-    fn remove_member(&mut self, id: &str, now: Instant) {
-        if let Some(mut m) = self.members.remove(id) {
-            if let Some(w) = m.join_waiter.take() {
-                let _ = w.send(Err(GroupError::UnknownMember));
-            }
-            if let Some(w) = m.sync_waiter.take() {
-                let _ = w.send(Err(GroupError::UnknownMember));
-            }
-        }
-        if self.members.is_empty() {
-            self.state = GroupState::Empty;
-            self.leader.clear();
-        } else {
-            self.prepare(now);
-            self.maybe_complete_join(now);
-        }
-    }
-}
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::Mutex;
 
 pub struct Coordinator {
     groups: Mutex<HashMap<String, Group>>,
-    offsets: std::sync::Arc<dyn OffsetStore>,
-    committed: std::sync::Mutex<BTreeMap<String, super::store::GroupOffsets>>,
+    offsets: Arc<dyn OffsetStore>,
+    /// group → its committed offsets, as in the store.
+    committed: std::sync::Mutex<BTreeMap<String, GroupOffsets>>,
     next_member: AtomicU64,
 }
 
-fn valid_group_id(g: &str) -> std::result::Result<(), GroupError> {
-    if g.is_empty() || g.len() > 255 {
+fn valid_group_id(group_id: &str) -> GroupResult<()> {
+    if group_id.is_empty() || group_id.len() > GROUP_ID_BYTES_MAX {
         Err(GroupError::InvalidGroupId)
     } else {
         Ok(())
     }
 }
 
+/// The checks of a JoinGroup that need no group.
+fn check_join(request: &JoinRequest) -> GroupResult<()> {
+    valid_group_id(&request.group)?;
+    if !(SESSION_TIMEOUT_MS_MIN..=SESSION_TIMEOUT_MS_MAX).contains(&request.session_timeout_ms) {
+        return Err(GroupError::InvalidSessionTimeout);
+    }
+    if request.protocols.is_empty() || request.protocol_type.is_empty() {
+        return Err(GroupError::InconsistentProtocol);
+    }
+    let metadata_bytes: usize = request
+        .protocols
+        .iter()
+        .map(|(name, metadata)| name.len() + metadata.len())
+        .sum();
+    if request.member_id.len() > MEMBER_ID_BYTES_MAX
+        || request.client_id.len() > MEMBER_ID_BYTES_MAX
+        || metadata_bytes > PROTOCOL_METADATA_BYTES_MAX
+    {
+        return Err(GroupError::InconsistentProtocol);
+    }
+    Ok(())
+}
+
+/// Checks `group` after a change (debug builds): its invariants hold and its
+/// generation did not go back.
+fn checked(group: &Group, generation_before: i32) {
+    if cfg!(debug_assertions) {
+        group.check_invariants();
+        assert!(
+            group.generation >= generation_before,
+            "generation went back from {generation_before} to {}",
+            group.generation
+        );
+    }
+}
+
+/// Runs a store call off the async threads.
+async fn blocking_store(call: impl FnOnce() -> Result<()> + Send + 'static) -> GroupResult<()> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .map_err(|e| GroupError::Storage(e.to_string()))?
+        .map_err(|e| GroupError::Storage(e.to_string()))
+}
+
 impl Coordinator {
-    pub fn new(offsets: std::sync::Arc<dyn OffsetStore>) -> Result<Self> {
+    pub fn new(offsets: Arc<dyn OffsetStore>) -> Result<Self> {
         let committed = offsets.load()?;
         Ok(Coordinator {
             groups: Mutex::new(HashMap::new()),
@@ -316,222 +97,143 @@ impl Coordinator {
         })
     }
 
+    /// A fresh member id: the client id's safe characters, the wall clock (so ids
+    /// differ across restarts) and a counter.
     fn new_member_id(&self, client_id: &str) -> String {
-        let n = self.next_member.fetch_add(1, Ordering::Relaxed);
+        let sequence = self.next_member.fetch_add(1, AtomicOrdering::Relaxed);
         let prefix: String = client_id
             .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .filter(|ch| ch.is_ascii_alphanumeric() || *ch == '-' || *ch == '_')
             .take(64)
             .collect();
         format!(
-            "{}-{:x}-{n}",
+            "{}-{:x}-{sequence}",
             if prefix.is_empty() { "member" } else { &prefix },
             crate::now_ms()
         )
     }
 
-    /// JoinGroup: answers when the rebalance completes.
-    pub async fn join(&self, req: JoinRequest) -> std::result::Result<JoinResult, GroupError> {
-        valid_group_id(&req.group)?;
-        if !(SESSION_TIMEOUT_MS_MIN..=SESSION_TIMEOUT_MS_MAX).contains(&req.session_timeout_ms) {
-            return Err(GroupError::InvalidSessionTimeout);
-        }
-        if req.protocols.is_empty() || req.protocol_type.is_empty() {
-            return Err(GroupError::InconsistentProtocol);
-        }
-        if req.member_id.len() > MEMBER_ID_BYTES_MAX
-            || req.client_id.len() > MEMBER_ID_BYTES_MAX
-            || req
-                .protocols
-                .iter()
-                .map(|(n, m)| n.len() + m.len())
-                .sum::<usize>()
-                > PROTOCOL_METADATA_BYTES_MAX
-        {
-            return Err(GroupError::InconsistentProtocol);
-        }
-        // Keep the metadata, not the whole request frame it points into.
-        let mut req = req;
-        req.protocols = req
-            .protocols
-            .into_iter()
-            .map(|(n, m)| (n, Bytes::copy_from_slice(&m)))
-            .collect();
-        let now = Instant::now();
-        let rx = {
-            let mut groups = self.groups.lock().await;
-            if !groups.contains_key(&req.group) && groups.len() >= GROUPS_MAX {
-                return Err(GroupError::TooManyGroups);
-            }
-            let group = groups.entry(req.group.clone()).or_insert_with(Group::new);
-            if !group.members.is_empty() && group.protocol_type != req.protocol_type {
-                return Err(GroupError::InconsistentProtocol);
-            }
-            // A newcomer must share a protocol with everyone already in the group; only
-            // it is refused, the group carries on.
-            let others: Vec<&Member> = group
-                .members
-                .iter()
-                .filter(|(id, _)| **id != req.member_id)
-                .map(|(_, m)| m)
-                .collect();
-            if !others.is_empty()
-                && !req.protocols.iter().any(|(name, _)| {
-                    others
-                        .iter()
-                        .all(|m| m.protocols.iter().any(|(n, _)| n == name))
-                })
-            {
-                return Err(GroupError::InconsistentProtocol);
-            }
-            let member_id = if req.member_id.is_empty() {
-                let id = self.new_member_id(&req.client_id);
-                if req.require_member_id {
-                    return Err(GroupError::MemberIdRequired(id));
-                }
-                id
-            } else if group.members.contains_key(&req.member_id) || req.require_member_id {
-                // v4+: the id was handed out by MemberIdRequired just before.
-                req.member_id.clone()
-            } else {
-                return Err(GroupError::UnknownMember);
-            };
-            if !group.members.contains_key(&member_id)
-                && group.members.len() >= MEMBERS_PER_GROUP_MAX
-            {
-                return Err(GroupError::GroupFull);
-            }
-            group.protocol_type = req.protocol_type.clone();
-            let (tx, rx) = oneshot::channel();
-            let known = group.members.contains_key(&member_id);
-            let unchanged = known
-                && group.state == GroupState::Stable
-                && group.members[&member_id].protocols == req.protocols;
-            if unchanged && group.leader != member_id {
-                // A follower rejoining with nothing new: hand back the current generation.
-                let result = JoinResult {
-                    generation: group.generation,
-                    protocol_type: group.protocol_type.clone(),
-                    protocol_name: group.protocol_name.clone(),
-                    leader: group.leader.clone(),
-                    member_id: member_id.clone(),
-                    members: Vec::new(),
-                };
-                return Ok(result);
-            }
-            let member = group
-                .members
-                .entry(member_id.clone())
-                .or_insert_with(|| Member {
-                    group_instance_id: req.group_instance_id.clone(),
-                    client_id: req.client_id.clone(),
-                    client_host: req.client_host.clone(),
-                    session_timeout: Duration::ZERO,
-                    rebalance_timeout: Duration::ZERO,
-                    protocols: Vec::new(),
-                    assignment: Bytes::new(),
-                    last_seen: now,
-                    join_waiter: None,
-                    sync_waiter: None,
-                });
-            member.session_timeout = Duration::from_millis(req.session_timeout_ms as u64);
-            member.rebalance_timeout =
-                Duration::from_millis(req.rebalance_timeout_ms.max(req.session_timeout_ms) as u64);
-            member.protocols = req.protocols.clone();
-            member.last_seen = now;
-            if let Some(old) = member.join_waiter.replace(tx) {
-                let _ = old.send(Err(GroupError::RebalanceInProgress));
-            }
-            if group.state != GroupState::PreparingRebalance {
-                group.prepare(now);
-            }
-            group.maybe_complete_join(now);
-            rx
-        };
-        match rx.await {
-            Ok(r) => r,
-            Err(_) => Err(GroupError::RebalanceInProgress),
-        }
+    /// JoinGroup at `now`: answers when the rebalance completes.
+    pub async fn join(&self, request: JoinRequest, now: Instant) -> GroupResult<JoinResult> {
+        self.begin_join(request, now).await.wait().await
     }
 
-    /// SyncGroup: the leader brings assignments; everyone gets their own.
+    /// JoinGroup at `now`, without waiting for the rebalance: the answer comes later
+    /// through the returned [`Pending`].
+    pub async fn begin_join(&self, request: JoinRequest, now: Instant) -> Pending<JoinResult> {
+        if let Err(e) = check_join(&request) {
+            return Pending::ready(Err(e));
+        }
+        // Keep the metadata, not the whole request frame it points into.
+        let mut request = request;
+        request.protocols = request
+            .protocols
+            .into_iter()
+            .map(|(name, metadata)| (name, Bytes::copy_from_slice(&metadata)))
+            .collect();
+        let mut groups = self.groups.lock().await;
+        if !groups.contains_key(&request.group) && groups.len() >= GROUPS_MAX {
+            return Pending::ready(Err(GroupError::TooManyGroups));
+        }
+        let group = groups
+            .entry(request.group.clone())
+            .or_insert_with(|| Group::new(now));
+        let generation_before = group.generation;
+        let member_id = match self.admit(group, &request) {
+            Ok(member_id) => member_id,
+            Err(e) => return Pending::ready(Err(e)),
+        };
+        let answer = group.join(member_id, request, now);
+        checked(group, generation_before);
+        answer
+    }
+
+    /// Whether `request` may join `group`, and the member id it joins under.
+    fn admit(&self, group: &Group, request: &JoinRequest) -> GroupResult<String> {
+        if group.has_members() && group.protocol_type != request.protocol_type {
+            return Err(GroupError::InconsistentProtocol);
+        }
+        // A newcomer must share a protocol with everyone already in the group; only
+        // it is refused, the group carries on.
+        if !group.others_accept(&request.member_id, &request.protocols) {
+            return Err(GroupError::InconsistentProtocol);
+        }
+        let member_id = if request.member_id.is_empty() {
+            let id = self.new_member_id(&request.client_id);
+            if request.require_member_id {
+                return Err(GroupError::MemberIdRequired(id));
+            }
+            id
+        } else if group.has_member(&request.member_id) || request.require_member_id {
+            // v4+: the id was handed out by MemberIdRequired just before.
+            request.member_id.clone()
+        } else {
+            return Err(GroupError::UnknownMember);
+        };
+        if !group.has_member(&member_id) && group.member_count() >= MEMBERS_PER_GROUP_MAX {
+            return Err(GroupError::GroupFull);
+        }
+        Ok(member_id)
+    }
+
+    /// SyncGroup at `now`: the leader brings assignments; everyone gets their own.
     pub async fn sync(
         &self,
         group_id: &str,
         member_id: &str,
         generation: i32,
         assignments: Vec<(String, Bytes)>,
-    ) -> std::result::Result<Bytes, GroupError> {
-        let rx = {
-            let mut groups = self.groups.lock().await;
-            let group = groups.get_mut(group_id).ok_or(GroupError::UnknownMember)?;
-            if !group.members.contains_key(member_id) {
-                return Err(GroupError::UnknownMember);
-            }
-            if generation != group.generation {
-                return Err(GroupError::IllegalGeneration);
-            }
-            match group.state {
-                GroupState::Empty | GroupState::PreparingRebalance => {
-                    return Err(GroupError::RebalanceInProgress)
-                }
-                GroupState::Stable => return Ok(group.members[member_id].assignment.clone()),
-                GroupState::CompletingRebalance => {}
-            }
-            if member_id == group.leader {
-                let given: HashMap<String, Bytes> = assignments.into_iter().collect();
-                for (id, m) in group.members.iter_mut() {
-                    m.assignment = given.get(id).cloned().unwrap_or_default();
-                    if let Some(w) = m.sync_waiter.take() {
-                        let _ = w.send(Ok(m.assignment.clone()));
-                    }
-                }
-                group.state = GroupState::Stable;
-                return Ok(group.members[member_id].assignment.clone());
-            }
-            let (tx, rx) = oneshot::channel();
-            if let Some(m) = group.members.get_mut(member_id) {
-                m.sync_waiter = Some(tx);
-                m.last_seen = Instant::now();
-            }
-            rx
-        };
-        match rx.await {
-            Ok(r) => r,
-            Err(_) => Err(GroupError::RebalanceInProgress),
-        }
+        now: Instant,
+    ) -> GroupResult<Bytes> {
+        self.begin_sync(group_id, member_id, generation, assignments, now)
+            .await
+            .wait()
+            .await
     }
 
+    /// SyncGroup at `now`, without waiting for the leader's assignments.
+    pub async fn begin_sync(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+        now: Instant,
+    ) -> Pending<Bytes> {
+        let mut groups = self.groups.lock().await;
+        let Some(group) = groups.get_mut(group_id) else {
+            return Pending::ready(Err(GroupError::UnknownMember));
+        };
+        let generation_before = group.generation;
+        let answer = group.sync(member_id, generation, assignments, now);
+        checked(group, generation_before);
+        answer
+    }
+
+    /// Heartbeat at `now`.
     pub async fn heartbeat(
         &self,
         group_id: &str,
         member_id: &str,
         generation: i32,
-    ) -> std::result::Result<(), GroupError> {
+        now: Instant,
+    ) -> GroupResult<()> {
         let mut groups = self.groups.lock().await;
         let group = groups.get_mut(group_id).ok_or(GroupError::UnknownMember)?;
-        let state = group.state;
-        let current = group.generation;
-        let m = group
-            .members
-            .get_mut(member_id)
-            .ok_or(GroupError::UnknownMember)?;
-        m.last_seen = Instant::now();
-        match state {
-            GroupState::PreparingRebalance => Err(GroupError::RebalanceInProgress),
-            _ if generation != current => Err(GroupError::IllegalGeneration),
-            _ => Ok(()),
-        }
+        let generation_before = group.generation;
+        let result = group.heartbeat(member_id, generation, now);
+        checked(group, generation_before);
+        result
     }
 
-    /// LeaveGroup for each member id; the answer per member.
+    /// LeaveGroup at `now` for each member id; the answer per member.
     pub async fn leave(
         &self,
         group_id: &str,
         members: &[String],
-    ) -> Vec<std::result::Result<(), GroupError>> {
+        now: Instant,
+    ) -> Vec<GroupResult<()>> {
         let mut groups = self.groups.lock().await;
-        let now = Instant::now();
         let Some(group) = groups.get_mut(group_id) else {
             return members
                 .iter()
@@ -540,55 +242,31 @@ impl Coordinator {
         };
         members
             .iter()
-            .map(|id| {
-                if group.members.contains_key(id) {
-                    group.remove_member(id, now);
-                    Ok(())
-                } else {
-                    Err(GroupError::UnknownMember)
-                }
+            .map(|member_id| {
+                let generation_before = group.generation;
+                let result = group.leave(member_id, now);
+                checked(group, generation_before);
+                result
             })
             .collect()
     }
 
-    /// Drops members whose session ran out and ends overdue rebalances. Call often.
-    pub async fn tick(&self) {
-        let now = Instant::now();
+    /// Drops members whose session ran out by `now` and ends overdue rebalances.
+    /// Call often.
+    pub async fn tick(&self, now: Instant) {
         let mut groups = self.groups.lock().await;
-        for (name, group) in groups.iter_mut() {
-            let expired: Vec<String> = group
-                .members
-                .iter()
-                .filter(|(_, m)| {
-                    m.join_waiter.is_none()
-                        && m.sync_waiter.is_none()
-                        && now.duration_since(m.last_seen) > m.session_timeout
-                })
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in expired {
-                tracing::info!(group = %name, member = %id, "A group member's session expired; rebalancing.");
-                group.remove_member(&id, now);
-            }
-            match group.state {
-                GroupState::PreparingRebalance => group.maybe_complete_join(now),
-                GroupState::CompletingRebalance if now >= group.deadline => {
-                    tracing::info!(group = %name, "The group leader sent no assignment in time; rebalancing.");
-                    group.prepare(now);
-                }
-                _ => {}
-            }
+        for (group_id, group) in groups.iter_mut() {
+            let generation_before = group.generation;
+            group.expire(group_id, now);
+            checked(group, generation_before);
         }
         // An empty group needs no memory: its committed offsets stay in the store, and
         // list and describe find it there.
-        groups.retain(|_, g| g.state != GroupState::Empty || !g.members.is_empty());
+        groups.retain(|_, group| !group.is_forgettable());
     }
 
-    fn has_offsets(&self, group: &str) -> bool {
-        self.committed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(group)
+    fn has_offsets(&self, group_id: &str) -> bool {
+        lock(&self.committed).contains_key(group_id)
     }
 
     /// OffsetCommit. `member_id` empty and `generation` -1 is a commit from outside any
@@ -598,50 +276,37 @@ impl Coordinator {
         group_id: &str,
         member_id: &str,
         generation: i32,
-        offsets: Vec<(String, u32, CommittedOffset)>,
-    ) -> std::result::Result<(), GroupError> {
+        offsets: Vec<PartitionOffset>,
+    ) -> GroupResult<()> {
         valid_group_id(group_id)?;
-        {
-            let groups = self.groups.lock().await;
-            match groups.get(group_id) {
-                Some(g) if !g.members.is_empty() => {
-                    if member_id.is_empty() && generation < 0 {
-                        return Err(GroupError::UnknownMember);
-                    }
-                    if !g.members.contains_key(member_id) {
-                        return Err(GroupError::UnknownMember);
-                    }
-                    if generation != g.generation {
-                        return Err(GroupError::IllegalGeneration);
-                    }
-                    if g.state == GroupState::CompletingRebalance {
-                        return Err(GroupError::RebalanceInProgress);
-                    }
-                }
-                _ if !member_id.is_empty() => return Err(GroupError::UnknownMember),
-                _ => {}
-            }
+        match self.groups.lock().await.get(group_id) {
+            Some(group) => group.check_commit(member_id, generation)?,
+            None if !member_id.is_empty() => return Err(GroupError::UnknownMember),
+            None => {}
         }
-        if offsets.iter().any(|(_, _, c)| {
-            c.metadata
+        let too_large = offsets.iter().any(|offset| {
+            offset
+                .committed
+                .metadata
                 .as_ref()
-                .is_some_and(|m| m.len() > OFFSET_METADATA_BYTES_MAX)
-        }) {
+                .is_some_and(|metadata| metadata.len() > OFFSET_METADATA_BYTES_MAX)
+        });
+        if too_large {
             return Err(GroupError::MetadataTooLarge);
         }
         if offsets.is_empty() {
             return Ok(());
         }
-        let store = std::sync::Arc::clone(&self.offsets);
+        let store = Arc::clone(&self.offsets);
         let (group, batch) = (group_id.to_string(), offsets.clone());
-        tokio::task::spawn_blocking(move || store.commit(&group, &batch))
-            .await
-            .map_err(|e| GroupError::Storage(e.to_string()))?
-            .map_err(|e| GroupError::Storage(e.to_string()))?;
-        let mut committed = self.committed.lock().unwrap_or_else(|p| p.into_inner());
-        let g = committed.entry(group_id.to_string()).or_default();
-        for (topic, partition, c) in offsets {
-            g.entry(topic).or_default().insert(partition, c);
+        blocking_store(move || store.commit(&group, &batch)).await?;
+        let mut committed = lock(&self.committed);
+        let group_offsets = committed.entry(group_id.to_string()).or_default();
+        for offset in offsets {
+            group_offsets
+                .entry(offset.topic)
+                .or_default()
+                .insert(offset.partition, offset.committed);
         }
         Ok(())
     }
@@ -651,114 +316,97 @@ impl Coordinator {
         &self,
         group_id: &str,
         wanted: Option<&[(String, Vec<u32>)]>,
-    ) -> Vec<(String, u32, Option<CommittedOffset>)> {
-        let committed = self.committed.lock().unwrap_or_else(|p| p.into_inner());
-        let group = committed.get(group_id);
-        match wanted {
-            Some(list) => list
-                .iter()
-                .flat_map(|(topic, parts)| {
-                    parts.iter().map(move |p| {
-                        let c = group
-                            .and_then(|g| g.get(topic))
-                            .and_then(|t| t.get(p))
-                            .cloned();
-                        (topic.clone(), *p, c)
-                    })
-                })
-                .collect(),
-            None => group
-                .map(|g| {
-                    g.iter()
-                        .flat_map(|(t, parts)| {
-                            parts
-                                .iter()
-                                .map(move |(p, c)| (t.clone(), *p, Some(c.clone())))
+    ) -> Vec<FetchedOffset> {
+        let committed = lock(&self.committed);
+        let group_offsets = committed.get(group_id);
+        let Some(wanted) = wanted else {
+            return group_offsets
+                .into_iter()
+                .flat_map(|by_topic| by_topic.iter())
+                .flat_map(|(topic, partitions)| {
+                    partitions
+                        .iter()
+                        .map(move |(partition, committed)| FetchedOffset {
+                            topic: topic.clone(),
+                            partition: *partition,
+                            committed: Some(committed.clone()),
                         })
-                        .collect()
                 })
-                .unwrap_or_default(),
-        }
+                .collect();
+        };
+        wanted
+            .iter()
+            .flat_map(|(topic, partitions)| {
+                partitions.iter().map(move |partition| {
+                    let committed = group_offsets
+                        .and_then(|by_topic| by_topic.get(topic))
+                        .and_then(|by_partition| by_partition.get(partition))
+                        .cloned();
+                    FetchedOffset {
+                        topic: topic.clone(),
+                        partition: *partition,
+                        committed,
+                    }
+                })
+            })
+            .collect()
     }
 
-    pub async fn list(&self) -> Vec<(String, String, GroupState)> {
+    /// Every group in memory, and every group with committed offsets, by name.
+    pub async fn list(&self) -> Vec<GroupListing> {
         let groups = self.groups.lock().await;
-        let mut out: Vec<_> = groups
+        let mut listings: Vec<GroupListing> = groups
             .iter()
-            .map(|(n, g)| (n.clone(), g.protocol_type.clone(), g.state))
+            .map(|(group_id, group)| GroupListing {
+                group: group_id.clone(),
+                protocol_type: group.protocol_type.clone(),
+                state: group.state,
+            })
             .collect();
-        let committed = self.committed.lock().unwrap_or_else(|p| p.into_inner());
-        for name in committed.keys() {
-            if !groups.contains_key(name) {
-                out.push((name.clone(), "consumer".to_string(), GroupState::Empty));
+        let committed = lock(&self.committed);
+        for group_id in committed.keys() {
+            if !groups.contains_key(group_id) {
+                listings.push(GroupListing {
+                    group: group_id.clone(),
+                    protocol_type: "consumer".to_string(),
+                    state: GroupState::Empty,
+                });
             }
         }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
+        listings.sort_by(|a, b| a.group.cmp(&b.group));
+        listings
     }
 
     pub async fn describe(&self, group_id: &str) -> GroupDescription {
         let groups = self.groups.lock().await;
         match groups.get(group_id) {
+            Some(group) => group.describe(group_id),
             None => GroupDescription {
                 group: group_id.to_string(),
                 state: GroupState::Empty,
                 protocol_type: String::new(),
                 protocol_name: String::new(),
+                generation: 0,
+                leader: String::new(),
                 members: Vec::new(),
-            },
-            Some(g) => GroupDescription {
-                group: group_id.to_string(),
-                state: g.state,
-                protocol_type: g.protocol_type.clone(),
-                protocol_name: if g.state == GroupState::Stable
-                    || g.state == GroupState::CompletingRebalance
-                {
-                    g.protocol_name.clone()
-                } else {
-                    String::new()
-                },
-                members: g
-                    .members
-                    .iter()
-                    .map(|(id, m)| MemberDescription {
-                        member_id: id.clone(),
-                        group_instance_id: m.group_instance_id.clone(),
-                        client_id: m.client_id.clone(),
-                        client_host: m.client_host.clone(),
-                        metadata: m
-                            .protocols
-                            .iter()
-                            .find(|(n, _)| *n == g.protocol_name)
-                            .map(|(_, b)| b.clone())
-                            .unwrap_or_default(),
-                        assignment: m.assignment.clone(),
-                    })
-                    .collect(),
             },
         }
     }
 
     /// Deletes a group with no members, with its committed offsets.
-    pub async fn delete(&self, group_id: &str) -> std::result::Result<(), GroupError> {
+    pub async fn delete(&self, group_id: &str) -> GroupResult<()> {
         let mut groups = self.groups.lock().await;
         let known = groups.contains_key(group_id) || self.has_offsets(group_id);
         if !known {
             return Err(GroupError::GroupNotFound);
         }
-        if groups.get(group_id).is_some_and(|g| !g.members.is_empty()) {
+        if groups.get(group_id).is_some_and(Group::has_members) {
             return Err(GroupError::NonEmptyGroup);
         }
-        let store = std::sync::Arc::clone(&self.offsets);
+        let store = Arc::clone(&self.offsets);
         let group = group_id.to_string();
-        tokio::task::spawn_blocking(move || store.delete_group(&group))
-            .await
-            .map_err(|e| GroupError::Storage(e.to_string()))?
-            .map_err(|e| GroupError::Storage(e.to_string()))?;
-        self.committed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(group_id);
+        blocking_store(move || store.delete_group(&group)).await?;
+        lock(&self.committed).remove(group_id);
         groups.remove(group_id);
         Ok(())
     }
@@ -766,13 +414,8 @@ impl Coordinator {
     /// Forgets a deleted topic's committed offsets.
     pub fn forget_topic(&self, topic: &str) -> Result<()> {
         self.offsets.delete_topic(topic)?;
-        for g in self
-            .committed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values_mut()
-        {
-            g.remove(topic);
+        for group_offsets in lock(&self.committed).values_mut() {
+            group_offsets.remove(topic);
         }
         Ok(())
     }

@@ -4,13 +4,20 @@
 //! Ferry's own types; member metadata and assignments are opaque bytes chosen by the
 //! clients, so the same coordinator can serve other front ends.
 //!
-//! `coordinator` holds the state machine, `store` the committed offsets on disk.
+//! - `types`: requests, answers, errors, limits;
+//! - `group`: one group's state machine (time is an input; no clock, no waiting, no disk);
+//! - `coordinator`: request checks, the table of groups, waiting answers, committed
+//!   offsets;
+//! - `store`: the committed offsets on disk.
 
 pub mod coordinator;
+mod group;
 pub mod store;
+pub mod types;
 
-pub use coordinator::{
-    Coordinator, GroupDescription, GroupError, GroupState, JoinRequest, JoinResult,
-    MemberDescription,
+pub use coordinator::Coordinator;
+pub use store::{CommittedOffset, FileOffsetStore, OffsetStore, PartitionOffset};
+pub use types::{
+    FetchedOffset, GroupDescription, GroupError, GroupListing, GroupResult, GroupState, JoinMember,
+    JoinRequest, JoinResult, MemberDescription, Pending,
 };
-pub use store::{CommittedOffset, FileOffsetStore, OffsetStore};

@@ -8,6 +8,7 @@
 //! the old or the new content. A commit is acknowledged only after that.
 
 use crate::error::{BrokerError, Result};
+use ferry_log::sync::lock;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,13 +21,21 @@ pub struct CommittedOffset {
     pub metadata: Option<String>,
 }
 
+/// The offset committed for one partition of a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionOffset {
+    pub topic: String,
+    pub partition: u32,
+    pub committed: CommittedOffset,
+}
+
 /// group → topic → partition → committed offset.
 pub type GroupOffsets = BTreeMap<String, BTreeMap<u32, CommittedOffset>>;
 
 pub trait OffsetStore: Send + Sync {
     fn load(&self) -> Result<BTreeMap<String, GroupOffsets>>;
     /// Records `offsets` for `group` durably (other partitions keep theirs).
-    fn commit(&self, group: &str, offsets: &[(String, u32, CommittedOffset)]) -> Result<()>;
+    fn commit(&self, group: &str, offsets: &[PartitionOffset]) -> Result<()>;
     fn delete_group(&self, group: &str) -> Result<()>;
     /// Drops a deleted topic's offsets from every group.
     fn delete_topic(&self, topic: &str) -> Result<()>;
@@ -50,17 +59,17 @@ impl FileOffsetStore {
         let path = dir.join("groups.json");
         let groups = match std::fs::read(&path) {
             Ok(bytes) => {
-                let f: GroupsFile = serde_json::from_slice(&bytes).map_err(|e| {
+                let file: GroupsFile = serde_json::from_slice(&bytes).map_err(|e| {
                     BrokerError::Meta(format!("{} is not valid: {e}", path.display()))
                 })?;
-                if f.version != GROUPS_FILE_VERSION {
+                if file.version != GROUPS_FILE_VERSION {
                     return Err(BrokerError::Meta(format!(
                         "{} has version {}, this Ferry reads version {GROUPS_FILE_VERSION}",
                         path.display(),
-                        f.version
+                        file.version
                     )));
                 }
-                f.groups
+                file.groups
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => {
@@ -85,10 +94,10 @@ impl FileOffsetStore {
         crate::fsutil::replace_file(&self.path, &bytes).map_err(BrokerError::Meta)
     }
 
-    fn update(&self, f: impl FnOnce(&mut BTreeMap<String, GroupOffsets>)) -> Result<()> {
-        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+    fn update(&self, change: impl FnOnce(&mut BTreeMap<String, GroupOffsets>)) -> Result<()> {
+        let mut groups = lock(&self.groups);
         let mut next = groups.clone();
-        f(&mut next);
+        change(&mut next);
         self.write(&next)?;
         *groups = next;
         Ok(())
@@ -97,20 +106,17 @@ impl FileOffsetStore {
 
 impl OffsetStore for FileOffsetStore {
     fn load(&self) -> Result<BTreeMap<String, GroupOffsets>> {
-        Ok(self
-            .groups
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone())
+        Ok(lock(&self.groups).clone())
     }
 
-    fn commit(&self, group: &str, offsets: &[(String, u32, CommittedOffset)]) -> Result<()> {
+    fn commit(&self, group: &str, offsets: &[PartitionOffset]) -> Result<()> {
         self.update(|groups| {
-            let g = groups.entry(group.to_string()).or_default();
-            for (topic, partition, committed) in offsets {
-                g.entry(topic.clone())
+            let group_offsets = groups.entry(group.to_string()).or_default();
+            for offset in offsets {
+                group_offsets
+                    .entry(offset.topic.clone())
                     .or_default()
-                    .insert(*partition, committed.clone());
+                    .insert(offset.partition, offset.committed.clone());
             }
         })
     }
@@ -123,8 +129,8 @@ impl OffsetStore for FileOffsetStore {
 
     fn delete_topic(&self, topic: &str) -> Result<()> {
         self.update(|groups| {
-            for g in groups.values_mut() {
-                g.remove(topic);
+            for group_offsets in groups.values_mut() {
+                group_offsets.remove(topic);
             }
         })
     }

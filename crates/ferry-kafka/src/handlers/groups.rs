@@ -5,7 +5,7 @@
 use super::Ctx;
 use crate::errors;
 use bytes::Bytes;
-use ferry_broker::groups::{CommittedOffset, GroupError, JoinRequest};
+use ferry_broker::groups::{CommittedOffset, GroupError, JoinRequest, PartitionOffset};
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::find_coordinator_response::Coordinator as KafkaCoordinator;
@@ -22,6 +22,7 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+use std::time::Instant;
 
 pub fn code(e: &GroupError) -> i16 {
     match e {
@@ -121,7 +122,7 @@ pub async fn join_group(
     let base = JoinGroupResponse::default()
         .with_generation_id(-1)
         .with_protocol_name(if version >= 7 { None } else { Some(s("")) });
-    match ctx.broker.groups.join(request).await {
+    match ctx.broker.groups.join(request, Instant::now()).await {
         Ok(r) => JoinGroupResponse::default()
             .with_generation_id(r.generation)
             .with_protocol_type(if version >= 7 {
@@ -135,15 +136,15 @@ pub async fn join_group(
             .with_members(
                 r.members
                     .into_iter()
-                    .map(|(id, instance, meta)| {
+                    .map(|member| {
                         JoinGroupResponseMember::default()
-                            .with_member_id(s(id))
+                            .with_member_id(s(member.member_id))
                             .with_group_instance_id(if version >= 5 {
-                                instance.map(s)
+                                member.group_instance_id.map(s)
                             } else {
                                 None
                             })
-                            .with_metadata(meta)
+                            .with_metadata(member.metadata)
                     })
                     .collect(),
             ),
@@ -168,6 +169,7 @@ pub async fn sync_group(ctx: &Ctx, req: SyncGroupRequest, version: i16) -> SyncG
             &req.member_id,
             req.generation_id,
             assignments,
+            Instant::now(),
         )
         .await;
     let resp = if version >= 5 {
@@ -187,7 +189,12 @@ pub async fn heartbeat(ctx: &Ctx, req: HeartbeatRequest) -> HeartbeatResponse {
     match ctx
         .broker
         .groups
-        .heartbeat(&req.group_id.0, &req.member_id, req.generation_id)
+        .heartbeat(
+            &req.group_id.0,
+            &req.member_id,
+            req.generation_id,
+            Instant::now(),
+        )
         .await
     {
         Ok(()) => HeartbeatResponse::default(),
@@ -200,7 +207,11 @@ pub async fn leave_group(ctx: &Ctx, req: LeaveGroupRequest, version: i16) -> Lea
         let r = ctx
             .broker
             .groups
-            .leave(&req.group_id.0, &[req.member_id.to_string()])
+            .leave(
+                &req.group_id.0,
+                &[req.member_id.to_string()],
+                Instant::now(),
+            )
             .await;
         let error = r
             .first()
@@ -213,7 +224,11 @@ pub async fn leave_group(ctx: &Ctx, req: LeaveGroupRequest, version: i16) -> Lea
         .iter()
         .map(|m| m.member_id.to_string())
         .collect();
-    let results = ctx.broker.groups.leave(&req.group_id.0, &ids).await;
+    let results = ctx
+        .broker
+        .groups
+        .leave(&req.group_id.0, &ids, Instant::now())
+        .await;
     let members = req
         .members
         .into_iter()
@@ -233,14 +248,14 @@ pub async fn offset_commit(ctx: &Ctx, req: OffsetCommitRequest) -> OffsetCommitR
     for t in &req.topics {
         for p in &t.partitions {
             if p.partition_index >= 0 {
-                offsets.push((
-                    t.name.0.to_string(),
-                    p.partition_index as u32,
-                    CommittedOffset {
+                offsets.push(PartitionOffset {
+                    topic: t.name.0.to_string(),
+                    partition: p.partition_index as u32,
+                    committed: CommittedOffset {
                         offset: p.committed_offset,
                         metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
                     },
-                ));
+                });
             }
         }
     }
@@ -248,7 +263,7 @@ pub async fn offset_commit(ctx: &Ctx, req: OffsetCommitRequest) -> OffsetCommitR
     let unknown = |topic: &str, partition: i32| {
         ctx.broker.bounds(topic, partition.max(0) as u32).is_err() || partition < 0
     };
-    offsets.retain(|(t, p, _)| !unknown(t, *p as i32));
+    offsets.retain(|o| !unknown(&o.topic, o.partition as i32));
     let result = ctx
         .broker
         .groups
@@ -293,8 +308,9 @@ type Committed = (i32, i64, Option<String>);
 fn fetched(ctx: &Ctx, group: &str, wanted: &Wanted) -> Vec<(String, Vec<Committed>)> {
     let rows = ctx.broker.groups.fetch_offsets(group, wanted.as_deref());
     let mut by_topic: Vec<(String, Vec<Committed>)> = Vec::new();
-    for (topic, partition, c) in rows {
-        let (offset, metadata) = c.map_or((-1, None), |c| (c.offset, c.metadata));
+    for row in rows {
+        let (topic, partition) = (row.topic, row.partition);
+        let (offset, metadata) = row.committed.map_or((-1, None), |c| (c.offset, c.metadata));
         match by_topic.iter_mut().find(|(t, _)| *t == topic) {
             Some((_, v)) => v.push((partition as i32, offset, metadata)),
             None => by_topic.push((topic, vec![(partition as i32, offset, metadata)])),
@@ -393,12 +409,12 @@ pub async fn list_groups(ctx: &Ctx, version: i16) -> ListGroupsResponse {
         .list()
         .await
         .into_iter()
-        .map(|(name, protocol_type, state)| {
+        .map(|listing| {
             let g = ListedGroup::default()
-                .with_group_id(GroupId(s(name)))
-                .with_protocol_type(s(protocol_type));
+                .with_group_id(GroupId(s(listing.group)))
+                .with_protocol_type(s(listing.protocol_type));
             if version >= 4 {
-                g.with_group_state(s(state.name()))
+                g.with_group_state(s(listing.state.name()))
             } else {
                 g
             }

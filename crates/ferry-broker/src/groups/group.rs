@@ -1,0 +1,514 @@
+//! One group's state machine. Every step takes the time it happens at (`now`), so a
+//! test can drive time; nothing here reads the clock, waits or touches the disk.
+//!
+//! ```text
+//!            join                 every member joined           leader's sync
+//!   Empty ─────────► Preparing ─────────────────────► Completing ─────────────► Stable
+//!     ▲              Rebalance   (or rebalance timeout)  Rebalance                 │
+//!     │                  ▲                                  │  join, leave,        │
+//!     └── last member ───┴──────────────────────────────────┴── session expiry ◄───┘
+//!         leaves
+//! ```
+//!
+//! A JoinGroup answer waits until every member has (re)joined, or the rebalance
+//! timeout passes (members that did not rejoin are dropped). A group that was empty
+//! waits a short initial delay so that members starting together share one rebalance.
+//! A SyncGroup answer waits for the leader's assignments. Waiting is bounded: every
+//! wait ends by the rebalance timeout, checked by [`Group::expire`].
+
+use super::types::{
+    GroupDescription, GroupError, GroupResult, GroupState, JoinMember, JoinRequest, JoinResult,
+    MemberDescription, Pending, INITIAL_REBALANCE_DELAY_MS, MEMBERS_PER_GROUP_MAX,
+};
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Where a waiting request's answer goes.
+type Reply<T> = oneshot::Sender<GroupResult<T>>;
+
+/// The rebalance timeout of a group that has no members left to say.
+const REBALANCE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+
+pub(super) struct Member {
+    group_instance_id: Option<String>,
+    client_id: String,
+    client_host: String,
+    session_timeout: Duration,
+    rebalance_timeout: Duration,
+    /// (protocol name, member metadata), in the member's order of preference.
+    protocols: Vec<(String, Bytes)>,
+    assignment: Bytes,
+    last_seen: Instant,
+    join_reply: Option<Reply<JoinResult>>,
+    sync_reply: Option<Reply<Bytes>>,
+}
+
+impl Member {
+    fn supports(&self, protocol: &str) -> bool {
+        self.protocols.iter().any(|(name, _)| name == protocol)
+    }
+
+    /// The member's metadata for `protocol` (empty if it does not support it).
+    fn metadata_for(&self, protocol: &str) -> Bytes {
+        self.protocols
+            .iter()
+            .find(|(name, _)| name == protocol)
+            .map(|(_, metadata)| metadata.clone())
+            .unwrap_or_default()
+    }
+
+    /// A member with a request waiting is not silent, whatever its last heartbeat.
+    fn is_waiting(&self) -> bool {
+        self.join_reply.is_some() || self.sync_reply.is_some()
+    }
+
+    fn session_expired(&self, now: Instant) -> bool {
+        !self.is_waiting() && now.duration_since(self.last_seen) > self.session_timeout
+    }
+}
+
+pub(super) struct Group {
+    pub(super) state: GroupState,
+    pub(super) generation: i32,
+    pub(super) protocol_type: String,
+    protocol_name: String,
+    leader: String,
+    members: BTreeMap<String, Member>,
+    /// PreparingRebalance: when to complete regardless; CompletingRebalance: when to give up on the leader.
+    deadline: Instant,
+    /// PreparingRebalance of a group that was empty: not before this.
+    not_before: Instant,
+}
+
+impl Group {
+    pub(super) fn new(now: Instant) -> Self {
+        Group {
+            state: GroupState::Empty,
+            generation: 0,
+            protocol_type: String::new(),
+            protocol_name: String::new(),
+            leader: String::new(),
+            members: BTreeMap::new(),
+            deadline: now,
+            not_before: now,
+        }
+    }
+
+    pub(super) fn has_members(&self) -> bool {
+        !self.members.is_empty()
+    }
+
+    pub(super) fn has_member(&self, member_id: &str) -> bool {
+        self.members.contains_key(member_id)
+    }
+
+    pub(super) fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Does `protocols` share a protocol with every member but `member_id`?
+    pub(super) fn others_accept(&self, member_id: &str, protocols: &[(String, Bytes)]) -> bool {
+        let mut others = self
+            .members
+            .iter()
+            .filter(|(id, _)| *id != member_id)
+            .map(|(_, member)| member)
+            .peekable();
+        if others.peek().is_none() {
+            return true;
+        }
+        let others: Vec<&Member> = others.collect();
+        protocols
+            .iter()
+            .any(|(name, _)| others.iter().all(|member| member.supports(name)))
+    }
+
+    fn rebalance_timeout(&self) -> Duration {
+        self.members
+            .values()
+            .map(|member| member.rebalance_timeout)
+            .max()
+            .unwrap_or(REBALANCE_TIMEOUT_DEFAULT)
+    }
+
+    /// Starts a rebalance: members must join again.
+    fn prepare(&mut self, now: Instant) {
+        if self.state == GroupState::Empty {
+            self.not_before = now + Duration::from_millis(INITIAL_REBALANCE_DELAY_MS);
+        } else {
+            self.not_before = now;
+        }
+        if self.state != GroupState::PreparingRebalance {
+            self.deadline = now + self.rebalance_timeout();
+        }
+        // Members waiting for an assignment of the old generation learn it is gone.
+        for member in self.members.values_mut() {
+            if let Some(reply) = member.sync_reply.take() {
+                let _ = reply.send(Err(GroupError::RebalanceInProgress));
+            }
+        }
+        self.state = GroupState::PreparingRebalance;
+    }
+
+    /// Completes the join phase if every member has joined (or time is up).
+    fn maybe_complete_join(&mut self, now: Instant) {
+        if self.state != GroupState::PreparingRebalance {
+            return;
+        }
+        let all_joined = self
+            .members
+            .values()
+            .all(|member| member.join_reply.is_some());
+        if !((all_joined && now >= self.not_before) || now >= self.deadline) {
+            return;
+        }
+        self.members.retain(|_, member| member.join_reply.is_some());
+        if self.members.is_empty() {
+            self.state = GroupState::Empty;
+            self.generation += 1;
+            return;
+        }
+        if !self.members.contains_key(&self.leader) {
+            self.leader = self.members.keys().next().cloned().unwrap_or_default();
+        }
+        match self.common_protocol() {
+            Some(protocol) => self.start_generation(protocol, now),
+            None => self.refuse_all(GroupError::InconsistentProtocol),
+        }
+    }
+
+    /// The protocol every member supports, in the leader's order of preference.
+    fn common_protocol(&self) -> Option<String> {
+        let leader = self.members.get(&self.leader)?;
+        leader
+            .protocols
+            .iter()
+            .map(|(name, _)| name)
+            .find(|name| self.members.values().all(|member| member.supports(name)))
+            .cloned()
+    }
+
+    /// Every joined member is told `error` and the group empties.
+    fn refuse_all(&mut self, error: GroupError) {
+        for member in self.members.values_mut() {
+            if let Some(reply) = member.join_reply.take() {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+        self.members.clear();
+        self.state = GroupState::Empty;
+    }
+
+    /// A new generation on `protocol`: every member gets its JoinGroup answer, the
+    /// leader with the roster it assigns from.
+    fn start_generation(&mut self, protocol: String, now: Instant) {
+        self.generation += 1;
+        self.protocol_name = protocol;
+        self.state = GroupState::CompletingRebalance;
+        self.deadline = now + self.rebalance_timeout();
+        let roster: Vec<JoinMember> = self
+            .members
+            .iter()
+            .map(|(id, member)| JoinMember {
+                member_id: id.clone(),
+                group_instance_id: member.group_instance_id.clone(),
+                metadata: member.metadata_for(&self.protocol_name),
+            })
+            .collect();
+        for (id, member) in self.members.iter_mut() {
+            member.last_seen = now;
+            member.assignment = Bytes::new();
+            if let Some(reply) = member.join_reply.take() {
+                let _ = reply.send(Ok(JoinResult {
+                    generation: self.generation,
+                    protocol_type: self.protocol_type.clone(),
+                    protocol_name: self.protocol_name.clone(),
+                    leader: self.leader.clone(),
+                    member_id: id.clone(),
+                    members: if *id == self.leader {
+                        roster.clone()
+                    } else {
+                        Vec::new()
+                    },
+                }));
+            }
+        }
+    }
+
+    /// Removes a member and rebalances the others. A member that is gone already (a
+    /// rebalance that ended dropped it) changes nothing.
+    fn remove_member(&mut self, member_id: &str, now: Instant) {
+        let Some(mut member) = self.members.remove(member_id) else {
+            return;
+        };
+        if let Some(reply) = member.join_reply.take() {
+            let _ = reply.send(Err(GroupError::UnknownMember));
+        }
+        if let Some(reply) = member.sync_reply.take() {
+            let _ = reply.send(Err(GroupError::UnknownMember));
+        }
+        if self.members.is_empty() {
+            self.state = GroupState::Empty;
+            self.leader.clear();
+        } else {
+            self.prepare(now);
+            self.maybe_complete_join(now);
+        }
+    }
+
+    /// JoinGroup of `member_id` (already checked: known, or new and allowed in): the
+    /// member (re)joins and the group rebalances, unless a follower of a stable group
+    /// rejoins with nothing new, which gets the current generation back at once.
+    pub(super) fn join(
+        &mut self,
+        member_id: String,
+        request: JoinRequest,
+        now: Instant,
+    ) -> Pending<JoinResult> {
+        let known = self.members.contains_key(&member_id);
+        debug_assert!(known || self.members.len() < MEMBERS_PER_GROUP_MAX);
+        self.protocol_type = request.protocol_type;
+        let unchanged = known
+            && self.state == GroupState::Stable
+            && self.members[&member_id].protocols == request.protocols;
+        if unchanged && self.leader != member_id {
+            return Pending::ready(Ok(JoinResult {
+                generation: self.generation,
+                protocol_type: self.protocol_type.clone(),
+                protocol_name: self.protocol_name.clone(),
+                leader: self.leader.clone(),
+                member_id,
+                members: Vec::new(),
+            }));
+        }
+        let (reply, answer) = oneshot::channel();
+        let member = self.members.entry(member_id).or_insert_with(|| Member {
+            group_instance_id: request.group_instance_id,
+            client_id: request.client_id,
+            client_host: request.client_host,
+            session_timeout: Duration::ZERO,
+            rebalance_timeout: Duration::ZERO,
+            protocols: Vec::new(),
+            assignment: Bytes::new(),
+            last_seen: now,
+            join_reply: None,
+            sync_reply: None,
+        });
+        let session_timeout_ms = request.session_timeout_ms;
+        member.session_timeout = Duration::from_millis(session_timeout_ms as u64);
+        member.rebalance_timeout =
+            Duration::from_millis(request.rebalance_timeout_ms.max(session_timeout_ms) as u64);
+        member.protocols = request.protocols;
+        member.last_seen = now;
+        if let Some(old) = member.join_reply.replace(reply) {
+            let _ = old.send(Err(GroupError::RebalanceInProgress));
+        }
+        if self.state != GroupState::PreparingRebalance {
+            self.prepare(now);
+        }
+        self.maybe_complete_join(now);
+        Pending::waiting(answer)
+    }
+
+    /// SyncGroup: the leader brings assignments; everyone gets their own.
+    pub(super) fn sync(
+        &mut self,
+        member_id: &str,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+        now: Instant,
+    ) -> Pending<Bytes> {
+        let Some(member) = self.members.get_mut(member_id) else {
+            return Pending::ready(Err(GroupError::UnknownMember));
+        };
+        if generation != self.generation {
+            return Pending::ready(Err(GroupError::IllegalGeneration));
+        }
+        match self.state {
+            GroupState::Empty | GroupState::PreparingRebalance => {
+                return Pending::ready(Err(GroupError::RebalanceInProgress))
+            }
+            GroupState::Stable => return Pending::ready(Ok(member.assignment.clone())),
+            GroupState::CompletingRebalance => {}
+        }
+        if member_id != self.leader {
+            let (reply, answer) = oneshot::channel();
+            member.sync_reply = Some(reply);
+            member.last_seen = now;
+            return Pending::waiting(answer);
+        }
+        let given: HashMap<String, Bytes> = assignments.into_iter().collect();
+        for (id, member) in self.members.iter_mut() {
+            member.assignment = given.get(id).cloned().unwrap_or_default();
+            if let Some(reply) = member.sync_reply.take() {
+                let _ = reply.send(Ok(member.assignment.clone()));
+            }
+        }
+        self.state = GroupState::Stable;
+        Pending::ready(Ok(self.members[member_id].assignment.clone()))
+    }
+
+    pub(super) fn heartbeat(
+        &mut self,
+        member_id: &str,
+        generation: i32,
+        now: Instant,
+    ) -> GroupResult<()> {
+        let member = self
+            .members
+            .get_mut(member_id)
+            .ok_or(GroupError::UnknownMember)?;
+        member.last_seen = now;
+        match self.state {
+            GroupState::PreparingRebalance => Err(GroupError::RebalanceInProgress),
+            _ if generation != self.generation => Err(GroupError::IllegalGeneration),
+            _ => Ok(()),
+        }
+    }
+
+    /// LeaveGroup of one member.
+    pub(super) fn leave(&mut self, member_id: &str, now: Instant) -> GroupResult<()> {
+        if !self.members.contains_key(member_id) {
+            return Err(GroupError::UnknownMember);
+        }
+        self.remove_member(member_id, now);
+        Ok(())
+    }
+
+    /// Drops members whose session ran out and ends an overdue rebalance.
+    pub(super) fn expire(&mut self, group_id: &str, now: Instant) {
+        let expired: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, member)| member.session_expired(now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for member_id in expired {
+            tracing::info!(group = %group_id, member = %member_id, "A group member's session expired; rebalancing.");
+            self.remove_member(&member_id, now);
+        }
+        match self.state {
+            GroupState::PreparingRebalance => self.maybe_complete_join(now),
+            GroupState::CompletingRebalance if now >= self.deadline => {
+                tracing::info!(group = %group_id, "The group leader sent no assignment in time; rebalancing.");
+                self.prepare(now);
+            }
+            _ => {}
+        }
+    }
+
+    /// An empty group needs no memory: its committed offsets stay in the store.
+    pub(super) fn is_forgettable(&self) -> bool {
+        self.state == GroupState::Empty && self.members.is_empty()
+    }
+
+    /// Commits are taken from members of the current generation, outside a
+    /// rebalance's completion; from outside any generation (no member id) only while
+    /// the group has no members.
+    pub(super) fn check_commit(&self, member_id: &str, generation: i32) -> GroupResult<()> {
+        if self.members.is_empty() {
+            return if member_id.is_empty() {
+                Ok(())
+            } else {
+                Err(GroupError::UnknownMember)
+            };
+        }
+        if member_id.is_empty() && generation < 0 {
+            return Err(GroupError::UnknownMember);
+        }
+        if !self.members.contains_key(member_id) {
+            return Err(GroupError::UnknownMember);
+        }
+        if generation != self.generation {
+            return Err(GroupError::IllegalGeneration);
+        }
+        if self.state == GroupState::CompletingRebalance {
+            return Err(GroupError::RebalanceInProgress);
+        }
+        Ok(())
+    }
+
+    pub(super) fn describe(&self, group_id: &str) -> GroupDescription {
+        let settled = matches!(
+            self.state,
+            GroupState::Stable | GroupState::CompletingRebalance
+        );
+        GroupDescription {
+            group: group_id.to_string(),
+            state: self.state,
+            protocol_type: self.protocol_type.clone(),
+            protocol_name: if settled {
+                self.protocol_name.clone()
+            } else {
+                String::new()
+            },
+            generation: self.generation,
+            leader: self.leader.clone(),
+            members: self
+                .members
+                .iter()
+                .map(|(id, member)| MemberDescription {
+                    member_id: id.clone(),
+                    group_instance_id: member.group_instance_id.clone(),
+                    client_id: member.client_id.clone(),
+                    client_host: member.client_host.clone(),
+                    metadata: member.metadata_for(&self.protocol_name),
+                    assignment: member.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The group's invariants; the coordinator checks them (in debug builds) after
+    /// every change, so every test checks them.
+    pub(super) fn check_invariants(&self) {
+        let state = self.state;
+        assert!(
+            self.members.len() <= MEMBERS_PER_GROUP_MAX,
+            "too many members"
+        );
+        assert_eq!(
+            state == GroupState::Empty,
+            self.members.is_empty(),
+            "a group is Empty exactly when it has no members"
+        );
+        assert!(self.generation >= 0, "generation {}", self.generation);
+        let waiting_to_join = self
+            .members
+            .values()
+            .any(|member| member.join_reply.is_some());
+        let waiting_to_sync = self
+            .members
+            .values()
+            .any(|member| member.sync_reply.is_some());
+        match state {
+            GroupState::Empty => {}
+            GroupState::PreparingRebalance => {
+                assert!(!waiting_to_sync, "a sync waits while members rejoin");
+            }
+            GroupState::CompletingRebalance | GroupState::Stable => {
+                assert!(self.generation > 0, "{state:?} at generation 0");
+                assert!(
+                    self.members.contains_key(&self.leader),
+                    "the leader {:?} is not a member",
+                    self.leader
+                );
+                assert!(!waiting_to_join, "a join waits in {state:?}");
+                assert!(
+                    self.members
+                        .values()
+                        .all(|member| member.supports(&self.protocol_name)),
+                    "a member does not support the group's protocol {:?}",
+                    self.protocol_name
+                );
+                // Every member's assignment is what the leader gave it (bytes, maybe
+                // empty): once stable, nobody still waits for one.
+                if state == GroupState::Stable {
+                    assert!(!waiting_to_sync, "a sync waits in a stable group");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! What the coordinator is asked and what it answers: requests, results, errors, the
+//! group states, the limits on client-chosen values, and [`Pending`], an answer that may
+//! have to wait for other members.
+
+use super::store::CommittedOffset;
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+/// How long a group that was empty waits for more members before its first rebalance.
+pub const INITIAL_REBALANCE_DELAY_MS: u64 = 300;
+/// Limits on client-chosen timeouts, named with their unit last.
+pub const SESSION_TIMEOUT_MS_MIN: i32 = 1_000;
+pub const SESSION_TIMEOUT_MS_MAX: i32 = 300_000;
+/// Members of one group, and groups, at most.
+pub const MEMBERS_PER_GROUP_MAX: usize = 1_000;
+pub const GROUPS_MAX: usize = 10_000;
+/// Largest metadata string stored with a committed offset (as Kafka's default).
+pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
+/// Largest member id, client id and protocol metadata a member may send.
+pub const MEMBER_ID_BYTES_MAX: usize = 512;
+pub const PROTOCOL_METADATA_BYTES_MAX: usize = 64 * 1024;
+/// Longest group id.
+pub const GROUP_ID_BYTES_MAX: usize = 255;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupError {
+    UnknownMember,
+    IllegalGeneration,
+    RebalanceInProgress,
+    /// The member must join again with this id (Kafka's MEMBER_ID_REQUIRED).
+    MemberIdRequired(String),
+    InconsistentProtocol,
+    InvalidSessionTimeout,
+    GroupNotFound,
+    NonEmptyGroup,
+    InvalidGroupId,
+    /// The group has `MEMBERS_PER_GROUP_MAX` members.
+    GroupFull,
+    /// `GROUPS_MAX` groups have members; try again later.
+    TooManyGroups,
+    /// Offset metadata over `OFFSET_METADATA_BYTES_MAX`.
+    MetadataTooLarge,
+    Storage(String),
+}
+
+/// The answer to one group request.
+pub type GroupResult<T> = std::result::Result<T, GroupError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+}
+
+impl GroupState {
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    pub group: String,
+    /// Empty for a member joining for the first time.
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub protocol_type: String,
+    /// (protocol name, member metadata), in the member's order of preference.
+    pub protocols: Vec<(String, Bytes)>,
+    /// A new member must first ask for an id (JoinGroup v4 and later).
+    pub require_member_id: bool,
+}
+
+/// One member as the leader sees it in its JoinGroup answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinMember {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    /// The member's metadata for the chosen protocol.
+    pub metadata: Bytes,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JoinResult {
+    pub generation: i32,
+    pub protocol_type: String,
+    pub protocol_name: String,
+    pub leader: String,
+    pub member_id: String,
+    /// For the leader only: every member with its metadata for the chosen protocol.
+    pub members: Vec<JoinMember>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    pub group: String,
+    pub state: GroupState,
+    pub protocol_type: String,
+    pub protocol_name: String,
+    /// The generation and its leader (0 and empty for a group Ferry does not hold).
+    pub generation: i32,
+    pub leader: String,
+    pub members: Vec<MemberDescription>,
+}
+
+/// A partition's committed offset as OffsetFetch answers it (`None`: nothing committed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedOffset {
+    pub topic: String,
+    pub partition: u32,
+    pub committed: Option<CommittedOffset>,
+}
+
+/// A group as ListGroups shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupListing {
+    pub group: String,
+    pub protocol_type: String,
+    pub state: GroupState,
+}
+
+/// An answer that may have to wait for other members (JoinGroup waits for the
+/// rebalance, SyncGroup for the leader's assignments). [`Pending::wait`] awaits it;
+/// [`Pending::try_take`] looks without waiting, so a test can drive the coordinator
+/// step by step.
+#[derive(Debug)]
+#[must_use = "a Pending holds the answer; wait for it or take it"]
+pub struct Pending<T> {
+    answer: Answer<T>,
+}
+
+#[derive(Debug)]
+enum Answer<T> {
+    /// Answered at once (`None` once taken).
+    Ready(Option<GroupResult<T>>),
+    /// Answered when the group gets there.
+    Waiting(oneshot::Receiver<GroupResult<T>>),
+}
+
+impl<T> Pending<T> {
+    pub(super) fn ready(result: GroupResult<T>) -> Self {
+        Pending {
+            answer: Answer::Ready(Some(result)),
+        }
+    }
+
+    pub(super) fn waiting(receiver: oneshot::Receiver<GroupResult<T>>) -> Self {
+        Pending {
+            answer: Answer::Waiting(receiver),
+        }
+    }
+
+    /// The answer. A wait the coordinator gave up on (the member was replaced by a
+    /// newer request of its own) answers RebalanceInProgress.
+    pub async fn wait(self) -> GroupResult<T> {
+        match self.answer {
+            Answer::Ready(Some(result)) => result,
+            Answer::Ready(None) => Err(GroupError::RebalanceInProgress),
+            Answer::Waiting(receiver) => receiver
+                .await
+                .unwrap_or(Err(GroupError::RebalanceInProgress)),
+        }
+    }
+
+    /// The answer if it is there, else `None`. It is given once: later calls give `None`.
+    pub fn try_take(&mut self) -> Option<GroupResult<T>> {
+        let result = match &mut self.answer {
+            Answer::Ready(result) => return result.take(),
+            Answer::Waiting(receiver) => match receiver.try_recv() {
+                Ok(result) => result,
+                Err(oneshot::error::TryRecvError::Empty) => return None,
+                Err(oneshot::error::TryRecvError::Closed) => Err(GroupError::RebalanceInProgress),
+            },
+        };
+        self.answer = Answer::Ready(None);
+        Some(result)
+    }
+}
