@@ -125,7 +125,11 @@ impl Broker {
                 match part.log.append(&mut one, now_ms()) {
                     Ok(info) => {
                         out.first_offset.get_or_insert(info.base_offset);
-                        out.end_offset = Some(info.end_offset);
+                        // A retried older batch reports where it was stored before:
+                        // the end to make durable never moves back.
+                        out.end_offset = Some(out.end_offset.map_or(info.end_offset, |e| {
+                            e.max(info.end_offset)
+                        }));
                     }
                     Err(e) => {
                         out.error = Some(BrokerError::from_log(partition, e));

@@ -1,0 +1,61 @@
+//! One regression test per bug found in the broker (issue 19, point 9), each named for
+//! what must hold.
+
+use bytes::Bytes;
+use ferry_broker::{Broker, BrokerConfig, TopicDefaults, TopicSettings};
+use ferry_log::batch::{build_batch, NewRecord};
+use ferry_log::Compression;
+use std::sync::Arc;
+
+fn broker(dir: &std::path::Path) -> Arc<Broker> {
+    Broker::open(BrokerConfig {
+        data_dir: dir.to_path_buf(),
+        defaults: TopicDefaults::default(),
+        retention_check_ms: 60_000,
+    })
+    .unwrap()
+}
+
+/// An idempotent producer's batch of `n` records with sequence `seq` (header fields
+/// patched in, CRC made again).
+fn idempotent_batch(producer_id: i64, seq: i32, n: usize) -> Vec<u8> {
+    let records: Vec<NewRecord> = (0..n)
+        .map(|i| NewRecord {
+            timestamp: 1_700_000_000_000,
+            value: Some(Bytes::from(format!("s{seq}-{i}"))),
+            ..NewRecord::default()
+        })
+        .collect();
+    let mut b = build_batch(&records, Compression::None).unwrap();
+    b[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    b[51..53].copy_from_slice(&0i16.to_be_bytes());
+    b[53..57].copy_from_slice(&seq.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// A produce request holding a new batch and then a retry of an older one: the end to
+/// make durable is the new batch's end, not the retried batch's (which would let the
+/// new batch be acknowledged before its fsync).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_older_batch_after_a_new_one_does_not_lower_the_end_to_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    b.create_topic("t", TopicSettings::default()).await.unwrap();
+    let first = idempotent_batch(7, 0, 3);
+    let a = b
+        .append_client_batches("t", 0, Bytes::from(first.clone()))
+        .await
+        .unwrap();
+    assert_eq!(a.end_offset, Some(3));
+    let mut request = idempotent_batch(7, 3, 2);
+    request.extend_from_slice(&first);
+    let a = b
+        .append_client_batches("t", 0, Bytes::from(request))
+        .await
+        .unwrap();
+    assert!(a.error.is_none(), "{:?}", a.error);
+    assert_eq!(a.first_offset, Some(3));
+    assert_eq!(a.end_offset, Some(5), "the end to sync covers the new batch");
+}
