@@ -59,3 +59,42 @@ async fn a_retried_older_batch_after_a_new_one_does_not_lower_the_end_to_sync() 
     assert_eq!(a.first_offset, Some(3));
     assert_eq!(a.end_offset, Some(5), "the end to sync covers the new batch");
 }
+
+/// Two redrives of one subscription at once: every dead letter goes back once, not
+/// twice, and the redrive mark never moves back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_redrives_send_each_dead_letter_back_once() {
+    use ferry_broker::subs::{SubscriptionSettings, HEADER_ORIGIN_SUBSCRIPTION};
+    use ferry_broker::ProduceRecord;
+    use ferry_log::batch::RecordHeader;
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    b.create_topic("t", TopicSettings::default()).await.unwrap();
+    b.create_subscription(SubscriptionSettings {
+        name: Some("s".into()),
+        topic: Some("t".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // Dead letters as the subscription writes them, in its dead-letter topic.
+    const DEAD: usize = 3000;
+    let records: Vec<ProduceRecord> = (0..DEAD)
+        .map(|i| ProduceRecord {
+            value: Some(Bytes::from(format!("dead {i}"))),
+            headers: vec![RecordHeader {
+                key: Bytes::from_static(HEADER_ORIGIN_SUBSCRIPTION.as_bytes()),
+                value: Some(Bytes::from_static(b"s")),
+            }],
+            ..Default::default()
+        })
+        .collect();
+    b.produce("s-dlq", records).await.unwrap();
+    let (b1, b2) = (Arc::clone(&b), Arc::clone(&b));
+    let one = tokio::spawn(async move { b1.redrive("s", 100_000).await.unwrap() });
+    let two = tokio::spawn(async move { b2.redrive("s", 100_000).await.unwrap() });
+    let (one, two) = (one.await.unwrap(), two.await.unwrap());
+    assert_eq!(one + two, DEAD, "redriven: {one} + {two}");
+    let latest = b.bounds("t", 0).unwrap().1;
+    assert_eq!(latest as usize, DEAD, "copies in the topic");
+}

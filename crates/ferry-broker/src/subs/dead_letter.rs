@@ -104,6 +104,7 @@ impl Broker {
     /// to its topic, addressed to it alone. Returns how many.
     pub async fn redrive(&self, name: &str, max_records: usize) -> Result<usize> {
         let sub = self.subscription(name)?;
+        let _one_at_a_time = sub.redriving.lock().await;
         let cfg = sub.config();
         let dlq_name = cfg.dead_letter_topic.clone().ok_or_else(|| {
             BrokerError::InvalidConfig(format!(

@@ -623,7 +623,9 @@ impl State {
                 partition: p,
                 upto: offset,
             } => {
-                self.redriven.insert(p, offset);
+                // The mark only moves forward.
+                let mark = self.redriven.entry(p).or_insert(0);
+                *mark = (*mark).max(offset);
             }
         }
     }

@@ -79,6 +79,8 @@ pub struct Subscription {
     pub(crate) limits: DecodeLimits,
     /// Ticks run one at a time.
     pub(crate) ticking: tokio::sync::Mutex<()>,
+    /// Redrives run one at a time: each reads the mark the previous one left.
+    pub(crate) redriving: tokio::sync::Mutex<()>,
     pub(crate) deleted: AtomicBool,
     pub(crate) dir: PathBuf,
 }
@@ -204,6 +206,7 @@ impl Subscription {
             epoch,
             limits: DecodeLimits::default(),
             ticking: tokio::sync::Mutex::new(()),
+            redriving: tokio::sync::Mutex::new(()),
             deleted: AtomicBool::new(false),
             dir: dir.to_path_buf(),
         })
