@@ -150,6 +150,11 @@ pub struct PartitionLog {
     visible: AtomicU64,
     /// fdatasync calls made by group commit (for benchmarks and metrics).
     syncs: AtomicU64,
+    /// Held while segments are chosen for deletion and their files unlinked, and by
+    /// [`PartitionLog::close`]: once closed, the log removes nothing, so a log kept by
+    /// a task after its topic was deleted never unlinks files of a topic made again in
+    /// the same folder.
+    removing: Mutex<()>,
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -259,6 +264,7 @@ impl PartitionLog {
             synced: AtomicU64::new(next_offset),
             visible: AtomicU64::new(next_offset),
             syncs: AtomicU64::new(0),
+            removing: Mutex::new(()),
         };
         debug_assert_eq!(log.check_invariants(), Ok(()));
         Ok((log, cuts))
@@ -636,9 +642,13 @@ impl PartitionLog {
         retention_ms: Option<u64>,
         retention_bytes: Option<u64>,
     ) -> Result<usize> {
+        let _removing = lock(&self.removing);
         let mut doomed = Vec::new();
         {
             let mut inner = lock(&self.inner);
+            if inner.closed {
+                return Ok(0);
+            }
             let mut total: u64 = inner.segments.values().map(|s| s.size).sum();
             let sealed: Vec<u64> = inner.segments.keys().copied().collect();
             for base in sealed.iter().take(sealed.len().saturating_sub(1)) {
@@ -686,9 +696,13 @@ impl PartitionLog {
     /// segment is kept). Used by logs that are checkpointed, such as subscription
     /// journals. Returns how many were deleted.
     pub fn delete_before(&self, offset: u64) -> Result<usize> {
+        let _removing = lock(&self.removing);
         let mut doomed = Vec::new();
         {
             let mut inner = lock(&self.inner);
+            if inner.closed {
+                return Ok(0);
+            }
             let bases: Vec<u64> = inner.segments.keys().copied().collect();
             for pair in bases.windows(2) {
                 // A segment ends where the next one begins.
@@ -711,6 +725,8 @@ impl PartitionLog {
     /// Syncs and closes: later appends fail with [`LogError::Closed`].
     pub fn close(&self) -> Result<()> {
         let result = self.sync();
+        // Waits for a removal under way: after this, nothing is unlinked.
+        let _removing = lock(&self.removing);
         lock(&self.inner).closed = true;
         result
     }

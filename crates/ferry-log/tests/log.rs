@@ -409,3 +409,29 @@ fn an_idempotent_producers_retry_is_stored_once_even_after_a_restart() {
     log.sync().unwrap();
     assert_eq!(log.stats().latest, 4, "a, b, c and x, each once");
 }
+
+/// Regression (issue 19, point 9): retention working on a log captured before its
+/// topic was deleted removed the files of a topic re-created under the same name. A
+/// closed log deletes nothing.
+#[test]
+fn retention_on_a_closed_log_never_touches_the_folder_it_had() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p");
+    let (old, _) = PartitionLog::open(&path, small()).unwrap();
+    for i in 0..20 {
+        append(&old, &[&format!("old record {i} padded to fill segments quickly......")], 1);
+    }
+    assert!(segment_files(&path).len() > 2, "several segments");
+    old.close().unwrap();
+    // The topic is deleted (its folder moved away) and made again under the same name.
+    std::fs::rename(&path, dir.path().join("trash")).unwrap();
+    let (new, _) = PartitionLog::open(&path, small()).unwrap();
+    for i in 0..20 {
+        append(&new, &[&format!("new record {i} padded to fill segments quickly......")], 1);
+    }
+    let before = segment_files(&path);
+    assert_eq!(old.apply_retention(u64::MAX / 2, Some(1), Some(1)).unwrap(), 0);
+    assert_eq!(old.delete_before(u64::MAX).unwrap(), 0);
+    assert_eq!(segment_files(&path), before, "the new log's files are all there");
+    assert_eq!(read_all(&new, 0).len(), 20);
+}
