@@ -127,9 +127,10 @@ impl Broker {
                         out.first_offset.get_or_insert(info.base_offset);
                         // A retried older batch reports where it was stored before:
                         // the end to make durable never moves back.
-                        out.end_offset = Some(out.end_offset.map_or(info.end_offset, |e| {
-                            e.max(info.end_offset)
-                        }));
+                        out.end_offset = Some(
+                            out.end_offset
+                                .map_or(info.end_offset, |e| e.max(info.end_offset)),
+                        );
                     }
                     Err(e) => {
                         out.error = Some(BrokerError::from_log(partition, e));

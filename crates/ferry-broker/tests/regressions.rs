@@ -57,7 +57,11 @@ async fn a_retried_older_batch_after_a_new_one_does_not_lower_the_end_to_sync() 
         .unwrap();
     assert!(a.error.is_none(), "{:?}", a.error);
     assert_eq!(a.first_offset, Some(3));
-    assert_eq!(a.end_offset, Some(5), "the end to sync covers the new batch");
+    assert_eq!(
+        a.end_offset,
+        Some(5),
+        "the end to sync covers the new batch"
+    );
 }
 
 /// Two redrives of one subscription at once: every dead letter goes back once, not
@@ -97,4 +101,58 @@ async fn concurrent_redrives_send_each_dead_letter_back_once() {
     assert_eq!(one + two, DEAD, "redriven: {one} + {two}");
     let latest = b.bounds("t", 0).unwrap().1;
     assert_eq!(latest as usize, DEAD, "copies in the topic");
+}
+
+/// After a subscription's write fails, it stops: later changes are refused until a
+/// restart loads it from disk. (It used to load its state again at once, dropping
+/// changes that other callers, waiting for their own fsync, were told succeeded.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_whose_write_failed_refuses_changes_until_restart() {
+    use ferry_broker::subs::{PullRequest, SubscriptionSettings};
+    use ferry_broker::{BrokerError, ProduceRecord};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    b.create_topic("t", TopicSettings::default()).await.unwrap();
+    b.create_subscription(SubscriptionSettings {
+        name: Some("s".into()),
+        topic: Some("t".into()),
+        start: Some(serde_json::json!("earliest")),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let two = (0..2)
+        .map(|i| ProduceRecord {
+            value: Some(Bytes::from(format!("r{i}"))),
+            ..Default::default()
+        })
+        .collect();
+    b.produce("t", two).await.unwrap();
+    let req = PullRequest {
+        consumer: Arc::from("c"),
+        max_records: 2,
+        wait: Duration::ZERO,
+        visibility_timeout_ms: None,
+    };
+    let leases = b.pull("s", req.clone()).await.unwrap();
+    assert_eq!(leases.len(), 2);
+    // Delay files can no longer be written: their folder is now a file.
+    let delays = b.subscription_dir("s").unwrap().join("delays");
+    std::fs::remove_dir_all(&delays).unwrap();
+    std::fs::write(&delays, b"not a folder").unwrap();
+    let day = 24 * 3600 * 1000;
+    let nacked = b
+        .nack("s", vec![leases[0].lease_id.clone()], Some(day), None)
+        .await;
+    assert!(nacked.is_err(), "the delay could not be stored");
+    let acked = b.ack("s", vec![leases[1].lease_id.clone()]).await;
+    assert!(
+        matches!(acked, Err(BrokerError::Unavailable(_))),
+        "changes after a failed write are refused: {acked:?}"
+    );
+    assert!(matches!(
+        b.pull("s", req).await,
+        Err(BrokerError::Unavailable(_))
+    ));
 }

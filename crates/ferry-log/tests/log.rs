@@ -419,7 +419,13 @@ fn retention_on_a_closed_log_never_touches_the_folder_it_had() {
     let path = dir.path().join("p");
     let (old, _) = PartitionLog::open(&path, small()).unwrap();
     for i in 0..20 {
-        append(&old, &[&format!("old record {i} padded to fill segments quickly......")], 1);
+        append(
+            &old,
+            &[&format!(
+                "old record {i} padded to fill segments quickly......"
+            )],
+            1,
+        );
     }
     assert!(segment_files(&path).len() > 2, "several segments");
     old.close().unwrap();
@@ -427,11 +433,24 @@ fn retention_on_a_closed_log_never_touches_the_folder_it_had() {
     std::fs::rename(&path, dir.path().join("trash")).unwrap();
     let (new, _) = PartitionLog::open(&path, small()).unwrap();
     for i in 0..20 {
-        append(&new, &[&format!("new record {i} padded to fill segments quickly......")], 1);
+        append(
+            &new,
+            &[&format!(
+                "new record {i} padded to fill segments quickly......"
+            )],
+            1,
+        );
     }
     let before = segment_files(&path);
-    assert_eq!(old.apply_retention(u64::MAX / 2, Some(1), Some(1)).unwrap(), 0);
+    assert_eq!(
+        old.apply_retention(u64::MAX / 2, Some(1), Some(1)).unwrap(),
+        0
+    );
     assert_eq!(old.delete_before(u64::MAX).unwrap(), 0);
-    assert_eq!(segment_files(&path), before, "the new log's files are all there");
+    assert_eq!(
+        segment_files(&path),
+        before,
+        "the new log's files are all there"
+    );
     assert_eq!(read_all(&new, 0).len(), 20);
 }

@@ -69,6 +69,7 @@ impl Subscription {
         let filter = self.filter();
         let parts = topic.partitions();
         let mut guard = lock(&self.inner);
+        guard.check_running(&cfg.name)?;
         let inner = &mut *guard;
         let mut changes = Changes::new(&mut inner.state);
         settle(&cfg, &mut changes, &mut inner.rng, now);

@@ -6,8 +6,11 @@
 //! Every change is applied to the state and appended to the journal under the lock,
 //! so the journal's order is the state's order. Callers that answer a client wait for
 //! the append to be durable ([`Completion::Durable`]); concurrent callers share one
-//! fsync. If an append fails, the state is loaded again from what is stored, so that
-//! memory never runs ahead of the disk.
+//! fsync. If a write fails, the subscription stops: every later change is refused
+//! until Ferry restarts and loads the state from what is stored. (Loading it again at
+//! once would drop changes that other callers, waiting for their own fsync, are told
+//! succeeded.) Records whose changes were lost are delivered again after the restart:
+//! at least once.
 //!
 //! # Time
 //! Nothing here reads the clock: every operation that depends on time takes `now` (ms
@@ -65,6 +68,20 @@ pub(crate) struct Inner {
     pub(crate) last_checkpoint_ms: u64,
     pub(crate) checkpoint_position: u64,
     pub(crate) rng: rand::rngs::SmallRng,
+    /// Why the subscription stopped: a write failed. Nothing changes after it.
+    pub(crate) failed: Option<Arc<str>>,
+}
+
+impl Inner {
+    /// Refuses every change once a write has failed.
+    pub(crate) fn check_running(&self, name: &str) -> Result<()> {
+        match &self.failed {
+            None => Ok(()),
+            Some(why) => Err(BrokerError::Unavailable(format!(
+                "subscription '{name}' stopped after a failed write ({why}); restart Ferry to load it from disk"
+            ))),
+        }
+    }
 }
 
 pub struct Subscription {
@@ -201,6 +218,7 @@ impl Subscription {
                 last_checkpoint_ms: now,
                 checkpoint_position: position,
                 rng: rand::SeedableRng::from_entropy(),
+                failed: None,
             }),
             changed: tokio::sync::Notify::new(),
             epoch,
@@ -303,9 +321,8 @@ impl Subscription {
 
     /// Stores delay entries, then events; returns the journal position to wait for.
     ///
-    /// The state already holds these changes. If they cannot be stored, the state is
-    /// loaded again from what is stored, so that memory never runs ahead of the disk
-    /// (a record taken out of the pending set but written nowhere would be lost).
+    /// The state already holds these changes. If they cannot be stored, the
+    /// subscription stops (see the module's notes on durability).
     pub(crate) fn persist(
         &self,
         inner: &mut Inner,
@@ -322,14 +339,9 @@ impl Subscription {
             self.store.append(events).map(Some)
         })();
         if let Err(e) = &stored {
-            let cfg = self.config();
-            match load_state(&self.store, &cfg) {
-                Ok((state, _)) => inner.state = state,
-                Err(again) => {
-                    tracing::error!(subscription = %cfg.name, error = %again, "Could not reload a subscription's state after a failed write.")
-                }
-            }
-            tracing::error!(subscription = %cfg.name, error = %e, "A subscription change could not be stored; its state was reloaded from disk.");
+            let name = self.config().name;
+            tracing::error!(subscription = %name, error = %e, "A subscription change could not be stored; the subscription stops until Ferry restarts.");
+            inner.failed = Some(Arc::from(e.to_string()));
         }
         debug_assert_state(&inner.state);
         stored
@@ -356,6 +368,7 @@ impl Subscription {
     ) -> Result<usize> {
         let cfg = self.config();
         let mut guard = lock(&self.inner);
+        guard.check_running(&cfg.name)?;
         let inner = &mut *guard;
         let mut changes = Changes::new(&mut inner.state);
         settle(&cfg, &mut changes, &mut inner.rng, now);
@@ -453,6 +466,7 @@ impl Subscription {
     /// Applies the changes `make` makes in one journal append; returns once durable.
     pub(crate) fn record(&self, make: impl FnOnce(&mut Changes<'_>)) -> Result<()> {
         let mut guard = lock(&self.inner);
+        guard.check_running(&self.config().name)?;
         let mut changes = Changes::new(&mut guard.state);
         make(&mut changes);
         let (events, delays) = changes.take();
@@ -499,6 +513,7 @@ impl Subscription {
     pub fn tick(&self, now: u64) -> Result<Vec<DeadLetterCandidate>> {
         let cfg = self.config();
         let mut guard = lock(&self.inner);
+        guard.check_running(&cfg.name)?;
         let inner = &mut *guard;
         let mut changes = Changes::new(&mut inner.state);
         // Load the next buckets first: delays made by `settle` below then see the new
