@@ -164,15 +164,20 @@ pub struct TopicSettings {
     pub flush_interval_ms: Option<u64>,
 }
 
-// The positional name and the client flags of a command on one topic or subscription.
-// (No doc comment: on a struct flattened into a subcommand it would replace the
-// subcommand's own about text.)
+// A command on one topic or subscription: its name, the command's own flags `T`, then
+// the client flags; `Named` alone has no flags of its own. (No doc comments on these
+// structs: on a struct flattened into a subcommand they would replace its about text.)
 #[derive(Args, Clone)]
-pub struct NameArgs {
+pub struct Named<T: Args = NoFlags> {
     pub name: String,
+    #[command(flatten)]
+    pub flags: T,
     #[command(flatten)]
     pub client: ClientArgs,
 }
+
+#[derive(Args, Clone)]
+pub struct NoFlags {}
 
 #[derive(Subcommand)]
 pub enum TopicCommand {
@@ -190,7 +195,7 @@ pub enum TopicCommand {
     /// List topics.
     List(ClientArgs),
     /// Show a topic's settings and each partition's offsets and size.
-    Describe(NameArgs),
+    Describe(Named),
     /// Change a topic's settings or add partitions.
     Update {
         name: String,
@@ -203,7 +208,7 @@ pub enum TopicCommand {
         client: ClientArgs,
     },
     /// Delete a topic and all its data.
-    Delete(NameArgs),
+    Delete(Named),
 }
 
 #[derive(Args)]
@@ -323,17 +328,17 @@ pub struct PushSettings {
     pub push_breaker: Option<String>,
 }
 
-// A subscription and the lease ids of records pulled from it.
+// The settings of a subscription that `sub create` and `sub update` both take.
 #[derive(Args, Clone)]
-pub struct LeaseArgs {
-    pub name: String,
-    #[arg(required = true)]
-    pub lease_ids: Vec<String>,
+pub struct SubFlags {
+    #[command(flatten)]
+    pub settings: SubSettings,
+    #[command(flatten)]
+    pub push: PushSettings,
 }
 
 #[derive(Args, Clone)]
-pub struct SubCreateArgs {
-    pub name: String,
+pub struct CreateFlags {
     /// Topic to deliver records from
     #[arg(long, short)]
     pub topic: String,
@@ -345,27 +350,11 @@ pub struct SubCreateArgs {
     #[arg(long)]
     pub ordering: Option<String>,
     #[command(flatten)]
-    pub settings: SubSettings,
-    #[command(flatten)]
-    pub push: PushSettings,
-    #[command(flatten)]
-    pub client: ClientArgs,
+    pub sub: SubFlags,
 }
 
 #[derive(Args, Clone)]
-pub struct SubUpdateArgs {
-    pub name: String,
-    #[command(flatten)]
-    pub settings: SubSettings,
-    #[command(flatten)]
-    pub push: PushSettings,
-    #[command(flatten)]
-    pub client: ClientArgs,
-}
-
-#[derive(Args, Clone)]
-pub struct PullArgs {
-    pub name: String,
+pub struct PullFlags {
     /// Most records to lease
     #[arg(long, short = 'n', default_value_t = 10)]
     pub max_records: usize,
@@ -381,82 +370,64 @@ pub struct PullArgs {
     /// Acknowledge every pulled record after printing it
     #[arg(long)]
     pub ack: bool,
-    #[command(flatten)]
-    pub client: ClientArgs,
 }
 
 #[derive(Args, Clone)]
-pub struct AckArgs {
-    #[command(flatten)]
-    pub leases: LeaseArgs,
-    #[command(flatten)]
-    pub client: ClientArgs,
+pub struct AckFlags {
+    #[arg(required = true)]
+    pub lease_ids: Vec<String>,
 }
 
 #[derive(Args, Clone)]
-pub struct ExtendArgs {
-    #[command(flatten)]
-    pub leases: LeaseArgs,
+pub struct ExtendFlags {
+    #[arg(required = true)]
+    pub lease_ids: Vec<String>,
     /// New lease length from now, 100 ms to 12 h
     #[arg(long, value_name = "MS")]
     pub visibility_timeout_ms: u64,
-    #[command(flatten)]
-    pub client: ClientArgs,
 }
 
 #[derive(Args, Clone)]
-pub struct NackArgs {
-    #[command(flatten)]
-    pub leases: LeaseArgs,
+pub struct NackFlags {
+    #[arg(required = true)]
+    pub lease_ids: Vec<String>,
     /// Redeliver after this long [default: the retry policy's delay]
     #[arg(long, value_name = "MS")]
     pub delay_ms: Option<u64>,
     /// Why processing failed; kept with the record and its dead letter
     #[arg(long, value_name = "TEXT")]
     pub error: Option<String>,
-    #[command(flatten)]
-    pub client: ClientArgs,
 }
 
 #[derive(Args, Clone)]
-pub struct SeekArgs {
-    pub name: String,
+pub struct SeekFlags {
     /// earliest, latest, offset:N, or time:T (milliseconds since 1970, or RFC 3339)
     #[arg(long, value_name = "WHERE")]
     pub to: String,
     /// With offset:N, move only this partition [default: every partition]
     #[arg(long, short)]
     pub partition: Option<u32>,
-    #[command(flatten)]
-    pub client: ClientArgs,
 }
 
 #[derive(Args, Clone)]
-pub struct RedriveArgs {
-    pub name: String,
+pub struct RedriveFlags {
     /// Most records to send back [default: all]
     #[arg(long, short = 'n')]
     pub max_records: Option<usize>,
-    #[command(flatten)]
-    pub client: ClientArgs,
 }
 
 #[derive(Args, Clone)]
-pub struct RetryArgs {
-    pub name: String,
+pub struct RetryFlags {
     /// Partition of the record
     #[arg(long, short)]
     pub partition: u32,
     /// Offset of the record
     #[arg(long, short)]
     pub offset: u64,
-    #[command(flatten)]
-    pub client: ClientArgs,
 }
 
 #[derive(Args, Clone)]
-pub struct RotateSecretArgs {
-    pub name: String,
+pub struct RotateSecretFlags {
     /// The new secret, whsec_ and the base64 of 24 to 64 bytes [default: generated,
     /// printed once]
     #[arg(long, value_name = "whsec_...")]
@@ -464,13 +435,10 @@ pub struct RotateSecretArgs {
     /// How long the old secret still signs, at most one week [default: 86400000 (one day)]
     #[arg(long, value_name = "MS")]
     pub previous_valid_ms: Option<u64>,
-    #[command(flatten)]
-    pub client: ClientArgs,
 }
 
 #[derive(Args, Clone)]
-pub struct DeliveriesArgs {
-    pub name: String,
+pub struct DeliveriesFlags {
     /// Only attempts of the record at this partition (with --offset)
     #[arg(long, short, requires = "offset")]
     pub partition: Option<u32>,
@@ -480,48 +448,46 @@ pub struct DeliveriesArgs {
     /// Most attempts to show, 1 to 1000 [default: 100]
     #[arg(long, short = 'n')]
     pub limit: Option<usize>,
-    #[command(flatten)]
-    pub client: ClientArgs,
 }
 
-// The `ferry sub` commands. Each takes its own arguments struct, which its handler in
-// `subs` receives whole.
+// The `ferry sub` commands. Each takes a subscription's name, its own flags and the
+// client flags, which its function in `subs` receives whole.
 #[derive(Subcommand)]
 pub enum SubCommand {
     /// Create a subscription to a topic: a queue to pull from, or with --push-url, a
     /// push subscription that calls an HTTP endpoint.
-    Create(SubCreateArgs),
+    Create(Named<CreateFlags>),
     /// List subscriptions with their backlog.
     List(ClientArgs),
     /// Show a subscription's settings, counters and each partition's progress.
-    Describe(NameArgs),
+    Describe(Named),
     /// Change a subscription's settings; --push-* flags change only what they name.
-    Update(SubUpdateArgs),
+    Update(Named<SubFlags>),
     /// Delete a subscription (its topic and dead-letter topic stay).
-    Delete(NameArgs),
+    Delete(Named),
     /// Lease records and print them with their lease ids.
-    Pull(PullArgs),
+    Pull(Named<PullFlags>),
     /// Acknowledge leased records: they are done and never delivered again.
-    Ack(AckArgs),
+    Ack(Named<AckFlags>),
     /// Keep leased records longer: their leases end this long from now.
-    Extend(ExtendArgs),
+    Extend(Named<ExtendFlags>),
     /// Give leased records back for redelivery.
-    Nack(NackArgs),
+    Nack(Named<NackFlags>),
     /// Move a subscription to another position: replay, or skip ahead.
-    Seek(SeekArgs),
+    Seek(Named<SeekFlags>),
     /// Drop every record not yet acknowledged (seek to latest).
-    Purge(NameArgs),
+    Purge(Named),
     /// Send the subscription's dead-lettered records back to it.
-    Redrive(RedriveArgs),
+    Redrive(Named<RedriveFlags>),
     /// Stop a push subscription from sending; records wait until it is resumed.
-    Pause(NameArgs),
+    Pause(Named),
     /// Let a paused push subscription send again.
-    Resume(NameArgs),
+    Resume(Named),
     /// Deliver one record of the topic to this subscription again.
-    Retry(RetryArgs),
+    Retry(Named<RetryFlags>),
     /// Give a push subscription a new signing secret; the old one keeps signing for a
     /// while, so that the endpoint can switch over.
-    RotateSecret(RotateSecretArgs),
+    RotateSecret(Named<RotateSecretFlags>),
     /// Show a push subscription's delivery attempts, newest first.
-    Deliveries(DeliveriesArgs),
+    Deliveries(Named<DeliveriesFlags>),
 }

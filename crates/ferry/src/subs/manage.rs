@@ -3,30 +3,31 @@
 use super::flags::{merge_push, push_given, settings_json};
 use super::show::{print_secret_shown_once, print_subscription};
 use super::{cell, position, rows};
-use crate::cli::{ClientArgs, NameArgs, SubCreateArgs, SubUpdateArgs};
+use crate::cli::{ClientArgs, CreateFlags, Named, SubFlags};
 use crate::output;
 use anyhow::bail;
 use ferry_client::Client;
 use serde_json::{json, Map, Value};
 
-pub(super) async fn create(a: SubCreateArgs) -> anyhow::Result<()> {
-    let mut body = settings_json(&a.settings)?;
+pub(super) async fn create(a: Named<CreateFlags>) -> anyhow::Result<()> {
+    let f = a.flags;
+    let mut body = settings_json(&f.sub.settings)?;
     body.insert("name".into(), Value::from(a.name));
-    body.insert("topic".into(), Value::from(a.topic));
-    if push_given(&a.push) {
-        if a.push.push_url.is_none() {
+    body.insert("topic".into(), Value::from(f.topic));
+    if push_given(&f.sub.push) {
+        if f.sub.push.push_url.is_none() {
             bail!(
                 "--push-url is required for a push subscription: the other --push-* flags need it"
             );
         }
         let mut p = Map::new();
-        merge_push(&mut p, &a.push)?;
+        merge_push(&mut p, &f.sub.push)?;
         body.insert("push".into(), Value::Object(p));
     }
-    if let Some(s) = &a.start {
+    if let Some(s) = &f.start {
         body.insert("start".into(), position("--start", s)?);
     }
-    if let Some(o) = a.ordering {
+    if let Some(o) = f.ordering {
         if !["none", "key"].contains(&o.as_str()) {
             bail!("--ordering must be none or key, got {o:?}");
         }
@@ -82,19 +83,19 @@ pub(super) async fn list(client: ClientArgs) -> anyhow::Result<()> {
     })
 }
 
-pub(super) async fn describe(a: NameArgs) -> anyhow::Result<()> {
+pub(super) async fn describe(a: Named) -> anyhow::Result<()> {
     let s = Client::new(&a.client.url)
         .describe_subscription(&a.name)
         .await?;
     output::answer(a.client.json, &s, || print_subscription(&s))
 }
 
-pub(super) async fn update(a: SubUpdateArgs) -> anyhow::Result<()> {
+pub(super) async fn update(a: Named<SubFlags>) -> anyhow::Result<()> {
     let api = Client::new(&a.client.url);
-    let mut body = settings_json(&a.settings)?;
-    if push_given(&a.push) {
+    let mut body = settings_json(&a.flags.settings)?;
+    if push_given(&a.flags.push) {
         let mut p = current_push(&api, &a.name).await?;
-        merge_push(&mut p, &a.push)?;
+        merge_push(&mut p, &a.flags.push)?;
         body.insert("push".into(), Value::Object(p));
     }
     if body.is_empty() {
@@ -128,7 +129,7 @@ async fn current_push(api: &Client, name: &str) -> anyhow::Result<Map<String, Va
     Ok(p)
 }
 
-pub(super) async fn delete(a: NameArgs) -> anyhow::Result<()> {
+pub(super) async fn delete(a: Named) -> anyhow::Result<()> {
     Client::new(&a.client.url)
         .delete_subscription(&a.name)
         .await?;

@@ -2,12 +2,12 @@
 
 use super::show::print_secret_shown_once;
 use super::{cell, time_cell};
-use crate::cli::{DeliveriesArgs, NameArgs, RetryArgs, RotateSecretArgs};
+use crate::cli::{DeliveriesFlags, Named, RetryFlags, RotateSecretFlags};
 use crate::output;
 use ferry_client::Client;
 use serde_json::Value;
 
-pub(super) async fn pause(a: NameArgs) -> anyhow::Result<()> {
+pub(super) async fn pause(a: Named) -> anyhow::Result<()> {
     let s = Client::new(&a.client.url)
         .pause_subscription(&a.name)
         .await?;
@@ -19,7 +19,7 @@ pub(super) async fn pause(a: NameArgs) -> anyhow::Result<()> {
     })
 }
 
-pub(super) async fn resume(a: NameArgs) -> anyhow::Result<()> {
+pub(super) async fn resume(a: Named) -> anyhow::Result<()> {
     let s = Client::new(&a.client.url)
         .resume_subscription(&a.name)
         .await?;
@@ -28,15 +28,15 @@ pub(super) async fn resume(a: NameArgs) -> anyhow::Result<()> {
     })
 }
 
-pub(super) async fn retry(a: RetryArgs) -> anyhow::Result<()> {
+pub(super) async fn retry(a: Named<RetryFlags>) -> anyhow::Result<()> {
     let v = Client::new(&a.client.url)
-        .retry_record(&a.name, a.partition, a.offset)
+        .retry_record(&a.name, a.flags.partition, a.flags.offset)
         .await?;
     output::answer_line(a.client.json, &v, || {
         format!(
             "Queued partition {} offset {} for subscription {} again (as a copy at partition {} offset {}).",
-            a.partition,
-            a.offset,
+            a.flags.partition,
+            a.flags.offset,
             a.name,
             cell(&v["copy"]["partition"]),
             cell(&v["copy"]["offset"])
@@ -44,9 +44,13 @@ pub(super) async fn retry(a: RetryArgs) -> anyhow::Result<()> {
     })
 }
 
-pub(super) async fn rotate_secret(a: RotateSecretArgs) -> anyhow::Result<()> {
+pub(super) async fn rotate_secret(a: Named<RotateSecretFlags>) -> anyhow::Result<()> {
     let s = Client::new(&a.client.url)
-        .rotate_secret(&a.name, a.secret.as_deref(), a.previous_valid_ms)
+        .rotate_secret(
+            &a.name,
+            a.flags.secret.as_deref(),
+            a.flags.previous_valid_ms,
+        )
         .await?;
     output::answer(a.client.json, &s, || {
         let until = &s["push"]["previous_secret_expires_at_ms"];
@@ -65,10 +69,10 @@ pub(super) async fn rotate_secret(a: RotateSecretArgs) -> anyhow::Result<()> {
     })
 }
 
-pub(super) async fn deliveries(a: DeliveriesArgs) -> anyhow::Result<()> {
-    let record = a.partition.zip(a.offset);
+pub(super) async fn deliveries(a: Named<DeliveriesFlags>) -> anyhow::Result<()> {
+    let record = a.flags.partition.zip(a.flags.offset);
     let v = Client::new(&a.client.url)
-        .deliveries(&a.name, record, a.limit)
+        .deliveries(&a.name, record, a.flags.limit)
         .await?;
     output::answer(a.client.json, &v, || print_deliveries(&v))
 }

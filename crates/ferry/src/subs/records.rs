@@ -2,29 +2,30 @@
 //! subscription.
 
 use super::{cell, position};
-use crate::cli::{AckArgs, ExtendArgs, NackArgs, NameArgs, PullArgs, RedriveArgs, SeekArgs};
+use crate::cli::{AckFlags, ExtendFlags, NackFlags, Named, PullFlags, RedriveFlags, SeekFlags};
 use crate::commands::text_of;
 use crate::output;
 use anyhow::{bail, Context};
 use ferry_client::Client;
 use serde_json::{json, Map, Value};
 
-pub(super) async fn pull(a: PullArgs) -> anyhow::Result<()> {
+pub(super) async fn pull(a: Named<PullFlags>) -> anyhow::Result<()> {
+    let f = a.flags;
     let mut body = Map::new();
-    body.insert("max_records".into(), Value::from(a.max_records));
-    if let Some(w) = a.wait_ms {
+    body.insert("max_records".into(), Value::from(f.max_records));
+    if let Some(w) = f.wait_ms {
         body.insert("wait_ms".into(), Value::from(w));
     }
-    if let Some(c) = a.consumer {
+    if let Some(c) = f.consumer {
         body.insert("consumer".into(), Value::from(c));
     }
-    if let Some(v) = a.visibility_timeout_ms {
+    if let Some(v) = f.visibility_timeout_ms {
         body.insert("visibility_timeout_ms".into(), Value::from(v));
     }
     let api = Client::new(&a.client.url);
     let records = api.pull(&a.name, &Value::Object(body)).await?;
     print_pulled(&records, a.client.json)?;
-    if a.ack {
+    if f.ack {
         let ids = lease_ids(&records);
         let acked = if ids.is_empty() {
             Value::from(0)
@@ -76,34 +77,34 @@ fn lease_ids(records: &[Value]) -> Vec<String> {
         .collect()
 }
 
-pub(super) async fn ack(a: AckArgs) -> anyhow::Result<()> {
+pub(super) async fn ack(a: Named<AckFlags>) -> anyhow::Result<()> {
     let v = Client::new(&a.client.url)
-        .ack(&a.leases.name, &a.leases.lease_ids)
+        .ack(&a.name, &a.flags.lease_ids)
         .await?;
     output::answer_line(a.client.json, &v, || format!("acked {}", cell(&v["acked"])))
 }
 
-pub(super) async fn extend(a: ExtendArgs) -> anyhow::Result<()> {
+pub(super) async fn extend(a: Named<ExtendFlags>) -> anyhow::Result<()> {
     let v = Client::new(&a.client.url)
-        .extend(&a.leases.name, &a.leases.lease_ids, a.visibility_timeout_ms)
+        .extend(&a.name, &a.flags.lease_ids, a.flags.visibility_timeout_ms)
         .await?;
     output::answer_line(a.client.json, &v, || {
         let at = v["lease_expires_at"].as_u64().unwrap_or(0);
         format!(
             "extended {} lease(s) to {}",
-            a.leases.lease_ids.len(),
+            a.flags.lease_ids.len(),
             output::rfc3339_ms(at)
         )
     })
 }
 
-pub(super) async fn nack(a: NackArgs) -> anyhow::Result<()> {
+pub(super) async fn nack(a: Named<NackFlags>) -> anyhow::Result<()> {
     let v = Client::new(&a.client.url)
         .nack(
-            &a.leases.name,
-            &a.leases.lease_ids,
-            a.delay_ms,
-            a.error.as_deref(),
+            &a.name,
+            &a.flags.lease_ids,
+            a.flags.delay_ms,
+            a.flags.error.as_deref(),
         )
         .await?;
     output::answer_line(a.client.json, &v, || {
@@ -111,8 +112,8 @@ pub(super) async fn nack(a: NackArgs) -> anyhow::Result<()> {
     })
 }
 
-pub(super) async fn seek(a: SeekArgs) -> anyhow::Result<()> {
-    let body = match (position("--to", &a.to)?, a.partition) {
+pub(super) async fn seek(a: Named<SeekFlags>) -> anyhow::Result<()> {
+    let body = match (position("--to", &a.flags.to)?, a.flags.partition) {
         (Value::Object(mut m), Some(p)) if m.contains_key("offset") => {
             m.insert("partition".into(), Value::from(p));
             Value::Object(m)
@@ -126,13 +127,13 @@ pub(super) async fn seek(a: SeekArgs) -> anyhow::Result<()> {
         format!(
             "Moved subscription {} to {}; backlog {}.",
             a.name,
-            a.to,
+            a.flags.to,
             cell(&s["backlog"])
         )
     })
 }
 
-pub(super) async fn purge(a: NameArgs) -> anyhow::Result<()> {
+pub(super) async fn purge(a: Named) -> anyhow::Result<()> {
     let s = Client::new(&a.client.url).purge(&a.name).await?;
     output::answer_line(a.client.json, &s, || {
         format!(
@@ -143,9 +144,9 @@ pub(super) async fn purge(a: NameArgs) -> anyhow::Result<()> {
     })
 }
 
-pub(super) async fn redrive(a: RedriveArgs) -> anyhow::Result<()> {
+pub(super) async fn redrive(a: Named<RedriveFlags>) -> anyhow::Result<()> {
     let v = Client::new(&a.client.url)
-        .redrive(&a.name, a.max_records)
+        .redrive(&a.name, a.flags.max_records)
         .await?;
     output::answer_line(a.client.json, &v, || {
         format!("redriven {}", cell(&v["redriven"]))
