@@ -190,6 +190,10 @@ mod tests {
                 "max_age_ms": 60000
             })
         );
+    }
+
+    #[test]
+    fn bad_push_flags_are_refused() {
         for (bad, start) in [
             (
                 PushSettings {
