@@ -152,7 +152,7 @@ pub struct Ctx {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    ferry_client::install_tls();
     let base = cli.dir.unwrap_or_else(std::env::temp_dir);
     let holder = tempfile::Builder::new()
         .prefix("ferry-bench-")

@@ -3,13 +3,12 @@
 
 use crate::Ctx;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A running `ferry serve` (see `ferry_testkit`), killed when dropped.
 pub struct Server {
-    pub child: Child,
+    ferry: ferry_testkit::Server,
     pub url: String,
     /// The Kafka listener's address (host:port).
     pub kafka_addr: String,
@@ -17,10 +16,11 @@ pub struct Server {
     pub ready_ms: f64,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Server {
+    type Target = ferry_testkit::Server;
+
+    fn deref(&self) -> &ferry_testkit::Server {
+        &self.ferry
     }
 }
 
@@ -32,45 +32,16 @@ impl Server {
     /// Starts with extra `ferry serve` arguments.
     pub async fn start_with(ctx: &Ctx, data: &Path, extra: &[&str]) -> anyhow::Result<Server> {
         let started = Instant::now();
-        let mut child = Command::new(&ctx.ferry_bin)
-            .args([
-                "serve",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--kafka-addr",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-                "--log",
-                "warn,ferry::serve=info",
-                "--data-dir",
-            ])
-            .arg(data)
+        let ferry = ferry_testkit::Launch::new(&ctx.ferry_bin, data)
+            .args(["--log", "warn,ferry::serve=info"])
             .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if v["fields"]["message"] == "Ferry is ready." {
-                        let field =
-                            |k: &str| v["fields"][k].as_str().unwrap_or_default().to_string();
-                        let _ = tx.send((field("http_addr"), field("kafka_addr")));
-                    }
-                }
-            }
-        });
-        let (addr, kafka_addr) = rx
-            .recv_timeout(Duration::from_secs(120))
-            .map_err(|_| anyhow::anyhow!("ferry did not start"))?;
-        let url = format!("http://{addr}");
+            .wait(Duration::from_secs(120))
+            .drop_log_when_ready()
+            .start()?;
         let http = reqwest::Client::new();
         loop {
             if http
-                .get(format!("{url}/readyz"))
+                .get(format!("{}/readyz", ferry.url))
                 .send()
                 .await
                 .is_ok_and(|r| r.status().is_success())
@@ -80,23 +51,11 @@ impl Server {
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
         Ok(Server {
-            child,
-            url,
-            kafka_addr,
+            url: ferry.url.clone(),
+            kafka_addr: ferry.kafka.clone(),
             ready_ms: started.elapsed().as_secs_f64() * 1000.0,
+            ferry,
         })
-    }
-
-    /// Resident memory of the server process, in MiB.
-    pub fn rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
     }
 }
 

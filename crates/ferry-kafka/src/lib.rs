@@ -5,9 +5,9 @@
 //!
 //! The message schemas come from the `kafka-protocol` crate; this crate maps them onto
 //! the broker. `frame` is free of I/O; `server` owns the sockets. A process that serves
-//! Kafka clients installs [`alloc::FerryAlloc`] as its global allocator.
+//! Kafka clients needs an allocator that survives frames claiming billions of elements:
+//! the `ferry` binary installs one (its `alloc` module).
 
-pub mod alloc;
 pub mod config;
 pub mod errors;
 pub mod frame;

@@ -164,6 +164,21 @@ pub struct TopicSettings {
     pub flush_interval_ms: Option<u64>,
 }
 
+// A command on one topic or subscription: its name, the command's own flags `T`, then
+// the client flags; `Named` alone has no flags of its own. (No doc comments on these
+// structs: on a struct flattened into a subcommand they would replace its about text.)
+#[derive(Args, Clone)]
+pub struct Named<T: Args = NoFlags> {
+    pub name: String,
+    #[command(flatten)]
+    pub flags: T,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Args, Clone)]
+pub struct NoFlags {}
+
 #[derive(Subcommand)]
 pub enum TopicCommand {
     /// Create a topic.
@@ -178,16 +193,9 @@ pub enum TopicCommand {
         client: ClientArgs,
     },
     /// List topics.
-    List {
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    List(ClientArgs),
     /// Show a topic's settings and each partition's offsets and size.
-    Describe {
-        name: String,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Describe(Named),
     /// Change a topic's settings or add partitions.
     Update {
         name: String,
@@ -200,11 +208,7 @@ pub enum TopicCommand {
         client: ClientArgs,
     },
     /// Delete a topic and all its data.
-    Delete {
-        name: String,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Delete(Named),
 }
 
 #[derive(Args)]
@@ -324,188 +328,166 @@ pub struct PushSettings {
     pub push_breaker: Option<String>,
 }
 
+// The settings of a subscription that `sub create` and `sub update` both take.
+#[derive(Args, Clone)]
+pub struct SubFlags {
+    #[command(flatten)]
+    pub settings: SubSettings,
+    #[command(flatten)]
+    pub push: PushSettings,
+}
+
+#[derive(Args, Clone)]
+pub struct CreateFlags {
+    /// Topic to deliver records from
+    #[arg(long, short)]
+    pub topic: String,
+    /// Where to start: earliest, latest, offset:N (in every partition), or time:T
+    /// (milliseconds since 1970, or RFC 3339 such as 2026-11-23T10:00:00Z) [default: latest]
+    #[arg(long, value_name = "WHERE")]
+    pub start: Option<String>,
+    /// none, or key: one record per key in flight at a time [default: none]
+    #[arg(long)]
+    pub ordering: Option<String>,
+    #[command(flatten)]
+    pub sub: SubFlags,
+}
+
+#[derive(Args, Clone)]
+pub struct PullFlags {
+    /// Most records to lease
+    #[arg(long, short = 'n', default_value_t = 10)]
+    pub max_records: usize,
+    /// Wait up to this long for records when none is ready [default: 0, answer at once]
+    #[arg(long, value_name = "MS")]
+    pub wait_ms: Option<u64>,
+    /// Consumer name, for the per-consumer in-flight limit [default: anonymous]
+    #[arg(long)]
+    pub consumer: Option<String>,
+    /// Lease length for these records [default: the subscription's]
+    #[arg(long, value_name = "MS")]
+    pub visibility_timeout_ms: Option<u64>,
+    /// Acknowledge every pulled record after printing it
+    #[arg(long)]
+    pub ack: bool,
+}
+
+#[derive(Args, Clone)]
+pub struct AckFlags {
+    #[arg(required = true)]
+    pub lease_ids: Vec<String>,
+}
+
+#[derive(Args, Clone)]
+pub struct ExtendFlags {
+    #[arg(required = true)]
+    pub lease_ids: Vec<String>,
+    /// New lease length from now, 100 ms to 12 h
+    #[arg(long, value_name = "MS")]
+    pub visibility_timeout_ms: u64,
+}
+
+#[derive(Args, Clone)]
+pub struct NackFlags {
+    #[arg(required = true)]
+    pub lease_ids: Vec<String>,
+    /// Redeliver after this long [default: the retry policy's delay]
+    #[arg(long, value_name = "MS")]
+    pub delay_ms: Option<u64>,
+    /// Why processing failed; kept with the record and its dead letter
+    #[arg(long, value_name = "TEXT")]
+    pub error: Option<String>,
+}
+
+#[derive(Args, Clone)]
+pub struct SeekFlags {
+    /// earliest, latest, offset:N, or time:T (milliseconds since 1970, or RFC 3339)
+    #[arg(long, value_name = "WHERE")]
+    pub to: String,
+    /// With offset:N, move only this partition [default: every partition]
+    #[arg(long, short)]
+    pub partition: Option<u32>,
+}
+
+#[derive(Args, Clone)]
+pub struct RedriveFlags {
+    /// Most records to send back [default: all]
+    #[arg(long, short = 'n')]
+    pub max_records: Option<usize>,
+}
+
+#[derive(Args, Clone)]
+pub struct RetryFlags {
+    /// Partition of the record
+    #[arg(long, short)]
+    pub partition: u32,
+    /// Offset of the record
+    #[arg(long, short)]
+    pub offset: u64,
+}
+
+#[derive(Args, Clone)]
+pub struct RotateSecretFlags {
+    /// The new secret, whsec_ and the base64 of 24 to 64 bytes [default: generated,
+    /// printed once]
+    #[arg(long, value_name = "whsec_...")]
+    pub secret: Option<String>,
+    /// How long the old secret still signs, at most one week [default: 86400000 (one day)]
+    #[arg(long, value_name = "MS")]
+    pub previous_valid_ms: Option<u64>,
+}
+
+#[derive(Args, Clone)]
+pub struct DeliveriesFlags {
+    /// Only attempts of the record at this partition (with --offset)
+    #[arg(long, short, requires = "offset")]
+    pub partition: Option<u32>,
+    /// Only attempts of the record at this offset (with --partition)
+    #[arg(long, short, requires = "partition")]
+    pub offset: Option<u64>,
+    /// Most attempts to show, 1 to 1000 [default: 100]
+    #[arg(long, short = 'n')]
+    pub limit: Option<usize>,
+}
+
+// The `ferry sub` commands. Each takes a subscription's name, its own flags and the
+// client flags, which its function in `subs` receives whole.
 #[derive(Subcommand)]
 pub enum SubCommand {
     /// Create a subscription to a topic: a queue to pull from, or with --push-url, a
     /// push subscription that calls an HTTP endpoint.
-    Create {
-        name: String,
-        /// Topic to deliver records from
-        #[arg(long, short)]
-        topic: String,
-        /// Where to start: earliest, latest, offset:N (in every partition), or time:T
-        /// (milliseconds since 1970, or RFC 3339 such as 2026-11-23T10:00:00Z) [default: latest]
-        #[arg(long, value_name = "WHERE")]
-        start: Option<String>,
-        /// none, or key: one record per key in flight at a time [default: none]
-        #[arg(long)]
-        ordering: Option<String>,
-        #[command(flatten)]
-        settings: SubSettings,
-        #[command(flatten)]
-        push: PushSettings,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Create(Named<CreateFlags>),
     /// List subscriptions with their backlog.
-    List {
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    List(ClientArgs),
     /// Show a subscription's settings, counters and each partition's progress.
-    Describe {
-        name: String,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Describe(Named),
     /// Change a subscription's settings; --push-* flags change only what they name.
-    Update {
-        name: String,
-        #[command(flatten)]
-        settings: SubSettings,
-        #[command(flatten)]
-        push: PushSettings,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Update(Named<SubFlags>),
     /// Delete a subscription (its topic and dead-letter topic stay).
-    Delete {
-        name: String,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Delete(Named),
     /// Lease records and print them with their lease ids.
-    Pull {
-        name: String,
-        /// Most records to lease
-        #[arg(long, short = 'n', default_value_t = 10)]
-        max_records: usize,
-        /// Wait up to this long for records when none is ready [default: 0, answer at once]
-        #[arg(long, value_name = "MS")]
-        wait_ms: Option<u64>,
-        /// Consumer name, for the per-consumer in-flight limit [default: anonymous]
-        #[arg(long)]
-        consumer: Option<String>,
-        /// Lease length for these records [default: the subscription's]
-        #[arg(long, value_name = "MS")]
-        visibility_timeout_ms: Option<u64>,
-        /// Acknowledge every pulled record after printing it
-        #[arg(long)]
-        ack: bool,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Pull(Named<PullFlags>),
     /// Acknowledge leased records: they are done and never delivered again.
-    Ack {
-        name: String,
-        #[arg(required = true)]
-        lease_ids: Vec<String>,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Ack(Named<AckFlags>),
     /// Keep leased records longer: their leases end this long from now.
-    Extend {
-        name: String,
-        #[arg(required = true)]
-        lease_ids: Vec<String>,
-        /// New lease length from now, 100 ms to 12 h
-        #[arg(long, value_name = "MS")]
-        visibility_timeout_ms: u64,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Extend(Named<ExtendFlags>),
     /// Give leased records back for redelivery.
-    Nack {
-        name: String,
-        #[arg(required = true)]
-        lease_ids: Vec<String>,
-        /// Redeliver after this long [default: the retry policy's delay]
-        #[arg(long, value_name = "MS")]
-        delay_ms: Option<u64>,
-        /// Why processing failed; kept with the record and its dead letter
-        #[arg(long, value_name = "TEXT")]
-        error: Option<String>,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Nack(Named<NackFlags>),
     /// Move a subscription to another position: replay, or skip ahead.
-    Seek {
-        name: String,
-        /// earliest, latest, offset:N, or time:T (milliseconds since 1970, or RFC 3339)
-        #[arg(long, value_name = "WHERE")]
-        to: String,
-        /// With offset:N, move only this partition [default: every partition]
-        #[arg(long, short)]
-        partition: Option<u32>,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Seek(Named<SeekFlags>),
     /// Drop every record not yet acknowledged (seek to latest).
-    Purge {
-        name: String,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Purge(Named),
     /// Send the subscription's dead-lettered records back to it.
-    Redrive {
-        name: String,
-        /// Most records to send back [default: all]
-        #[arg(long, short = 'n')]
-        max_records: Option<usize>,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Redrive(Named<RedriveFlags>),
     /// Stop a push subscription from sending; records wait until it is resumed.
-    Pause {
-        name: String,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Pause(Named),
     /// Let a paused push subscription send again.
-    Resume {
-        name: String,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Resume(Named),
     /// Deliver one record of the topic to this subscription again.
-    Retry {
-        name: String,
-        /// Partition of the record
-        #[arg(long, short)]
-        partition: u32,
-        /// Offset of the record
-        #[arg(long, short)]
-        offset: u64,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Retry(Named<RetryFlags>),
     /// Give a push subscription a new signing secret; the old one keeps signing for a
     /// while, so that the endpoint can switch over.
-    RotateSecret {
-        name: String,
-        /// The new secret, whsec_ and the base64 of 24 to 64 bytes [default: generated,
-        /// printed once]
-        #[arg(long, value_name = "whsec_...")]
-        secret: Option<String>,
-        /// How long the old secret still signs, at most one week [default: 86400000 (one day)]
-        #[arg(long, value_name = "MS")]
-        previous_valid_ms: Option<u64>,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    RotateSecret(Named<RotateSecretFlags>),
     /// Show a push subscription's delivery attempts, newest first.
-    Deliveries {
-        name: String,
-        /// Only attempts of the record at this partition (with --offset)
-        #[arg(long, short, requires = "offset")]
-        partition: Option<u32>,
-        /// Only attempts of the record at this offset (with --partition)
-        #[arg(long, short, requires = "partition")]
-        offset: Option<u64>,
-        /// Most attempts to show, 1 to 1000 [default: 100]
-        #[arg(long, short = 'n')]
-        limit: Option<usize>,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Deliveries(Named<DeliveriesFlags>),
 }

@@ -1,12 +1,12 @@
 //! The client commands: `ferry topic`, `ferry produce`, `ferry consume` (`ferry sub` is
 //! in `subs`).
 
-use crate::cli::{ConsumeArgs, ProduceArgs, TopicCommand, TopicSettings};
+use crate::cli::{ClientArgs, ConsumeArgs, ProduceArgs, TopicCommand, TopicSettings};
 use crate::output;
 use crate::time::parse_time_ms;
 use anyhow::{bail, Context};
 use base64::Engine;
-use ferry_client::{Client, RecordOut};
+use ferry_client::{Client, Placed, RecordOut};
 use serde_json::{json, Map, Value};
 use std::io::BufRead;
 use std::time::Duration;
@@ -69,18 +69,18 @@ fn topic_rows(topics: &[Value]) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The columns of `topic_rows`.
+const TOPIC_HEADERS: [&str; 6] = [
+    "TOPIC",
+    "PARTITIONS",
+    "RECORDS",
+    "BYTES",
+    "RETENTION_MS",
+    "DURABILITY",
+];
+
 fn print_topic(t: &Value) -> anyhow::Result<()> {
-    output::table(
-        &[
-            "TOPIC",
-            "PARTITIONS",
-            "RECORDS",
-            "BYTES",
-            "RETENTION_MS",
-            "DURABILITY",
-        ],
-        &topic_rows(std::slice::from_ref(t)),
-    )?;
+    output::table(&TOPIC_HEADERS, &topic_rows(std::slice::from_ref(t)))?;
     output::line("")?;
     let rows: Vec<Vec<String>> = t["partition_stats"]
         .as_array()
@@ -111,78 +111,69 @@ pub async fn topic(cmd: TopicCommand) -> anyhow::Result<()> {
             partitions,
             settings,
             client,
-        } => {
-            let mut body = settings_json(partitions, &settings)?;
-            body.insert("name".into(), Value::from(name));
-            let t = Client::new(&client.url)
-                .create_topic(&Value::Object(body))
-                .await?;
-            if client.json {
-                output::json(&t)?;
-            } else {
-                output::line(&format!(
-                    "Created topic {} with {} partition(s).",
-                    t["name"].as_str().unwrap_or_default(),
-                    t["partitions"]
-                ))?;
-            }
-        }
-        TopicCommand::List { client } => {
-            let v = Client::new(&client.url).list_topics().await?;
-            if client.json {
-                output::json(&v)?;
-            } else {
-                let topics = v["topics"].as_array().cloned().unwrap_or_default();
-                output::table(
-                    &[
-                        "TOPIC",
-                        "PARTITIONS",
-                        "RECORDS",
-                        "BYTES",
-                        "RETENTION_MS",
-                        "DURABILITY",
-                    ],
-                    &topic_rows(&topics),
-                )?;
-            }
-        }
-        TopicCommand::Describe { name, client } => {
-            let t = Client::new(&client.url).describe_topic(&name).await?;
-            if client.json {
-                output::json(&t)?;
-            } else {
-                print_topic(&t)?;
-            }
+        } => topic_create(name, partitions, &settings, &client).await,
+        TopicCommand::List(client) => topic_list(&client).await,
+        TopicCommand::Describe(a) => {
+            let t = Client::new(&a.client.url).describe_topic(&a.name).await?;
+            output::answer(a.client.json, &t, || print_topic(&t))
         }
         TopicCommand::Update {
             name,
             partitions,
             settings,
             client,
-        } => {
-            let body = settings_json(partitions, &settings)?;
-            if body.is_empty() {
-                bail!("nothing to change: give --partitions or a setting such as --retention-ms");
-            }
-            let t = Client::new(&client.url)
-                .update_topic(&name, &Value::Object(body))
-                .await?;
-            if client.json {
-                output::json(&t)?;
-            } else {
-                print_topic(&t)?;
-            }
-        }
-        TopicCommand::Delete { name, client } => {
-            Client::new(&client.url).delete_topic(&name).await?;
-            if client.json {
-                output::json(&json!({"deleted": name}))?;
-            } else {
-                output::line(&format!("Deleted topic {name}."))?;
-            }
+        } => topic_update(&name, partitions, &settings, &client).await,
+        TopicCommand::Delete(a) => {
+            Client::new(&a.client.url).delete_topic(&a.name).await?;
+            output::answer_line(a.client.json, &json!({"deleted": a.name}), || {
+                format!("Deleted topic {}.", a.name)
+            })
         }
     }
-    Ok(())
+}
+
+async fn topic_create(
+    name: String,
+    partitions: Option<u32>,
+    settings: &TopicSettings,
+    client: &ClientArgs,
+) -> anyhow::Result<()> {
+    let mut body = settings_json(partitions, settings)?;
+    body.insert("name".into(), Value::from(name));
+    let t = Client::new(&client.url)
+        .create_topic(&Value::Object(body))
+        .await?;
+    output::answer_line(client.json, &t, || {
+        format!(
+            "Created topic {} with {} partition(s).",
+            t["name"].as_str().unwrap_or_default(),
+            t["partitions"]
+        )
+    })
+}
+
+async fn topic_list(client: &ClientArgs) -> anyhow::Result<()> {
+    let v = Client::new(&client.url).list_topics().await?;
+    output::answer(client.json, &v, || {
+        let topics = v["topics"].as_array().cloned().unwrap_or_default();
+        Ok(output::table(&TOPIC_HEADERS, &topic_rows(&topics))?)
+    })
+}
+
+async fn topic_update(
+    name: &str,
+    partitions: Option<u32>,
+    settings: &TopicSettings,
+    client: &ClientArgs,
+) -> anyhow::Result<()> {
+    let body = settings_json(partitions, settings)?;
+    if body.is_empty() {
+        bail!("nothing to change: give --partitions or a setting such as --retention-ms");
+    }
+    let t = Client::new(&client.url)
+        .update_topic(name, &Value::Object(body))
+        .await?;
+    output::answer(client.json, &t, || print_topic(&t))
 }
 
 fn value_json(text: &str, format: &str) -> anyhow::Result<Value> {
@@ -224,40 +215,54 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         }
         Ok(Value::Object(r))
     };
-    let mut placed = Vec::new();
-    if let Some(v) = &args.value {
-        placed.extend(
+    let placed = match &args.value {
+        Some(v) => {
             client
                 .produce(&args.topic, vec![make(args.key.as_deref(), v)?])
                 .await?
-                .offsets,
-        );
-    } else {
-        let stdin = std::io::stdin();
-        let mut pending = Vec::new();
-        for line in stdin.lock().lines() {
-            let line = line.context("reading standard input")?;
-            let (key, value) = match &args.key_separator {
-                Some(sep) => match line.split_once(sep.as_str()) {
-                    Some((k, v)) => (Some(k.to_string()), v.to_string()),
-                    None => (args.key.clone(), line.clone()),
-                },
-                None => (args.key.clone(), line.clone()),
-            };
-            pending.push(make(key.as_deref(), &value)?);
-            if pending.len() >= args.batch {
-                placed.extend(
-                    client
-                        .produce(&args.topic, std::mem::take(&mut pending))
-                        .await?
-                        .offsets,
-                );
-            }
+                .offsets
         }
-        if !pending.is_empty() {
-            placed.extend(client.produce(&args.topic, pending).await?.offsets);
+        None => produce_lines(&client, &args, make).await?,
+    };
+    print_placed(&args, &placed)
+}
+
+/// Produces each line of standard input as a record made by `make` from its key and
+/// value, `--batch` records a request.
+async fn produce_lines(
+    client: &Client,
+    args: &ProduceArgs,
+    make: impl Fn(Option<&str>, &str) -> anyhow::Result<Value>,
+) -> anyhow::Result<Vec<Placed>> {
+    let mut placed = Vec::new();
+    let stdin = std::io::stdin();
+    let mut pending = Vec::new();
+    for line in stdin.lock().lines() {
+        let line = line.context("reading standard input")?;
+        let (key, value) = match &args.key_separator {
+            Some(sep) => match line.split_once(sep.as_str()) {
+                Some((k, v)) => (Some(k.to_string()), v.to_string()),
+                None => (args.key.clone(), line.clone()),
+            },
+            None => (args.key.clone(), line.clone()),
+        };
+        pending.push(make(key.as_deref(), &value)?);
+        if pending.len() >= args.batch {
+            placed.extend(
+                client
+                    .produce(&args.topic, std::mem::take(&mut pending))
+                    .await?
+                    .offsets,
+            );
         }
     }
+    if !pending.is_empty() {
+        placed.extend(client.produce(&args.topic, pending).await?.offsets);
+    }
+    Ok(placed)
+}
+
+fn print_placed(args: &ProduceArgs, placed: &[Placed]) -> anyhow::Result<()> {
     if args.client.json {
         output::json(
             &json!({ "offsets": placed.iter().map(|p| json!({"partition": p.partition, "offset": p.offset})).collect::<Vec<_>>() }),
@@ -326,6 +331,43 @@ fn print_record(partition: u32, r: &RecordOut, json_out: bool) -> std::io::Resul
 
 pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
     let client = Client::new(&args.client.url);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<anyhow::Result<(u32, Vec<RecordOut>)>>(16);
+    for (p, offset, end) in start_offsets(&client, &args).await? {
+        let reader = Reader {
+            client: client.clone(),
+            topic: args.topic.clone(),
+            partition: p,
+            offset,
+            end,
+            follow: args.follow,
+        };
+        tokio::spawn(reader.run(tx.clone()));
+    }
+    drop(tx);
+    let mut printed = 0u64;
+    let max = args.max.unwrap_or(u64::MAX);
+    while let Some(msg) = rx.recv().await {
+        let (p, records) = msg?;
+        for r in &records {
+            if printed >= max {
+                return Ok(());
+            }
+            print_record(p, r, args.client.json)?;
+            printed += 1;
+        }
+        if printed >= max {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Each partition to read with the offset `--from` names and its end when asked:
+/// `(partition, start, end)`.
+async fn start_offsets(
+    client: &Client,
+    args: &ConsumeArgs,
+) -> anyhow::Result<Vec<(u32, u64, u64)>> {
     let topic = client.describe_topic(&args.topic).await?;
     let count = topic["partitions"].as_u64().unwrap_or(0) as u32;
     let partitions: Vec<u32> = match args.partition {
@@ -363,59 +405,59 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         };
         start.push((p, offset, bound(p, "latest")));
     }
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<anyhow::Result<(u32, Vec<RecordOut>)>>(16);
-    for (p, mut offset, end) in start {
-        let (client, tx, topic, follow) =
-            (client.clone(), tx.clone(), args.topic.clone(), args.follow);
-        tokio::spawn(async move {
-            loop {
-                if !follow && offset >= end {
-                    return;
-                }
-                let wait = if follow {
-                    Duration::from_millis(10_000)
-                } else {
-                    Duration::ZERO
-                };
-                match client.read(&topic, p, Some(offset), 500, wait).await {
-                    Ok(r) => {
-                        offset = r.next_offset;
-                        let done = !follow && (r.records.is_empty() || offset >= end);
-                        let records: Vec<RecordOut> = r
-                            .records
-                            .into_iter()
-                            .filter(|x| follow || x.offset < end)
-                            .collect();
-                        if !records.is_empty() && tx.send(Ok((p, records))).await.is_err() {
-                            return;
-                        }
-                        if done {
-                            return;
-                        }
+    Ok(start)
+}
+
+/// Reads one partition from `offset`: up to `end` (the latest offset when `consume`
+/// started), or on and on with `--follow`.
+struct Reader {
+    client: Client,
+    topic: String,
+    partition: u32,
+    offset: u64,
+    end: u64,
+    follow: bool,
+}
+
+impl Reader {
+    /// Sends each batch of records read to `tx`, then stops at the end, on an error (sent
+    /// too), or when no one receives any more.
+    async fn run(mut self, tx: tokio::sync::mpsc::Sender<anyhow::Result<(u32, Vec<RecordOut>)>>) {
+        let (p, end, follow) = (self.partition, self.end, self.follow);
+        loop {
+            if !follow && self.offset >= end {
+                return;
+            }
+            let wait = if follow {
+                Duration::from_millis(10_000)
+            } else {
+                Duration::ZERO
+            };
+            match self
+                .client
+                .read(&self.topic, p, Some(self.offset), 500, wait)
+                .await
+            {
+                Ok(r) => {
+                    self.offset = r.next_offset;
+                    let done = !follow && (r.records.is_empty() || self.offset >= end);
+                    let records: Vec<RecordOut> = r
+                        .records
+                        .into_iter()
+                        .filter(|x| follow || x.offset < end)
+                        .collect();
+                    if !records.is_empty() && tx.send(Ok((p, records))).await.is_err() {
+                        return;
                     }
-                    Err(e) => {
-                        let _ = tx.send(Err(e.into())).await;
+                    if done {
                         return;
                     }
                 }
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
             }
-        });
-    }
-    drop(tx);
-    let mut printed = 0u64;
-    let max = args.max.unwrap_or(u64::MAX);
-    while let Some(msg) = rx.recv().await {
-        let (p, records) = msg?;
-        for r in &records {
-            if printed >= max {
-                return Ok(());
-            }
-            print_record(p, r, args.client.json)?;
-            printed += 1;
-        }
-        if printed >= max {
-            return Ok(());
         }
     }
-    Ok(())
 }

@@ -3,6 +3,7 @@
 //! Exit codes: 0 success; 1 the operation failed (the message says why); 2 the command
 //! line is invalid; 3 the server could not be reached.
 
+mod alloc;
 mod cli;
 mod commands;
 mod output;
@@ -16,10 +17,10 @@ use cli::{Cli, Command};
 use std::process::ExitCode;
 
 #[global_allocator]
-static ALLOCATOR: ferry_kafka::alloc::FerryAlloc = ferry_kafka::alloc::FerryAlloc;
+static ALLOCATOR: alloc::FerryAlloc = alloc::FerryAlloc;
 
 fn main() -> ExitCode {
-    ferry_kafka::alloc::limit_malloc_arenas();
+    alloc::limit_malloc_arenas();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -62,6 +62,28 @@ pub fn line(s: &str) -> io::Result<()> {
     writeln!(out, "{s}")
 }
 
+/// The server's answer `v`: as JSON with `--json`, else as `text` prints it.
+pub fn answer(
+    json_out: bool,
+    v: &serde_json::Value,
+    text: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    if json_out {
+        Ok(json(v)?)
+    } else {
+        text()
+    }
+}
+
+/// The server's answer `v`: as JSON with `--json`, else as the one line `text` makes.
+pub fn answer_line(
+    json_out: bool,
+    v: &serde_json::Value,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    answer(json_out, v, || Ok(line(&text())?))
+}
+
 /// Milliseconds since 1970 as an RFC 3339 UTC time with milliseconds, e.g.
 /// `2026-11-23T10:00:00.000Z`.
 pub fn rfc3339_ms(ms: u64) -> String {

@@ -72,25 +72,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let kafka_local = kafka_listener
         .local_addr()
         .context("reading the Kafka listener's address")?;
-    let (advertised_host, advertised_port) = settings
-        .kafka_advertised
-        .clone()
-        .unwrap_or_else(|| (kafka_local.ip().to_string(), kafka_local.port()));
-    let kafka_config = ferry_kafka::KafkaConfig {
-        addr: kafka_local,
-        advertised_host,
-        advertised_port,
-        node_id: 0,
-        max_frame_bytes: settings.kafka_max_request_bytes,
-        max_connections: settings.kafka_max_connections,
-        fetch_bytes_max: 64 * 1024 * 1024,
-        auto_create_topics: settings.kafka_auto_create_topics,
-    };
     let (stopping, mut stopped) = tokio::sync::watch::channel(false);
     let kafka = tokio::spawn(ferry_kafka::serve(
         kafka_listener,
         broker.clone(),
-        kafka_config,
+        kafka_config(&settings, kafka_local),
         stopped.clone(),
     ));
     // Registers itself with the broker; kept until the server stops.
@@ -126,8 +112,30 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     maintenance.abort();
     kafka.abort();
-    let b = broker.clone();
-    let synced = tokio::task::spawn_blocking(move || b.shutdown())
+    sync_at_shutdown(broker).await
+}
+
+/// The Kafka listener's settings; it listens on `local`.
+fn kafka_config(settings: &Settings, local: std::net::SocketAddr) -> ferry_kafka::KafkaConfig {
+    let (advertised_host, advertised_port) = settings
+        .kafka_advertised
+        .clone()
+        .unwrap_or_else(|| (local.ip().to_string(), local.port()));
+    ferry_kafka::KafkaConfig {
+        addr: local,
+        advertised_host,
+        advertised_port,
+        node_id: 0,
+        max_frame_bytes: settings.kafka_max_request_bytes,
+        max_connections: settings.kafka_max_connections,
+        fetch_bytes_max: 64 * 1024 * 1024,
+        auto_create_topics: settings.kafka_auto_create_topics,
+    }
+}
+
+/// Syncs every partition once serving has stopped.
+async fn sync_at_shutdown(broker: std::sync::Arc<Broker>) -> anyhow::Result<()> {
+    let synced = tokio::task::spawn_blocking(move || broker.shutdown())
         .await
         .context("shutdown task failed")?;
     if !synced {

@@ -64,57 +64,104 @@ fn limit(v: i64, what: &str) -> anyhow::Result<Option<u64>> {
     }
 }
 
-pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
-    let file: FileSettings = match &args.config {
-        None => FileSettings::default(),
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| {
-                format!(
-                    "cannot read the config file {}; check the path given to --config",
-                    path.display()
-                )
-            })?;
-            toml::from_str(&text)
-                .with_context(|| format!("the config file {} is not valid", path.display()))?
-        }
+/// A setting's flag or environment value, else its value in the file.
+macro_rules! pick {
+    ($args:ident, $file:ident, $f:ident) => {
+        $args.$f.or($file.$f)
     };
+}
+
+pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
+    let mut file = read_file(args.config.as_deref())?;
+    let defaults = topic_defaults(&args, &mut file)?;
+    let log_format = pick!(args, file, log_format).unwrap_or_else(|| "text".into());
+    if log_format != "text" && log_format != "json" {
+        bail!("log_format must be text or json, got {log_format:?}");
+    }
+    let max_request_bytes = pick!(args, file, max_request_bytes).unwrap_or(32 * 1024 * 1024);
+    if max_request_bytes < 1024 {
+        bail!("max_request_bytes must be at least 1024, got {max_request_bytes}");
+    }
+    let kafka_advertised = match pick!(args, file, kafka_advertised_addr) {
+        None => None,
+        Some(a) => Some(host_port(&a)?),
+    };
+    let kafka_max_request_bytes =
+        pick!(args, file, kafka_max_request_bytes).unwrap_or(100 * 1024 * 1024);
+    if kafka_max_request_bytes < 1024 {
+        bail!("kafka_max_request_bytes must be at least 1024, got {kafka_max_request_bytes}");
+    }
+    let push_allow_networks = match pick!(args, file, push_allow_networks) {
+        None => Vec::new(),
+        Some(list) => networks(&list)?,
+    };
+    Ok(Settings {
+        kafka_addr: pick!(args, file, kafka_addr)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092))),
+        kafka_advertised,
+        kafka_max_request_bytes,
+        kafka_max_connections: pick!(args, file, kafka_max_connections)
+            .unwrap_or(1024)
+            .max(1),
+        kafka_auto_create_topics: pick!(args, file, kafka_auto_create_topics).unwrap_or(false),
+        data_dir: pick!(args, file, data_dir).unwrap_or_else(|| PathBuf::from("ferry-data")),
+        http_addr: pick!(args, file, http_addr)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+        defaults,
+        max_request_bytes,
+        retention_check_ms: pick!(args, file, retention_check_ms)
+            .unwrap_or(30_000)
+            .max(10),
+        log: pick!(args, file, log).unwrap_or_else(|| "info".into()),
+        log_json: log_format == "json",
+        push_allow_private: pick!(args, file, push_allow_private).unwrap_or(false),
+        push_allow_networks,
+    })
+}
+
+/// The TOML file of `--config`; with none, every key absent.
+fn read_file(config: Option<&std::path::Path>) -> anyhow::Result<FileSettings> {
+    let Some(path) = config else {
+        return Ok(FileSettings::default());
+    };
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read the config file {}; check the path given to --config",
+            path.display()
+        )
+    })?;
+    toml::from_str(&text)
+        .with_context(|| format!("the config file {} is not valid", path.display()))
+}
+
+/// The settings of new topics, checked as a topic's would be, so that a bad default
+/// fails at start. Takes the file's durability (a `String`) out of `file`.
+fn topic_defaults(args: &ServeArgs, file: &mut FileSettings) -> anyhow::Result<TopicDefaults> {
     let d = TopicDefaults::default();
     let durability_name = args
         .durability
-        .or(file.durability)
+        .clone()
+        .or(file.durability.take())
         .unwrap_or_else(|| "always".into());
     let durability = DurabilityPolicy::parse(&durability_name).with_context(|| {
         format!("durability must be always, interval or never, got {durability_name:?}")
     })?;
     let defaults = TopicDefaults {
-        partitions: args
-            .default_partitions
-            .or(file.default_partitions)
-            .unwrap_or(d.partitions),
-        retention_ms: match args.retention_ms.or(file.retention_ms) {
+        partitions: pick!(args, file, default_partitions).unwrap_or(d.partitions),
+        retention_ms: match pick!(args, file, retention_ms) {
             Some(v) => limit(v, "retention_ms")?,
             None => d.retention_ms,
         },
-        retention_bytes: match args.retention_bytes.or(file.retention_bytes) {
+        retention_bytes: match pick!(args, file, retention_bytes) {
             Some(v) => limit(v, "retention_bytes")?,
             None => d.retention_bytes,
         },
-        segment_bytes: args
-            .segment_bytes
-            .or(file.segment_bytes)
-            .unwrap_or(d.segment_bytes),
-        segment_ms: args.segment_ms.or(file.segment_ms).or(d.segment_ms),
-        max_record_bytes: args
-            .max_record_bytes
-            .or(file.max_record_bytes)
-            .unwrap_or(d.max_record_bytes),
+        segment_bytes: pick!(args, file, segment_bytes).unwrap_or(d.segment_bytes),
+        segment_ms: pick!(args, file, segment_ms).or(d.segment_ms),
+        max_record_bytes: pick!(args, file, max_record_bytes).unwrap_or(d.max_record_bytes),
         durability,
-        flush_interval_ms: args
-            .flush_interval_ms
-            .or(file.flush_interval_ms)
-            .unwrap_or(d.flush_interval_ms),
+        flush_interval_ms: pick!(args, file, flush_interval_ms).unwrap_or(d.flush_interval_ms),
     };
-    // Check the defaults as a topic would be checked, so a bad default fails at start.
     ferry_broker::TopicConfig {
         name: "defaults".into(),
         partitions: defaults.partitions,
@@ -129,89 +176,25 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
     }
     .validate()
     .context("invalid default topic setting")?;
-    let log_format = args
-        .log_format
-        .or(file.log_format)
-        .unwrap_or_else(|| "text".into());
-    if log_format != "text" && log_format != "json" {
-        bail!("log_format must be text or json, got {log_format:?}");
-    }
-    let max_request_bytes = args
-        .max_request_bytes
-        .or(file.max_request_bytes)
-        .unwrap_or(32 * 1024 * 1024);
-    if max_request_bytes < 1024 {
-        bail!("max_request_bytes must be at least 1024, got {max_request_bytes}");
-    }
-    let kafka_advertised = match args.kafka_advertised_addr.or(file.kafka_advertised_addr) {
-        None => None,
-        Some(a) => {
-            let (host, port) = a
-                .rsplit_once(':')
-                .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
-                .filter(|(h, _)| !h.is_empty())
-                .with_context(|| {
-                    format!("kafka_advertised_addr must look like HOST:PORT, got {a:?}")
-                })?;
-            Some((host, port))
-        }
-    };
-    let kafka_max_request_bytes = args
-        .kafka_max_request_bytes
-        .or(file.kafka_max_request_bytes)
-        .unwrap_or(100 * 1024 * 1024);
-    if kafka_max_request_bytes < 1024 {
-        bail!("kafka_max_request_bytes must be at least 1024, got {kafka_max_request_bytes}");
-    }
-    let push_allow_networks = match args.push_allow_networks.or(file.push_allow_networks) {
-        None => Vec::new(),
-        Some(list) => list
-            .iter()
-            .flat_map(|s| s.split(','))
-            .filter(|s| !s.trim().is_empty())
-            .map(|s| {
-                s.parse::<ferry_push::guard::Network>()
-                    .map_err(|e| anyhow::anyhow!("push_allow_networks: {e}"))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?,
-    };
-    Ok(Settings {
-        kafka_addr: args
-            .kafka_addr
-            .or(file.kafka_addr)
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092))),
-        kafka_advertised,
-        kafka_max_request_bytes,
-        kafka_max_connections: args
-            .kafka_max_connections
-            .or(file.kafka_max_connections)
-            .unwrap_or(1024)
-            .max(1),
-        kafka_auto_create_topics: args
-            .kafka_auto_create_topics
-            .or(file.kafka_auto_create_topics)
-            .unwrap_or(false),
-        data_dir: args
-            .data_dir
-            .or(file.data_dir)
-            .unwrap_or_else(|| PathBuf::from("ferry-data")),
-        http_addr: args
-            .http_addr
-            .or(file.http_addr)
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
-        defaults,
-        max_request_bytes,
-        retention_check_ms: args
-            .retention_check_ms
-            .or(file.retention_check_ms)
-            .unwrap_or(30_000)
-            .max(10),
-        log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
-        log_json: log_format == "json",
-        push_allow_private: args
-            .push_allow_private
-            .or(file.push_allow_private)
-            .unwrap_or(false),
-        push_allow_networks,
-    })
+    Ok(defaults)
+}
+
+/// `--kafka-advertised-addr` as host and port.
+fn host_port(a: &str) -> anyhow::Result<(String, u16)> {
+    a.rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+        .filter(|(h, _)| !h.is_empty())
+        .with_context(|| format!("kafka_advertised_addr must look like HOST:PORT, got {a:?}"))
+}
+
+/// `--push-allow-networks`: CIDRs, given as a list or comma-separated.
+fn networks(list: &[String]) -> anyhow::Result<Vec<ferry_push::guard::Network>> {
+    list.iter()
+        .flat_map(|s| s.split(','))
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.parse::<ferry_push::guard::Network>()
+                .map_err(|e| anyhow::anyhow!("push_allow_networks: {e}"))
+        })
+        .collect()
 }

@@ -196,50 +196,21 @@ fn settings_come_from_defaults_then_file_then_environment_then_flags() {
     .unwrap();
     let data = dir.path().join("data");
     // File: partitions 2. Environment overrides retention; the flag overrides durability.
-    struct KillOnDrop(std::process::Child);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--kafka-addr",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--durability",
-            "never",
-            "--config",
-        ])
-        .arg(&toml)
-        .arg("--data-dir")
-        .arg(&data)
-        .env("FERRY_RETENTION_MS", "5000")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
     // The log pipe is closed once the address is read: Ferry must keep serving
     // (regression: a closed stderr used to fail every request that logged).
-    let child = KillOnDrop(child);
-    let addr = std::io::BufRead::lines(std::io::BufReader::new(stderr))
-        .map_while(Result::ok)
-        .find_map(|l| {
-            serde_json::from_str::<Value>(&l)
-                .ok()
-                .filter(|v| v["fields"]["message"] == "Ferry is ready.")
-        })
-        .map(|v| v["fields"]["http_addr"].as_str().unwrap().to_string())
+    let server = ferry_testkit::Launch::new(BIN, &data)
+        .args(["--durability", "never", "--config"])
+        .args([&toml])
+        .env("FERRY_RETENTION_MS", "5000")
+        .close_log_when_ready()
+        .start()
         .expect("ready");
-    let url = format!("http://{addr}");
-    let t: Value =
-        serde_json::from_str(&stdout(&ferry(&url, &["topic", "create", "x", "--json"]))).unwrap();
-    drop(child);
+    let t: Value = serde_json::from_str(&stdout(&ferry(
+        &server.url,
+        &["topic", "create", "x", "--json"],
+    )))
+    .unwrap();
+    drop(server);
     assert_eq!(
         (
             t["partitions"].as_u64(),

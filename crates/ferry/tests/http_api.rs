@@ -357,16 +357,7 @@ async fn data_and_topics_survive_a_restart() {
 async fn a_second_server_on_the_same_data_folder_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let _first = Server::start(dir.path(), &[]);
-    let out = std::process::Command::new(BIN)
-        .args([
-            "serve",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--kafka-addr",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path())
+    let out = ferry_testkit::serve_command(BIN, dir.path())
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -4,120 +4,40 @@
 pub mod endpoint;
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
+
+pub use ferry_testkit::Server;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ferry");
 
-pub struct Server {
-    pub child: Child,
-    pub url: String,
-    /// host:port of the Kafka listener.
-    pub kafka: String,
-    pub data_dir: PathBuf,
-    logs: Arc<Mutex<Vec<String>>>,
-}
-
-impl Server {
-    /// Starts `ferry serve` on a free port with `data_dir` and waits until it is ready.
-    pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+/// Starts this package's `ferry` binary: `Server::start(data_dir, extra)`.
+pub trait StartFerry {
+    /// Starts `ferry serve` on free ports with `data_dir` and waits until it is ready.
+    fn start(data_dir: &Path, extra: &[&str]) -> Server {
         Self::try_start(data_dir, extra)
             .unwrap_or_else(|logs| panic!("ferry did not start:\n{}", logs.join("\n")))
     }
 
-    pub fn try_start(data_dir: &Path, extra: &[&str]) -> Result<Server, Vec<String>> {
-        let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--kafka-addr",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ferry");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let sink = Arc::clone(&logs);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if v["fields"]["message"] == "Ferry is ready." {
-                        let field =
-                            |k: &str| v["fields"][k].as_str().unwrap_or_default().to_string();
-                        let _ = tx.send((field("http_addr"), field("kafka_addr")));
-                    }
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok((addr, kafka)) => Ok(Server {
-                child,
-                url: format!("http://{addr}"),
-                kafka,
-                data_dir: data_dir.to_path_buf(),
-                logs,
-            }),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                std::thread::sleep(Duration::from_millis(100));
-                let l = logs.lock().unwrap().clone();
-                Err(l)
-            }
-        }
-    }
-
-    pub fn logs(&self) -> Vec<String> {
-        self.logs.lock().unwrap().clone()
-    }
-
-    /// `kill -9`: no chance to sync or clean up.
-    pub fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM, then wait for a clean exit.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("ferry did not stop on SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+    /// As `start`; a server that does not get ready gives its log lines.
+    fn try_start(data_dir: &Path, extra: &[&str]) -> Result<Server, Vec<String>>;
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl StartFerry for Server {
+    fn try_start(data_dir: &Path, extra: &[&str]) -> Result<Server, Vec<String>> {
+        match ferry_testkit::Launch::new(BIN, data_dir)
+            .args(extra)
+            .start()
+        {
+            Ok(s) => Ok(s),
+            Err(ferry_testkit::StartError::NotReady(logs)) => Err(logs),
+            Err(e) => panic!("spawn ferry: {e}"),
+        }
     }
 }
 
 pub fn http() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    ferry_client::install_tls();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()

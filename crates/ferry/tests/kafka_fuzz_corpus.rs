@@ -1,11 +1,17 @@
-//! Replays the Kafka request fuzz corpus (fuzz/corpus/kafka_request/) on stable Rust.
+//! Replays the Kafka request fuzz corpus (fuzz/corpus/kafka_request/) on stable Rust,
+//! under the allocator of the `ferry` binary.
 
 use bytes::Bytes;
 use std::path::Path;
 
+// The binary's allocator module, compiled in here (only `FerryAlloc` is used).
+#[allow(dead_code)]
+#[path = "../src/alloc.rs"]
+mod alloc;
+
 // As in `ferry serve`: frames claiming billions of elements reserve address space only.
 #[global_allocator]
-static ALLOCATOR: ferry_kafka::alloc::FerryAlloc = ferry_kafka::alloc::FerryAlloc;
+static ALLOCATOR: alloc::FerryAlloc = alloc::FerryAlloc;
 
 #[test]
 fn the_kafka_request_corpus_replays_without_panics() {

@@ -1,5 +1,9 @@
-//! The process allocator: the system's, except that very large reservations get
-//! address space that is not backed until it is written.
+//! The process allocator of the `ferry` binary: the system's, except that very large
+//! reservations get address space that is not backed until it is written.
+//!
+//! It serves the whole process, so it lives with `main`, which installs it. The Kafka
+//! request fuzz target and the replay of its corpus (tests/kafka_fuzz_corpus.rs) compile
+//! this file in too, so that they decode under the allocator `ferry serve` runs with.
 //!
 //! Wire decoders (the Kafka message codec among them) reserve room for as many
 //! elements as a frame claims before decoding them. A hostile frame of a few bytes can
