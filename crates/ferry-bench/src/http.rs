@@ -53,6 +53,10 @@ pub async fn run(ctx: &Ctx, seconds: u64, clients: &[usize]) -> anyhow::Result<V
     run_for(ctx, Duration::from_secs(seconds), clients).await
 }
 
+/// Producers and readers over HTTP for `duration`, each client count in turn.
+///
+/// Longer than most functions on purpose: the whole measurement (start, load, stop,
+/// figures) reads in one place, as the report describes it.
 pub async fn run_for(
     ctx: &Ctx,
     duration: Duration,

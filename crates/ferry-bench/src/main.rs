@@ -150,6 +150,8 @@ pub struct Ctx {
     pub ferry_bin: PathBuf,
 }
 
+/// Runs one subcommand. Longer than most functions on purpose: one arm per
+/// subcommand, each naming the workloads it runs and the report it prints.
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     ferry_client::install_tls();
@@ -186,43 +188,7 @@ fn main() -> anyhow::Result<()> {
             println!("{}", report(&disk, &appends, &batched, &http, &start));
             println!("{}", queue::report_with_disk(&q, None, disk.seq_mb_s));
         }
-        Command::Smoke => {
-            let disk = disk::run_sized(&ctx, 8, 0.2)?;
-            let appends =
-                log_append::run_for(&ctx, std::time::Duration::from_millis(200), &[1, 8], 1)?;
-            let http = rt.block_on(http::run_for(
-                &ctx,
-                std::time::Duration::from_millis(300),
-                &[2],
-            ))?;
-            let start = rt.block_on(server::start_and_recovery(&ctx, 8))?;
-            let q = rt.block_on(queue::run(&ctx, 2_000, &[1, 4]))?;
-            let b = rt.block_on(queue::backlog(&ctx, 20_000))?;
-            let d = rt.block_on(queue::delayed(&ctx, 20_000))?;
-            println!("{}", report(&disk, &appends, &[], &http, &start));
-            println!("{}", queue::report_with_disk(&q, Some(&b), disk.seq_mb_s));
-            println!("{}", queue::report_delayed(&d));
-            anyhow::ensure!(d.delayed_reported == 20_000, "delayed records counted");
-            let p = rt.block_on(push::run(&ctx, 500, &[1, 8], 0, 1))?;
-            let o = rt.block_on(push::open_breaker(&ctx, 2_000))?;
-            println!("{}", push::report(&p, Some(&o)));
-            anyhow::ensure!(o.breaker == "open", "the breaker opened");
-            anyhow::ensure!(
-                q.iter().all(|x| x.records >= 2_000),
-                "queue consumers drained the backlog"
-            );
-            anyhow::ensure!(b.backlog_reported == 20_000, "backlog counted");
-            anyhow::ensure!(
-                appends.iter().all(|a| a.records > 0),
-                "appends made progress"
-            );
-            anyhow::ensure!(
-                http.iter()
-                    .all(|h| h.produce_records > 0 && h.read_records > 0),
-                "HTTP made progress"
-            );
-            println!("ferry-bench smoke: 1 passed, 0 failed");
-        }
+        Command::Smoke => smoke(&ctx, &rt)?,
         Command::Disk { seconds } => println!("{:#?}", disk::run(&ctx, seconds)?),
         Command::LogAppend {
             seconds,
@@ -293,19 +259,8 @@ fn main() -> anyhow::Result<()> {
             doc,
             strict,
         } => {
-            let systems = systems
-                .iter()
-                .map(|s| {
-                    peers::System::parse(s).ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "unknown system {s:?}; choose from {}",
-                            peers::systems::ALL.map(|x| x.id()).join(", ")
-                        )
-                    })
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
             let options = peers::Options {
-                systems,
+                systems: parse_systems(&systems)?,
                 seconds,
                 latency_seconds,
                 consume_records,
@@ -313,28 +268,8 @@ fn main() -> anyhow::Result<()> {
                 producers: vec![1, 16],
                 consumers: vec![1, 4],
             };
-            let rep = peers::run(&ctx, &rt, options)?;
-            let mut md = peers::markdown(&rep);
-            if let Some(chart) = &chart {
-                std::fs::write(chart, peers::svg(&rep)?)?;
-                if let Some(name) = chart.file_name() {
-                    md.push_str(&format!(
-                        "![Ferry and its peers](bench/{})\n",
-                        name.to_string_lossy()
-                    ));
-                }
-            }
-            println!("{md}");
-            if let Some(out) = &out {
-                std::fs::write(out, &md)?;
-            }
-            if let Some(doc) = &doc {
-                peers::update_doc(doc, &md)?;
-            }
-            let failed = peers::failures(&rep);
-            if strict && !failed.is_empty() {
-                anyhow::bail!("{} failed:\n{}", failed.len(), failed.join("\n"));
-            }
+            let outputs = PeerOutputs { out, chart, doc };
+            run_peers(&ctx, &rt, options, &outputs, strict)?
         }
         Command::Delayed { records } => {
             let d = rt.block_on(queue::delayed(&ctx, records))?;
@@ -344,6 +279,100 @@ fn main() -> anyhow::Result<()> {
             "{:#?}",
             rt.block_on(server::start_and_recovery(&ctx, recovery_mib))?
         ),
+    }
+    Ok(())
+}
+
+/// A tiny run of every workload, failing when one makes no progress (run in CI).
+fn smoke(ctx: &Ctx, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    let disk = disk::run_sized(ctx, 8, 0.2)?;
+    let appends = log_append::run_for(ctx, std::time::Duration::from_millis(200), &[1, 8], 1)?;
+    let http = rt.block_on(http::run_for(
+        &ctx,
+        std::time::Duration::from_millis(300),
+        &[2],
+    ))?;
+    let start = rt.block_on(server::start_and_recovery(ctx, 8))?;
+    let q = rt.block_on(queue::run(ctx, 2_000, &[1, 4]))?;
+    let b = rt.block_on(queue::backlog(ctx, 20_000))?;
+    let d = rt.block_on(queue::delayed(ctx, 20_000))?;
+    println!("{}", report(&disk, &appends, &[], &http, &start));
+    println!("{}", queue::report_with_disk(&q, Some(&b), disk.seq_mb_s));
+    println!("{}", queue::report_delayed(&d));
+    anyhow::ensure!(d.delayed_reported == 20_000, "delayed records counted");
+    let p = rt.block_on(push::run(ctx, 500, &[1, 8], 0, 1))?;
+    let o = rt.block_on(push::open_breaker(ctx, 2_000))?;
+    println!("{}", push::report(&p, Some(&o)));
+    anyhow::ensure!(o.breaker == "open", "the breaker opened");
+    anyhow::ensure!(
+        q.iter().all(|x| x.records >= 2_000),
+        "queue consumers drained the backlog"
+    );
+    anyhow::ensure!(b.backlog_reported == 20_000, "backlog counted");
+    anyhow::ensure!(
+        appends.iter().all(|a| a.records > 0),
+        "appends made progress"
+    );
+    anyhow::ensure!(
+        http.iter()
+            .all(|h| h.produce_records > 0 && h.read_records > 0),
+        "HTTP made progress"
+    );
+    println!("ferry-bench smoke: 1 passed, 0 failed");
+    Ok(())
+}
+
+/// The systems named on the command line.
+fn parse_systems(names: &[String]) -> anyhow::Result<Vec<peers::System>> {
+    names
+        .iter()
+        .map(|s| {
+            peers::System::parse(s).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "unknown system {s:?}; choose from {}",
+                    peers::systems::ALL.map(|x| x.id()).join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
+/// Where `ferry-bench peers` writes its report besides standard output.
+struct PeerOutputs {
+    out: Option<PathBuf>,
+    chart: Option<PathBuf>,
+    doc: Option<PathBuf>,
+}
+
+/// Runs the peer comparison and writes its table, chart and doc section.
+fn run_peers(
+    ctx: &Ctx,
+    rt: &tokio::runtime::Runtime,
+    options: peers::Options,
+    outputs: &PeerOutputs,
+    strict: bool,
+) -> anyhow::Result<()> {
+    let rep = peers::run(ctx, rt, options)?;
+    let mut md = peers::markdown(&rep);
+    if let Some(chart) = &outputs.chart {
+        std::fs::write(chart, peers::svg(&rep)?)?;
+        if let Some(name) = chart.file_name() {
+            md.push_str(&format!(
+                "![Ferry and its peers](bench/{})\n",
+                name.to_string_lossy()
+            ));
+        }
+    }
+    println!("{md}");
+    if let Some(out) = &outputs.out {
+        std::fs::write(out, &md)?;
+    }
+    if let Some(doc) = &outputs.doc {
+        peers::update_doc(doc, &md)?;
+    }
+    let failed = peers::failures(&rep);
+    if strict && !failed.is_empty() {
+        anyhow::bail!("{} failed:\n{}", failed.len(), failed.join("\n"));
     }
     Ok(())
 }

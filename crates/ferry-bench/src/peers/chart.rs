@@ -48,7 +48,8 @@ fn panels(rep: &PeersReport) -> Vec<(String, Pick)> {
     p
 }
 
-/// Renders the chart as SVG text.
+/// Renders the chart as SVG text. Longer than most functions on purpose: one drawing,
+/// axis to legend.
 pub fn svg(rep: &PeersReport) -> anyhow::Result<String> {
     let panels = panels(rep);
     let rows = panels.len().div_ceil(2) as u32;

@@ -434,6 +434,9 @@ async fn consume<P: Peer>(
 }
 
 /// One producer publishes at `rate` records/s for `duration`; one consumer receives.
+///
+/// Longer than most functions on purpose: pacing, warm-up and the histogram belong
+/// together so that no coordinated omission can creep in between them.
 async fn latency<P: Peer>(
     peer: &Arc<P>,
     name: &str,

@@ -59,6 +59,8 @@ struct Row {
     higher_better: bool,
 }
 
+/// One row per workload and figure. Longer than most functions on purpose: it is the
+/// table of rows, one entry each.
 fn rows(rep: &PeersReport) -> Vec<Row> {
     let disk = rep.disk.seq_mb_s;
     let res = &rep.results;
@@ -168,7 +170,8 @@ fn rows(rep: &PeersReport) -> Vec<Row> {
     out
 }
 
-/// The whole comparison in Markdown.
+/// The whole comparison in Markdown. Longer than most functions on purpose: the page
+/// reads top to bottom as it is written.
 pub fn markdown(rep: &PeersReport) -> String {
     let res = &rep.results;
     let mut s = String::new();

@@ -280,7 +280,8 @@ fn spawn(cmd: &mut Command, dir: &Path) -> anyhow::Result<Child> {
         .spawn()?)
 }
 
-/// Starts `system` with a fresh data folder under `dir`.
+/// Starts `system` with a fresh data folder under `dir`. Longer than most functions on
+/// purpose: one arm per system, with each one's durability settings in plain view.
 pub async fn start(ctx: &Ctx, system: System, dir: &Path) -> anyhow::Result<Running> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir)?;

@@ -328,6 +328,8 @@ fn partition_indexes(indexes: &[i32]) -> Vec<u32> {
         .collect()
 }
 
+/// OffsetFetch, in both its forms (one group, v0–7; many groups, v8+). Longer than
+/// most functions on purpose: the two forms share their checks and differ only in shape.
 pub fn offset_fetch(ctx: &Ctx, req: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
     if version >= 8 {
         let mut seen = std::collections::HashSet::new();
