@@ -486,7 +486,16 @@ impl State {
         entry.key = key;
         entry.state = state;
         if fresh && self.ordering && key != NO_KEY {
-            self.keys.entry((p, key)).or_default().insert(o);
+            let offsets = self.keys.entry((p, key)).or_default();
+            offsets.insert(o);
+            // A record may join its key below one already waiting (a pull journals
+            // the records it holds back before the ones it delivers, so replay meets
+            // them in that order): only the first of a key may be ready.
+            if offsets.first() == Some(&o) {
+                if let Some(&next) = offsets.range(o + 1..).next() {
+                    self.ready.remove(&(p, next));
+                }
+            }
         }
         self.index(p, o);
     }
@@ -788,6 +797,31 @@ mod tests {
         let mut s = State::new(true);
         s.set(0, 1, 1, 7, PState::Ready);
         s.set(0, 2, 0, 7, PState::Ready);
+        assert_eq!(s.pop_ready(), Some((0, 1)));
+        assert_eq!(s.pop_ready(), None);
+        s.apply(&Event::Ack { p: 0, o: 1 });
+        assert_eq!(s.pop_ready(), Some((0, 2)));
+    }
+
+    /// Regression: replay met a held-back record's `Ready` before the `Deliver` of the
+    /// earlier record of its key (the order a pull journals them in), left both ready,
+    /// and a reopened subscription delivered the later record while the earlier one
+    /// was still pending.
+    #[test]
+    fn a_record_joining_its_key_below_a_waiting_one_holds_it_back() {
+        let mut s = State::new(true);
+        s.apply(&Event::Ready {
+            p: 0,
+            o: 2,
+            attempt: 0,
+            key: 7,
+        });
+        s.apply(&Event::Deliver {
+            p: 0,
+            o: 1,
+            attempt: 1,
+            key: 7,
+        });
         assert_eq!(s.pop_ready(), Some((0, 1)));
         assert_eq!(s.pop_ready(), None);
         s.apply(&Event::Ack { p: 0, o: 1 });
