@@ -549,6 +549,11 @@ impl State {
             Event::Deliver { p, o, attempt, key } => {
                 // Replay: a lease from before a restart is ready again, its attempt kept.
                 self.set(p, o, attempt, key, PState::Ready);
+                // Counted here, so that replay counts the deliveries after the snapshot.
+                self.counters.delivered += 1;
+                if attempt > 1 {
+                    self.counters.redelivered += 1;
+                }
             }
             Event::Ack { p, o } => {
                 if self.remove(p, o).is_some() || !self.is_done(p, o) {
@@ -801,6 +806,22 @@ mod tests {
         assert_eq!(s.pop_ready(), None);
         s.apply(&Event::Ack { p: 0, o: 1 });
         assert_eq!(s.pop_ready(), Some((0, 2)));
+    }
+
+    /// Regression: deliveries were counted by the pull, not by the event, so a reopened
+    /// subscription showed the delivery counters of its last checkpoint.
+    #[test]
+    fn replayed_deliveries_are_counted() {
+        let mut s = State::new(false);
+        for attempt in [1, 2, 3] {
+            s.apply(&Event::Deliver {
+                p: 0,
+                o: 4,
+                attempt,
+                key: NO_KEY,
+            });
+        }
+        assert_eq!((s.counters.delivered, s.counters.redelivered), (3, 2));
     }
 
     /// Regression: replay met a held-back record's `Ready` before the `Deliver` of the
