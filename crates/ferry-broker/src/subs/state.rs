@@ -493,7 +493,16 @@ impl State {
         entry.key = key;
         entry.state = state;
         if fresh && self.ordering && key != NO_KEY {
-            self.keys.entry((p, key)).or_default().insert(o);
+            let offsets = self.keys.entry((p, key)).or_default();
+            offsets.insert(o);
+            // A record may join its key below one already waiting (a pull journals
+            // the records it holds back before the ones it delivers, so replay meets
+            // them in that order): only the first of a key may be ready.
+            if offsets.first() == Some(&o) {
+                if let Some(&next) = offsets.range(o + 1..).next() {
+                    self.ready.remove(&(p, next));
+                }
+            }
         }
         self.index(p, o);
     }
@@ -555,6 +564,11 @@ impl State {
             } => {
                 // Replay: a lease from before a restart is ready again, its attempt kept.
                 self.set(p, o, attempt, key, PState::Ready);
+                // Counted here, so that replay counts the deliveries after the snapshot.
+                self.counters.delivered += 1;
+                if attempt > 1 {
+                    self.counters.redelivered += 1;
+                }
             }
             Event::Ack {
                 partition: p,

@@ -261,6 +261,16 @@ impl Subscription {
         lock(&self.inner).rng = rand::SeedableRng::seed_from_u64(seed);
     }
 
+    /// A record the subscription holds in memory (leased, waiting, delayed or dead):
+    /// its deliveries so far and where it stands. For tests that compare a reopened
+    /// subscription with a model (`tests/subscription_model.rs`).
+    #[doc(hidden)]
+    pub fn pending_record(&self, partition: u32, offset: u64) -> Option<(u32, PState)> {
+        let inner = lock(&self.inner);
+        let x = inner.state.pending(partition, offset)?;
+        Some((x.attempt, x.state.clone()))
+    }
+
     pub fn config(&self) -> SubscriptionConfig {
         read(&self.config).clone()
     }
