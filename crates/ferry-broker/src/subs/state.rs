@@ -75,6 +75,9 @@ pub enum Event {
     },
     /// Written to the dead-letter topic: done.
     DeadLetter { partition: u32, offset: u64 },
+    /// Given up before it ran out of deliveries (a nack straight to the dead-letter
+    /// topic): it waits for the dead-letter topic.
+    GaveUp { partition: u32, offset: u64 },
     /// Start again from offset `to`: everything before is done, everything after is new.
     Seek { partition: u32, to: u64 },
     /// Delay buckets up to and including `upto` were read into memory.
@@ -604,6 +607,15 @@ impl State {
                     self.remove(p, o);
                     let part = self.ensure_part(p, 0);
                     part.head = part.head.max(o + 1);
+                }
+            }
+            Event::GaveUp {
+                partition: p,
+                offset: o,
+            } => {
+                if let Some(pending) = self.pending(p, o) {
+                    let (attempt, key) = (pending.attempt, pending.key);
+                    self.set(p, o, attempt, key, PState::Dead);
                 }
             }
             Event::DeadLetter {

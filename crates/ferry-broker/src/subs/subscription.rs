@@ -430,12 +430,10 @@ impl Subscription {
                 } = at;
                 c.state.set_last_error(p, o, error.clone());
                 match action {
-                    GiveBack::DeadLetter => {
-                        if let Some(pending) = c.state.pending(p, o) {
-                            let (a, k) = (pending.attempt, pending.key);
-                            c.state.set(p, o, a, k, PState::Dead);
-                        }
-                    }
+                    GiveBack::DeadLetter => c.push(Event::GaveUp {
+                        partition: p,
+                        offset: o,
+                    }),
                     GiveBack::Retry { delay_ms } => {
                         Self::give_back(&cfg, c, rng, at, delay_ms, now)
                     }
