@@ -362,6 +362,18 @@ impl PartitionLog {
             });
         }
         let mut header = batch::validate_incoming(batch, config.max_batch_bytes)?;
+        // Every batch reaching the log passed `batch::check_batch` (client batches) or was
+        // built by `batch::build_batch`; in debug builds the full check runs again here.
+        debug_assert_eq!(
+            batch::check_batch(
+                &bytes::Bytes::copy_from_slice(batch),
+                config.max_batch_bytes,
+                &DecodeLimits::default()
+            )
+            .map(|c| c.max_timestamp == c.header.max_timestamp),
+            Ok(true),
+            "a batch that fails the full check reached the log"
+        );
         if inner.closed {
             return Err(LogError::Closed);
         }
