@@ -509,7 +509,9 @@ fn walk_records(
         // Record `index` is at delta `index`: nothing else is a valid batch, and a reader
         // must never see an offset outside the batch's range.
         if offset_delta as i64 != index as i64 {
-            return Err(bad("offset delta is not the record's position in the batch"));
+            return Err(bad(
+                "offset delta is not the record's position in the batch",
+            ));
         }
         let offset = header.base_offset.saturating_add(offset_delta as i64);
         if offset < from {

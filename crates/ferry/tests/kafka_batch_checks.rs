@@ -104,7 +104,8 @@ fn produce_v3(kafka: &str, topic: &str, batch: &[u8]) -> i16 {
     req.extend_from_slice(&(batch.len() as i32).to_be_bytes());
     req.extend_from_slice(batch);
     let mut conn = TcpStream::connect(kafka).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     conn.write_all(&(req.len() as i32).to_be_bytes()).unwrap();
     conn.write_all(&req).unwrap();
     let mut len = [0u8; 4];
@@ -153,9 +154,11 @@ async fn a_kafka_batch_whose_record_offsets_disagree_with_its_header_is_refused_
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[]);
     create_topic(&s.url, json!({"name": "t"})).await;
-    let (st, v) = call(http().post(format!("{}/v1/subscriptions", s.url)).json(
-        &json!({"name": "q", "topic": "t", "start": "earliest"}),
-    ))
+    let (st, v) = call(
+        http()
+            .post(format!("{}/v1/subscriptions", s.url))
+            .json(&json!({"name": "q", "topic": "t", "start": "earliest"})),
+    )
     .await;
     assert_eq!(st, 201, "{v}");
 

@@ -245,8 +245,12 @@ fn a_header_max_timestamp_that_disagrees_with_the_records_is_rewritten_with_its_
     for wrong in [-1i64, 0, 1499, i64::MAX] {
         let mut batch = built.clone();
         set_max_timestamp(&mut batch, wrong);
-        let checked =
-            check_batch(&Bytes::from(batch.clone()), 1 << 20, &DecodeLimits::default()).unwrap();
+        let checked = check_batch(
+            &Bytes::from(batch.clone()),
+            1 << 20,
+            &DecodeLimits::default(),
+        )
+        .unwrap();
         assert_eq!(checked.header.max_timestamp, wrong);
         assert_eq!(checked.max_timestamp, 1500);
         set_max_timestamp(&mut batch, checked.max_timestamp);
