@@ -15,6 +15,7 @@
 
 use crate::batch::{self, BatchHeader, BATCH_HEADER_BYTES, BATCH_PREFIX_BYTES};
 use crate::error::{LogError, Result};
+use crate::fault;
 use crate::index::{Index, OffsetEntry, TimeEntry};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
@@ -230,7 +231,7 @@ impl Segment {
             batch.len(),
             "the header describes the batch"
         );
-        if let Err(e) = self.file.write_all_at(batch, position) {
+        if let Err(e) = fault::write_all_at(&self.file, &self.path, batch, position) {
             let undo = self.file.set_len(position);
             if let Err(undo) = undo {
                 return Err(LogError::Stopped(format!(
@@ -249,8 +250,7 @@ impl Segment {
 
     /// Makes the segment read-only: syncs its data and writes its indexes.
     pub fn seal(&mut self) -> Result<()> {
-        self.file
-            .sync_data()
+        fault::sync_data(&self.file, &self.path)
             .map_err(|e| LogError::Stopped(format!("syncing {}: {e}", self.path.display())))?;
         self.write_indexes()
     }
@@ -423,8 +423,7 @@ impl Segment {
         }
         // Whatever survived may still sit only in the page cache (a killed process, not a
         // lost machine): sync it before anyone is told it is durable.
-        seg.file
-            .sync_all()
+        fault::sync_all(&seg.file, &seg.path)
             .map_err(|e| LogError::io("syncing recovered segment", e))?;
         // Rolling by age counts from the first batch's time, as it did before the restart.
         if let Some((_, first)) = found.first() {
@@ -578,11 +577,8 @@ fn keep_damaged(dir: &Path, seg: &Segment, position: u64, bytes: u64) -> Result<
     let mut to = File::create(&keep).map_err(|e| LogError::io("keeping damaged bytes", e))?;
     std::io::copy(&mut from.take(bytes), &mut to)
         .map_err(|e| LogError::io("keeping damaged bytes", e))?;
-    to.sync_all()
-        .map_err(|e| LogError::io("syncing kept bytes", e))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| LogError::io("syncing partition folder", e))?;
+    fault::sync_all(&to, &keep).map_err(|e| LogError::io("syncing kept bytes", e))?;
+    fault::sync_dir(dir).map_err(|e| LogError::io("syncing partition folder", e))?;
     Ok(keep)
 }
 
