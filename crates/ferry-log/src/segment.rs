@@ -362,12 +362,52 @@ impl Segment {
         }))
     }
 
-    /// Whether a good batch starts at `position` (used to tell damage in the middle
-    /// from a torn tail).
-    fn good_batch_at(file: &File, position: u64, end: u64, max_batch_bytes: usize) -> bool {
-        Self::scan(file, position, end, 0..u64::MAX, max_batch_bytes, |_, _| {})
-            .map(|s| s.good_end > position)
-            .unwrap_or(false)
+    /// The position of the first good batch (whole, with a valid CRC) starting in
+    /// `(from, end)`, searched byte by byte: it tells damage in the middle, after which
+    /// fsynced batches follow, from a torn tail. Reads a window at a time.
+    fn next_good_batch(
+        file: &File,
+        from: u64,
+        end: u64,
+        max_batch_bytes: usize,
+    ) -> io::Result<Option<u64>> {
+        const WINDOW: usize = 1 << 20;
+        let mut buf = vec![0u8; WINDOW + BATCH_HEADER_BYTES];
+        let mut one = Vec::new();
+        let mut start = from + 1;
+        while start + BATCH_HEADER_BYTES as u64 <= end {
+            let n = (buf.len() as u64).min(end - start) as usize;
+            file.read_exact_at(&mut buf[..n], start)?;
+            for i in 0..n.min(WINDOW) {
+                if i + BATCH_HEADER_BYTES > n {
+                    break;
+                }
+                let at = &buf[i..n];
+                // Cheap checks first: the magic byte, then a length that fits.
+                if at[16] != 2 {
+                    continue;
+                }
+                let Ok((_, total)) = batch::read_prefix(at, max_batch_bytes) else {
+                    continue;
+                };
+                let pos = start + i as u64;
+                if total as u64 > end - pos || BatchHeader::parse(at).is_err() {
+                    continue;
+                }
+                let whole = if total <= at.len() {
+                    &at[..total]
+                } else {
+                    one.resize(total, 0);
+                    file.read_exact_at(&mut one, pos)?;
+                    &one[..]
+                };
+                if batch::verify_crc(whole).is_ok() {
+                    return Ok(Some(pos));
+                }
+            }
+            start += WINDOW as u64;
+        }
+        Ok(None)
     }
 
     /// Opens the active (last) segment after a restart: every batch is checked and a
@@ -393,21 +433,27 @@ impl Segment {
         seg.size = scan.good_end;
         let mut cut = None;
         if let Some(Problem {
-            reason,
-            claimed,
+            mut reason,
+            claimed: _,
             torn,
         }) = scan.problem
         {
             let bytes = len - scan.good_end;
             let mut kept_in = None;
             // A torn tail (the file ends inside a batch) is what a crash mid-write leaves
-            // and holds nothing acknowledged. Any other damage may sit before good data,
-            // so the bytes are kept for inspection before the cut.
-            let later_good = claimed
-                .map(|c| scan.good_end + c)
-                .filter(|next| *next < len)
-                .is_some_and(|next| Self::good_batch_at(&seg.file, next, len, max_batch_bytes));
-            if !torn || later_good {
+            // and holds nothing acknowledged. But a damaged length can look the same, so
+            // the rest of the file is searched for a good batch: if one follows, this is
+            // damage before fsynced data. Damage of any kind is kept before the cut.
+            let later_good = if torn {
+                Self::next_good_batch(&seg.file, scan.good_end, len, max_batch_bytes)
+                    .map_err(|e| LogError::io(format!("reading {}", path.display()), e))?
+            } else {
+                None
+            };
+            if let Some(at) = later_good {
+                reason = format!("{reason}; a good batch follows at byte {at}, so this is damage, not a torn tail");
+            }
+            if !torn || later_good.is_some() {
                 kept_in = Some(keep_damaged(dir, &seg, scan.good_end, bytes)?);
             }
             seg.file
