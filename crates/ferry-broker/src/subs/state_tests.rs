@@ -78,6 +78,7 @@ fn event() -> impl Strategy<Value = Event> {
         2 => (p.clone(), o.clone(), 1u32..4, 0u64..200_000, 0u64..3).prop_map(|(p, o, attempt, due, key)| Event::Delay { partition: p, offset: o, attempt, due, key }),
         1 => (p.clone(), o.clone()).prop_map(|(p, o)| Event::DeadLetter { partition: p, offset: o }),
         1 => (p.clone(), o.clone()).prop_map(|(p, offset)| Event::Seek { partition: p, to: offset }),
+        1 => (p.clone(), o.clone()).prop_map(|(p, end)| Event::Truncate { partition: p, end }),
     ]
 }
 
