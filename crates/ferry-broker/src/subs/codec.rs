@@ -9,6 +9,7 @@
 //!                  4 Ready(a=offset) 5 Delay(a=offset, b=due) 6 DeadLetter(a=offset)
 //!                  7 Seek(a=offset) 8 BucketsLoaded(a=upto) 9 Redriven(a=offset)
 //!                  10 GaveUp(a=offset)
+//!                  11 Truncate(a=end)
 //! delay entry  32 bytes, little-endian:
 //!              due u64 | offset u64 | partition u32 | attempt u32 | gen u32 | crc32c u32
 //!              (the CRC covers the 28 bytes before it)
@@ -87,6 +88,7 @@ pub fn encode_events(events: &[Event], out: &mut Vec<u8>) {
                 partition: p,
                 upto: offset,
             } => (9, p, offset, 0, 0, 0),
+            Event::Truncate { partition: p, end } => (11, p, end, 0, 0, 0),
         };
         out.push(tag);
         out.extend_from_slice(&p.to_le_bytes());
@@ -178,6 +180,10 @@ pub fn decode_events(bytes: &[u8]) -> Result<Vec<Event>, CodecError> {
             10 => Event::GaveUp {
                 partition: p,
                 offset: a,
+            },
+            11 => Event::Truncate {
+                partition: p,
+                end: a,
             },
             t => return Err(CodecError::Tag(t)),
         };
@@ -311,6 +317,7 @@ mod tests {
                 partition: p,
                 upto: offset
             }),
+            (p(), o()).prop_map(|(p, end)| Event::Truncate { partition: p, end }),
         ]
     }
 

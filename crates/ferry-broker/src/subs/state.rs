@@ -84,6 +84,10 @@ pub enum Event {
     BucketsLoaded { upto: u64 },
     /// The dead-letter topic's partition `partition` was redriven up to offset `upto`.
     Redriven { partition: u32, upto: u64 },
+    /// The topic's partition ends at `end` (its unsynced tail was lost with the page
+    /// cache): everything the subscription knew at or past `end` is forgotten, so that
+    /// records written there later are new.
+    Truncate { partition: u32, end: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +179,26 @@ impl Part {
             ));
         }
         Ok(())
+    }
+
+    /// Forgets acked offsets at or past `end` and lowers floor and head to it.
+    fn truncate(&mut self, end: u64) {
+        let beyond: Vec<(u64, u64)> = self
+            .acked
+            .iter()
+            .filter(|&(_, &hi)| hi > end)
+            .map(|(&lo, &hi)| (lo, hi))
+            .collect();
+        for (lo, hi) in beyond {
+            self.acked.remove(&lo);
+            self.acked_count -= hi - lo;
+            if lo < end {
+                self.acked.insert(lo, end);
+                self.acked_count += end - lo;
+            }
+        }
+        self.floor = self.floor.min(end);
+        self.head = self.head.min(end);
     }
 
     pub fn acked_ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
@@ -652,6 +676,19 @@ impl State {
                 // The mark only moves forward.
                 let mark = self.redriven.entry(p).or_insert(0);
                 *mark = (*mark).max(offset);
+            }
+            Event::Truncate { partition: p, end } => {
+                let beyond: Vec<u64> = self
+                    .ensure_part(p, 0)
+                    .pending
+                    .range(end..)
+                    .map(|(&o, _)| o)
+                    .collect();
+                for o in beyond {
+                    self.remove(p, o);
+                }
+                // Delay entries past `end` are refused when read: they lie past the head.
+                self.parts[p as usize].truncate(end);
             }
         }
     }

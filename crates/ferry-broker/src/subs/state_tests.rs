@@ -123,6 +123,7 @@ fn event() -> impl Strategy<Value = Event> {
         1 => (p.clone(), o.clone()).prop_map(|(p, o)| Event::DeadLetter { partition: p, offset: o }),
         1 => (p.clone(), o.clone()).prop_map(|(p, o)| Event::GaveUp { partition: p, offset: o }),
         1 => (p.clone(), o.clone()).prop_map(|(p, offset)| Event::Seek { partition: p, to: offset }),
+        1 => (p.clone(), o.clone()).prop_map(|(p, end)| Event::Truncate { partition: p, end }),
     ]
 }
 

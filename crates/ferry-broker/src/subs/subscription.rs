@@ -497,6 +497,29 @@ impl Subscription {
         })
     }
 
+    /// Forgets what the subscription knew past the end of each partition `(p, end)` of
+    /// its topic (the topic's unsynced tail lost with the page cache, under durability
+    /// `interval` or `never`), durably, so that records written there later are
+    /// delivered. Returns the partitions it clamped.
+    pub fn clamp_to_log(&self, ends: &[(u32, u64)]) -> Result<Vec<u32>> {
+        let beyond: Vec<(u32, u64)> = {
+            let guard = lock(&self.inner);
+            ends.iter()
+                .copied()
+                .filter(|&(p, end)| guard.state.part(p).is_some_and(|part| part.head > end))
+                .collect()
+        };
+        if beyond.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.record(|c| {
+            for &(p, end) in &beyond {
+                c.push(Event::Truncate { partition: p, end });
+            }
+        })?;
+        Ok(beyond.into_iter().map(|(p, _)| p).collect())
+    }
+
     /// Marks records written to the dead-letter topic (or gone) as done.
     pub fn dead_lettered(&self, done: &[RecordAt]) -> Result<()> {
         self.record(|c| {
