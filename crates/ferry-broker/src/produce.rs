@@ -105,8 +105,9 @@ impl Broker {
         partition: u32,
         batches: Bytes,
     ) -> Result<Appended> {
-        let part = self.topic(topic)?.partition(partition)?;
-        let limits = self.limits;
+        let topic = self.topic(topic)?;
+        let part = topic.partition(partition)?;
+        let limits = client_batch_limits(self.limits, topic.config().max_record_bytes);
         blocking(move || {
             let mut out = Appended {
                 first_offset: None,
@@ -290,6 +291,22 @@ fn append_built_batches(
         part.publish_latest();
     }
     result.map(|_| placed)
+}
+
+/// How many times its stored size a client's compressed batch may inflate to.
+pub const INFLATE_RATIO_MAX: usize = 64;
+
+/// The limits a client's batch is checked with: inflated, it may hold at most
+/// [`INFLATE_RATIO_MAX`] times the largest batch the topic stores (`max_record_bytes`),
+/// and never more than the broker's limit.
+fn client_batch_limits(broker: DecodeLimits, max_record_bytes: u64) -> DecodeLimits {
+    let by_topic = usize::try_from(max_record_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(INFLATE_RATIO_MAX);
+    DecodeLimits {
+        decompressed_bytes_max: broker.decompressed_bytes_max.min(by_topic),
+        ..broker
+    }
 }
 
 /// Checks the batch starting at `p` of a client's request; returns where it ends and a

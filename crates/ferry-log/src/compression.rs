@@ -1,8 +1,107 @@
 //! The compression codecs a Kafka batch may carry. Batches are stored with the codec
 //! they arrived with; readers that need records decompress, always within a limit.
+//!
+//! # The decompression budget
+//!
+//! A few bytes of a hostile batch can claim gigabytes once inflated, and many
+//! connections can send such batches at once. Every decompression therefore reserves the
+//! memory its output may take from one process-wide budget
+//! ([`set_decompression_budget`], `--decompress-memory-bytes`) before it inflates, and
+//! gives it back when it returns:
+//!
+//! 1. it reserves a first guess (eight times the input, at least 1 MiB, at most the
+//!    limit) and inflates within it;
+//! 2. an output larger than the guess gives the guess back, reserves the whole limit,
+//!    and inflates again.
+//!
+//! A reservation waits, first come first served, until the budget has room; nobody
+//! waits while holding a reservation, so the waits always end. A limit is never more
+//! than the budget. The memory decompression holds at once is thus at most the budget
+//! (plus, for each caller, the output it was handed and has not yet dropped).
 
 use crate::batch::BatchError;
+use crate::sync::{lock, wait};
 use std::io::{Read, Write};
+use std::sync::{Condvar, Mutex};
+
+/// The default of `--decompress-memory-bytes`: 256 MiB.
+pub const DECOMPRESSION_BUDGET_DEFAULT: usize = 256 << 20;
+/// The smallest budget: every limit is cut to the budget, so a smaller one would refuse
+/// ordinary batches.
+pub const DECOMPRESSION_BUDGET_MIN: usize = 1 << 20;
+
+struct BudgetState {
+    total: usize,
+    in_use: usize,
+    /// First come, first served: the next ticket to hand out and the one served next.
+    next_ticket: u64,
+    serving: u64,
+}
+
+struct Budget {
+    state: Mutex<BudgetState>,
+    changed: Condvar,
+}
+
+static BUDGET: Budget = Budget {
+    state: Mutex::new(BudgetState {
+        total: DECOMPRESSION_BUDGET_DEFAULT,
+        in_use: 0,
+        next_ticket: 0,
+        serving: 0,
+    }),
+    changed: Condvar::new(),
+};
+
+/// Sets the memory that decompression may hold at once across the process (at least
+/// [`DECOMPRESSION_BUDGET_MIN`]). Called once at start.
+pub fn set_decompression_budget(bytes: usize) {
+    let mut s = lock(&BUDGET.state);
+    s.total = bytes.max(DECOMPRESSION_BUDGET_MIN);
+    BUDGET.changed.notify_all();
+}
+
+/// The memory that decompression may hold at once.
+pub fn decompression_budget() -> usize {
+    lock(&BUDGET.state).total
+}
+
+/// Memory decompression holds now (for metrics and tests).
+pub fn decompression_in_use() -> usize {
+    lock(&BUDGET.state).in_use
+}
+
+/// Bytes reserved from the budget, given back on drop.
+struct Reservation {
+    bytes: usize,
+}
+
+impl Reservation {
+    /// Waits its turn and until the budget has room for `bytes` (at most the budget).
+    fn take(bytes: usize) -> Reservation {
+        let mut s = lock(&BUDGET.state);
+        let ticket = s.next_ticket;
+        s.next_ticket += 1;
+        while s.serving != ticket || s.in_use + bytes.min(s.total) > s.total {
+            s = wait(&BUDGET.changed, s);
+        }
+        let bytes = bytes.min(s.total);
+        s.serving += 1;
+        s.in_use += bytes;
+        debug_assert!(s.in_use <= s.total, "the budget is never overdrawn");
+        BUDGET.changed.notify_all();
+        Reservation { bytes }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut s = lock(&BUDGET.state);
+        debug_assert!(s.in_use >= self.bytes);
+        s.in_use -= self.bytes;
+        BUDGET.changed.notify_all();
+    }
+}
 
 /// A batch's codec, as bits 0-2 of its attributes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +163,9 @@ const XERIAL_MAGIC: &[u8; 8] = b"\x82SNAPPY\x00";
 const XERIAL_HEADER_BYTES: usize = 16;
 
 fn read_bounded(mut r: impl Read, limit: usize) -> Result<Vec<u8>, BatchError> {
-    let mut out = Vec::new();
+    // Room for all the output at once: growing by doubling could take twice the limit.
+    // Pages are only taken as they are written.
+    let mut out = Vec::with_capacity(limit.saturating_add(1));
     (&mut r)
         .take(limit as u64 + 1)
         .read_to_end(&mut out)
@@ -89,8 +190,27 @@ fn snappy_block(input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), Bat
     Ok(())
 }
 
-/// Decompresses `input`, refusing output larger than `limit` bytes.
+/// Decompresses `input`, refusing output larger than `limit` bytes (or than the
+/// decompression budget), within the budget (see the module).
 pub fn decompress(codec: Compression, input: &[u8], limit: usize) -> Result<Vec<u8>, BatchError> {
+    if codec == Compression::None {
+        return inflate(codec, input, limit);
+    }
+    let limit = limit.min(decompression_budget());
+    let guess = input.len().saturating_mul(8).max(1 << 20).min(limit);
+    {
+        let _held = Reservation::take(guess);
+        match inflate(codec, input, guess) {
+            Err(BatchError::TooLarge { .. }) if guess < limit => {}
+            done => return done,
+        }
+    }
+    let _held = Reservation::take(limit);
+    inflate(codec, input, limit)
+}
+
+/// Decompresses `input` within `limit` bytes of output.
+fn inflate(codec: Compression, input: &[u8], limit: usize) -> Result<Vec<u8>, BatchError> {
     match codec {
         Compression::None => {
             if input.len() > limit {
@@ -106,7 +226,7 @@ pub fn decompress(codec: Compression, input: &[u8], limit: usize) -> Result<Vec<
             read_bounded(decoder, limit)
         }
         Compression::Snappy => {
-            let mut out = Vec::new();
+            let mut out = Vec::with_capacity(limit);
             if input.len() >= XERIAL_HEADER_BYTES && &input[..8] == XERIAL_MAGIC {
                 let mut pos = XERIAL_HEADER_BYTES;
                 while pos < input.len() {
@@ -182,5 +302,49 @@ mod tests {
         let mut framed = XERIAL_MAGIC.to_vec();
         framed.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 1, 0, 1]);
         assert!(decompress(Compression::Snappy, &framed, 1 << 20).is_err());
+    }
+
+    #[test]
+    fn an_output_larger_than_the_first_guess_is_inflated_within_the_whole_limit() {
+        // 6 MiB of zeros compress to a few KiB: the first guess (1 MiB) is too small.
+        let data = vec![0u8; 6 << 20];
+        for codec in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let packed = compress(codec, &data).unwrap();
+            assert!(packed.len() < 1 << 20, "{codec:?}");
+            assert_eq!(
+                decompress(codec, &packed, 8 << 20).unwrap(),
+                data,
+                "{codec:?}"
+            );
+            assert!(matches!(
+                decompress(codec, &packed, 4 << 20),
+                Err(BatchError::TooLarge { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn many_decompressions_at_once_all_finish_within_the_budget() {
+        let packed = std::sync::Arc::new(compress(Compression::Zstd, &vec![7u8; 3 << 20]).unwrap());
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                let packed = std::sync::Arc::clone(&packed);
+                std::thread::spawn(move || {
+                    for _ in 0..4 {
+                        let out = decompress(Compression::Zstd, &packed, 64 << 20).unwrap();
+                        assert_eq!(out.len(), 3 << 20);
+                        assert!(decompression_in_use() <= decompression_budget());
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
     }
 }

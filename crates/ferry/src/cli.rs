@@ -113,6 +113,10 @@ pub struct ServeArgs {
     /// Largest HTTP request body; larger ones are refused before they are read [default: 33554432]
     #[arg(long, env = "FERRY_MAX_REQUEST_BYTES", value_name = "BYTES")]
     pub max_request_bytes: Option<usize>,
+    /// Memory that decompressing Kafka batches may hold at once, across every connection
+    /// and reader; at least 1048576 [default: 268435456]
+    #[arg(long, env = "FERRY_DECOMPRESS_MEMORY_BYTES", value_name = "BYTES")]
+    pub decompress_memory_bytes: Option<usize>,
     /// How often retention deletes old segments [default: 30000]
     #[arg(long, env = "FERRY_RETENTION_CHECK_MS", value_name = "MS")]
     pub retention_check_ms: Option<u64>,

@@ -51,6 +51,7 @@ async fn shutdown_signal(stopping: tokio::sync::watch::Sender<bool>) {
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let started = Instant::now();
     init_logs(&settings)?;
+    ferry_log::compression::set_decompression_budget(settings.decompress_memory_bytes);
     let broker = Broker::open(BrokerConfig {
         data_dir: settings.data_dir.clone(),
         defaults: settings.defaults.clone(),

@@ -28,6 +28,7 @@ struct FileSettings {
     segment_ms: Option<u64>,
     max_record_bytes: Option<u64>,
     max_request_bytes: Option<usize>,
+    decompress_memory_bytes: Option<usize>,
     retention_check_ms: Option<u64>,
     log: Option<String>,
     log_format: Option<String>,
@@ -47,6 +48,8 @@ pub struct Settings {
     pub kafka_auto_create_topics: bool,
     pub defaults: TopicDefaults,
     pub max_request_bytes: usize,
+    /// Memory decompression may hold at once (`ferry_log::compression`).
+    pub decompress_memory_bytes: usize,
     pub retention_check_ms: u64,
     pub log: String,
     pub log_json: bool,
@@ -82,6 +85,14 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
     if max_request_bytes < 1024 {
         bail!("max_request_bytes must be at least 1024, got {max_request_bytes}");
     }
+    let decompress_memory_bytes = pick!(args, file, decompress_memory_bytes)
+        .unwrap_or(ferry_log::compression::DECOMPRESSION_BUDGET_DEFAULT);
+    if decompress_memory_bytes < ferry_log::compression::DECOMPRESSION_BUDGET_MIN {
+        bail!(
+            "decompress_memory_bytes must be at least {}, got {decompress_memory_bytes}",
+            ferry_log::compression::DECOMPRESSION_BUDGET_MIN
+        );
+    }
     let kafka_advertised = match pick!(args, file, kafka_advertised_addr) {
         None => None,
         Some(a) => Some(host_port(&a)?),
@@ -109,6 +120,7 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
         defaults,
         max_request_bytes,
+        decompress_memory_bytes,
         retention_check_ms: pick!(args, file, retention_check_ms)
             .unwrap_or(30_000)
             .max(10),

@@ -648,3 +648,19 @@ async fn push_subscriptions_are_managed_from_the_command_line() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not a push subscription"));
 }
+
+#[test]
+fn a_decompression_budget_below_one_mebibyte_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--decompress-memory-bytes", "4096", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("decompress_memory_bytes must be at least 1048576, got 4096"),
+        "{err}"
+    );
+}

@@ -239,12 +239,13 @@ fn zstd_bomb() -> Vec<u8> {
 }
 
 #[tokio::test]
-#[ignore = "issue 19 point 7 is not fixed yet: no decompression budget; run with --ignored to measure"]
 async fn zstd_bombs_over_many_connections_stay_within_the_decompression_budget() {
     let dir = tempfile::tempdir().unwrap();
     let budget: u64 = 64 << 20;
-    // Point 7's fix is to add `--decompress-memory-bytes` (budget) to this start.
-    let s = Server::start(dir.path(), &[]);
+    let s = Server::start(
+        dir.path(),
+        &["--decompress-memory-bytes", &budget.to_string()],
+    );
     create_topic(&s.url, json!({"name": "t"})).await;
     let bomb = std::sync::Arc::new(zstd_bomb());
     assert!(bomb.len() < 64 << 10, "{}", bomb.len());
