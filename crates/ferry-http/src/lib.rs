@@ -4,6 +4,7 @@
 pub mod codec;
 pub mod problem;
 pub mod records;
+pub mod server;
 pub mod subscriptions;
 pub mod topics;
 

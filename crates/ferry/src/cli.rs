@@ -56,6 +56,13 @@ pub struct ServeArgs {
     /// Largest Kafka request; larger ones close the connection before they are read [default: 104857600]
     #[arg(long, env = "FERRY_KAFKA_MAX_REQUEST_BYTES", value_name = "BYTES")]
     pub kafka_max_request_bytes: Option<usize>,
+    /// HTTP connections served at once; more wait to be accepted [default: 1024]
+    #[arg(long, env = "FERRY_HTTP_MAX_CONNECTIONS", value_name = "N")]
+    pub http_max_connections: Option<usize>,
+    /// An HTTP request head must arrive whole within this, counted from the connection's
+    /// start or its previous answer; else the connection is closed [default: 30000]
+    #[arg(long, env = "FERRY_HTTP_HEADER_TIMEOUT_MS", value_name = "MS")]
+    pub http_header_timeout_ms: Option<u64>,
     /// Kafka connections served at once; more wait to be accepted [default: 1024]
     #[arg(long, env = "FERRY_KAFKA_MAX_CONNECTIONS", value_name = "N")]
     pub kafka_max_connections: Option<usize>,

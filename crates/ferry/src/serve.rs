@@ -101,14 +101,21 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         startup_ms = started.elapsed().as_secs_f64() * 1000.0,
         "Ferry is ready."
     );
-    let server = axum::serve(listener, ferry_http::router(state))
-        .with_graceful_shutdown(shutdown_signal(stopping));
+    let server = ferry_http::server::serve(
+        listener,
+        ferry_http::router(state),
+        ferry_http::server::ServerLimits {
+            max_connections: settings.http_max_connections,
+            header_timeout: std::time::Duration::from_millis(settings.http_header_timeout_ms),
+        },
+        shutdown_signal(stopping),
+    );
     let grace = async move {
         let _ = stopped.wait_for(|s| *s).await;
         tokio::time::sleep(std::time::Duration::from_millis(SHUTDOWN_GRACE_MS)).await;
     };
     tokio::select! {
-        served = server => served.context("HTTP server failed")?,
+        () = server => {}
         _ = grace => tracing::warn!(grace_ms = SHUTDOWN_GRACE_MS, "Requests still open after the grace period are dropped."),
     }
     maintenance.abort();

@@ -18,6 +18,8 @@ struct FileSettings {
     kafka_advertised_addr: Option<String>,
     kafka_max_request_bytes: Option<usize>,
     kafka_max_connections: Option<usize>,
+    http_max_connections: Option<usize>,
+    http_header_timeout_ms: Option<u64>,
     kafka_auto_create_topics: Option<bool>,
     durability: Option<String>,
     flush_interval_ms: Option<u64>,
@@ -45,6 +47,8 @@ pub struct Settings {
     pub kafka_advertised: Option<(String, u16)>,
     pub kafka_max_request_bytes: usize,
     pub kafka_max_connections: usize,
+    pub http_max_connections: usize,
+    pub http_header_timeout_ms: u64,
     pub kafka_auto_create_topics: bool,
     pub defaults: TopicDefaults,
     pub max_request_bytes: usize,
@@ -93,6 +97,12 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
             ferry_log::compression::DECOMPRESSION_BUDGET_MIN
         );
     }
+    let http_header_timeout_ms = pick!(args, file, http_header_timeout_ms).unwrap_or(30_000);
+    if !(100..=3_600_000).contains(&http_header_timeout_ms) {
+        bail!(
+            "http_header_timeout_ms must be between 100 and 3600000, got {http_header_timeout_ms}"
+        );
+    }
     let kafka_advertised = match pick!(args, file, kafka_advertised_addr) {
         None => None,
         Some(a) => Some(host_port(&a)?),
@@ -114,6 +124,10 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
         kafka_max_connections: pick!(args, file, kafka_max_connections)
             .unwrap_or(1024)
             .max(1),
+        http_max_connections: pick!(args, file, http_max_connections)
+            .unwrap_or(1024)
+            .max(1),
+        http_header_timeout_ms,
         kafka_auto_create_topics: pick!(args, file, kafka_auto_create_topics).unwrap_or(false),
         data_dir: pick!(args, file, data_dir).unwrap_or_else(|| PathBuf::from("ferry-data")),
         http_addr: pick!(args, file, http_addr)

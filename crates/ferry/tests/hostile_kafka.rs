@@ -147,6 +147,32 @@ impl Conn {
         Conn { s, next: 1 }
     }
 
+    /// Sends a request that gets no answer (a Produce with acks=0), then an
+    /// ApiVersions whose answer shows the connection is still served: `Ok(None)` when
+    /// the server closed it instead.
+    async fn call_unanswered(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        body: &RequestKind,
+        client_id: Option<StrBytes>,
+    ) -> Result<Option<ResponseKind>, String> {
+        let id = self.next;
+        self.next = self.next.wrapping_add(1);
+        let frame = encode_request(key, version, id, client_id, body)
+            .map_err(|e| format!("encode: {e}"))?;
+        if self.s.write_all(&frame).await.is_err() {
+            return Ok(None);
+        }
+        self.call(
+            ApiKey::ApiVersions,
+            0,
+            &RequestKind::ApiVersions(ApiVersionsRequest::default()),
+            None,
+        )
+        .await
+    }
+
     /// Sends one request and reads its answer: `Ok(None)` when the server closed.
     async fn call(
         &mut self,
@@ -175,7 +201,14 @@ impl Conn {
 struct Gen {
     rng: StdRng,
     topics: Vec<String>,
+    /// What the request being built may still take, in bytes, roughly: nested lists
+    /// and long strings draw on it, so that a request stays near the frame limit (and
+    /// the generator's own memory small).
+    budget: usize,
 }
+
+/// The size a generated request aims to stay under.
+const REQUEST_BUDGET: usize = MAX_REQUEST_BYTES / 2;
 
 impl Gen {
     fn chance(&mut self, p: f64) -> bool {
@@ -232,22 +265,33 @@ impl Gen {
         }
     }
 
-    /// A count of elements: usually small, sometimes many (still within the frame limit).
+    /// A count of elements: usually small, sometimes many, within the request's budget
+    /// (each element counted as 64 bytes).
     fn count(&mut self) -> usize {
-        match self.rng.gen_range(0..10) {
+        let n = match self.rng.gen_range(0..10) {
             0 => 0,
             1 => self.rng.gen_range(200..2000),
             _ => self.rng.gen_range(1..5),
-        }
+        };
+        let n = n.min(self.budget / 64);
+        self.budget -= n * 64;
+        n
+    }
+
+    /// A length for a long string or byte field, within the request's budget.
+    fn long(&mut self, lo: usize, hi: usize) -> usize {
+        let n = self.rng.gen_range(lo..hi).min(self.budget);
+        self.budget -= n;
+        n
     }
 
     /// A string: empty, long (up to the protocol's i16 length), odd bytes, or a real name.
     fn string(&mut self) -> String {
         match self.rng.gen_range(0..10) {
             0 => String::new(),
-            1 => "x".repeat(self.rng.gen_range(250..32_000)),
+            1 => "x".repeat(self.long(250, 32_000)),
             2 => "\0\u{1}\u{7f}/../.\u{feff}".into(),
-            3 => "é∂😀".repeat(self.rng.gen_range(1..300)),
+            3 => "é∂😀".repeat(self.long(1, 300 * 9) / 9),
             4 => ".".into(),
             5 => "..".into(),
             6 => " a b ".into(),
@@ -347,7 +391,10 @@ impl Gen {
             _ => {
                 let n = self.rng.gen_range(1..20);
                 let (pid, epoch, seq, ts) = (self.i64(), self.i16(), self.i32(), self.i64());
-                let big = self.chance(0.1);
+                let big = self.chance(0.1) && self.budget >= 40_000 * n;
+                if big {
+                    self.budget -= 40_000 * n;
+                }
                 let records: Vec<Record> = (0..n)
                     .map(|i| Record {
                         transactional: self.chance(0.1),
@@ -683,6 +730,7 @@ impl Gen {
     /// it encodes at that version (the codec refuses non-default values it cannot carry).
     fn request_at(&mut self, key: ApiKey, version: i16) -> Option<(RequestKind, usize)> {
         for tries in 0..20 {
+            self.budget = REQUEST_BUDGET;
             let body = self.request(key);
             if encode_request(key, version, 0, None, &body).is_ok() {
                 return Some((body, tries));
@@ -763,8 +811,15 @@ async fn hostile_worker(
             .entry((key as i16, version))
             .or_default() += 1;
         let started = Instant::now();
-        let result =
-            tokio::time::timeout(ANSWER_DEADLINE, conn.call(key, version, &body, client_id)).await;
+        let unanswered = matches!(&body, RequestKind::Produce(p) if p.acks == 0);
+        let result = tokio::time::timeout(ANSWER_DEADLINE, async {
+            if unanswered {
+                conn.call_unanswered(key, version, &body, client_id).await
+            } else {
+                conn.call(key, version, &body, client_id).await
+            }
+        })
+        .await;
         let what = format!("{key:?} v{version}");
         match result {
             Err(_) => {
@@ -1015,6 +1070,21 @@ async fn abusive_connections(
     (held_total, oversized)
 }
 
+/// A record's value as the HTTP API shows it: JSON, a string, or bytes in base64 (what
+/// the Kafka producer's plain text becomes), as text.
+fn value_text(v: &serde_json::Value) -> String {
+    use base64::Engine;
+    match v["base64"].as_str() {
+        Some(b) => String::from_utf8_lossy(
+            &base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .unwrap_or_default(),
+        )
+        .into_owned(),
+        None => v.to_string(),
+    }
+}
+
 /// Resident memory allowed: what the idle server used, plus, for every connection it
 /// serves at once, one request frame at the limit and its 64 KiB read buffer, twice over
 /// (a frame and its decoded form), plus the answers the steady and hostile topics can
@@ -1108,6 +1178,7 @@ async fn hostile_kafka_requests_on_every_advertised_version_leave_ordinary_clien
     let mut workers = Vec::new();
     for w in 0..HOSTILE_WORKERS {
         let g = Gen {
+            budget: REQUEST_BUDGET,
             rng: StdRng::seed_from_u64(seed.wrapping_add(w as u64)),
             topics: topics.clone(),
         };
@@ -1200,7 +1271,7 @@ async fn hostile_kafka_requests_on_every_advertised_version_leave_ordinary_clien
             by_partition
                 .entry(p)
                 .or_default()
-                .insert(r["offset"].as_i64().unwrap(), r["value"].to_string());
+                .insert(r["offset"].as_i64().unwrap(), value_text(&r["value"]));
         }
     }
     for (p, offset, value) in &acked {
