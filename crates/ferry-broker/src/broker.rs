@@ -100,7 +100,13 @@ pub struct BrokerConfig {
     pub defaults: TopicDefaults,
     /// How often retention is checked.
     pub retention_check_ms: u64,
+    /// Most partitions all topics together may have: each holds an open file and a
+    /// few KiB of memory. Topics already on disk are opened whatever their number.
+    pub max_partitions: u32,
 }
+
+/// The default of `max_partitions`.
+pub const MAX_PARTITIONS_DEFAULT: u32 = 20_000;
 
 fn limit(v: Option<i64>, default: Option<u64>, what: &str) -> Result<Option<u64>> {
     match v {
@@ -247,6 +253,7 @@ impl Broker {
         if self.topic(&config.name).is_ok() {
             return Err(BrokerError::TopicExists(config.name));
         }
+        self.check_partition_limit(u64::from(config.partitions))?;
         let dir = self.topic_dir(&config.name);
         let cfg = config.clone();
         let notify = Arc::clone(&self.any_readable);
@@ -269,6 +276,23 @@ impl Broker {
         write(&self.topics).insert(config.name.clone(), Arc::clone(&topic));
         tracing::info!(topic = %config.name, partitions = config.partitions, "Created topic.");
         Ok(describe(&topic))
+    }
+
+    /// Refuses `more` partitions when all topics would then have more than
+    /// `max_partitions`. The caller holds the admin lock, so counts do not race.
+    fn check_partition_limit(&self, more: u64) -> Result<()> {
+        let now: u64 = read(&self.topics)
+            .values()
+            .map(|t| u64::from(t.config().partitions))
+            .sum();
+        let wanted = now + more;
+        if wanted > u64::from(self.config.max_partitions) {
+            return Err(BrokerError::PartitionLimit {
+                limit: self.config.max_partitions,
+                wanted,
+            });
+        }
+        Ok(())
     }
 
     pub fn list_topics(&self) -> Vec<TopicInfo> {
@@ -330,6 +354,7 @@ impl Broker {
                     old.partitions
                 )));
             }
+            self.check_partition_limit(u64::from(p - old.partitions))?;
             config.partitions = p;
         }
         if update.retention_ms.is_some() {

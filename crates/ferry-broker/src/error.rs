@@ -31,6 +31,8 @@ pub enum BrokerError {
     TopicNotFound(String),
     #[error("topic '{0}' already exists")]
     TopicExists(String),
+    #[error("the broker would hold {wanted} partitions, over its limit of {limit} (max_partitions); delete topics or raise the limit")]
+    PartitionLimit { limit: u32, wanted: u64 },
     #[error("topic '{topic}' has no partition {partition} (it has {count})")]
     PartitionNotFound {
         topic: String,

@@ -3,10 +3,13 @@
 //! or the new content, never a mix. Used by the metadata, committed-offset, subscription
 //! registry and snapshot stores.
 //!
-//! A failed write, sync or rename stops that file until restart: every later
-//! replacement of it fails with the first error, since the kernel reports a lost
-//! write-back once and a later sync of the folder could succeed without the rename.
-//! File operations go through `ferry_log::fault`, so tests can fail them.
+//! A failed write or sync of the temporary file leaves the old file as it was: the
+//! change is refused and the temporary file removed, and a later replacement (once
+//! space is freed) starts afresh. A failed rename or sync of the folder stops that file
+//! until restart: every later replacement of it fails with the first error, since the
+//! kernel reports a lost write-back once and a later sync of the folder could succeed
+//! without the rename. File operations go through `ferry_log::fault`, so tests can fail
+//! them.
 
 use ferry_log::fault;
 use ferry_log::sync::lock;
@@ -28,10 +31,17 @@ pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let err = |what: &str, e: std::io::Error| format!("{what} {}: {e}", path.display());
     let tmp = path.with_extension("json.tmp");
     let f = File::create(&tmp).map_err(|e| err("creating temporary file for", e))?;
-    let written = fault::write_all(&f, &tmp, bytes)
+    let staged = fault::write_all(&f, &tmp, bytes)
         .map_err(|e| err("writing", e))
-        .and_then(|()| fault::sync_all(&f, &tmp).map_err(|e| err("syncing", e)))
-        .and_then(|()| fault::rename(&tmp, path).map_err(|e| err("replacing", e)))
+        .and_then(|()| fault::sync_all(&f, &tmp).map_err(|e| err("syncing", e)));
+    if let Err(why) = staged {
+        drop(f);
+        let _ = std::fs::remove_file(&tmp);
+        tracing::warn!(file = %path.display(), error = %why, "Replacing a file failed before its rename; it is unchanged.");
+        return Err(why);
+    }
+    let written = fault::rename(&tmp, path)
+        .map_err(|e| err("replacing", e))
         .and_then(|()| match path.parent() {
             Some(dir) => fault::sync_dir(dir).map_err(|e| err("syncing folder of", e)),
             None => Ok(()),
@@ -50,11 +60,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_failed_sync_of_a_replaced_file_stops_its_later_replacements() {
+    fn a_failed_sync_of_the_temporary_file_refuses_the_change_and_a_later_one_succeeds() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("meta.json");
         replace_file(&path, b"1").unwrap();
         fault::arm(&format!("fsync@{}/meta.json.tmp:1", dir.path().display())).unwrap();
+        assert!(replace_file(&path, b"2").is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"1");
+        assert!(!dir.path().join("meta.json.tmp").exists());
+        replace_file(&path, b"3").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"3");
+    }
+
+    #[test]
+    fn a_failed_rename_stops_later_replacements_until_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.json");
+        replace_file(&path, b"1").unwrap();
+        fault::arm(&format!("rename@{}/meta.json:1", dir.path().display())).unwrap();
         assert!(replace_file(&path, b"2").is_err());
         let again = replace_file(&path, b"3").unwrap_err();
         assert!(again.contains("restart"), "{again}");

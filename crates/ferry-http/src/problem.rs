@@ -92,6 +92,13 @@ impl From<BrokerError> for Problem {
                 "Topic already exists",
                 detail,
             ),
+            PartitionLimit { limit, .. } => Problem::new(
+                StatusCode::CONFLICT,
+                "partition-limit",
+                "Too many partitions",
+                detail,
+            )
+            .with("max_partitions", limit),
             PartitionNotFound { count, .. } => Problem::new(
                 StatusCode::NOT_FOUND,
                 "partition-not-found",
@@ -229,6 +236,14 @@ mod tests {
         vec![
             (TopicNotFound("t".into()), 404, "topic-not-found"),
             (TopicExists("t".into()), 409, "topic-exists"),
+            (
+                PartitionLimit {
+                    limit: 10,
+                    wanted: 11,
+                },
+                409,
+                "partition-limit",
+            ),
             (
                 PartitionNotFound {
                     topic: "t".into(),

@@ -8,6 +8,7 @@ pub fn code(e: &BrokerError) -> i16 {
     let r = match e {
         TopicNotFound(_) | PartitionNotFound { .. } => ResponseError::UnknownTopicOrPartition,
         TopicExists(_) => ResponseError::TopicAlreadyExists,
+        PartitionLimit { .. } => ResponseError::PolicyViolation,
         InvalidTopicName { .. } => ResponseError::InvalidTopicException,
         InvalidConfig(_) => ResponseError::InvalidConfig,
         InvalidRecord(r) if r.is_crc_mismatch() => ResponseError::CorruptMessage,
@@ -63,6 +64,13 @@ mod tests {
                 ResponseError::UnknownTopicOrPartition,
             ),
             (TopicExists("t".into()), ResponseError::TopicAlreadyExists),
+            (
+                PartitionLimit {
+                    limit: 10,
+                    wanted: 11,
+                },
+                ResponseError::PolicyViolation,
+            ),
             (
                 InvalidTopicName {
                     name: "..".into(),

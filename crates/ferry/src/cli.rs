@@ -124,6 +124,10 @@ pub struct ServeArgs {
     /// and reader; at least 1048576 [default: 268435456]
     #[arg(long, env = "FERRY_DECOMPRESS_MEMORY_BYTES", value_name = "BYTES")]
     pub decompress_memory_bytes: Option<usize>,
+    /// Most partitions all topics together may have (each holds an open file); creating
+    /// more is refused [default: 20000]
+    #[arg(long, env = "FERRY_MAX_PARTITIONS", value_name = "N")]
+    pub max_partitions: Option<u32>,
     /// How often retention deletes old segments [default: 30000]
     #[arg(long, env = "FERRY_RETENTION_CHECK_MS", value_name = "MS")]
     pub retention_check_ms: Option<u64>,

@@ -56,6 +56,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         data_dir: settings.data_dir.clone(),
         defaults: settings.defaults.clone(),
         retention_check_ms: settings.retention_check_ms,
+        max_partitions: settings.max_partitions,
     })
     .with_context(|| {
         format!(

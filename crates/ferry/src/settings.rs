@@ -31,6 +31,7 @@ struct FileSettings {
     max_record_bytes: Option<u64>,
     max_request_bytes: Option<usize>,
     decompress_memory_bytes: Option<usize>,
+    max_partitions: Option<u32>,
     retention_check_ms: Option<u64>,
     log: Option<String>,
     log_format: Option<String>,
@@ -54,6 +55,8 @@ pub struct Settings {
     pub max_request_bytes: usize,
     /// Memory decompression may hold at once (`ferry_log::compression`).
     pub decompress_memory_bytes: usize,
+    /// Most partitions all topics together may have.
+    pub max_partitions: u32,
     pub retention_check_ms: u64,
     pub log: String,
     pub log_json: bool,
@@ -135,6 +138,9 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
         defaults,
         max_request_bytes,
         decompress_memory_bytes,
+        max_partitions: pick!(args, file, max_partitions)
+            .unwrap_or(ferry_broker::broker::MAX_PARTITIONS_DEFAULT)
+            .max(1),
         retention_check_ms: pick!(args, file, retention_check_ms)
             .unwrap_or(30_000)
             .max(10),
