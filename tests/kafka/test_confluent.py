@@ -247,3 +247,39 @@ def test_partitions_grow_groups_are_listed_and_deleted_and_offsets_are_found_by_
     admin.delete_consumer_groups(["timers"])["timers"].result(10)
     groups = admin.list_consumer_groups().result(10)
     assert "timers" not in [g.group_id for g in groups.valid]
+
+
+def test_a_committed_offset_past_the_end_is_kept_and_the_consumer_resets_by_its_policy(ferry):
+    # What a group sees after a topic's unsynced tail was lost (durability `never`): its
+    # committed offset lies past the partition's end. Kafka keeps the commit; a fetch
+    # from it is OFFSET_OUT_OF_RANGE and the client resets by `auto.offset.reset`.
+    create(ferry, "lost", 1)
+    p = Producer({"bootstrap.servers": ferry.kafka})
+    for i in range(10):
+        p.produce("lost", value=f"r{i}", partition=0)
+    p.flush(10)
+    tp = TopicPartition("lost", 0, 1000)
+    for group, reset in (("early", "earliest"), ("late", "latest")):
+        c = Consumer({"bootstrap.servers": ferry.kafka, "group.id": group, "enable.auto.commit": False,
+                      "auto.offset.reset": reset})
+        c.commit(offsets=[tp], asynchronous=False)
+        assert c.committed([TopicPartition("lost", 0)], 10)[0].offset == 1000
+        c.close()
+    c = Consumer({"bootstrap.servers": ferry.kafka, "group.id": "early", "enable.auto.commit": False,
+                  "auto.offset.reset": "earliest"})
+    c.subscribe(["lost"])
+    assert consume_all(c, 10, 30) == [f"r{i}" for i in range(10)]
+    c.close()
+    c = Consumer({"bootstrap.servers": ferry.kafka, "group.id": "late", "enable.auto.commit": False,
+                  "auto.offset.reset": "latest"})
+    c.subscribe(["lost"])
+    # Wait for the assignment and the reset, then produce: only the new record comes.
+    deadline = time.time() + 30
+    while not c.assignment() and time.time() < deadline:
+        c.poll(0.2)
+    for _ in range(6):
+        c.poll(0.5)
+    p.produce("lost", value="after", partition=0)
+    p.flush(10)
+    assert consume_all(c, 1, 30) == ["after"]
+    c.close()
