@@ -288,7 +288,7 @@ fn smoke(ctx: &Ctx, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     let disk = disk::run_sized(ctx, 8, 0.2)?;
     let appends = log_append::run_for(ctx, std::time::Duration::from_millis(200), &[1, 8], 1)?;
     let http = rt.block_on(http::run_for(
-        &ctx,
+        ctx,
         std::time::Duration::from_millis(300),
         &[2],
     ))?;
