@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 pub struct HttpResult {
     pub clients: usize,
+    /// Records in each produce request.
+    pub per_request: usize,
     pub produce_records: u64,
     pub produce_bytes: u64,
     pub produce_secs: f64,
@@ -50,7 +52,7 @@ pub async fn produce(
 }
 
 pub async fn run(ctx: &Ctx, seconds: u64, clients: &[usize]) -> anyhow::Result<Vec<HttpResult>> {
-    run_for(ctx, Duration::from_secs(seconds), clients).await
+    run_for(ctx, Duration::from_secs(seconds), clients, 100).await
 }
 
 /// Producers and readers over HTTP for `duration`, each client count in turn.
@@ -61,6 +63,7 @@ pub async fn run_for(
     ctx: &Ctx,
     duration: Duration,
     clients: &[usize],
+    per_request: usize,
 ) -> anyhow::Result<Vec<HttpResult>> {
     let mut out = Vec::new();
     for &c in clients {
@@ -75,7 +78,7 @@ pub async fn run_for(
             .send()
             .await?
             .error_for_status()?;
-        let body = Arc::new(produce_body(100));
+        let body = Arc::new(produce_body(per_request));
         let started = Instant::now();
         let tasks: Vec<_> = (0..c)
             .map(|_| {
@@ -88,7 +91,7 @@ pub async fn run_for(
                         let t = Instant::now();
                         produce(&http, &records_url, body.as_ref().clone()).await?;
                         h.record(t.elapsed().as_micros() as u64).ok();
-                        n += 100;
+                        n += per_request as u64;
                     }
                     Ok::<_, anyhow::Error>((n, h))
                 })
@@ -136,6 +139,7 @@ pub async fn run_for(
         let read_secs = started.elapsed().as_secs_f64();
         out.push(HttpResult {
             clients: c,
+            per_request,
             produce_records: produced,
             produce_bytes: produced * 1024,
             produce_secs,

@@ -59,6 +59,12 @@ enum Command {
     Http {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
+        /// Records of 1 KiB in each produce request (1: one event per request)
+        #[arg(long, default_value_t = 100)]
+        records_per_request: usize,
+        /// Producer counts to run in turn, each producer with one request in flight
+        #[arg(long, value_delimiter = ',', default_value = "1,16")]
+        clients: Vec<usize>,
     },
     /// Queue subscriptions: the disk's limits, pull+ack with 1, 4 and 16 consumers over
     /// a preloaded backlog, memory with a large backlog and with scheduled records.
@@ -201,9 +207,18 @@ fn main() -> anyhow::Result<()> {
                 report(&disk, &r, &[], &[], &server::StartResult::default())
             );
         }
-        Command::Http { seconds } => {
+        Command::Http {
+            seconds,
+            records_per_request,
+            clients,
+        } => {
             let disk = disk::run(&ctx, seconds)?;
-            let r = rt.block_on(http::run(&ctx, seconds, &[1, 16]))?;
+            let r = rt.block_on(http::run_for(
+                &ctx,
+                std::time::Duration::from_secs(seconds),
+                &clients,
+                records_per_request.max(1),
+            ))?;
             println!(
                 "{}",
                 report(&disk, &[], &[], &r, &server::StartResult::default())
@@ -291,6 +306,7 @@ fn smoke(ctx: &Ctx, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         ctx,
         std::time::Duration::from_millis(300),
         &[2],
+        100,
     ))?;
     let start = rt.block_on(server::start_and_recovery(ctx, 8))?;
     let q = rt.block_on(queue::run(ctx, 2_000, &[1, 4]))?;
@@ -414,7 +430,8 @@ fn report(
         for h in http {
             let rate = mb(h.produce_bytes as f64, h.produce_secs);
             s.push_str(&format!(
-                "| batches of 100 × 1 KiB | {} | {:.0} | {:.1} | {:.0} % | {:.1} | {:.1} | {:.0} | {:.1} |\n",
+                "| {} × 1 KiB per request | {} | {:.0} | {:.1} | {:.0} % | {:.1} | {:.1} | {:.0} | {:.1} |\n",
+                h.per_request,
                 h.clients,
                 h.produce_records as f64 / h.produce_secs,
                 rate,
