@@ -58,6 +58,29 @@ async fn refuse_oversized(State(state): State<AppState>, req: Request, next: Nex
     response
 }
 
+/// Logs every 5xx answer with its method, path and cause, whichever layer made it: a
+/// 5xx is a bug or a failing disk, and the operator must be able to tell which.
+async fn log_server_errors(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let response = next.run(req).await;
+    let status = response.status();
+    if status.is_server_error() {
+        let cause = response
+            .extensions()
+            .get::<problem::ServerErrorCause>()
+            .map_or("no cause recorded (not a problem answer)", |c| c.0.as_str());
+        tracing::error!(
+            %method,
+            %path,
+            status = status.as_u16(),
+            cause,
+            "HTTP request failed with a server error."
+        );
+    }
+    response
+}
+
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
@@ -194,5 +217,6 @@ pub fn router(state: AppState) -> Router {
             refuse_oversized,
         ))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn(log_server_errors))
         .with_state(state)
 }
