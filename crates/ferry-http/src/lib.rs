@@ -29,9 +29,86 @@ pub struct AppState {
     pub max_request_bytes: usize,
 }
 
-/// Parses a JSON body into `T`, answering a problem that names what was wrong.
-pub fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
-    serde_json::from_slice(body).map_err(|e| Problem::invalid_json(e.to_string()))
+/// Parses a JSON object body into `T`, answering a problem that names what was wrong.
+/// `objects` names members (dotted paths; `[]` for each item of an array) that must be
+/// JSON objects when present and not null: serde would otherwise read an array as a
+/// struct's members in order, which the OpenAPI document does not allow.
+pub fn json_body<T: DeserializeOwned>(body: &[u8], objects: &[&str]) -> Result<T, Problem> {
+    let value = json_value(body)?;
+    if !value.is_object() {
+        return Err(Problem::invalid_json("the body must be a JSON object"));
+    }
+    for path in objects {
+        require_objects(&value, path, path)?;
+    }
+    serde_json::from_value(value).map_err(|e| Problem::invalid_json(e.to_string()))
+}
+
+/// Parses a JSON body of any type, with integral numbers written as decimals (`300.0`)
+/// turned into integers, as JSON Schema counts them (see [`integral_numbers`]).
+pub fn json_value(body: &[u8]) -> Result<serde_json::Value, Problem> {
+    let mut value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| Problem::invalid_json(e.to_string()))?;
+    integral_numbers(&mut value);
+    Ok(value)
+}
+
+/// Members whose values are the client's own data, kept exactly as sent: a record's
+/// key, value and headers, and a subscription's filter (which compares with such data).
+const OPAQUE_MEMBERS: [&str; 4] = ["key", "value", "headers", "filter"];
+
+/// Rewrites numbers with a zero fraction (`300.0`, `1e3`) as integers, as JSON Schema
+/// (and so the OpenAPI document) counts them, except inside [`OPAQUE_MEMBERS`]. Numbers
+/// outside the 64-bit range stay as they are and are refused where an integer is due.
+fn integral_numbers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let Some(f) = n.as_f64() else { return };
+            // Both bounds are powers of two, so exact as f64.
+            if f.fract() == 0.0 && f >= -9_223_372_036_854_775_808.0 && f < 18_446_744_073_709_551_616.0 {
+                *n = if f < 0.0 {
+                    serde_json::Number::from(f as i64)
+                } else {
+                    serde_json::Number::from(f as u64)
+                };
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers),
+        Value::Object(members) => members
+            .iter_mut()
+            .filter(|(k, _)| !OPAQUE_MEMBERS.contains(&k.as_str()))
+            .for_each(|(_, v)| integral_numbers(v)),
+        _ => {}
+    }
+}
+
+/// Checks that what `path` names in `value` is an object (or absent or null).
+fn require_objects(value: &serde_json::Value, path: &str, whole: &str) -> Result<(), Problem> {
+    use serde_json::Value;
+    let (head, rest) = match path.split_once('.') {
+        Some((h, r)) => (h, Some(r)),
+        None => (path, None),
+    };
+    let items: Vec<&Value> = match (head, value) {
+        ("[]", Value::Array(items)) => items.iter().collect(),
+        ("[]", _) => return Ok(()),
+        (member, Value::Object(m)) => m.get(member).into_iter().collect(),
+        _ => return Ok(()),
+    };
+    for item in items {
+        match (item, rest) {
+            (Value::Null, _) => {}
+            (Value::Object(_), None) => {}
+            (_, None) => {
+                return Err(Problem::invalid_json(format!(
+                    "{whole} must be a JSON object"
+                )))
+            }
+            (v, Some(rest)) => require_objects(v, rest, whole)?,
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a body whose declared length is over the limit before reading any of it;
