@@ -185,6 +185,7 @@ impl Broker {
             topics.insert(tc.name.clone(), Arc::new(Topic::new(tc, parts)));
         }
         let subs = crate::subs::Subscriptions::open(dir, now_ms())?;
+        clamp_subscriptions(&subs, &topics)?;
         Ok(Arc::new(Broker {
             config,
             _lock: lock,
@@ -526,6 +527,36 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| BrokerError::Storage(format!("storage task failed: {e}")))?
+}
+
+/// Clamps every subscription to the end of its topic's partitions: under durability
+/// `interval` or `never` the topic's unsynced tail can be lost with the page cache while
+/// the subscription's journal, always synced, kept what it saw there.
+fn clamp_subscriptions(
+    subs: &crate::subs::Subscriptions,
+    topics: &HashMap<String, Arc<Topic>>,
+) -> Result<()> {
+    for sub in subs.all() {
+        let config = sub.config();
+        let Some(topic) = topics.get(&config.topic) else {
+            continue;
+        };
+        let ends: Vec<(u32, u64)> = topic
+            .partitions()
+            .iter()
+            .map(|p| (p.id, p.log.next_offset()))
+            .collect();
+        for p in sub.clamp_to_log(&ends)? {
+            tracing::warn!(
+                subscription = %config.name,
+                topic = %config.topic,
+                partition = p,
+                end = ends.iter().find(|e| e.0 == p).map_or(0, |e| e.1),
+                "The subscription had seen records past the end of the partition (an unsynced tail lost at a crash); it continues from the end, and records written there from now on are delivered."
+            );
+        }
+    }
+    Ok(())
 }
 
 fn open_partition(

@@ -1,22 +1,63 @@
 //! Replacing a small file atomically: the new content goes to a temporary file, which
 //! is synced, renamed over the old one, and the folder is synced. A crash leaves the old
-//! or the new content, never a mix. Used by the metadata and committed-offset stores.
+//! or the new content, never a mix. Used by the metadata, committed-offset, subscription
+//! registry and snapshot stores.
+//!
+//! A failed write, sync or rename stops that file until restart: every later
+//! replacement of it fails with the first error, since the kernel reports a lost
+//! write-back once and a later sync of the folder could succeed without the rename.
+//! File operations go through `ferry_log::fault`, so tests can fail them.
 
+use ferry_log::fault;
+use ferry_log::sync::lock;
+use std::collections::HashMap;
 use std::fs::File;
-use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Files whose replacement failed, with the first error.
+static STOPPED: Mutex<Option<HashMap<PathBuf, String>>> = Mutex::new(None);
 
 pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    if let Some(why) = lock(&STOPPED).as_ref().and_then(|m| m.get(path)) {
+        return Err(format!(
+            "{} stopped taking writes after a failed disk operation ({why}); restart Ferry",
+            path.display()
+        ));
+    }
     let err = |what: &str, e: std::io::Error| format!("{what} {}: {e}", path.display());
     let tmp = path.with_extension("json.tmp");
-    let mut f = File::create(&tmp).map_err(|e| err("creating temporary file for", e))?;
-    f.write_all(bytes).map_err(|e| err("writing", e))?;
-    f.sync_all().map_err(|e| err("syncing", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| err("replacing", e))?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| err("syncing folder of", e))?;
+    let f = File::create(&tmp).map_err(|e| err("creating temporary file for", e))?;
+    let written = fault::write_all(&f, &tmp, bytes)
+        .map_err(|e| err("writing", e))
+        .and_then(|()| fault::sync_all(&f, &tmp).map_err(|e| err("syncing", e)))
+        .and_then(|()| fault::rename(&tmp, path).map_err(|e| err("replacing", e)))
+        .and_then(|()| match path.parent() {
+            Some(dir) => fault::sync_dir(dir).map_err(|e| err("syncing folder of", e)),
+            None => Ok(()),
+        });
+    if let Err(why) = &written {
+        tracing::error!(file = %path.display(), error = %why, "Replacing a file failed; it takes no more writes until restart.");
+        lock(&STOPPED)
+            .get_or_insert_with(HashMap::new)
+            .insert(path.to_path_buf(), why.clone());
     }
-    Ok(())
+    written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_sync_of_a_replaced_file_stops_its_later_replacements() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.json");
+        replace_file(&path, b"1").unwrap();
+        fault::arm(&format!("fsync@{}/meta.json.tmp:1", dir.path().display())).unwrap();
+        assert!(replace_file(&path, b"2").is_err());
+        let again = replace_file(&path, b"3").unwrap_err();
+        assert!(again.contains("restart"), "{again}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"1");
+    }
 }

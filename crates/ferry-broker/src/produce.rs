@@ -293,7 +293,9 @@ fn append_built_batches(
 }
 
 /// Checks the batch starting at `p` of a client's request; returns where it ends and a
-/// copy to append (the log stamps offsets into it).
+/// copy to append (the log stamps offsets into it). The check is
+/// [`ferry_log::batch::check_batch`], the one every stored batch passes; a header whose
+/// `max_timestamp` disagrees with its records is rewritten, as Kafka does.
 fn check_client_batch(
     batches: &Bytes,
     p: usize,
@@ -308,14 +310,18 @@ fn check_client_batch(
             })
         })
         .map_err(BrokerError::from)?;
-    // The log checks the CRC when it appends; here only what readers need beyond it,
-    // without keeping the records. A batch that fails is reported by its CRC first.
-    let header = ferry_log::batch::check_records(&one, limits)
+    // The log checks the size against the topic's limit when it appends. A batch that
+    // fails is reported by its CRC first.
+    let checked = ferry_log::batch::check_batch(&one, usize::MAX, limits)
         .map_err(|e| BrokerError::from(ferry_log::batch::verify_crc(&one).err().unwrap_or(e)))?;
-    if header.is_control() || header.is_transactional() {
+    if checked.header.is_control() || checked.header.is_transactional() {
         return Err(BrokerError::refused(
             "control and transactional batches are not accepted from clients",
         ));
     }
-    Ok((p + one.len(), one.to_vec()))
+    let mut copy = one.to_vec();
+    if checked.max_timestamp != checked.header.max_timestamp {
+        ferry_log::batch::set_max_timestamp(&mut copy, checked.max_timestamp);
+    }
+    Ok((p + one.len(), copy))
 }

@@ -48,6 +48,10 @@ fn subscription_journal_corpus_and_seeds_never_panic() {
                 partition: 0,
                 upto: 1,
             },
+            Event::Truncate {
+                partition: 0,
+                end: 4,
+            },
         ],
         &mut seed,
     );

@@ -156,3 +156,60 @@ async fn a_subscription_whose_write_failed_refuses_changes_until_restart() {
         Err(BrokerError::Unavailable(_))
     ));
 }
+
+/// Regression (found by the subscription model test): a nack straight to the
+/// dead-letter topic changed only memory, so after a restart the record was delivered
+/// again instead of being dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_nacked_to_the_dead_letter_topic_stays_dead_after_a_restart() {
+    use ferry_broker::subs::{PullRequest, SubscriptionSettings};
+    use ferry_broker::ProduceRecord;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let req = PullRequest {
+        consumer: Arc::from(ferry_broker::subs::PUSH_CONSUMER),
+        max_records: 10,
+        wait: Duration::ZERO,
+        visibility_timeout_ms: None,
+    };
+    {
+        let b = broker(dir.path());
+        b.create_topic("t", TopicSettings::default()).await.unwrap();
+        b.create_subscription(SubscriptionSettings {
+            name: Some("s".into()),
+            topic: Some("t".into()),
+            start: Some(serde_json::json!("earliest")),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let one = vec![ProduceRecord {
+            value: Some(Bytes::from_static(b"refused")),
+            ..Default::default()
+        }];
+        b.produce("t", one).await.unwrap();
+        let leases = b.pull("s", req.clone()).await.unwrap();
+        assert_eq!(leases.len(), 1);
+        b.dead_letter_now("s", vec![leases[0].lease_id.clone()], "410 Gone".into())
+            .await
+            .unwrap();
+        assert_eq!(
+            b.describe_subscription("s")
+                .await
+                .unwrap()
+                .dead_letter_pending,
+            1
+        );
+        b.shutdown();
+    }
+    let b = broker(dir.path());
+    assert!(
+        b.pull("s", req).await.unwrap().is_empty(),
+        "not delivered again"
+    );
+    let status = b.describe_subscription("s").await.unwrap();
+    assert_eq!(
+        status.dead_letter_pending, 1,
+        "still waiting for the dead-letter topic"
+    );
+}

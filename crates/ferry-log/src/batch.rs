@@ -374,13 +374,33 @@ pub fn decode_records_from(
     Ok((header, records))
 }
 
-/// Checks that every record of one batch decodes within `limits` and that there are as
-/// many as the header says, without checking the CRC (the log does that on append) and
-/// without keeping the records.
-pub fn check_records(batch: &Bytes, limits: &DecodeLimits) -> Result<BatchHeader, BatchError> {
+/// What [`check_batch`] found in a batch it accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checked {
+    pub header: BatchHeader,
+    /// The largest record timestamp (for a CreateTime batch), or the header's
+    /// `max_timestamp` (LogAppendTime, where records take that one). A client's header
+    /// may say otherwise; Kafka then rewrites the header, and so does Ferry
+    /// ([`set_max_timestamp`]).
+    pub max_timestamp: i64,
+}
+
+/// The one full check of a batch before it is stored, wherever it comes from: length,
+/// magic, CRC, codec, `record_count` = `last_offset_delta` + 1 > 0, every record
+/// decodable within `limits` and within its stated length, exactly `record_count`
+/// records, and record `i` at offset delta `i` (so offsets are `base_offset`..=
+/// `last_offset` in order, as every reader assumes). The records are not kept.
+pub fn check_batch(
+    batch: &Bytes,
+    max_batch_bytes: usize,
+    limits: &DecodeLimits,
+) -> Result<Checked, BatchError> {
+    let header = validate_incoming(batch, max_batch_bytes)?;
     let mut n = 0usize;
-    let header = walk_records(batch, limits, i64::MIN, |_| {
+    let mut max_timestamp = i64::MIN;
+    walk_records(batch, limits, i64::MIN, |r| {
         n += 1;
+        max_timestamp = max_timestamp.max(r.timestamp);
         true
     })?;
     if n != header.record_count as usize {
@@ -389,7 +409,24 @@ pub fn check_records(batch: &Bytes, limits: &DecodeLimits) -> Result<BatchHeader
             last_offset_delta: header.last_offset_delta,
         });
     }
-    Ok(header)
+    if header.is_log_append_time() {
+        max_timestamp = header.max_timestamp;
+    }
+    Ok(Checked {
+        header,
+        max_timestamp,
+    })
+}
+
+/// Rewrites a batch's `max_timestamp` and its CRC, as Kafka does when a producer's
+/// header disagrees with its records. `batch` is exactly one batch.
+pub fn set_max_timestamp(batch: &mut [u8], max_timestamp: i64) {
+    if batch.len() < BATCH_HEADER_BYTES {
+        return;
+    }
+    batch[35..43].copy_from_slice(&max_timestamp.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// The records of a batch, decompressed as needed, once the batch's length and the
@@ -469,6 +506,13 @@ fn walk_records(
         let attributes = rr.i8().ok_or(bad("missing attributes"))?;
         let ts_delta = rr.varlong().ok_or(bad("bad timestamp delta"))?;
         let offset_delta = rr.varint().ok_or(bad("bad offset delta"))?;
+        // Record `index` is at delta `index`: nothing else is a valid batch, and a reader
+        // must never see an offset outside the batch's range.
+        if offset_delta as i64 != index as i64 {
+            return Err(bad(
+                "offset delta is not the record's position in the batch",
+            ));
+        }
         let offset = header.base_offset.saturating_add(offset_delta as i64);
         if offset < from {
             r.pos = end;
@@ -495,8 +539,14 @@ fn walk_records(
             headers,
         });
         if !more {
-            break;
+            return Ok(header);
         }
+    }
+    if r.pos != body.len() {
+        return Err(BatchError::BadRecord {
+            index: count,
+            reason: "bytes after the last record the header counts",
+        });
     }
     Ok(header)
 }

@@ -36,7 +36,7 @@ pub enum LogError {
         reason: String,
     },
     #[error(
-        "partition stopped after a failed disk sync ({0}); restart Ferry to recover it from disk"
+        "partition stopped after a failed disk write or sync ({0}); restart Ferry to recover it from disk"
     )]
     Stopped(String),
     #[error("the log is closed")]

@@ -36,6 +36,14 @@ fn decode_one(data: &[u8]) {
         _ => (0, 1),
     };
     let partial = batch::decode_records_from(&bytes, &limits, from, max);
+    // What the full check accepts, every reader decodes, at consecutive offsets.
+    if let Ok(checked) = batch::check_batch(&bytes, 1 << 20, &limits) {
+        let (_, records) = batch::decode_records(&bytes, &limits).expect("checked batch decodes");
+        assert_eq!(records.len(), checked.header.record_count as usize);
+        for (i, r) in records.iter().enumerate() {
+            assert_eq!(r.offset, checked.header.base_offset + i as i64);
+        }
+    }
     if let Ok((header, records)) = batch::decode_records(&bytes, &limits) {
         assert!(records.len() <= header.record_count.max(0) as usize);
         // What a partial decode gives is what the full decode has from that offset.

@@ -14,7 +14,7 @@
 //! size is not a whole number of entries is rebuilt by scanning its segment.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -190,11 +190,11 @@ impl<E: Entry> Index<E> {
         }
         let tmp = path.with_extension("tmp-index");
         {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&buf)?;
-            f.sync_data()?;
+            let f = File::create(&tmp)?;
+            crate::fault::write_all(&f, &tmp, &buf)?;
+            crate::fault::sync_data(&f, &tmp)?;
         }
-        std::fs::rename(&tmp, path)?;
+        crate::fault::rename(&tmp, path)?;
         let len = v.len();
         *self = Index::Disk {
             file: File::open(path)?,

@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod compression;
 pub mod error;
+pub mod fault;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod index;

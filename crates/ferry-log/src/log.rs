@@ -12,14 +12,23 @@
 //!
 //! # Failures
 //!
-//! A failed write (a full disk) is undone and reported; the log stays usable. A failed
-//! sync stops the partition: the kernel may have dropped the pages, so nothing more is
-//! acknowledged until a restart recovers the log from what is really on disk.
+//! A write refused for lack of space (ENOSPC, EDQUOT) is undone and reported; the log
+//! stays usable. Any other failed write, and any failed sync (of a segment, before a
+//! roll or by group commit, or of the folder), stops the log: the kernel may have
+//! dropped the pages and reports that only once, so a later sync of the same file
+//! could succeed without them. From then on appends fail with [`LogError::Stopped`],
+//! waiters are told so, and nothing more is acknowledged or made readable until a
+//! restart recovers the log from what is really on disk. The first failure is logged.
+//!
+//! Syncs of the log never run at once: the group-commit leader and a roll each claim
+//! `sync_state.syncing` first, so that one sync cannot consume the error another needed
+//! to see.
 //!
 //! # Locks
 //!
-//! `inner` (segments) is never held while waiting for `sync_state`; the sync leader takes
-//! `inner` only briefly to capture the active file and end offset.
+//! The order is `inner`, then `sync_state`; `failure` is taken last and alone. A roll
+//! holds `inner` while it waits for a running group commit to end; the leader never
+//! takes `inner` while it syncs (it captures the active file before it claims the sync).
 //!
 //! # Invariants
 //!
@@ -33,6 +42,7 @@
 
 use crate::batch::{self, DecodeLimits};
 use crate::error::{LogError, Result};
+use crate::fault;
 use crate::producers::{Producers, SequenceCheck};
 use crate::segment::{self, Cut, Segment};
 use crate::sync::{lock, wait};
@@ -129,14 +139,13 @@ struct Inner {
     segments: BTreeMap<u64, Segment>,
     next_offset: u64,
     config: LogConfig,
-    stopped: Option<String>,
     closed: bool,
     producers: Producers,
 }
 
 struct SyncState {
+    /// A sync of this log (group commit or roll) is running.
     syncing: bool,
-    failed: Option<String>,
 }
 
 pub struct PartitionLog {
@@ -144,6 +153,8 @@ pub struct PartitionLog {
     inner: Mutex<Inner>,
     sync_state: Mutex<SyncState>,
     sync_done: Condvar,
+    /// Why the log stopped taking writes (see the module's "Failures").
+    failure: Mutex<Option<String>>,
     /// Offsets below this are on disk.
     synced: AtomicU64,
     /// Offsets below this are readable.
@@ -158,8 +169,7 @@ pub struct PartitionLog {
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
+    fault::sync_dir(dir)
         .map_err(|e| LogError::io(format!("syncing directory {}", dir.display()), e))
 }
 
@@ -252,15 +262,12 @@ impl PartitionLog {
                 segments,
                 next_offset,
                 config,
-                stopped: None,
                 closed: false,
                 producers,
             }),
-            sync_state: Mutex::new(SyncState {
-                syncing: false,
-                failed: None,
-            }),
+            sync_state: Mutex::new(SyncState { syncing: false }),
             sync_done: Condvar::new(),
+            failure: Mutex::new(None),
             synced: AtomicU64::new(next_offset),
             visible: AtomicU64::new(next_offset),
             syncs: AtomicU64::new(0),
@@ -362,12 +369,22 @@ impl PartitionLog {
             });
         }
         let mut header = batch::validate_incoming(batch, config.max_batch_bytes)?;
+        // Every batch reaching the log passed `batch::check_batch` (client batches) or was
+        // built by `batch::build_batch`; in debug builds the full check runs again here.
+        debug_assert_eq!(
+            batch::check_batch(
+                &bytes::Bytes::copy_from_slice(batch),
+                config.max_batch_bytes,
+                &DecodeLimits::default()
+            )
+            .map(|c| c.max_timestamp == c.header.max_timestamp),
+            Ok(true),
+            "a batch that fails the full check reached the log"
+        );
         if inner.closed {
             return Err(LogError::Closed);
         }
-        if let Some(why) = &inner.stopped {
-            return Err(LogError::Stopped(why.clone()));
-        }
+        self.check_running()?;
         let count = header.last_offset_delta as u64 + 1;
         if let Some(stored) = check_sequence(&inner.producers, &header)? {
             return Ok(AppendInfo::at(stored, count, true));
@@ -381,7 +398,14 @@ impl PartitionLog {
             .values_mut()
             .next_back()
             .expect("a log always has an active segment");
-        active.append(batch, &header, config.index_interval_bytes, now_ms)?;
+        if let Err(e) = active.append(batch, &header, config.index_interval_bytes, now_ms) {
+            // Only a write refused for space was surely undone; anything else may have
+            // left the file in an unknown state.
+            if !matches!(e, LogError::DiskFull { .. }) {
+                return Err(self.stop(e.to_string()));
+            }
+            return Err(e);
+        }
         inner.next_offset = base + count;
         inner.producers.record(
             header.producer_id,
@@ -423,23 +447,71 @@ impl PartitionLog {
         if !(full || old || offsets_exhausted) {
             return Ok(());
         }
-        if let Err(e) = active.file.sync_data() {
-            let why = format!("syncing {} before rolling: {e}", active.path.display());
-            inner.stopped = Some(why.clone());
-            return Err(LogError::Stopped(why));
+        // Claim the sync, so that no group commit syncs the same file at once.
+        {
+            let mut st = lock(&self.sync_state);
+            while st.syncing {
+                st = wait(&self.sync_done, st);
+            }
+            st.syncing = true;
         }
-        // Index files failing to write (a full disk) fail this append; the segment stays
-        // active with its indexes in memory and the next append tries again.
-        active.write_indexes()?;
-        self.synced.fetch_max(next_offset, Ordering::AcqRel);
-        if config.durability == Durability::Always {
-            self.visible.fetch_max(next_offset, Ordering::AcqRel);
+        let synced = fault::sync_data(&active.file, &active.path);
+        let stopped = synced.map_err(|e| {
+            self.stop(format!(
+                "fdatasync of {} before rolling failed: {e}",
+                active.path.display()
+            ))
+        });
+        {
+            let mut st = lock(&self.sync_state);
+            st.syncing = false;
+            if stopped.is_ok() {
+                self.synced.fetch_max(next_offset, Ordering::AcqRel);
+                if config.durability == Durability::Always {
+                    self.visible.fetch_max(next_offset, Ordering::AcqRel);
+                }
+            }
+            self.sync_done.notify_all();
+        }
+        stopped?;
+        // Index files refused for space fail this append; the segment stays active with
+        // its indexes in memory and the next append tries again. Any other failure of
+        // theirs stops the log like a failed sync of the segment.
+        match active.write_indexes() {
+            Err(e @ LogError::DiskFull { .. }) => return Err(e),
+            Err(e) => return Err(self.stop(e.to_string())),
+            Ok(()) => {}
         }
         let seg = Segment::create(&self.dir, next_offset)?;
         inner.segments.insert(next_offset, seg);
-        sync_dir(&self.dir)?;
+        // Without its folder entry on disk the new segment could vanish with its data.
+        sync_dir(&self.dir).map_err(|e| self.stop(e.to_string()))?;
         tracing::debug!(dir = %self.dir.display(), base_offset = next_offset, "Rolled to a new segment.");
         Ok(())
+    }
+
+    /// Fails with [`LogError::Stopped`] once a write or sync has failed.
+    fn check_running(&self) -> Result<()> {
+        match &*lock(&self.failure) {
+            Some(why) => Err(LogError::Stopped(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops the log for `why` (the first reason is kept and logged); returns the error
+    /// to give the caller.
+    fn stop(&self, why: String) -> LogError {
+        let mut failure = lock(&self.failure);
+        if failure.is_none() {
+            tracing::error!(dir = %self.dir.display(), error = %why, "Disk write or sync failed; the partition stops taking writes until restart.");
+            *failure = Some(why);
+        }
+        LogError::Stopped(failure.clone().unwrap_or_default())
+    }
+
+    /// Why the log stopped taking writes, if it did.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.failure).clone()
     }
 
     /// Waits until every offset below `end_offset` is on disk, syncing if no one else
@@ -449,22 +521,30 @@ impl PartitionLog {
             if self.synced.load(Ordering::Acquire) >= end_offset {
                 return Ok(());
             }
-            let mut st = lock(&self.sync_state);
-            loop {
-                if self.synced.load(Ordering::Acquire) >= end_offset {
-                    return Ok(());
+            {
+                let mut st = lock(&self.sync_state);
+                loop {
+                    if self.synced.load(Ordering::Acquire) >= end_offset {
+                        return Ok(());
+                    }
+                    self.check_running()?;
+                    if !st.syncing {
+                        break;
+                    }
+                    st = wait(&self.sync_done, st);
                 }
-                if let Some(why) = &st.failed {
-                    return Err(LogError::Stopped(why.clone()));
-                }
-                if !st.syncing {
-                    st.syncing = true;
-                    break;
-                }
-                st = wait(&self.sync_done, st);
             }
+            // Capture what to sync before claiming the sync: a roll claims it while
+            // holding `inner`. A roll in between only makes this sync cover less.
+            let target = self.sync_target();
+            let mut st = lock(&self.sync_state);
+            if st.syncing {
+                continue;
+            }
+            self.check_running()?;
+            st.syncing = true;
             drop(st);
-            self.sync_once();
+            self.sync_once(target);
         }
     }
 
@@ -474,37 +554,34 @@ impl PartitionLog {
         self.wait_durable(end)
     }
 
-    /// One sync by the leader; wakes every waiter.
-    fn sync_once(&self) {
-        let (file, end, always) = {
-            let inner = lock(&self.inner);
-            let active = inner
-                .segments
-                .values()
-                .next_back()
-                .expect("a log always has an active segment");
-            (
-                Arc::clone(&active.file),
-                inner.next_offset,
-                inner.config.durability == Durability::Always,
-            )
-        };
-        let result = file.sync_data();
+    /// The active file, the end of the log and whether readers wait for syncs.
+    fn sync_target(&self) -> (Arc<File>, PathBuf, u64, bool) {
+        let inner = lock(&self.inner);
+        let active = inner
+            .segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment");
+        (
+            Arc::clone(&active.file),
+            active.path.clone(),
+            inner.next_offset,
+            inner.config.durability == Durability::Always,
+        )
+    }
+
+    /// One sync by the leader, which has claimed `syncing`; wakes every waiter.
+    fn sync_once(&self, (file, path, end, always): (Arc<File>, PathBuf, u64, bool)) {
+        let result = fault::sync_data(&file, &path)
+            .map_err(|e| self.stop(format!("fdatasync of {} failed: {e}", path.display())));
         self.syncs.fetch_add(1, Ordering::Relaxed);
         let mut st = lock(&self.sync_state);
         st.syncing = false;
-        match result {
-            Ok(()) => {
-                self.synced.fetch_max(end, Ordering::AcqRel);
-                if always {
-                    self.visible.fetch_max(end, Ordering::AcqRel);
-                }
-            }
-            Err(e) => {
-                let why = format!("fdatasync of {} failed: {e}", self.dir.display());
-                tracing::error!(dir = %self.dir.display(), error = %e, "Disk sync failed; the partition stops taking writes until restart.");
-                st.failed = Some(why.clone());
-                lock(&self.inner).stopped = Some(why);
+        // A write that failed meanwhile stops the log too: nothing more is acknowledged.
+        if result.is_ok() && self.check_running().is_ok() {
+            self.synced.fetch_max(end, Ordering::AcqRel);
+            if always {
+                self.visible.fetch_max(end, Ordering::AcqRel);
             }
         }
         self.sync_done.notify_all();

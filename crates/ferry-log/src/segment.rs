@@ -15,6 +15,7 @@
 
 use crate::batch::{self, BatchHeader, BATCH_HEADER_BYTES, BATCH_PREFIX_BYTES};
 use crate::error::{LogError, Result};
+use crate::fault;
 use crate::index::{Index, OffsetEntry, TimeEntry};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
@@ -81,20 +82,13 @@ pub fn parse_log_name(name: &str) -> Option<u64> {
 /// Why a scan stopped early.
 struct Problem {
     reason: String,
-    /// The bad batch's claimed size, when its prefix was readable.
-    claimed: Option<u64>,
     /// The file simply ends inside a batch: what a crash mid-write leaves.
     torn: bool,
 }
 
-/// Why a good batch of `total` bytes cannot follow in the segment: its offsets go
-/// backwards (below `next_expected`) or leave the segment's range (`range_end`).
-fn out_of_range(
-    header: &BatchHeader,
-    total: usize,
-    next_expected: u64,
-    range_end: u64,
-) -> Option<Problem> {
+/// Why a good batch cannot follow in the segment: its offsets go backwards (below
+/// `next_expected`) or leave the segment's range (`range_end`).
+fn out_of_range(header: &BatchHeader, next_expected: u64, range_end: u64) -> Option<Problem> {
     let reason = if header.base_offset < 0 || (header.base_offset as u64) < next_expected {
         format!(
             "batch offset {} goes backwards (expected at least {next_expected})",
@@ -112,7 +106,6 @@ fn out_of_range(
     };
     Some(Problem {
         reason,
-        claimed: Some(total as u64),
         torn: false,
     })
 }
@@ -230,7 +223,7 @@ impl Segment {
             batch.len(),
             "the header describes the batch"
         );
-        if let Err(e) = self.file.write_all_at(batch, position) {
+        if let Err(e) = fault::write_all_at(&self.file, &self.path, batch, position) {
             let undo = self.file.set_len(position);
             if let Err(undo) = undo {
                 return Err(LogError::Stopped(format!(
@@ -249,8 +242,7 @@ impl Segment {
 
     /// Makes the segment read-only: syncs its data and writes its indexes.
     pub fn seal(&mut self) -> Result<()> {
-        self.file
-            .sync_data()
+        fault::sync_data(&self.file, &self.path)
             .map_err(|e| LogError::Stopped(format!("syncing {}: {e}", self.path.display())))?;
         self.write_indexes()
     }
@@ -303,7 +295,7 @@ impl Segment {
                     Ok(one) => one,
                     Err(problem) => return stop(problem),
                 };
-            if let Some(problem) = out_of_range(&header, total, next_expected, offsets.end) {
+            if let Some(problem) = out_of_range(&header, next_expected, offsets.end) {
                 return stop(problem);
             }
             visit(pos, &header);
@@ -327,7 +319,6 @@ impl Segment {
         if left < BATCH_PREFIX_BYTES as u64 {
             return Ok(Err(Problem {
                 reason: format!("{left} trailing bytes, too few for a batch"),
-                claimed: None,
                 torn: true,
             }));
         }
@@ -338,7 +329,6 @@ impl Segment {
             Err(e) => {
                 return Ok(Err(Problem {
                     reason: e.to_string(),
-                    claimed: None,
                     torn: false,
                 }))
             }
@@ -346,7 +336,6 @@ impl Segment {
         if total as u64 > left {
             return Ok(Err(Problem {
                 reason: format!("batch of {total} bytes runs past the end of the file"),
-                claimed: Some(total as u64),
                 torn: true,
             }));
         }
@@ -354,20 +343,62 @@ impl Segment {
         buf.extend_from_slice(&prefix);
         buf.resize(total, 0);
         reader.read_exact(&mut buf[BATCH_PREFIX_BYTES..])?;
-        let checked = BatchHeader::parse(buf).and_then(|h| batch::verify_crc(buf).map(|_| h));
+        // The header checks of every stored batch (magic, CRC, codec, record count = last
+        // offset delta + 1). Records are not decoded again: the CRC proves these are the
+        // bytes that passed `check_batch` on append, and readers check offsets as they go.
+        let checked = batch::validate_incoming(buf, max_batch_bytes);
         Ok(checked.map(|h| (h, total)).map_err(|e| Problem {
             reason: e.to_string(),
-            claimed: Some(total as u64),
             torn: false,
         }))
     }
 
-    /// Whether a good batch starts at `position` (used to tell damage in the middle
-    /// from a torn tail).
-    fn good_batch_at(file: &File, position: u64, end: u64, max_batch_bytes: usize) -> bool {
-        Self::scan(file, position, end, 0..u64::MAX, max_batch_bytes, |_, _| {})
-            .map(|s| s.good_end > position)
-            .unwrap_or(false)
+    /// The position of the first good batch (whole, with a valid CRC) starting in
+    /// `(from, end)`, searched byte by byte: it tells damage in the middle, after which
+    /// fsynced batches follow, from a torn tail. Reads a window at a time.
+    fn next_good_batch(
+        file: &File,
+        from: u64,
+        end: u64,
+        max_batch_bytes: usize,
+    ) -> io::Result<Option<u64>> {
+        const WINDOW: usize = 1 << 20;
+        let mut buf = vec![0u8; WINDOW + BATCH_HEADER_BYTES];
+        let mut one = Vec::new();
+        let mut start = from + 1;
+        while start + BATCH_HEADER_BYTES as u64 <= end {
+            let n = (buf.len() as u64).min(end - start) as usize;
+            file.read_exact_at(&mut buf[..n], start)?;
+            for i in 0..n.min(WINDOW) {
+                if i + BATCH_HEADER_BYTES > n {
+                    break;
+                }
+                let at = &buf[i..n];
+                // Cheap checks first: the magic byte, then a length that fits.
+                if at[16] != 2 {
+                    continue;
+                }
+                let Ok((_, total)) = batch::read_prefix(at, max_batch_bytes) else {
+                    continue;
+                };
+                let pos = start + i as u64;
+                if total as u64 > end - pos || BatchHeader::parse(at).is_err() {
+                    continue;
+                }
+                let whole = if total <= at.len() {
+                    &at[..total]
+                } else {
+                    one.resize(total, 0);
+                    file.read_exact_at(&mut one, pos)?;
+                    &one[..]
+                };
+                if batch::verify_crc(whole).is_ok() {
+                    return Ok(Some(pos));
+                }
+            }
+            start += WINDOW as u64;
+        }
+        Ok(None)
     }
 
     /// Opens the active (last) segment after a restart: every batch is checked and a
@@ -392,22 +423,23 @@ impl Segment {
         }
         seg.size = scan.good_end;
         let mut cut = None;
-        if let Some(Problem {
-            reason,
-            claimed,
-            torn,
-        }) = scan.problem
-        {
+        if let Some(Problem { mut reason, torn }) = scan.problem {
             let bytes = len - scan.good_end;
             let mut kept_in = None;
             // A torn tail (the file ends inside a batch) is what a crash mid-write leaves
-            // and holds nothing acknowledged. Any other damage may sit before good data,
-            // so the bytes are kept for inspection before the cut.
-            let later_good = claimed
-                .map(|c| scan.good_end + c)
-                .filter(|next| *next < len)
-                .is_some_and(|next| Self::good_batch_at(&seg.file, next, len, max_batch_bytes));
-            if !torn || later_good {
+            // and holds nothing acknowledged. But a damaged length can look the same, so
+            // the rest of the file is searched for a good batch: if one follows, this is
+            // damage before fsynced data. Damage of any kind is kept before the cut.
+            let later_good = if torn {
+                Self::next_good_batch(&seg.file, scan.good_end, len, max_batch_bytes)
+                    .map_err(|e| LogError::io(format!("reading {}", path.display()), e))?
+            } else {
+                None
+            };
+            if let Some(at) = later_good {
+                reason = format!("{reason}; a good batch follows at byte {at}, so this is damage, not a torn tail");
+            }
+            if !torn || later_good.is_some() {
                 kept_in = Some(keep_damaged(dir, &seg, scan.good_end, bytes)?);
             }
             seg.file
@@ -423,8 +455,7 @@ impl Segment {
         }
         // Whatever survived may still sit only in the page cache (a killed process, not a
         // lost machine): sync it before anyone is told it is durable.
-        seg.file
-            .sync_all()
+        fault::sync_all(&seg.file, &seg.path)
             .map_err(|e| LogError::io("syncing recovered segment", e))?;
         // Rolling by age counts from the first batch's time, as it did before the restart.
         if let Some((_, first)) = found.first() {
@@ -578,11 +609,8 @@ fn keep_damaged(dir: &Path, seg: &Segment, position: u64, bytes: u64) -> Result<
     let mut to = File::create(&keep).map_err(|e| LogError::io("keeping damaged bytes", e))?;
     std::io::copy(&mut from.take(bytes), &mut to)
         .map_err(|e| LogError::io("keeping damaged bytes", e))?;
-    to.sync_all()
-        .map_err(|e| LogError::io("syncing kept bytes", e))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| LogError::io("syncing partition folder", e))?;
+    fault::sync_all(&to, &keep).map_err(|e| LogError::io("syncing kept bytes", e))?;
+    fault::sync_dir(dir).map_err(|e| LogError::io("syncing partition folder", e))?;
     Ok(keep)
 }
 

@@ -454,3 +454,34 @@ fn retention_on_a_closed_log_never_touches_the_folder_it_had() {
     );
     assert_eq!(read_all(&new, 0).len(), 20);
 }
+
+#[test]
+fn a_length_damaged_mid_segment_past_the_end_is_damage_and_the_cut_bytes_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (log, _) = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        for i in 0..6 {
+            append(&log, &[&format!("value number {i}")], 1);
+        }
+    }
+    let seg = segment_files(dir.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let one = bytes.len() / 6;
+    let third = 2 * one;
+    // The third batch's length claims more than is left: it looks like a torn tail.
+    let claimed = (bytes.len() - third + 1000) as u32;
+    bytes[third + 8..third + 12].copy_from_slice(&claimed.to_be_bytes());
+    std::fs::write(&seg, &bytes).unwrap();
+    let (log, cuts) = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+    assert_eq!(log.latest(), 2, "serves what precedes the damage");
+    assert!(
+        cuts[0].reason.contains("a good batch follows"),
+        "{:?}",
+        cuts[0]
+    );
+    let kept = cuts[0]
+        .kept_in
+        .clone()
+        .expect("good batches followed, so the bytes are kept");
+    assert_eq!(std::fs::read(kept).unwrap(), bytes[third..]);
+}

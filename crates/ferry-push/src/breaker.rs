@@ -2,6 +2,11 @@
 //! over a sliding window; when enough calls failed it opens. Open: nothing is sent for
 //! the cool-down, records wait on disk. Half-open: a few probes go out; if they all
 //! succeed it closes, one failure opens it again.
+//!
+//! A sender takes a [`Ticket`] before each request ([`Breaker::take`]) and hands it in
+//! with the request's result ([`Breaker::result`]), or gives it back when the request
+//! is not sent after all ([`Breaker::give_back`]): every probe taken ends in a result or
+//! goes back, so a half-open breaker always closes or opens again.
 
 use ferry_broker::subs::push::BreakerConfig;
 use std::collections::VecDeque;
@@ -28,7 +33,20 @@ pub struct Breaker {
     /// Half-open: probes sent and probes that succeeded.
     probes_sent: u32,
     probes_ok: u32,
+    /// Counts the changes of state: tickets name the period they were taken in.
+    generation: u64,
     pub changed_at: u64,
+}
+
+/// Leave to send one request, from [`Breaker::take`]. It ends in [`Breaker::result`], or
+/// goes back with [`Breaker::give_back`] when the request is not sent.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a ticket ends in a result or is given back"]
+pub struct Ticket {
+    /// The period (of the breaker's state) it was taken in.
+    generation: u64,
+    /// Taken half-open: one of the period's probes.
+    probe: bool,
 }
 
 /// What the breaker says about sending now.
@@ -50,6 +68,7 @@ impl Breaker {
             opened_at: 0,
             probes_sent: 0,
             probes_ok: 0,
+            generation: 0,
             changed_at: now,
         }
     }
@@ -66,6 +85,7 @@ impl Breaker {
         let old = self.state;
         self.state = state;
         self.changed_at = now;
+        self.generation += 1;
         self.probes_sent = 0;
         self.probes_ok = 0;
         if state == BreakerState::Open {
@@ -136,6 +156,54 @@ impl Breaker {
             return (Permit::WaitUntil(now + 50), change);
         }
         (Permit::Send(self.config.probes.min(room).max(1)), change)
+    }
+
+    /// Leave to send one request now, or the time to ask again. Half-open, the ticket is
+    /// one of the probes. Returns a state change (open → half-open) if one happened.
+    pub fn take(
+        &mut self,
+        now: u64,
+    ) -> (Result<Ticket, u64>, Option<(BreakerState, BreakerState)>) {
+        let (permit, change) = self.permit(1, now);
+        let ticket = match permit {
+            Permit::Send(_) => Ok(Ticket {
+                generation: self.generation,
+                probe: self.state == BreakerState::HalfOpen,
+            }),
+            Permit::WaitUntil(t) => Err(t),
+        };
+        (ticket, change)
+    }
+
+    /// Takes back a ticket whose request was not sent (its record's lease ran out, the
+    /// subscription is going away): a probe of the current half-open period can be
+    /// taken again.
+    pub fn give_back(&mut self, ticket: Ticket) {
+        if self.is_current_probe(&ticket) {
+            self.probes_sent -= 1;
+        }
+    }
+
+    /// Counts the result of the request sent with `ticket`; returns a state change if
+    /// one happened. Half-open, only the period's probes decide: the result of a
+    /// request sent before (the breaker opened meanwhile) changes nothing.
+    pub fn result(
+        &mut self,
+        ticket: Ticket,
+        ok: bool,
+        now: u64,
+    ) -> Option<(BreakerState, BreakerState)> {
+        if self.state == BreakerState::HalfOpen && !self.is_current_probe(&ticket) {
+            return None;
+        }
+        self.record(ok, now)
+    }
+
+    fn is_current_probe(&self, ticket: &Ticket) -> bool {
+        ticket.probe
+            && ticket.generation == self.generation
+            && self.state == BreakerState::HalfOpen
+            && self.probes_sent > 0
     }
 
     /// Counts a call's result; returns a state change if one happened.
@@ -252,6 +320,86 @@ mod tests {
             Some((BreakerState::HalfOpen, BreakerState::Open))
         );
         assert_eq!(b.permit(1, 4002).0, Permit::WaitUntil(4501));
+    }
+
+    /// The sequence of issue 19: one sender, three probes, the endpoint failing and then
+    /// healthy. The first probe's record is sent and succeeds; the next two records have
+    /// outlived their lease while queued, so their senders give their tickets back; the
+    /// records pulled again then take those probes, and the breaker closes.
+    #[test]
+    fn probes_given_back_go_out_again_and_the_breaker_closes() {
+        let mut b = Breaker::new(
+            BreakerConfig {
+                probes: 3,
+                ..config()
+            },
+            0,
+        );
+        for t in 0..4 {
+            b.record(false, t);
+        }
+        assert_eq!(b.state(), BreakerState::Open);
+        assert_eq!(b.take(100).0, Err(503), "open: wait for the cool-down");
+        let (first, change) = b.take(503);
+        assert_eq!(change, Some((BreakerState::Open, BreakerState::HalfOpen)));
+        let first = first.unwrap();
+        assert_eq!(b.result(first, true, 510), None);
+        let expired = [b.take(511).0.unwrap(), b.take(512).0.unwrap()];
+        assert_eq!(b.take(513).0, Err(563), "three probes out");
+        for t in expired {
+            b.give_back(t);
+        }
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        let again = [b.take(600).0.unwrap(), b.take(601).0.unwrap()];
+        assert_eq!(b.take(602).0, Err(652));
+        let [a, c] = again;
+        assert_eq!(b.result(a, true, 610), None);
+        assert_eq!(
+            b.result(c, true, 620),
+            Some((BreakerState::HalfOpen, BreakerState::Closed))
+        );
+        assert!(b.take(630).0.is_ok());
+    }
+
+    #[test]
+    fn tickets_of_another_period_neither_count_nor_come_back() {
+        let mut b = Breaker::new(config(), 0);
+        // Taken while closed; the breaker opens and goes half-open meanwhile.
+        let old = b.take(0).0.unwrap();
+        let stale = b.take(1).0.unwrap();
+        for t in 0..4 {
+            b.record(false, t);
+        }
+        let probe = b.take(600).0.unwrap();
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        // An older request's failure does not reopen it, nor its success close it.
+        assert_eq!(b.result(old, false, 601), None);
+        b.give_back(stale);
+        let second = b.take(602).0.unwrap();
+        assert_eq!(
+            b.take(603).0,
+            Err(653),
+            "the stale ticket gave back no probe"
+        );
+        assert_eq!(b.result(probe, true, 604), None);
+        assert_eq!(
+            b.result(second, true, 605),
+            Some((BreakerState::HalfOpen, BreakerState::Closed))
+        );
+        // A probe of an earlier half-open period, given back late, takes nothing away.
+        for t in 0..4 {
+            b.record(false, 1000 + t);
+        }
+        let late = b.take(1503).0.unwrap();
+        let failing = b.take(1504).0.unwrap();
+        assert_eq!(
+            b.result(failing, false, 1505),
+            Some((BreakerState::HalfOpen, BreakerState::Open))
+        );
+        let _ = b.take(2005).0.unwrap();
+        b.give_back(late);
+        let _ = b.take(2006).0.unwrap();
+        assert_eq!(b.take(2007).0, Err(2057), "still two probes in this period");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -203,6 +204,7 @@ impl Connector {
             ep: ep.clone(),
             send,
             drive: Box::pin(conn),
+            ended: false,
         })
     }
 }
@@ -221,6 +223,8 @@ struct Conn {
     ep: Endpoint,
     send: SendRequest<Full<Bytes>>,
     drive: Pin<Box<Connection<Io, Full<Bytes>>>>,
+    /// The connection has ended (it is not polled again, nor used for another request).
+    ended: bool,
 }
 
 /// Why a request got no answer.
@@ -266,15 +270,32 @@ fn describe(e: &hyper::Error) -> String {
     msg
 }
 
-/// Runs `fut` while driving the connection; Err when the connection ended first.
+/// Runs `fut` while driving the connection. Err when the connection ended first and
+/// `fut` is not done even then.
+///
+/// An endpoint may close the connection right after a complete answer (HTTP/1.0,
+/// `Connection: close`, a body delimited by the close), and the connection can read
+/// that answer and reach its end in one poll: what it handed over (the answer, the
+/// rest of the body) is still there, so `fut` is polled once more before the end of the
+/// connection counts. A connection that ended is not polled again.
 async fn driving<T>(
     drive: &mut Pin<Box<Connection<Io, Full<Bytes>>>>,
+    ended: &mut bool,
     fut: impl Future<Output = T>,
 ) -> Result<T, Option<hyper::Error>> {
-    tokio::select! {
-        biased;
-        r = fut => Ok(r),
-        r = drive.as_mut() => Err(r.err()),
+    let mut fut = std::pin::pin!(fut);
+    let mut why = None;
+    if !*ended {
+        why = tokio::select! {
+            biased;
+            r = &mut fut => return Ok(r),
+            r = drive.as_mut() => r.err(),
+        };
+        *ended = true;
+    }
+    match std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
+        Poll::Ready(r) => Ok(r),
+        Poll::Pending => Err(why),
     }
 }
 
@@ -375,7 +396,7 @@ impl Slot {
         if self
             .conn
             .as_ref()
-            .is_some_and(|c| !c.ep.same_origin(ep) || c.send.is_closed())
+            .is_some_and(|c| !c.ep.same_origin(ep) || c.ended || c.send.is_closed())
         {
             self.conn = None;
         }
@@ -477,13 +498,13 @@ async fn exchange(
             |e| describe(&e),
         ),
     };
-    match driving(&mut conn.drive, conn.send.ready()).await {
+    match driving(&mut conn.drive, &mut conn.ended, conn.send.ready()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(closed(Some(e))),
         Err(e) => return Err(closed(e)),
     }
     let pending = conn.send.send_request(req);
-    let resp = match driving(&mut conn.drive, pending).await {
+    let resp = match driving(&mut conn.drive, &mut conn.ended, pending).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             return Err(ExchangeError {
@@ -511,14 +532,19 @@ async fn exchange(
         // Read to the limit: an empty end of stream may still be pending.
         body.is_end_stream()
     };
-    let complete = driving(&mut conn.drive, read).await.unwrap_or(false);
+    let complete = driving(&mut conn.drive, &mut conn.ended, read)
+        .await
+        .unwrap_or(false);
+    // An answer is that answer whether the connection stays open after it or not; only
+    // a connection that is still open and read to the end of the answer is used again.
+    let reusable = complete && !conn.ended;
     Ok((
         Answer {
             status: parts.status,
             headers: parts.headers,
             body: Bytes::from(buf),
         },
-        complete,
+        reusable,
     ))
 }
 

@@ -1,7 +1,8 @@
 //! One delivery, in its steps: send the request ([`Dispatchers::send`]), classify what
-//! came back ([`Outcome`]), tell the breaker, decide ([`Decision::of`]), settle the
+//! came back ([`Outcome`]), tell the breaker (handing in the request's ticket), decide ([`Decision::of`]), settle the
 //! record with the broker, and queue the attempt for the delivery log.
 
+use crate::breaker::Ticket;
 use crate::conn::Slot;
 use crate::dispatcher::Dispatcher;
 use crate::dlog::Attempt;
@@ -22,10 +23,12 @@ impl Dispatchers {
         d: &Dispatcher,
         target: &Target,
         x: Delivery,
+        ticket: Ticket,
         slot: &mut Slot,
     ) {
         let cfg = &target.cfg;
         let Some(push) = cfg.push.as_ref() else {
+            lock(&d.breaker).give_back(ticket);
             return;
         };
         let started = Instant::now();
@@ -37,7 +40,7 @@ impl Dispatchers {
                 .store(u32::from(status.as_u16()), Ordering::Relaxed);
         }
         let latency_ms = started.elapsed().as_millis() as u64;
-        let change = lock(&d.breaker).record(!outcome.endpoint_failed(), now_ms());
+        let change = lock(&d.breaker).result(ticket, !outcome.endpoint_failed(), now_ms());
         d.breaker_changed(change);
         let r = &x.record;
         let policy = Policy {

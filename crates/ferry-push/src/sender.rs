@@ -8,6 +8,7 @@ use crate::request::Target;
 use crate::supervisor::Dispatchers;
 use ferry_broker::now_ms;
 use ferry_broker::subs::Delivery;
+use ferry_log::sync::lock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -85,19 +86,21 @@ impl Dispatchers {
             };
             // The breaker is asked before every request: while it is open, or its
             // probes are out, the record waits here (its lease kept) instead of going.
-            if !self.wait_for_breaker(&d, &target, &mut delivery).await {
+            let Some(ticket) = self.wait_for_breaker(&d, &target, &mut delivery).await else {
                 continue;
-            }
-            // Not sent: the subscription is going away, or the lease ran out while the
-            // record waited (it is delivered again; an ack would be refused).
-            if d.stopping() || now_ms() + 1000 >= delivery.lease_expires_ms {
-                continue;
-            }
+            };
             if let Some(rate) = target.cfg.push.as_ref().and_then(|p| p.rate_limit_per_s) {
                 wait_for_turn(&d, rate).await;
             }
+            // Not sent: the subscription is going away, or the lease ran out meanwhile
+            // (it is delivered again; an ack would be refused). The ticket goes back,
+            // so that a probe is not lost.
+            if d.stopping() || now_ms() + 1000 >= delivery.lease_expires_ms {
+                lock(&d.breaker).give_back(ticket);
+                continue;
+            }
             d.in_flight.fetch_add(1, Ordering::AcqRel);
-            self.deliver(&d, &target, delivery, &mut slot).await;
+            self.deliver(&d, &target, delivery, ticket, &mut slot).await;
             d.in_flight.fetch_sub(1, Ordering::AcqRel);
             d.done.notify_waiters();
         }

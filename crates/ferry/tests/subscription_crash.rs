@@ -59,6 +59,16 @@ async fn consume(url: String, consumer: usize, books: Arc<Mutex<Books>>) {
                 leases.push(r["lease_id"].clone());
             }
         }
+        // Until the answer is read, an ack may or may not be stored: the task can be
+        // aborted (after the kill) before it sees the connection fail. Book the ids as
+        // unsure first, and settle them when the answer comes.
+        let newly_unsure: Vec<String> = {
+            let mut b = books.lock().unwrap();
+            ids.iter()
+                .filter(|id| b.unsure.insert((*id).clone()))
+                .cloned()
+                .collect()
+        };
         let resp = client
             .post(format!("{url}/v1/subscriptions/work/ack"))
             .json(&json!({ "lease_ids": leases }))
@@ -74,13 +84,14 @@ async fn consume(url: String, consumer: usize, books: Arc<Mutex<Books>>) {
                     }
                 }
             }
-            // A lease that expired under load: the record comes again.
-            Ok(404) => {}
-            Ok(other) => b.violations.push(format!("ack answered {other}")),
-            Err(_) => {
-                b.unsure.extend(ids);
-                return;
+            // A lease that expired under load: nothing was stored, the record comes again.
+            Ok(404) => {
+                for id in newly_unsure {
+                    b.unsure.remove(&id);
+                }
             }
+            Ok(other) => b.violations.push(format!("ack answered {other}")),
+            Err(_) => return,
         }
     }
 }

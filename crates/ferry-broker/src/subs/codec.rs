@@ -8,6 +8,8 @@
 //!              tag 1 Deliver(a=offset) 2 Ack(a=offset) 3 Skip(a=lo, b=hi)
 //!                  4 Ready(a=offset) 5 Delay(a=offset, b=due) 6 DeadLetter(a=offset)
 //!                  7 Seek(a=offset) 8 BucketsLoaded(a=upto) 9 Redriven(a=offset)
+//!                  10 GaveUp(a=offset)
+//!                  11 Truncate(a=end)
 //! delay entry  32 bytes, little-endian:
 //!              due u64 | offset u64 | partition u32 | attempt u32 | gen u32 | crc32c u32
 //!              (the CRC covers the 28 bytes before it)
@@ -73,6 +75,10 @@ pub fn encode_events(events: &[Event], out: &mut Vec<u8>) {
                 partition: p,
                 offset: o,
             } => (6, p, o, 0, 0, 0),
+            Event::GaveUp {
+                partition: p,
+                offset: o,
+            } => (10, p, o, 0, 0, 0),
             Event::Seek {
                 partition: p,
                 to: offset,
@@ -82,6 +88,7 @@ pub fn encode_events(events: &[Event], out: &mut Vec<u8>) {
                 partition: p,
                 upto: offset,
             } => (9, p, offset, 0, 0, 0),
+            Event::Truncate { partition: p, end } => (11, p, end, 0, 0, 0),
         };
         out.push(tag);
         out.extend_from_slice(&p.to_le_bytes());
@@ -169,6 +176,14 @@ pub fn decode_events(bytes: &[u8]) -> Result<Vec<Event>, CodecError> {
             9 => Event::Redriven {
                 partition: p,
                 upto: a,
+            },
+            10 => Event::GaveUp {
+                partition: p,
+                offset: a,
+            },
+            11 => Event::Truncate {
+                partition: p,
+                end: a,
             },
             t => return Err(CodecError::Tag(t)),
         };
@@ -289,6 +304,10 @@ mod tests {
                 partition: p,
                 offset: o
             }),
+            (p(), o()).prop_map(|(p, o)| Event::GaveUp {
+                partition: p,
+                offset: o
+            }),
             (p(), o()).prop_map(|(p, offset)| Event::Seek {
                 partition: p,
                 to: offset
@@ -298,6 +317,7 @@ mod tests {
                 partition: p,
                 upto: offset
             }),
+            (p(), o()).prop_map(|(p, end)| Event::Truncate { partition: p, end }),
         ]
     }
 

@@ -93,7 +93,10 @@ pub(crate) fn check(
                 if pending.attempt == lease.attempt
                     && matches!(&pending.state, PState::Leased { token, .. } if *token == lease.token) =>
             {
-                live.push(lease.at)
+                // One lease may be spelled several ways ("0-5-…", "0-05-…"): once.
+                if !live.contains(&lease.at) {
+                    live.push(lease.at)
+                }
             }
             _ if state.is_done(partition, offset) => acked.push(id.clone()),
             _ => missing.push(id.clone()),
@@ -130,6 +133,30 @@ mod tests {
         };
         assert_eq!(l.to_string(), "3-12345-2-deadbeef00000001");
         assert_eq!(LeaseId::parse(&l.to_string()), Some(l));
+    }
+
+    /// Regression: one lease spelled two ways ("0-5-…" and "0-05-…") was counted, and
+    /// acked or given back, twice.
+    #[test]
+    fn a_lease_named_twice_in_different_spellings_counts_once() {
+        let mut state = State::new(false);
+        let lease = PState::Leased {
+            expires: 10,
+            token: 0xab,
+            consumer: std::sync::Arc::from("c"),
+        };
+        state.set(0, 5, 1, super::super::state::NO_KEY, lease);
+        let ids = ["0-5-1-ab".to_string(), "0-05-1-AB".to_string()];
+        for unknown in [UnknownLeases::Refuse, UnknownLeases::Skip] {
+            let live = check(&state, &ids, unknown).unwrap();
+            assert_eq!(
+                live,
+                vec![RecordAt {
+                    partition: 0,
+                    offset: 5
+                }]
+            );
+        }
     }
 
     #[test]

@@ -233,10 +233,6 @@ impl Subscription {
                     consumer: Arc::clone(consumer),
                 },
             );
-            c.state.counters.delivered += 1;
-            if attempt > 1 {
-                c.state.counters.redelivered += 1;
-            }
             deliveries.push(Delivery {
                 lease_id: LeaseId { at, attempt, token }.to_string(),
                 attempt,

@@ -75,12 +75,19 @@ pub enum Event {
     },
     /// Written to the dead-letter topic: done.
     DeadLetter { partition: u32, offset: u64 },
+    /// Given up before it ran out of deliveries (a nack straight to the dead-letter
+    /// topic): it waits for the dead-letter topic.
+    GaveUp { partition: u32, offset: u64 },
     /// Start again from offset `to`: everything before is done, everything after is new.
     Seek { partition: u32, to: u64 },
     /// Delay buckets up to and including `upto` were read into memory.
     BucketsLoaded { upto: u64 },
     /// The dead-letter topic's partition `partition` was redriven up to offset `upto`.
     Redriven { partition: u32, upto: u64 },
+    /// The topic's partition ends at `end` (its unsynced tail was lost with the page
+    /// cache): everything the subscription knew at or past `end` is forgotten, so that
+    /// records written there later are new.
+    Truncate { partition: u32, end: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,6 +179,26 @@ impl Part {
             ));
         }
         Ok(())
+    }
+
+    /// Forgets acked offsets at or past `end` and lowers floor and head to it.
+    fn truncate(&mut self, end: u64) {
+        let beyond: Vec<(u64, u64)> = self
+            .acked
+            .iter()
+            .filter(|&(_, &hi)| hi > end)
+            .map(|(&lo, &hi)| (lo, hi))
+            .collect();
+        for (lo, hi) in beyond {
+            self.acked.remove(&lo);
+            self.acked_count -= hi - lo;
+            if lo < end {
+                self.acked.insert(lo, end);
+                self.acked_count += end - lo;
+            }
+        }
+        self.floor = self.floor.min(end);
+        self.head = self.head.min(end);
     }
 
     pub fn acked_ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
@@ -493,7 +520,16 @@ impl State {
         entry.key = key;
         entry.state = state;
         if fresh && self.ordering && key != NO_KEY {
-            self.keys.entry((p, key)).or_default().insert(o);
+            let offsets = self.keys.entry((p, key)).or_default();
+            offsets.insert(o);
+            // A record may join its key below one already waiting (a pull journals
+            // the records it holds back before the ones it delivers, so replay meets
+            // them in that order): only the first of a key may be ready.
+            if offsets.first() == Some(&o) {
+                if let Some(&next) = offsets.range(o + 1..).next() {
+                    self.ready.remove(&(p, next));
+                }
+            }
         }
         self.index(p, o);
     }
@@ -555,6 +591,11 @@ impl State {
             } => {
                 // Replay: a lease from before a restart is ready again, its attempt kept.
                 self.set(p, o, attempt, key, PState::Ready);
+                // Counted here, so that replay counts the deliveries after the snapshot.
+                self.counters.delivered += 1;
+                if attempt > 1 {
+                    self.counters.redelivered += 1;
+                }
             }
             Event::Ack {
                 partition: p,
@@ -592,6 +633,15 @@ impl State {
                     part.head = part.head.max(o + 1);
                 }
             }
+            Event::GaveUp {
+                partition: p,
+                offset: o,
+            } => {
+                if let Some(pending) = self.pending(p, o) {
+                    let (attempt, key) = (pending.attempt, pending.key);
+                    self.set(p, o, attempt, key, PState::Dead);
+                }
+            }
             Event::DeadLetter {
                 partition: p,
                 offset: o,
@@ -626,6 +676,19 @@ impl State {
                 // The mark only moves forward.
                 let mark = self.redriven.entry(p).or_insert(0);
                 *mark = (*mark).max(offset);
+            }
+            Event::Truncate { partition: p, end } => {
+                let beyond: Vec<u64> = self
+                    .ensure_part(p, 0)
+                    .pending
+                    .range(end..)
+                    .map(|(&o, _)| o)
+                    .collect();
+                for o in beyond {
+                    self.remove(p, o);
+                }
+                // Delay entries past `end` are refused when read: they lie past the head.
+                self.parts[p as usize].truncate(end);
             }
         }
     }

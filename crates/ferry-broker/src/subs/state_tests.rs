@@ -65,6 +65,50 @@ fn per_key_ordering_holds_later_records() {
     assert_eq!(s.pop_ready(), Some((0, 2)));
 }
 
+/// Regression: deliveries were counted by the pull, not by the event, so a reopened
+/// subscription showed the delivery counters of its last checkpoint.
+#[test]
+fn replayed_deliveries_are_counted() {
+    let mut s = State::new(false);
+    for attempt in [1, 2, 3] {
+        s.apply(&Event::Deliver {
+            partition: 0,
+            offset: 4,
+            attempt,
+            key: NO_KEY,
+        });
+    }
+    assert_eq!((s.counters.delivered, s.counters.redelivered), (3, 2));
+}
+
+/// Regression: replay met a held-back record's `Ready` before the `Deliver` of the
+/// earlier record of its key (the order a pull journals them in), left both ready,
+/// and a reopened subscription delivered the later record while the earlier one
+/// was still pending.
+#[test]
+fn a_record_joining_its_key_below_a_waiting_one_holds_it_back() {
+    let mut s = State::new(true);
+    s.apply(&Event::Ready {
+        partition: 0,
+        offset: 2,
+        attempt: 0,
+        key: 7,
+    });
+    s.apply(&Event::Deliver {
+        partition: 0,
+        offset: 1,
+        attempt: 1,
+        key: 7,
+    });
+    assert_eq!(s.pop_ready(), Some((0, 1)));
+    assert_eq!(s.pop_ready(), None);
+    s.apply(&Event::Ack {
+        partition: 0,
+        offset: 1,
+    });
+    assert_eq!(s.pop_ready(), Some((0, 2)));
+}
+
 use proptest::prelude::*;
 
 fn event() -> impl Strategy<Value = Event> {
@@ -77,7 +121,9 @@ fn event() -> impl Strategy<Value = Event> {
         1 => (p.clone(), o.clone(), 0u32..3, 0u64..3).prop_map(|(p, o, attempt, key)| Event::Ready { partition: p, offset: o, attempt, key }),
         2 => (p.clone(), o.clone(), 1u32..4, 0u64..200_000, 0u64..3).prop_map(|(p, o, attempt, due, key)| Event::Delay { partition: p, offset: o, attempt, due, key }),
         1 => (p.clone(), o.clone()).prop_map(|(p, o)| Event::DeadLetter { partition: p, offset: o }),
+        1 => (p.clone(), o.clone()).prop_map(|(p, o)| Event::GaveUp { partition: p, offset: o }),
         1 => (p.clone(), o.clone()).prop_map(|(p, offset)| Event::Seek { partition: p, to: offset }),
+        1 => (p.clone(), o.clone()).prop_map(|(p, end)| Event::Truncate { partition: p, end }),
     ]
 }
 

@@ -22,7 +22,6 @@ use ferry_log::sync::lock;
 use ferry_log::{Compression, Durability, LogConfig, PartitionLog};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -90,6 +89,9 @@ pub struct JournalStore {
     journal: PartitionLog,
     /// Known delay files: bucket → entries.
     buckets: Mutex<BTreeMap<u64, u64>>,
+    /// Set when a delay file failed to write or sync: the store takes no more writes
+    /// until restart (the journal stops itself the same way).
+    stopped: Mutex<Option<String>>,
 }
 
 const JOURNAL_SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
@@ -137,6 +139,7 @@ impl JournalStore {
             dir: dir.to_path_buf(),
             journal,
             buckets: Mutex::new(buckets),
+            stopped: Mutex::new(None),
         })
     }
 
@@ -148,6 +151,22 @@ impl JournalStore {
 
     fn snapshot_path(&self) -> PathBuf {
         self.dir.join("snapshot.json")
+    }
+
+    fn check_running(&self) -> Result<()> {
+        match &*lock(&self.stopped) {
+            Some(why) => Err(BrokerError::Unavailable(format!(
+                "subscription store {} stopped after a failed disk operation ({why}); restart Ferry to recover it",
+                self.dir.display()
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn stop(&self, e: BrokerError) -> BrokerError {
+        tracing::error!(dir = %self.dir.display(), error = %e, "Writing a delay file failed; the subscription takes no more writes until restart.");
+        lock(&self.stopped).get_or_insert_with(|| e.to_string());
+        self.check_running().err().unwrap_or(e)
     }
 }
 
@@ -211,6 +230,7 @@ impl SubscriptionStore for JournalStore {
     }
 
     fn append(&self, events: &[Event]) -> Result<u64> {
+        self.check_running()?;
         let mut end = self.journal.next_offset();
         for chunk in events.chunks(EVENTS_PER_RECORD) {
             let mut value = Vec::with_capacity(chunk.len() * codec::EVENT_BYTES);
@@ -242,6 +262,7 @@ impl SubscriptionStore for JournalStore {
     }
 
     fn checkpoint(&self, snapshot: &Snapshot) -> Result<()> {
+        self.check_running()?;
         let bytes = serde_json::to_vec(snapshot)
             .map_err(|e| BrokerError::Storage(format!("encoding a snapshot: {e}")))?;
         replace_file(&self.snapshot_path(), &bytes).map_err(BrokerError::Storage)?;
@@ -252,6 +273,7 @@ impl SubscriptionStore for JournalStore {
     }
 
     fn write_delays(&self, entries: &[DelayEntry]) -> Result<()> {
+        self.check_running()?;
         let mut by_bucket: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
         for e in entries {
             codec::encode_delay(
@@ -264,19 +286,18 @@ impl SubscriptionStore for JournalStore {
         for (bucket, bytes) in &by_bucket {
             let path = dir.join(bucket_name(*bucket));
             created |= !path.exists();
-            let mut f = File::options()
+            let f = File::options()
                 .create(true)
                 .append(true)
                 .open(&path)
                 .map_err(|e| storage(format!("opening {}", path.display()), e))?;
-            f.write_all(bytes)
-                .and_then(|()| f.sync_data())
-                .map_err(|e| storage(format!("writing {}", path.display()), e))?;
+            ferry_log::fault::write_all(&f, &path, bytes)
+                .and_then(|()| ferry_log::fault::sync_data(&f, &path))
+                .map_err(|e| self.stop(storage(format!("writing {}", path.display()), e)))?;
         }
         if created {
-            File::open(&dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| storage(format!("syncing {}", dir.display()), e))?;
+            ferry_log::fault::sync_dir(&dir)
+                .map_err(|e| self.stop(storage(format!("syncing {}", dir.display()), e)))?;
         }
         let mut known = lock(&self.buckets);
         for (bucket, bytes) in by_bucket {

@@ -261,6 +261,16 @@ impl Subscription {
         lock(&self.inner).rng = rand::SeedableRng::seed_from_u64(seed);
     }
 
+    /// A record the subscription holds in memory (leased, waiting, delayed or dead):
+    /// its deliveries so far and where it stands. For tests that compare a reopened
+    /// subscription with a model (`tests/subscription_model.rs`).
+    #[doc(hidden)]
+    pub fn pending_record(&self, partition: u32, offset: u64) -> Option<(u32, PState)> {
+        let inner = lock(&self.inner);
+        let x = inner.state.pending(partition, offset)?;
+        Some((x.attempt, x.state.clone()))
+    }
+
     pub fn config(&self) -> SubscriptionConfig {
         read(&self.config).clone()
     }
@@ -420,12 +430,10 @@ impl Subscription {
                 } = at;
                 c.state.set_last_error(p, o, error.clone());
                 match action {
-                    GiveBack::DeadLetter => {
-                        if let Some(pending) = c.state.pending(p, o) {
-                            let (a, k) = (pending.attempt, pending.key);
-                            c.state.set(p, o, a, k, PState::Dead);
-                        }
-                    }
+                    GiveBack::DeadLetter => c.push(Event::GaveUp {
+                        partition: p,
+                        offset: o,
+                    }),
                     GiveBack::Retry { delay_ms } => {
                         Self::give_back(&cfg, c, rng, at, delay_ms, now)
                     }
@@ -487,6 +495,29 @@ impl Subscription {
                 });
             }
         })
+    }
+
+    /// Forgets what the subscription knew past the end of each partition `(p, end)` of
+    /// its topic (the topic's unsynced tail lost with the page cache, under durability
+    /// `interval` or `never`), durably, so that records written there later are
+    /// delivered. Returns the partitions it clamped.
+    pub fn clamp_to_log(&self, ends: &[(u32, u64)]) -> Result<Vec<u32>> {
+        let beyond: Vec<(u32, u64)> = {
+            let guard = lock(&self.inner);
+            ends.iter()
+                .copied()
+                .filter(|&(p, end)| guard.state.part(p).is_some_and(|part| part.head > end))
+                .collect()
+        };
+        if beyond.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.record(|c| {
+            for &(p, end) in &beyond {
+                c.push(Event::Truncate { partition: p, end });
+            }
+        })?;
+        Ok(beyond.into_iter().map(|(p, _)| p).collect())
     }
 
     /// Marks records written to the dead-letter topic (or gone) as done.

@@ -170,6 +170,112 @@ fn arb_record() -> impl Strategy<Value = NewRecord> {
         })
 }
 
+/// A built batch with record `i`'s offset delta replaced by `deltas[i]` and the CRC
+/// made right again.
+fn with_offset_deltas(deltas: &[i64]) -> Bytes {
+    let records: Vec<_> = (0..deltas.len())
+        .map(|i| NewRecord {
+            timestamp: 1000 + i as i64,
+            value: Some(Bytes::from_static(b"v")),
+            ..NewRecord::default()
+        })
+        .collect();
+    let built = build_batch(&records, Compression::None).unwrap();
+    let mut body = Vec::new();
+    let mut r = Reader {
+        buf: &built[BATCH_HEADER_BYTES..],
+        pos: 0,
+    };
+    for d in deltas {
+        let len = r.varint().unwrap() as usize;
+        let rec = r.bytes(len).unwrap();
+        let mut rr = Reader { buf: rec, pos: 0 };
+        let attributes = rr.i8().unwrap();
+        let ts = rr.varlong().unwrap();
+        rr.varint().unwrap();
+        let mut out = vec![attributes as u8];
+        put_varlong(&mut out, ts);
+        put_varlong(&mut out, *d);
+        out.extend_from_slice(&rec[rr.pos..]);
+        put_varlong(&mut body, out.len() as i64);
+        body.extend_from_slice(&out);
+    }
+    let mut batch = built[..BATCH_HEADER_BYTES].to_vec();
+    batch.extend_from_slice(&body);
+    let len = (batch.len() - BATCH_PREFIX_BYTES) as i32;
+    batch[8..12].copy_from_slice(&len.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(batch)
+}
+
+#[test]
+fn a_batch_whose_record_offset_deltas_are_not_their_positions_fails_the_check() {
+    let limits = DecodeLimits::default();
+    assert!(check_batch(&with_offset_deltas(&[0, 1, 2]), 1 << 20, &limits).is_ok());
+    for deltas in [
+        &[0, i32::MAX as i64, 2][..],
+        &[0, -5, 2],
+        &[1, 0, 2],
+        &[0, 2, 2],
+        &[i32::MIN as i64, 1, 2],
+    ] {
+        let batch = with_offset_deltas(deltas);
+        assert!(
+            matches!(
+                check_batch(&batch, 1 << 20, &limits),
+                Err(BatchError::BadRecord { .. })
+            ),
+            "{deltas:?}"
+        );
+        // Readers never see an offset outside the batch's range either.
+        assert!(decode_records(&batch, &limits).is_err(), "{deltas:?}");
+    }
+}
+
+#[test]
+fn a_header_max_timestamp_that_disagrees_with_the_records_is_rewritten_with_its_crc() {
+    // Negative timestamp deltas are legal: Kafka producers take the first record's
+    // timestamp as the base, and a later record may be older.
+    let records = [1000i64, 900, 1500].map(|ts| NewRecord {
+        timestamp: ts,
+        ..NewRecord::default()
+    });
+    let built = build_batch(&records, Compression::None).unwrap();
+    for wrong in [-1i64, 0, 1499, i64::MAX] {
+        let mut batch = built.clone();
+        set_max_timestamp(&mut batch, wrong);
+        let checked = check_batch(
+            &Bytes::from(batch.clone()),
+            1 << 20,
+            &DecodeLimits::default(),
+        )
+        .unwrap();
+        assert_eq!(checked.header.max_timestamp, wrong);
+        assert_eq!(checked.max_timestamp, 1500);
+        set_max_timestamp(&mut batch, checked.max_timestamp);
+        verify_crc(&batch).unwrap();
+        assert_eq!(BatchHeader::parse(&batch).unwrap().max_timestamp, 1500);
+    }
+}
+
+#[test]
+fn a_batch_with_fewer_or_more_records_than_its_header_fails_the_check() {
+    let records = [rec("a", b"1", 1), rec("b", b"2", 2)];
+    let built = build_batch(&records, Compression::None).unwrap();
+    for count in [1i32, 3] {
+        let mut batch = built.clone();
+        batch[23..27].copy_from_slice(&(count - 1).to_be_bytes());
+        batch[57..61].copy_from_slice(&count.to_be_bytes());
+        let crc = crc32c::crc32c(&batch[CRC_START..]);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert!(
+            check_batch(&Bytes::from(batch), 1 << 20, &DecodeLimits::default()).is_err(),
+            "{count}"
+        );
+    }
+}
+
 proptest! {
     #[test]
     fn any_records_round_trip_through_a_batch(
@@ -183,6 +289,9 @@ proptest! {
         let mut batch = build_batch(&records, codec).unwrap();
         set_base_offset(&mut batch, base);
         validate_incoming(&batch, 1 << 24).unwrap();
+        // Every batch Ferry builds passes the full check, its header's max timestamp true.
+        let checked = check_batch(&Bytes::copy_from_slice(&batch), 1 << 24, &DecodeLimits::default()).unwrap();
+        prop_assert_eq!(checked.max_timestamp, checked.header.max_timestamp);
         let (header, decoded) = decode_records(&Bytes::from(batch), &DecodeLimits::default()).unwrap();
         prop_assert_eq!(header.base_offset, base);
         prop_assert_eq!(decoded.len(), records.len());
