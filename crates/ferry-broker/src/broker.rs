@@ -100,6 +100,11 @@ pub struct BrokerConfig {
     pub defaults: TopicDefaults,
     /// How often retention is checked.
     pub retention_check_ms: u64,
+    /// The most segment files the broker may hold open (each segment keeps its file
+    /// open): a topic created or grown past it is refused with
+    /// [`BrokerError::PartitionLimit`] instead of failing on the open-file limit.
+    /// `None`: no limit.
+    pub max_open_segments: Option<u64>,
 }
 
 fn limit(v: Option<i64>, default: Option<u64>, what: &str) -> Result<Option<u64>> {
@@ -247,6 +252,7 @@ impl Broker {
         if self.topic(&config.name).is_ok() {
             return Err(BrokerError::TopicExists(config.name));
         }
+        self.check_room_for(u64::from(config.partitions))?;
         let dir = self.topic_dir(&config.name);
         let cfg = config.clone();
         let notify = Arc::clone(&self.any_readable);
@@ -269,6 +275,31 @@ impl Broker {
         write(&self.topics).insert(config.name.clone(), Arc::clone(&topic));
         tracing::info!(topic = %config.name, partitions = config.partitions, "Created topic.");
         Ok(describe(&topic))
+    }
+
+    /// Refuses `partitions` new partitions (one segment file each) when they would take
+    /// the open segment files past [`BrokerConfig::max_open_segments`].
+    fn check_room_for(&self, partitions: u64) -> Result<()> {
+        let Some(limit) = self.config.max_open_segments else {
+            return Ok(());
+        };
+        if partitions == 0 {
+            return Ok(());
+        }
+        let topics: Vec<_> = read(&self.topics).values().cloned().collect();
+        let open: u64 = topics
+            .iter()
+            .flat_map(|t| t.partitions())
+            .map(|p| p.log.stats().segments as u64)
+            .sum();
+        if open.saturating_add(partitions) > limit {
+            return Err(BrokerError::PartitionLimit {
+                asked: partitions,
+                open,
+                limit,
+            });
+        }
+        Ok(())
     }
 
     pub fn list_topics(&self) -> Vec<TopicInfo> {
@@ -344,6 +375,7 @@ impl Broker {
         config.durability = update.durability.unwrap_or(config.durability);
         config.flush_interval_ms = update.flush_interval_ms.unwrap_or(config.flush_interval_ms);
         config.validate()?;
+        self.check_room_for(u64::from(config.partitions - old.partitions))?;
         let dir = self.topic_dir(name);
         let cfg = config.clone();
         let notify = Arc::clone(&self.any_readable);

@@ -15,6 +15,7 @@ fn broker(dir: &std::path::Path) -> Arc<Broker> {
         data_dir: dir.to_path_buf(),
         defaults: TopicDefaults::default(),
         retention_check_ms: 60_000,
+        max_open_segments: None,
     })
     .unwrap();
     b.spawn_maintenance();

@@ -189,6 +189,13 @@ impl From<BrokerError> for Problem {
                 "Push endpoint not allowed",
                 detail,
             ),
+            PartitionLimit { limit, .. } => Problem::new(
+                StatusCode::CONFLICT,
+                "partition-limit",
+                "Partition limit reached",
+                detail,
+            )
+            .with("max_open_segments", limit),
             OutOfOrderSequence(_) | InvalidProducerEpoch(_) => Problem::new(
                 StatusCode::CONFLICT,
                 "producer-sequence",
@@ -324,6 +331,15 @@ mod tests {
                 "subscription-not-found",
             ),
             (SubscriptionExists("s".into()), 409, "subscription-exists"),
+            (
+                PartitionLimit {
+                    asked: 2,
+                    open: 9,
+                    limit: 10,
+                },
+                409,
+                "partition-limit",
+            ),
             (
                 InvalidFilter(FilterError {
                     path: "p".into(),

@@ -48,3 +48,50 @@ async fn every_5xx_answer_is_logged_with_its_method_path_and_cause() {
     assert!(slug.ends_with(cause.split(':').next().unwrap_or("?")), "{cause} / {slug}");
     assert!(cause.contains(problem["detail"].as_str().unwrap_or("?")), "{cause}");
 }
+
+/// Each segment keeps its file open: topics with more partitions than the server has
+/// files left once failed with 500 `storage-error` ("Too many open files") and left
+/// the server short of files for everything else. They are now refused up front with
+/// 409 `partition-limit`, and the server goes on answering.
+#[tokio::test]
+async fn partitions_past_the_open_file_limit_are_409_not_a_5xx() {
+    let dir = tempfile::tempdir().unwrap();
+    // 256 files: 128 are set aside for connections and other files, 128 for segments.
+    let s = ferry_testkit::Launch::new(BIN, dir.path())
+        .open_files_limit(256)
+        .start()
+        .expect("ferry serve starts");
+    let create = |name: &str, partitions: u32| {
+        http()
+            .post(format!("{}/v1/topics", s.url))
+            .json(&json!({"name": name, "partitions": partitions}))
+    };
+    let (status, _) = call(create("a", 100)).await;
+    assert_eq!(status, 201);
+    let (status, problem) = call(create("b", 200)).await;
+    assert_eq!(status, 409, "{problem}");
+    assert_eq!(problem["type"], "urn:ferry:problem:partition-limit");
+    assert_eq!(problem["max_open_segments"], 128);
+    let grow = |partitions: u32| {
+        http()
+            .patch(format!("{}/v1/topics/a", s.url))
+            .json(&json!({ "partitions": partitions }))
+    };
+    let (status, problem) = call(grow(10_000)).await;
+    assert_eq!(status, 409, "{problem}");
+    assert_eq!(problem["type"], "urn:ferry:problem:partition-limit");
+    let (status, topic) = call(grow(120)).await;
+    assert_eq!(status, 200, "{topic}");
+    assert_eq!(topic["partitions"], 120);
+    let (status, _) = call(create("c", 8)).await;
+    assert_eq!(status, 201, "the files left still take a small topic");
+    let (status, _) = call(create("d", 8)).await;
+    assert_eq!(status, 409);
+    let (status, list) = call(http().get(format!("{}/v1/topics", s.url))).await;
+    assert_eq!(status, 200, "{list}");
+    assert!(
+        server_error_lines(&s).await.is_empty(),
+        "no 5xx: {:?}",
+        s.logs()
+    );
+}
