@@ -95,3 +95,37 @@ async fn partitions_past_the_open_file_limit_are_409_not_a_5xx() {
         s.logs()
     );
 }
+
+/// `headers` takes up to 64 headers (the OpenAPI document); `deliver_at` and `delay_ms`
+/// add Ferry's own `ferry-deliver-at`, which once counted against the client's 64 and
+/// refused a valid record with 400.
+#[tokio::test]
+async fn sixty_four_headers_and_a_delivery_time_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    create_topic(&s.url, json!({"name": "t"})).await;
+    let headers: Vec<Value> = (0..64)
+        .map(|i| json!({"key": format!("h{i}"), "value": "v"}))
+        .collect();
+    for extra in [json!({"deliver_at": 0}), json!({"delay_ms": 10})] {
+        let mut record = json!({"value": 1, "headers": headers});
+        record
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (status, body) = produce(&s.url, "t", json!([record])).await;
+        assert_eq!(status, 200, "{extra}: {body}");
+    }
+    let (status, body) = produce(
+        &s.url,
+        "t",
+        json!([{"value": 1, "headers": headers, "delay_ms": 10}, {"headers": (0..65).map(|i| json!({"key": format!("h{i}")})).collect::<Vec<_>>()}]),
+    )
+    .await;
+    assert_eq!(status, 400, "65 headers of the client's own: {body}");
+    let records = read_all(&s.url, "t", 0, 0).await;
+    assert_eq!(records.len(), 2);
+    assert!(records
+        .iter()
+        .all(|r| r["headers"].as_object().unwrap().len() == 65));
+}
