@@ -129,3 +129,42 @@ async fn sixty_four_headers_and_a_delivery_time_are_accepted() {
         .iter()
         .all(|r| r["headers"].as_object().unwrap().len() == 65));
 }
+
+/// JSON numbers are read exactly: a decimal in a record's value is stored as sent (it
+/// was once read to the nearest of a few neighbours, `2251799813685247.0` becoming
+/// `2251799813685247.2`), and an integral decimal where an integer is due is that
+/// integer (`flush_interval_ms` `2251799813685247.0` was refused as a fraction).
+#[tokio::test]
+async fn decimal_numbers_are_read_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let (status, topic) = call(
+        http()
+            .post(format!("{}/v1/topics", s.url))
+            .header("content-type", "application/json")
+            .body(r#"{"name": "t", "flush_interval_ms": 2251799813685247.0}"#),
+    )
+    .await;
+    assert_eq!(status, 201, "{topic}");
+    assert_eq!(topic["flush_interval_ms"], 2_251_799_813_685_247u64);
+    let (status, body) = call(
+        http()
+            .post(format!("{}/v1/topics/t/records", s.url))
+            .header("content-type", "application/json")
+            .body(r#"{"records": [{"value": [2251799813685247.0, 0.1, 1e300]}]}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let text = http()
+        .get(format!("{}/v1/topics/t/partitions/0/records", s.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#""value":[2251799813685247.0,0.1,1e300]"#),
+        "{text}"
+    );
+}
