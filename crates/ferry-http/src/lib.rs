@@ -158,6 +158,49 @@ async fn log_server_errors(req: Request, next: Next) -> Response {
     response
 }
 
+/// A future that gives a panic while it is polled as an error, instead of unwinding.
+struct CatchUnwind<F>(std::pin::Pin<Box<F>>);
+
+impl<F: std::future::Future> std::future::Future for CatchUnwind<F> {
+    type Output = std::thread::Result<F::Output>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+/// Answers a panic in a handler with a 500 problem whose cause is the panic's message,
+/// so that it is logged like any other 5xx (by [`log_server_errors`]) instead of the
+/// connection closing with no answer and no cause in the log.
+async fn catch_panics(req: Request, next: Next) -> Response {
+    match CatchUnwind(Box::pin(next.run(req))).await {
+        Ok(response) => response,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal-error",
+                "Internal error",
+                format!("the request met a bug in Ferry (a panic: {message})"),
+            )
+            .into_response()
+        }
+    }
+}
+
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
@@ -294,6 +337,38 @@ pub fn router(state: AppState) -> Router {
             refuse_oversized,
         ))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn(catch_panics))
         .layer(middleware::from_fn(log_server_errors))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The answer to `GET path` from `app`, served on a free port, as text.
+    async fn answer_to_get(app: Router, path: &str) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_a_handler_is_answered_500_with_its_message() {
+        let app = Router::new()
+            .route("/boom", get(|| async { panic!("the disk is made of cheese") }))
+            .layer(middleware::from_fn(catch_panics))
+            .layer(middleware::from_fn(log_server_errors));
+        let answer = answer_to_get(app, "/boom").await;
+        assert!(answer.starts_with("HTTP/1.1 500"), "{answer}");
+        assert!(answer.contains("urn:ferry:problem:internal-error"), "{answer}");
+        assert!(answer.contains("the disk is made of cheese"), "{answer}");
+    }
 }

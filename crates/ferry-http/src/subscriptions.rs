@@ -401,8 +401,14 @@ pub async fn events(
             v.min(i64::MAX as u64) as i64,
         )?),
     };
-    // Fail before the stream starts for an unknown subscription.
-    state.broker.describe_subscription(&name).await?;
+    // Fail before the stream starts for an unknown subscription, and for a push
+    // subscription, which cannot be pulled (as a pull answers).
+    if state.broker.subscription_config(&name)?.mode == ferry_broker::subs::Mode::Push {
+        return Err(BrokerError::InvalidConfig(format!(
+            "subscription '{name}' is a push subscription: Ferry delivers its records to its endpoint; create a queue subscription to pull"
+        ))
+        .into());
+    }
     let req = PullRequest {
         consumer: consumer_name(q.get("consumer").cloned())?,
         max_records: max_records.clamp(1, ferry_broker::subs::PULL_RECORDS_MAX),
@@ -432,6 +438,18 @@ pub async fn events(
                     Err(e) => {
                         let gone = matches!(e, BrokerError::SubscriptionNotFound(_));
                         let problem = Problem::from(e);
+                        // The stream answered 200 already: the layer that logs every
+                        // 5xx cannot see this one, so it is logged here the same way.
+                        if problem.status.is_server_error() {
+                            tracing::error!(
+                                method = "GET",
+                                path = %format!("/v1/subscriptions/{name}/events"),
+                                status = problem.status.as_u16(),
+                                cause = %format!("{}: {}", problem.slug, problem.detail),
+                                in_stream = true,
+                                "HTTP request failed with a server error."
+                            );
+                        }
                         let ev = SseEvent::default().event("error").data(
                             json!({"type": format!("{}{}", crate::problem::PROBLEM_TYPE_PREFIX, problem.slug), "detail": problem.detail}).to_string(),
                         );

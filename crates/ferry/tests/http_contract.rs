@@ -168,3 +168,26 @@ async fn decimal_numbers_are_read_exactly() {
         "{text}"
     );
 }
+
+/// A push subscription cannot be pulled: its event stream is refused with 400
+/// `invalid-config` before it starts, as a pull is. It used to answer 200 and send
+/// the same `event: error` every second for as long as the client listened.
+#[tokio::test]
+async fn the_event_stream_of_a_push_subscription_is_400() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--push-allow-private"]);
+    create_topic(&s.url, json!({"name": "t"})).await;
+    let (status, sub) = call(http().post(format!("{}/v1/subscriptions", s.url)).json(
+        &json!({"name": "hook", "topic": "t", "push": {"url": "http://127.0.0.1:9/"}}),
+    ))
+    .await;
+    assert_eq!(status, 201, "{sub}");
+    let (status, problem) = call(
+        http()
+            .get(format!("{}/v1/subscriptions/hook/events", s.url))
+            .timeout(Duration::from_secs(5)),
+    )
+    .await;
+    assert_eq!(status, 400, "{problem}");
+    assert_eq!(problem["type"], "urn:ferry:problem:invalid-config");
+}
