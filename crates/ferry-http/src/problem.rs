@@ -225,10 +225,9 @@ impl IntoResponse for Problem {
         )
             .into_response();
         if self.status.is_server_error() {
-            response.extensions_mut().insert(ServerErrorCause(format!(
-                "{}: {}",
-                self.slug, self.detail
-            )));
+            response
+                .extensions_mut()
+                .insert(ServerErrorCause(format!("{}: {}", self.slug, self.detail)));
         }
         response
     }

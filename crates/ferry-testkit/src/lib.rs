@@ -111,8 +111,8 @@ impl Launch {
     pub fn open_files_limit(mut self, n: u64) -> Launch {
         use std::os::unix::process::CommandExt;
         let limit = libc::rlimit {
-            rlim_cur: n as libc::rlim_t,
-            rlim_max: n as libc::rlim_t,
+            rlim_cur: n,
+            rlim_max: n,
         };
         // SAFETY: setrlimit is async-signal-safe and touches nothing of the parent.
         unsafe {

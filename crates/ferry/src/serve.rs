@@ -49,7 +49,7 @@ fn raise_open_file_limit() -> Option<u64> {
             }
         }
     }
-    (lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur as u64)
+    (lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
 }
 
 /// Segment files the broker may hold open under a limit of `open_files`: what is left
