@@ -7,6 +7,8 @@
 #   SCHEMATHESIS_MAX_EXAMPLES  examples per operation (default: schemathesis's own)
 #   SCHEMATHESIS_SEED          replay a run
 #   FERRY_BIN                  the binary (default: target/debug/ferry, built if missing)
+#   SCHEMATHESIS_REPORT_DIR    where the JUnit report and the server's log are kept
+#                              (default: target/schemathesis)
 # Extra arguments go to `schemathesis run`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,11 +23,14 @@ command -v schemathesis >/dev/null || {
 }
 
 work="$(mktemp -d)"
+report="${SCHEMATHESIS_REPORT_DIR:-$PWD/target/schemathesis}"
+mkdir -p "$report"
 server=""
 stop() {
     if [ -n "$server" ] && kill -0 "$server" 2>/dev/null; then
         kill "$server" && wait "$server" || true
     fi
+    cp "$work/server.log" "$report/server.log" 2>/dev/null || true
     rm -rf "$work"
 }
 trap stop EXIT
@@ -43,8 +48,7 @@ done
 [ -n "$addr" ] || { echo "error: ferry serve did not start" >&2; cat "$work/server.log" >&2; exit 1; }
 echo "schemathesis: ferry serve on $addr, ${seconds}s"
 
-args=(--checks all --exclude-checks ignored_auth,object_level_authorization
-      --max-time "$seconds" --no-color --report junit --report-dir "$work/report")
+args=(--max-time "$seconds" --no-color --report junit --report-dir "$report")
 [ -n "${SCHEMATHESIS_MAX_EXAMPLES:-}" ] && args+=(--max-examples "$SCHEMATHESIS_MAX_EXAMPLES")
 [ -n "${SCHEMATHESIS_SEED:-}" ] && args+=(--seed "$SCHEMATHESIS_SEED")
 status=0
