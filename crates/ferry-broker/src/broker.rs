@@ -103,6 +103,11 @@ pub struct BrokerConfig {
     /// Most partitions all topics together may have: each holds an open file and a
     /// few KiB of memory. Topics already on disk are opened whatever their number.
     pub max_partitions: u32,
+    /// The most segment files the broker may hold open (each segment keeps its file
+    /// open): a topic created or grown past it is refused with
+    /// [`BrokerError::PartitionLimit`] instead of failing on the open-file limit.
+    /// `None`: no limit.
+    pub max_open_segments: Option<u64>,
 }
 
 /// The default of `max_partitions`.
@@ -254,6 +259,7 @@ impl Broker {
             return Err(BrokerError::TopicExists(config.name));
         }
         self.check_partition_limit(u64::from(config.partitions))?;
+        self.check_room_for(u64::from(config.partitions))?;
         let dir = self.topic_dir(&config.name);
         let cfg = config.clone();
         let notify = Arc::clone(&self.any_readable);
@@ -290,6 +296,31 @@ impl Broker {
             return Err(BrokerError::PartitionLimit {
                 limit: self.config.max_partitions,
                 wanted,
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses `partitions` new partitions (one segment file each) when they would take
+    /// the open segment files past [`BrokerConfig::max_open_segments`].
+    fn check_room_for(&self, partitions: u64) -> Result<()> {
+        let Some(limit) = self.config.max_open_segments else {
+            return Ok(());
+        };
+        if partitions == 0 {
+            return Ok(());
+        }
+        let topics: Vec<_> = read(&self.topics).values().cloned().collect();
+        let open: u64 = topics
+            .iter()
+            .flat_map(|t| t.partitions())
+            .map(|p| p.log.stats().segments as u64)
+            .sum();
+        if open.saturating_add(partitions) > limit {
+            return Err(BrokerError::OpenFileLimit {
+                asked: partitions,
+                open,
+                limit,
             });
         }
         Ok(())
@@ -369,6 +400,7 @@ impl Broker {
         config.durability = update.durability.unwrap_or(config.durability);
         config.flush_interval_ms = update.flush_interval_ms.unwrap_or(config.flush_interval_ms);
         config.validate()?;
+        self.check_room_for(u64::from(config.partitions - old.partitions))?;
         let dir = self.topic_dir(name);
         let cfg = config.clone();
         let notify = Arc::clone(&self.any_readable);

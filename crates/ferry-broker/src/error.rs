@@ -97,6 +97,10 @@ pub enum BrokerError {
     /// A push endpoint the address guard refuses (a private or special address).
     #[error("{0}")]
     PushEndpointForbidden(String),
+    /// New partitions that would take the server past the segment files it may hold
+    /// open ([`crate::BrokerConfig::max_open_segments`]).
+    #[error("{asked} new partition(s) do not fit: the server has {open} segment files open and may hold {limit} (from its limit of open files); delete topics or raise the limit (ulimit -n)")]
+    OpenFileLimit { asked: u64, open: u64, limit: u64 },
 }
 
 impl BrokerError {

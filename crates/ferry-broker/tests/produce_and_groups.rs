@@ -16,6 +16,7 @@ fn broker(dir: &std::path::Path) -> Arc<Broker> {
         defaults: TopicDefaults::default(),
         retention_check_ms: 60_000,
         max_partitions: ferry_broker::broker::MAX_PARTITIONS_DEFAULT,
+        max_open_segments: None,
     })
     .unwrap();
     b.spawn_maintenance();

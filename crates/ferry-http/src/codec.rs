@@ -149,18 +149,19 @@ pub fn to_produce(index: usize, r: RecordIn) -> Result<ProduceRecord, Problem> {
         },
     };
     let mut headers = headers_in(r.headers).map_err(bad)?;
+    // The limit is on the headers the client sends, not on the one Ferry adds.
+    if headers.len() > HEADERS_PER_RECORD_MAX {
+        return Err(bad(format!(
+            "{} headers, more than the limit of {HEADERS_PER_RECORD_MAX}",
+            headers.len()
+        )));
+    }
     if let Some(at) = deliver_at(r.deliver_at, r.delay_ms).map_err(bad)? {
         headers.retain(|h| !h.key.eq_ignore_ascii_case(HEADER_DELIVER_AT.as_bytes()));
         headers.push(RecordHeader {
             key: Bytes::from_static(HEADER_DELIVER_AT.as_bytes()),
             value: Some(Bytes::from(at.to_string())),
         });
-    }
-    if headers.len() > HEADERS_PER_RECORD_MAX {
-        return Err(bad(format!(
-            "{} headers, more than the limit of {HEADERS_PER_RECORD_MAX}",
-            headers.len()
-        )));
     }
     if let Some(ts) = r.timestamp {
         if ts < 0 {

@@ -30,9 +30,88 @@ pub struct AppState {
     pub max_request_bytes: usize,
 }
 
-/// Parses a JSON body into `T`, answering a problem that names what was wrong.
-pub fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
-    serde_json::from_slice(body).map_err(|e| Problem::invalid_json(e.to_string()))
+/// Parses a JSON object body into `T`, answering a problem that names what was wrong.
+/// `objects` names members (dotted paths; `[]` for each item of an array) that must be
+/// JSON objects when present and not null: serde would otherwise read an array as a
+/// struct's members in order, which the OpenAPI document does not allow.
+pub fn json_body<T: DeserializeOwned>(body: &[u8], objects: &[&str]) -> Result<T, Problem> {
+    let value = json_value(body)?;
+    if !value.is_object() {
+        return Err(Problem::invalid_json("the body must be a JSON object"));
+    }
+    for path in objects {
+        require_objects(&value, path, path)?;
+    }
+    serde_json::from_value(value).map_err(|e| Problem::invalid_json(e.to_string()))
+}
+
+/// Parses a JSON body of any type, with integral numbers written as decimals (`300.0`)
+/// turned into integers, as JSON Schema counts them (see [`integral_numbers`]).
+pub fn json_value(body: &[u8]) -> Result<serde_json::Value, Problem> {
+    let mut value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| Problem::invalid_json(e.to_string()))?;
+    integral_numbers(&mut value);
+    Ok(value)
+}
+
+/// Members whose values are the client's own data, kept exactly as sent: a record's
+/// key, value and headers, and a subscription's filter (which compares with such data).
+const OPAQUE_MEMBERS: [&str; 4] = ["key", "value", "headers", "filter"];
+
+/// Rewrites numbers with a zero fraction (`300.0`, `1e3`) as integers, as JSON Schema
+/// (and so the OpenAPI document) counts them, except inside [`OPAQUE_MEMBERS`]. Numbers
+/// outside the 64-bit range stay as they are and are refused where an integer is due.
+fn integral_numbers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let Some(f) = n.as_f64() else { return };
+            // Both bounds are powers of two, so exact as f64.
+            if f.fract() == 0.0
+                && (-9_223_372_036_854_775_808.0..18_446_744_073_709_551_616.0).contains(&f)
+            {
+                *n = if f < 0.0 {
+                    serde_json::Number::from(f as i64)
+                } else {
+                    serde_json::Number::from(f as u64)
+                };
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers),
+        Value::Object(members) => members
+            .iter_mut()
+            .filter(|(k, _)| !OPAQUE_MEMBERS.contains(&k.as_str()))
+            .for_each(|(_, v)| integral_numbers(v)),
+        _ => {}
+    }
+}
+
+/// Checks that what `path` names in `value` is an object (or absent or null).
+fn require_objects(value: &serde_json::Value, path: &str, whole: &str) -> Result<(), Problem> {
+    use serde_json::Value;
+    let (head, rest) = match path.split_once('.') {
+        Some((h, r)) => (h, Some(r)),
+        None => (path, None),
+    };
+    let items: Vec<&Value> = match (head, value) {
+        ("[]", Value::Array(items)) => items.iter().collect(),
+        ("[]", _) => return Ok(()),
+        (member, Value::Object(m)) => m.get(member).into_iter().collect(),
+        _ => return Ok(()),
+    };
+    for item in items {
+        match (item, rest) {
+            (Value::Null, _) => {}
+            (Value::Object(_), None) => {}
+            (_, None) => {
+                return Err(Problem::invalid_json(format!(
+                    "{whole} must be a JSON object"
+                )))
+            }
+            (v, Some(rest)) => require_objects(v, rest, whole)?,
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a body whose declared length is over the limit before reading any of it;
@@ -57,6 +136,72 @@ async fn refuse_oversized(State(state): State<AppState>, req: Request, next: Nex
         return Problem::too_large(state.max_request_bytes).into_response();
     }
     response
+}
+
+/// Logs every 5xx answer with its method, path and cause, whichever layer made it: a
+/// 5xx is a bug or a failing disk, and the operator must be able to tell which.
+async fn log_server_errors(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let response = next.run(req).await;
+    let status = response.status();
+    if status.is_server_error() {
+        let cause = response
+            .extensions()
+            .get::<problem::ServerErrorCause>()
+            .map_or("no cause recorded (not a problem answer)", |c| c.0.as_str());
+        tracing::error!(
+            %method,
+            %path,
+            status = status.as_u16(),
+            cause,
+            "HTTP request failed with a server error."
+        );
+    }
+    response
+}
+
+/// A future that gives a panic while it is polled as an error, instead of unwinding.
+struct CatchUnwind<F>(std::pin::Pin<Box<F>>);
+
+impl<F: std::future::Future> std::future::Future for CatchUnwind<F> {
+    type Output = std::thread::Result<F::Output>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+/// Answers a panic in a handler with a 500 problem whose cause is the panic's message,
+/// so that it is logged like any other 5xx (by [`log_server_errors`]) instead of the
+/// connection closing with no answer and no cause in the log.
+async fn catch_panics(req: Request, next: Next) -> Response {
+    match CatchUnwind(Box::pin(next.run(req))).await {
+        Ok(response) => response,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal-error",
+                "Internal error",
+                format!("the request met a bug in Ferry (a panic: {message})"),
+            )
+            .into_response()
+        }
+    }
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -195,5 +340,49 @@ pub fn router(state: AppState) -> Router {
             refuse_oversized,
         ))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn(catch_panics))
+        .layer(middleware::from_fn(log_server_errors))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The answer to `GET path` from `app`, served on a free port, as text.
+    async fn answer_to_get(app: Router, path: &str) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_a_handler_is_answered_500_with_its_message() {
+        let app = Router::new()
+            .route(
+                "/boom",
+                get(|| async {
+                    if true {
+                        panic!("the disk is made of cheese");
+                    }
+                    "unreachable"
+                }),
+            )
+            .layer(middleware::from_fn(catch_panics))
+            .layer(middleware::from_fn(log_server_errors));
+        let answer = answer_to_get(app, "/boom").await;
+        assert!(answer.starts_with("HTTP/1.1 500"), "{answer}");
+        assert!(
+            answer.contains("urn:ferry:problem:internal-error"),
+            "{answer}"
+        );
+        assert!(answer.contains("the disk is made of cheese"), "{answer}");
+    }
 }

@@ -6,6 +6,11 @@ use axum::response::{IntoResponse, Response};
 use ferry_broker::BrokerError;
 use serde_json::{json, Map, Value};
 
+/// The cause of a 5xx answer, carried in the response's extensions from where the
+/// problem was made to the layer that logs every 5xx (`log_server_errors` in lib.rs).
+#[derive(Clone, Debug)]
+pub struct ServerErrorCause(pub String);
+
 /// Prefix of every problem `type`; the rest is a stable slug documented in docs/http-api.md.
 pub const PROBLEM_TYPE_PREFIX: &str = "urn:ferry:problem:";
 
@@ -191,6 +196,13 @@ impl From<BrokerError> for Problem {
                 "Push endpoint not allowed",
                 detail,
             ),
+            OpenFileLimit { limit, .. } => Problem::new(
+                StatusCode::CONFLICT,
+                "partition-limit",
+                "Too many partitions",
+                detail,
+            )
+            .with("max_open_segments", limit),
             OutOfOrderSequence(_) | InvalidProducerEpoch(_) => Problem::new(
                 StatusCode::CONFLICT,
                 "producer-sequence",
@@ -213,12 +225,18 @@ impl IntoResponse for Problem {
             m.extend(self.extra);
         }
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
-        (
+        let mut response = (
             self.status,
             [(header::CONTENT_TYPE, "application/problem+json")],
             bytes,
         )
-            .into_response()
+            .into_response();
+        if self.status.is_server_error() {
+            response
+                .extensions_mut()
+                .insert(ServerErrorCause(format!("{}: {}", self.slug, self.detail)));
+        }
+        response
     }
 }
 
@@ -327,6 +345,15 @@ mod tests {
                 "subscription-not-found",
             ),
             (SubscriptionExists("s".into()), 409, "subscription-exists"),
+            (
+                OpenFileLimit {
+                    asked: 2,
+                    open: 9,
+                    limit: 10,
+                },
+                409,
+                "partition-limit",
+            ),
             (
                 InvalidFilter(FilterError {
                     path: "p".into(),

@@ -21,7 +21,7 @@ pub async fn produce(
     Path(topic): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, Problem> {
-    let b: ProduceBody = json_body(&body)?;
+    let b: ProduceBody = json_body(&body, &["records.[]"])?;
     if b.records.is_empty() {
         return Err(Problem::bad_request(
             "invalid-record",

@@ -39,11 +39,14 @@ fn status_out(state: &AppState, status: SubscriptionStatus) -> Value {
     v
 }
 
+/// Members of a subscription's settings that are objects (see [`json_body`]).
+const SUBSCRIPTION_OBJECTS: &[&str] = &["retry", "push", "push.breaker"];
+
 pub async fn create(
     State(state): State<AppState>,
     body: Bytes,
 ) -> Result<impl IntoResponse, Problem> {
-    let s: SubscriptionSettings = json_body(&body)?;
+    let s: SubscriptionSettings = json_body(&body, SUBSCRIPTION_OBJECTS)?;
     let status = state.broker.create_subscription(s).await?;
     Ok((StatusCode::CREATED, Json(status_out(&state, status))))
 }
@@ -72,7 +75,7 @@ pub async fn update(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<impl IntoResponse, Problem> {
-    let s: SubscriptionSettings = json_body(&body)?;
+    let s: SubscriptionSettings = json_body(&body, SUBSCRIPTION_OBJECTS)?;
     let status = state.broker.update_subscription(&name, s).await?;
     Ok(Json(status_out(&state, status)))
 }
@@ -106,7 +109,7 @@ pub async fn retry(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, Problem> {
-    let r: RecordRef = json_body(&body)?;
+    let r: RecordRef = json_body(&body, &[])?;
     let copy = state
         .broker
         .retry_record(&name, r.partition, r.offset)
@@ -137,7 +140,7 @@ pub async fn rotate_secret(
     let b: RotateBody = if body.is_empty() {
         RotateBody::default()
     } else {
-        json_body(&body)?
+        json_body(&body, &[])?
     };
     let status = state
         .broker
@@ -241,7 +244,7 @@ pub async fn pull(
             visibility_timeout_ms: None,
         }
     } else {
-        json_body(&body)?
+        json_body(&body, &[])?
     };
     let visibility = match b.visibility_timeout_ms {
         None => None,
@@ -294,7 +297,7 @@ pub async fn ack(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, Problem> {
-    let b: LeasesBody = json_body(&body)?;
+    let b: LeasesBody = json_body(&body, &[])?;
     only(&b, &[])?;
     let n = state.broker.ack(&name, b.lease_ids).await?;
     Ok(Json(json!({ "acked": n })))
@@ -305,7 +308,7 @@ pub async fn nack(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, Problem> {
-    let b: LeasesBody = json_body(&body)?;
+    let b: LeasesBody = json_body(&body, &[])?;
     only(&b, &["delay_ms", "error"])?;
     let n = state
         .broker
@@ -319,7 +322,7 @@ pub async fn extend(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, Problem> {
-    let b: LeasesBody = json_body(&body)?;
+    let b: LeasesBody = json_body(&body, &[])?;
     only(&b, &["visibility_timeout_ms"])?;
     let t = b.visibility_timeout_ms.ok_or_else(|| {
         Problem::invalid_json("visibility_timeout_ms is required: the new lease length from now")
@@ -335,7 +338,7 @@ pub async fn seek(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<impl IntoResponse, Problem> {
-    let v: Value = json_body(&body)?;
+    let v: Value = crate::json_value(&body)?;
     let target = match &v {
         Value::Object(m) if m.len() == 1 && m.contains_key("to") => &m["to"],
         other => other,
@@ -366,7 +369,7 @@ pub async fn redrive(
     let b: RedriveBody = if body.is_empty() {
         RedriveBody::default()
     } else {
-        json_body(&body)?
+        json_body(&body, &[])?
     };
     let n = state
         .broker
@@ -398,8 +401,14 @@ pub async fn events(
             v.min(i64::MAX as u64) as i64,
         )?),
     };
-    // Fail before the stream starts for an unknown subscription.
-    state.broker.describe_subscription(&name).await?;
+    // Fail before the stream starts for an unknown subscription, and for a push
+    // subscription, which cannot be pulled (as a pull answers).
+    if state.broker.subscription_config(&name)?.mode == ferry_broker::subs::Mode::Push {
+        return Err(BrokerError::InvalidConfig(format!(
+            "subscription '{name}' is a push subscription: Ferry delivers its records to its endpoint; create a queue subscription to pull"
+        ))
+        .into());
+    }
     let req = PullRequest {
         consumer: consumer_name(q.get("consumer").cloned())?,
         max_records: max_records.clamp(1, ferry_broker::subs::PULL_RECORDS_MAX),
@@ -429,6 +438,18 @@ pub async fn events(
                     Err(e) => {
                         let gone = matches!(e, BrokerError::SubscriptionNotFound(_));
                         let problem = Problem::from(e);
+                        // The stream answered 200 already: the layer that logs every
+                        // 5xx cannot see this one, so it is logged here the same way.
+                        if problem.status.is_server_error() {
+                            tracing::error!(
+                                method = "GET",
+                                path = %format!("/v1/subscriptions/{name}/events"),
+                                status = problem.status.as_u16(),
+                                cause = %format!("{}: {}", problem.slug, problem.detail),
+                                in_stream = true,
+                                "HTTP request failed with a server error."
+                            );
+                        }
                         let ev = SseEvent::default().event("error").data(
                             json!({"type": format!("{}{}", crate::problem::PROBLEM_TYPE_PREFIX, problem.slug), "detail": problem.detail}).to_string(),
                         );

@@ -36,7 +36,7 @@ pub fn topic_json(t: &TopicInfo) -> Value {
 
 pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Response, Problem> {
     // `name` plus the settings; the settings type refuses unknown fields.
-    let mut fields: serde_json::Map<String, Value> = json_body(&body)?;
+    let mut fields: serde_json::Map<String, Value> = json_body(&body, &[])?;
     let name = match fields.remove("name") {
         Some(Value::String(n)) => n,
         Some(_) => return Err(Problem::invalid_json("name must be a string")),
@@ -71,7 +71,7 @@ pub async fn update(
     Path(topic): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, Problem> {
-    let settings: TopicSettings = json_body(&body)?;
+    let settings: TopicSettings = json_body(&body, &[])?;
     Ok(Json(topic_json(
         &state.broker.update_topic(&topic, settings).await?,
     )))

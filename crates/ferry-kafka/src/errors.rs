@@ -24,6 +24,7 @@ pub fn code(e: &BrokerError) -> i16 {
         Meta(_) => ResponseError::UnknownServerError,
         OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
         InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
+        OpenFileLimit { .. } => ResponseError::PolicyViolation,
         // Subscriptions are not reachable over Kafka; these cannot occur there.
         SubscriptionNotFound(_)
         | SubscriptionExists(_)
@@ -146,6 +147,14 @@ mod tests {
                 ResponseError::KafkaStorageError,
             ),
             (Meta("m".into()), ResponseError::UnknownServerError),
+            (
+                OpenFileLimit {
+                    asked: 2,
+                    open: 9,
+                    limit: 10,
+                },
+                ResponseError::PolicyViolation,
+            ),
             (
                 OutOfOrderSequence("s".into()),
                 ResponseError::OutOfOrderSequenceNumber,

@@ -106,6 +106,27 @@ impl Launch {
         self
     }
 
+    /// Starts the server with a limit of `n` open files (soft and hard, so that the
+    /// server cannot raise it), as on a machine with a low `ulimit -n`.
+    pub fn open_files_limit(mut self, n: u64) -> Launch {
+        use std::os::unix::process::CommandExt;
+        let limit = libc::rlimit {
+            rlim_cur: n,
+            rlim_max: n,
+        };
+        // SAFETY: setrlimit is async-signal-safe and touches nothing of the parent.
+        unsafe {
+            self.cmd.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        self
+    }
+
     /// How long the server may take to be ready [default: 20 s].
     pub fn wait(mut self, wait: Duration) -> Launch {
         self.wait = wait;

@@ -27,6 +27,39 @@ fn init_logs(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Raises this process's limit of open files to its hard limit (each segment of each
+/// partition keeps its file open) and returns the limit in force.
+fn raise_open_file_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return None;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    (lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
+}
+
+/// Segment files the broker may hold open under a limit of `open_files`: what is left
+/// once connections (Kafka's at most, and as many again for HTTP and push) and other
+/// files are set aside, and never more than half the limit set aside.
+fn max_open_segments(open_files: u64, kafka_max_connections: usize) -> u64 {
+    let reserve = (1024 + kafka_max_connections as u64).min(open_files / 2);
+    open_files - reserve
+}
+
 /// How long requests in flight (long polls among them) get to finish after a signal.
 const SHUTDOWN_GRACE_MS: u64 = 5_000;
 
@@ -52,11 +85,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let started = Instant::now();
     init_logs(&settings)?;
     ferry_log::compression::set_decompression_budget(settings.decompress_memory_bytes);
+    let open_files = raise_open_file_limit();
+    let max_open_segments =
+        open_files.map(|n| max_open_segments(n, settings.kafka_max_connections));
     let broker = Broker::open(BrokerConfig {
         data_dir: settings.data_dir.clone(),
         defaults: settings.defaults.clone(),
         retention_check_ms: settings.retention_check_ms,
         max_partitions: settings.max_partitions,
+        max_open_segments,
     })
     .with_context(|| {
         format!(
@@ -99,6 +136,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         kafka_addr = %kafka_local,
         data_dir = %settings.data_dir.display(),
         topics = broker.list_topics().len(),
+        open_files_limit = open_files,
+        max_open_segments,
         startup_ms = started.elapsed().as_secs_f64() * 1000.0,
         "Ferry is ready."
     );
