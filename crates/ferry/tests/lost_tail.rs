@@ -5,28 +5,6 @@
 mod common;
 use common::*;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-
-fn active_segment(data: &Path) -> PathBuf {
-    let dir = data.join("topics").join("t").join("0");
-    let mut logs: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    logs.sort();
-    logs.pop().unwrap()
-}
-
-/// End of the `n`-th batch of a segment file.
-fn end_of_batch(bytes: &[u8], n: usize) -> usize {
-    let mut p = 0;
-    for _ in 0..n {
-        let len = u32::from_be_bytes(bytes[p + 8..p + 12].try_into().unwrap()) as usize;
-        p += 12 + len;
-    }
-    p
-}
 
 /// Pulls whatever is there, acks it, and returns the values with their offsets.
 async fn pull_and_ack(url: &str) -> Vec<(u64, String)> {
@@ -90,9 +68,9 @@ async fn records_produced_after_a_lost_unsynced_tail_are_delivered_to_a_subscrip
     s.kill9();
 
     // The page cache lost the last four batches: only r0 and r1 reached the disk.
-    let seg = active_segment(dir.path());
+    let seg = active_segment(dir.path(), "t", 0);
     let bytes = std::fs::read(&seg).unwrap();
-    let keep = end_of_batch(&bytes, 2);
+    let keep = batch_positions(&bytes)[2];
     std::fs::OpenOptions::new()
         .write(true)
         .open(&seg)

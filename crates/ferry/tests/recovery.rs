@@ -3,19 +3,8 @@
 mod common;
 use common::*;
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-
-fn active_segment(data: &Path, topic: &str, partition: u32) -> PathBuf {
-    let dir = data.join("topics").join(topic).join(partition.to_string());
-    let mut logs: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    logs.sort();
-    logs.pop().unwrap()
-}
 
 async fn fill(url: &str, n: usize) {
     create_topic(url, json!({"name": "t"})).await;

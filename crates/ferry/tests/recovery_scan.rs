@@ -4,30 +4,7 @@
 mod common;
 use common::*;
 use serde_json::json;
-use std::path::{Path, PathBuf};
-
-fn active_segment(data: &Path) -> PathBuf {
-    let dir = data.join("topics").join("t").join("0");
-    let mut logs: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    logs.sort();
-    logs.pop().unwrap()
-}
-
-/// Byte positions of the batches of a segment file.
-fn batch_positions(bytes: &[u8]) -> Vec<usize> {
-    let mut out = Vec::new();
-    let mut p = 0;
-    while p + 12 <= bytes.len() {
-        out.push(p);
-        let len = u32::from_be_bytes(bytes[p + 8..p + 12].try_into().unwrap()) as usize;
-        p += 12 + len;
-    }
-    out
-}
+use std::path::PathBuf;
 
 #[tokio::test]
 async fn a_length_corrupted_mid_segment_past_the_end_of_the_file_is_cut_and_kept_not_taken_for_a_torn_tail(
@@ -40,10 +17,10 @@ async fn a_length_corrupted_mid_segment_past_the_end_of_the_file_is_cut_and_kept
         assert_eq!(status, 200, "{v}");
     }
     s.kill9();
-    let seg = active_segment(dir.path());
+    let seg = active_segment(dir.path(), "t", 0);
     let mut bytes = std::fs::read(&seg).unwrap();
     let positions = batch_positions(&bytes);
-    assert_eq!(positions.len(), 10);
+    assert_eq!(positions.len(), 11, "10 batches and the end");
     // The third batch claims more bytes than are left in the file (well under the
     // 64 MiB limit, so the length alone looks plausible).
     let third = positions[2];

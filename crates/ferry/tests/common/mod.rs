@@ -4,7 +4,7 @@
 pub mod endpoint;
 
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use ferry_testkit::Server;
@@ -101,4 +101,30 @@ pub async fn read_all(url: &str, topic: &str, partition: u32, offset: u64) -> Ve
         next = v["next_offset"].as_u64().unwrap();
         out.extend(records);
     }
+}
+
+/// The active (last) segment file of a partition in a data folder.
+pub fn active_segment(data: &Path, topic: &str, partition: u32) -> PathBuf {
+    let dir = data.join("topics").join(topic).join(partition.to_string());
+    let mut logs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    logs.pop().unwrap()
+}
+
+/// Where each batch of a segment file starts, by the length fields (the file as Ferry
+/// wrote it); the file's length last.
+pub fn batch_positions(bytes: &[u8]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut p = 0;
+    while p + 12 <= bytes.len() {
+        out.push(p);
+        let len = u32::from_be_bytes(bytes[p + 8..p + 12].try_into().unwrap()) as usize;
+        p += 12 + len;
+    }
+    out.push(bytes.len());
+    out
 }
