@@ -22,6 +22,11 @@ if ! command -v cargo >/dev/null; then
     exit 1
 fi
 
+# A fresh clone never reuses incremental state: skip writing it (it doubles the target
+# folder). Free disk is printed because a full disk is the usual cause of odd link errors.
+if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"; fi
+df -h . | tail -1
+
 python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 
 cargo build --workspace --all-targets --locked
