@@ -125,6 +125,15 @@ enum Command {
         /// Records of the backlog run (0 skips it)
         #[arg(long, default_value_t = 10_000_000)]
         backlog_records: u64,
+        /// Publishers of the single-record produce run
+        #[arg(long, default_value_t = 16)]
+        single_publishers: usize,
+        /// Single-record publishes each publisher keeps in flight
+        #[arg(long, default_value_t = 64)]
+        window: usize,
+        /// Records per second of the single-record latency run
+        #[arg(long, default_value_t = 5000.0)]
+        single_rate: f64,
         /// Write the Markdown report to this file too
         #[arg(long)]
         out: Option<PathBuf>,
@@ -269,11 +278,18 @@ fn main() -> anyhow::Result<()> {
             latency_seconds,
             consume_records,
             backlog_records,
+            single_publishers,
+            window,
+            single_rate,
             out,
             chart,
             doc,
             strict,
         } => {
+            anyhow::ensure!(
+                single_publishers > 0 && window > 0 && single_rate > 0.0,
+                "--single-publishers, --window and --single-rate must be above 0"
+            );
             let options = peers::Options {
                 systems: parse_systems(&systems)?,
                 seconds,
@@ -282,6 +298,9 @@ fn main() -> anyhow::Result<()> {
                 backlog_records,
                 producers: vec![1, 16],
                 consumers: vec![1, 4],
+                single_publishers,
+                window,
+                single_rate,
             };
             let outputs = PeerOutputs { out, chart, doc };
             run_peers(&ctx, &rt, options, &outputs, strict)?

@@ -16,8 +16,9 @@ use std::time::Duration;
 const RECEIVE_WAIT: Duration = Duration::from_millis(100);
 
 /// A producer connection: `publish` returns once the system has acknowledged every
-/// record of the batch.
-pub trait Producer: Send + 'static {
+/// record of the batch. Clones share the connection, so that one publisher can keep
+/// several publishes in flight (one clone each), as its client library allows.
+pub trait Producer: Clone + Send + 'static {
     fn publish(&mut self, records: &[Bytes]) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
@@ -80,7 +81,9 @@ pub struct FerryHttp {
 impl FerryHttp {
     pub fn new(url: String) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
+            // Single-record publishers keep up to a thousand requests in flight, each
+            // on its own connection: keep them all for reuse.
+            .pool_max_idle_per_host(4096)
             .build()?;
         Ok(Self { url, http })
     }
@@ -147,6 +150,7 @@ impl Peer for FerryHttp {
     }
 }
 
+#[derive(Clone)]
 pub struct FerryHttpProducer {
     http: reqwest::Client,
     url: String,
@@ -267,6 +271,7 @@ impl Peer for Kafka {
     }
 }
 
+#[derive(Clone)]
 pub struct KafkaProducer {
     producer: rdkafka::producer::FutureProducer,
     topic: String,
@@ -395,6 +400,7 @@ impl Peer for Nats {
     }
 }
 
+#[derive(Clone)]
 pub struct NatsProducer {
     js: async_nats::jetstream::Context,
     subject: String,
@@ -485,7 +491,7 @@ impl Peer for Rabbit {
         let (conn, ch) = self.channel().await?;
         ch.confirm_select(Default::default()).await?;
         Ok(RabbitProducer {
-            _conn: conn,
+            _conn: std::sync::Arc::new(conn),
             ch,
             queue: name.to_string(),
         })
@@ -511,8 +517,9 @@ impl Peer for Rabbit {
     }
 }
 
+#[derive(Clone)]
 pub struct RabbitProducer {
-    _conn: lapin::Connection,
+    _conn: std::sync::Arc<lapin::Connection>,
     ch: lapin::Channel,
     queue: String,
 }
@@ -629,6 +636,7 @@ impl Peer for Redis {
     }
 }
 
+#[derive(Clone)]
 pub struct RedisProducer {
     conn: redis::aio::MultiplexedConnection,
     key: String,

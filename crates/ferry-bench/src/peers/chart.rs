@@ -21,6 +21,12 @@ fn panels(rep: &PeersReport) -> Vec<(String, Pick)> {
         ("durable produce, 16 producers (k records/s)".into(), |r| {
             ok(&r.produce, 16).map(|x| x / 1000.0)
         }),
+        ("single-record produce (k records/s)".into(), |r| {
+            r.single
+                .as_ref()
+                .and_then(|x| x.as_ref().ok())
+                .map(|x| x / 1000.0)
+        }),
         ("consume and ack, 1 consumer (k records/s)".into(), |r| {
             ok(&r.consume, 1).map(|x| x / 1000.0)
         }),
@@ -33,6 +39,15 @@ fn panels(rep: &PeersReport) -> Vec<(String, Pick)> {
                 .and_then(|l| l.as_ref().ok())
                 .map(|l| l.p99_ms)
         }),
+        (
+            "single-record latency p99 (ms, lower is better)".into(),
+            |r| {
+                r.single_latency
+                    .as_ref()
+                    .and_then(|l| l.as_ref().ok())
+                    .map(|l| l.p99_ms)
+            },
+        ),
     ];
     if rep.options.backlog_records > 0 {
         p.push((

@@ -6,9 +6,13 @@
 //! Workloads, each on a fresh topic, stream or queue:
 //! - durable produce: 1 and 16 producers publish batches of 100 records of 1 KiB and
 //!   wait for the system's acknowledgement of the whole batch before the next;
+//! - single-record produce: 16 publishers each keep 64 publishes of one record in
+//!   flight (the way services publish an event per request);
 //! - end-to-end latency: one producer publishes at half the rate that one producer
 //!   reached, one consumer receives; the time from when a record was due to be
 //!   published to when the consumer has it, in an HdrHistogram;
+//! - single-record latency: the same at a fixed rate (5,000 records/s), each record
+//!   published alone, up to 64 in flight;
 //! - consume: a preloaded backlog is received and acknowledged by 1 and 4 consumers;
 //! - backlog: a fresh instance gets many records with no consumer running; the peak
 //!   resident memory of its processes, then the time 4 consumers take to drain it.
@@ -51,6 +55,12 @@ pub struct Options {
     pub backlog_records: u64,
     pub producers: Vec<usize>,
     pub consumers: Vec<usize>,
+    /// Publishers of the single-record produce run.
+    pub single_publishers: usize,
+    /// Single-record publishes each publisher keeps in flight.
+    pub window: usize,
+    /// Records per second of the single-record latency run.
+    pub single_rate: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -82,6 +92,9 @@ pub struct SystemResult {
     /// (producers, records per second)
     pub produce: Vec<(usize, Outcome<f64>)>,
     pub latency: Option<Outcome<Latency>>,
+    /// Single-record produce, records per second.
+    pub single: Option<Outcome<f64>>,
+    pub single_latency: Option<Outcome<Latency>>,
     /// (consumers, records per second)
     pub consume: Vec<(usize, Outcome<f64>)>,
     pub backlog: Option<Outcome<Backlog>>,
@@ -108,7 +121,7 @@ pub fn stamp(b: &[u8]) -> Option<u64> {
 }
 
 fn steps(o: &Options) -> u64 {
-    let per = o.producers.len() + 1 + o.consumers.len() + usize::from(o.backlog_records > 0);
+    let per = o.producers.len() + 3 + o.consumers.len() + usize::from(o.backlog_records > 0);
     (o.systems.len() * per) as u64
 }
 
@@ -180,6 +193,8 @@ async fn bench_system(ctx: &Ctx, system: System, o: &Options, pb: &ProgressBar) 
         skipped: system.missing(),
         produce: Vec::new(),
         latency: None,
+        single: None,
+        single_latency: None,
         consume: Vec::new(),
         backlog: None,
     };
@@ -277,6 +292,36 @@ async fn run_with<P: Peer>(
         None => Err("no rate for one producer to take half of".into()),
     });
     pb.inc(1);
+    status(
+        pb,
+        format!(
+            "{id}: single-record produce, {} publishers × {} in flight",
+            o.single_publishers, o.window
+        ),
+    );
+    let res = produce_single(
+        &peer,
+        "single",
+        o.single_publishers,
+        o.window,
+        Duration::from_secs(o.seconds),
+    )
+    .await;
+    let _ = peer.delete("single").await;
+    r.single = Some(res.map_err(err));
+    pb.inc(1);
+    status(pb, format!("{id}: single-record latency"));
+    let res = latency_single(
+        &peer,
+        "single-latency",
+        o.single_rate,
+        o.window,
+        Duration::from_secs(o.latency_seconds),
+    )
+    .await;
+    let _ = peer.delete("single-latency").await;
+    r.single_latency = Some(res.map_err(err));
+    pb.inc(1);
     for &n in &o.consumers {
         status(pb, format!("{id}: consume, {n} consumer{}", plural(n)));
         let name = format!("consume{n}");
@@ -329,6 +374,43 @@ async fn produce<P: Peer>(
             })
         })
         .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+/// `publishers` publishers each keep `window` publishes of one record in flight for
+/// `duration`; records acknowledged per second.
+async fn produce_single<P: Peer>(
+    peer: &Arc<P>,
+    name: &str,
+    publishers: usize,
+    window: usize,
+    duration: Duration,
+) -> anyhow::Result<f64> {
+    peer.create(name).await?;
+    let mut ps = Vec::new();
+    for _ in 0..publishers {
+        ps.push(peer.producer(name).await?);
+    }
+    let record = payload(0);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for p in ps {
+        for _ in 0..window {
+            let (mut p, record) = (p.clone(), record.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                while started.elapsed() < duration {
+                    p.publish(std::slice::from_ref(&record)).await?;
+                    n += 1;
+                }
+                Ok::<_, anyhow::Error>(n)
+            }));
+        }
+    }
     let mut total = 0;
     for t in tasks {
         total += t.await??;
@@ -433,10 +515,83 @@ async fn consume<P: Peer>(
     Ok(drain(peer, name, consumers, records).await?.0)
 }
 
-/// One producer publishes at `rate` records/s for `duration`; one consumer receives.
-///
-/// Longer than most functions on purpose: pacing, warm-up and the histogram belong
-/// together so that no coordinated omission can creep in between them.
+/// What a latency run's consumer shares with its publisher.
+struct LatencyRun {
+    epoch: Instant,
+    /// The consumer has received a warm-up record.
+    ready: AtomicBool,
+    /// Timed records acknowledged to the publisher.
+    sent: AtomicU64,
+    /// The publisher is done.
+    stop: AtomicBool,
+}
+
+type Received = (Histogram<u64>, u64);
+
+/// The consumer of a latency run: receives and acknowledges, and records how long after
+/// its due time each timed record arrived, until every sent record is in (or 10 s after
+/// the publisher stopped).
+fn latency_consumer<C: Consumer>(
+    mut c: C,
+    run: Arc<LatencyRun>,
+) -> tokio::task::JoinHandle<anyhow::Result<Received>> {
+    tokio::spawn(async move {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+        let mut received = 0u64;
+        let mut stopped_at: Option<Instant> = None;
+        loop {
+            let got = c.receive(500).await?;
+            let now = run.epoch.elapsed().as_nanos() as u64;
+            for r in &got {
+                match stamp(r) {
+                    Some(0) | None => run.ready.store(true, Ordering::Release),
+                    Some(due) => {
+                        received += 1;
+                        h.saturating_record(now.saturating_sub(due).max(1000) / 1000);
+                    }
+                }
+            }
+            c.ack().await?;
+            if run.stop.load(Ordering::Acquire) {
+                let at = *stopped_at.get_or_insert_with(Instant::now);
+                if received >= run.sent.load(Ordering::Acquire)
+                    || at.elapsed() > Duration::from_secs(10)
+                {
+                    return Ok((h, received));
+                }
+            }
+        }
+    })
+}
+
+/// Publishes untimed records until the consumer has one (a Kafka group must join first).
+async fn warm_up<Pr: Producer>(p: &mut Pr, run: &LatencyRun) -> anyhow::Result<()> {
+    let warm = Instant::now();
+    while !run.ready.load(Ordering::Acquire) {
+        anyhow::ensure!(
+            warm.elapsed() < Duration::from_secs(60),
+            "the consumer received nothing in 60 s"
+        );
+        p.publish(&[payload(0)]).await?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+fn latency_figures(rate: f64, sent: u64, (h, received): Received) -> Latency {
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    Latency {
+        rate,
+        sent,
+        received,
+        p50_ms: ms(0.5),
+        p99_ms: ms(0.99),
+        p999_ms: ms(0.999),
+    }
+}
+
+/// One producer publishes at `rate` records/s for `duration`, in batches of whatever is
+/// due; one consumer receives.
 async fn latency<P: Peer>(
     peer: &Arc<P>,
     name: &str,
@@ -445,55 +600,19 @@ async fn latency<P: Peer>(
 ) -> anyhow::Result<Latency> {
     peer.create(name).await?;
     let mut p = peer.producer(name).await?;
-    let mut c = peer.consumer(name, 0).await?;
-    let epoch = Instant::now();
-    let ready = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let consumer = {
-        let (ready, sent, stop) = (Arc::clone(&ready), Arc::clone(&sent), Arc::clone(&stop));
-        tokio::spawn(async move {
-            let mut h = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
-            let mut received = 0u64;
-            let mut stopped_at: Option<Instant> = None;
-            loop {
-                let got = c.receive(500).await?;
-                let now = epoch.elapsed().as_nanos() as u64;
-                for r in &got {
-                    match stamp(r) {
-                        Some(0) | None => ready.store(true, Ordering::Release),
-                        Some(due) => {
-                            received += 1;
-                            h.saturating_record(now.saturating_sub(due).max(1000) / 1000);
-                        }
-                    }
-                }
-                c.ack().await?;
-                if stop.load(Ordering::Acquire) {
-                    let at = *stopped_at.get_or_insert_with(Instant::now);
-                    if received >= sent.load(Ordering::Acquire)
-                        || at.elapsed() > Duration::from_secs(10)
-                    {
-                        return Ok::<_, anyhow::Error>((h, received));
-                    }
-                }
-            }
-        })
-    };
-    // Warm up: until the consumer has its first record (a Kafka group must join first).
-    let warm = Instant::now();
-    while !ready.load(Ordering::Acquire) {
-        anyhow::ensure!(
-            warm.elapsed() < Duration::from_secs(60),
-            "the consumer received nothing in 60 s"
-        );
-        p.publish(&[payload(0)]).await?;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let start = epoch.elapsed();
+    let c = peer.consumer(name, 0).await?;
+    let run = Arc::new(LatencyRun {
+        epoch: Instant::now(),
+        ready: AtomicBool::new(false),
+        sent: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+    });
+    let consumer = latency_consumer(c, Arc::clone(&run));
+    warm_up(&mut p, &run).await?;
+    let start = run.epoch.elapsed();
     let mut n = 0u64;
     loop {
-        let elapsed = epoch.elapsed() - start;
+        let elapsed = run.epoch.elapsed() - start;
         if elapsed >= duration {
             break;
         }
@@ -508,19 +627,76 @@ async fn latency<P: Peer>(
             .collect();
         p.publish(&batch).await?;
         n += k;
-        sent.store(n, Ordering::Release);
+        run.sent.store(n, Ordering::Release);
     }
-    stop.store(true, Ordering::Release);
-    let (h, received) = consumer.await??;
-    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    Ok(Latency {
-        rate,
-        sent: n,
-        received,
-        p50_ms: ms(0.5),
-        p99_ms: ms(0.99),
-        p999_ms: ms(0.999),
-    })
+    run.stop.store(true, Ordering::Release);
+    Ok(latency_figures(rate, n, consumer.await??))
+}
+
+/// One publisher publishes one record at a time at `rate` records/s for `duration`,
+/// keeping up to `window` in flight; one consumer receives. A thread paces the records
+/// (a timer of the async runtime is too coarse for 200 µs apart), and each carries the
+/// time it was due, so a publisher held up by its window still counts the wait.
+async fn latency_single<P: Peer>(
+    peer: &Arc<P>,
+    name: &str,
+    rate: f64,
+    window: usize,
+    duration: Duration,
+) -> anyhow::Result<Latency> {
+    peer.create(name).await?;
+    let mut p = peer.producer(name).await?;
+    let c = peer.consumer(name, 0).await?;
+    let run = Arc::new(LatencyRun {
+        epoch: Instant::now(),
+        ready: AtomicBool::new(false),
+        sent: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+    });
+    let consumer = latency_consumer(c, Arc::clone(&run));
+    warm_up(&mut p, &run).await?;
+    let start = run.epoch.elapsed();
+    let (tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let epoch = run.epoch;
+    let pacer = std::thread::spawn(move || {
+        for i in 0u64.. {
+            let due = start + Duration::from_secs_f64(i as f64 / rate);
+            if due - start >= duration {
+                break;
+            }
+            if let Some(wait) = due.checked_sub(epoch.elapsed()) {
+                std::thread::sleep(wait);
+            }
+            if tx.send(due.as_nanos() as u64).is_err() {
+                break;
+            }
+        }
+    });
+    let slots = Arc::new(tokio::sync::Semaphore::new(window));
+    let mut publishes = tokio::task::JoinSet::new();
+    let mut n = 0u64;
+    while let Some(due) = due_rx.recv().await {
+        let slot = Arc::clone(&slots).acquire_owned().await?;
+        let (mut p, run) = (p.clone(), Arc::clone(&run));
+        publishes.spawn(async move {
+            p.publish(&[payload(due)]).await?;
+            run.sent.fetch_add(1, Ordering::AcqRel);
+            drop(slot);
+            Ok::<_, anyhow::Error>(())
+        });
+        n += 1;
+        while let Some(done) = publishes.try_join_next() {
+            done??;
+        }
+    }
+    while let Some(done) = publishes.join_next().await {
+        done??;
+    }
+    pacer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the pacing thread panicked"))?;
+    run.stop.store(true, Ordering::Release);
+    Ok(latency_figures(rate, n, consumer.await??))
 }
 
 /// Fills a fresh instance with `records` records no one consumes, sampling its memory,
@@ -591,6 +767,12 @@ pub fn failures(rep: &PeersReport) -> Vec<String> {
         if let Some(Err(e)) = &r.latency {
             out.push(format!("{id}: latency: {e}"));
         }
+        if let Some(Err(e)) = &r.single {
+            out.push(format!("{id}: single-record produce: {e}"));
+        }
+        if let Some(Err(e)) = &r.single_latency {
+            out.push(format!("{id}: single-record latency: {e}"));
+        }
         for (n, x) in &r.consume {
             if let Err(e) = x {
                 out.push(format!("{id}: consume with {n}: {e}"));
@@ -631,14 +813,18 @@ mod tests {
             backlog_records: 1,
             producers: vec![1, 16],
             consumers: vec![1, 4],
+            single_publishers: 16,
+            window: 64,
+            single_rate: 5000.0,
         };
-        assert_eq!(steps(&o), 2 * 6);
+        // 2 batched produce + 1 single-record produce + 2 latency + 2 consume + backlog
+        assert_eq!(steps(&o), 2 * 8);
         assert_eq!(
             steps(&Options {
                 backlog_records: 0,
                 ..o
             }),
-            2 * 5
+            2 * 7
         );
     }
 }

@@ -82,9 +82,30 @@ fn rows(rep: &PeersReport) -> Vec<Row> {
             higher_better: true,
         });
     }
-    let lat = |f: fn(&Latency) -> String, g: fn(&Latency) -> f64| -> Vec<(String, Option<f64>)> {
+    let o = &rep.options;
+    out.push(Row {
+        label: format!(
+            "single-record produce, {} publishers × {} in flight (records/s)",
+            o.single_publishers, o.window
+        ),
+        compare: Some("single-record produce".into()),
+        cells: res
+            .iter()
+            .map(|r| match (skipped(r), &r.single) {
+                (Some(s), _) => (s, None),
+                (None, Some(Ok(x))) => (thousands(*x), Some(*x)),
+                (None, Some(Err(e))) => (format!("failed: {}", short(e)), None),
+                (None, None) => ("—".into(), None),
+            })
+            .collect(),
+        higher_better: true,
+    });
+    let lat = |which: fn(&SystemResult) -> &Option<Result<Latency, String>>,
+               f: fn(&Latency) -> String,
+               g: fn(&Latency) -> f64|
+     -> Vec<(String, Option<f64>)> {
         res.iter()
-            .map(|r| match (skipped(r), &r.latency) {
+            .map(|r| match (skipped(r), which(r)) {
                 (Some(s), _) => (s, None),
                 (None, Some(Ok(l))) => (f(l), Some(g(l))),
                 (None, Some(Err(e))) => (format!("failed: {}", short(e)), None),
@@ -97,6 +118,7 @@ fn rows(rep: &PeersReport) -> Vec<Row> {
             .into(),
         compare: None,
         cells: lat(
+            |r| &r.latency,
             |l| format!("{}; {} of {}", thousands(l.rate), l.received, l.sent),
             |l| l.rate,
         ),
@@ -106,7 +128,27 @@ fn rows(rep: &PeersReport) -> Vec<Row> {
         label: "end-to-end latency p50 / p99 / p99.9 (ms)".into(),
         compare: Some("end-to-end latency, p99".into()),
         cells: lat(
+            |r| &r.latency,
             |l| format!("{:.2} / {:.2} / {:.2}", l.p50_ms, l.p99_ms, l.p999_ms),
+            |l| l.p99_ms,
+        ),
+        higher_better: false,
+    });
+    out.push(Row {
+        label: format!(
+            "single-record latency at {} records/s, up to {} in flight: p50 / p99 / p99.9 (ms); received of sent",
+            thousands(o.single_rate),
+            o.window
+        ),
+        compare: Some("single-record latency, p99".into()),
+        cells: lat(
+            |r| &r.single_latency,
+            |l| {
+                format!(
+                    "{:.2} / {:.2} / {:.2}; {} of {}",
+                    l.p50_ms, l.p99_ms, l.p999_ms, l.received, l.sent
+                )
+            },
             |l| l.p99_ms,
         ),
         higher_better: false,
@@ -298,6 +340,19 @@ pub fn one_line(r: &SystemResult) -> String {
             thousands(l.rate)
         )),
         Some(Err(e)) => s.push_str(&format!(" latency failed ({});", short(e))),
+        None => {}
+    }
+    if let Some(x) = &r.single {
+        s.push_str(&format!(" single-record {}/s;", rate(x)));
+    }
+    match &r.single_latency {
+        Some(Ok(l)) => s.push_str(&format!(
+            " single-record latency p50/p99 {:.2}/{:.2} ms at {}/s;",
+            l.p50_ms,
+            l.p99_ms,
+            thousands(l.rate)
+        )),
+        Some(Err(e)) => s.push_str(&format!(" single-record latency failed ({});", short(e))),
         None => {}
     }
     for (n, x) in &r.consume {
