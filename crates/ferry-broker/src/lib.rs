@@ -14,6 +14,7 @@ pub mod produce;
 pub mod subs;
 pub mod time;
 pub mod topic;
+mod writer;
 
 pub use broker::{
     now_ms, Broker, BrokerConfig, PartitionInfo, TimeLookup, TopicInfo, TopicSettings,

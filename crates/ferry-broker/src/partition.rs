@@ -15,6 +15,8 @@ pub struct Partition {
     pub(crate) last_flush: std::sync::Mutex<Instant>,
     /// Shared by every partition of the broker: woken when any becomes readable further.
     any_readable: Arc<tokio::sync::Notify>,
+    /// Appends and syncs for requests (see [`crate::writer`]).
+    pub(crate) writer: crate::writer::Writer,
 }
 
 /// Records read from one partition.
@@ -36,6 +38,7 @@ impl Partition {
             latest,
             last_flush: std::sync::Mutex::new(Instant::now()),
             any_readable,
+            writer: Default::default(),
         })
     }
 

@@ -3,13 +3,12 @@
 
 use crate::broker::{blocking, now_ms};
 use crate::error::{BrokerError, Result};
-use crate::partition::Partition;
 use crate::partitioner::partition_for_key;
 use crate::topic::Topic;
 use crate::Broker;
 use bytes::Bytes;
-use ferry_log::batch::{build_batch, NewRecord, RecordHeader};
-use ferry_log::{AppendInfo, Compression, DecodeLimits};
+use ferry_log::batch::{NewRecord, RecordHeader};
+use ferry_log::DecodeLimits;
 use std::collections::BTreeMap;
 
 /// A record to produce.
@@ -52,16 +51,12 @@ impl Broker {
         records: Vec<ProduceRecord>,
     ) -> Result<Vec<Produced>> {
         let topic = self.topic(topic_name)?;
-        let max = topic.config().max_record_bytes as usize;
         let by_partition = route(&topic, records, now_ms() as i64)?;
         let total: usize = by_partition.values().map(|v| v.len()).sum();
-        let mut tasks = Vec::new();
+        let mut answers = Vec::with_capacity(by_partition.len());
         for (pid, recs) in by_partition {
             let part = topic.partition(pid)?;
-            let batches = split_batches(recs, max);
-            tasks.push(tokio::task::spawn_blocking(move || {
-                append_built_batches(&part, batches)
-            }));
+            answers.push(part.append_records(recs));
         }
         let mut out = vec![
             Produced {
@@ -71,19 +66,15 @@ impl Broker {
             total
         ];
         let mut first_error = None;
-        for t in tasks {
-            match t.await {
-                Ok(Ok(placed)) => {
+        for answer in answers {
+            match answer.await {
+                Ok(placed) => {
                     for (index, produced) in placed {
                         out[index] = produced;
                     }
                 }
-                Ok(Err(e)) => {
-                    first_error.get_or_insert(e);
-                }
                 Err(e) => {
-                    first_error
-                        .get_or_insert(BrokerError::Storage(format!("append task failed: {e}")));
+                    first_error.get_or_insert(e);
                 }
             }
         }
@@ -155,16 +146,7 @@ impl Broker {
     /// (one shared sync for everything appended meanwhile), and wakes readers.
     pub async fn make_durable(&self, topic: &str, partition: u32, end_offset: u64) -> Result<()> {
         let part = self.topic(topic)?.partition(partition)?;
-        blocking(move || {
-            if part.log.config().durability == ferry_log::Durability::Always {
-                part.log
-                    .wait_durable(end_offset)
-                    .map_err(|e| BrokerError::from_log(partition, e))?;
-            }
-            part.publish_latest();
-            Ok(())
-        })
-        .await
+        part.durable(end_offset).await
     }
 }
 
@@ -217,7 +199,7 @@ fn route(
 }
 
 /// An upper bound of the bytes one record adds to a batch, plus the batch header.
-fn record_size_bound(r: &NewRecord) -> usize {
+pub(crate) fn record_size_bound(r: &NewRecord) -> usize {
     ferry_log::batch::BATCH_HEADER_BYTES
         + 5
         + 1
@@ -231,66 +213,6 @@ fn record_size_bound(r: &NewRecord) -> usize {
             .iter()
             .map(|h| 10 + h.key.len() + h.value.as_ref().map_or(0, |v| v.len()))
             .sum::<usize>()
-}
-
-/// Splits one partition's records into batches that each fit under `max` bytes.
-fn split_batches(recs: Vec<(usize, NewRecord)>, max: usize) -> Vec<Vec<(usize, NewRecord)>> {
-    let mut out = Vec::new();
-    let mut cur = Vec::new();
-    let mut size = ferry_log::batch::BATCH_HEADER_BYTES;
-    for (i, r) in recs {
-        let s = record_size_bound(&r) - ferry_log::batch::BATCH_HEADER_BYTES;
-        if !cur.is_empty() && size + s > max {
-            out.push(std::mem::take(&mut cur));
-            size = ferry_log::batch::BATCH_HEADER_BYTES;
-        }
-        size += s;
-        cur.push((i, r));
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
-}
-
-fn append_built_batches(
-    part: &Partition,
-    batches: Vec<Vec<(usize, NewRecord)>>,
-) -> Result<Vec<(usize, Produced)>> {
-    let mut placed = Vec::new();
-    let mut last: Option<AppendInfo> = None;
-    let mut result = Ok(());
-    for b in batches {
-        let recs: Vec<NewRecord> = b.iter().map(|(_, r)| r.clone()).collect();
-        let mut bytes = build_batch(&recs, Compression::None).map_err(BrokerError::from)?;
-        match part.log.append(&mut bytes, now_ms()) {
-            Ok(info) => {
-                for (k, (index, _)) in b.iter().enumerate() {
-                    placed.push((
-                        *index,
-                        Produced {
-                            partition: part.id,
-                            offset: info.base_offset + k as u64,
-                        },
-                    ));
-                }
-                last = Some(info);
-            }
-            Err(e) => {
-                result = Err(BrokerError::from_log(part.id, e));
-                break;
-            }
-        }
-    }
-    if let Some(info) = last {
-        if part.log.config().durability == ferry_log::Durability::Always {
-            part.log
-                .wait_durable(info.end_offset)
-                .map_err(|e| BrokerError::from_log(part.id, e))?;
-        }
-        part.publish_latest();
-    }
-    result.map(|_| placed)
 }
 
 /// How many times its stored size a client's compressed batch may inflate to.

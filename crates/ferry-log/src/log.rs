@@ -589,6 +589,11 @@ impl PartitionLog {
         debug_assert_eq!(self.check_invariants(), Ok(()));
     }
 
+    /// Offsets below this are on disk.
+    pub fn synced(&self) -> u64 {
+        self.synced.load(Ordering::Acquire)
+    }
+
     /// How many group-commit syncs this log has made since it was opened.
     pub fn sync_count(&self) -> u64 {
         self.syncs.load(Ordering::Relaxed)

@@ -56,7 +56,7 @@ pub struct ServeArgs {
     /// Largest Kafka request; larger ones close the connection before they are read [default: 104857600]
     #[arg(long, env = "FERRY_KAFKA_MAX_REQUEST_BYTES", value_name = "BYTES")]
     pub kafka_max_request_bytes: Option<usize>,
-    /// HTTP connections served at once; more wait to be accepted [default: 1024]
+    /// HTTP connections served at once; more wait to be accepted [default: 4096]
     #[arg(long, env = "FERRY_HTTP_MAX_CONNECTIONS", value_name = "N")]
     pub http_max_connections: Option<usize>,
     /// An HTTP request head must arrive whole within this, counted from the connection's

@@ -53,10 +53,11 @@ fn raise_open_file_limit() -> Option<u64> {
 }
 
 /// Segment files the broker may hold open under a limit of `open_files`: what is left
-/// once connections (Kafka's at most, and as many again for HTTP and push) and other
-/// files are set aside, and never more than half the limit set aside.
-fn max_open_segments(open_files: u64, kafka_max_connections: usize) -> u64 {
-    let reserve = (1024 + kafka_max_connections as u64).min(open_files / 2);
+/// once connections (Kafka's and HTTP's at most) and other files (push connections,
+/// journals, indexes being written) are set aside, and never more than half the limit
+/// set aside.
+fn max_open_segments(open_files: u64, max_connections: usize) -> u64 {
+    let reserve = (1024 + max_connections as u64).min(open_files / 2);
     open_files - reserve
 }
 
@@ -86,8 +87,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     init_logs(&settings)?;
     ferry_log::compression::set_decompression_budget(settings.decompress_memory_bytes);
     let open_files = raise_open_file_limit();
-    let max_open_segments =
-        open_files.map(|n| max_open_segments(n, settings.kafka_max_connections));
+    let max_open_segments = open_files.map(|n| {
+        max_open_segments(
+            n,
+            settings.kafka_max_connections + settings.http_max_connections,
+        )
+    });
     let broker = Broker::open(BrokerConfig {
         data_dir: settings.data_dir.clone(),
         defaults: settings.defaults.clone(),

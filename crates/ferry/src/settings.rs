@@ -39,6 +39,10 @@ struct FileSettings {
     push_allow_networks: Option<Vec<String>>,
 }
 
+/// HTTP/1.1 carries one request at a time per connection: a service keeping 64 publishes
+/// in flight holds 64 connections, so the default leaves room for many such services.
+pub const HTTP_MAX_CONNECTIONS_DEFAULT: usize = 4096;
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub data_dir: PathBuf,
@@ -128,7 +132,7 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
             .unwrap_or(1024)
             .max(1),
         http_max_connections: pick!(args, file, http_max_connections)
-            .unwrap_or(1024)
+            .unwrap_or(HTTP_MAX_CONNECTIONS_DEFAULT)
             .max(1),
         http_header_timeout_ms,
         kafka_auto_create_topics: pick!(args, file, kafka_auto_create_topics).unwrap_or(false),
