@@ -2,6 +2,7 @@
 //! what must hold.
 
 use bytes::Bytes;
+use ferry_broker::subs::Completion;
 use ferry_broker::{Broker, BrokerConfig, TopicDefaults, TopicSettings};
 use ferry_log::batch::{build_batch, NewRecord};
 use ferry_log::Compression;
@@ -148,7 +149,9 @@ async fn a_subscription_whose_write_failed_refuses_changes_until_restart() {
         .nack("s", vec![leases[0].lease_id.clone()], Some(day), None)
         .await;
     assert!(nacked.is_err(), "the delay could not be stored");
-    let acked = b.ack("s", vec![leases[1].lease_id.clone()]).await;
+    let acked = b
+        .ack("s", vec![leases[1].lease_id.clone()], Completion::Durable)
+        .await;
     assert!(
         matches!(acked, Err(BrokerError::Unavailable(_))),
         "changes after a failed write are refused: {acked:?}"

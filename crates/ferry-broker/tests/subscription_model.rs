@@ -31,7 +31,7 @@ use ferry_broker::subs::dead_letter::DeadLetterCandidate;
 use ferry_broker::subs::lease::{LeaseId, RecordAt, UnknownLeases};
 use ferry_broker::subs::retry::{Jitter, RetryPolicy, Strategy};
 use ferry_broker::subs::state::{bucket_of, PState, BUCKET_MS};
-use ferry_broker::subs::subscription::GiveBack;
+use ferry_broker::subs::subscription::{Completion, GiveBack};
 use ferry_broker::subs::{
     Delivery, KeyOrdering, Mode, PullRequest, Subscription, SubscriptionConfig, SubscriptionStatus,
     HEADER_DELIVER_AT,
@@ -1220,7 +1220,10 @@ impl Run {
             Op::Produce { p, records } => self.produce(*p, records),
             Op::Pull(req) => self.pull(req),
             Op::Ack { ids, unknown } => {
-                let real = outcome(&self.sub.ack(ids, *unknown, now), |n| *n)?;
+                let real = outcome(
+                    &self.sub.ack(ids, *unknown, Completion::Durable, now),
+                    |n| *n,
+                )?;
                 agree(real, m.ack(ids, *unknown, now))
             }
             Op::Nack { ids, action } => {

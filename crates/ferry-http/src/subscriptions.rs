@@ -11,7 +11,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use bytes::Bytes;
 use ferry_broker::subs::{
-    Delivery, Position, PullRequest, SubscriptionSettings, SubscriptionStatus,
+    Completion, Delivery, Position, PullRequest, SubscriptionSettings, SubscriptionStatus,
 };
 use ferry_broker::BrokerError;
 use serde::Deserialize;
@@ -274,6 +274,9 @@ pub struct LeasesBody {
     error: Option<String>,
     #[serde(default)]
     visibility_timeout_ms: Option<i64>,
+    /// Ack only: false answers once the acks are written, before they are synced.
+    #[serde(default)]
+    durable: Option<bool>,
 }
 
 fn only(b: &LeasesBody, allowed: &[&str]) -> Result<(), Problem> {
@@ -281,6 +284,7 @@ fn only(b: &LeasesBody, allowed: &[&str]) -> Result<(), Problem> {
         ("delay_ms", b.delay_ms.is_some()),
         ("error", b.error.is_some()),
         ("visibility_timeout_ms", b.visibility_timeout_ms.is_some()),
+        ("durable", b.durable.is_some()),
     ];
     for (field, present) in given {
         if present && !allowed.contains(&field) {
@@ -298,8 +302,12 @@ pub async fn ack(
     body: Bytes,
 ) -> Result<Json<Value>, Problem> {
     let b: LeasesBody = json_body(&body, &[])?;
-    only(&b, &[])?;
-    let n = state.broker.ack(&name, b.lease_ids).await?;
+    only(&b, &["durable"])?;
+    let completion = match b.durable {
+        Some(false) => Completion::Buffered,
+        Some(true) | None => Completion::Durable,
+    };
+    let n = state.broker.ack(&name, b.lease_ids, completion).await?;
     Ok(Json(json!({ "acked": n })))
 }
 

@@ -599,3 +599,73 @@ async fn acks_and_attempts_survive_restarts() {
     }
     assert_eq!(describe(&url, "rs").await["backlog"], 0);
 }
+
+#[tokio::test]
+async fn an_ack_without_waiting_for_the_disk_is_applied_at_once_and_delivery_stays_at_least_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let url = &server.url;
+    create_topic(url, json!({"name": "t", "partitions": 1})).await;
+    produce(url, "t", json!([{"value": 1}, {"value": 2}, {"value": 3}])).await;
+    sub(url, json!({"name": "s", "topic": "t", "start": "earliest"})).await;
+    let got = pull(url, "s", json!({"max_records": 10})).await;
+    assert_eq!(values(&got), vec![json!(1), json!(2), json!(3)]);
+    let ids = leases(&got);
+
+    // Only ack takes `durable`, and only as a boolean; nothing changes when refused.
+    let (s, v) = op(
+        url,
+        "s",
+        "nack",
+        json!({"lease_ids": [ids[2]], "durable": false}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["type"].as_str()),
+        (400, Some("urn:ferry:problem:invalid-json")),
+        "{v}"
+    );
+    let (s, v) = op(
+        url,
+        "s",
+        "ack",
+        json!({"lease_ids": [ids[0]], "durable": "no"}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["type"].as_str()),
+        (400, Some("urn:ferry:problem:invalid-json")),
+        "{v}"
+    );
+
+    let (s, v) = op(
+        url,
+        "s",
+        "ack",
+        json!({"lease_ids": [ids[0], ids[1]], "durable": false}),
+    )
+    .await;
+    assert_eq!((s, v["acked"].clone()), (200, json!(2)), "{v}");
+    // Applied at once: acking again is a conflict, and the status counts them.
+    let (s, v) = op(url, "s", "ack", json!({"lease_ids": [ids[0]]})).await;
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(
+        describe(url, "s").await["backlog"],
+        1,
+        "only record 3 is left"
+    );
+
+    // Whatever a crash takes, no record is lost: the unacked one comes back, and an
+    // unsynced ack can only bring its record back too.
+    server.kill9();
+    let server = Server::start(dir.path(), &[]);
+    let again = pull(&server.url, "s", json!({"max_records": 10})).await;
+    let again = values(&again);
+    assert!(again.contains(&json!(3)), "{again:?}");
+    assert!(
+        again
+            .iter()
+            .all(|v| [json!(1), json!(2), json!(3)].contains(v)),
+        "{again:?}"
+    );
+}

@@ -6,7 +6,7 @@ use super::config::{PULL_RECORDS_MAX, PULL_WAIT_MS_MAX, PUSH_CONSUMER};
 use super::lease::UnknownLeases;
 use super::pull::{Delivery, PullRequest};
 use super::status::SubscriptionStatus;
-use super::subscription::GiveBack;
+use super::subscription::{Completion, GiveBack};
 use crate::broker::blocking;
 use crate::error::{BrokerError, Result};
 use crate::{now_ms, Broker};
@@ -75,16 +75,19 @@ impl Broker {
         }
     }
 
-    pub async fn ack(&self, name: &str, ids: Vec<String>) -> Result<usize> {
+    /// Acknowledges leases, all or nothing; returns once the acks are durable, or with
+    /// [`Completion::Buffered`] once they are written (a crash before the next sync
+    /// delivers those records again).
+    pub async fn ack(&self, name: &str, ids: Vec<String>, completion: Completion) -> Result<usize> {
         let sub = self.subscription(name)?;
-        blocking(move || sub.ack(&ids, UnknownLeases::Refuse, now_ms())).await
+        blocking(move || sub.ack(&ids, UnknownLeases::Refuse, completion, now_ms())).await
     }
 
     /// Acknowledges the leases that are still live among `ids` and skips the others
     /// (expired meanwhile: those records come again). Returns how many were acked.
     pub async fn ack_live(&self, name: &str, ids: Vec<String>) -> Result<usize> {
         let sub = self.subscription(name)?;
-        blocking(move || sub.ack(&ids, UnknownLeases::Skip, now_ms())).await
+        blocking(move || sub.ack(&ids, UnknownLeases::Skip, Completion::Durable, now_ms())).await
     }
 
     pub async fn nack(

@@ -57,4 +57,4 @@ pub use pull::{Delivery, PullRequest};
 pub use push_api::{generate_secret, PushRuntime};
 pub use registry::Subscriptions;
 pub use status::{PartitionStatus, SubscriptionStatus};
-pub use subscription::Subscription;
+pub use subscription::{Completion, Subscription};

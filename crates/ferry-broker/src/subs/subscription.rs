@@ -46,7 +46,8 @@ pub enum Completion {
     /// Once the change is durable (acks, nacks, seeks: a client is told it happened).
     Durable,
     /// Once the change is written, before it is synced (lease extensions: losing one
-    /// in a crash only makes a lease end sooner, and leases end with the process).
+    /// in a crash only makes a lease end sooner, and leases end with the process; acks
+    /// whose client asked not to wait: losing one delivers its record again).
     Buffered,
 }
 
@@ -398,9 +399,16 @@ impl Subscription {
         Ok(n)
     }
 
-    /// Acknowledges leased records; returns once the acks are durable.
-    pub fn ack(&self, ids: &[String], unknown: UnknownLeases, now: u64) -> Result<usize> {
-        self.on_leases(ids, unknown, Completion::Durable, now, |c, _, at| {
+    /// Acknowledges leased records; returns once the acks are durable, or with
+    /// [`Completion::Buffered`] once they are written (synced with the next change).
+    pub fn ack(
+        &self,
+        ids: &[String],
+        unknown: UnknownLeases,
+        completion: Completion,
+        now: u64,
+    ) -> Result<usize> {
+        self.on_leases(ids, unknown, completion, now, |c, _, at| {
             c.push(Event::Ack {
                 partition: at.partition,
                 offset: at.offset,
