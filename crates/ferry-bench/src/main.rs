@@ -105,12 +105,12 @@ enum Command {
     /// Ferry against NATS JetStream, RabbitMQ and Redis Streams, every workload on every
     /// system in one run (bench/run-peers.sh installs the peers and runs this).
     Peers {
-        /// Systems to run, comma-separated: ferry-http, ferry-kafka, nats,
+        /// Systems to run, comma-separated: ferry-http, ferry-http2, ferry-kafka, nats,
         /// rabbitmq-quorum, rabbitmq-classic, redis-always, redis-everysec
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "ferry-http,ferry-kafka,nats,rabbitmq-quorum,rabbitmq-classic,redis-always,redis-everysec"
+            default_value = "ferry-http,ferry-http2,ferry-kafka,nats,rabbitmq-quorum,rabbitmq-classic,redis-always,redis-everysec"
         )]
         systems: Vec<String>,
         /// Seconds of each durable produce run

@@ -16,23 +16,64 @@
 //! Memory a connection holds before its request reaches a handler is thus at most about
 //! [`HEADER_BYTES_MAX`] of buffered head, for at most `header_timeout`.
 //!
+//! # HTTP/2
+//!
+//! A connection that opens with HTTP/2's preface is served as HTTP/2 over cleartext
+//! (h2c with prior knowledge, RFC 9113 §3.3), so that a client can keep many requests in
+//! flight on one connection; any other is served as HTTP/1.1. The preface must arrive
+//! within `header_timeout` like a head. On HTTP/2, a connection carries at most
+//! [`H2_STREAMS_MAX`] requests at once, a header list is bounded by
+//! [`HEADER_BYTES_MAX`], and flow control bounds the body bytes buffered per
+//! connection (hyper's 1 MiB window).
+//!
 //! # Shutdown
 //!
 //! When `shutdown` resolves, the listener stops accepting; connections finish the
 //! request they are serving and close; `serve` returns when all have.
 
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 /// Largest request head (request line and headers), in bytes.
 pub const HEADER_BYTES_MAX: usize = 64 * 1024;
 /// Most headers one request may carry (the HTTP library's own bound, kept).
 pub const HEADERS_MAX: usize = 100;
+
+/// Requests one HTTP/2 connection may have in flight at once.
+pub const H2_STREAMS_MAX: u32 = 256;
+
+/// What an HTTP/2 connection sends first (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Which protocol a new connection speaks, from its first bytes (peeked, not taken):
+/// HTTP/2 if they are the preface, HTTP/1.1 otherwise; `None` if the connection closed
+/// or said too little within `timeout`.
+async fn speaks_h2(stream: &TcpStream, timeout: Duration) -> Option<bool> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = tokio::time::timeout_at(deadline, stream.peek(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Some(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Some(true);
+        }
+        // A prefix of the preface so far (or of "POST"): peek again once more arrives.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
 
 /// The listener's limits (see the module).
 #[derive(Debug, Clone, Copy)]
@@ -51,11 +92,17 @@ pub async fn serve(
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_header_size(HEADER_BYTES_MAX);
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http2
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_STREAMS_MAX)
+        .max_header_list_size(HEADER_BYTES_MAX as u32);
+    let (http1, http2) = (Arc::new(http1), Arc::new(http2));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -76,11 +123,23 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let (http1, http2) = (Arc::clone(&http1), Arc::clone(&http2));
+        let watcher = graceful.watcher();
+        let header_timeout = limits.header_timeout;
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = conn.await {
+            let ended = match speaks_h2(&stream, header_timeout).await {
+                None => return,
+                Some(true) => {
+                    let conn = http2.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(conn).await
+                }
+                Some(false) => {
+                    let conn = http1.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(conn).await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(peer = %peer, error = %e, "HTTP connection ended.");
             }
         });

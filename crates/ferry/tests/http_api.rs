@@ -505,3 +505,45 @@ async fn a_method_not_allowed_answer_says_which_are() {
         .to_string();
     assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
 }
+
+#[tokio::test]
+async fn http2_cleartext_serves_the_api_with_many_requests_on_one_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    create_topic(&s.url, json!({"name": "t", "partitions": 2})).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let requests: Vec<_> = (0..64)
+        .map(|i| {
+            let req = h2
+                .post(format!("{}/v1/topics/t/records", s.url))
+                .json(&json!({"records": [{"key": format!("k{i}"), "value": i}]}));
+            tokio::spawn(async move {
+                let resp = req.send().await.unwrap();
+                assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+                assert_eq!(resp.status(), 200);
+                resp.json::<serde_json::Value>().await.unwrap()
+            })
+        })
+        .collect();
+    for r in requests {
+        let v = r.await.unwrap();
+        assert!(v["offsets"][0]["offset"].is_u64(), "{v}");
+    }
+    // Problems are the same over HTTP/2.
+    let resp = h2
+        .post(format!("{}/v1/topics/missing/records", s.url))
+        .json(&json!({"records": [{"value": 1}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(
+        resp.headers()["content-type"].to_str().unwrap(),
+        "application/problem+json"
+    );
+    let stored = read_all(&s.url, "t", 0, 0).await.len() + read_all(&s.url, "t", 1, 0).await.len();
+    assert_eq!(stored, 64);
+}

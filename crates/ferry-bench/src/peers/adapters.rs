@@ -76,6 +76,10 @@ where
 pub struct FerryHttp {
     pub url: String,
     pub http: reqwest::Client,
+    /// Each producer and consumer speaks HTTP/2 over its own connection, with all its
+    /// requests in flight multiplexed on it (HTTP/1.1 otherwise: one connection per
+    /// request in flight).
+    pub http2: bool,
 }
 
 impl FerryHttp {
@@ -85,7 +89,29 @@ impl FerryHttp {
             // on its own connection: keep them all for reuse.
             .pool_max_idle_per_host(4096)
             .build()?;
-        Ok(Self { url, http })
+        Ok(Self {
+            url,
+            http,
+            http2: false,
+        })
+    }
+
+    pub fn new_http2(url: String) -> anyhow::Result<Self> {
+        Ok(Self {
+            http: reqwest::Client::builder().http2_prior_knowledge().build()?,
+            http2: true,
+            ..Self::new(url)?
+        })
+    }
+
+    /// The client a new producer or consumer uses: over HTTP/2 a client of its own (one
+    /// connection), over HTTP/1.1 the shared pool.
+    fn own_client(&self) -> anyhow::Result<reqwest::Client> {
+        if self.http2 {
+            Ok(reqwest::Client::builder().http2_prior_knowledge().build()?)
+        } else {
+            Ok(self.http.clone())
+        }
     }
 
     async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
@@ -135,14 +161,17 @@ impl Peer for FerryHttp {
 
     async fn producer(&self, name: &str) -> anyhow::Result<FerryHttpProducer> {
         Ok(FerryHttpProducer {
-            http: self.http.clone(),
+            http: self.own_client()?,
             url: format!("{}/v1/topics/{name}/records", self.url),
         })
     }
 
     async fn consumer(&self, name: &str, id: usize) -> anyhow::Result<FerryHttpConsumer> {
         Ok(FerryHttpConsumer {
-            peer: self.clone(),
+            peer: FerryHttp {
+                http: self.own_client()?,
+                ..self.clone()
+            },
             sub: format!("{name}-work"),
             consumer: format!("c{id}"),
             leases: Vec::new(),

@@ -212,6 +212,12 @@ async fn bench_system(ctx: &Ctx, system: System, o: &Options, pb: &ProgressBar) 
             })
             .await
         }
+        System::FerryHttp2 => {
+            run_with(ctx, system, o, pb, &mut r, |x| {
+                FerryHttp::new_http2(x.url.clone())
+            })
+            .await
+        }
         System::FerryKafka => {
             run_with(ctx, system, o, pb, &mut r, |x| {
                 Ok(Kafka {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum System {
     FerryHttp,
+    FerryHttp2,
     FerryKafka,
     Nats,
     RabbitQuorum,
@@ -19,8 +20,9 @@ pub enum System {
     RedisEverysec,
 }
 
-pub const ALL: [System; 7] = [
+pub const ALL: [System; 8] = [
     System::FerryHttp,
+    System::FerryHttp2,
     System::FerryKafka,
     System::Nats,
     System::RabbitQuorum,
@@ -34,6 +36,7 @@ impl System {
     pub fn id(self) -> &'static str {
         match self {
             System::FerryHttp => "ferry-http",
+            System::FerryHttp2 => "ferry-http2",
             System::FerryKafka => "ferry-kafka",
             System::Nats => "nats",
             System::RabbitQuorum => "rabbitmq-quorum",
@@ -53,13 +56,16 @@ impl System {
     }
 
     pub fn is_ferry(self) -> bool {
-        matches!(self, System::FerryHttp | System::FerryKafka)
+        matches!(
+            self,
+            System::FerryHttp | System::FerryHttp2 | System::FerryKafka
+        )
     }
 
     /// What an acknowledged write means on this system, as configured here.
     pub fn durability(self) -> &'static str {
         match self {
-            System::FerryHttp | System::FerryKafka => {
+            System::FerryHttp | System::FerryHttp2 | System::FerryKafka => {
                 "topic durability `always`: the batch is fdatasync'ed (group commit) before the produce is answered; acks are fsynced too"
             }
             System::Nats => {
@@ -84,6 +90,9 @@ impl System {
     pub fn client(self) -> &'static str {
         match self {
             System::FerryHttp => "HTTP/JSON (reqwest)",
+            System::FerryHttp2 => {
+                "HTTP/JSON over HTTP/2 cleartext (reqwest), one connection per producer or consumer"
+            }
             System::FerryKafka => "librdkafka (rdkafka)",
             System::Nats => "async-nats",
             System::RabbitQuorum | System::RabbitClassic => "lapin (AMQP 0-9-1)",
@@ -94,7 +103,7 @@ impl System {
     /// The command that must be installed, or None for Ferry.
     fn program(self) -> Option<&'static str> {
         match self {
-            System::FerryHttp | System::FerryKafka => None,
+            System::FerryHttp | System::FerryHttp2 | System::FerryKafka => None,
             System::Nats => Some("nats-server"),
             System::RabbitQuorum | System::RabbitClassic => Some(RABBIT),
             System::RedisAlways | System::RedisEverysec => Some("redis-server"),
@@ -141,7 +150,7 @@ pub fn version(system: System, ctx: &Ctx) -> String {
             .unwrap_or_default()
     };
     match system {
-        System::FerryHttp | System::FerryKafka => {
+        System::FerryHttp | System::FerryHttp2 | System::FerryKafka => {
             out(&ctx.ferry_bin.to_string_lossy(), &["--version"])
         }
         System::Nats => out("nats-server", &["--version"]),
@@ -293,7 +302,7 @@ pub async fn start(ctx: &Ctx, system: System, dir: &Path) -> anyhow::Result<Runn
         dir: dir.to_path_buf(),
     };
     match system {
-        System::FerryHttp | System::FerryKafka => {
+        System::FerryHttp | System::FerryHttp2 | System::FerryKafka => {
             let s = Server::start(ctx, &dir.join("data")).await?;
             run.url = s.url.clone();
             run.kafka_addr = s.kafka_addr.clone();
