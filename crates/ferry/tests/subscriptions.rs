@@ -613,30 +613,17 @@ async fn an_ack_without_waiting_for_the_disk_is_applied_at_once_and_delivery_sta
     let ids = leases(&got);
 
     // Only ack takes `durable`, and only as a boolean; nothing changes when refused.
-    let (s, v) = op(
-        url,
-        "s",
-        "nack",
-        json!({"lease_ids": [ids[2]], "durable": false}),
-    )
-    .await;
-    assert_eq!(
-        (s, v["type"].as_str()),
-        (400, Some("urn:ferry:problem:invalid-json")),
-        "{v}"
-    );
-    let (s, v) = op(
-        url,
-        "s",
-        "ack",
-        json!({"lease_ids": [ids[0]], "durable": "no"}),
-    )
-    .await;
-    assert_eq!(
-        (s, v["type"].as_str()),
-        (400, Some("urn:ferry:problem:invalid-json")),
-        "{v}"
-    );
+    for (verb, body) in [
+        ("nack", json!({"lease_ids": [ids[2]], "durable": false})),
+        ("ack", json!({"lease_ids": [ids[0]], "durable": "no"})),
+    ] {
+        let (s, v) = op(url, "s", verb, body).await;
+        assert_eq!(
+            (s, v["type"].as_str()),
+            (400, Some("urn:ferry:problem:invalid-json")),
+            "{verb}: {v}"
+        );
+    }
 
     let (s, v) = op(
         url,

@@ -596,14 +596,17 @@ fn latency_figures(rate: f64, sent: u64, (h, received): Received) -> Latency {
     }
 }
 
-/// One producer publishes at `rate` records/s for `duration`, in batches of whatever is
-/// due; one consumer receives.
-async fn latency<P: Peer>(
+/// Creates the destination, a producer and the consumer task, and warms up; returns
+/// the producer, the shared state, the consumer and when the timed part starts.
+async fn start_latency_run<P: Peer>(
     peer: &Arc<P>,
     name: &str,
-    rate: f64,
-    duration: Duration,
-) -> anyhow::Result<Latency> {
+) -> anyhow::Result<(
+    P::P,
+    Arc<LatencyRun>,
+    tokio::task::JoinHandle<anyhow::Result<Received>>,
+    Duration,
+)> {
     peer.create(name).await?;
     let mut p = peer.producer(name).await?;
     let c = peer.consumer(name, 0).await?;
@@ -616,6 +619,18 @@ async fn latency<P: Peer>(
     let consumer = latency_consumer(c, Arc::clone(&run));
     warm_up(&mut p, &run).await?;
     let start = run.epoch.elapsed();
+    Ok((p, run, consumer, start))
+}
+
+/// One producer publishes at `rate` records/s for `duration`, in batches of whatever is
+/// due; one consumer receives.
+async fn latency<P: Peer>(
+    peer: &Arc<P>,
+    name: &str,
+    rate: f64,
+    duration: Duration,
+) -> anyhow::Result<Latency> {
+    let (mut p, run, consumer, start) = start_latency_run(peer, name).await?;
     let mut n = 0u64;
     loop {
         let elapsed = run.epoch.elapsed() - start;
@@ -650,18 +665,7 @@ async fn latency_single<P: Peer>(
     window: usize,
     duration: Duration,
 ) -> anyhow::Result<Latency> {
-    peer.create(name).await?;
-    let mut p = peer.producer(name).await?;
-    let c = peer.consumer(name, 0).await?;
-    let run = Arc::new(LatencyRun {
-        epoch: Instant::now(),
-        ready: AtomicBool::new(false),
-        sent: AtomicU64::new(0),
-        stop: AtomicBool::new(false),
-    });
-    let consumer = latency_consumer(c, Arc::clone(&run));
-    warm_up(&mut p, &run).await?;
-    let start = run.epoch.elapsed();
+    let (p, run, consumer, start) = start_latency_run(peer, name).await?;
     let (tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
     let epoch = run.epoch;
     let pacer = std::thread::spawn(move || {
