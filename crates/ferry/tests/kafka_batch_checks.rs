@@ -154,13 +154,11 @@ async fn a_kafka_batch_whose_record_offsets_disagree_with_its_header_is_refused_
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[]);
     create_topic(&s.url, json!({"name": "t"})).await;
-    let (st, v) = call(
-        http()
-            .post(format!("{}/v1/subscriptions", s.url))
-            .json(&json!({"name": "q", "topic": "t", "start": "earliest"})),
+    create_subscription(
+        &s.url,
+        json!({"name": "q", "topic": "t", "start": "earliest"}),
     )
     .await;
-    assert_eq!(st, 201, "{v}");
 
     // The batch of the report: two records, offset deltas 0 and 2147483647.
     refused(&s, raw_batch(&two(0, i32::MAX as i64), 2, 1, 1000, 1001)).await;

@@ -53,13 +53,11 @@ async fn records_produced_after_a_lost_unsynced_tail_are_delivered_to_a_subscrip
         json!({"name": "t", "partitions": 1, "durability": "never"}),
     )
     .await;
-    let (status, v) = call(
-        http()
-            .post(format!("{}/v1/subscriptions", s.url))
-            .json(&json!({"name": "s", "topic": "t", "start": "earliest"})),
+    create_subscription(
+        &s.url,
+        json!({"name": "s", "topic": "t", "start": "earliest"}),
     )
     .await;
-    assert_eq!(status, 201, "{v}");
     for i in 0..6 {
         produce_one(&s.url, &format!("r{i}")).await;
     }

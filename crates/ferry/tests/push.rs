@@ -12,12 +12,6 @@ use std::time::{Duration, Instant};
 
 const ALLOW: &[&str] = &["--push-allow-private"];
 
-async fn create_push(url: &str, body: Value) -> Value {
-    let (s, v) = call(http().post(format!("{url}/v1/subscriptions")).json(&body)).await;
-    assert_eq!(s, 201, "{v}");
-    v
-}
-
 async fn describe(url: &str, name: &str) -> Value {
     call(http().get(format!("{url}/v1/subscriptions/{name}")))
         .await
@@ -67,7 +61,7 @@ async fn deliveries_are_signed_and_carry_their_record() {
     let server = Server::start(dir.path(), ALLOW);
     let url = &server.url;
     create_topic(url, json!({"name": "orders", "partitions": 1})).await;
-    let created = create_push(
+    let created = create_subscription(
         url,
         json!({"name": "hook", "topic": "orders", "start": "earliest",
                "push": {"url": ep.url(), "headers": {"x-static": "yes"}}}),
@@ -180,7 +174,7 @@ async fn cloudevents_in_both_modes() {
         ("bin", "cloudevents_binary"),
         ("st", "cloudevents_structured"),
     ] {
-        create_push(
+        create_subscription(
             url,
             json!({"name": name, "topic": "ev", "push": {"url": ep.url(), "payload": mode}}),
         )
@@ -257,7 +251,7 @@ async fn retry_strategies_follow_their_schedules() {
         for _ in 0..i {
             produce(url, name, json!([{"value": "filler"}])).await;
         }
-        create_push(
+        create_subscription(
             url,
             json!({"name": format!("s-{name}"), "topic": name, "retry": retry,
             "push": {"url": ep.url(), "breaker": {"min_calls": 1000}}}),
@@ -308,7 +302,7 @@ async fn retry_after_refusals_timeouts_resets_and_redirects() {
     let server = Server::start(dir.path(), ALLOW);
     let url = &server.url;
     create_topic(url, json!({"name": "t", "partitions": 1})).await;
-    create_push(
+    create_subscription(
         url,
         json!({"name": "p", "topic": "t", "retry": {"strategy": "fixed", "delay_ms": 100},
         "push": {"url": ep.url(), "timeout_ms": 500, "breaker": {"min_calls": 1000}}}),
@@ -405,7 +399,7 @@ async fn redirects_are_followed_when_the_subscription_allows_it() {
     let server = Server::start(dir.path(), ALLOW);
     let url = &server.url;
     create_topic(url, json!({"name": "t", "partitions": 1})).await;
-    create_push(
+    create_subscription(
         url,
         json!({"name": "p", "topic": "t", "retry": {"strategy": "fixed", "delay_ms": 100},
         "push": {"url": ep.url(), "follow_redirects": true, "concurrency": 1,
@@ -483,7 +477,7 @@ async fn the_breaker_holds_records_through_an_outage_and_keeps_key_order() {
     let server = Server::start(dir.path(), ALLOW);
     let url = server.url.clone();
     create_topic(&url, json!({"name": "o", "partitions": 4})).await;
-    create_push(&url, json!({"name": "k", "topic": "o", "ordering": "key", "max_deliveries": 0,
+    create_subscription(&url, json!({"name": "k", "topic": "o", "ordering": "key", "max_deliveries": 0,
         "retry": {"strategy": "fixed", "delay_ms": 200},
         "push": {"url": ep.url(), "concurrency": 64, "timeout_ms": 2000,
                  "breaker": {"min_calls": 5, "window_ms": 2000, "cooldown_ms": 1000, "probes": 2}}})).await;
@@ -557,7 +551,7 @@ async fn kill_9_mid_delivery_loses_nothing() {
     let server = Server::start(dir.path(), ALLOW);
     let url = server.url.clone();
     create_topic(&url, json!({"name": "c", "partitions": 2})).await;
-    create_push(
+    create_subscription(
         &url,
         json!({"name": "c", "topic": "c", "max_deliveries": 0,
         "push": {"url": ep.url(), "concurrency": 8}}),
@@ -650,7 +644,7 @@ async fn pause_resume_manual_retry_and_the_address_guard() {
     // An allowed network opens exactly that.
     let server = Server::start(dir.path(), &["--push-allow-networks", "127.0.0.0/8"]);
     let url = server.url.clone();
-    create_push(
+    create_subscription(
         &url,
         json!({"name": "p", "topic": "g", "push": {"url": ep.url()}}),
     )

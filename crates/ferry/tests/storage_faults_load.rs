@@ -247,16 +247,14 @@ async fn run_one(kind: &Kind, nth: u32, rng: &mut rand::rngs::StdRng) {
     let dir = tempfile::tempdir().unwrap();
     let s = start(dir.path(), Some(&spec));
     create_topic(&s.url, json!({"name": "t", "partitions": 2})).await;
-    let (status, v) = call(
-        http()
-            .post(format!("{}/v1/subscriptions", s.url))
-            .json(&json!({
-                "name": "s", "topic": "t", "start": "earliest",
-                "visibility_timeout_ms": 5000, "max_deliveries": 0
-            })),
+    create_subscription(
+        &s.url,
+        json!({
+            "name": "s", "topic": "t", "start": "earliest",
+            "visibility_timeout_ms": 5000, "max_deliveries": 0
+        }),
     )
     .await;
-    assert_eq!(status, 201, "{v}");
 
     let books = Arc::new(Mutex::new(Books::default()));
     let stop = Arc::new(AtomicBool::new(false));

@@ -145,16 +145,14 @@ async fn subscription_state_survives_kill_9_under_load() {
         let server = Server::start(dir.path(), &[]);
         if cycle == 0 {
             create_topic(&server.url, json!({"name": "jobs", "partitions": 2})).await;
-            let (s, v) = call(
-                http()
-                    .post(format!("{}/v1/subscriptions", server.url))
-                    .json(&json!({
-                        "name": "work", "topic": "jobs", "start": "earliest",
-                        "visibility_timeout_ms": 2000, "max_deliveries": 0
-                    })),
+            create_subscription(
+                &server.url,
+                json!({
+                    "name": "work", "topic": "jobs", "start": "earliest",
+                    "visibility_timeout_ms": 2000, "max_deliveries": 0
+                }),
             )
             .await;
-            assert_eq!(s, 201, "{v}");
         }
         let mut tasks = Vec::new();
         let start = *next.lock().unwrap();

@@ -7,12 +7,6 @@ use common::*;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-async fn sub(url: &str, body: Value) -> Value {
-    let (s, v) = call(http().post(format!("{url}/v1/subscriptions")).json(&body)).await;
-    assert_eq!(s, 201, "{v}");
-    v
-}
-
 async fn pull(url: &str, name: &str, body: Value) -> Vec<Value> {
     let (s, v) = call(
         http()
@@ -69,14 +63,14 @@ async fn filters_fan_out_and_acks_are_checked() {
         ]),
     )
     .await;
-    sub(url, json!({"name": "created", "topic": "orders", "start": "earliest", "filter": {"subject": "orders.*.created"}})).await;
-    sub(url, json!({"name": "gold", "topic": "orders", "start": "earliest", "filter": {"headers": {"tier": "gold"}}})).await;
-    sub(
+    create_subscription(url, json!({"name": "created", "topic": "orders", "start": "earliest", "filter": {"subject": "orders.*.created"}})).await;
+    create_subscription(url, json!({"name": "gold", "topic": "orders", "start": "earliest", "filter": {"headers": {"tier": "gold"}}})).await;
+    create_subscription(
         url,
         json!({"name": "all", "topic": "orders", "start": "earliest"}),
     )
     .await;
-    sub(url, json!({"name": "new", "topic": "orders"})).await;
+    create_subscription(url, json!({"name": "new", "topic": "orders"})).await;
 
     let created = pull(url, "created", json!({"max_records": 10})).await;
     assert_eq!(values(&created), vec![json!(1), json!(2)]);
@@ -237,12 +231,12 @@ async fn expired_leases_redeliver_then_dead_letter_and_redrive() {
     let server = Server::start(dir.path(), &[]);
     let url = &server.url;
     create_topic(url, json!({"name": "jobs", "partitions": 1})).await;
-    sub(
+    create_subscription(
         url,
         json!({"name": "w", "topic": "jobs", "visibility_timeout_ms": 300, "max_deliveries": 2}),
     )
     .await;
-    sub(url, json!({"name": "other", "topic": "jobs"})).await;
+    create_subscription(url, json!({"name": "other", "topic": "jobs"})).await;
     produce(
         url,
         "jobs",
@@ -333,7 +327,7 @@ async fn nack_delays_retry_backoff_and_scheduled_records() {
     let server = Server::start(dir.path(), &[]);
     let url = &server.url;
     create_topic(url, json!({"name": "t", "partitions": 1})).await;
-    sub(
+    create_subscription(
         url,
         json!({"name": "s", "topic": "t", "retry": {"strategy": "fixed", "delay_ms": 600}}),
     )
@@ -432,12 +426,12 @@ async fn per_key_ordering_limits_extend_seek_and_purge() {
     let server = Server::start(dir.path(), &[]);
     let url = &server.url;
     create_topic(url, json!({"name": "o", "partitions": 1})).await;
-    sub(
+    create_subscription(
         url,
         json!({"name": "ord", "topic": "o", "ordering": "key", "start": "earliest"}),
     )
     .await;
-    sub(url, json!({"name": "lim", "topic": "o", "start": "earliest", "max_in_flight": 3, "max_in_flight_per_consumer": 2})).await;
+    create_subscription(url, json!({"name": "lim", "topic": "o", "start": "earliest", "max_in_flight": 3, "max_in_flight_per_consumer": 2})).await;
     produce(
         url,
         "o",
@@ -513,7 +507,7 @@ async fn the_event_stream_delivers_leases_to_ack() {
     let server = Server::start(dir.path(), &[]);
     let url = &server.url;
     create_topic(url, json!({"name": "e", "partitions": 1})).await;
-    sub(url, json!({"name": "es", "topic": "e"})).await;
+    create_subscription(url, json!({"name": "es", "topic": "e"})).await;
     let mut resp = http()
         .get(format!("{url}/v1/subscriptions/es/events?consumer=sse"))
         .send()
@@ -553,7 +547,7 @@ async fn acks_and_attempts_survive_restarts() {
     let server = Server::start(dir.path(), &[]);
     let url = server.url.clone();
     create_topic(&url, json!({"name": "r", "partitions": 2})).await;
-    sub(
+    create_subscription(
         &url,
         json!({"name": "rs", "topic": "r", "max_deliveries": 0}),
     )
@@ -607,7 +601,7 @@ async fn an_ack_without_waiting_for_the_disk_is_applied_at_once_and_delivery_sta
     let url = &server.url;
     create_topic(url, json!({"name": "t", "partitions": 1})).await;
     produce(url, "t", json!([{"value": 1}, {"value": 2}, {"value": 3}])).await;
-    sub(url, json!({"name": "s", "topic": "t", "start": "earliest"})).await;
+    create_subscription(url, json!({"name": "s", "topic": "t", "start": "earliest"})).await;
     let got = pull(url, "s", json!({"max_records": 10})).await;
     assert_eq!(values(&got), vec![json!(1), json!(2), json!(3)]);
     let ids = leases(&got);

@@ -359,32 +359,8 @@ async fn produce<P: Peer>(
     producers: usize,
     duration: Duration,
 ) -> anyhow::Result<f64> {
-    peer.create(name).await?;
-    let mut ps = Vec::new();
-    for _ in 0..producers {
-        ps.push(peer.producer(name).await?);
-    }
-    let batch: Arc<Vec<Bytes>> = Arc::new((0..BATCH).map(|_| payload(0)).collect());
-    let started = Instant::now();
-    let tasks: Vec<_> = ps
-        .into_iter()
-        .map(|mut p| {
-            let batch = Arc::clone(&batch);
-            tokio::spawn(async move {
-                let mut n = 0u64;
-                while started.elapsed() < duration {
-                    p.publish(&batch).await?;
-                    n += batch.len() as u64;
-                }
-                Ok::<_, anyhow::Error>(n)
-            })
-        })
-        .collect();
-    let mut total = 0;
-    for t in tasks {
-        total += t.await??;
-    }
-    Ok(total as f64 / started.elapsed().as_secs_f64())
+    let batch = (0..BATCH).map(|_| payload(0)).collect();
+    produce_windows(peer, name, producers, 1, batch, duration).await
 }
 
 /// `publishers` publishers each keep `window` publishes of one record in flight for
@@ -396,22 +372,35 @@ async fn produce_single<P: Peer>(
     window: usize,
     duration: Duration,
 ) -> anyhow::Result<f64> {
+    produce_windows(peer, name, publishers, window, vec![payload(0)], duration).await
+}
+
+/// `publishers` publishers each keep `window` publishes of `batch` in flight (each on a
+/// clone of the publisher's producer) for `duration`; records acknowledged per second.
+async fn produce_windows<P: Peer>(
+    peer: &Arc<P>,
+    name: &str,
+    publishers: usize,
+    window: usize,
+    batch: Vec<Bytes>,
+    duration: Duration,
+) -> anyhow::Result<f64> {
     peer.create(name).await?;
     let mut ps = Vec::new();
     for _ in 0..publishers {
         ps.push(peer.producer(name).await?);
     }
-    let record = payload(0);
+    let batch = Arc::new(batch);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for p in ps {
         for _ in 0..window {
-            let (mut p, record) = (p.clone(), record.clone());
+            let (mut p, batch) = (p.clone(), Arc::clone(&batch));
             tasks.push(tokio::spawn(async move {
                 let mut n = 0u64;
                 while started.elapsed() < duration {
-                    p.publish(std::slice::from_ref(&record)).await?;
-                    n += 1;
+                    p.publish(&batch).await?;
+                    n += batch.len() as u64;
                 }
                 Ok::<_, anyhow::Error>(n)
             }));

@@ -75,6 +75,13 @@ pub async fn create_topic(url: &str, body: Value) -> Value {
     v
 }
 
+/// Creates a subscription (queue or push) and returns its description.
+pub async fn create_subscription(url: &str, body: Value) -> Value {
+    let (status, v) = call(http().post(format!("{url}/v1/subscriptions")).json(&body)).await;
+    assert_eq!(status, 201, "{v}");
+    v
+}
+
 pub async fn produce(url: &str, topic: &str, records: Value) -> (u16, Value) {
     call(
         http()
