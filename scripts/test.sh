@@ -13,6 +13,8 @@ command -v mount >/dev/null || need_apt+=(mount)
 command -v kill >/dev/null || need_apt+=(procps)
 command -v cc >/dev/null || need_apt+=(gcc)
 command -v kcat >/dev/null || need_apt+=(kcat)
+# A real Prometheus server scrapes Ferry in tests/metrics (promtool comes with it).
+command -v prometheus >/dev/null || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "Installing: ${need_apt[*]}"
     apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
@@ -31,9 +33,10 @@ python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements
 
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked -- --test-threads 2
-# Kafka clients Ferry did not write, and webhook signatures checked by the
-# standardwebhooks package, against the real binary.
-FERRY_BIN="$PWD/target/debug/ferry" python3 -m pytest -q -p no:cacheprovider tests/kafka tests/push
+# Kafka clients Ferry did not write, webhook signatures checked by the
+# standardwebhooks package, and /metrics scraped by a real Prometheus, against the
+# real binary.
+FERRY_BIN="$PWD/target/debug/ferry" python3 -m pytest -q -p no:cacheprovider tests/kafka tests/push tests/metrics
 # The HTTP API against its OpenAPI document: schemathesis, every phase and check that
 # applies, 60 s (the long run: SCHEMATHESIS_SECONDS=1800 scripts/schemathesis.sh).
 FERRY_BIN="$PWD/target/debug/ferry" SCHEMATHESIS_SECONDS=60 scripts/schemathesis.sh

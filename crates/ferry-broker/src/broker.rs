@@ -29,6 +29,7 @@ use crate::error::{BrokerError, Result};
 use crate::meta::{FileMetaStore, MetaStore};
 use crate::partition::{Partition, ReadRecords};
 use crate::topic::Topic;
+use ferry_log::metrics::record_payload_bytes;
 use ferry_log::sync::{lock, read, write};
 use ferry_log::{DecodeLimits, PartitionLog};
 use std::collections::HashMap;
@@ -132,6 +133,8 @@ pub struct Broker {
     pub(crate) admin: tokio::sync::Mutex<()>,
     pub(crate) limits: DecodeLimits,
     any_readable: Arc<tokio::sync::Notify>,
+    /// Histograms every partition log of this broker observes into.
+    log_metrics: ferry_log::LogMetrics,
     /// Consumer groups and their committed offsets.
     pub groups: crate::groups::Coordinator,
     /// Queue subscriptions.
@@ -181,6 +184,7 @@ impl Broker {
             crate::groups::FileOffsetStore::open(&dir.join("meta"))?,
         ))?;
         let any_readable = Arc::new(tokio::sync::Notify::new());
+        let log_metrics = ferry_log::LogMetrics::default();
         let mut topics = HashMap::new();
         for tc in meta.load_topics()? {
             // The names become folder names: a hand-edited file must not point elsewhere.
@@ -191,7 +195,10 @@ impl Broker {
                 ))
             })?;
             let parts = (0..tc.partitions)
-                .map(|p| open_partition(&topics_dir.join(&tc.name), p, &tc, &any_readable))
+                .map(|p| {
+                    let dir = topics_dir.join(&tc.name);
+                    open_partition(&dir, p, &tc, &any_readable, &log_metrics)
+                })
                 .collect::<Result<Vec<_>>>()?;
             topics.insert(tc.name.clone(), Arc::new(Topic::new(tc, parts)));
         }
@@ -205,6 +212,7 @@ impl Broker {
             admin: tokio::sync::Mutex::new(()),
             limits: DecodeLimits::default(),
             any_readable,
+            log_metrics,
             groups,
             subs,
         }))
@@ -263,6 +271,7 @@ impl Broker {
         let dir = self.topic_dir(&config.name);
         let cfg = config.clone();
         let notify = Arc::clone(&self.any_readable);
+        let metrics = self.log_metrics.clone();
         let parts = blocking(move || {
             if dir.exists() {
                 // Left by an interrupted delete: the metadata store does not know it.
@@ -270,7 +279,7 @@ impl Broker {
                     .map_err(|e| BrokerError::io(format!("clearing {}", dir.display()), e))?;
             }
             (0..cfg.partitions)
-                .map(|p| open_partition(&dir, p, &cfg, &notify))
+                .map(|p| open_partition(&dir, p, &cfg, &notify, &metrics))
                 .collect::<Result<Vec<_>>>()
         })
         .await?;
@@ -404,9 +413,10 @@ impl Broker {
         let dir = self.topic_dir(name);
         let cfg = config.clone();
         let notify = Arc::clone(&self.any_readable);
+        let metrics = self.log_metrics.clone();
         let new_parts = blocking(move || {
             (old.partitions..cfg.partitions)
-                .map(|p| open_partition(&dir, p, &cfg, &notify))
+                .map(|p| open_partition(&dir, p, &cfg, &notify, &metrics))
                 .collect::<Result<Vec<_>>>()
         })
         .await?;
@@ -423,6 +433,29 @@ impl Broker {
     /// Reads records of one partition from `offset`; with `wait` > 0 and nothing to
     /// read, waits up to `wait` for records to arrive (long polling).
     pub async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_records: usize,
+        max_bytes: usize,
+        wait: Duration,
+    ) -> Result<ReadRecords> {
+        let read = self
+            .read_uncounted(topic, partition, offset, max_records, max_bytes, wait)
+            .await?;
+        if let Ok(part) = self.topic(topic).and_then(|t| t.partition(partition)) {
+            let bytes = read.records.iter().map(record_payload_bytes).sum();
+            part.log
+                .counters
+                .count_out(read.records.len() as u64, bytes);
+        }
+        Ok(read)
+    }
+
+    /// [`Broker::read`] without counting the records as read by a consumer (for
+    /// Ferry's own looks at a partition, such as the oldest record's age).
+    pub(crate) async fn read_uncounted(
         &self,
         topic: &str,
         partition: u32,
@@ -463,11 +496,22 @@ impl Broker {
     ) -> Result<ferry_log::ReadResult> {
         let part = self.topic(topic)?.partition(partition)?;
         blocking(move || {
-            part.log
+            let read = part
+                .log
                 .read(offset, max_bytes)
-                .map_err(|e| BrokerError::from_log(partition, e))
+                .map_err(|e| BrokerError::from_log(partition, e))?;
+            let records = ferry_log::metrics::records_in_batches(&read.batches);
+            part.log
+                .counters
+                .count_out(records, read.batches.len() as u64);
+            Ok(read)
         })
         .await
+    }
+
+    /// The histograms every partition log of this broker observes into.
+    pub fn log_metrics(&self) -> &ferry_log::LogMetrics {
+        &self.log_metrics
     }
 
     /// Earliest and latest (next) offsets of a partition.
@@ -621,10 +665,12 @@ fn open_partition(
     p: u32,
     config: &TopicConfig,
     notify: &Arc<tokio::sync::Notify>,
+    metrics: &ferry_log::LogMetrics,
 ) -> Result<Arc<Partition>> {
     let dir = topic_dir.join(p.to_string());
     let (log, cuts) =
         PartitionLog::open(&dir, config.log_config()).map_err(|e| BrokerError::from_log(p, e))?;
+    log.set_metrics(metrics.clone());
     for cut in cuts {
         tracing::warn!(
             segment = %cut.segment.display(),

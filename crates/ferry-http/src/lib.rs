@@ -2,6 +2,7 @@
 //! route; `/v1/openapi.json` serves the OpenAPI document.
 
 pub mod codec;
+pub mod metrics;
 pub mod problem;
 pub mod records;
 pub mod server;
@@ -28,6 +29,8 @@ pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 pub struct AppState {
     pub broker: Arc<Broker>,
     pub max_request_bytes: usize,
+    /// What `/metrics` shows; `None` serves no metrics and measures no requests.
+    pub metrics: Option<metrics::Metrics>,
 }
 
 /// Parses a JSON object body into `T`, answering a problem that names what was wrong.
@@ -273,6 +276,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics::handler))
         .route("/v1/topics", get(topics::list).post(topics::create))
         .route(
             "/v1/topics/{topic}",
@@ -342,6 +346,10 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn(catch_panics))
         .layer(middleware::from_fn(log_server_errors))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::measure,
+        ))
         .with_state(state)
 }
 

@@ -76,10 +76,33 @@ async fn speaks_h2(stream: &TcpStream, timeout: Duration) -> Option<bool> {
 }
 
 /// The listener's limits (see the module).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServerLimits {
     pub max_connections: usize,
     pub header_timeout: Duration,
+    /// Where open and accepted connections are counted, if anywhere.
+    pub connections: Option<crate::metrics::HttpMetrics>,
+}
+
+/// Counts a connection as open while it lives.
+struct OpenConnection(Option<crate::metrics::HttpMetrics>);
+
+impl OpenConnection {
+    fn new(metrics: &Option<crate::metrics::HttpMetrics>) -> Self {
+        if let Some(m) = metrics {
+            m.connections_accepted.inc();
+            m.connections.inc();
+        }
+        OpenConnection(metrics.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        if let Some(m) = &self.0 {
+            m.connections.dec();
+        }
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves and every connection has
@@ -126,8 +149,10 @@ pub async fn serve(
         let (http1, http2) = (Arc::clone(&http1), Arc::clone(&http2));
         let watcher = graceful.watcher();
         let header_timeout = limits.header_timeout;
+        let open = OpenConnection::new(&limits.connections);
         tokio::spawn(async move {
             let _permit = permit;
+            let _open = open;
             let ended = match speaks_h2(&stream, header_timeout).await {
                 None => return,
                 Some(true) => {

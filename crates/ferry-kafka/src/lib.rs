@@ -12,8 +12,10 @@ pub mod config;
 pub mod errors;
 pub mod frame;
 pub mod handlers;
+pub mod metrics;
 pub mod server;
 pub mod versions;
 
 pub use config::KafkaConfig;
+pub use metrics::KafkaMetrics;
 pub use server::serve;

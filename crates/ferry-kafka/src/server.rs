@@ -27,10 +27,13 @@ pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     config: KafkaConfig,
+    metrics: crate::KafkaMetrics,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
-    let ctx = Arc::new(Ctx::new(broker, config));
+    let mut ctx = Ctx::new(broker, config);
+    ctx.metrics = metrics;
+    let ctx = Arc::new(ctx);
     loop {
         let permit = tokio::select! {
             p = Arc::clone(&slots).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
@@ -43,8 +46,11 @@ pub async fn serve(
         match accepted {
             Ok((stream, peer)) => {
                 let ctx = Arc::clone(&ctx);
+                ctx.metrics.connections_accepted.inc();
+                ctx.metrics.connections.inc();
                 tokio::spawn(async move {
                     let _permit = permit;
+                    let _open = OpenConnection(&ctx.metrics.connections);
                     if let Err(e) = connection(stream, &ctx).await {
                         tracing::debug!(peer = %peer, error = %e, "Kafka connection ended.");
                     }
@@ -55,6 +61,15 @@ pub async fn serve(
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// Counts a connection as open while it lives.
+struct OpenConnection<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -173,21 +188,35 @@ async fn answer(
     peer: &str,
 ) -> anyhow::Result<Option<Outgoing>> {
     let (key, version, correlation_id) = (request.api_key, request.version, request.correlation_id);
+    let started = std::time::Instant::now();
     Ok(match handlers::handle(ctx, request, peer).await {
-        Reply::Now(None) => None,
-        Reply::Now(Some(answer)) => Some(Outgoing::Ready(frame::encode_response(
-            key,
-            version,
-            correlation_id,
-            &answer,
-        )?)),
-        Reply::Later(pending) => Some(Outgoing::Pending(tokio::spawn(async move {
-            match pending.await {
-                Some(answer) => {
-                    frame::encode_response(key, version, correlation_id, &answer).map(Some)
+        Reply::Now(None) => {
+            ctx.metrics
+                .answered(key, started.elapsed().as_secs_f64(), None);
+            None
+        }
+        Reply::Now(Some(answer)) => {
+            ctx.metrics
+                .answered(key, started.elapsed().as_secs_f64(), Some(&answer));
+            Some(Outgoing::Ready(frame::encode_response(
+                key,
+                version,
+                correlation_id,
+                &answer,
+            )?))
+        }
+        Reply::Later(pending) => {
+            let metrics = ctx.metrics.clone();
+            Some(Outgoing::Pending(tokio::spawn(async move {
+                let answer = pending.await;
+                metrics.answered(key, started.elapsed().as_secs_f64(), answer.as_ref());
+                match answer {
+                    Some(answer) => {
+                        frame::encode_response(key, version, correlation_id, &answer).map(Some)
+                    }
+                    None => Ok(None),
                 }
-                None => Ok(None),
-            }
-        }))),
+            })))
+        }
     })
 }

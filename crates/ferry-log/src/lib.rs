@@ -13,6 +13,7 @@ pub mod fault;
 pub mod fuzzing;
 pub mod index;
 pub mod log;
+pub mod metrics;
 pub mod producers;
 pub mod segment;
 pub mod sync;
@@ -21,4 +22,5 @@ pub use batch::{BatchError, BatchHeader, DecodeLimits, NewRecord, Record, Record
 pub use compression::Compression;
 pub use error::{LogError, Result};
 pub use log::{AppendInfo, Durability, LogConfig, LogStats, PartitionLog, ReadResult};
+pub use metrics::{LogCounters, LogMetrics, LogTraffic};
 pub use segment::Cut;

@@ -43,6 +43,7 @@
 use crate::batch::{self, DecodeLimits};
 use crate::error::{LogError, Result};
 use crate::fault;
+use crate::metrics::{LogCounters, LogMetrics};
 use crate::producers::{Producers, SequenceCheck};
 use crate::segment::{self, Cut, Segment};
 use crate::sync::{lock, wait};
@@ -52,6 +53,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
 
 /// When an append is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +163,10 @@ pub struct PartitionLog {
     visible: AtomicU64,
     /// fdatasync calls made by group commit (for benchmarks and metrics).
     syncs: AtomicU64,
+    /// Records and bytes in and out, for `/metrics`.
+    pub counters: LogCounters,
+    /// Shared histograms, when the broker measures (see [`PartitionLog::set_metrics`]).
+    metrics: std::sync::OnceLock<LogMetrics>,
     /// Held while segments are chosen for deletion and their files unlinked, and by
     /// [`PartitionLog::close`]: once closed, the log removes nothing, so a log kept by
     /// a task after its topic was deleted never unlinks files of a topic made again in
@@ -271,6 +277,8 @@ impl PartitionLog {
             synced: AtomicU64::new(next_offset),
             visible: AtomicU64::new(next_offset),
             syncs: AtomicU64::new(0),
+            counters: LogCounters::default(),
+            metrics: std::sync::OnceLock::new(),
             removing: Mutex::new(()),
         };
         debug_assert_eq!(log.check_invariants(), Ok(()));
@@ -349,9 +357,38 @@ impl PartitionLog {
     /// [`Durability::Always`] the caller must then [`wait_durable`](Self::wait_durable)
     /// before acknowledging.
     pub fn append(&self, batch: &mut [u8], now_ms: u64) -> Result<AppendInfo> {
+        let started = self.metrics.get().map(|_| Instant::now());
         let mut inner = lock(&self.inner);
         let result = self.append_locked(&mut inner, batch, now_ms);
         debug_assert_eq!(self.invariants(&inner), Ok(()));
+        drop(inner);
+        if let Ok(info) = &result {
+            if !info.duplicate {
+                let c = &self.counters;
+                c.records_in
+                    .fetch_add(info.end_offset - info.base_offset, Ordering::Relaxed);
+                c.bytes_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            }
+        }
+        if let (Some(m), Some(t)) = (self.metrics.get(), started) {
+            m.append_seconds.observe(t.elapsed().as_secs_f64());
+        }
+        result
+    }
+
+    /// Measures this log's appends and syncs into `metrics` from now on (once; a
+    /// second call changes nothing).
+    pub fn set_metrics(&self, metrics: LogMetrics) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// Times one `fdatasync` of a segment into the sync histogram.
+    fn timed_sync(&self, file: &File, path: &Path) -> std::io::Result<()> {
+        let started = Instant::now();
+        let result = fault::sync_data(file, path);
+        if let Some(m) = self.metrics.get() {
+            m.sync_seconds.observe(started.elapsed().as_secs_f64());
+        }
         result
     }
 
@@ -455,7 +492,7 @@ impl PartitionLog {
             }
             st.syncing = true;
         }
-        let synced = fault::sync_data(&active.file, &active.path);
+        let synced = self.timed_sync(&active.file, &active.path);
         let stopped = synced.map_err(|e| {
             self.stop(format!(
                 "fdatasync of {} before rolling failed: {e}",
@@ -572,14 +609,18 @@ impl PartitionLog {
 
     /// One sync by the leader, which has claimed `syncing`; wakes every waiter.
     fn sync_once(&self, (file, path, end, always): (Arc<File>, PathBuf, u64, bool)) {
-        let result = fault::sync_data(&file, &path)
+        let result = self
+            .timed_sync(&file, &path)
             .map_err(|e| self.stop(format!("fdatasync of {} failed: {e}", path.display())));
         self.syncs.fetch_add(1, Ordering::Relaxed);
         let mut st = lock(&self.sync_state);
         st.syncing = false;
         // A write that failed meanwhile stops the log too: nothing more is acknowledged.
         if result.is_ok() && self.check_running().is_ok() {
-            self.synced.fetch_max(end, Ordering::AcqRel);
+            let before = self.synced.fetch_max(end, Ordering::AcqRel);
+            if let (Some(m), true) = (self.metrics.get(), end > before) {
+                m.records_per_sync.observe((end - before) as f64);
+            }
             if always {
                 self.visible.fetch_max(end, Ordering::AcqRel);
             }

@@ -54,6 +54,11 @@ impl Dispatchers {
         let decision = Decision::of(&outcome, &policy);
         let error = outcome.error();
         d.stats.count(decision.logged());
+        d.stats.measure(
+            decision.logged(),
+            outcome.status().map(|s| s.as_u16()),
+            started.elapsed(),
+        );
         let settled = self
             .settle(d, &cfg.name, x.lease_id.clone(), &decision, &error)
             .await;

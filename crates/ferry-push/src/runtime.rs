@@ -33,6 +33,10 @@ impl PushRuntime for Runtime {
         self.0.upgrade()?.status(name)
     }
 
+    fn metrics(&self) -> Vec<ferry_broker::subs::PushMetrics> {
+        self.0.upgrade().map(|d| d.metrics()).unwrap_or_default()
+    }
+
     fn deliveries(
         &self,
         name: &str,

@@ -146,6 +146,14 @@ impl Dispatchers {
         Some(d.status())
     }
 
+    /// What `/metrics` shows of each running dispatcher, by subscription name.
+    pub fn metrics(&self) -> Vec<ferry_broker::subs::PushMetrics> {
+        let running: Vec<_> = lock(&self.running).values().cloned().collect();
+        let mut out: Vec<_> = running.iter().map(|d| d.metrics()).collect();
+        out.sort_by(|a, b| a.subscription.cmp(&b.subscription));
+        out
+    }
+
     /// Attempts from the delivery log, newest first.
     pub fn deliveries(
         &self,

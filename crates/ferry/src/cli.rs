@@ -137,6 +137,10 @@ pub struct ServeArgs {
     /// Log format: text or json [default: text]
     #[arg(long, env = "FERRY_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// How finely /metrics labels topics and consumer groups: partition (a series per
+    /// partition) or topic (partitions summed, for many partitions) [default: partition]
+    #[arg(long, env = "FERRY_METRICS_DETAIL", value_name = "DETAIL")]
+    pub metrics_detail: Option<String>,
 }
 
 #[derive(Args, Clone)]

@@ -117,10 +117,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .local_addr()
         .context("reading the Kafka listener's address")?;
     let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+    let kafka_metrics = ferry_kafka::KafkaMetrics::default();
+    let metrics = ferry_http::metrics::Metrics::new(settings.metrics_detail).with({
+        let kafka_metrics = kafka_metrics.clone();
+        std::sync::Arc::new(move |registry| kafka_metrics.register(registry))
+    });
     let kafka = tokio::spawn(ferry_kafka::serve(
         kafka_listener,
         broker.clone(),
         kafka_config(&settings, kafka_local),
+        kafka_metrics,
         stopped.clone(),
     ));
     // Registers itself with the broker; kept until the server stops.
@@ -135,6 +141,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let state = ferry_http::AppState {
         broker: broker.clone(),
         max_request_bytes: settings.max_request_bytes,
+        metrics: Some(metrics.clone()),
     };
     tracing::info!(
         http_addr = %listener.local_addr().map_or_else(|_| settings.http_addr.to_string(), |a| a.to_string()),
@@ -152,6 +159,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         ferry_http::server::ServerLimits {
             max_connections: settings.http_max_connections,
             header_timeout: std::time::Duration::from_millis(settings.http_header_timeout_ms),
+            connections: Some(metrics.http.clone()),
         },
         shutdown_signal(stopping),
     );

@@ -35,6 +35,7 @@ struct FileSettings {
     retention_check_ms: Option<u64>,
     log: Option<String>,
     log_format: Option<String>,
+    metrics_detail: Option<String>,
     push_allow_private: Option<bool>,
     push_allow_networks: Option<Vec<String>>,
 }
@@ -64,6 +65,8 @@ pub struct Settings {
     pub retention_check_ms: u64,
     pub log: String,
     pub log_json: bool,
+    /// How finely `/metrics` labels topics and groups.
+    pub metrics_detail: ferry_http::metrics::Detail,
     /// Push subscriptions may call private and special addresses.
     pub push_allow_private: bool,
     /// Networks push subscriptions may call even though they are private.
@@ -119,6 +122,10 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
     if kafka_max_request_bytes < 1024 {
         bail!("kafka_max_request_bytes must be at least 1024, got {kafka_max_request_bytes}");
     }
+    let metrics_detail = match pick!(args, file, metrics_detail) {
+        None => ferry_http::metrics::Detail::default(),
+        Some(d) => d.parse().map_err(|e: String| anyhow::anyhow!(e))?,
+    };
     let push_allow_networks = match pick!(args, file, push_allow_networks) {
         None => Vec::new(),
         Some(list) => networks(&list)?,
@@ -150,6 +157,7 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
             .max(10),
         log: pick!(args, file, log).unwrap_or_else(|| "info".into()),
         log_json: log_format == "json",
+        metrics_detail,
         push_allow_private: pick!(args, file, push_allow_private).unwrap_or(false),
         push_allow_networks,
     })

@@ -263,7 +263,8 @@ impl Broker {
         let now = now_ms() as i64;
         let mut min_ts: Option<i64> = None;
         for f in floors {
-            let read = self.read(&topic_name, f.partition, f.ack_floor, 1, 1, Duration::ZERO);
+            let read =
+                self.read_uncounted(&topic_name, f.partition, f.ack_floor, 1, 1, Duration::ZERO);
             if let Ok(r) = read.await {
                 if let Some(rec) = r.records.first() {
                     min_ts = Some(min_ts.map_or(rec.timestamp, |m: i64| m.min(rec.timestamp)));

@@ -54,7 +54,7 @@ pub use headers::{
     HEADER_REDRIVE_TO,
 };
 pub use pull::{Delivery, PullRequest};
-pub use push_api::{generate_secret, PushRuntime};
+pub use push_api::{generate_secret, PushMetrics, PushRuntime};
 pub use registry::Subscriptions;
 pub use status::{PartitionStatus, SubscriptionStatus};
 pub use subscription::{Completion, Subscription};

@@ -106,6 +106,12 @@ impl Subscription {
         // Journal order must be the order the state saw: append under the lock.
         self.persist(&mut guard, &events, &delays)?;
         drop(guard);
+        for d in &deliveries {
+            if let Some(part) = parts.get(d.partition as usize) {
+                let bytes = ferry_log::metrics::record_payload_bytes(&d.record);
+                part.log.counters.count_out(1, bytes);
+            }
+        }
         match (deliveries.is_empty(), taken.error) {
             (true, Some(e)) => Err(e),
             _ => Ok(deliveries),

@@ -42,6 +42,28 @@ pub trait PushRuntime: Send + Sync {
         record: Option<(u32, u64)>,
         limit: usize,
     ) -> Option<Vec<Value>>;
+    /// What the dispatcher measured of each running push subscription.
+    fn metrics(&self) -> Vec<PushMetrics> {
+        Vec::new()
+    }
+}
+
+/// What the dispatcher measured of one push subscription since it started, for
+/// `/metrics`.
+#[derive(Debug, Clone)]
+pub struct PushMetrics {
+    pub subscription: String,
+    /// `closed`, `open` or `half_open`.
+    pub breaker: &'static str,
+    /// Changes of the breaker's state, by the state changed to.
+    pub breaker_changes: Vec<(&'static str, u64)>,
+    /// Requests on their way now.
+    pub in_flight: u32,
+    /// Attempts by outcome (`delivered`, `retry`, `dead_letter`) and answer status class
+    /// (`2xx` .. `5xx`, or `none` when no answer came), with their count.
+    pub attempts: Vec<(&'static str, &'static str, u64)>,
+    /// Seconds from sending a request to its outcome.
+    pub latency_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
 /// A new Standard Webhooks signing secret: `whsec_` and the base64 of 32 random bytes.
@@ -59,6 +81,15 @@ impl Broker {
         if self.subs.push_runtime.set(runtime).is_err() {
             tracing::warn!("A second push dispatcher was registered; the first one stays.");
         }
+    }
+
+    /// What the dispatcher measured of each running push subscription.
+    pub fn push_metrics(&self) -> Vec<PushMetrics> {
+        self.subs
+            .push_runtime
+            .get()
+            .map(|r| r.metrics())
+            .unwrap_or_default()
     }
 
     /// The dispatcher's live state of a push subscription, when it runs.

@@ -101,6 +101,9 @@ pub struct Subscription {
     pub(crate) redriving: tokio::sync::Mutex<()>,
     pub(crate) deleted: AtomicBool,
     pub(crate) dir: PathBuf,
+    /// Leases given back by consumers (nack) since the subscription was opened; not
+    /// kept across restarts (a counter for `/metrics`).
+    pub(crate) nacked: AtomicU64,
 }
 
 static EPOCH_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -228,6 +231,7 @@ impl Subscription {
             redriving: tokio::sync::Mutex::new(()),
             deleted: AtomicBool::new(false),
             dir: dir.to_path_buf(),
+            nacked: AtomicU64::new(0),
         })
     }
 
@@ -426,7 +430,7 @@ impl Subscription {
         now: u64,
     ) -> Result<usize> {
         let cfg = self.config();
-        self.on_leases(
+        let given_back = self.on_leases(
             ids,
             UnknownLeases::Refuse,
             Completion::Durable,
@@ -447,7 +451,10 @@ impl Subscription {
                     }
                 }
             },
-        )
+        )?;
+        self.nacked
+            .fetch_add(given_back as u64, AtomicOrdering::Relaxed);
+        Ok(given_back)
     }
 
     /// Extends leases to `now + timeout_ms`; returns the new expiry.

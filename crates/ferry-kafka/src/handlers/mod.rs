@@ -21,6 +21,8 @@ pub struct Ctx {
     /// Producer ids handed out by InitProducerId; seeded from the clock so that ids
     /// stay unique across restarts.
     pub next_producer_id: AtomicI64,
+    /// Requests, errors and connections, for `/metrics`.
+    pub metrics: crate::KafkaMetrics,
 }
 
 impl Ctx {
@@ -30,6 +32,7 @@ impl Ctx {
             broker,
             config,
             next_producer_id: AtomicI64::new(seed),
+            metrics: crate::KafkaMetrics::default(),
         }
     }
 }

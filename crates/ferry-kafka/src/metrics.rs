@@ -1,0 +1,191 @@
+//! What the Kafka listener measures for `/metrics`: requests and their latency per API,
+//! the error codes answered per API, and connections.
+
+use kafka_protocol::messages::{ApiKey, ResponseKind};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    pub api: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub api: &'static str,
+    /// Kafka's error code, as a number (`3` is UNKNOWN_TOPIC_OR_PARTITION).
+    pub code: i16,
+}
+
+fn latency_histogram() -> Histogram {
+    // 10 µs .. 50 s (a Fetch may wait up to 30 s).
+    Histogram::new(ferry_log::metrics::buckets(-5, 1))
+}
+
+/// The Kafka listener's metrics. Cloning shares them.
+#[derive(Debug, Clone)]
+pub struct KafkaMetrics {
+    requests: Family<ApiLabels, Histogram, fn() -> Histogram>,
+    errors: Family<ErrorLabels, Counter>,
+    pub connections: Gauge,
+    pub connections_accepted: Counter,
+}
+
+impl Default for KafkaMetrics {
+    fn default() -> Self {
+        KafkaMetrics {
+            requests: Family::new_with_constructor(latency_histogram),
+            errors: Family::default(),
+            connections: Gauge::default(),
+            connections_accepted: Counter::default(),
+        }
+    }
+}
+
+/// The name of an API key, as Kafka's documentation spells it (`Produce`, `Fetch`).
+pub fn api_name(key: ApiKey) -> &'static str {
+    macro_rules! names {
+        ($($k:ident),* $(,)?) => {
+            match key {
+                $(ApiKey::$k => stringify!($k),)*
+                _ => "Other",
+            }
+        };
+    }
+    names!(
+        Produce,
+        Fetch,
+        ListOffsets,
+        Metadata,
+        OffsetCommit,
+        OffsetFetch,
+        FindCoordinator,
+        JoinGroup,
+        Heartbeat,
+        LeaveGroup,
+        SyncGroup,
+        DescribeGroups,
+        ListGroups,
+        ApiVersions,
+        CreateTopics,
+        DeleteTopics,
+        InitProducerId,
+        DescribeConfigs,
+        CreatePartitions,
+        DeleteGroups,
+    )
+}
+
+impl KafkaMetrics {
+    /// Adds the metrics to `registry` (names get the registry's prefix).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "kafka_request_duration_seconds",
+            "Kafka requests by API: seconds from reading the request to its answer being ready",
+            self.requests.clone(),
+        );
+        registry.register(
+            "kafka_request_errors",
+            "Error codes in Kafka answers, by API and code (one per partition or resource that failed)",
+            self.errors.clone(),
+        );
+        registry.register(
+            "kafka_connections",
+            "Kafka connections open now",
+            self.connections.clone(),
+        );
+        registry.register(
+            "kafka_connections_accepted",
+            "Kafka connections accepted",
+            self.connections_accepted.clone(),
+        );
+    }
+
+    /// Counts one answered request of API `key` that took `seconds`.
+    pub fn answered(&self, key: ApiKey, seconds: f64, answer: Option<&ResponseKind>) {
+        let api = api_name(key);
+        self.requests
+            .get_or_create(&ApiLabels { api })
+            .observe(seconds);
+        if let Some(answer) = answer {
+            let mut codes = Vec::new();
+            error_codes(answer, &mut codes);
+            for code in codes.into_iter().filter(|c| *c != 0) {
+                self.errors.get_or_create(&ErrorLabels { api, code }).inc();
+            }
+        }
+    }
+}
+
+/// The error codes in an answer: its own and those of each topic, partition, group or
+/// resource it answers for.
+pub fn error_codes(answer: &ResponseKind, out: &mut Vec<i16>) {
+    use ResponseKind as R;
+    match answer {
+        R::Produce(r) => out.extend(
+            r.responses
+                .iter()
+                .flat_map(|t| t.partition_responses.iter().map(|p| p.error_code)),
+        ),
+        R::Fetch(r) => {
+            out.push(r.error_code);
+            out.extend(
+                r.responses
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
+            );
+        }
+        R::Metadata(r) => {
+            out.push(r.error_code);
+            out.extend(r.topics.iter().map(|t| t.error_code));
+        }
+        R::ListOffsets(r) => out.extend(
+            r.topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
+        ),
+        R::OffsetCommit(r) => out.extend(
+            r.topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
+        ),
+        R::OffsetFetch(r) => {
+            out.push(r.error_code);
+            out.extend(
+                r.topics
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
+            );
+            for g in &r.groups {
+                out.push(g.error_code);
+                out.extend(
+                    g.topics
+                        .iter()
+                        .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
+                );
+            }
+        }
+        R::FindCoordinator(r) => {
+            out.push(r.error_code);
+            out.extend(r.coordinators.iter().map(|c| c.error_code));
+        }
+        R::JoinGroup(r) => out.push(r.error_code),
+        R::SyncGroup(r) => out.push(r.error_code),
+        R::Heartbeat(r) => out.push(r.error_code),
+        R::LeaveGroup(r) => out.push(r.error_code),
+        R::ListGroups(r) => out.push(r.error_code),
+        R::DescribeGroups(r) => out.extend(r.groups.iter().map(|g| g.error_code)),
+        R::DeleteGroups(r) => out.extend(r.results.iter().map(|g| g.error_code)),
+        R::ApiVersions(r) => out.push(r.error_code),
+        R::CreateTopics(r) => out.extend(r.topics.iter().map(|t| t.error_code)),
+        R::DeleteTopics(r) => out.extend(r.responses.iter().map(|t| t.error_code)),
+        R::CreatePartitions(r) => out.extend(r.results.iter().map(|t| t.error_code)),
+        R::InitProducerId(r) => out.push(r.error_code),
+        R::DescribeConfigs(r) => out.extend(r.results.iter().map(|t| t.error_code)),
+        _ => {}
+    }
+}
