@@ -7,6 +7,8 @@ nothing to say about the exposition."""
 import http.server
 import json
 import os
+import pathlib
+import re
 import shutil
 import socket
 import subprocess
@@ -19,6 +21,7 @@ import urllib.request
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
 
@@ -30,6 +33,23 @@ def call(method, url, body=None):
     with urllib.request.urlopen(req, timeout=10) as r:
         raw = r.read()
         return json.loads(raw) if raw else None
+
+
+def exported_names(text):
+    """Names a query may use: every family the exposition declares (`# TYPE`), with a
+    histogram's `_bucket`, `_sum` and `_count` series."""
+    names = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            names.add(name)
+            if kind == "histogram":
+                names.update(name + s for s in ("_bucket", "_sum", "_count"))
+    return names
+
+
+def declared_families(text):
+    return {line.split(" ")[2] for line in text.splitlines() if line.startswith("# TYPE ")}
 
 
 def free_port():
@@ -148,6 +168,9 @@ def test_prometheus_scrapes_what_known_traffic_implies(ferry_push, prometheus):
                              "enable.auto.commit": False})
         consumer.commit(offsets=[TopicPartition("orders", 0, 2),
                                  TopicPartition("orders", 1, 0)], asynchronous=False)
+        # And asks for a topic that does not exist: Metadata answers code 3 for it.
+        missing = consumer.list_topics("missing", timeout=10).topics["missing"]
+        assert missing.error is not None and missing.error.code() == 3, missing.error
         consumer.close()
         lag = per_partition[0] - 2 + per_partition[1]
 
@@ -184,6 +207,7 @@ def test_prometheus_scrapes_what_known_traffic_implies(ferry_push, prometheus):
         assert p.value('sum(ferry_http_responses_total{route="/v1/subscriptions/{name}/ack",status_class="2xx"})') == 1.0
         assert p.query('ferry_http_responses_total{route=~".*billing.*"}') == []
         assert p.value('sum(ferry_kafka_request_duration_seconds_count{api="OffsetCommit"})') >= 1.0
+        assert p.value('sum(ferry_kafka_request_errors_total{api="Metadata",code="3"})') >= 1.0
         assert p.value('ferry_log_records_per_sync_sum') >= 10.0
         assert p.value('process_resident_memory_bytes') > 1_000_000
 
@@ -201,6 +225,23 @@ def test_prometheus_scrapes_what_known_traffic_implies(ferry_push, prometheus):
             check = subprocess.run([PROMTOOL, "check", "metrics"], input=body,
                                    capture_output=True, timeout=30)
             assert check.returncode == 0 and not check.stdout and not check.stderr, check
+            text = body.decode()
+
+        # Every metric exported here is listed in docs/operations.md.
+        docs = (ROOT / "docs/operations.md").read_text()
+        undocumented = sorted(f for f in declared_families(text) if f"`{f}`" not in docs)
+        assert not undocumented, f"not in docs/operations.md: {undocumented}"
+
+        # Every query of the Grafana dashboard runs and names only exported metrics.
+        dashboard = json.loads((ROOT / "docs/grafana/ferry-dashboard.json").read_text())
+        exprs = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+        assert len(exprs) >= 20
+        names = exported_names(text)
+        for expr in exprs:
+            used = set(re.findall(r"\b(?:ferry|process)_[a-z0-9_]+", expr))
+            assert used, expr
+            assert used <= names, f"{expr} names {sorted(used - names)}, not exported"
+            p.query(expr)
     finally:
         endpoint.shutdown()
 
