@@ -204,8 +204,8 @@ def test_prometheus_scrapes_what_known_traffic_implies(ferry_push, prometheus):
         count = p.value('sum(ferry_push_attempt_duration_seconds_count{subscription="hooks"})')
         assert count == failed, (count, failed)
         # Requests are labelled by route, never by the names in their paths.
-        assert p.value('sum(ferry_http_responses_total{route="/v1/subscriptions/{name}/ack",status_class="2xx"})') == 1.0
-        assert p.query('ferry_http_responses_total{route=~".*billing.*"}') == []
+        assert p.value('sum(ferry_http_request_duration_seconds_count{route="/v1/subscriptions/{name}/ack",status_class="2xx"})') == 1.0
+        assert p.query('ferry_http_request_duration_seconds_count{route=~".*billing.*"}') == []
         assert p.value('sum(ferry_kafka_request_duration_seconds_count{api="OffsetCommit"})') >= 1.0
         assert p.value('sum(ferry_kafka_request_errors_total{api="Metadata",code="3"})') >= 1.0
         assert p.value('ferry_log_records_per_sync_sum') >= 10.0

@@ -30,7 +30,7 @@ pub struct AppState {
     pub broker: Arc<Broker>,
     pub max_request_bytes: usize,
     /// What `/metrics` shows; `None` serves no metrics and measures no requests.
-    pub metrics: Option<metrics::Metrics>,
+    pub metrics: Option<Arc<metrics::Metrics>>,
 }
 
 /// Parses a JSON object body into `T`, answering a problem that names what was wrong.
@@ -338,18 +338,20 @@ pub fn router(state: AppState) -> Router {
             get(subscriptions::deliveries),
         )
         .fallback(not_found)
-        .layer(middleware::from_fn(problem_for_plain_errors))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            refuse_oversized,
-        ))
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(middleware::from_fn(catch_panics))
-        .layer(middleware::from_fn(log_server_errors))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            metrics::measure,
-        ))
+        // One stack, outermost first: each `Router::layer` call would box every route
+        // once more, an allocation per request per level.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(metrics::MeasureLayer(state.metrics.clone()))
+                .layer(middleware::from_fn(log_server_errors))
+                .layer(middleware::from_fn(catch_panics))
+                .layer(DefaultBodyLimit::max(limit))
+                .layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    refuse_oversized,
+                ))
+                .layer(middleware::from_fn(problem_for_plain_errors)),
+        )
         .with_state(state)
 }
 

@@ -17,7 +17,6 @@
 use crate::AppState;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use ferry_broker::groups::GroupState;
 use ferry_broker::subs::{PushMetrics, SubscriptionStatus};
@@ -58,14 +57,8 @@ impl std::str::FromStr for Detail {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RouteLabels {
-    method: String,
-    route: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResponseLabels {
-    method: String,
+struct RequestLabels {
+    method: &'static str,
     route: String,
     status_class: &'static str,
 }
@@ -78,8 +71,7 @@ fn request_histogram() -> Histogram {
 /// The HTTP listener's own metrics. Cloning shares them.
 #[derive(Debug, Clone)]
 pub struct HttpMetrics {
-    requests: Family<RouteLabels, Histogram, fn() -> Histogram>,
-    responses: Family<ResponseLabels, Counter>,
+    requests: Family<RequestLabels, Histogram, fn() -> Histogram>,
     /// Connections open now, and accepted since start.
     pub connections: Gauge,
     pub connections_accepted: Counter,
@@ -89,7 +81,6 @@ impl Default for HttpMetrics {
     fn default() -> Self {
         HttpMetrics {
             requests: Family::new_with_constructor(request_histogram),
-            responses: Family::default(),
             connections: Gauge::default(),
             connections_accepted: Counter::default(),
         }
@@ -151,13 +142,8 @@ impl Metrics {
         );
         ferry.register(
             "http_request_duration_seconds",
-            "HTTP requests by method and route: seconds from the request to its answer's head",
+            "HTTP requests by method, route and status class: seconds from the request to its answer's head",
             self.http.requests.clone(),
-        );
-        ferry.register(
-            "http_responses",
-            "HTTP answers by method, route and status class",
-            self.http.responses.clone(),
         );
         ferry.register(
             "http_connections",
@@ -185,48 +171,127 @@ impl Metrics {
 }
 
 /// Measures each request by its route (the pattern it matched, never the raw path, so
-/// that names in paths add no series).
-pub async fn measure(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(metrics) = state.metrics.clone() else {
-        return next.run(req).await;
-    };
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |m| m.as_str())
-        .to_string();
-    let method = req.method().as_str().to_string();
-    let started = Instant::now();
-    let response = next.run(req).await;
-    let labels = RouteLabels { method, route };
-    metrics
-        .http
-        .requests
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
-    let status_class = match response.status().as_u16() / 100 {
-        1 => "1xx",
-        2 => "2xx",
-        3 => "3xx",
-        4 => "4xx",
-        _ => "5xx",
-    };
-    let RouteLabels { method, route } = labels;
-    metrics
-        .http
-        .responses
-        .get_or_create(&ResponseLabels {
-            method,
-            route,
-            status_class,
-        })
-        .inc();
-    response
+/// that names in paths add no series). A tower layer rather than a `from_fn`
+/// middleware: it wraps the route's service without boxing anything per request.
+#[derive(Clone)]
+pub struct MeasureLayer(pub Option<Arc<Metrics>>);
+
+impl<S> tower_layer::Layer<S> for MeasureLayer {
+    type Service = Measure<S>;
+    fn layer(&self, inner: S) -> Measure<S> {
+        Measure {
+            inner,
+            metrics: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Measure<S> {
+    inner: S,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl<S> tower_service::Service<Request> for Measure<S>
+where
+    S: tower_service::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Measured<S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let pending = self.metrics.as_ref().map(|m| {
+            let route = req
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or("unmatched", |p| p.as_str())
+                .to_string();
+            (
+                Arc::clone(m),
+                method_label(req.method()),
+                route,
+                Instant::now(),
+            )
+        });
+        Measured {
+            inner: self.inner.call(req),
+            pending,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's answer on its way, timed until it is ready.
+    pub struct Measured<F> {
+        #[pin]
+        inner: F,
+        pending: Option<(Arc<Metrics>, &'static str, String, Instant)>,
+    }
+}
+
+impl<F, E> std::future::Future for Measured<F>
+where
+    F: std::future::Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let answer = std::task::ready!(this.inner.poll(cx));
+        if let (Some((metrics, method, route, started)), Ok(response)) =
+            (this.pending.take(), &answer)
+        {
+            let status_class = match response.status().as_u16() / 100 {
+                1 => "1xx",
+                2 => "2xx",
+                3 => "3xx",
+                4 => "4xx",
+                _ => "5xx",
+            };
+            metrics
+                .http
+                .requests
+                .get_or_create(&RequestLabels {
+                    method,
+                    route,
+                    status_class,
+                })
+                .observe(started.elapsed().as_secs_f64());
+        }
+        std::task::Poll::Ready(answer)
+    }
+}
+
+/// The method as a label: the standard ones by name, any other as `OTHER` (methods are
+/// client input; they must not add series).
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
 }
 
 /// `GET /metrics`.
 pub async fn handler(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let Some(metrics) = state.metrics.clone() else {
+    let Some(metrics) = state.metrics else {
         return crate::problem::Problem::new(
             StatusCode::NOT_FOUND,
             "not-found",
@@ -672,22 +737,17 @@ impl Snapshot {
             MetricType::Counter,
             counters(&self.groups, |g| (group(g), g.generation.max(0) as u64)),
         )?;
-        let mut lag: Vec<(Labels, i64)> = Vec::new();
+        // Per partition, or summed per (group, topic): a map keeps the sums in order.
+        let mut lag: std::collections::BTreeMap<Labels, i64> = Default::default();
         for g in &self.groups {
             for (topic, partition, committed, end) in &g.committed {
                 let behind = (*end as i64).saturating_sub(*committed).max(0);
                 let mut l = group(g);
                 l.push(("topic", topic.clone()));
-                match self.detail {
-                    Detail::Partition => {
-                        l.push(("partition", partition.to_string()));
-                        lag.push((l, behind));
-                    }
-                    Detail::Topic => match lag.iter_mut().find(|(x, _)| *x == l) {
-                        Some((_, v)) => *v += behind,
-                        None => lag.push((l, behind)),
-                    },
+                if self.detail == Detail::Partition {
+                    l.push(("partition", partition.to_string()));
                 }
+                *lag.entry(l).or_default() += behind;
             }
         }
         family(

@@ -112,57 +112,63 @@ impl KafkaMetrics {
             .get_or_create(&ApiLabels { api })
             .observe(seconds);
         if let Some(answer) = answer {
-            let mut codes = Vec::new();
-            error_codes(answer, &mut codes);
-            for code in codes.into_iter().filter(|c| *c != 0) {
-                self.errors.get_or_create(&ErrorLabels { api, code }).inc();
-            }
+            error_codes(answer, &mut |code| {
+                if code != 0 {
+                    self.errors.get_or_create(&ErrorLabels { api, code }).inc();
+                }
+            });
         }
     }
 }
 
 /// The error codes in an answer: its own and those of each topic, partition, group or
 /// resource it answers for.
-pub fn error_codes(answer: &ResponseKind, out: &mut Vec<i16>) {
+pub fn error_codes(answer: &ResponseKind, out: &mut impl FnMut(i16)) {
     use ResponseKind as R;
     match answer {
-        R::Produce(r) => out.extend(
+        R::Produce(r) => for_each(
+            out,
             r.responses
                 .iter()
                 .flat_map(|t| t.partition_responses.iter().map(|p| p.error_code)),
         ),
         R::Fetch(r) => {
-            out.push(r.error_code);
-            out.extend(
+            out(r.error_code);
+            for_each(
+                out,
                 r.responses
                     .iter()
                     .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
             );
         }
         R::Metadata(r) => {
-            out.push(r.error_code);
-            out.extend(r.topics.iter().map(|t| t.error_code));
+            out(r.error_code);
+            for_each(out, r.topics.iter().map(|t| t.error_code));
         }
-        R::ListOffsets(r) => out.extend(
+        R::ListOffsets(r) => for_each(
+            out,
             r.topics
                 .iter()
                 .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
         ),
-        R::OffsetCommit(r) => out.extend(
+        R::OffsetCommit(r) => for_each(
+            out,
             r.topics
                 .iter()
                 .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
         ),
         R::OffsetFetch(r) => {
-            out.push(r.error_code);
-            out.extend(
+            out(r.error_code);
+            for_each(
+                out,
                 r.topics
                     .iter()
                     .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
             );
             for g in &r.groups {
-                out.push(g.error_code);
-                out.extend(
+                out(g.error_code);
+                for_each(
+                    out,
                     g.topics
                         .iter()
                         .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
@@ -170,22 +176,28 @@ pub fn error_codes(answer: &ResponseKind, out: &mut Vec<i16>) {
             }
         }
         R::FindCoordinator(r) => {
-            out.push(r.error_code);
-            out.extend(r.coordinators.iter().map(|c| c.error_code));
+            out(r.error_code);
+            for_each(out, r.coordinators.iter().map(|c| c.error_code));
         }
-        R::JoinGroup(r) => out.push(r.error_code),
-        R::SyncGroup(r) => out.push(r.error_code),
-        R::Heartbeat(r) => out.push(r.error_code),
-        R::LeaveGroup(r) => out.push(r.error_code),
-        R::ListGroups(r) => out.push(r.error_code),
-        R::DescribeGroups(r) => out.extend(r.groups.iter().map(|g| g.error_code)),
-        R::DeleteGroups(r) => out.extend(r.results.iter().map(|g| g.error_code)),
-        R::ApiVersions(r) => out.push(r.error_code),
-        R::CreateTopics(r) => out.extend(r.topics.iter().map(|t| t.error_code)),
-        R::DeleteTopics(r) => out.extend(r.responses.iter().map(|t| t.error_code)),
-        R::CreatePartitions(r) => out.extend(r.results.iter().map(|t| t.error_code)),
-        R::InitProducerId(r) => out.push(r.error_code),
-        R::DescribeConfigs(r) => out.extend(r.results.iter().map(|t| t.error_code)),
+        R::JoinGroup(r) => out(r.error_code),
+        R::SyncGroup(r) => out(r.error_code),
+        R::Heartbeat(r) => out(r.error_code),
+        R::LeaveGroup(r) => out(r.error_code),
+        R::ListGroups(r) => out(r.error_code),
+        R::DescribeGroups(r) => for_each(out, r.groups.iter().map(|g| g.error_code)),
+        R::DeleteGroups(r) => for_each(out, r.results.iter().map(|g| g.error_code)),
+        R::ApiVersions(r) => out(r.error_code),
+        R::CreateTopics(r) => for_each(out, r.topics.iter().map(|t| t.error_code)),
+        R::DeleteTopics(r) => for_each(out, r.responses.iter().map(|t| t.error_code)),
+        R::CreatePartitions(r) => for_each(out, r.results.iter().map(|t| t.error_code)),
+        R::InitProducerId(r) => out(r.error_code),
+        R::DescribeConfigs(r) => for_each(out, r.results.iter().map(|t| t.error_code)),
         _ => {}
+    }
+}
+
+fn for_each(out: &mut impl FnMut(i16), codes: impl Iterator<Item = i16>) {
+    for c in codes {
+        out(c);
     }
 }

@@ -141,7 +141,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let state = ferry_http::AppState {
         broker: broker.clone(),
         max_request_bytes: settings.max_request_bytes,
-        metrics: Some(metrics.clone()),
+        metrics: Some(std::sync::Arc::new(metrics.clone())),
     };
     tracing::info!(
         http_addr = %listener.local_addr().map_or_else(|_| settings.http_addr.to_string(), |a| a.to_string()),
