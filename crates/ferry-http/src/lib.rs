@@ -2,6 +2,7 @@
 //! route; `/v1/openapi.json` serves the OpenAPI document.
 
 pub mod codec;
+pub mod groups;
 pub mod metrics;
 pub mod problem;
 pub mod records;
@@ -337,6 +338,8 @@ pub fn router(state: AppState) -> Router {
             "/v1/subscriptions/{name}/deliveries",
             get(subscriptions::deliveries),
         )
+        .route("/v1/groups", get(groups::list))
+        .route("/v1/groups/{group}", get(groups::describe))
         .fallback(not_found)
         .layer(middleware::from_fn(problem_for_plain_errors))
         .layer(middleware::from_fn_with_state(
