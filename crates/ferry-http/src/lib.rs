@@ -1,7 +1,9 @@
 //! Ferry's HTTP/JSON API, versioned under `/v1`. docs/http-api.md describes every
-//! route; `/v1/openapi.json` serves the OpenAPI document.
+//! route; `/v1/openapi.json` serves the OpenAPI document. The web console is served at
+//! `/ui/` ([`console`]).
 
 pub mod codec;
+pub mod console;
 pub mod groups;
 pub mod metrics;
 pub mod problem;
@@ -340,6 +342,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/groups", get(groups::list))
         .route("/v1/groups/{group}", get(groups::describe))
+        .merge(console::routes())
         .fallback(not_found)
         .layer(middleware::from_fn(problem_for_plain_errors))
         .layer(middleware::from_fn_with_state(
