@@ -92,13 +92,13 @@ function pad(n, width = 2) {
   return String(n).padStart(width, '0');
 }
 
-/** A time in milliseconds since 1970 as local date and time. */
-export function fmtTime(ms) {
+/** A time in milliseconds since 1970 as local date and time (to the millisecond unless `seconds`). */
+export function fmtTime(ms, { seconds = false } = {}) {
   if (ms === null || ms === undefined) return '—';
   const d = new Date(ms);
   if (Number.isNaN(d.getTime())) return String(ms);
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} `
-    + `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
+    + `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}${seconds ? '' : `.${pad(d.getMilliseconds(), 3)}`}`;
 }
 
 /** A badge: a short word with a colour by its kind (ok, warn, bad, info, muted). */
@@ -108,10 +108,12 @@ export function badge(text, kind = 'muted', attrs = {}) {
 
 /**
  * A table from column headings and rows of cells; `numeric` names right-aligned columns,
- * `nowrap` columns that keep to one line.
+ * `nowrap` columns that keep to one line, `wide` columns of long values that may break
+ * anywhere (and so give way to the others).
  */
-export function table(headings, rows, { numeric = [], nowrap = [], empty = 'Nothing yet.', attrs = {} } = {}) {
-  const cls = (i) => [numeric.includes(i) ? 'num' : '', nowrap.includes(i) ? 'nowrap' : ''].join(' ').trim() || null;
+export function table(headings, rows, { numeric = [], nowrap = [], wide = [], empty = 'Nothing yet.', attrs = {} } = {}) {
+  const cls = (i) => [numeric.includes(i) ? 'num' : '', nowrap.includes(i) ? 'nowrap' : '', wide.includes(i) ? 'wide' : '']
+    .join(' ').trim() || null;
   const head = h('thead', {}, h('tr', {}, headings.map((heading, i) =>
     h('th', { class: cls(i) }, heading))));
   const body = h('tbody', {});

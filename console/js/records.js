@@ -47,7 +47,8 @@ export function preview(v) {
     text = `${fmtNum(bytes.length)} bytes: ${hexOf(bytes, 24)}${bytes.length > 24 ? ' …' : ''}`;
     return h('span', { class: 'bytes' }, text);
   }
-  text = typeof v === 'string' ? v : JSON.stringify(v);
+  // One line, with a space after each comma and colon so that it can wrap.
+  text = typeof v === 'string' ? v : JSON.stringify(v, null, 1).replace(/\n\s*/g, ' ');
   if (text.length > PREVIEW_CHARS) text = `${text.slice(0, PREVIEW_CHARS)}…`;
   return h('span', { class: 'mono' }, text);
 }

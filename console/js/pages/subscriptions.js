@@ -141,7 +141,7 @@ function pushPanel(name) {
             d.status === undefined ? '—' : String(d.status), `${fmtNum(d.latency_ms)} ms`,
             h('span', { class: 'error-text' }, d.error || ''), retry],
         };
-      }), { numeric: [2, 4, 5], nowrap: [0, 1, 3], empty: record ? 'No attempts for this record.' : 'No requests yet.', attrs: { class: 'deliveries' } }));
+      }), { numeric: [2, 4, 5], nowrap: [0, 1, 3], wide: [6], empty: record ? 'No attempts for this record.' : 'No requests yet.', attrs: { class: 'deliveries' } }));
   }
 
   return {
@@ -195,7 +195,7 @@ function deadLetterPanel(name) {
 
   return {
     el: h('div', { class: 'dead-letters' }, h('div', { class: 'toolbar' }, redrive, info),
-      h('div', { class: 'browser-body' }, h('div', { class: 'browser-list' }, list), detail)),
+      h('div', { class: 'browser-body stacked' }, h('div', { class: 'browser-list' }, list), detail)),
     async refresh(sub) {
       const topic = sub.dead_letter_topic;
       redrive.hidden = !topic;
@@ -220,12 +220,12 @@ function deadLetterPanel(name) {
             dataset: { offset: r.offset },
             on: { click: () => { selected = `${r.partition}/${r.offset}`; replace(detail, recordDetail(r, `Dead letter ${r.partition}/${fmtNum(r.offset)}`)); } },
           },
-          cells: [fmtTime(r.timestamp),
+          cells: [fmtTime(r.timestamp, { seconds: true }),
             `${r.headers['ferry-origin-partition'] ?? '?'} / ${r.headers['ferry-origin-offset'] ?? '?'}`,
             String(r.headers['ferry-attempts'] ?? '—'),
             h('span', { class: 'error-text' }, typeof r.headers['ferry-last-error'] === 'string' ? r.headers['ferry-last-error'] : ''),
             preview(r.key), preview(r.value)],
-        })), { nowrap: [0, 1], numeric: [2], empty: 'No dead letters.', attrs: { class: 'dead-letter-list' } }));
+        })), { nowrap: [0, 1], numeric: [2], wide: [5], empty: 'No dead letters.', attrs: { class: 'dead-letter-list' } }));
     },
   };
 }

@@ -85,8 +85,8 @@ function browser(topicName, getTopic) {
             keydown: (e) => { if (e.key === 'Enter') choose(r); },
           },
         },
-        cells: [fmtNum(r.offset), fmtTime(r.timestamp), preview(r.key), preview(r.value), fmtNum(Object.keys(r.headers || {}).length)],
-      })), { numeric: [0, 4], nowrap: [1], empty: needle ? 'No record on this page matches.' : 'No records here.', attrs: { class: 'records' } }));
+        cells: [fmtNum(r.offset), fmtTime(r.timestamp, { seconds: true }), preview(r.key), preview(r.value), fmtNum(Object.keys(r.headers || {}).length)],
+      })), { numeric: [0, 4], nowrap: [1], wide: [3], empty: needle ? 'No record on this page matches.' : 'No records here.', attrs: { class: 'records' } }));
     status.textContent = page.records.length
       ? `Partition ${partition.value}: offsets ${fmtNum(page.first)} to ${fmtNum(page.next - 1)} of ${fmtNum(page.earliest)}\u2013${fmtNum(page.latest - 1)}${needle ? ` · ${shown.length} match` : ''}`
       : `Partition ${partition.value}: ${fmtNum(page.latest - page.earliest)} records stored`;
