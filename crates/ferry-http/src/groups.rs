@@ -113,7 +113,12 @@ impl EndOffsets {
         if !self.0.contains_key(topic) {
             let ends = broker
                 .describe_topic(topic)
-                .map(|t| t.partitions.iter().map(|p| (p.partition, p.latest)).collect())
+                .map(|t| {
+                    t.partitions
+                        .iter()
+                        .map(|p| (p.partition, p.latest))
+                        .collect()
+                })
                 .unwrap_or_default();
             self.0.insert(topic.to_string(), ends);
         }
@@ -206,10 +211,7 @@ fn group_json(broker: &Broker, description: &GroupDescription) -> Value {
             })
         })
         .collect();
-    let topics: BTreeSet<&str> = offsets
-        .iter()
-        .filter_map(|o| o["topic"].as_str())
-        .collect();
+    let topics: BTreeSet<&str> = offsets.iter().filter_map(|o| o["topic"].as_str()).collect();
     json!({
         "group": description.group,
         "state": description.state.name(),

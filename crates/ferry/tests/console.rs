@@ -61,7 +61,10 @@ async fn the_console_page_is_html_with_a_content_security_policy() {
     assert_eq!(header(&r, "content-type"), "text/html; charset=utf-8");
     let csp = header(&r, "content-security-policy").to_string();
     assert!(csp.starts_with("default-src 'self'"), "{csp}");
-    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe"), "{csp}");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe"),
+        "{csp}"
+    );
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     assert_eq!(header(&r, "x-content-type-options"), "nosniff");
     assert_eq!(header(&r, "x-frame-options"), "DENY");
@@ -123,7 +126,12 @@ async fn every_console_file_the_page_needs_is_served_with_its_content_type() {
         );
         if path.ends_with(".js") {
             let text = r.text().await.unwrap();
-            for markup in [".innerHTML", ".outerHTML", "insertAdjacentHTML(", "document.write("] {
+            for markup in [
+                ".innerHTML",
+                ".outerHTML",
+                "insertAdjacentHTML(",
+                "document.write(",
+            ] {
                 assert!(!text.contains(markup), "{path} writes markup with {markup}");
             }
             let base = format!("{}/", path.rsplit_once('/').unwrap().0);
@@ -228,8 +236,14 @@ async fn a_kafka_consumer_group_shows_its_member_assignment_and_lag() {
     produce(&s.url, "orders", json!(records)).await;
     let mut member = kcat_member(&s.kafka, "audit", "orders");
     let g = group_until(&s.url, "audit", "a member that read everything", |g| {
-        g["state"] == "Stable" && g["lag"] == 0 && g["offsets"].as_array().map(Vec::len) == Some(2)
-            && g["offsets"].as_array().unwrap().iter().all(|o| o["committed"] == 3)
+        g["state"] == "Stable"
+            && g["lag"] == 0
+            && g["offsets"].as_array().map(Vec::len) == Some(2)
+            && g["offsets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|o| o["committed"] == 3)
     })
     .await;
     let (_, doc) = call(http().get(format!("{}/v1/openapi.json", s.url))).await;
@@ -253,13 +267,24 @@ async fn a_kafka_consumer_group_shows_its_member_assignment_and_lag() {
     member.kill().unwrap();
     member.wait().unwrap();
     produce(&s.url, "orders", json!([{"value": "late", "partition": 1}])).await;
-    produce(&s.url, "orders", json!([{"value": "later", "partition": 1}])).await;
+    produce(
+        &s.url,
+        "orders",
+        json!([{"value": "later", "partition": 1}]),
+    )
+    .await;
     let g = group_until(&s.url, "audit", "lag 2 on partition 1", |g| g["lag"] == 2).await;
     let by_partition: Vec<(Value, Value, Value)> = g["offsets"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|o| (o["committed"].clone(), o["end_offset"].clone(), o["lag"].clone()))
+        .map(|o| {
+            (
+                o["committed"].clone(),
+                o["end_offset"].clone(),
+                o["lag"].clone(),
+            )
+        })
         .collect();
     assert_eq!(
         by_partition,

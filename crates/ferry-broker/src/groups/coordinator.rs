@@ -407,8 +407,7 @@ impl Coordinator {
             return Some(group.describe(group_id));
         }
         drop(groups);
-        self.has_offsets(group_id)
-            .then(|| absent_group(group_id))
+        self.has_offsets(group_id).then(|| absent_group(group_id))
     }
 
     /// Deletes a group with no members, with its committed offsets.
