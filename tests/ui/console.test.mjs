@@ -311,6 +311,20 @@ async function main() {
     assert.equal(await page.locator('[data-stat="oldest"] .stat-value').innerText(), '—');
     assert.equal(loads, loadsBefore, 'the page updated without reloading');
 
+    step('seek and purge from the page');
+    await page.getByRole('button', { name: 'Seek\u2026' }).click();
+    await page.getByLabel('Position').selectOption('earliest');
+    await page.locator('dialog').getByRole('button', { name: 'Seek' }).click();
+    await page.locator('.notice', { hasText: 'work moved.' }).waitFor();
+    await eventually('backlog 40 again on the page', async () => (await statNumber(page, 'backlog')) === 40);
+    assert.equal((await call('GET', '/v1/subscriptions/work')).backlog, 40, 'sought back over the API');
+    await page.getByRole('button', { name: 'Purge\u2026' }).click();
+    await page.locator('dialog').getByRole('button', { name: 'Purge' }).click();
+    await page.locator('.notice', { hasText: 'work purged.' }).waitFor();
+    assert.equal((await call('GET', '/v1/subscriptions/work')).backlog, 0, 'purged over the API');
+    await eventually('backlog 0 on the page', async () => (await statNumber(page, 'backlog')) === 0);
+    assert.equal(await page.locator('dialog').count(), 0, 'the dialogs are gone');
+
     if (KAFKA) {
       step('consumer groups: a kcat member, its assignment and lag');
       kcat = spawn('kcat', ['-b', KAFKA, '-G', 'order-audit', '-q', '-X', 'auto.offset.reset=earliest',
