@@ -19,7 +19,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     echo "Installing: ${need_apt[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
-if [ ! -d tests/ui/node_modules/playwright-core ]; then
+# npm ci when playwright-core is missing or not the version package.json pins.
+pinned="$(node -p "require('./tests/ui/package.json').dependencies['playwright-core']")"
+installed="$(node -p "try { require('./tests/ui/node_modules/playwright-core/package.json').version } catch { '' }")"
+if [ "$installed" != "$pinned" ]; then
     (cd tests/ui && npm ci --no-audit --no-fund --loglevel=error)
 fi
 

@@ -132,7 +132,7 @@ function startTraffic() {
   const done = (async () => {
     let i = 0;
     while (!stop) {
-      const n = 5 + ((i * 7) % 23);
+      const n = Math.round(8 + 30 * (1 + Math.sin(i / 5)));
       await call('POST', '/v1/topics/clicks/records', { records: Array.from({ length: n }, (_, j) => ({ value: { click: i, j } })) });
       i += 1;
       await sleep(150);
@@ -187,7 +187,7 @@ async function main() {
     await page.locator('[data-stat="health"] .stat-value').filter({ hasText: 'Ready' }).waitFor();
     await eventually('a throughput above 0', async () => (await statNumber(page, 'throughput')) > 0);
     await page.locator('.chart-svg').waitFor();
-    await sleep(3000); // a few more readings for the chart
+    await sleep(6000); // more readings, for the chart
     await stopTraffic();
     const topicCount = (await call('GET', '/v1/topics')).topics.length;
     assert.equal(await statNumber(page, 'topics'), topicCount);

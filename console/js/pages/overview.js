@@ -20,7 +20,7 @@ function chart(points) {
   const area = `0,${CHART_HEIGHT} ${line} ${CHART_WIDTH},${CHART_HEIGHT}`;
   return h('div', { class: 'chart' },
     h('div', { class: 'chart-axis' },
-      h('span', {}, fmtRate(max)),
+      h('span', {}, `peak ${fmtRate(max)}`),
       h('span', {}, `last ${Math.round(span / 1000)} s`)),
     svg('svg', { viewBox: `0 0 ${CHART_WIDTH} ${CHART_HEIGHT}`, preserveAspectRatio: 'none', class: 'chart-svg', role: 'img', 'aria-label': 'Records per second' },
       svg('line', { x1: 0, y1: CHART_HEIGHT - 0.5, x2: CHART_WIDTH, y2: CHART_HEIGHT - 0.5, class: 'chart-base' }),
@@ -28,11 +28,13 @@ function chart(points) {
       svg('polyline', { points: line, class: 'chart-line' })));
 }
 
-function breakerBadge(sub) {
+/** One word for a subscription: paused, its breaker when not closed, or active. */
+function stateBadge(sub) {
+  if (sub.paused) return badge('paused', 'warn');
   const breaker = sub.push_status && sub.push_status.breaker;
-  if (!breaker) return null;
-  const kind = { closed: 'ok', half_open: 'warn', open: 'bad' }[breaker] || 'muted';
-  return badge(`breaker ${breaker.replace('_', '-')}`, kind);
+  if (breaker === 'open') return badge('breaker open', 'bad');
+  if (breaker === 'half_open') return badge('breaker half-open', 'warn');
+  return badge('active', 'ok');
 }
 
 export function mount(root) {
@@ -87,8 +89,8 @@ export function mount(root) {
         s.mode,
         fmtNum(s.backlog),
         fmtAge(s.oldest_unacked_age_ms),
-        h('span', { class: 'badges' }, s.paused ? badge('paused', 'warn') : badge('active', 'ok'), breakerBadge(s)),
-      ]), { numeric: [2, 3], empty: 'No subscriptions yet.' }));
+        stateBadge(s),
+      ]), { numeric: [2, 3], nowrap: [4], empty: 'No subscriptions yet.' }));
   }
 
   return { refresh, unmount() {} };
