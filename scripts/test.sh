@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test Ferry has: unit, property and integration tests through the real
 # binary, the kill -9 crash cycles (20), the replay of the fuzz corpora, and Kafka
-# clients (kcat, confluent-kafka, kafka-python) against the real binary, a short
-# schemathesis run against the OpenAPI document, and a short run of the benchmark tool
-# against Ferry and its peers.
+# clients (kcat, confluent-kafka, kafka-python) against the real binary, the web
+# console in headless Chromium, a short schemathesis run against the OpenAPI document,
+# and a short run of the benchmark tool against Ferry and its peers.
 # Installs what the tests need on a fresh Debian machine first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +37,8 @@ cargo test --workspace --locked -- --test-threads 2
 # standardwebhooks package, and /metrics scraped by a real Prometheus, against the
 # real binary.
 FERRY_BIN="$PWD/target/debug/ferry" python3 -m pytest -q -p no:cacheprovider tests/kafka tests/push tests/metrics
+# The web console in headless Chromium (Debian's chromium, npm playwright-core).
+FERRY_BIN="$PWD/target/debug/ferry" scripts/test-ui.sh
 # The HTTP API against its OpenAPI document: schemathesis, every phase and check that
 # applies, 60 s (the long run: SCHEMATHESIS_SECONDS=1800 scripts/schemathesis.sh).
 FERRY_BIN="$PWD/target/debug/ferry" SCHEMATHESIS_SECONDS=60 scripts/schemathesis.sh

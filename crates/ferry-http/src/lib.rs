@@ -1,7 +1,10 @@
 //! Ferry's HTTP/JSON API, versioned under `/v1`. docs/http-api.md describes every
-//! route; `/v1/openapi.json` serves the OpenAPI document.
+//! route; `/v1/openapi.json` serves the OpenAPI document. The web console is served at
+//! `/ui/` ([`console`]).
 
 pub mod codec;
+pub mod console;
+pub mod groups;
 pub mod metrics;
 pub mod problem;
 pub mod records;
@@ -337,6 +340,9 @@ pub fn router(state: AppState) -> Router {
             "/v1/subscriptions/{name}/deliveries",
             get(subscriptions::deliveries),
         )
+        .route("/v1/groups", get(groups::list))
+        .route("/v1/groups/{group}", get(groups::describe))
+        .merge(console::routes())
         .fallback(not_found)
         // One stack, outermost first: each `Router::layer` call would box every route
         // once more, an allocation per request per level.

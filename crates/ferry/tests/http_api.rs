@@ -422,6 +422,8 @@ async fn the_openapi_document_names_every_route() {
         "/v1/subscriptions/{name}/retry",
         "/v1/subscriptions/{name}/rotate-secret",
         "/v1/subscriptions/{name}/deliveries",
+        "/v1/groups",
+        "/v1/groups/{group}",
         "/healthz",
         "/readyz",
     ] {

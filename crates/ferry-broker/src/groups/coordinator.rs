@@ -78,6 +78,19 @@ fn checked(group: &Group, generation_before: i32) {
     }
 }
 
+/// A group Ferry holds no members of: empty, generation 0.
+fn absent_group(group_id: &str) -> GroupDescription {
+    GroupDescription {
+        group: group_id.to_string(),
+        state: GroupState::Empty,
+        protocol_type: String::new(),
+        protocol_name: String::new(),
+        generation: 0,
+        leader: String::new(),
+        members: Vec::new(),
+    }
+}
+
 /// Runs a store call off the async threads.
 async fn blocking_store(call: impl FnOnce() -> Result<()> + Send + 'static) -> GroupResult<()> {
     tokio::task::spawn_blocking(call)
@@ -381,16 +394,20 @@ impl Coordinator {
         let groups = self.groups.lock().await;
         match groups.get(group_id) {
             Some(group) => group.describe(group_id),
-            None => GroupDescription {
-                group: group_id.to_string(),
-                state: GroupState::Empty,
-                protocol_type: String::new(),
-                protocol_name: String::new(),
-                generation: 0,
-                leader: String::new(),
-                members: Vec::new(),
-            },
+            None => absent_group(group_id),
         }
+    }
+
+    /// The group as [`Coordinator::describe`] gives it, or `None` when Ferry knows
+    /// nothing of it: neither in memory nor with committed offsets (the groups that
+    /// [`Coordinator::list`] lists are exactly those found).
+    pub async fn find(&self, group_id: &str) -> Option<GroupDescription> {
+        let groups = self.groups.lock().await;
+        if let Some(group) = groups.get(group_id) {
+            return Some(group.describe(group_id));
+        }
+        drop(groups);
+        self.has_offsets(group_id).then(|| absent_group(group_id))
     }
 
     /// Deletes a group with no members, with its committed offsets.
