@@ -258,6 +258,23 @@ impl Span {
         }
     }
 
+    /// Links the span to `contexts` (the records it handled), at most
+    /// [`SPAN_LINKS_MAX`] of them; the rest are counted in `ferry.links_dropped`.
+    pub fn link_all(&mut self, contexts: impl IntoIterator<Item = TraceParent>) {
+        let Some(s) = &mut self.0 else { return };
+        let mut dropped = 0i64;
+        for (i, c) in contexts.into_iter().enumerate() {
+            if i < SPAN_LINKS_MAX {
+                s.add_link(c.span_context(), Vec::new());
+            } else {
+                dropped += 1;
+            }
+        }
+        if dropped > 0 {
+            s.set_attribute(KeyValue::new("ferry.links_dropped", dropped));
+        }
+    }
+
     /// Marks the span failed, with why.
     pub fn fail(&mut self, why: impl fmt::Display) {
         if let Some(s) = &mut self.0 {
