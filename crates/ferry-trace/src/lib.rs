@@ -28,7 +28,7 @@ use std::sync::OnceLock;
 use std::time::SystemTime;
 
 pub use opentelemetry::trace::SpanKind;
-pub use opentelemetry::{KeyValue, Value};
+pub use opentelemetry::{KeyValue, StringValue, Value};
 
 /// Longest `traceparent` value read; longer ones are ignored unread. Version 00 is 55
 /// bytes; later versions may append fields after a `-`.
