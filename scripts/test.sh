@@ -31,9 +31,10 @@ python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements
 
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked -- --test-threads 2
-# Kafka clients Ferry did not write, and webhook signatures checked by the
-# standardwebhooks package, against the real binary.
-FERRY_BIN="$PWD/target/debug/ferry" python3 -m pytest -q -p no:cacheprovider tests/kafka tests/push
+# Kafka clients Ferry did not write, webhook signatures checked by the
+# standardwebhooks package, and OTLP traces received with opentelemetry-proto, against
+# the real binary.
+FERRY_BIN="$PWD/target/debug/ferry" python3 -m pytest -q -p no:cacheprovider tests/kafka tests/push tests/traces
 # The HTTP API against its OpenAPI document: schemathesis, every phase and check that
 # applies, 60 s (the long run: SCHEMATHESIS_SECONDS=1800 scripts/schemathesis.sh).
 FERRY_BIN="$PWD/target/debug/ferry" SCHEMATHESIS_SECONDS=60 scripts/schemathesis.sh
