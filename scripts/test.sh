@@ -2,9 +2,8 @@
 # Runs every test Ferry has: unit, property and integration tests through the real
 # binary, the kill -9 crash cycles (20), the replay of the fuzz corpora, Kafka
 # clients (kcat, confluent-kafka, kafka-python) and an OTLP trace receiver against the
-# real binary, a short
-# schemathesis run against the OpenAPI document, and a short run of the benchmark tool
-# against Ferry and its peers.
+# real binary, a short schemathesis run against the OpenAPI document, and a short run
+# of the benchmark tool against Ferry and its peers.
 # Installs what the tests need on a fresh Debian machine first.
 set -euo pipefail
 cd "$(dirname "$0")/.."

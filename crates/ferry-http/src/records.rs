@@ -65,10 +65,7 @@ async fn produce_records(
         span.set(attr::MESSAGE_COUNT, records.len() as i64);
         continue_trace(&mut records, context);
     }
-    let produced = state
-        .broker
-        .produce_traced(topic, records, context)
-        .await?;
+    let produced = state.broker.produce_traced(topic, records, context).await?;
     if span.is_on() {
         let mut partitions: Vec<i64> = produced.iter().map(|p| i64::from(p.partition)).collect();
         partitions.sort_unstable();
@@ -76,7 +73,10 @@ async fn produce_records(
         if let [one] = partitions[..] {
             span.set(attr::PARTITION, one.to_string());
         }
-        span.set(attr::PARTITIONS, ferry_trace::Value::Array(partitions.into()));
+        span.set(
+            attr::PARTITIONS,
+            ferry_trace::Value::Array(partitions.into()),
+        );
     }
     let offsets: Vec<Value> = produced
         .iter()

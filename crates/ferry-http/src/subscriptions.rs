@@ -277,11 +277,10 @@ async fn pull_records(
     let out = state.broker.pull(name, req).await?;
     if span.is_on() {
         span.set(attr::MESSAGE_COUNT, out.len() as i64);
-        span.link_all(out.iter().filter_map(|d| {
-            d.record
-                .header("traceparent")
-                .and_then(TraceParent::parse)
-        }));
+        span.link_all(
+            out.iter()
+                .filter_map(|d| d.record.header("traceparent").and_then(TraceParent::parse)),
+        );
     }
     let records: Vec<Value> = out.iter().map(delivery_out).collect();
     Ok(Json(json!({ "records": records })))

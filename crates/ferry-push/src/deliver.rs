@@ -38,7 +38,11 @@ impl Dispatchers {
         let mut span = attempt_span(
             cfg,
             &x,
-            target.endpoint.as_ref().ok().and_then(|ep| ep.url.host_str()),
+            target
+                .endpoint
+                .as_ref()
+                .ok()
+                .and_then(|ep| ep.url.host_str()),
         );
         let outcome = self
             .send(target, push, &x, time, slot, span.context())

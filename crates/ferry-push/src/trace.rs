@@ -117,7 +117,10 @@ mod tests {
     #[test]
     fn a_valid_record_traceparent_is_sent_on_in_lower_case() {
         let tp = "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01";
-        assert_eq!(traceparent(&record(Some(tp)), "s-0-7"), tp.to_ascii_lowercase());
+        assert_eq!(
+            traceparent(&record(Some(tp)), "s-0-7"),
+            tp.to_ascii_lowercase()
+        );
     }
 
     #[test]

@@ -19,8 +19,8 @@
 
 use opentelemetry::global::{BoxedSpan, BoxedTracer};
 use opentelemetry::trace::{
-    Span as _, SpanContext, SpanId, Status, TraceContextExt as _, TraceFlags, TraceId,
-    TraceState, Tracer as _,
+    Span as _, SpanContext, SpanId, Status, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+    Tracer as _,
 };
 use opentelemetry::Context;
 use std::fmt;
@@ -248,7 +248,9 @@ impl Span {
     /// This span's own context, to be the parent of what follows (sent on as a
     /// `traceparent`): `None` when tracing is off.
     pub fn context(&self) -> Option<TraceParent> {
-        self.0.as_ref().and_then(|s| TraceParent::of(s.span_context()))
+        self.0
+            .as_ref()
+            .and_then(|s| TraceParent::of(s.span_context()))
     }
 
     /// Sets an attribute (nothing when off).

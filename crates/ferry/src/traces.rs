@@ -97,7 +97,9 @@ impl Traces {
         .await;
         match done {
             Ok(Ok(())) => tracing::info!("Queued spans exported."),
-            Ok(Err(e)) => tracing::warn!(error = %e, "Could not export every queued span at shutdown."),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "Could not export every queued span at shutdown.")
+            }
             Err(e) => tracing::warn!(error = %e, "The trace exporter's shutdown failed."),
         }
     }
@@ -112,7 +114,10 @@ mod tests {
         for (given, url) in [
             ("http://127.0.0.1:4318", "http://127.0.0.1:4318/v1/traces"),
             ("http://collector:4318/", "http://collector:4318/v1/traces"),
-            ("https://otlp.example/v1/traces", "https://otlp.example/v1/traces"),
+            (
+                "https://otlp.example/v1/traces",
+                "https://otlp.example/v1/traces",
+            ),
         ] {
             assert_eq!(traces_url(given).expect(given), url);
         }

@@ -150,10 +150,8 @@ fn produce_span(req: &ProduceRequest) -> Span {
             ));
         }
         topics => {
-            let names: Vec<ferry_trace::StringValue> = topics
-                .iter()
-                .map(|t| t.name.0.to_string().into())
-                .collect();
+            let names: Vec<ferry_trace::StringValue> =
+                topics.iter().map(|t| t.name.0.to_string().into()).collect();
             attributes.push(KeyValue::new(
                 attr::TOPICS,
                 ferry_trace::Value::Array(names.into()),
