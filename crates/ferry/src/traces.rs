@@ -96,7 +96,9 @@ impl Traces {
         })
         .await;
         match done {
-            Ok(Ok(())) => tracing::info!("Queued spans exported."),
+            Ok(Ok(())) => tracing::info!(
+                "Trace exporter stopped; queued spans were sent (failures are logged above)."
+            ),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "Could not export every queued span at shutdown.")
             }
