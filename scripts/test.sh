@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test Ferry has: unit, property and integration tests through the real
-# binary, the kill -9 crash cycles (20), the replay of the fuzz corpora, and Kafka
-# clients (kcat, confluent-kafka, kafka-python) against the real binary, the web
-# console in headless Chromium, a short schemathesis run against the OpenAPI document,
-# and a short run of the benchmark tool against Ferry and its peers.
+# binary, the kill -9 crash cycles (20), the replay of the fuzz corpora, Kafka
+# clients (kcat, confluent-kafka, kafka-python), a real Prometheus and an OTLP trace
+# receiver against the real binary, the web console in headless Chromium, a short
+# schemathesis run against the OpenAPI document, and a short run of the benchmark tool
+# against Ferry and its peers.
 # Installs what the tests need on a fresh Debian machine first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,9 +35,9 @@ python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked -- --test-threads 2
 # Kafka clients Ferry did not write, webhook signatures checked by the
-# standardwebhooks package, and /metrics scraped by a real Prometheus, against the
-# real binary.
-FERRY_BIN="$PWD/target/debug/ferry" python3 -m pytest -q -p no:cacheprovider tests/kafka tests/push tests/metrics
+# standardwebhooks package, /metrics scraped by a real Prometheus, and OTLP traces
+# received with opentelemetry-proto, against the real binary.
+FERRY_BIN="$PWD/target/debug/ferry" python3 -m pytest -q -p no:cacheprovider tests/kafka tests/push tests/metrics tests/traces
 # The web console in headless Chromium (Debian's chromium, npm playwright-core).
 FERRY_BIN="$PWD/target/debug/ferry" scripts/test-ui.sh
 # The HTTP API against its OpenAPI document: schemathesis, every phase and check that

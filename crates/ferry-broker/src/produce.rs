@@ -9,6 +9,7 @@ use crate::Broker;
 use bytes::Bytes;
 use ferry_log::batch::{NewRecord, RecordHeader};
 use ferry_log::DecodeLimits;
+use ferry_trace::{attr, Span, SpanKind, Start, TraceParent};
 use std::collections::BTreeMap;
 
 /// A record to produce.
@@ -33,6 +34,8 @@ pub struct Appended {
     pub end_offset: Option<u64>,
     /// Why appending stopped early, if it did.
     pub error: Option<BrokerError>,
+    /// Records appended (as the batches' headers count them).
+    pub records: u64,
 }
 
 /// Where a produced record landed.
@@ -50,13 +53,24 @@ impl Broker {
         topic_name: &str,
         records: Vec<ProduceRecord>,
     ) -> Result<Vec<Produced>> {
+        self.produce_traced(topic_name, records, None).await
+    }
+
+    /// [`Broker::produce`] for a request whose span is `trace`: the partition writers'
+    /// append and fsync spans are its children or link to it.
+    pub async fn produce_traced(
+        &self,
+        topic_name: &str,
+        records: Vec<ProduceRecord>,
+        trace: Option<TraceParent>,
+    ) -> Result<Vec<Produced>> {
         let topic = self.topic(topic_name)?;
         let by_partition = route(&topic, records, now_ms() as i64)?;
         let total: usize = by_partition.values().map(|v| v.len()).sum();
         let mut answers = Vec::with_capacity(by_partition.len());
         for (pid, recs) in by_partition {
             let part = topic.partition(pid)?;
-            answers.push(part.append_records(recs));
+            answers.push(part.append_records(recs, trace));
         }
         let mut out = vec![
             Produced {
@@ -96,18 +110,36 @@ impl Broker {
         partition: u32,
         batches: Bytes,
     ) -> Result<Appended> {
+        self.append_client_batches_traced(topic, partition, batches, None)
+            .await
+    }
+
+    /// [`Broker::append_client_batches`] for a request whose span is `trace`: the
+    /// append span is its child.
+    pub async fn append_client_batches_traced(
+        &self,
+        topic: &str,
+        partition: u32,
+        batches: Bytes,
+        trace: Option<TraceParent>,
+    ) -> Result<Appended> {
         let topic = self.topic(topic)?;
         let part = topic.partition(partition)?;
         let limits = client_batch_limits(self.limits, topic.config().max_record_bytes);
         blocking(move || {
+            let mut span = match trace {
+                Some(parent) => append_span(partition, parent),
+                None => Span::OFF,
+            };
             let mut out = Appended {
                 first_offset: None,
                 end_offset: None,
                 error: None,
+                records: 0,
             };
             let mut p = 0;
             while p < batches.len() {
-                let (end, mut one) = match check_client_batch(&batches, p, &limits) {
+                let (end, mut one, count) = match check_client_batch(&batches, p, &limits) {
                     Ok(c) => c,
                     Err(e) => {
                         out.error = Some(e);
@@ -116,6 +148,7 @@ impl Broker {
                 };
                 match part.log.append(&mut one, now_ms()) {
                     Ok(info) => {
+                        out.records += count;
                         out.first_offset.get_or_insert(info.base_offset);
                         // A retried older batch reports where it was stored before:
                         // the end to make durable never moves back.
@@ -137,6 +170,16 @@ impl Broker {
             if part.log.config().durability != ferry_log::Durability::Always {
                 part.publish_latest();
             }
+            if span.is_on() {
+                span.set(attr::MESSAGE_COUNT, out.records as i64);
+                if let (Some(base), Some(end)) = (out.first_offset, out.end_offset) {
+                    span.set(attr::BASE_OFFSET, base as i64);
+                    span.set(attr::END_OFFSET, end as i64);
+                }
+                if let Some(e) = &out.error {
+                    span.fail(e);
+                }
+            }
             Ok(out)
         })
         .await
@@ -145,9 +188,34 @@ impl Broker {
     /// Waits until every offset below `end_offset` meets the topic's durability policy
     /// (one shared sync for everything appended meanwhile), and wakes readers.
     pub async fn make_durable(&self, topic: &str, partition: u32, end_offset: u64) -> Result<()> {
-        let part = self.topic(topic)?.partition(partition)?;
-        part.durable(end_offset).await
+        self.make_durable_traced(topic, partition, end_offset, None)
+            .await
     }
+
+    /// [`Broker::make_durable`] for a request whose span is `trace`: the fsync span
+    /// that covers it is its child or links to it.
+    pub async fn make_durable_traced(
+        &self,
+        topic: &str,
+        partition: u32,
+        end_offset: u64,
+        trace: Option<TraceParent>,
+    ) -> Result<()> {
+        let part = self.topic(topic)?.partition(partition)?;
+        part.durable(end_offset, trace).await
+    }
+}
+
+/// The span of appending to `partition` for the request whose span is `parent`.
+pub(crate) fn append_span(partition: u32, parent: TraceParent) -> Span {
+    Span::start(Start {
+        parent: Some(parent),
+        attributes: vec![
+            ferry_trace::KeyValue::new(attr::MESSAGING_SYSTEM, attr::SYSTEM_FERRY),
+            ferry_trace::KeyValue::new(attr::PARTITION, partition.to_string()),
+        ],
+        ..Start::new("append", SpanKind::Internal)
+    })
 }
 
 /// The partition of each record (the one it names, its key's, or the next in turn),
@@ -232,14 +300,14 @@ fn client_batch_limits(broker: DecodeLimits, max_record_bytes: u64) -> DecodeLim
 }
 
 /// Checks the batch starting at `p` of a client's request; returns where it ends and a
-/// copy to append (the log stamps offsets into it). The check is
+/// copy to append (the log stamps offsets into it) and its record count. The check is
 /// [`ferry_log::batch::check_batch`], the one every stored batch passes; a header whose
 /// `max_timestamp` disagrees with its records is rewritten, as Kafka does.
 fn check_client_batch(
     batches: &Bytes,
     p: usize,
     limits: &DecodeLimits,
-) -> Result<(usize, Vec<u8>)> {
+) -> Result<(usize, Vec<u8>, u64)> {
     let one = ferry_log::batch::Batches::new(batches.slice(p..))
         .next()
         .unwrap_or_else(|| {
@@ -262,5 +330,9 @@ fn check_client_batch(
     if checked.max_timestamp != checked.header.max_timestamp {
         ferry_log::batch::set_max_timestamp(&mut copy, checked.max_timestamp);
     }
-    Ok((p + one.len(), copy))
+    Ok((
+        p + one.len(),
+        copy,
+        u64::try_from(checked.header.record_count).unwrap_or(0),
+    ))
 }

@@ -8,6 +8,13 @@
 //! so the records per sync grow with the number of concurrent producers, and a request
 //! waiting for its sync holds no thread.
 //!
+//! # Traces
+//!
+//! A request may come with its span's context (when tracing is on). One round's append
+//! and fsync serve many requests, so each is one span: the child of the first traced
+//! request it serves, linking to the others (at most [`ferry_trace::SPAN_LINKS_MAX`]).
+//! With tracing off, requests carry `None` and no span is made.
+//!
 //! The task exists only while there is work: the request that finds the queue idle
 //! starts it, and it ends when it finds the queue empty. A panic in it (a bug) fails
 //! the requests it held and those queued, and the next request starts a new task.
@@ -19,6 +26,7 @@ use crate::produce::{record_size_bound, Produced};
 use ferry_log::batch::{build_batch, NewRecord, BATCH_HEADER_BYTES};
 use ferry_log::sync::lock;
 use ferry_log::{Compression, Durability};
+use ferry_trace::{attr, KeyValue, Span, SpanKind, Start, TraceParent};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
@@ -29,11 +37,14 @@ pub(crate) type Placed = Vec<(usize, Produced)>;
 pub(crate) enum Job {
     Records {
         records: Vec<(usize, NewRecord)>,
+        /// The request's span, when tracing is on.
+        trace: Option<TraceParent>,
         done: oneshot::Sender<Result<Placed>>,
     },
     /// Offsets below `end` must meet the durability policy.
     Durable {
         end: u64,
+        trace: Option<TraceParent>,
         done: oneshot::Sender<Result<()>>,
     },
 }
@@ -61,21 +72,30 @@ impl Partition {
     pub(crate) fn append_records(
         self: &Arc<Self>,
         records: Vec<(usize, NewRecord)>,
+        trace: Option<TraceParent>,
     ) -> impl std::future::Future<Output = Result<Placed>> {
         let (done, answer) = oneshot::channel();
-        self.submit(Job::Records { records, done });
+        self.submit(Job::Records {
+            records,
+            trace,
+            done,
+        });
         async move { answer.await.map_err(|_| writer_gone())? }
     }
 
     /// Waits until offsets below `end` meet the durability policy, and wakes readers.
-    pub(crate) async fn durable(self: &Arc<Self>, end: u64) -> Result<()> {
+    pub(crate) async fn durable(
+        self: &Arc<Self>,
+        end: u64,
+        trace: Option<TraceParent>,
+    ) -> Result<()> {
         let always = self.log.config().durability == Durability::Always;
         if !always || self.log.synced() >= end {
             self.publish_latest();
             return Ok(());
         }
         let (done, answer) = oneshot::channel();
-        self.submit(Job::Durable { end, done });
+        self.submit(Job::Durable { end, trace, done });
         answer.await.map_err(|_| writer_gone())?
     }
 
@@ -113,10 +133,20 @@ impl Partition {
         let mut waits = Vec::new();
         let mut group = Group::default();
         let mut appended_to = None;
+        // Every traced request of the round: the fsync span's parent and links.
+        let mut traces = Vec::new();
         for job in jobs {
             match job {
-                Job::Durable { end, done } => waits.push((end, done)),
-                Job::Records { records, done } => {
+                Job::Durable { end, trace, done } => {
+                    traces.extend(trace);
+                    waits.push((end, done));
+                }
+                Job::Records {
+                    records,
+                    trace,
+                    done,
+                } => {
+                    traces.extend(trace);
                     let size = records
                         .iter()
                         .map(|(_, r)| record_size_bound(r) - BATCH_HEADER_BYTES)
@@ -128,7 +158,7 @@ impl Partition {
                             &mut appended_to,
                         );
                     }
-                    group.add(records, size, done);
+                    group.add(records, size, trace, done);
                 }
             }
         }
@@ -139,10 +169,17 @@ impl Partition {
         // A failed sync stops the log (the error says why, and is the same for everyone).
         let always = self.log.config().durability == Durability::Always;
         let synced = match end {
-            Some(end) if always => self
-                .log
-                .wait_durable(end)
-                .map_err(|e| BrokerError::from_log(self.id, e).to_string()),
+            Some(end) if always => {
+                let mut span = self.round_span("fsync", &traces);
+                let synced = self
+                    .log
+                    .wait_durable(end)
+                    .map_err(|e| BrokerError::from_log(self.id, e).to_string());
+                if let Err(why) = &synced {
+                    span.fail(why);
+                }
+                synced
+            }
             _ => Ok(()),
         };
         self.publish_latest();
@@ -174,21 +211,36 @@ impl Partition {
         appended_to: &mut Option<u64>,
     ) {
         let Group {
-            records, requests, ..
+            records,
+            requests,
+            traces,
+            ..
         } = group;
+        let mut span = self.round_span("append", &traces);
+        if span.is_on() {
+            span.set(attr::MESSAGE_COUNT, records.len() as i64);
+        }
         match self.append_batch(&records, appended_to) {
             Ok(placed) => {
+                if let (Some(first), Some(last)) = (placed.first(), placed.last()) {
+                    if span.is_on() {
+                        span.set(attr::BASE_OFFSET, first.1.offset as i64);
+                        span.set(attr::END_OFFSET, last.1.offset as i64 + 1);
+                    }
+                }
                 let mut placed = placed.into_iter();
                 for (count, done) in requests {
                     answers.push((done, Ok(placed.by_ref().take(count).collect())));
                 }
             }
             Err(e) if requests.len() == 1 => {
+                span.fail(&e);
                 if let Some((_, done)) = requests.into_iter().next() {
                     answers.push((done, Err(e)));
                 }
             }
-            Err(_) => {
+            Err(e) => {
+                span.fail(&e);
                 let mut rest = records.into_iter();
                 for (count, done) in requests {
                     let own: Vec<_> = rest.by_ref().take(count).collect();
@@ -196,6 +248,25 @@ impl Partition {
                 }
             }
         }
+    }
+
+    /// The span of one step of a round (an append or a sync) serving the requests
+    /// whose spans are `traces`: the first one's child, linking to the others. Off when
+    /// none is traced.
+    fn round_span(&self, name: &'static str, traces: &[TraceParent]) -> Span {
+        let Some((first, others)) = traces.split_first() else {
+            return Span::OFF;
+        };
+        Span::start(Start {
+            parent: Some(*first),
+            links: others,
+            attributes: vec![
+                KeyValue::new(attr::MESSAGING_SYSTEM, attr::SYSTEM_FERRY),
+                KeyValue::new(attr::PARTITION, self.id.to_string()),
+                KeyValue::new(attr::REQUESTS, traces.len() as i64),
+            ],
+            ..Start::new(name, SpanKind::Internal)
+        })
     }
 
     /// Appends `records` as one batch (or several if they do not fit in one: a single
@@ -238,6 +309,8 @@ struct Group {
     requests: Vec<(usize, oneshot::Sender<Result<Placed>>)>,
     /// Bytes of the records, without the batch header.
     size: usize,
+    /// The spans of the requests that are traced.
+    traces: Vec<TraceParent>,
 }
 
 impl Group {
@@ -249,8 +322,10 @@ impl Group {
         &mut self,
         records: Vec<(usize, NewRecord)>,
         size: usize,
+        trace: Option<TraceParent>,
         done: oneshot::Sender<Result<Placed>>,
     ) {
+        self.traces.extend(trace);
         self.requests.push((records.len(), done));
         self.records.extend(records);
         self.size += size;

@@ -11,6 +11,7 @@ pub mod records;
 pub mod server;
 pub mod subscriptions;
 pub mod topics;
+pub mod trace;
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};

@@ -2,10 +2,14 @@
 
 use crate::codec::{record_out, to_produce, ProduceBody, RECORDS_PER_REQUEST_MAX};
 use crate::problem::Problem;
+use crate::trace::RequestTrace;
 use crate::{json_body, AppState};
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use bytes::Bytes;
+use ferry_broker::ProduceRecord;
+use ferry_log::batch::RecordHeader;
+use ferry_trace::{attr, Span, TraceParent};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -19,9 +23,22 @@ pub const WAIT_MS_MAX: u64 = 60_000;
 pub async fn produce(
     State(state): State<AppState>,
     Path(topic): Path<String>,
+    trace: RequestTrace,
     body: Bytes,
 ) -> Result<Json<Value>, Problem> {
-    let b: ProduceBody = json_body(&body, &["records.[]"])?;
+    let mut span = trace.server_span("produce", "send", attr::DESTINATION, &topic);
+    let result = produce_records(&state, &topic, &body, &mut span).await;
+    crate::trace::finish(&mut span, &result);
+    result
+}
+
+async fn produce_records(
+    state: &AppState,
+    topic: &str,
+    body: &[u8],
+    span: &mut Span,
+) -> Result<Json<Value>, Problem> {
+    let b: ProduceBody = json_body(body, &["records.[]"])?;
     if b.records.is_empty() {
         return Err(Problem::bad_request(
             "invalid-record",
@@ -37,18 +54,54 @@ pub async fn produce(
             ),
         ));
     }
-    let records = b
+    let mut records = b
         .records
         .into_iter()
         .enumerate()
         .map(|(i, r)| to_produce(i, r))
         .collect::<Result<Vec<_>, _>>()?;
-    let produced = state.broker.produce(&topic, records).await?;
+    let context = span.context();
+    if let Some(context) = context {
+        span.set(attr::MESSAGE_COUNT, records.len() as i64);
+        continue_trace(&mut records, context);
+    }
+    let produced = state.broker.produce_traced(topic, records, context).await?;
+    if span.is_on() {
+        let mut partitions: Vec<i64> = produced.iter().map(|p| i64::from(p.partition)).collect();
+        partitions.sort_unstable();
+        partitions.dedup();
+        if let [one] = partitions[..] {
+            span.set(attr::PARTITION, one.to_string());
+        }
+        span.set(
+            attr::PARTITIONS,
+            ferry_trace::Value::Array(partitions.into()),
+        );
+    }
     let offsets: Vec<Value> = produced
         .iter()
         .map(|p| json!({"partition": p.partition, "offset": p.offset}))
         .collect();
     Ok(Json(json!({ "offsets": offsets })))
+}
+
+/// Gives each record without a `traceparent` header one naming the produce span
+/// (`context`), so that what the record causes later (deliveries, webhook calls)
+/// continues this trace. A record's own header is kept.
+fn continue_trace(records: &mut [ProduceRecord], context: TraceParent) {
+    let value = Bytes::from(context.to_string());
+    for r in records {
+        if !r
+            .headers
+            .iter()
+            .any(|h| h.key.eq_ignore_ascii_case(b"traceparent"))
+        {
+            r.headers.push(RecordHeader {
+                key: Bytes::from_static(b"traceparent"),
+                value: Some(value.clone()),
+            });
+        }
+    }
 }
 
 /// A query parameter parsed as `T`, or a problem naming it.

@@ -3,6 +3,7 @@
 
 use crate::codec::record_out;
 use crate::problem::Problem;
+use crate::trace::RequestTrace;
 use crate::{json_body, AppState};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -14,6 +15,7 @@ use ferry_broker::subs::{
     Completion, Delivery, Position, PullRequest, SubscriptionSettings, SubscriptionStatus,
 };
 use ferry_broker::BrokerError;
+use ferry_trace::{attr, Span, TraceParent};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
@@ -234,7 +236,20 @@ fn delivery_out(d: &Delivery) -> Value {
 pub async fn pull(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    trace: RequestTrace,
     body: Bytes,
+) -> Result<Json<Value>, Problem> {
+    let mut span = trace.server_span("lease", "receive", attr::SUBSCRIPTION, &name);
+    let result = pull_records(&state, &name, &body, &mut span).await;
+    crate::trace::finish(&mut span, &result);
+    result
+}
+
+async fn pull_records(
+    state: &AppState,
+    name: &str,
+    body: &[u8],
+    span: &mut Span,
 ) -> Result<Json<Value>, Problem> {
     let b: PullBody = if body.is_empty() {
         PullBody {
@@ -244,7 +259,7 @@ pub async fn pull(
             visibility_timeout_ms: None,
         }
     } else {
-        json_body(&body, &[])?
+        json_body(body, &[])?
     };
     let visibility = match b.visibility_timeout_ms {
         None => None,
@@ -259,7 +274,14 @@ pub async fn pull(
         wait: Duration::from_millis(b.wait_ms.unwrap_or(0)),
         visibility_timeout_ms: visibility,
     };
-    let out = state.broker.pull(&name, req).await?;
+    let out = state.broker.pull(name, req).await?;
+    if span.is_on() {
+        span.set(attr::MESSAGE_COUNT, out.len() as i64);
+        span.link_all(
+            out.iter()
+                .filter_map(|d| d.record.header("traceparent").and_then(TraceParent::parse)),
+        );
+    }
     let records: Vec<Value> = out.iter().map(delivery_out).collect();
     Ok(Json(json!({ "records": records })))
 }
@@ -299,15 +321,30 @@ fn only(b: &LeasesBody, allowed: &[&str]) -> Result<(), Problem> {
 pub async fn ack(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    trace: RequestTrace,
     body: Bytes,
 ) -> Result<Json<Value>, Problem> {
-    let b: LeasesBody = json_body(&body, &[])?;
+    let mut span = trace.server_span("ack", "settle", attr::SUBSCRIPTION, &name);
+    let result = ack_leases(&state, &name, &body, &mut span).await;
+    crate::trace::finish(&mut span, &result);
+    result
+}
+
+async fn ack_leases(
+    state: &AppState,
+    name: &str,
+    body: &[u8],
+    span: &mut Span,
+) -> Result<Json<Value>, Problem> {
+    let b: LeasesBody = json_body(body, &[])?;
     only(&b, &["durable"])?;
     let completion = match b.durable {
         Some(false) => Completion::Buffered,
         Some(true) | None => Completion::Durable,
     };
-    let n = state.broker.ack(&name, b.lease_ids, completion).await?;
+    span.set(attr::LEASES, b.lease_ids.len() as i64);
+    let n = state.broker.ack(name, b.lease_ids, completion).await?;
+    span.set(attr::MESSAGE_COUNT, n as i64);
     Ok(Json(json!({ "acked": n })))
 }
 

@@ -5,14 +5,16 @@
 use crate::breaker::Ticket;
 use crate::conn::Slot;
 use crate::dispatcher::Dispatcher;
-use crate::dlog::Attempt;
+use crate::dlog::{Attempt, Logged};
 use crate::outcome::{Decision, Outcome, Policy, RETRY_AFTER_MS_MAX};
 use crate::request::Target;
 use crate::supervisor::Dispatchers;
+use crate::trace::attempt_span;
 use ferry_broker::subs::push::PushConfig;
 use ferry_broker::subs::Delivery;
 use ferry_broker::{now_ms, BrokerError};
 use ferry_log::sync::lock;
+use ferry_trace::{attr, TraceParent};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -33,7 +35,18 @@ impl Dispatchers {
         };
         let started = Instant::now();
         let time = now_ms();
-        let outcome = self.send(target, push, &x, time, slot).await;
+        let mut span = attempt_span(
+            cfg,
+            &x,
+            target
+                .endpoint
+                .as_ref()
+                .ok()
+                .and_then(|ep| ep.url.host_str()),
+        );
+        let outcome = self
+            .send(target, push, &x, time, slot, span.context())
+            .await;
         if let Some(status) = outcome.status() {
             d.stats
                 .last_status
@@ -53,6 +66,16 @@ impl Dispatchers {
         };
         let decision = Decision::of(&outcome, &policy);
         let error = outcome.error();
+        if span.is_on() {
+            if let Some(status) = outcome.status() {
+                span.set(attr::HTTP_STATUS, i64::from(status.as_u16()));
+            }
+            span.set(attr::PUSH_OUTCOME, logged_name(decision.logged()));
+            if let Some(e) = &error {
+                span.fail(e);
+            }
+        }
+        span.end();
         d.stats.count(decision.logged());
         d.stats.measure(
             decision.logged(),
@@ -92,12 +115,13 @@ impl Dispatchers {
         x: &Delivery,
         time: u64,
         slot: &mut Slot,
+        trace: Option<TraceParent>,
     ) -> Outcome {
         let ep = match &target.endpoint {
             Ok(ep) => ep,
             Err(why) => return Outcome::Unusable(why.clone()),
         };
-        let call = match target.request(push, x, time) {
+        let call = match target.request(push, x, time, trace) {
             Ok(call) => call,
             Err(u) => return Outcome::Unsendable(u),
         };
@@ -141,5 +165,14 @@ impl Dispatchers {
                 .await
                 .map(|_| ()),
         }
+    }
+}
+
+/// The delivery log's name of an outcome, as spans carry it.
+fn logged_name(l: Logged) -> &'static str {
+    match l {
+        Logged::Delivered => "delivered",
+        Logged::Retry => "retry",
+        Logged::DeadLetter => "dead_letter",
     }
 }

@@ -9,6 +9,7 @@ use crate::sign;
 use crate::trace::traceparent;
 use ferry_broker::subs::push::{Payload, PushConfig, PushMethod};
 use ferry_broker::subs::{Delivery, SubscriptionConfig};
+use ferry_trace::TraceParent;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 const H_WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
@@ -114,8 +115,15 @@ impl Target {
     }
 
     /// The request for one delivery (`push` is the target's push settings): the
-    /// target's headers and the record's own.
-    pub fn request(&self, push: &PushConfig, x: &Delivery, time: u64) -> Result<Call, Unsendable> {
+    /// target's headers and the record's own. `trace` is the attempt's span when
+    /// tracing is on: the `traceparent` header names it.
+    pub fn request(
+        &self,
+        push: &PushConfig,
+        x: &Delivery,
+        time: u64,
+        trace: Option<TraceParent>,
+    ) -> Result<Call, Unsendable> {
         let cfg = &self.cfg;
         let r = &x.record;
         let id = format!("{}-{}-{}", cfg.name, x.partition, r.offset);
@@ -142,7 +150,11 @@ impl Target {
             value("content type", content_type)?,
         );
         h.append(H_WEBHOOK_SIGNATURE, value("signature", signature)?);
-        h.append(H_TRACEPARENT, value("traceparent", traceparent(r, &id))?);
+        let tp = match trace {
+            Some(t) => t.to_string(),
+            None => traceparent(r, &id),
+        };
+        h.append(H_TRACEPARENT, value("traceparent", tp)?);
         h.append(H_WEBHOOK_ID, value("id", id.clone())?);
         h.append(H_WEBHOOK_TIMESTAMP, HeaderValue::from(ts));
         h.append(H_FERRY_PARTITION, HeaderValue::from(x.partition));

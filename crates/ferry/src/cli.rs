@@ -141,6 +141,14 @@ pub struct ServeArgs {
     /// partition) or topic (partitions summed, for many partitions) [default: partition]
     #[arg(long, env = "FERRY_METRICS_DETAIL", value_name = "DETAIL")]
     pub metrics_detail: Option<String>,
+    /// Export traces over OTLP/HTTP (protobuf) to this collector, e.g.
+    /// http://127.0.0.1:4318 (spans go to URL/v1/traces) [default: off]
+    #[arg(long, env = "FERRY_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// Spans waiting for export at most; more are dropped, so a slow collector never
+    /// holds up requests [default: 4096]
+    #[arg(long, env = "FERRY_OTLP_MAX_QUEUE_SPANS", value_name = "N")]
+    pub otlp_max_queue_spans: Option<usize>,
 }
 
 #[derive(Args, Clone)]

@@ -11,6 +11,7 @@ mod serve;
 mod settings;
 mod subs;
 mod time;
+mod traces;
 
 use clap::Parser;
 use cli::{Cli, Command};

@@ -85,6 +85,13 @@ async fn shutdown_signal(stopping: tokio::sync::watch::Sender<bool>) {
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let started = Instant::now();
     init_logs(&settings)?;
+    let traces = match &settings.otlp_endpoint {
+        Some(endpoint) => Some(crate::traces::Traces::start(
+            endpoint,
+            settings.otlp_max_queue_spans,
+        )?),
+        None => None,
+    };
     ferry_log::compression::set_decompression_budget(settings.decompress_memory_bytes);
     let open_files = raise_open_file_limit();
     let max_open_segments = open_files.map(|n| {
@@ -173,7 +180,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     maintenance.abort();
     kafka.abort();
-    sync_at_shutdown(broker).await
+    let synced = sync_at_shutdown(broker).await;
+    if let Some(traces) = traces {
+        traces.stop().await;
+    }
+    synced
 }
 
 /// The Kafka listener's settings; it listens on `local`.

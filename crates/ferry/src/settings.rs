@@ -38,11 +38,16 @@ struct FileSettings {
     metrics_detail: Option<String>,
     push_allow_private: Option<bool>,
     push_allow_networks: Option<Vec<String>>,
+    otlp_endpoint: Option<String>,
+    otlp_max_queue_spans: Option<usize>,
 }
 
 /// HTTP/1.1 carries one request at a time per connection: a service keeping 64 publishes
 /// in flight holds 64 connections, so the default leaves room for many such services.
 pub const HTTP_MAX_CONNECTIONS_DEFAULT: usize = 4096;
+
+/// Largest span queue a setting may ask for (about 1 GiB of spans).
+pub const OTLP_MAX_QUEUE_SPANS_MAX: usize = 1 << 20;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -71,6 +76,10 @@ pub struct Settings {
     pub push_allow_private: bool,
     /// Networks push subscriptions may call even though they are private.
     pub push_allow_networks: Vec<ferry_push::guard::Network>,
+    /// The OTLP/HTTP collector traces are exported to; `None`: tracing is off.
+    pub otlp_endpoint: Option<String>,
+    /// Spans waiting for export at most.
+    pub otlp_max_queue_spans: usize,
 }
 
 fn limit(v: i64, what: &str) -> anyhow::Result<Option<u64>> {
@@ -130,6 +139,15 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
         None => Vec::new(),
         Some(list) => networks(&list)?,
     };
+    let otlp_endpoint = pick!(args, file, otlp_endpoint).filter(|e| !e.trim().is_empty());
+    if let Some(e) = &otlp_endpoint {
+        crate::traces::traces_url(e)?;
+    }
+    let otlp_max_queue_spans = pick!(args, file, otlp_max_queue_spans)
+        .unwrap_or(crate::traces::OTLP_MAX_QUEUE_SPANS_DEFAULT);
+    if !(1..=OTLP_MAX_QUEUE_SPANS_MAX).contains(&otlp_max_queue_spans) {
+        bail!("otlp_max_queue_spans must be between 1 and {OTLP_MAX_QUEUE_SPANS_MAX}, got {otlp_max_queue_spans}");
+    }
     Ok(Settings {
         kafka_addr: pick!(args, file, kafka_addr)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092))),
@@ -160,6 +178,8 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
         metrics_detail,
         push_allow_private: pick!(args, file, push_allow_private).unwrap_or(false),
         push_allow_networks,
+        otlp_endpoint,
+        otlp_max_queue_spans,
     })
 }
 

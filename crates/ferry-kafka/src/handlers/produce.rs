@@ -2,10 +2,16 @@
 //! the answer waits for the topic's durability policy without holding up the
 //! connection's next requests, so one sync covers several of them. acks=0 gets no
 //! answer at all, but its records still complete the durability policy.
+//!
+//! With tracing on, each request is a `produce` span (a new trace: a Kafka request has
+//! no trace context of its own, and its records' `traceparent` headers are stored as
+//! they are, for what the records cause later), the parent of each partition's append
+//! span and of the fsync spans its durability waits join.
 
 use super::{Ctx, Reply};
 use crate::errors;
 use ferry_broker::{Appended, Broker};
+use ferry_trace::{attr, KeyValue, Span, SpanKind, Start, TraceParent};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind, TopicName};
 use kafka_protocol::ResponseError;
@@ -23,11 +29,17 @@ type SyncErrors = HashMap<(String, i32), i16>;
 
 pub async fn produce(ctx: &Ctx, req: ProduceRequest) -> Reply {
     let answer = req.acks != 0;
-    let appended = append_all(ctx, req).await;
+    let mut span = produce_span(&req);
+    let trace = span.context();
+    let appended = append_all(ctx, req, trace).await;
     // Durability and the answer complete later.
     let broker = ctx.broker.clone();
     Reply::Later(Box::pin(async move {
-        let sync_errors = wait_durable(&broker, &appended).await;
+        let sync_errors = wait_durable(&broker, &appended, trace).await;
+        if span.is_on() {
+            finish_span(&mut span, &appended, &sync_errors);
+        }
+        span.end();
         if !answer {
             return None;
         }
@@ -40,7 +52,7 @@ pub async fn produce(ctx: &Ctx, req: ProduceRequest) -> Reply {
 }
 
 /// Appends every partition's batches, here and in request order.
-async fn append_all(ctx: &Ctx, req: ProduceRequest) -> Appends {
+async fn append_all(ctx: &Ctx, req: ProduceRequest, trace: Option<TraceParent>) -> Appends {
     let bad_acks = !matches!(req.acks, -1..=1);
     let transactional = req.transactional_id.is_some();
     let mut appended = Vec::new();
@@ -56,7 +68,12 @@ async fn append_all(ctx: &Ctx, req: ProduceRequest) -> Appends {
                 Err(ResponseError::UnknownTopicOrPartition.code())
             } else {
                 ctx.broker
-                    .append_client_batches(&name, p.index as u32, p.records.unwrap_or_default())
+                    .append_client_batches_traced(
+                        &name,
+                        p.index as u32,
+                        p.records.unwrap_or_default(),
+                        trace,
+                    )
                     .await
                     .map_err(|e| errors::code(&e))
             };
@@ -69,7 +86,11 @@ async fn append_all(ctx: &Ctx, req: ProduceRequest) -> Appends {
 
 /// Waits, all at once, for every partition that took records to meet its durability
 /// policy.
-async fn wait_durable(broker: &Arc<Broker>, appended: &Appends) -> SyncErrors {
+async fn wait_durable(
+    broker: &Arc<Broker>,
+    appended: &Appends,
+    trace: Option<TraceParent>,
+) -> SyncErrors {
     let mut waits = Vec::new();
     for (name, parts) in appended {
         for (index, result) in parts {
@@ -81,7 +102,7 @@ async fn wait_durable(broker: &Arc<Broker>, appended: &Appends) -> SyncErrors {
                 let (b, n, i, e) = (broker.clone(), name.0.to_string(), *index as u32, *end);
                 waits.push((
                     (name.0.to_string(), *index),
-                    tokio::spawn(async move { b.make_durable(&n, i, e).await }),
+                    tokio::spawn(async move { b.make_durable_traced(&n, i, e, trace).await }),
                 ));
             }
         }
@@ -99,6 +120,74 @@ async fn wait_durable(broker: &Arc<Broker>, appended: &Appends) -> SyncErrors {
         }
     }
     sync_errors
+}
+
+/// The request's span when tracing is on: its topics and partitions.
+fn produce_span(req: &ProduceRequest) -> Span {
+    if !ferry_trace::enabled() {
+        return Span::OFF;
+    }
+    let mut attributes = vec![
+        KeyValue::new(attr::MESSAGING_SYSTEM, attr::SYSTEM_FERRY),
+        KeyValue::new(attr::OPERATION_TYPE, "send"),
+        KeyValue::new(attr::OPERATION_NAME, "produce"),
+        KeyValue::new(attr::PROTOCOL, "kafka"),
+    ];
+    match &req.topic_data[..] {
+        [one] => {
+            attributes.push(KeyValue::new(attr::DESTINATION, one.name.0.to_string()));
+            let partitions: Vec<i64> = one
+                .partition_data
+                .iter()
+                .map(|p| i64::from(p.index))
+                .collect();
+            if let [p] = partitions[..] {
+                attributes.push(KeyValue::new(attr::PARTITION, p.to_string()));
+            }
+            attributes.push(KeyValue::new(
+                attr::PARTITIONS,
+                ferry_trace::Value::Array(partitions.into()),
+            ));
+        }
+        topics => {
+            let names: Vec<ferry_trace::StringValue> =
+                topics.iter().map(|t| t.name.0.to_string().into()).collect();
+            attributes.push(KeyValue::new(
+                attr::TOPICS,
+                ferry_trace::Value::Array(names.into()),
+            ));
+        }
+    }
+    Span::start(Start {
+        attributes,
+        ..Start::new("produce", SpanKind::Server)
+    })
+}
+
+/// Records what the request did on its span: records appended, and the first error.
+fn finish_span(span: &mut Span, appended: &Appends, sync_errors: &SyncErrors) {
+    let mut records = 0;
+    let mut error = sync_errors.values().next().copied();
+    for (_, parts) in appended {
+        for (_, result) in parts {
+            match result {
+                Ok(a) => {
+                    records += a.records;
+                    if let Some(e) = &a.error {
+                        error.get_or_insert(errors::code(e));
+                    }
+                }
+                Err(code) => {
+                    error.get_or_insert(*code);
+                }
+            }
+        }
+    }
+    span.set(attr::MESSAGE_COUNT, records as i64);
+    if let Some(code) = error {
+        span.set(attr::ERROR_TYPE, code.to_string());
+        span.fail(format!("Kafka error code {code}"));
+    }
 }
 
 /// The answer: each partition's first offset, or the first error it met.
