@@ -129,7 +129,7 @@ impl EndOffsets {
 /// One partition's place: what is committed, where the partition ends, and the lag.
 fn offset_json(topic: &str, partition: u32, committed: Option<i64>, end: Option<u64>) -> Value {
     let lag = match (end, committed) {
-        (Some(end), Some(c)) if c >= 0 => Some(end.saturating_sub(c as u64)),
+        (Some(end), Some(c)) => ferry_broker::groups::lag(end, c),
         _ => None,
     };
     json!({

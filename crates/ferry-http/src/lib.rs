@@ -121,9 +121,53 @@ fn require_objects(value: &serde_json::Value, path: &str, whole: &str) -> Result
     Ok(())
 }
 
-/// Refuses a body whose declared length is over the limit before reading any of it;
-/// bodies without a length are cut off by `DefaultBodyLimit` at the same limit.
+/// A write sent by a web page of another site: a browser names the page's origin in
+/// `Origin`, and it differs from the server the request is for (`Host`). Such requests
+/// are refused, so that a page an operator visits cannot purge or pause
+/// subscriptions through the operator's browser (the web console's own requests are
+/// same-origin). Clients that are not browsers send no `Origin` and are not affected.
+fn cross_site_write(req: &Request) -> Option<Problem> {
+    if matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    ) {
+        return None;
+    }
+    let headers = req.headers();
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|v| v.to_str().unwrap_or(""));
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let foreign = match (origin, host) {
+        (Some("null"), _) => true,
+        (Some(origin), Some(host)) => {
+            let authority = origin.split_once("://").map_or("", |(_, rest)| rest);
+            !authority.eq_ignore_ascii_case(host)
+        }
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    (foreign || fetch_site == Some("cross-site")).then(|| {
+        Problem::new(
+            StatusCode::FORBIDDEN,
+            "cross-site-request",
+            "Cross-site request",
+            format!(
+                "a web page of another origin ({}) may not change anything here; send the request from the server's own origin or from a client that is not a browser",
+                origin.unwrap_or("unknown")
+            ),
+        )
+    })
+}
+
+/// Refuses a cross-site write ([`cross_site_write`]) and a body whose declared length
+/// is over the limit, before reading any of it; bodies without a length are cut off by
+/// `DefaultBodyLimit` at the same limit.
 async fn refuse_oversized(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(problem) = cross_site_write(&req) {
+        return problem.into_response();
+    }
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -21,11 +21,6 @@ pub struct ErrorLabels {
     pub code: i16,
 }
 
-fn latency_histogram() -> Histogram {
-    // 10 µs .. 50 s (a Fetch may wait up to 30 s).
-    Histogram::new(ferry_log::metrics::buckets(-5, 1))
-}
-
 /// The Kafka listener's metrics. Cloning shares them.
 #[derive(Debug, Clone)]
 pub struct KafkaMetrics {
@@ -38,7 +33,7 @@ pub struct KafkaMetrics {
 impl Default for KafkaMetrics {
     fn default() -> Self {
         KafkaMetrics {
-            requests: Family::new_with_constructor(latency_histogram),
+            requests: Family::new_with_constructor(ferry_log::metrics::request_histogram),
             errors: Family::default(),
             connections: Gauge::default(),
             connections_accepted: Counter::default(),

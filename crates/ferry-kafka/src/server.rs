@@ -47,10 +47,12 @@ pub async fn serve(
             Ok((stream, peer)) => {
                 let ctx = Arc::clone(&ctx);
                 ctx.metrics.connections_accepted.inc();
-                ctx.metrics.connections.inc();
+                // Made before the task, so that a task dropped before it runs (at
+                // shutdown) still counts the connection as closed.
+                let open = OpenConnection::new(ctx.metrics.connections.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
-                    let _open = OpenConnection(&ctx.metrics.connections);
+                    let _open = open;
                     if let Err(e) = connection(stream, &ctx).await {
                         tracing::debug!(peer = %peer, error = %e, "Kafka connection ended.");
                     }
@@ -65,9 +67,16 @@ pub async fn serve(
 }
 
 /// Counts a connection as open while it lives.
-struct OpenConnection<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+struct OpenConnection(prometheus_client::metrics::gauge::Gauge);
 
-impl Drop for OpenConnection<'_> {
+impl OpenConnection {
+    fn new(gauge: prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        OpenConnection(gauge)
+    }
+}
+
+impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.0.dec();
     }

@@ -6,6 +6,7 @@
 //! shared handles (`prometheus-client`), so a log only observes into them.
 
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Histogram bounds 1, 2.5 and 5 times each power of ten from `10^lo` up to `10^hi`
 /// (each the double nearest its decimal, so that bounds print as written).
@@ -20,14 +21,20 @@ pub fn buckets(lo: i32, hi: i32) -> Vec<f64> {
     }
     out
 }
-use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The histogram of a request's seconds, HTTP or Kafka: 10 µs to 50 s (long polls and
+/// Fetch waits last up to 30 s).
+pub fn request_histogram() -> Histogram {
+    Histogram::new(buckets(-5, 1))
+}
 
 /// Histograms shared by the logs of one broker. Cloning shares them.
 #[derive(Debug, Clone)]
 pub struct LogMetrics {
     /// Seconds of each `fdatasync` of a segment (group commit and roll).
     pub sync_seconds: Histogram,
-    /// Seconds of each append (validation and the write to the file, not the sync).
+    /// Seconds of each append (validation and the write to the file, and the sync of a
+    /// segment rolled on the way; not the group commit's sync).
     pub append_seconds: Histogram,
     /// Records made durable by one group-commit sync.
     pub records_per_sync: Histogram,

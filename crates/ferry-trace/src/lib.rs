@@ -210,6 +210,11 @@ impl Span {
             None => Context::new(),
         };
         let mut attributes = start.attributes;
+        let wanted = start
+            .links
+            .iter()
+            .filter(|l| Some(**l) != start.parent)
+            .count();
         let links: Vec<opentelemetry::trace::Link> = start
             .links
             .iter()
@@ -217,10 +222,10 @@ impl Span {
             .take(SPAN_LINKS_MAX)
             .map(|l| opentelemetry::trace::Link::with_context(l.span_context()))
             .collect();
-        if start.links.len() > SPAN_LINKS_MAX {
+        if wanted > links.len() {
             attributes.push(KeyValue::new(
                 "ferry.links_dropped",
-                (start.links.len() - SPAN_LINKS_MAX) as i64,
+                (wanted - links.len()) as i64,
             ));
         }
         let mut builder = tracer

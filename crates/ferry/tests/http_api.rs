@@ -549,3 +549,54 @@ async fn http2_cleartext_serves_the_api_with_many_requests_on_one_connection() {
     let stored = read_all(&s.url, "t", 0, 0).await.len() + read_all(&s.url, "t", 1, 0).await.len();
     assert_eq!(stored, 64);
 }
+
+#[tokio::test]
+async fn a_web_page_of_another_origin_cannot_change_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    create_topic(&s.url, json!({"name": "orders"})).await;
+    create_subscription(
+        &s.url,
+        json!({"name": "billing", "topic": "orders", "start": "earliest"}),
+    )
+    .await;
+    let records = json!({"records": [{"value": 1}, {"value": 2}, {"value": 3}]});
+    let (status, v) = call(
+        http()
+            .post(format!("{}/v1/topics/orders/records", s.url))
+            .json(&records),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let host = s.url.trim_start_matches("http://").to_string();
+    let purge = || http().post(format!("{}/v1/subscriptions/billing/purge", s.url));
+    let backlog = || async {
+        let (_, sub) = call(http().get(format!("{}/v1/subscriptions/billing", s.url))).await;
+        sub["backlog"].as_u64()
+    };
+    // A page elsewhere, as a browser sends it: refused, and nothing changed.
+    for req in [
+        purge().header("origin", "http://evil.example"),
+        purge().header("origin", "null"),
+        purge().header("sec-fetch-site", "cross-site"),
+    ] {
+        let (status, v) = call(req).await;
+        assert_eq!(status, 403, "{v}");
+        assert_eq!(v["type"], "urn:ferry:problem:cross-site-request");
+    }
+    assert_eq!(backlog().await, Some(3));
+    // Reads from anywhere are answered; the server's own origin (the web console) may
+    // write, as may clients that send no origin.
+    let (status, _) = call(
+        http()
+            .get(format!("{}/v1/subscriptions/billing", s.url))
+            .header("origin", "http://evil.example"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, v) = call(purge().header("origin", format!("http://{host}"))).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(backlog().await, Some(0));
+    let (status, v) = call(purge()).await;
+    assert_eq!(status, 200, "{v}");
+}

@@ -32,6 +32,8 @@ pub struct Coordinator {
     /// group → its committed offsets, as in the store.
     committed: std::sync::Mutex<BTreeMap<String, GroupOffsets>>,
     next_member: AtomicU64,
+    /// Most groups held: with members, or with committed offsets ([`GROUPS_MAX`]).
+    groups_max: usize,
 }
 
 fn valid_group_id(group_id: &str) -> GroupResult<()> {
@@ -107,7 +109,15 @@ impl Coordinator {
             offsets,
             committed: std::sync::Mutex::new(committed),
             next_member: AtomicU64::new(0),
+            groups_max: GROUPS_MAX,
         })
+    }
+
+    /// The coordinator with another limit on groups (for tests).
+    #[doc(hidden)]
+    pub fn with_groups_max(mut self, groups_max: usize) -> Self {
+        self.groups_max = groups_max;
+        self
     }
 
     /// A fresh member id: the client id's safe characters, the wall clock (so ids
@@ -145,7 +155,7 @@ impl Coordinator {
             .map(|(name, metadata)| (name, Bytes::copy_from_slice(&metadata)))
             .collect();
         let mut groups = self.groups.lock().await;
-        if !groups.contains_key(&request.group) && groups.len() >= GROUPS_MAX {
+        if !groups.contains_key(&request.group) && groups.len() >= self.groups_max {
             return Pending::ready(Err(GroupError::TooManyGroups));
         }
         let group = groups
@@ -295,7 +305,15 @@ impl Coordinator {
         match self.groups.lock().await.get(group_id) {
             Some(group) => group.check_commit(member_id, generation)?,
             None if !member_id.is_empty() => return Err(GroupError::UnknownMember),
-            None => {}
+            None => {
+                // A commit from outside any generation may name a new group: those
+                // count against the same limit, or clients could add groups (and their
+                // offsets, and their metrics series) without end.
+                let committed = lock(&self.committed);
+                if !committed.contains_key(group_id) && committed.len() >= self.groups_max {
+                    return Err(GroupError::TooManyGroups);
+                }
+            }
         }
         let too_large = offsets.iter().any(|offset| {
             offset
@@ -435,5 +453,39 @@ impl Coordinator {
             group_offsets.remove(topic);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::groups::store::{CommittedOffset, FileOffsetStore, PartitionOffset};
+
+    fn offset(o: i64) -> Vec<PartitionOffset> {
+        vec![PartitionOffset {
+            topic: "t".into(),
+            partition: 0,
+            committed: CommittedOffset {
+                offset: o,
+                metadata: None,
+            },
+        }]
+    }
+
+    #[tokio::test]
+    async fn commits_from_outside_a_generation_cannot_add_groups_past_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FileOffsetStore::open(dir.path()).unwrap());
+        let c = Coordinator::new(store).unwrap().with_groups_max(2);
+        c.commit("a", "", -1, offset(1)).await.unwrap();
+        c.commit("b", "", -1, offset(1)).await.unwrap();
+        assert_eq!(
+            c.commit("c", "", -1, offset(1)).await,
+            Err(GroupError::TooManyGroups)
+        );
+        // Groups already held keep committing.
+        c.commit("a", "", -1, offset(5)).await.unwrap();
+        let listed: Vec<String> = c.list().await.into_iter().map(|g| g.group).collect();
+        assert_eq!(listed, ["a", "b"]);
     }
 }

@@ -17,6 +17,7 @@ pub mod types;
 
 pub use coordinator::Coordinator;
 pub use store::{CommittedOffset, FileOffsetStore, OffsetStore, PartitionOffset};
+pub use types::lag;
 pub use types::{
     FetchedOffset, GroupDescription, GroupError, GroupListing, GroupResult, GroupState, JoinMember,
     JoinRequest, JoinResult, MemberDescription, Pending,

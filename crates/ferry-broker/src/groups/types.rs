@@ -36,7 +36,8 @@ pub enum GroupError {
     InvalidGroupId,
     /// The group has `MEMBERS_PER_GROUP_MAX` members.
     GroupFull,
-    /// `GROUPS_MAX` groups have members; try again later.
+    /// `GROUPS_MAX` groups are held (with members or committed offsets); try again
+    /// later, or delete groups no longer used.
     TooManyGroups,
     /// Offset metadata over `OFFSET_METADATA_BYTES_MAX`.
     MetadataTooLarge,
@@ -45,6 +46,13 @@ pub enum GroupError {
 
 /// The answer to one group request.
 pub type GroupResult<T> = std::result::Result<T, GroupError>;
+
+/// Records a group has still to read in a partition that ends at `end`, having committed
+/// `committed`: `None` for a negative commit (Kafka's "no offset"), 0 for a commit at or
+/// past the end.
+pub fn lag(end: u64, committed: i64) -> Option<u64> {
+    u64::try_from(committed).ok().map(|c| end.saturating_sub(c))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {

@@ -125,8 +125,9 @@ impl Broker {
                     .unwrap_or(0);
                 let from = from.max(part.log.stats().earliest);
                 let want = (max_records - total).min(REDRIVE_READ_RECORDS_MAX);
+                // Ferry's own read: not counted as records handed to a consumer.
                 let read = self
-                    .read(
+                    .read_uncounted(
                         &dlq_name,
                         p,
                         from,

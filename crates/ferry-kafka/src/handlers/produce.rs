@@ -122,6 +122,20 @@ async fn wait_durable(
     sync_errors
 }
 
+/// Most topics or partitions a produce span names; the rest are counted only.
+const SPAN_LIST_MAX: usize = 32;
+/// Longest topic name a span carries, in bytes (longer ones are cut at a character).
+const SPAN_NAME_BYTES_MAX: usize = 256;
+
+/// A topic name as a span attribute: at most [`SPAN_NAME_BYTES_MAX`] bytes.
+fn bounded_name(name: &str) -> String {
+    let mut end = name.len().min(SPAN_NAME_BYTES_MAX);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].to_string()
+}
+
 /// The request's span when tracing is on: its topics and partitions.
 fn produce_span(req: &ProduceRequest) -> Span {
     if !ferry_trace::enabled() {
@@ -133,12 +147,15 @@ fn produce_span(req: &ProduceRequest) -> Span {
         KeyValue::new(attr::OPERATION_NAME, "produce"),
         KeyValue::new(attr::PROTOCOL, "kafka"),
     ];
+    // Attributes come from the request: a bounded number of them, names cut short, so
+    // that one span stays small whatever a client sends.
     match &req.topic_data[..] {
         [one] => {
-            attributes.push(KeyValue::new(attr::DESTINATION, one.name.0.to_string()));
+            attributes.push(KeyValue::new(attr::DESTINATION, bounded_name(&one.name.0)));
             let partitions: Vec<i64> = one
                 .partition_data
                 .iter()
+                .take(SPAN_LIST_MAX)
                 .map(|p| i64::from(p.index))
                 .collect();
             if let [p] = partitions[..] {
@@ -150,14 +167,21 @@ fn produce_span(req: &ProduceRequest) -> Span {
             ));
         }
         topics => {
-            let names: Vec<ferry_trace::StringValue> =
-                topics.iter().map(|t| t.name.0.to_string().into()).collect();
+            let names: Vec<ferry_trace::StringValue> = topics
+                .iter()
+                .take(SPAN_LIST_MAX)
+                .map(|t| bounded_name(&t.name.0).into())
+                .collect();
             attributes.push(KeyValue::new(
                 attr::TOPICS,
                 ferry_trace::Value::Array(names.into()),
             ));
         }
     }
+    attributes.push(KeyValue::new(
+        "ferry.topic_count",
+        req.topic_data.len() as i64,
+    ));
     Span::start(Start {
         attributes,
         ..Start::new("produce", SpanKind::Server)
