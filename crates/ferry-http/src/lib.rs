@@ -6,6 +6,7 @@ pub mod codec;
 pub mod console;
 pub mod groups;
 pub mod metrics;
+pub mod observe;
 pub mod problem;
 pub mod records;
 pub mod server;
@@ -162,9 +163,10 @@ fn cross_site_write(req: &Request) -> Option<Problem> {
 }
 
 /// Refuses a cross-site write ([`cross_site_write`]) and a body whose declared length
-/// is over the limit, before reading any of it; bodies without a length are cut off by
-/// `DefaultBodyLimit` at the same limit.
-async fn refuse_oversized(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// is over the limit, before reading any of it (bodies without a length are cut off by
+/// `DefaultBodyLimit` at the same limit); then turns axum's plain-text rejections (a
+/// body over the limit, a method not allowed, a bad path parameter) into problems.
+async fn refuse_and_rewrite(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if let Some(problem) = cross_site_write(&req) {
         return problem.into_response();
     }
@@ -176,82 +178,39 @@ async fn refuse_oversized(State(state): State<AppState>, req: Request, next: Nex
     if declared.is_some_and(|n| n > state.max_request_bytes as u64) {
         return Problem::too_large(state.max_request_bytes).into_response();
     }
-    let response = next.run(req).await;
-    // axum's own rejection of a body over the limit is plain text; make it a problem.
-    if response.status() == StatusCode::PAYLOAD_TOO_LARGE
-        && response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v != "application/problem+json")
-    {
-        return Problem::too_large(state.max_request_bytes).into_response();
-    }
-    response
-}
-
-/// Logs every 5xx answer with its method, path and cause, whichever layer made it: a
-/// 5xx is a bug or a failing disk, and the operator must be able to tell which.
-async fn log_server_errors(req: Request, next: Next) -> Response {
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    let (method, uri) = (req.method().clone(), req.uri().clone());
     let response = next.run(req).await;
     let status = response.status();
-    if status.is_server_error() {
-        let cause = response
-            .extensions()
-            .get::<problem::ServerErrorCause>()
-            .map_or("no cause recorded (not a problem answer)", |c| c.0.as_str());
-        tracing::error!(
-            %method,
-            %path,
-            status = status.as_u16(),
-            cause,
-            "HTTP request failed with a server error."
-        );
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v == "application/problem+json");
+    if is_problem || !(status.is_client_error() || status.is_server_error()) {
+        return response;
     }
-    response
-}
-
-/// A future that gives a panic while it is polled as an error, instead of unwinding.
-struct CatchUnwind<F>(std::pin::Pin<Box<F>>);
-
-impl<F: std::future::Future> std::future::Future for CatchUnwind<F> {
-    type Output = std::thread::Result<F::Output>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        use std::task::Poll;
-        let inner = self.0.as_mut();
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
-            Err(panic) => Poll::Ready(Err(panic)),
-        }
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return Problem::too_large(state.max_request_bytes).into_response();
     }
-}
-
-/// Answers a panic in a handler with a 500 problem whose cause is the panic's message,
-/// so that it is logged like any other 5xx (by [`log_server_errors`]) instead of the
-/// connection closing with no answer and no cause in the log.
-async fn catch_panics(req: Request, next: Next) -> Response {
-    match CatchUnwind(Box::pin(next.run(req))).await {
-        Ok(response) => response,
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "no message".into());
-            Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal-error",
-                "Internal error",
-                format!("the request met a bug in Ferry (a panic: {message})"),
+    let path = uri.path();
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let detail = String::from_utf8_lossy(&text).into_owned();
+    match parts.status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let mut r = Problem::new(
+                status,
+                "method-not-allowed",
+                "Method not allowed",
+                format!("{method} is not allowed on {path}"),
             )
-            .into_response()
+            .into_response();
+            if let Some(allow) = parts.headers.get(header::ALLOW) {
+                r.headers_mut().insert(header::ALLOW, allow.clone());
+            }
+            r
         }
+        StatusCode::BAD_REQUEST => Problem::invalid_parameter(detail).into_response(),
+        s => Problem::new(s, "http-error", "HTTP error", detail).into_response(),
     }
 }
 
@@ -274,46 +233,6 @@ async fn not_found(req: Request<Body>) -> Problem {
         "Not found",
         format!("no route for {} {}", req.method(), req.uri().path()),
     )
-}
-
-/// Turns axum's plain-text rejections (a method not allowed, a bad path parameter)
-/// into problems.
-async fn problem_for_plain_errors(req: Request, next: Next) -> Response {
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let response = next.run(req).await;
-    let status = response.status();
-    let is_problem = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v == "application/problem+json");
-    // 413 is left to `refuse_oversized`, which knows the limit.
-    if is_problem
-        || status == StatusCode::PAYLOAD_TOO_LARGE
-        || !(status.is_client_error() || status.is_server_error())
-    {
-        return response;
-    }
-    let (parts, body) = response.into_parts();
-    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
-    let detail = String::from_utf8_lossy(&text).into_owned();
-    match parts.status {
-        StatusCode::METHOD_NOT_ALLOWED => {
-            let mut r = Problem::new(
-                status,
-                "method-not-allowed",
-                "Method not allowed",
-                format!("{method} is not allowed on {path}"),
-            )
-            .into_response();
-            if let Some(allow) = parts.headers.get(header::ALLOW) {
-                r.headers_mut().insert(header::ALLOW, allow.clone());
-            }
-            r
-        }
-        StatusCode::BAD_REQUEST => Problem::invalid_parameter(detail).into_response(),
-        s => Problem::new(s, "http-error", "HTTP error", detail).into_response(),
-    }
 }
 
 /// Every route of the API. Longer than most functions on purpose: the route table reads
@@ -393,15 +312,12 @@ pub fn router(state: AppState) -> Router {
         // once more, an allocation per request per level.
         .layer(
             tower::ServiceBuilder::new()
-                .layer(metrics::MeasureLayer(state.metrics.clone()))
-                .layer(middleware::from_fn(log_server_errors))
-                .layer(middleware::from_fn(catch_panics))
+                .layer(observe::ObserveLayer(state.metrics.clone()))
                 .layer(DefaultBodyLimit::max(limit))
                 .layer(middleware::from_fn_with_state(
                     state.clone(),
-                    refuse_oversized,
-                ))
-                .layer(middleware::from_fn(problem_for_plain_errors)),
+                    refuse_and_rewrite,
+                )),
         )
         .with_state(state)
 }
@@ -436,8 +352,7 @@ mod tests {
                     "unreachable"
                 }),
             )
-            .layer(middleware::from_fn(catch_panics))
-            .layer(middleware::from_fn(log_server_errors));
+            .layer(observe::ObserveLayer(None));
         let answer = answer_to_get(app, "/boom").await;
         assert!(answer.starts_with("HTTP/1.1 500"), "{answer}");
         assert!(

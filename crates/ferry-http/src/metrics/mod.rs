@@ -14,14 +14,12 @@
 //! The body is OpenMetrics text when the scraper asks for it (as Prometheus does) and
 //! the Prometheus text format 0.0.4 otherwise.
 //!
-//! One role per file: `measure` times each HTTP request (a tower layer), `snapshot`
-//! reads the broker's state at scrape time, `process` reads the process's own numbers.
+//! One role per file: `snapshot` reads the broker's state at scrape time, `process`
+//! reads the process's own numbers. HTTP requests are timed by `crate::observe`.
 
-mod measure;
 mod process;
 mod snapshot;
 
-pub use measure::{Measure, MeasureLayer, Measured};
 use process::Process;
 use snapshot::Snapshot;
 
@@ -108,6 +106,31 @@ impl Metrics {
             others: Vec::new(),
             started: std::time::SystemTime::now(),
         }
+    }
+
+    /// Counts one answered HTTP request of `route` (the pattern it matched).
+    pub fn record_request(
+        &self,
+        method: &axum::http::Method,
+        route: String,
+        status: StatusCode,
+        took: std::time::Duration,
+    ) {
+        let status_class = match status.as_u16() / 100 {
+            1 => "1xx",
+            2 => "2xx",
+            3 => "3xx",
+            4 => "4xx",
+            _ => "5xx",
+        };
+        self.http
+            .requests
+            .get_or_create(&RequestLabels {
+                method: method_label(method),
+                route,
+                status_class,
+            })
+            .observe(took.as_secs_f64());
     }
 
     /// Adds another part's metrics to every scrape.
@@ -230,6 +253,22 @@ fn to_text_format(openmetrics: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The method as a label: the standard ones by name, any other as `OTHER` (methods are
+/// client input; they must not add series).
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
 }
 
 #[cfg(test)]
