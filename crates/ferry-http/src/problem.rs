@@ -7,7 +7,7 @@ use ferry_broker::BrokerError;
 use serde_json::{json, Map, Value};
 
 /// The cause of a 5xx answer, carried in the response's extensions from where the
-/// problem was made to the layer that logs every 5xx (`log_server_errors` in lib.rs).
+/// problem was made to the layer that logs every 5xx (`observe.rs`).
 #[derive(Clone, Debug)]
 pub struct ServerErrorCause(pub String);
 
