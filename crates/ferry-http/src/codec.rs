@@ -130,6 +130,34 @@ fn deliver_at(at: Option<u64>, delay_ms: Option<u64>) -> Result<Option<u64>, Str
     }
 }
 
+/// A JSON value as the text Ferry stores, exactly as `serde_json::to_vec` writes it. A
+/// string with nothing to escape (the usual payload) is copied between quotes at once
+/// instead of byte by byte through the escaper, which took a tenth of a single-record
+/// produce's instructions.
+pub fn json_text(v: &Value) -> serde_json::Result<Vec<u8>> {
+    if let Value::String(s) = v {
+        // serde_json escapes `"`, `\` and the control characters below 0x20, nothing else.
+        if !needs_escape(s.as_bytes()) {
+            let mut out = Vec::with_capacity(s.len() + 2);
+            out.push(b'"');
+            out.extend_from_slice(s.as_bytes());
+            out.push(b'"');
+            return Ok(out);
+        }
+    }
+    serde_json::to_vec(v)
+}
+
+/// Whether JSON must escape any of `bytes`. Checked 64 bytes at a time without an early
+/// exit inside a block, so that the compiler turns the inner loop into vector code.
+fn needs_escape(bytes: &[u8]) -> bool {
+    bytes.chunks(64).any(|block| {
+        block.iter().fold(false, |bad, &b| {
+            bad | (b < 0x20) | (b == b'"') | (b == b'\\')
+        })
+    })
+}
+
 pub fn to_produce(index: usize, r: RecordIn) -> Result<ProduceRecord, Problem> {
     let bad = |m: String| Problem::bad_request("invalid-record", format!("record {index}: {m}"));
     let key = match &r.key {
@@ -141,9 +169,7 @@ pub fn to_produce(index: usize, r: RecordIn) -> Result<ProduceRecord, Problem> {
         Some(v) => match as_base64(&v, "value").map_err(bad)? {
             Some(b) => (Some(b), false),
             None => (
-                Some(Bytes::from(
-                    serde_json::to_vec(&v).map_err(|e| bad(e.to_string()))?,
-                )),
+                Some(Bytes::from(json_text(&v).map_err(|e| bad(e.to_string()))?)),
                 true,
             ),
         },
@@ -225,4 +251,41 @@ pub fn record_out(r: &Record) -> Value {
         "value": value,
         "headers": headers,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn json_text_writes_what_serde_json_writes() {
+        for s in [
+            "",
+            "plain",
+            "with \"quotes\"",
+            "back\\slash",
+            "tab\tand\nnewline",
+            "\u{1}\u{1f}",
+            "\u{7f} del",
+            "é 日本 🚢",
+        ] {
+            let v = Value::String(s.to_string());
+            assert_eq!(
+                json_text(&v).unwrap(),
+                serde_json::to_vec(&v).unwrap(),
+                "{s:?}"
+            );
+        }
+        let v = serde_json::json!({"a": [1, "x"]});
+        assert_eq!(json_text(&v).unwrap(), serde_json::to_vec(&v).unwrap());
+    }
+
+    proptest! {
+        #[test]
+        fn json_text_of_any_string_is_serde_jsons(s in any::<String>()) {
+            let v = Value::String(s);
+            prop_assert_eq!(json_text(&v).unwrap(), serde_json::to_vec(&v).unwrap());
+        }
+    }
 }
