@@ -21,7 +21,17 @@ use std::sync::Mutex;
 /// Files whose replacement failed, with the first error.
 static STOPPED: Mutex<Option<HashMap<PathBuf, String>>> = Mutex::new(None);
 
-pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
+pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    replace(path, bytes, false)
+}
+
+/// As [`replace_file`], for a file only Ferry's own user may read (mode 0600): the
+/// credentials store.
+pub fn replace_private_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    replace(path, bytes, true)
+}
+
+fn replace(path: &Path, bytes: &[u8], private: bool) -> Result<(), String> {
     if let Some(why) = lock(&STOPPED).as_ref().and_then(|m| m.get(path)) {
         return Err(format!(
             "{} stopped taking writes after a failed disk operation ({why}); restart Ferry",
@@ -30,7 +40,17 @@ pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
     }
     let err = |what: &str, e: std::io::Error| format!("{what} {}: {e}", path.display());
     let tmp = path.with_extension("json.tmp");
-    let f = File::create(&tmp).map_err(|e| err("creating temporary file for", e))?;
+    let mut options = File::options();
+    options.write(true).create(true).truncate(true);
+    if private {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+        // A leftover from a failed replacement would keep its own mode.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    let f = options
+        .open(&tmp)
+        .map_err(|e| err("creating temporary file for", e))?;
     let staged = fault::write_all(&f, &tmp, bytes)
         .map_err(|e| err("writing", e))
         .and_then(|()| fault::sync_all(&f, &tmp).map_err(|e| err("syncing", e)));

@@ -5,7 +5,7 @@ pub mod broker;
 pub mod config;
 pub mod error;
 pub mod filter;
-mod fsutil;
+pub mod fsutil;
 pub mod groups;
 pub mod meta;
 pub mod partition;

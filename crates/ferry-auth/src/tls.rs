@@ -1,0 +1,1 @@
+//! TLS for the HTTP and Kafka listeners (rustls with ring).
