@@ -36,6 +36,8 @@ pub struct AppState {
     pub max_request_bytes: usize,
     /// What `/metrics` shows; `None` serves no metrics and measures no requests.
     pub metrics: Option<Arc<metrics::Metrics>>,
+    /// Users, tokens and ACLs; with authentication off, everyone may do everything.
+    pub auth: Arc<ferry_auth::Auth>,
 }
 
 /// Parses a JSON object body into `T`, answering a problem that names what was wrong.

@@ -33,7 +33,6 @@
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,6 +74,15 @@ async fn speaks_h2(stream: &TcpStream, timeout: Duration) -> Option<bool> {
     }
 }
 
+/// Who is at the other end of a request's connection: put in every request's
+/// extensions by [`serve`], read by authentication and ACLs.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: std::net::SocketAddr,
+    /// The principal a verified client certificate names (mutual TLS), if any.
+    pub cert_principal: Option<ferry_auth::Principal>,
+}
+
 /// The listener's limits (see the module).
 #[derive(Debug, Clone)]
 pub struct ServerLimits {
@@ -103,6 +111,25 @@ impl Drop for OpenConnection {
             m.connections.dec();
         }
     }
+}
+
+/// `router` as hyper serves it on one connection, with `peer` in every request.
+fn with_peer(
+    router: Router,
+    peer: Peer,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send,
+> + Clone {
+    hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(peer.clone());
+        // A router is always ready (axum's `poll_ready` returns at once), so calling it
+        // without polling readiness is what `oneshot` would do.
+        let mut router = router.clone();
+        tower_service::Service::call(&mut router, req.map(axum::body::Body::new))
+    })
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves and every connection has
@@ -145,7 +172,13 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let service = with_peer(
+            router.clone(),
+            Peer {
+                addr: peer,
+                cert_principal: None,
+            },
+        );
         let (http1, http2) = (Arc::clone(&http1), Arc::clone(&http2));
         let watcher = graceful.watcher();
         let header_timeout = limits.header_timeout;

@@ -15,12 +15,12 @@
 
 use crate::config::KafkaConfig;
 use crate::frame::{self, FrameError};
-use crate::handlers::{self, Ctx, Reply};
+use crate::handlers::{self, Ctx, Reply, Session};
 use bytes::{Bytes, BytesMut};
 use ferry_broker::Broker;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 /// Serves Kafka clients on `listener` until `shutdown` turns true.
 pub async fn serve(
@@ -28,11 +28,13 @@ pub async fn serve(
     broker: Arc<Broker>,
     config: KafkaConfig,
     metrics: crate::KafkaMetrics,
+    auth: Arc<ferry_auth::Auth>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
     let mut ctx = Ctx::new(broker, config);
     ctx.metrics = metrics;
+    ctx.auth = auth;
     let ctx = Arc::new(ctx);
     loop {
         let permit = tokio::select! {
@@ -53,7 +55,9 @@ pub async fn serve(
                 tokio::spawn(async move {
                     let _permit = permit;
                     let _open = open;
-                    if let Err(e) = connection(stream, &ctx).await {
+                    let _ = stream.set_nodelay(true);
+                    let session = Session::new(peer, &ctx.auth);
+                    if let Err(e) = connection(stream, session, &ctx).await {
                         tracing::debug!(peer = %peer, error = %e, "Kafka connection ended.");
                     }
                 });
@@ -98,13 +102,13 @@ enum Outgoing {
     Pending(tokio::task::JoinHandle<anyhow::Result<Option<Bytes>>>),
 }
 
-async fn connection(stream: TcpStream, ctx: &Ctx) -> anyhow::Result<()> {
-    let _ = stream.set_nodelay(true);
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    let (r, w) = stream.into_split();
+/// Serves one connection's requests, over TCP or TLS.
+async fn connection<S>(stream: S, mut session: Session, ctx: &Ctx) -> anyhow::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let peer = session.peer.clone();
+    let (r, w) = tokio::io::split(stream);
     let mut r = BufReader::with_capacity(64 * 1024, r);
     let (tx, rx) = tokio::sync::mpsc::channel::<Outgoing>(IN_FLIGHT_PER_CONNECTION_MAX);
     let writer = tokio::spawn(write_answers(w, rx));
@@ -124,7 +128,7 @@ async fn connection(stream: TcpStream, ctx: &Ctx) -> anyhow::Result<()> {
                     return Ok(());
                 }
             };
-            let Some(out) = answer(ctx, request, &peer).await? else {
+            let Some(out) = answer(ctx, request, &mut session).await? else {
                 continue;
             };
             if tx.send(out).await.is_err() {
@@ -143,8 +147,8 @@ async fn connection(stream: TcpStream, ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 /// Sends answers in request order, waiting for each pending one in turn.
-async fn write_answers(
-    mut w: tokio::net::tcp::OwnedWriteHalf,
+async fn write_answers<W: tokio::io::AsyncWrite + Unpin>(
+    mut w: W,
     mut rx: tokio::sync::mpsc::Receiver<Outgoing>,
 ) -> anyhow::Result<()> {
     use std::time::Duration;
@@ -162,8 +166,8 @@ async fn write_answers(
 
 /// Reads one request frame: its size, checked against the limit, then its bytes.
 /// `None` when the connection should close (ended, idle, or a size out of range).
-async fn read_frame(
-    r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut BufReader<R>,
     ctx: &Ctx,
     peer: &str,
 ) -> anyhow::Result<Option<bytes::Bytes>> {
@@ -194,11 +198,11 @@ async fn read_frame(
 async fn answer(
     ctx: &Ctx,
     request: frame::Request,
-    peer: &str,
+    session: &mut Session,
 ) -> anyhow::Result<Option<Outgoing>> {
     let (key, version, correlation_id) = (request.api_key, request.version, request.correlation_id);
     let started = std::time::Instant::now();
-    Ok(match handlers::handle(ctx, request, peer).await {
+    Ok(match handlers::handle(ctx, request, session).await {
         Reply::Now(None) => {
             ctx.metrics
                 .answered(key, started.elapsed().as_secs_f64(), None);

@@ -63,16 +63,75 @@ pub struct ServeArgs {
     /// start or its previous answer; else the connection is closed [default: 30000]
     #[arg(long, env = "FERRY_HTTP_HEADER_TIMEOUT_MS", value_name = "MS")]
     pub http_header_timeout_ms: Option<u64>,
+    /// PEM certificate chain for TLS on the listeners named by --tls-listeners; reread
+    /// when the file changes or on SIGHUP [default: no TLS]
+    #[arg(
+        long,
+        env = "FERRY_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert
+    #[arg(
+        long,
+        env = "FERRY_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// PEM certificates of the authorities that sign client certificates (mutual TLS); a
+    /// client certificate's subject common name becomes the principal User:<CN>
+    #[arg(long, env = "FERRY_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Client certificates: none, requested (checked when sent) or required
+    /// [default: required with --tls-client-ca, else none]
+    #[arg(long, env = "FERRY_TLS_CLIENT_AUTH", value_name = "MODE")]
+    pub tls_client_auth: Option<String>,
+    /// Listeners that speak TLS when --tls-cert is given: http, kafka or both
+    /// [default: http,kafka]
+    #[arg(
+        long,
+        env = "FERRY_TLS_LISTENERS",
+        value_name = "LISTENER,...",
+        value_delimiter = ','
+    )]
+    pub tls_listeners: Option<Vec<String>>,
     /// Kafka connections served at once; more wait to be accepted [default: 1024]
     #[arg(long, env = "FERRY_KAFKA_MAX_CONNECTIONS", value_name = "N")]
     pub kafka_max_connections: Option<usize>,
     /// Create a topic with the defaults below when a Kafka client asks for one that does not exist
     #[arg(long, env = "FERRY_KAFKA_AUTO_CREATE_TOPICS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub kafka_auto_create_topics: Option<bool>,
+    /// Require every client to authenticate (HTTP tokens or Basic, Kafka SASL, client
+    /// certificates) and apply ACLs; see docs/security.md [default: off]
+    #[arg(long, env = "FERRY_AUTH", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub auth: Option<bool>,
+    /// Principals allowed everything whatever the ACLs say, comma-separated
+    /// (e.g. User:admin)
+    #[arg(
+        long,
+        env = "FERRY_SUPER_USERS",
+        value_name = "PRINCIPAL,...",
+        value_delimiter = ','
+    )]
+    pub super_users: Option<Vec<String>>,
+    /// With --auth, what a request on a resource no ACL names gets: deny or allow
+    /// [default: deny]
+    #[arg(long, env = "FERRY_ACL_DEFAULT", value_name = "allow|deny")]
+    pub acl_default: Option<String>,
+    /// Serve on a non-loopback address without --auth: anyone who reaches the ports may
+    /// read, write and delete everything [default: refuse to start]
+    #[arg(long, env = "FERRY_ALLOW_ANONYMOUS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_anonymous: Option<bool>,
     /// Let push subscriptions call loopback, private, link-local and other special
     /// addresses (off: such endpoints are refused, against server-side request forgery)
     #[arg(long, env = "FERRY_PUSH_ALLOW_PRIVATE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub push_allow_private: Option<bool>,
+    /// PEM certificates of authorities push subscriptions' HTTPS endpoints may be signed
+    /// by, besides the system's (for endpoints with a private CA)
+    #[arg(long, env = "FERRY_PUSH_CA_FILE", value_name = "FILE")]
+    pub push_ca_file: Option<PathBuf>,
     /// Networks push subscriptions may call although they are private, comma-separated
     /// (e.g. 10.1.0.0/16,fd00::/8)
     #[arg(

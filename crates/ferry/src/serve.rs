@@ -113,6 +113,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             settings.data_dir.display()
         )
     })?;
+    let auth = ferry_auth::Auth::open(&settings.data_dir, settings.auth.clone())
+        .map_err(|e| anyhow::anyhow!("cannot open the users, tokens and ACLs: {e}"))?;
     let maintenance = broker.spawn_maintenance();
     let listener = tokio::net::TcpListener::bind(settings.http_addr).await.with_context(|| {
         format!("cannot listen on {} for HTTP; is another server using it? Choose another with --http-addr", settings.http_addr)
@@ -134,6 +136,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         broker.clone(),
         kafka_config(&settings, kafka_local),
         kafka_metrics,
+        auth.clone(),
         stopped.clone(),
     ));
     // Registers itself with the broker; kept until the server stops.
@@ -149,6 +152,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         broker: broker.clone(),
         max_request_bytes: settings.max_request_bytes,
         metrics: Some(std::sync::Arc::new(metrics.clone())),
+        auth,
     };
     tracing::info!(
         http_addr = %listener.local_addr().map_or_else(|_| settings.http_addr.to_string(), |a| a.to_string()),

@@ -20,7 +20,16 @@ struct FileSettings {
     kafka_max_connections: Option<usize>,
     http_max_connections: Option<usize>,
     http_header_timeout_ms: Option<u64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    tls_client_auth: Option<String>,
+    tls_listeners: Option<Vec<String>>,
     kafka_auto_create_topics: Option<bool>,
+    auth: Option<bool>,
+    super_users: Option<Vec<String>>,
+    acl_default: Option<String>,
+    allow_anonymous: Option<bool>,
     durability: Option<String>,
     flush_interval_ms: Option<u64>,
     default_partitions: Option<u32>,
@@ -38,6 +47,7 @@ struct FileSettings {
     metrics_detail: Option<String>,
     push_allow_private: Option<bool>,
     push_allow_networks: Option<Vec<String>>,
+    push_ca_file: Option<PathBuf>,
     otlp_endpoint: Option<String>,
     otlp_max_queue_spans: Option<usize>,
 }
@@ -60,7 +70,13 @@ pub struct Settings {
     pub kafka_max_connections: usize,
     pub http_max_connections: usize,
     pub http_header_timeout_ms: u64,
+    /// TLS on the HTTP listener, if any.
+    pub http_tls: Option<ferry_auth::tls::TlsSettings>,
+    /// TLS on the Kafka listener, if any.
+    pub kafka_tls: Option<ferry_auth::tls::TlsSettings>,
     pub kafka_auto_create_topics: bool,
+    /// Authentication and ACLs.
+    pub auth: ferry_auth::AuthSettings,
     pub defaults: TopicDefaults,
     pub max_request_bytes: usize,
     /// Memory decompression may hold at once (`ferry_log::compression`).
@@ -76,6 +92,8 @@ pub struct Settings {
     pub push_allow_private: bool,
     /// Networks push subscriptions may call even though they are private.
     pub push_allow_networks: Vec<ferry_push::guard::Network>,
+    /// Extra authorities for push endpoints' certificates.
+    pub push_ca_file: Option<PathBuf>,
     /// The OTLP/HTTP collector traces are exported to; `None`: tracing is off.
     pub otlp_endpoint: Option<String>,
     /// Spans waiting for export at most.
@@ -100,6 +118,8 @@ macro_rules! pick {
 pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
     let mut file = read_file(args.config.as_deref())?;
     let defaults = topic_defaults(&args, &mut file)?;
+    let (http_tls, kafka_tls) = tls(&args, &mut file)?;
+    let auth = auth(&args, &mut file)?;
     let log_format = pick!(args, file, log_format).unwrap_or_else(|| "text".into());
     if log_format != "text" && log_format != "json" {
         bail!("log_format must be text or json, got {log_format:?}");
@@ -148,9 +168,27 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
     if !(1..=OTLP_MAX_QUEUE_SPANS_MAX).contains(&otlp_max_queue_spans) {
         bail!("otlp_max_queue_spans must be between 1 and {OTLP_MAX_QUEUE_SPANS_MAX}, got {otlp_max_queue_spans}");
     }
+    let http_addr =
+        pick!(args, file, http_addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let kafka_addr =
+        pick!(args, file, kafka_addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092)));
+    let allow_anonymous = pick!(args, file, allow_anonymous).unwrap_or(false);
+    if !auth.required && !allow_anonymous {
+        for (addr, which) in [(http_addr, "--http-addr"), (kafka_addr, "--kafka-addr")] {
+            if !addr.ip().is_loopback() {
+                bail!(
+                    "{which} {addr} is reachable from other machines, and without authentication anyone who reaches it may read, write and delete everything. \
+                     Turn authentication on with --auth (create a user first: `ferry user create admin --data-dir DIR`, then add --super-users User:admin), \
+                     or pass --allow-anonymous if this network is trusted"
+                );
+            }
+        }
+    }
     Ok(Settings {
-        kafka_addr: pick!(args, file, kafka_addr)
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092))),
+        kafka_addr,
+        http_tls,
+        kafka_tls,
+        auth,
         kafka_advertised,
         kafka_max_request_bytes,
         kafka_max_connections: pick!(args, file, kafka_max_connections)
@@ -162,8 +200,7 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
         http_header_timeout_ms,
         kafka_auto_create_topics: pick!(args, file, kafka_auto_create_topics).unwrap_or(false),
         data_dir: pick!(args, file, data_dir).unwrap_or_else(|| PathBuf::from("ferry-data")),
-        http_addr: pick!(args, file, http_addr)
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+        http_addr,
         defaults,
         max_request_bytes,
         decompress_memory_bytes,
@@ -178,8 +215,98 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
         metrics_detail,
         push_allow_private: pick!(args, file, push_allow_private).unwrap_or(false),
         push_allow_networks,
+        push_ca_file: pick!(args, file, push_ca_file),
         otlp_endpoint,
         otlp_max_queue_spans,
+    })
+}
+
+/// Which listeners speak TLS, with which files.
+#[allow(clippy::type_complexity)]
+fn tls(
+    args: &ServeArgs,
+    file: &mut FileSettings,
+) -> anyhow::Result<(
+    Option<ferry_auth::tls::TlsSettings>,
+    Option<ferry_auth::tls::TlsSettings>,
+)> {
+    use ferry_auth::tls::{ClientAuth, TlsSettings};
+    let cert = args.tls_cert.clone().or(file.tls_cert.take());
+    let key = args.tls_key.clone().or(file.tls_key.take());
+    let client_ca = args.tls_client_ca.clone().or(file.tls_client_ca.take());
+    let client_auth = args.tls_client_auth.clone().or(file.tls_client_auth.take());
+    let listeners = args.tls_listeners.clone().or(file.tls_listeners.take());
+    let (cert, key) = match (cert, key) {
+        (Some(c), Some(k)) => (c, k),
+        (None, None) => {
+            if client_ca.is_some() || client_auth.is_some() || listeners.is_some() {
+                bail!("tls_client_ca, tls_client_auth and tls_listeners need tls_cert and tls_key");
+            }
+            return Ok((None, None));
+        }
+        _ => bail!("tls_cert and tls_key go together: give both, or neither"),
+    };
+    let client_auth = match client_auth {
+        Some(m) => m.parse::<ClientAuth>().map_err(|e| anyhow::anyhow!(e))?,
+        None if client_ca.is_some() => ClientAuth::Required,
+        None => ClientAuth::None,
+    };
+    if client_auth != ClientAuth::None && client_ca.is_none() {
+        bail!("tls_client_auth {client_auth:?} needs tls_client_ca: the authorities client certificates are checked against");
+    }
+    let tls = TlsSettings {
+        cert,
+        key,
+        client_ca,
+        client_auth,
+    };
+    let (mut http, mut kafka) = (false, false);
+    for l in listeners.unwrap_or_else(|| vec!["http".into(), "kafka".into()]) {
+        match l.trim() {
+            "http" => http = true,
+            "kafka" => kafka = true,
+            "" => {}
+            other => bail!("tls_listeners names http and kafka, got {other:?}"),
+        }
+    }
+    Ok((http.then(|| tls.clone()), kafka.then_some(tls)))
+}
+
+/// Authentication and ACL settings.
+fn auth(args: &ServeArgs, file: &mut FileSettings) -> anyhow::Result<ferry_auth::AuthSettings> {
+    let required = pick!(args, file, auth).unwrap_or(false);
+    let super_users = args
+        .super_users
+        .clone()
+        .or(file.super_users.take())
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|s| {
+            s.split(',')
+                .map(|p| p.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            ferry_auth::Principal::parse(&s)
+                .map(|p| p.kafka_name())
+                .map_err(|e| anyhow::anyhow!("super_users: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let no_acl_allows = match args
+        .acl_default
+        .clone()
+        .or(file.acl_default.take())
+        .as_deref()
+    {
+        None | Some("deny") => false,
+        Some("allow") => true,
+        Some(other) => bail!("acl_default must be allow or deny, got {other:?}"),
+    };
+    Ok(ferry_auth::AuthSettings {
+        required,
+        super_users,
+        no_acl_allows,
     })
 }
 

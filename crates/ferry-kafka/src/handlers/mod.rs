@@ -23,6 +23,30 @@ pub struct Ctx {
     pub next_producer_id: AtomicI64,
     /// Requests, errors and connections, for `/metrics`.
     pub metrics: crate::KafkaMetrics,
+    /// Users and ACLs; with authentication off, everyone may do everything.
+    pub auth: Arc<ferry_auth::Auth>,
+}
+
+/// One connection's state: who is at the other end.
+#[derive(Debug)]
+pub struct Session {
+    /// The client's address, `ip:port`.
+    pub peer: String,
+    /// The client's IP address, as ACLs name hosts.
+    pub host: String,
+    /// Who the client is: `None` until it authenticates, when authentication is
+    /// required; `User:ANONYMOUS` when it is not.
+    pub principal: Option<ferry_auth::Principal>,
+}
+
+impl Session {
+    pub fn new(peer: std::net::SocketAddr, auth: &ferry_auth::Auth) -> Self {
+        Session {
+            peer: peer.to_string(),
+            host: peer.ip().to_string(),
+            principal: (!auth.required()).then(ferry_auth::Principal::anonymous),
+        }
+    }
 }
 
 impl Ctx {
@@ -33,6 +57,7 @@ impl Ctx {
             config,
             next_producer_id: AtomicI64::new(seed),
             metrics: crate::KafkaMetrics::default(),
+            auth: ferry_auth::Auth::in_memory(Default::default()),
         }
     }
 }
@@ -54,14 +79,15 @@ pub enum Reply {
 }
 
 /// Answers `req`.
-pub async fn handle(ctx: &Ctx, req: Request, peer: &str) -> Reply {
+pub async fn handle(ctx: &Ctx, req: Request, session: &mut Session) -> Reply {
     if let RequestKind::Produce(r) = req.body {
         return produce::produce(ctx, r).await;
     }
-    Reply::Now(answer(ctx, req, peer).await)
+    Reply::Now(answer(ctx, req, session).await)
 }
 
-async fn answer(ctx: &Ctx, req: Request, peer: &str) -> Option<ResponseKind> {
+async fn answer(ctx: &Ctx, req: Request, session: &mut Session) -> Option<ResponseKind> {
+    let peer = session.peer.as_str();
     let version = req.version;
     let client_id = req.client_id.clone().unwrap_or_default();
     Some(match req.body {
