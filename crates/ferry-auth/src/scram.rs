@@ -381,6 +381,9 @@ pub struct ServerExchange {
     /// `None` for an unknown user: the exchange goes on and fails at the proof.
     credential: Option<ScramCredential>,
     nonce: String,
+    /// The client's part of `nonce`: librdkafka before 2.6.1 repeats it in front of
+    /// the whole nonce in its final message (see [`ServerExchange::finish`]).
+    client_nonce: String,
     gs2_header: String,
     /// `client-first-message-bare "," server-first-message`.
     signed_so_far: String,
@@ -418,12 +421,14 @@ impl ServerExchange {
         let mut server_nonce = [0u8; 24];
         fill_random(&mut server_nonce);
         let nonce = format!("{}{}", first.nonce, B64.encode(server_nonce));
+        let client_nonce = first.nonce;
         let server_first = format!("r={nonce},s={},i={iterations}", B64.encode(&salt));
         let exchange = ServerExchange {
             mechanism,
             user: first.user,
             credential,
             nonce,
+            client_nonce,
             gs2_header: first.gs2_header,
             signed_so_far: format!("{},{server_first}", first.bare),
         };
@@ -437,12 +442,21 @@ impl ServerExchange {
 
     /// Checks the client's final message; on success, the user (now proven) and the
     /// server's final message.
+    ///
+    /// The nonce must be the one agreed, or, as librdkafka before 2.6.1 sends it (its
+    /// issue 4895; Debian's and Ubuntu's kcat), the client's nonce followed by the one
+    /// agreed. Both contain the server's fresh nonce, which the proof signs, so a replayed
+    /// proof fails either way; Kafka brokers before 4.0 accepted the same.
     pub fn finish(self, client_final: &[u8]) -> Result<(String, Vec<u8>), ScramError> {
         let fin = parse_client_final(client_final)?;
         if fin.channel_binding != self.gs2_header.as_bytes() {
             return Err(ScramError::ChannelBinding);
         }
-        if fin.nonce != self.nonce {
+        let repeated = fin
+            .nonce
+            .strip_prefix(self.client_nonce.as_str())
+            .is_some_and(|rest| rest == self.nonce);
+        if fin.nonce != self.nonce && !repeated {
             return Err(malformed("the nonce is not the one this exchange agreed"));
         }
         let m = self.mechanism;
@@ -594,6 +608,7 @@ mod tests {
             user: first.user,
             credential: Some(cred),
             nonce: "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0".into(),
+            client_nonce: "rOprNGfwEbeRWgbNEkqO".into(),
             gs2_header: first.gs2_header,
             signed_so_far: format!("{},{server_first}", first.bare),
         };
@@ -605,6 +620,54 @@ mod tests {
             server_final,
             b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=".to_vec()
         );
+    }
+
+    /// What librdkafka before 2.6.1 sends: its own nonce again in front of the agreed one,
+    /// with a proof over that message.
+    fn old_librdkafka_final(
+        m: Mechanism,
+        password: &str,
+        bare: &str,
+        server_first: &[u8],
+        client_nonce: &str,
+    ) -> String {
+        let sf = std::str::from_utf8(server_first).unwrap();
+        let mut fields = sf.split(',');
+        let nonce = &fields.next().unwrap()[2..];
+        let salt = B64.decode(&fields.next().unwrap()[2..]).unwrap();
+        let iterations: u32 = fields.next().unwrap()[2..].parse().unwrap();
+        let salted = salted_password(m, password.as_bytes(), &salt, iterations);
+        let client_key = hmac_sign(m, &salted, b"Client Key");
+        let stored_key = digest::digest(m.digest(), &client_key);
+        let without_proof = format!("c=biws,r={client_nonce}{nonce}");
+        let auth_message = format!("{bare},{sf},{without_proof}");
+        let signature = hmac_sign(m, stored_key.as_ref(), auth_message.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(a, b)| a ^ b)
+            .collect();
+        format!("{without_proof},p={}", B64.encode(proof))
+    }
+
+    #[test]
+    fn the_nonce_repeated_by_old_librdkafka_is_accepted_and_nothing_else() {
+        let m = Mechanism::Sha256;
+        let cred = ScramCredential::from_password(m, "pw", ITERATIONS_MIN);
+        let start = |client_nonce: &str| {
+            let first = format!("n,,n=alice,r={client_nonce}");
+            ServerExchange::start(m, first.as_bytes(), |_| Some(cred.clone()), b"k").unwrap()
+        };
+        let (server, server_first) = start("abc");
+        let fin = old_librdkafka_final(m, "pw", "n=alice,r=abc", &server_first, "abc");
+        assert_eq!(server.finish(fin.as_bytes()).unwrap().0, "alice");
+        // Any other prefix is refused.
+        let (server, server_first) = start("abc");
+        let fin = old_librdkafka_final(m, "pw", "n=alice,r=abc", &server_first, "xyz");
+        assert!(matches!(
+            server.finish(fin.as_bytes()),
+            Err(ScramError::Malformed(_))
+        ));
     }
 
     #[test]
