@@ -113,7 +113,23 @@ where
     let (tx, rx) = tokio::sync::mpsc::channel::<Outgoing>(IN_FLIGHT_PER_CONNECTION_MAX);
     let writer = tokio::spawn(write_answers(w, rx));
     let read = async {
-        while let Some(buf) = read_frame(&mut r, ctx, &peer).await? {
+        loop {
+            let raw = session.sasl.raw_tokens();
+            let Some(buf) = read_frame(&mut r, ctx, &peer, raw).await? else {
+                break;
+            };
+            if raw {
+                // After SaslHandshake v0: a SASL message without a Kafka header.
+                match handlers::sasl::raw_token(ctx, buf, &mut session).await {
+                    Some(answer) => {
+                        if tx.send(Outgoing::Ready(answer)).await.is_err() {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    None => return Ok(()),
+                }
+            }
             let request = match frame::decode_request(buf) {
                 Ok(req) => req,
                 Err(FrameError::UnsupportedApiVersions { correlation_id }) => {
@@ -128,10 +144,13 @@ where
                     return Ok(());
                 }
             };
-            let Some(out) = answer(ctx, request, &mut session).await? else {
-                continue;
-            };
-            if tx.send(out).await.is_err() {
+            let (out, close) = answer(ctx, request, &mut session).await?;
+            if let Some(out) = out {
+                if tx.send(out).await.is_err() {
+                    return Ok(());
+                }
+            }
+            if close {
                 return Ok(());
             }
         }
@@ -166,10 +185,12 @@ async fn write_answers<W: tokio::io::AsyncWrite + Unpin>(
 
 /// Reads one request frame: its size, checked against the limit, then its bytes.
 /// `None` when the connection should close (ended, idle, or a size out of range).
+/// `raw`: a raw SASL message, which may be shorter than a request header.
 async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
     r: &mut BufReader<R>,
     ctx: &Ctx,
     peer: &str,
+    raw: bool,
 ) -> anyhow::Result<Option<bytes::Bytes>> {
     use std::time::Duration;
     use tokio::time::timeout;
@@ -181,7 +202,12 @@ async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
             return Ok(None);
         }
     };
-    if len < frame::FRAME_PREFIX_BYTES as i32 || len as usize > ctx.config.max_frame_bytes {
+    let min = if raw {
+        0
+    } else {
+        frame::FRAME_PREFIX_BYTES as i32
+    };
+    if len < min || len as usize > ctx.config.max_frame_bytes {
         tracing::warn!(peer = %peer, frame_bytes = len, limit = ctx.config.max_frame_bytes, "Closing a Kafka connection: frame size out of range.");
         return Ok(None);
     }
@@ -194,21 +220,24 @@ async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
     Ok(Some(buf.freeze()))
 }
 
-/// Handles one request; its answer, now or later, or `None` when it has none (acks=0).
+/// Handles one request; its answer, now or later, or `None` when it has none (acks=0);
+/// and whether the connection closes after it.
 async fn answer(
     ctx: &Ctx,
     request: frame::Request,
     session: &mut Session,
-) -> anyhow::Result<Option<Outgoing>> {
+) -> anyhow::Result<(Option<Outgoing>, bool)> {
     let (key, version, correlation_id) = (request.api_key, request.version, request.correlation_id);
     let started = std::time::Instant::now();
-    Ok(match handlers::handle(ctx, request, session).await {
-        Reply::Now(None) => {
+    let reply = handlers::handle(ctx, request, session).await;
+    let close = matches!(reply, Reply::Close(_));
+    let out = match reply {
+        Reply::Now(None) | Reply::Close(None) => {
             ctx.metrics
                 .answered(key, started.elapsed().as_secs_f64(), None);
             None
         }
-        Reply::Now(Some(answer)) => {
+        Reply::Now(Some(answer)) | Reply::Close(Some(answer)) => {
             ctx.metrics
                 .answered(key, started.elapsed().as_secs_f64(), Some(&answer));
             Some(Outgoing::Ready(frame::encode_response(
@@ -231,5 +260,6 @@ async fn answer(
                 }
             })))
         }
-    })
+    };
+    Ok((out, close))
 }

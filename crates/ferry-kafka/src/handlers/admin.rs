@@ -1,7 +1,8 @@
 //! Topic administration and producer ids.
 
-use super::Ctx;
+use super::{Ctx, Session};
 use crate::errors;
+use ferry_auth::{Operation, ResourceType};
 use ferry_broker::{BrokerError, TopicSettings};
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
@@ -56,7 +57,24 @@ fn settings_from_configs<'a>(
     Ok(s)
 }
 
-pub async fn create_topics(ctx: &Ctx, req: CreateTopicsRequest) -> CreateTopicsResponse {
+/// Whether the session may create topic `name` (Create on the cluster or on the topic).
+pub fn may_create_topic(ctx: &Ctx, session: &Session, name: &str) -> bool {
+    session.may_on_cluster(&ctx.auth, Operation::Create)
+        || session.may(&ctx.auth, Operation::Create, ResourceType::Topic, name)
+}
+
+fn topic_denied(what: &str, name: &str) -> (i16, String) {
+    (
+        ResponseError::TopicAuthorizationFailed.code(),
+        format!("not allowed to {what} topic '{name}'"),
+    )
+}
+
+pub async fn create_topics(
+    ctx: &Ctx,
+    req: CreateTopicsRequest,
+    session: &Session,
+) -> CreateTopicsResponse {
     let mut topics = Vec::new();
     for t in req.topics {
         let name = t.name.0.to_string();
@@ -64,6 +82,9 @@ pub async fn create_topics(ctx: &Ctx, req: CreateTopicsRequest) -> CreateTopicsR
             .with_name(t.name.clone())
             .with_replication_factor(1);
         let outcome: Result<i32, (i16, String)> = async {
+            if !may_create_topic(ctx, session, &name) {
+                return Err(topic_denied("create", &name));
+            }
             if t.replication_factor > 1 {
                 return Err((
                     ResponseError::InvalidReplicationFactor.code(),
@@ -125,12 +146,21 @@ pub async fn create_topics(ctx: &Ctx, req: CreateTopicsRequest) -> CreateTopicsR
     CreateTopicsResponse::default().with_topics(topics)
 }
 
-pub async fn delete_topics(ctx: &Ctx, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
+pub async fn delete_topics(
+    ctx: &Ctx,
+    req: DeleteTopicsRequest,
+    session: &Session,
+) -> DeleteTopicsResponse {
     let mut responses = Vec::new();
     for name in req.topic_names {
-        let code = match ctx.broker.delete_topic(&name.0).await {
-            Ok(()) => errors::NONE,
-            Err(e) => errors::code(&e),
+        // (No message: DeleteTopics carries one only from v5.)
+        let code = if !session.may(&ctx.auth, Operation::Delete, ResourceType::Topic, &name.0) {
+            ResponseError::TopicAuthorizationFailed.code()
+        } else {
+            match ctx.broker.delete_topic(&name.0).await {
+                Ok(()) => errors::NONE,
+                Err(e) => errors::code(&e),
+            }
         };
         responses.push(
             DeletableTopicResult::default()
@@ -144,11 +174,15 @@ pub async fn delete_topics(ctx: &Ctx, req: DeleteTopicsRequest) -> DeleteTopicsR
 pub async fn create_partitions(
     ctx: &Ctx,
     req: CreatePartitionsRequest,
+    session: &Session,
 ) -> CreatePartitionsResponse {
     let mut results = Vec::new();
     for t in req.topics {
         let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
         let outcome: Result<(), (i16, String)> = async {
+            if !session.may(&ctx.auth, Operation::Alter, ResourceType::Topic, &t.name.0) {
+                return Err(topic_denied("alter", &t.name.0));
+            }
             let current = ctx
                 .broker
                 .describe_topic(&t.name.0)
@@ -194,7 +228,24 @@ pub async fn create_partitions(
     CreatePartitionsResponse::default().with_results(results)
 }
 
-pub fn init_producer_id(ctx: &Ctx, req: InitProducerIdRequest) -> InitProducerIdResponse {
+/// A producer id for an idempotent producer: IdempotentWrite on the cluster, or Write on
+/// some topic, as Kafka asks.
+pub fn init_producer_id(
+    ctx: &Ctx,
+    req: InitProducerIdRequest,
+    session: &Session,
+) -> InitProducerIdResponse {
+    let may_write = session.may_on_cluster(&ctx.auth, Operation::IdempotentWrite)
+        || session.principal.as_ref().is_some_and(|p| {
+            ctx.auth
+                .allowed_somewhere(p, &session.host, Operation::Write, ResourceType::Topic)
+        });
+    if !may_write {
+        return InitProducerIdResponse::default()
+            .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+    }
     if req.transactional_id.is_some() {
         tracing::info!("A producer asked for transactions, which Ferry does not support yet.");
         return InitProducerIdResponse::default()

@@ -1,8 +1,9 @@
 //! DescribeConfigs: a topic's settings under Kafka's config names, and the broker's
 //! defaults. Settings are changed through CreateTopics configs or Ferry's own API.
 
-use super::Ctx;
+use super::{Ctx, Session};
 use crate::errors;
+use ferry_auth::{Operation, ResourceType};
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
@@ -124,6 +125,7 @@ pub fn describe_configs(
     ctx: &Ctx,
     req: DescribeConfigsRequest,
     version: i16,
+    session: &Session,
 ) -> DescribeConfigsResponse {
     let mut results = Vec::new();
     for r in req.resources {
@@ -131,18 +133,38 @@ pub fn describe_configs(
         let result = DescribeConfigsResult::default()
             .with_resource_type(r.resource_type)
             .with_resource_name(r.resource_name.clone());
-        let configs: Result<Vec<DescribeConfigsResourceResult>, (i16, String)> =
-            match r.resource_type {
-                RESOURCE_TOPIC => match ctx.broker.describe_topic(&name) {
-                    Ok(t) => Ok(topic_configs(&t.config, version)),
-                    Err(e) => Err((errors::code(&e), e.to_string())),
-                },
-                RESOURCE_BROKER => Ok(broker_configs(ctx, version)),
-                other => Err((
-                    ResponseError::InvalidRequest.code(),
-                    format!("resource type {other} is not described by Ferry"),
-                )),
-            };
+        let configs: Result<Vec<DescribeConfigsResourceResult>, (i16, String)> = match r
+            .resource_type
+        {
+            RESOURCE_TOPIC
+                if !session.may(
+                    &ctx.auth,
+                    Operation::DescribeConfigs,
+                    ResourceType::Topic,
+                    &name,
+                ) =>
+            {
+                Err((
+                    ResponseError::TopicAuthorizationFailed.code(),
+                    format!("not allowed to describe the configs of topic '{name}'"),
+                ))
+            }
+            RESOURCE_BROKER if !session.may_on_cluster(&ctx.auth, Operation::DescribeConfigs) => {
+                Err((
+                    ResponseError::ClusterAuthorizationFailed.code(),
+                    "not allowed to describe the broker's configs".to_string(),
+                ))
+            }
+            RESOURCE_TOPIC => match ctx.broker.describe_topic(&name) {
+                Ok(t) => Ok(topic_configs(&t.config, version)),
+                Err(e) => Err((errors::code(&e), e.to_string())),
+            },
+            RESOURCE_BROKER => Ok(broker_configs(ctx, version)),
+            other => Err((
+                ResponseError::InvalidRequest.code(),
+                format!("resource type {other} is not described by Ferry"),
+            )),
+        };
         results.push(match configs {
             Ok(mut list) => {
                 if let Some(keys) = &r.configuration_keys {

@@ -2,22 +2,29 @@
 //! `min_bytes` not yet available the answer waits (up to `max_wait_ms`) for any
 //! partition to grow.
 
-use super::Ctx;
+use super::{Ctx, Session};
 use crate::config::FETCH_WAIT_MS_MAX;
 use crate::errors;
 use bytes::Bytes;
+use ferry_auth::{Operation, ResourceType};
 use ferry_broker::BrokerError;
 use kafka_protocol::messages::fetch_request::FetchPartition;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use std::time::{Duration, Instant};
 
-pub async fn fetch(ctx: &Ctx, req: FetchRequest) -> FetchResponse {
+pub async fn fetch(ctx: &Ctx, req: FetchRequest, session: &Session) -> FetchResponse {
+    // Topics the session may not read answer TOPIC_AUTHORIZATION_FAILED (decided once).
+    let readable: Vec<bool> = req
+        .topics
+        .iter()
+        .map(|t| session.may(&ctx.auth, Operation::Read, ResourceType::Topic, &t.topic.0))
+        .collect();
     let wait = Duration::from_millis(req.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX) as u64);
     let deadline = Instant::now() + wait;
     let min_bytes = req.min_bytes.max(0) as usize;
     let max_bytes = (req.max_bytes.max(0) as usize).min(ctx.config.fetch_bytes_max);
-    let (mut resp, bytes, errored) = fetch_once(ctx, &req, max_bytes).await;
+    let (mut resp, bytes, errored) = fetch_once(ctx, &req, &readable, max_bytes).await;
     if bytes >= min_bytes || errored {
         return resp;
     }
@@ -31,7 +38,7 @@ pub async fn fetch(ctx: &Ctx, req: FetchRequest) -> FetchResponse {
         let now_ends = ends(ctx, &req);
         if now_ends != seen {
             seen = now_ends;
-            let (again, bytes, errored) = fetch_once(ctx, &req, max_bytes).await;
+            let (again, bytes, errored) = fetch_once(ctx, &req, &readable, max_bytes).await;
             resp = again;
             if bytes >= min_bytes || errored {
                 return resp;
@@ -67,15 +74,30 @@ fn ends(ctx: &Ctx, req: &FetchRequest) -> Vec<Option<u64>> {
 async fn fetch_once(
     ctx: &Ctx,
     req: &FetchRequest,
+    readable: &[bool],
     max_bytes: usize,
 ) -> (FetchResponse, usize, bool) {
     let mut total = 0usize;
     let mut errored = false;
     let mut responses = Vec::new();
-    for topic in &req.topics {
+    for (i, topic) in req.topics.iter().enumerate() {
         let name = topic.topic.0.to_string();
         let mut partitions = Vec::new();
         for p in &topic.partitions {
+            if !readable.get(i).copied().unwrap_or(false) {
+                errored = true;
+                partitions.push(
+                    PartitionData::default()
+                        .with_partition_index(p.partition)
+                        .with_error_code(
+                            kafka_protocol::ResponseError::TopicAuthorizationFailed.code(),
+                        )
+                        .with_high_watermark(-1)
+                        .with_last_stable_offset(-1)
+                        .with_records(Some(Bytes::new())),
+                );
+                continue;
+            }
             let (data, read, failed) =
                 fetch_partition(ctx, &name, p, max_bytes.saturating_sub(total)).await;
             total += read;

@@ -1,10 +1,15 @@
 //! The group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
 //! OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, mapped onto the
 //! broker's group coordinator.
+//!
+//! ACLs as in Kafka: FindCoordinator, DescribeGroups and OffsetFetch need Describe on the
+//! group, the membership APIs and OffsetCommit need Read on it, DeleteGroups Delete;
+//! OffsetCommit needs Read on each topic and OffsetFetch Describe on each topic.
 
-use super::Ctx;
+use super::{Ctx, Session};
 use crate::errors;
 use bytes::Bytes;
+use ferry_auth::{Operation, ResourceType};
 use ferry_broker::groups::{CommittedOffset, GroupError, JoinRequest, PartitionOffset};
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
@@ -49,24 +54,49 @@ fn s(v: impl Into<String>) -> StrBytes {
 
 const KEY_TYPE_GROUP: i8 = 0;
 
+fn may_group(ctx: &Ctx, session: &Session, op: Operation, group: &str) -> bool {
+    session.may(&ctx.auth, op, ResourceType::Group, group)
+}
+
+/// GROUP_AUTHORIZATION_FAILED when the session may not Read the group (the membership
+/// APIs), else `None`.
+pub fn group_denied(ctx: &Ctx, session: &Session, group: &GroupId) -> Option<i16> {
+    (!may_group(ctx, session, Operation::Read, &group.0))
+        .then(|| ResponseError::GroupAuthorizationFailed.code())
+}
+
+/// A JoinGroup refused before it reached the coordinator.
+pub fn join_denied(error: i16, version: i16) -> JoinGroupResponse {
+    JoinGroupResponse::default()
+        .with_error_code(error)
+        .with_generation_id(-1)
+        .with_protocol_name(if version >= 7 { None } else { Some(s("")) })
+}
+
 pub fn find_coordinator(
     ctx: &Ctx,
     req: FindCoordinatorRequest,
     version: i16,
+    session: &Session,
 ) -> FindCoordinatorResponse {
     let node = BrokerId(ctx.config.node_id);
     let host = s(ctx.config.advertised_host.clone());
     let port = ctx.config.advertised_port as i32;
-    let error = if req.key_type == KEY_TYPE_GROUP {
-        errors::NONE
-    } else {
-        ResponseError::CoordinatorNotAvailable.code()
+    let error_for = |key: &str| {
+        if req.key_type != KEY_TYPE_GROUP {
+            ResponseError::CoordinatorNotAvailable.code()
+        } else if !may_group(ctx, session, Operation::Describe, key) {
+            ResponseError::GroupAuthorizationFailed.code()
+        } else {
+            errors::NONE
+        }
     };
     if version >= 4 {
         let coordinators = req
             .coordinator_keys
             .into_iter()
             .map(|key| {
+                let error = error_for(&key);
                 let c = KafkaCoordinator::default()
                     .with_key(key)
                     .with_error_code(error);
@@ -79,6 +109,7 @@ pub fn find_coordinator(
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
+    let error = error_for(&req.key);
     if error != errors::NONE {
         return FindCoordinatorResponse::default()
             .with_error_code(error)
@@ -243,9 +274,25 @@ pub async fn leave_group(ctx: &Ctx, req: LeaveGroupRequest, version: i16) -> Lea
     LeaveGroupResponse::default().with_members(members)
 }
 
-pub async fn offset_commit(ctx: &Ctx, req: OffsetCommitRequest) -> OffsetCommitResponse {
+pub async fn offset_commit(
+    ctx: &Ctx,
+    req: OffsetCommitRequest,
+    session: &Session,
+) -> OffsetCommitResponse {
+    let group_allowed = may_group(ctx, session, Operation::Read, &req.group_id.0);
+    let topic_allowed = |t: &str| session.may(&ctx.auth, Operation::Read, ResourceType::Topic, t);
+    let readable: Vec<bool> = req
+        .topics
+        .iter()
+        .map(|t| topic_allowed(&t.name.0))
+        .collect();
     let mut offsets = Vec::new();
-    for t in &req.topics {
+    for (t, _) in req
+        .topics
+        .iter()
+        .zip(&readable)
+        .filter(|(_, ok)| group_allowed && **ok)
+    {
         for p in &t.partitions {
             if p.partition_index >= 0 {
                 offsets.push(PartitionOffset {
@@ -264,25 +311,34 @@ pub async fn offset_commit(ctx: &Ctx, req: OffsetCommitRequest) -> OffsetCommitR
         ctx.broker.bounds(topic, partition.max(0) as u32).is_err() || partition < 0
     };
     offsets.retain(|o| !unknown(&o.topic, o.partition as i32));
-    let result = ctx
-        .broker
-        .groups
-        .commit(
-            &req.group_id.0,
-            &req.member_id,
-            req.generation_id_or_member_epoch,
-            offsets,
-        )
-        .await;
+    // A group the session may not use is not touched at all.
+    let result = if group_allowed {
+        ctx.broker
+            .groups
+            .commit(
+                &req.group_id.0,
+                &req.member_id,
+                req.generation_id_or_member_epoch,
+                offsets,
+            )
+            .await
+    } else {
+        Ok(())
+    };
     let topics = req
         .topics
         .into_iter()
-        .map(|t| {
+        .zip(readable)
+        .map(|(t, topic_ok)| {
             let partitions = t
                 .partitions
                 .iter()
                 .map(|p| {
-                    let error = if unknown(&t.name.0, p.partition_index) {
+                    let error = if !group_allowed {
+                        ResponseError::GroupAuthorizationFailed.code()
+                    } else if !topic_ok {
+                        ResponseError::TopicAuthorizationFailed.code()
+                    } else if unknown(&t.name.0, p.partition_index) {
                         ResponseError::UnknownTopicOrPartition.code()
                     } else {
                         result.as_ref().err().map_or(errors::NONE, code)
@@ -302,20 +358,47 @@ pub async fn offset_commit(ctx: &Ctx, req: OffsetCommitRequest) -> OffsetCommitR
 
 /// The partitions asked for, by topic; `None` asks for every committed one.
 type Wanted = Option<Vec<(String, Vec<u32>)>>;
-/// A committed offset as OffsetFetch answers it: partition, offset (-1: none), metadata.
-type Committed = (i32, i64, Option<String>);
+/// A committed offset as OffsetFetch answers it: partition, offset (-1: none), metadata,
+/// error code.
+type Committed = (i32, i64, Option<String>, i16);
 
-fn fetched(ctx: &Ctx, group: &str, wanted: &Wanted) -> Vec<(String, Vec<Committed>)> {
+/// The committed offsets of `group` the session may see: topics it may not Describe are
+/// left out of a listing, and answer TOPIC_AUTHORIZATION_FAILED when asked for by name.
+fn fetched(
+    ctx: &Ctx,
+    session: &Session,
+    group: &str,
+    wanted: Wanted,
+) -> Vec<(String, Vec<Committed>)> {
+    let describable = |t: &str| session.may(&ctx.auth, Operation::Describe, ResourceType::Topic, t);
+    let mut denied: Vec<(String, Vec<Committed>)> = Vec::new();
+    let wanted = wanted.map(|topics| {
+        let (ok, refused): (Vec<_>, Vec<_>) = topics.into_iter().partition(|(t, _)| describable(t));
+        let code = ResponseError::TopicAuthorizationFailed.code();
+        denied = refused
+            .into_iter()
+            .map(|(t, parts)| {
+                let parts = parts.iter().map(|p| (*p as i32, -1, None, code)).collect();
+                (t, parts)
+            })
+            .collect();
+        ok
+    });
     let rows = ctx.broker.groups.fetch_offsets(group, wanted.as_deref());
     let mut by_topic: Vec<(String, Vec<Committed>)> = Vec::new();
     for row in rows {
         let (topic, partition) = (row.topic, row.partition);
+        if wanted.is_none() && !describable(&topic) {
+            continue;
+        }
         let (offset, metadata) = row.committed.map_or((-1, None), |c| (c.offset, c.metadata));
+        let entry = (partition as i32, offset, metadata, errors::NONE);
         match by_topic.iter_mut().find(|(t, _)| *t == topic) {
-            Some((_, v)) => v.push((partition as i32, offset, metadata)),
-            None => by_topic.push((topic, vec![(partition as i32, offset, metadata)])),
+            Some((_, v)) => v.push(entry),
+            None => by_topic.push((topic, vec![entry])),
         }
     }
+    by_topic.extend(denied);
     by_topic
 }
 
@@ -330,7 +413,14 @@ fn partition_indexes(indexes: &[i32]) -> Vec<u32> {
 
 /// OffsetFetch, in both its forms (one group, v0–7; many groups, v8+). Longer than
 /// most functions on purpose: the two forms share their checks and differ only in shape.
-pub fn offset_fetch(ctx: &Ctx, req: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+pub fn offset_fetch(
+    ctx: &Ctx,
+    req: OffsetFetchRequest,
+    version: i16,
+    session: &Session,
+) -> OffsetFetchResponse {
+    let group_denied = |g: &str| !may_group(ctx, session, Operation::Describe, g);
+    let group_code = ResponseError::GroupAuthorizationFailed.code();
     if version >= 8 {
         let mut seen = std::collections::HashSet::new();
         let groups = req
@@ -338,6 +428,11 @@ pub fn offset_fetch(ctx: &Ctx, req: OffsetFetchRequest, version: i16) -> OffsetF
             .into_iter()
             .filter(|g| seen.insert(g.group_id.0.to_string()))
             .map(|g| {
+                if group_denied(&g.group_id.0) {
+                    return OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id)
+                        .with_error_code(group_code);
+                }
                 let wanted: Wanted = g.topics.map(|ts| {
                     ts.into_iter()
                         .map(|t| {
@@ -348,7 +443,7 @@ pub fn offset_fetch(ctx: &Ctx, req: OffsetFetchRequest, version: i16) -> OffsetF
                         })
                         .collect()
                 });
-                let topics = fetched(ctx, &g.group_id.0, &wanted)
+                let topics = fetched(ctx, session, &g.group_id.0, wanted)
                     .into_iter()
                     .map(|(topic, parts)| {
                         OffsetFetchResponseTopics::default()
@@ -356,11 +451,12 @@ pub fn offset_fetch(ctx: &Ctx, req: OffsetFetchRequest, version: i16) -> OffsetF
                             .with_partitions(
                                 parts
                                     .into_iter()
-                                    .map(|(p, o, m)| {
+                                    .map(|(p, o, m, e)| {
                                         OffsetFetchResponsePartitions::default()
                                             .with_partition_index(p)
                                             .with_committed_offset(o)
                                             .with_metadata(Some(s(m.unwrap_or_default())))
+                                            .with_error_code(e)
                                     })
                                     .collect(),
                             )
@@ -373,6 +469,10 @@ pub fn offset_fetch(ctx: &Ctx, req: OffsetFetchRequest, version: i16) -> OffsetF
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
+    let denied = group_denied(&req.group_id.0);
+    if denied && version >= 2 {
+        return OffsetFetchResponse::default().with_error_code(group_code);
+    }
     let wanted: Wanted = req.topics.map(|ts| {
         ts.into_iter()
             .map(|t| {
@@ -383,7 +483,23 @@ pub fn offset_fetch(ctx: &Ctx, req: OffsetFetchRequest, version: i16) -> OffsetF
             })
             .collect()
     });
-    let topics = fetched(ctx, &req.group_id.0, &wanted)
+    let rows = if denied {
+        // v1 has no group-level error: each partition asked for carries it.
+        wanted
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(t, parts)| {
+                let parts = parts
+                    .iter()
+                    .map(|p| (*p as i32, -1, None, group_code))
+                    .collect();
+                (t, parts)
+            })
+            .collect()
+    } else {
+        fetched(ctx, session, &req.group_id.0, wanted)
+    };
+    let topics = rows
         .into_iter()
         .map(|(topic, parts)| {
             OffsetFetchResponseTopic::default()
@@ -391,11 +507,12 @@ pub fn offset_fetch(ctx: &Ctx, req: OffsetFetchRequest, version: i16) -> OffsetF
                 .with_partitions(
                     parts
                         .into_iter()
-                        .map(|(p, o, m)| {
+                        .map(|(p, o, m, e)| {
                             OffsetFetchResponsePartition::default()
                                 .with_partition_index(p)
                                 .with_committed_offset(o)
                                 .with_metadata(Some(s(m.unwrap_or_default())))
+                                .with_error_code(e)
                         })
                         .collect(),
                 )
@@ -404,13 +521,16 @@ pub fn offset_fetch(ctx: &Ctx, req: OffsetFetchRequest, version: i16) -> OffsetF
     OffsetFetchResponse::default().with_topics(topics)
 }
 
-pub async fn list_groups(ctx: &Ctx, version: i16) -> ListGroupsResponse {
+/// The groups the session may Describe (all of them with Describe on the cluster).
+pub async fn list_groups(ctx: &Ctx, version: i16, session: &Session) -> ListGroupsResponse {
+    let all = session.may_on_cluster(&ctx.auth, Operation::Describe);
     let groups = ctx
         .broker
         .groups
         .list()
         .await
         .into_iter()
+        .filter(|l| all || may_group(ctx, session, Operation::Describe, &l.group))
         .map(|listing| {
             let g = ListedGroup::default()
                 .with_group_id(GroupId(s(listing.group)))
@@ -425,7 +545,11 @@ pub async fn list_groups(ctx: &Ctx, version: i16) -> ListGroupsResponse {
     ListGroupsResponse::default().with_groups(groups)
 }
 
-pub async fn describe_groups(ctx: &Ctx, req: DescribeGroupsRequest) -> DescribeGroupsResponse {
+pub async fn describe_groups(
+    ctx: &Ctx,
+    req: DescribeGroupsRequest,
+    session: &Session,
+) -> DescribeGroupsResponse {
     let mut groups = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for g in req
@@ -433,6 +557,14 @@ pub async fn describe_groups(ctx: &Ctx, req: DescribeGroupsRequest) -> DescribeG
         .into_iter()
         .filter(|g| seen.insert(g.0.to_string()))
     {
+        if !may_group(ctx, session, Operation::Describe, &g.0) {
+            groups.push(
+                DescribedGroup::default()
+                    .with_group_id(g)
+                    .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
+            );
+            continue;
+        }
         let d = ctx.broker.groups.describe(&g.0).await;
         let state = if d.members.is_empty()
             && ctx.broker.groups.fetch_offsets(&g.0, None).is_empty()
@@ -466,12 +598,20 @@ pub async fn describe_groups(ctx: &Ctx, req: DescribeGroupsRequest) -> DescribeG
     DescribeGroupsResponse::default().with_groups(groups)
 }
 
-pub async fn delete_groups(ctx: &Ctx, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
+pub async fn delete_groups(
+    ctx: &Ctx,
+    req: DeleteGroupsRequest,
+    session: &Session,
+) -> DeleteGroupsResponse {
     let mut results = Vec::new();
     for g in req.groups_names {
-        let error = match ctx.broker.groups.delete(&g.0).await {
-            Ok(()) => errors::NONE,
-            Err(e) => code(&e),
+        let error = if !may_group(ctx, session, Operation::Delete, &g.0) {
+            ResponseError::GroupAuthorizationFailed.code()
+        } else {
+            match ctx.broker.groups.delete(&g.0).await {
+                Ok(()) => errors::NONE,
+                Err(e) => code(&e),
+            }
         };
         results.push(
             DeletableGroupResult::default()

@@ -1,14 +1,26 @@
-//! Metadata: this one node is the leader of every partition.
+//! Metadata: this one node is the leader of every partition. A listing shows only the
+//! topics the session may Describe; a topic asked for by name that it may not Describe
+//! answers TOPIC_AUTHORIZATION_FAILED (whether it exists or not), and auto-creation
+//! needs Create on the cluster or the topic.
 
-use super::Ctx;
+use super::{Ctx, Session};
 use crate::errors;
+use ferry_auth::{Operation, ResourceType};
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
 
-pub async fn metadata(ctx: &Ctx, req: MetadataRequest, version: i16) -> MetadataResponse {
+pub async fn metadata(
+    ctx: &Ctx,
+    req: MetadataRequest,
+    version: i16,
+    session: &Session,
+) -> MetadataResponse {
+    let describable =
+        |name: &str| session.may(&ctx.auth, Operation::Describe, ResourceType::Topic, name);
     // Before v4 every Metadata request allows creation; later ones say so.
     let allow_create =
         ctx.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
@@ -17,19 +29,17 @@ pub async fn metadata(ctx: &Ctx, req: MetadataRequest, version: i16) -> Metadata
         .with_node_id(node)
         .with_host(StrBytes::from_string(ctx.config.advertised_host.clone()))
         .with_port(ctx.config.advertised_port as i32);
+    let all_topics = || -> Vec<String> {
+        ctx.broker
+            .list_topics()
+            .into_iter()
+            .map(|t| t.config.name)
+            .filter(|n| describable(n))
+            .collect()
+    };
     let names: Vec<String> = match req.topics {
-        None => ctx
-            .broker
-            .list_topics()
-            .into_iter()
-            .map(|t| t.config.name)
-            .collect(),
-        Some(t) if t.is_empty() && version == 0 => ctx
-            .broker
-            .list_topics()
-            .into_iter()
-            .map(|t| t.config.name)
-            .collect(),
+        None => all_topics(),
+        Some(t) if t.is_empty() && version == 0 => all_topics(),
         Some(t) => {
             // Each name once, however often a request repeats it.
             let mut seen = std::collections::HashSet::new();
@@ -40,13 +50,21 @@ pub async fn metadata(ctx: &Ctx, req: MetadataRequest, version: i16) -> Metadata
         }
     };
     if allow_create {
-        auto_create(ctx, &names).await;
+        let creatable: Vec<String> = names
+            .iter()
+            .filter(|n| describable(n) && super::admin::may_create_topic(ctx, session, n))
+            .cloned()
+            .collect();
+        auto_create(ctx, &creatable).await;
     }
     let topics = names
         .into_iter()
         .map(|name| {
             let topic = MetadataResponseTopic::default()
                 .with_name(Some(TopicName(StrBytes::from_string(name.clone()))));
+            if !describable(&name) {
+                return topic.with_error_code(ResponseError::TopicAuthorizationFailed.code());
+            }
             match ctx.broker.describe_topic(&name) {
                 Ok(info) => topic.with_partitions(
                     info.partitions

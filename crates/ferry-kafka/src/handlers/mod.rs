@@ -7,11 +7,15 @@ mod groups;
 mod metadata;
 mod offsets;
 mod produce;
+pub mod sasl;
+mod security;
 
 use crate::config::KafkaConfig;
 use crate::frame::{self, Request};
 use ferry_broker::Broker;
-use kafka_protocol::messages::{RequestKind, ResponseKind};
+use kafka_protocol::messages::{
+    HeartbeatResponse, LeaveGroupResponse, RequestKind, ResponseKind, SyncGroupResponse,
+};
 use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 
@@ -27,7 +31,7 @@ pub struct Ctx {
     pub auth: Arc<ferry_auth::Auth>,
 }
 
-/// One connection's state: who is at the other end.
+/// One connection's state: who is at the other end, and how far its SASL exchange went.
 #[derive(Debug)]
 pub struct Session {
     /// The client's address, `ip:port`.
@@ -37,6 +41,8 @@ pub struct Session {
     /// Who the client is: `None` until it authenticates, when authentication is
     /// required; `User:ANONYMOUS` when it is not.
     pub principal: Option<ferry_auth::Principal>,
+    /// Where the connection's SASL exchange stands.
+    pub sasl: sasl::SaslState,
 }
 
 impl Session {
@@ -45,7 +51,32 @@ impl Session {
             peer: peer.to_string(),
             host: peer.ip().to_string(),
             principal: (!auth.required()).then(ferry_auth::Principal::anonymous),
+            sasl: sasl::SaslState::default(),
         }
+    }
+
+    /// Whether the session's principal may do `op` on a resource; a session that has
+    /// not authenticated may do nothing.
+    pub fn may(
+        &self,
+        auth: &ferry_auth::Auth,
+        op: ferry_auth::Operation,
+        rtype: ferry_auth::ResourceType,
+        name: &str,
+    ) -> bool {
+        self.principal
+            .as_ref()
+            .is_some_and(|p| auth.authorize(p, &self.host, op, rtype, name))
+    }
+
+    /// Whether the session's principal may do `op` on the cluster.
+    pub fn may_on_cluster(&self, auth: &ferry_auth::Auth, op: ferry_auth::Operation) -> bool {
+        self.may(
+            auth,
+            op,
+            ferry_auth::ResourceType::Cluster,
+            ferry_auth::acl::CLUSTER_NAME,
+        )
     }
 }
 
@@ -76,72 +107,114 @@ pub enum Reply {
     /// after the sync, while the connection goes on with its next requests. Answers
     /// still leave in request order.
     Later(Pending),
+    /// Send this answer, if any, then close the connection (a failed authentication, or
+    /// a request before authentication).
+    Close(Option<ResponseKind>),
 }
 
 /// Answers `req`.
 pub async fn handle(ctx: &Ctx, req: Request, session: &mut Session) -> Reply {
-    if let RequestKind::Produce(r) = req.body {
-        return produce::produce(ctx, r).await;
+    match req.body {
+        RequestKind::ApiVersions(_) => {}
+        RequestKind::SaslHandshake(r) => return sasl::handshake(r, req.version, session),
+        RequestKind::SaslAuthenticate(r) => return sasl::authenticate(ctx, r, session).await,
+        _ if session.principal.is_none() => {
+            tracing::debug!(peer = %session.peer, api = ?req.api_key, "Closing a Kafka connection: a request before authentication.");
+            return Reply::Close(None);
+        }
+        RequestKind::Produce(r) => return produce::produce(ctx, r, session).await,
+        _ => {}
     }
     Reply::Now(answer(ctx, req, session).await)
 }
 
 async fn answer(ctx: &Ctx, req: Request, session: &mut Session) -> Option<ResponseKind> {
+    let session: &Session = session;
     let peer = session.peer.as_str();
     let version = req.version;
     let client_id = req.client_id.clone().unwrap_or_default();
     Some(match req.body {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(frame::api_versions(0)),
         RequestKind::Metadata(r) => {
-            ResponseKind::Metadata(metadata::metadata(ctx, r, version).await)
+            ResponseKind::Metadata(metadata::metadata(ctx, r, version, session).await)
         }
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::fetch(ctx, r).await),
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::fetch(ctx, r, session).await),
         RequestKind::ListOffsets(r) => {
-            ResponseKind::ListOffsets(offsets::list_offsets(ctx, r).await)
+            ResponseKind::ListOffsets(offsets::list_offsets(ctx, r, session).await)
         }
         RequestKind::CreateTopics(r) => {
-            ResponseKind::CreateTopics(admin::create_topics(ctx, r).await)
+            ResponseKind::CreateTopics(admin::create_topics(ctx, r, session).await)
         }
         RequestKind::DeleteTopics(r) => {
-            ResponseKind::DeleteTopics(admin::delete_topics(ctx, r).await)
+            ResponseKind::DeleteTopics(admin::delete_topics(ctx, r, session).await)
         }
         RequestKind::CreatePartitions(r) => {
-            ResponseKind::CreatePartitions(admin::create_partitions(ctx, r).await)
+            ResponseKind::CreatePartitions(admin::create_partitions(ctx, r, session).await)
         }
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(admin::init_producer_id(ctx, r))
+            ResponseKind::InitProducerId(admin::init_producer_id(ctx, r, session))
         }
         RequestKind::DescribeConfigs(r) => {
-            ResponseKind::DescribeConfigs(configs::describe_configs(ctx, r, version))
+            ResponseKind::DescribeConfigs(configs::describe_configs(ctx, r, version, session))
         }
         RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(groups::find_coordinator(ctx, r, version))
+            ResponseKind::FindCoordinator(groups::find_coordinator(ctx, r, version, session))
         }
         RequestKind::JoinGroup(r) => {
-            ResponseKind::JoinGroup(groups::join_group(ctx, r, version, &client_id, peer).await)
+            let denied = groups::group_denied(ctx, session, &r.group_id);
+            ResponseKind::JoinGroup(match denied {
+                Some(code) => groups::join_denied(code, version),
+                None => groups::join_group(ctx, r, version, &client_id, peer).await,
+            })
         }
         RequestKind::SyncGroup(r) => {
-            ResponseKind::SyncGroup(groups::sync_group(ctx, r, version).await)
+            ResponseKind::SyncGroup(match groups::group_denied(ctx, session, &r.group_id) {
+                Some(code) => SyncGroupResponse::default().with_error_code(code),
+                None => groups::sync_group(ctx, r, version).await,
+            })
         }
-        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(ctx, r).await),
+        RequestKind::Heartbeat(r) => {
+            ResponseKind::Heartbeat(match groups::group_denied(ctx, session, &r.group_id) {
+                Some(code) => HeartbeatResponse::default().with_error_code(code),
+                None => groups::heartbeat(ctx, r).await,
+            })
+        }
         RequestKind::LeaveGroup(r) => {
-            ResponseKind::LeaveGroup(groups::leave_group(ctx, r, version).await)
+            ResponseKind::LeaveGroup(match groups::group_denied(ctx, session, &r.group_id) {
+                Some(code) => LeaveGroupResponse::default().with_error_code(code),
+                None => groups::leave_group(ctx, r, version).await,
+            })
         }
         RequestKind::OffsetCommit(r) => {
-            ResponseKind::OffsetCommit(groups::offset_commit(ctx, r).await)
+            ResponseKind::OffsetCommit(groups::offset_commit(ctx, r, session).await)
         }
         RequestKind::OffsetFetch(r) => {
-            ResponseKind::OffsetFetch(groups::offset_fetch(ctx, r, version))
+            ResponseKind::OffsetFetch(groups::offset_fetch(ctx, r, version, session))
         }
         RequestKind::ListGroups(_) => {
-            ResponseKind::ListGroups(groups::list_groups(ctx, version).await)
+            ResponseKind::ListGroups(groups::list_groups(ctx, version, session).await)
         }
         RequestKind::DescribeGroups(r) => {
-            ResponseKind::DescribeGroups(groups::describe_groups(ctx, r).await)
+            ResponseKind::DescribeGroups(groups::describe_groups(ctx, r, session).await)
         }
         RequestKind::DeleteGroups(r) => {
-            ResponseKind::DeleteGroups(groups::delete_groups(ctx, r).await)
+            ResponseKind::DeleteGroups(groups::delete_groups(ctx, r, session).await)
         }
+        RequestKind::CreateAcls(r) => {
+            ResponseKind::CreateAcls(security::create_acls(ctx, r, session))
+        }
+        RequestKind::DescribeAcls(r) => {
+            ResponseKind::DescribeAcls(security::describe_acls(ctx, r, session))
+        }
+        RequestKind::DeleteAcls(r) => {
+            ResponseKind::DeleteAcls(security::delete_acls(ctx, r, session))
+        }
+        RequestKind::DescribeUserScramCredentials(r) => ResponseKind::DescribeUserScramCredentials(
+            security::describe_user_scram_credentials(ctx, r, session),
+        ),
+        RequestKind::AlterUserScramCredentials(r) => ResponseKind::AlterUserScramCredentials(
+            security::alter_user_scram_credentials(ctx, r, session),
+        ),
         // `frame::decode_request` lets through only the APIs listed in `versions`.
         other => {
             tracing::error!(request = ?std::mem::discriminant(&other), "A request passed the version check without a handler.");

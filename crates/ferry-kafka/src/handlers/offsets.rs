@@ -1,24 +1,39 @@
 //! ListOffsets: earliest (-2), latest (-1), or the first offset at or after a time.
 
-use super::Ctx;
+use super::{Ctx, Session};
 use crate::errors;
+use ferry_auth::{Operation, ResourceType};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::ResponseError;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 
-pub async fn list_offsets(ctx: &Ctx, req: ListOffsetsRequest) -> ListOffsetsResponse {
+pub async fn list_offsets(
+    ctx: &Ctx,
+    req: ListOffsetsRequest,
+    session: &Session,
+) -> ListOffsetsResponse {
     let mut topics = Vec::new();
     for t in req.topics {
         let name = t.name.0.to_string();
+        let allowed = session.may(&ctx.auth, Operation::Describe, ResourceType::Topic, &name);
         let mut partitions = Vec::new();
         for p in t.partitions {
             let answer = ListOffsetsPartitionResponse::default()
                 .with_partition_index(p.partition_index)
                 .with_timestamp(-1);
+            if !allowed {
+                partitions.push(
+                    answer
+                        .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                        .with_offset(-1),
+                );
+                continue;
+            }
             let result = if p.partition_index < 0 {
                 Err(ferry_broker::BrokerError::PartitionNotFound {
                     topic: name.clone(),

@@ -8,8 +8,9 @@
 //! they are, for what the records cause later), the parent of each partition's append
 //! span and of the fsync spans its durability waits join.
 
-use super::{Ctx, Reply};
+use super::{Ctx, Reply, Session};
 use crate::errors;
+use ferry_auth::{Operation, ResourceType};
 use ferry_broker::{Appended, Broker};
 use ferry_trace::{attr, KeyValue, Span, SpanKind, Start, TraceParent};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -27,11 +28,11 @@ type Appends = Vec<(TopicName, Vec<PartitionAppend>)>;
 /// Failed durability waits, by topic and partition: their Kafka error codes.
 type SyncErrors = HashMap<(String, i32), i16>;
 
-pub async fn produce(ctx: &Ctx, req: ProduceRequest) -> Reply {
+pub async fn produce(ctx: &Ctx, req: ProduceRequest, session: &Session) -> Reply {
     let answer = req.acks != 0;
     let mut span = produce_span(&req);
     let trace = span.context();
-    let appended = append_all(ctx, req, trace).await;
+    let appended = append_all(ctx, req, trace, session).await;
     // Durability and the answer complete later.
     let broker = ctx.broker.clone();
     Reply::Later(Box::pin(async move {
@@ -51,17 +52,26 @@ pub async fn produce(ctx: &Ctx, req: ProduceRequest) -> Reply {
     }))
 }
 
-/// Appends every partition's batches, here and in request order.
-async fn append_all(ctx: &Ctx, req: ProduceRequest, trace: Option<TraceParent>) -> Appends {
+/// Appends every partition's batches, here and in request order; topics the session may
+/// not write to get TOPIC_AUTHORIZATION_FAILED.
+async fn append_all(
+    ctx: &Ctx,
+    req: ProduceRequest,
+    trace: Option<TraceParent>,
+    session: &Session,
+) -> Appends {
     let bad_acks = !matches!(req.acks, -1..=1);
     let transactional = req.transactional_id.is_some();
     let mut appended = Vec::new();
     for topic in req.topic_data {
         let name = topic.name.0.to_string();
+        let allowed = session.may(&ctx.auth, Operation::Write, ResourceType::Topic, &name);
         let mut parts = Vec::new();
         for p in topic.partition_data {
             let result = if bad_acks {
                 Err(ResponseError::InvalidRequiredAcks.code())
+            } else if !allowed {
+                Err(ResponseError::TopicAuthorizationFailed.code())
             } else if transactional {
                 Err(ResponseError::TransactionalIdAuthorizationFailed.code())
             } else if p.index < 0 {
