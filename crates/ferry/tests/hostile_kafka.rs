@@ -20,7 +20,12 @@ mod common;
 use common::*;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::alter_user_scram_credentials_request::{
+    ScramCredentialDeletion, ScramCredentialUpsertion,
+};
+use kafka_protocol::messages::create_acls_request::AclCreation;
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
@@ -364,6 +369,45 @@ impl Gen {
             self.rng.gen_range(0..STEADY_PARTITIONS + 1)
         } else {
             self.i32()
+        }
+    }
+
+    /// A SASL mechanism: one Ferry offers (so that exchanges begin) or a hostile name.
+    fn mechanism(&mut self) -> StrBytes {
+        if self.chance(0.7) {
+            let m = *pick(&mut self.rng, &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]);
+            StrBytes::from_static_str(m)
+        } else {
+            self.str_bytes()
+        }
+    }
+
+    /// A SASL message: a well-formed PLAIN or SCRAM first message for a user that does
+    /// not exist, or hostile bytes.
+    fn sasl_message(&mut self) -> Bytes {
+        match self.rng.gen_range(0..4) {
+            0 => Bytes::from(format!("\0{}\0{}", self.string(), self.string())),
+            1 => Bytes::from(format!("n,,n={},r={}", self.string(), self.string())),
+            2 => Bytes::from(self.string()),
+            _ => Bytes::from(vec![0u8; self.long(0, 10_000)]),
+        }
+    }
+
+    /// A Kafka ACL code (resource type, pattern type, operation, permission): a valid
+    /// one mostly, else any byte.
+    fn acl_code(&mut self) -> i8 {
+        if self.chance(0.8) {
+            self.rng.gen_range(0..15)
+        } else {
+            self.i8()
+        }
+    }
+
+    fn principal(&mut self) -> StrBytes {
+        if self.chance(0.6) {
+            StrBytes::from_string(format!("User:{}", self.rng.gen_range(0..3)))
+        } else {
+            self.str_bytes()
         }
     }
 
@@ -723,6 +767,82 @@ impl Gen {
             ApiKey::DeleteGroups => RequestKind::DeleteGroups(
                 DeleteGroupsRequest::default().with_groups_names(self.list(|g| g.group())),
             ),
+            ApiKey::SaslHandshake => RequestKind::SaslHandshake(
+                SaslHandshakeRequest::default().with_mechanism(self.mechanism()),
+            ),
+            ApiKey::SaslAuthenticate => RequestKind::SaslAuthenticate(
+                SaslAuthenticateRequest::default().with_auth_bytes(self.sasl_message()),
+            ),
+            ApiKey::CreateAcls => {
+                let creations = self.list(|g| {
+                    AclCreation::default()
+                        .with_resource_type(g.acl_code())
+                        .with_resource_name(g.str_bytes())
+                        .with_resource_pattern_type(g.acl_code())
+                        .with_principal(g.principal())
+                        .with_host(g.str_bytes())
+                        .with_operation(g.acl_code())
+                        .with_permission_type(g.acl_code())
+                });
+                RequestKind::CreateAcls(CreateAclsRequest::default().with_creations(creations))
+            }
+            ApiKey::DescribeAcls => RequestKind::DescribeAcls(
+                DescribeAclsRequest::default()
+                    .with_resource_type_filter(self.acl_code())
+                    .with_resource_name_filter(self.opt_str())
+                    .with_pattern_type_filter(self.acl_code())
+                    .with_principal_filter(self.opt_str())
+                    .with_host_filter(self.opt_str())
+                    .with_operation(self.acl_code())
+                    .with_permission_type(self.acl_code()),
+            ),
+            ApiKey::DeleteAcls => {
+                let filters = self.list(|g| {
+                    DeleteAclsFilter::default()
+                        .with_resource_type_filter(g.acl_code())
+                        .with_resource_name_filter(g.opt_str())
+                        .with_pattern_type_filter(g.acl_code())
+                        .with_principal_filter(g.opt_str())
+                        .with_host_filter(g.opt_str())
+                        .with_operation(g.acl_code())
+                        .with_permission_type(g.acl_code())
+                });
+                RequestKind::DeleteAcls(DeleteAclsRequest::default().with_filters(filters))
+            }
+            ApiKey::DescribeUserScramCredentials => {
+                let users = if self.chance(0.3) {
+                    None
+                } else {
+                    Some(self.list(|g| {
+                        describe_user_scram_credentials_request::UserName::default()
+                            .with_name(g.str_bytes())
+                    }))
+                };
+                RequestKind::DescribeUserScramCredentials(
+                    DescribeUserScramCredentialsRequest::default().with_users(users),
+                )
+            }
+            ApiKey::AlterUserScramCredentials => {
+                let deletions = self.list(|g| {
+                    ScramCredentialDeletion::default()
+                        .with_name(g.str_bytes())
+                        .with_mechanism(g.i8())
+                });
+                let upsertions = self.list(|g| {
+                    let len = *pick(&mut g.rng, &[0usize, 32, 64, 65, 1025]);
+                    ScramCredentialUpsertion::default()
+                        .with_name(g.str_bytes())
+                        .with_mechanism(g.rng.gen_range(-1..4))
+                        .with_iterations(if g.chance(0.5) { 4096 } else { g.i32() })
+                        .with_salt(Bytes::from(vec![7u8; len.min(64)]))
+                        .with_salted_password(Bytes::from(vec![1u8; len]))
+                });
+                RequestKind::AlterUserScramCredentials(
+                    AlterUserScramCredentialsRequest::default()
+                        .with_deletions(deletions)
+                        .with_upsertions(upsertions),
+                )
+            }
             other => panic!(
                 "no generator for {other:?}: Ferry advertises an API this test does not know"
             ),
