@@ -1,0 +1,91 @@
+"""Helpers for the security tests: a Ferry that requires authentication, and Kafka client
+settings for its users.
+
+Every client config comes from `kafka_config`, so that the same tests can run over
+SASL_SSL once the listener has TLS: FERRY_KAFKA_SECURITY=SASL_SSL (and the CA file in
+FERRY_KAFKA_CA) switch all of them.
+"""
+
+import importlib.util
+import os
+import pathlib
+import subprocess
+import tempfile
+
+from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, AdminClient,
+                                   ResourcePatternType, ResourceType, ScramCredentialInfo,
+                                   ScramMechanism, UserScramCredentialUpsertion)
+
+_spec = importlib.util.spec_from_file_location(
+    "ferry_tests_conftest", pathlib.Path(__file__).resolve().parents[1] / "conftest.py")
+_top = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_top)
+BIN, Ferry = _top.BIN, _top.Ferry
+
+SECURITY_PROTOCOL = os.environ.get("FERRY_KAFKA_SECURITY", "SASL_PLAINTEXT")
+CA_FILE = os.environ.get("FERRY_KAFKA_CA")
+
+ADMIN, ADMIN_PASSWORD = "admin", "admin-secret"
+USERS = {"alice": "alice-secret", "bob": "bob-secret"}
+SERVER_FLAGS = ["--auth", "--super-users", f"User:{ADMIN}", "--acl-default", "deny"]
+
+
+def kafka_config(ferry, user, password, mechanism="SCRAM-SHA-512", **extra):
+    """Settings for a confluent-kafka client authenticating as `user`."""
+    config = {
+        "bootstrap.servers": ferry.kafka,
+        "security.protocol": SECURITY_PROTOCOL,
+        "sasl.mechanisms": mechanism,
+        "sasl.username": user,
+        "sasl.password": password,
+    }
+    if SECURITY_PROTOCOL == "SASL_SSL" and CA_FILE:
+        config["ssl.ca.location"] = CA_FILE
+    config.update(extra)
+    return config
+
+
+def kcat_args(ferry, user, password, mechanism="SCRAM-SHA-256"):
+    """kcat's options for the same settings."""
+    args = ["-b", ferry.kafka, "-X", f"security.protocol={SECURITY_PROTOCOL}",
+            "-X", f"sasl.mechanisms={mechanism}", "-X", f"sasl.username={user}",
+            "-X", f"sasl.password={password}"]
+    if SECURITY_PROTOCOL == "SASL_SSL" and CA_FILE:
+        args += ["-X", f"ssl.ca.location={CA_FILE}"]
+    return args
+
+
+def upsertions(users):
+    return [UserScramCredentialUpsertion(name, ScramCredentialInfo(m, 8192), pw.encode())
+            for name, pw in users.items()
+            for m in (ScramMechanism.SCRAM_SHA_256, ScramMechanism.SCRAM_SHA_512)]
+
+
+def create_admin(data_dir):
+    """Creates the super user in a data folder no server uses: with `ferry user create`
+    where the binary has it, else through a Ferry started without --auth (where anyone
+    may alter credentials) over Kafka's AlterUserScramCredentials."""
+    has_cli = subprocess.run([BIN, "user", "create", "--help"], capture_output=True).returncode == 0
+    if has_cli:
+        subprocess.run([BIN, "user", "create", ADMIN, "--password", ADMIN_PASSWORD,
+                        "--data-dir", data_dir], check=True, capture_output=True)
+        return
+    open_ferry = Ferry(data_dir).start()
+    try:
+        admin = AdminClient({"bootstrap.servers": open_ferry.kafka})
+        for f in admin.alter_user_scram_credentials(upsertions({ADMIN: ADMIN_PASSWORD})).values():
+            f.result(10)
+    finally:
+        open_ferry.stop()
+
+
+def grant(admin, user, resource_type, name, operation, pattern=ResourcePatternType.LITERAL,
+          permission=AclPermissionType.ALLOW):
+    binding = AclBinding(resource_type, name, pattern, f"User:{user}", "*", operation, permission)
+    for f in admin.create_acls([binding]).values():
+        f.result(10)
+    return binding
+
+
+TOPIC, GROUP, CLUSTER = ResourceType.TOPIC, ResourceType.GROUP, ResourceType.BROKER
+Op = AclOperation
