@@ -37,7 +37,7 @@ cargo test --workspace --locked -- --test-threads 2
 # Kafka clients Ferry did not write, webhook signatures checked by the
 # standardwebhooks package, /metrics scraped by a real Prometheus, and OTLP traces
 # received with opentelemetry-proto, against the real binary.
-FERRY_BIN="$PWD/target/debug/ferry" python3 -m pytest -q -p no:cacheprovider tests/kafka tests/push tests/metrics tests/traces
+FERRY_BIN="$PWD/target/debug/ferry" python3 -m pytest -q -p no:cacheprovider tests/kafka tests/security tests/push tests/metrics tests/traces
 # The web console in headless Chromium (Debian's chromium, npm playwright-core).
 FERRY_BIN="$PWD/target/debug/ferry" scripts/test-ui.sh
 # The HTTP API against its OpenAPI document: schemathesis, every phase and check that
