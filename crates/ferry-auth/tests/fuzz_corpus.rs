@@ -16,7 +16,12 @@ fn corpus(name: &str) -> Vec<Vec<u8>> {
         .flatten()
         .map(|e| std::fs::read(e.path()).expect("a corpus file reads"))
         .collect();
-    assert!(files.len() >= 3, "only {} files in {}", files.len(), dir.display());
+    assert!(
+        files.len() >= 3,
+        "only {} files in {}",
+        files.len(),
+        dir.display()
+    );
     files
 }
 
