@@ -81,8 +81,12 @@ pub fn forbidden(principal: &Principal, op: Operation, rtype: ResourceType, name
     .with("resource_name", name)
 }
 
-/// What `WWW-Authenticate` offers on a 401.
-const CHALLENGE: &str = "Bearer realm=\"ferry\", Basic realm=\"ferry\", charset=\"UTF-8\"";
+/// What a 401 offers, one `WWW-Authenticate` header each: browsers (Chromium) read one
+/// challenge per header, and answer Basic with the user's password.
+const CHALLENGES: [&str; 2] = [
+    "Basic realm=\"ferry\", charset=\"UTF-8\"",
+    "Bearer realm=\"ferry\"",
+];
 
 fn unauthenticated(slug: &'static str, detail: &str) -> Response {
     let mut r = Problem::new(
@@ -92,10 +96,10 @@ fn unauthenticated(slug: &'static str, detail: &str) -> Response {
         detail,
     )
     .into_response();
-    r.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static(CHALLENGE),
-    );
+    for c in CHALLENGES {
+        r.headers_mut()
+            .append(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
+    }
     r
 }
 

@@ -49,10 +49,13 @@ async fn with_authentication_on_a_request_needs_a_token_or_a_password() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    let challenge = r.headers()["www-authenticate"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let challenge: Vec<&str> = r
+        .headers()
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    let challenge = challenge.join(" | ");
     assert!(
         challenge.contains("Bearer") && challenge.contains("Basic"),
         "{challenge}"
