@@ -470,3 +470,105 @@ fn the_first_user_is_made_on_the_folder_and_not_while_a_server_uses_it() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["users"][0]["name"], "root");
 }
+
+/// `ferry acl` and `ferry token` through a server, with a token from the environment.
+#[test]
+fn acls_and_tokens_are_managed_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    make_user(dir.path(), "admin", "admin-pw");
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = Command::new(BIN);
+        c.args(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // An ACL made on the folder before the server runs.
+    let data = dir.path().to_str().unwrap();
+    let (ok, _, err) = run(
+        &[
+            "acl",
+            "create",
+            "--principal",
+            "User:ci",
+            "--operation",
+            "write",
+            "--operation",
+            "describe",
+            "--topic",
+            "builds.",
+            "--prefixed",
+            "--data-dir",
+            data,
+        ],
+        &[],
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(
+        &[
+            "acl",
+            "create",
+            "--principal",
+            "ci",
+            "--operation",
+            "read",
+            "--topic",
+            "x",
+            "--data-dir",
+            data,
+        ],
+        &[],
+    );
+    assert!(!ok && err.contains("User:<name>"), "{err}");
+    let (ok, out, _) = run(
+        &[
+            "token",
+            "create",
+            "--user",
+            "admin",
+            "--json",
+            "--data-dir",
+            data,
+        ],
+        &[],
+    );
+    assert!(ok);
+    let token: Value = serde_json::from_str(&out).unwrap();
+    let token = token["token"].as_str().unwrap().to_string();
+
+    let s = Server::start(dir.path(), &["--auth", "--super-users", "User:admin"]);
+    let env = [
+        ("FERRY_URL", s.url.as_str()),
+        ("FERRY_TOKEN", token.as_str()),
+    ];
+    let (ok, out, err) = run(&["acl", "list", "--principal", "User:ci", "--json"], &env);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["acls"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v["acls"][0]["pattern_type"], "prefixed");
+    let (ok, out, _) = run(&["acl", "list"], &env);
+    assert!(
+        ok && out.contains("builds.") && out.contains("PRINCIPAL"),
+        "{out}"
+    );
+    let (ok, _, err) = run(&["acl", "delete"], &env);
+    assert!(!ok && err.contains("--all"), "{err}");
+    let (ok, out, err) = run(
+        &["acl", "delete", "--operation", "describe", "--json"],
+        &env,
+    );
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["deleted"].as_array().unwrap().len(), 1, "{v}");
+    // Without the token the server refuses, and the CLI says what happened.
+    let (ok, _, err) = run(&["topic", "list"], &[("FERRY_URL", s.url.as_str())]);
+    assert!(!ok && err.contains("requires authentication"), "{err}");
+    let (ok, out, _) = run(&["token", "list"], &env);
+    assert!(ok && out.contains("admin"), "{out}");
+}
