@@ -66,5 +66,27 @@ FERRY_URL="http://$addr" FERRY_KAFKA="$kafka" SCREENSHOT_DIR="$shots" \
 if [ "$status" -ne 0 ]; then
     echo "--- server log (last 40 lines) ---" >&2
     tail -40 "$work/server.log" >&2
+    exit "$status"
+fi
+kill "$server" && wait "$server" || true
+
+# The console on a server with authentication on: a super user made on the folder first.
+"$bin" user create admin --password admin-pw --data-dir "$work/secured" >/dev/null
+"$bin" serve --data-dir "$work/secured" --http-addr 127.0.0.1:0 --kafka-addr 127.0.0.1:0 \
+    --auth --super-users User:admin --log-format json --log info >"$work/secured.log" 2>&1 &
+server=$!
+addr=""
+for _ in $(seq 1 100); do
+    addr="$(grep -o '"http_addr":"[^"]*"' "$work/secured.log" | head -1 | cut -d'"' -f4 || true)"
+    [ -n "$addr" ] && break
+    kill -0 "$server" 2>/dev/null || { cat "$work/secured.log" >&2; exit 1; }
+    sleep 0.1
+done
+[ -n "$addr" ] || { echo "error: ferry serve --auth did not start" >&2; cat "$work/secured.log" >&2; exit 1; }
+FERRY_URL="http://$addr" FERRY_ADMIN="admin:admin-pw" \
+    timeout 60 node tests/ui/console-auth.test.mjs || status=$?
+if [ "$status" -ne 0 ]; then
+    echo "--- server log (last 40 lines) ---" >&2
+    tail -40 "$work/secured.log" >&2
 fi
 exit "$status"

@@ -1,5 +1,5 @@
-"""Helpers for the security tests: a Ferry that requires authentication, and Kafka client
-settings for its users.
+"""Fixtures and helpers for the Kafka security tests: a Ferry that requires
+authentication, and Kafka client settings for its users.
 
 Every client config comes from `kafka_config`, so that the same tests can run over
 SASL_SSL once the listener has TLS: FERRY_KAFKA_SECURITY=SASL_SSL (and the CA file in
@@ -11,6 +11,8 @@ import os
 import pathlib
 import subprocess
 import tempfile
+
+import pytest
 
 from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, AdminClient,
                                    ResourcePatternType, ResourceType, ScramCredentialInfo,
@@ -62,21 +64,31 @@ def upsertions(users):
 
 
 def create_admin(data_dir):
-    """Creates the super user in a data folder no server uses: with `ferry user create`
-    where the binary has it, else through a Ferry started without --auth (where anyone
-    may alter credentials) over Kafka's AlterUserScramCredentials."""
-    has_cli = subprocess.run([BIN, "user", "create", "--help"], capture_output=True).returncode == 0
-    if has_cli:
-        subprocess.run([BIN, "user", "create", ADMIN, "--password", ADMIN_PASSWORD,
-                        "--data-dir", data_dir], check=True, capture_output=True)
-        return
-    open_ferry = Ferry(data_dir).start()
-    try:
-        admin = AdminClient({"bootstrap.servers": open_ferry.kafka})
-        for f in admin.alter_user_scram_credentials(upsertions({ADMIN: ADMIN_PASSWORD})).values():
-            f.result(10)
-    finally:
-        open_ferry.stop()
+    """Creates the super user in a data folder no server uses (`ferry user create`)."""
+    subprocess.run([BIN, "user", "create", ADMIN, "--password", ADMIN_PASSWORD,
+                    "--data-dir", data_dir], check=True, capture_output=True)
+
+
+@pytest.fixture
+def secure():
+    """Ferry with --auth, super user `admin`, deny by default, and users alice and bob
+    (made by the admin over Kafka's AlterUserScramCredentials)."""
+    with tempfile.TemporaryDirectory() as d:
+        create_admin(d)
+        f = Ferry(d, extra=SERVER_FLAGS).start()
+        try:
+            admin = AdminClient(kafka_config(f, ADMIN, ADMIN_PASSWORD))
+            for fut in admin.alter_user_scram_credentials(upsertions(USERS)).values():
+                fut.result(10)
+            yield f
+        finally:
+            f.stop()
+
+
+@pytest.fixture
+def admin(secure):
+    """An AdminClient of the super user."""
+    return AdminClient(kafka_config(secure, ADMIN, ADMIN_PASSWORD))
 
 
 def grant(admin, user, resource_type, name, operation, pattern=ResourcePatternType.LITERAL,

@@ -15,8 +15,8 @@ from confluent_kafka.admin import (AclBindingFilter, AclPermissionType, AdminCli
                                    ScramMechanism, UserScramCredentialDeletion,
                                    UserScramCredentialUpsertion)
 
-from kafka_security import (ADMIN, ADMIN_PASSWORD, CLUSTER, GROUP, TOPIC, USERS, Op, grant,
-                            kafka_config, kcat_args)
+from kafka_security import (ADMIN, ADMIN_PASSWORD, CLUSTER, GROUP, TOPIC, USERS, Op,  # noqa: F401
+                            admin, grant, kafka_config, kcat_args, secure)
 
 ALICE = ("alice", USERS["alice"])
 

@@ -2,6 +2,7 @@
 //! same run, so figures are reported as ratios that survive a noisy, shared machine.
 //! docs/benchmarks.md gives the commands and the latest results.
 
+mod auth;
 mod disk;
 mod http;
 mod log_append;
@@ -46,6 +47,15 @@ enum Command {
     Disk {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
+    },
+    /// Kafka connections per second that authenticate (PLAIN, SCRAM-SHA-256/512) against
+    /// ones that do not, and the server's CPU per connection, on `ferry serve --auth`.
+    Auth {
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Clients connecting in a loop at once
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
     },
     /// In-process appends under durability "always" with 1, 8 and 64 producers.
     LogAppend {
@@ -215,6 +225,14 @@ fn main() -> anyhow::Result<()> {
                 "{}",
                 report(&disk, &r, &[], &[], &server::StartResult::default())
             );
+        }
+        Command::Auth { seconds, clients } => {
+            let rows = rt.block_on(auth::run(
+                &ctx,
+                std::time::Duration::from_secs(seconds),
+                clients.max(1),
+            ))?;
+            println!("{}", auth::report(&rows, clients.max(1)));
         }
         Command::Http {
             seconds,

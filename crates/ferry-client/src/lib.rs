@@ -50,10 +50,32 @@ pub struct ProduceResponse {
     pub offsets: Vec<Placed>,
 }
 
+/// How a client proves who it is (docs/security.md).
+#[derive(Clone, Default)]
+pub enum Credentials {
+    #[default]
+    None,
+    /// An API token, sent as `Authorization: Bearer`.
+    Token(String),
+    /// A user and password, sent as HTTP Basic.
+    Basic { user: String, password: String },
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::None => write!(f, "None"),
+            Credentials::Token(_) => write!(f, "Token(..)"),
+            Credentials::Basic { user, .. } => write!(f, "Basic({user})"),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    credentials: Credentials,
 }
 
 impl Client {
@@ -67,7 +89,37 @@ impl Client {
         Client {
             base: base_url.trim_end_matches('/').to_string(),
             http,
+            credentials: Credentials::None,
         }
+    }
+
+    /// The same client, sending `credentials` with every request.
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.credentials {
+            Credentials::None => req,
+            Credentials::Token(t) => req.bearer_auth(t),
+            Credentials::Basic { user, password } => req.basic_auth(user, Some(password)),
+        }
+    }
+
+    /// Any request to the API: `path` from the base URL, a JSON body if given; the JSON
+    /// answer (`null` for an empty one).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        self.send(req).await
     }
 
     pub fn base_url(&self) -> &str {
@@ -78,10 +130,15 @@ impl Client {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
-        let resp = req.send().await.map_err(|e| ClientError::Unreachable {
-            url: self.base.clone(),
-            reason: std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string()),
-        })?;
+        let resp = self
+            .authorize(req)
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                url: self.base.clone(),
+                reason: std::error::Error::source(&e)
+                    .map_or_else(|| e.to_string(), |s| s.to_string()),
+            })?;
         let status = resp.status();
         let bytes = resp
             .bytes()

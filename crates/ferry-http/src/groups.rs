@@ -228,10 +228,22 @@ fn group_json(broker: &Broker, description: &GroupDescription) -> Value {
 
 /// Every group: in memory (with members now or since the server started) or with
 /// committed offsets.
-pub async fn list(State(state): State<AppState>) -> Json<Value> {
+pub async fn list(
+    State(state): State<AppState>,
+    c: Option<axum::Extension<crate::auth::Caller>>,
+) -> Json<Value> {
+    let c = crate::auth::caller(c);
     let broker = &state.broker;
     let mut groups = Vec::new();
     for listing in broker.groups.list().await {
+        if !c.may(
+            &state,
+            ferry_auth::Operation::Describe,
+            ferry_auth::ResourceType::Group,
+            &listing.group,
+        ) {
+            continue;
+        }
         // A group deleted between the two calls is left out.
         let Some(description) = broker.groups.find(&listing.group).await else {
             continue;

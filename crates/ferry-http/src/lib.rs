@@ -2,6 +2,7 @@
 //! route; `/v1/openapi.json` serves the OpenAPI document. The web console is served at
 //! `/ui/` ([`console`]).
 
+pub mod auth;
 pub mod codec;
 pub mod console;
 pub mod groups;
@@ -241,10 +242,7 @@ async fn not_found(req: Request<Body>) -> Problem {
 /// best whole, in the order of docs/http-api.md.
 pub fn router(state: AppState) -> Router {
     let limit = state.max_request_bytes;
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/v1/openapi.json", get(openapi))
+    let api = Router::new()
         .route("/metrics", get(metrics::handler))
         .route("/v1/topics", get(topics::list).post(topics::create))
         .route(
@@ -308,6 +306,32 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/groups", get(groups::list))
         .route("/v1/groups/{group}", get(groups::describe))
+        .route("/v1/whoami", get(auth::whoami))
+        .route("/v1/users", get(auth::list_users).post(auth::create_user))
+        .route(
+            "/v1/users/{name}",
+            get(auth::describe_user)
+                .patch(auth::update_user)
+                .delete(auth::delete_user),
+        )
+        .route(
+            "/v1/tokens",
+            get(auth::list_tokens).post(auth::create_token),
+        )
+        .route("/v1/tokens/{id}", axum::routing::delete(auth::delete_token))
+        .route(
+            "/v1/acls",
+            get(auth::list_acls)
+                .post(auth::create_acls)
+                .delete(auth::delete_acls),
+        )
+        // Every route above needs credentials when authentication is on (`auth`).
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::guard));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/openapi.json", get(openapi))
+        .merge(api)
         .merge(console::routes())
         .fallback(not_found)
         // One stack, outermost first: each `Router::layer` call would box every route

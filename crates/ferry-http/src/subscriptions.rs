@@ -1,6 +1,7 @@
 //! Queue subscriptions over HTTP: admin, pull, ack, nack, extend, seek, purge, redrive,
 //! and a server-sent-event stream.
 
+use crate::auth::{caller, Caller};
 use crate::codec::record_out;
 use crate::problem::Problem;
 use crate::trace::RequestTrace;
@@ -11,8 +12,9 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::Json;
 use bytes::Bytes;
+use ferry_auth::{Operation, ResourceType};
 use ferry_broker::subs::{
-    Completion, Delivery, Position, PullRequest, SubscriptionSettings, SubscriptionStatus,
+    Completion, Delivery, Mode, Position, PullRequest, SubscriptionSettings, SubscriptionStatus,
 };
 use ferry_broker::BrokerError;
 use ferry_trace::{attr, Span, TraceParent};
@@ -46,19 +48,43 @@ const SUBSCRIPTION_OBJECTS: &[&str] = &["retry", "push", "push.breaker"];
 
 pub async fn create(
     State(state): State<AppState>,
+    c: Option<axum::Extension<Caller>>,
     body: Bytes,
 ) -> Result<impl IntoResponse, Problem> {
     let s: SubscriptionSettings = json_body(&body, SUBSCRIPTION_OBJECTS)?;
+    // A subscription reads its topic for its consumers; a push subscription also sends
+    // the records out of Ferry, which needs its own permission (`write`).
+    let c = caller(c);
+    let name = s.name.clone().unwrap_or_default();
+    c.check(&state, Operation::Create, ResourceType::Subscription, &name)?;
+    if let Some(topic) = &s.topic {
+        c.check(&state, Operation::Read, ResourceType::Topic, topic)?;
+    }
+    if s.mode == Some(Mode::Push) || s.push.is_some() {
+        c.check(&state, Operation::Write, ResourceType::Subscription, &name)?;
+    }
     let status = state.broker.create_subscription(s).await?;
     Ok((StatusCode::CREATED, Json(status_out(&state, status))))
 }
 
-pub async fn list(State(state): State<AppState>) -> Json<Value> {
+pub async fn list(
+    State(state): State<AppState>,
+    c: Option<axum::Extension<Caller>>,
+) -> Json<Value> {
+    let c = caller(c);
     let all: Vec<Value> = state
         .broker
         .list_subscriptions()
         .await
         .into_iter()
+        .filter(|s| {
+            c.may(
+                &state,
+                Operation::Describe,
+                ResourceType::Subscription,
+                &s.config.name,
+            )
+        })
         .map(|s| status_out(&state, s))
         .collect();
     Json(json!({ "subscriptions": all }))
@@ -74,10 +100,15 @@ pub async fn describe(
 
 pub async fn update(
     State(state): State<AppState>,
+    c: Option<axum::Extension<Caller>>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<impl IntoResponse, Problem> {
     let s: SubscriptionSettings = json_body(&body, SUBSCRIPTION_OBJECTS)?;
+    // Changing where a push subscription sends records needs what creating one needs.
+    if s.mode == Some(Mode::Push) || s.push.is_some() {
+        caller(c).check(&state, Operation::Write, ResourceType::Subscription, &name)?;
+    }
     let status = state.broker.update_subscription(&name, s).await?;
     Ok(Json(status_out(&state, status)))
 }

@@ -1,5 +1,6 @@
 //! Topic administration: `/v1/topics` and `/v1/topics/{topic}`.
 
+use crate::auth::{caller, Caller};
 use crate::problem::Problem;
 use crate::{json_body, AppState};
 use axum::extract::{Path, State};
@@ -7,6 +8,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
+use ferry_auth::acl::CLUSTER_NAME;
+use ferry_auth::{Operation, ResourceType};
 use ferry_broker::{TopicInfo, TopicSettings};
 use serde_json::{json, Value};
 
@@ -34,7 +37,11 @@ pub fn topic_json(t: &TopicInfo) -> Value {
     })
 }
 
-pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Response, Problem> {
+pub async fn create(
+    State(state): State<AppState>,
+    c: Option<axum::Extension<Caller>>,
+    body: Bytes,
+) -> Result<Response, Problem> {
     // `name` plus the settings; the settings type refuses unknown fields.
     let mut fields: serde_json::Map<String, Value> = json_body(&body, &[])?;
     let name = match fields.remove("name") {
@@ -44,6 +51,16 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Respon
     };
     let settings: TopicSettings = serde_json::from_value(Value::Object(fields))
         .map_err(|e| Problem::invalid_json(e.to_string()))?;
+    // As in Kafka: `create` on the cluster, or on the topic's name.
+    let c = caller(c);
+    if !c.may(
+        &state,
+        Operation::Create,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    ) {
+        c.check(&state, Operation::Create, ResourceType::Topic, &name)?;
+    }
     let info = state.broker.create_topic(&name, settings).await?;
     let location = format!("/v1/topics/{}", info.config.name);
     Ok((
@@ -54,8 +71,25 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Respon
         .into_response())
 }
 
-pub async fn list(State(state): State<AppState>) -> Json<Value> {
-    let topics: Vec<Value> = state.broker.list_topics().iter().map(topic_json).collect();
+pub async fn list(
+    State(state): State<AppState>,
+    c: Option<axum::Extension<Caller>>,
+) -> Json<Value> {
+    let c = caller(c);
+    let topics: Vec<Value> = state
+        .broker
+        .list_topics()
+        .iter()
+        .filter(|t| {
+            c.may(
+                &state,
+                Operation::Describe,
+                ResourceType::Topic,
+                &t.config.name,
+            )
+        })
+        .map(topic_json)
+        .collect();
     Json(json!({ "topics": topics }))
 }
 

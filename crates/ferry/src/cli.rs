@@ -22,7 +22,7 @@ pub enum Command {
     /// Settings come from, lowest to highest: built-in defaults, the TOML file given by
     /// --config, FERRY_* environment variables, then flags. The TOML keys are the flag
     /// names with '_' for '-' (e.g. http_addr = "0.0.0.0:8080").
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create, list, describe, update and delete topics.
     #[command(subcommand)]
     Topic(TopicCommand),
@@ -34,6 +34,183 @@ pub enum Command {
     /// subscriptions: pause, resume, retry, rotate their secret, show their deliveries.
     #[command(subcommand)]
     Sub(SubCommand),
+    /// Users who authenticate with a password (HTTP Basic, Kafka SASL PLAIN and SCRAM).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// API tokens: each acts as a user; its text is shown once, when made.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// ACLs: what principals may do on topics, groups, subscriptions and the cluster.
+    #[command(subcommand)]
+    Acl(AclCommand),
+}
+
+// Where `ferry user|token|acl` make their changes: a running server (the client flags),
+// or a data folder no server is using (--data-dir), as for the first user.
+#[derive(Args, Clone)]
+pub struct AdminArgs {
+    /// Change this data folder directly instead of asking a server (only while no
+    /// server uses it; makes the first user before authentication is on)
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+// A new password: from a flag, or from the first line of standard input.
+#[derive(Args, Clone)]
+pub struct PasswordArgs {
+    /// The password (visible to other users of this machine in the process list;
+    /// prefer --password-stdin)
+    #[arg(long, conflicts_with = "password_stdin")]
+    pub password: Option<String>,
+    /// Read the password from the first line of standard input
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Create a user with SCRAM-SHA-256 and SCRAM-SHA-512 credentials from a password.
+    Create {
+        name: String,
+        #[command(flatten)]
+        password: PasswordArgs,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List users and their credentials' mechanisms (never secrets).
+    List(AdminArgs),
+    /// Show one user.
+    Describe {
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Replace a user's password.
+    Passwd {
+        name: String,
+        #[command(flatten)]
+        password: PasswordArgs,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Delete a user and its tokens (its ACLs stay until deleted with `ferry acl delete`).
+    Delete {
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Make a token acting as a user; its text is printed once and cannot be shown again.
+    Create {
+        /// The user the token acts as
+        #[arg(long)]
+        user: String,
+        /// What the token is for
+        #[arg(long, default_value = "")]
+        description: String,
+        /// The token stops working after this many milliseconds [default: never]
+        #[arg(long, value_name = "MS")]
+        expires_in_ms: Option<u64>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List tokens (ids, users, descriptions; never their text).
+    List(AdminArgs),
+    /// Revoke a token.
+    Delete {
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+// The resource an ACL names: exactly one of these.
+#[derive(Args, Clone, Default)]
+#[group(required = false, multiple = false)]
+pub struct AclResource {
+    /// A topic (or topics starting with it, with --prefixed; * for every topic)
+    #[arg(long, value_name = "NAME")]
+    pub topic: Option<String>,
+    /// A consumer group
+    #[arg(long, value_name = "NAME")]
+    pub group: Option<String>,
+    /// A subscription
+    #[arg(long, value_name = "NAME")]
+    pub subscription: Option<String>,
+    /// A transactional id
+    #[arg(long, value_name = "ID")]
+    pub transactional_id: Option<String>,
+    /// The cluster (user, token and ACL administration, metrics, idempotent producers)
+    #[arg(long)]
+    pub cluster: bool,
+}
+
+#[derive(Subcommand)]
+pub enum AclCommand {
+    /// Allow (or with --deny, deny) a principal operations on a resource.
+    Create {
+        /// Who: User:<name>, or User:* for everyone
+        #[arg(long, value_name = "PRINCIPAL")]
+        principal: String,
+        /// Operation: read, write, create, delete, alter, describe, describe_configs,
+        /// alter_configs, idempotent_write or all; repeatable
+        #[arg(long = "operation", value_name = "OP", required = true)]
+        operations: Vec<String>,
+        /// From this client IP address only [default: *, any]
+        #[arg(long, default_value = "*")]
+        host: String,
+        /// Deny instead of allow (a deny beats every allow)
+        #[arg(long)]
+        deny: bool,
+        /// The name is a prefix: the ACL covers every resource whose name starts with it
+        #[arg(long)]
+        prefixed: bool,
+        #[command(flatten)]
+        resource: AclResource,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List ACLs, all or those matching the flags given.
+    List {
+        #[command(flatten)]
+        filter: AclFilterArgs,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Delete the ACLs matching the flags given (--all for every ACL).
+    Delete {
+        #[command(flatten)]
+        filter: AclFilterArgs,
+        /// Delete every ACL
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+// Flags selecting ACLs; each one given narrows the selection.
+#[derive(Args, Clone, Default)]
+pub struct AclFilterArgs {
+    /// Only ACLs of this principal
+    #[arg(long, value_name = "PRINCIPAL")]
+    pub principal: Option<String>,
+    /// Only ACLs of this operation
+    #[arg(long, value_name = "OP")]
+    pub operation: Option<String>,
+    /// Only ACLs with this host
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Only prefixed ACLs
+    #[arg(long)]
+    pub prefixed: bool,
+    #[command(flatten)]
+    pub resource: AclResource,
 }
 
 #[derive(Args, Clone, Default)]
@@ -223,6 +400,43 @@ pub struct ClientArgs {
     /// Print JSON for scripts instead of tables
     #[arg(long, global = true)]
     pub json: bool,
+    /// API token to authenticate with (made by `ferry token create`)
+    #[arg(long, env = "FERRY_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// User to authenticate as, with --auth-password (HTTP Basic)
+    #[arg(long, env = "FERRY_USER", global = true, value_name = "USER")]
+    pub auth_user: Option<String>,
+    /// Password of --auth-user
+    #[arg(
+        long,
+        env = "FERRY_PASSWORD",
+        global = true,
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    pub auth_password: Option<String>,
+}
+
+impl ClientArgs {
+    /// A client for `--url` with the credentials given.
+    pub fn client(&self) -> anyhow::Result<ferry_client::Client> {
+        use ferry_client::Credentials;
+        let credentials = match (&self.token, &self.auth_user, &self.auth_password) {
+            (Some(_), Some(_), _) => {
+                anyhow::bail!("give either --token or --auth-user with --auth-password, not both")
+            }
+            (Some(t), None, _) => Credentials::Token(t.clone()),
+            (None, Some(u), Some(p)) => Credentials::Basic {
+                user: u.clone(),
+                password: p.clone(),
+            },
+            (None, Some(_), None) => anyhow::bail!(
+                "--auth-user needs --auth-password (or FERRY_PASSWORD in the environment)"
+            ),
+            (None, None, _) => Credentials::None,
+        };
+        Ok(ferry_client::Client::new(&self.url).with_credentials(credentials))
+    }
 }
 
 #[derive(Args, Clone, Default)]

@@ -7,6 +7,7 @@ mod alloc;
 mod cli;
 mod commands;
 mod output;
+mod security;
 mod serve;
 mod settings;
 mod subs;
@@ -35,11 +36,14 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve::run(settings::resolve(args)?).await,
+            Command::Serve(args) => serve::run(settings::resolve(*args)?).await,
             Command::Topic(cmd) => commands::topic(cmd).await,
             Command::Produce(args) => commands::produce(args).await,
             Command::Consume(args) => commands::consume(args).await,
             Command::Sub(cmd) => subs::sub(cmd).await,
+            Command::User(cmd) => security::user(cmd).await,
+            Command::Token(cmd) => security::token(cmd).await,
+            Command::Acl(cmd) => security::acl(cmd).await,
         }
     });
     match result {

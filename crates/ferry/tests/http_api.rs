@@ -424,6 +424,12 @@ async fn the_openapi_document_names_every_route() {
         "/v1/subscriptions/{name}/deliveries",
         "/v1/groups",
         "/v1/groups/{group}",
+        "/v1/whoami",
+        "/v1/users",
+        "/v1/users/{name}",
+        "/v1/tokens",
+        "/v1/tokens/{id}",
+        "/v1/acls",
         "/healthz",
         "/readyz",
     ] {

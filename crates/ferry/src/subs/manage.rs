@@ -33,7 +33,9 @@ pub(super) async fn create(a: Named<CreateFlags>) -> anyhow::Result<()> {
         }
         body.insert("ordering".into(), Value::from(o));
     }
-    let s = Client::new(&a.client.url)
+    let s = a
+        .client
+        .client()?
         .create_subscription(&Value::Object(body))
         .await?;
     output::answer(a.client.json, &s, || {
@@ -57,7 +59,7 @@ pub(super) async fn create(a: Named<CreateFlags>) -> anyhow::Result<()> {
 }
 
 pub(super) async fn list(client: ClientArgs) -> anyhow::Result<()> {
-    let v = Client::new(&client.url).list_subscriptions().await?;
+    let v = client.client()?.list_subscriptions().await?;
     output::answer(client.json, &v, || {
         Ok(output::table(
             &[
@@ -84,14 +86,12 @@ pub(super) async fn list(client: ClientArgs) -> anyhow::Result<()> {
 }
 
 pub(super) async fn describe(a: Named) -> anyhow::Result<()> {
-    let s = Client::new(&a.client.url)
-        .describe_subscription(&a.name)
-        .await?;
+    let s = a.client.client()?.describe_subscription(&a.name).await?;
     output::answer(a.client.json, &s, || print_subscription(&s))
 }
 
 pub(super) async fn update(a: Named<SubFlags>) -> anyhow::Result<()> {
-    let api = Client::new(&a.client.url);
+    let api = a.client.client()?;
     let mut body = settings_json(&a.flags.settings)?;
     if push_given(&a.flags.push) {
         let mut p = current_push(&api, &a.name).await?;
@@ -130,9 +130,7 @@ async fn current_push(api: &Client, name: &str) -> anyhow::Result<Map<String, Va
 }
 
 pub(super) async fn delete(a: Named) -> anyhow::Result<()> {
-    Client::new(&a.client.url)
-        .delete_subscription(&a.name)
-        .await?;
+    a.client.client()?.delete_subscription(&a.name).await?;
     output::answer_line(a.client.json, &json!({ "deleted": a.name }), || {
         format!("Deleted subscription {}.", a.name)
     })

@@ -4,13 +4,10 @@ use super::show::print_secret_shown_once;
 use super::{cell, time_cell};
 use crate::cli::{DeliveriesFlags, Named, RetryFlags, RotateSecretFlags};
 use crate::output;
-use ferry_client::Client;
 use serde_json::Value;
 
 pub(super) async fn pause(a: Named) -> anyhow::Result<()> {
-    let s = Client::new(&a.client.url)
-        .pause_subscription(&a.name)
-        .await?;
+    let s = a.client.client()?.pause_subscription(&a.name).await?;
     output::answer_line(a.client.json, &s, || {
         format!(
             "Paused subscription {}: records wait until it is resumed.",
@@ -20,16 +17,16 @@ pub(super) async fn pause(a: Named) -> anyhow::Result<()> {
 }
 
 pub(super) async fn resume(a: Named) -> anyhow::Result<()> {
-    let s = Client::new(&a.client.url)
-        .resume_subscription(&a.name)
-        .await?;
+    let s = a.client.client()?.resume_subscription(&a.name).await?;
     output::answer_line(a.client.json, &s, || {
         format!("Resumed subscription {}.", a.name)
     })
 }
 
 pub(super) async fn retry(a: Named<RetryFlags>) -> anyhow::Result<()> {
-    let v = Client::new(&a.client.url)
+    let v = a
+        .client
+        .client()?
         .retry_record(&a.name, a.flags.partition, a.flags.offset)
         .await?;
     output::answer_line(a.client.json, &v, || {
@@ -45,7 +42,9 @@ pub(super) async fn retry(a: Named<RetryFlags>) -> anyhow::Result<()> {
 }
 
 pub(super) async fn rotate_secret(a: Named<RotateSecretFlags>) -> anyhow::Result<()> {
-    let s = Client::new(&a.client.url)
+    let s = a
+        .client
+        .client()?
         .rotate_secret(
             &a.name,
             a.flags.secret.as_deref(),
@@ -71,7 +70,9 @@ pub(super) async fn rotate_secret(a: Named<RotateSecretFlags>) -> anyhow::Result
 
 pub(super) async fn deliveries(a: Named<DeliveriesFlags>) -> anyhow::Result<()> {
     let record = a.flags.partition.zip(a.flags.offset);
-    let v = Client::new(&a.client.url)
+    let v = a
+        .client
+        .client()?
         .deliveries(&a.name, record, a.flags.limit)
         .await?;
     output::answer(a.client.json, &v, || print_deliveries(&v))

@@ -6,7 +6,6 @@ use crate::cli::{AckFlags, ExtendFlags, NackFlags, Named, PullFlags, RedriveFlag
 use crate::commands::text_of;
 use crate::output;
 use anyhow::{bail, Context};
-use ferry_client::Client;
 use serde_json::{json, Map, Value};
 
 pub(super) async fn pull(a: Named<PullFlags>) -> anyhow::Result<()> {
@@ -22,7 +21,7 @@ pub(super) async fn pull(a: Named<PullFlags>) -> anyhow::Result<()> {
     if let Some(v) = f.visibility_timeout_ms {
         body.insert("visibility_timeout_ms".into(), Value::from(v));
     }
-    let api = Client::new(&a.client.url);
+    let api = a.client.client()?;
     let records = api.pull(&a.name, &Value::Object(body)).await?;
     print_pulled(&records, a.client.json)?;
     if f.ack {
@@ -78,14 +77,14 @@ fn lease_ids(records: &[Value]) -> Vec<String> {
 }
 
 pub(super) async fn ack(a: Named<AckFlags>) -> anyhow::Result<()> {
-    let v = Client::new(&a.client.url)
-        .ack(&a.name, &a.flags.lease_ids)
-        .await?;
+    let v = a.client.client()?.ack(&a.name, &a.flags.lease_ids).await?;
     output::answer_line(a.client.json, &v, || format!("acked {}", cell(&v["acked"])))
 }
 
 pub(super) async fn extend(a: Named<ExtendFlags>) -> anyhow::Result<()> {
-    let v = Client::new(&a.client.url)
+    let v = a
+        .client
+        .client()?
         .extend(&a.name, &a.flags.lease_ids, a.flags.visibility_timeout_ms)
         .await?;
     output::answer_line(a.client.json, &v, || {
@@ -99,7 +98,9 @@ pub(super) async fn extend(a: Named<ExtendFlags>) -> anyhow::Result<()> {
 }
 
 pub(super) async fn nack(a: Named<NackFlags>) -> anyhow::Result<()> {
-    let v = Client::new(&a.client.url)
+    let v = a
+        .client
+        .client()?
         .nack(
             &a.name,
             &a.flags.lease_ids,
@@ -122,7 +123,7 @@ pub(super) async fn seek(a: Named<SeekFlags>) -> anyhow::Result<()> {
         (s @ Value::String(_), None) => json!({ "to": s }),
         (other, None) => other,
     };
-    let s = Client::new(&a.client.url).seek(&a.name, &body).await?;
+    let s = a.client.client()?.seek(&a.name, &body).await?;
     output::answer_line(a.client.json, &s, || {
         format!(
             "Moved subscription {} to {}; backlog {}.",
@@ -134,7 +135,7 @@ pub(super) async fn seek(a: Named<SeekFlags>) -> anyhow::Result<()> {
 }
 
 pub(super) async fn purge(a: Named) -> anyhow::Result<()> {
-    let s = Client::new(&a.client.url).purge(&a.name).await?;
+    let s = a.client.client()?.purge(&a.name).await?;
     output::answer_line(a.client.json, &s, || {
         format!(
             "Purged subscription {}; backlog {}.",
@@ -145,7 +146,9 @@ pub(super) async fn purge(a: Named) -> anyhow::Result<()> {
 }
 
 pub(super) async fn redrive(a: Named<RedriveFlags>) -> anyhow::Result<()> {
-    let v = Client::new(&a.client.url)
+    let v = a
+        .client
+        .client()?
         .redrive(&a.name, a.flags.max_records)
         .await?;
     output::answer_line(a.client.json, &v, || {
