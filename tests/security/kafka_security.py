@@ -1,9 +1,9 @@
 """Fixtures and helpers for the Kafka security tests: a Ferry that requires
 authentication, and Kafka client settings for its users.
 
-Every client config comes from `kafka_config`, so that the same tests can run over
-SASL_SSL once the listener has TLS: FERRY_KAFKA_SECURITY=SASL_SSL (and the CA file in
-FERRY_KAFKA_CA) switch all of them.
+Every client config comes from `kafka_config` (and kcat's from `kcat_args`), so the same
+tests run over TLS: FERRY_KAFKA_SECURITY=SASL_SSL starts the server with certificates
+made by trustme and points every client at their CA.
 """
 
 import importlib.util
@@ -25,7 +25,6 @@ _spec.loader.exec_module(_top)
 BIN, Ferry = _top.BIN, _top.Ferry
 
 SECURITY_PROTOCOL = os.environ.get("FERRY_KAFKA_SECURITY", "SASL_PLAINTEXT")
-CA_FILE = os.environ.get("FERRY_KAFKA_CA")
 
 ADMIN, ADMIN_PASSWORD = "admin", "admin-secret"
 USERS = {"alice": "alice-secret", "bob": "bob-secret"}
@@ -41,8 +40,8 @@ def kafka_config(ferry, user, password, mechanism="SCRAM-SHA-512", **extra):
         "sasl.username": user,
         "sasl.password": password,
     }
-    if SECURITY_PROTOCOL == "SASL_SSL" and CA_FILE:
-        config["ssl.ca.location"] = CA_FILE
+    if getattr(ferry, "ca_file", None):
+        config["ssl.ca.location"] = ferry.ca_file
     config.update(extra)
     return config
 
@@ -52,8 +51,8 @@ def kcat_args(ferry, user, password, mechanism="SCRAM-SHA-256"):
     args = ["-b", ferry.kafka, "-X", f"security.protocol={SECURITY_PROTOCOL}",
             "-X", f"sasl.mechanisms={mechanism}", "-X", f"sasl.username={user}",
             "-X", f"sasl.password={password}"]
-    if SECURITY_PROTOCOL == "SASL_SSL" and CA_FILE:
-        args += ["-X", f"ssl.ca.location={CA_FILE}"]
+    if getattr(ferry, "ca_file", None):
+        args += ["-X", f"ssl.ca.location={ferry.ca_file}"]
     return args
 
 
@@ -69,13 +68,35 @@ def create_admin(data_dir):
                     "--data-dir", data_dir], check=True, capture_output=True)
 
 
+@pytest.fixture(scope="session")
+def tls_files():
+    """With SASL_SSL: a CA and the server's certificate for 127.0.0.1 (else `None`)."""
+    if SECURITY_PROTOCOL != "SASL_SSL":
+        yield None
+        return
+    import trustme
+    with tempfile.TemporaryDirectory() as d:
+        ca = trustme.CA()
+        server = ca.issue_cert("127.0.0.1", "localhost")
+        paths = {n: os.path.join(d, n) for n in ("ca.pem", "server.pem", "server-key.pem")}
+        ca.cert_pem.write_to_path(paths["ca.pem"])
+        for blob in server.cert_chain_pems:
+            blob.write_to_path(paths["server.pem"], append=True)
+        server.private_key_pem.write_to_path(paths["server-key.pem"])
+        yield paths
+
+
 @pytest.fixture
-def secure():
+def secure(tls_files):
     """Ferry with --auth, super user `admin`, deny by default, and users alice and bob
-    (made by the admin over Kafka's AlterUserScramCredentials)."""
+    (made by the admin over Kafka's AlterUserScramCredentials); over TLS with SASL_SSL."""
     with tempfile.TemporaryDirectory() as d:
         create_admin(d)
-        f = Ferry(d, extra=SERVER_FLAGS).start()
+        flags = list(SERVER_FLAGS)
+        if tls_files:
+            flags += ["--tls-cert", tls_files["server.pem"], "--tls-key", tls_files["server-key.pem"]]
+        f = Ferry(d, extra=flags).start()
+        f.ca_file = tls_files and tls_files["ca.pem"]
         try:
             admin = AdminClient(kafka_config(f, ADMIN, ADMIN_PASSWORD))
             for fut in admin.alter_user_scram_credentials(upsertions(USERS)).values():

@@ -3,6 +3,7 @@ SCRAM-SHA-256, PLAIN) with confluent-kafka and kcat, refusals, and ACLs managed 
 enforced through the Kafka protocol."""
 
 import socket
+import ssl
 import struct
 import subprocess
 import time
@@ -16,7 +17,7 @@ from confluent_kafka.admin import (AclBindingFilter, AclPermissionType, AdminCli
                                    UserScramCredentialUpsertion)
 
 from kafka_security import (ADMIN, ADMIN_PASSWORD, CLUSTER, GROUP, TOPIC, USERS, Op,  # noqa: F401
-                            admin, grant, kafka_config, kcat_args, secure)
+                            admin, grant, kafka_config, kcat_args, secure, tls_files)
 
 ALICE = ("alice", USERS["alice"])
 
@@ -123,7 +124,10 @@ def read_frame(sock):
     def exactly(n):
         out = b""
         while len(out) < n:
-            chunk = sock.recv(n - len(out))
+            try:
+                chunk = sock.recv(n - len(out))
+            except (ConnectionError, ssl.SSLError):
+                return None
             if not chunk:
                 return None
             out += chunk
@@ -134,7 +138,10 @@ def read_frame(sock):
 
 def test_an_unauthenticated_client_gets_nothing_but_api_versions(secure):
     host, port = secure.kafka.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=10) as s:
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        s = raw
+        if secure.ca_file:
+            s = ssl.create_default_context(cafile=secure.ca_file).wrap_socket(raw, server_hostname=host)
         s.sendall(kafka_request(18, 0, 1))  # ApiVersions v0
         answer = read_frame(s)
         assert answer is not None and struct.unpack(">ih", answer[:6]) == (1, 0)
