@@ -2,11 +2,13 @@
 SCRAM-SHA-256, PLAIN) with confluent-kafka and kcat, refusals, and ACLs managed and
 enforced through the Kafka protocol."""
 
+import base64
 import socket
 import ssl
 import struct
 import subprocess
 import time
+import urllib.request
 import uuid
 
 import pytest
@@ -109,8 +111,18 @@ def test_a_wrong_password_or_an_unknown_user_is_refused(secure, admin, user, pas
     assert errors, "the client saw no error"
     assert errors[0].code() == KafkaError._AUTHENTICATION, errors[0]
     assert "Authentication failed" in errors[0].str()
-    # The server is still there for everyone else.
+    # The server is still there for everyone else, and counts the refusal.
     assert admin.list_topics(timeout=10).topics is not None
+    if mechanism == "PLAIN" and user == "nobody":
+        metrics = http_get(secure, "/metrics", ADMIN, ADMIN_PASSWORD)
+        assert 'api="SaslAuthenticate",code="58"' in metrics
+
+
+def http_get(ferry, path, user, password):
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    req = urllib.request.Request(ferry.http + path, headers={"Authorization": f"Basic {token}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.read().decode()
 
 
 def kafka_request(api_key, version, correlation_id, body=b""):

@@ -72,6 +72,13 @@ pub fn api_name(key: ApiKey) -> &'static str {
         DescribeConfigs,
         CreatePartitions,
         DeleteGroups,
+        SaslHandshake,
+        SaslAuthenticate,
+        CreateAcls,
+        DescribeAcls,
+        DeleteAcls,
+        DescribeUserScramCredentials,
+        AlterUserScramCredentials,
     )
 }
 
@@ -187,6 +194,16 @@ pub fn error_codes(answer: &ResponseKind, out: &mut impl FnMut(i16)) {
         R::CreatePartitions(r) => for_each(out, r.results.iter().map(|t| t.error_code)),
         R::InitProducerId(r) => out(r.error_code),
         R::DescribeConfigs(r) => for_each(out, r.results.iter().map(|t| t.error_code)),
+        R::SaslHandshake(r) => out(r.error_code),
+        R::SaslAuthenticate(r) => out(r.error_code),
+        R::CreateAcls(r) => for_each(out, r.results.iter().map(|a| a.error_code)),
+        R::DescribeAcls(r) => out(r.error_code),
+        R::DeleteAcls(r) => for_each(out, r.filter_results.iter().map(|f| f.error_code)),
+        R::DescribeUserScramCredentials(r) => {
+            out(r.error_code);
+            for_each(out, r.results.iter().map(|u| u.error_code));
+        }
+        R::AlterUserScramCredentials(r) => for_each(out, r.results.iter().map(|u| u.error_code)),
         _ => {}
     }
 }
