@@ -201,19 +201,19 @@ async fn answer(ctx: &Ctx, req: Request, session: &mut Session) -> Option<Respon
             ResponseKind::DeleteGroups(groups::delete_groups(ctx, r, session).await)
         }
         RequestKind::CreateAcls(r) => {
-            ResponseKind::CreateAcls(security::create_acls(ctx, r, session))
+            ResponseKind::CreateAcls(security::create_acls(ctx, r, session).await)
         }
         RequestKind::DescribeAcls(r) => {
             ResponseKind::DescribeAcls(security::describe_acls(ctx, r, session))
         }
         RequestKind::DeleteAcls(r) => {
-            ResponseKind::DeleteAcls(security::delete_acls(ctx, r, session))
+            ResponseKind::DeleteAcls(security::delete_acls(ctx, r, session).await)
         }
         RequestKind::DescribeUserScramCredentials(r) => ResponseKind::DescribeUserScramCredentials(
             security::describe_user_scram_credentials(ctx, r, session),
         ),
         RequestKind::AlterUserScramCredentials(r) => ResponseKind::AlterUserScramCredentials(
-            security::alter_user_scram_credentials(ctx, r, session),
+            security::alter_user_scram_credentials(ctx, r, session).await,
         ),
         // `frame::decode_request` lets through only the APIs listed in `versions`.
         other => {

@@ -10,7 +10,7 @@
 use super::{Ctx, Session};
 use ferry_auth::acl::{Acl, AclFilter, PatternFilter, PatternType};
 use ferry_auth::scram::{self, Mechanism, ScramCredential};
-use ferry_auth::{AuthError, Operation, Permission, ResourceType};
+use ferry_auth::{Auth, AuthError, Operation, Permission, ResourceType};
 use kafka_protocol::messages::alter_user_scram_credentials_response::AlterUserScramCredentialsResult;
 use kafka_protocol::messages::create_acls_request::AclCreation;
 use kafka_protocol::messages::create_acls_response::AclCreationResult;
@@ -30,6 +30,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+use std::sync::Arc;
 
 /// Kafka's code for "any" in filters (resource type, pattern type, operation,
 /// permission), and MATCH for pattern types.
@@ -72,6 +73,19 @@ fn storage_error(e: &AuthError) -> ItemError {
     }
 }
 
+/// Runs a store change (a synced write of `auth.json`, and for credentials nothing more
+/// costly) off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ItemError> + Send + 'static,
+) -> Result<T, ItemError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err((
+            ResponseError::UnknownServerError.code(),
+            format!("the change failed: {e}"),
+        ))
+    })
+}
+
 fn resource_type(code: i8) -> Result<ResourceType, ItemError> {
     ResourceType::from_kafka_code(code)
         .ok_or_else(|| invalid(format!("resource type {code} is not one Ferry has")))
@@ -112,7 +126,11 @@ fn acl_from(c: &AclCreation) -> Result<Acl, ItemError> {
     Ok(acl)
 }
 
-pub fn create_acls(ctx: &Ctx, req: CreateAclsRequest, session: &Session) -> CreateAclsResponse {
+pub async fn create_acls(
+    ctx: &Ctx,
+    req: CreateAclsRequest,
+    session: &Session,
+) -> CreateAclsResponse {
     let allowed = session.may_on_cluster(&ctx.auth, Operation::Alter);
     let mut outcomes: Vec<Result<Acl, ItemError>> = req
         .creations
@@ -127,14 +145,14 @@ pub fn create_acls(ctx: &Ctx, req: CreateAclsRequest, session: &Session) -> Crea
         .collect();
     let valid: Vec<Acl> = outcomes.iter().filter_map(|o| o.clone().ok()).collect();
     if !valid.is_empty() {
-        match ctx.auth.create_acls(valid) {
+        let auth = Arc::clone(&ctx.auth);
+        match blocking(move || auth.create_acls(valid).map_err(|e| storage_error(&e))).await {
             Ok(()) => {
                 for acl in outcomes.iter().flatten() {
                     tracing::info!(peer = %session.peer, principal = ?session.principal.as_ref().map(|p| p.to_string()), acl = %acl, "ACL created over Kafka.");
                 }
             }
-            Err(e) => {
-                let err = storage_error(&e);
+            Err(err) => {
                 for o in outcomes.iter_mut().filter(|o| o.is_ok()) {
                     *o = Err(err.clone());
                 }
@@ -276,7 +294,7 @@ fn matching(acl: &Acl) -> DeleteAclsMatchingAcl {
         .with_permission_type(acl.permission.kafka_code())
 }
 
-fn delete_one(ctx: &Ctx, f: &DeleteAclsFilter) -> Result<Vec<Acl>, ItemError> {
+async fn delete_one(ctx: &Ctx, f: &DeleteAclsFilter) -> Result<Vec<Acl>, ItemError> {
     let filters = filters_from(KafkaFilter {
         resource_type: f.resource_type_filter,
         resource_name: f.resource_name_filter.as_ref(),
@@ -286,42 +304,43 @@ fn delete_one(ctx: &Ctx, f: &DeleteAclsFilter) -> Result<Vec<Acl>, ItemError> {
         operation: f.operation,
         permission: f.permission_type,
     })?;
-    let mut gone = Vec::new();
-    for filter in &filters {
-        gone.extend(
-            ctx.auth
-                .delete_acls(filter)
-                .map_err(|e| storage_error(&e))?,
-        );
-    }
-    Ok(gone)
+    let auth = Arc::clone(&ctx.auth);
+    blocking(move || {
+        let mut gone = Vec::new();
+        for filter in &filters {
+            gone.extend(auth.delete_acls(filter).map_err(|e| storage_error(&e))?);
+        }
+        Ok(gone)
+    })
+    .await
 }
 
-pub fn delete_acls(ctx: &Ctx, req: DeleteAclsRequest, session: &Session) -> DeleteAclsResponse {
+pub async fn delete_acls(
+    ctx: &Ctx,
+    req: DeleteAclsRequest,
+    session: &Session,
+) -> DeleteAclsResponse {
     let allowed = session.may_on_cluster(&ctx.auth, Operation::Alter);
-    let filter_results = req
-        .filters
-        .iter()
-        .map(|f| {
-            let outcome = if allowed {
-                delete_one(ctx, f)
-            } else {
-                Err(cluster_denied("delete ACLs"))
-            };
-            match outcome {
-                Ok(gone) => {
-                    for acl in &gone {
-                        tracing::info!(peer = %session.peer, principal = ?session.principal.as_ref().map(|p| p.to_string()), acl = %acl, "ACL deleted over Kafka.");
-                    }
-                    DeleteAclsFilterResult::default()
-                        .with_matching_acls(gone.iter().map(matching).collect())
+    let mut filter_results = Vec::with_capacity(req.filters.len());
+    for f in &req.filters {
+        let outcome = if allowed {
+            delete_one(ctx, f).await
+        } else {
+            Err(cluster_denied("delete ACLs"))
+        };
+        filter_results.push(match outcome {
+            Ok(gone) => {
+                for acl in &gone {
+                    tracing::info!(peer = %session.peer, principal = ?session.principal.as_ref().map(|p| p.to_string()), acl = %acl, "ACL deleted over Kafka.");
                 }
-                Err((code, message)) => DeleteAclsFilterResult::default()
-                    .with_error_code(code)
-                    .with_error_message(Some(s(message))),
+                DeleteAclsFilterResult::default()
+                    .with_matching_acls(gone.iter().map(matching).collect())
             }
-        })
-        .collect();
+            Err((code, message)) => DeleteAclsFilterResult::default()
+                .with_error_code(code)
+                .with_error_message(Some(s(message))),
+        });
+    }
     DeleteAclsResponse::default().with_filter_results(filter_results)
 }
 
@@ -445,11 +464,11 @@ fn upsertion(
 
 /// Applies one user's changes in order; the first failure is the user's result (the
 /// changes before it stay made).
-fn apply(ctx: &Ctx, name: &str, changes: Vec<ScramChange>) -> Result<(), ItemError> {
+fn apply(auth: &Auth, name: &str, changes: Vec<ScramChange>) -> Result<(), ItemError> {
     for change in changes {
         match change {
-            ScramChange::Delete(m) => ctx.auth.delete_scram(name, m),
-            ScramChange::Upsert(m, c) => ctx.auth.upsert_scram(name, m, c),
+            ScramChange::Delete(m) => auth.delete_scram(name, m),
+            ScramChange::Upsert(m, c) => auth.upsert_scram(name, m, c),
         }
         .map_err(|e| match e {
             AuthError::Invalid(m) => unacceptable(m),
@@ -459,7 +478,7 @@ fn apply(ctx: &Ctx, name: &str, changes: Vec<ScramChange>) -> Result<(), ItemErr
     Ok(())
 }
 
-pub fn alter_user_scram_credentials(
+pub async fn alter_user_scram_credentials(
     ctx: &Ctx,
     req: AlterUserScramCredentialsRequest,
     session: &Session,
@@ -515,25 +534,26 @@ pub fn alter_user_scram_credentials(
         );
         add(&u.name, change);
     }
-    let results = users
-        .into_iter()
-        .map(|(name, changes)| {
-            let outcome = if allowed {
-                changes.and_then(|c| apply(ctx, &name, c))
-            } else {
-                Err(cluster_denied("alter SCRAM credentials"))
-            };
-            let result = AlterUserScramCredentialsResult::default().with_user(s(name.clone()));
-            match outcome {
-                Ok(()) => {
-                    tracing::info!(peer = %session.peer, user = ?name, "SCRAM credentials changed over Kafka.");
-                    result
-                }
-                Err((code, message)) => result
-                    .with_error_code(code)
-                    .with_error_message(Some(s(message))),
+    let mut results = Vec::with_capacity(users.len());
+    for (name, changes) in users {
+        let outcome = match (allowed, changes) {
+            (false, _) => Err(cluster_denied("alter SCRAM credentials")),
+            (true, Err(e)) => Err(e),
+            (true, Ok(changes)) => {
+                let (auth, user) = (Arc::clone(&ctx.auth), name.clone());
+                blocking(move || apply(&auth, &user, changes)).await
             }
-        })
-        .collect();
+        };
+        let result = AlterUserScramCredentialsResult::default().with_user(s(name.clone()));
+        results.push(match outcome {
+            Ok(()) => {
+                tracing::info!(peer = %session.peer, user = ?name, "SCRAM credentials changed over Kafka.");
+                result
+            }
+            Err((code, message)) => result
+                .with_error_code(code)
+                .with_error_message(Some(s(message))),
+        });
+    }
     AlterUserScramCredentialsResponse::default().with_results(results)
 }
