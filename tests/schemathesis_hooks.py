@@ -1,7 +1,7 @@
 """schemathesis hooks for scripts/schemathesis.sh (loaded by tests/schemathesis.toml).
 
 A few rules of the HTTP API tie one member of a body to another: a number at most
-another number. The OpenAPI document states them in prose (docs/http-api.md too);
+another number, an ACL's resource name and its type. The OpenAPI document states them in prose (docs/http-api.md too);
 JSON Schema cannot compare two values, so schemathesis would call a body that breaks
 one "valid" and count its 400 as a finding. Only such bodies are left out, and only
 from the cases meant to be valid: every other member and rule is still checked, and
@@ -53,6 +53,26 @@ def subscription_rules_hold(body):
     return True
 
 
+def acl_rules_hold(body):
+    """The rules between members of an ACL in POST /v1/acls (`invalid-json`,
+    `invalid-acl`): a resource name is needed except for the cluster, whose one name is
+    `kafka-cluster`, and a prefixed pattern cannot be `*`."""
+    acls = body.get("acls")
+    if not isinstance(acls, list):
+        return True
+    for acl in acls:
+        if not isinstance(acl, dict):
+            continue
+        rtype, name = acl.get("resource_type"), acl.get("resource_name")
+        if rtype == "cluster" and name not in (None, "kafka-cluster"):
+            return False
+        if rtype != "cluster" and name is None:
+            return False
+        if acl.get("pattern_type") == "prefixed" and name == "*":
+            return False
+    return True
+
+
 @schemathesis.hook
 def filter_case(ctx, case):
     meta = case.meta
@@ -61,4 +81,7 @@ def filter_case(ctx, case):
     if case.method.upper() == "POST" and case.path == "/v1/subscriptions":
         if isinstance(case.body, dict):
             return subscription_rules_hold(case.body)
+    if case.method.upper() == "POST" and case.path == "/v1/acls":
+        if isinstance(case.body, dict):
+            return acl_rules_hold(case.body)
     return True

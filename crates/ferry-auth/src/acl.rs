@@ -239,23 +239,15 @@ pub struct Acl {
     pub permission: Permission,
 }
 
-/// Longest resource name or host an ACL may carry.
-pub const NAME_BYTES_MAX: usize = 1024;
+/// Longest resource name or host an ACL may carry, in characters.
+pub const NAME_CHARS_MAX: usize = 1024;
 
 impl Acl {
     /// Checks the binding before it is stored.
     pub fn validate(&self) -> Result<(), String> {
-        if self.principal != "User:*" {
-            let p = crate::Principal::parse(&self.principal)?;
-            crate::check_user_name(&p.name).or_else(|e| {
-                if p.name == "ANONYMOUS" {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            })?;
-        }
-        if self.host.is_empty() || self.host.len() > NAME_BYTES_MAX {
+        let p = crate::Principal::parse(&self.principal)?;
+        crate::check_principal_name(&p.name)?;
+        if self.host.is_empty() || self.host.len() > NAME_CHARS_MAX {
             return Err("host must be an IP address or *".into());
         }
         if self.host != "*" && self.host.parse::<std::net::IpAddr>().is_err() {
@@ -264,9 +256,10 @@ impl Acl {
                 self.host
             ));
         }
-        if self.resource_name.is_empty() || self.resource_name.len() > NAME_BYTES_MAX {
+        let chars = self.resource_name.chars().count();
+        if chars == 0 || chars > NAME_CHARS_MAX {
             return Err(format!(
-                "resource_name must have 1 to {NAME_BYTES_MAX} bytes"
+                "resource_name must have 1 to {NAME_CHARS_MAX} characters"
             ));
         }
         if self.resource_type == ResourceType::Cluster && self.resource_name != CLUSTER_NAME {

@@ -58,25 +58,46 @@ impl std::fmt::Display for Principal {
     }
 }
 
-/// Checks a user name: 1 to 255 characters, none of them a control character, `,` or
-/// `=` (SCRAM escapes those, and they would make ACL principals ambiguous), and not `*`.
+/// Checks a user name: 1 to 255 of the letters, digits and `.`, `_`, `-`, `@`, `+`
+/// (names that need no escaping in SCRAM, ACLs, URLs or logs), and not `ANONYMOUS`.
 pub fn check_user_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 255 {
         return Err(format!(
-            "a user name has 1 to 255 bytes, got {} bytes",
-            name.len()
+            "a user name has 1 to 255 characters, got {}",
+            name.chars().count()
         ));
     }
-    if name == "*" || name == "ANONYMOUS" {
-        return Err(format!("{name:?} is reserved and cannot name a user"));
+    if name == "ANONYMOUS" {
+        return Err(
+            "\"ANONYMOUS\" is the principal of clients without credentials and cannot name a user"
+                .into(),
+        );
     }
     if let Some(c) = name
         .chars()
-        .find(|c| c.is_control() || *c == ',' || *c == '=' || *c == ':')
+        .find(|c| !(c.is_ascii_alphanumeric() || "._-@+".contains(*c)))
     {
         return Err(format!(
-            "a user name may not contain {c:?}; use letters, digits, '.', '_', '-', '@'"
+            "a user name may not contain {c:?}; use letters, digits and '.', '_', '-', '@', '+'"
         ));
+    }
+    Ok(())
+}
+
+/// Longest principal name an ACL may carry, in characters.
+pub const PRINCIPAL_CHARS_MAX: usize = 1024;
+
+/// Checks the name of a principal an ACL names: users, and also the common names of
+/// client certificates, which may hold any printable character.
+pub fn check_principal_name(name: &str) -> Result<(), String> {
+    let n = name.chars().count();
+    if n == 0 || n > PRINCIPAL_CHARS_MAX {
+        return Err(format!(
+            "a principal's name has 1 to {PRINCIPAL_CHARS_MAX} characters, got {n}"
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("a principal's name may not contain control characters".into());
     }
     Ok(())
 }

@@ -31,8 +31,8 @@ pub const VERIFIED_CACHE_MAX: usize = 4096;
 /// Most users, tokens and ACLs each the store keeps: the file is rewritten whole on
 /// every change, so it stays small.
 pub const ENTRIES_MAX: usize = 10_000;
-/// Longest token description.
-pub const DESCRIPTION_BYTES_MAX: usize = 256;
+/// Longest token description, in characters.
+pub const DESCRIPTION_CHARS_MAX: usize = 256;
 
 /// Compares two secrets in time that depends on their lengths only.
 pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
@@ -508,9 +508,9 @@ impl Auth {
         description: &str,
         expires_at_ms: Option<u64>,
     ) -> Result<(TokenInfo, String), AuthError> {
-        if description.len() > DESCRIPTION_BYTES_MAX {
+        if description.chars().count() > DESCRIPTION_CHARS_MAX {
             return Err(AuthError::Invalid(format!(
-                "a description has at most {DESCRIPTION_BYTES_MAX} bytes"
+                "a description has at most {DESCRIPTION_CHARS_MAX} characters"
             )));
         }
         if expires_at_ms.is_some_and(|t| t <= ferry_broker::now_ms()) {
@@ -689,13 +689,15 @@ impl Auth {
     }
 }
 
-/// Longest password accepted.
-pub const PASSWORD_BYTES_MAX: usize = 255;
+/// Longest password accepted, in characters (SASL PLAIN carries at most 255 bytes of
+/// it: a longer password in UTF-8 works with SCRAM and HTTP Basic only).
+pub const PASSWORD_CHARS_MAX: usize = 255;
 
 fn check_password(p: &str) -> Result<(), AuthError> {
-    if p.is_empty() || p.len() > PASSWORD_BYTES_MAX {
+    let n = p.chars().count();
+    if n == 0 || n > PASSWORD_CHARS_MAX {
         return Err(AuthError::Invalid(format!(
-            "a password has 1 to {PASSWORD_BYTES_MAX} bytes"
+            "a password has 1 to {PASSWORD_CHARS_MAX} characters"
         )));
     }
     Ok(())

@@ -385,8 +385,9 @@ async fn old_segments_are_deleted_by_retention() {
     loop {
         let (_, t) = call(http().get(format!("{}/v1/topics/r", s.url))).await;
         let p = &t["partition_stats"][0];
-        if p["earliest"].as_u64().unwrap() > 0 {
-            assert_eq!(p["segments"], 1, "only the active segment is left");
+        // Retention removes expired segments one at a time: wait for all of them (on a
+        // busy machine a look may fall between two removals).
+        if p["earliest"].as_u64().unwrap() > 0 && p["segments"] == 1 {
             assert_eq!(p["latest"], 100);
             break;
         }
