@@ -220,9 +220,22 @@ pub struct ClientArgs {
         global = true
     )]
     pub url: String,
+    /// PEM file of authorities to trust besides the system's, for an https --url whose
+    /// certificate a private authority signed
+    #[arg(long, env = "FERRY_CA_FILE", global = true)]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Print JSON for scripts instead of tables
     #[arg(long, global = true)]
     pub json: bool,
+}
+
+impl ClientArgs {
+    /// A client for the server these arguments name.
+    pub fn client(&self) -> Result<ferry_client::Client, ferry_client::ClientError> {
+        ferry_client::Client::builder(&self.url)
+            .ca_file(self.ca_file.as_deref())
+            .build()
+    }
 }
 
 #[derive(Args, Clone, Default)]

@@ -114,7 +114,7 @@ pub async fn topic(cmd: TopicCommand) -> anyhow::Result<()> {
         } => topic_create(name, partitions, &settings, &client).await,
         TopicCommand::List(client) => topic_list(&client).await,
         TopicCommand::Describe(a) => {
-            let t = Client::new(&a.client.url).describe_topic(&a.name).await?;
+            let t = a.client.client()?.describe_topic(&a.name).await?;
             output::answer(a.client.json, &t, || print_topic(&t))
         }
         TopicCommand::Update {
@@ -124,7 +124,7 @@ pub async fn topic(cmd: TopicCommand) -> anyhow::Result<()> {
             client,
         } => topic_update(&name, partitions, &settings, &client).await,
         TopicCommand::Delete(a) => {
-            Client::new(&a.client.url).delete_topic(&a.name).await?;
+            a.client.client()?.delete_topic(&a.name).await?;
             output::answer_line(a.client.json, &json!({"deleted": a.name}), || {
                 format!("Deleted topic {}.", a.name)
             })
@@ -140,9 +140,7 @@ async fn topic_create(
 ) -> anyhow::Result<()> {
     let mut body = settings_json(partitions, settings)?;
     body.insert("name".into(), Value::from(name));
-    let t = Client::new(&client.url)
-        .create_topic(&Value::Object(body))
-        .await?;
+    let t = client.client()?.create_topic(&Value::Object(body)).await?;
     output::answer_line(client.json, &t, || {
         format!(
             "Created topic {} with {} partition(s).",
@@ -153,7 +151,7 @@ async fn topic_create(
 }
 
 async fn topic_list(client: &ClientArgs) -> anyhow::Result<()> {
-    let v = Client::new(&client.url).list_topics().await?;
+    let v = client.client()?.list_topics().await?;
     output::answer(client.json, &v, || {
         let topics = v["topics"].as_array().cloned().unwrap_or_default();
         Ok(output::table(&TOPIC_HEADERS, &topic_rows(&topics))?)
@@ -170,7 +168,8 @@ async fn topic_update(
     if body.is_empty() {
         bail!("nothing to change: give --partitions or a setting such as --retention-ms");
     }
-    let t = Client::new(&client.url)
+    let t = client
+        .client()?
         .update_topic(name, &Value::Object(body))
         .await?;
     output::answer(client.json, &t, || print_topic(&t))
@@ -189,7 +188,7 @@ fn value_json(text: &str, format: &str) -> anyhow::Result<Value> {
 }
 
 pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
-    let client = Client::new(&args.client.url);
+    let client = args.client.client()?;
     // The array form keeps a name given more than once.
     let mut headers = Vec::new();
     for h in &args.headers {
@@ -330,7 +329,7 @@ fn print_record(partition: u32, r: &RecordOut, json_out: bool) -> std::io::Resul
 }
 
 pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
-    let client = Client::new(&args.client.url);
+    let client = args.client.client()?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<anyhow::Result<(u32, Vec<RecordOut>)>>(16);
     for (p, offset, end) in start_offsets(&client, &args).await? {
         let reader = Reader {
