@@ -22,7 +22,8 @@ pub enum Command {
     /// Settings come from, lowest to highest: built-in defaults, the TOML file given by
     /// --config, FERRY_* environment variables, then flags. The TOML keys are the flag
     /// names with '_' for '-' (e.g. http_addr = "0.0.0.0:8080").
-    Serve(ServeArgs),
+    // Boxed (as Sub): their many flags would make every command as large.
+    Serve(Box<ServeArgs>),
     /// Create, list, describe, update and delete topics.
     #[command(subcommand)]
     Topic(TopicCommand),
@@ -33,7 +34,7 @@ pub enum Command {
     /// Subscriptions: create and manage them, pull records, ack, nack, seek; push
     /// subscriptions: pause, resume, retry, rotate their secret, show their deliveries.
     #[command(subcommand)]
-    Sub(SubCommand),
+    Sub(Box<SubCommand>),
 }
 
 #[derive(Args, Clone, Default)]

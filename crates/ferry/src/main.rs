@@ -35,11 +35,11 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve::run(settings::resolve(args)?).await,
+            Command::Serve(args) => serve::run(settings::resolve(*args)?).await,
             Command::Topic(cmd) => commands::topic(cmd).await,
             Command::Produce(args) => commands::produce(args).await,
             Command::Consume(args) => commands::consume(args).await,
-            Command::Sub(cmd) => subs::sub(cmd).await,
+            Command::Sub(cmd) => subs::sub(*cmd).await,
         }
     });
     match result {
