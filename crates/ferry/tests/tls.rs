@@ -208,11 +208,17 @@ async fn https_speaks_http1_and_h2_by_alpn() {
     let files = write_files(dir.path(), &ca, &ca.issue("localhost"));
     let data = dir.path().join("data");
     let server = tls_server(&data, &files, &[]);
-    let ready = server
-        .logs()
-        .into_iter()
-        .find(|l| l.contains("Ferry is ready."))
-        .unwrap();
+    // The ready line reaches the kept log just after the server is reported ready.
+    let mut ready = String::new();
+    wait_until("the ready line", Duration::from_secs(5), async || {
+        ready = server
+            .logs()
+            .into_iter()
+            .find(|l| l.contains("Ferry is ready."))
+            .unwrap_or_default();
+        !ready.is_empty()
+    })
+    .await;
     assert!(ready.contains(r#""http_tls":true"#), "{ready}");
     assert!(ready.contains(r#""kafka_tls":true"#), "{ready}");
     let url = https(&server);
