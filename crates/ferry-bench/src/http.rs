@@ -55,6 +55,9 @@ pub async fn run(ctx: &Ctx, seconds: u64, clients: &[usize]) -> anyhow::Result<V
     run_for(ctx, Duration::from_secs(seconds), clients, 100).await
 }
 
+/// Runs of the HTTP workload so far in this process.
+static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// What the HTTP workload runs against, besides the defaults.
 #[derive(Debug, Clone, Default)]
 pub struct Target {
@@ -96,7 +99,9 @@ pub async fn run_with(
         } else {
             ""
         };
-        let data = ctx.dir.join(format!("http-{c}-{per_request}{tls}"));
+        // A fresh folder for each run, also when a workload is repeated.
+        let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let data = ctx.dir.join(format!("http-{c}-{per_request}{tls}-{run}"));
         let args: Vec<&str> = target.server_args.iter().map(String::as_str).collect();
         let server = Server::start_with(ctx, &data, &args).await?;
         let mut url = server.url.clone();
@@ -112,11 +117,17 @@ pub async fn run_with(
         if let Some(d) = &target.durability {
             topic["durability"] = json!(d);
         }
-        http.post(format!("{url}/v1/topics"))
+        let created = http
+            .post(format!("{url}/v1/topics"))
             .json(&topic)
             .send()
-            .await?
-            .error_for_status()?;
+            .await?;
+        let status = created.status();
+        anyhow::ensure!(
+            status.is_success(),
+            "creating the topic failed: {status} {}",
+            created.text().await?
+        );
         let body = Arc::new(produce_body(per_request));
         let started = Instant::now();
         let tasks: Vec<_> = (0..c)
