@@ -55,29 +55,79 @@ pub async fn run(ctx: &Ctx, seconds: u64, clients: &[usize]) -> anyhow::Result<V
     run_for(ctx, Duration::from_secs(seconds), clients, 100).await
 }
 
+/// Runs of the HTTP workload so far in this process.
+static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// What the HTTP workload runs against, besides the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    /// Extra `ferry serve` arguments.
+    pub server_args: Vec<String>,
+    /// Serve and call over TLS (HTTP/1.1), trusting this PEM authority.
+    pub tls_ca_pem: Option<Vec<u8>>,
+    /// The topic's durability [default: the server's, always].
+    pub durability: Option<String>,
+    /// Skip reading the records back.
+    pub produce_only: bool,
+}
+
 /// Producers and readers over HTTP for `duration`, each client count in turn.
-///
-/// Longer than most functions on purpose: the whole measurement (start, load, stop,
-/// figures) reads in one place, as the report describes it.
 pub async fn run_for(
     ctx: &Ctx,
     duration: Duration,
     clients: &[usize],
     per_request: usize,
 ) -> anyhow::Result<Vec<HttpResult>> {
+    run_with(ctx, duration, clients, per_request, &Target::default()).await
+}
+
+/// As [`run_for`], against `target`.
+///
+/// Longer than most functions on purpose: the whole measurement (start, load, stop,
+/// figures) reads in one place, as the report describes it.
+pub async fn run_with(
+    ctx: &Ctx,
+    duration: Duration,
+    clients: &[usize],
+    per_request: usize,
+    target: &Target,
+) -> anyhow::Result<Vec<HttpResult>> {
     let mut out = Vec::new();
     for &c in clients {
-        let data = ctx.dir.join(format!("http-{c}"));
-        let server = Server::start(ctx, &data).await?;
-        let url = server.url.clone();
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(c * 2)
-            .build()?;
-        http.post(format!("{url}/v1/topics"))
-            .json(&json!({"name": "bench", "partitions": 4, "retention_ms": -1}))
+        let tls = if target.tls_ca_pem.is_some() {
+            "-tls"
+        } else {
+            ""
+        };
+        // A fresh folder for each run, also when a workload is repeated.
+        let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let data = ctx.dir.join(format!("http-{c}-{per_request}{tls}-{run}"));
+        let args: Vec<&str> = target.server_args.iter().map(String::as_str).collect();
+        let server = Server::start_with(ctx, &data, &args).await?;
+        let mut url = server.url.clone();
+        let mut http = reqwest::Client::builder().pool_max_idle_per_host(c * 2);
+        if let Some(ca) = &target.tls_ca_pem {
+            url = url.replacen("http://", "https://", 1);
+            http = http
+                .http1_only()
+                .tls_certs_only(vec![reqwest::Certificate::from_pem(ca)?]);
+        }
+        let http = http.build()?;
+        let mut topic = json!({"name": "bench", "partitions": 4, "retention_ms": -1});
+        if let Some(d) = &target.durability {
+            topic["durability"] = json!(d);
+        }
+        let created = http
+            .post(format!("{url}/v1/topics"))
+            .json(&topic)
             .send()
-            .await?
-            .error_for_status()?;
+            .await?;
+        let status = created.status();
+        anyhow::ensure!(
+            status.is_success(),
+            "creating the topic failed: {status} {}",
+            created.text().await?
+        );
         let body = Arc::new(produce_body(per_request));
         let started = Instant::now();
         let tasks: Vec<_> = (0..c)
@@ -108,6 +158,7 @@ pub async fn run_for(
         // Read every partition back, as fast as one reader per partition can.
         let started = Instant::now();
         let readers: Vec<_> = (0..4u32)
+            .filter(|_| !target.produce_only)
             .map(|p| {
                 let (http, url) = (http.clone(), url.clone());
                 tokio::spawn(async move {

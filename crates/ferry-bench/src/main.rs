@@ -10,6 +10,7 @@ mod peers;
 mod push;
 mod queue;
 mod server;
+mod tls;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -75,6 +76,24 @@ enum Command {
         /// Producer counts to run in turn, each producer with one request in flight
         #[arg(long, value_delimiter = ',', default_value = "1,16")]
         clients: Vec<usize>,
+    },
+    /// HTTP produce over TLS against plaintext on the same binary, alternating runs; a
+    /// test authority and certificate are made for the run.
+    Tls {
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Producer counts to run in turn
+        #[arg(long, value_delimiter = ',', default_value = "1,16")]
+        clients: Vec<usize>,
+        /// Records of 1 KiB per request to run in turn
+        #[arg(long, value_delimiter = ',', default_value = "100,1")]
+        records_per_request: Vec<usize>,
+        /// The topic's durability (never: the cost of TLS, not of the disk)
+        #[arg(long, default_value = "never")]
+        durability: String,
+        /// Plaintext and TLS runs of each workload, alternating; the best of each kept
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
     },
     /// Queue subscriptions: the disk's limits, pull+ack with 1, 4 and 16 consumers over
     /// a preloaded backlog, memory with a large backlog and with scheduled records.
@@ -250,6 +269,23 @@ fn main() -> anyhow::Result<()> {
                 "{}",
                 report(&disk, &[], &[], &r, &server::StartResult::default())
             );
+        }
+        Command::Tls {
+            seconds,
+            clients,
+            records_per_request,
+            durability,
+            rounds,
+        } => {
+            let rows = rt.block_on(tls::run(
+                &ctx,
+                seconds,
+                &clients,
+                &records_per_request,
+                &durability,
+                rounds,
+            ))?;
+            println!("{}", tls::report(&rows, &durability));
         }
         Command::Queue {
             records,

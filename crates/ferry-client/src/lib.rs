@@ -3,6 +3,7 @@
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +20,9 @@ pub enum ClientError {
     },
     #[error("unexpected response from Ferry: {0}")]
     Protocol(String),
+    /// The client cannot be made as asked (an unreadable CA file, for one).
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// A record as the read API returns it.
@@ -120,6 +124,14 @@ impl Client {
             req = req.json(b);
         }
         self.send(req).await
+    }
+
+    /// A client with more settings than [`Client::new`]'s.
+    pub fn builder(base_url: &str) -> ClientBuilder {
+        ClientBuilder {
+            base: base_url.to_string(),
+            ca_file: None,
+        }
     }
 
     pub fn base_url(&self) -> &str {
@@ -473,6 +485,55 @@ impl Client {
             path.push_str(&query.join("&"));
         }
         self.send(self.http.get(self.url(&path))).await
+    }
+}
+
+/// Settings of a [`Client`], from [`Client::builder`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    base: String,
+    ca_file: Option<PathBuf>,
+}
+
+impl ClientBuilder {
+    /// Also trusts the authorities in this PEM file (for an `https` server whose
+    /// certificate a private authority signed); `None` leaves the system's alone.
+    pub fn ca_file(mut self, path: Option<&Path>) -> Self {
+        self.ca_file = path.map(Path::to_path_buf);
+        self
+    }
+
+    pub fn build(self) -> Result<Client, ClientError> {
+        install_tls();
+        let mut http = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true);
+        if let Some(path) = &self.ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                ClientError::Setup(format!("cannot read the CA file {}: {e}", path.display()))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                ClientError::Setup(format!(
+                    "the CA file {} is not PEM certificates: {e}",
+                    path.display()
+                ))
+            })?;
+            if certs.is_empty() {
+                return Err(ClientError::Setup(format!(
+                    "the CA file {} holds no certificate",
+                    path.display()
+                )));
+            }
+            http = http.tls_certs_merge(certs);
+        }
+        let http = http
+            .build()
+            .map_err(|e| ClientError::Setup(format!("cannot make an HTTP client: {e}")))?;
+        Ok(Client {
+            base: self.base.trim_end_matches('/').to_string(),
+            http,
+            credentials: Credentials::None,
+        })
     }
 }
 

@@ -26,6 +26,14 @@
 //! [`HEADER_BYTES_MAX`], and flow control bounds the body bytes buffered per
 //! connection (hyper's 1 MiB window).
 //!
+//! # TLS
+//!
+//! With a [`ServerLimits::tls`] acceptor, each connection's handshake runs in the task
+//! that serves it, within `header_timeout`, so a slow or silent client never holds up
+//! the accept loop. The protocol is then the one agreed by ALPN (`h2` or `http/1.1`;
+//! HTTP/1.1 when the client offered neither) rather than guessed from the first bytes.
+//! A verified client certificate's principal goes in [`Peer::cert_principal`].
+//!
 //! # Shutdown
 //!
 //! When `shutdown` resolves, the listener stops accepting; connections finish the
@@ -90,6 +98,8 @@ pub struct ServerLimits {
     pub header_timeout: Duration,
     /// Where open and accepted connections are counted, if anywhere.
     pub connections: Option<crate::metrics::HttpMetrics>,
+    /// TLS on every connection, if set.
+    pub tls: Option<ferry_auth::tls::TlsAcceptor>,
 }
 
 /// Counts a connection as open while it lives.
@@ -172,29 +182,57 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = with_peer(
-            router.clone(),
-            Peer {
-                addr: peer,
-                cert_principal: None,
-            },
-        );
         let (http1, http2) = (Arc::clone(&http1), Arc::clone(&http2));
         let watcher = graceful.watcher();
         let header_timeout = limits.header_timeout;
         let open = OpenConnection::new(&limits.connections);
+        let router = router.clone();
+        let tls = limits.tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let _open = open;
-            let ended = match speaks_h2(&stream, header_timeout).await {
-                None => return,
-                Some(true) => {
-                    let conn = http2.serve_connection(TokioIo::new(stream), service);
-                    watcher.watch(conn).await
+            let ended = match tls {
+                None => {
+                    let service = with_peer(
+                        router,
+                        Peer {
+                            addr: peer,
+                            cert_principal: None,
+                        },
+                    );
+                    match speaks_h2(&stream, header_timeout).await {
+                        None => return,
+                        Some(true) => {
+                            let conn = http2.serve_connection(TokioIo::new(stream), service);
+                            watcher.watch(conn).await
+                        }
+                        Some(false) => {
+                            let conn = http1.serve_connection(TokioIo::new(stream), service);
+                            watcher.watch(conn).await
+                        }
+                    }
                 }
-                Some(false) => {
-                    let conn = http1.serve_connection(TokioIo::new(stream), service);
-                    watcher.watch(conn).await
+                Some(tls) => {
+                    let accepted = match tls.accept(stream, peer, header_timeout).await {
+                        Ok(a) => a,
+                        Err(e) => {
+                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed on the HTTP listener.");
+                            return;
+                        }
+                    };
+                    let service = with_peer(
+                        router,
+                        Peer {
+                            addr: peer,
+                            cert_principal: accepted.principal,
+                        },
+                    );
+                    let io = TokioIo::new(accepted.stream);
+                    if accepted.alpn.as_deref() == Some(b"h2") {
+                        watcher.watch(http2.serve_connection(io, service)).await
+                    } else {
+                        watcher.watch(http1.serve_connection(io, service)).await
+                    }
                 }
             };
             if let Err(e) = ended {

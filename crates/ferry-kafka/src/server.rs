@@ -8,6 +8,12 @@
 //! partition). Answers leave in request order, as Kafka clients expect.
 //! `max_connections` bounds how many connections are served at once.
 //!
+//! # TLS
+//!
+//! With a TLS acceptor, each connection's handshake runs in the task that serves it,
+//! within [`TLS_HANDSHAKE_MS_MAX`], never in the accept loop. A verified client
+//! certificate's principal becomes the session's principal; SASL may still follow.
+//!
 //! # Shutdown
 //!
 //! The accept loop stops when the shutdown signal fires; open connections are dropped
@@ -22,13 +28,18 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
-/// Serves Kafka clients on `listener` until `shutdown` turns true.
+/// A TLS handshake must finish within this, in ms, or the connection is closed.
+pub const TLS_HANDSHAKE_MS_MAX: u64 = 10_000;
+
+/// Serves Kafka clients on `listener` (over TLS when `tls` is given) until `shutdown`
+/// turns true.
 pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     config: KafkaConfig,
     metrics: crate::KafkaMetrics,
     auth: Arc<ferry_auth::Auth>,
+    tls: Option<ferry_auth::tls::TlsAcceptor>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
@@ -52,12 +63,31 @@ pub async fn serve(
                 // Made before the task, so that a task dropped before it runs (at
                 // shutdown) still counts the connection as closed.
                 let open = OpenConnection::new(ctx.metrics.connections.clone());
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
                     let _open = open;
                     let _ = stream.set_nodelay(true);
-                    let session = Session::new(peer, &ctx.auth);
-                    if let Err(e) = connection(stream, session, &ctx).await {
+                    let mut session = Session::new(peer, &ctx.auth);
+                    let ended = match tls {
+                        None => connection(stream, session, &ctx).await,
+                        Some(tls) => {
+                            let timeout = std::time::Duration::from_millis(TLS_HANDSHAKE_MS_MAX);
+                            match tls.accept(stream, peer, timeout).await {
+                                Ok(accepted) => {
+                                    if let Some(p) = accepted.principal {
+                                        session.principal = Some(p);
+                                    }
+                                    connection(accepted.stream, session, &ctx).await
+                                }
+                                Err(e) => {
+                                    tracing::debug!(peer = %peer, error = %e, "TLS handshake failed on the Kafka listener.");
+                                    return;
+                                }
+                            }
+                        }
+                    };
+                    if let Err(e) = ended {
                         tracing::debug!(peer = %peer, error = %e, "Kafka connection ended.");
                     }
                 });

@@ -63,6 +63,7 @@ async fn server() -> Server {
         config,
         Default::default(),
         auth,
+        None,
         stopped,
     ));
     Server {

@@ -108,8 +108,23 @@ pub struct Connector {
 impl Connector {
     /// A connector that verifies servers' certificates with the system's trust store.
     pub fn new(guard: Arc<Guard>) -> Connector {
-        use rustls_platform_verifier::BuilderVerifierExt;
-        let cfg = client_builder().and_then(|b| b.with_platform_verifier());
+        Self::with_extra_roots(guard, Vec::new())
+    }
+
+    /// A connector that verifies servers' certificates with the system's trust store
+    /// and the authorities `extra_roots` (`--push-ca-file`).
+    pub fn with_extra_roots(
+        guard: Arc<Guard>,
+        extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    ) -> Connector {
+        let cfg = client_builder().and_then(|b| {
+            let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(
+                extra_roots,
+                Arc::new(rustls::crypto::ring::default_provider()),
+            )?;
+            Ok(b.dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier)))
+        });
         match cfg {
             Ok(b) => Self::with_tls(guard, b.with_no_client_auth()),
             Err(e) => Connector {

@@ -32,11 +32,16 @@ pub enum EndpointError {
 
 impl Dispatchers {
     /// Starts the dispatchers and a task that keeps them in step with the broker's push
-    /// subscriptions.
-    pub fn start(broker: Arc<Broker>, guard: Guard) -> anyhow::Result<Arc<Dispatchers>> {
+    /// subscriptions. HTTPS endpoints are trusted when the system's authorities or
+    /// `extra_roots` vouch for them.
+    pub fn start(
+        broker: Arc<Broker>,
+        guard: Guard,
+        extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    ) -> anyhow::Result<Arc<Dispatchers>> {
         let guard = Arc::new(guard);
         let d = Arc::new(Dispatchers {
-            connector: Connector::new(Arc::clone(&guard)),
+            connector: Connector::with_extra_roots(Arc::clone(&guard), extra_roots),
             broker,
             guard,
             running: Mutex::new(HashMap::new()),

@@ -22,6 +22,7 @@ pub enum Command {
     /// Settings come from, lowest to highest: built-in defaults, the TOML file given by
     /// --config, FERRY_* environment variables, then flags. The TOML keys are the flag
     /// names with '_' for '-' (e.g. http_addr = "0.0.0.0:8080").
+    // Boxed (as Sub): their many flags would make every command as large.
     Serve(Box<ServeArgs>),
     /// Create, list, describe, update and delete topics.
     #[command(subcommand)]
@@ -33,7 +34,7 @@ pub enum Command {
     /// Subscriptions: create and manage them, pull records, ack, nack, seek; push
     /// subscriptions: pause, resume, retry, rotate their secret, show their deliveries.
     #[command(subcommand)]
-    Sub(SubCommand),
+    Sub(Box<SubCommand>),
     /// Users who authenticate with a password (HTTP Basic, Kafka SASL PLAIN and SCRAM).
     #[command(subcommand)]
     User(UserCommand),
@@ -397,6 +398,10 @@ pub struct ClientArgs {
         global = true
     )]
     pub url: String,
+    /// PEM file of authorities to trust besides the system's, for an https --url whose
+    /// certificate a private authority signed
+    #[arg(long, env = "FERRY_CA_FILE", global = true)]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Print JSON for scripts instead of tables
     #[arg(long, global = true)]
     pub json: bool,
@@ -418,7 +423,7 @@ pub struct ClientArgs {
 }
 
 impl ClientArgs {
-    /// A client for `--url` with the credentials given.
+    /// A client for `--url` with the credentials and the CA file given.
     pub fn client(&self) -> anyhow::Result<ferry_client::Client> {
         use ferry_client::Credentials;
         let credentials = match (&self.token, &self.auth_user, &self.auth_password) {
@@ -435,7 +440,10 @@ impl ClientArgs {
             ),
             (None, None, _) => Credentials::None,
         };
-        Ok(ferry_client::Client::new(&self.url).with_credentials(credentials))
+        Ok(ferry_client::Client::builder(&self.url)
+            .ca_file(self.ca_file.as_deref())
+            .build()?
+            .with_credentials(credentials))
     }
 }
 

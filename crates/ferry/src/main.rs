@@ -40,7 +40,7 @@ fn main() -> ExitCode {
             Command::Topic(cmd) => commands::topic(cmd).await,
             Command::Produce(args) => commands::produce(args).await,
             Command::Consume(args) => commands::consume(args).await,
-            Command::Sub(cmd) => subs::sub(cmd).await,
+            Command::Sub(cmd) => subs::sub(*cmd).await,
             Command::User(cmd) => security::user(cmd).await,
             Command::Token(cmd) => security::token(cmd).await,
             Command::Acl(cmd) => security::acl(cmd).await,

@@ -115,6 +115,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     })?;
     let auth = ferry_auth::Auth::open(&settings.data_dir, settings.auth.clone())
         .map_err(|e| anyhow::anyhow!("cannot open the users, tokens and ACLs: {e}"))?;
+    let http_tls = acceptor(
+        "HTTP",
+        settings.http_tls.as_ref(),
+        ferry_auth::tls::ALPN_HTTP,
+    )?;
+    let kafka_tls = acceptor("Kafka", settings.kafka_tls.as_ref(), &[])?;
+    let push_roots = match &settings.push_ca_file {
+        Some(path) => ferry_auth::tls::load_certificates(path)
+            .map_err(|e| anyhow::anyhow!("push_ca_file: {e}"))?,
+        None => Vec::new(),
+    };
     let maintenance = broker.spawn_maintenance();
     let listener = tokio::net::TcpListener::bind(settings.http_addr).await.with_context(|| {
         format!("cannot listen on {} for HTTP; is another server using it? Choose another with --http-addr", settings.http_addr)
@@ -137,6 +148,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         kafka_config(&settings, kafka_local),
         kafka_metrics,
         auth.clone(),
+        kafka_tls.clone(),
         stopped.clone(),
     ));
     // Registers itself with the broker; kept until the server stops.
@@ -146,6 +158,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             allow_private: settings.push_allow_private,
             allow_networks: settings.push_allow_networks.clone(),
         },
+        push_roots,
     )
     .context("starting the push dispatcher")?;
     let state = ferry_http::AppState {
@@ -156,7 +169,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     tracing::info!(
         http_addr = %listener.local_addr().map_or_else(|_| settings.http_addr.to_string(), |a| a.to_string()),
+        http_tls = http_tls.is_some(),
         kafka_addr = %kafka_local,
+        kafka_tls = kafka_tls.is_some(),
         data_dir = %settings.data_dir.display(),
         topics = broker.list_topics().len(),
         open_files_limit = open_files,
@@ -171,9 +186,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             max_connections: settings.http_max_connections,
             header_timeout: std::time::Duration::from_millis(settings.http_header_timeout_ms),
             connections: Some(metrics.http.clone()),
+            tls: http_tls.clone(),
         },
         shutdown_signal(stopping),
     );
+    // Keep certificates fresh while serving (stopped with the runtime).
+    let reloaders: Vec<_> = [&http_tls, &kafka_tls]
+        .into_iter()
+        .flatten()
+        .map(|t| t.spawn_reloader())
+        .collect();
     let grace = async move {
         let _ = stopped.wait_for(|s| *s).await;
         tokio::time::sleep(std::time::Duration::from_millis(SHUTDOWN_GRACE_MS)).await;
@@ -184,11 +206,34 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     maintenance.abort();
     kafka.abort();
+    reloaders.iter().for_each(|r| r.abort());
     let synced = sync_at_shutdown(broker).await;
     if let Some(traces) = traces {
         traces.stop().await;
     }
     synced
+}
+
+/// A listener's TLS acceptor, when it has TLS settings: the files are loaded now, so
+/// that bad ones stop Ferry from starting; the certificate in use is logged.
+fn acceptor(
+    listener: &'static str,
+    settings: Option<&ferry_auth::tls::TlsSettings>,
+    alpn: &[&[u8]],
+) -> anyhow::Result<Option<ferry_auth::tls::TlsAcceptor>> {
+    let Some(settings) = settings else {
+        return Ok(None);
+    };
+    let acceptor = ferry_auth::tls::TlsAcceptor::new(listener, settings, alpn)
+        .map_err(|e| anyhow::anyhow!("cannot set up TLS for the {listener} listener: {e}"))?;
+    tracing::info!(
+        listener,
+        cert = %settings.cert.display(),
+        certificate = %acceptor.describe(),
+        client_auth = ?settings.client_auth,
+        "TLS is on for this listener."
+    );
+    Ok(Some(acceptor))
 }
 
 /// The Kafka listener's settings; it listens on `local`.

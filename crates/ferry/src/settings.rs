@@ -60,8 +60,6 @@ pub const HTTP_MAX_CONNECTIONS_DEFAULT: usize = 4096;
 pub const OTLP_MAX_QUEUE_SPANS_MAX: usize = 1 << 20;
 
 #[derive(Debug, Clone)]
-// TLS settings are read once the listeners speak TLS (being wired in).
-#[allow(dead_code)]
 pub struct Settings {
     pub data_dir: PathBuf,
     pub http_addr: SocketAddr,
