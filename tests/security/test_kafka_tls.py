@@ -96,7 +96,9 @@ def create_topic(admin_config, topic):
 @pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"])
 def test_sasl_ssl_produce_and_consume_with_every_mechanism(tls_ferry, pki, mechanism):
     topic = f"tls-{mechanism.lower()}"
-    round_trip(sasl_ssl(tls_ferry, pki, mechanism, *ADMIN), topic)
+    config = sasl_ssl(tls_ferry, pki, mechanism, *ADMIN)
+    create_topic(config, topic)
+    round_trip(config, topic)
 
 
 def test_a_wrong_password_over_sasl_ssl_is_refused(tls_ferry, pki):
@@ -106,7 +108,9 @@ def test_a_wrong_password_over_sasl_ssl_is_refused(tls_ferry, pki):
     p.flush(10)
     assert errors and errors[0] is not None
     # The server kept serving: the right password still works.
-    round_trip(sasl_ssl(tls_ferry, pki, "SCRAM-SHA-512", *ADMIN), "after-wrong", n=1)
+    config = sasl_ssl(tls_ferry, pki, "SCRAM-SHA-512", *ADMIN)
+    create_topic(config, "after-wrong")
+    round_trip(config, "after-wrong", n=1)
 
 
 def test_a_client_certificate_names_the_principal(tls_ferry, pki):
