@@ -38,6 +38,8 @@ cargo test --workspace --locked -- --test-threads 2
 # standardwebhooks package, /metrics scraped by a real Prometheus, and OTLP traces
 # received with opentelemetry-proto, against the real binary.
 FERRY_BIN="$PWD/target/debug/ferry" python3 -m pytest -q -p no:cacheprovider tests/kafka tests/security tests/push tests/metrics tests/traces
+# The Kafka SASL and ACL tests again with the listener speaking TLS (SASL_SSL).
+FERRY_KAFKA_SECURITY=SASL_SSL FERRY_BIN="$PWD/target/debug/ferry" python3 -m pytest -q -p no:cacheprovider tests/security/test_kafka_sasl_acl.py
 # The web console in headless Chromium (Debian's chromium, npm playwright-core).
 FERRY_BIN="$PWD/target/debug/ferry" scripts/test-ui.sh
 # The HTTP API against its OpenAPI document: schemathesis, every phase and check that

@@ -94,7 +94,8 @@ def secure(tls_files):
         create_admin(d)
         flags = list(SERVER_FLAGS)
         if tls_files:
-            flags += ["--tls-cert", tls_files["server.pem"], "--tls-key", tls_files["server-key.pem"]]
+            flags += ["--tls-cert", tls_files["server.pem"], "--tls-key", tls_files["server-key.pem"],
+                      "--tls-listeners", "kafka"]
         f = Ferry(d, extra=flags).start()
         f.ca_file = tls_files and tls_files["ca.pem"]
         try:
