@@ -13,7 +13,7 @@
 use crate::problem::Problem;
 use crate::server::Peer;
 use crate::{json_body, AppState};
-use axum::extract::{Path, Query, RawPathParams, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -162,26 +162,27 @@ async fn authenticate(
 }
 
 /// Authenticates the request and checks its route's permission (see the module).
-pub async fn guard(
-    State(state): State<AppState>,
-    params: Result<RawPathParams, axum::extract::rejection::RawPathParamsRejection>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let peer = req.extensions().get::<Peer>().cloned();
-    let host = peer
-        .as_ref()
-        .map_or_else(|| "unknown".to_string(), |p| p.addr.ip().to_string());
+///
+/// With authentication off and no credentials (the embedded default), the request goes
+/// straight on: nothing is allocated, and handlers see the anonymous caller.
+pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let required = state.auth.required();
+    let peer = req.extensions().get::<Peer>();
+    let cert_principal = peer.and_then(|p| p.cert_principal.clone());
     let authorization = req.headers().get(header::AUTHORIZATION).cloned();
+    if !required && authorization.is_none() && cert_principal.is_none() {
+        return next.run(req).await;
+    }
+    let host = peer.map_or_else(|| "unknown".to_string(), |p| p.addr.ip().to_string());
     let principal = match authenticate(&state, authorization, &host).await {
         // With authentication off, wrong credentials are no reason to refuse a request
         // anyone may make: the caller is anonymous (`/v1/whoami` shows it).
-        Err(_) if !state.auth.required() => Principal::anonymous(),
+        Err(_) if !required => Principal::anonymous(),
         Err(r) => return r,
         Ok(Some(p)) => p,
-        Ok(None) => match peer.and_then(|p| p.cert_principal) {
+        Ok(None) => match cert_principal {
             Some(p) => p,
-            None if state.auth.required() => {
+            None if required => {
                 return unauthenticated(
                     "unauthenticated",
                     "this server requires authentication: send Authorization: Bearer <token> (see `ferry token create`) or HTTP Basic with a user and password",
@@ -191,33 +192,36 @@ pub async fn guard(
         },
     };
     let caller = Caller { principal, host };
-    let route = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_default();
-    let param = |name: &str| {
-        params
-            .as_ref()
-            .ok()
-            .and_then(|p| {
-                p.iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| v.to_string())
-            })
-            .unwrap_or_default()
-    };
-    if let Some((op, rtype, key)) = permission(req.method(), &route) {
-        let name = match key {
-            None => CLUSTER_NAME.to_string(),
-            Some(k) => param(k),
-        };
-        if let Err(p) = caller.check(&state, op, rtype, &name) {
-            return p.into_response();
+    if required {
+        let route = req.extensions().get::<axum::extract::MatchedPath>();
+        if let Some((op, rtype, key)) = route.and_then(|r| permission(req.method(), r.as_str())) {
+            let name = match (key, route) {
+                (Some(k), Some(r)) => path_param(r.as_str(), req.uri().path(), k),
+                _ => CLUSTER_NAME.to_string(),
+            };
+            if let Err(p) = caller.check(&state, op, rtype, &name) {
+                return p.into_response();
+            }
         }
     }
     req.extensions_mut().insert(caller);
     next.run(req).await
+}
+
+/// The value of the parameter `{name}` of the route pattern `route` in `path`,
+/// percent-decoded as axum decodes path parameters.
+fn path_param(route: &str, path: &str, name: &str) -> String {
+    let at = route
+        .split('/')
+        .position(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) == Some(name));
+    debug_assert!(at.is_some(), "{route} has no parameter {name}");
+    at.and_then(|i| path.split('/').nth(i))
+        .map(|raw| {
+            percent_encoding::percent_decode_str(raw)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .unwrap_or_default()
 }
 
 /// The permission a route needs, checked by the guard: operation, resource type, and
@@ -305,8 +309,12 @@ impl From<AuthError> for Problem {
 pub async fn whoami(
     State(state): State<AppState>,
     c: Option<axum::Extension<Caller>>,
+    peer: Option<axum::Extension<Peer>>,
 ) -> Json<Value> {
-    let c = caller(c);
+    let mut c = caller(c);
+    if let Some(axum::Extension(p)) = peer {
+        c.host = p.addr.ip().to_string();
+    }
     let super_user = state
         .auth
         .settings()
@@ -628,6 +636,23 @@ pub async fn delete_acls(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_parameters_are_found_and_decoded() {
+        let r = "/v1/topics/{topic}/partitions/{partition}/records";
+        assert_eq!(
+            path_param(r, "/v1/topics/a%20b/partitions/3/records", "topic"),
+            "a b"
+        );
+        assert_eq!(
+            path_param(r, "/v1/topics/t/partitions/3/records", "partition"),
+            "3"
+        );
+        assert_eq!(
+            path_param("/v1/groups/{group}", "/v1/groups/g%2F1", "group"),
+            "g/1"
+        );
+    }
 
     #[test]
     fn every_guarded_route_names_a_parameter_it_has() {

@@ -100,6 +100,9 @@ pub struct ServerLimits {
     pub connections: Option<crate::metrics::HttpMetrics>,
     /// TLS on every connection, if set.
     pub tls: Option<ferry_auth::tls::TlsAcceptor>,
+    /// Put each request's [`Peer`] in its extensions, for authentication and ACLs by
+    /// host. Off (authentication off, no TLS) saves an allocation per request.
+    pub identify_peers: bool,
 }
 
 /// Counts a connection as open while it lives.
@@ -123,10 +126,10 @@ impl Drop for OpenConnection {
     }
 }
 
-/// `router` as hyper serves it on one connection, with `peer` in every request.
+/// `router` as hyper serves it on one connection, with `peer` (if any) in every request.
 fn with_peer(
     router: Router,
-    peer: Peer,
+    peer: Option<Peer>,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
     Response = axum::response::Response,
@@ -134,7 +137,9 @@ fn with_peer(
     Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send,
 > + Clone {
     hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(peer.clone());
+        if let Some(peer) = &peer {
+            req.extensions_mut().insert(peer.clone());
+        }
         // A router is always ready (axum's `poll_ready` returns at once), so calling it
         // without polling readiness is what `oneshot` would do.
         let mut router = router.clone();
@@ -188,6 +193,7 @@ pub async fn serve(
         let open = OpenConnection::new(&limits.connections);
         let router = router.clone();
         let tls = limits.tls.clone();
+        let identify_peers = limits.identify_peers;
         tokio::spawn(async move {
             let _permit = permit;
             let _open = open;
@@ -195,10 +201,10 @@ pub async fn serve(
                 None => {
                     let service = with_peer(
                         router,
-                        Peer {
+                        identify_peers.then_some(Peer {
                             addr: peer,
                             cert_principal: None,
-                        },
+                        }),
                     );
                     match speaks_h2(&stream, header_timeout).await {
                         None => return,
@@ -222,10 +228,10 @@ pub async fn serve(
                     };
                     let service = with_peer(
                         router,
-                        Peer {
+                        Some(Peer {
                             addr: peer,
                             cert_principal: accepted.principal,
-                        },
+                        }),
                     );
                     let io = TokioIo::new(accepted.stream);
                     if accepted.alpn.as_deref() == Some(b"h2") {

@@ -187,6 +187,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             header_timeout: std::time::Duration::from_millis(settings.http_header_timeout_ms),
             connections: Some(metrics.http.clone()),
             tls: http_tls.clone(),
+            identify_peers: settings.auth.required,
         },
         shutdown_signal(stopping),
     );
