@@ -43,10 +43,11 @@ def disk_seq_mb_s(folder, mib):
     return mib * 1048576 / secs / 1e6
 
 
-def start(ferry, data, durability):
+def start(ferry, data, durability, extra=()):
+    """Starts `ferry serve` on free ports; its process and Kafka address."""
     proc = subprocess.Popen([ferry, "serve", "--data-dir", data, "--http-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0",
                              "--durability", durability,
-                             "--log-format", "json", "--log", "warn,ferry::serve=info"],
+                             "--log-format", "json", "--log", "warn,ferry::serve=info", *extra],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     addr = {}
     ready = threading.Event()

@@ -14,38 +14,17 @@ client's, which shares the machine.
 """
 
 import argparse
-import json
 import os
 import resource
 import statistics
 import subprocess
 import tempfile
-import threading
 import time
 
 import trustme
 
-
-def start(ferry, data, extra):
-    proc = subprocess.Popen([ferry, "serve", "--data-dir", data, "--http-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0",
-                             "--log-format", "json", "--log", "warn,ferry::serve=info", *extra],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    addr = {}
-    ready = threading.Event()
-
-    def read():
-        for line in proc.stderr:
-            try:
-                f = json.loads(line).get("fields", {})
-            except ValueError:
-                continue
-            if f.get("message") == "Ferry is ready.":
-                addr.update(f)
-                ready.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    assert ready.wait(30), "ferry did not start"
-    return proc, addr["kafka_addr"]
+# bench/kafka.py, beside this file (first on the path when run as a script).
+from kafka import start
 
 
 def kcat(kafka, security, args, **kw):
@@ -112,7 +91,7 @@ def main():
         try:
             for name, (extra, _) in systems.items():
                 data = secured if name.startswith("SASL") else os.path.join(d, name)
-                servers[name] = start(a.ferry, data, extra)
+                servers[name] = start(a.ferry, data, "always", extra)
             secs = {name: [] for name in systems}
             cpus = {name: [] for name in systems}
             clients = {name: [] for name in systems}
