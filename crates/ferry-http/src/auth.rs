@@ -1,10 +1,12 @@
 //! Authentication and permissions on the HTTP API, and the routes that manage users,
 //! tokens and ACLs (`/v1/users`, `/v1/tokens`, `/v1/acls`, `/v1/whoami`).
 //!
-//! Every API route passes [`guard`]: it finds who is calling (a bearer token, HTTP Basic,
-//! or a verified client certificate), answers 401 when authentication is required and
-//! none succeeded, and checks the route's permission ([`permission`]) against the ACLs,
-//! answering 403 when it is missing. Routes whose permission depends on the body (creating
+//! With authentication on (`ferry serve --auth`), every API route passes [`guard`]: it
+//! finds who is calling (a bearer token, HTTP Basic, or a verified client certificate),
+//! answers 401 when none succeeded, and checks the route's permission ([`permission`])
+//! against the ACLs, answering 403 when it is missing. With authentication off there is
+//! no guard: every caller is `User:ANONYMOUS` and may do everything, and credentials are
+//! not read. Routes whose permission depends on the body (creating
 //! a topic or a subscription) or that list resources (each listed only if the caller may
 //! describe it) check in their handlers, with the [`Caller`] the guard leaves in the
 //! request. `/healthz`, `/readyz`, `/v1/openapi.json` and the console's static files
@@ -161,10 +163,9 @@ async fn authenticate(
     }
 }
 
-/// Authenticates the request and checks its route's permission (see the module).
-///
-/// With authentication off and no credentials (the embedded default), the request goes
-/// straight on: nothing is allocated, and handlers see the anonymous caller.
+/// Authenticates the request and checks its route's permission (see the module). Also
+/// correct with authentication off (credentials optional, everything allowed), though
+/// the router then leaves it out.
 pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let required = state.auth.required();
     let peer = req.extensions().get::<Peer>();

@@ -324,9 +324,14 @@ pub fn router(state: AppState) -> Router {
             get(auth::list_acls)
                 .post(auth::create_acls)
                 .delete(auth::delete_acls),
-        )
-        // Every route above needs credentials when authentication is on (`auth`).
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::guard));
+        );
+    // With authentication on, every route above needs credentials and its permission
+    // (`auth`). With it off, every request is anonymous and allowed, and passes no layer.
+    let api = if state.auth.required() {
+        api.route_layer(middleware::from_fn_with_state(state.clone(), auth::guard))
+    } else {
+        api
+    };
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
