@@ -265,7 +265,6 @@ pub fn permission(
             (Describe, Cluster, None)
         }
         ("POST", "/v1/users")
-        | ("PATCH", "/v1/users/{name}")
         | ("DELETE", "/v1/users/{name}")
         | ("POST", "/v1/acls")
         | ("DELETE", "/v1/acls") => (Alter, Cluster, None),
@@ -390,11 +389,22 @@ pub async fn describe_user(
     Ok(Json(json!(u)))
 }
 
+/// A user may change its own password; another's needs `alter` on the cluster.
 pub async fn update_user(
     State(state): State<AppState>,
+    c: Option<axum::Extension<Caller>>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, Problem> {
+    let c = caller(c);
+    if c.principal.name != name || c.principal == Principal::anonymous() {
+        c.check(
+            &state,
+            Operation::Alter,
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+        )?;
+    }
     let u: UserUpdate = json_body(&body, &[])?;
     let auth = state.auth.clone();
     let info = blocking(move || auth.set_password(&name, &u.password)).await?;

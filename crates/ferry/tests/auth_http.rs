@@ -274,6 +274,29 @@ async fn acls_decide_what_a_user_may_do_with_topics() {
         call(alice(http().post(format!("{}/v1/tokens", s.url))).json(&json!({"user": "admin"})))
             .await;
     assert_eq!(status, 403);
+    // And change her own password, but not another user's.
+    let (status, _) = call(
+        alice(http().patch(format!("{}/v1/users/admin", s.url)))
+            .json(&json!({"password": "mine-now"})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, body) = call(
+        alice(http().patch(format!("{}/v1/users/alice", s.url)))
+            .json(&json!({"password": "alice-pw-2"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = call(alice(http().get(format!("{}/v1/whoami", s.url)))).await;
+    assert_eq!(status, 401, "the old password no longer works");
+    let (status, _) = call(
+        http()
+            .patch(format!("{}/v1/users/alice", s.url))
+            .basic_auth("alice", Some("alice-pw-2"))
+            .json(&json!({"password": "alice-pw"})),
+    )
+    .await;
+    assert_eq!(status, 200);
 
     // ACLs survive a restart (kill -9: every change was synced before it was answered).
     drop(s);

@@ -170,10 +170,13 @@ async fn handshake(
     roots
         .add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
         .unwrap();
-    let builder = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
+    // ring's own order, AES-256-GCM first, as most clients list it.
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
     let config = match client {
         None => builder.with_no_client_auth(),
         Some((cert, key)) => builder
@@ -196,6 +199,21 @@ async fn handshake(
     let accepted = acceptor.accept(b, peer, Duration::from_secs(5)).await;
     client.abort();
     accepted
+}
+
+#[tokio::test]
+async fn aes_128_gcm_is_chosen_over_a_client_s_preference_for_aes_256() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    let (cert, key) = ca.issue("localhost", &["localhost"]);
+    let s = settings(
+        write(dir.path(), "cert.pem", &cert),
+        write(dir.path(), "key.pem", &key),
+    );
+    let acceptor = TlsAcceptor::new("HTTP", &s, &[]).unwrap();
+    let ok = handshake(&acceptor, &ca.pem, None).await.unwrap();
+    let suite = ok.stream.get_ref().1.negotiated_cipher_suite().unwrap();
+    assert_eq!(suite.suite(), rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
 }
 
 #[tokio::test]
