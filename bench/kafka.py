@@ -67,6 +67,18 @@ def start(ferry, data, durability, extra=()):
     return proc, addr["kafka_addr"]
 
 
+def write_records(folder, n):
+    """kcat's input: `n` lines of 1 KiB (newline included), synced; its path."""
+    lines = os.path.join(folder, "records.txt")
+    with open(lines, "wb") as f:
+        line = b"x" * 1023 + b"\n"
+        for _ in range(n):
+            f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+    return lines
+
+
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -93,13 +105,7 @@ def main():
         # kcat's input, written and synced first so that its write-back does not compete
         # with the measurements.
         n = a.mib * 1024
-        lines = os.path.join(d, "records.txt")
-        with open(lines, "wb") as f:
-            line = b"x" * 1023 + b"\n"
-            for _ in range(n):
-                f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        lines = write_records(d, n)
         os.sync()
         disk = disk_seq_mb_s(d, 1024)
         proc, kafka = start(a.ferry, os.path.join(d, "data"), a.durability)

@@ -24,7 +24,7 @@ import time
 import trustme
 
 # bench/kafka.py, beside this file (first on the path when run as a script).
-from kafka import start
+from kafka import start, write_records
 
 
 def kcat(kafka, security, args, **kw):
@@ -61,13 +61,7 @@ def main():
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(dir=a.dir, prefix="ferry-bench-kafka-tls-") as d:
         n = a.mib * 1024
-        lines = os.path.join(d, "records.txt")
-        with open(lines, "wb") as f:
-            line = b"x" * 1023 + b"\n"
-            for _ in range(n):
-                f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        lines = write_records(d, n)
         ca = trustme.CA()
         cert = ca.issue_cert("127.0.0.1", "localhost")
         ca_pem, cert_pem, key_pem = (os.path.join(d, x) for x in ("ca.pem", "cert.pem", "key.pem"))

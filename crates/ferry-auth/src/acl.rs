@@ -77,6 +77,12 @@ impl PatternType {
         }
     }
 
+    pub fn from_kafka_code(code: i8) -> Option<Self> {
+        [PatternType::Literal, PatternType::Prefixed]
+            .into_iter()
+            .find(|p| p.kafka_code() == code)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             PatternType::Literal => "literal",

@@ -338,10 +338,13 @@ fn stamps(s: &TlsSettings) -> [Stamp; 3] {
 }
 
 fn describe_leaf(path: &Path) -> String {
-    let Ok(certs) = load_certificates(path) else {
+    let leaf = load_certificates(path)
+        .ok()
+        .and_then(|c| c.into_iter().next());
+    let Some(leaf) = leaf else {
         return "unreadable".into();
     };
-    match x509_parser::parse_x509_certificate(certs[0].as_ref()) {
+    match x509_parser::parse_x509_certificate(leaf.as_ref()) {
         Ok((_, c)) => format!(
             "subject \"{}\", serial {}, valid until {}",
             c.subject(),

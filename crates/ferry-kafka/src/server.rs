@@ -70,7 +70,11 @@ pub async fn serve(
                     let _ = stream.set_nodelay(true);
                     let mut session = Session::new(peer, &ctx.auth);
                     let ended = match tls {
-                        None => connection(stream, session, &ctx).await,
+                        None => {
+                            // Owned halves of a TCP stream need no lock between them.
+                            let (r, w) = stream.into_split();
+                            connection(r, w, session, &ctx).await
+                        }
                         Some(tls) => {
                             let timeout = std::time::Duration::from_millis(TLS_HANDSHAKE_MS_MAX);
                             match tls.accept(stream, peer, timeout).await {
@@ -78,7 +82,10 @@ pub async fn serve(
                                     if let Some(p) = accepted.principal {
                                         session.principal = Some(p);
                                     }
-                                    connection(accepted.stream, session, &ctx).await
+                                    // A TLS stream's reads and writes share its
+                                    // session state: its halves take turns.
+                                    let (r, w) = tokio::io::split(accepted.stream);
+                                    connection(r, w, session, &ctx).await
                                 }
                                 Err(e) => {
                                     tracing::debug!(peer = %peer, error = %e, "TLS handshake failed on the Kafka listener.");
@@ -132,13 +139,13 @@ enum Outgoing {
     Pending(tokio::task::JoinHandle<anyhow::Result<Option<Bytes>>>),
 }
 
-/// Serves one connection's requests, over TCP or TLS.
-async fn connection<S>(stream: S, mut session: Session, ctx: &Ctx) -> anyhow::Result<()>
+/// Serves one connection's requests, over TCP or TLS, from its read and write halves.
+async fn connection<R, W>(r: R, w: W, mut session: Session, ctx: &Ctx) -> anyhow::Result<()>
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let peer = session.peer.clone();
-    let (r, w) = tokio::io::split(stream);
     let mut r = BufReader::with_capacity(64 * 1024, r);
     let (tx, rx) = tokio::sync::mpsc::channel::<Outgoing>(IN_FLIGHT_PER_CONNECTION_MAX);
     let writer = tokio::spawn(write_answers(w, rx));

@@ -31,16 +31,9 @@ fn local<T: serde::Serialize>(r: Result<T, ferry_auth::AuthError>) -> anyhow::Re
     Ok(serde_json::to_value(v)?)
 }
 
-/// Percent-encodes a query value.
+/// Percent-encodes a path segment or query value.
 fn q(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 fn read_password(p: &PasswordArgs) -> anyhow::Result<String> {

@@ -102,13 +102,11 @@ fn permission(code: i8) -> Result<Permission, ItemError> {
 }
 
 fn pattern_type(code: i8) -> Result<PatternType, ItemError> {
-    match code {
-        3 => Ok(PatternType::Literal),
-        4 => Ok(PatternType::Prefixed),
-        other => Err(invalid(format!(
-            "pattern type {other} must be LITERAL (3) or PREFIXED (4)"
-        ))),
-    }
+    PatternType::from_kafka_code(code).ok_or_else(|| {
+        invalid(format!(
+            "pattern type {code} must be LITERAL (3) or PREFIXED (4)"
+        ))
+    })
 }
 
 /// A binding as CreateAcls sends it, checked.
