@@ -28,6 +28,11 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
+/// Largest frame read from a client that has not authenticated (authentication on): SASL
+/// messages and ApiVersions are far smaller, so a stranger cannot make a connection hold
+/// `--kafka-max-request-bytes` of buffer.
+pub const UNAUTHENTICATED_FRAME_BYTES_MAX: usize = 512 * 1024;
+
 /// A TLS handshake must finish within this, in ms, or the connection is closed.
 pub const TLS_HANDSHAKE_MS_MAX: u64 = 10_000;
 
@@ -152,7 +157,16 @@ where
     let read = async {
         loop {
             let raw = session.sasl.raw_tokens();
-            let Some(buf) = read_frame(&mut r, ctx, &peer, raw).await? else {
+            // A client that has yet to authenticate may send SASL messages and
+            // ApiVersions only: small frames (as Kafka's sasl.server.max.receive.size).
+            let limit = if session.principal.is_some() {
+                ctx.config.max_frame_bytes
+            } else {
+                ctx.config
+                    .max_frame_bytes
+                    .min(UNAUTHENTICATED_FRAME_BYTES_MAX)
+            };
+            let Some(buf) = read_frame(&mut r, limit, &peer, raw).await? else {
                 break;
             };
             if raw {
@@ -225,7 +239,7 @@ async fn write_answers<W: tokio::io::AsyncWrite + Unpin>(
 /// `raw`: a raw SASL message, which may be shorter than a request header.
 async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
     r: &mut BufReader<R>,
-    ctx: &Ctx,
+    limit: usize,
     peer: &str,
     raw: bool,
 ) -> anyhow::Result<Option<bytes::Bytes>> {
@@ -244,8 +258,8 @@ async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
     } else {
         frame::FRAME_PREFIX_BYTES as i32
     };
-    if len < min || len as usize > ctx.config.max_frame_bytes {
-        tracing::warn!(peer = %peer, frame_bytes = len, limit = ctx.config.max_frame_bytes, "Closing a Kafka connection: frame size out of range.");
+    if len < min || len as usize > limit {
+        tracing::warn!(peer = %peer, frame_bytes = len, limit, "Closing a Kafka connection: frame size out of range.");
         return Ok(None);
     }
     let mut buf = BytesMut::zeroed(len as usize);

@@ -213,6 +213,25 @@ async fn handshake_v0_takes_raw_scram_and_plain_messages() {
 }
 
 #[tokio::test]
+async fn a_large_frame_before_authentication_closes_the_connection_unread() {
+    let server = server().await;
+    let mut c = Conn::open(&server).await;
+    // Announces a 1 MiB frame (over the 512 KiB allowed before authentication) and
+    // sends none of it: the server closes at once instead of waiting for and buffering it.
+    c.s.write_all(&(1024 * 1024i32).to_be_bytes())
+        .await
+        .unwrap();
+    assert!(c.read_frame().await.is_none(), "the connection is closed");
+    // After a v0 handshake, a raw SASL message is held to the same bound.
+    let mut c = Conn::open(&server).await;
+    assert_eq!(c.handshake(0, "PLAIN").await.error_code, 0);
+    c.s.write_all(&(1024 * 1024i32).to_be_bytes())
+        .await
+        .unwrap();
+    assert!(c.read_frame().await.is_none(), "the connection is closed");
+}
+
+#[tokio::test]
 async fn only_api_versions_and_sasl_are_answered_before_authentication() {
     let server = server().await;
     let mut c = Conn::open(&server).await;
