@@ -217,6 +217,9 @@ struct Gen {
 
 /// The size a generated request aims to stay under.
 const REQUEST_BUDGET: usize = MAX_REQUEST_BYTES / 2;
+/// The largest request the generators may build (the budget counts an element as 64
+/// bytes, so a request can outgrow it a little; never by orders of magnitude).
+const GENERATED_BYTES_MAX: usize = 8 * MAX_REQUEST_BYTES;
 
 impl Gen {
     fn chance(&mut self, p: f64) -> bool {
@@ -411,11 +414,17 @@ impl Gen {
         }
     }
 
-    /// A list of `count()` items, sometimes all the same item (duplicates).
+    /// A list of `count()` items, sometimes all the same item (duplicates). Each copy
+    /// of a duplicated item draws on the budget as the item did: copies of copies in
+    /// nested lists would otherwise build requests of gigabytes in the test itself.
     fn list<T: Clone>(&mut self, mut item: impl FnMut(&mut Gen) -> T) -> Vec<T> {
         let n = self.count();
         if n > 1 && self.chance(0.3) {
+            let before = self.budget;
             let one = item(self);
+            let cost = (before - self.budget).max(1);
+            let n = n.min(1 + self.budget / cost);
+            self.budget -= cost * (n - 1);
             vec![one; n]
         } else {
             (0..n).map(|_| item(self)).collect()
@@ -855,7 +864,12 @@ impl Gen {
         for tries in 0..20 {
             self.budget = REQUEST_BUDGET;
             let body = self.request(key);
-            if encode_request(key, version, 0, None, &body).is_ok() {
+            if let Ok(frame) = encode_request(key, version, 0, None, &body) {
+                assert!(
+                    frame.len() <= GENERATED_BYTES_MAX,
+                    "{key:?} v{version}: a generated request of {} bytes",
+                    frame.len()
+                );
                 return Some((body, tries));
             }
         }
