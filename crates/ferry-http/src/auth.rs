@@ -261,9 +261,17 @@ pub fn permission(
         | ("POST", "/v1/subscriptions/{name}/retry")
         | ("POST", "/v1/subscriptions/{name}/rotate-secret") => (Alter, Subscription, sub),
         ("GET", "/v1/groups/{group}") => (Describe, Group, Some("group")),
-        ("GET", "/v1/users") | ("GET", "/v1/users/{name}") | ("GET", "/v1/acls") => {
-            (Describe, Cluster, None)
-        }
+        ("GET", "/v1/users")
+        | ("GET", "/v1/users/{name}")
+        | ("GET", "/v1/acls")
+        | ("GET", "/v1/sources")
+        | ("GET", "/v1/sources/{name}") => (Describe, Cluster, None),
+        // A source writes into whatever topics its tables name: cluster-wide power.
+        ("POST", "/v1/sources")
+        | ("PATCH", "/v1/sources/{name}")
+        | ("DELETE", "/v1/sources/{name}")
+        | ("POST", "/v1/sources/{name}/pause")
+        | ("POST", "/v1/sources/{name}/resume") => (Alter, Cluster, None),
         ("POST", "/v1/users")
         | ("DELETE", "/v1/users/{name}")
         | ("POST", "/v1/acls")

@@ -11,6 +11,7 @@ pub mod observe;
 pub mod problem;
 pub mod records;
 pub mod server;
+pub mod sources;
 pub mod subscriptions;
 pub mod topics;
 pub mod trace;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub metrics: Option<Arc<metrics::Metrics>>,
     /// Users, tokens and ACLs; with authentication off, everyone may do everything.
     pub auth: Arc<ferry_auth::Auth>,
+    /// Postgres sources (change data capture and the outbox).
+    pub sources: Arc<ferry_source_pg::Sources>,
 }
 
 /// Parses a JSON object body into `T`, answering a problem that names what was wrong.
@@ -304,6 +307,15 @@ pub fn router(state: AppState) -> Router {
             "/v1/subscriptions/{name}/deliveries",
             get(subscriptions::deliveries),
         )
+        .route("/v1/sources", get(sources::list).post(sources::create))
+        .route(
+            "/v1/sources/{name}",
+            get(sources::describe)
+                .patch(sources::update)
+                .delete(sources::delete),
+        )
+        .route("/v1/sources/{name}/pause", post(sources::pause))
+        .route("/v1/sources/{name}/resume", post(sources::resume))
         .route("/v1/groups", get(groups::list))
         .route("/v1/groups/{group}", get(groups::describe))
         .route("/v1/whoami", get(auth::whoami))

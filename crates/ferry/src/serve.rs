@@ -161,11 +161,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         push_roots,
     )
     .context("starting the push dispatcher")?;
+    let sources = ferry_source_pg::Sources::open(broker.clone())
+        .map_err(|e| anyhow::anyhow!("cannot load the Postgres sources: {e}"))?;
     let state = ferry_http::AppState {
         broker: broker.clone(),
         max_request_bytes: settings.max_request_bytes,
         metrics: Some(std::sync::Arc::new(metrics.clone())),
         auth,
+        sources: sources.clone(),
     };
     tracing::info!(
         http_addr = %listener.local_addr().map_or_else(|_| settings.http_addr.to_string(), |a| a.to_string()),
@@ -205,6 +208,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         () = server => {}
         _ = grace => tracing::warn!(grace_ms = SHUTDOWN_GRACE_MS, "Requests still open after the grace period are dropped."),
     }
+    sources.shutdown().await;
     maintenance.abort();
     kafka.abort();
     reloaders.iter().for_each(|r| r.abort());

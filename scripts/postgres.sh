@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Starts a throwaway PostgreSQL for the source tests and benchmarks: logical
+# replication on (wal_level=logical), password logins (SCRAM) on 127.0.0.1, a
+# superuser `ferry` with password `ferry`. Installs Debian's postgresql first when it is
+# missing. Prints the URL to connect with; `scripts/postgres.sh stop` stops it.
+#
+#   FERRY_PG_PORT   port (default 55432)
+#   FERRY_PG_DIR    data folder (default /tmp/ferry-pg-$FERRY_PG_PORT)
+set -euo pipefail
+port="${FERRY_PG_PORT:-55432}"
+dir="${FERRY_PG_DIR:-/tmp/ferry-pg-$port}"
+
+bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)"
+if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
+    echo "Installing: postgresql" >&2
+    apt-get update -qq >&2 && apt-get install -y -qq postgresql >&2
+    bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
+fi
+
+# PostgreSQL refuses to run as root: run it as the `postgres` user when we are root.
+as_pg() {
+    if [ "$(id -u)" = 0 ]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+if [ "${1:-start}" = stop ]; then
+    [ -d "$dir" ] && as_pg "$bin/pg_ctl" -D "$dir" -m fast stop >&2 || true
+    exit 0
+fi
+
+if [ -f "$dir/postmaster.pid" ] && as_pg "$bin/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
+    echo "postgres://ferry:ferry@127.0.0.1:$port/postgres"
+    exit 0
+fi
+rm -rf "$dir"
+mkdir -p "$dir"
+[ "$(id -u)" = 0 ] && chown postgres:postgres "$dir"
+pwfile="$(mktemp)"
+echo ferry >"$pwfile"
+chmod 644 "$pwfile"
+as_pg "$bin/initdb" -D "$dir" -U ferry --pwfile="$pwfile" --auth=scram-sha-256 -E UTF8 --locale=C.UTF-8 >/dev/null
+rm -f "$pwfile"
+cat >>"$dir/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$dir'
+wal_level = logical
+max_wal_senders = 40
+max_replication_slots = 40
+max_connections = 200
+fsync = on
+shared_buffers = 128MB
+CONF
+cat >"$dir/pg_hba.conf" <<HBA
+local all all scram-sha-256
+host all all 127.0.0.1/32 scram-sha-256
+host replication all 127.0.0.1/32 scram-sha-256
+HBA
+as_pg "$bin/pg_ctl" -D "$dir" -l "$dir/log" -w start >/dev/null
+echo "postgres://ferry:ferry@127.0.0.1:$port/postgres"
