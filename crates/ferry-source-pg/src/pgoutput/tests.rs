@@ -774,3 +774,10 @@ proptest! {
         let _ = decode_default(&bytes);
     }
 }
+
+proptest! {
+    #[test]
+    fn generated_messages_pass_the_fuzz_target_checks(message in message()) {
+        crate::fuzzing::pgoutput_decode(&encode(&message));
+    }
+}
