@@ -43,6 +43,8 @@
 use bytes::Bytes;
 
 #[cfg(test)]
+mod test_encoder;
+#[cfg(test)]
 mod tests;
 
 /// Bounds on what one message may announce, checked before anything is allocated.
