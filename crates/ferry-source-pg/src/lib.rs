@@ -13,8 +13,10 @@
 //!   lengths, limits, a fuzz target).
 //! - [`values`]: column values in Postgres's text format to JSON, as Debezium's JSON
 //!   converter writes them.
+//! - [`fuzzing`]: the bodies of the fuzz targets, shared with the corpus replay test.
 
 pub mod envelope;
+pub mod fuzzing;
 pub mod pgoutput;
 mod runner;
 pub mod spec;
