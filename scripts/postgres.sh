@@ -2,7 +2,8 @@
 # Starts a throwaway PostgreSQL for the source tests and benchmarks: logical
 # replication on (wal_level=logical), password logins (SCRAM) on 127.0.0.1, a
 # superuser `ferry` with password `ferry`. Installs Debian's postgresql first when it is
-# missing. Prints the URL to connect with; `scripts/postgres.sh stop` stops it.
+# missing. Prints the URL to connect with; `scripts/postgres.sh stop` stops it and
+# `scripts/postgres.sh restart` restarts it (the crash tests do).
 #
 #   FERRY_PG_PORT   port (default 55432)
 #   FERRY_PG_DIR    data folder (default /tmp/ferry-pg-$FERRY_PG_PORT)
@@ -26,10 +27,16 @@ as_pg() {
     fi
 }
 
-if [ "${1:-start}" = stop ]; then
+case "${1:-start}" in
+stop)
     [ -d "$dir" ] && as_pg "$bin/pg_ctl" -D "$dir" -m fast stop >&2 || true
     exit 0
-fi
+    ;;
+restart)
+    as_pg "$bin/pg_ctl" -D "$dir" -m fast -l "$dir/log" -w restart >/dev/null
+    exit 0
+    ;;
+esac
 
 if [ -f "$dir/postmaster.pid" ] && as_pg "$bin/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
     echo "postgres://ferry:ferry@127.0.0.1:$port/postgres"

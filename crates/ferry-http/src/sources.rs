@@ -91,7 +91,11 @@ pub async fn delete(
 ) -> Result<impl IntoResponse, Problem> {
     match state.sources.delete(&name).await? {
         None => Ok(StatusCode::NO_CONTENT.into_response()),
-        Some(warning) => Ok((StatusCode::OK, Json(json!({"deleted": name, "warning": warning}))).into_response()),
+        Some(warning) => Ok((
+            StatusCode::OK,
+            Json(json!({"deleted": name, "warning": warning})),
+        )
+            .into_response()),
     }
 }
 

@@ -180,17 +180,11 @@ impl Writer<'_> {
             };
             for (k, v) in [
                 ("ce_specversion", "1.0".to_string()),
-                (
-                    "ce_id",
-                    format!("{}:{}", self.spec.name, pos.header()),
-                ),
+                ("ce_id", format!("{}:{}", self.spec.name, pos.header())),
                 ("ce_source", format!("/ferry/sources/{}", self.spec.name)),
                 (
                     "ce_type",
-                    format!(
-                        "ferry.postgres.{}.{}.{kind}",
-                        c.table.schema, c.table.name
-                    ),
+                    format!("ferry.postgres.{}.{}.{kind}", c.table.schema, c.table.name),
                 ),
                 ("ce_time", ferry_broker::time::rfc3339(txn.commit_ms)),
                 ("ce_subject", format!("{}.{}", c.table.schema, c.table.name)),

@@ -202,7 +202,8 @@ impl Sources {
 
     fn save(&self, entries: &BTreeMap<String, Entry>) -> Result<(), SourceError> {
         let all: BTreeMap<&String, &Stored> = entries.iter().map(|(k, e)| (k, &e.stored)).collect();
-        let bytes = serde_json::to_vec_pretty(&all).map_err(|e| SourceError::Storage(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec_pretty(&all).map_err(|e| SourceError::Storage(e.to_string()))?;
         ferry_broker::fsutil::replace_private_file(&self.path, &bytes).map_err(SourceError::Storage)
     }
 
@@ -222,7 +223,9 @@ impl Sources {
 
     /// Stops a source's task and waits for it to end.
     async fn stop(&self, name: &str) {
-        let running = lock(&self.entries).get_mut(name).and_then(|e| e.running.take());
+        let running = lock(&self.entries)
+            .get_mut(name)
+            .and_then(|e| e.running.take());
         if let Some(r) = running {
             let _ = r.stop.send(true);
             let _ = tokio::time::timeout(Duration::from_secs(10), r.task).await;
@@ -252,7 +255,10 @@ impl Sources {
     }
 
     pub fn list(&self) -> Vec<SourceInfo> {
-        lock(&self.entries).values().filter_map(Self::info).collect()
+        lock(&self.entries)
+            .values()
+            .filter_map(Self::info)
+            .collect()
     }
 
     pub fn get(&self, name: &str) -> Result<SourceInfo, SourceError> {
@@ -275,9 +281,10 @@ impl Sources {
                 return Err(SourceError::Limit);
             }
             if let Some((other, _)) = entries.iter().find(|(_, e)| {
-                e.stored.spec.as_ref().is_some_and(|s| {
-                    s.slot() == spec.slot() && same_database(&s.url, &spec.url)
-                })
+                e.stored
+                    .spec
+                    .as_ref()
+                    .is_some_and(|s| s.slot() == spec.slot() && same_database(&s.url, &spec.url))
             }) {
                 return Err(SourceError::Invalid(format!(
                     "slot '{}' is already used by source '{other}'",
@@ -434,7 +441,9 @@ async fn check_database(spec: &SourceSpec) -> Result<(), SourceError> {
             .await
             .map_err(|e| SourceError::Unreachable(e.to_string()))?;
         if found.is_none() {
-            return Err(SourceError::Invalid(format!("table '{s}.{n}' does not exist")));
+            return Err(SourceError::Invalid(format!(
+                "table '{s}.{n}' does not exist"
+            )));
         }
     }
     Ok(())

@@ -97,10 +97,7 @@ pub(crate) async fn sql_connect(url: &str) -> Result<tokio_postgres::Client, Err
 
 /// Drops a source's slot (ending the session holding it first) and, if Ferry made it,
 /// its publication.
-pub(crate) async fn drop_slot(
-    spec: &SourceSpec,
-    drop_publication: bool,
-) -> Result<(), Error> {
+pub(crate) async fn drop_slot(spec: &SourceSpec, drop_publication: bool) -> Result<(), Error> {
     let sql = sql_connect(&spec.url).await?;
     let slot = spec.slot();
     for attempt in 0..20 {
@@ -158,8 +155,7 @@ async fn session(
     if let Some(row) = &existing {
         let plugin: Option<String> = row.get(0);
         let db: Option<String> = row.get(1);
-        if plugin.as_deref() != Some("pgoutput") || db.as_deref() != Some(url.database.as_str())
-        {
+        if plugin.as_deref() != Some("pgoutput") || db.as_deref() != Some(url.database.as_str()) {
             anyhow::bail!(
                 "slot '{slot}' exists but is not a pgoutput slot of database '{}'; \
                  name another slot",
@@ -288,7 +284,8 @@ struct Batch {
 
 impl Batch {
     fn push(&mut self, topic: String, pos: Position, r: ProduceRecord) {
-        self.bytes += r.value.as_ref().map_or(0, |v| v.len()) + r.key.as_ref().map_or(0, |k| k.len());
+        self.bytes +=
+            r.value.as_ref().map_or(0, |v| v.len()) + r.key.as_ref().map_or(0, |k| k.len());
         self.records += 1;
         self.since.get_or_insert_with(Instant::now);
         self.by_topic.entry(topic).or_default().push((pos, r));
@@ -320,6 +317,8 @@ struct Capture {
     /// End of the last commit seen: confirmed to Postgres once its records are durable.
     commit_end: Option<u64>,
     last_commit_ms: i64,
+    /// The last commit's capture lag is not in the status yet.
+    commit_unreported: bool,
     outbox: Option<(String, String)>,
 }
 
@@ -346,7 +345,11 @@ impl Capture {
             seq: 0,
             commit_end: None,
             last_commit_ms: 0,
-            outbox: spec.outbox.as_ref().and_then(|o| split_table(&o.table).ok()),
+            commit_unreported: false,
+            outbox: spec
+                .outbox
+                .as_ref()
+                .and_then(|o| split_table(&o.table).ok()),
         }
     }
 
@@ -364,7 +367,14 @@ impl Capture {
                     let from = end.saturating_sub(500).max(floor);
                     let read = self
                         .broker
-                        .read(&topic, p, from, (end - from) as usize, 16 << 20, Duration::ZERO)
+                        .read(
+                            &topic,
+                            p,
+                            from,
+                            (end - from) as usize,
+                            16 << 20,
+                            Duration::ZERO,
+                        )
                         .await?;
                     for r in read.records.iter().rev() {
                         if r.offset as u64 >= end {
@@ -600,6 +610,7 @@ impl Capture {
                     self.txn = None;
                     self.commit_end = Some(u64::from(end_lsn));
                     self.last_commit_ms = envelope::pg_time_to_unix_ms(commit_time_micros);
+                    self.commit_unreported = true;
                     set(&self.status, |s| s.transactions += 1);
                     if self.batch.records == 0 {
                         // Nothing of this transaction was captured: confirm at once.
@@ -630,11 +641,17 @@ impl Capture {
         if self.txn.is_none() {
             if let Some(end) = self.commit_end {
                 client.update_applied_lsn(Lsn::from(end));
-                let lag = (ferry_broker::broker::now_ms() as i64 - self.last_commit_ms).max(0);
+                // The capture lag of the last commit, once, when its records are durable.
+                let commit = std::mem::take(&mut self.commit_unreported)
+                    .then_some(self.last_commit_ms)
+                    .filter(|c| *c > 0);
+                let lag = commit.map(|c| (ferry_broker::broker::now_ms() as i64 - c).max(0) as u64);
                 set(&self.status, |s| {
                     s.position = Some(envelope::lsn_text(end));
-                    s.last_commit_ms = (self.last_commit_ms > 0).then_some(self.last_commit_ms);
-                    s.capture_lag_ms = Some(lag as u64);
+                    if commit.is_some() {
+                        s.last_commit_ms = commit;
+                        s.capture_lag_ms = lag;
+                    }
                 });
             }
         }
@@ -738,7 +755,9 @@ impl Capture {
                 let after = envelope::row(&table, &new, old_full);
                 let before = match &old {
                     Some(OldTuple::Full(t)) => Some(envelope::row(&table, t, None)),
-                    Some(OldTuple::Key(t)) => Some(key_only(&table, t)),
+                    // Under the default identity only the key columns have values; the
+                    // others are null, as in Debezium's `before`.
+                    Some(OldTuple::Key(t)) => Some(envelope::row(&table, t, None)),
                     None => None,
                 };
                 let key = envelope::key_of(&table, &after);
@@ -763,7 +782,7 @@ impl Capture {
                 }
                 let before = match &old {
                     OldTuple::Full(t) => envelope::row(&table, t, None),
-                    OldTuple::Key(t) => key_only(&table, t),
+                    OldTuple::Key(t) => envelope::row(&table, t, None),
                 };
                 let key = envelope::key_of(&table, &before);
                 self.emit(&table, "d", Some(before), None, key.clone());
@@ -849,7 +868,9 @@ impl Capture {
                 _ => continue,
             };
             match col.as_str() {
-                "aggregatetype" => aggregate_type = Some(String::from_utf8_lossy(&text).into_owned()),
+                "aggregatetype" => {
+                    aggregate_type = Some(String::from_utf8_lossy(&text).into_owned())
+                }
                 "aggregateid" => key = Some(text),
                 "payload" => {
                     payload_json = *oid == 114 || *oid == 3802;
@@ -871,7 +892,9 @@ impl Capture {
                 .spec
                 .outbox
                 .as_ref()
-                .map_or("outbox.event.{aggregatetype}", |o| o.topic_template.as_str())
+                .map_or("outbox.event.{aggregatetype}", |o| {
+                    o.topic_template.as_str()
+                })
                 .to_string(),
             &[("source", &self.spec.name), ("aggregatetype", &kind)],
         );
@@ -937,10 +960,7 @@ impl Capture {
             };
             let mut out = Vec::with_capacity(records.len());
             for (pos, mut r) in records {
-                let p = r
-                    .key
-                    .as_ref()
-                    .map_or(0, |k| partition_for_key(k, count));
+                let p = r.key.as_ref().map_or(0, |k| partition_for_key(k, count));
                 if pos.lsn != 0 {
                     if let Some(last) = self.written.get(&(topic.clone(), p)) {
                         if pos <= *last {
@@ -995,18 +1015,6 @@ impl Capture {
         }
         Ok(t.partitions().len() as u32)
     }
-
-}
-
-fn key_only(table: &Table, t: &Tuple) -> serde_json::Map<String, serde_json::Value> {
-    let mut row = envelope::row(table, t, None);
-    // Columns outside the replica identity come as NULL in a key tuple: keep only the
-    // key's columns, as Debezium's `before` does under the default identity.
-    let keep: Vec<String> = table.key.iter().map(|&i| table.columns[i].0.clone()).collect();
-    if !keep.is_empty() {
-        row.retain(|k, _| keep.contains(k));
-    }
-    row
 }
 
 /// `\x`-hex bytea text to bytes.

@@ -377,7 +377,10 @@ mod tests {
         );
         assert_eq!(url.redacted(), "postgres://u:***@db:6543/shop");
         assert_eq!(
-            fill(&s.topic_template, &[("source", "a"), ("schema", "b"), ("table", "c")]),
+            fill(
+                &s.topic_template,
+                &[("source", "a"), ("schema", "b"), ("table", "c")]
+            ),
             "a.b.c"
         );
     }

@@ -44,6 +44,10 @@ pub enum Command {
     /// ACLs: what principals may do on topics, groups, subscriptions and the cluster.
     #[command(subcommand)]
     Acl(AclCommand),
+    /// Postgres sources: rows committed in a database become records in topics
+    /// (change data capture and the transactional outbox).
+    #[command(subcommand)]
+    Source(Box<SourceCommand>),
 }
 
 // Where `ferry user|token|acl` make their changes: a running server (the client flags),
@@ -798,4 +802,78 @@ pub enum SubCommand {
     RotateSecret(Named<RotateSecretFlags>),
     /// Show a push subscription's delivery attempts, newest first.
     Deliveries(Named<DeliveriesFlags>),
+}
+
+#[derive(Subcommand)]
+pub enum SourceCommand {
+    /// Start capturing a Postgres database's changes into topics. The database needs
+    /// wal_level=logical; the user needs the REPLICATION attribute (or superuser).
+    Create(Named<SourceCreateFlags>),
+    /// List sources with their state and progress.
+    List(ClientArgs),
+    /// Show a source's settings and status (position, lag, records, last error).
+    Describe(Named),
+    /// Change a source's settings; it restarts with them and resumes where it was.
+    Update(Named<SourceUpdateFlags>),
+    /// Stop a source and drop its replication slot (and its publication if Ferry made
+    /// it). Its topics stay.
+    Delete(Named),
+    /// Stop capturing; the slot keeps the changes (and WAL) until it is resumed.
+    Pause(Named),
+    /// Capture again from where the source paused.
+    Resume(Named),
+}
+
+#[derive(Args, Clone)]
+pub struct SourceCreateFlags {
+    /// postgres://user:password@host:port/database (or FERRY_SOURCE_URL, which keeps
+    /// the password out of the process list)
+    #[arg(long = "pg-url", env = "FERRY_SOURCE_URL", hide_env_values = true)]
+    pub pg_url: String,
+    /// A table to capture, as schema.table (repeat it); none: every table
+    #[arg(long = "table", value_name = "SCHEMA.TABLE")]
+    pub tables: Vec<String>,
+    /// Publication to read (made when missing); default ferry_<name>
+    #[arg(long)]
+    pub publication: Option<String>,
+    /// Replication slot (made when missing); default ferry_<name>
+    #[arg(long)]
+    pub slot: Option<String>,
+    /// Partitions of the topics the source makes
+    #[arg(long)]
+    pub topic_partitions: Option<u32>,
+    /// initial (read existing rows first) or never
+    #[arg(long)]
+    pub snapshot: Option<String>,
+    /// The outbox table (schema.table, Debezium's columns: aggregatetype, aggregateid,
+    /// payload, id, ...)
+    #[arg(long, value_name = "SCHEMA.TABLE")]
+    pub outbox_table: Option<String>,
+    /// Topic of outbox events; {aggregatetype} is replaced
+    #[arg(long, requires = "outbox_table")]
+    pub outbox_topic_template: Option<String>,
+    #[command(flatten)]
+    pub update: SourceUpdateFlags,
+}
+
+#[derive(Args, Clone, Default)]
+pub struct SourceUpdateFlags {
+    /// Topic of a table's changes; {source}, {schema} and {table} are replaced
+    #[arg(long)]
+    pub topic_template: Option<String>,
+    /// debezium (the envelope as the value) or cloudevents (the same, with ce_* headers)
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Changes to write, of c, u, d, t (repeat it); default: all
+    #[arg(long = "operation", value_name = "OP")]
+    pub operations: Vec<String>,
+    /// Write a tombstone (key, no value) after each delete: true or false
+    #[arg(long)]
+    pub tombstones: Option<bool>,
+    /// Topic of pg_logical_emit_message messages; {source} and {prefix} are replaced
+    #[arg(long)]
+    pub messages_topic_template: Option<String>,
+    /// WAL the slot may hold back before the source warns, in bytes
+    #[arg(long)]
+    pub max_slot_wal_bytes: Option<u64>,
 }

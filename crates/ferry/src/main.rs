@@ -10,6 +10,7 @@ mod output;
 mod security;
 mod serve;
 mod settings;
+mod sources;
 mod subs;
 mod time;
 mod traces;
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
             Command::User(cmd) => security::user(cmd).await,
             Command::Token(cmd) => security::token(cmd).await,
             Command::Acl(cmd) => security::acl(cmd).await,
+            Command::Source(cmd) => sources::source(*cmd).await,
         }
     });
     match result {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod endpoint;
+pub mod pg;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,604 @@
+//! Postgres sources through the real binary against a real PostgreSQL (see
+//! common/pg.rs): every kind of change checked field by field in Debezium's envelope,
+//! the outbox and logical decoding messages, a snapshot under concurrent writes, a
+//! webhook fed by an INSERT, and the API's and CLI's answers.
+
+mod common;
+use common::endpoint::Endpoint;
+use common::pg::{self, create_source, describe, fresh_db, wait_records, wait_state};
+use common::*;
+
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn value(r: &Value) -> &Value {
+    &r["value"]
+}
+
+fn header<'a>(r: &'a Value, name: &str) -> &'a str {
+    r["headers"][name].as_str().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_change_arrives_in_debezium_envelopes_field_by_field() {
+    let Some(base) = pg::base_url() else { return };
+    let (url, db) = fresh_db(&base, "src_kinds").await;
+    db.batch_execute(
+        "CREATE TABLE kinds (
+            id int PRIMARY KEY, b bool, i2 smallint, i8 bigint, f8 float8, num numeric(10,3),
+            t text, vc varchar(10), ts timestamp, tstz timestamptz, d date, tm time,
+            j jsonb, by bytea, u uuid, arr int[], tarr text[], nothing text);
+         INSERT INTO kinds (id, t) VALUES (1, 'before the source');
+         CREATE TABLE toast_default (id int PRIMARY KEY, big text, n int);
+         ALTER TABLE toast_default ALTER COLUMN big SET STORAGE EXTERNAL;
+         CREATE TABLE toast_full (id int PRIMARY KEY, big text, n int);
+         ALTER TABLE toast_full ALTER COLUMN big SET STORAGE EXTERNAL;
+         ALTER TABLE toast_full REPLICA IDENTITY FULL;
+         CREATE TABLE many (id int PRIMARY KEY, v text);
+         CREATE TABLE nokey (v text);",
+    )
+    .await
+    .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let ferry = &server.url;
+    let created = create_source(
+        ferry,
+        json!({"name": "kinds", "url": url, "topic_partitions": 1}),
+    )
+    .await;
+    assert_eq!(created["url"], json!(url.replace(":ferry@", ":***@")));
+    assert_eq!(created["slot"], "ferry_kinds");
+    wait_state(ferry, "kinds", "streaming", WAIT).await;
+
+    // The row that was there first, read by the snapshot.
+    let topic = "kinds.public.kinds";
+    let snap = wait_records(ferry, topic, 0, 1, WAIT).await;
+    assert_eq!(value(&snap[0])["op"], "r");
+    assert_eq!(value(&snap[0])["after"]["t"], "before the source");
+    assert_eq!(value(&snap[0])["source"]["snapshot"], "true");
+    assert_eq!(snap[0]["key"], r#"{"id":1}"#);
+
+    db.batch_execute(
+        "INSERT INTO kinds VALUES (2, true, -7, 9007199254740993, 1.5, 12.345, 'text é',
+            'short', '2026-12-06 08:30:00.123456', '2026-12-06 08:30:00.5+02', '2024-02-29',
+            '13:14:15.000016', '{\"a\": [1, 2]}', '\\x000102ff',
+            'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{1,NULL,3}', '{\"a b\",c}', NULL)",
+    )
+    .await
+    .unwrap();
+    let recs = wait_records(ferry, topic, 0, 2, WAIT).await;
+    let v = value(&recs[1]);
+    assert_eq!(v["op"], "c");
+    assert_eq!(v["before"], Value::Null);
+    assert_eq!(
+        v["after"],
+        json!({
+            "id": 2, "b": true, "i2": -7, "i8": 9007199254740993_i64, "f8": 1.5,
+            "num": "12.345", "t": "text é", "vc": "short",
+            "ts": 1796545800123456_i64, "tstz": "2026-12-06T06:30:00.5Z",
+            "d": 19782, "tm": 47655000016_i64, "j": "{\"a\": [1, 2]}", "by": "AAEC/w==",
+            "u": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "arr": [1, null, 3],
+            "tarr": ["a b", "c"], "nothing": null
+        })
+    );
+    let src = &v["source"];
+    assert_eq!(src["connector"], "postgresql");
+    assert_eq!(src["db"], "src_kinds");
+    assert_eq!(src["schema"], "public");
+    assert_eq!(src["table"], "kinds");
+    assert_eq!(src["snapshot"], "false");
+    assert!(src["lsn"].as_u64().unwrap() > 0, "{src}");
+    assert!(src["txId"].as_u64().unwrap() > 0, "{src}");
+    assert!(v["ts_ms"].as_i64().unwrap() >= src["ts_ms"].as_i64().unwrap());
+    assert_eq!(header(&recs[1], "ferry.source"), "kinds");
+
+    // Update (default identity: no before), delete (the key in before), tombstone.
+    db.batch_execute(
+        "UPDATE kinds SET t = 'changed' WHERE id = 2; DELETE FROM kinds WHERE id = 2;",
+    )
+    .await
+    .unwrap();
+    let recs = wait_records(ferry, topic, 0, 5, WAIT).await;
+    assert_eq!(value(&recs[2])["op"], "u");
+    assert_eq!(value(&recs[2])["before"], Value::Null);
+    assert_eq!(value(&recs[2])["after"]["t"], "changed");
+    assert_eq!(value(&recs[3])["op"], "d");
+    assert_eq!(value(&recs[3])["before"]["id"], 2);
+    assert_eq!(value(&recs[3])["before"]["t"], Value::Null);
+    assert_eq!(value(&recs[3])["after"], Value::Null);
+    assert_eq!(recs[4]["key"], r#"{"id":2}"#);
+    assert_eq!(recs[4]["value"], Value::Null, "the tombstone");
+    // One transaction: one commit LSN, positions in order.
+    assert_eq!(
+        value(&recs[2])["source"]["lsn"],
+        value(&recs[3])["source"]["lsn"]
+    );
+
+    // A new column mid-stream, then a key change (delete old key, create new).
+    db.batch_execute(
+        "ALTER TABLE kinds ADD COLUMN extra text DEFAULT 'x';
+         INSERT INTO kinds (id) VALUES (3);
+         UPDATE kinds SET id = 4 WHERE id = 3;",
+    )
+    .await
+    .unwrap();
+    let recs = wait_records(ferry, topic, 0, 9, WAIT).await;
+    assert_eq!(value(&recs[5])["after"]["extra"], "x");
+    assert_eq!(value(&recs[6])["op"], "d");
+    assert_eq!(recs[6]["key"], r#"{"id":3}"#);
+    assert_eq!(recs[7]["value"], Value::Null);
+    assert_eq!(value(&recs[8])["op"], "c");
+    assert_eq!(recs[8]["key"], r#"{"id":4}"#);
+
+    // Truncate.
+    db.batch_execute("TRUNCATE kinds").await.unwrap();
+    let recs = wait_records(ferry, topic, 0, 10, WAIT).await;
+    assert_eq!(value(&recs[9])["op"], "t");
+    assert_eq!(value(&recs[9])["source"]["table"], "kinds");
+
+    // TOASTed values: an update that leaves them alone. Under the default identity the
+    // value is not sent and is marked; under FULL it comes from the old row.
+    let big: String = (0..12_000)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    for t in ["toast_default", "toast_full"] {
+        db.execute(&format!("INSERT INTO {t} VALUES (1, $1, 0)"), &[&big])
+            .await
+            .unwrap();
+        db.batch_execute(&format!("UPDATE {t} SET n = 1 WHERE id = 1"))
+            .await
+            .unwrap();
+    }
+    let d = wait_records(ferry, "kinds.public.toast_default", 0, 2, WAIT).await;
+    assert_eq!(value(&d[0])["after"]["big"], json!(big));
+    assert_eq!(value(&d[1])["after"]["big"], "__debezium_unavailable_value");
+    assert_eq!(value(&d[1])["after"]["n"], 1);
+    let f = wait_records(ferry, "kinds.public.toast_full", 0, 2, WAIT).await;
+    assert_eq!(value(&f[1])["after"]["big"], json!(big));
+    assert_eq!(value(&f[1])["before"]["big"], json!(big));
+    assert_eq!(value(&f[1])["before"]["n"], 0);
+
+    // A transaction of many rows: all of them, in order; a table without a key.
+    db.batch_execute(
+        "BEGIN; INSERT INTO many SELECT g, 'row ' || g FROM generate_series(1, 5000) g;
+         INSERT INTO nokey VALUES ('free'); COMMIT;",
+    )
+    .await
+    .unwrap();
+    let m = wait_records(ferry, "kinds.public.many", 0, 5000, WAIT).await;
+    assert_eq!(m.len(), 5000);
+    for (i, r) in m.iter().enumerate() {
+        assert_eq!(value(r)["after"]["id"], i as u64 + 1);
+    }
+    let lsns: std::collections::BTreeSet<String> = m
+        .iter()
+        .map(|r| value(r)["source"]["lsn"].to_string())
+        .collect();
+    assert_eq!(lsns.len(), 1, "one transaction, one commit LSN");
+    let n = wait_records(ferry, "kinds.public.nokey", 0, 1, WAIT).await;
+    assert_eq!(n[0]["key"], Value::Null);
+
+    let d = describe(ferry, "kinds").await;
+    assert_eq!(d["status"]["state"], "streaming");
+    assert!(d["status"]["records"].as_u64().unwrap() >= 5000, "{d}");
+    assert_eq!(d["snapshot_done"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_table_and_logical_messages_publish_only_committed_events() {
+    let Some(base) = pg::base_url() else { return };
+    let (url, db) = fresh_db(&base, "src_outbox").await;
+    db.batch_execute(
+        "CREATE TABLE orders (id int PRIMARY KEY, total int);
+         CREATE TABLE outbox (id uuid PRIMARY KEY, aggregatetype text NOT NULL,
+            aggregateid text NOT NULL, type text NOT NULL, payload jsonb);",
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let ferry = &server.url;
+    create_source(
+        ferry,
+        json!({"name": "outboxed", "url": url, "snapshot": "never",
+               "outbox": {"table": "public.outbox"}, "topic_partitions": 1}),
+    )
+    .await;
+    wait_state(ferry, "outboxed", "streaming", WAIT).await;
+
+    // Rolled back: nothing. Committed: the order's change and its event.
+    db.batch_execute(
+        "BEGIN;
+         INSERT INTO orders VALUES (41, 5);
+         INSERT INTO outbox VALUES ('00000000-0000-0000-0000-000000000041', 'order', '41', 'OrderCreated', '{\"total\": 5}');
+         SELECT pg_logical_emit_message(true, 'billing', '{\"order\": 41}');
+         ROLLBACK;
+         SELECT pg_logical_emit_message(false, 'billing', '{\"untransactional\": true}');
+         BEGIN;
+         INSERT INTO orders VALUES (42, 7);
+         INSERT INTO outbox VALUES ('00000000-0000-0000-0000-000000000042', 'order', '42', 'OrderCreated', '{\"total\": 7}');
+         SELECT pg_logical_emit_message(true, 'billing', '{\"order\": 42}');
+         COMMIT;",
+    )
+    .await
+    .unwrap();
+    let events = wait_records(ferry, "outbox.event.order", 0, 1, WAIT).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!(e["key"], "42");
+    assert_eq!(e["value"], json!({"total": 7}));
+    assert_eq!(header(e, "id"), "00000000-0000-0000-0000-000000000042");
+    assert_eq!(header(e, "type"), "OrderCreated");
+    let msgs = wait_records(ferry, "outboxed.messages", 0, 1, WAIT).await;
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert_eq!(msgs[0]["value"], json!({"order": 42}));
+    assert_eq!(header(&msgs[0], "ferry.pg.prefix"), "billing");
+    let orders = wait_records(ferry, "outboxed.public.orders", 0, 1, WAIT).await;
+    assert_eq!(orders.len(), 1);
+    assert_eq!(value(&orders[0])["after"]["id"], 42);
+    // The outbox table's own rows are not change events.
+    let (s, _) = call(http().get(format!("{ferry}/v1/topics/outboxed.public.outbox"))).await;
+    assert_eq!(s, 404);
+    // An event whose type makes an invalid topic name is skipped and counted.
+    db.batch_execute(
+        "INSERT INTO outbox VALUES ('00000000-0000-0000-0000-000000000043', 'bad type/!', '43', 'X', '{}');
+         INSERT INTO outbox VALUES ('00000000-0000-0000-0000-000000000044', 'order', '44', 'OrderCreated', '{\"total\": 9}');",
+    )
+    .await
+    .unwrap();
+    let events = wait_records(ferry, "outbox.event.order", 0, 2, WAIT).await;
+    assert_eq!(events[1]["key"], "44");
+    let d = describe(ferry, "outboxed").await;
+    assert_eq!(d["status"]["skipped"], 1, "{d}");
+    assert!(
+        d["status"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("bad type/!"),
+        "{d}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_under_concurrent_writes_misses_and_doubles_no_row() {
+    let Some(base) = pg::base_url() else { return };
+    let (url, db) = fresh_db(&base, "src_snapshot").await;
+    db.batch_execute(
+        "CREATE TABLE accounts (id int PRIMARY KEY, balance int NOT NULL);
+         INSERT INTO accounts SELECT g, 0 FROM generate_series(1, 20000) g;",
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let ferry = server.url.clone();
+
+    // Writers change rows (updates, inserts, deletes) while the snapshot is read.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let url = url.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let c = pg::connect(&url).await;
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let id = (i * 7919 % 20000 + 1) as i32;
+                c.batch_execute(&format!(
+                    "BEGIN; UPDATE accounts SET balance = balance + 1 WHERE id = {id};
+                     INSERT INTO accounts VALUES ({}, {i}) ON CONFLICT DO NOTHING;
+                     DELETE FROM accounts WHERE id = {}; COMMIT;",
+                    20000 + i as i32,
+                    20000 + (i as i32) - 5,
+                ))
+                .await
+                .unwrap();
+            }
+            i
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    create_source(
+        &ferry,
+        json!({"name": "snap", "url": url, "topic_partitions": 1, "tombstones": false}),
+    )
+    .await;
+    wait_state(&ferry, "snap", "streaming", Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let writes = writer.await.unwrap();
+    assert!(writes > 10, "the writer ran during the snapshot ({writes})");
+
+    // Everything committed is captured: wait until the slot has confirmed the end.
+    let end: String = db
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let end = ferry_source_pg::envelope::parse_lsn(&end).unwrap();
+    let until = std::time::Instant::now() + WAIT;
+    loop {
+        let d = describe(&ferry, "snap").await;
+        let pos = d["status"]["position"]
+            .as_str()
+            .and_then(ferry_source_pg::envelope::parse_lsn)
+            .unwrap_or(0);
+        if pos >= end {
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "{d}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Rebuild the table from the topic and compare.
+    let d = describe(&ferry, "snap").await;
+    let total = d["status"]["records"].as_u64().unwrap() as usize;
+    let recs = wait_records(&ferry, "snap.public.accounts", 0, total, WAIT).await;
+    let mut rebuilt: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut read_once: BTreeMap<i64, u32> = BTreeMap::new();
+    for r in &recs {
+        let v = value(r);
+        match v["op"].as_str().unwrap() {
+            "r" | "c" | "u" => {
+                let id = v["after"]["id"].as_i64().unwrap();
+                rebuilt.insert(id, v["after"]["balance"].as_i64().unwrap());
+                if v["op"] == "r" {
+                    *read_once.entry(id).or_default() += 1;
+                }
+            }
+            "d" => {
+                rebuilt.remove(&v["before"]["id"].as_i64().unwrap());
+            }
+            op => panic!("op {op}"),
+        }
+    }
+    assert!(read_once.values().all(|n| *n == 1), "a row read twice");
+    let rows = db
+        .query("SELECT id, balance FROM accounts ORDER BY id", &[])
+        .await
+        .unwrap();
+    let table: BTreeMap<i64, i64> = rows
+        .iter()
+        .map(|r| (r.get::<_, i32>(0) as i64, r.get::<_, i32>(1) as i64))
+        .collect();
+    assert_eq!(rebuilt.len(), table.len());
+    assert!(rebuilt == table, "the topic rebuilds the table exactly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_in_postgres_reaches_a_webhook_signed_through_an_outage() {
+    let Some(base) = pg::base_url() else { return };
+    let (url, db) = fresh_db(&base, "src_hook").await;
+    db.batch_execute("CREATE TABLE signups (id int PRIMARY KEY, email text)")
+        .await
+        .unwrap();
+    let mut ep = Endpoint::start().await;
+    ep.down().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--push-allow-private"]);
+    let ferry = &server.url;
+    create_source(
+        ferry,
+        json!({"name": "app", "url": url, "tables": ["public.signups"], "topic_partitions": 1}),
+    )
+    .await;
+    wait_state(ferry, "app", "streaming", WAIT).await;
+    // The topic exists once the source wrote to it; make it now for the subscription.
+    create_topic(
+        ferry,
+        json!({"name": "app.public.signups", "partitions": 1}),
+    )
+    .await;
+    let sub = create_subscription(
+        ferry,
+        json!({"name": "welcome", "topic": "app.public.signups", "start": "earliest",
+               "max_deliveries": 0, "retry": {"strategy": "fixed", "delay_ms": 200},
+               "push": {"url": ep.url()}}),
+    )
+    .await;
+    let secret = sub["push"]["secret"].as_str().unwrap().to_string();
+    db.batch_execute("INSERT INTO signups VALUES (1, 'ada@example.com')")
+        .await
+        .unwrap();
+    // Ferry retries while the endpoint is down; then it comes back.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    ep.up().await;
+    ep.wait_for("the delivery", WAIT, |r| {
+        r.iter().any(|x| x.answered == 200)
+    })
+    .await;
+    let got = ep.received();
+    let ok = got.iter().find(|r| r.answered == 200).unwrap();
+    let body: Value = serde_json::from_slice(&ok.body).unwrap();
+    assert_eq!(body["op"], "c");
+    assert_eq!(body["after"]["email"], "ada@example.com");
+    let h = |n: &str| ok.headers.get(n).unwrap().to_str().unwrap().to_string();
+    let attempt: u32 = h("ferry-attempt").parse().unwrap();
+    assert!(attempt > 1, "delivered after retries (attempt {attempt})");
+    assert_eq!(
+        h("webhook-signature"),
+        ferry_push::sign::sign(
+            &secret,
+            &h("webhook-id"),
+            h("webhook-timestamp").parse().unwrap(),
+            &ok.body
+        )
+        .unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_are_managed_over_http_and_the_command_line_with_clear_errors() {
+    let Some(base) = pg::base_url() else { return };
+    let (url, db) = fresh_db(&base, "src_api").await;
+    db.batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let ferry = &server.url;
+    let post = |body: Value| {
+        let ferry = ferry.clone();
+        async move { call(http().post(format!("{ferry}/v1/sources")).json(&body)).await }
+    };
+    for (body, status, kind, says) in [
+        (
+            json!({"name": "Bad Name", "url": url}),
+            400,
+            "invalid-source",
+            "source name",
+        ),
+        (
+            json!({"name": "a", "url": "mysql://x@h/d"}),
+            400,
+            "invalid-source",
+            "postgres://",
+        ),
+        (
+            json!({"name": "a", "url": url, "tables": ["public.nope"]}),
+            400,
+            "invalid-source",
+            "does not exist",
+        ),
+        (
+            json!({"name": "a", "url": url, "operations": ["x"]}),
+            400,
+            "invalid-source",
+            "operation",
+        ),
+        (
+            json!({"name": "a", "url": url, "surprise": 1}),
+            400,
+            "invalid-json",
+            "surprise",
+        ),
+        (
+            json!({"name": "a", "url": url.replace(":ferry@", ":wrong@")}),
+            422,
+            "source-unreachable",
+            "password",
+        ),
+        (
+            json!({"name": "a", "url": "postgres://u:p@127.0.0.1:1/d"}),
+            422,
+            "source-unreachable",
+            "",
+        ),
+    ] {
+        let (s, v) = post(body.clone()).await;
+        assert_eq!(s, status, "{body} -> {v}");
+        assert_eq!(v["type"], format!("urn:ferry:problem:{kind}"), "{v}");
+        assert!(v["detail"].as_str().unwrap().contains(says), "{v}");
+    }
+    create_source(ferry, json!({"name": "a", "url": url, "snapshot": "never"})).await;
+    let (s, v) = post(json!({"name": "a", "url": url})).await;
+    assert_eq!(
+        (s, v["type"].as_str().unwrap()),
+        (409, "urn:ferry:problem:source-exists")
+    );
+    let (s, v) = post(json!({"name": "b", "url": url, "slot": "ferry_a"})).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("already used"),
+        "{v}"
+    );
+    wait_state(ferry, "a", "streaming", WAIT).await;
+
+    // The command line: list, describe, update, pause, resume, delete.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .args(args)
+            .args(["--url", ferry])
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, _) = cli(&["source", "list"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("streaming"), "{out}");
+    let (code, out, _) = cli(&["source", "describe", "a"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("ferry_a") && !out.contains(":ferry@"), "{out}");
+    let (code, _, err) = cli(&["source", "describe", "nope"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("does not exist"), "{err}");
+    let (code, out, _) = cli(&["source", "update", "a", "--format", "cloudevents", "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["format"],
+        "cloudevents"
+    );
+    wait_state(ferry, "a", "streaming", WAIT).await;
+    db.batch_execute("INSERT INTO t VALUES (1)").await.unwrap();
+    let r = wait_records(ferry, "a.public.t", 0, 1, WAIT).await;
+    assert_eq!(header(&r[0], "ce_specversion"), "1.0");
+    assert_eq!(header(&r[0], "ce_type"), "ferry.postgres.public.t.created");
+    assert_eq!(header(&r[0], "ce_source"), "/ferry/sources/a");
+    assert_eq!(value(&r[0])["op"], "c");
+
+    let (code, _, _) = cli(&["source", "pause", "a"]);
+    assert_eq!(code, 0);
+    assert_eq!(describe(ferry, "a").await["status"]["state"], "paused");
+    db.batch_execute("INSERT INTO t VALUES (2)").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, v) = call(http().get(format!(
+        "{ferry}/v1/topics/a.public.t/partitions/0/records?offset=0"
+    )))
+    .await;
+    assert_eq!(v["records"].as_array().unwrap().len(), 1, "paused: {v}");
+    let (code, _, _) = cli(&["source", "resume", "a"]);
+    assert_eq!(code, 0);
+    wait_records(ferry, "a.public.t", 0, 2, WAIT).await;
+
+    // A restart resumes streaming where it was.
+    drop(server);
+    let server = Server::start(dir.path(), &[]);
+    let ferry = &server.url;
+    wait_state(ferry, "a", "streaming", WAIT).await;
+    db.batch_execute("INSERT INTO t VALUES (3)").await.unwrap();
+    let r = wait_records(ferry, "a.public.t", 0, 3, WAIT).await;
+    assert_eq!(r.len(), 3, "nothing written twice across the restart");
+
+    let slots = || async {
+        db.query_one(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'ferry_a'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+    };
+    assert_eq!(slots().await, 1);
+    let (s, _) = call(http().delete(format!("{ferry}/v1/sources/a"))).await;
+    assert_eq!(s, 204);
+    assert_eq!(slots().await, 0, "deleting the source drops its slot");
+    let pubs: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pg_publication WHERE pubname = 'ferry_a'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(pubs, 0, "and the publication Ferry made");
+    let (s, v) = call(http().get(format!("{ferry}/v1/sources/a"))).await;
+    assert_eq!(
+        (s, v["type"].as_str().unwrap()),
+        (404, "urn:ferry:problem:source-not-found")
+    );
+    // The file of sources is private: its URLs hold passwords.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("sources.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
