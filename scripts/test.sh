@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test Ferry has: unit, property and integration tests through the real
-# binary, the kill -9 crash cycles (20), the replay of the fuzz corpora, Kafka
+# binary, the kill -9 crash cycles (20), the replay of the fuzz corpora, Postgres
+# sources against a real PostgreSQL, Kafka
 # clients (kcat, confluent-kafka, kafka-python), a real Prometheus and an OTLP trace
 # receiver against the real binary, the web console in headless Chromium, a short
 # schemathesis run against the OpenAPI document, and a short run of the benchmark tool
@@ -31,6 +32,12 @@ if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"; fi
 df -h . | tail -1
 
 python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+
+# A real PostgreSQL with logical replication for the source tests (installed when
+# missing, started on 127.0.0.1:55432; stopped when the tests end).
+FERRY_TEST_POSTGRES_URL="$(scripts/postgres.sh)"
+export FERRY_TEST_POSTGRES_URL
+trap 'scripts/postgres.sh stop' EXIT
 
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked -- --test-threads 2
