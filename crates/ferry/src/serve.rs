@@ -138,10 +138,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .context("reading the Kafka listener's address")?;
     let (stopping, mut stopped) = tokio::sync::watch::channel(false);
     let kafka_metrics = ferry_kafka::KafkaMetrics::default();
-    let metrics = ferry_http::metrics::Metrics::new(settings.metrics_detail).with({
-        let kafka_metrics = kafka_metrics.clone();
-        std::sync::Arc::new(move |registry| kafka_metrics.register(registry))
-    });
+    let sources = ferry_source_pg::Sources::open(broker.clone())
+        .map_err(|e| anyhow::anyhow!("cannot load the Postgres sources: {e}"))?;
+    let metrics = ferry_http::metrics::Metrics::new(settings.metrics_detail)
+        .with({
+            let kafka_metrics = kafka_metrics.clone();
+            std::sync::Arc::new(move |registry| kafka_metrics.register(registry))
+        })
+        .with(ferry_http::metrics::sources::registration(sources.clone()));
     let kafka = tokio::spawn(ferry_kafka::serve(
         kafka_listener,
         broker.clone(),
@@ -161,8 +165,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         push_roots,
     )
     .context("starting the push dispatcher")?;
-    let sources = ferry_source_pg::Sources::open(broker.clone())
-        .map_err(|e| anyhow::anyhow!("cannot load the Postgres sources: {e}"))?;
     let state = ferry_http::AppState {
         broker: broker.clone(),
         max_request_bytes: settings.max_request_bytes,

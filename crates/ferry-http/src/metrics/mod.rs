@@ -19,6 +19,7 @@
 
 mod process;
 mod snapshot;
+pub mod sources;
 
 use process::Process;
 use snapshot::Snapshot;
