@@ -199,3 +199,97 @@ async fn the_event_stream_of_a_push_subscription_is_400() {
     assert_eq!(status, 400, "{problem}");
     assert_eq!(problem["type"], "urn:ferry:problem:invalid-config");
 }
+
+/// The answers of the source routes that need no database are those the document
+/// gives: an empty list, 404 for a name no source has, 400 for settings that break a
+/// rule, 422 for a database that cannot be reached (port 1 of the loopback refuses at
+/// once), after which nothing is kept.
+#[tokio::test]
+async fn source_routes_answer_as_the_document_says_without_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let (_, doc) = call(http().get(format!("{}/v1/openapi.json", s.url))).await;
+    let documented = |path: &str, method: &str, status: u16| {
+        let op = &doc["paths"][path][method];
+        assert!(op.is_object(), "{method} {path} is documented");
+        assert!(
+            op["responses"].get(status.to_string()).is_some(),
+            "{method} {path} documents {status}"
+        );
+    };
+
+    let (status, list) = call(http().get(format!("{}/v1/sources", s.url))).await;
+    assert_eq!((status, list), (200, json!({"sources": []})));
+    documented("/v1/sources", "get", 200);
+
+    for (method, path) in [
+        (reqwest::Method::GET, "/v1/sources/nope"),
+        (reqwest::Method::DELETE, "/v1/sources/nope"),
+        (reqwest::Method::POST, "/v1/sources/nope/pause"),
+        (reqwest::Method::POST, "/v1/sources/nope/resume"),
+    ] {
+        let (status, problem) =
+            call(http().request(method.clone(), format!("{}{path}", s.url))).await;
+        assert_eq!(status, 404, "{method} {path}: {problem}");
+        assert_eq!(problem["type"], "urn:ferry:problem:source-not-found");
+    }
+    let (status, problem) = call(
+        http()
+            .patch(format!("{}/v1/sources/nope", s.url))
+            .json(&json!({"tombstones": false})),
+    )
+    .await;
+    assert_eq!(status, 404, "{problem}");
+    documented("/v1/sources/{name}", "patch", 404);
+
+    let create = |body: Value| http().post(format!("{}/v1/sources", s.url)).json(&body);
+    let unreachable = "postgres://nobody:x@127.0.0.1:1/none";
+    for (body, status, slug) in [
+        (
+            json!({"name": "Shop", "url": unreachable}),
+            400,
+            "invalid-source",
+        ),
+        (
+            json!({"name": "shop", "url": "mysql://u@h/d"}),
+            400,
+            "invalid-source",
+        ),
+        (
+            json!({"name": "shop", "url": unreachable, "operations": ["x"]}),
+            400,
+            "invalid-source",
+        ),
+        (
+            json!({"name": "shop", "url": unreachable, "tables": [".t"]}),
+            400,
+            "invalid-source",
+        ),
+        (
+            json!({"name": "shop", "url": unreachable, "nope": 1}),
+            400,
+            "invalid-json",
+        ),
+        (
+            json!({"name": "shop", "url": unreachable, "outbox": "t"}),
+            400,
+            "invalid-json",
+        ),
+        (
+            json!({"name": "shop", "url": unreachable}),
+            422,
+            "source-unreachable",
+        ),
+    ] {
+        let (got, problem) = call(create(body.clone())).await;
+        assert_eq!(got, status, "{body}: {problem}");
+        assert_eq!(
+            problem["type"],
+            format!("urn:ferry:problem:{slug}"),
+            "{body}"
+        );
+        documented("/v1/sources", "post", status);
+    }
+    let (_, list) = call(http().get(format!("{}/v1/sources", s.url))).await;
+    assert_eq!(list, json!({"sources": []}), "a refused source is not kept");
+}
