@@ -430,8 +430,24 @@ async fn check_database(spec: &SourceSpec) -> Result<(), SourceError> {
             "the database has wal_level={level}; set wal_level=logical in postgresql.conf and restart it"
         )));
     }
+    let filters = spec
+        .tables
+        .iter()
+        .any(|t| t.settings().is_some_and(|s| s.row_filter.is_some()));
+    if filters {
+        let version: i32 = sql
+            .query_one("SELECT current_setting('server_version_num')::int", &[])
+            .await
+            .map_err(|e| SourceError::Unreachable(e.to_string()))?
+            .get(0);
+        if version < 150000 {
+            return Err(SourceError::Invalid(
+                "row filters (where) need PostgreSQL 15 or later".into(),
+            ));
+        }
+    }
     for t in &spec.tables {
-        let (s, n) = spec::split_table(t).map_err(SourceError::Invalid)?;
+        let (s, n) = spec::split_table(t.name()).map_err(SourceError::Invalid)?;
         let found = sql
             .query_opt(
                 "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -444,6 +460,25 @@ async fn check_database(spec: &SourceSpec) -> Result<(), SourceError> {
             return Err(SourceError::Invalid(format!(
                 "table '{s}.{n}' does not exist"
             )));
+        }
+        if let Some(key) = t.settings().and_then(|s| s.key.as_ref()) {
+            for col in key {
+                let found = sql
+                    .query_opt(
+                        "SELECT 1 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+                         JOIN pg_namespace n ON n.oid = c.relnamespace \
+                         WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3 \
+                         AND a.attnum > 0 AND NOT a.attisdropped",
+                        &[&s, &n, col],
+                    )
+                    .await
+                    .map_err(|e| SourceError::Unreachable(e.to_string()))?;
+                if found.is_none() {
+                    return Err(SourceError::Invalid(format!(
+                        "the key of table '{s}.{n}' names column '{col}', which it does not have"
+                    )));
+                }
+            }
         }
     }
     Ok(())

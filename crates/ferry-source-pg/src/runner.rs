@@ -9,7 +9,7 @@
 
 use crate::envelope::{self, Change, Position, Table, Txn, Writer};
 use crate::pgoutput::{self, Datum, Message, OldTuple, Tuple};
-use crate::spec::{fill, quote_ident, split_table, PgUrl, SourceSpec};
+use crate::spec::{fill, quote_ident, split_table, PgUrl, SourceSpec, TableEntry, TableSettings};
 use crate::{SourceState, Sources, Status};
 use bytes::Bytes;
 use ferry_broker::partitioner::partition_for_key;
@@ -249,10 +249,13 @@ async fn ensure_publication(
     if exists {
         return Ok(false);
     }
-    let mut tables: Vec<String> = spec.tables.clone();
+    let mut tables: Vec<TableEntry> = spec.tables.clone();
     if let Some(o) = &spec.outbox {
-        if !tables.is_empty() && !tables.contains(&o.table) {
-            tables.push(o.table.clone());
+        let named = tables
+            .iter()
+            .any(|t| split_table(t.name()) == split_table(&o.table));
+        if !tables.is_empty() && !named {
+            tables.push(TableEntry::Name(o.table.clone()));
         }
     }
     let what = if tables.is_empty() {
@@ -261,8 +264,13 @@ async fn ensure_publication(
         let list: Result<Vec<String>, Error> = tables
             .iter()
             .map(|t| {
-                let (s, n) = split_table(t).map_err(|e| anyhow::anyhow!(e))?;
-                Ok(format!("{}.{}", quote_ident(&s), quote_ident(&n)))
+                let (s, n) = split_table(t.name()).map_err(|e| anyhow::anyhow!(e))?;
+                let filter = t
+                    .settings()
+                    .and_then(|s| s.row_filter.as_ref())
+                    .map(|w| format!(" WHERE ({w})"))
+                    .unwrap_or_default();
+                Ok(format!("{}.{}{filter}", quote_ident(&s), quote_ident(&n)))
             })
             .collect();
         format!("FOR TABLE {}", list?.join(", "))
@@ -448,7 +456,7 @@ impl Capture {
                 )
                 .await?;
             let columns: Vec<(String, u32)> = cols.iter().map(|r| (r.get(0), r.get(1))).collect();
-            let key = self.primary_key(oid, &columns).await?;
+            let key = self.key_columns(oid, &schema, &name, &columns).await?;
             let table = Table {
                 schema: schema.clone(),
                 name: name.clone(),
@@ -467,9 +475,13 @@ impl Capture {
             };
             self.sql
                 .batch_execute(&format!(
-                    "DECLARE ferry_snapshot NO SCROLL CURSOR FOR SELECT {select} FROM {}.{}",
+                    "DECLARE ferry_snapshot NO SCROLL CURSOR FOR SELECT {select} FROM {}.{}{}",
                     quote_ident(&schema),
-                    quote_ident(&name)
+                    quote_ident(&name),
+                    self.settings_of(&schema, &name)
+                        .and_then(|s| s.row_filter.as_ref())
+                        .map(|w| format!(" WHERE ({w})"))
+                        .unwrap_or_default()
                 ))
                 .await?;
             let topic = self.topic_for(&table);
@@ -516,6 +528,31 @@ impl Capture {
         self.flush().await
     }
 
+    /// A table's own settings, if the source names it with some.
+    fn settings_of(&self, schema: &str, name: &str) -> Option<&TableSettings> {
+        self.spec.tables.iter().find_map(|t| {
+            let s = t.settings()?;
+            (split_table(&s.table).ok()? == (schema.to_string(), name.to_string())).then_some(s)
+        })
+    }
+
+    /// The record key's columns: the table's own key setting, else the primary key.
+    async fn key_columns(
+        &self,
+        oid: u32,
+        schema: &str,
+        name: &str,
+        columns: &[(String, u32)],
+    ) -> Result<Vec<usize>, Error> {
+        if let Some(key) = self.settings_of(schema, name).and_then(|s| s.key.as_ref()) {
+            return Ok(key
+                .iter()
+                .filter_map(|k| columns.iter().position(|(c, _)| c == k))
+                .collect());
+        }
+        self.primary_key(oid, columns).await
+    }
+
     fn writer(&self) -> Writer<'_> {
         Writer {
             spec: &self.spec,
@@ -524,6 +561,12 @@ impl Capture {
     }
 
     fn topic_for(&self, table: &Table) -> String {
+        if let Some(topic) = self
+            .settings_of(&table.schema, &table.name)
+            .and_then(|s| s.topic.clone())
+        {
+            return topic;
+        }
         fill(
             &self.spec.topic_template,
             &[
@@ -709,8 +752,13 @@ impl Capture {
                     .iter()
                     .map(|c| (c.name.clone(), c.type_oid))
                     .collect();
-                let mut key = self.primary_key(r.id, &columns).await?;
-                if key.is_empty() && r.replica_identity != b'f' {
+                let own_key = self
+                    .settings_of(&r.namespace, &r.name)
+                    .is_some_and(|s| s.key.is_some());
+                let mut key = self
+                    .key_columns(r.id, &r.namespace, &r.name, &columns)
+                    .await?;
+                if key.is_empty() && !own_key && r.replica_identity != b'f' {
                     key = r
                         .columns
                         .iter()

@@ -55,9 +55,10 @@ pub struct SourceSpec {
     pub name: String,
     /// `postgres://user:password@host:port/database`. Never shown with its password.
     pub url: String,
-    /// `schema.table` names to capture; empty: every table of the database.
+    /// Tables to capture: `schema.table` names, or objects with a row filter, a topic
+    /// or a key of their own; empty: every table of the database.
     #[serde(default)]
-    pub tables: Vec<String>,
+    pub tables: Vec<TableEntry>,
     /// Publication to read; made by Ferry when missing. Default `ferry_<name>`.
     #[serde(default)]
     pub publication: Option<String>,
@@ -117,6 +118,83 @@ pub struct SourceUpdate {
     pub tombstones: Option<bool>,
     pub messages_topic_template: Option<String>,
     pub max_slot_wal_bytes: Option<u64>,
+}
+
+/// A table to capture: its name alone, or with settings of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TableEntry {
+    Name(String),
+    Settings(TableSettings),
+}
+
+/// A table with settings of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSettings {
+    /// `schema.table`.
+    pub table: String,
+    /// A row filter: only rows for which this SQL condition holds are captured (a
+    /// publication row filter, PostgreSQL 15 and later; also applied to snapshots).
+    #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
+    pub row_filter: Option<String>,
+    /// The table's topic, instead of the topic template's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// Columns of the record key, instead of the primary key's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Vec<String>>,
+}
+
+impl TableEntry {
+    pub fn name(&self) -> &str {
+        match self {
+            TableEntry::Name(n) => n,
+            TableEntry::Settings(s) => &s.table,
+        }
+    }
+
+    pub fn settings(&self) -> Option<&TableSettings> {
+        match self {
+            TableEntry::Name(_) => None,
+            TableEntry::Settings(s) => Some(s),
+        }
+    }
+}
+
+/// Longest row filter.
+pub const ROW_FILTER_BYTES_MAX: usize = 4096;
+
+/// A row filter goes into `CREATE PUBLICATION ... WHERE (...)` and the snapshot's
+/// query: one expression, not more statements.
+fn check_row_filter(table: &str, w: &str) -> Result<(), String> {
+    if w.trim().is_empty() || w.len() > ROW_FILTER_BYTES_MAX {
+        return Err(format!(
+            "the where of table '{table}' must be 1 to {ROW_FILTER_BYTES_MAX} bytes"
+        ));
+    }
+    if w.contains(';') || w.contains("--") || w.contains("/*") || w.contains('\0') {
+        return Err(format!(
+            "the where of table '{table}' must be one SQL condition, without ';' or comments"
+        ));
+    }
+    let mut depth = 0i32;
+    for c in w.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            _ => {}
+        }
+        if depth < 0 {
+            break;
+        }
+    }
+    if depth != 0 {
+        return Err(format!(
+            "the where of table '{table}' has unbalanced parentheses"
+        ));
+    }
+    Ok(())
 }
 
 /// A connection URL split into what the two Postgres clients need.
@@ -285,8 +363,36 @@ impl SourceSpec {
         if self.tables.len() > 1000 {
             return Err("at most 1000 tables".into());
         }
+        let mut seen = std::collections::HashSet::new();
         for t in &self.tables {
-            split_table(t)?;
+            let (schema, name) = split_table(t.name())?;
+            if !seen.insert((schema, name)) {
+                return Err(format!("table '{}' is named twice", t.name()));
+            }
+            if let Some(s) = t.settings() {
+                if let Some(w) = &s.row_filter {
+                    check_row_filter(&s.table, w)?;
+                }
+                if let Some(topic) = &s.topic {
+                    if topic.is_empty() || topic.len() > 249 {
+                        return Err(format!(
+                            "the topic of table '{}' must be 1 to 249 characters",
+                            s.table
+                        ));
+                    }
+                }
+                if let Some(key) = &s.key {
+                    if key.is_empty()
+                        || key.len() > 32
+                        || key.iter().any(|k| k.is_empty() || k.len() > 63)
+                    {
+                        return Err(format!(
+                            "the key of table '{}' must name 1 to 32 columns",
+                            s.table
+                        ));
+                    }
+                }
+            }
         }
         check_template(
             "topic_template",
@@ -402,8 +508,20 @@ mod tests {
         s.operations = vec!["x".into()];
         assert!(s.check().unwrap_err().contains("operation"));
         s.operations = vec![];
-        s.tables = vec!["public.\"x".into()];
+        s.tables = vec![TableEntry::Name("public.\"x".into())];
         assert!(s.check().unwrap_err().contains("table"));
+        s.tables = serde_json::from_value(serde_json::json!([
+            {"table": "t", "where": "a > 1); DROP TABLE t; --"}
+        ]))
+        .unwrap();
+        assert!(s.check().unwrap_err().contains("one SQL condition"));
+        s.tables = serde_json::from_value(serde_json::json!(["t", {"table": "public.t"}])).unwrap();
+        assert!(s.check().unwrap_err().contains("twice"));
+        s.tables = serde_json::from_value(serde_json::json!([
+            {"table": "t", "where": "status = 'paid'", "topic": "paid", "key": ["customer"]}
+        ]))
+        .unwrap();
+        assert!(s.check().is_ok());
         s.tables = vec![];
         s.slot = Some("Bad Slot".into());
         assert!(s.check().unwrap_err().contains("slot"));

@@ -602,3 +602,65 @@ async fn sources_are_managed_over_http_and_the_command_line_with_clear_errors() 
         .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_can_have_its_own_row_filter_topic_and_key() {
+    let Some(base) = pg::base_url() else { return };
+    let (url, db) = fresh_db(&base, "src_tables").await;
+    db.batch_execute(
+        "CREATE TABLE orders (id int PRIMARY KEY, customer text, status text);
+         ALTER TABLE orders REPLICA IDENTITY FULL;
+         INSERT INTO orders VALUES (1, 'ann', 'paid'), (2, 'bob', 'open');
+         CREATE TABLE other (id int PRIMARY KEY);",
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let ferry = &server.url;
+    let (s, v) = call(http().post(format!("{ferry}/v1/sources")).json(&json!({
+        "name": "paid", "url": url,
+        "tables": [{"table": "public.orders", "where": "status = 'paid'", "key": ["nope"]}]
+    })))
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("'nope'"), "{v}");
+    let created = create_source(
+        ferry,
+        json!({"name": "paid", "url": url, "topic_partitions": 1, "tombstones": false,
+               "tables": [{"table": "public.orders", "where": "status = 'paid'",
+                           "topic": "paid-orders", "key": ["customer"]}]}),
+    )
+    .await;
+    assert_eq!(created["tables"][0]["where"], "status = 'paid'");
+    wait_state(ferry, "paid", "streaming", WAIT).await;
+    db.batch_execute(
+        "INSERT INTO orders VALUES (3, 'cy', 'open'), (4, 'dee', 'paid');
+         INSERT INTO other VALUES (1);
+         DELETE FROM orders WHERE id = 4;",
+    )
+    .await
+    .unwrap();
+    let recs = wait_records(ferry, "paid-orders", 0, 3, WAIT).await;
+    let seen: Vec<(String, String)> = recs
+        .iter()
+        .map(|r| {
+            (
+                value(r)["op"].as_str().unwrap().to_string(),
+                r["key"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("r".to_string(), r#"{"customer":"ann"}"#.to_string()),
+            ("c".into(), r#"{"customer":"dee"}"#.into()),
+            ("d".into(), r#"{"customer":"dee"}"#.into()),
+        ],
+        "only paid orders, keyed by customer, in their own topic"
+    );
+    // Tables the source does not name are not captured.
+    let (s, _) = call(http().get(format!("{ferry}/v1/topics/paid.public.other"))).await;
+    assert_eq!(s, 404);
+}
