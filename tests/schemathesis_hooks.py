@@ -112,9 +112,46 @@ def source_rules_hold(body):
         if isinstance(t, str) and _utf8_len(t) > TEMPLATE_BYTES_MAX:
             return False
     tables = body.get("tables")
-    if isinstance(tables, list) and not all(_table_fits(t) for t in tables):
-        return False
+    if isinstance(tables, list):
+        names = []
+        for t in tables:
+            if isinstance(t, dict):
+                where = t.get("where")
+                if isinstance(where, str) and not _row_filter_holds(where):
+                    return False
+                topic = t.get("topic")
+                if isinstance(topic, str) and _utf8_len(topic) > 249:
+                    return False
+                key = t.get("key")
+                if isinstance(key, list) and any(
+                    isinstance(k, str) and _utf8_len(k) > 63 for k in key
+                ):
+                    return False
+                t = t.get("table")
+            if not _table_fits(t):
+                return False
+            if isinstance(t, str):
+                schema, _, name = t.partition(".") if "." in t else ("public", "", t)
+                names.append((schema, name))
+        # A table named twice is refused.
+        if len(names) != len(set(names)):
+            return False
     return True
+
+
+def _row_filter_holds(where):
+    """A row filter is one condition: no comments, no NUL, balanced parentheses, and
+    not only blanks (the document only rules out `;`)."""
+    if not where.strip() or "--" in where or "/*" in where or "\0" in where:
+        return False
+    if _utf8_len(where) > 4096:
+        return False
+    depth = 0
+    for c in where:
+        depth += {"(": 1, ")": -1}.get(c, 0)
+        if depth < 0:
+            return False
+    return depth == 0
 
 
 def _is_source_write(case):
