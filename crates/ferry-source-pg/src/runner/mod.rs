@@ -1,0 +1,374 @@
+//! One source's task: connect, make the publication and the slot, read the snapshot,
+//! then stream changes into topics, moving the slot only past what is on disk.
+//!
+//! Exactly once into the log: every record carries its position (commit LSN, index in
+//! the transaction). The slot's confirmed position moves to a commit's end only after
+//! that commit's records are durable, so after a crash Postgres sends again at most what
+//! came after it; on every (re)start the source reads the last position each of its
+//! partitions holds and skips records at or before it.
+
+use crate::envelope::{self, Change, Position, Table, Txn, Writer};
+use crate::pgoutput::{self, Datum, Message, OldTuple, Tuple};
+use crate::spec::{fill, quote_ident, split_table, PgUrl, SourceSpec, TableEntry, TableSettings};
+use crate::{SourceState, Sources, Status};
+use bytes::Bytes;
+use ferry_broker::partitioner::partition_for_key;
+use ferry_broker::{Broker, BrokerError, ProduceRecord};
+use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Records gathered before they are written, at most.
+const BATCH_RECORDS: usize = 4096;
+/// Bytes of values gathered before they are written, at most (bounds memory with
+/// large transactions: their records are written before their commit arrives).
+const BATCH_BYTES: usize = 8 << 20;
+/// How long a record waits for others to share its write.
+const LINGER: Duration = Duration::from_millis(2);
+/// Rows read per snapshot fetch.
+const SNAPSHOT_CHUNK: usize = 2000;
+/// How far back from a partition's end a restart looks for the source's last record.
+const RECOVERY_SCAN_RECORDS: u64 = 10_000;
+/// Connection attempts back off up to this.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Error = anyhow::Error;
+
+/// Runs a source until `stop` turns true, reconnecting with backoff after failures.
+pub(crate) async fn run(
+    sources: Arc<Sources>,
+    spec: SourceSpec,
+    status: Arc<Mutex<Status>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        set(&status, |s| s.state = SourceState::Starting);
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            r = session(&sources, &spec, &status) => r,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let e = match outcome {
+            Ok(()) => anyhow::anyhow!("the replication stream ended"),
+            Err(e) => e,
+        };
+        let text = format!("{e:#}");
+        tracing::warn!(source = %spec.name, error = %text, "source failed; it will retry");
+        set(&status, |s| {
+            s.state = SourceState::Retrying;
+            s.last_error = Some(text);
+            s.last_error_ms = Some(ferry_broker::broker::now_ms() as i64);
+        });
+        if started.elapsed() > Duration::from_secs(60) {
+            backoff = Duration::from_millis(500);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+fn set(status: &Mutex<Status>, f: impl FnOnce(&mut Status)) {
+    let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
+    f(&mut s);
+}
+
+/// An ordinary SQL connection, its driver running in its own task.
+pub(crate) async fn sql_connect(url: &str) -> Result<tokio_postgres::Client, Error> {
+    let (client, conn) = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio_postgres::connect(url, tokio_postgres::NoTls),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("no answer from Postgres within {CONNECT_TIMEOUT:?}"))??;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "source SQL connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// Drops a source's slot (ending the session holding it first) and, if Ferry made it,
+/// its publication.
+pub(crate) async fn drop_slot(spec: &SourceSpec, drop_publication: bool) -> Result<(), Error> {
+    let sql = sql_connect(&spec.url).await?;
+    let slot = spec.slot();
+    for attempt in 0..20 {
+        sql.execute(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots \
+             WHERE slot_name = $1 AND active_pid IS NOT NULL",
+            &[&slot],
+        )
+        .await?;
+        let r = sql
+            .execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+                 WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await;
+        match r {
+            Ok(_) => break,
+            Err(e) if attempt < 19 => {
+                tracing::debug!(error = %e, "slot still active; trying again");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if drop_publication {
+        sql.batch_execute(&format!(
+            "DROP PUBLICATION IF EXISTS {}",
+            quote_ident(&spec.publication())
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+/// One connected stretch of a source's life.
+async fn session(
+    sources: &Arc<Sources>,
+    spec: &SourceSpec,
+    status: &Arc<Mutex<Status>>,
+) -> Result<(), Error> {
+    let url = PgUrl::parse(&spec.url).map_err(|e| anyhow::anyhow!(e))?;
+    let sql = sql_connect(&spec.url).await?;
+    let created = ensure_publication(&sql, spec).await?;
+    if created {
+        sources.update_stored(&spec.name, |s| s.created_publication = true);
+    }
+    let slot = spec.slot();
+    let existing = sql
+        .query_opt(
+            "SELECT plugin, database FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await?;
+    if let Some(row) = &existing {
+        let plugin: Option<String> = row.get(0);
+        let db: Option<String> = row.get(1);
+        if plugin.as_deref() != Some("pgoutput") || db.as_deref() != Some(url.database.as_str()) {
+            anyhow::bail!(
+                "slot '{slot}' exists but is not a pgoutput slot of database '{}'; \
+                 name another slot",
+                url.database
+            );
+        }
+    }
+    let config = ReplicationConfig::new(
+        url.host.clone(),
+        url.user.clone(),
+        url.password.clone(),
+        url.database.clone(),
+        slot.clone(),
+        spec.publication(),
+    )
+    .with_port(url.port)
+    .with_status_interval(Duration::from_secs(1))
+    .with_wakeup_interval(Duration::from_secs(5))
+    .with_buffer_size(4096)
+    .with_application_name(format!("ferry-{}", spec.name));
+
+    let stored = sources.stored(&spec.name).unwrap_or_default();
+    let mut state = Capture::new(sources.clone(), spec, &url, status.clone(), sql);
+    state.topics = stored.topics.clone();
+    state.recover().await?;
+
+    let snapshot = spec.snapshot == crate::spec::SnapshotMode::Initial && !stored.snapshot_done;
+    let mut client = if snapshot {
+        if existing.is_some() {
+            // A snapshot cut short: its exported snapshot died with its session, so the
+            // slot it was consistent with cannot be used. Start both again.
+            tracing::info!(source = %spec.name, "snapshot was cut short; starting it again");
+            drop_slot(spec, false).await?;
+        }
+        let mut client = ReplicationClient::connect_gated(config).await?;
+        let rows = client
+            .simple_query(&format!(
+                "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT",
+                quote_ident(&slot)
+            ))
+            .await?;
+        let text = |i: usize| -> Result<String, Error> {
+            rows.first()
+                .and_then(|r| r.get(i))
+                .and_then(|c| c.as_ref())
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .ok_or_else(|| anyhow::anyhow!("CREATE_REPLICATION_SLOT answered no column {i}"))
+        };
+        let name = text(2)?;
+        if !name.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') || name.len() > 64 {
+            anyhow::bail!("CREATE_REPLICATION_SLOT answered an odd snapshot name");
+        }
+        set(status, |s| s.state = SourceState::Snapshotting);
+        state.snapshot(&name).await?;
+        sources.update_stored(&spec.name, |s| s.snapshot_done = true);
+        client.start().await?;
+        client
+    } else {
+        if existing.is_none() {
+            state
+                .sql
+                .execute(
+                    "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+                    &[&slot],
+                )
+                .await?;
+            sources.update_stored(&spec.name, |s| s.snapshot_done = true);
+        }
+        ReplicationClient::connect(config).await?
+    };
+    client.wait_started().await?;
+    set(status, |s| {
+        s.state = SourceState::Streaming;
+        s.last_error = None;
+    });
+    let result = state.stream(&mut client).await;
+    client.stop();
+    result
+}
+
+/// Makes the publication when it is missing; true if it was made.
+async fn ensure_publication(
+    sql: &tokio_postgres::Client,
+    spec: &SourceSpec,
+) -> Result<bool, Error> {
+    let name = spec.publication();
+    let exists = sql
+        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])
+        .await?
+        .is_some();
+    if exists {
+        return Ok(false);
+    }
+    let mut tables: Vec<TableEntry> = spec.tables.clone();
+    if let Some(o) = &spec.outbox {
+        let named = tables
+            .iter()
+            .any(|t| split_table(t.name()) == split_table(&o.table));
+        if !tables.is_empty() && !named {
+            tables.push(TableEntry::Name(o.table.clone()));
+        }
+    }
+    let what = if tables.is_empty() {
+        "FOR ALL TABLES".to_string()
+    } else {
+        let list: Result<Vec<String>, Error> = tables
+            .iter()
+            .map(|t| {
+                let (s, n) = split_table(t.name()).map_err(|e| anyhow::anyhow!(e))?;
+                let filter = t
+                    .settings()
+                    .and_then(|s| s.row_filter.as_ref())
+                    .map(|w| format!(" WHERE ({w})"))
+                    .unwrap_or_default();
+                Ok(format!("{}.{}{filter}", quote_ident(&s), quote_ident(&n)))
+            })
+            .collect();
+        format!("FOR TABLE {}", list?.join(", "))
+    };
+    sql.batch_execute(&format!("CREATE PUBLICATION {} {what}", quote_ident(&name)))
+        .await
+        .map_err(|e| anyhow::anyhow!("creating publication '{name}': {e}"))?;
+    Ok(true)
+}
+
+mod changes;
+mod stream;
+mod tables;
+
+/// Records waiting to be written, by topic, in order.
+#[derive(Default)]
+struct Batch {
+    by_topic: BTreeMap<String, Vec<(Position, ProduceRecord)>>,
+    records: usize,
+    bytes: usize,
+    since: Option<Instant>,
+}
+
+impl Batch {
+    fn push(&mut self, topic: String, pos: Position, r: ProduceRecord) {
+        self.bytes +=
+            r.value.as_ref().map_or(0, |v| v.len()) + r.key.as_ref().map_or(0, |k| k.len());
+        self.records += 1;
+        self.since.get_or_insert_with(Instant::now);
+        self.by_topic.entry(topic).or_default().push((pos, r));
+    }
+
+    fn full(&self) -> bool {
+        self.records >= BATCH_RECORDS || self.bytes >= BATCH_BYTES
+    }
+}
+
+/// The capture state of one session.
+struct Capture {
+    sources: Arc<Sources>,
+    broker: Arc<Broker>,
+    spec: SourceSpec,
+    database: String,
+    status: Arc<Mutex<Status>>,
+    sql: tokio_postgres::Client,
+    /// Tables by relation OID, as the latest Relation message described them.
+    tables: HashMap<u32, Table>,
+    /// Topics this source has written to (kept in the data folder).
+    topics: std::collections::BTreeSet<String>,
+    /// The last position each partition holds, found on start: records at or before it
+    /// were written before a restart.
+    written: HashMap<(String, u32), Position>,
+    batch: Batch,
+    txn: Option<Txn>,
+    seq: u32,
+    /// End of the last commit seen: confirmed to Postgres once its records are durable.
+    commit_end: Option<u64>,
+    last_commit_ms: i64,
+    /// The last commit's capture lag is not in the status yet.
+    commit_unreported: bool,
+    outbox: Option<(String, String)>,
+}
+
+impl Capture {
+    fn new(
+        sources: Arc<Sources>,
+        spec: &SourceSpec,
+        url: &PgUrl,
+        status: Arc<Mutex<Status>>,
+        sql: tokio_postgres::Client,
+    ) -> Capture {
+        Capture {
+            broker: sources.broker(),
+            sources,
+            spec: spec.clone(),
+            database: url.database.clone(),
+            status,
+            sql,
+            tables: HashMap::new(),
+            topics: Default::default(),
+            written: HashMap::new(),
+            batch: Batch::default(),
+            txn: None,
+            seq: 0,
+            commit_end: None,
+            last_commit_ms: 0,
+            commit_unreported: false,
+            outbox: spec
+                .outbox
+                .as_ref()
+                .and_then(|o| split_table(&o.table).ok()),
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,281 @@
+//! Streaming: replication events in, records out in batches, the slot confirmed only
+//! past what is durable; and the positions a restart starts from.
+
+use super::*;
+
+impl Capture {
+    /// Finds the last position of this source in each partition of its topics.
+    pub(super) async fn recover(&mut self) -> Result<(), Error> {
+        for topic in self.topics.clone() {
+            let Ok(t) = self.broker.topic(&topic) else {
+                continue;
+            };
+            for p in 0..t.partitions().len() as u32 {
+                let (earliest, latest) = self.broker.bounds(&topic, p)?;
+                let mut end = latest;
+                let floor = latest.saturating_sub(RECOVERY_SCAN_RECORDS).max(earliest);
+                'scan: while end > floor {
+                    let from = end.saturating_sub(500).max(floor);
+                    let read = self
+                        .broker
+                        .read(
+                            &topic,
+                            p,
+                            from,
+                            (end - from) as usize,
+                            16 << 20,
+                            Duration::ZERO,
+                        )
+                        .await?;
+                    for r in read.records.iter().rev() {
+                        if r.offset as u64 >= end {
+                            continue;
+                        }
+                        let ours =
+                            r.header(envelope::SOURCE_HEADER) == Some(self.spec.name.as_bytes());
+                        if let (true, Some(pos)) = (
+                            ours,
+                            r.header(envelope::POSITION_HEADER)
+                                .and_then(|v| std::str::from_utf8(v).ok())
+                                .and_then(Position::parse),
+                        ) {
+                            self.written.insert((topic.clone(), p), pos);
+                            break 'scan;
+                        }
+                    }
+                    if read.records.is_empty() {
+                        break;
+                    }
+                    end = from;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Streams changes until the connection fails.
+    pub(super) async fn stream(&mut self, client: &mut ReplicationClient) -> Result<(), Error> {
+        let limits = pgoutput::Limits::default();
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            let deadline = self.batch.since.map(|s| s + LINGER);
+            let event = tokio::select! {
+                biased;
+                ev = client.recv() => ev?,
+                _ = sleep_until(deadline) => {
+                    self.flush_and_confirm(client).await?;
+                    continue;
+                }
+                _ = tick.tick() => {
+                    self.refresh_slot_status().await;
+                    continue;
+                }
+            };
+            let Some(event) = event else {
+                return Ok(());
+            };
+            match event {
+                ReplicationEvent::Begin {
+                    final_lsn,
+                    xid,
+                    commit_time_micros,
+                } => {
+                    self.txn = Some(Txn {
+                        commit_lsn: u64::from(final_lsn),
+                        xid,
+                        commit_ms: envelope::pg_time_to_unix_ms(commit_time_micros),
+                    });
+                    self.seq = 0;
+                }
+                ReplicationEvent::XLogData { data, .. } => {
+                    let message = pgoutput::decode(&data, &limits)
+                        .map_err(|e| anyhow::anyhow!("pgoutput message: {e}"))?;
+                    self.change(message).await?;
+                }
+                ReplicationEvent::Message {
+                    transactional: true,
+                    prefix,
+                    content,
+                    ..
+                } => self.message(&prefix, content),
+                ReplicationEvent::Message { .. } => {}
+                ReplicationEvent::Commit {
+                    end_lsn,
+                    commit_time_micros,
+                    ..
+                } => {
+                    self.txn = None;
+                    self.commit_end = Some(u64::from(end_lsn));
+                    self.last_commit_ms = envelope::pg_time_to_unix_ms(commit_time_micros);
+                    self.commit_unreported = true;
+                    set(&self.status, |s| s.transactions += 1);
+                    if self.batch.records == 0 {
+                        // Nothing of this transaction was captured: confirm at once.
+                        self.flush_and_confirm(client).await?;
+                    }
+                }
+                ReplicationEvent::KeepAlive { wal_end, .. } => {
+                    if self.txn.is_none() && self.batch.records == 0 {
+                        // Everything sent before this is durable: let the slot move
+                        // on an idle database too.
+                        let end = u64::from(wal_end);
+                        if self.commit_end.is_none_or(|c| end > c) {
+                            self.commit_end = Some(end);
+                        }
+                        self.flush_and_confirm(client).await?;
+                    }
+                }
+                ReplicationEvent::StoppedAt { .. } => return Ok(()),
+            }
+            if self.batch.full() {
+                self.flush_and_confirm(client).await?;
+            }
+        }
+    }
+
+    pub(super) async fn flush_and_confirm(
+        &mut self,
+        client: &ReplicationClient,
+    ) -> Result<(), Error> {
+        self.flush().await?;
+        if self.txn.is_none() {
+            if let Some(end) = self.commit_end {
+                client.update_applied_lsn(Lsn::from(end));
+                // The capture lag of the last commit, once, when its records are durable.
+                let commit = std::mem::take(&mut self.commit_unreported)
+                    .then_some(self.last_commit_ms)
+                    .filter(|c| *c > 0);
+                let lag = commit.map(|c| (ferry_broker::broker::now_ms() as i64 - c).max(0) as u64);
+                set(&self.status, |s| {
+                    s.position = Some(envelope::lsn_text(end));
+                    if commit.is_some() {
+                        s.last_commit_ms = commit;
+                        s.capture_lag_ms = lag;
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn refresh_slot_status(&mut self) {
+        let r = self
+            .sql
+            .query_opt(
+                "SELECT (pg_current_wal_lsn() - restart_lsn)::int8, \
+                 (pg_current_wal_lsn() - confirmed_flush_lsn)::int8 \
+                 FROM pg_replication_slots WHERE slot_name = $1",
+                &[&self.spec.slot()],
+            )
+            .await;
+        if let Ok(Some(row)) = r {
+            let held: Option<i64> = row.get(0);
+            let lag: Option<i64> = row.get(1);
+            let max = self.spec.max_slot_wal_bytes;
+            let name = self.spec.name.clone();
+            set(&self.status, |s| {
+                s.slot_wal_bytes = held.map(|h| h.max(0) as u64);
+                s.lag_bytes = lag.map(|l| l.max(0) as u64);
+                let over = s.slot_wal_bytes.is_some_and(|h| h > max);
+                if over && !s.slot_wal_warning {
+                    tracing::warn!(source = %name, held = ?s.slot_wal_bytes, limit = max,
+                        "the source's slot holds more WAL than max_slot_wal_bytes");
+                }
+                s.slot_wal_warning = over;
+            });
+        }
+    }
+
+    pub(super) fn next_pos(&mut self) -> (Txn, Position) {
+        let txn = self.txn.unwrap_or(Txn {
+            commit_lsn: 0,
+            xid: 0,
+            commit_ms: ferry_broker::broker::now_ms() as i64,
+        });
+        let pos = Position {
+            lsn: txn.commit_lsn,
+            seq: self.seq,
+        };
+        self.seq = self.seq.wrapping_add(1);
+        (txn, pos)
+    }
+
+    /// Writes what the batch holds, topic by topic, leaving out what a partition holds
+    /// already, and waits until it is durable.
+    pub(super) async fn flush(&mut self) -> Result<(), Error> {
+        let batch = std::mem::take(&mut self.batch);
+        if batch.records == 0 {
+            return Ok(());
+        }
+        let mut written = 0u64;
+        let mut writes = Vec::new();
+        for (topic, records) in batch.by_topic {
+            let count = match self.ensure_topic(&topic).await {
+                Ok(n) => n,
+                Err(BrokerError::InvalidTopicName { name, reason }) => {
+                    self.skip(&format!(
+                        "{} records for topic '{name}', whose name is invalid: {reason}",
+                        records.len()
+                    ));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = Vec::with_capacity(records.len());
+            for (pos, mut r) in records {
+                let p = r.key.as_ref().map_or(0, |k| partition_for_key(k, count));
+                if pos.lsn != 0 {
+                    if let Some(last) = self.written.get(&(topic.clone(), p)) {
+                        if pos <= *last {
+                            continue;
+                        }
+                    }
+                }
+                r.partition = Some(p);
+                out.push(r);
+            }
+            if out.is_empty() {
+                continue;
+            }
+            written += out.len() as u64;
+            let broker = self.broker.clone();
+            writes.push(async move {
+                let r = broker.produce(&topic, out).await;
+                (topic, r)
+            });
+        }
+        for (topic, r) in futures_util::future::join_all(writes).await {
+            r.map_err(|e| anyhow::anyhow!("writing to topic '{topic}': {e}"))?;
+        }
+        set(&self.status, |s| s.records += written);
+        Ok(())
+    }
+
+    /// The topic's partition count, making the topic when it is missing.
+    pub(super) async fn ensure_topic(&mut self, topic: &str) -> Result<u32, BrokerError> {
+        let t = match self.broker.topic(topic) {
+            Ok(t) => t,
+            Err(BrokerError::TopicNotFound(_)) => {
+                let settings = ferry_broker::broker::TopicSettings {
+                    partitions: self.spec.topic_partitions,
+                    ..Default::default()
+                };
+                match self.broker.create_topic(topic, settings).await {
+                    Ok(_) | Err(BrokerError::TopicExists(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                self.broker.topic(topic)?
+            }
+            Err(e) => return Err(e),
+        };
+        if !self.topics.contains(topic) {
+            self.topics.insert(topic.to_string());
+            let name = self.spec.name.clone();
+            let topic = topic.to_string();
+            self.sources.update_stored(&name, move |s| {
+                s.topics.insert(topic);
+            });
+        }
+        Ok(t.partitions().len() as u32)
+    }
+}
