@@ -271,7 +271,9 @@ pub fn permission(
         | ("PATCH", "/v1/sources/{name}")
         | ("DELETE", "/v1/sources/{name}")
         | ("POST", "/v1/sources/{name}/pause")
-        | ("POST", "/v1/sources/{name}/resume") => (Alter, Cluster, None),
+        | ("POST", "/v1/sources/{name}/resume")
+        | ("POST", "/v1/sources/{name}/backfills")
+        | ("DELETE", "/v1/sources/{name}/backfills/{id}") => (Alter, Cluster, None),
         ("POST", "/v1/users")
         | ("DELETE", "/v1/users/{name}")
         | ("POST", "/v1/acls")

@@ -316,6 +316,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/sources/{name}/pause", post(sources::pause))
         .route("/v1/sources/{name}/resume", post(sources::resume))
+        .route("/v1/sources/{name}/backfills", post(sources::backfill))
+        .route(
+            "/v1/sources/{name}/backfills/{id}",
+            axum::routing::delete(sources::cancel_backfill),
+        )
         .route("/v1/groups", get(groups::list))
         .route("/v1/groups/{group}", get(groups::describe))
         .route("/v1/whoami", get(auth::whoami))

@@ -23,6 +23,12 @@ impl From<SourceError> for Problem {
                 "Source not found",
                 detail,
             ),
+            SourceError::BackfillNotFound { .. } => Problem::new(
+                StatusCode::NOT_FOUND,
+                "backfill-not-found",
+                "Backfill not found",
+                detail,
+            ),
             SourceError::Exists(_) => Problem::new(
                 StatusCode::CONFLICT,
                 "source-exists",
@@ -111,4 +117,25 @@ pub async fn resume(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, Problem> {
     Ok(out(state.sources.resume(&name).await?))
+}
+
+pub async fn backfill(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse, Problem> {
+    let req: ferry_source_pg::BackfillRequest = json_body(&body, &[])?;
+    let b = state.sources.backfill(&name, req).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::to_value(b).unwrap_or(Value::Null)),
+    ))
+}
+
+pub async fn cancel_backfill(
+    State(state): State<AppState>,
+    Path((name, id)): Path<(String, u64)>,
+) -> Result<Json<Value>, Problem> {
+    let b = state.sources.cancel_backfill(&name, id).await?;
+    Ok(Json(serde_json::to_value(b).unwrap_or(Value::Null)))
 }

@@ -39,6 +39,8 @@ pub const FILE: &str = "sources.json";
 pub enum SourceError {
     #[error("source '{0}' does not exist")]
     NotFound(String),
+    #[error("source '{name}' has no backfill {id}")]
+    BackfillNotFound { name: String, id: u64 },
     #[error("source '{0}' already exists")]
     Exists(String),
     #[error("{0}")]
@@ -66,6 +68,54 @@ pub struct Stored {
     /// Topics the source has written to: a restart looks there for its last positions.
     #[serde(default)]
     pub topics: BTreeSet<String>,
+    /// Backfills asked for, oldest first (the last finished ones are kept for describe).
+    #[serde(default)]
+    pub backfills: Vec<Backfill>,
+}
+
+/// Finished backfills kept for `describe`.
+const BACKFILLS_KEPT: usize = 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackfillState {
+    Queued,
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+/// A backfill: one table's rows read again (as `op` `r`) while the source streams,
+/// in chunks by primary key; a row changed while its chunk is read is left to the
+/// stream, so no change is overwritten by an older read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Backfill {
+    pub id: u64,
+    /// `schema.table`.
+    pub table: String,
+    #[serde(default, rename = "where")]
+    pub row_filter: Option<String>,
+    pub state: BackfillState,
+    /// Rows written so far.
+    pub rows: u64,
+    /// The primary key of the last row written (text forms), where the next chunk starts.
+    #[serde(default)]
+    pub last_key: Option<Vec<String>>,
+    #[serde(default)]
+    pub error: Option<String>,
+    pub created_ms: i64,
+    #[serde(default)]
+    pub finished_ms: Option<i64>,
+}
+
+/// What `POST /v1/sources/{name}/backfills` asks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackfillRequest {
+    pub table: String,
+    #[serde(default, rename = "where")]
+    pub row_filter: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -115,6 +165,7 @@ pub struct SourceInfo {
     pub paused: bool,
     pub snapshot_done: bool,
     pub topics: Vec<String>,
+    pub backfills: Vec<Backfill>,
     pub status: Status,
 }
 
@@ -122,6 +173,8 @@ struct Entry {
     stored: Stored,
     status: Arc<Mutex<Status>>,
     running: Option<Running>,
+    /// Wakes the source's task when a backfill is asked for.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 struct Running {
@@ -170,6 +223,7 @@ impl Sources {
                     stored,
                     status: Arc::default(),
                     running: None,
+                    wake: Arc::default(),
                 },
             );
             if paused {
@@ -217,7 +271,13 @@ impl Sources {
         };
         let (stop, rx) = watch::channel(false);
         *lock(&e.status) = Status::default();
-        let task = tokio::spawn(runner::run(self.clone(), spec, e.status.clone(), rx));
+        let task = tokio::spawn(runner::run(
+            self.clone(),
+            spec,
+            e.status.clone(),
+            e.wake.clone(),
+            rx,
+        ));
         e.running = Some(Running { stop, task });
     }
 
@@ -250,6 +310,7 @@ impl Sources {
             paused: e.stored.paused,
             snapshot_done: e.stored.snapshot_done,
             topics: e.stored.topics.iter().cloned().collect(),
+            backfills: e.stored.backfills.clone(),
             status: lock(&e.status).clone(),
         })
     }
@@ -305,6 +366,7 @@ impl Sources {
                     },
                     status: Arc::default(),
                     running: None,
+                    wake: Arc::default(),
                 },
             );
             if let Err(e) = self.save(&entries) {
@@ -398,6 +460,103 @@ impl Sources {
         Ok(warning)
     }
 
+    /// Asks for a backfill of one of the source's tables; it starts once those asked
+    /// before it are finished.
+    pub async fn backfill(
+        self: &Arc<Self>,
+        name: &str,
+        req: BackfillRequest,
+    ) -> Result<Backfill, SourceError> {
+        let _admin = self.admin.lock().await;
+        let spec = self
+            .stored(name)
+            .and_then(|s| s.spec)
+            .ok_or_else(|| SourceError::NotFound(name.into()))?;
+        let (schema, table) = spec::split_table(&req.table).map_err(SourceError::Invalid)?;
+        if let Some(w) = &req.row_filter {
+            spec::check_row_filter(&req.table, w).map_err(SourceError::Invalid)?;
+        }
+        let named = spec.tables.is_empty()
+            || spec
+                .tables
+                .iter()
+                .any(|t| spec::split_table(t.name()).ok() == Some((schema.clone(), table.clone())));
+        if !named {
+            return Err(SourceError::Invalid(format!(
+                "source '{name}' does not capture table '{schema}.{table}'"
+            )));
+        }
+        if spec
+            .outbox
+            .as_ref()
+            .and_then(|o| spec::split_table(&o.table).ok())
+            == Some((schema.clone(), table.clone()))
+        {
+            return Err(SourceError::Invalid(format!(
+                "'{schema}.{table}' is the outbox table: its rows are events, not a table to backfill"
+            )));
+        }
+        check_backfill_table(&spec, &schema, &table).await?;
+        let mut entries = lock(&self.entries);
+        let e = entries
+            .get_mut(name)
+            .ok_or_else(|| SourceError::NotFound(name.into()))?;
+        let active = e
+            .stored
+            .backfills
+            .iter()
+            .filter(|b| matches!(b.state, BackfillState::Queued | BackfillState::Running))
+            .count();
+        if active >= BACKFILLS_KEPT {
+            return Err(SourceError::Invalid(format!(
+                "source '{name}' has {active} backfills waiting; let them finish or cancel some"
+            )));
+        }
+        let id = e.stored.backfills.iter().map(|b| b.id).max().unwrap_or(0) + 1;
+        let b = Backfill {
+            id,
+            table: format!("{schema}.{table}"),
+            row_filter: req.row_filter,
+            state: BackfillState::Queued,
+            rows: 0,
+            last_key: None,
+            error: None,
+            created_ms: ferry_broker::broker::now_ms() as i64,
+            finished_ms: None,
+        };
+        e.stored.backfills.push(b.clone());
+        prune_backfills(&mut e.stored.backfills);
+        let wake = e.wake.clone();
+        self.save(&entries)?;
+        wake.notify_one();
+        Ok(b)
+    }
+
+    /// Cancels a backfill that has not finished (the rows written stay).
+    pub async fn cancel_backfill(&self, name: &str, id: u64) -> Result<Backfill, SourceError> {
+        let _admin = self.admin.lock().await;
+        let mut entries = lock(&self.entries);
+        let e = entries
+            .get_mut(name)
+            .ok_or_else(|| SourceError::NotFound(name.into()))?;
+        let b = e
+            .stored
+            .backfills
+            .iter_mut()
+            .find(|b| b.id == id)
+            .ok_or_else(|| SourceError::BackfillNotFound {
+                name: name.into(),
+                id,
+            })?;
+        if matches!(b.state, BackfillState::Queued | BackfillState::Running) {
+            b.state = BackfillState::Cancelled;
+            b.finished_ms = Some(ferry_broker::broker::now_ms() as i64);
+        }
+        let b = b.clone();
+        self.save(&entries)?;
+        Ok(b)
+    }
+
     /// Stops every source (at shutdown).
     pub async fn shutdown(&self) {
         let names: Vec<String> = lock(&self.entries).keys().cloned().collect();
@@ -405,6 +564,53 @@ impl Sources {
             self.stop(&n).await;
         }
     }
+}
+
+/// A backfill reads its table by primary key: the table must exist and have one.
+async fn check_backfill_table(
+    spec: &SourceSpec,
+    schema: &str,
+    table: &str,
+) -> Result<(), SourceError> {
+    let sql = runner::sql_connect(&spec.url)
+        .await
+        .map_err(|e| SourceError::Unreachable(format!("{e:#}")))?;
+    let row = sql
+        .query_opt(
+            "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2",
+            &[&schema, &table],
+        )
+        .await
+        .map_err(|e| SourceError::Unreachable(e.to_string()))?;
+    match row.map(|r| r.get::<_, bool>(0)) {
+        None => Err(SourceError::Invalid(format!(
+            "table '{schema}.{table}' does not exist"
+        ))),
+        Some(false) => Err(SourceError::Invalid(format!(
+            "table '{schema}.{table}' has no primary key; a backfill reads a table in primary key order"
+        ))),
+        Some(true) => Ok(()),
+    }
+}
+
+/// Keeps every unfinished backfill and the last finished ones.
+fn prune_backfills(all: &mut Vec<Backfill>) {
+    let finished = all
+        .iter()
+        .filter(|b| !matches!(b.state, BackfillState::Queued | BackfillState::Running))
+        .count();
+    let mut drop = finished.saturating_sub(BACKFILLS_KEPT);
+    all.retain(|b| {
+        let done = !matches!(b.state, BackfillState::Queued | BackfillState::Running);
+        if done && drop > 0 {
+            drop -= 1;
+            false
+        } else {
+            true
+        }
+    });
 }
 
 fn same_database(a: &str, b: &str) -> bool {

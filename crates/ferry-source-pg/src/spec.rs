@@ -167,7 +167,7 @@ pub const ROW_FILTER_BYTES_MAX: usize = 4096;
 
 /// A row filter goes into `CREATE PUBLICATION ... WHERE (...)` and the snapshot's
 /// query: one expression, not more statements.
-fn check_row_filter(table: &str, w: &str) -> Result<(), String> {
+pub(crate) fn check_row_filter(table: &str, w: &str) -> Result<(), String> {
     if w.trim().is_empty() || w.len() > ROW_FILTER_BYTES_MAX {
         return Err(format!(
             "the where of table '{table}' must be 1 to {ROW_FILTER_BYTES_MAX} bytes"

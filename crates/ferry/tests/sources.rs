@@ -664,3 +664,176 @@ async fn a_table_can_have_its_own_row_filter_topic_and_key() {
     let (s, _) = call(http().get(format!("{ferry}/v1/topics/paid.public.other"))).await;
     assert_eq!(s, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_under_concurrent_writes_never_overwrites_a_newer_change() {
+    let Some(base) = pg::base_url() else { return };
+    let (url, db) = fresh_db(&base, "src_backfill").await;
+    db.batch_execute(
+        "CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL, kind text NOT NULL);
+         INSERT INTO items SELECT g, 0, CASE WHEN g % 2 = 0 THEN 'even' ELSE 'odd' END
+           FROM generate_series(1, 6000) g;",
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let ferry = server.url.clone();
+    create_source(
+        &ferry,
+        json!({"name": "bf", "url": url, "snapshot": "never", "topic_partitions": 1,
+               "tombstones": false}),
+    )
+    .await;
+    wait_state(&ferry, "bf", "streaming", WAIT).await;
+    let post = |body: Value| {
+        let ferry = ferry.clone();
+        async move {
+            call(
+                http()
+                    .post(format!("{ferry}/v1/sources/bf/backfills"))
+                    .json(&body),
+            )
+            .await
+        }
+    };
+    let (s, v) = post(json!({"table": "public.nope"})).await;
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = post(json!({"table": "items", "where": "kind = 'even') OR (true"})).await;
+    assert_eq!(
+        s, 400,
+        "a condition cannot close the parentheses it is put in: {v}"
+    );
+    let (s, v) = post(json!({"table": "items", "where": "kind = 'even'"})).await;
+    assert_eq!(s, 202, "{v}");
+    let (s, v) = call(http().delete(format!("{ferry}/v1/sources/bf/backfills/{}", v["id"]))).await;
+    assert_eq!((s, v["state"].as_str().unwrap()), (200, "cancelled"), "{v}");
+    let (s, v) = call(http().delete(format!("{ferry}/v1/sources/bf/backfills/99"))).await;
+    assert_eq!(s, 404, "{v}");
+    assert_eq!(v["type"], "urn:ferry:problem:backfill-not-found");
+
+    // A writer changes, adds and removes rows while the backfill reads them.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let url = url.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let c = pg::connect(&url).await;
+            let mut i = 0i32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let id = i * 37 % 6000 + 1;
+                c.batch_execute(&format!(
+                    "UPDATE items SET n = n + 1 WHERE id = {id};
+                     INSERT INTO items VALUES ({}, 1, 'new');
+                     DELETE FROM items WHERE id = {};",
+                    6000 + i,
+                    (i * 53 % 6000) + 1
+                ))
+                .await
+                .unwrap();
+            }
+        })
+    };
+    let (s, v) = post(json!({"table": "public.items"})).await;
+    assert_eq!(s, 202, "{v}");
+    let id = v["id"].as_u64().unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let d = describe(&ferry, "bf").await;
+        let b = d["backfills"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["id"] == id)
+            .cloned()
+            .unwrap();
+        if b["state"] == "done" {
+            break;
+        }
+        assert_ne!(b["state"], "failed", "{b}");
+        assert!(std::time::Instant::now() < until, "{b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+    // Wait for the stream to pass the end of the WAL, then rebuild the table.
+    let end: String = db
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let end = ferry_source_pg::envelope::parse_lsn(&end).unwrap();
+    let until = std::time::Instant::now() + WAIT;
+    while describe(&ferry, "bf").await["status"]["position"]
+        .as_str()
+        .and_then(ferry_source_pg::envelope::parse_lsn)
+        .unwrap_or(0)
+        < end
+    {
+        assert!(std::time::Instant::now() < until);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let d = describe(&ferry, "bf").await;
+    let total = d["status"]["records"].as_u64().unwrap() as usize;
+    let recs = wait_records(&ferry, "bf.public.items", 0, total, WAIT).await;
+    let mut rebuilt: BTreeMap<i64, (i64, String)> = BTreeMap::new();
+    let mut reads = 0;
+    for r in &recs {
+        let v = value(r);
+        match v["op"].as_str().unwrap() {
+            "r" | "c" | "u" => {
+                let a = &v["after"];
+                if v["op"] == "r" {
+                    reads += 1;
+                    assert_eq!(v["source"]["snapshot"], "incremental");
+                }
+                rebuilt.insert(
+                    a["id"].as_i64().unwrap(),
+                    (
+                        a["n"].as_i64().unwrap(),
+                        a["kind"].as_str().unwrap().to_string(),
+                    ),
+                );
+            }
+            "d" => {
+                rebuilt.remove(&v["before"]["id"].as_i64().unwrap());
+            }
+            op => panic!("op {op}"),
+        }
+    }
+    assert!(reads > 5000, "the backfill wrote the rows ({reads})");
+    let rows = db
+        .query("SELECT id, n, kind FROM items", &[])
+        .await
+        .unwrap();
+    let table: BTreeMap<i64, (i64, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.get::<_, i32>(0) as i64,
+                (r.get::<_, i32>(1) as i64, r.get::<_, String>(2)),
+            )
+        })
+        .collect();
+    assert_eq!(rebuilt.len(), table.len());
+    assert!(rebuilt == table, "the topic rebuilds the table exactly");
+
+    // A backfill with a condition writes only the rows that meet it.
+    let before = d["status"]["records"].as_u64().unwrap();
+    let (s, v) = post(json!({"table": "items", "where": "id <= 10 AND kind = 'even'"})).await;
+    assert_eq!(s, 202, "{v}");
+    let until = std::time::Instant::now() + WAIT;
+    loop {
+        let d = describe(&ferry, "bf").await;
+        let b = d["backfills"].as_array().unwrap().last().cloned().unwrap();
+        if b["state"] == "done" {
+            let evens = table.keys().filter(|k| **k <= 10 && **k % 2 == 0).count() as u64;
+            assert_eq!(b["rows"].as_u64().unwrap(), evens, "{b}");
+            assert_eq!(d["status"]["records"].as_u64().unwrap(), before + evens);
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "{b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

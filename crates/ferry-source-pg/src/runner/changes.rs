@@ -100,12 +100,10 @@ impl Capture {
                 }
             }
             Message::Truncate { relation_ids, .. } => {
-                if !self.spec.wants("t") {
-                    return Ok(());
-                }
                 for id in relation_ids {
                     let table = self.table(id)?;
-                    if !self.is_outbox(&table) {
+                    self.note_truncate(&table);
+                    if self.spec.wants("t") && !self.is_outbox(&table) {
                         self.emit(&table, "t", None, None, None);
                     }
                 }
@@ -141,6 +139,7 @@ impl Capture {
         after: Option<serde_json::Map<String, serde_json::Value>>,
         key: Option<serde_json::Value>,
     ) {
+        self.note_change(table, key.as_ref());
         let (txn, pos) = self.next_pos();
         let topic = self.topic_for(table);
         let change = Change {

@@ -42,6 +42,7 @@ pub(crate) async fn run(
     sources: Arc<Sources>,
     spec: SourceSpec,
     status: Arc<Mutex<Status>>,
+    wake: Arc<tokio::sync::Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(500);
@@ -49,7 +50,7 @@ pub(crate) async fn run(
         set(&status, |s| s.state = SourceState::Starting);
         let started = Instant::now();
         let outcome = tokio::select! {
-            r = session(&sources, &spec, &status) => r,
+            r = session(&sources, &spec, &status, &wake) => r,
             _ = stop.wait_for(|s| *s) => return,
         };
         let e = match outcome {
@@ -138,6 +139,7 @@ async fn session(
     sources: &Arc<Sources>,
     spec: &SourceSpec,
     status: &Arc<Mutex<Status>>,
+    wake: &Arc<tokio::sync::Notify>,
 ) -> Result<(), Error> {
     let url = PgUrl::parse(&spec.url).map_err(|e| anyhow::anyhow!(e))?;
     let sql = sql_connect(&spec.url).await?;
@@ -179,6 +181,7 @@ async fn session(
 
     let stored = sources.stored(&spec.name).unwrap_or_default();
     let mut state = Capture::new(sources.clone(), spec, &url, status.clone(), sql);
+    state.wake = wake.clone();
     state.topics = stored.topics.clone();
     state.recover().await?;
 
@@ -281,6 +284,7 @@ async fn ensure_publication(
     Ok(true)
 }
 
+mod backfill;
 mod changes;
 mod stream;
 mod tables;
@@ -332,6 +336,11 @@ struct Capture {
     /// The last commit's capture lag is not in the status yet.
     commit_unreported: bool,
     outbox: Option<(String, String)>,
+    /// Wakes the stream loop when a backfill is asked for.
+    wake: Arc<tokio::sync::Notify>,
+    /// The backfill chunk between its watermarks, and its reading task's answer.
+    chunk: Option<backfill::Chunk>,
+    chunk_rx: Option<tokio::sync::oneshot::Receiver<backfill::ChunkRead>>,
 }
 
 impl Capture {
@@ -358,6 +367,9 @@ impl Capture {
             commit_end: None,
             last_commit_ms: 0,
             commit_unreported: false,
+            wake: Arc::default(),
+            chunk: None,
+            chunk_rx: None,
             outbox: spec
                 .outbox
                 .as_ref()

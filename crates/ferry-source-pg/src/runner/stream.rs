@@ -57,11 +57,22 @@ impl Capture {
     pub(super) async fn stream(&mut self, client: &mut ReplicationClient) -> Result<(), Error> {
         let limits = pgoutput::Limits::default();
         let mut tick = tokio::time::interval(Duration::from_secs(5));
+        let wake = self.wake.clone();
+        self.next_chunk().await?;
         loop {
             let deadline = self.batch.since.map(|s| s + LINGER);
             let event = tokio::select! {
                 biased;
                 ev = client.recv() => ev?,
+                read = chunk_answer(&mut self.chunk_rx) => {
+                    self.chunk_read(read);
+                    self.next_chunk().await?;
+                    continue;
+                }
+                _ = wake.notified() => {
+                    self.next_chunk().await?;
+                    continue;
+                }
                 _ = sleep_until(deadline) => {
                     self.flush_and_confirm(client).await?;
                     continue;
@@ -97,7 +108,13 @@ impl Capture {
                     prefix,
                     content,
                     ..
-                } => self.message(&prefix, content),
+                } => {
+                    if prefix == backfill::WATERMARK_PREFIX {
+                        self.watermark(&content, client).await?;
+                    } else {
+                        self.message(&prefix, content);
+                    }
+                }
                 ReplicationEvent::Message { .. } => {}
                 ReplicationEvent::Commit {
                     end_lsn,
@@ -277,5 +294,15 @@ impl Capture {
             });
         }
         Ok(t.partitions().len() as u32)
+    }
+}
+
+/// The answer of the backfill chunk's reading task, or never without one.
+async fn chunk_answer(
+    rx: &mut Option<tokio::sync::oneshot::Receiver<backfill::ChunkRead>>,
+) -> Result<backfill::ChunkRead, tokio::sync::oneshot::error::RecvError> {
+    match rx {
+        Some(rx) => rx.await,
+        None => std::future::pending().await,
     }
 }

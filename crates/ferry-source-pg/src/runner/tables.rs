@@ -32,41 +32,8 @@ impl Capture {
             if self.outbox.as_ref() == Some(&(schema.clone(), name.clone())) {
                 continue;
             }
-            let oid: u32 = self
-                .sql
-                .query_one(
-                    "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                     WHERE n.nspname = $1 AND c.relname = $2",
-                    &[&schema, &name],
-                )
-                .await?
-                .get(0);
-            let cols = self
-                .sql
-                .query(
-                    "SELECT attname::text, atttypid FROM pg_attribute \
-                     WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-                    &[&oid],
-                )
-                .await?;
-            let columns: Vec<(String, u32)> = cols.iter().map(|r| (r.get(0), r.get(1))).collect();
-            let key = self.key_columns(oid, &schema, &name, &columns).await?;
-            let table = Table {
-                schema: schema.clone(),
-                name: name.clone(),
-                columns,
-                key,
-            };
-            let select = if table.columns.is_empty() {
-                "NULL".to_string()
-            } else {
-                table
-                    .columns
-                    .iter()
-                    .map(|(c, _)| format!("{}::text", quote_ident(c)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
+            let table = self.catalog_table(&schema, &name).await?;
+            let select = select_list(&table);
             self.sql
                 .batch_execute(&format!(
                     "DECLARE ferry_snapshot NO SCROLL CURSOR FOR SELECT {select} FROM {}.{}{}",
@@ -196,4 +163,47 @@ impl Capture {
             })
             .collect())
     }
+
+    /// A table as the catalog describes it now, with its record key.
+    pub(super) async fn catalog_table(&self, schema: &str, name: &str) -> Result<Table, Error> {
+        let oid: u32 = self
+            .sql
+            .query_opt(
+                "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2",
+                &[&schema, &name],
+            )
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("table '{schema}.{name}' does not exist"))?
+            .get(0);
+        let cols = self
+            .sql
+            .query(
+                "SELECT attname::text, atttypid FROM pg_attribute \
+                 WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                &[&oid],
+            )
+            .await?;
+        let columns: Vec<(String, u32)> = cols.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let key = self.key_columns(oid, schema, name, &columns).await?;
+        Ok(Table {
+            schema: schema.to_string(),
+            name: name.to_string(),
+            columns,
+            key,
+        })
+    }
+}
+
+/// Every column of a table in its text form, for a SELECT.
+pub(super) fn select_list(table: &Table) -> String {
+    if table.columns.is_empty() {
+        return "NULL".to_string();
+    }
+    table
+        .columns
+        .iter()
+        .map(|(c, _)| format!("{}::text", quote_ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
