@@ -822,6 +822,28 @@ pub enum SourceCommand {
     Pause(Named),
     /// Capture again from where the source paused.
     Resume(Named),
+    /// Read a table's rows again (op r) while the source streams, e.g. for a new
+    /// consumer; rows changed meanwhile are left to the stream.
+    Backfill(Named<BackfillFlags>),
+    /// Cancel a backfill that has not finished (the rows written stay).
+    CancelBackfill(Named<CancelBackfillFlags>),
+}
+
+#[derive(Args, Clone)]
+pub struct BackfillFlags {
+    /// The table, as schema.table
+    #[arg(long, value_name = "SCHEMA.TABLE")]
+    pub table: String,
+    /// Only rows for which this SQL condition holds
+    #[arg(long = "where", value_name = "CONDITION")]
+    pub row_filter: Option<String>,
+}
+
+#[derive(Args, Clone)]
+pub struct CancelBackfillFlags {
+    /// The backfill's id (from `ferry source describe`)
+    #[arg(long)]
+    pub id: u64,
 }
 
 #[derive(Args, Clone)]

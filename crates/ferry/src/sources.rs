@@ -104,6 +104,21 @@ fn show(s: &Value) -> anyhow::Result<()> {
     ] {
         pairs.push((k.to_string(), text(&st[k])));
     }
+    for b in s["backfills"].as_array().into_iter().flatten() {
+        pairs.push((
+            format!("backfill {}", b["id"]),
+            format!(
+                "{} {} ({} rows){}",
+                text(&b["table"]),
+                text(&b["state"]),
+                b["rows"],
+                b["error"]
+                    .as_str()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ),
+        ));
+    }
     Ok(output::pairs(&pairs)?)
 }
 
@@ -201,6 +216,40 @@ pub async fn source(cmd: SourceCommand) -> anyhow::Result<()> {
                 eprintln!("warning: {w}");
             }
             output::answer_line(a.client.json, &v, || format!("Deleted source {}.", a.name))
+        }
+        SourceCommand::Backfill(a) => {
+            let mut body = Map::new();
+            body.insert("table".into(), json!(a.flags.table));
+            put(&mut body, "where", a.flags.row_filter.clone());
+            let v = a
+                .client
+                .client()?
+                .call(
+                    Method::POST,
+                    &format!("/v1/sources/{}/backfills", q(&a.name)),
+                    Some(&Value::Object(body)),
+                )
+                .await?;
+            output::answer_line(a.client.json, &v, || {
+                format!(
+                    "Backfill {} of {} asked for; see its progress with ferry source describe {}.",
+                    v["id"], a.flags.table, a.name
+                )
+            })
+        }
+        SourceCommand::CancelBackfill(a) => {
+            let v = a
+                .client
+                .client()?
+                .call(
+                    Method::DELETE,
+                    &format!("/v1/sources/{}/backfills/{}", q(&a.name), a.flags.id),
+                    None,
+                )
+                .await?;
+            output::answer_line(a.client.json, &v, || {
+                format!("Backfill {} is {}.", a.flags.id, text(&v["state"]))
+            })
         }
         SourceCommand::Pause(a) => pause_or_resume(a, "pause", "Paused").await,
         SourceCommand::Resume(a) => pause_or_resume(a, "resume", "Resumed").await,

@@ -558,14 +558,26 @@ async fn sources_are_managed_over_http_and_the_command_line_with_clear_errors() 
     assert_eq!(code, 0);
     wait_records(ferry, "a.public.t", 0, 2, WAIT).await;
 
+    // A backfill from the command line: the rows again, as reads.
+    let (code, out, err) = cli(&["source", "backfill", "a", "--table", "public.t", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let id = serde_json::from_str::<Value>(&out).unwrap()["id"].clone();
+    let r = wait_records(ferry, "a.public.t", 0, 4, WAIT).await;
+    assert_eq!(value(&r[2])["op"], "r");
+    assert_eq!(value(&r[3])["op"], "r");
+    let (code, out, _) = cli(&["source", "describe", "a"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&format!("backfill {id}")), "{out}");
+
     // A restart resumes streaming where it was.
     drop(server);
     let server = Server::start(dir.path(), &[]);
     let ferry = &server.url;
     wait_state(ferry, "a", "streaming", WAIT).await;
     db.batch_execute("INSERT INTO t VALUES (3)").await.unwrap();
-    let r = wait_records(ferry, "a.public.t", 0, 3, WAIT).await;
-    assert_eq!(r.len(), 3, "nothing written twice across the restart");
+    let r = wait_records(ferry, "a.public.t", 0, 5, WAIT).await;
+    assert_eq!(r.len(), 5, "nothing written twice across the restart");
+    assert_eq!(value(&r[4])["after"]["id"], 3);
 
     let slots = || async {
         db.query_one(
