@@ -508,6 +508,23 @@ async fn sources_are_managed_over_http_and_the_command_line_with_clear_errors() 
     );
     wait_state(ferry, "a", "streaming", WAIT).await;
 
+    // Its metrics.
+    let metrics = http()
+        .get(format!("{ferry}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "ferry_source_streaming{source=\"a\"} 1",
+        "ferry_source_slot_wal_warning{source=\"a\"} 0",
+        "ferry_source_records_total{source=\"a\"}",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+
     // The command line: list, describe, update, pause, resume, delete.
     let cli = |args: &[&str]| {
         let out = std::process::Command::new(BIN)
@@ -578,6 +595,20 @@ async fn sources_are_managed_over_http_and_the_command_line_with_clear_errors() 
     let r = wait_records(ferry, "a.public.t", 0, 5, WAIT).await;
     assert_eq!(r.len(), 5, "nothing written twice across the restart");
     assert_eq!(value(&r[4])["after"]["id"], 3);
+
+    // A slot holding more WAL than allowed is warned about.
+    let (s, v) = call(
+        http()
+            .patch(format!("{ferry}/v1/sources/a"))
+            .json(&json!({"max_slot_wal_bytes": 1})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let until = std::time::Instant::now() + WAIT;
+    while describe(ferry, "a").await["status"]["slot_wal_warning"] != true {
+        assert!(std::time::Instant::now() < until, "no warning");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let slots = || async {
         db.query_one(
