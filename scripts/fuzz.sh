@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-600}"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-targets="${FUZZ_TARGETS:-batch_decode segment_recovery kafka_request subscription_journal group_assignment traceparent sasl_plain sasl_scram}"
+targets="${FUZZ_TARGETS:-batch_decode segment_recovery kafka_request subscription_journal group_assignment traceparent sasl_plain sasl_scram pgoutput_decode}"
 toolchain=(+nightly)
 if ! rustup run nightly true >/dev/null 2>&1; then
     toolchain=()

@@ -191,9 +191,7 @@ pub struct Sources {
     admin: tokio::sync::Mutex<()>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use ferry_log::sync::lock;
 
 impl Sources {
     /// Loads the sources of the data folder and starts those not paused.

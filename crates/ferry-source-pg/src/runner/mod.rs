@@ -76,8 +76,7 @@ pub(crate) async fn run(
 }
 
 fn set(status: &Mutex<Status>, f: impl FnOnce(&mut Status)) {
-    let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
-    f(&mut s);
+    f(&mut ferry_log::sync::lock(status));
 }
 
 /// An ordinary SQL connection, its driver running in its own task.
