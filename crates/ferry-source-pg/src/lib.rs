@@ -65,6 +65,9 @@ pub struct Stored {
     /// Ferry made the publication, so deleting the source drops it.
     #[serde(default)]
     pub created_publication: bool,
+    /// Ferry made the slot, so deleting the source drops it.
+    #[serde(default)]
+    pub created_slot: bool,
     /// Topics the source has written to: a restart looks there for its last positions.
     #[serde(default)]
     pub topics: BTreeSet<String>,
@@ -430,7 +433,7 @@ impl Sources {
         self.get(name)
     }
 
-    /// Stops a source, drops its slot (and its publication if Ferry made it), and
+    /// Stops a source, drops its slot and its publication (those Ferry made), and
     /// forgets it. Its topics stay. When the database cannot be reached the source is
     /// forgotten anyway and the error says the slot is left behind.
     pub async fn delete(self: &Arc<Self>, name: &str) -> Result<Option<String>, SourceError> {
@@ -441,7 +444,9 @@ impl Sources {
         self.stop(name).await;
         let mut warning = None;
         if let Some(spec) = &stored.spec {
-            if let Err(e) = runner::drop_slot(spec, stored.created_publication).await {
+            if let Err(e) =
+                runner::drop_slot(spec, stored.created_slot, stored.created_publication).await
+            {
                 let text = format!(
                     "slot '{}' could not be dropped ({e:#}): drop it in Postgres with \
                      SELECT pg_drop_replication_slot('{}'), or it keeps WAL forever",

@@ -880,3 +880,67 @@ async fn a_backfill_under_concurrent_writes_never_overwrites_a_newer_change() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_ferry_did_not_make_is_used_as_it_is_and_left_on_delete() {
+    let Some(base) = pg::base_url() else { return };
+    let (url, db) = fresh_db(&base, "src_ownslot").await;
+    db.batch_execute("CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION mine FOR TABLE t;")
+        .await
+        .unwrap();
+    // Its own statement: a slot cannot be made in a transaction that wrote.
+    db.batch_execute("SELECT pg_create_logical_replication_slot('my_slot', 'pgoutput')")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let ferry = &server.url;
+    // A snapshot cannot be consistent with a slot that exists already: said, not done.
+    create_source(
+        ferry,
+        json!({"name": "snap", "url": url, "slot": "my_slot", "publication": "mine"}),
+    )
+    .await;
+    let v = wait_state(ferry, "snap", "retrying", WAIT).await;
+    assert!(
+        v["status"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("snapshot never"),
+        "{v}"
+    );
+    let (s, _) = call(http().delete(format!("{ferry}/v1/sources/snap"))).await;
+    assert_eq!(s, 204);
+    create_source(
+        ferry,
+        json!({"name": "own", "url": url, "slot": "my_slot", "publication": "mine",
+               "snapshot": "never", "topic_partitions": 1}),
+    )
+    .await;
+    wait_state(ferry, "own", "streaming", WAIT).await;
+    db.batch_execute("INSERT INTO t VALUES (1)").await.unwrap();
+    wait_records(ferry, "own.public.t", 0, 1, WAIT).await;
+    let (s, _) = call(http().delete(format!("{ferry}/v1/sources/own"))).await;
+    assert_eq!(s, 204);
+    let left: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'my_slot'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 1, "the user's slot stays");
+    let pubs: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pg_publication WHERE pubname = 'mine'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(pubs, 1, "and the user's publication");
+    db.batch_execute("SELECT pg_drop_replication_slot('my_slot')")
+        .await
+        .unwrap();
+}

@@ -1,11 +1,14 @@
 //! Backfills: a table's rows read again while the source streams, without ever
 //! overwriting a newer change with an older read.
 //!
-//! Each chunk (up to `CHUNK_ROWS` rows by primary key) is read between two watermarks,
-//! logical decoding messages Ferry writes into the WAL itself: `low`, then the chunk's
-//! SELECT, then `high`. Rows the stream changes between the two watermarks are dropped
-//! from the chunk (the stream's change is at least as new); at `high` the rest are
-//! written as `op` `r` at that point of the stream. Progress (the last key written) is
+//! Each chunk (up to `CHUNK_ROWS` rows by primary key) is read, then a watermark (a
+//! logical decoding message Ferry writes into the WAL itself) marks the point of the
+//! stream after which every change the read could have missed has arrived. Rows the
+//! stream changes from the moment the chunk is started until its watermark are dropped
+//! from the chunk: the stream's change carries the whole row and is at least as new.
+//! (Counting from the start, not from a first watermark before the read, also covers a
+//! transaction whose commit is in the WAL but not yet visible to the read's snapshot.)
+//! At the watermark the rest are written as `op` `r`, at that point of the stream. Progress (the last key written) is
 //! kept in the data folder once the chunk's records are durable; after a crash the
 //! backfill goes on from there, repeating at most the chunk that was being written.
 
@@ -27,8 +30,7 @@ pub(super) struct Chunk {
     table: Table,
     /// Indexes into the table's columns of the primary key (the chunks' order).
     pk: Vec<usize>,
-    low_seen: bool,
-    /// Keys (as JSON text) the stream changed since the low watermark.
+    /// Keys (as JSON text) the stream changed since the chunk started.
     changed: HashSet<String>,
     truncated: bool,
     /// The rows read, once the reading task is done.
@@ -131,7 +133,6 @@ impl Capture {
                 .filter_map(|(c, _)| table.columns.iter().position(|(t, _)| t == c))
                 .collect(),
             table,
-            low_seen: false,
             changed: HashSet::new(),
             truncated: false,
             rows: None,
@@ -139,7 +140,7 @@ impl Capture {
         Ok(())
     }
 
-    /// The reading task finished: keep its rows for the high watermark, or fail.
+    /// The reading task finished: keep its rows for the watermark, or fail.
     pub(super) fn chunk_read(&mut self, read: Result<ChunkRead, oneshot::error::RecvError>) {
         self.chunk_rx = None;
         let Some(chunk) = self.chunk.as_mut() else {
@@ -156,8 +157,8 @@ impl Capture {
         }
     }
 
-    /// A watermark message of this source: the low one opens the chunk's window, the
-    /// high one writes the chunk's rows that the stream did not change meanwhile.
+    /// A watermark message of this source: the chunk's rows that the stream did not
+    /// change meanwhile are written.
     pub(super) async fn watermark(
         &mut self,
         content: &[u8],
@@ -165,8 +166,7 @@ impl Capture {
     ) -> Result<(), Error> {
         let text = String::from_utf8_lossy(content);
         let mut parts = text.split('/');
-        let (Some(source), Some(id), Some(nonce), Some(which)) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(source), Some(id), Some(nonce)) = (parts.next(), parts.next(), parts.next())
         else {
             return Ok(());
         };
@@ -176,20 +176,11 @@ impl Capture {
         if !ours {
             return Ok(());
         }
-        if which == "low" {
-            if let Some(c) = self.chunk.as_mut() {
-                c.low_seen = true;
-            }
-            return Ok(());
-        }
-        if which != "high" {
-            return Ok(());
-        }
         let Some(mut chunk) = self.chunk.take() else {
             return Ok(());
         };
         let Some(rows) = chunk.rows.take() else {
-            // The reading task wrote the high watermark after its SELECT, so its rows
+            // The reading task wrote the watermark after its SELECT, so its rows
             // are on their way: wait for them.
             let read = match self.chunk_rx.take() {
                 Some(rx) => rx.await,
@@ -270,7 +261,7 @@ impl Capture {
     /// Notes a change the stream wrote, for the chunk in flight.
     pub(super) fn note_change(&mut self, table: &Table, key: Option<&serde_json::Value>) {
         if let Some(c) = self.chunk.as_mut() {
-            if c.low_seen && c.table.schema == table.schema && c.table.name == table.name {
+            if c.table.schema == table.schema && c.table.name == table.name {
                 if let Some(k) = key {
                     c.changed.insert(k.to_string());
                 }
@@ -281,7 +272,7 @@ impl Capture {
     /// Notes a truncate: the chunk in flight read rows that are gone.
     pub(super) fn note_truncate(&mut self, table: &Table) {
         if let Some(c) = self.chunk.as_mut() {
-            if c.low_seen && c.table.schema == table.schema && c.table.name == table.name {
+            if c.table.schema == table.schema && c.table.name == table.name {
                 c.truncated = true;
             }
         }
@@ -338,8 +329,7 @@ impl Capture {
     }
 }
 
-/// Writes the low watermark, reads the chunk, writes the high watermark, on a
-/// connection of its own.
+/// Reads the chunk, then writes its watermark, on a connection of its own.
 async fn read_chunk(
     url: &str,
     mark: &str,
@@ -349,8 +339,6 @@ async fn read_chunk(
 ) -> Result<Vec<Tuple>, Error> {
     let sql = sql_connect(url).await?;
     let emit = "SELECT pg_logical_emit_message(true, $1, $2)";
-    sql.execute(emit, &[&WATERMARK_PREFIX, &format!("{mark}/low")])
-        .await?;
     let args: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
         .iter()
         .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
@@ -369,8 +357,7 @@ async fn read_chunk(
             )
         })
         .collect();
-    sql.execute(emit, &[&WATERMARK_PREFIX, &format!("{mark}/high")])
-        .await?;
+    sql.execute(emit, &[&WATERMARK_PREFIX, &mark]).await?;
     Ok(tuples)
 }
 

@@ -95,12 +95,19 @@ pub(crate) async fn sql_connect(url: &str) -> Result<tokio_postgres::Client, Err
     Ok(client)
 }
 
-/// Drops a source's slot (ending the session holding it first) and, if Ferry made it,
-/// its publication.
-pub(crate) async fn drop_slot(spec: &SourceSpec, drop_publication: bool) -> Result<(), Error> {
+/// Drops a source's slot (ending the session holding it first) and its publication,
+/// each if asked (Ferry drops only what it made).
+pub(crate) async fn drop_slot(
+    spec: &SourceSpec,
+    drop_slot: bool,
+    drop_publication: bool,
+) -> Result<(), Error> {
     let sql = sql_connect(&spec.url).await?;
     let slot = spec.slot();
     for attempt in 0..20 {
+        if !drop_slot {
+            break;
+        }
         sql.execute(
             "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots \
              WHERE slot_name = $1 AND active_pid IS NOT NULL",
@@ -187,10 +194,16 @@ async fn session(
     let snapshot = spec.snapshot == crate::spec::SnapshotMode::Initial && !stored.snapshot_done;
     let mut client = if snapshot {
         if existing.is_some() {
+            if !stored.created_slot {
+                anyhow::bail!(
+                    "slot '{slot}' exists already, so no snapshot can be read consistent with \
+                     it: name a new slot, or create the source with snapshot never"
+                );
+            }
             // A snapshot cut short: its exported snapshot died with its session, so the
             // slot it was consistent with cannot be used. Start both again.
             tracing::info!(source = %spec.name, "snapshot was cut short; starting it again");
-            drop_slot(spec, false).await?;
+            drop_slot(spec, true, false).await?;
         }
         let mut client = ReplicationClient::connect_gated(config).await?;
         let rows = client
@@ -206,6 +219,7 @@ async fn session(
                 .map(|b| String::from_utf8_lossy(b).into_owned())
                 .ok_or_else(|| anyhow::anyhow!("CREATE_REPLICATION_SLOT answered no column {i}"))
         };
+        sources.update_stored(&spec.name, |s| s.created_slot = true);
         let name = text(2)?;
         if !name.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') || name.len() > 64 {
             anyhow::bail!("CREATE_REPLICATION_SLOT answered an odd snapshot name");
@@ -224,7 +238,10 @@ async fn session(
                     &[&slot],
                 )
                 .await?;
-            sources.update_stored(&spec.name, |s| s.snapshot_done = true);
+            sources.update_stored(&spec.name, |s| {
+                s.created_slot = true;
+                s.snapshot_done = true;
+            });
         }
         ReplicationClient::connect(config).await?
     };
