@@ -60,6 +60,9 @@ max_replication_slots = 40
 max_connections = 200
 fsync = on
 shared_buffers = 128MB
+# A replication connection whose client went silent is ended after this (the network
+# cut test waits for it).
+wal_sender_timeout = 10s
 CONF
 cat >"$dir/pg_hba.conf" <<HBA
 local all all scram-sha-256

@@ -34,6 +34,15 @@ const RECOVERY_SCAN_RECORDS: u64 = 10_000;
 /// Connection attempts back off up to this.
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a streaming source reads its slot's state (and checks Postgres answers).
+const PROBE_EVERY: Duration = Duration::from_secs(5);
+/// How long one such read may take before it counts as unanswered.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Unanswered reads in a row after which the session ends and connects again.
+const PROBES_MISSED_MAX: u32 = 3;
+/// Largest replication message accepted: a row bigger than this stops the source
+/// with an error saying so, rather than growing memory without bound.
+const MESSAGE_BYTES_MAX: usize = 256 << 20;
 
 type Error = anyhow::Error;
 
@@ -182,7 +191,8 @@ async fn session(
     .with_port(url.port)
     .with_status_interval(Duration::from_secs(1))
     .with_wakeup_interval(Duration::from_secs(5))
-    .with_buffer_size(4096)
+    .with_buffer_size(1024)
+    .with_max_message_size(MESSAGE_BYTES_MAX)
     .with_application_name(format!("ferry-{}", spec.name));
 
     let stored = sources.stored(&spec.name).unwrap_or_default();
@@ -352,6 +362,8 @@ struct Capture {
     /// The last commit's capture lag is not in the status yet.
     commit_unreported: bool,
     outbox: Option<(String, String)>,
+    /// Slot reads in a row that Postgres did not answer in time.
+    probes_missed: u32,
     /// Wakes the stream loop when a backfill is asked for.
     wake: Arc<tokio::sync::Notify>,
     /// The backfill chunk between its watermarks, and its reading task's answer.
@@ -383,6 +395,7 @@ impl Capture {
             commit_end: None,
             last_commit_ms: 0,
             commit_unreported: false,
+            probes_missed: 0,
             wake: Arc::default(),
             chunk: None,
             chunk_rx: None,

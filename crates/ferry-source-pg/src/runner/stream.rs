@@ -56,7 +56,7 @@ impl Capture {
     /// Streams changes until the connection fails.
     pub(super) async fn stream(&mut self, client: &mut ReplicationClient) -> Result<(), Error> {
         let limits = pgoutput::Limits::default();
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        let mut tick = tokio::time::interval(PROBE_EVERY);
         let wake = self.wake.clone();
         self.next_chunk().await?;
         loop {
@@ -78,7 +78,7 @@ impl Capture {
                     continue;
                 }
                 _ = tick.tick() => {
-                    self.refresh_slot_status().await;
+                    self.refresh_slot_status().await?;
                     continue;
                 }
             };
@@ -175,32 +175,60 @@ impl Capture {
         Ok(())
     }
 
-    pub(super) async fn refresh_slot_status(&mut self) {
-        let r = self
-            .sql
-            .query_opt(
-                "SELECT (pg_current_wal_lsn() - restart_lsn)::int8, \
-                 (pg_current_wal_lsn() - confirmed_flush_lsn)::int8 \
-                 FROM pg_replication_slots WHERE slot_name = $1",
-                &[&self.spec.slot()],
-            )
-            .await;
-        if let Ok(Some(row)) = r {
-            let held: Option<i64> = row.get(0);
-            let lag: Option<i64> = row.get(1);
-            let max = self.spec.max_slot_wal_bytes;
-            let name = self.spec.name.clone();
-            set(&self.status, |s| {
-                s.slot_wal_bytes = held.map(|h| h.max(0) as u64);
-                s.lag_bytes = lag.map(|l| l.max(0) as u64);
-                let over = s.slot_wal_bytes.is_some_and(|h| h > max);
-                if over && !s.slot_wal_warning {
-                    tracing::warn!(source = %name, held = ?s.slot_wal_bytes, limit = max,
-                        "the source's slot holds more WAL than max_slot_wal_bytes");
+    /// Reads the slot's lag and the WAL it holds; also the source's check that Postgres
+    /// still answers. A replication connection whose network is cut may stay silent
+    /// forever (no error, no data): after `PROBES_MISSED_MAX` probes unanswered within
+    /// `PROBE_TIMEOUT`, or a slot no longer held, the session ends and reconnects.
+    pub(super) async fn refresh_slot_status(&mut self) -> Result<(), Error> {
+        let slot = self.spec.slot();
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&slot];
+        let query = self.sql.query_opt(
+            "SELECT (pg_current_wal_lsn() - restart_lsn)::int8, \
+             (pg_current_wal_lsn() - confirmed_flush_lsn)::int8, active \
+             FROM pg_replication_slots WHERE slot_name = $1",
+            &params,
+        );
+        let row = match tokio::time::timeout(PROBE_TIMEOUT, query).await {
+            Ok(r) => {
+                self.probes_missed = 0;
+                r?
+            }
+            Err(_) => {
+                self.probes_missed += 1;
+                if self.probes_missed >= PROBES_MISSED_MAX {
+                    anyhow::bail!(
+                        "Postgres has not answered for {} s; connecting again",
+                        (PROBE_TIMEOUT * PROBES_MISSED_MAX).as_secs()
+                    );
                 }
-                s.slot_wal_warning = over;
-            });
+                return Ok(());
+            }
+        };
+        let Some(row) = row else {
+            anyhow::bail!("slot '{}' no longer exists", self.spec.slot());
+        };
+        let active: bool = row.get(2);
+        if !active {
+            anyhow::bail!(
+                "slot '{}' is no longer held by this source's connection",
+                self.spec.slot()
+            );
         }
+        let held: Option<i64> = row.get(0);
+        let lag: Option<i64> = row.get(1);
+        let max = self.spec.max_slot_wal_bytes;
+        let name = self.spec.name.clone();
+        set(&self.status, |s| {
+            s.slot_wal_bytes = held.map(|h| h.max(0) as u64);
+            s.lag_bytes = lag.map(|l| l.max(0) as u64);
+            let over = s.slot_wal_bytes.is_some_and(|h| h > max);
+            if over && !s.slot_wal_warning {
+                tracing::warn!(source = %name, held = ?s.slot_wal_bytes, limit = max,
+                    "the source's slot holds more WAL than max_slot_wal_bytes");
+            }
+            s.slot_wal_warning = over;
+        });
+        Ok(())
     }
 
     pub(super) fn next_pos(&mut self) -> (Txn, Position) {
