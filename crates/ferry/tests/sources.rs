@@ -9,7 +9,6 @@ use common::pg::{self, create_source, describe, fresh_db, wait_records, wait_sta
 use common::*;
 
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -314,57 +313,11 @@ async fn a_snapshot_under_concurrent_writes_misses_and_doubles_no_row() {
     let writes = writer.await.unwrap();
     assert!(writes > 10, "the writer ran during the snapshot ({writes})");
 
-    // Everything committed is captured: wait until the slot has confirmed the end.
-    let end: String = db
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let end = ferry_source_pg::envelope::parse_lsn(&end).unwrap();
-    let until = std::time::Instant::now() + WAIT;
-    loop {
-        let d = describe(&ferry, "snap").await;
-        let pos = d["status"]["position"]
-            .as_str()
-            .and_then(ferry_source_pg::envelope::parse_lsn)
-            .unwrap_or(0);
-        if pos >= end {
-            break;
-        }
-        assert!(std::time::Instant::now() < until, "{d}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // Rebuild the table from the topic and compare.
-    let d = describe(&ferry, "snap").await;
-    let total = d["status"]["records"].as_u64().unwrap() as usize;
-    let recs = wait_records(&ferry, "snap.public.accounts", 0, total, WAIT).await;
-    let mut rebuilt: BTreeMap<i64, i64> = BTreeMap::new();
-    let mut read_once: BTreeMap<i64, u32> = BTreeMap::new();
-    for r in &recs {
-        let v = value(r);
-        match v["op"].as_str().unwrap() {
-            "r" | "c" | "u" => {
-                let id = v["after"]["id"].as_i64().unwrap();
-                rebuilt.insert(id, v["after"]["balance"].as_i64().unwrap());
-                if v["op"] == "r" {
-                    *read_once.entry(id).or_default() += 1;
-                }
-            }
-            "d" => {
-                rebuilt.remove(&v["before"]["id"].as_i64().unwrap());
-            }
-            op => panic!("op {op}"),
-        }
-    }
-    assert!(read_once.values().all(|n| *n == 1), "a row read twice");
-    let rows = db
-        .query("SELECT id, balance FROM accounts ORDER BY id", &[])
-        .await
-        .unwrap();
-    let table: BTreeMap<i64, i64> = rows
-        .iter()
-        .map(|r| (r.get::<_, i32>(0) as i64, r.get::<_, i32>(1) as i64))
-        .collect();
+    // Everything committed is captured; a consumer rebuilds the table exactly.
+    let recs = pg::caught_up_records(&ferry, "snap", &db, "snap.public.accounts").await;
+    let (rebuilt, reads) = pg::rebuild(&recs);
+    assert!(reads.values().all(|n| *n == 1), "a row read twice");
+    let table = pg::table_rows(&db, "accounts").await;
     assert_eq!(rebuilt.len(), table.len());
     assert!(rebuilt == table, "the topic rebuilds the table exactly");
 }
@@ -800,67 +753,21 @@ async fn a_backfill_under_concurrent_writes_never_overwrites_a_newer_change() {
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.await.unwrap();
-    // Wait for the stream to pass the end of the WAL, then rebuild the table.
-    let end: String = db
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let end = ferry_source_pg::envelope::parse_lsn(&end).unwrap();
-    let until = std::time::Instant::now() + WAIT;
-    while describe(&ferry, "bf").await["status"]["position"]
-        .as_str()
-        .and_then(ferry_source_pg::envelope::parse_lsn)
-        .unwrap_or(0)
-        < end
-    {
-        assert!(std::time::Instant::now() < until);
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // Everything committed is captured; a consumer rebuilds the table exactly.
+    let recs = pg::caught_up_records(&ferry, "bf", &db, "bf.public.items").await;
+    for r in recs.iter().filter(|r| value(r)["op"] == "r") {
+        assert_eq!(value(r)["source"]["snapshot"], "incremental");
     }
-    let d = describe(&ferry, "bf").await;
-    let total = d["status"]["records"].as_u64().unwrap() as usize;
-    let recs = wait_records(&ferry, "bf.public.items", 0, total, WAIT).await;
-    let mut rebuilt: BTreeMap<i64, (i64, String)> = BTreeMap::new();
-    let mut reads = 0;
-    for r in &recs {
-        let v = value(r);
-        match v["op"].as_str().unwrap() {
-            "r" | "c" | "u" => {
-                let a = &v["after"];
-                if v["op"] == "r" {
-                    reads += 1;
-                    assert_eq!(v["source"]["snapshot"], "incremental");
-                }
-                rebuilt.insert(
-                    a["id"].as_i64().unwrap(),
-                    (
-                        a["n"].as_i64().unwrap(),
-                        a["kind"].as_str().unwrap().to_string(),
-                    ),
-                );
-            }
-            "d" => {
-                rebuilt.remove(&v["before"]["id"].as_i64().unwrap());
-            }
-            op => panic!("op {op}"),
-        }
-    }
-    assert!(reads > 5000, "the backfill wrote the rows ({reads})");
-    let rows = db
-        .query("SELECT id, n, kind FROM items", &[])
-        .await
-        .unwrap();
-    let table: BTreeMap<i64, (i64, String)> = rows
-        .iter()
-        .map(|r| {
-            (
-                r.get::<_, i32>(0) as i64,
-                (r.get::<_, i32>(1) as i64, r.get::<_, String>(2)),
-            )
-        })
-        .collect();
+    let (rebuilt, reads) = pg::rebuild(&recs);
+    assert!(
+        reads.len() > 5000,
+        "the backfill wrote the rows ({})",
+        reads.len()
+    );
+    let table = pg::table_rows(&db, "items").await;
     assert_eq!(rebuilt.len(), table.len());
     assert!(rebuilt == table, "the topic rebuilds the table exactly");
+    let d = describe(&ferry, "bf").await;
 
     // A backfill with a condition writes only the rows that meet it.
     let before = d["status"]["records"].as_u64().unwrap();

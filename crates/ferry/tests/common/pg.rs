@@ -3,6 +3,7 @@
 //! test makes its own database, so that publications and slots never meet.
 
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::{call, http};
@@ -140,4 +141,72 @@ pub async fn wait_records(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// Waits until the source has confirmed everything Postgres has written so far, then
+/// returns every record of partition 0 of `topic`.
+pub async fn caught_up_records(
+    ferry: &str,
+    source: &str,
+    db: &tokio_postgres::Client,
+    topic: &str,
+) -> Vec<Value> {
+    let end: String = db
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let end = ferry_source_pg::envelope::parse_lsn(&end).unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = describe(ferry, source).await;
+        let pos = d["status"]["position"]
+            .as_str()
+            .and_then(ferry_source_pg::envelope::parse_lsn)
+            .unwrap_or(0);
+        if pos >= end {
+            let total = d["status"]["records"].as_u64().unwrap() as usize;
+            return wait_records(ferry, topic, 0, total, Duration::from_secs(30)).await;
+        }
+        assert!(Instant::now() < until, "never caught up: {d}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A table rebuilt by a consumer applying the records in order (`r`, `c`, `u` set a
+/// row, `d` removes it), by the column `id`; and how many times each id was read (`r`).
+pub fn rebuild(records: &[Value]) -> (BTreeMap<i64, Value>, BTreeMap<i64, u32>) {
+    let mut rows = BTreeMap::new();
+    let mut reads: BTreeMap<i64, u32> = BTreeMap::new();
+    for r in records {
+        let v = &r["value"];
+        match v["op"].as_str() {
+            Some(op @ ("r" | "c" | "u")) => {
+                let id = v["after"]["id"].as_i64().unwrap();
+                rows.insert(id, v["after"].clone());
+                if op == "r" {
+                    *reads.entry(id).or_default() += 1;
+                }
+            }
+            Some("d") => {
+                rows.remove(&v["before"]["id"].as_i64().unwrap());
+            }
+            op => panic!("op {op:?} in {r}"),
+        }
+    }
+    (rows, reads)
+}
+
+/// A table's rows as JSON objects by `id` (its columns must map to JSON as Ferry writes
+/// them, as integers and text do).
+pub async fn table_rows(db: &tokio_postgres::Client, table: &str) -> BTreeMap<i64, Value> {
+    db.query(&format!("SELECT to_jsonb(t)::text FROM {table} t"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let v: Value = serde_json::from_str(r.get::<_, &str>(0)).unwrap();
+            (v["id"].as_i64().unwrap(), v)
+        })
+        .collect()
 }
