@@ -277,30 +277,17 @@ async fn a_snapshot_under_concurrent_writes_misses_and_doubles_no_row() {
     let server = Server::start(dir.path(), &[]);
     let ferry = server.url.clone();
 
-    // Writers change rows (updates, inserts, deletes) while the snapshot is read.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let url = url.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let c = pg::connect(&url).await;
-            let mut i = 0u32;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                i += 1;
-                let id = (i * 7919 % 20000 + 1) as i32;
-                c.batch_execute(&format!(
-                    "BEGIN; UPDATE accounts SET balance = balance + 1 WHERE id = {id};
-                     INSERT INTO accounts VALUES ({}, {i}) ON CONFLICT DO NOTHING;
-                     DELETE FROM accounts WHERE id = {}; COMMIT;",
-                    20000 + i as i32,
-                    20000 + (i as i32) - 5,
-                ))
-                .await
-                .unwrap();
-            }
-            i
-        })
-    };
+    // A writer changes rows (updates, inserts, deletes) while the snapshot is read.
+    let writer = pg::Writer::start(&url, |i| {
+        format!(
+            "BEGIN; UPDATE accounts SET balance = balance + 1 WHERE id = {};
+             INSERT INTO accounts VALUES ({}, {i}) ON CONFLICT DO NOTHING;
+             DELETE FROM accounts WHERE id = {}; COMMIT;",
+            i * 7919 % 20000 + 1,
+            20000 + i,
+            20000 + i - 5,
+        )
+    });
     tokio::time::sleep(Duration::from_millis(200)).await;
     create_source(
         &ferry,
@@ -309,8 +296,7 @@ async fn a_snapshot_under_concurrent_writes_misses_and_doubles_no_row() {
     .await;
     wait_state(&ferry, "snap", "streaming", Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let writes = writer.await.unwrap();
+    let writes = writer.stop().await;
     assert!(writes > 10, "the writer ran during the snapshot ({writes})");
 
     // Everything committed is captured; a consumer rebuilds the table exactly.
@@ -709,28 +695,16 @@ async fn a_backfill_under_concurrent_writes_never_overwrites_a_newer_change() {
     assert_eq!(v["type"], "urn:ferry:problem:backfill-not-found");
 
     // A writer changes, adds and removes rows while the backfill reads them.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let url = url.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let c = pg::connect(&url).await;
-            let mut i = 0i32;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                i += 1;
-                let id = i * 37 % 6000 + 1;
-                c.batch_execute(&format!(
-                    "UPDATE items SET n = n + 1 WHERE id = {id};
-                     INSERT INTO items VALUES ({}, 1, 'new');
-                     DELETE FROM items WHERE id = {};",
-                    6000 + i,
-                    (i * 53 % 6000) + 1
-                ))
-                .await
-                .unwrap();
-            }
-        })
-    };
+    let writer = pg::Writer::start(&url, |i| {
+        format!(
+            "UPDATE items SET n = n + 1 WHERE id = {};
+             INSERT INTO items VALUES ({}, 1, 'new');
+             DELETE FROM items WHERE id = {};",
+            i * 37 % 6000 + 1,
+            6000 + i,
+            i * 53 % 6000 + 1
+        )
+    });
     let (s, v) = post(json!({"table": "public.items"})).await;
     assert_eq!(s, 202, "{v}");
     let id = v["id"].as_u64().unwrap();
@@ -751,8 +725,7 @@ async fn a_backfill_under_concurrent_writes_never_overwrites_a_newer_change() {
         assert!(std::time::Instant::now() < until, "{b}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    writer.await.unwrap();
+    writer.stop().await;
     // Everything committed is captured; a consumer rebuilds the table exactly.
     let recs = pg::caught_up_records(&ferry, "bf", &db, "bf.public.items").await;
     for r in recs.iter().filter(|r| value(r)["op"] == "r") {

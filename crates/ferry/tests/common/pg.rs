@@ -210,3 +210,33 @@ pub async fn table_rows(db: &tokio_postgres::Client, table: &str) -> BTreeMap<i6
         })
         .collect()
 }
+
+/// A writer committing `statements(i)` for i = 1, 2, ... on a connection of its own,
+/// until stopped.
+pub struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<u32>,
+}
+
+impl Writer {
+    pub fn start(url: &str, statements: impl Fn(u32) -> String + Send + 'static) -> Writer {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (url, stopping) = (url.to_string(), stop.clone());
+        let task = tokio::spawn(async move {
+            let c = connect(&url).await;
+            let mut i = 0u32;
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                c.batch_execute(&statements(i)).await.unwrap();
+            }
+            i
+        });
+        Writer { stop, task }
+    }
+
+    /// Stops it and says how many times it wrote.
+    pub async fn stop(self) -> u32 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
