@@ -90,6 +90,14 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu_seconds(pid):
+    """CPU seconds of each thread of the process, by thread id."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        out[tid] = cpu_seconds(f"{pid}/task/{tid}")
+    return out
+
+
 class Http:
     """One kept-alive HTTP/1.1 connection to Ferry."""
 
@@ -201,11 +209,11 @@ def recvlogical(url, slot, publication, extra=()):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def stop(proc):
+def stop(proc, timeout=5):
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(5)
+            proc.wait(timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -236,10 +244,17 @@ def catch_up_ceiling(url, pg, marker):
     return secs, cpu, total
 
 
-def catch_up_ferry(api, pg, ferry_pid, expected):
-    """Resumes the source and waits until the topic holds `expected` more records."""
+def catch_up_ferry(api, pg, ferry_pid, expected, perf=None):
+    """Resumes the source and waits until the topic holds `expected` more records
+    (recording Ferry with `perf record` into the file `perf` if given)."""
     base = topic_end(api)
+    recorder = None
+    if perf:
+        recorder = subprocess.Popen(["perf", "record", "-F", "499", "-g", "-p", str(ferry_pid), "-o", perf],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1)
     cpu0 = cpu_seconds(ferry_pid)
+    threads0 = thread_cpu_seconds(ferry_pid)
     t = time.perf_counter()
     api.json("POST", f"/v1/sources/{SOURCE}/resume")
     sender = None
@@ -252,7 +267,12 @@ def catch_up_ferry(api, pg, ferry_pid, expected):
         time.sleep(0.02)
     secs = time.perf_counter() - t
     sender = sender or slot_pid(pg, f"ferry_{SOURCE}")
-    cpu = {"client": cpu_seconds(ferry_pid) - cpu0, "walsender": cpu_seconds(sender) if sender else 0.0}
+    threads = thread_cpu_seconds(ferry_pid)
+    busiest = max(threads[k] - threads0.get(k, 0.0) for k in threads)
+    cpu = {"client": cpu_seconds(ferry_pid) - cpu0, "walsender": cpu_seconds(sender) if sender else 0.0,
+           "busiest_thread": busiest}
+    if recorder:
+        stop(recorder, 120)
     return secs, cpu
 
 
@@ -448,6 +468,7 @@ def main():
     ap.add_argument("--rate", type=float, default=2000, help="commits per second in the lag phase")
     ap.add_argument("--seconds", type=float, default=15, help="length of each lag run")
     ap.add_argument("--dir", default=tempfile.gettempdir())
+    ap.add_argument("--perf", metavar="FILE", help="perf record Ferry during the first round's catch-up")
     a = ap.parse_args()
 
     pg_env = dict(os.environ, FERRY_PG_PORT=str(a.pg_port), FERRY_PG_DIR=f"/tmp/ferry-pg-bench-{a.pg_port}")
@@ -494,10 +515,11 @@ def main():
                         secs, cpu, out_bytes = catch_up_ceiling(url, pg, marker)
                         res.update(ceiling_s=secs, ceiling_cpu=cpu, ceiling_output_bytes=out_bytes)
                     else:
-                        secs, cpu = catch_up_ferry(api, pg, proc.pid, expected)
+                        secs, cpu = catch_up_ferry(api, pg, proc.pid, expected, a.perf if r == 0 else None)
                         api.json("POST", f"/v1/sources/{SOURCE}/pause")
                         res.update(ferry_s=secs, ferry_cpu=cpu)
-                    print(f"  {who}: {secs:.2f} s, {changes / secs:,.0f} changes/s, CPU s: reader {cpu['client']:.2f}, "
+                    print(f"  {who}: {secs:.2f} s, {changes / secs:,.0f} changes/s, CPU s: reader {cpu['client']:.2f} "
+                          f"(busiest thread {cpu.get('busiest_thread', cpu['client']):.2f}), "
                           f"walsender {cpu['walsender']:.2f}", flush=True)
                 res["ceiling_changes_per_s"] = changes / res["ceiling_s"]
                 res["ferry_changes_per_s"] = changes / res["ferry_s"]
@@ -521,14 +543,14 @@ def main():
                   f"(80 inserts, 10 updates, 10 deletes); Ferry topic durability \"always\".")
             print()
             print("| catch-up | order | pg_recvlogical changes/s | Ferry changes/s (records/s) | Ferry / ceiling "
-                  "| CPU s: pg_recvlogical + its walsender | CPU s: Ferry + its walsender |")
+                  "| CPU s: pg_recvlogical + its walsender | CPU s: Ferry (busiest thread) + its walsender |")
             print("|---|---|---:|---:|---:|---:|---:|")
             for res in rounds:
                 cc, fc = res["ceiling_cpu"], res["ferry_cpu"]
                 print(f"| round {res['round']} | {res['order']} | {fmt(res['ceiling_changes_per_s'])} "
                       f"| {fmt(res['ferry_changes_per_s'])} ({fmt(res['ferry_records_per_s'])}) "
                       f"| {res['ratio']:.2f} | {cc['client']:.1f} + {cc['walsender']:.1f} "
-                      f"| {fc['client']:.1f} + {fc['walsender']:.1f} |")
+                      f"| {fc['client']:.1f} ({fc['busiest_thread']:.1f}) + {fc['walsender']:.1f} |")
             print()
             print("| lag, commit to readable | commits/s | received of sent | p50 ms | p99 ms | max ms |")
             print("|---|---:|---:|---:|---:|---:|")
