@@ -149,6 +149,20 @@ def source_status(api):
     return api.json("GET", f"/v1/sources/{SOURCE}")
 
 
+def wait_idle(api, quiet_s=0.5, timeout=120):
+    """Waits until the topic has not grown for `quiet_s` (the source has caught up)."""
+    deadline = time.monotonic() + timeout
+    last, since = topic_end(api), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = topic_end(api)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+    raise RuntimeError("the source did not go idle")
+
+
 def wait_state(api, state, timeout=30):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -278,10 +292,11 @@ def catch_up_ferry(api, pg, ferry_pid, expected, perf=None):
 
 # -- phase 2 -------------------------------------------------------------------------
 
-def writer(url, rate, seconds, out):
-    """Commits single-row inserts at `rate` per second for `seconds`."""
+def writer(url, rate, seconds, out, tag):
+    """Commits single-row inserts at `rate` per second for `seconds`, their values
+    starting with `tag`."""
     with psycopg.connect(url, autocommit=True) as c:
-        value = "y" * 100
+        value = (tag + "-" + "y" * 100)[:100]
         n = int(rate * seconds)
         t0 = time.perf_counter()
         for i in range(n):
@@ -302,7 +317,15 @@ def percentiles(lags):
     return {"p50": pick(0.50), "p99": pick(0.99), "max": s[-1], "count": len(s)}
 
 
+def quiet_disk(pg):
+    """A checkpoint and a sync, so that a lag run does not pay for earlier writes."""
+    pg.execute("CHECKPOINT")
+    os.sync()
+    time.sleep(1)
+
+
 def lag_ferry(api_addr, ferry_pid, url, rate, seconds):
+    tag = f"lag-{os.urandom(4).hex()}"
     api = Http(api_addr)
     n_parts = partitions(api)
     starts = []
@@ -320,7 +343,8 @@ def lag_ferry(api_addr, ferry_pid, url, rate, seconds):
             now_ms = time.time() * 1000
             r = json.loads(raw)
             got = [now_ms - rec["value"]["source"]["ts_ms"] for rec in r["records"]
-                   if isinstance(rec.get("value"), dict) and rec["value"].get("op") == "c"]
+                   if isinstance(rec.get("value"), dict) and rec["value"].get("op") == "c"
+                   and rec["value"]["after"]["v"].startswith(tag)]
             with lock:
                 lags.extend(got)
             offset = r["next_offset"]
@@ -330,7 +354,7 @@ def lag_ferry(api_addr, ferry_pid, url, rate, seconds):
         r.start()
     out = {}
     cpu0 = cpu_seconds(ferry_pid)
-    writer(url, rate, seconds, out)
+    writer(url, rate, seconds, out, tag)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         with lock:
@@ -440,7 +464,7 @@ def lag_ceiling(url, pg, rate, seconds):
     time.sleep(0.5)  # connected and streaming
     out = {}
     cpu0 = cpu_seconds(proc.pid)
-    writer(url, rate, seconds, out)
+    writer(url, rate, seconds, out, "lag")
     deadline = time.monotonic() + 10
     while len(lags) < out["sent"] and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -467,6 +491,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=2, help="catch-up rounds (orders alternate)")
     ap.add_argument("--rate", type=float, default=2000, help="commits per second in the lag phase")
     ap.add_argument("--seconds", type=float, default=15, help="length of each lag run")
+    ap.add_argument("--lag-rounds", type=int, default=2, help="lag runs of each (orders alternate)")
     ap.add_argument("--dir", default=tempfile.gettempdir())
     ap.add_argument("--perf", metavar="FILE", help="perf record Ferry during the first round's catch-up")
     a = ap.parse_args()
@@ -527,14 +552,22 @@ def main():
                 res["ratio"] = res["ferry_changes_per_s"] / res["ceiling_changes_per_s"]
                 rounds.append(res)
 
-            api.json("POST", f"/v1/sources/{SOURCE}/resume")
-            wait_state(api, "streaming")
-            time.sleep(1)
-            lag_f = lag_ferry(addr, proc.pid, url, a.rate, a.seconds)
-            print(f"lag, Ferry: {lag_f}", flush=True)
-            api.json("POST", f"/v1/sources/{SOURCE}/pause")
-            lag_c = lag_ceiling(url, pg, a.rate, a.seconds)
-            print(f"lag, pg_recvlogical: {lag_c}", flush=True)
+            lags = []
+            for i in range(a.lag_rounds):
+                for who in (("ferry", "ceiling") if i % 2 == 0 else ("ceiling", "ferry")):
+                    if who == "ferry":
+                        api.json("POST", f"/v1/sources/{SOURCE}/resume")
+                        wait_state(api, "streaming")
+                        wait_idle(api)
+                        quiet_disk(pg)
+                        lag = lag_ferry(addr, proc.pid, url, a.rate, a.seconds)
+                        api.json("POST", f"/v1/sources/{SOURCE}/pause")
+                    else:
+                        quiet_disk(pg)
+                        lag = lag_ceiling(url, pg, a.rate, a.seconds)
+                    lag.update(system=who, run=i + 1)
+                    print(f"lag, {who}: {lag}", flush=True)
+                    lags.append(lag)
             pg.execute("SELECT pg_drop_replication_slot('ceiling')")
             api.call("DELETE", f"/v1/sources/{SOURCE}")
 
@@ -552,14 +585,16 @@ def main():
                       f"| {res['ratio']:.2f} | {cc['client']:.1f} + {cc['walsender']:.1f} "
                       f"| {fc['client']:.1f} ({fc['busiest_thread']:.1f}) + {fc['walsender']:.1f} |")
             print()
-            print("| lag, commit to readable | commits/s | received of sent | p50 ms | p99 ms | max ms |")
-            print("|---|---:|---:|---:|---:|---:|")
-            for name, l in (("pg_recvlogical (to a pipe)", lag_c), ("Ferry (long-poll read)", lag_f)):
-                print(f"| {name} | {fmt(l['rate'])} | {l['count']} of {l['sent']} | {fmt(l['p50'], 1)} "
-                      f"| {fmt(l['p99'], 1)} | {fmt(l['max'], 1)} |")
+            print("| lag, commit to readable | commits/s | received of sent | p50 ms | p99 ms | max ms "
+                  "| reader CPU µs per commit |")
+            print("|---|---:|---:|---:|---:|---:|---:|")
+            names = {"ceiling": "pg_recvlogical (to a pipe)", "ferry": "Ferry (long-poll read)"}
+            for l in lags:
+                print(f"| {names[l['system']]}, run {l['run']} | {fmt(l['rate'])} | {l['count']} of {l['sent']} | {fmt(l['p50'], 1)} "
+                      f"| {fmt(l['p99'], 1)} | {fmt(l['max'], 1)} | {fmt(l['reader_cpu_s'] / max(1, l['sent']) * 1e6)} |")
             print()
             print(json.dumps({"postgres": version, "changes": a.changes, "rounds": rounds,
-                              "lag_ferry_ms": lag_f, "lag_ceiling_ms": lag_c}))
+                              "lag_ms": lags}))
     finally:
         if proc:
             proc.terminate()
