@@ -163,6 +163,22 @@ def wait_idle(api, quiet_s=0.5, timeout=120):
     raise RuntimeError("the source did not go idle")
 
 
+def wait_sent(pg, slot, timeout=120):
+    """Waits until the slot's walsender has read the WAL written so far: after a
+    reconnect it reads again from the slot's restart position, skipping what was
+    confirmed, and changes committed meanwhile wait behind that."""
+    target = pg.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = pg.execute("SELECT r.sent_lsn >= %s FROM pg_stat_replication r "
+                         "JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE s.slot_name = %s",
+                         (target, slot)).fetchone()
+        if row and row[0]:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"the walsender of slot {slot} did not reach {target}")
+
+
 def wait_state(api, state, timeout=30):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -310,11 +326,15 @@ def writer(url, rate, seconds, out, tag):
 
 
 def percentiles(lags):
+    """p50, p99 and max of lags in the order they were read, and the worst lag in the
+    first tenth of the run against the rest (a stall after a start shows there)."""
     if not lags:
         return {"p50": None, "p99": None, "max": None, "count": 0}
     s = sorted(lags)
     pick = lambda q: s[min(len(s) - 1, int(q * len(s)))]
-    return {"p50": pick(0.50), "p99": pick(0.99), "max": s[-1], "count": len(s)}
+    tenth = max(1, len(lags) // 10)
+    return {"p50": pick(0.50), "p99": pick(0.99), "max": s[-1], "count": len(s),
+            "max_first_tenth": max(lags[:tenth]), "max_rest": max(lags[tenth:], default=None)}
 
 
 def quiet_disk(pg):
@@ -558,6 +578,9 @@ def main():
                     if who == "ferry":
                         api.json("POST", f"/v1/sources/{SOURCE}/resume")
                         wait_state(api, "streaming")
+                        t = time.perf_counter()
+                        wait_sent(pg, f"ferry_{SOURCE}")
+                        rescan_s = time.perf_counter() - t
                         wait_idle(api)
                         quiet_disk(pg)
                         lag = lag_ferry(addr, proc.pid, url, a.rate, a.seconds)
@@ -566,6 +589,8 @@ def main():
                         quiet_disk(pg)
                         lag = lag_ceiling(url, pg, a.rate, a.seconds)
                     lag.update(system=who, run=i + 1)
+                    if who == "ferry":
+                        lag["walsender_rescan_s"] = rescan_s
                     print(f"lag, {who}: {lag}", flush=True)
                     lags.append(lag)
             pg.execute("SELECT pg_drop_replication_slot('ceiling')")
