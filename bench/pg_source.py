@@ -280,7 +280,7 @@ def catch_up_ferry(api, pg, ferry_pid, expected, perf=None):
     base = topic_end(api)
     recorder = None
     if perf:
-        recorder = subprocess.Popen(["perf", "record", "-F", "499", "-g", "-p", str(ferry_pid), "-o", perf],
+        recorder = subprocess.Popen(["perf", "record", "-F", "199", "--call-graph", "dwarf", "-p", str(ferry_pid), "-o", perf],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1)
     cpu0 = cpu_seconds(ferry_pid)
