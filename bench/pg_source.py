@@ -21,14 +21,19 @@ catches up alone:
     of the load (one per change, plus a tombstone per delete, plus the marker).
 Rounds alternate the order (`--rounds`, default 2) since the machine is shared.
 
-Phase 2, lag. With the source streaming, a writer commits single-row inserts at `--rate`
-per second for `--seconds`, while a reader long-polls the topic (wait_ms 1000); each
-record's lag is the time it was read minus `value.source.ts_ms` (the commit time, in
-whole milliseconds, so lags read up to 1 ms high). Then Ferry is paused and the same
-writer runs against pg_recvlogical writing to a pipe: its lag is the time a commit's
-message was read minus the commit time in the message (microseconds).
+Phase 2, lag, `--lag-rounds` runs of each reader, alternating, each after a checkpoint
+and a sync. A writer commits single-row inserts at `--rate` per second for `--seconds`.
+  - Ferry (resumed; the run starts once Postgres's walsender has read the WAL again up
+    to its end, which it does from the slot's restart position after every reconnect):
+    a reader long-polls the topic (wait_ms 1000); a record's lag is the time it was read
+    minus `value.source.ts_ms` (the commit time in whole milliseconds, so lags read up
+    to 1 ms high).
+  - pg_recvlogical (Ferry paused, a new slot) writing to a pipe that this script parses:
+    a commit's lag is the time its message was read minus the commit time the message
+    carries (microseconds).
 
-The CPU time of each reader and of the walsender serving it comes from /proc.
+The CPU time of each reader and of the walsender serving it comes from /proc; `--perf
+FILE` records Ferry with `perf record` during the first catch-up.
 """
 
 import argparse
@@ -36,7 +41,6 @@ import http.client
 import json
 import os
 import signal
-import statistics
 import struct
 import subprocess
 import tempfile
