@@ -7,7 +7,7 @@ use crate::values;
 use bytes::Bytes;
 use ferry_broker::ProduceRecord;
 use ferry_log::batch::RecordHeader;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 /// Header naming the source that wrote a record.
 pub const SOURCE_HEADER: &str = "ferry.source";
@@ -53,16 +53,55 @@ pub fn parse_lsn(s: &str) -> Option<u64> {
     Some((u64::from(hi) << 32) | u64::from(lo))
 }
 
-/// What a source knows of a table: its columns in the order pgoutput sends them, and
-/// which of them form the primary key (the record key).
+/// What a source knows of a table: its columns in the order pgoutput sends them, which
+/// of them form the record key, and the topic its changes go to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Table {
     pub schema: String,
     pub name: String,
     /// Name and type OID of each column.
     pub columns: Vec<(String, u32)>,
-    /// Indexes into `columns` of the primary key's columns; empty: no key.
+    /// Indexes into `columns` of the key's columns; empty: no key.
     pub key: Vec<usize>,
+    pub topic: String,
+    /// `"schema":"…","table":"…"`, written into every envelope's `source`.
+    source_names: String,
+    /// Each column's name as a JSON string with its colon: `"id":`.
+    column_names: Vec<String>,
+}
+
+impl Table {
+    pub fn new(
+        schema: String,
+        name: String,
+        columns: Vec<(String, u32)>,
+        key: Vec<usize>,
+        topic: String,
+    ) -> Table {
+        debug_assert!(key.iter().all(|&i| i < columns.len()));
+        let source_names = format!(
+            "\"schema\":{},\"table\":{}",
+            json_string(&schema),
+            json_string(&name)
+        );
+        let column_names = columns
+            .iter()
+            .map(|(c, _)| format!("{}:", json_string(c)))
+            .collect();
+        Table {
+            schema,
+            name,
+            columns,
+            key,
+            topic,
+            source_names,
+            column_names,
+        }
+    }
+}
+
+fn json_string(s: &str) -> String {
+    Value::String(s.to_string()).to_string()
 }
 
 /// The transaction a change belongs to.
@@ -80,97 +119,169 @@ pub fn pg_time_to_unix_ms(us: i64) -> i64 {
     us.div_euclid(1000).saturating_add(PG_EPOCH_MS)
 }
 
-/// A row as a JSON object. An unchanged TOASTed value is taken from `old` when the old
-/// row carries it (REPLICA IDENTITY FULL), else written as [`UNAVAILABLE`].
-pub fn row(table: &Table, tuple: &Tuple, old: Option<&Tuple>) -> Map<String, Value> {
-    let mut out = Map::with_capacity(table.columns.len());
-    for (i, (name, oid)) in table.columns.iter().enumerate() {
-        let datum = tuple.0.get(i);
-        let value = match datum {
-            Some(Datum::Unchanged) => match old.and_then(|o| o.0.get(i)) {
-                Some(d @ (Datum::Text(_) | Datum::Binary(_) | Datum::Null)) => datum_json(*oid, d),
-                _ => Value::String(UNAVAILABLE.into()),
-            },
-            Some(d) => datum_json(*oid, d),
-            None => Value::Null,
-        };
-        out.insert(name.clone(), value);
-    }
-    out
-}
-
-fn datum_json(oid: u32, d: &Datum) -> Value {
-    match d {
-        Datum::Null => Value::Null,
-        Datum::Text(b) => values::to_json(oid, b),
+/// Writes one column's value. An unchanged TOASTed value is taken from `old` when the
+/// old row carries it (REPLICA IDENTITY FULL), else written as [`UNAVAILABLE`].
+fn write_datum(out: &mut Vec<u8>, oid: u32, datum: Option<&Datum>, old: Option<&Datum>) {
+    let value = match datum {
+        Some(Datum::Unchanged) => match old {
+            Some(d @ (Datum::Text(_) | Datum::Binary(_) | Datum::Null)) => d,
+            _ => {
+                out.extend_from_slice(b"\"");
+                out.extend_from_slice(UNAVAILABLE.as_bytes());
+                out.extend_from_slice(b"\"");
+                return;
+            }
+        },
+        Some(d) => d,
+        None => &Datum::Null,
+    };
+    match value {
+        Datum::Null | Datum::Unchanged => out.extend_from_slice(b"null"),
+        Datum::Text(b) => {
+            // Writing a Value to a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, &values::to_json(oid, b));
+        }
         Datum::Binary(b) => {
             use base64::Engine;
-            Value::String(base64::engine::general_purpose::STANDARD.encode(b))
+            out.push(b'"');
+            out.extend_from_slice(
+                base64::engine::general_purpose::STANDARD
+                    .encode(b)
+                    .as_bytes(),
+            );
+            out.push(b'"');
         }
-        Datum::Unchanged => Value::String(UNAVAILABLE.into()),
     }
 }
 
-/// The record key: the primary key's columns as a JSON object, or none without a key.
-pub fn key_of(table: &Table, row: &Map<String, Value>) -> Option<Value> {
+fn write_object(
+    out: &mut Vec<u8>,
+    table: &Table,
+    columns: &[usize],
+    tuple: &Tuple,
+    old: Option<&Tuple>,
+) {
+    out.push(b'{');
+    for (n, &i) in columns.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(table.column_names[i].as_bytes());
+        write_datum(
+            out,
+            table.columns[i].1,
+            tuple.0.get(i),
+            old.and_then(|o| o.0.get(i)),
+        );
+    }
+    out.push(b'}');
+}
+
+/// A row as JSON object text, its columns in the table's order (see [`write_datum`]
+/// for unchanged TOASTed values).
+pub fn row(table: &Table, tuple: &Tuple, old: Option<&Tuple>) -> String {
+    let all: Vec<usize> = (0..table.columns.len()).collect();
+    let mut out = Vec::with_capacity(64 * table.columns.len());
+    write_object(&mut out, table, &all, tuple, old);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// The record key: the key's columns as JSON object text, or none without a key.
+pub fn key(table: &Table, tuple: &Tuple, old: Option<&Tuple>) -> Option<String> {
     if table.key.is_empty() {
         return None;
     }
-    let mut key = Map::new();
-    for &i in &table.key {
-        let name = &table.columns[i].0;
-        key.insert(name.clone(), row.get(name).cloned().unwrap_or(Value::Null));
-    }
-    Some(Value::Object(key))
+    let mut out = Vec::with_capacity(32);
+    write_object(&mut out, table, &table.key, tuple, old);
+    String::from_utf8(out).ok()
 }
 
-/// One change of a row (or a truncate of a table), ready to become a record.
+/// One change of a row (or a truncate of a table), ready to become a record. Rows and
+/// keys are JSON text (see [`row`] and [`key`]).
 pub struct Change<'a> {
     pub table: &'a Table,
     /// `c`, `u`, `d`, `r` (snapshot read) or `t`.
     pub op: &'static str,
-    pub before: Option<Map<String, Value>>,
-    pub after: Option<Map<String, Value>>,
-    pub key: Option<Value>,
-    /// `"true"`, `"last"` or `"false"`, as Debezium's `source.snapshot`.
+    pub before: Option<String>,
+    pub after: Option<String>,
+    pub key: Option<String>,
+    /// `"true"`, `"incremental"` or `"false"`, as Debezium's `source.snapshot`.
     pub snapshot: &'static str,
 }
 
-/// Context every record of a source shares.
-pub struct Writer<'a> {
-    pub spec: &'a SourceSpec,
-    pub database: &'a str,
+/// What every record of a source shares, made once per session.
+pub struct Writer {
+    name: String,
+    format: Format,
+    /// `{"version":…,"connector":"postgresql","name":…,` : the start of `source`.
+    source_head: String,
+    /// `"db":…,`
+    db: String,
 }
 
-impl Writer<'_> {
+impl Writer {
+    pub fn new(spec: &SourceSpec, database: &str) -> Writer {
+        Writer {
+            name: spec.name.clone(),
+            format: spec.format,
+            source_head: format!(
+                "{{\"version\":\"ferry-{}\",\"connector\":\"postgresql\",\"name\":{},",
+                env!("CARGO_PKG_VERSION"),
+                json_string(&spec.name)
+            ),
+            db: format!("\"db\":{},", json_string(database)),
+        }
+    }
+
     /// The record for a change: the Debezium envelope as its value (with `ce_*` headers
     /// in the CloudEvents format), the key as JSON, the position and source headers.
     pub fn record(&self, c: Change<'_>, txn: &Txn, pos: Position, now_ms: i64) -> ProduceRecord {
+        use std::fmt::Write;
         let lsn = (txn.commit_lsn != 0).then_some(txn.commit_lsn);
-        let source = json!({
-            "version": concat!("ferry-", env!("CARGO_PKG_VERSION")),
-            "connector": "postgresql",
-            "name": self.spec.name,
-            "ts_ms": txn.commit_ms,
-            "snapshot": c.snapshot,
-            "db": self.database,
-            "sequence": lsn.map(|l| format!("[null,\"{l}\"]")),
-            "schema": c.table.schema,
-            "table": c.table.name,
-            "txId": (txn.xid != 0).then_some(txn.xid),
-            "lsn": lsn,
-            "xmin": null,
-        });
-        let value = json!({
-            "before": c.before,
-            "after": c.after,
-            "source": source,
-            "op": c.op,
-            "ts_ms": now_ms,
-            "transaction": null,
-        });
+        let before = c.before.as_deref().unwrap_or("null");
+        let after = c.after.as_deref().unwrap_or("null");
+        let mut v = String::with_capacity(before.len() + after.len() + 320);
+        v.push_str("{\"before\":");
+        v.push_str(before);
+        v.push_str(",\"after\":");
+        v.push_str(after);
+        v.push_str(",\"source\":");
+        v.push_str(&self.source_head);
+        let _ = write!(
+            v,
+            "\"ts_ms\":{},\"snapshot\":\"{}\",{}",
+            txn.commit_ms, c.snapshot, self.db
+        );
+        match lsn {
+            Some(l) => {
+                let _ = write!(v, "\"sequence\":\"[null,\\\"{l}\\\"]\",");
+            }
+            None => v.push_str("\"sequence\":null,"),
+        }
+        v.push_str(&c.table.source_names);
+        match (txn.xid != 0).then_some(txn.xid) {
+            Some(x) => {
+                let _ = write!(v, ",\"txId\":{x}");
+            }
+            None => v.push_str(",\"txId\":null"),
+        }
+        match lsn {
+            Some(l) => {
+                let _ = write!(v, ",\"lsn\":{l}");
+            }
+            None => v.push_str(",\"lsn\":null"),
+        }
+        let _ = write!(
+            v,
+            ",\"xmin\":null}},\"op\":\"{}\",\"ts_ms\":{now_ms},\"transaction\":null}}",
+            c.op
+        );
+        debug_assert!(
+            serde_json::from_str::<serde::de::IgnoredAny>(&v).is_ok(),
+            "an envelope that is not JSON: {v}"
+        );
         let mut headers = self.headers(pos);
-        if self.spec.format == Format::Cloudevents {
+        if self.format == Format::Cloudevents {
             let kind = match c.op {
                 "c" => "created",
                 "u" => "updated",
@@ -178,10 +289,10 @@ impl Writer<'_> {
                 "r" => "read",
                 _ => "truncated",
             };
-            for (k, v) in [
+            for (k, val) in [
                 ("ce_specversion", "1.0".to_string()),
-                ("ce_id", format!("{}:{}", self.spec.name, pos.header())),
-                ("ce_source", format!("/ferry/sources/{}", self.spec.name)),
+                ("ce_id", format!("{}:{}", self.name, pos.header())),
+                ("ce_source", format!("/ferry/sources/{}", self.name)),
                 (
                     "ce_type",
                     format!("ferry.postgres.{}.{}.{kind}", c.table.schema, c.table.name),
@@ -190,12 +301,12 @@ impl Writer<'_> {
                 ("ce_subject", format!("{}.{}", c.table.schema, c.table.name)),
                 ("ce_datacontenttype", "application/json".to_string()),
             ] {
-                headers.push(header(k, &v));
+                headers.push(header(k, &val));
             }
         }
         ProduceRecord {
-            key: c.key.map(|k| Bytes::from(k.to_string())),
-            value: Some(Bytes::from(value.to_string())),
+            key: c.key.map(Bytes::from),
+            value: Some(Bytes::from(v)),
             headers,
             partition: None,
             timestamp: Some(txn.commit_ms),
@@ -204,9 +315,9 @@ impl Writer<'_> {
     }
 
     /// Debezium's tombstone after a delete: the key, no value.
-    pub fn tombstone(&self, key: Value, txn: &Txn, pos: Position) -> ProduceRecord {
+    pub fn tombstone(&self, key: String, txn: &Txn, pos: Position) -> ProduceRecord {
         ProduceRecord {
-            key: Some(Bytes::from(key.to_string())),
+            key: Some(Bytes::from(key)),
             value: None,
             headers: self.headers(pos),
             partition: None,
@@ -239,7 +350,7 @@ impl Writer<'_> {
 
     fn headers(&self, pos: Position) -> Vec<RecordHeader> {
         vec![
-            header(SOURCE_HEADER, &self.spec.name),
+            header(SOURCE_HEADER, &self.name),
             header(POSITION_HEADER, &pos.header()),
         ]
     }
@@ -272,24 +383,96 @@ mod tests {
         );
     }
 
+    fn table() -> Table {
+        Table::new(
+            "public".into(),
+            "t \"quoted\"".into(),
+            vec![("id".into(), 23), ("doc".into(), 25), ("n".into(), 23)],
+            vec![0],
+            "topic".into(),
+        )
+    }
+
     #[test]
     fn unchanged_toast_values_come_from_the_old_row_or_are_marked() {
-        let table = Table {
-            schema: "public".into(),
-            name: "t".into(),
-            columns: vec![("id".into(), 23), ("doc".into(), 25)],
-            key: vec![0],
-        };
-        let new = Tuple(vec![Datum::Text(Bytes::from("1")), Datum::Unchanged]);
+        let table = table();
+        let new = Tuple(vec![
+            Datum::Text(Bytes::from("1")),
+            Datum::Unchanged,
+            Datum::Null,
+        ]);
         let old = Tuple(vec![
             Datum::Text(Bytes::from("1")),
             Datum::Text(Bytes::from("big")),
+            Datum::Null,
         ]);
         let r = row(&table, &new, Some(&old));
-        assert_eq!(Value::Object(r.clone()), json!({"id": 1, "doc": "big"}));
-        assert_eq!(key_of(&table, &r), Some(json!({"id": 1})));
-        let r = row(&table, &new, None);
-        assert_eq!(r["doc"], json!(UNAVAILABLE));
+        assert_eq!(r, r#"{"id":1,"doc":"big","n":null}"#, "in column order");
+        assert_eq!(key(&table, &new, None).as_deref(), Some(r#"{"id":1}"#));
+        let r: Value = serde_json::from_str(&row(&table, &new, None)).unwrap();
+        assert_eq!(r["doc"], UNAVAILABLE);
+    }
+
+    #[test]
+    fn the_envelope_is_debeziums_and_valid_json() {
+        let spec: SourceSpec = serde_json::from_value(serde_json::json!(
+            {"name": "shop", "url": "postgres://u@h/d\"b"}
+        ))
+        .unwrap();
+        let w = Writer::new(&spec, "d\"b");
+        let table = table();
+        let tuple = Tuple(vec![
+            Datum::Text(Bytes::from("7")),
+            Datum::Text(Bytes::from("x")),
+            Datum::Text(Bytes::from("3")),
+        ]);
+        let change = Change {
+            table: &table,
+            op: "c",
+            before: None,
+            after: Some(row(&table, &tuple, None)),
+            key: key(&table, &tuple, None),
+            snapshot: "false",
+        };
+        let txn = Txn {
+            commit_lsn: 22,
+            xid: 9,
+            commit_ms: 1000,
+        };
+        let rec = w.record(change, &txn, Position { lsn: 22, seq: 0 }, 2000);
+        let v: Value = serde_json::from_slice(rec.value.as_ref().unwrap()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "before": null,
+                "after": {"id": 7, "doc": "x", "n": 3},
+                "source": {"version": concat!("ferry-", env!("CARGO_PKG_VERSION")),
+                           "connector": "postgresql", "name": "shop", "ts_ms": 1000,
+                           "snapshot": "false", "db": "d\"b", "sequence": "[null,\"22\"]",
+                           "schema": "public", "table": "t \"quoted\"", "txId": 9,
+                           "lsn": 22, "xmin": null},
+                "op": "c", "ts_ms": 2000, "transaction": null
+            })
+        );
+        assert_eq!(rec.key.as_deref(), Some(&br#"{"id":7}"#[..]));
+        let snap = Txn {
+            commit_lsn: 0,
+            xid: 0,
+            commit_ms: 1,
+        };
+        let change = Change {
+            table: &table,
+            op: "r",
+            before: None,
+            after: None,
+            key: None,
+            snapshot: "true",
+        };
+        let rec = w.record(change, &snap, Position::default(), 2);
+        let v: Value = serde_json::from_slice(rec.value.as_ref().unwrap()).unwrap();
+        assert_eq!(v["source"]["lsn"], Value::Null);
+        assert_eq!(v["source"]["sequence"], Value::Null);
+        assert_eq!(v["source"]["txId"], Value::Null);
     }
 
     #[test]

@@ -206,13 +206,13 @@ impl Capture {
         client: &ReplicationClient,
     ) -> Result<(), Error> {
         let count = rows.len();
-        let topic = self.topic_for(&chunk.table);
+        let topic = chunk.table.topic.clone();
         let now = ferry_broker::broker::now_ms() as i64;
         let mut written = 0u64;
         let mut last_key = None;
         for tuple in &rows {
             let after = envelope::row(&chunk.table, tuple, None);
-            let key = envelope::key_of(&chunk.table, &after);
+            let key = envelope::key(&chunk.table, tuple, None);
             last_key = Some(
                 chunk
                     .pk
@@ -223,9 +223,7 @@ impl Capture {
                     })
                     .collect::<Vec<_>>(),
             );
-            let changed = key
-                .as_ref()
-                .is_some_and(|k| chunk.changed.contains(&k.to_string()));
+            let changed = key.as_ref().is_some_and(|k| chunk.changed.contains(k));
             if chunk.truncated || changed {
                 continue;
             }
@@ -238,7 +236,7 @@ impl Capture {
                 key,
                 snapshot: "incremental",
             };
-            let rec = self.writer().record(change, &txn, pos, now);
+            let rec = self.writer.record(change, &txn, pos, now);
             self.batch.push(topic.clone(), pos, rec);
             written += 1;
         }
@@ -259,7 +257,7 @@ impl Capture {
     }
 
     /// Notes a change the stream wrote, for the chunk in flight.
-    pub(super) fn note_change(&mut self, table: &Table, key: Option<&serde_json::Value>) {
+    pub(super) fn note_change(&mut self, table: &Table, key: Option<&str>) {
         if let Some(c) = self.chunk.as_mut() {
             if c.table.schema == table.schema && c.table.name == table.name {
                 if let Some(k) = key {

@@ -28,14 +28,10 @@ impl Capture {
                         .map(|(i, _)| i)
                         .collect();
                 }
+                let topic = self.topic_for(&r.namespace, &r.name);
                 self.tables.insert(
                     r.id,
-                    Table {
-                        schema: r.namespace,
-                        name: r.name,
-                        columns,
-                        key,
-                    },
+                    Arc::new(Table::new(r.namespace, r.name, columns, key, topic)),
                 );
             }
             Message::Insert { relation_id, new } => {
@@ -44,7 +40,7 @@ impl Capture {
                     self.outbox_event(&table, &new);
                 } else if self.spec.wants("c") {
                     let after = envelope::row(&table, &new, None);
-                    let key = envelope::key_of(&table, &after);
+                    let key = envelope::key(&table, &new, None);
                     self.emit(&table, "c", None, Some(after), key);
                 }
             }
@@ -69,8 +65,11 @@ impl Capture {
                     Some(OldTuple::Key(t)) => Some(envelope::row(&table, t, None)),
                     None => None,
                 };
-                let key = envelope::key_of(&table, &after);
-                let old_key = before.as_ref().and_then(|b| envelope::key_of(&table, b));
+                let key = envelope::key(&table, &new, old_full);
+                let old_key = match &old {
+                    Some(OldTuple::Full(t) | OldTuple::Key(t)) => envelope::key(&table, t, None),
+                    None => None,
+                };
                 match old_key {
                     Some(old_key) if Some(&old_key) != key.as_ref() => {
                         // The key changed: as Debezium, a delete of the old key (and
@@ -89,11 +88,9 @@ impl Capture {
                 if self.is_outbox(&table) || !self.spec.wants("d") {
                     return Ok(());
                 }
-                let before = match &old {
-                    OldTuple::Full(t) => envelope::row(&table, t, None),
-                    OldTuple::Key(t) => envelope::row(&table, t, None),
-                };
-                let key = envelope::key_of(&table, &before);
+                let (OldTuple::Full(t) | OldTuple::Key(t)) = &old;
+                let before = envelope::row(&table, t, None);
+                let key = envelope::key(&table, t, None);
                 self.emit(&table, "d", Some(before), None, key.clone());
                 if let (true, Some(key)) = (self.spec.tombstones, key) {
                     self.tombstone(&table, key);
@@ -119,7 +116,7 @@ impl Capture {
         Ok(())
     }
 
-    pub(super) fn table(&self, relation_id: u32) -> Result<Table, Error> {
+    pub(super) fn table(&self, relation_id: u32) -> Result<Arc<Table>, Error> {
         self.tables.get(&relation_id).cloned().ok_or_else(|| {
             anyhow::anyhow!("a change of relation {relation_id} came before its Relation message")
         })
@@ -135,13 +132,13 @@ impl Capture {
         &mut self,
         table: &Table,
         op: &'static str,
-        before: Option<serde_json::Map<String, serde_json::Value>>,
-        after: Option<serde_json::Map<String, serde_json::Value>>,
-        key: Option<serde_json::Value>,
+        before: Option<String>,
+        after: Option<String>,
+        key: Option<String>,
     ) {
-        self.note_change(table, key.as_ref());
+        self.note_change(table, key.as_deref());
         let (txn, pos) = self.next_pos();
-        let topic = self.topic_for(table);
+        let topic = table.topic.clone();
         let change = Change {
             table,
             op,
@@ -151,14 +148,14 @@ impl Capture {
             snapshot: "false",
         };
         let now = ferry_broker::broker::now_ms() as i64;
-        let rec = self.writer().record(change, &txn, pos, now);
+        let rec = self.writer.record(change, &txn, pos, now);
         self.batch.push(topic, pos, rec);
     }
 
-    pub(super) fn tombstone(&mut self, table: &Table, key: serde_json::Value) {
+    pub(super) fn tombstone(&mut self, table: &Table, key: String) {
         let (txn, pos) = self.next_pos();
-        let topic = self.topic_for(table);
-        let rec = self.writer().tombstone(key, &txn, pos);
+        let topic = table.topic.clone();
+        let rec = self.writer.tombstone(key, &txn, pos);
         self.batch.push(topic, pos, rec);
     }
 
@@ -207,7 +204,7 @@ impl Capture {
             &[("source", &self.spec.name), ("aggregatetype", &kind)],
         );
         let (txn, pos) = self.next_pos();
-        let rec = self.writer().plain(
+        let rec = self.writer.plain(
             key,
             payload.unwrap_or_default(),
             payload_json,
@@ -226,7 +223,7 @@ impl Capture {
         );
         let (txn, pos) = self.next_pos();
         let is_json = serde_json::from_slice::<serde::de::IgnoredAny>(&content).is_ok();
-        let rec = self.writer().plain(
+        let rec = self.writer.plain(
             None,
             content,
             is_json,

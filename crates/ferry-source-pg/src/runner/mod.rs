@@ -343,11 +343,12 @@ struct Capture {
     sources: Arc<Sources>,
     broker: Arc<Broker>,
     spec: SourceSpec,
-    database: String,
     status: Arc<Mutex<Status>>,
     sql: tokio_postgres::Client,
     /// Tables by relation OID, as the latest Relation message described them.
-    tables: HashMap<u32, Table>,
+    tables: HashMap<u32, Arc<Table>>,
+    /// What every record of the source shares.
+    writer: Writer,
     /// Topics this source has written to (kept in the data folder).
     topics: std::collections::BTreeSet<String>,
     /// The last position each partition holds, found on start: records at or before it
@@ -383,10 +384,10 @@ impl Capture {
             broker: sources.broker(),
             sources,
             spec: spec.clone(),
-            database: url.database.clone(),
             status,
             sql,
             tables: HashMap::new(),
+            writer: Writer::new(spec, &url.database),
             topics: Default::default(),
             written: HashMap::new(),
             batch: Batch::default(),

@@ -2,6 +2,7 @@
 //! past what is durable; and the positions a restart starts from.
 
 use super::*;
+use futures_util::FutureExt;
 
 impl Capture {
     /// Finds the last position of this source in each partition of its topics.
@@ -59,9 +60,14 @@ impl Capture {
         let mut tick = tokio::time::interval(PROBE_EVERY);
         let wake = self.wake.clone();
         self.next_chunk().await?;
+        // An event already received while deciding whether to write the batch.
+        let mut ready = None;
         loop {
             let deadline = self.batch.since.map(|s| s + LINGER);
-            let event = tokio::select! {
+            let event = if let Some(ev) = ready.take() {
+                ev
+            } else {
+                tokio::select! {
                 biased;
                 ev = client.recv() => ev?,
                 read = chunk_answer(&mut self.chunk_rx) => {
@@ -80,6 +86,7 @@ impl Capture {
                 _ = tick.tick() => {
                     self.refresh_slot_status().await?;
                     continue;
+                }
                 }
             };
             let Some(event) = event else {
@@ -144,9 +151,20 @@ impl Capture {
                 }
                 ReplicationEvent::StoppedAt { .. } => return Ok(()),
             }
-            if self.batch.full() {
-                self.flush_and_confirm(client).await?;
+            if self.batch.records == 0 {
+                continue;
             }
+            // Write the batch when it is full, when its first record has waited
+            // LINGER, or as soon as no further event is waiting: records share a
+            // write (and its sync) only with what has already arrived.
+            let lingered = self.batch.since.is_some_and(|s| s.elapsed() >= LINGER);
+            if !self.batch.full() && !lingered {
+                if let Some(ev) = client.recv().now_or_never() {
+                    ready = Some(ev?);
+                    continue;
+                }
+            }
+            self.flush_and_confirm(client).await?;
         }
     }
 

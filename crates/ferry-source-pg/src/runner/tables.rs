@@ -45,7 +45,7 @@ impl Capture {
                         .unwrap_or_default()
                 ))
                 .await?;
-            let topic = self.topic_for(&table);
+            let topic = table.topic.clone();
             loop {
                 let rows = self
                     .sql
@@ -62,7 +62,7 @@ impl Capture {
                             .collect(),
                     );
                     let after = envelope::row(&table, &tuple, None);
-                    let key = envelope::key_of(&table, &after);
+                    let key = envelope::key(&table, &tuple, None);
                     let change = Change {
                         table: &table,
                         op: "r",
@@ -71,7 +71,7 @@ impl Capture {
                         key,
                         snapshot: "true",
                     };
-                    let rec = self.writer().record(change, &txn, Position::default(), now);
+                    let rec = self.writer.record(change, &txn, Position::default(), now);
                     self.batch.push(topic.clone(), Position::default(), rec);
                 }
                 set(&self.status, |s| s.snapshot_rows += n as u64);
@@ -114,26 +114,17 @@ impl Capture {
         self.primary_key(oid, columns).await
     }
 
-    pub(super) fn writer(&self) -> Writer<'_> {
-        Writer {
-            spec: &self.spec,
-            database: &self.database,
-        }
-    }
-
-    pub(super) fn topic_for(&self, table: &Table) -> String {
-        if let Some(topic) = self
-            .settings_of(&table.schema, &table.name)
-            .and_then(|s| s.topic.clone())
-        {
+    /// The topic of a table's changes: its own, or the template's.
+    pub(super) fn topic_for(&self, schema: &str, name: &str) -> String {
+        if let Some(topic) = self.settings_of(schema, name).and_then(|s| s.topic.clone()) {
             return topic;
         }
         fill(
             &self.spec.topic_template,
             &[
                 ("source", &self.spec.name),
-                ("schema", &table.schema),
-                ("table", &table.name),
+                ("schema", schema),
+                ("table", name),
             ],
         )
     }
@@ -186,12 +177,14 @@ impl Capture {
             .await?;
         let columns: Vec<(String, u32)> = cols.iter().map(|r| (r.get(0), r.get(1))).collect();
         let key = self.key_columns(oid, schema, name, &columns).await?;
-        Ok(Table {
-            schema: schema.to_string(),
-            name: name.to_string(),
+        let topic = self.topic_for(schema, name);
+        Ok(Table::new(
+            schema.to_string(),
+            name.to_string(),
             columns,
             key,
-        })
+            topic,
+        ))
     }
 }
 
