@@ -154,6 +154,16 @@ def _row_filter_holds(where):
     return depth == 0
 
 
+def backfill_rules_hold(body):
+    """The rules of POST /v1/sources/{name}/backfills the document cannot state
+    (`invalid-source`): table name parts of at most 63 bytes, and a `where` that is one
+    condition, as in a source's tables."""
+    if not _table_fits(body.get("table")):
+        return False
+    where = body.get("where")
+    return not isinstance(where, str) or _row_filter_holds(where)
+
+
 def _is_source_write(case):
     method = case.method.upper()
     return (method == "POST" and case.path == "/v1/sources") or (
@@ -185,4 +195,7 @@ def filter_case(ctx, case):
             return acl_rules_hold(case.body)
     if _is_source_write(case) and isinstance(case.body, dict):
         return source_rules_hold(case.body)
+    if case.method.upper() == "POST" and case.path == "/v1/sources/{name}/backfills":
+        if isinstance(case.body, dict):
+            return backfill_rules_hold(case.body)
     return True

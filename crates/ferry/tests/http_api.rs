@@ -427,6 +427,8 @@ async fn the_openapi_document_names_every_route() {
         "/v1/sources/{name}",
         "/v1/sources/{name}/pause",
         "/v1/sources/{name}/resume",
+        "/v1/sources/{name}/backfills",
+        "/v1/sources/{name}/backfills/{id}",
         "/v1/groups",
         "/v1/groups/{group}",
         "/v1/whoami",

@@ -293,3 +293,76 @@ async fn source_routes_answer_as_the_document_says_without_a_database() {
     let (_, list) = call(http().get(format!("{}/v1/sources", s.url))).await;
     assert_eq!(list, json!({"sources": []}), "a refused source is not kept");
 }
+
+/// The backfill routes of a source that does not exist: the body is parsed first
+/// (`invalid-json`), then the source is looked up (404 `source-not-found`, before the
+/// table or `where` is looked at); a backfill id that is not an unsigned integer is a
+/// bad path parameter. `backfill-not-found` needs a source, so a database: the
+/// Postgres tests cover it.
+#[tokio::test]
+async fn backfill_routes_of_a_missing_source_answer_as_the_document_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let (_, doc) = call(http().get(format!("{}/v1/openapi.json", s.url))).await;
+    let documented = |path: &str, method: &str, status: u16| {
+        let op = &doc["paths"][path][method];
+        assert!(op.is_object(), "{method} {path} is documented");
+        assert!(
+            op["responses"].get(status.to_string()).is_some(),
+            "{method} {path} documents {status}"
+        );
+    };
+
+    let backfill = |body: Value| {
+        http()
+            .post(format!("{}/v1/sources/nope/backfills", s.url))
+            .json(&body)
+    };
+    for (body, status, slug) in [
+        (json!({"table": "public.orders"}), 404, "source-not-found"),
+        (
+            json!({"table": "public.orders", "where": "id > 10"}),
+            404,
+            "source-not-found",
+        ),
+        (
+            json!({"table": "public.orders", "where": "1; DROP TABLE orders"}),
+            404,
+            "source-not-found",
+        ),
+        (json!({"where": "id > 10"}), 400, "invalid-json"),
+        (
+            json!({"table": "public.orders", "nope": 1}),
+            400,
+            "invalid-json",
+        ),
+        (json!({"table": 7}), 400, "invalid-json"),
+    ] {
+        let (got, problem) = call(backfill(body.clone())).await;
+        assert_eq!(got, status, "{body}: {problem}");
+        assert_eq!(
+            problem["type"],
+            format!("urn:ferry:problem:{slug}"),
+            "{body}"
+        );
+        documented("/v1/sources/{name}/backfills", "post", status);
+    }
+
+    for (id, status, slug) in [
+        ("1", 404, "source-not-found"),
+        ("0", 404, "source-not-found"),
+        ("x", 400, "invalid-parameter"),
+        ("-1", 400, "invalid-parameter"),
+        ("18446744073709551616", 400, "invalid-parameter"),
+    ] {
+        let (got, problem) =
+            call(http().delete(format!("{}/v1/sources/nope/backfills/{id}", s.url))).await;
+        assert_eq!(got, status, "{id}: {problem}");
+        assert_eq!(problem["type"], format!("urn:ferry:problem:{slug}"), "{id}");
+        documented("/v1/sources/{name}/backfills/{id}", "delete", status);
+    }
+    assert!(doc["components"]["schemas"]["Problem"]["description"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("backfill-not-found"));
+}

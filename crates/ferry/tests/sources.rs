@@ -759,6 +759,43 @@ async fn a_backfill_under_concurrent_writes_never_overwrites_a_newer_change() {
         assert!(std::time::Instant::now() < until, "{b}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // The source and its backfills have the members the OpenAPI document lists.
+    let (_, doc) = call(http().get(format!("{ferry}/v1/openapi.json"))).await;
+    let d = describe(&ferry, "bf").await;
+    assert_documented_members(&doc, "Source", &d);
+    let backfills = d["backfills"].as_array().unwrap();
+    assert_eq!(backfills.len(), 3, "{d}");
+    for b in backfills {
+        assert_documented_members(&doc, "Backfill", b);
+    }
+}
+
+/// `object` has exactly the members the document's schema `name` lists, and the
+/// schema requires them all.
+fn assert_documented_members(doc: &Value, name: &str, object: &Value) {
+    use std::collections::BTreeSet;
+    let schema = &doc["components"]["schemas"][name];
+    let listed: BTreeSet<&str> = schema["properties"]
+        .as_object()
+        .unwrap_or_else(|| panic!("schema {name}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let required: BTreeSet<&str> = schema["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let given: BTreeSet<&str> = object
+        .as_object()
+        .unwrap_or_else(|| panic!("{name}: {object}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(given, listed, "{name}: {object}");
+    assert_eq!(required, listed, "{name}: every member is always there");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
