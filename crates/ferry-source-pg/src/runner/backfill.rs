@@ -92,7 +92,12 @@ impl Capture {
                 conditions.push(format!("({}) > ({})", cols.join(", "), vals.join(", ")));
             }
         }
-        if let Some(w) = &b.row_filter {
+        // The table's own row filter too: a backfill writes only rows the source
+        // captures.
+        let own = self
+            .settings_of(&schema, &name)
+            .and_then(|s| s.row_filter.clone());
+        for w in own.iter().chain(b.row_filter.iter()) {
             conditions.push(format!("({w})"));
         }
         // Qualified: a bare name in ORDER BY would mean the output column, the text.

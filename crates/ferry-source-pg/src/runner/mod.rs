@@ -55,11 +55,12 @@ pub(crate) async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(500);
+    let write_lock = Arc::new(tokio::sync::Mutex::new(()));
     loop {
         set(&status, |s| s.state = SourceState::Starting);
         let started = Instant::now();
         let outcome = tokio::select! {
-            r = session(&sources, &spec, &status, &wake) => r,
+            r = session(&sources, &spec, &status, &wake, &write_lock) => r,
             _ = stop.wait_for(|s| *s) => return,
         };
         let e = match outcome {
@@ -155,6 +156,7 @@ async fn session(
     spec: &SourceSpec,
     status: &Arc<Mutex<Status>>,
     wake: &Arc<tokio::sync::Notify>,
+    write_lock: &Arc<tokio::sync::Mutex<()>>,
 ) -> Result<(), Error> {
     let url = PgUrl::parse(&spec.url).map_err(|e| anyhow::anyhow!(e))?;
     let sql = sql_connect(&spec.url).await?;
@@ -191,13 +193,14 @@ async fn session(
     .with_port(url.port)
     .with_status_interval(Duration::from_secs(1))
     .with_wakeup_interval(Duration::from_secs(5))
-    .with_buffer_size(1024)
+    .with_buffer_size(8192)
     .with_max_message_size(MESSAGE_BYTES_MAX)
     .with_application_name(format!("ferry-{}", spec.name));
 
     let stored = sources.stored(&spec.name).unwrap_or_default();
     let mut state = Capture::new(sources.clone(), spec, &url, status.clone(), sql);
     state.wake = wake.clone();
+    state.write_lock = write_lock.clone();
     state.topics = stored.topics.clone();
     state.recover().await?;
 
@@ -338,6 +341,16 @@ impl Batch {
     }
 }
 
+/// A batch being written: what to confirm to Postgres once it is durable.
+struct InFlight {
+    /// Records written, once durable.
+    handle: tokio::task::JoinHandle<Result<u64, Error>>,
+    /// The commit end the batch completes, if it ends on a commit boundary.
+    confirm: Option<u64>,
+    /// That commit's time, for the capture lag.
+    commit: Option<i64>,
+}
+
 /// The capture state of one session.
 struct Capture {
     sources: Arc<Sources>,
@@ -363,6 +376,10 @@ struct Capture {
     /// The last commit's capture lag is not in the status yet.
     commit_unreported: bool,
     outbox: Option<(String, String)>,
+    /// The batch being written, while the next one is gathered.
+    in_flight: Option<InFlight>,
+    /// Held by a write until it is durable (shared by the source's sessions).
+    write_lock: Arc<tokio::sync::Mutex<()>>,
     /// Slot reads in a row that Postgres did not answer in time.
     probes_missed: u32,
     /// Wakes the stream loop when a backfill is asked for.
@@ -396,6 +413,8 @@ impl Capture {
             commit_end: None,
             last_commit_ms: 0,
             commit_unreported: false,
+            in_flight: None,
+            write_lock: Arc::default(),
             probes_missed: 0,
             wake: Arc::default(),
             chunk: None,

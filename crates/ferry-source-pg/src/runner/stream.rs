@@ -7,6 +7,8 @@ use futures_util::FutureExt;
 impl Capture {
     /// Finds the last position of this source in each partition of its topics.
     pub(super) async fn recover(&mut self) -> Result<(), Error> {
+        // A write of an earlier session may still be syncing: read after it.
+        let _no_write = self.write_lock.clone().lock_owned().await;
         for topic in self.topics.clone() {
             let Ok(t) = self.broker.topic(&topic) else {
                 continue;
@@ -70,6 +72,12 @@ impl Capture {
                 tokio::select! {
                 biased;
                 ev = client.recv() => ev?,
+                done = write_done(&mut self.in_flight) => {
+                    if let Some(w) = self.in_flight.take() {
+                        self.settled(w, done, Some(client))?;
+                    }
+                    continue;
+                }
                 read = chunk_answer(&mut self.chunk_rx) => {
                     self.chunk_read(read);
                     self.next_chunk().await?;
@@ -80,7 +88,7 @@ impl Capture {
                     continue;
                 }
                 _ = sleep_until(deadline) => {
-                    self.flush_and_confirm(client).await?;
+                    self.write_batch(Some(client)).await?;
                     continue;
                 }
                 _ = tick.tick() => {
@@ -134,8 +142,9 @@ impl Capture {
                     self.commit_unreported = true;
                     set(&self.status, |s| s.transactions += 1);
                     if self.batch.records == 0 {
-                        // Nothing of this transaction was captured: confirm at once.
-                        self.flush_and_confirm(client).await?;
+                        // Nothing of this transaction is waiting: confirm it once what
+                        // is in flight is durable (or now).
+                        self.write_batch(Some(client)).await?;
                     }
                 }
                 ReplicationEvent::KeepAlive { wal_end, .. } => {
@@ -146,7 +155,7 @@ impl Capture {
                         if self.commit_end.is_none_or(|c| end > c) {
                             self.commit_end = Some(end);
                         }
-                        self.flush_and_confirm(client).await?;
+                        self.write_batch(Some(client)).await?;
                     }
                 }
                 ReplicationEvent::StoppedAt { .. } => return Ok(()),
@@ -164,33 +173,151 @@ impl Capture {
                     continue;
                 }
             }
-            self.flush_and_confirm(client).await?;
+            self.write_batch(Some(client)).await?;
         }
     }
 
+    /// Writes the batch and waits until it is durable, confirming to Postgres what is.
     pub(super) async fn flush_and_confirm(
         &mut self,
         client: &ReplicationClient,
     ) -> Result<(), Error> {
-        self.flush().await?;
-        if self.txn.is_none() {
-            if let Some(end) = self.commit_end {
-                client.update_applied_lsn(Lsn::from(end));
-                // The capture lag of the last commit, once, when its records are durable.
-                let commit = std::mem::take(&mut self.commit_unreported)
-                    .then_some(self.last_commit_ms)
-                    .filter(|c| *c > 0);
-                let lag = commit.map(|c| (ferry_broker::broker::now_ms() as i64 - c).max(0) as u64);
-                set(&self.status, |s| {
-                    s.position = Some(envelope::lsn_text(end));
-                    if commit.is_some() {
-                        s.last_commit_ms = commit;
-                        s.capture_lag_ms = lag;
+        self.write_batch(Some(client)).await?;
+        self.settle(Some(client)).await
+    }
+
+    /// Starts writing the batch once the write before it is durable, and goes on: the
+    /// next batch is gathered while this one syncs. What the batch covers is confirmed
+    /// to Postgres when it is durable (by the next `settle`).
+    pub(super) async fn write_batch(
+        &mut self,
+        client: Option<&ReplicationClient>,
+    ) -> Result<(), Error> {
+        // The commit the batch completes, if it ends on a commit boundary.
+        let confirm = if self.txn.is_none() {
+            self.commit_end
+        } else {
+            None
+        };
+        let commit = if confirm.is_some() {
+            std::mem::take(&mut self.commit_unreported)
+                .then_some(self.last_commit_ms)
+                .filter(|c| *c > 0)
+        } else {
+            None
+        };
+        if self.batch.records == 0 {
+            // Nothing to write: confirm once what is in flight is durable, or now.
+            match self.in_flight.as_mut() {
+                Some(w) => {
+                    if confirm.is_some() {
+                        w.confirm = confirm;
+                        w.commit = commit.or(w.commit);
                     }
-                });
+                }
+                None => {
+                    if let (Some(c), Some(end)) = (client, confirm) {
+                        self.confirm(c, end, commit);
+                    }
+                }
             }
+            return Ok(());
+        }
+        self.settle(client).await?;
+        let batch = std::mem::take(&mut self.batch);
+        let mut writes = Vec::new();
+        let mut count = 0u64;
+        for (topic, records) in batch.by_topic {
+            let partitions = match self.ensure_topic(&topic).await {
+                Ok(n) => n,
+                Err(BrokerError::InvalidTopicName { name, reason }) => {
+                    self.skip(&format!(
+                        "{} records for topic '{name}', whose name is invalid: {reason}",
+                        records.len()
+                    ));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = Vec::with_capacity(records.len());
+            for (pos, mut r) in records {
+                let p = r
+                    .key
+                    .as_ref()
+                    .map_or(0, |k| partition_for_key(k, partitions));
+                if pos.lsn != 0 {
+                    if let Some(last) = self.written.get(&(topic.clone(), p)) {
+                        if pos <= *last {
+                            continue;
+                        }
+                    }
+                }
+                r.partition = Some(p);
+                out.push(r);
+            }
+            if out.is_empty() {
+                continue;
+            }
+            count += out.len() as u64;
+            let broker = self.broker.clone();
+            writes.push(async move {
+                let r = broker.produce(&topic, out).await;
+                (topic, r)
+            });
+        }
+        // Held until the write is durable: a session that starts after this one ended
+        // reads its partitions' last positions only then.
+        let guard = self.write_lock.clone().lock_owned().await;
+        let handle = tokio::spawn(async move {
+            let _guard = guard;
+            for (topic, r) in futures_util::future::join_all(writes).await {
+                r.map_err(|e| anyhow::anyhow!("writing to topic '{topic}': {e}"))?;
+            }
+            Ok(count)
+        });
+        self.in_flight = Some(InFlight {
+            handle,
+            confirm,
+            commit,
+        });
+        Ok(())
+    }
+
+    /// Waits for the write in flight to be durable and confirms what it covered.
+    pub(super) async fn settle(&mut self, client: Option<&ReplicationClient>) -> Result<(), Error> {
+        let Some(mut w) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let done = (&mut w.handle).await;
+        self.settled(w, done, client)
+    }
+
+    /// A write in flight ended (`done`): counts it and confirms what it covered.
+    fn settled(
+        &mut self,
+        w: InFlight,
+        done: Result<Result<u64, Error>, tokio::task::JoinError>,
+        client: Option<&ReplicationClient>,
+    ) -> Result<(), Error> {
+        let written = done.map_err(|e| anyhow::anyhow!("the write task failed: {e}"))??;
+        set(&self.status, |s| s.records += written);
+        if let (Some(c), Some(end)) = (client, w.confirm) {
+            self.confirm(c, end, w.commit);
         }
         Ok(())
+    }
+
+    /// Lets the slot move to `end`: everything before it is durable in Ferry.
+    fn confirm(&mut self, client: &ReplicationClient, end: u64, commit: Option<i64>) {
+        client.update_applied_lsn(Lsn::from(end));
+        let lag = commit.map(|c| (ferry_broker::broker::now_ms() as i64 - c).max(0) as u64);
+        set(&self.status, |s| {
+            s.position = Some(envelope::lsn_text(end));
+            if commit.is_some() {
+                s.last_commit_ms = commit;
+                s.capture_lag_ms = lag;
+            }
+        });
     }
 
     /// Reads the slot's lag and the WAL it holds; also the source's check that Postgres
@@ -263,55 +390,11 @@ impl Capture {
         (txn, pos)
     }
 
-    /// Writes what the batch holds, topic by topic, leaving out what a partition holds
-    /// already, and waits until it is durable.
+    /// Writes what the batch holds, leaving out what a partition holds already, and
+    /// waits until it is durable (the snapshot's writes: nothing to confirm).
     pub(super) async fn flush(&mut self) -> Result<(), Error> {
-        let batch = std::mem::take(&mut self.batch);
-        if batch.records == 0 {
-            return Ok(());
-        }
-        let mut written = 0u64;
-        let mut writes = Vec::new();
-        for (topic, records) in batch.by_topic {
-            let count = match self.ensure_topic(&topic).await {
-                Ok(n) => n,
-                Err(BrokerError::InvalidTopicName { name, reason }) => {
-                    self.skip(&format!(
-                        "{} records for topic '{name}', whose name is invalid: {reason}",
-                        records.len()
-                    ));
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let mut out = Vec::with_capacity(records.len());
-            for (pos, mut r) in records {
-                let p = r.key.as_ref().map_or(0, |k| partition_for_key(k, count));
-                if pos.lsn != 0 {
-                    if let Some(last) = self.written.get(&(topic.clone(), p)) {
-                        if pos <= *last {
-                            continue;
-                        }
-                    }
-                }
-                r.partition = Some(p);
-                out.push(r);
-            }
-            if out.is_empty() {
-                continue;
-            }
-            written += out.len() as u64;
-            let broker = self.broker.clone();
-            writes.push(async move {
-                let r = broker.produce(&topic, out).await;
-                (topic, r)
-            });
-        }
-        for (topic, r) in futures_util::future::join_all(writes).await {
-            r.map_err(|e| anyhow::anyhow!("writing to topic '{topic}': {e}"))?;
-        }
-        set(&self.status, |s| s.records += written);
-        Ok(())
+        self.write_batch(None).await?;
+        self.settle(None).await
     }
 
     /// The topic's partition count, making the topic when it is missing.
@@ -349,6 +432,16 @@ async fn chunk_answer(
 ) -> Result<backfill::ChunkRead, tokio::sync::oneshot::error::RecvError> {
     match rx {
         Some(rx) => rx.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The end of the write in flight, or never without one.
+async fn write_done(
+    w: &mut Option<InFlight>,
+) -> Result<Result<u64, Error>, tokio::task::JoinError> {
+    match w {
+        Some(w) => (&mut w.handle).await,
         None => std::future::pending().await,
     }
 }
