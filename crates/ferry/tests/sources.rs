@@ -645,6 +645,27 @@ async fn a_table_can_have_its_own_row_filter_topic_and_key() {
     // Tables the source does not name are not captured.
     let (s, _) = call(http().get(format!("{ferry}/v1/topics/paid.public.other"))).await;
     assert_eq!(s, 404);
+
+    // A backfill reads only the rows the table's filter lets through.
+    db.batch_execute("INSERT INTO orders VALUES (5, 'eve', 'paid'), (6, 'fay', 'open')")
+        .await
+        .unwrap();
+    let (s, v) = call(
+        http()
+            .post(format!("{ferry}/v1/sources/paid/backfills"))
+            .json(&json!({"table": "public.orders"})),
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+    let recs = wait_records(ferry, "paid-orders", 0, 6, WAIT).await;
+    let read: Vec<&str> = recs[4..]
+        .iter()
+        .map(|r| {
+            assert_eq!(value(r)["op"], "r");
+            r["key"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(read, [r#"{"customer":"ann"}"#, r#"{"customer":"eve"}"#]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
