@@ -68,6 +68,8 @@ pub struct Table {
     source_names: String,
     /// Each column's name as a JSON string with its colon: `"id":`.
     column_names: Vec<String>,
+    /// Each column's type modifier (precision), `-1` for none.
+    modifiers: Vec<i32>,
 }
 
 impl Table {
@@ -88,6 +90,7 @@ impl Table {
             .iter()
             .map(|(c, _)| format!("{}:", json_string(c)))
             .collect();
+        let modifiers = vec![-1; columns.len()];
         Table {
             schema,
             name,
@@ -96,7 +99,16 @@ impl Table {
             topic,
             source_names,
             column_names,
+            modifiers,
         }
+    }
+
+    /// The columns' type modifiers (precisions), in column order.
+    pub fn with_modifiers(mut self, modifiers: Vec<i32>) -> Table {
+        if modifiers.len() == self.columns.len() {
+            self.modifiers = modifiers;
+        }
+        self
     }
 }
 
@@ -121,7 +133,12 @@ pub fn pg_time_to_unix_ms(us: i64) -> i64 {
 
 /// Writes one column's value. An unchanged TOASTed value is taken from `old` when the
 /// old row carries it (REPLICA IDENTITY FULL), else written as [`UNAVAILABLE`].
-fn write_datum(out: &mut Vec<u8>, oid: u32, datum: Option<&Datum>, old: Option<&Datum>) {
+fn write_datum(
+    out: &mut Vec<u8>,
+    (oid, modifier): (u32, i32),
+    datum: Option<&Datum>,
+    old: Option<&Datum>,
+) {
     let value = match datum {
         Some(Datum::Unchanged) => match old {
             Some(d @ (Datum::Text(_) | Datum::Binary(_) | Datum::Null)) => d,
@@ -139,7 +156,7 @@ fn write_datum(out: &mut Vec<u8>, oid: u32, datum: Option<&Datum>, old: Option<&
         Datum::Null | Datum::Unchanged => out.extend_from_slice(b"null"),
         Datum::Text(b) => {
             // Writing a Value to a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut *out, &values::to_json(oid, b));
+            let _ = serde_json::to_writer(&mut *out, &values::to_json_typed(oid, modifier, b));
         }
         Datum::Binary(b) => {
             use base64::Engine;
@@ -169,7 +186,7 @@ fn write_object(
         out.extend_from_slice(table.column_names[i].as_bytes());
         write_datum(
             out,
-            table.columns[i].1,
+            (table.columns[i].1, table.modifiers[i]),
             tuple.0.get(i),
             old.and_then(|o| o.0.get(i)),
         );

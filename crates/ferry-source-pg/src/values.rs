@@ -136,6 +136,18 @@ pub fn to_json(type_oid: u32, text: &[u8]) -> Value {
     scalar(type_oid, text).unwrap_or_else(|| string(text))
 }
 
+/// [`to_json`] for a column whose type modifier is `type_modifier` (`-1` for none): as
+/// Debezium's `adaptive` time precision, `time` and `timestamp` columns of precision 0
+/// to 3 are written in milliseconds (`Time`, `Timestamp`), others in microseconds.
+pub fn to_json_typed(type_oid: u32, type_modifier: i32, text: &[u8]) -> Value {
+    let millis = (0..=3).contains(&type_modifier) && matches!(type_oid, TIME | TIMESTAMP);
+    let value = to_json(type_oid, text);
+    match (millis, value.as_i64()) {
+        (true, Some(micros)) => Value::from(micros.div_euclid(1000)),
+        _ => value,
+    }
+}
+
 /// The text as a JSON string, invalid UTF-8 replaced.
 fn string(text: &[u8]) -> Value {
     Value::String(String::from_utf8_lossy(text).into_owned())

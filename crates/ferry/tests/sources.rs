@@ -29,7 +29,8 @@ async fn every_kind_of_change_arrives_in_debezium_envelopes_field_by_field() {
         "CREATE TABLE kinds (
             id int PRIMARY KEY, b bool, i2 smallint, i8 bigint, f8 float8, num numeric(10,3),
             t text, vc varchar(10), ts timestamp, tstz timestamptz, d date, tm time,
-            j jsonb, by bytea, u uuid, arr int[], tarr text[], nothing text);
+            j jsonb, by bytea, u uuid, arr int[], tarr text[], nothing text,
+            ts3 timestamp(3), tm0 time(0));
          INSERT INTO kinds (id, t) VALUES (1, 'before the source');
          CREATE TABLE toast_default (id int PRIMARY KEY, big text, n int);
          ALTER TABLE toast_default ALTER COLUMN big SET STORAGE EXTERNAL;
@@ -66,7 +67,8 @@ async fn every_kind_of_change_arrives_in_debezium_envelopes_field_by_field() {
         "INSERT INTO kinds VALUES (2, true, -7, 9007199254740993, 1.5, 12.345, 'text é',
             'short', '2026-12-06 08:30:00.123456', '2026-12-06 08:30:00.5+02', '2024-02-29',
             '13:14:15.000016', '{\"a\": [1, 2]}', '\\x000102ff',
-            'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{1,NULL,3}', '{\"a b\",c}', NULL)",
+            'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{1,NULL,3}', '{\"a b\",c}', NULL,
+            '2026-12-06 08:30:00.123', '13:14:15')",
     )
     .await
     .unwrap();
@@ -82,7 +84,8 @@ async fn every_kind_of_change_arrives_in_debezium_envelopes_field_by_field() {
             "ts": 1796545800123456_i64, "tstz": "2026-12-06T06:30:00.5Z",
             "d": 19782, "tm": 47655000016_i64, "j": "{\"a\": [1, 2]}", "by": "AAEC/w==",
             "u": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "arr": [1, null, 3],
-            "tarr": ["a b", "c"], "nothing": null
+            "tarr": ["a b", "c"], "nothing": null,
+            "ts3": 1796545800123_i64, "tm0": 47655000
         })
     );
     let src = &v["source"];

@@ -29,9 +29,13 @@ impl Capture {
                         .collect();
                 }
                 let topic = self.topic_for(&r.namespace, &r.name);
+                let modifiers = r.columns.iter().map(|c| c.type_modifier).collect();
                 self.tables.insert(
                     r.id,
-                    Arc::new(Table::new(r.namespace, r.name, columns, key, topic)),
+                    Arc::new(
+                        Table::new(r.namespace, r.name, columns, key, topic)
+                            .with_modifiers(modifiers),
+                    ),
                 );
             }
             Message::Insert { relation_id, new } => {

@@ -170,21 +170,19 @@ impl Capture {
         let cols = self
             .sql
             .query(
-                "SELECT attname::text, atttypid FROM pg_attribute \
+                "SELECT attname::text, atttypid, atttypmod FROM pg_attribute \
                  WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
                 &[&oid],
             )
             .await?;
         let columns: Vec<(String, u32)> = cols.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let modifiers: Vec<i32> = cols.iter().map(|r| r.get(2)).collect();
         let key = self.key_columns(oid, schema, name, &columns).await?;
         let topic = self.topic_for(schema, name);
-        Ok(Table::new(
-            schema.to_string(),
-            name.to_string(),
-            columns,
-            key,
-            topic,
-        ))
+        Ok(
+            Table::new(schema.to_string(), name.to_string(), columns, key, topic)
+                .with_modifiers(modifiers),
+        )
     }
 }
 

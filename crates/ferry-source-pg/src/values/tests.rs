@@ -273,3 +273,20 @@ proptest! {
         prop_assert_eq!(j(1114, &text), json!(us));
     }
 }
+
+#[test]
+fn time_and_timestamp_of_precision_up_to_3_are_in_milliseconds() {
+    use super::to_json_typed;
+    // timestamp(3), time(0): Debezium's Timestamp and Time (milliseconds).
+    assert_eq!(
+        to_json_typed(1114, 3, b"2026-12-06 08:30:00.123"),
+        json!(1_796_545_800_123_i64)
+    );
+    assert_eq!(to_json_typed(1083, 0, b"13:14:15"), json!(47_655_000));
+    // No precision, or 4 to 6: microseconds.
+    assert_eq!(to_json_typed(1083, -1, b"00:00:01"), json!(1_000_000));
+    assert_eq!(to_json_typed(1083, 6, b"00:00:01"), json!(1_000_000));
+    // Other types are as to_json writes them.
+    assert_eq!(to_json_typed(23, 3, b"42"), json!(42));
+    assert_eq!(to_json_typed(1114, 3, b"infinity"), json!("infinity"));
+}
