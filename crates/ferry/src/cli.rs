@@ -855,6 +855,16 @@ pub struct SourceCreateFlags {
     /// A table to capture, as schema.table (repeat it); none: every table
     #[arg(long = "table", value_name = "SCHEMA.TABLE")]
     pub tables: Vec<String>,
+    /// A row filter for a table named with --table: only rows for which the SQL
+    /// condition holds (repeat it; PostgreSQL 15 and later)
+    #[arg(long = "table-where", value_name = "SCHEMA.TABLE=CONDITION")]
+    pub table_where: Vec<String>,
+    /// A topic of its own for a table named with --table (repeat it)
+    #[arg(long = "table-topic", value_name = "SCHEMA.TABLE=TOPIC")]
+    pub table_topic: Vec<String>,
+    /// Key columns of their own for a table named with --table (repeat it)
+    #[arg(long = "table-key", value_name = "SCHEMA.TABLE=COLUMN[,COLUMN...]")]
+    pub table_key: Vec<String>,
     /// Publication to read (made when missing); default ferry_<name>
     #[arg(long)]
     pub publication: Option<String>,

@@ -28,6 +28,47 @@ fn update_body(f: SourceUpdateFlags, body: &mut Map<String, Value>) {
     put(body, "max_slot_wal_bytes", f.max_slot_wal_bytes);
 }
 
+/// `--table` names, with the settings `--table-where`, `--table-topic` and `--table-key`
+/// give some of them: a name alone, or an object.
+fn tables(f: &crate::cli::SourceCreateFlags) -> anyhow::Result<Value> {
+    let mut settings: Vec<(String, Map<String, Value>)> =
+        f.tables.iter().map(|t| (t.clone(), Map::new())).collect();
+    let flags = [
+        ("--table-where", "where", &f.table_where),
+        ("--table-topic", "topic", &f.table_topic),
+        ("--table-key", "key", &f.table_key),
+    ];
+    for (flag, field, values) in flags {
+        for v in values {
+            let Some((table, setting)) = v.split_once('=') else {
+                anyhow::bail!("{flag} takes SCHEMA.TABLE=VALUE, not '{v}'");
+            };
+            let Some((_, m)) = settings.iter_mut().find(|(t, _)| t == table) else {
+                anyhow::bail!("{flag} names table '{table}': name it with --table {table} too");
+            };
+            let value = if field == "key" {
+                json!(setting.split(',').map(str::trim).collect::<Vec<_>>())
+            } else {
+                json!(setting)
+            };
+            m.insert(field.into(), value);
+        }
+    }
+    Ok(Value::Array(
+        settings
+            .into_iter()
+            .map(|(t, mut m)| {
+                if m.is_empty() {
+                    json!(t)
+                } else {
+                    m.insert("table".into(), json!(t));
+                    Value::Object(m)
+                }
+            })
+            .collect(),
+    ))
+}
+
 fn text(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
@@ -130,7 +171,7 @@ pub async fn source(cmd: SourceCommand) -> anyhow::Result<()> {
             body.insert("name".into(), json!(a.name));
             body.insert("url".into(), json!(f.pg_url));
             if !f.tables.is_empty() {
-                body.insert("tables".into(), json!(f.tables));
+                body.insert("tables".into(), tables(&f)?);
             }
             put(&mut body, "publication", f.publication);
             put(&mut body, "slot", f.slot);

@@ -610,14 +610,51 @@ async fn a_table_can_have_its_own_row_filter_topic_and_key() {
     .await;
     assert_eq!(s, 400, "{v}");
     assert!(v["detail"].as_str().unwrap().contains("'nope'"), "{v}");
-    let created = create_source(
-        ferry,
-        json!({"name": "paid", "url": url, "topic_partitions": 1, "tombstones": false,
-               "tables": [{"table": "public.orders", "where": "status = 'paid'",
-                           "topic": "paid-orders", "key": ["customer"]}]}),
-    )
-    .await;
-    assert_eq!(created["tables"][0]["where"], "status = 'paid'");
+    // Made from the command line; its flags name the table's settings.
+    let cli = |extra: &[&str]| {
+        let mut args = vec![
+            "source",
+            "create",
+            "paid",
+            "--pg-url",
+            &url,
+            "--table",
+            "public.orders",
+            "--topic-partitions",
+            "1",
+            "--tombstones",
+            "false",
+            "--json",
+            "--url",
+            ferry,
+        ];
+        args.extend_from_slice(extra);
+        std::process::Command::new(BIN)
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["--table-where", "public.other=true"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--table public.other"),
+        "{out:?}"
+    );
+    let out = cli(&[
+        "--table-where",
+        "public.orders=status = 'paid'",
+        "--table-topic",
+        "public.orders=paid-orders",
+        "--table-key",
+        "public.orders=customer",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        created["tables"],
+        json!([{"table": "public.orders", "where": "status = 'paid'",
+                "topic": "paid-orders", "key": ["customer"]}])
+    );
     wait_state(ferry, "paid", "streaming", WAIT).await;
     db.batch_execute(
         "INSERT INTO orders VALUES (3, 'cy', 'open'), (4, 'dee', 'paid');
