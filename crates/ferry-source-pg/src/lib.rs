@@ -142,6 +142,9 @@ pub struct Status {
     pub position: Option<String>,
     /// WAL written in Postgres after the confirmed position.
     pub lag_bytes: Option<u64>,
+    /// How far behind in time: while the slot has WAL left to read, the time since the
+    /// newest commit captured; 0 when caught up.
+    pub lag_ms: Option<u64>,
     /// Time from the last captured commit in Postgres to its records being durable here.
     pub capture_lag_ms: Option<u64>,
     pub last_commit_ms: Option<i64>,

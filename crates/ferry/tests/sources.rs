@@ -463,6 +463,7 @@ async fn sources_are_managed_over_http_and_the_command_line_with_clear_errors() 
         "ferry_source_streaming{source=\"a\"} 1",
         "ferry_source_slot_wal_warning{source=\"a\"} 0",
         "ferry_source_records_total{source=\"a\"}",
+        "ferry_source_lag_seconds{source=\"a\"}",
     ] {
         assert!(metrics.contains(line), "{line} in {metrics}");
     }
@@ -537,6 +538,43 @@ async fn sources_are_managed_over_http_and_the_command_line_with_clear_errors() 
     let r = wait_records(ferry, "a.public.t", 0, 5, WAIT).await;
     assert_eq!(r.len(), 5, "nothing written twice across the restart");
     assert_eq!(value(&r[4])["after"]["id"], 3);
+
+    // An idle database does not hold WAL back: while only another database writes,
+    // Postgres's keepalives let the slot's confirmed position follow the WAL's end.
+    let other = pg::connect(&base).await;
+    other
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS busy (v text);
+             INSERT INTO busy SELECT repeat('x', 1000) FROM generate_series(1, 5000);",
+        )
+        .await
+        .unwrap();
+    let end: String = other
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let end = ferry_source_pg::envelope::parse_lsn(&end).unwrap();
+    let until = std::time::Instant::now() + WAIT;
+    loop {
+        let confirmed: String = db
+            .query_one(
+                "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'ferry_a'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if ferry_source_pg::envelope::parse_lsn(&confirmed).unwrap() >= end {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the slot stayed at {confirmed} behind {end}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    other.batch_execute("DROP TABLE busy").await.unwrap();
 
     // A slot holding more WAL than allowed is warned about.
     let (s, v) = call(

@@ -77,6 +77,13 @@ impl Collector for SourcesCollector {
         )?;
         family(
             &mut e,
+            "source_lag_seconds",
+            "While the slot has WAL left to read, seconds since the newest commit the source captured; 0 when caught up",
+            MetricType::Gauge,
+            gauge(&|s| s.status.lag_ms.map(|v| v as f64 / 1000.0)),
+        )?;
+        family(
+            &mut e,
             "source_capture_lag_seconds",
             "Seconds from the last captured commit in Postgres to its records being durable in Ferry",
             MetricType::Gauge,

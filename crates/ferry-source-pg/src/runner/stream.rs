@@ -363,9 +363,15 @@ impl Capture {
         let lag: Option<i64> = row.get(1);
         let max = self.spec.max_slot_wal_bytes;
         let name = self.spec.name.clone();
+        let now = ferry_broker::broker::now_ms() as i64;
         set(&self.status, |s| {
             s.slot_wal_bytes = held.map(|h| h.max(0) as u64);
             s.lag_bytes = lag.map(|l| l.max(0) as u64);
+            s.lag_ms = match (s.lag_bytes, s.last_commit_ms) {
+                (Some(0), _) => Some(0),
+                (Some(_), Some(c)) => Some((now - c).max(0) as u64),
+                _ => None,
+            };
             let over = s.slot_wal_bytes.is_some_and(|h| h > max);
             if over && !s.slot_wal_warning {
                 tracing::warn!(source = %name, held = ?s.slot_wal_bytes, limit = max,
