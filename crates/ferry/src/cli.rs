@@ -808,7 +808,7 @@ pub enum SubCommand {
 pub enum SourceCommand {
     /// Start capturing a Postgres database's changes into topics. The database needs
     /// wal_level=logical; the user needs the REPLICATION attribute (or superuser).
-    Create(Named<SourceCreateFlags>),
+    Create(Box<Named<SourceCreateFlags>>),
     /// List sources with their state and progress.
     List(ClientArgs),
     /// Show a source's settings and status (position, lag, records, last error).

@@ -166,6 +166,7 @@ fn show(s: &Value) -> anyhow::Result<()> {
 pub async fn source(cmd: SourceCommand) -> anyhow::Result<()> {
     match cmd {
         SourceCommand::Create(a) => {
+            let a = *a;
             let f = a.flags;
             let mut body = Map::new();
             body.insert("name".into(), json!(a.name));
