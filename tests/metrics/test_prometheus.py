@@ -1,7 +1,7 @@
 """`/metrics` scraped by a real Prometheus server (Debian's `prometheus`), queried with
 PromQL after known traffic: a topic's records, a queue subscription's backlog and acks,
-a Kafka consumer group's lag (committed by confluent-kafka), and a push subscription
-whose endpoint fails until its circuit breaker opens. `promtool check metrics` must find
+a Kafka consumer group's lag (committed by confluent-kafka), a push subscription
+whose endpoint fails until its circuit breaker opens, and a Postgres source. `promtool check metrics` must find
 nothing to say about the exposition."""
 
 import http.server
@@ -24,6 +24,9 @@ from confluent_kafka import Consumer, TopicPartition
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
+# A PostgreSQL with logical replication (scripts/test.sh starts one): the test makes a
+# Postgres source so that its metrics are scraped too.
+POSTGRES = os.environ.get("FERRY_TEST_POSTGRES_URL")
 
 
 def call(method, url, body=None):
@@ -141,6 +144,25 @@ def test_prometheus_scrapes_what_known_traffic_implies(ferry_push, prometheus):
     endpoint = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
     threading.Thread(target=endpoint.serve_forever, daemon=True).start()
     try:
+        if POSTGRES:
+            subprocess.run(["psql", POSTGRES, "-q", "-c",
+                            "CREATE TABLE IF NOT EXISTS metrics_probe (id int PRIMARY KEY)"],
+                           check=True, timeout=30)
+            call("POST", f"{api}/v1/sources", {"name": "metrics-src", "url": POSTGRES,
+                                                "snapshot": "never",
+                                                "tables": ["public.metrics_probe"]})
+            # One change captured: every source metric has a value from then on.
+            deadline = time.time() + 30
+            while call("GET", f"{api}/v1/sources/metrics-src")["status"]["state"] != "streaming":
+                assert time.time() < deadline, "the source did not start streaming"
+                time.sleep(0.1)
+            subprocess.run(["psql", POSTGRES, "-q", "-c",
+                            "INSERT INTO metrics_probe VALUES (1)"], check=True, timeout=30)
+            while call("GET", f"{api}/v1/sources/metrics-src")["status"]["records"] < 1:
+                assert time.time() < deadline, "the source captured nothing"
+                time.sleep(0.1)
+        else:
+            assert not os.environ.get("CI"), "FERRY_TEST_POSTGRES_URL is not set"
         call("POST", f"{api}/v1/topics", {"name": "orders", "partitions": 2})
         call("POST", f"{api}/v1/subscriptions",
              {"name": "billing", "topic": "orders", "start": "earliest"})
@@ -210,6 +232,10 @@ def test_prometheus_scrapes_what_known_traffic_implies(ferry_push, prometheus):
         assert p.value('sum(ferry_kafka_request_errors_total{api="Metadata",code="3"})') >= 1.0
         assert p.value('ferry_log_records_per_sync_sum') >= 10.0
         assert p.value('process_resident_memory_bytes') > 1_000_000
+        if POSTGRES:
+            p.wait_for('ferry_source_streaming{source="metrics-src"}', 1.0)
+            p.wait_for('ferry_source_records_total{source="metrics-src"}', 1.0)
+            p.wait_for('ferry_source_slot_wal_warning{source="metrics-src"}', 0.0)
 
         # The exposition passes promtool's checks, in both formats Ferry serves.
         for accept in ("text/plain", "application/openmetrics-text; version=1.0.0"):
@@ -239,11 +265,18 @@ def test_prometheus_scrapes_what_known_traffic_implies(ferry_push, prometheus):
         names = exported_names(text)
         for expr in exprs:
             used = set(re.findall(r"\b(?:ferry|process)_[a-z0-9_]+", expr))
+            if not POSTGRES and any(u.startswith("ferry_source_") for u in used):
+                continue
             assert used, expr
             assert used <= names, f"{expr} names {sorted(used - names)}, not exported"
             p.query(expr)
     finally:
         endpoint.shutdown()
+        if POSTGRES:
+            # Drops the source's slot and publication.
+            call("DELETE", f"{api}/v1/sources/metrics-src")
+            subprocess.run(["psql", POSTGRES, "-q", "-c", "DROP TABLE metrics_probe"],
+                           check=True, timeout=30)
 
 
 def test_topic_detail_folds_partitions_into_topics(tmp_path):
