@@ -140,18 +140,27 @@ def source_rules_hold(body):
 
 
 def _row_filter_holds(where):
-    """A row filter is one condition: no comments, no NUL, balanced parentheses, and
-    not only blanks (the document only rules out `;`)."""
+    """A row filter is one condition: no comments, no NUL, no backslash or `$`, quotes
+    closed, and parentheses balanced outside quotes; not only blanks (the document only
+    rules out `;`). The same scan as the server's `check_row_filter`."""
     if not where.strip() or "--" in where or "/*" in where or "\0" in where:
         return False
-    if _utf8_len(where) > 4096:
+    if "\\" in where or "$" in where or _utf8_len(where) > 4096:
         return False
-    depth = 0
+    depth, quote = 0, None
     for c in where:
-        depth += {"(": 1, ")": -1}.get(c, 0)
-        if depth < 0:
-            return False
-    return depth == 0
+        if quote is not None:
+            if c == quote:
+                quote = None
+        elif c in "'\"":
+            quote = c
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth < 0:
+                return False
+    return quote is None and depth == 0
 
 
 def backfill_rules_hold(body):

@@ -12,8 +12,10 @@ use serde_json::Value;
 /// Header naming the source that wrote a record.
 pub const SOURCE_HEADER: &str = "ferry.source";
 /// Header with the record's place in the source's stream: the commit LSN of its
-/// transaction and its index in it (`0/16B3748:3`). On restart, a source skips what
-/// each partition already holds up to the last position there.
+/// transaction, the LSN of the change it comes from, and its index among that change's
+/// records (`0/16B3748:0/16B3700:1`). Postgres fixes all three, whatever the source's
+/// settings; on restart, a source skips what each partition already holds up to the
+/// last position there.
 pub const POSITION_HEADER: &str = "ferry.source.position";
 /// What Debezium writes for an unchanged TOASTed value it was not sent.
 pub const UNAVAILABLE: &str = "__debezium_unavailable_value";
@@ -23,21 +25,31 @@ pub const UNAVAILABLE: &str = "__debezium_unavailable_value";
 pub struct Position {
     /// Commit LSN of the record's transaction (0 for snapshot rows).
     pub lsn: u64,
-    /// Index of the record among its transaction's records.
-    pub seq: u32,
+    /// LSN of the change (or message) the record comes from.
+    pub change: u64,
+    /// Index of the record among that change's records (a delete and its tombstone,
+    /// the relations of one truncate, the rows of a backfill chunk).
+    pub sub: u32,
 }
 
 impl Position {
     pub fn header(&self) -> String {
-        format!("{}:{}", lsn_text(self.lsn), self.seq)
+        format!(
+            "{}:{}:{}",
+            lsn_text(self.lsn),
+            lsn_text(self.change),
+            self.sub
+        )
     }
 
     pub fn parse(s: &str) -> Option<Position> {
-        let (lsn, seq) = s.rsplit_once(':')?;
-        Some(Position {
-            lsn: parse_lsn(lsn)?,
-            seq: seq.parse().ok()?,
-        })
+        let mut parts = s.split(':');
+        let p = Position {
+            lsn: parse_lsn(parts.next()?)?,
+            change: parse_lsn(parts.next()?)?,
+            sub: parts.next()?.parse().ok()?,
+        };
+        parts.next().is_none().then_some(p)
     }
 }
 
@@ -388,14 +400,23 @@ mod tests {
     fn positions_and_lsns_read_back() {
         let p = Position {
             lsn: 0x16_B374_D848,
-            seq: 7,
+            change: 0x16_B374_D000,
+            sub: 7,
         };
-        assert_eq!(p.header(), "16/B374D848:7");
+        assert_eq!(p.header(), "16/B374D848:16/B374D000:7");
         assert_eq!(Position::parse(&p.header()), Some(p));
         assert_eq!(Position::parse("nope"), None);
         assert_eq!(parse_lsn("0/0"), Some(0));
         assert!(
-            Position { lsn: 5, seq: 9 } < Position { lsn: 6, seq: 0 },
+            Position {
+                lsn: 5,
+                change: 9,
+                sub: 9
+            } < Position {
+                lsn: 6,
+                change: 1,
+                sub: 0
+            },
             "a later commit sorts after every record of an earlier one"
         );
     }
@@ -456,7 +477,16 @@ mod tests {
             xid: 9,
             commit_ms: 1000,
         };
-        let rec = w.record(change, &txn, Position { lsn: 22, seq: 0 }, 2000);
+        let rec = w.record(
+            change,
+            &txn,
+            Position {
+                lsn: 22,
+                change: 20,
+                sub: 0,
+            },
+            2000,
+        );
         let v: Value = serde_json::from_slice(rec.value.as_ref().unwrap()).unwrap();
         assert_eq!(
             v,

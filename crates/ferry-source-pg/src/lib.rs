@@ -181,6 +181,9 @@ struct Entry {
     running: Option<Running>,
     /// Wakes the source's task when a backfill is asked for.
     wake: Arc<tokio::sync::Notify>,
+    /// Held by a write until it is durable, for the source's whole life: a task that
+    /// starts after another stopped reads positions only once the old write ended.
+    write_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 struct Running {
@@ -228,6 +231,7 @@ impl Sources {
                     status: Arc::default(),
                     running: None,
                     wake: Arc::default(),
+                    write_lock: Arc::default(),
                 },
             );
             if paused {
@@ -280,6 +284,7 @@ impl Sources {
             spec,
             e.status.clone(),
             e.wake.clone(),
+            e.write_lock.clone(),
             rx,
         ));
         e.running = Some(Running { stop, task });
@@ -292,7 +297,13 @@ impl Sources {
             .and_then(|e| e.running.take());
         if let Some(r) = running {
             let _ = r.stop.send(true);
-            let _ = tokio::time::timeout(Duration::from_secs(10), r.task).await;
+            let abort = r.task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(10), r.task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
         }
     }
 
@@ -371,6 +382,7 @@ impl Sources {
                     status: Arc::default(),
                     running: None,
                     wake: Arc::default(),
+                    write_lock: Arc::default(),
                 },
             );
             if let Err(e) = self.save(&entries) {
@@ -565,6 +577,7 @@ impl Sources {
 
     /// Stops every source (at shutdown).
     pub async fn shutdown(&self) {
+        let _admin = self.admin.lock().await;
         let names: Vec<String> = lock(&self.entries).keys().cloned().collect();
         for n in names {
             self.stop(&n).await;

@@ -178,16 +178,35 @@ pub(crate) fn check_row_filter(table: &str, w: &str) -> Result<(), String> {
             "the where of table '{table}' must be one SQL condition, without ';' or comments"
         ));
     }
+    if w.contains('\\') || w.contains('$') {
+        return Err(format!(
+            "the where of table '{table}' must not hold '\\' or '$' (escape strings and \
+             dollar quotes are not accepted)"
+        ));
+    }
+    // Parentheses count outside quoted strings and identifiers only, so that a quoted
+    // one cannot close the parentheses the condition is put in.
     let mut depth = 0i32;
+    let mut quote: Option<char> = None;
     for c in w.chars() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth -= 1,
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '(') => depth += 1,
+            (None, ')') => {
+                depth -= 1;
+                if depth < 0 {
+                    break;
+                }
+            }
             _ => {}
         }
-        if depth < 0 {
-            break;
-        }
+    }
+    if quote.is_some() {
+        return Err(format!(
+            "the where of table '{table}' has a quote that is not closed"
+        ));
     }
     if depth != 0 {
         return Err(format!(
@@ -515,6 +534,21 @@ mod tests {
         ]))
         .unwrap();
         assert!(s.check().unwrap_err().contains("one SQL condition"));
+        for bad in [
+            "a = '(' ), \"public\".\"secret\" WHERE ( b = ')'",
+            "a = 'open",
+            "a = E'\\'' ) OR (true",
+            "a = $$)$$",
+        ] {
+            s.tables =
+                serde_json::from_value(serde_json::json!([{"table": "t", "where": bad}])).unwrap();
+            assert!(s.check().is_err(), "{bad} was accepted");
+        }
+        s.tables = serde_json::from_value(serde_json::json!([
+            {"table": "t", "where": "name = 'a (b' AND \"odd)col\" > 1"}
+        ]))
+        .unwrap();
+        assert!(s.check().is_ok(), "quoted parentheses are not counted");
         s.tables = serde_json::from_value(serde_json::json!(["t", {"table": "public.t"}])).unwrap();
         assert!(s.check().unwrap_err().contains("twice"));
         s.tables = serde_json::from_value(serde_json::json!([

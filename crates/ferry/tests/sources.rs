@@ -115,11 +115,22 @@ async fn every_kind_of_change_arrives_in_debezium_envelopes_field_by_field() {
     assert_eq!(value(&recs[3])["after"], Value::Null);
     assert_eq!(recs[4]["key"], r#"{"id":2}"#);
     assert_eq!(recs[4]["value"], Value::Null, "the tombstone");
-    // One transaction: one commit LSN, positions in order.
+    // One transaction: one commit LSN, positions in order, each change its own LSN,
+    // a delete and its tombstone one change.
     assert_eq!(
         value(&recs[2])["source"]["lsn"],
         value(&recs[3])["source"]["lsn"]
     );
+    let pos = |r: &Value| {
+        ferry_source_pg::envelope::Position::parse(header(r, "ferry.source.position")).unwrap()
+    };
+    let (u, d, t) = (pos(&recs[2]), pos(&recs[3]), pos(&recs[4]));
+    assert!(u < d && d < t, "{u:?} {d:?} {t:?}");
+    assert!(
+        u.change < d.change && u.sub == 0 && d.sub == 0,
+        "{u:?} {d:?}"
+    );
+    assert_eq!((t.change, t.sub), (d.change, 1));
 
     // A new column mid-stream, then a key change (delete old key, create new).
     db.batch_execute(

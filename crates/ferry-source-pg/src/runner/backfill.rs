@@ -346,7 +346,10 @@ async fn read_chunk(
         .iter()
         .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
         .collect();
+    // The user's condition runs with the source's role: read only.
+    sql.batch_execute("BEGIN READ ONLY").await?;
     let rows = sql.query(query, &args).await?;
+    sql.batch_execute("COMMIT").await?;
     let tuples = rows
         .iter()
         .map(|r| {

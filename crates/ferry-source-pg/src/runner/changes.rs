@@ -193,7 +193,7 @@ impl Capture {
             }
         }
         let Some(kind) = aggregate_type else {
-            self.skip("an outbox row without aggregatetype");
+            self.skip(1, "an outbox row without aggregatetype");
             return;
         };
         let template = self
@@ -238,10 +238,10 @@ impl Capture {
         self.batch.push(topic, pos, rec);
     }
 
-    pub(super) fn skip(&self, why: &str) {
+    pub(super) fn skip(&self, count: u64, why: &str) {
         tracing::warn!(source = %self.spec.name, "skipped {why}");
         set(&self.status, |s| {
-            s.skipped += 1;
+            s.skipped += count;
             s.last_error = Some(format!("skipped {why}"));
         });
     }

@@ -28,7 +28,7 @@ const BATCH_BYTES: usize = 8 << 20;
 /// How long a record waits for others to share its write.
 const LINGER: Duration = Duration::from_millis(2);
 /// Rows read per snapshot fetch.
-const SNAPSHOT_CHUNK: usize = 2000;
+const SNAPSHOT_CHUNK: usize = 500;
 /// How far back from a partition's end a restart looks for the source's last record.
 const RECOVERY_SCAN_RECORDS: u64 = 10_000;
 /// Connection attempts back off up to this.
@@ -38,11 +38,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const PROBE_EVERY: Duration = Duration::from_secs(5);
 /// How long one such read may take before it counts as unanswered.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the stream waits on its SQL connection (a table's key, a backfill's
+/// catalog reads) before the session ends and connects again.
+const SQL_TIMEOUT: Duration = Duration::from_secs(15);
 /// Unanswered reads in a row after which the session ends and connects again.
 const PROBES_MISSED_MAX: u32 = 3;
+/// Replication events buffered between the connection and the source's task.
+const REPLICATION_EVENTS_MAX: usize = 2048;
 /// Largest replication message accepted: a row bigger than this stops the source
 /// with an error saying so, rather than growing memory without bound.
-const MESSAGE_BYTES_MAX: usize = 256 << 20;
+const MESSAGE_BYTES_MAX: usize = 64 << 20;
 
 type Error = anyhow::Error;
 
@@ -52,10 +57,10 @@ pub(crate) async fn run(
     spec: SourceSpec,
     status: Arc<Mutex<Status>>,
     wake: Arc<tokio::sync::Notify>,
+    write_lock: Arc<tokio::sync::Mutex<()>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(500);
-    let write_lock = Arc::new(tokio::sync::Mutex::new(()));
     loop {
         set(&status, |s| s.state = SourceState::Starting);
         let started = Instant::now();
@@ -193,7 +198,7 @@ async fn session(
     .with_port(url.port)
     .with_status_interval(Duration::from_secs(1))
     .with_wakeup_interval(Duration::from_secs(5))
-    .with_buffer_size(8192)
+    .with_buffer_size(REPLICATION_EVENTS_MAX)
     .with_max_message_size(MESSAGE_BYTES_MAX)
     .with_application_name(format!("ferry-{}", spec.name));
 
@@ -233,6 +238,8 @@ async fn session(
                 .ok_or_else(|| anyhow::anyhow!("CREATE_REPLICATION_SLOT answered no column {i}"))
         };
         sources.update_stored(&spec.name, |s| s.created_slot = true);
+        // A new slot starts a new history: positions of an older one mean nothing.
+        state.written.clear();
         let name = text(2)?;
         if !name.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') || name.len() > 64 {
             anyhow::bail!("CREATE_REPLICATION_SLOT answered an odd snapshot name");
@@ -244,6 +251,20 @@ async fn session(
         client
     } else {
         if existing.is_none() {
+            if stored.created_slot {
+                let text = format!(
+                    "slot '{slot}' that this source made is gone (dropped by hand, or the \
+                     database was restored or replaced); it is made again, and changes \
+                     committed while there was none are not captured"
+                );
+                tracing::warn!(source = %spec.name, "{text}");
+                set(status, |s| {
+                    s.last_error = Some(text);
+                    s.last_error_ms = Some(ferry_broker::broker::now_ms() as i64);
+                });
+            }
+            // A new slot starts a new history: positions of an older one mean nothing.
+            state.written.clear();
             state
                 .sql
                 .execute(
@@ -259,9 +280,12 @@ async fn session(
         ReplicationClient::connect(config).await?
     };
     client.wait_started().await?;
+    let recreated = existing.is_none() && stored.created_slot;
     set(status, |s| {
         s.state = SourceState::Streaming;
-        s.last_error = None;
+        if !recreated {
+            s.last_error = None;
+        }
     });
     let result = state.stream(&mut client).await;
     client.stop();
@@ -369,7 +393,10 @@ struct Capture {
     written: HashMap<(String, u32), Position>,
     batch: Batch,
     txn: Option<Txn>,
-    seq: u32,
+    /// LSN of the change being turned into records, and the next record's index
+    /// among its records.
+    change_lsn: u64,
+    sub: u32,
     /// End of the last commit seen: confirmed to Postgres once its records are durable.
     commit_end: Option<u64>,
     last_commit_ms: i64,
@@ -409,7 +436,8 @@ impl Capture {
             written: HashMap::new(),
             batch: Batch::default(),
             txn: None,
-            seq: 0,
+            change_lsn: 0,
+            sub: 0,
             commit_end: None,
             last_commit_ms: 0,
             commit_unreported: false,

@@ -15,45 +15,59 @@ impl Capture {
             };
             for p in 0..t.partitions().len() as u32 {
                 let (earliest, latest) = self.broker.bounds(&topic, p)?;
-                let mut end = latest;
-                let floor = latest.saturating_sub(RECOVERY_SCAN_RECORDS).max(earliest);
-                'scan: while end > floor {
-                    let from = end.saturating_sub(500).max(floor);
-                    let read = self
-                        .broker
-                        .read(
-                            &topic,
-                            p,
-                            from,
-                            (end - from) as usize,
-                            16 << 20,
-                            Duration::ZERO,
-                        )
-                        .await?;
-                    for r in read.records.iter().rev() {
-                        if r.offset as u64 >= end {
-                            continue;
-                        }
-                        let ours =
-                            r.header(envelope::SOURCE_HEADER) == Some(self.spec.name.as_bytes());
-                        if let (true, Some(pos)) = (
-                            ours,
-                            r.header(envelope::POSITION_HEADER)
-                                .and_then(|v| std::str::from_utf8(v).ok())
-                                .and_then(Position::parse),
-                        ) {
-                            self.written.insert((topic.clone(), p), pos);
-                            break 'scan;
-                        }
-                    }
-                    if read.records.is_empty() {
-                        break;
-                    }
-                    end = from;
+                if let Some(pos) = self.last_position(&topic, p, earliest, latest).await? {
+                    self.written.insert((topic.clone(), p), pos);
                 }
             }
         }
         Ok(())
+    }
+
+    /// The position of this source's last record in a partition, looking back at most
+    /// `RECOVERY_SCAN_RECORDS` from its end, in windows of 500 read forwards whole (a
+    /// read may stop early at its byte limit: it goes on from where it stopped).
+    async fn last_position(
+        &self,
+        topic: &str,
+        p: u32,
+        earliest: u64,
+        latest: u64,
+    ) -> Result<Option<Position>, Error> {
+        let floor = latest.saturating_sub(RECOVERY_SCAN_RECORDS).max(earliest);
+        let mut end = latest;
+        while end > floor {
+            let from = end.saturating_sub(500).max(floor);
+            let mut found = None;
+            let mut at = from;
+            while at < end {
+                let read = self
+                    .broker
+                    .read(topic, p, at, (end - at) as usize, 16 << 20, Duration::ZERO)
+                    .await?;
+                for r in &read.records {
+                    if r.offset as u64 >= end {
+                        break;
+                    }
+                    let ours = r.header(envelope::SOURCE_HEADER) == Some(self.spec.name.as_bytes());
+                    let pos = r
+                        .header(envelope::POSITION_HEADER)
+                        .and_then(|v| std::str::from_utf8(v).ok())
+                        .and_then(Position::parse);
+                    if let (true, Some(pos)) = (ours, pos) {
+                        found = Some(pos);
+                    }
+                }
+                if read.next_offset <= at {
+                    break;
+                }
+                at = read.next_offset;
+            }
+            if found.is_some() {
+                return Ok(found);
+            }
+            end = from;
+        }
+        Ok(None)
     }
 
     /// Streams changes until the connection fails.
@@ -61,7 +75,7 @@ impl Capture {
         let limits = pgoutput::Limits::default();
         let mut tick = tokio::time::interval(PROBE_EVERY);
         let wake = self.wake.clone();
-        self.next_chunk().await?;
+        sql_deadline(self.next_chunk()).await?;
         // An event already received while deciding whether to write the batch.
         let mut ready = None;
         loop {
@@ -69,32 +83,34 @@ impl Capture {
             let event = if let Some(ev) = ready.take() {
                 ev
             } else {
+                // Housekeeping first: under a steady stream `recv` is always ready and
+                // would starve the probe, backfills and the end of writes.
                 tokio::select! {
-                biased;
-                ev = client.recv() => ev?,
-                done = write_done(&mut self.in_flight) => {
-                    if let Some(w) = self.in_flight.take() {
-                        self.settled(w, done, Some(client))?;
+                    biased;
+                    _ = tick.tick() => {
+                        self.refresh_slot_status().await?;
+                        continue;
                     }
-                    continue;
-                }
-                read = chunk_answer(&mut self.chunk_rx) => {
-                    self.chunk_read(read);
-                    self.next_chunk().await?;
-                    continue;
-                }
-                _ = wake.notified() => {
-                    self.next_chunk().await?;
-                    continue;
-                }
-                _ = sleep_until(deadline) => {
-                    self.write_batch(Some(client)).await?;
-                    continue;
-                }
-                _ = tick.tick() => {
-                    self.refresh_slot_status().await?;
-                    continue;
-                }
+                    done = write_done(&mut self.in_flight) => {
+                        if let Some(w) = self.in_flight.take() {
+                            self.settled(w, done, Some(client))?;
+                        }
+                        continue;
+                    }
+                    read = chunk_answer(&mut self.chunk_rx) => {
+                        self.chunk_read(read);
+                        sql_deadline(self.next_chunk()).await?;
+                        continue;
+                    }
+                    _ = wake.notified() => {
+                        sql_deadline(self.next_chunk()).await?;
+                        continue;
+                    }
+                    ev = client.recv() => ev?,
+                    _ = sleep_until(deadline) => {
+                        self.write_batch(Some(client)).await?;
+                        continue;
+                    }
                 }
             };
             let Some(event) = event else {
@@ -111,19 +127,22 @@ impl Capture {
                         xid,
                         commit_ms: envelope::pg_time_to_unix_ms(commit_time_micros),
                     });
-                    self.seq = 0;
                 }
-                ReplicationEvent::XLogData { data, .. } => {
+                ReplicationEvent::XLogData {
+                    wal_start, data, ..
+                } => {
+                    self.at_change(u64::from(wal_start));
                     let message = pgoutput::decode(&data, &limits)
                         .map_err(|e| anyhow::anyhow!("pgoutput message: {e}"))?;
-                    self.change(message).await?;
+                    sql_deadline(self.change(message)).await?;
                 }
                 ReplicationEvent::Message {
                     transactional: true,
+                    lsn,
                     prefix,
                     content,
-                    ..
                 } => {
+                    self.at_change(u64::from(lsn));
                     if prefix == backfill::WATERMARK_PREFIX {
                         self.watermark(&content, client).await?;
                     } else {
@@ -231,10 +250,13 @@ impl Capture {
             let partitions = match self.ensure_topic(&topic).await {
                 Ok(n) => n,
                 Err(BrokerError::InvalidTopicName { name, reason }) => {
-                    self.skip(&format!(
-                        "{} records for topic '{name}', whose name is invalid: {reason}",
-                        records.len()
-                    ));
+                    self.skip(
+                        records.len() as u64,
+                        &format!(
+                            "{} records for topic '{name}', whose name is invalid: {reason}",
+                            records.len()
+                        ),
+                    );
                     continue;
                 }
                 Err(e) => return Err(e.into()),
@@ -390,10 +412,17 @@ impl Capture {
         });
         let pos = Position {
             lsn: txn.commit_lsn,
-            seq: self.seq,
+            change: self.change_lsn,
+            sub: self.sub,
         };
-        self.seq = self.seq.wrapping_add(1);
+        self.sub = self.sub.wrapping_add(1);
         (txn, pos)
+    }
+
+    /// The records made next come from the change (or message) at `lsn`.
+    pub(super) fn at_change(&mut self, lsn: u64) {
+        self.change_lsn = lsn;
+        self.sub = 0;
     }
 
     /// Writes what the batch holds, leaving out what a partition holds already, and
@@ -450,4 +479,14 @@ async fn write_done(
         Some(w) => (&mut w.handle).await,
         None => std::future::pending().await,
     }
+}
+
+/// Runs work that may wait on the SQL connection, which a silent network would leave
+/// waiting forever: past `SQL_TIMEOUT` the session ends and connects again.
+async fn sql_deadline<T>(
+    work: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    tokio::time::timeout(SQL_TIMEOUT, work).await.map_err(|_| {
+        anyhow::anyhow!("Postgres did not answer within {SQL_TIMEOUT:?}; connecting again")
+    })?
 }

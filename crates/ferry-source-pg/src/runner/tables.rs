@@ -73,6 +73,9 @@ impl Capture {
                     };
                     let rec = self.writer.record(change, &txn, Position::default(), now);
                     self.batch.push(topic.clone(), Position::default(), rec);
+                    if self.batch.full() {
+                        self.flush().await?;
+                    }
                 }
                 set(&self.status, |s| s.snapshot_rows += n as u64);
                 if self.batch.full() || n < SNAPSHOT_CHUNK {
