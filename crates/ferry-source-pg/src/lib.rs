@@ -143,7 +143,8 @@ pub struct Status {
     /// WAL written in Postgres after the confirmed position.
     pub lag_bytes: Option<u64>,
     /// How far behind in time: while the slot has WAL left to read, the time since the
-    /// newest commit captured; 0 when caught up.
+    /// newest commit captured (or, before the first, since the stream started); 0 when
+    /// caught up; none before the slot's state was first read.
     pub lag_ms: Option<u64>,
     /// Time from the last captured commit in Postgres to its records being durable here.
     pub capture_lag_ms: Option<u64>,

@@ -461,22 +461,35 @@ async fn sources_are_managed_over_http_and_the_command_line_with_clear_errors() 
     );
     wait_state(ferry, "a", "streaming", WAIT).await;
 
-    // Its metrics.
-    let metrics = http()
-        .get(format!("{ferry}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for line in [
-        "ferry_source_streaming{source=\"a\"} 1",
-        "ferry_source_slot_wal_warning{source=\"a\"} 0",
-        "ferry_source_records_total{source=\"a\"}",
-        "ferry_source_lag_seconds{source=\"a\"}",
-    ] {
-        assert!(metrics.contains(line), "{line} in {metrics}");
+    // Its metrics (the slot's state is read as the stream starts, and then every 5 s).
+    let until = std::time::Instant::now() + WAIT;
+    loop {
+        let metrics = http()
+            .get(format!("{ferry}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let missing: Vec<&str> = [
+            "ferry_source_streaming{source=\"a\"} 1",
+            "ferry_source_slot_wal_warning{source=\"a\"} 0",
+            "ferry_source_records_total{source=\"a\"}",
+            "ferry_source_lag_seconds{source=\"a\"}",
+            "ferry_source_slot_wal_bytes{source=\"a\"}",
+        ]
+        .into_iter()
+        .filter(|line| !metrics.contains(line))
+        .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "{missing:?} not in {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     // The command line: list, describe, update, pause, resume, delete.

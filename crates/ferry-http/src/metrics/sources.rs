@@ -78,7 +78,7 @@ impl Collector for SourcesCollector {
         family(
             &mut e,
             "source_lag_seconds",
-            "While the slot has WAL left to read, seconds since the newest commit the source captured; 0 when caught up",
+            "While the slot has WAL left to read, seconds since the newest commit the source captured (or, before the first, since its stream started); 0 when caught up",
             MetricType::Gauge,
             gauge(&|s| s.status.lag_ms.map(|v| v as f64 / 1000.0)),
         )?;

@@ -407,6 +407,8 @@ struct Capture {
     in_flight: Option<InFlight>,
     /// Held by a write until it is durable (shared by the source's sessions).
     write_lock: Arc<tokio::sync::Mutex<()>>,
+    /// When the stream started (for the lag before the first captured commit).
+    streaming_since_ms: i64,
     /// Slot reads in a row that Postgres did not answer in time.
     probes_missed: u32,
     /// Wakes the stream loop when a backfill is asked for.
@@ -443,6 +445,7 @@ impl Capture {
             commit_unreported: false,
             in_flight: None,
             write_lock: Arc::default(),
+            streaming_since_ms: 0,
             probes_missed: 0,
             wake: Arc::default(),
             chunk: None,

@@ -75,6 +75,7 @@ impl Capture {
         let limits = pgoutput::Limits::default();
         let mut tick = tokio::time::interval(PROBE_EVERY);
         let wake = self.wake.clone();
+        self.streaming_since_ms = ferry_broker::broker::now_ms() as i64;
         sql_deadline(self.next_chunk()).await?;
         // An event already received while deciding whether to write the batch.
         let mut ready = None;
@@ -386,13 +387,17 @@ impl Capture {
         let max = self.spec.max_slot_wal_bytes;
         let name = self.spec.name.clone();
         let now = ferry_broker::broker::now_ms() as i64;
+        let started_ms = self.streaming_since_ms;
         set(&self.status, |s| {
             s.slot_wal_bytes = held.map(|h| h.max(0) as u64);
             s.lag_bytes = lag.map(|l| l.max(0) as u64);
-            s.lag_ms = match (s.lag_bytes, s.last_commit_ms) {
-                (Some(0), _) => Some(0),
-                (Some(_), Some(c)) => Some((now - c).max(0) as u64),
-                _ => None,
+            // Behind: since the newest commit captured, or, before the first one, since
+            // the stream started.
+            let since = s.last_commit_ms.unwrap_or(started_ms);
+            s.lag_ms = match s.lag_bytes {
+                Some(0) => Some(0),
+                Some(_) => Some((now - since).max(0) as u64),
+                None => None,
             };
             let over = s.slot_wal_bytes.is_some_and(|h| h > max);
             if over && !s.slot_wal_warning {
