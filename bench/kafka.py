@@ -43,11 +43,11 @@ def disk_seq_mb_s(folder, mib):
     return mib * 1048576 / secs / 1e6
 
 
-def start(ferry, data, durability, extra=()):
-    """Starts `ferry serve` on free ports; its process and Kafka address."""
+def serve(ferry, data, args=(), echo_warnings=False):
+    """Starts `ferry serve` on free ports with `args`; its process and the fields of its
+    "Ferry is ready." log line (`http_addr`, `kafka_addr`, ...)."""
     proc = subprocess.Popen([ferry, "serve", "--data-dir", data, "--http-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0",
-                             "--durability", durability,
-                             "--log-format", "json", "--log", "warn,ferry::serve=info", *extra],
+                             "--log-format", "json", "--log", "warn,ferry::serve=info", *args],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     addr = {}
     ready = threading.Event()
@@ -61,9 +61,17 @@ def start(ferry, data, durability, extra=()):
             if f.get("message") == "Ferry is ready.":
                 addr.update(f)
                 ready.set()
+            elif echo_warnings and (f.get("level") in ("WARN", "ERROR") or "error" in f):
+                print("ferry:", line.strip())
 
     threading.Thread(target=read, daemon=True).start()
-    assert ready.wait(30)
+    assert ready.wait(30), "ferry did not start"
+    return proc, addr
+
+
+def start(ferry, data, durability, extra=()):
+    """Starts `ferry serve` on free ports; its process and Kafka address."""
+    proc, addr = serve(ferry, data, ["--durability", durability, *extra])
     return proc, addr["kafka_addr"]
 
 

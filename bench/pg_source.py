@@ -2,7 +2,7 @@
 set in the same run by Postgres's own `pg_recvlogical` reading the same changes from a
 second slot of the same publication.
 
-    pip install 'psycopg[binary]'
+    pip install 'psycopg[binary]' confluent-kafka   # bench/kafka.py, whose start-up it shares, imports the latter
     cargo build --release -p ferry
     python3 bench/pg_source.py --ferry target/release/ferry            # about 5 minutes
     python3 bench/pg_source.py --changes 100000 --seconds 5            # a quick look
@@ -47,6 +47,9 @@ import tempfile
 import threading
 import time
 
+# bench/kafka.py, beside this file (first on the path when run as a script).
+from kafka import serve
+
 import psycopg
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -60,27 +63,7 @@ PG_EPOCH_UNIX_S = 946684800  # 2000-01-01 in Unix seconds
 
 def start_ferry(ferry, data):
     """Starts `ferry serve` on free ports; its process and HTTP address."""
-    proc = subprocess.Popen([ferry, "serve", "--data-dir", data, "--http-addr", "127.0.0.1:0",
-                             "--kafka-addr", "127.0.0.1:0", "--log-format", "json",
-                             "--log", "warn,ferry::serve=info"],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    addr = {}
-    ready = threading.Event()
-
-    def read():
-        for line in proc.stderr:
-            try:
-                f = json.loads(line).get("fields", {})
-            except ValueError:
-                continue
-            if f.get("message") == "Ferry is ready.":
-                addr.update(f)
-                ready.set()
-            elif f.get("level") in ("WARN", "ERROR") or "error" in f:
-                print("ferry:", line.strip())
-
-    threading.Thread(target=read, daemon=True).start()
-    assert ready.wait(30), "ferry did not start"
+    proc, addr = serve(ferry, data, echo_warnings=True)
     return proc, addr["http_addr"]
 
 

@@ -181,25 +181,21 @@ impl Capture {
         if !ours {
             return Ok(());
         }
+        if self.chunk.as_ref().is_some_and(|c| c.rows.is_none()) {
+            // The reading task wrote the watermark after its SELECT, so its rows are
+            // on their way: wait for them.
+            let Some(rx) = self.chunk_rx.take() else {
+                self.chunk = None;
+                return Ok(());
+            };
+            let read = rx.await;
+            self.chunk_read(read);
+        }
         let Some(mut chunk) = self.chunk.take() else {
             return Ok(());
         };
         let Some(rows) = chunk.rows.take() else {
-            // The reading task wrote the watermark after its SELECT, so its rows
-            // are on their way: wait for them.
-            let read = match self.chunk_rx.take() {
-                Some(rx) => rx.await,
-                None => return Ok(()),
-            };
-            self.chunk = Some(chunk);
-            self.chunk_read(read);
-            return match self.chunk.as_mut().and_then(|c| c.rows.take()) {
-                Some(rows) => {
-                    let chunk = self.chunk.take().expect("the chunk was just put back");
-                    self.write_chunk(chunk, rows, client).await
-                }
-                None => Ok(()),
-            };
+            return Ok(());
         };
         self.write_chunk(chunk, rows, client).await
     }
