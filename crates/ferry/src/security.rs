@@ -32,7 +32,7 @@ fn local<T: serde::Serialize>(r: Result<T, ferry_auth::AuthError>) -> anyhow::Re
 }
 
 /// Percent-encodes a path segment or query value.
-fn q(s: &str) -> String {
+pub(crate) fn q(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 

@@ -2,14 +2,10 @@
 
 use crate::cli::{SourceCommand, SourceUpdateFlags};
 use crate::output;
+use crate::security::q;
 use ferry_client::Client;
 use reqwest::Method;
 use serde_json::{json, Map, Value};
-
-/// Percent-encodes a path segment.
-fn q(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
 
 fn put(body: &mut Map<String, Value>, key: &str, v: Option<impl Into<Value>>) {
     if let Some(v) = v {
