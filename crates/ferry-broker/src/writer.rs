@@ -241,6 +241,7 @@ impl Partition {
             }
             Err(e) => {
                 span.fail(&e);
+                tracing::warn!(partition = self.id, requests = requests.len(), error = %e, "A grouped append failed; each request is tried alone.");
                 let mut rest = records.into_iter();
                 for (count, done) in requests {
                     let own: Vec<_> = rest.by_ref().take(count).collect();
