@@ -150,7 +150,7 @@ pub fn json_text(v: &Value) -> serde_json::Result<Vec<u8>> {
 
 /// Whether JSON must escape any of `bytes`. Checked 64 bytes at a time without an early
 /// exit inside a block, so that the compiler turns the inner loop into vector code.
-fn needs_escape(bytes: &[u8]) -> bool {
+pub(crate) fn needs_escape(bytes: &[u8]) -> bool {
     bytes.chunks(64).any(|block| {
         block.iter().fold(false, |bad, &b| {
             bad | (b < 0x20) | (b == b'"') | (b == b'\\')

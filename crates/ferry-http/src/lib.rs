@@ -6,6 +6,7 @@ pub mod auth;
 pub mod codec;
 pub mod console;
 pub mod groups;
+pub mod json_out;
 pub mod metrics;
 pub mod observe;
 pub mod problem;

@@ -1,6 +1,7 @@
 //! Producing and reading records.
 
-use crate::codec::{record_out, to_produce, ProduceBody, RECORDS_PER_REQUEST_MAX};
+use crate::codec::{to_produce, ProduceBody, RECORDS_PER_REQUEST_MAX};
+use crate::json_out::{self, JsonBody};
 use crate::problem::Problem;
 use crate::trace::RequestTrace;
 use crate::{json_body, AppState};
@@ -123,7 +124,7 @@ pub async fn read(
     State(state): State<AppState>,
     Path((topic, partition)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<JsonBody, Problem> {
     if let Some(unknown) = q.keys().find(|k| !READ_PARAMS.contains(&k.as_str())) {
         return Err(Problem::invalid_parameter(format!(
             "unknown parameter {unknown:?}; expected one of {READ_PARAMS:?}"
@@ -167,13 +168,16 @@ pub async fn read(
             Duration::from_millis(wait_ms),
         )
         .await?;
-    let records: Vec<Value> = res.records.iter().map(record_out).collect();
-    Ok(Json(json!({
-        "records": records,
-        "next_offset": res.next_offset,
-        "earliest": res.earliest,
-        "latest": res.latest,
-    })))
+    Ok(JsonBody(json_out::records_body(
+        &res.records,
+        json_out::size_hint,
+        json_out::record,
+        |out| {
+            json_out::int_field(out, "earliest", res.earliest);
+            json_out::int_field(out, "latest", res.latest);
+            json_out::int_field(out, "next_offset", res.next_offset);
+        },
+    )))
 }
 
 #[derive(Deserialize)]

@@ -2,7 +2,7 @@
 //! and a server-sent-event stream.
 
 use crate::auth::{caller, Caller};
-use crate::codec::record_out;
+use crate::json_out::{self, JsonBody};
 use crate::problem::Problem;
 use crate::trace::RequestTrace;
 use crate::{json_body, AppState};
@@ -253,15 +253,11 @@ pub struct PullBody {
     visibility_timeout_ms: Option<i64>,
 }
 
-fn delivery_out(d: &Delivery) -> Value {
-    let mut v = record_out(&d.record);
-    if let Value::Object(m) = &mut v {
-        m.insert("lease_id".into(), json!(d.lease_id));
-        m.insert("attempt".into(), json!(d.attempt));
-        m.insert("partition".into(), json!(d.partition));
-        m.insert("lease_expires_at".into(), json!(d.lease_expires_ms));
-    }
-    v
+/// One delivery as JSON text (a stream's event data).
+fn delivery_text(d: &Delivery) -> String {
+    let mut out = Vec::with_capacity(json_out::size_hint(&d.record) + 64);
+    json_out::delivery(&mut out, d);
+    String::from_utf8(out).expect("JSON text is UTF-8")
 }
 
 pub async fn pull(
@@ -269,7 +265,7 @@ pub async fn pull(
     Path(name): Path<String>,
     trace: RequestTrace,
     body: Bytes,
-) -> Result<Json<Value>, Problem> {
+) -> Result<JsonBody, Problem> {
     let mut span = trace.server_span("lease", "receive", attr::SUBSCRIPTION, &name);
     let result = pull_records(&state, &name, &body, &mut span).await;
     crate::trace::finish(&mut span, &result);
@@ -281,7 +277,7 @@ async fn pull_records(
     name: &str,
     body: &[u8],
     span: &mut Span,
-) -> Result<Json<Value>, Problem> {
+) -> Result<JsonBody, Problem> {
     let b: PullBody = if body.is_empty() {
         PullBody {
             max_records: None,
@@ -313,8 +309,12 @@ async fn pull_records(
                 .filter_map(|d| d.record.header("traceparent").and_then(TraceParent::parse)),
         );
     }
-    let records: Vec<Value> = out.iter().map(delivery_out).collect();
-    Ok(Json(json!({ "records": records })))
+    Ok(JsonBody(json_out::records_body(
+        &out,
+        |d| json_out::size_hint(&d.record) + 64,
+        json_out::delivery,
+        |_| {},
+    )))
 }
 
 #[derive(Deserialize)]
@@ -503,7 +503,7 @@ pub async fn events(
                     let ev = SseEvent::default()
                         .event("record")
                         .id(d.lease_id.clone())
-                        .data(delivery_out(&d).to_string());
+                        .data(delivery_text(&d));
                     return Some((
                         Ok::<_, std::convert::Infallible>(ev),
                         (broker, name, req, buf, false),
