@@ -5,7 +5,7 @@ use crate::auth::{caller, Caller};
 use crate::json_out::{self, JsonBody};
 use crate::problem::Problem;
 use crate::trace::RequestTrace;
-use crate::{json_body, AppState};
+use crate::{json_body, plain_json_body, AppState};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -286,7 +286,7 @@ async fn pull_records(
             visibility_timeout_ms: None,
         }
     } else {
-        json_body(body, &[])?
+        plain_json_body(body)?
     };
     let visibility = match b.visibility_timeout_ms {
         None => None,
@@ -367,7 +367,7 @@ async fn ack_leases(
     body: &[u8],
     span: &mut Span,
 ) -> Result<Json<Value>, Problem> {
-    let b: LeasesBody = json_body(body, &[])?;
+    let b: LeasesBody = plain_json_body(body)?;
     only(&b, &["durable"])?;
     let completion = match b.durable {
         Some(false) => Completion::Buffered,
@@ -384,7 +384,7 @@ pub async fn nack(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, Problem> {
-    let b: LeasesBody = json_body(&body, &[])?;
+    let b: LeasesBody = plain_json_body(&body)?;
     only(&b, &["delay_ms", "error"])?;
     let n = state
         .broker
@@ -398,7 +398,7 @@ pub async fn extend(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, Problem> {
-    let b: LeasesBody = json_body(&body, &[])?;
+    let b: LeasesBody = plain_json_body(&body)?;
     only(&b, &["visibility_timeout_ms"])?;
     let t = b.visibility_timeout_ms.ok_or_else(|| {
         Problem::invalid_json("visibility_timeout_ms is required: the new lease length from now")
