@@ -400,8 +400,7 @@ impl Broker {
     ) -> Result<TopicConfig> {
         if settings.partitions.is_some() {
             return Err(BrokerError::InvalidConfig(
-                "the partition count is not a setting to replace; add partitions instead"
-                    .into(),
+                "the partition count is not a setting to replace; add partitions instead".into(),
             ));
         }
         let d = self.config.defaults.clone();

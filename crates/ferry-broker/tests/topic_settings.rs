@@ -51,7 +51,10 @@ async fn replaced_settings_take_defaults_for_what_is_left_out_and_persist() {
         assert_eq!(c.partitions, 2, "the partition count is kept");
         assert_eq!(c.retention_bytes, Some(1 << 20));
         assert_eq!(c.retention_ms, d.retention_ms, "back to the default");
-        assert_eq!(c.max_record_bytes, d.max_record_bytes, "back to the default");
+        assert_eq!(
+            c.max_record_bytes, d.max_record_bytes,
+            "back to the default"
+        );
     }
     let b = broker(dir.path());
     let c = b.describe_topic("t").unwrap().config;

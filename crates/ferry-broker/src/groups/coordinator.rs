@@ -13,9 +13,9 @@ use super::group::Group;
 use super::store::{remove_offsets, GroupOffsets, OffsetStore, PartitionOffset};
 use super::types::{
     FetchedOffset, GroupDescription, GroupError, GroupListing, GroupResult, GroupState,
-    JoinRequest, JoinResult, OffsetDeletion, Pending, SubscribedTopics, GROUPS_MAX, GROUP_ID_BYTES_MAX, MEMBERS_PER_GROUP_MAX,
-    MEMBER_ID_BYTES_MAX, OFFSET_METADATA_BYTES_MAX, PROTOCOL_METADATA_BYTES_MAX,
-    SESSION_TIMEOUT_MS_MAX, SESSION_TIMEOUT_MS_MIN,
+    JoinRequest, JoinResult, OffsetDeletion, Pending, SubscribedTopics, GROUPS_MAX,
+    GROUP_ID_BYTES_MAX, MEMBERS_PER_GROUP_MAX, MEMBER_ID_BYTES_MAX, OFFSET_METADATA_BYTES_MAX,
+    PROTOCOL_METADATA_BYTES_MAX, SESSION_TIMEOUT_MS_MAX, SESSION_TIMEOUT_MS_MIN,
 };
 use crate::error::Result;
 use bytes::Bytes;
@@ -590,9 +590,14 @@ mod tests {
             c.delete_offsets("nobody", &parts, &none).await,
             Err(GroupError::GroupNotFound)
         );
-        c.commit("g", "", -1, vec![at("t", 0, 5), at("u", 0, 6), at("u", 1, 7)])
-            .await
-            .unwrap();
+        c.commit(
+            "g",
+            "",
+            -1,
+            vec![at("t", 0, 5), at("u", 0, 6), at("u", 1, 7)],
+        )
+        .await
+        .unwrap();
         let _joining = c.begin_join(member_reading("g"), Instant::now()).await;
         // Members whose topics cannot be told: nothing is touched.
         assert_eq!(
@@ -617,7 +622,14 @@ mod tests {
         // Durable: a coordinator on the same store finds the same.
         let again = Coordinator::new(Arc::new(FileOffsetStore::open(dir.path()).unwrap())).unwrap();
         assert_eq!(again.fetch_offsets("g", None).len(), 2);
-        assert_eq!(again.fetch_offsets("g", None)[0].committed.as_ref().unwrap().leader_epoch, Some(4));
+        assert_eq!(
+            again.fetch_offsets("g", None)[0]
+                .committed
+                .as_ref()
+                .unwrap()
+                .leader_epoch,
+            Some(4)
+        );
     }
 
     #[tokio::test]
@@ -631,7 +643,13 @@ mod tests {
         let out = c
             .delete_offsets("g", &[("t".into(), 0), ("t".into(), 9)], &never)
             .await;
-        assert_eq!(out, Ok(vec![OffsetDeletion::Deleted, OffsetDeletion::Deleted]));
-        assert!(c.find("g").await.is_none(), "no members, no offsets: unknown");
+        assert_eq!(
+            out,
+            Ok(vec![OffsetDeletion::Deleted, OffsetDeletion::Deleted])
+        );
+        assert!(
+            c.find("g").await.is_none(),
+            "no members, no offsets: unknown"
+        );
     }
 }

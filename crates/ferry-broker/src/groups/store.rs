@@ -233,7 +233,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FileOffsetStore::open(dir.path()).unwrap();
         store
-            .commit("g", &[at("a", 0, 1, None), at("a", 1, 2, None), at("b", 0, 3, None)])
+            .commit(
+                "g",
+                &[
+                    at("a", 0, 1, None),
+                    at("a", 1, 2, None),
+                    at("b", 0, 3, None),
+                ],
+            )
             .unwrap();
         store.commit("h", &[at("a", 0, 4, None)]).unwrap();
         store
@@ -245,6 +252,9 @@ mod tests {
         assert_eq!(loaded["h"]["a"][&0].offset, 4, "other groups keep theirs");
         store.delete_offsets("g", &[("b".into(), 0)]).unwrap();
         let loaded = FileOffsetStore::open(dir.path()).unwrap().load().unwrap();
-        assert!(!loaded.contains_key("g"), "a group left with nothing is dropped");
+        assert!(
+            !loaded.contains_key("g"),
+            "a group left with nothing is dropped"
+        );
     }
 }

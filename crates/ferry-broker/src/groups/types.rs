@@ -152,7 +152,7 @@ pub enum OffsetDeletion {
 /// The topics a group's members read, as a front end tells from what they sent when
 /// they joined (protocol type, every member's metadata); `None` when it cannot tell.
 pub type SubscribedTopics<'a> =
-    &'a dyn Fn(&str, &[Bytes]) -> Option<std::collections::HashSet<String>>;
+    &'a (dyn Fn(&str, &[Bytes]) -> Option<std::collections::HashSet<String>> + Sync);
 
 /// A group as ListGroups shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
