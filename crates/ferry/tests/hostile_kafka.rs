@@ -334,7 +334,7 @@ impl Gen {
             "log.retention.ms",
         ];
         if self.chance(0.6) {
-            StrBytes::from_static_str(*pick(&mut self.rng, NAMES))
+            StrBytes::from_static_str(pick::<&'static str>(&mut self.rng, NAMES))
         } else {
             self.str_bytes()
         }
@@ -356,7 +356,10 @@ impl Gen {
             "never",
         ];
         if self.chance(0.6) {
-            Some(StrBytes::from_static_str(*pick(&mut self.rng, VALUES)))
+            Some(StrBytes::from_static_str(pick::<&'static str>(
+                &mut self.rng,
+                VALUES,
+            )))
         } else {
             self.opt_str()
         }
