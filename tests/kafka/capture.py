@@ -28,7 +28,8 @@ from conftest import Ferry  # noqa: E402
 API_NAMES = {0: "produce", 1: "fetch", 2: "list_offsets", 3: "metadata", 8: "offset_commit", 9: "offset_fetch",
              10: "find_coordinator", 11: "join_group", 12: "heartbeat", 13: "leave_group", 14: "sync_group",
              15: "describe_groups", 16: "list_groups", 18: "api_versions", 19: "create_topics", 20: "delete_topics",
-             22: "init_producer_id", 32: "describe_configs", 37: "create_partitions", 42: "delete_groups"}
+             22: "init_producer_id", 32: "describe_configs", 33: "alter_configs", 37: "create_partitions",
+             42: "delete_groups", 44: "incremental_alter_configs", 47: "offset_delete"}
 
 
 class Proxy:
@@ -86,6 +87,31 @@ class Proxy:
             path.write_bytes(frame)
 
 
+def config_session(b):
+    """Settings and group offsets changed by confluent-kafka and kafka-python."""
+    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
+    admin = AdminClient({"bootstrap.servers": b})
+    admin.create_topics([NewTopic("golden3", 1, 1)])["golden3"].result(10)
+    res = ConfigResource(ConfigResource.Type.TOPIC, "golden3", set_config={"retention.ms": "3600000"})
+    admin.alter_configs([res])[res].result(10)
+    res = ConfigResource(ConfigResource.Type.TOPIC, "golden3", incremental_configs=[
+        ConfigEntry("max.message.bytes", "4096", incremental_operation=AlterConfigOpType.SET),
+        ConfigEntry("retention.ms", None, incremental_operation=AlterConfigOpType.DELETE)])
+    admin.incremental_alter_configs([res])[res].result(10)
+    c = Consumer({"bootstrap.servers": b, "group.id": "og"})
+    c.commit(offsets=[TopicPartition("golden3", 0, 1)], asynchronous=False)
+    c.close()
+    return admin
+
+
+def offset_delete_session(b):
+    from kafka import KafkaAdminClient, TopicPartition
+    a = KafkaAdminClient(bootstrap_servers=b)
+    a.delete_group_offsets("og", [TopicPartition("golden3", 0)])
+    a.close()
+
+
 def run(cmd, **kw):
     subprocess.run(cmd, check=False, timeout=60, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
 
@@ -134,6 +160,7 @@ def main():
         admin.list_consumer_groups().result(10)
         admin.delete_consumer_groups(["cg"])["cg"].result(10)
         admin.delete_topics(["golden2"])["golden2"].result(10)
+        config_session(b)
 
         proxy.client = "kafka-python"
         from kafka import KafkaConsumer, KafkaProducer
@@ -143,6 +170,7 @@ def main():
         kc = KafkaConsumer("golden", bootstrap_servers=b, group_id="pyg", auto_offset_reset="earliest", consumer_timeout_ms=3000)
         list(kc)
         kc.close()
+        offset_delete_session(b)
         f.stop()
     print("captured:", sorted(str(p.relative_to(OUT)) for p in OUT.rglob("*.bin")))
 

@@ -283,3 +283,226 @@ def test_a_committed_offset_past_the_end_is_kept_and_the_consumer_resets_by_its_
     p.flush(10)
     assert consume_all(c, 1, 30) == ["after"]
     c.close()
+
+
+# --- Topic settings over Kafka: DescribeConfigs, AlterConfigs, IncrementalAlterConfigs ---
+
+def config_admin(ferry):
+    return AdminClient({"bootstrap.servers": ferry.kafka})
+
+
+def described(admin, topic, **kw):
+    from confluent_kafka.admin import ConfigResource
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    return admin.describe_configs([res], **kw)[res].result(10)
+
+
+def source(entry):
+    return getattr(entry.source, "value", entry.source)
+
+
+def kafka_error(future):
+    """The KafkaError a refused admin future carries."""
+    from confluent_kafka import KafkaException
+    try:
+        future.result(10)
+    except KafkaException as e:
+        return e.args[0]
+    raise AssertionError("the change should have been refused")
+
+
+def alter(admin, topic, validate_only=False, **settings):
+    from confluent_kafka.admin import ConfigResource
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic, set_config=settings)
+    return admin.alter_configs([res], validate_only=validate_only)[res]
+
+
+def edit(admin, topic, ops, validate_only=False):
+    """IncrementalAlterConfigs with (name, value, operation) triples."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+    entries = [ConfigEntry(n, v, incremental_operation=getattr(AlterConfigOpType, op)) for n, v, op in ops]
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=entries)
+    return admin.incremental_alter_configs([res], validate_only=validate_only)[res]
+
+
+def test_alter_configs_replaces_a_topics_settings_and_describe_shows_where_each_comes_from(ferry):
+    from confluent_kafka.admin import ConfigSource
+    create(ferry, "cfg", 1)
+    admin = config_admin(ferry)
+    before = described(admin, "cfg")
+    default_retention = before["retention.ms"].value
+    assert source(before["retention.ms"]) == ConfigSource.DEFAULT_CONFIG.value
+    assert before["retention.ms"].is_default and not before["retention.ms"].is_read_only
+
+    alter(admin, "cfg", **{"retention.ms": "3600000", "max.message.bytes": "2048"}).result(10)
+    after = described(admin, "cfg")  # librdkafka asks for synonyms itself
+    assert after["retention.ms"].value == "3600000"
+    assert source(after["retention.ms"]) == ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+    assert not after["retention.ms"].is_default
+    # The broker's default stands behind the topic's own value.
+    assert "log.retention.ms" in after["retention.ms"].synonyms
+    assert after["retention.ms"].synonyms["log.retention.ms"].value == default_retention
+    assert after["max.message.bytes"].value == "2048"
+    # The HTTP API sees the same topic settings.
+    topic = http_json(f"{ferry.http}/v1/topics/cfg")
+    assert topic["retention_ms"] == 3600000 and topic["max_record_bytes"] == 2048
+
+    # AlterConfigs is the whole set: what it leaves out returns to the default.
+    alter(admin, "cfg", **{"retention.bytes": "10000000"}).result(10)
+    again = described(admin, "cfg")
+    assert again["retention.bytes"].value == "10000000"
+    assert again["retention.ms"].value == default_retention
+    assert source(again["retention.ms"]) == ConfigSource.DEFAULT_CONFIG.value
+    assert source(again["max.message.bytes"]) == ConfigSource.DEFAULT_CONFIG.value
+
+    # Refusals reach the client with Kafka's codes and change nothing.
+    from confluent_kafka import KafkaError
+    for bad in ({"max.message.bytes": "ten"}, {"max.message.bytes": "10"}, {"retention.ms": "0"},
+                {"cleanup.policy": "compact"}, {"min.insync.replicas": "2"}, {"no.such.setting": "1"}):
+        err = kafka_error(alter(admin, "cfg", **bad))
+        assert err.code() == KafkaError.INVALID_CONFIG, (bad, err)
+    assert described(admin, "cfg")["retention.bytes"].value == "10000000"
+    err = kafka_error(alter(admin, "no-such-topic", **{"retention.ms": "1000"}))
+    assert err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART, err
+    # validate_only checks and leaves the topic as it is.
+    alter(admin, "cfg", validate_only=True, **{"retention.ms": "1000"}).result(10)
+    assert described(admin, "cfg")["retention.ms"].value == default_retention
+    assert kafka_error(alter(admin, "cfg", validate_only=True, **{"retention.ms": "x"})).code() == \
+        KafkaError.INVALID_CONFIG
+
+
+def test_incremental_alter_configs_sets_deletes_appends_and_validates_only(ferry):
+    from confluent_kafka import KafkaError
+    from confluent_kafka.admin import ConfigSource
+    create(ferry, "inc", 1)
+    admin = config_admin(ferry)
+    default_max = described(admin, "inc")["max.message.bytes"].value
+    edit(admin, "inc", [("max.message.bytes", "4096", "SET"), ("retention.bytes", "9000000", "SET")]).result(10)
+    # A second edit keeps what the first set (unlike AlterConfigs).
+    edit(admin, "inc", [("retention.ms", "7200000", "SET")]).result(10)
+    d = described(admin, "inc")
+    assert (d["max.message.bytes"].value, d["retention.bytes"].value, d["retention.ms"].value) == \
+        ("4096", "9000000", "7200000")
+    assert source(d["retention.bytes"]) == ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+
+    edit(admin, "inc", [("max.message.bytes", None, "DELETE")]).result(10)
+    d = described(admin, "inc")
+    assert d["max.message.bytes"].value == default_max
+    assert source(d["max.message.bytes"]) == ConfigSource.DEFAULT_CONFIG.value
+    assert d["retention.bytes"].value == "9000000"
+
+    edit(admin, "inc", [("retention.ms", "1000", "SET")], validate_only=True).result(10)
+    assert described(admin, "inc")["retention.ms"].value == "7200000"
+
+    # APPEND and SUBTRACT: list settings only; cleanup.policy stays "delete".
+    edit(admin, "inc", [("cleanup.policy", "delete", "APPEND")]).result(10)
+    for ops in ([("cleanup.policy", "compact", "APPEND")], [("cleanup.policy", "delete", "SUBTRACT")],
+                [("retention.ms", "5", "APPEND")], [("max.message.bytes", "abc", "SET")],
+                [("max.message.bytes", "100000000", "SET")]):
+        err = kafka_error(edit(admin, "inc", ops))
+        assert err.code() == KafkaError.INVALID_CONFIG, (ops, err)
+    d = described(admin, "inc")
+    assert d["cleanup.policy"].value == "delete" and d["retention.ms"].value == "7200000"
+
+
+def test_a_lowered_max_message_bytes_refuses_the_next_larger_produce(ferry):
+    from confluent_kafka import KafkaError
+    create(ferry, "small", 1)
+    admin = config_admin(ferry)
+    outcomes = []
+
+    def send(value):
+        p = Producer({"bootstrap.servers": ferry.kafka, "linger.ms": 0})
+        p.produce("small", value=value, on_delivery=lambda err, _m: outcomes.append(err))
+        assert p.flush(20) == 0
+
+    send(b"x" * 5000)
+    assert outcomes == [None]
+    edit(admin, "small", [("max.message.bytes", "2048", "SET")]).result(10)
+    send(b"x" * 5000)
+    assert outcomes[1] is not None and outcomes[1].code() == KafkaError.MSG_SIZE_TOO_LARGE, outcomes
+    send(b"x" * 500)
+    assert outcomes[2] is None, outcomes
+
+
+def test_lowered_retention_removes_old_records_at_the_next_retention_check(tmp_path):
+    from conftest import Ferry
+    f = Ferry(str(tmp_path), extra=["--retention-check-ms", "200"]).start()
+    try:
+        admin = config_admin(f)
+        admin.create_topics([NewTopic("aging", num_partitions=1, replication_factor=1,
+                                      config={"segment.bytes": "4096"})])["aging"].result(10)
+        p = Producer({"bootstrap.servers": f.kafka, "linger.ms": 0})
+        hour_ago = int(time.time() * 1000) - 3_600_000
+        for i in range(40):
+            p.produce("aging", value=b"v" * 400, partition=0, timestamp=hour_ago + i)
+            p.flush(10)
+        part = http_json(f"{f.http}/v1/topics/aging")
+        time.sleep(1)  # a few retention checks under the default seven days: nothing goes
+        assert http_json(f"{f.http}/v1/topics/aging")["partition_stats"][0]["earliest"] == 0, part
+        edit(admin, "aging", [("retention.ms", "60000", "SET")]).result(10)
+        deadline = time.time() + 10
+        earliest = 0
+        while time.time() < deadline and earliest == 0:
+            earliest = http_json(f"{f.http}/v1/topics/aging")["partition_stats"][0]["earliest"]
+            time.sleep(0.2)
+        assert earliest > 0, "sealed segments older than the new retention were deleted"
+        c = Consumer({"bootstrap.servers": f.kafka, "group.id": "aging-reader"})
+        low, high = c.get_watermark_offsets(TopicPartition("aging", 0), timeout=10)
+        c.close()
+        assert (low, high) == (earliest, 40)
+    finally:
+        f.stop()
+
+
+def test_committed_leader_epochs_are_kept_and_listed(ferry):
+    from confluent_kafka import ConsumerGroupTopicPartitions
+    create(ferry, "epochs", 2)
+    admin = config_admin(ferry)
+    wanted = [TopicPartition("epochs", 0, 5, leader_epoch=2), TopicPartition("epochs", 1, 7)]
+    admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions("ep", wanted)])["ep"].result(10)
+
+    def listed():
+        a = config_admin(ferry)
+        got = a.list_consumer_group_offsets([ConsumerGroupTopicPartitions("ep")])["ep"].result(10)
+        return {tp.partition: (tp.offset, tp.leader_epoch) for tp in got.topic_partitions}
+
+    assert listed() == {0: (5, 2), 1: (7, None)}
+    ferry.restart()
+    assert listed() == {0: (5, 2), 1: (7, None)}, "kept on disk"
+
+
+def test_offset_delete_keeps_the_offsets_of_topics_an_active_member_reads(ferry):
+    from kafka import KafkaAdminClient
+    from kafka import TopicPartition as KTP
+    from kafka import errors as kerrors
+    create(ferry, "od-read", 1)
+    create(ferry, "od-other", 1)
+    c = Consumer({"bootstrap.servers": ferry.kafka, "group.id": "od", "enable.auto.commit": False,
+                  "session.timeout.ms": 6000, "heartbeat.interval.ms": 300})
+    c.subscribe(["od-read"])
+    deadline = time.time() + 20
+    while not c.assignment() and time.time() < deadline:
+        c.poll(0.2)
+    assert c.assignment()
+    c.commit(offsets=[TopicPartition("od-read", 0, 2), TopicPartition("od-other", 0, 3)], asynchronous=False)
+
+    admin = KafkaAdminClient(bootstrap_servers=ferry.kafka)
+    try:
+        out = admin.delete_group_offsets("od", [KTP("od-read", 0), KTP("od-other", 0), KTP("od-nope", 0)])
+        assert out[KTP("od-read", 0)] is kerrors.GroupSubscribedToTopicError, out
+        assert out[KTP("od-other", 0)] is kerrors.NoError, out
+        assert out[KTP("od-nope", 0)] is kerrors.UnknownTopicOrPartitionError, out
+        left = c.committed([TopicPartition("od-read", 0), TopicPartition("od-other", 0)], 10)
+        assert [tp.offset for tp in left] == [2, -1001], left  # -1001: no committed offset
+
+        c.close()  # the group is empty now: its offsets may all go
+        out = admin.delete_group_offsets("od", [KTP("od-read", 0)])
+        assert out[KTP("od-read", 0)] is kerrors.NoError, out
+        try:
+            admin.delete_group_offsets("no-such-group", [KTP("od-read", 0)])
+            raise AssertionError("an unknown group must be refused")
+        except kerrors.GroupIdNotFoundError:
+            pass
+    finally:
+        admin.close()

@@ -382,34 +382,81 @@ impl Broker {
         Ok(())
     }
 
+    /// Changes the settings `update` names; the others stay as they are.
     pub async fn update_topic(&self, name: &str, update: TopicSettings) -> Result<TopicInfo> {
+        self.change_topic(name, |old| updated(old, &update), false)
+            .await
+    }
+
+    /// Replaces every setting of a topic but its partition count, as Kafka's
+    /// AlterConfigs does: what `settings` leaves out returns to the server's default.
+    /// With `validate_only` the change is checked (as [`Broker::update_topic`] checks
+    /// it) and nothing is changed. Gives the settings the topic has (or would have).
+    pub async fn replace_topic_settings(
+        &self,
+        name: &str,
+        settings: TopicSettings,
+        validate_only: bool,
+    ) -> Result<TopicConfig> {
+        if settings.partitions.is_some() {
+            return Err(BrokerError::InvalidConfig(
+                "the partition count is not a setting to replace; add partitions instead".into(),
+            ));
+        }
+        let d = self.config.defaults.clone();
+        let info = self
+            .change_topic(
+                name,
+                |old| {
+                    let mut base = old.clone();
+                    base.retention_ms = d.retention_ms;
+                    base.retention_bytes = d.retention_bytes;
+                    base.segment_bytes = d.segment_bytes;
+                    base.segment_ms = d.segment_ms;
+                    base.max_record_bytes = d.max_record_bytes;
+                    base.durability = d.durability;
+                    base.flush_interval_ms = d.flush_interval_ms;
+                    updated(&base, &settings)
+                },
+                validate_only,
+            )
+            .await?;
+        Ok(info.config)
+    }
+
+    /// Changes a topic's settings to what `change` makes of the current ones, after
+    /// the checks every change passes; with `dry_run`, only checks.
+    async fn change_topic(
+        &self,
+        name: &str,
+        change: impl FnOnce(&TopicConfig) -> Result<TopicConfig>,
+        dry_run: bool,
+    ) -> Result<TopicInfo> {
         let _admin = self.admin.lock().await;
         let topic = self.topic(name)?;
         let old = topic.config();
-        let mut config = old.clone();
-        if let Some(p) = update.partitions {
-            if p < old.partitions {
-                return Err(BrokerError::InvalidConfig(format!(
-                    "partitions can only grow: the topic has {}, asked for {p}",
-                    old.partitions
-                )));
-            }
-            self.check_partition_limit(u64::from(p - old.partitions))?;
-            config.partitions = p;
+        let config = change(&old)?;
+        debug_assert_eq!(config.name, old.name, "a change renamed the topic");
+        if config.partitions < old.partitions {
+            return Err(BrokerError::InvalidConfig(format!(
+                "partitions can only grow: the topic has {}, asked for {}",
+                old.partitions, config.partitions
+            )));
         }
-        if update.retention_ms.is_some() {
-            config.retention_ms = limit(update.retention_ms, None, "retention_ms")?;
-        }
-        if update.retention_bytes.is_some() {
-            config.retention_bytes = limit(update.retention_bytes, None, "retention_bytes")?;
-        }
-        config.segment_bytes = update.segment_bytes.unwrap_or(config.segment_bytes);
-        config.segment_ms = update.segment_ms.or(config.segment_ms);
-        config.max_record_bytes = update.max_record_bytes.unwrap_or(config.max_record_bytes);
-        config.durability = update.durability.unwrap_or(config.durability);
-        config.flush_interval_ms = update.flush_interval_ms.unwrap_or(config.flush_interval_ms);
         config.validate()?;
-        self.check_room_for(u64::from(config.partitions - old.partitions))?;
+        let more = u64::from(config.partitions - old.partitions);
+        if more > 0 {
+            // (Topics on disk may already be past the limit: a change of settings alone
+            // is not refused for that.)
+            self.check_partition_limit(more)?;
+            self.check_room_for(more)?;
+        }
+        if dry_run {
+            return Ok(TopicInfo {
+                config,
+                partitions: describe(&topic).partitions,
+            });
+        }
         let dir = self.topic_dir(name);
         let cfg = config.clone();
         let notify = Arc::clone(&self.any_readable);
@@ -591,6 +638,27 @@ impl Broker {
         }
         ok
     }
+}
+
+/// `old` with the settings `update` names changed (the partition count only checked
+/// for growth by the caller).
+fn updated(old: &TopicConfig, update: &TopicSettings) -> Result<TopicConfig> {
+    let mut config = old.clone();
+    if let Some(p) = update.partitions {
+        config.partitions = p;
+    }
+    if update.retention_ms.is_some() {
+        config.retention_ms = limit(update.retention_ms, None, "retention_ms")?;
+    }
+    if update.retention_bytes.is_some() {
+        config.retention_bytes = limit(update.retention_bytes, None, "retention_bytes")?;
+    }
+    config.segment_bytes = update.segment_bytes.unwrap_or(config.segment_bytes);
+    config.segment_ms = update.segment_ms.or(config.segment_ms);
+    config.max_record_bytes = update.max_record_bytes.unwrap_or(config.max_record_bytes);
+    config.durability = update.durability.unwrap_or(config.durability);
+    config.flush_interval_ms = update.flush_interval_ms.unwrap_or(config.flush_interval_ms);
+    Ok(config)
 }
 
 fn maintain(parts: Vec<(TopicConfig, Arc<Partition>)>, retention_due: bool) {

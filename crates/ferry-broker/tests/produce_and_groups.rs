@@ -128,6 +128,7 @@ async fn an_empty_group_leaves_memory_but_keeps_its_offsets() {
     let offset = ferry_broker::groups::CommittedOffset {
         offset: 42,
         metadata: None,
+        leader_epoch: Some(3),
     };
     b.groups
         .commit(

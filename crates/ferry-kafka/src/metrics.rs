@@ -79,6 +79,9 @@ pub fn api_name(key: ApiKey) -> &'static str {
         DeleteAcls,
         DescribeUserScramCredentials,
         AlterUserScramCredentials,
+        AlterConfigs,
+        IncrementalAlterConfigs,
+        OffsetDelete,
     )
 }
 
@@ -204,6 +207,17 @@ pub fn error_codes(answer: &ResponseKind, out: &mut impl FnMut(i16)) {
             for_each(out, r.results.iter().map(|u| u.error_code));
         }
         R::AlterUserScramCredentials(r) => for_each(out, r.results.iter().map(|u| u.error_code)),
+        R::AlterConfigs(r) => for_each(out, r.responses.iter().map(|c| c.error_code)),
+        R::IncrementalAlterConfigs(r) => for_each(out, r.responses.iter().map(|c| c.error_code)),
+        R::OffsetDelete(r) => {
+            out(r.error_code);
+            for_each(
+                out,
+                r.topics
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
+            );
+        }
         _ => {}
     }
 }

@@ -8,6 +8,9 @@
 //! static membership (group instance ids), and ListOffsets before the max-timestamp
 //! query, which Ferry does not implement. The ACL APIs start at v1 (the codec's
 //! lowest, with pattern types), which librdkafka and the Java client both speak.
+//! AlterConfigs, IncrementalAlterConfigs and OffsetDelete are listed with every version
+//! the codec has (librdkafka 2.x uses AlterConfigs up to v2, IncrementalAlterConfigs up
+//! to v1 and OffsetDelete v0).
 
 use kafka_protocol::messages::ApiKey;
 
@@ -23,6 +26,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::FindCoordinator, 0, 4),
     (ApiKey::JoinGroup, 0, 4),
     (ApiKey::SyncGroup, 0, 4),
@@ -33,6 +38,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::DescribeAcls, 1, 3),
@@ -76,6 +82,14 @@ mod tests {
                 InitProducerIdRequest::VERSIONS.intersect(&InitProducerIdResponse::VERSIONS)
             }
             ApiKey::DescribeConfigs => DescribeConfigsRequest::VERSIONS,
+            ApiKey::AlterConfigs => {
+                AlterConfigsRequest::VERSIONS.intersect(&AlterConfigsResponse::VERSIONS)
+            }
+            ApiKey::IncrementalAlterConfigs => IncrementalAlterConfigsRequest::VERSIONS
+                .intersect(&IncrementalAlterConfigsResponse::VERSIONS),
+            ApiKey::OffsetDelete => {
+                OffsetDeleteRequest::VERSIONS.intersect(&OffsetDeleteResponse::VERSIONS)
+            }
             ApiKey::FindCoordinator => FindCoordinatorRequest::VERSIONS,
             ApiKey::JoinGroup => JoinGroupRequest::VERSIONS,
             ApiKey::SyncGroup => SyncGroupRequest::VERSIONS,

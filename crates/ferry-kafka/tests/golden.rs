@@ -101,4 +101,29 @@ fn captured_requests_carry_what_each_client_sent() {
     };
     assert_eq!(j.group_id.0.as_str(), "pyg");
     assert_eq!(j.protocol_type.as_str(), "consumer");
+    // Settings changed by confluent-kafka: the whole set, then SET and DELETE.
+    let RequestKind::AlterConfigs(a) = get("confluent-kafka", "alter_configs-v2.bin").body else {
+        panic!("not an AlterConfigs")
+    };
+    assert_eq!(a.resources[0].resource_name.as_str(), "golden3");
+    assert_eq!(a.resources[0].configs[0].name.as_str(), "retention.ms");
+    assert_eq!(a.resources[0].configs[0].value.as_deref(), Some("3600000"));
+    let RequestKind::IncrementalAlterConfigs(a) =
+        get("confluent-kafka", "incremental_alter_configs-v1.bin").body
+    else {
+        panic!("not an IncrementalAlterConfigs")
+    };
+    let ops: Vec<(&str, i8)> = a.resources[0]
+        .configs
+        .iter()
+        .map(|c| (c.name.as_str(), c.config_operation))
+        .collect();
+    assert_eq!(ops, [("max.message.bytes", 0), ("retention.ms", 1)]);
+    // kafka-python deletes a group's offset.
+    let RequestKind::OffsetDelete(d) = get("kafka-python", "offset_delete-v0.bin").body else {
+        panic!("not an OffsetDelete")
+    };
+    assert_eq!(d.group_id.0.as_str(), "og");
+    assert_eq!(d.topics[0].name.0.as_str(), "golden3");
+    assert_eq!(d.topics[0].partitions[0].partition_index, 0);
 }

@@ -1,7 +1,8 @@
 //! SASL and the security admin APIs on the Kafka listener, byte by byte over a real
 //! socket: both handshake versions (v0 carries raw SASL messages without Kafka headers,
 //! which no Python client sends), every mechanism, the refusals that close the
-//! connection, and the per-item errors of the ACL and SCRAM credential APIs.
+//! connection, the per-item errors of the ACL and SCRAM credential APIs, and the ACL
+//! checks of the config and offset-deletion APIs.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use ferry_auth::scram::{salted_password, ClientExchange, Mechanism};
@@ -456,4 +457,121 @@ async fn scram_credentials_are_altered_with_kafka_checks_and_then_log_in() {
         .await
         .unwrap();
     assert_eq!(denied.error_code, 31, "CLUSTER_AUTHORIZATION_FAILED");
+}
+
+/// A connection as `bob` (no super user), whom `alice` first creates.
+async fn as_bob(server: &Server, alice: &mut Conn) -> Conn {
+    let salted = salted_password(Mechanism::Sha256, b"bob-secret", b"salty", 4096);
+    let req = AlterUserScramCredentialsRequest::default()
+        .with_upsertions(vec![
+            upsert("bob", 1, 4096, 32).with_salted_password(Bytes::from(salted))
+        ]);
+    let made: AlterUserScramCredentialsResponse = alice
+        .call(ApiKey::AlterUserScramCredentials, 0, &req)
+        .await
+        .unwrap();
+    assert_eq!(made.results[0].error_code, 0);
+    let mut b = Conn::open(server).await;
+    b.handshake(1, "SCRAM-SHA-256").await;
+    let (client, first) = ClientExchange::start(Mechanism::Sha256, "bob", "bob-secret");
+    let server_first = b.authenticate(first).await.unwrap();
+    let (fin, _) = client.answer(&server_first.auth_bytes).unwrap();
+    assert_eq!(b.authenticate(fin).await.unwrap().error_code, 0);
+    b
+}
+
+const ALTER_CONFIGS: i8 = 11;
+
+#[tokio::test]
+async fn altering_configs_needs_alter_configs_and_deleting_offsets_needs_delete_on_the_group() {
+    use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::offset_delete_request::{
+        OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+    };
+    let server = server().await;
+    let mut alice = as_alice(&server).await;
+    for name in ["conf", "other"] {
+        let create = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str(name)))
+            .with_num_partitions(1)
+            .with_replication_factor(1)]);
+        let made: CreateTopicsResponse =
+            alice.call(ApiKey::CreateTopics, 5, &create).await.unwrap();
+        assert_eq!(made.topics[0].error_code, 0);
+    }
+    let grant = CreateAclsRequest::default().with_creations(vec![creation(
+        TOPIC,
+        "conf",
+        LITERAL,
+        ALTER_CONFIGS,
+    )]);
+    let granted: CreateAclsResponse = alice.call(ApiKey::CreateAcls, 3, &grant).await.unwrap();
+    assert_eq!(granted.results[0].error_code, 0);
+    let mut bob = as_bob(&server, &mut alice).await;
+
+    let resource = |rtype: i8, name: &'static str| {
+        AlterConfigsResource::default()
+            .with_resource_type(rtype)
+            .with_resource_name(StrBytes::from_static_str(name))
+            .with_configs(vec![AlterableConfig::default()
+                .with_name(StrBytes::from_static_str("retention.ms"))
+                .with_value(Some(StrBytes::from_static_str("3600000")))])
+    };
+    let req = AlterConfigsRequest::default().with_resources(vec![
+        resource(TOPIC, "conf"),
+        resource(TOPIC, "other"),
+        resource(CLUSTER, ""),
+    ]);
+    let answer: AlterConfigsResponse = bob.call(ApiKey::AlterConfigs, 2, &req).await.unwrap();
+    let codes: Vec<i16> = answer.responses.iter().map(|r| r.error_code).collect();
+    assert_eq!(codes, [0, 29, 31], "{answer:?}");
+    // A super user is allowed the broker, which still refuses: its settings are static.
+    let answer: AlterConfigsResponse = alice
+        .call(
+            ApiKey::AlterConfigs,
+            2,
+            &AlterConfigsRequest::default().with_resources(vec![resource(CLUSTER, "")]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.responses[0].error_code, 40, "INVALID_CONFIG");
+
+    let describe = DescribeConfigsRequest::default().with_resources(vec![
+        describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(TOPIC)
+            .with_resource_name(StrBytes::from_static_str("conf"))
+            .with_configuration_keys(Some(vec![StrBytes::from_static_str("retention.ms")])),
+    ]);
+    let described: DescribeConfigsResponse = alice
+        .call(ApiKey::DescribeConfigs, 4, &describe)
+        .await
+        .unwrap();
+    let e = &described.results[0].configs[0];
+    assert_eq!(e.value.as_deref(), Some("3600000"));
+    assert_eq!(e.config_source, 1, "DYNAMIC_TOPIC_CONFIG");
+    // AlterConfigs implies DescribeConfigs (as in Kafka), on that topic only.
+    let seen: DescribeConfigsResponse = bob
+        .call(ApiKey::DescribeConfigs, 4, &describe)
+        .await
+        .unwrap();
+    assert_eq!(seen.results[0].error_code, 0);
+    let other = DescribeConfigsRequest::default().with_resources(vec![
+        describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(TOPIC)
+            .with_resource_name(StrBytes::from_static_str("other")),
+    ]);
+    let denied: DescribeConfigsResponse =
+        bob.call(ApiKey::DescribeConfigs, 4, &other).await.unwrap();
+    assert_eq!(denied.results[0].error_code, 29);
+
+    let delete = OffsetDeleteRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("g")))
+        .with_topics(vec![OffsetDeleteRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("conf")))
+            .with_partitions(vec![OffsetDeleteRequestPartition::default()])]);
+    let refused: OffsetDeleteResponse = bob.call(ApiKey::OffsetDelete, 0, &delete).await.unwrap();
+    assert_eq!(refused.error_code, 30, "GROUP_AUTHORIZATION_FAILED");
+    let unknown: OffsetDeleteResponse = alice.call(ApiKey::OffsetDelete, 0, &delete).await.unwrap();
+    assert_eq!(unknown.error_code, 69, "GROUP_ID_NOT_FOUND");
 }

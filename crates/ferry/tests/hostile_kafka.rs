@@ -36,6 +36,9 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
+use kafka_protocol::messages::offset_delete_request::{
+    OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
@@ -313,6 +316,52 @@ impl Gen {
                     .map(|_| self.rng.gen_range(b'!'..=b'~') as char)
                     .collect()
             }
+        }
+    }
+
+    /// A config name: one Ferry knows (so that changes happen), or a hostile one.
+    fn config_name(&mut self) -> StrBytes {
+        const NAMES: &[&str] = &[
+            "retention.ms",
+            "retention.bytes",
+            "segment.bytes",
+            "segment.ms",
+            "max.message.bytes",
+            "cleanup.policy",
+            "ferry.durability",
+            "ferry.flush.interval.ms",
+            "min.insync.replicas",
+            "log.retention.ms",
+        ];
+        if self.chance(0.6) {
+            StrBytes::from_static_str(pick::<&'static str>(&mut self.rng, NAMES))
+        } else {
+            self.str_bytes()
+        }
+    }
+
+    /// A config value: plausible, out of range, or hostile. (Never a segment size so
+    /// small that every batch opens a file: that is an operator's choice, not an attack.)
+    fn config_value(&mut self) -> Option<StrBytes> {
+        const VALUES: &[&str] = &[
+            "-1",
+            "0",
+            "1",
+            "1024",
+            "1048576",
+            "9223372036854775807",
+            "99999999999999999999",
+            "delete",
+            "compact,delete",
+            "never",
+        ];
+        if self.chance(0.6) {
+            Some(StrBytes::from_static_str(pick::<&'static str>(
+                &mut self.rng,
+                VALUES,
+            )))
+        } else {
+            self.opt_str()
         }
     }
 
@@ -658,6 +707,62 @@ impl Gen {
                     DescribeConfigsRequest::default()
                         .with_resources(resources)
                         .with_include_synonyms(self.chance(0.5)),
+                )
+            }
+            ApiKey::AlterConfigs => {
+                let resources = self.list(|g| {
+                    let configs = g.list(|g| {
+                        alter_configs_request::AlterableConfig::default()
+                            .with_name(g.config_name())
+                            .with_value(g.config_value())
+                    });
+                    alter_configs_request::AlterConfigsResource::default()
+                        .with_resource_type(*pick(&mut g.rng, &[2i8, 2, 4, 8, -1, 99]))
+                        .with_resource_name(g.own_topic().0)
+                        .with_configs(configs)
+                });
+                RequestKind::AlterConfigs(
+                    AlterConfigsRequest::default()
+                        .with_resources(resources)
+                        .with_validate_only(self.chance(0.3)),
+                )
+            }
+            ApiKey::IncrementalAlterConfigs => {
+                let resources = self.list(|g| {
+                    let configs = g.list(|g| {
+                        incremental_alter_configs_request::AlterableConfig::default()
+                            .with_name(g.config_name())
+                            .with_config_operation(if g.chance(0.8) {
+                                g.rng.gen_range(0..4)
+                            } else {
+                                g.i8()
+                            })
+                            .with_value(g.config_value())
+                    });
+                    incremental_alter_configs_request::AlterConfigsResource::default()
+                        .with_resource_type(*pick(&mut g.rng, &[2i8, 2, 4, 8, -1, 99]))
+                        .with_resource_name(g.own_topic().0)
+                        .with_configs(configs)
+                });
+                RequestKind::IncrementalAlterConfigs(
+                    IncrementalAlterConfigsRequest::default()
+                        .with_resources(resources)
+                        .with_validate_only(self.chance(0.3)),
+                )
+            }
+            ApiKey::OffsetDelete => {
+                let topics = self.list(|g| {
+                    OffsetDeleteRequestTopic::default()
+                        .with_name(g.topic())
+                        .with_partitions(g.list(|g| {
+                            OffsetDeleteRequestPartition::default()
+                                .with_partition_index(g.partition())
+                        }))
+                });
+                RequestKind::OffsetDelete(
+                    OffsetDeleteRequest::default()
+                        .with_group_id(self.group())
+                        .with_topics(topics),
                 )
             }
             ApiKey::FindCoordinator => {

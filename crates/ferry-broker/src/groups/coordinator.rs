@@ -10,12 +10,12 @@
 //! "unknown member" and they join again). Committed offsets are durable (`store`).
 
 use super::group::Group;
-use super::store::{GroupOffsets, OffsetStore, PartitionOffset};
+use super::store::{remove_offsets, GroupOffsets, OffsetStore, PartitionOffset};
 use super::types::{
     FetchedOffset, GroupDescription, GroupError, GroupListing, GroupResult, GroupState,
-    JoinRequest, JoinResult, Pending, GROUPS_MAX, GROUP_ID_BYTES_MAX, MEMBERS_PER_GROUP_MAX,
-    MEMBER_ID_BYTES_MAX, OFFSET_METADATA_BYTES_MAX, PROTOCOL_METADATA_BYTES_MAX,
-    SESSION_TIMEOUT_MS_MAX, SESSION_TIMEOUT_MS_MIN,
+    JoinRequest, JoinResult, OffsetDeletion, Pending, SubscribedTopics, GROUPS_MAX,
+    GROUP_ID_BYTES_MAX, MEMBERS_PER_GROUP_MAX, MEMBER_ID_BYTES_MAX, OFFSET_METADATA_BYTES_MAX,
+    PROTOCOL_METADATA_BYTES_MAX, SESSION_TIMEOUT_MS_MAX, SESSION_TIMEOUT_MS_MIN,
 };
 use crate::error::Result;
 use bytes::Bytes;
@@ -446,6 +446,68 @@ impl Coordinator {
         Ok(())
     }
 
+    /// OffsetDelete: drops the committed offsets of `partitions` (topic, partition),
+    /// except those of topics a member of the group reads, as `subscribed` tells from
+    /// the members' metadata, which are kept and answered
+    /// [`OffsetDeletion::Subscribed`]. A group with members whose topics cannot be told
+    /// is refused whole ([`GroupError::NonEmptyGroup`]), an unknown one with
+    /// [`GroupError::GroupNotFound`]. Decided and done under the groups' lock, so no
+    /// member joins in between.
+    pub async fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: &[(String, u32)],
+        subscribed: SubscribedTopics<'_>,
+    ) -> GroupResult<Vec<OffsetDeletion>> {
+        valid_group_id(group_id)?;
+        let groups = self.groups.lock().await;
+        let group = groups.get(group_id);
+        if group.is_none() && !self.has_offsets(group_id) {
+            return Err(GroupError::GroupNotFound);
+        }
+        let reading = match group.filter(|g| g.has_members()) {
+            None => Default::default(),
+            Some(group) => {
+                let (protocol_type, metadata) = group.member_metadata();
+                subscribed(protocol_type, &metadata).ok_or(GroupError::NonEmptyGroup)?
+            }
+        };
+        let outcome: Vec<OffsetDeletion> = partitions
+            .iter()
+            .map(|(topic, _)| {
+                if reading.contains(topic) {
+                    OffsetDeletion::Subscribed
+                } else {
+                    OffsetDeletion::Deleted
+                }
+            })
+            .collect();
+        let doomed: Vec<(String, u32)> = partitions
+            .iter()
+            .zip(&outcome)
+            .filter(|(_, o)| **o == OffsetDeletion::Deleted)
+            .map(|(p, _)| p.clone())
+            .collect();
+        let held = {
+            let committed = lock(&self.committed);
+            committed.get(group_id).is_some_and(|by_topic| {
+                doomed.iter().any(|(t, p)| {
+                    by_topic
+                        .get(t)
+                        .is_some_and(|by_partition| by_partition.contains_key(p))
+                })
+            })
+        };
+        if held {
+            let store = Arc::clone(&self.offsets);
+            let (group, batch) = (group_id.to_string(), doomed.clone());
+            blocking_store(move || store.delete_offsets(&group, &batch)).await?;
+            remove_offsets(&mut lock(&self.committed), group_id, &doomed);
+        }
+        drop(groups);
+        Ok(outcome)
+    }
+
     /// Forgets a deleted topic's committed offsets.
     pub fn forget_topic(&self, topic: &str) -> Result<()> {
         self.offsets.delete_topic(topic)?;
@@ -468,6 +530,7 @@ mod tests {
             committed: CommittedOffset {
                 offset: o,
                 metadata: None,
+                leader_epoch: None,
             },
         }]
     }
@@ -487,5 +550,106 @@ mod tests {
         c.commit("a", "", -1, offset(5)).await.unwrap();
         let listed: Vec<String> = c.list().await.into_iter().map(|g| g.group).collect();
         assert_eq!(listed, ["a", "b"]);
+    }
+
+    fn at(topic: &str, partition: u32, o: i64) -> PartitionOffset {
+        PartitionOffset {
+            topic: topic.into(),
+            partition,
+            committed: CommittedOffset {
+                offset: o,
+                metadata: None,
+                leader_epoch: Some(4),
+            },
+        }
+    }
+
+    fn member_reading(group: &str) -> JoinRequest {
+        JoinRequest {
+            group: group.into(),
+            member_id: String::new(),
+            group_instance_id: None,
+            client_id: "c".into(),
+            client_host: "127.0.0.1".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"reads t"))],
+            require_member_id: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn offsets_are_deleted_except_those_of_topics_a_member_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FileOffsetStore::open(dir.path()).unwrap());
+        let c = Coordinator::new(store).unwrap();
+        let parts = [("t".to_string(), 0), ("u".to_string(), 0)];
+        let none = |_: &str, _: &[Bytes]| None;
+        assert_eq!(
+            c.delete_offsets("nobody", &parts, &none).await,
+            Err(GroupError::GroupNotFound)
+        );
+        c.commit(
+            "g",
+            "",
+            -1,
+            vec![at("t", 0, 5), at("u", 0, 6), at("u", 1, 7)],
+        )
+        .await
+        .unwrap();
+        let _joining = c.begin_join(member_reading("g"), Instant::now()).await;
+        // Members whose topics cannot be told: nothing is touched.
+        assert_eq!(
+            c.delete_offsets("g", &parts, &none).await,
+            Err(GroupError::NonEmptyGroup)
+        );
+        let reads_t = |kind: &str, metadata: &[Bytes]| {
+            assert_eq!(kind, "consumer");
+            assert_eq!(metadata, [Bytes::from_static(b"reads t")]);
+            Some(["t".to_string()].into_iter().collect())
+        };
+        assert_eq!(
+            c.delete_offsets("g", &parts, &reads_t).await,
+            Ok(vec![OffsetDeletion::Subscribed, OffsetDeletion::Deleted])
+        );
+        let left: Vec<(String, u32)> = c
+            .fetch_offsets("g", None)
+            .into_iter()
+            .map(|f| (f.topic, f.partition))
+            .collect();
+        assert_eq!(left, [("t".to_string(), 0), ("u".to_string(), 1)]);
+        // Durable: a coordinator on the same store finds the same.
+        let again = Coordinator::new(Arc::new(FileOffsetStore::open(dir.path()).unwrap())).unwrap();
+        assert_eq!(again.fetch_offsets("g", None).len(), 2);
+        assert_eq!(
+            again.fetch_offsets("g", None)[0]
+                .committed
+                .as_ref()
+                .unwrap()
+                .leader_epoch,
+            Some(4)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_group_without_members_loses_any_offset_and_then_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Coordinator::new(Arc::new(FileOffsetStore::open(dir.path()).unwrap())).unwrap();
+        c.commit("g", "", -1, vec![at("t", 0, 5)]).await.unwrap();
+        let never = |_: &str, _: &[Bytes]| -> Option<std::collections::HashSet<String>> {
+            panic!("an empty group has no subscriptions to read")
+        };
+        let out = c
+            .delete_offsets("g", &[("t".into(), 0), ("t".into(), 9)], &never)
+            .await;
+        assert_eq!(
+            out,
+            Ok(vec![OffsetDeletion::Deleted, OffsetDeletion::Deleted])
+        );
+        assert!(
+            c.find("g").await.is_none(),
+            "no members, no offsets: unknown"
+        );
     }
 }

@@ -100,6 +100,17 @@ impl Group {
         !self.members.is_empty()
     }
 
+    /// The protocol type members joined with, and the metadata each member sent, for
+    /// every protocol it offered (what OffsetDelete reads subscriptions from).
+    pub(super) fn member_metadata(&self) -> (&str, Vec<Bytes>) {
+        let metadata = self
+            .members
+            .values()
+            .flat_map(|member| member.protocols.iter().map(|(_, m)| m.clone()))
+            .collect();
+        (&self.protocol_type, metadata)
+    }
+
     pub(super) fn has_member(&self, member_id: &str) -> bool {
         self.members.contains_key(member_id)
     }

@@ -20,5 +20,5 @@ pub use store::{CommittedOffset, FileOffsetStore, OffsetStore, PartitionOffset};
 pub use types::lag;
 pub use types::{
     FetchedOffset, GroupDescription, GroupError, GroupListing, GroupResult, GroupState, JoinMember,
-    JoinRequest, JoinResult, MemberDescription, Pending,
+    JoinRequest, JoinResult, MemberDescription, OffsetDeletion, Pending, SubscribedTopics,
 };

@@ -140,6 +140,20 @@ pub struct FetchedOffset {
     pub committed: Option<CommittedOffset>,
 }
 
+/// What became of one partition asked for in an offset deletion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetDeletion {
+    /// Its committed offset is gone (or there was none).
+    Deleted,
+    /// Kept: a member of the group reads the topic (Kafka's GROUP_SUBSCRIBED_TO_TOPIC).
+    Subscribed,
+}
+
+/// The topics a group's members read, as a front end tells from what they sent when
+/// they joined (protocol type, every member's metadata); `None` when it cannot tell.
+pub type SubscribedTopics<'a> =
+    &'a (dyn Fn(&str, &[Bytes]) -> Option<std::collections::HashSet<String>> + Sync);
+
 /// A group as ListGroups shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupListing {

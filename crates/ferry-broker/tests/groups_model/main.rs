@@ -470,6 +470,7 @@ impl Run {
                     committed: CommittedOffset {
                         offset: self.rng.gen_range(0..1000),
                         metadata,
+                        leader_epoch: Some(self.rng.gen_range(-1..3)).filter(|e: &i32| *e >= 0),
                     },
                 }
             })

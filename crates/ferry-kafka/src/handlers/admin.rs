@@ -17,14 +17,15 @@ use kafka_protocol::ResponseError;
 use std::sync::atomic::Ordering;
 
 /// Kafka topic configs that a single node has no use for; accepted and ignored.
-const IGNORED_CONFIGS: &[&str] = &[
+pub(super) const IGNORED_CONFIGS: &[&str] = &[
     "min.insync.replicas",
     "unclean.leader.election.enable",
     "message.timestamp.type",
 ];
 
-/// Maps Kafka topic configs onto Ferry's settings.
-fn settings_from_configs<'a>(
+/// Maps Kafka topic configs onto Ferry's settings (CreateTopics, AlterConfigs and
+/// IncrementalAlterConfigs share it, so they check alike).
+pub(super) fn settings_from_configs<'a>(
     configs: impl Iterator<Item = (&'a str, Option<&'a str>)>,
 ) -> Result<TopicSettings, String> {
     let mut s = TopicSettings::default();
@@ -44,6 +45,12 @@ fn settings_from_configs<'a>(
             "segment.bytes" => s.segment_bytes = Some(uint(value)?),
             "segment.ms" => s.segment_ms = Some(uint(value)?),
             "max.message.bytes" => s.max_record_bytes = Some(uint(value)?),
+            "ferry.durability" => {
+                s.durability = Some(ferry_broker::DurabilityPolicy::parse(value).ok_or_else(
+                    || format!("{name}={value:?} is not always, interval or never"),
+                )?)
+            }
+            "ferry.flush.interval.ms" => s.flush_interval_ms = Some(uint(value)?),
             "cleanup.policy" if value == "delete" => {}
             "cleanup.policy" => return Err(format!("cleanup.policy={value:?} is not supported yet; use \"delete\"")),
             n if IGNORED_CONFIGS.contains(&n) => {}

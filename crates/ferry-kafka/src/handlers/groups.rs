@@ -1,6 +1,6 @@
 //! The group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
 //! OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, mapped onto the
-//! broker's group coordinator.
+//! broker's group coordinator (OffsetDelete is in `offset_delete`).
 //!
 //! ACLs as in Kafka: FindCoordinator, DescribeGroups and OffsetFetch need Describe on the
 //! group, the membership APIs and OffsetCommit need Read on it, DeleteGroups Delete;
@@ -301,6 +301,9 @@ pub async fn offset_commit(
                     committed: CommittedOffset {
                         offset: p.committed_offset,
                         metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                        // -1 (or, before v6, absent): the client knows no epoch.
+                        leader_epoch: (p.committed_leader_epoch >= 0)
+                            .then_some(p.committed_leader_epoch),
                     },
                 });
             }
@@ -358,9 +361,29 @@ pub async fn offset_commit(
 
 /// The partitions asked for, by topic; `None` asks for every committed one.
 type Wanted = Option<Vec<(String, Vec<u32>)>>;
-/// A committed offset as OffsetFetch answers it: partition, offset (-1: none), metadata,
-/// error code.
-type Committed = (i32, i64, Option<String>, i16);
+/// A committed offset as OffsetFetch answers it.
+struct Committed {
+    partition: i32,
+    /// -1: nothing committed.
+    offset: i64,
+    /// -1: none known.
+    leader_epoch: i32,
+    metadata: Option<String>,
+    error: i16,
+}
+
+impl Committed {
+    /// A partition answered with an error and no offset.
+    fn refused(partition: u32, error: i16) -> Self {
+        Committed {
+            partition: partition as i32,
+            offset: -1,
+            leader_epoch: -1,
+            metadata: None,
+            error,
+        }
+    }
+}
 
 /// The committed offsets of `group` the session may see: topics it may not Describe are
 /// left out of a listing, and answer TOPIC_AUTHORIZATION_FAILED when asked for by name.
@@ -378,7 +401,7 @@ fn fetched(
         denied = refused
             .into_iter()
             .map(|(t, parts)| {
-                let parts = parts.iter().map(|p| (*p as i32, -1, None, code)).collect();
+                let parts = parts.iter().map(|p| Committed::refused(*p, code)).collect();
                 (t, parts)
             })
             .collect();
@@ -391,8 +414,16 @@ fn fetched(
         if wanted.is_none() && !describable(&topic) {
             continue;
         }
-        let (offset, metadata) = row.committed.map_or((-1, None), |c| (c.offset, c.metadata));
-        let entry = (partition as i32, offset, metadata, errors::NONE);
+        let entry = match row.committed {
+            Some(c) => Committed {
+                partition: partition as i32,
+                offset: c.offset,
+                leader_epoch: c.leader_epoch.unwrap_or(-1),
+                metadata: c.metadata,
+                error: errors::NONE,
+            },
+            None => Committed::refused(partition, errors::NONE),
+        };
         match by_topic.iter_mut().find(|(t, _)| *t == topic) {
             Some((_, v)) => v.push(entry),
             None => by_topic.push((topic, vec![entry])),
@@ -451,12 +482,13 @@ pub fn offset_fetch(
                             .with_partitions(
                                 parts
                                     .into_iter()
-                                    .map(|(p, o, m, e)| {
+                                    .map(|c| {
                                         OffsetFetchResponsePartitions::default()
-                                            .with_partition_index(p)
-                                            .with_committed_offset(o)
-                                            .with_metadata(Some(s(m.unwrap_or_default())))
-                                            .with_error_code(e)
+                                            .with_partition_index(c.partition)
+                                            .with_committed_offset(c.offset)
+                                            .with_committed_leader_epoch(c.leader_epoch)
+                                            .with_metadata(Some(s(c.metadata.unwrap_or_default())))
+                                            .with_error_code(c.error)
                                     })
                                     .collect(),
                             )
@@ -491,7 +523,7 @@ pub fn offset_fetch(
             .map(|(t, parts)| {
                 let parts = parts
                     .iter()
-                    .map(|p| (*p as i32, -1, None, group_code))
+                    .map(|p| Committed::refused(*p, group_code))
                     .collect();
                 (t, parts)
             })
@@ -507,12 +539,13 @@ pub fn offset_fetch(
                 .with_partitions(
                     parts
                         .into_iter()
-                        .map(|(p, o, m, e)| {
+                        .map(|c| {
                             OffsetFetchResponsePartition::default()
-                                .with_partition_index(p)
-                                .with_committed_offset(o)
-                                .with_metadata(Some(s(m.unwrap_or_default())))
-                                .with_error_code(e)
+                                .with_partition_index(c.partition)
+                                .with_committed_offset(c.offset)
+                                .with_committed_leader_epoch(c.leader_epoch)
+                                .with_metadata(Some(s(c.metadata.unwrap_or_default())))
+                                .with_error_code(c.error)
                         })
                         .collect(),
                 )

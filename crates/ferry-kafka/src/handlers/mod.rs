@@ -1,10 +1,12 @@
 //! One function per Kafka API, each turning a decoded request into its answer.
 
 mod admin;
+mod alter_configs;
 mod configs;
 mod fetch;
 mod groups;
 mod metadata;
+mod offset_delete;
 mod offsets;
 mod produce;
 pub mod sasl;
@@ -156,6 +158,15 @@ async fn answer(ctx: &Ctx, req: Request, session: &mut Session) -> Option<Respon
         }
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(configs::describe_configs(ctx, r, version, session))
+        }
+        RequestKind::AlterConfigs(r) => {
+            ResponseKind::AlterConfigs(alter_configs::alter_configs(ctx, r, session).await)
+        }
+        RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
+            alter_configs::incremental_alter_configs(ctx, r, session).await,
+        ),
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(offset_delete::offset_delete(ctx, r, session).await)
         }
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(groups::find_coordinator(ctx, r, version, session))
