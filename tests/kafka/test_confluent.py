@@ -283,3 +283,37 @@ def test_a_committed_offset_past_the_end_is_kept_and_the_consumer_resets_by_its_
     p.flush(10)
     assert consume_all(c, 1, 30) == ["after"]
     c.close()
+
+
+def test_a_consumer_with_small_fetch_limits_reads_every_record_of_many_batches_across_partitions(ferry):
+    # Fetch answers must stay within fetch.max.bytes (KIP-74): librdkafka drops the
+    # connection on an answer larger than receive.message.max.bytes, which is set here
+    # to the least it may be (fetch.max.bytes + 512), so one oversized answer loses it.
+    create(ferry, "small-fetches", 4)
+    p = Producer({"bootstrap.servers": ferry.kafka, "linger.ms": 2, "batch.size": 12000})
+    want = set()
+    for i in range(3000):
+        value = f"{i:06d}-" + "x" * 900
+        p.produce("small-fetches", key=str(i), value=value, partition=i % 4)
+        want.add(value)
+    assert p.flush(30) == 0
+    errors = []
+    c = Consumer({"bootstrap.servers": ferry.kafka, "group.id": "small-fetches",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "fetch.max.bytes": 30000, "max.partition.fetch.bytes": 14000,
+                  "message.max.bytes": 14000, "receive.message.max.bytes": 30512, "fetch.wait.max.ms": 100,
+                  "error_cb": errors.append})
+    c.subscribe(["small-fetches"])
+    got = set()
+    deadline = time.time() + 60
+    while len(got) < len(want) and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is None:
+            continue
+        if m.error():
+            errors.append(m.error())
+            continue
+        got.add(m.value().decode())
+    c.close()
+    assert not errors, errors
+    assert got == want

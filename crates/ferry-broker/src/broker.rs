@@ -31,7 +31,7 @@ use crate::partition::{Partition, ReadRecords};
 use crate::topic::Topic;
 use ferry_log::metrics::record_payload_bytes;
 use ferry_log::sync::{lock, read, write};
-use ferry_log::{DecodeLimits, PartitionLog};
+use ferry_log::{DecodeLimits, FirstBatch, PartitionLog};
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -485,20 +485,22 @@ impl Broker {
         }
     }
 
-    /// Raw batches of one partition from `offset` (the first may begin before it), at
-    /// most `max_bytes` but always one whole batch when there is one.
+    /// Raw whole batches of one partition from `offset` (the first may begin before
+    /// it), at most `max_bytes`; with [`FirstBatch::Whole`] a first batch larger than
+    /// that is returned alone, with [`FirstBatch::WithinLimit`] nothing is then.
     pub async fn read_batches(
         &self,
         topic: &str,
         partition: u32,
         offset: u64,
         max_bytes: usize,
+        first_batch: FirstBatch,
     ) -> Result<ferry_log::ReadResult> {
         let part = self.topic(topic)?.partition(partition)?;
         blocking(move || {
             let read = part
                 .log
-                .read(offset, max_bytes)
+                .read_batches(offset, max_bytes, first_batch)
                 .map_err(|e| BrokerError::from_log(partition, e))?;
             let records = ferry_log::metrics::records_in_batches(&read.batches);
             part.log

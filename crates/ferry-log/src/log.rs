@@ -45,7 +45,7 @@ use crate::error::{LogError, Result};
 use crate::fault;
 use crate::metrics::{LogCounters, LogMetrics};
 use crate::producers::{Producers, SequenceCheck};
-use crate::segment::{self, Cut, Segment};
+use crate::segment::{self, Cut, FirstBatch, Segment};
 use crate::sync::{lock, wait};
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -663,6 +663,18 @@ impl PartitionLog {
     /// Reads raw batches from `offset` (the first may start before it), at most
     /// `max_bytes` but always one whole batch when there is one.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadResult> {
+        self.read_batches(offset, max_bytes, FirstBatch::Whole)
+    }
+
+    /// Reads raw whole batches from `offset` (the first may start before it), at most
+    /// `max_bytes`, except that with [`FirstBatch::Whole`] a first batch larger than
+    /// that is returned alone.
+    pub fn read_batches(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        first_batch: FirstBatch,
+    ) -> Result<ReadResult> {
         let visible = self.latest();
         let (file, path, position, limit, earliest, max_batch) = {
             let inner = lock(&self.inner);
@@ -701,8 +713,16 @@ impl PartitionLog {
                 Some((f, p, pos, limit)) => (f, p, pos, limit, earliest, max_batch),
             }
         };
-        let bytes =
-            segment::read_batches(&file, &path, position, max_bytes, limit, visible, max_batch)?;
+        let bytes = segment::read_batches(
+            &file,
+            &path,
+            position,
+            max_bytes,
+            first_batch,
+            limit,
+            visible,
+            max_batch,
+        )?;
         Ok(ReadResult {
             batches: Bytes::from(bytes),
             earliest,
