@@ -5,7 +5,7 @@ import threading
 import time
 import urllib.request
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 
@@ -317,3 +317,38 @@ def test_a_consumer_with_small_fetch_limits_reads_every_record_of_many_batches_a
     c.close()
     assert not errors, errors
     assert got == want
+
+
+def test_producing_to_an_invalid_topic_name_fails_at_once(ferry):
+    for name in ["bad topic!", "..", "x" * 250]:
+        md = AdminClient({"bootstrap.servers": ferry.kafka}).list_topics(topic=name, timeout=10)
+        assert md.topics[name].error.code() == KafkaError.TOPIC_EXCEPTION, md.topics[name].error
+    reports = []
+    p = Producer({"bootstrap.servers": ferry.kafka, "message.timeout.ms": 60000})
+    started = time.time()
+    p.produce("bad topic!", value=b"v", on_delivery=lambda err, msg: reports.append((err, time.time())))
+    assert p.flush(30) == 0
+    [(err, at)] = reports
+    assert err is not None and err.code() == KafkaError.TOPIC_EXCEPTION, err
+    assert at - started < 5, f"failed after {at - started:.1f} s, not at once"
+    assert "bad topic!" not in [t["name"] for t in http_json(f"{ferry.http}/v1/topics")["topics"]]
+
+
+def test_producing_to_an_invalid_topic_name_fails_at_once_with_auto_create(tmp_path):
+    from conftest import Ferry
+    f = Ferry(str(tmp_path), extra=["--kafka-auto-create-topics"]).start()
+    try:
+        reports = []
+        p = Producer({"bootstrap.servers": f.kafka, "message.timeout.ms": 60000})
+        started = time.time()
+        for topic in ["bad topic!", "fine-topic"]:
+            p.produce(topic, value=b"v", on_delivery=lambda err, msg: reports.append((msg.topic(), err)))
+        assert p.flush(30) == 0
+        assert time.time() - started < 5
+        errs = dict(reports)
+        assert errs["bad topic!"].code() == KafkaError.TOPIC_EXCEPTION, errs
+        assert errs["fine-topic"] is None, errs
+        names = [t["name"] for t in http_json(f"{f.http}/v1/topics")["topics"]]
+        assert names == ["fine-topic"]
+    finally:
+        f.stop()

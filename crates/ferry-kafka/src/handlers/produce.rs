@@ -74,6 +74,9 @@ async fn append_all(
                 Err(ResponseError::TopicAuthorizationFailed.code())
             } else if transactional {
                 Err(ResponseError::TransactionalIdAuthorizationFailed.code())
+            } else if ferry_broker::config::validate_topic_name(&name).is_err() {
+                // At once, so that a client fails its records instead of retrying.
+                Err(ResponseError::InvalidTopicException.code())
             } else if p.index < 0 {
                 Err(ResponseError::UnknownTopicOrPartition.code())
             } else {
