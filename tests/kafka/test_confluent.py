@@ -352,3 +352,87 @@ def test_producing_to_an_invalid_topic_name_fails_at_once_with_auto_create(tmp_p
         assert names == ["fine-topic"]
     finally:
         f.stop()
+
+
+def test_a_log_append_time_topic_stamps_records_with_the_brokers_time_over_kafka_and_http(ferry):
+    from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME
+    from confluent_kafka.admin import ConfigResource
+    admin = AdminClient({"bootstrap.servers": ferry.kafka})
+    fs = admin.create_topics([
+        NewTopic("stamped", num_partitions=1, replication_factor=1,
+                 config={"message.timestamp.type": "LogAppendTime", "compression.type": "producer"}),
+        NewTopic("as-produced", num_partitions=1, replication_factor=1,
+                 config={"message.timestamp.type": "CreateTime"}),
+    ])
+    for f in fs.values():
+        f.result(10)
+    res = ConfigResource(ConfigResource.Type.TOPIC, "stamped")
+    configs = admin.describe_configs([res])[res].result(10)
+    assert configs["message.timestamp.type"].value == "LogAppendTime"
+    assert configs["compression.type"].value == "producer"
+    assert http_json(f"{ferry.http}/v1/topics/stamped")["timestamp_type"] == "log_append_time"
+
+    produced_at = 1_000_000  # 1970: far from the broker's time
+    reports = []
+    before = int(time.time() * 1000)
+    p = Producer({"bootstrap.servers": ferry.kafka, "compression.type": "lz4", "linger.ms": 5})
+    for topic in ["stamped", "as-produced"]:
+        for i in range(20):
+            p.produce(topic, value=f"{topic}-{i}", timestamp=produced_at,
+                      on_delivery=lambda err, msg: reports.append((err, msg.topic(), msg.timestamp())))
+    assert p.flush(20) == 0
+    http_json(f"{ferry.http}/v1/topics/stamped/records",
+              {"records": [{"value": "over-http", "timestamp": produced_at}]})
+    after = int(time.time() * 1000)
+    assert all(err is None for err, _, _ in reports), reports
+    # The produce answer carries the append time (log_append_time_ms).
+    for _, topic, (kind, ts) in reports:
+        if topic == "stamped":
+            assert kind == TIMESTAMP_LOG_APPEND_TIME and before <= ts <= after, (kind, ts)
+        else:
+            assert ts == produced_at or ts == -1, (kind, ts)
+
+    c = Consumer({"bootstrap.servers": ferry.kafka, "group.id": "stamps", "auto.offset.reset": "earliest"})
+    c.assign([TopicPartition("stamped", 0, 0), TopicPartition("as-produced", 0, 0)])
+    seen = {}
+    deadline = time.time() + 20
+    while len(seen) < 41 and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is None or m.error():
+            continue
+        seen[m.value().decode()] = (m.topic(), m.timestamp())
+    c.close()
+    assert len(seen) == 41
+    for value, (topic, (kind, ts)) in seen.items():
+        if topic == "stamped":
+            assert kind == TIMESTAMP_LOG_APPEND_TIME and before <= ts <= after, (value, kind, ts)
+        else:
+            assert (kind, ts) == (TIMESTAMP_CREATE_TIME, produced_at), (value, kind, ts)
+    # HTTP readers see the broker's time too, for Kafka's records and HTTP's alike.
+    records = http_values(ferry, "stamped", 1)
+    assert len(records) == 21
+    assert all(before <= r["timestamp"] <= after for r in records), records
+    assert all(r["timestamp"] == produced_at for r in http_values(ferry, "as-produced", 1))
+
+
+def test_topic_configs_ferry_does_not_honour_are_refused_with_invalid_config(ferry):
+    admin = AdminClient({"bootstrap.servers": ferry.kafka})
+    refused = {
+        "gzipped": {"compression.type": "gzip"},
+        "two-isr": {"min.insync.replicas": "2"},
+        "preallocated": {"preallocate": "true"},
+        "bad-ts-type": {"message.timestamp.type": "BrokerTime"},
+    }
+    fs = admin.create_topics([NewTopic(n, num_partitions=1, replication_factor=1, config=c)
+                              for n, c in refused.items()])
+    for name, f in fs.items():
+        try:
+            f.result(10)
+            raise AssertionError(f"{name} should be refused")
+        except KafkaException as e:
+            err = e.args[0]
+            assert err.code() == KafkaError.INVALID_CONFIG, err
+            key = next(iter(refused[name]))
+            assert key in err.str(), err.str()
+    assert "producer" in str(fs["gzipped"].exception())
+    assert not [t for t in http_json(f"{ferry.http}/v1/topics")["topics"] if t["name"] in refused]

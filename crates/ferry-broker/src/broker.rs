@@ -24,7 +24,9 @@
 //!
 //! [`Broker::shutdown`] syncs every partition and closes it; later writes fail.
 
-use crate::config::{validate_topic_name, DurabilityPolicy, TopicConfig, TopicDefaults};
+use crate::config::{
+    validate_topic_name, DurabilityPolicy, TimestampType, TopicConfig, TopicDefaults,
+};
 use crate::error::{BrokerError, Result};
 use crate::meta::{FileMetaStore, MetaStore};
 use crate::partition::{Partition, ReadRecords};
@@ -76,6 +78,8 @@ pub struct TopicSettings {
     pub max_record_bytes: Option<u64>,
     pub durability: Option<DurabilityPolicy>,
     pub flush_interval_ms: Option<u64>,
+    /// Which time records carry; CreateTime when absent at creation.
+    pub timestamp_type: Option<TimestampType>,
 }
 
 /// One partition's state for `describe`.
@@ -261,6 +265,7 @@ impl Broker {
             durability: req.durability.unwrap_or(d.durability),
             flush_interval_ms: req.flush_interval_ms.unwrap_or(d.flush_interval_ms),
             created_at_ms: now_ms(),
+            timestamp_type: req.timestamp_type.unwrap_or_default(),
         };
         config.validate()?;
         if self.topic(&config.name).is_ok() {
@@ -408,6 +413,7 @@ impl Broker {
         config.max_record_bytes = update.max_record_bytes.unwrap_or(config.max_record_bytes);
         config.durability = update.durability.unwrap_or(config.durability);
         config.flush_interval_ms = update.flush_interval_ms.unwrap_or(config.flush_interval_ms);
+        config.timestamp_type = update.timestamp_type.unwrap_or(config.timestamp_type);
         config.validate()?;
         self.check_room_for(u64::from(config.partitions - old.partitions))?;
         let dir = self.topic_dir(name);

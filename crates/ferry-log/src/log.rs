@@ -78,6 +78,11 @@ pub struct LogConfig {
     /// Largest batch accepted (Kafka's `max.message.bytes`).
     pub max_batch_bytes: usize,
     pub durability: Durability,
+    /// Stamp every appended batch with the append time (Kafka's LogAppendTime): the
+    /// timestamp-type attribute bit set and `max_timestamp` the time of the append,
+    /// which every record of the batch then takes. Off: records keep their producer's
+    /// timestamps (CreateTime).
+    pub log_append_time: bool,
 }
 
 /// Largest segment: index positions are 32-bit.
@@ -91,6 +96,7 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             max_batch_bytes: 1024 * 1024 + 12,
             durability: Durability::Always,
+            log_append_time: false,
         }
     }
 }
@@ -105,6 +111,9 @@ pub struct AppendInfo {
     /// The batch was a producer's retry of one already stored at these offsets;
     /// nothing was written.
     pub duplicate: bool,
+    /// The time the batch was stamped with, in milliseconds since the epoch, when the
+    /// log stamps appends ([`LogConfig::log_append_time`]) and the batch was written.
+    pub log_append_time_ms: Option<i64>,
 }
 
 impl AppendInfo {
@@ -114,6 +123,7 @@ impl AppendInfo {
             last_offset: base_offset + count - 1,
             end_offset: base_offset + count,
             duplicate,
+            log_append_time_ms: None,
         }
     }
 }
@@ -430,6 +440,15 @@ impl PartitionLog {
         self.maybe_roll(inner, batch.len() as u64, count, now_ms)?;
         batch::set_base_offset(batch, base as i64);
         header.base_offset = base as i64;
+        let mut stamped = None;
+        if config.log_append_time {
+            let at = i64::try_from(now_ms).unwrap_or(i64::MAX);
+            batch::set_log_append_time(batch, at);
+            header = batch::BatchHeader::parse(batch)?;
+            debug_assert!(header.is_log_append_time() && header.max_timestamp == at);
+            debug_assert_eq!(batch::verify_crc(batch), Ok(()));
+            stamped = Some(at);
+        }
         let active = inner
             .segments
             .values_mut()
@@ -454,7 +473,10 @@ impl PartitionLog {
         if config.durability != Durability::Always {
             self.visible.fetch_max(inner.next_offset, Ordering::AcqRel);
         }
-        Ok(AppendInfo::at(base, count, false))
+        Ok(AppendInfo {
+            log_append_time_ms: stamped,
+            ..AppendInfo::at(base, count, false)
+        })
     }
 
     fn maybe_roll(

@@ -79,6 +79,19 @@ fn topic_configs(
         ),
         ("cleanup.policy", "delete".into(), SOURCE_DEFAULT, TYPE_LIST),
         (
+            "message.timestamp.type",
+            c.timestamp_type.kafka_name().into(),
+            SOURCE_TOPIC,
+            TYPE_STRING,
+        ),
+        (
+            "compression.type",
+            "producer".into(),
+            SOURCE_DEFAULT,
+            TYPE_STRING,
+        ),
+        ("min.insync.replicas", "1".into(), SOURCE_DEFAULT, TYPE_INT),
+        (
             "ferry.durability",
             c.durability.as_str().into(),
             SOURCE_TOPIC,
