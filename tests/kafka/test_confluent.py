@@ -5,7 +5,7 @@ import threading
 import time
 import urllib.request
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 
@@ -506,3 +506,156 @@ def test_offset_delete_keeps_the_offsets_of_topics_an_active_member_reads(ferry)
             pass
     finally:
         admin.close()
+
+
+def test_a_consumer_with_small_fetch_limits_reads_every_record_of_many_batches_across_partitions(ferry):
+    # Fetch answers must stay within fetch.max.bytes (KIP-74): librdkafka drops the
+    # connection on an answer larger than receive.message.max.bytes, which is set here
+    # to the least it may be (fetch.max.bytes + 512), so one oversized answer loses it.
+    create(ferry, "small-fetches", 4)
+    p = Producer({"bootstrap.servers": ferry.kafka, "linger.ms": 2, "batch.size": 12000})
+    want = set()
+    for i in range(3000):
+        value = f"{i:06d}-" + "x" * 900
+        p.produce("small-fetches", key=str(i), value=value, partition=i % 4)
+        want.add(value)
+    assert p.flush(30) == 0
+    errors = []
+    c = Consumer({"bootstrap.servers": ferry.kafka, "group.id": "small-fetches",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "fetch.max.bytes": 30000, "max.partition.fetch.bytes": 14000,
+                  "message.max.bytes": 14000, "receive.message.max.bytes": 30512, "fetch.wait.max.ms": 100,
+                  "error_cb": errors.append})
+    c.subscribe(["small-fetches"])
+    got = set()
+    deadline = time.time() + 60
+    while len(got) < len(want) and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is None:
+            continue
+        if m.error():
+            errors.append(m.error())
+            continue
+        got.add(m.value().decode())
+    c.close()
+    assert not errors, errors
+    assert got == want
+
+
+def test_producing_to_an_invalid_topic_name_fails_at_once(ferry):
+    for name in ["bad topic!", "..", "x" * 250]:
+        md = AdminClient({"bootstrap.servers": ferry.kafka}).list_topics(topic=name, timeout=10)
+        assert md.topics[name].error.code() == KafkaError.TOPIC_EXCEPTION, md.topics[name].error
+    reports = []
+    p = Producer({"bootstrap.servers": ferry.kafka, "message.timeout.ms": 60000})
+    started = time.time()
+    p.produce("bad topic!", value=b"v", on_delivery=lambda err, msg: reports.append((err, time.time())))
+    assert p.flush(30) == 0
+    [(err, at)] = reports
+    assert err is not None and err.code() == KafkaError.TOPIC_EXCEPTION, err
+    assert at - started < 5, f"failed after {at - started:.1f} s, not at once"
+    assert "bad topic!" not in [t["name"] for t in http_json(f"{ferry.http}/v1/topics")["topics"]]
+
+
+def test_producing_to_an_invalid_topic_name_fails_at_once_with_auto_create(tmp_path):
+    from conftest import Ferry
+    f = Ferry(str(tmp_path), extra=["--kafka-auto-create-topics"]).start()
+    try:
+        reports = []
+        p = Producer({"bootstrap.servers": f.kafka, "message.timeout.ms": 60000})
+        started = time.time()
+        for topic in ["bad topic!", "fine-topic"]:
+            p.produce(topic, value=b"v", on_delivery=lambda err, msg: reports.append((msg.topic(), err)))
+        assert p.flush(30) == 0
+        assert time.time() - started < 5
+        errs = dict(reports)
+        assert errs["bad topic!"].code() == KafkaError.TOPIC_EXCEPTION, errs
+        assert errs["fine-topic"] is None, errs
+        names = [t["name"] for t in http_json(f"{f.http}/v1/topics")["topics"]]
+        assert names == ["fine-topic"]
+    finally:
+        f.stop()
+
+
+def test_a_log_append_time_topic_stamps_records_with_the_brokers_time_over_kafka_and_http(ferry):
+    from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME
+    from confluent_kafka.admin import ConfigResource
+    admin = AdminClient({"bootstrap.servers": ferry.kafka})
+    fs = admin.create_topics([
+        NewTopic("stamped", num_partitions=1, replication_factor=1,
+                 config={"message.timestamp.type": "LogAppendTime", "compression.type": "producer"}),
+        NewTopic("as-produced", num_partitions=1, replication_factor=1,
+                 config={"message.timestamp.type": "CreateTime"}),
+    ])
+    for f in fs.values():
+        f.result(10)
+    res = ConfigResource(ConfigResource.Type.TOPIC, "stamped")
+    configs = admin.describe_configs([res])[res].result(10)
+    assert configs["message.timestamp.type"].value == "LogAppendTime"
+    assert configs["compression.type"].value == "producer"
+    assert http_json(f"{ferry.http}/v1/topics/stamped")["timestamp_type"] == "log_append_time"
+
+    produced_at = 1_000_000  # 1970: far from the broker's time
+    reports = []
+    before = int(time.time() * 1000)
+    p = Producer({"bootstrap.servers": ferry.kafka, "compression.type": "lz4", "linger.ms": 5})
+    for topic in ["stamped", "as-produced"]:
+        for i in range(20):
+            p.produce(topic, value=f"{topic}-{i}", timestamp=produced_at,
+                      on_delivery=lambda err, msg: reports.append((err, msg.topic(), msg.timestamp())))
+    assert p.flush(20) == 0
+    http_json(f"{ferry.http}/v1/topics/stamped/records",
+              {"records": [{"value": "over-http", "timestamp": produced_at}]})
+    after = int(time.time() * 1000)
+    assert all(err is None for err, _, _ in reports), reports
+    # The produce answer carries the append time (log_append_time_ms).
+    for _, topic, (kind, ts) in reports:
+        if topic == "stamped":
+            assert kind == TIMESTAMP_LOG_APPEND_TIME and before <= ts <= after, (kind, ts)
+        else:
+            assert ts == produced_at or ts == -1, (kind, ts)
+
+    c = Consumer({"bootstrap.servers": ferry.kafka, "group.id": "stamps", "auto.offset.reset": "earliest"})
+    c.assign([TopicPartition("stamped", 0, 0), TopicPartition("as-produced", 0, 0)])
+    seen = {}
+    deadline = time.time() + 20
+    while len(seen) < 41 and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is None or m.error():
+            continue
+        seen[m.value().decode()] = (m.topic(), m.timestamp())
+    c.close()
+    assert len(seen) == 41
+    for value, (topic, (kind, ts)) in seen.items():
+        if topic == "stamped":
+            assert kind == TIMESTAMP_LOG_APPEND_TIME and before <= ts <= after, (value, kind, ts)
+        else:
+            assert (kind, ts) == (TIMESTAMP_CREATE_TIME, produced_at), (value, kind, ts)
+    # HTTP readers see the broker's time too, for Kafka's records and HTTP's alike.
+    records = http_values(ferry, "stamped", 1)
+    assert len(records) == 21
+    assert all(before <= r["timestamp"] <= after for r in records), records
+    assert all(r["timestamp"] == produced_at for r in http_values(ferry, "as-produced", 1))
+
+
+def test_topic_configs_ferry_does_not_honour_are_refused_with_invalid_config(ferry):
+    admin = AdminClient({"bootstrap.servers": ferry.kafka})
+    refused = {
+        "gzipped": {"compression.type": "gzip"},
+        "two-isr": {"min.insync.replicas": "2"},
+        "preallocated": {"preallocate": "true"},
+        "bad-ts-type": {"message.timestamp.type": "BrokerTime"},
+    }
+    fs = admin.create_topics([NewTopic(n, num_partitions=1, replication_factor=1, config=c)
+                              for n, c in refused.items()])
+    for name, f in fs.items():
+        try:
+            f.result(10)
+            raise AssertionError(f"{name} should be refused")
+        except KafkaException as e:
+            err = e.args[0]
+            assert err.code() == KafkaError.INVALID_CONFIG, err
+            key = next(iter(refused[name]))
+            assert key in err.str(), err.str()
+    assert "producer" in str(fs["gzipped"].exception())
+    assert not [t for t in http_json(f"{ferry.http}/v1/topics")["topics"] if t["name"] in refused]

@@ -24,14 +24,16 @@
 //!
 //! [`Broker::shutdown`] syncs every partition and closes it; later writes fail.
 
-use crate::config::{validate_topic_name, DurabilityPolicy, TopicConfig, TopicDefaults};
+use crate::config::{
+    validate_topic_name, DurabilityPolicy, TimestampType, TopicConfig, TopicDefaults,
+};
 use crate::error::{BrokerError, Result};
 use crate::meta::{FileMetaStore, MetaStore};
 use crate::partition::{Partition, ReadRecords};
 use crate::topic::Topic;
 use ferry_log::metrics::record_payload_bytes;
 use ferry_log::sync::{lock, read, write};
-use ferry_log::{DecodeLimits, PartitionLog};
+use ferry_log::{DecodeLimits, FirstBatch, PartitionLog};
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -76,6 +78,8 @@ pub struct TopicSettings {
     pub max_record_bytes: Option<u64>,
     pub durability: Option<DurabilityPolicy>,
     pub flush_interval_ms: Option<u64>,
+    /// Which time records carry; CreateTime when absent at creation.
+    pub timestamp_type: Option<TimestampType>,
 }
 
 /// One partition's state for `describe`.
@@ -261,6 +265,7 @@ impl Broker {
             durability: req.durability.unwrap_or(d.durability),
             flush_interval_ms: req.flush_interval_ms.unwrap_or(d.flush_interval_ms),
             created_at_ms: now_ms(),
+            timestamp_type: req.timestamp_type.unwrap_or_default(),
         };
         config.validate()?;
         if self.topic(&config.name).is_ok() {
@@ -416,6 +421,7 @@ impl Broker {
                     base.max_record_bytes = d.max_record_bytes;
                     base.durability = d.durability;
                     base.flush_interval_ms = d.flush_interval_ms;
+                    base.timestamp_type = TimestampType::default();
                     updated(&base, &settings)
                 },
                 validate_only,
@@ -532,20 +538,22 @@ impl Broker {
         }
     }
 
-    /// Raw batches of one partition from `offset` (the first may begin before it), at
-    /// most `max_bytes` but always one whole batch when there is one.
+    /// Raw whole batches of one partition from `offset` (the first may begin before
+    /// it), at most `max_bytes`; with [`FirstBatch::Whole`] a first batch larger than
+    /// that is returned alone, with [`FirstBatch::WithinLimit`] nothing is then.
     pub async fn read_batches(
         &self,
         topic: &str,
         partition: u32,
         offset: u64,
         max_bytes: usize,
+        first_batch: FirstBatch,
     ) -> Result<ferry_log::ReadResult> {
         let part = self.topic(topic)?.partition(partition)?;
         blocking(move || {
             let read = part
                 .log
-                .read(offset, max_bytes)
+                .read_batches(offset, max_bytes, first_batch)
                 .map_err(|e| BrokerError::from_log(partition, e))?;
             let records = ferry_log::metrics::records_in_batches(&read.batches);
             part.log
@@ -658,6 +666,7 @@ fn updated(old: &TopicConfig, update: &TopicSettings) -> Result<TopicConfig> {
     config.max_record_bytes = update.max_record_bytes.unwrap_or(config.max_record_bytes);
     config.durability = update.durability.unwrap_or(config.durability);
     config.flush_interval_ms = update.flush_interval_ms.unwrap_or(config.flush_interval_ms);
+    config.timestamp_type = update.timestamp_type.unwrap_or(config.timestamp_type);
     Ok(config)
 }
 

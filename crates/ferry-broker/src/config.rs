@@ -34,6 +34,42 @@ impl DurabilityPolicy {
     }
 }
 
+/// Which time a topic's records carry (Kafka's `message.timestamp.type`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestampType {
+    /// The producer's timestamp (or the broker's time when a producer gives none).
+    #[default]
+    CreateTime,
+    /// The broker's time when the record is appended, whatever the producer said.
+    LogAppendTime,
+}
+
+impl TimestampType {
+    /// From Kafka's config value (`CreateTime`, `LogAppendTime`).
+    pub fn from_kafka(s: &str) -> Option<Self> {
+        match s {
+            "CreateTime" => Some(Self::CreateTime),
+            "LogAppendTime" => Some(Self::LogAppendTime),
+            _ => None,
+        }
+    }
+    /// Kafka's config value.
+    pub fn kafka_name(self) -> &'static str {
+        match self {
+            Self::CreateTime => "CreateTime",
+            Self::LogAppendTime => "LogAppendTime",
+        }
+    }
+    /// Ferry's own name (HTTP API, `topics.json`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CreateTime => "create_time",
+            Self::LogAppendTime => "log_append_time",
+        }
+    }
+}
+
 /// Server-wide defaults for new topics.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicDefaults {
@@ -78,6 +114,9 @@ pub struct TopicConfig {
     pub durability: DurabilityPolicy,
     pub flush_interval_ms: u64,
     pub created_at_ms: u64,
+    /// Absent in files written before the setting existed: CreateTime.
+    #[serde(default)]
+    pub timestamp_type: TimestampType,
 }
 
 /// Limits on settings, named with their unit last.
@@ -167,6 +206,7 @@ impl TopicConfig {
                 },
                 DurabilityPolicy::Never => Durability::Never,
             },
+            log_append_time: self.timestamp_type == TimestampType::LogAppendTime,
         }
     }
 }

@@ -19,7 +19,7 @@ mod writer;
 pub use broker::{
     now_ms, Broker, BrokerConfig, PartitionInfo, TimeLookup, TopicInfo, TopicSettings,
 };
-pub use config::{DurabilityPolicy, TopicConfig, TopicDefaults};
+pub use config::{DurabilityPolicy, TimestampType, TopicConfig, TopicDefaults};
 pub use error::{BrokerError, RecordError, Result};
 pub use partition::ReadRecords;
 pub use produce::{Appended, ProduceRecord, Produced};

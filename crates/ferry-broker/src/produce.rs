@@ -36,6 +36,9 @@ pub struct Appended {
     pub error: Option<BrokerError>,
     /// Records appended (as the batches' headers count them).
     pub records: u64,
+    /// The broker's time the batches were stamped with, on a topic whose records carry
+    /// the append time ([`crate::TimestampType::LogAppendTime`]); `None` otherwise.
+    pub log_append_time_ms: Option<i64>,
 }
 
 /// Where a produced record landed.
@@ -136,7 +139,10 @@ impl Broker {
                 end_offset: None,
                 error: None,
                 records: 0,
+                log_append_time_ms: None,
             };
+            // One time for all of the request's batches, as Kafka stamps them.
+            let now = now_ms();
             let mut p = 0;
             while p < batches.len() {
                 let (end, mut one, count) = match check_client_batch(&batches, p, &limits) {
@@ -146,9 +152,12 @@ impl Broker {
                         break;
                     }
                 };
-                match part.log.append(&mut one, now_ms()) {
+                match part.log.append(&mut one, now) {
                     Ok(info) => {
                         out.records += count;
+                        if let Some(at) = info.log_append_time_ms {
+                            out.log_append_time_ms.get_or_insert(at);
+                        }
                         out.first_offset.get_or_insert(info.base_offset);
                         // A retried older batch reports where it was stored before:
                         // the end to make durable never moves back.

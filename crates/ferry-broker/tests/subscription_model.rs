@@ -833,6 +833,7 @@ fn topic(dir: &Path) -> Topic {
         durability: DurabilityPolicy::Never,
         flush_interval_ms: 1000,
         created_at_ms: 0,
+        timestamp_type: Default::default(),
     };
     Topic::new(config, partitions)
 }

@@ -26,6 +26,7 @@ pub fn topic_json(t: &TopicInfo) -> Value {
         "max_record_bytes": c.max_record_bytes,
         "durability": c.durability.as_str(),
         "flush_interval_ms": c.flush_interval_ms,
+        "timestamp_type": c.timestamp_type.as_str(),
         "created_at_ms": c.created_at_ms,
         "partition_stats": t.partitions.iter().map(|p| json!({
             "partition": p.partition,

@@ -429,6 +429,19 @@ pub fn set_max_timestamp(batch: &mut [u8], max_timestamp: i64) {
     batch[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// Marks a batch as stamped with the log's append time (Kafka's LogAppendTime): sets
+/// the timestamp-type attribute bit and writes `at` as its `max_timestamp`, which every
+/// record then takes, and recomputes the CRC (it covers both). `batch` is exactly one
+/// batch.
+pub fn set_log_append_time(batch: &mut [u8], at: i64) {
+    if batch.len() < BATCH_HEADER_BYTES {
+        return;
+    }
+    let attributes = i16::from_be_bytes([batch[21], batch[22]]) | ATTR_TIMESTAMP_LOG_APPEND;
+    batch[21..23].copy_from_slice(&attributes.to_be_bytes());
+    set_max_timestamp(batch, at);
+}
+
 /// The records of a batch, decompressed as needed, once the batch's length and the
 /// header's record count are found plausible for them.
 fn records_body(

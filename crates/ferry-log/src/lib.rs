@@ -23,4 +23,4 @@ pub use compression::Compression;
 pub use error::{LogError, Result};
 pub use log::{AppendInfo, Durability, LogConfig, LogStats, PartitionLog, ReadResult};
 pub use metrics::{LogCounters, LogMetrics, LogTraffic};
-pub use segment::Cut;
+pub use segment::{Cut, FirstBatch};

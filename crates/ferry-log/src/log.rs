@@ -45,7 +45,7 @@ use crate::error::{LogError, Result};
 use crate::fault;
 use crate::metrics::{LogCounters, LogMetrics};
 use crate::producers::{Producers, SequenceCheck};
-use crate::segment::{self, Cut, Segment};
+use crate::segment::{self, Cut, FirstBatch, Segment};
 use crate::sync::{lock, wait};
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -78,6 +78,11 @@ pub struct LogConfig {
     /// Largest batch accepted (Kafka's `max.message.bytes`).
     pub max_batch_bytes: usize,
     pub durability: Durability,
+    /// Stamp every appended batch with the append time (Kafka's LogAppendTime): the
+    /// timestamp-type attribute bit set and `max_timestamp` the time of the append,
+    /// which every record of the batch then takes. Off: records keep their producer's
+    /// timestamps (CreateTime).
+    pub log_append_time: bool,
 }
 
 /// Largest segment: index positions are 32-bit.
@@ -91,6 +96,7 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             max_batch_bytes: 1024 * 1024 + 12,
             durability: Durability::Always,
+            log_append_time: false,
         }
     }
 }
@@ -105,6 +111,9 @@ pub struct AppendInfo {
     /// The batch was a producer's retry of one already stored at these offsets;
     /// nothing was written.
     pub duplicate: bool,
+    /// The time the batch was stamped with, in milliseconds since the epoch, when the
+    /// log stamps appends ([`LogConfig::log_append_time`]) and the batch was written.
+    pub log_append_time_ms: Option<i64>,
 }
 
 impl AppendInfo {
@@ -114,6 +123,7 @@ impl AppendInfo {
             last_offset: base_offset + count - 1,
             end_offset: base_offset + count,
             duplicate,
+            log_append_time_ms: None,
         }
     }
 }
@@ -430,6 +440,15 @@ impl PartitionLog {
         self.maybe_roll(inner, batch.len() as u64, count, now_ms)?;
         batch::set_base_offset(batch, base as i64);
         header.base_offset = base as i64;
+        let mut stamped = None;
+        if config.log_append_time {
+            let at = i64::try_from(now_ms).unwrap_or(i64::MAX);
+            batch::set_log_append_time(batch, at);
+            header = batch::BatchHeader::parse(batch)?;
+            debug_assert!(header.is_log_append_time() && header.max_timestamp == at);
+            debug_assert_eq!(batch::verify_crc(batch), Ok(()));
+            stamped = Some(at);
+        }
         let active = inner
             .segments
             .values_mut()
@@ -454,7 +473,10 @@ impl PartitionLog {
         if config.durability != Durability::Always {
             self.visible.fetch_max(inner.next_offset, Ordering::AcqRel);
         }
-        Ok(AppendInfo::at(base, count, false))
+        Ok(AppendInfo {
+            log_append_time_ms: stamped,
+            ..AppendInfo::at(base, count, false)
+        })
     }
 
     fn maybe_roll(
@@ -663,6 +685,18 @@ impl PartitionLog {
     /// Reads raw batches from `offset` (the first may start before it), at most
     /// `max_bytes` but always one whole batch when there is one.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadResult> {
+        self.read_batches(offset, max_bytes, FirstBatch::Whole)
+    }
+
+    /// Reads raw whole batches from `offset` (the first may start before it), at most
+    /// `max_bytes`, except that with [`FirstBatch::Whole`] a first batch larger than
+    /// that is returned alone.
+    pub fn read_batches(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        first_batch: FirstBatch,
+    ) -> Result<ReadResult> {
         let visible = self.latest();
         let (file, path, position, limit, earliest, max_batch) = {
             let inner = lock(&self.inner);
@@ -701,8 +735,16 @@ impl PartitionLog {
                 Some((f, p, pos, limit)) => (f, p, pos, limit, earliest, max_batch),
             }
         };
-        let bytes =
-            segment::read_batches(&file, &path, position, max_bytes, limit, visible, max_batch)?;
+        let bytes = segment::read_batches(
+            &file,
+            &path,
+            position,
+            max_bytes,
+            first_batch,
+            limit,
+            visible,
+            max_batch,
+        )?;
         Ok(ReadResult {
             batches: Bytes::from(bytes),
             earliest,

@@ -614,13 +614,17 @@ fn keep_damaged(dir: &Path, seg: &Segment, position: u64, bytes: u64) -> Result<
     Ok(keep)
 }
 
-/// Reads whole batches of `file` starting at `position`, up to `max_bytes` (but always
-/// the first batch whole), stopping before `limit` bytes and before offset `visible_end`.
+/// Reads whole batches of `file` starting at `position`, up to `max_bytes`, stopping
+/// before `limit` bytes and before offset `visible_end`. With [`FirstBatch::Whole`] the
+/// first batch is returned whole even when it alone is larger than `max_bytes`; with
+/// [`FirstBatch::WithinLimit`] nothing is returned then. Batches are never cut.
+#[allow(clippy::too_many_arguments)]
 pub fn read_batches(
     file: &File,
     path: &Path,
     position: u64,
     max_bytes: usize,
+    first_batch: FirstBatch,
     limit: u64,
     visible_end: u64,
     max_batch_bytes: usize,
@@ -639,7 +643,12 @@ pub fn read_batches(
         .map_err(|e| LogError::io(format!("reading {}", path.display()), e))?;
     let (_, first) = batch::read_prefix(&prefix, max_batch_bytes)
         .map_err(|e| corrupt(position, e.to_string()))?;
-    let want = max_bytes.max(first).min(avail);
+    let want = match first_batch {
+        FirstBatch::Whole => max_bytes.max(first),
+        FirstBatch::WithinLimit if first > max_bytes => return Ok(Vec::new()),
+        FirstBatch::WithinLimit => max_bytes,
+    }
+    .min(avail);
     let mut buf = vec![0u8; want];
     file.read_exact_at(&mut buf, position)
         .map_err(|e| LogError::io(format!("reading {}", path.display()), e))?;
@@ -653,5 +662,20 @@ pub fn read_batches(
         p += total;
     }
     buf.truncate(p);
+    debug_assert!(
+        p <= max_bytes || (first_batch == FirstBatch::Whole && p == first),
+        "a read of at most {max_bytes} bytes gave {p}"
+    );
     Ok(buf)
+}
+
+/// Whether a read bounded by a byte limit returns its first batch when that batch
+/// alone is larger than the limit (so that a reader can always make progress), as
+/// Kafka does for the first partition of a fetch that has data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstBatch {
+    /// The first batch whole, whatever its size; then more only within the limit.
+    Whole,
+    /// Only batches within the limit: nothing when the first is larger.
+    WithinLimit,
 }

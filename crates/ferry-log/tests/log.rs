@@ -485,3 +485,39 @@ fn a_length_damaged_mid_segment_past_the_end_is_damage_and_the_cut_bytes_are_kep
         .expect("good batches followed, so the bytes are kept");
     assert_eq!(std::fs::read(kept).unwrap(), bytes[third..]);
 }
+
+#[test]
+fn a_log_append_time_log_stamps_batches_with_the_append_time_and_a_valid_crc() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        log_append_time: true,
+        ..small()
+    };
+    let (log, _) = PartitionLog::open(dir.path(), config).unwrap();
+    let mut b = batch_of(&["a", "b"], 1_000);
+    let info = log.append(&mut b, 1_700_000_000_123).unwrap();
+    assert_eq!(info.log_append_time_ms, Some(1_700_000_000_123));
+    log.wait_durable(info.end_offset).unwrap();
+    log.close().unwrap();
+    // Reopened: recovery checks every CRC, and the records read with the append time.
+    let (log, _) = PartitionLog::open(dir.path(), config).unwrap();
+    let read = log.read(0, 1 << 20).unwrap();
+    ferry_log::batch::verify_crc(&read.batches).unwrap();
+    let (header, records) = decode_records(&read.batches, &DecodeLimits::default()).unwrap();
+    assert!(header.is_log_append_time());
+    assert_eq!(header.max_timestamp, 1_700_000_000_123);
+    let stamps: Vec<i64> = records.iter().map(|r| r.timestamp).collect();
+    assert_eq!(stamps, vec![1_700_000_000_123; 2]);
+
+    // Without the setting, the producer's timestamps stay.
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = PartitionLog::open(dir.path(), small()).unwrap();
+    let mut b = batch_of(&["a"], 1_000);
+    let info = log.append(&mut b, 5).unwrap();
+    assert_eq!(info.log_append_time_ms, None);
+    log.wait_durable(info.end_offset).unwrap();
+    let read = log.read(0, 1 << 20).unwrap();
+    let (header, records) = decode_records(&read.batches, &DecodeLimits::default()).unwrap();
+    assert!(!header.is_log_append_time());
+    assert_eq!(records[0].timestamp, 1_000);
+}

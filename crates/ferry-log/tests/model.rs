@@ -36,6 +36,7 @@ fn config() -> LogConfig {
         index_interval_bytes: 256,
         max_batch_bytes: 1 << 20,
         durability: Durability::Always,
+        log_append_time: false,
     }
 }
 

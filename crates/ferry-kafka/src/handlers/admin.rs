@@ -3,7 +3,7 @@
 use super::{Ctx, Session};
 use crate::errors;
 use ferry_auth::{Operation, ResourceType};
-use ferry_broker::{BrokerError, TopicSettings};
+use ferry_broker::{BrokerError, TimestampType, TopicSettings};
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
@@ -16,15 +16,18 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use std::sync::atomic::Ordering;
 
-/// Kafka topic configs that a single node has no use for; accepted and ignored.
-pub(super) const IGNORED_CONFIGS: &[&str] = &[
-    "min.insync.replicas",
-    "unclean.leader.election.enable",
-    "message.timestamp.type",
-];
+/// Kafka topic configs taken (with the values a single node honours) that have no
+/// setting of their own to describe.
+pub(super) const IGNORED_CONFIGS: &[&str] = &["unclean.leader.election.enable"];
+
+/// The topic configs CreateTopics takes, each honoured (listed in refusals).
+const ACCEPTED_CONFIGS: &str = "retention.ms, retention.bytes, segment.bytes, segment.ms, \
+max.message.bytes, message.timestamp.type (CreateTime, LogAppendTime), cleanup.policy=delete, \
+compression.type=producer, ferry.durability, ferry.flush.interval.ms, min.insync.replicas=1 and unclean.leader.election.enable";
 
 /// Maps Kafka topic configs onto Ferry's settings (CreateTopics, AlterConfigs and
-/// IncrementalAlterConfigs share it, so they check alike).
+/// IncrementalAlterConfigs share it, so they check alike). Every config taken is
+/// honoured; anything Ferry would not honour is refused with a message naming it.
 pub(super) fn settings_from_configs<'a>(
     configs: impl Iterator<Item = (&'a str, Option<&'a str>)>,
 ) -> Result<TopicSettings, String> {
@@ -51,12 +54,39 @@ pub(super) fn settings_from_configs<'a>(
                 )?)
             }
             "ferry.flush.interval.ms" => s.flush_interval_ms = Some(uint(value)?),
+            "message.timestamp.type" => {
+                s.timestamp_type = Some(TimestampType::from_kafka(value).ok_or_else(|| {
+                    format!("message.timestamp.type={value:?}: use CreateTime or LogAppendTime")
+                })?)
+            }
             "cleanup.policy" if value == "delete" => {}
-            "cleanup.policy" => return Err(format!("cleanup.policy={value:?} is not supported yet; use \"delete\"")),
-            n if IGNORED_CONFIGS.contains(&n) => {}
+            "cleanup.policy" => {
+                return Err(format!(
+                    "cleanup.policy={value:?} is not supported yet; use \"delete\""
+                ))
+            }
+            // Batches are stored with the codec their producer chose.
+            "compression.type" if value == "producer" => {}
+            "compression.type" => {
+                return Err(format!(
+                    "compression.type={value:?} is not supported: Ferry stores each batch with its producer's codec; use \"producer\""
+                ))
+            }
+            // One node holds the only replica: one in-sync replica is all there is, and
+            // there is never a leader to elect, cleanly or not.
+            "min.insync.replicas" if value == "1" => {}
+            "min.insync.replicas" => {
+                return Err(format!(
+                    "min.insync.replicas={value:?} cannot be met: Ferry keeps one replica; use 1"
+                ))
+            }
+            "unclean.leader.election.enable" if value == "true" || value == "false" => {}
+            "unclean.leader.election.enable" => {
+                return Err(format!("{name}={value:?}: use true or false"))
+            }
             n => {
                 return Err(format!(
-                    "topic config {n:?} is not supported; Ferry takes retention.ms, retention.bytes, segment.bytes, segment.ms, max.message.bytes and cleanup.policy=delete"
+                    "topic config {n:?} is not supported; Ferry takes {ACCEPTED_CONFIGS}"
                 ))
             }
         }
@@ -264,4 +294,49 @@ pub fn init_producer_id(
     InitProducerIdResponse::default()
         .with_producer_id(ProducerId(id))
         .with_producer_epoch(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(configs: &[(&str, &str)]) -> Result<TopicSettings, String> {
+        settings_from_configs(configs.iter().map(|(k, v)| (*k, Some(*v))))
+    }
+
+    #[test]
+    fn configs_ferry_honours_are_taken() {
+        let s = settings(&[
+            ("retention.ms", "3600000"),
+            ("message.timestamp.type", "LogAppendTime"),
+            ("compression.type", "producer"),
+            ("cleanup.policy", "delete"),
+            ("min.insync.replicas", "1"),
+            ("unclean.leader.election.enable", "false"),
+        ])
+        .unwrap();
+        assert_eq!(s.retention_ms, Some(3_600_000));
+        assert_eq!(s.timestamp_type, Some(TimestampType::LogAppendTime));
+        let s = settings(&[("message.timestamp.type", "CreateTime")]).unwrap();
+        assert_eq!(s.timestamp_type, Some(TimestampType::CreateTime));
+    }
+
+    #[test]
+    fn configs_ferry_would_not_honour_are_refused_with_their_name() {
+        for (k, v) in [
+            ("compression.type", "gzip"),
+            ("compression.type", "zstd"),
+            ("message.timestamp.type", "logappendtime"),
+            ("min.insync.replicas", "2"),
+            ("cleanup.policy", "compact"),
+            ("unclean.leader.election.enable", "maybe"),
+            ("message.downconversion.enable", "true"),
+            ("preallocate", "true"),
+        ] {
+            let e = settings(&[(k, v)]).unwrap_err();
+            assert!(e.contains(k), "{e}");
+        }
+        let e = settings(&[("compression.type", "gzip")]).unwrap_err();
+        assert!(e.contains("\"producer\""), "{e}");
+    }
 }

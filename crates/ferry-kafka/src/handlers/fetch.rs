@@ -1,6 +1,14 @@
 //! Fetch: stored batches are served as they are on disk, never re-encoded. With
 //! `min_bytes` not yet available the answer waits (up to `max_wait_ms`) for any
 //! partition to grow.
+//!
+//! # Limits (KIP-74)
+//!
+//! The record data of an answer stays within the request's `max_bytes`, and each
+//! partition's within its `partition_max_bytes`, in whole batches. One exception, so
+//! that a consumer is never stuck behind a batch larger than its limits: the first
+//! partition (in request order) that has data returns its first batch whole whatever
+//! its size; the partitions after it then get only what fits in what is left.
 
 use super::{Ctx, Session};
 use crate::config::FETCH_WAIT_MS_MAX;
@@ -8,6 +16,7 @@ use crate::errors;
 use bytes::Bytes;
 use ferry_auth::{Operation, ResourceType};
 use ferry_broker::BrokerError;
+use ferry_log::FirstBatch;
 use kafka_protocol::messages::fetch_request::FetchPartition;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
@@ -98,8 +107,18 @@ async fn fetch_once(
                 );
                 continue;
             }
-            let (data, read, failed) =
-                fetch_partition(ctx, &name, p, max_bytes.saturating_sub(total)).await;
+            // Until a partition has given data, the first batch comes whole.
+            let first_batch = if total == 0 {
+                FirstBatch::Whole
+            } else {
+                FirstBatch::WithinLimit
+            };
+            let left = max_bytes.saturating_sub(total);
+            let (data, read, failed) = fetch_partition(ctx, &name, p, left, first_batch).await;
+            debug_assert!(
+                read <= left || total == 0,
+                "partition gave {read} bytes with {left} left"
+            );
             total += read;
             errored |= failed;
             partitions.push(data);
@@ -117,13 +136,15 @@ async fn fetch_once(
     )
 }
 
-/// One partition's part of a fetch, reading at most `left` bytes (and the partition's
-/// own limit): its data, the bytes read, and whether it is an error.
+/// One partition's part of a fetch, reading at most `left` bytes and the partition's
+/// own limit (except a larger first batch, with [`FirstBatch::Whole`]): its data, the
+/// bytes read, and whether it is an error.
 async fn fetch_partition(
     ctx: &Ctx,
     name: &str,
     p: &FetchPartition,
     left: usize,
+    first_batch: FirstBatch,
 ) -> (PartitionData, usize, bool) {
     let data = PartitionData::default()
         .with_partition_index(p.partition)
@@ -155,7 +176,13 @@ async fn fetch_partition(
     if budget > 0 && p.fetch_offset >= 0 && (p.fetch_offset as u64) < latest {
         match ctx
             .broker
-            .read_batches(name, p.partition as u32, p.fetch_offset as u64, budget)
+            .read_batches(
+                name,
+                p.partition as u32,
+                p.fetch_offset as u64,
+                budget,
+                first_batch,
+            )
             .await
         {
             Ok(read) => {

@@ -1,7 +1,8 @@
 //! Metadata: this one node is the leader of every partition. A listing shows only the
 //! topics the session may Describe; a topic asked for by name that it may not Describe
-//! answers TOPIC_AUTHORIZATION_FAILED (whether it exists or not), and auto-creation
-//! needs Create on the cluster or the topic.
+//! answers TOPIC_AUTHORIZATION_FAILED (whether it exists or not), one whose name breaks
+//! Ferry's topic-name rule INVALID_TOPIC_EXCEPTION (auto-creation or not), and
+//! auto-creation needs Create on the cluster or the topic.
 
 use super::{Ctx, Session};
 use crate::errors;
@@ -52,6 +53,7 @@ pub async fn metadata(
     if allow_create {
         let creatable: Vec<String> = names
             .iter()
+            .filter(|n| ferry_broker::config::validate_topic_name(n).is_ok())
             .filter(|n| describable(n) && super::admin::may_create_topic(ctx, session, n))
             .cloned()
             .collect();
@@ -64,6 +66,11 @@ pub async fn metadata(
                 .with_name(Some(TopicName(StrBytes::from_string(name.clone()))));
             if !describable(&name) {
                 return topic.with_error_code(ResponseError::TopicAuthorizationFailed.code());
+            }
+            // A name no topic can have: clients fail its records at once instead of
+            // waiting for the topic to appear.
+            if ferry_broker::config::validate_topic_name(&name).is_err() {
+                return topic.with_error_code(ResponseError::InvalidTopicException.code());
             }
             match ctx.broker.describe_topic(&name) {
                 Ok(info) => topic.with_partitions(

@@ -74,6 +74,9 @@ async fn append_all(
                 Err(ResponseError::TopicAuthorizationFailed.code())
             } else if transactional {
                 Err(ResponseError::TransactionalIdAuthorizationFailed.code())
+            } else if ferry_broker::config::validate_topic_name(&name).is_err() {
+                // At once, so that a client fails its records instead of retrying.
+                Err(ResponseError::InvalidTopicException.code())
             } else if p.index < 0 {
                 Err(ResponseError::UnknownTopicOrPartition.code())
             } else {
@@ -224,7 +227,8 @@ fn finish_span(span: &mut Span, appended: &Appends, sync_errors: &SyncErrors) {
     }
 }
 
-/// The answer: each partition's first offset, or the first error it met.
+/// The answer: each partition's first offset and, on a topic stamped with the append
+/// time, that time (-1 otherwise), or the first error it met.
 fn respond(broker: &Broker, appended: Appends, sync_errors: &SyncErrors) -> ProduceResponse {
     let responses = appended
         .into_iter()
@@ -232,23 +236,24 @@ fn respond(broker: &Broker, appended: Appends, sync_errors: &SyncErrors) -> Prod
             let partition_responses = parts
                 .into_iter()
                 .map(|(index, result)| {
-                    let (error_code, base_offset) = match result {
+                    let (error_code, base_offset, log_append_time) = match result {
                         Ok(a) => {
                             let code = sync_errors
                                 .get(&(name.0.to_string(), index))
                                 .copied()
                                 .or(a.error.as_ref().map(errors::code))
                                 .unwrap_or(errors::NONE);
-                            (
-                                code,
-                                if code == errors::NONE {
-                                    a.first_offset.map_or(-1, |o| o as i64)
-                                } else {
-                                    -1
-                                },
-                            )
+                            if code == errors::NONE {
+                                (
+                                    code,
+                                    a.first_offset.map_or(-1, |o| o as i64),
+                                    a.log_append_time_ms.unwrap_or(-1),
+                                )
+                            } else {
+                                (code, -1, -1)
+                            }
                         }
-                        Err(code) => (code, -1),
+                        Err(code) => (code, -1, -1),
                     };
                     let log_start = broker
                         .bounds(&name.0, index.max(0) as u32)
@@ -257,7 +262,7 @@ fn respond(broker: &Broker, appended: Appends, sync_errors: &SyncErrors) -> Prod
                         .with_index(index)
                         .with_error_code(error_code)
                         .with_base_offset(base_offset)
-                        .with_log_append_time_ms(-1)
+                        .with_log_append_time_ms(log_append_time)
                         .with_log_start_offset(log_start)
                 })
                 .collect();
