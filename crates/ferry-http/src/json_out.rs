@@ -29,10 +29,7 @@ pub struct JsonBody(pub Vec<u8>);
 
 impl IntoResponse for JsonBody {
     fn into_response(self) -> Response {
-        debug_assert!(
-            serde_json::from_slice::<serde::de::IgnoredAny>(&self.0).is_ok(),
-            "a JSON body is one JSON text"
-        );
+        debug_assert!(is_json(&self.0), "a JSON body is one JSON text");
         let mut resp = self.0.into_response();
         resp.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -103,9 +100,18 @@ fn write(out: &mut Vec<u8>, r: &Record, lease: Option<&Delivery>) {
 }
 
 /// Whether `v` is exactly one JSON text (surrounding whitespace allowed), checked
-/// without building it.
+/// without building it. A string with nothing escaped in it, the usual value, is
+/// checked at once: UTF-8 between quotes, with no quote, backslash or control
+/// character inside. JSON text is UTF-8, so anything else is not JSON.
 fn is_json(v: &[u8]) -> bool {
-    serde_json::from_slice::<serde::de::IgnoredAny>(v).is_ok()
+    if let [b'"', inner @ .., b'"'] = v {
+        if !crate::codec::needs_escape(inner) && std::str::from_utf8(inner).is_ok() {
+            return true;
+        }
+    }
+    // Skipping a string does not check its UTF-8: the whole text is checked first.
+    std::str::from_utf8(v)
+        .is_ok_and(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok())
 }
 
 /// Headers as an object of name → value; a name given more than once → an array of its
@@ -341,7 +347,15 @@ mod tests {
         );
         serde_json::from_str::<serde::de::IgnoredAny>(&text).unwrap();
         // Two JSON texts, or one cut short, are not one value: read as bytes.
-        for bad in [&b"1 2"[..], b"{\"a\":", b"\"\x01\""] {
+        for bad in [
+            &b"1 2"[..],
+            b"{\"a\":",
+            b"\"\x01\"",
+            b"\"a\"b\"",
+            b"\"\xff\"",
+            b"\"",
+            b"\"\\\"",
+        ] {
             let r = Record {
                 value: Some(Bytes::copy_from_slice(bad)),
                 ..r.clone()
