@@ -103,30 +103,21 @@ pub async fn alter_configs(
                 .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
                 .collect(),
         );
-        let key = (r.resource_type, r.resource_name.to_string());
-        let outcome = if twice.contains_key(&key) {
-            Err(invalid_request(format!(
-                "resource '{}' is named more than once",
-                key.1
-            )))
-        } else {
-            alter(
-                ctx,
-                session,
-                r.resource_type,
-                &key.1,
-                change,
-                req.validate_only,
-            )
-            .await
-        };
-        let (code, message) = outcome.err().unwrap_or((errors::NONE, String::new()));
+        let (code, message) = answer(
+            ctx,
+            session,
+            &twice,
+            (r.resource_type, r.resource_name.as_str()),
+            change,
+            req.validate_only,
+        )
+        .await;
         responses.push(
             alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name)
                 .with_error_code(code)
-                .with_error_message((code != errors::NONE).then(|| StrBytes::from_string(message))),
+                .with_error_message(message),
         );
     }
     AlterConfigsResponse::default().with_responses(responses)
@@ -154,33 +145,47 @@ pub async fn incremental_alter_configs(
                 })
                 .collect(),
         );
-        let key = (r.resource_type, r.resource_name.to_string());
-        let outcome = if twice.contains_key(&key) {
-            Err(invalid_request(format!(
-                "resource '{}' is named more than once",
-                key.1
-            )))
-        } else {
-            alter(
-                ctx,
-                session,
-                r.resource_type,
-                &key.1,
-                change,
-                req.validate_only,
-            )
-            .await
-        };
-        let (code, message) = outcome.err().unwrap_or((errors::NONE, String::new()));
+        let (code, message) = answer(
+            ctx,
+            session,
+            &twice,
+            (r.resource_type, r.resource_name.as_str()),
+            change,
+            req.validate_only,
+        )
+        .await;
         responses.push(
             incremental_alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name)
                 .with_error_code(code)
-                .with_error_message((code != errors::NONE).then(|| StrBytes::from_string(message))),
+                .with_error_message(message),
         );
     }
     IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+/// The error code and message for one resource of a request: refused when the
+/// request names it more than once, else changed by [`alter`].
+async fn answer(
+    ctx: &Ctx,
+    session: &Session,
+    twice: &HashMap<(i8, String), usize>,
+    (rtype, name): (i8, &str),
+    change: Change,
+    validate_only: bool,
+) -> (i16, Option<StrBytes>) {
+    let outcome = if twice.contains_key(&(rtype, name.to_string())) {
+        Err(invalid_request(format!(
+            "resource '{name}' is named more than once"
+        )))
+    } else {
+        alter(ctx, session, rtype, name, change, validate_only).await
+    };
+    match outcome {
+        Ok(()) => (errors::NONE, None),
+        Err((code, message)) => (code, Some(StrBytes::from_string(message))),
+    }
 }
 
 /// Checks the session may change the resource, then changes it.
