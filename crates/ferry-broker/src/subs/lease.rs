@@ -77,6 +77,7 @@ pub(crate) fn check(
         )));
     }
     let mut live = Vec::with_capacity(ids.len());
+    let mut live_seen = HashSet::with_capacity(ids.len());
     let (mut missing, mut acked) = (Vec::new(), Vec::new());
     let mut seen = HashSet::new();
     for id in ids {
@@ -94,7 +95,7 @@ pub(crate) fn check(
                     && matches!(&pending.state, PState::Leased { token, .. } if *token == lease.token) =>
             {
                 // One lease may be spelled several ways ("0-5-…", "0-05-…"): once.
-                if !live.contains(&lease.at) {
+                if live_seen.insert(lease.at) {
                     live.push(lease.at)
                 }
             }
