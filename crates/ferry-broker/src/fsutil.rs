@@ -127,10 +127,13 @@ pub fn disk_space(dir: &Path) -> std::io::Result<DiskSpace> {
     }
     // SAFETY: statvfs returned 0, so it initialised the struct (zeroed before anyway).
     let st = unsafe { st.assume_init() };
-    let fragment = st.f_frsize as u64;
+    // The field types differ between platforms (u32 on some 32-bit ones).
+    #[allow(clippy::unnecessary_cast)]
+    let (fragment, blocks, available) =
+        (st.f_frsize as u64, st.f_blocks as u64, st.f_bavail as u64);
     Ok(DiskSpace {
-        total_bytes: (st.f_blocks as u64).saturating_mul(fragment),
-        usable_bytes: (st.f_bavail as u64).saturating_mul(fragment),
+        total_bytes: blocks.saturating_mul(fragment),
+        usable_bytes: available.saturating_mul(fragment),
     })
 }
 

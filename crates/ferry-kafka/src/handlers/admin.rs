@@ -322,11 +322,13 @@ fn partitions_assigned(
             .and_then(|i| seen.get_mut(i));
         match slot {
             Some(s) if !*s => *s = true,
-            _ => return Err(invalid_assignment(format!(
+            _ => {
+                return Err(invalid_assignment(format!(
                 "partition {} is out of order or named twice; number partitions 0 to {} once each",
                 a.partition_index,
                 assignments.len() - 1
-            ))),
+            )))
+            }
         }
         check_replicas(node_id, a.partition_index, &a.broker_ids)?;
     }
