@@ -20,6 +20,13 @@ def http_json(url):
         return json.loads(r.read())
 
 
+def post_json(url, body):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req) as r:
+        return json.loads(r.read())
+
+
 def produce(ferry, topic, n, partition=0, **config):
     p = Producer({"bootstrap.servers": ferry.kafka, "linger.ms": 0, **config})
     for i in range(n):
@@ -62,6 +69,9 @@ def test_delete_records_moves_the_start_for_consumers_http_and_survives_kill_9(f
                                   config={"segment.bytes": "4096"})])["dr"].result(10)
     produce(ferry, "dr", 100)
     segments_before = http_json(f"{ferry.http}/v1/topics/dr")["partition_stats"][0]["segments"]
+    # A queue subscription made before the deletion, at the beginning.
+    post_json(f"{ferry.http}/v1/subscriptions",
+              {"name": "dr-worker", "topic": "dr", "mode": "queue", "start": "earliest"})
     tp = TopicPartition("dr", 0, 40)
     deleted = admin.delete_records([tp])[tp].result(10)
     assert deleted.low_watermark == 40
@@ -82,6 +92,9 @@ def test_delete_records_moves_the_start_for_consumers_http_and_survives_kill_9(f
     assert page["records"][0]["offset"] == 40
     with pytest.raises(urllib.error.HTTPError):
         http_json(f"{ferry.http}/v1/topics/dr/partitions/0/records?offset=10&max_records=5")
+    # The subscription skips what was deleted.
+    pulled = post_json(f"{ferry.http}/v1/subscriptions/dr-worker/pull", {"max_records": 1, "wait_ms": 0})
+    assert pulled["records"][0]["offset"] == 40
     # Past the high watermark: OFFSET_OUT_OF_RANGE, nothing moves.
     past = TopicPartition("dr", 0, 101)
     failed_with(admin.delete_records([past])[past], KafkaError.OFFSET_OUT_OF_RANGE)
