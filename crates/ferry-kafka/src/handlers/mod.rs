@@ -232,7 +232,7 @@ async fn answer(ctx: &Ctx, req: Request, session: &mut Session) -> Option<Respon
             ResponseKind::DeleteRecords(partitions::delete_records(ctx, r, session).await)
         }
         RequestKind::DescribeLogDirs(r) => {
-            ResponseKind::DescribeLogDirs(partitions::describe_log_dirs(ctx, r, session))
+            ResponseKind::DescribeLogDirs(partitions::describe_log_dirs(ctx, r, version, session))
         }
         RequestKind::DescribeProducers(r) => {
             ResponseKind::DescribeProducers(partitions::describe_producers(ctx, r, session))
@@ -241,7 +241,7 @@ async fn answer(ctx: &Ctx, req: Request, session: &mut Session) -> Option<Respon
             ResponseKind::OffsetForLeaderEpoch(partitions::offset_for_leader_epoch(ctx, r, session))
         }
         RequestKind::ElectLeaders(r) => {
-            ResponseKind::ElectLeaders(partitions::elect_leaders(ctx, r, session))
+            ResponseKind::ElectLeaders(partitions::elect_leaders(ctx, r, version, session))
         }
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(cluster::describe_cluster(ctx, r, session))

@@ -106,11 +106,17 @@ pub async fn delete_records(
 pub fn describe_log_dirs(
     ctx: &Ctx,
     req: DescribeLogDirsRequest,
+    version: i16,
     session: &Session,
 ) -> DescribeLogDirsResponse {
     if !session.may_on_cluster(&ctx.auth, Operation::Describe) {
-        return DescribeLogDirsResponse::default()
-            .with_error_code(ResponseError::ClusterAuthorizationFailed.code());
+        // Before v3 the answer has no error code: no log dirs, as Kafka answers.
+        let code = if version >= 3 {
+            ResponseError::ClusterAuthorizationFailed.code()
+        } else {
+            errors::NONE
+        };
+        return DescribeLogDirsResponse::default().with_error_code(code);
     }
     let dir = ctx.broker.data_dir();
     // Each topic once, with the partitions asked for (all of them when `topics` is null).
@@ -308,6 +314,7 @@ const ELECTION_TYPES: [i8; 2] = [0, 1];
 pub fn elect_leaders(
     ctx: &Ctx,
     req: ElectLeadersRequest,
+    version: i16,
     session: &Session,
 ) -> ElectLeadersResponse {
     let allowed = session.may_on_cluster(&ctx.auth, Operation::Alter);
@@ -318,10 +325,12 @@ pub fn elect_leaders(
     } else {
         errors::NONE
     };
+    // v0 has no top-level error code: each partition carries it.
+    let top_level = if version >= 1 { top } else { errors::NONE };
     // Null asks for every partition; like Kafka, only partitions an election was tried
     // for are answered, and on one node there are none.
     let Some(asked) = req.topic_partitions else {
-        return ElectLeadersResponse::default().with_error_code(top);
+        return ElectLeadersResponse::default().with_error_code(top_level);
     };
     let results = asked
         .into_iter()
@@ -358,7 +367,7 @@ pub fn elect_leaders(
         })
         .collect();
     ElectLeadersResponse::default()
-        .with_error_code(top)
+        .with_error_code(top_level)
         .with_replica_election_results(results)
 }
 
