@@ -29,7 +29,9 @@ API_NAMES = {0: "produce", 1: "fetch", 2: "list_offsets", 3: "metadata", 8: "off
              10: "find_coordinator", 11: "join_group", 12: "heartbeat", 13: "leave_group", 14: "sync_group",
              15: "describe_groups", 16: "list_groups", 18: "api_versions", 19: "create_topics", 20: "delete_topics",
              22: "init_producer_id", 32: "describe_configs", 33: "alter_configs", 37: "create_partitions",
-             42: "delete_groups", 44: "incremental_alter_configs", 47: "offset_delete"}
+             42: "delete_groups", 44: "incremental_alter_configs", 47: "offset_delete",
+             21: "delete_records", 23: "offset_for_leader_epoch", 35: "describe_log_dirs", 43: "elect_leaders",
+             60: "describe_cluster", 61: "describe_producers"}
 
 
 class Proxy:
@@ -112,6 +114,34 @@ def offset_delete_session(b):
     a.close()
 
 
+def partition_admin_session(b):
+    """DeleteRecords, ElectLeaders, DescribeCluster and an epoch-validating consumer
+    (confluent-kafka); DescribeLogDirs and DescribeProducers (kafka-python)."""
+    from confluent_kafka import Consumer, ElectionType, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+    admin = AdminClient({"bootstrap.servers": b})
+    admin.create_topics([NewTopic("golden4", 1, 1)])["golden4"].result(10)
+    tp = TopicPartition("golden4", 0, -1)
+    admin.delete_records([tp])[tp].result(10)
+    admin.elect_leaders(ElectionType.PREFERRED, [TopicPartition("golden4", 0)]).result(10)
+    admin.describe_cluster(include_authorized_operations=True).result(10)
+    c = Consumer({"bootstrap.servers": b, "group.id": "eg"})
+    c.assign([TopicPartition("golden4", 0, 0, leader_epoch=0)])
+    t = time.time()
+    while time.time() - t < 2:
+        c.poll(0.2)
+    c.close()
+    return admin
+
+
+def partition_describe_session(b):
+    from kafka import KafkaAdminClient, TopicPartition
+    a = KafkaAdminClient(bootstrap_servers=b)
+    a.describe_log_dirs()
+    a.describe_producers([TopicPartition("golden4", 0)])
+    a.close()
+
+
 def run(cmd, **kw):
     subprocess.run(cmd, check=False, timeout=60, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
 
@@ -161,6 +191,7 @@ def main():
         admin.delete_consumer_groups(["cg"])["cg"].result(10)
         admin.delete_topics(["golden2"])["golden2"].result(10)
         config_session(b)
+        partition_admin_session(b)
 
         proxy.client = "kafka-python"
         from kafka import KafkaConsumer, KafkaProducer
@@ -171,6 +202,7 @@ def main():
         list(kc)
         kc.close()
         offset_delete_session(b)
+        partition_describe_session(b)
         f.stop()
     print("captured:", sorted(str(p.relative_to(OUT)) for p in OUT.rglob("*.bin")))
 

@@ -575,6 +575,31 @@ impl Broker {
         Ok((s.earliest, s.latest))
     }
 
+    /// Moves a partition's first readable offset to `offset` (`None`: its readable
+    /// end), durably, deleting whole segments below it; returns the first readable
+    /// offset afterwards. An offset at or below it changes nothing; one past the
+    /// readable end is [`BrokerError::OffsetOutOfRange`]. Every reader (Kafka, HTTP,
+    /// subscriptions, groups) sees the new start at once.
+    pub async fn delete_records(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: Option<u64>,
+    ) -> Result<u64> {
+        let part = self.topic(topic)?.partition(partition)?;
+        blocking(move || {
+            part.log
+                .delete_records(offset)
+                .map_err(|e| BrokerError::from_log(partition, e))
+        })
+        .await
+    }
+
+    /// The idempotent producers a partition remembers.
+    pub fn producers(&self, topic: &str, partition: u32) -> Result<Vec<ferry_log::ProducerState>> {
+        Ok(self.topic(topic)?.partition(partition)?.log.producers())
+    }
+
     /// Woken whenever any partition has new readable records; create the `notified()`
     /// future before checking, then await it, to miss nothing.
     pub fn any_readable(&self) -> &tokio::sync::Notify {

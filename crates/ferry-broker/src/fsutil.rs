@@ -104,3 +104,51 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"1");
     }
 }
+
+/// Size of the file system holding a folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskSpace {
+    pub total_bytes: u64,
+    /// What an unprivileged writer may still use.
+    pub usable_bytes: u64,
+}
+
+/// The size and free space of the file system holding `dir` (`statvfs`).
+pub fn disk_space(dir: &Path) -> std::io::Result<DiskSpace> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c_path` is a NUL-terminated string and `st` points to writable memory
+    // the size of a `statvfs`, which the call fills when it returns 0.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it initialised the struct (zeroed before anyway).
+    let st = unsafe { st.assume_init() };
+    // The field types differ between platforms (u32 on some 32-bit ones).
+    #[allow(clippy::unnecessary_cast)]
+    let (fragment, blocks, available) =
+        (st.f_frsize as u64, st.f_blocks as u64, st.f_bavail as u64);
+    Ok(DiskSpace {
+        total_bytes: blocks.saturating_mul(fragment),
+        usable_bytes: available.saturating_mul(fragment),
+    })
+}
+
+#[cfg(test)]
+mod disk_space_tests {
+    use super::*;
+
+    #[test]
+    fn the_disk_holding_a_folder_has_a_size_and_no_more_usable_than_that() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = disk_space(dir.path()).unwrap();
+        assert!(
+            d.total_bytes > 0 && d.usable_bytes <= d.total_bytes,
+            "{d:?}"
+        );
+        assert!(disk_space(&dir.path().join("missing")).is_err());
+    }
+}

@@ -82,6 +82,12 @@ pub fn api_name(key: ApiKey) -> &'static str {
         AlterConfigs,
         IncrementalAlterConfigs,
         OffsetDelete,
+        DeleteRecords,
+        DescribeLogDirs,
+        DescribeProducers,
+        OffsetForLeaderEpoch,
+        ElectLeaders,
+        DescribeCluster,
     )
 }
 
@@ -218,6 +224,38 @@ pub fn error_codes(answer: &ResponseKind, out: &mut impl FnMut(i16)) {
                     .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
             );
         }
+        R::DeleteRecords(r) => for_each(
+            out,
+            r.topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
+        ),
+        R::DescribeLogDirs(r) => {
+            out(r.error_code);
+            for_each(out, r.results.iter().map(|d| d.error_code));
+        }
+        R::DescribeProducers(r) => for_each(
+            out,
+            r.topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
+        ),
+        R::OffsetForLeaderEpoch(r) => for_each(
+            out,
+            r.topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
+        ),
+        R::ElectLeaders(r) => {
+            out(r.error_code);
+            for_each(
+                out,
+                r.replica_election_results
+                    .iter()
+                    .flat_map(|t| t.partition_result.iter().map(|p| p.error_code)),
+            );
+        }
+        R::DescribeCluster(r) => out(r.error_code),
         _ => {}
     }
 }

@@ -10,7 +10,10 @@
 //! lowest, with pattern types), which librdkafka and the Java client both speak.
 //! AlterConfigs, IncrementalAlterConfigs and OffsetDelete are listed with every version
 //! the codec has (librdkafka 2.x uses AlterConfigs up to v2, IncrementalAlterConfigs up
-//! to v1 and OffsetDelete v0).
+//! to v1 and OffsetDelete v0). The partition admin APIs (DeleteRecords, DescribeLogDirs,
+//! DescribeProducers, OffsetForLeaderEpoch, ElectLeaders) and DescribeCluster are listed
+//! with every version the codec has; OffsetForLeaderEpoch starts at v2, the codec's
+//! lowest, which librdkafka and the Java client use.
 
 use kafka_protocol::messages::ApiKey;
 
@@ -46,6 +49,12 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteAcls, 1, 3),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::DescribeCluster, 0, 2),
 ];
 
 /// Versions below this are listed (for old clients' feature checks) but not handled.
@@ -111,6 +120,23 @@ mod tests {
             ApiKey::DeleteAcls => DeleteAclsRequest::VERSIONS,
             ApiKey::DescribeUserScramCredentials => DescribeUserScramCredentialsRequest::VERSIONS,
             ApiKey::AlterUserScramCredentials => AlterUserScramCredentialsRequest::VERSIONS,
+            ApiKey::DeleteRecords => {
+                DeleteRecordsRequest::VERSIONS.intersect(&DeleteRecordsResponse::VERSIONS)
+            }
+            ApiKey::DescribeLogDirs => {
+                DescribeLogDirsRequest::VERSIONS.intersect(&DescribeLogDirsResponse::VERSIONS)
+            }
+            ApiKey::DescribeProducers => {
+                DescribeProducersRequest::VERSIONS.intersect(&DescribeProducersResponse::VERSIONS)
+            }
+            ApiKey::OffsetForLeaderEpoch => OffsetForLeaderEpochRequest::VERSIONS
+                .intersect(&OffsetForLeaderEpochResponse::VERSIONS),
+            ApiKey::ElectLeaders => {
+                ElectLeadersRequest::VERSIONS.intersect(&ElectLeadersResponse::VERSIONS)
+            }
+            ApiKey::DescribeCluster => {
+                DescribeClusterRequest::VERSIONS.intersect(&DescribeClusterResponse::VERSIONS)
+            }
             _ => unreachable!(),
         };
         (r.min, r.max)

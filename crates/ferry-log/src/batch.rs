@@ -239,6 +239,11 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
     batch[0..8].copy_from_slice(&base_offset.to_be_bytes());
 }
 
+/// Sets a batch's partition leader epoch (outside the CRC, like the base offset).
+pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
+    batch[12..16].copy_from_slice(&epoch.to_be_bytes());
+}
+
 /// One header of a record. Keys are strings in Kafka; Ferry keeps the bytes as given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordHeader {

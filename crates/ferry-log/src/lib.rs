@@ -16,11 +16,15 @@ pub mod log;
 pub mod metrics;
 pub mod producers;
 pub mod segment;
+pub mod start;
 pub mod sync;
 
 pub use batch::{BatchError, BatchHeader, DecodeLimits, NewRecord, Record, RecordHeader};
 pub use compression::Compression;
 pub use error::{LogError, Result};
-pub use log::{AppendInfo, Durability, LogConfig, LogStats, PartitionLog, ReadResult};
+pub use log::{
+    AppendInfo, Durability, LogConfig, LogStats, PartitionLog, ReadResult, LEADER_EPOCH,
+};
 pub use metrics::{LogCounters, LogMetrics, LogTraffic};
+pub use producers::ProducerState;
 pub use segment::{Cut, FirstBatch};

@@ -30,6 +30,14 @@
 //! holds `inner` while it waits for a running group commit to end; the leader never
 //! takes `inner` while it syncs (it captures the active file before it claims the sync).
 //!
+//! # Log start offset
+//!
+//! The first readable offset is the larger of the first segment's base offset and the
+//! log start offset, which [`PartitionLog::delete_records`] moves forward (Kafka's
+//! DeleteRecords). It is kept in the partition folder (see [`crate::start`]) before the
+//! caller is answered, so it survives `kill -9`; segments whose records all lie below it
+//! are deleted at once, and, should a crash come between, by the next retention check.
+//!
 //! # Invariants
 //!
 //! After every change (open, append, roll, retention, deletion of old segments) the log
@@ -37,7 +45,8 @@
 //! do not, what [`PartitionLog::check_invariants`] lists: there is an active segment;
 //! segments are keyed by their base offset and their offsets increase without overlap
 //! from one to the next; the log's next offset is the active segment's; nothing beyond
-//! it is synced or visible; the earliest offset is visible. Each segment checks its own
+//! it is synced or visible; the log start offset is not past the end; the earliest
+//! offset is visible. Each segment checks its own
 //! (see `Segment::check_invariants`), and indexes check that their keys increase.
 
 use crate::batch::{self, DecodeLimits};
@@ -46,6 +55,7 @@ use crate::fault;
 use crate::metrics::{LogCounters, LogMetrics};
 use crate::producers::{Producers, SequenceCheck};
 use crate::segment::{self, Cut, FirstBatch, Segment};
+use crate::start;
 use crate::sync::{lock, wait};
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -54,6 +64,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
+
+mod removal;
 
 /// When an append is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +96,10 @@ pub struct LogConfig {
     /// timestamps (CreateTime).
     pub log_append_time: bool,
 }
+
+/// The partition leader epoch of every batch appended: one node leads every partition
+/// and its epoch never changes.
+pub const LEADER_EPOCH: i32 = 0;
 
 /// Largest segment: index positions are 32-bit.
 pub const SEGMENT_BYTES_MAX: u64 = 1 << 31;
@@ -153,6 +169,20 @@ struct Inner {
     config: LogConfig,
     closed: bool,
     producers: Producers,
+    /// Offsets below this are gone for readers even while a segment still holds them
+    /// (see the module's "Log start offset").
+    log_start: u64,
+}
+
+impl Inner {
+    /// The first readable offset.
+    fn earliest(&self) -> u64 {
+        self.segments
+            .values()
+            .next()
+            .map_or(0, |s| s.base_offset)
+            .max(self.log_start)
+    }
 }
 
 struct SyncState {
@@ -262,6 +292,7 @@ impl PartitionLog {
                         h.base_sequence,
                         h.record_count,
                         h.base_offset as u64,
+                        h.max_timestamp,
                     );
                 }
                 (seg, cut)
@@ -272,6 +303,13 @@ impl PartitionLog {
             segments.insert(base, seg);
         }
         let next_offset = segments.values().next_back().map_or(0, |s| s.next_offset);
+        let mut log_start = start::load(dir)?;
+        if log_start > next_offset {
+            // Only damage or a lost tail can do this: the start is made durable only
+            // after everything below it is.
+            tracing::warn!(dir = %dir.display(), log_start, next_offset, "The log start offset is past the end of the log; starting at the end.");
+            log_start = next_offset;
+        }
         let log = PartitionLog {
             dir: dir.to_path_buf(),
             inner: Mutex::new(Inner {
@@ -280,6 +318,7 @@ impl PartitionLog {
                 config,
                 closed: false,
                 producers,
+                log_start,
             }),
             sync_state: Mutex::new(SyncState { syncing: false }),
             sync_done: Condvar::new(),
@@ -341,7 +380,13 @@ impl PartitionLog {
                 "synced {synced} or visible {visible} is past the end {end}"
             ));
         }
-        let earliest = inner.segments.values().next().map_or(0, |s| s.base_offset);
+        if inner.log_start > end {
+            return Err(format!(
+                "the log start offset {} is past the end {end}",
+                inner.log_start
+            ));
+        }
+        let earliest = inner.earliest();
         if earliest > visible {
             return Err(format!(
                 "the earliest offset {earliest} is past the visible end {visible}"
@@ -440,6 +485,10 @@ impl PartitionLog {
         self.maybe_roll(inner, batch.len() as u64, count, now_ms)?;
         batch::set_base_offset(batch, base as i64);
         header.base_offset = base as i64;
+        // One node, one leader epoch: what a producer put there is replaced, as a Kafka
+        // leader stamps its epoch (outside the CRC, like the base offset).
+        batch::set_partition_leader_epoch(batch, LEADER_EPOCH);
+        header.partition_leader_epoch = LEADER_EPOCH;
         let mut stamped = None;
         if config.log_append_time {
             let at = i64::try_from(now_ms).unwrap_or(i64::MAX);
@@ -469,6 +518,7 @@ impl PartitionLog {
             header.base_sequence,
             header.record_count,
             base,
+            header.max_timestamp,
         );
         if config.durability != Durability::Always {
             self.visible.fetch_max(inner.next_offset, Ordering::AcqRel);
@@ -675,7 +725,7 @@ impl PartitionLog {
     pub fn stats(&self) -> LogStats {
         let inner = lock(&self.inner);
         LogStats {
-            earliest: inner.segments.values().next().map_or(0, |s| s.base_offset),
+            earliest: inner.earliest(),
             latest: self.latest(),
             size_bytes: inner.segments.values().map(|s| s.size).sum(),
             segments: inner.segments.len(),
@@ -700,7 +750,7 @@ impl PartitionLog {
         let visible = self.latest();
         let (file, path, position, limit, earliest, max_batch) = {
             let inner = lock(&self.inner);
-            let earliest = inner.segments.values().next().map_or(0, |s| s.base_offset);
+            let earliest = inner.earliest();
             if offset < earliest || offset > visible {
                 return Err(LogError::OffsetOutOfRange {
                     requested: offset,
@@ -758,6 +808,7 @@ impl PartitionLog {
         let visible = self.latest();
         let start = {
             let inner = lock(&self.inner);
+            let earliest = inner.earliest();
             let mut start = None;
             for seg in inner.segments.values() {
                 if seg.max_timestamp >= ts {
@@ -767,7 +818,9 @@ impl PartitionLog {
                         .floor(ts, true)
                         .map_err(|e| LogError::io("reading time index", e))?;
                     start = Some(
-                        entry.map_or(seg.base_offset, |e| seg.base_offset + e.rel_offset as u64),
+                        entry
+                            .map_or(seg.base_offset, |e| seg.base_offset + e.rel_offset as u64)
+                            .max(earliest),
                     );
                     break;
                 }
@@ -797,94 +850,6 @@ impl PartitionLog {
             }
         }
         Ok(None)
-    }
-
-    /// Deletes whole sealed segments that are past the retention limits. Returns how
-    /// many were deleted.
-    pub fn apply_retention(
-        &self,
-        now_ms: u64,
-        retention_ms: Option<u64>,
-        retention_bytes: Option<u64>,
-    ) -> Result<usize> {
-        let _removing = lock(&self.removing);
-        let mut doomed = Vec::new();
-        {
-            let mut inner = lock(&self.inner);
-            if inner.closed {
-                return Ok(0);
-            }
-            let mut total: u64 = inner.segments.values().map(|s| s.size).sum();
-            let sealed: Vec<u64> = inner.segments.keys().copied().collect();
-            for base in sealed.iter().take(sealed.len().saturating_sub(1)) {
-                let seg = &inner.segments[base];
-                let expired = retention_ms.is_some_and(|ms| {
-                    seg.max_timestamp == i64::MIN
-                        || (seg.max_timestamp.max(0) as u64).saturating_add(ms) < now_ms
-                });
-                let oversize = retention_bytes.is_some_and(|b| total.saturating_sub(seg.size) >= b);
-                if !(expired || oversize) {
-                    break;
-                }
-                total -= seg.size;
-                if let Some(seg) = inner.segments.remove(base) {
-                    doomed.push(seg);
-                }
-            }
-            debug_assert_eq!(self.invariants(&inner), Ok(()));
-        }
-        let n = doomed.len();
-        for seg in doomed {
-            let base = seg.base_offset;
-            self.remove_segment(seg)?;
-            tracing::info!(dir = %self.dir.display(), base_offset = base, "Deleted a segment past retention.");
-        }
-        Ok(n)
-    }
-
-    /// Deletes the files of a segment already taken out of the log.
-    fn remove_segment(&self, seg: Segment) -> Result<()> {
-        let base = seg.base_offset;
-        drop(seg);
-        for ext in ["log", "index", "timeindex"] {
-            let path = self.dir.join(format!("{base:020}.{ext}"));
-            if let Err(e) = std::fs::remove_file(&path) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    return Err(LogError::io(format!("deleting {}", path.display()), e));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Deletes whole sealed segments whose records all lie below `offset` (the active
-    /// segment is kept). Used by logs that are checkpointed, such as subscription
-    /// journals. Returns how many were deleted.
-    pub fn delete_before(&self, offset: u64) -> Result<usize> {
-        let _removing = lock(&self.removing);
-        let mut doomed = Vec::new();
-        {
-            let mut inner = lock(&self.inner);
-            if inner.closed {
-                return Ok(0);
-            }
-            let bases: Vec<u64> = inner.segments.keys().copied().collect();
-            for pair in bases.windows(2) {
-                // A segment ends where the next one begins.
-                if pair[1] > offset {
-                    break;
-                }
-                if let Some(seg) = inner.segments.remove(&pair[0]) {
-                    doomed.push(seg);
-                }
-            }
-            debug_assert_eq!(self.invariants(&inner), Ok(()));
-        }
-        let n = doomed.len();
-        for seg in doomed {
-            self.remove_segment(seg)?;
-        }
-        Ok(n)
     }
 
     /// Syncs and closes: later appends fail with [`LogError::Closed`].

@@ -32,6 +32,20 @@ struct Producer {
     epoch: i16,
     batches: VecDeque<BatchRecord>,
     last_used: u64,
+    /// The largest timestamp of the producer's last batch.
+    last_timestamp: i64,
+}
+
+/// What is known of one idempotent producer of a partition (for Kafka's
+/// DescribeProducers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerState {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// The sequence number of the last record of its last batch.
+    pub last_sequence: i32,
+    /// The largest timestamp of its last batch.
+    pub last_timestamp: i64,
 }
 
 /// What to do with an incoming batch.
@@ -104,8 +118,35 @@ impl Producers {
         }
     }
 
-    /// Records a batch that was appended (or found at recovery).
-    pub fn record(&mut self, id: i64, epoch: i16, first_seq: i32, count: i32, base_offset: u64) {
+    /// Every producer remembered, by id.
+    pub fn states(&self) -> Vec<ProducerState> {
+        let mut out: Vec<ProducerState> = self
+            .by_id
+            .iter()
+            .filter_map(|(id, p)| {
+                p.batches.back().map(|b| ProducerState {
+                    producer_id: *id,
+                    epoch: p.epoch,
+                    last_sequence: b.last_seq,
+                    last_timestamp: p.last_timestamp,
+                })
+            })
+            .collect();
+        out.sort_unstable_by_key(|p| p.producer_id);
+        out
+    }
+
+    /// Records a batch that was appended (or found at recovery); `max_timestamp` is the
+    /// batch's largest timestamp.
+    pub fn record(
+        &mut self,
+        id: i64,
+        epoch: i16,
+        first_seq: i32,
+        count: i32,
+        base_offset: u64,
+        max_timestamp: i64,
+    ) {
         if id < 0 || first_seq < 0 {
             return;
         }
@@ -124,12 +165,14 @@ impl Producers {
             epoch,
             batches: VecDeque::new(),
             last_used: 0,
+            last_timestamp: max_timestamp,
         });
         if epoch != p.epoch {
             p.epoch = epoch;
             p.batches.clear();
         }
         p.last_used = self.clock;
+        p.last_timestamp = max_timestamp;
         if p.batches.len() == BATCHES_PER_PRODUCER_MAX {
             p.batches.pop_front();
         }
@@ -149,9 +192,9 @@ mod tests {
     fn a_retried_batch_is_a_duplicate_and_a_gap_is_out_of_order() {
         let mut p = Producers::default();
         assert_eq!(p.check(7, 0, 0, 3), SequenceCheck::Append);
-        p.record(7, 0, 0, 3, 100);
+        p.record(7, 0, 0, 3, 100, 1_000);
         assert_eq!(p.check(7, 0, 3, 2), SequenceCheck::Append);
-        p.record(7, 0, 3, 2, 103);
+        p.record(7, 0, 3, 2, 103, 2_000);
         assert_eq!(
             p.check(7, 0, 0, 3),
             SequenceCheck::Duplicate { base_offset: 100 }
@@ -169,7 +212,7 @@ mod tests {
         );
         // A new epoch starts again at 0; the old epoch is fenced.
         assert_eq!(p.check(7, 1, 0, 1), SequenceCheck::Append);
-        p.record(7, 1, 0, 1, 110);
+        p.record(7, 1, 0, 1, 110, 3_000);
         assert_eq!(
             p.check(7, 0, 5, 1),
             SequenceCheck::StaleEpoch { current: 1 }
@@ -179,10 +222,36 @@ mod tests {
     }
 
     #[test]
+    fn states_show_each_producers_epoch_last_sequence_and_last_timestamp() {
+        let mut p = Producers::default();
+        p.record(9, 2, 0, 4, 0, 500);
+        p.record(3, 0, 0, 1, 4, 700);
+        p.record(9, 2, 4, 2, 5, 900);
+        p.record(-1, -1, -1, 3, 7, 1_000);
+        assert_eq!(
+            p.states(),
+            vec![
+                ProducerState {
+                    producer_id: 3,
+                    epoch: 0,
+                    last_sequence: 0,
+                    last_timestamp: 700
+                },
+                ProducerState {
+                    producer_id: 9,
+                    epoch: 2,
+                    last_sequence: 5,
+                    last_timestamp: 900
+                },
+            ]
+        );
+    }
+
+    #[test]
     fn the_number_of_producers_remembered_is_bounded() {
         let mut p = Producers::default();
         for id in 0..(PRODUCERS_PER_PARTITION_MAX as i64 + 10) {
-            p.record(id, 0, 0, 1, id as u64);
+            p.record(id, 0, 0, 1, id as u64, 0);
         }
         assert_eq!(p.by_id.len(), PRODUCERS_PER_PARTITION_MAX);
         assert_eq!(

@@ -27,8 +27,12 @@ use kafka_protocol::messages::create_acls_request::AclCreation;
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -40,6 +44,9 @@ use kafka_protocol::messages::offset_delete_request::{
     OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
 };
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::*;
@@ -957,6 +964,90 @@ impl Gen {
                         .with_upsertions(upsertions),
                 )
             }
+            // Never the steady topic: its acknowledged records must all read back.
+            ApiKey::DeleteRecords => {
+                let topics = self.list(|g| {
+                    let parts = g.list(|g| {
+                        DeleteRecordsPartition::default()
+                            .with_partition_index(g.partition())
+                            .with_offset(g.i64())
+                    });
+                    DeleteRecordsTopic::default()
+                        .with_name(g.own_topic())
+                        .with_partitions(parts)
+                });
+                RequestKind::DeleteRecords(
+                    DeleteRecordsRequest::default()
+                        .with_topics(topics)
+                        .with_timeout_ms(self.i32()),
+                )
+            }
+            ApiKey::DescribeLogDirs => {
+                let topics = if self.chance(0.3) {
+                    None
+                } else {
+                    Some(self.list(|g| {
+                        let parts = g.list(|g| g.partition());
+                        DescribableLogDirTopic::default()
+                            .with_topic(g.topic())
+                            .with_partitions(parts)
+                    }))
+                };
+                RequestKind::DescribeLogDirs(DescribeLogDirsRequest::default().with_topics(topics))
+            }
+            ApiKey::DescribeProducers => {
+                let topics = self.list(|g| {
+                    let parts = g.list(|g| g.partition());
+                    describe_producers_request::TopicRequest::default()
+                        .with_name(g.topic())
+                        .with_partition_indexes(parts)
+                });
+                RequestKind::DescribeProducers(
+                    DescribeProducersRequest::default().with_topics(topics),
+                )
+            }
+            ApiKey::OffsetForLeaderEpoch => {
+                let topics = self.list(|g| {
+                    let parts = g.list(|g| {
+                        OffsetForLeaderPartition::default()
+                            .with_partition(g.partition())
+                            .with_current_leader_epoch(g.i32())
+                            .with_leader_epoch(g.i32())
+                    });
+                    OffsetForLeaderTopic::default()
+                        .with_topic(g.topic())
+                        .with_partitions(parts)
+                });
+                RequestKind::OffsetForLeaderEpoch(
+                    OffsetForLeaderEpochRequest::default()
+                        .with_replica_id(BrokerId(self.i32()))
+                        .with_topics(topics),
+                )
+            }
+            ApiKey::ElectLeaders => {
+                let topics = if self.chance(0.3) {
+                    None
+                } else {
+                    Some(self.list(|g| {
+                        let parts = g.list(|g| g.partition());
+                        elect_leaders_request::TopicPartitions::default()
+                            .with_topic(g.topic())
+                            .with_partitions(parts)
+                    }))
+                };
+                RequestKind::ElectLeaders(
+                    ElectLeadersRequest::default()
+                        .with_election_type(self.i8())
+                        .with_topic_partitions(topics)
+                        .with_timeout_ms(self.i32()),
+                )
+            }
+            ApiKey::DescribeCluster => RequestKind::DescribeCluster(
+                DescribeClusterRequest::default()
+                    .with_include_cluster_authorized_operations(self.chance(0.5))
+                    .with_endpoint_type(self.i8())
+                    .with_include_fenced_brokers(self.chance(0.5)),
+            ),
             other => panic!(
                 "no generator for {other:?}: Ferry advertises an API this test does not know"
             ),

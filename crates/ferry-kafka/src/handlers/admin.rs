@@ -4,13 +4,15 @@ use super::{Ctx, Session};
 use crate::errors;
 use ferry_auth::{Operation, ResourceType};
 use ferry_broker::{BrokerError, TimestampType, TopicSettings};
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsAssignment;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_request::CreatableReplicaAssignment;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
-    DeleteTopicsRequest, DeleteTopicsResponse, InitProducerIdRequest, InitProducerIdResponse,
-    ProducerId,
+    BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, InitProducerIdRequest,
+    InitProducerIdResponse, ProducerId,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -122,6 +124,16 @@ pub async fn create_topics(
             if !may_create_topic(ctx, session, &name) {
                 return Err(topic_denied("create", &name));
             }
+            let assigned = if t.assignments.is_empty() {
+                None
+            } else {
+                Some(partitions_assigned(
+                    ctx.config.node_id,
+                    t.num_partitions,
+                    t.replication_factor,
+                    &t.assignments,
+                )?)
+            };
             if t.replication_factor > 1 {
                 return Err((
                     ResponseError::InvalidReplicationFactor.code(),
@@ -131,19 +143,15 @@ pub async fn create_topics(
                     ),
                 ));
             }
-            if !t.assignments.is_empty() {
-                return Err((
-                    ResponseError::InvalidRequest.code(),
-                    "manual replica assignments are not supported".into(),
-                ));
-            }
             let mut settings = settings_from_configs(
                 t.configs
                     .iter()
                     .map(|c| (c.name.as_str(), c.value.as_deref())),
             )
             .map_err(|m| (ResponseError::InvalidConfig.code(), m))?;
-            if t.num_partitions > 0 {
+            if let Some(n) = assigned {
+                settings.partitions = Some(n);
+            } else if t.num_partitions > 0 {
                 settings.partitions = Some(t.num_partitions as u32);
             } else if t.num_partitions == 0 || t.num_partitions < -1 {
                 return Err((
@@ -235,6 +243,10 @@ pub async fn create_partitions(
                     ),
                 ));
             }
+            if let Some(assignments) = &t.assignments {
+                let new = (t.count - current as i32) as usize;
+                check_new_partitions_assigned(ctx.config.node_id, new, assignments)?;
+            }
             if req.validate_only {
                 return Ok(());
             }
@@ -263,6 +275,88 @@ pub async fn create_partitions(
         });
     }
     CreatePartitionsResponse::default().with_results(results)
+}
+
+/// The refusal of a replica assignment.
+fn invalid_assignment(message: String) -> (i16, String) {
+    (ResponseError::InvalidReplicaAssignment.code(), message)
+}
+
+/// Checks one partition's replicas: exactly this node, the only broker there is.
+fn check_replicas(node_id: i32, partition: i32, brokers: &[BrokerId]) -> Result<(), (i16, String)> {
+    match brokers {
+        [b] if b.0 == node_id => Ok(()),
+        [] => Err(invalid_assignment(format!(
+            "partition {partition} is assigned no replica; assign it to broker {node_id}, this node"
+        ))),
+        _ => {
+            let listed: Vec<String> = brokers.iter().map(|b| b.0.to_string()).collect();
+            Err(invalid_assignment(format!(
+                "partition {partition} is assigned to brokers [{}]; Ferry runs as one node, broker {node_id}: assign each partition to [{node_id}]",
+                listed.join(", ")
+            )))
+        }
+    }
+}
+
+/// The partition count a CreateTopics replica assignment gives, once checked: as Kafka,
+/// the count and the replication factor must then be -1, and partitions are numbered
+/// from 0 without gaps; each is assigned to this node alone.
+fn partitions_assigned(
+    node_id: i32,
+    num_partitions: i32,
+    replication_factor: i16,
+    assignments: &[CreatableReplicaAssignment],
+) -> Result<u32, (i16, String)> {
+    if num_partitions != -1 || replication_factor != -1 {
+        return Err((
+            ResponseError::InvalidRequest.code(),
+            "with a replica assignment, the partition count and replication factor must be -1"
+                .into(),
+        ));
+    }
+    let mut seen = vec![false; assignments.len()];
+    for a in assignments {
+        let slot = usize::try_from(a.partition_index)
+            .ok()
+            .and_then(|i| seen.get_mut(i));
+        match slot {
+            Some(s) if !*s => *s = true,
+            _ => {
+                return Err(invalid_assignment(format!(
+                "partition {} is out of order or named twice; number partitions 0 to {} once each",
+                a.partition_index,
+                assignments.len() - 1
+            )))
+            }
+        }
+        check_replicas(node_id, a.partition_index, &a.broker_ids)?;
+    }
+    debug_assert!(seen.iter().all(|s| *s));
+    u32::try_from(assignments.len()).map_err(|_| {
+        (
+            ResponseError::InvalidPartitions.code(),
+            "too many partitions".into(),
+        )
+    })
+}
+
+/// Checks a CreatePartitions assignment: one entry per new partition, each this node.
+fn check_new_partitions_assigned(
+    node_id: i32,
+    new: usize,
+    assignments: &[CreatePartitionsAssignment],
+) -> Result<(), (i16, String)> {
+    if assignments.len() != new {
+        return Err(invalid_assignment(format!(
+            "{new} partitions are added but {} assignments were given",
+            assignments.len()
+        )));
+    }
+    for (i, a) in assignments.iter().enumerate() {
+        check_replicas(node_id, i32::try_from(i).unwrap_or(i32::MAX), &a.broker_ids)?;
+    }
+    Ok(())
 }
 
 /// A producer id for an idempotent producer: IdempotentWrite on the cluster, or Write on
@@ -302,6 +396,70 @@ mod tests {
 
     fn settings(configs: &[(&str, &str)]) -> Result<TopicSettings, String> {
         settings_from_configs(configs.iter().map(|(k, v)| (*k, Some(*v))))
+    }
+
+    fn assignment(partition: i32, brokers: &[i32]) -> CreatableReplicaAssignment {
+        CreatableReplicaAssignment::default()
+            .with_partition_index(partition)
+            .with_broker_ids(brokers.iter().map(|b| BrokerId(*b)).collect())
+    }
+
+    #[test]
+    fn an_assignment_to_this_node_alone_gives_the_partition_count() {
+        let a = [
+            assignment(1, &[7]),
+            assignment(0, &[7]),
+            assignment(2, &[7]),
+        ];
+        assert_eq!(partitions_assigned(7, -1, -1, &a), Ok(3));
+    }
+
+    #[test]
+    fn assignments_naming_other_brokers_or_with_gaps_are_refused() {
+        let invalid = ResponseError::InvalidReplicaAssignment.code();
+        let (code, message) =
+            partitions_assigned(0, -1, -1, &[assignment(0, &[0, 1])]).unwrap_err();
+        assert_eq!(code, invalid);
+        assert!(
+            message.contains("[0, 1]") && message.contains("one node"),
+            "{message}"
+        );
+        for bad in [
+            vec![assignment(0, &[3])],
+            vec![assignment(0, &[])],
+            vec![assignment(0, &[0, 0])],
+            vec![assignment(0, &[0]), assignment(2, &[0])],
+            vec![assignment(0, &[0]), assignment(0, &[0])],
+            vec![assignment(-1, &[0])],
+        ] {
+            assert_eq!(partitions_assigned(0, -1, -1, &bad).unwrap_err().0, invalid);
+        }
+        let code = partitions_assigned(0, 1, -1, &[assignment(0, &[0])])
+            .unwrap_err()
+            .0;
+        assert_eq!(code, ResponseError::InvalidRequest.code());
+    }
+
+    #[test]
+    fn new_partitions_must_each_be_assigned_to_this_node() {
+        let one = |b: i32| CreatePartitionsAssignment::default().with_broker_ids(vec![BrokerId(b)]);
+        assert_eq!(
+            check_new_partitions_assigned(0, 2, &[one(0), one(0)]),
+            Ok(())
+        );
+        let invalid = ResponseError::InvalidReplicaAssignment.code();
+        assert_eq!(
+            check_new_partitions_assigned(0, 2, &[one(0)])
+                .unwrap_err()
+                .0,
+            invalid
+        );
+        assert_eq!(
+            check_new_partitions_assigned(0, 1, &[one(4)])
+                .unwrap_err()
+                .0,
+            invalid
+        );
     }
 
     #[test]

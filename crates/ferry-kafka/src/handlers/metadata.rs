@@ -14,6 +14,9 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
+/// The cluster id Metadata and DescribeCluster give.
+pub const CLUSTER_ID: &str = "ferry";
+
 pub async fn metadata(
     ctx: &Ctx,
     req: MetadataRequest,
@@ -73,26 +76,37 @@ pub async fn metadata(
                 return topic.with_error_code(ResponseError::InvalidTopicException.code());
             }
             match ctx.broker.describe_topic(&name) {
-                Ok(info) => topic.with_partitions(
-                    info.partitions
-                        .iter()
-                        .map(|p| {
-                            MetadataResponsePartition::default()
-                                .with_partition_index(p.partition as i32)
-                                .with_leader_id(node)
-                                .with_leader_epoch(0)
-                                .with_replica_nodes(vec![node])
-                                .with_isr_nodes(vec![node])
-                        })
-                        .collect(),
-                ),
+                Ok(info) => topic
+                    .with_topic_authorized_operations(if req.include_topic_authorized_operations {
+                        super::cluster::topic_operations(ctx, session, &name)
+                    } else {
+                        super::cluster::NOT_REQUESTED
+                    })
+                    .with_partitions(
+                        info.partitions
+                            .iter()
+                            .map(|p| {
+                                MetadataResponsePartition::default()
+                                    .with_partition_index(p.partition as i32)
+                                    .with_leader_id(node)
+                                    .with_leader_epoch(ferry_log::LEADER_EPOCH)
+                                    .with_replica_nodes(vec![node])
+                                    .with_isr_nodes(vec![node])
+                            })
+                            .collect(),
+                    ),
                 Err(e) => topic.with_error_code(errors::code(&e)),
             }
         })
         .collect();
     MetadataResponse::default()
         .with_brokers(vec![broker])
-        .with_cluster_id(Some(StrBytes::from_static_str("ferry")))
+        .with_cluster_id(Some(StrBytes::from_static_str(CLUSTER_ID)))
+        .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
+            super::cluster::cluster_operations(ctx, session)
+        } else {
+            super::cluster::NOT_REQUESTED
+        })
         .with_controller_id(node)
         .with_topics(topics)
 }

@@ -2,12 +2,14 @@
 
 mod admin;
 mod alter_configs;
+mod cluster;
 mod configs;
 mod fetch;
 mod groups;
 mod metadata;
 mod offset_delete;
 mod offsets;
+mod partitions;
 mod produce;
 pub mod sasl;
 mod security;
@@ -226,6 +228,24 @@ async fn answer(ctx: &Ctx, req: Request, session: &mut Session) -> Option<Respon
         RequestKind::AlterUserScramCredentials(r) => ResponseKind::AlterUserScramCredentials(
             security::alter_user_scram_credentials(ctx, r, session).await,
         ),
+        RequestKind::DeleteRecords(r) => {
+            ResponseKind::DeleteRecords(partitions::delete_records(ctx, r, session).await)
+        }
+        RequestKind::DescribeLogDirs(r) => {
+            ResponseKind::DescribeLogDirs(partitions::describe_log_dirs(ctx, r, version, session))
+        }
+        RequestKind::DescribeProducers(r) => {
+            ResponseKind::DescribeProducers(partitions::describe_producers(ctx, r, session))
+        }
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            ResponseKind::OffsetForLeaderEpoch(partitions::offset_for_leader_epoch(ctx, r, session))
+        }
+        RequestKind::ElectLeaders(r) => {
+            ResponseKind::ElectLeaders(partitions::elect_leaders(ctx, r, version, session))
+        }
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(cluster::describe_cluster(ctx, r, session))
+        }
         // `frame::decode_request` lets through only the APIs listed in `versions`.
         other => {
             tracing::error!(request = ?std::mem::discriminant(&other), "A request passed the version check without a handler.");
