@@ -1,33 +1,12 @@
 //! Behaviour of the partition log through its public interface.
 
-use bytes::Bytes;
-use ferry_log::batch::{build_batch, decode_records};
-use ferry_log::{
-    Compression, DecodeLimits, Durability, LogConfig, LogError, NewRecord, PartitionLog,
-};
+mod common;
+use common::{batch_of, small};
+use ferry_log::batch::decode_records;
+use ferry_log::{DecodeLimits, Durability, LogConfig, LogError, PartitionLog};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
-
-fn batch_of(values: &[&str], ts: i64) -> Vec<u8> {
-    let records: Vec<_> = values
-        .iter()
-        .map(|v| NewRecord {
-            timestamp: ts,
-            value: Some(Bytes::copy_from_slice(v.as_bytes())),
-            ..Default::default()
-        })
-        .collect();
-    build_batch(&records, Compression::None).unwrap()
-}
-
-fn small() -> LogConfig {
-    LogConfig {
-        segment_bytes: 1024,
-        index_interval_bytes: 128,
-        ..Default::default()
-    }
-}
 
 fn append(log: &PartitionLog, values: &[&str], ts: i64) -> u64 {
     let mut b = batch_of(values, ts);

@@ -1,30 +1,11 @@
 //! The log start offset: DeleteRecords moves the first readable offset forward, durably,
 //! and whole segments below it are deleted.
 
-use bytes::Bytes;
-use ferry_log::batch::{build_batch, decode_records, BatchHeader};
-use ferry_log::{Compression, DecodeLimits, LogConfig, LogError, NewRecord, PartitionLog};
+mod common;
+use common::{batch_of, small};
+use ferry_log::batch::{decode_records, BatchHeader};
+use ferry_log::{DecodeLimits, LogError, PartitionLog};
 use std::path::Path;
-
-fn batch_of(values: &[&str], ts: i64) -> Vec<u8> {
-    let records: Vec<_> = values
-        .iter()
-        .map(|v| NewRecord {
-            timestamp: ts,
-            value: Some(Bytes::copy_from_slice(v.as_bytes())),
-            ..Default::default()
-        })
-        .collect();
-    build_batch(&records, Compression::None).unwrap()
-}
-
-fn small() -> LogConfig {
-    LogConfig {
-        segment_bytes: 1024,
-        index_interval_bytes: 128,
-        ..Default::default()
-    }
-}
 
 /// A log of `n` records, one a batch, record `i` with timestamp `1000 + i`.
 fn log_of(dir: &Path, n: u64) -> PartitionLog {
