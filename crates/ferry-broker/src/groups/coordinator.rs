@@ -13,7 +13,7 @@ use super::group::Group;
 use super::store::{remove_offsets, GroupOffsets, OffsetStore, PartitionOffset};
 use super::types::{
     FetchedOffset, GroupDescription, GroupError, GroupListing, GroupResult, GroupState,
-    JoinRequest, JoinResult, OffsetDeletion, Pending, SubscribedTopics, GROUPS_MAX,
+    JoinRequest, JoinResult, LeavingMember, OffsetDeletion, Pending, SubscribedTopics, GROUPS_MAX,
     GROUP_ID_BYTES_MAX, MEMBERS_PER_GROUP_MAX, MEMBER_ID_BYTES_MAX, OFFSET_METADATA_BYTES_MAX,
     PROTOCOL_METADATA_BYTES_MAX, SESSION_TIMEOUT_MS_MAX, SESSION_TIMEOUT_MS_MIN,
 };
@@ -58,7 +58,9 @@ fn check_join(request: &JoinRequest) -> GroupResult<()> {
         .iter()
         .map(|(name, metadata)| name.len() + metadata.len())
         .sum();
+    let instance_bytes = request.group_instance_id.as_ref().map_or(0, String::len);
     if request.member_id.len() > MEMBER_ID_BYTES_MAX
+        || instance_bytes > MEMBER_ID_BYTES_MAX
         || request.client_id.len() > MEMBER_ID_BYTES_MAX
         || metadata_bytes > PROTOCOL_METADATA_BYTES_MAX
     {
@@ -181,7 +183,16 @@ impl Coordinator {
         if !group.others_accept(&request.member_id, &request.protocols) {
             return Err(GroupError::InconsistentProtocol);
         }
-        let member_id = if request.member_id.is_empty() {
+        let member_id = if let Some(instance) = &request.group_instance_id {
+            // A static member: known by its instance id, so it needs no round trip
+            // for a member id (Kafka hands it one at once).
+            match group.static_member(instance) {
+                _ if request.member_id.is_empty() => self.new_member_id(&request.client_id),
+                Some(holder) if holder == request.member_id => request.member_id.clone(),
+                Some(_) => return Err(GroupError::FencedInstanceId),
+                None => return Err(GroupError::UnknownMember),
+            }
+        } else if request.member_id.is_empty() {
             let id = self.new_member_id(&request.client_id);
             if request.require_member_id {
                 return Err(GroupError::MemberIdRequired(id));
@@ -193,22 +204,32 @@ impl Coordinator {
         } else {
             return Err(GroupError::UnknownMember);
         };
-        if !group.has_member(&member_id) && group.member_count() >= MEMBERS_PER_GROUP_MAX {
+        // A static member taking over its instance id does not add a member.
+        let takes_over = request
+            .group_instance_id
+            .as_deref()
+            .is_some_and(|instance| group.static_member(instance).is_some());
+        if !group.has_member(&member_id)
+            && !takes_over
+            && group.member_count() >= MEMBERS_PER_GROUP_MAX
+        {
             return Err(GroupError::GroupFull);
         }
         Ok(member_id)
     }
 
     /// SyncGroup at `now`: the leader brings assignments; everyone gets their own.
+    /// `instance` is the member's group instance id, if it sent one.
     pub async fn sync(
         &self,
         group_id: &str,
         member_id: &str,
+        instance: Option<&str>,
         generation: i32,
         assignments: Vec<(String, Bytes)>,
         now: Instant,
     ) -> GroupResult<Bytes> {
-        self.begin_sync(group_id, member_id, generation, assignments, now)
+        self.begin_sync(group_id, member_id, instance, generation, assignments, now)
             .await
             .wait()
             .await
@@ -219,6 +240,7 @@ impl Coordinator {
         &self,
         group_id: &str,
         member_id: &str,
+        instance: Option<&str>,
         generation: i32,
         assignments: Vec<(String, Bytes)>,
         now: Instant,
@@ -228,32 +250,34 @@ impl Coordinator {
             return Pending::ready(Err(GroupError::UnknownMember));
         };
         let generation_before = group.generation;
-        let answer = group.sync(member_id, generation, assignments, now);
+        let answer = group.sync(member_id, instance, generation, assignments, now);
         checked(group, generation_before);
         answer
     }
 
-    /// Heartbeat at `now`.
+    /// Heartbeat at `now` (with the member's group instance id, if it sent one).
     pub async fn heartbeat(
         &self,
         group_id: &str,
         member_id: &str,
+        instance: Option<&str>,
         generation: i32,
         now: Instant,
     ) -> GroupResult<()> {
         let mut groups = self.groups.lock().await;
         let group = groups.get_mut(group_id).ok_or(GroupError::UnknownMember)?;
         let generation_before = group.generation;
-        let result = group.heartbeat(member_id, generation, now);
+        let result = group.heartbeat(member_id, instance, generation, now);
         checked(group, generation_before);
         result
     }
 
-    /// LeaveGroup at `now` for each member id; the answer per member.
+    /// LeaveGroup at `now` of each member (by member id, instance id or both), in
+    /// one rebalance; the answer per member.
     pub async fn leave(
         &self,
         group_id: &str,
-        members: &[String],
+        members: &[LeavingMember],
         now: Instant,
     ) -> Vec<GroupResult<()>> {
         let mut groups = self.groups.lock().await;
@@ -263,15 +287,11 @@ impl Coordinator {
                 .map(|_| Err(GroupError::UnknownMember))
                 .collect();
         };
-        members
-            .iter()
-            .map(|member_id| {
-                let generation_before = group.generation;
-                let result = group.leave(member_id, now);
-                checked(group, generation_before);
-                result
-            })
-            .collect()
+        let generation_before = group.generation;
+        let results = group.leave(members, now);
+        checked(group, generation_before);
+        debug_assert_eq!(results.len(), members.len());
+        results
     }
 
     /// Drops members whose session ran out by `now` and ends overdue rebalances.
@@ -293,18 +313,22 @@ impl Coordinator {
     }
 
     /// OffsetCommit. `member_id` empty and `generation` -1 is a commit from outside any
-    /// generation, allowed while the group has no members.
+    /// generation, allowed while the group has no members. A commit naming a group
+    /// instance id (`instance`) must come from the static member holding it.
     pub async fn commit(
         &self,
         group_id: &str,
         member_id: &str,
+        instance: Option<&str>,
         generation: i32,
         offsets: Vec<PartitionOffset>,
     ) -> GroupResult<()> {
         valid_group_id(group_id)?;
         match self.groups.lock().await.get(group_id) {
-            Some(group) => group.check_commit(member_id, generation)?,
-            None if !member_id.is_empty() => return Err(GroupError::UnknownMember),
+            Some(group) => group.check_commit(member_id, instance, generation)?,
+            None if !member_id.is_empty() || instance.is_some() => {
+                return Err(GroupError::UnknownMember)
+            }
             None => {
                 // A commit from outside any generation may name a new group: those
                 // count against the same limit, or clients could add groups (and their
@@ -522,6 +546,7 @@ impl Coordinator {
 mod tests {
     use super::*;
     use crate::groups::store::{CommittedOffset, FileOffsetStore, PartitionOffset};
+    use crate::groups::types::LeavingMember;
 
     fn offset(o: i64) -> Vec<PartitionOffset> {
         vec![PartitionOffset {
@@ -540,14 +565,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(FileOffsetStore::open(dir.path()).unwrap());
         let c = Coordinator::new(store).unwrap().with_groups_max(2);
-        c.commit("a", "", -1, offset(1)).await.unwrap();
-        c.commit("b", "", -1, offset(1)).await.unwrap();
+        c.commit("a", "", None, -1, offset(1)).await.unwrap();
+        c.commit("b", "", None, -1, offset(1)).await.unwrap();
         assert_eq!(
-            c.commit("c", "", -1, offset(1)).await,
+            c.commit("c", "", None, -1, offset(1)).await,
             Err(GroupError::TooManyGroups)
         );
         // Groups already held keep committing.
-        c.commit("a", "", -1, offset(5)).await.unwrap();
+        c.commit("a", "", None, -1, offset(5)).await.unwrap();
         let listed: Vec<String> = c.list().await.into_iter().map(|g| g.group).collect();
         assert_eq!(listed, ["a", "b"]);
     }
@@ -593,6 +618,7 @@ mod tests {
         c.commit(
             "g",
             "",
+            None,
             -1,
             vec![at("t", 0, 5), at("u", 0, 6), at("u", 1, 7)],
         )
@@ -636,7 +662,9 @@ mod tests {
     async fn a_group_without_members_loses_any_offset_and_then_is_gone() {
         let dir = tempfile::tempdir().unwrap();
         let c = Coordinator::new(Arc::new(FileOffsetStore::open(dir.path()).unwrap())).unwrap();
-        c.commit("g", "", -1, vec![at("t", 0, 5)]).await.unwrap();
+        c.commit("g", "", None, -1, vec![at("t", 0, 5)])
+            .await
+            .unwrap();
         let never = |_: &str, _: &[Bytes]| -> Option<std::collections::HashSet<String>> {
             panic!("an empty group has no subscriptions to read")
         };
@@ -650,6 +678,327 @@ mod tests {
         assert!(
             c.find("g").await.is_none(),
             "no members, no offsets: unknown"
+        );
+    }
+
+    // Static membership (KIP-345): the coordinator driven step by step, time given.
+
+    fn static_member(instance: &str, member_id: &str) -> JoinRequest {
+        JoinRequest {
+            member_id: member_id.into(),
+            group_instance_id: Some(instance.into()),
+            client_id: instance.into(),
+            require_member_id: true,
+            ..member_reading("g")
+        }
+    }
+
+    /// Three static members a, b, c in a stable group of generation 1, each assigned
+    /// its own instance id's name; their member ids by instance.
+    async fn stable_trio(c: &Coordinator, t0: Instant) -> HashMap<String, String> {
+        let mut joins = Vec::new();
+        for instance in ["a", "b", "c"] {
+            joins.push(c.begin_join(static_member(instance, ""), t0).await);
+        }
+        c.tick(t0 + std::time::Duration::from_millis(300)).await;
+        let joined: Vec<JoinResult> = joins
+            .iter_mut()
+            .map(|j| j.try_take().expect("answered").expect("joined"))
+            .collect();
+        let leader = joined.iter().find(|j| j.leader == j.member_id).unwrap();
+        assert_eq!(leader.members.len(), 3);
+        let ids: HashMap<String, String> = leader
+            .members
+            .iter()
+            .map(|m| (m.group_instance_id.clone().unwrap(), m.member_id.clone()))
+            .collect();
+        let assignments = ids
+            .iter()
+            .map(|(instance, id)| (id.clone(), Bytes::from(instance.clone())))
+            .collect();
+        let now = t0 + std::time::Duration::from_millis(300);
+        let mut syncs = Vec::new();
+        for j in joined.iter().filter(|j| j.leader != j.member_id) {
+            syncs.push(
+                c.begin_sync("g", &j.member_id, j.group_instance_id(&ids), 1, vec![], now)
+                    .await,
+            );
+        }
+        c.sync(
+            "g",
+            &leader.member_id,
+            leader.group_instance_id(&ids),
+            1,
+            assignments,
+            now,
+        )
+        .await
+        .unwrap();
+        for mut s in syncs {
+            s.try_take().expect("answered").expect("assigned");
+        }
+        assert_eq!(c.describe("g").await.state, GroupState::Stable);
+        ids
+    }
+
+    trait InstanceOf {
+        fn group_instance_id<'a>(&self, ids: &'a HashMap<String, String>) -> Option<&'a str>;
+    }
+
+    impl InstanceOf for JoinResult {
+        fn group_instance_id<'a>(&self, ids: &'a HashMap<String, String>) -> Option<&'a str> {
+            ids.iter()
+                .find(|(_, id)| **id == self.member_id)
+                .map(|(instance, _)| instance.as_str())
+        }
+    }
+
+    fn ms(t0: Instant, ms: u64) -> Instant {
+        t0 + std::time::Duration::from_millis(ms)
+    }
+
+    #[tokio::test]
+    async fn a_static_member_that_restarts_keeps_its_assignment_and_nobody_rebalances() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Coordinator::new(Arc::new(FileOffsetStore::open(dir.path()).unwrap())).unwrap();
+        let t0 = Instant::now();
+        let ids = stable_trio(&c, t0).await;
+        let leader = c.describe("g").await.leader;
+        // The leader's process restarts: no member id, the same instance id.
+        let restarted_instance = ids.iter().find(|(_, id)| **id == leader).unwrap().0.clone();
+        let again = c
+            .join(static_member(&restarted_instance, ""), ms(t0, 2_000))
+            .await
+            .expect("taken over at once");
+        assert_ne!(again.member_id, leader, "a new member id");
+        assert_eq!(again.generation, 1, "the same generation");
+        assert_eq!(again.leader, leader, "the leader named as before");
+        assert!(again.members.is_empty(), "nobody is asked to assign");
+        let d = c.describe("g").await;
+        assert_eq!(d.state, GroupState::Stable);
+        assert_eq!(d.generation, 1);
+        assert_eq!(d.leader, again.member_id, "it leads the next rebalance");
+        let assignment = c
+            .sync(
+                "g",
+                &again.member_id,
+                Some(&restarted_instance),
+                1,
+                vec![],
+                ms(t0, 2_000),
+            )
+            .await
+            .unwrap();
+        assert_eq!(assignment, Bytes::from(restarted_instance.clone()));
+        // The others heartbeat on, undisturbed.
+        for (instance, id) in ids.iter().filter(|(i, _)| **i != restarted_instance) {
+            c.heartbeat("g", id, Some(instance), 1, ms(t0, 2_100))
+                .await
+                .unwrap();
+        }
+        // The old process is fenced wherever it shows up.
+        let old = ids[&restarted_instance].as_str();
+        let fenced = Err(GroupError::FencedInstanceId);
+        assert_eq!(
+            c.heartbeat("g", old, Some(&restarted_instance), 1, ms(t0, 2_200))
+                .await,
+            fenced
+        );
+        assert_eq!(
+            c.commit("g", old, Some(&restarted_instance), 1, offset(3))
+                .await,
+            fenced
+        );
+        assert_eq!(
+            c.sync(
+                "g",
+                old,
+                Some(&restarted_instance),
+                1,
+                vec![],
+                ms(t0, 2_200)
+            )
+            .await,
+            Err(GroupError::FencedInstanceId)
+        );
+        assert_eq!(
+            c.join(static_member(&restarted_instance, old), ms(t0, 2_200))
+                .await
+                .map(|j| j.generation),
+            Err(GroupError::FencedInstanceId)
+        );
+        // The new one commits as a member of generation 1.
+        c.commit(
+            "g",
+            &again.member_id,
+            Some(&restarted_instance),
+            1,
+            offset(3),
+        )
+        .await
+        .unwrap();
+        assert_eq!(c.describe("g").await.members.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_static_member_whose_session_runs_out_is_removed_and_the_others_rebalance() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Coordinator::new(Arc::new(FileOffsetStore::open(dir.path()).unwrap())).unwrap();
+        let t0 = Instant::now();
+        let ids = stable_trio(&c, t0).await;
+        // a and b heartbeat; c stopped (a static member sends no LeaveGroup).
+        for at in [3_000, 6_000, 9_000] {
+            for instance in ["a", "b"] {
+                let r = c
+                    .heartbeat("g", &ids[instance], Some(instance), 1, ms(t0, at))
+                    .await;
+                assert_eq!(r, Ok(()));
+            }
+            c.tick(ms(t0, at)).await;
+            assert_eq!(
+                c.describe("g").await.state,
+                GroupState::Stable,
+                "at {at} ms"
+            );
+        }
+        // Its 10 s session (from 300 ms) is over at 10.3 s.
+        c.tick(ms(t0, 10_400)).await;
+        let d = c.describe("g").await;
+        assert_eq!(d.state, GroupState::PreparingRebalance);
+        assert_eq!(d.members.len(), 2);
+        assert_eq!(
+            c.heartbeat("g", &ids["a"], Some("a"), 1, ms(t0, 10_500))
+                .await,
+            Err(GroupError::RebalanceInProgress)
+        );
+        // Gone: its instance id is unknown now, and a restart joins as a new member.
+        assert_eq!(
+            c.heartbeat("g", &ids["c"], Some("c"), 1, ms(t0, 10_500))
+                .await,
+            Err(GroupError::UnknownMember)
+        );
+        let mut a = c
+            .begin_join(static_member("a", &ids["a"]), ms(t0, 10_600))
+            .await;
+        let mut b = c
+            .begin_join(static_member("b", &ids["b"]), ms(t0, 10_600))
+            .await;
+        let a = a.try_take().expect("answered").unwrap();
+        let b = b.try_take().expect("answered").unwrap();
+        assert_eq!((a.generation, b.generation), (2, 2));
+        let leader = if a.leader == a.member_id { &a } else { &b };
+        assert_eq!(leader.members.len(), 2, "the leader assigns c's partitions");
+        assert!(leader.members.iter().all(|m| m.group_instance_id.is_some()));
+    }
+
+    #[tokio::test]
+    async fn leave_group_removes_static_members_by_instance_id_in_one_rebalance() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Coordinator::new(Arc::new(FileOffsetStore::open(dir.path()).unwrap())).unwrap();
+        let t0 = Instant::now();
+        let ids = stable_trio(&c, t0).await;
+        let by_instance = |instance: &str, member_id: &str| LeavingMember {
+            member_id: member_id.into(),
+            group_instance_id: Some(instance.into()),
+        };
+        let results = c
+            .leave(
+                "g",
+                &[
+                    by_instance("a", ""),
+                    by_instance("b", &ids["b"]),
+                    by_instance("c", &ids["a"]),
+                    by_instance("nobody", ""),
+                    by_instance("a", ""),
+                    LeavingMember {
+                        member_id: "stranger".into(),
+                        group_instance_id: None,
+                    },
+                ],
+                ms(t0, 1_000),
+            )
+            .await;
+        assert_eq!(
+            results,
+            [
+                Ok(()),
+                Ok(()),
+                Err(GroupError::FencedInstanceId),
+                Err(GroupError::UnknownMember),
+                Err(GroupError::UnknownMember),
+                Err(GroupError::UnknownMember),
+            ]
+        );
+        let d = c.describe("g").await;
+        assert_eq!(d.members.len(), 1);
+        assert_eq!(d.members[0].group_instance_id.as_deref(), Some("c"));
+        assert_eq!(d.state, GroupState::PreparingRebalance);
+        // c rejoins alone: one new generation, not one per member that left.
+        let joined = c
+            .join(static_member("c", &ids["c"]), ms(t0, 1_100))
+            .await
+            .unwrap();
+        assert_eq!(joined.generation, 2);
+    }
+
+    #[tokio::test]
+    async fn a_static_member_rejoining_during_a_rebalance_fences_the_old_join_and_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Coordinator::new(Arc::new(FileOffsetStore::open(dir.path()).unwrap())).unwrap();
+        let t0 = Instant::now();
+        let ids = stable_trio(&c, t0).await;
+        // A newcomer starts a rebalance; a rejoins with its old id, then its new process
+        // starts while that join waits.
+        let mut newcomer = c.begin_join(member_reading("g"), ms(t0, 1_000)).await;
+        let mut old_join = c
+            .begin_join(static_member("a", &ids["a"]), ms(t0, 1_000))
+            .await;
+        let mut new_join = c.begin_join(static_member("a", ""), ms(t0, 1_100)).await;
+        assert_eq!(
+            old_join.try_take().expect("answered").map(|j| j.generation),
+            Err(GroupError::FencedInstanceId)
+        );
+        assert!(new_join.try_take().is_none(), "waits for the rebalance");
+        let mut rest = Vec::new();
+        for instance in ["b", "c"] {
+            rest.push(
+                c.begin_join(static_member(instance, &ids[instance]), ms(t0, 1_200))
+                    .await,
+            );
+        }
+        let joined = new_join.try_take().expect("answered").unwrap();
+        assert_eq!(joined.generation, 2);
+        assert!(newcomer.try_take().expect("answered").is_ok());
+        assert_eq!(
+            c.describe("g").await.members.len(),
+            4,
+            "replaced, not added"
+        );
+    }
+
+    #[tokio::test]
+    async fn instance_ids_are_bounded_and_a_new_static_member_needs_no_member_id_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Coordinator::new(Arc::new(FileOffsetStore::open(dir.path()).unwrap())).unwrap();
+        let long = "i".repeat(MEMBER_ID_BYTES_MAX + 1);
+        assert_eq!(
+            c.join(static_member(&long, ""), Instant::now()).await,
+            Err(GroupError::InconsistentProtocol)
+        );
+        // v4+ sends dynamic members back for an id; a static one is given one at once.
+        let mut first = c.begin_join(static_member("a", ""), Instant::now()).await;
+        assert!(
+            first.try_take().is_none(),
+            "joined, waiting for the rebalance"
+        );
+        // A member id the coordinator never gave, with an instance id it does not know.
+        assert_eq!(
+            c.join(static_member("b", "made-up"), Instant::now()).await,
+            Err(GroupError::UnknownMember)
+        );
+        assert_eq!(
+            c.commit("nobody", "", Some("a"), -1, offset(1)).await,
+            Err(GroupError::UnknownMember)
         );
     }
 }

@@ -20,5 +20,6 @@ pub use store::{CommittedOffset, FileOffsetStore, OffsetStore, PartitionOffset};
 pub use types::lag;
 pub use types::{
     FetchedOffset, GroupDescription, GroupError, GroupListing, GroupResult, GroupState, JoinMember,
-    JoinRequest, JoinResult, MemberDescription, OffsetDeletion, Pending, SubscribedTopics,
+    JoinRequest, JoinResult, LeavingMember, MemberDescription, OffsetDeletion, Pending,
+    SubscribedTopics,
 };
