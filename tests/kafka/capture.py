@@ -2,6 +2,9 @@
 request decoder (crates/ferry-kafka/tests/golden.rs).
 
     python3 tests/kafka/capture.py        # needs target/debug/ferry, kcat, confluent-kafka, kafka-python
+    python3 tests/kafka/capture.py static # only the static-membership sessions, keeping the rest
+
+The binary is FERRY_BIN when set, as for the tests.
 
 It starts Ferry advertising a recording proxy, drives kcat, confluent-kafka and
 kafka-python through typical sessions, and keeps the first request of each API and
@@ -22,8 +25,8 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 OUT = ROOT / "crates/ferry-kafka/tests/fixtures"
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from conftest import Ferry  # noqa: E402
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # tests/conftest.py
+from conftest import BIN, Ferry  # noqa: E402
 
 API_NAMES = {0: "produce", 1: "fetch", 2: "list_offsets", 3: "metadata", 8: "offset_commit", 9: "offset_fetch",
              10: "find_coordinator", 11: "join_group", 12: "heartbeat", 13: "leave_group", 14: "sync_group",
@@ -142,23 +145,66 @@ def partition_describe_session(b):
     a.close()
 
 
+def static_session(proxy, b):
+    """Static members (group.instance.id) of both Python clients: JoinGroup, SyncGroup,
+    Heartbeat and OffsetCommit carry the instance id; then a dynamic kafka-python member
+    leaves with a LeaveGroup batch."""
+    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+    from kafka import KafkaConsumer, OffsetAndMetadata
+    from kafka import TopicPartition as KafkaTopicPartition
+    proxy.client = "confluent-kafka-static"
+    admin = AdminClient({"bootstrap.servers": b})
+    admin.create_topics([NewTopic("golden5", 2, 1)])["golden5"].result(10)
+    c = Consumer({"bootstrap.servers": b, "group.id": "sg", "group.instance.id": "static-1",
+                  "auto.offset.reset": "earliest", "heartbeat.interval.ms": 300})
+    c.subscribe(["golden5"])
+    t = time.time()
+    while time.time() - t < 4:
+        c.poll(0.2)
+    c.commit(offsets=[TopicPartition("golden5", 0, 1)], asynchronous=False)
+    c.close()
+    admin.describe_consumer_groups(["sg"])["sg"].result(10)
+    proxy.client = "kafka-python-static"
+    kc = KafkaConsumer("golden5", bootstrap_servers=b, group_id="spy", group_instance_id="static-2",
+                       auto_offset_reset="earliest", consumer_timeout_ms=3000, heartbeat_interval_ms=300)
+    list(kc)
+    kc.commit({KafkaTopicPartition("golden5", 0): OffsetAndMetadata(1, "", -1)})
+    kc.close()  # a static member does not leave
+    # A dynamic member does, with LeaveGroup v3+ (a batch of one).
+    kc = KafkaConsumer("golden5", bootstrap_servers=b, group_id="dpy", auto_offset_reset="earliest",
+                       consumer_timeout_ms=3000)
+    list(kc)
+    kc.close()
+
+
 def run(cmd, **kw):
     subprocess.run(cmd, check=False, timeout=60, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
 
 
 def main():
-    shutil.rmtree(OUT, ignore_errors=True)
+    only_static = sys.argv[1:] == ["static"]
+    if only_static:
+        for client in ["confluent-kafka-static", "kafka-python-static"]:
+            shutil.rmtree(OUT / client, ignore_errors=True)
+    else:
+        shutil.rmtree(OUT, ignore_errors=True)
     with tempfile.TemporaryDirectory() as d:
         # The proxy must know Ferry's port and Ferry the proxy's: start Ferry on a fixed
         # free port advertising the proxy.
         s = socket.socket(); s.bind(("127.0.0.1", 0)); kport = s.getsockname()[1]; s.close()
         proxy = Proxy(f"127.0.0.1:{kport}")
         f = Ferry(d)
-        f.proc = subprocess.Popen([str(ROOT / "target/debug/ferry"), "serve", "--data-dir", d, "--http-addr", "127.0.0.1:0",
+        f.proc = subprocess.Popen([BIN, "serve", "--data-dir", d, "--http-addr", "127.0.0.1:0",
                                    "--kafka-addr", f"127.0.0.1:{kport}", "--kafka-advertised-addr", f"127.0.0.1:{proxy.port}"],
                                   stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         time.sleep(1)
         b = f"127.0.0.1:{proxy.port}"
+        if only_static:
+            static_session(proxy, b)
+            f.stop()
+            print("captured:", sorted(str(p.relative_to(OUT)) for p in OUT.rglob("*-static/*.bin")))
+            return
 
         from confluent_kafka.admin import AdminClient, NewTopic
         proxy.client = "confluent-kafka"
@@ -203,6 +249,7 @@ def main():
         kc.close()
         offset_delete_session(b)
         partition_describe_session(b)
+        static_session(proxy, b)
         f.stop()
     print("captured:", sorted(str(p.relative_to(OUT)) for p in OUT.rglob("*.bin")))
 

@@ -659,3 +659,198 @@ def test_topic_configs_ferry_does_not_honour_are_refused_with_invalid_config(fer
             assert key in err.str(), err.str()
     assert "producer" in str(fs["gzipped"].exception())
     assert not [t for t in http_json(f"{ferry.http}/v1/topics")["topics"] if t["name"] in refused]
+
+
+def poll_all(consumers, seconds, until=None):
+    """Polls every consumer in turn for `seconds`, or until `until()` holds."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        for c in consumers:
+            c.poll(0.05)
+        if until is not None and until():
+            return True
+    return until() if until is not None else True
+
+
+class Events:
+    """What the rebalance callbacks of one consumer saw."""
+
+    def __init__(self):
+        self.assigned = []   # partitions held now
+        self.log = []        # ("assign" | "revoke", [partitions])
+        self.errors = []
+
+    def on_assign(self, _c, parts):
+        self.log.append(("assign", sorted(p.partition for p in parts)))
+        self.assigned = sorted(p.partition for p in parts)
+
+    def on_revoke(self, _c, parts):
+        self.log.append(("revoke", sorted(p.partition for p in parts)))
+
+    def on_error(self, e):
+        self.errors.append(e)
+
+
+def static_member(ferry, instance, events):
+    c = Consumer({"bootstrap.servers": ferry.kafka, "group.id": "statics", "group.instance.id": instance,
+                  "client.id": instance, "session.timeout.ms": 10000, "heartbeat.interval.ms": 500,
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False, "error_cb": events.on_error})
+    c.subscribe(["static6"], on_assign=events.on_assign, on_revoke=events.on_revoke)
+    return c
+
+
+def test_a_static_member_that_restarts_within_its_session_gets_its_partitions_back_without_a_rebalance(ferry):
+    create(ferry, "static6", 6)
+    events = {i: Events() for i in "abc"}
+    members = {i: static_member(ferry, f"static-{i}", events[i]) for i in "abc"}
+
+    def spread():
+        owned = sum((events[i].assigned for i in "abc"), [])
+        return sorted(owned) == list(range(6)) and all(len(events[i].assigned) == 2 for i in "abc")
+
+    assert poll_all(members.values(), 30, spread), {i: e.log for i, e in events.items()}
+    poll_all(members.values(), 1.5)  # nothing more is under way
+    before = {i: list(events[i].log) for i in "ab"}
+    held = events["c"].assigned
+
+    # c stops (a static member sends no LeaveGroup) and starts again 2 s later.
+    members["c"].close()
+    poll_all([members["a"], members["b"]], 2)
+    events["c2"] = Events()
+    members["c2"] = static_member(ferry, "static-c", events["c2"])
+    assert poll_all([members["a"], members["b"], members["c2"]], 15, lambda: events["c2"].assigned), \
+        "the restarted member got no partitions"
+    assert events["c2"].assigned == held, f"{events['c2'].assigned} instead of {held}"
+    poll_all([members["a"], members["b"], members["c2"]], 3)
+    assert {i: events[i].log for i in "ab"} == before, "the others rebalanced"
+
+    # DescribeGroups shows the instance ids.
+    admin = AdminClient({"bootstrap.servers": ferry.kafka})
+    described = admin.describe_consumer_groups(["statics"])["statics"].result(10)
+    assert sorted(m.group_instance_id for m in described.members) == ["static-a", "static-b", "static-c"]
+    assert str(described.state).endswith("STABLE")
+
+    # A second live process with the same instance id takes over and fences the first.
+    events["c3"] = Events()
+    members["c3"] = static_member(ferry, "static-c", events["c3"])
+    fenced = None
+    deadline = time.time() + 15
+    while time.time() < deadline and (fenced is None or not events["c3"].assigned):
+        for name in ["a", "b", "c3"]:
+            members[name].poll(0.05)
+        m = members["c2"].poll(0.05)
+        if m is not None and m.error() and m.error().code() == KafkaError._FATAL:
+            fenced = m.error()
+    assert events["c3"].assigned == held
+    # librdkafka makes FENCED_INSTANCE_ID a fatal error of the consumer, which its next
+    # poll returns (as _FATAL, naming the cause).
+    assert fenced is not None, "the old process was not fenced"
+    assert "fenced by other consumer with same group.instance.id" in fenced.str(), fenced.str()
+    assert {i: events[i].log for i in "ab"} == before, "the others rebalanced"
+
+    # Stopped for longer than its session: the group rebalances and a and b take over.
+    members["c3"].close()
+    stopped = time.time()
+    assert poll_all([members["a"], members["b"]], 25,
+                    lambda: sorted(events["a"].assigned + events["b"].assigned) == list(range(6))), \
+        {i: events[i].log for i in "ab"}
+    took = time.time() - stopped
+    assert took >= 8, f"rebalanced after {took:.1f} s, before the 10 s session ran out"
+    members["c2"].close()
+    for name in "ab":
+        members[name].close()
+
+
+def test_cooperative_sticky_members_joining_one_by_one_keep_their_partitions_and_lose_no_record(ferry):
+    create(ferry, "coop6", 6)
+    produced = []
+    stop = threading.Event()
+
+    def produce():
+        p = Producer({"bootstrap.servers": ferry.kafka, "linger.ms": 5, "enable.idempotence": True})
+        n = 0
+        while not stop.is_set():
+            p.produce("coop6", key=f"k{n}", value=f"v{n}")
+            produced.append(f"v{n}")
+            n += 1
+            p.poll(0)
+            time.sleep(0.002)
+        assert p.flush(20) == 0
+
+    writer = threading.Thread(target=produce)
+    writer.start()
+    consumed = []
+    consumers, events = [], []
+
+    def join_one(i):
+        ev = Events()
+        c = Consumer({"bootstrap.servers": ferry.kafka, "group.id": "coop", "client.id": f"coop{i}",
+                      "partition.assignment.strategy": "cooperative-sticky", "auto.offset.reset": "earliest",
+                      "session.timeout.ms": 6000, "heartbeat.interval.ms": 500, "error_cb": ev.on_error})
+
+        def on_assign(consumer, parts):
+            ev.log.append(("assign", sorted(p.partition for p in parts)))
+            ev.assigned = sorted(set(ev.assigned) | {p.partition for p in parts})
+            consumer.incremental_assign(parts)
+
+        def on_revoke(consumer, parts):
+            ev.log.append(("revoke", sorted(p.partition for p in parts)))
+            ev.assigned = sorted(set(ev.assigned) - {p.partition for p in parts})
+            consumer.incremental_unassign(parts)
+
+        c.subscribe(["coop6"], on_assign=on_assign, on_revoke=on_revoke)
+        consumers.append(c)
+        events.append(ev)
+
+    def poll_consume(seconds, until):
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            for c in consumers:
+                m = c.poll(0.02)
+                if m is not None and not m.error():
+                    consumed.append(m.value().decode())
+            if until():
+                return True
+        return False
+
+    def settled(n):
+        owned = [set(e.assigned) for e in events]
+        share = {6 // n, -(-6 // n)}
+        return (sorted(sum((e.assigned for e in events), [])) == list(range(6))
+                and all(len(o) in share for o in owned))
+
+    try:
+        rebalance_one_by_one(events, join_one, poll_consume, settled)
+    finally:
+        stop.set()
+        writer.join()
+    assert poll_consume(30, lambda: set(produced) <= set(consumed)), \
+        f"{len(set(produced) - set(consumed))} of {len(produced)} records never consumed"
+    assert len(produced) > 500
+    for c in consumers:
+        c.close()
+
+
+def rebalance_one_by_one(events, join_one, poll_consume, settled):
+    """Three members join one at a time; after each join the group settles quickly
+    and only the partitions the newcomer takes move."""
+    for n in range(1, 4):
+        before = [set(e.assigned) for e in events]
+        marks = [len(e.log) for e in events]
+        join_one(n - 1)
+        t = time.time()
+        assert poll_consume(30, lambda: settled(n)), [e.log for e in events]
+        took = time.time() - t
+        assert took < (12 if n == 1 else 6), f"member {n} settled after {took:.1f} s"
+        poll_consume(1.5, lambda: False)  # nothing more moves
+        assert settled(n), [e.log for e in events]
+        # Members kept what they had and gave up only what the newcomer took.
+        for old, ev, mark in zip(before, events, marks):
+            revoked = set(sum((parts for kind, parts in ev.log[mark:] if kind == "revoke"), []))
+            added = set(sum((parts for kind, parts in ev.log[mark:] if kind == "assign"), []))
+            assert not added, f"an old member was given {added}"
+            assert revoked == old - set(ev.assigned) and set(ev.assigned) <= old, ev.log
+        if n > 1:
+            moved = sum(len(old) - len(e.assigned) for old, e in zip(before, events))
+            assert moved == len(events[-1].assigned), [e.log for e in events]
+        assert all(not e.errors for e in events), [e.errors for e in events]

@@ -93,6 +93,7 @@ async fn a_newcomer_with_a_foreign_assignor_is_refused_alone() {
         .sync(
             "g",
             &first.member_id,
+            None,
             1,
             vec![(first.member_id.clone(), Bytes::from_static(b"a"))],
             Instant::now(),
@@ -106,7 +107,7 @@ async fn a_newcomer_with_a_foreign_assignor_is_refused_alone() {
         .unwrap_err();
     assert_eq!(refused, GroupError::InconsistentProtocol);
     b.groups
-        .heartbeat("g", &first.member_id, 1, Instant::now())
+        .heartbeat("g", &first.member_id, None, 1, Instant::now())
         .await
         .unwrap();
 }
@@ -122,7 +123,14 @@ async fn an_empty_group_leaves_memory_but_keeps_its_offsets() {
         .await
         .unwrap();
     b.groups
-        .sync("g", &m.member_id, m.generation, vec![], Instant::now())
+        .sync(
+            "g",
+            &m.member_id,
+            None,
+            m.generation,
+            vec![],
+            Instant::now(),
+        )
         .await
         .unwrap();
     let offset = ferry_broker::groups::CommittedOffset {
@@ -134,6 +142,7 @@ async fn an_empty_group_leaves_memory_but_keeps_its_offsets() {
         .commit(
             "g",
             &m.member_id,
+            None,
             m.generation,
             vec![ferry_broker::groups::PartitionOffset {
                 topic: "t".into(),
@@ -144,7 +153,14 @@ async fn an_empty_group_leaves_memory_but_keeps_its_offsets() {
         .await
         .unwrap();
     b.groups
-        .leave("g", std::slice::from_ref(&m.member_id), Instant::now())
+        .leave(
+            "g",
+            &[ferry_broker::groups::LeavingMember {
+                member_id: m.member_id.clone(),
+                group_instance_id: None,
+            }],
+            Instant::now(),
+        )
         .await;
     b.groups.tick(Instant::now()).await;
     let listed = b.groups.list().await;

@@ -4,9 +4,12 @@
 //! Produce is listed from v0 although only v3 and later are handled: older librdkafka
 //! releases check for v0 before they enable compression, and Kafka 4 does the same
 //! (v0-v2 requests are answered by closing the connection). Fetch, Produce and Metadata
-//! stop before the versions that address topics by id; the group APIs stop before
-//! static membership (group instance ids), and ListOffsets before the max-timestamp
-//! query, which Ferry does not implement. The ACL APIs start at v1 (the codec's
+//! stop before the versions that address topics by id, and ListOffsets before the
+//! max-timestamp query, which Ferry does not implement. The group APIs carry group
+//! instance ids (static membership): JoinGroup v5+ (v9's `skip_assignment` is never
+//! set: a static leader that restarts is answered as a follower, as Kafka did before
+//! v9), SyncGroup and Heartbeat v3+, LeaveGroup v3+, OffsetCommit v7+, DescribeGroups
+//! v4+ (librdkafka 2.x sends JoinGroup up to v5, Heartbeat and SyncGroup up to v3). The ACL APIs start at v1 (the codec's
 //! lowest, with pattern types), which librdkafka and the Java client both speak.
 //! AlterConfigs, IncrementalAlterConfigs and OffsetDelete are listed with every version
 //! the codec has (librdkafka 2.x uses AlterConfigs up to v2, IncrementalAlterConfigs up
@@ -32,10 +35,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::FindCoordinator, 0, 4),
-    (ApiKey::JoinGroup, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 4),
     (ApiKey::Heartbeat, 0, 4),
-    (ApiKey::LeaveGroup, 0, 2),
+    (ApiKey::LeaveGroup, 0, 5),
     (ApiKey::OffsetCommit, 2, 8),
     (ApiKey::OffsetFetch, 1, 8),
     (ApiKey::ListGroups, 0, 4),

@@ -127,3 +127,51 @@ fn captured_requests_carry_what_each_client_sent() {
     assert_eq!(d.topics[0].name.0.as_str(), "golden3");
     assert_eq!(d.topics[0].partitions[0].partition_index, 0);
 }
+
+#[test]
+fn static_members_carry_their_group_instance_id_in_every_group_request() {
+    let all = fixtures();
+    let get = |client: &str, name: &str| {
+        let (_, _, b) = all
+            .iter()
+            .find(|(c, n, _)| c == client && n == name)
+            .unwrap_or_else(|| panic!("{client}/{name}"));
+        decode_request(Bytes::from(b.clone())).unwrap().body
+    };
+    let instance = |i: &Option<StrBytes>| i.as_ref().map(|s| s.to_string());
+    let one = Some("static-1".to_string());
+    // librdkafka: JoinGroup v5, SyncGroup and Heartbeat v3, OffsetCommit v8.
+    let c = "confluent-kafka-static";
+    let RequestKind::JoinGroup(j) = get(c, "join_group-v5.bin") else {
+        panic!("not a join")
+    };
+    assert_eq!(instance(&j.group_instance_id), one);
+    assert!(
+        j.member_id.is_empty(),
+        "a static member asks for no member id"
+    );
+    let RequestKind::SyncGroup(r) = get(c, "sync_group-v3.bin") else {
+        panic!("not a sync")
+    };
+    assert_eq!(instance(&r.group_instance_id), one);
+    let RequestKind::Heartbeat(r) = get(c, "heartbeat-v3.bin") else {
+        panic!("not a heartbeat")
+    };
+    assert_eq!(instance(&r.group_instance_id), one);
+    let RequestKind::OffsetCommit(r) = get(c, "offset_commit-v8.bin") else {
+        panic!("not a commit")
+    };
+    assert_eq!(instance(&r.group_instance_id), one);
+    // kafka-python: JoinGroup v7 with its instance id; a dynamic member leaves with a
+    // LeaveGroup v5 batch of itself.
+    let RequestKind::JoinGroup(j) = get("kafka-python-static", "join_group-v7.bin") else {
+        panic!("not a join")
+    };
+    assert_eq!(instance(&j.group_instance_id), Some("static-2".to_string()));
+    let RequestKind::LeaveGroup(l) = get("kafka-python-static", "leave_group-v5.bin") else {
+        panic!("not a leave")
+    };
+    assert_eq!(l.members.len(), 1);
+    assert!(!l.members[0].member_id.is_empty());
+    assert_eq!(l.members[0].group_instance_id, None);
+}

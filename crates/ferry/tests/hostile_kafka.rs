@@ -35,6 +35,7 @@ use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_commit_request::{
@@ -412,6 +413,22 @@ impl Gen {
             )))
         } else {
             GroupId(self.str_bytes())
+        }
+    }
+
+    /// A group instance id (static membership): one of a few, so that static members
+    /// take each other's places, none, or a hostile one. Set only half the time: older
+    /// versions cannot carry it (`request_at` draws again).
+    fn instance(&mut self) -> Option<StrBytes> {
+        if self.chance(0.5) {
+            None
+        } else if self.chance(0.6) {
+            Some(StrBytes::from_string(format!(
+                "i-{}",
+                self.rng.gen_range(0..3)
+            )))
+        } else {
+            self.opt_str()
         }
     }
 
@@ -807,6 +824,12 @@ impl Gen {
                         .with_session_timeout_ms(session)
                         .with_rebalance_timeout_ms(rebalance)
                         .with_member_id(self.member())
+                        .with_group_instance_id(self.instance())
+                        .with_reason(if self.chance(0.2) {
+                            self.opt_str()
+                        } else {
+                            None
+                        })
                         .with_protocol_type(if self.chance(0.5) {
                             StrBytes::from_static_str("consumer")
                         } else {
@@ -826,6 +849,7 @@ impl Gen {
                         .with_group_id(self.group())
                         .with_generation_id(self.i32())
                         .with_member_id(self.member())
+                        .with_group_instance_id(self.instance())
                         .with_assignments(assignments),
                 )
             }
@@ -833,13 +857,28 @@ impl Gen {
                 HeartbeatRequest::default()
                     .with_group_id(self.group())
                     .with_generation_id(self.i32())
-                    .with_member_id(self.member()),
+                    .with_member_id(self.member())
+                    .with_group_instance_id(self.instance()),
             ),
-            ApiKey::LeaveGroup => RequestKind::LeaveGroup(
-                LeaveGroupRequest::default()
-                    .with_group_id(self.group())
-                    .with_member_id(self.member()),
-            ),
+            ApiKey::LeaveGroup => {
+                // v0-2 name one member; v3+ a batch, by member id, instance id or both.
+                let members = if self.chance(0.5) {
+                    self.list(|g| {
+                        MemberIdentity::default()
+                            .with_member_id(g.member())
+                            .with_group_instance_id(g.instance())
+                            .with_reason(if g.chance(0.2) { g.opt_str() } else { None })
+                    })
+                } else {
+                    Vec::new()
+                };
+                RequestKind::LeaveGroup(
+                    LeaveGroupRequest::default()
+                        .with_group_id(self.group())
+                        .with_member_id(self.member())
+                        .with_members(members),
+                )
+            }
             ApiKey::OffsetCommit => {
                 let topics = self.list(|g| {
                     let parts = g.list(|g| {
@@ -858,6 +897,7 @@ impl Gen {
                         .with_group_id(self.group())
                         .with_generation_id_or_member_epoch(self.i32())
                         .with_member_id(self.member())
+                        .with_group_instance_id(self.instance())
                         .with_retention_time_ms(self.i64())
                         .with_topics(topics),
                 )

@@ -13,7 +13,7 @@ use super::group::Group;
 use super::store::{remove_offsets, GroupOffsets, OffsetStore, PartitionOffset};
 use super::types::{
     FetchedOffset, GroupDescription, GroupError, GroupListing, GroupResult, GroupState,
-    JoinRequest, JoinResult, OffsetDeletion, Pending, SubscribedTopics, GROUPS_MAX,
+    JoinRequest, JoinResult, LeavingMember, OffsetDeletion, Pending, SubscribedTopics, GROUPS_MAX,
     GROUP_ID_BYTES_MAX, MEMBERS_PER_GROUP_MAX, MEMBER_ID_BYTES_MAX, OFFSET_METADATA_BYTES_MAX,
     PROTOCOL_METADATA_BYTES_MAX, SESSION_TIMEOUT_MS_MAX, SESSION_TIMEOUT_MS_MIN,
 };
@@ -58,7 +58,9 @@ fn check_join(request: &JoinRequest) -> GroupResult<()> {
         .iter()
         .map(|(name, metadata)| name.len() + metadata.len())
         .sum();
+    let instance_bytes = request.group_instance_id.as_ref().map_or(0, String::len);
     if request.member_id.len() > MEMBER_ID_BYTES_MAX
+        || instance_bytes > MEMBER_ID_BYTES_MAX
         || request.client_id.len() > MEMBER_ID_BYTES_MAX
         || metadata_bytes > PROTOCOL_METADATA_BYTES_MAX
     {
@@ -181,7 +183,16 @@ impl Coordinator {
         if !group.others_accept(&request.member_id, &request.protocols) {
             return Err(GroupError::InconsistentProtocol);
         }
-        let member_id = if request.member_id.is_empty() {
+        let member_id = if let Some(instance) = &request.group_instance_id {
+            // A static member: known by its instance id, so it needs no round trip
+            // for a member id (Kafka hands it one at once).
+            match group.static_member(instance) {
+                _ if request.member_id.is_empty() => self.new_member_id(&request.client_id),
+                Some(holder) if holder == request.member_id => request.member_id.clone(),
+                Some(_) => return Err(GroupError::FencedInstanceId),
+                None => return Err(GroupError::UnknownMember),
+            }
+        } else if request.member_id.is_empty() {
             let id = self.new_member_id(&request.client_id);
             if request.require_member_id {
                 return Err(GroupError::MemberIdRequired(id));
@@ -193,22 +204,32 @@ impl Coordinator {
         } else {
             return Err(GroupError::UnknownMember);
         };
-        if !group.has_member(&member_id) && group.member_count() >= MEMBERS_PER_GROUP_MAX {
+        // A static member taking over its instance id does not add a member.
+        let takes_over = request
+            .group_instance_id
+            .as_deref()
+            .is_some_and(|instance| group.static_member(instance).is_some());
+        if !group.has_member(&member_id)
+            && !takes_over
+            && group.member_count() >= MEMBERS_PER_GROUP_MAX
+        {
             return Err(GroupError::GroupFull);
         }
         Ok(member_id)
     }
 
     /// SyncGroup at `now`: the leader brings assignments; everyone gets their own.
+    /// `instance` is the member's group instance id, if it sent one.
     pub async fn sync(
         &self,
         group_id: &str,
         member_id: &str,
+        instance: Option<&str>,
         generation: i32,
         assignments: Vec<(String, Bytes)>,
         now: Instant,
     ) -> GroupResult<Bytes> {
-        self.begin_sync(group_id, member_id, generation, assignments, now)
+        self.begin_sync(group_id, member_id, instance, generation, assignments, now)
             .await
             .wait()
             .await
@@ -219,6 +240,7 @@ impl Coordinator {
         &self,
         group_id: &str,
         member_id: &str,
+        instance: Option<&str>,
         generation: i32,
         assignments: Vec<(String, Bytes)>,
         now: Instant,
@@ -228,32 +250,34 @@ impl Coordinator {
             return Pending::ready(Err(GroupError::UnknownMember));
         };
         let generation_before = group.generation;
-        let answer = group.sync(member_id, generation, assignments, now);
+        let answer = group.sync(member_id, instance, generation, assignments, now);
         checked(group, generation_before);
         answer
     }
 
-    /// Heartbeat at `now`.
+    /// Heartbeat at `now` (with the member's group instance id, if it sent one).
     pub async fn heartbeat(
         &self,
         group_id: &str,
         member_id: &str,
+        instance: Option<&str>,
         generation: i32,
         now: Instant,
     ) -> GroupResult<()> {
         let mut groups = self.groups.lock().await;
         let group = groups.get_mut(group_id).ok_or(GroupError::UnknownMember)?;
         let generation_before = group.generation;
-        let result = group.heartbeat(member_id, generation, now);
+        let result = group.heartbeat(member_id, instance, generation, now);
         checked(group, generation_before);
         result
     }
 
-    /// LeaveGroup at `now` for each member id; the answer per member.
+    /// LeaveGroup at `now` of each member (by member id, instance id or both), in
+    /// one rebalance; the answer per member.
     pub async fn leave(
         &self,
         group_id: &str,
-        members: &[String],
+        members: &[LeavingMember],
         now: Instant,
     ) -> Vec<GroupResult<()>> {
         let mut groups = self.groups.lock().await;
@@ -263,15 +287,11 @@ impl Coordinator {
                 .map(|_| Err(GroupError::UnknownMember))
                 .collect();
         };
-        members
-            .iter()
-            .map(|member_id| {
-                let generation_before = group.generation;
-                let result = group.leave(member_id, now);
-                checked(group, generation_before);
-                result
-            })
-            .collect()
+        let generation_before = group.generation;
+        let results = group.leave(members, now);
+        checked(group, generation_before);
+        debug_assert_eq!(results.len(), members.len());
+        results
     }
 
     /// Drops members whose session ran out by `now` and ends overdue rebalances.
@@ -293,18 +313,22 @@ impl Coordinator {
     }
 
     /// OffsetCommit. `member_id` empty and `generation` -1 is a commit from outside any
-    /// generation, allowed while the group has no members.
+    /// generation, allowed while the group has no members. A commit naming a group
+    /// instance id (`instance`) must come from the static member holding it.
     pub async fn commit(
         &self,
         group_id: &str,
         member_id: &str,
+        instance: Option<&str>,
         generation: i32,
         offsets: Vec<PartitionOffset>,
     ) -> GroupResult<()> {
         valid_group_id(group_id)?;
         match self.groups.lock().await.get(group_id) {
-            Some(group) => group.check_commit(member_id, generation)?,
-            None if !member_id.is_empty() => return Err(GroupError::UnknownMember),
+            Some(group) => group.check_commit(member_id, instance, generation)?,
+            None if !member_id.is_empty() || instance.is_some() => {
+                return Err(GroupError::UnknownMember)
+            }
             None => {
                 // A commit from outside any generation may name a new group: those
                 // count against the same limit, or clients could add groups (and their
@@ -540,14 +564,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(FileOffsetStore::open(dir.path()).unwrap());
         let c = Coordinator::new(store).unwrap().with_groups_max(2);
-        c.commit("a", "", -1, offset(1)).await.unwrap();
-        c.commit("b", "", -1, offset(1)).await.unwrap();
+        c.commit("a", "", None, -1, offset(1)).await.unwrap();
+        c.commit("b", "", None, -1, offset(1)).await.unwrap();
         assert_eq!(
-            c.commit("c", "", -1, offset(1)).await,
+            c.commit("c", "", None, -1, offset(1)).await,
             Err(GroupError::TooManyGroups)
         );
         // Groups already held keep committing.
-        c.commit("a", "", -1, offset(5)).await.unwrap();
+        c.commit("a", "", None, -1, offset(5)).await.unwrap();
         let listed: Vec<String> = c.list().await.into_iter().map(|g| g.group).collect();
         assert_eq!(listed, ["a", "b"]);
     }
@@ -593,6 +617,7 @@ mod tests {
         c.commit(
             "g",
             "",
+            None,
             -1,
             vec![at("t", 0, 5), at("u", 0, 6), at("u", 1, 7)],
         )
@@ -636,7 +661,9 @@ mod tests {
     async fn a_group_without_members_loses_any_offset_and_then_is_gone() {
         let dir = tempfile::tempdir().unwrap();
         let c = Coordinator::new(Arc::new(FileOffsetStore::open(dir.path()).unwrap())).unwrap();
-        c.commit("g", "", -1, vec![at("t", 0, 5)]).await.unwrap();
+        c.commit("g", "", None, -1, vec![at("t", 0, 5)])
+            .await
+            .unwrap();
         let never = |_: &str, _: &[Bytes]| -> Option<std::collections::HashSet<String>> {
             panic!("an empty group has no subscriptions to read")
         };

@@ -15,10 +15,21 @@
 //! waits a short initial delay so that members starting together share one rebalance.
 //! A SyncGroup answer waits for the leader's assignments. Waiting is bounded: every
 //! wait ends by the rebalance timeout, checked by [`Group::expire`].
+//!
+//! # Static members
+//!
+//! A member that joins with a group instance id (KIP-345) is static: the instance id
+//! stays with the member however often its process restarts. A JoinGroup with that
+//! instance id and no member id is a restart: the member gets a new member id and
+//! keeps its assignment, and in a stable group nobody else rebalances (the leader is
+//! not asked to assign again). Whoever still uses the old member id with that instance
+//! id is fenced (FENCED_INSTANCE_ID). A static member that stops is removed only when
+//! its session runs out (or by a LeaveGroup naming its instance id), and then the group
+//! rebalances as for any member.
 
 use super::types::{
     GroupDescription, GroupError, GroupResult, GroupState, JoinMember, JoinRequest, JoinResult,
-    MemberDescription, Pending, INITIAL_REBALANCE_DELAY_MS, MEMBERS_PER_GROUP_MAX,
+    LeavingMember, MemberDescription, Pending, INITIAL_REBALANCE_DELAY_MS, MEMBERS_PER_GROUP_MAX,
 };
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
@@ -76,6 +87,9 @@ pub(super) struct Group {
     protocol_name: String,
     leader: String,
     members: BTreeMap<String, Member>,
+    /// Static members: group instance id → the member id that holds it. Exactly the
+    /// members with an instance id are here, so it is bounded as `members` is.
+    static_members: HashMap<String, String>,
     /// PreparingRebalance: when to complete regardless; CompletingRebalance: when to give up on the leader.
     deadline: Instant,
     /// PreparingRebalance of a group that was empty: not before this.
@@ -91,6 +105,7 @@ impl Group {
             protocol_name: String::new(),
             leader: String::new(),
             members: BTreeMap::new(),
+            static_members: HashMap::new(),
             deadline: now,
             not_before: now,
         }
@@ -117,6 +132,37 @@ impl Group {
 
     pub(super) fn member_count(&self) -> usize {
         self.members.len()
+    }
+
+    /// The member id holding `instance`, if a static member does.
+    pub(super) fn static_member(&self, instance: &str) -> Option<&str> {
+        self.static_members.get(instance).map(String::as_str)
+    }
+
+    /// Kafka's check of a request that names a member and maybe its instance id: the
+    /// instance id must be held, and by this member (else FENCED_INSTANCE_ID: a newer
+    /// process took it over).
+    fn check_instance(&self, member_id: &str, instance: Option<&str>) -> GroupResult<()> {
+        let Some(instance) = instance else {
+            return Ok(());
+        };
+        match self.static_member(instance) {
+            None => Err(GroupError::UnknownMember),
+            Some(holder) if holder != member_id => Err(GroupError::FencedInstanceId),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Takes a member out of the group (and its instance id out of the static ones);
+    /// its waiting requests are the caller's to answer.
+    fn take_member(&mut self, member_id: &str) -> Option<Member> {
+        let member = self.members.remove(member_id)?;
+        if let Some(instance) = &member.group_instance_id {
+            if self.static_member(instance) == Some(member_id) {
+                self.static_members.remove(instance);
+            }
+        }
+        Some(member)
     }
 
     /// Does `protocols` share a protocol with every member but `member_id`?
@@ -175,7 +221,16 @@ impl Group {
         if !((all_joined && now >= self.not_before) || now >= self.deadline) {
             return;
         }
-        self.members.retain(|_, member| member.join_reply.is_some());
+        let late: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, member)| member.join_reply.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for member_id in late {
+            // Not waiting to join, and no sync waits while members rejoin: nobody to tell.
+            let _ = self.take_member(&member_id);
+        }
         if self.members.is_empty() {
             self.state = GroupState::Empty;
             self.generation += 1;
@@ -209,6 +264,7 @@ impl Group {
             }
         }
         self.members.clear();
+        self.static_members.clear();
         self.state = GroupState::Empty;
     }
 
@@ -251,8 +307,16 @@ impl Group {
     /// Removes a member and rebalances the others. A member that is gone already (a
     /// rebalance that ended dropped it) changes nothing.
     fn remove_member(&mut self, member_id: &str, now: Instant) {
-        let Some(mut member) = self.members.remove(member_id) else {
-            return;
+        if self.drop_member(member_id) {
+            self.rebalance_after_removal(now);
+        }
+    }
+
+    /// Takes a member out, telling its waiting requests it is gone; false if it was
+    /// not there.
+    fn drop_member(&mut self, member_id: &str) -> bool {
+        let Some(mut member) = self.take_member(member_id) else {
+            return false;
         };
         if let Some(reply) = member.join_reply.take() {
             let _ = reply.send(Err(GroupError::UnknownMember));
@@ -260,6 +324,11 @@ impl Group {
         if let Some(reply) = member.sync_reply.take() {
             let _ = reply.send(Err(GroupError::UnknownMember));
         }
+        true
+    }
+
+    /// After members were removed: the others rebalance, or the group is empty.
+    fn rebalance_after_removal(&mut self, now: Instant) {
         if self.members.is_empty() {
             self.state = GroupState::Empty;
             self.leader.clear();
@@ -278,6 +347,19 @@ impl Group {
         request: JoinRequest,
         now: Instant,
     ) -> Pending<JoinResult> {
+        if let Some(instance) = request.group_instance_id.clone() {
+            match self.static_members.get(&instance) {
+                Some(holder) if *holder != member_id => {
+                    let old = holder.clone();
+                    return self.replace_static(instance, old, member_id, request, now);
+                }
+                Some(_) => {}
+                None => debug_assert!(
+                    !self.members.contains_key(&member_id),
+                    "a known member cannot take an instance id"
+                ),
+            }
+        }
         let known = self.members.contains_key(&member_id);
         debug_assert!(known || self.members.len() < MEMBERS_PER_GROUP_MAX);
         self.protocol_type = request.protocol_type;
@@ -295,6 +377,10 @@ impl Group {
             }));
         }
         let (reply, answer) = oneshot::channel();
+        if let (Some(instance), false) = (&request.group_instance_id, known) {
+            self.static_members
+                .insert(instance.clone(), member_id.clone());
+        }
         let member = self.members.entry(member_id).or_insert_with(|| Member {
             group_instance_id: request.group_instance_id,
             client_id: request.client_id,
@@ -323,14 +409,80 @@ impl Group {
         Pending::waiting(answer)
     }
 
+    /// A static member's new process (`new`, a fresh member id) takes over the member
+    /// `old` that holds `instance`: its assignment, its place as leader. Whatever `old`
+    /// still waits for is fenced. A stable group whose protocol the member still speaks
+    /// carries on without a rebalance: the answer is the current generation, naming the
+    /// leader as before, so the new process does not take itself for the leader and
+    /// assign again (it syncs and gets its assignment back). In any other state the
+    /// group rebalances, as the leader may be assigning to the old id.
+    fn replace_static(
+        &mut self,
+        instance: String,
+        old: String,
+        new: String,
+        request: JoinRequest,
+        now: Instant,
+    ) -> Pending<JoinResult> {
+        debug_assert!(!self.members.contains_key(&new), "{new} is fresh");
+        let Some(mut member) = self.take_member(&old) else {
+            debug_assert!(false, "static member {old} is not a member");
+            return Pending::ready(Err(GroupError::UnknownMember));
+        };
+        if let Some(reply) = member.join_reply.take() {
+            let _ = reply.send(Err(GroupError::FencedInstanceId));
+        }
+        if let Some(reply) = member.sync_reply.take() {
+            let _ = reply.send(Err(GroupError::FencedInstanceId));
+        }
+        member.client_id = request.client_id;
+        member.client_host = request.client_host;
+        member.session_timeout = Duration::from_millis(request.session_timeout_ms as u64);
+        member.rebalance_timeout = Duration::from_millis(
+            request.rebalance_timeout_ms.max(request.session_timeout_ms) as u64,
+        );
+        member.protocols = request.protocols;
+        member.last_seen = now;
+        let leader_before = self.leader.clone();
+        if self.leader == old {
+            self.leader = new.clone();
+        }
+        let stays = self.state == GroupState::Stable && member.supports(&self.protocol_name);
+        self.static_members.insert(instance, new.clone());
+        self.members.insert(new.clone(), member);
+        if stays {
+            return Pending::ready(Ok(JoinResult {
+                generation: self.generation,
+                protocol_type: self.protocol_type.clone(),
+                protocol_name: self.protocol_name.clone(),
+                leader: leader_before,
+                member_id: new,
+                members: Vec::new(),
+            }));
+        }
+        let (reply, answer) = oneshot::channel();
+        if let Some(member) = self.members.get_mut(&new) {
+            member.join_reply = Some(reply);
+        }
+        if self.state != GroupState::PreparingRebalance {
+            self.prepare(now);
+        }
+        self.maybe_complete_join(now);
+        Pending::waiting(answer)
+    }
+
     /// SyncGroup: the leader brings assignments; everyone gets their own.
     pub(super) fn sync(
         &mut self,
         member_id: &str,
+        instance: Option<&str>,
         generation: i32,
         assignments: Vec<(String, Bytes)>,
         now: Instant,
     ) -> Pending<Bytes> {
+        if let Err(e) = self.check_instance(member_id, instance) {
+            return Pending::ready(Err(e));
+        }
         let Some(member) = self.members.get_mut(member_id) else {
             return Pending::ready(Err(GroupError::UnknownMember));
         };
@@ -364,9 +516,11 @@ impl Group {
     pub(super) fn heartbeat(
         &mut self,
         member_id: &str,
+        instance: Option<&str>,
         generation: i32,
         now: Instant,
     ) -> GroupResult<()> {
+        self.check_instance(member_id, instance)?;
         let member = self
             .members
             .get_mut(member_id)
@@ -379,13 +533,41 @@ impl Group {
         }
     }
 
-    /// LeaveGroup of one member.
-    pub(super) fn leave(&mut self, member_id: &str, now: Instant) -> GroupResult<()> {
-        if !self.members.contains_key(member_id) {
-            return Err(GroupError::UnknownMember);
+    /// LeaveGroup of several members at once (one rebalance for all), each named by
+    /// member id, instance id, or both (which must agree: else FENCED_INSTANCE_ID);
+    /// the answer per member.
+    pub(super) fn leave(
+        &mut self,
+        leaving: &[LeavingMember],
+        now: Instant,
+    ) -> Vec<GroupResult<()>> {
+        let mut removed = false;
+        let results = leaving
+            .iter()
+            .map(|member| {
+                let member_id = match member.group_instance_id.as_deref() {
+                    Some(instance) => match self.static_member(instance) {
+                        None => return Err(GroupError::UnknownMember),
+                        Some(holder)
+                            if !member.member_id.is_empty() && holder != member.member_id =>
+                        {
+                            return Err(GroupError::FencedInstanceId)
+                        }
+                        Some(holder) => holder.to_string(),
+                    },
+                    None => member.member_id.clone(),
+                };
+                if !self.drop_member(&member_id) {
+                    return Err(GroupError::UnknownMember);
+                }
+                removed = true;
+                Ok(())
+            })
+            .collect();
+        if removed {
+            self.rebalance_after_removal(now);
         }
-        self.remove_member(member_id, now);
-        Ok(())
+        results
     }
 
     /// Drops members whose session ran out and ends an overdue rebalance.
@@ -418,7 +600,16 @@ impl Group {
     /// Commits are taken from members of the current generation, outside a
     /// rebalance's completion; from outside any generation (no member id) only while
     /// the group has no members.
-    pub(super) fn check_commit(&self, member_id: &str, generation: i32) -> GroupResult<()> {
+    pub(super) fn check_commit(
+        &self,
+        member_id: &str,
+        instance: Option<&str>,
+        generation: i32,
+    ) -> GroupResult<()> {
+        if instance.is_some() {
+            // A static member commits as a member (Kafka's rule), empty group or not.
+            self.check_instance(member_id, instance)?;
+        }
         if self.members.is_empty() {
             return if member_id.is_empty() {
                 Ok(())
@@ -486,6 +677,23 @@ impl Group {
             "a group is Empty exactly when it has no members"
         );
         assert!(self.generation >= 0, "generation {}", self.generation);
+        for (instance, holder) in &self.static_members {
+            let member = self.members.get(holder);
+            assert!(
+                member.is_some_and(|m| m.group_instance_id.as_deref() == Some(instance.as_str())),
+                "instance {instance:?} is held by {holder:?}, not a member with it"
+            );
+        }
+        let with_instance = self
+            .members
+            .values()
+            .filter(|m| m.group_instance_id.is_some())
+            .count();
+        assert_eq!(
+            with_instance,
+            self.static_members.len(),
+            "every static member is in the table of instance ids, once"
+        );
         let waiting_to_join = self
             .members
             .values()

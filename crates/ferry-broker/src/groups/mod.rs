@@ -8,10 +8,13 @@
 //! - `group`: one group's state machine (time is an input; no clock, no waiting, no disk);
 //! - `coordinator`: request checks, the table of groups, waiting answers, committed
 //!   offsets;
-//! - `store`: the committed offsets on disk.
+//! - `store`: the committed offsets on disk;
+//! - `static_members_tests`: static membership through the coordinator (tests).
 
 pub mod coordinator;
 mod group;
+#[cfg(test)]
+mod static_members_tests;
 pub mod store;
 pub mod types;
 
@@ -20,5 +23,6 @@ pub use store::{CommittedOffset, FileOffsetStore, OffsetStore, PartitionOffset};
 pub use types::lag;
 pub use types::{
     FetchedOffset, GroupDescription, GroupError, GroupListing, GroupResult, GroupState, JoinMember,
-    JoinRequest, JoinResult, MemberDescription, OffsetDeletion, Pending, SubscribedTopics,
+    JoinRequest, JoinResult, LeavingMember, MemberDescription, OffsetDeletion, Pending,
+    SubscribedTopics,
 };

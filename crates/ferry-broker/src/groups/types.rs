@@ -16,7 +16,8 @@ pub const MEMBERS_PER_GROUP_MAX: usize = 1_000;
 pub const GROUPS_MAX: usize = 10_000;
 /// Largest metadata string stored with a committed offset (as Kafka's default).
 pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
-/// Largest member id, client id and protocol metadata a member may send.
+/// Largest member id, group instance id, client id and protocol metadata a member may
+/// send.
 pub const MEMBER_ID_BYTES_MAX: usize = 512;
 pub const PROTOCOL_METADATA_BYTES_MAX: usize = 64 * 1024;
 /// Longest group id.
@@ -29,6 +30,9 @@ pub enum GroupError {
     RebalanceInProgress,
     /// The member must join again with this id (Kafka's MEMBER_ID_REQUIRED).
     MemberIdRequired(String),
+    /// Another member now holds the group instance id this member claims (a newer
+    /// process of the same static member took over): Kafka's FENCED_INSTANCE_ID.
+    FencedInstanceId,
     InconsistentProtocol,
     InvalidSessionTimeout,
     GroupNotFound,
@@ -78,6 +82,9 @@ pub struct JoinRequest {
     pub group: String,
     /// Empty for a member joining for the first time.
     pub member_id: String,
+    /// Set for a static member (KIP-345): a process that restarts with the same
+    /// instance id takes over the member it was, with its assignment, without a
+    /// rebalance of the others.
     pub group_instance_id: Option<String>,
     pub client_id: String,
     pub client_host: String,
@@ -88,6 +95,15 @@ pub struct JoinRequest {
     pub protocols: Vec<(String, Bytes)>,
     /// A new member must first ask for an id (JoinGroup v4 and later).
     pub require_member_id: bool,
+}
+
+/// A member named in a LeaveGroup: by member id, by group instance id (a static
+/// member), or by both, which must then agree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeavingMember {
+    /// Empty when the member is named by its instance id alone.
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
 }
 
 /// One member as the leader sees it in its JoinGroup answer.

@@ -23,7 +23,8 @@
 use bytes::Bytes;
 use ferry_broker::groups::{
     CommittedOffset, Coordinator, FileOffsetStore, GroupDescription, GroupError, GroupResult,
-    JoinMember, JoinRequest, JoinResult, MemberDescription, PartitionOffset, Pending,
+    JoinMember, JoinRequest, JoinResult, LeavingMember, MemberDescription, PartitionOffset,
+    Pending,
 };
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
@@ -110,6 +111,9 @@ struct Client {
     generation: i32,
     /// The roster of the generation it leads.
     roster: Option<Vec<String>>,
+    /// Its group instance id, for a static member (a fresh client in the same slot
+    /// takes it over).
+    instance: Option<String>,
 }
 
 #[derive(Debug)]
@@ -122,6 +126,7 @@ enum Op {
         client: usize,
         group: String,
         member_id: String,
+        instance: Option<String>,
         generation: i32,
         assignments: Vec<(String, Bytes)>,
     },
@@ -129,11 +134,12 @@ enum Op {
         client: usize,
         group: String,
         member_id: String,
+        instance: Option<String>,
         generation: i32,
     },
     Leave {
         group: String,
-        member_ids: Vec<String>,
+        members: Vec<LeavingMember>,
     },
     /// Time passes, then the maintenance tick runs.
     Advance {
@@ -142,6 +148,7 @@ enum Op {
     Commit {
         group: String,
         member_id: String,
+        instance: Option<String>,
         generation: i32,
         offsets: Vec<PartitionOffset>,
     },
@@ -224,6 +231,7 @@ impl Run {
             member_id: None,
             generation: -1,
             roster: None,
+            instance: None,
         }
     }
 
@@ -270,7 +278,17 @@ impl Run {
                 self.clients[client].group.clone()
             },
             member_id: self.member_id_of(client),
+            instance: self.instance_of(client),
             generation: self.generation_of(client),
+        }
+    }
+
+    /// The client's instance id, now and then another slot's or none.
+    fn instance_of(&mut self, client: usize) -> Option<String> {
+        match self.rng.gen_range(0..20) {
+            0 => Some(format!("instance-{}", self.rng.gen_range(0..CLIENTS))),
+            1 => None,
+            _ => self.clients[client].instance.clone(),
         }
     }
 
@@ -299,18 +317,23 @@ impl Run {
             34..=53 => self.heartbeat_op(client),
             54..=58 => {
                 let group = self.clients[client].group.clone();
-                let count = self.rng.gen_range(1..=2);
-                let member_ids = (0..count)
+                let count = self.rng.gen_range(1..=3);
+                let members = (0..count)
                     .map(|_| {
-                        if self.rng.gen_bool(0.1) {
-                            self.fresh_name('z')
-                        } else {
-                            let other = self.rng.gen_range(0..CLIENTS);
-                            self.member_id_of(other)
+                        let other = self.rng.gen_range(0..CLIENTS);
+                        let instance = self.instance_of(other);
+                        let member_id = match self.rng.gen_range(0..10) {
+                            0 => self.fresh_name('z'),
+                            1..=2 if instance.is_some() => String::new(),
+                            _ => self.member_id_of(other),
+                        };
+                        LeavingMember {
+                            member_id,
+                            group_instance_id: instance,
                         }
                     })
                     .collect();
-                Op::Leave { group, member_ids }
+                Op::Leave { group, members }
             }
             59..=78 => {
                 let steps: &[u64] = if self.rng.gen_bool(0.85) {
@@ -350,6 +373,8 @@ impl Run {
         let fresh = self.clients[client].member_id.is_none() || self.rng.gen_bool(0.05);
         if fresh {
             self.clients[client] = self.fresh_client();
+            self.clients[client].instance =
+                self.rng.gen_bool(0.4).then(|| format!("instance-{client}"));
         }
         let known = &self.clients[client];
         let (group, client_id) = (known.group.clone(), known.client_id.clone());
@@ -393,7 +418,7 @@ impl Run {
                     group
                 },
                 member_id,
-                group_instance_id: self.rng.gen_bool(0.2).then(|| format!("instance-{client}")),
+                group_instance_id: self.instance_of(client),
                 client_id,
                 client_host: format!("10.0.0.{client}"),
                 session_timeout_ms,
@@ -439,6 +464,7 @@ impl Run {
             client,
             group: self.clients[client].group.clone(),
             member_id,
+            instance: self.instance_of(client),
             generation,
             assignments,
         }
@@ -446,13 +472,14 @@ impl Run {
 
     fn commit_op(&mut self, client: usize) -> Op {
         let outsider = self.rng.gen_bool(0.2);
-        let (group, member_id, generation) = if outsider {
-            (self.pick_group(), String::new(), -1)
+        let (group, member_id, instance, generation) = if outsider {
+            (self.pick_group(), String::new(), None, -1)
         } else {
             let generation = self.generation_of(client);
             (
                 self.clients[client].group.clone(),
                 self.member_id_of(client),
+                self.instance_of(client),
                 generation,
             )
         };
@@ -478,6 +505,7 @@ impl Run {
         Op::Commit {
             group,
             member_id,
+            instance,
             generation,
             offsets,
         }
@@ -523,11 +551,13 @@ impl Run {
         self.model.join(modelled, ticket);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn apply_sync(
         &mut self,
         client: usize,
         group: &str,
         member_id: &str,
+        instance: Option<&str>,
         generation: i32,
         assignments: &[(String, Bytes)],
         now: Instant,
@@ -535,6 +565,7 @@ impl Run {
         let pending = self.runtime.block_on(self.real.begin_sync(
             group,
             member_id,
+            instance,
             generation,
             assignments.to_vec(),
             now,
@@ -544,25 +575,34 @@ impl Run {
             .iter()
             .map(|(id, bytes)| (name_of(id), bytes.clone()))
             .collect();
-        self.model
-            .sync(group, &name_of(member_id), generation, &named, ticket);
+        self.model.sync(
+            group,
+            &name_of(member_id),
+            instance,
+            generation,
+            &named,
+            ticket,
+        );
     }
 
     fn apply_commit(
         &mut self,
         group: &str,
         member_id: &str,
+        instance: Option<&str>,
         generation: i32,
         offsets: &[PartitionOffset],
     ) {
-        let real =
-            self.runtime.block_on(
-                self.real
-                    .commit(group, member_id, generation, offsets.to_vec()),
-            );
+        let real = self.runtime.block_on(self.real.commit(
+            group,
+            member_id,
+            instance,
+            generation,
+            offsets.to_vec(),
+        ));
         let expected = self
             .model
-            .commit(group, &name_of(member_id), generation, offsets);
+            .commit(group, &name_of(member_id), instance, generation, offsets);
         assert_eq!(real, expected, "commit");
     }
 
@@ -574,21 +614,36 @@ impl Run {
                 client,
                 group,
                 member_id,
+                instance,
                 generation,
                 assignments,
-            } => self.apply_sync(*client, group, member_id, *generation, assignments, now),
+            } => self.apply_sync(
+                *client,
+                group,
+                member_id,
+                instance.as_deref(),
+                *generation,
+                assignments,
+                now,
+            ),
             Op::Heartbeat {
                 client,
                 group,
                 member_id,
+                instance,
                 generation,
             } => {
-                let real =
-                    self.runtime
-                        .block_on(self.real.heartbeat(group, member_id, *generation, now));
-                let expected = self
-                    .model
-                    .heartbeat(group, &name_of(member_id), *generation);
+                let instance = instance.as_deref();
+                let real = self.runtime.block_on(self.real.heartbeat(
+                    group,
+                    member_id,
+                    instance,
+                    *generation,
+                    now,
+                ));
+                let expected =
+                    self.model
+                        .heartbeat(group, &name_of(member_id), instance, *generation);
                 assert_eq!(real, expected, "heartbeat");
                 self.clients[*client].next = if real.is_ok() {
                     Next::Heartbeat
@@ -596,11 +651,15 @@ impl Run {
                     Next::Join
                 };
             }
-            Op::Leave { group, member_ids } => {
-                let real = self
-                    .runtime
-                    .block_on(self.real.leave(group, member_ids, now));
-                let named: Vec<String> = member_ids.iter().map(|id| name_of(id)).collect();
+            Op::Leave { group, members } => {
+                let real = self.runtime.block_on(self.real.leave(group, members, now));
+                let named: Vec<LeavingMember> = members
+                    .iter()
+                    .map(|m| LeavingMember {
+                        member_id: name_of(&m.member_id),
+                        group_instance_id: m.group_instance_id.clone(),
+                    })
+                    .collect();
                 assert_eq!(real, self.model.leave(group, &named), "leave");
             }
             Op::Advance { ms } => {
@@ -612,9 +671,10 @@ impl Run {
             Op::Commit {
                 group,
                 member_id,
+                instance,
                 generation,
                 offsets,
-            } => self.apply_commit(group, member_id, *generation, offsets),
+            } => self.apply_commit(group, member_id, instance.as_deref(), *generation, offsets),
             Op::Fetch { group, wanted } => {
                 let real = self.real.fetch_offsets(group, wanted.as_deref());
                 assert_eq!(real, self.model.fetch(group, wanted.as_deref()), "fetch");

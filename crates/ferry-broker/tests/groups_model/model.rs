@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use ferry_broker::groups::{
     CommittedOffset, FetchedOffset, GroupDescription, GroupError, GroupListing, GroupResult,
-    GroupState, JoinMember, JoinResult, MemberDescription, PartitionOffset,
+    GroupState, JoinMember, JoinResult, LeavingMember, MemberDescription, PartitionOffset,
 };
 use std::collections::{BTreeMap, HashMap};
 
@@ -54,6 +54,8 @@ struct ModelGroup {
     protocol_name: String,
     leader: String,
     members: BTreeMap<String, ModelMember>,
+    /// Static members: instance id → the name holding it.
+    static_members: BTreeMap<String, String>,
     deadline_ms: u64,
     not_before_ms: u64,
 }
@@ -82,6 +84,28 @@ pub(crate) struct ModelJoin {
     pub(crate) require_member_id: bool,
 }
 
+impl ModelGroup {
+    /// A member named with an instance id must be the one holding it.
+    fn check_instance(&self, member_id: &str, instance: Option<&str>) -> GroupResult<()> {
+        match instance.map(|i| self.static_members.get(i)) {
+            None => Ok(()),
+            Some(None) => Err(GroupError::UnknownMember),
+            Some(Some(holder)) if holder != member_id => Err(GroupError::FencedInstanceId),
+            Some(Some(_)) => Ok(()),
+        }
+    }
+
+    fn take(&mut self, member_id: &str) -> Option<ModelMember> {
+        let m = self.members.remove(member_id)?;
+        if let Some(i) = &m.group_instance_id {
+            if self.static_members.get(i).map(String::as_str) == Some(member_id) {
+                self.static_members.remove(i);
+            }
+        }
+        Some(m)
+    }
+}
+
 impl Model {
     fn answer(&mut self, ticket: Ticket, answer: Answer) {
         let old = self.delivered.insert(ticket, answer);
@@ -96,7 +120,20 @@ impl Model {
         };
         let now = self.now_ms;
         let group = self.groups.get_mut(&request.group).expect("admitted");
+        if let Some(instance) = &request.group_instance_id {
+            if let Some(old) = group.static_members.get(instance).cloned() {
+                if old != member_id {
+                    return self.replace_static(request, old, member_id, ticket);
+                }
+            }
+        }
+        let group = self.groups.get_mut(&request.group).expect("admitted");
         let known = group.members.contains_key(&member_id);
+        if let (Some(instance), false) = (&request.group_instance_id, known) {
+            group
+                .static_members
+                .insert(instance.clone(), member_id.clone());
+        }
         group.protocol_type = request.protocol_type.clone();
         if known
             && group.state == GroupState::Stable
@@ -143,6 +180,66 @@ impl Model {
         self.try_complete_join(&name);
     }
 
+    /// A static member's new process takes over the old member: in a stable group
+    /// that keeps its protocol, at once and without a rebalance (the leader named as
+    /// before); else the group rebalances.
+    fn replace_static(&mut self, request: ModelJoin, old: String, new: String, ticket: Ticket) {
+        let now = self.now_ms;
+        let name = request.group.clone();
+        let group = self.groups.get_mut(&name).expect("admitted");
+        let mut member = group.take(&old).expect("the holder is a member");
+        let fenced: Vec<(Ticket, Answer)> = member
+            .join_ticket
+            .take()
+            .map(|t| (t, Answer::Join(Err(GroupError::FencedInstanceId))))
+            .into_iter()
+            .chain(
+                member
+                    .sync_ticket
+                    .take()
+                    .map(|t| (t, Answer::Sync(Err(GroupError::FencedInstanceId)))),
+            )
+            .collect();
+        member.client_id = request.client_id;
+        member.client_host = request.client_host;
+        member.session_ms = request.session_ms as u64;
+        member.rebalance_ms = request.rebalance_ms.max(request.session_ms) as u64;
+        member.protocols = request.protocols;
+        member.last_seen_ms = now;
+        let leader_before = group.leader.clone();
+        if group.leader == old {
+            group.leader = new.clone();
+        }
+        let stays = group.state == GroupState::Stable
+            && member
+                .protocols
+                .iter()
+                .any(|(n, _)| *n == group.protocol_name);
+        let instance = request.group_instance_id.expect("static");
+        group.static_members.insert(instance, new.clone());
+        group.members.insert(new.clone(), member);
+        let current = JoinResult {
+            generation: group.generation,
+            protocol_type: group.protocol_type.clone(),
+            protocol_name: group.protocol_name.clone(),
+            leader: leader_before,
+            member_id: new.clone(),
+            members: Vec::new(),
+        };
+        for (t, answer) in fenced {
+            self.answer(t, answer);
+        }
+        if stays {
+            return self.answer(ticket, Answer::Join(Ok(current)));
+        }
+        let group = self.groups.get_mut(&name).expect("admitted");
+        group.members.get_mut(&new).expect("inserted").join_ticket = Some(ticket);
+        if group.state != GroupState::PreparingRebalance {
+            self.prepare(&name);
+        }
+        self.try_complete_join(&name);
+    }
+
     /// The checks of a JoinGroup, and the member id it joins under. A group is made
     /// (empty) once the request names a valid one, even if it is then refused.
     fn admit(&mut self, request: &ModelJoin) -> GroupResult<String> {
@@ -166,6 +263,7 @@ impl Model {
                 protocol_name: String::new(),
                 leader: String::new(),
                 members: BTreeMap::new(),
+                static_members: BTreeMap::new(),
                 deadline_ms: now,
                 not_before_ms: now,
             });
@@ -187,6 +285,14 @@ impl Model {
             return Err(GroupError::InconsistentProtocol);
         }
         let known = group.members.contains_key(&request.member_id);
+        if let Some(instance) = &request.group_instance_id {
+            return match group.static_members.get(instance) {
+                _ if request.member_id.is_empty() => Ok(request.client_id.clone()),
+                Some(holder) if *holder == request.member_id => Ok(holder.clone()),
+                Some(_) => Err(GroupError::FencedInstanceId),
+                None => Err(GroupError::UnknownMember),
+            };
+        }
         let member_id = if request.member_id.is_empty() {
             // The client ids used here are plain: the name is the client id.
             if request.require_member_id {
@@ -244,6 +350,10 @@ impl Model {
             return;
         }
         group.members.retain(|_, m| m.join_ticket.is_some());
+        let members = &group.members;
+        group
+            .static_members
+            .retain(|_, holder| members.contains_key(holder));
         if group.members.is_empty() {
             group.state = GroupState::Empty;
             group.generation += 1;
@@ -276,6 +386,7 @@ impl Model {
                     })
                     .collect();
                 group.members.clear();
+                group.static_members.clear();
                 group.state = GroupState::Empty;
                 refused
             }
@@ -329,15 +440,25 @@ impl Model {
     }
 
     fn remove_member(&mut self, name: &str, member_id: &str) {
+        self.drop_member(name, member_id);
+        self.after_removal(name);
+    }
+
+    fn drop_member(&mut self, name: &str, member_id: &str) -> bool {
         let group = self.groups.get_mut(name).expect("group");
-        if let Some(m) = group.members.remove(member_id) {
-            if let Some(ticket) = m.join_ticket {
-                self.answer(ticket, Answer::Join(Err(GroupError::UnknownMember)));
-            }
-            if let Some(ticket) = m.sync_ticket {
-                self.answer(ticket, Answer::Sync(Err(GroupError::UnknownMember)));
-            }
+        let Some(m) = group.take(member_id) else {
+            return false;
+        };
+        if let Some(ticket) = m.join_ticket {
+            self.answer(ticket, Answer::Join(Err(GroupError::UnknownMember)));
         }
+        if let Some(ticket) = m.sync_ticket {
+            self.answer(ticket, Answer::Sync(Err(GroupError::UnknownMember)));
+        }
+        true
+    }
+
+    fn after_removal(&mut self, name: &str) {
         let group = self.groups.get_mut(name).expect("group");
         if group.members.is_empty() {
             group.state = GroupState::Empty;
@@ -352,6 +473,7 @@ impl Model {
         &mut self,
         name: &str,
         member_id: &str,
+        instance: Option<&str>,
         generation: i32,
         assignments: &[(String, Bytes)],
         ticket: Ticket,
@@ -361,6 +483,9 @@ impl Model {
         let Some(group) = self.groups.get_mut(name) else {
             return refuse(self, GroupError::UnknownMember);
         };
+        if let Err(e) = group.check_instance(member_id, instance) {
+            return refuse(self, e);
+        }
         if !group.members.contains_key(member_id) {
             return refuse(self, GroupError::UnknownMember);
         }
@@ -412,10 +537,12 @@ impl Model {
         &mut self,
         name: &str,
         member_id: &str,
+        instance: Option<&str>,
         generation: i32,
     ) -> GroupResult<()> {
         let now = self.now_ms;
         let group = self.groups.get_mut(name).ok_or(GroupError::UnknownMember)?;
+        group.check_instance(member_id, instance)?;
         let member = group
             .members
             .get_mut(member_id)
@@ -430,19 +557,41 @@ impl Model {
         }
     }
 
-    pub(crate) fn leave(&mut self, name: &str, member_ids: &[String]) -> Vec<GroupResult<()>> {
+    /// LeaveGroup of a batch: each removed (or refused), then one rebalance.
+    pub(crate) fn leave(&mut self, name: &str, leaving: &[LeavingMember]) -> Vec<GroupResult<()>> {
+        if !self.groups.contains_key(name) {
+            return leaving
+                .iter()
+                .map(|_| Err(GroupError::UnknownMember))
+                .collect();
+        }
         let mut results = Vec::new();
-        for member_id in member_ids {
-            let known = self
-                .groups
-                .get(name)
-                .is_some_and(|g| g.members.contains_key(member_id));
-            if known {
-                self.remove_member(name, member_id);
+        let mut removed = false;
+        for m in leaving {
+            let group = &self.groups[name];
+            let member_id = match &m.group_instance_id {
+                Some(i) => match group.static_members.get(i) {
+                    None => {
+                        results.push(Err(GroupError::UnknownMember));
+                        continue;
+                    }
+                    Some(holder) if !m.member_id.is_empty() && *holder != m.member_id => {
+                        results.push(Err(GroupError::FencedInstanceId));
+                        continue;
+                    }
+                    Some(holder) => holder.clone(),
+                },
+                None => m.member_id.clone(),
+            };
+            if self.drop_member(name, &member_id) {
+                removed = true;
                 results.push(Ok(()));
             } else {
                 results.push(Err(GroupError::UnknownMember));
             }
+        }
+        if removed {
+            self.after_removal(name);
         }
         results
     }
@@ -482,11 +631,18 @@ impl Model {
         &mut self,
         name: &str,
         member_id: &str,
+        instance: Option<&str>,
         generation: i32,
         offsets: &[PartitionOffset],
     ) -> GroupResult<()> {
         if name.is_empty() || name.len() > GROUP_ID_BYTES_MAX {
             return Err(GroupError::InvalidGroupId);
+        }
+        if instance.is_some() {
+            match self.groups.get(name) {
+                Some(group) => group.check_instance(member_id, instance)?,
+                None => return Err(GroupError::UnknownMember),
+            }
         }
         match self.groups.get(name) {
             Some(group) if !group.members.is_empty() => {

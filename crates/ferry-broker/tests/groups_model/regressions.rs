@@ -44,7 +44,7 @@ fn members_expiring_as_a_rebalance_ends_leave_the_new_generation_standing() {
         assert!(first.iter().all(|joined| joined.generation == 1));
         let leader = first[0].leader.clone();
         coordinator
-            .sync("g", &leader, 1, Vec::new(), at(300))
+            .sync("g", &leader, None, 1, Vec::new(), at(300))
             .await
             .expect("stable");
         // The leader rejoins at 400 (deadline 400 + 1000); b and c, last seen at 300,
@@ -58,7 +58,7 @@ fn members_expiring_as_a_rebalance_ends_leave_the_new_generation_standing() {
             GroupState::CompletingRebalance
         );
         coordinator
-            .sync("g", &leader, 2, Vec::new(), at(1400))
+            .sync("g", &leader, None, 2, Vec::new(), at(1400))
             .await
             .expect("the new generation stands");
     });

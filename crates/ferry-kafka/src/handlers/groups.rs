@@ -10,7 +10,9 @@ use super::{Ctx, Session};
 use crate::errors;
 use bytes::Bytes;
 use ferry_auth::{Operation, ResourceType};
-use ferry_broker::groups::{CommittedOffset, GroupError, JoinRequest, PartitionOffset};
+use ferry_broker::groups::{
+    CommittedOffset, GroupError, JoinRequest, LeavingMember, PartitionOffset,
+};
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::find_coordinator_response::Coordinator as KafkaCoordinator;
@@ -35,6 +37,7 @@ pub fn code(e: &GroupError) -> i16 {
         GroupError::IllegalGeneration => ResponseError::IllegalGeneration,
         GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,
         GroupError::MemberIdRequired(_) => ResponseError::MemberIdRequired,
+        GroupError::FencedInstanceId => ResponseError::FencedInstanceId,
         GroupError::InconsistentProtocol => ResponseError::InconsistentGroupProtocol,
         GroupError::InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
         GroupError::GroupNotFound => ResponseError::GroupIdNotFound,
@@ -198,6 +201,7 @@ pub async fn sync_group(ctx: &Ctx, req: SyncGroupRequest, version: i16) -> SyncG
         .sync(
             &req.group_id.0,
             &req.member_id,
+            req.group_instance_id.as_deref(),
             req.generation_id,
             assignments,
             Instant::now(),
@@ -223,6 +227,7 @@ pub async fn heartbeat(ctx: &Ctx, req: HeartbeatRequest) -> HeartbeatResponse {
         .heartbeat(
             &req.group_id.0,
             &req.member_id,
+            req.group_instance_id.as_deref(),
             req.generation_id,
             Instant::now(),
         )
@@ -235,14 +240,14 @@ pub async fn heartbeat(ctx: &Ctx, req: HeartbeatRequest) -> HeartbeatResponse {
 
 pub async fn leave_group(ctx: &Ctx, req: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
     if version < 3 {
+        let leaving = LeavingMember {
+            member_id: req.member_id.to_string(),
+            group_instance_id: None,
+        };
         let r = ctx
             .broker
             .groups
-            .leave(
-                &req.group_id.0,
-                &[req.member_id.to_string()],
-                Instant::now(),
-            )
+            .leave(&req.group_id.0, &[leaving], Instant::now())
             .await;
         let error = r
             .first()
@@ -250,15 +255,19 @@ pub async fn leave_group(ctx: &Ctx, req: LeaveGroupRequest, version: i16) -> Lea
             .map_or(errors::NONE, code);
         return LeaveGroupResponse::default().with_error_code(error);
     }
-    let ids: Vec<String> = req
+    // v3+: a batch, each member by member id, group instance id or both.
+    let leaving: Vec<LeavingMember> = req
         .members
         .iter()
-        .map(|m| m.member_id.to_string())
+        .map(|m| LeavingMember {
+            member_id: m.member_id.to_string(),
+            group_instance_id: m.group_instance_id.as_ref().map(|i| i.to_string()),
+        })
         .collect();
     let results = ctx
         .broker
         .groups
-        .leave(&req.group_id.0, &ids, Instant::now())
+        .leave(&req.group_id.0, &leaving, Instant::now())
         .await;
     let members = req
         .members
@@ -321,6 +330,7 @@ pub async fn offset_commit(
             .commit(
                 &req.group_id.0,
                 &req.member_id,
+                req.group_instance_id.as_deref(),
                 req.generation_id_or_member_epoch,
                 offsets,
             )
@@ -581,6 +591,7 @@ pub async fn list_groups(ctx: &Ctx, version: i16, session: &Session) -> ListGrou
 pub async fn describe_groups(
     ctx: &Ctx,
     req: DescribeGroupsRequest,
+    version: i16,
     session: &Session,
 ) -> DescribeGroupsResponse {
     let mut groups = Vec::new();
@@ -619,6 +630,12 @@ pub async fn describe_groups(
                         .map(|m| {
                             DescribedGroupMember::default()
                                 .with_member_id(s(m.member_id))
+                                // v4+ carries it (an older answer cannot).
+                                .with_group_instance_id(if version >= 4 {
+                                    m.group_instance_id.map(s)
+                                } else {
+                                    None
+                                })
                                 .with_client_id(s(m.client_id))
                                 .with_client_host(s(m.client_host))
                                 .with_member_metadata(m.metadata)

@@ -208,7 +208,7 @@ async fn answer(ctx: &Ctx, req: Request, session: &mut Session) -> Option<Respon
             ResponseKind::ListGroups(groups::list_groups(ctx, version, session).await)
         }
         RequestKind::DescribeGroups(r) => {
-            ResponseKind::DescribeGroups(groups::describe_groups(ctx, r, session).await)
+            ResponseKind::DescribeGroups(groups::describe_groups(ctx, r, version, session).await)
         }
         RequestKind::DeleteGroups(r) => {
             ResponseKind::DeleteGroups(groups::delete_groups(ctx, r, session).await)
