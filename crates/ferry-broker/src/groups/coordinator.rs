@@ -543,7 +543,7 @@ impl Coordinator {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::groups::store::{CommittedOffset, FileOffsetStore, PartitionOffset};
 
@@ -588,7 +588,8 @@ mod tests {
         }
     }
 
-    fn member_reading(group: &str) -> JoinRequest {
+    /// A dynamic member of group `group` that reads topic `t`.
+    pub(in crate::groups) fn member_reading(group: &str) -> JoinRequest {
         JoinRequest {
             group: group.into(),
             member_id: String::new(),

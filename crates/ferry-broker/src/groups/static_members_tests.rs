@@ -2,6 +2,7 @@
 //! time given: restarts without a rebalance, fencing, session expiry, LeaveGroup by
 //! instance id.
 
+use super::coordinator::tests::member_reading;
 use super::store::{CommittedOffset, FileOffsetStore, PartitionOffset};
 use super::types::{
     GroupError, GroupState, JoinRequest, JoinResult, LeavingMember, MEMBER_ID_BYTES_MAX,
@@ -22,22 +23,6 @@ fn offset(o: i64) -> Vec<PartitionOffset> {
             leader_epoch: None,
         },
     }]
-}
-
-/// A dynamic member of group `g`.
-fn member_reading(group: &str) -> JoinRequest {
-    JoinRequest {
-        group: group.into(),
-        member_id: String::new(),
-        group_instance_id: None,
-        client_id: "c".into(),
-        client_host: "127.0.0.1".into(),
-        session_timeout_ms: 10_000,
-        rebalance_timeout_ms: 10_000,
-        protocol_type: "consumer".into(),
-        protocols: vec![("range".into(), Bytes::from_static(b"reads t"))],
-        require_member_id: false,
-    }
 }
 
 fn static_member(instance: &str, member_id: &str) -> JoinRequest {
