@@ -1,23 +1,14 @@
 //! One regression test per bug found in the broker (issue 19, point 9), each named for
 //! what must hold.
 
+mod common;
 use bytes::Bytes;
+use common::broker;
 use ferry_broker::subs::Completion;
-use ferry_broker::{Broker, BrokerConfig, TopicDefaults, TopicSettings};
+use ferry_broker::TopicSettings;
 use ferry_log::batch::{build_batch, NewRecord};
 use ferry_log::Compression;
 use std::sync::Arc;
-
-fn broker(dir: &std::path::Path) -> Arc<Broker> {
-    Broker::open(BrokerConfig {
-        data_dir: dir.to_path_buf(),
-        defaults: TopicDefaults::default(),
-        retention_check_ms: 60_000,
-        max_partitions: ferry_broker::broker::MAX_PARTITIONS_DEFAULT,
-        max_open_segments: None,
-    })
-    .unwrap()
-}
 
 /// An idempotent producer's batch of `n` records with sequence `seq` (header fields
 /// patched in, CRC made again).

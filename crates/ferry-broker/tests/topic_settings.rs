@@ -2,19 +2,9 @@
 //! return to the server's defaults, the same checks as any change apply, a dry run
 //! changes nothing, and a change survives a restart.
 
-use ferry_broker::{Broker, BrokerConfig, BrokerError, TopicDefaults, TopicSettings};
-use std::sync::Arc;
-
-fn broker(dir: &std::path::Path) -> Arc<Broker> {
-    Broker::open(BrokerConfig {
-        data_dir: dir.to_path_buf(),
-        defaults: TopicDefaults::default(),
-        retention_check_ms: 60_000,
-        max_partitions: ferry_broker::broker::MAX_PARTITIONS_DEFAULT,
-        max_open_segments: None,
-    })
-    .unwrap()
-}
+mod common;
+use common::broker;
+use ferry_broker::{BrokerError, TopicDefaults, TopicSettings};
 
 fn settings() -> TopicSettings {
     TopicSettings::default()

@@ -132,58 +132,41 @@ impl KafkaMetrics {
     }
 }
 
+/// Every partition's error code of a response's topics (`$topics`, each with its
+/// partitions in `$parts`).
+macro_rules! per_partition {
+    ($out:expr, $topics:expr, $parts:ident) => {
+        for_each(
+            $out,
+            $topics
+                .iter()
+                .flat_map(|t| t.$parts.iter().map(|p| p.error_code)),
+        )
+    };
+}
+
 /// The error codes in an answer: its own and those of each topic, partition, group or
 /// resource it answers for.
 pub fn error_codes(answer: &ResponseKind, out: &mut impl FnMut(i16)) {
     use ResponseKind as R;
     match answer {
-        R::Produce(r) => for_each(
-            out,
-            r.responses
-                .iter()
-                .flat_map(|t| t.partition_responses.iter().map(|p| p.error_code)),
-        ),
+        R::Produce(r) => per_partition!(out, r.responses, partition_responses),
         R::Fetch(r) => {
             out(r.error_code);
-            for_each(
-                out,
-                r.responses
-                    .iter()
-                    .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
-            );
+            per_partition!(out, r.responses, partitions);
         }
         R::Metadata(r) => {
             out(r.error_code);
             for_each(out, r.topics.iter().map(|t| t.error_code));
         }
-        R::ListOffsets(r) => for_each(
-            out,
-            r.topics
-                .iter()
-                .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
-        ),
-        R::OffsetCommit(r) => for_each(
-            out,
-            r.topics
-                .iter()
-                .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
-        ),
+        R::ListOffsets(r) => per_partition!(out, r.topics, partitions),
+        R::OffsetCommit(r) => per_partition!(out, r.topics, partitions),
         R::OffsetFetch(r) => {
             out(r.error_code);
-            for_each(
-                out,
-                r.topics
-                    .iter()
-                    .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
-            );
+            per_partition!(out, r.topics, partitions);
             for g in &r.groups {
                 out(g.error_code);
-                for_each(
-                    out,
-                    g.topics
-                        .iter()
-                        .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
-                );
+                per_partition!(out, g.topics, partitions);
             }
         }
         R::FindCoordinator(r) => {
@@ -217,43 +200,18 @@ pub fn error_codes(answer: &ResponseKind, out: &mut impl FnMut(i16)) {
         R::IncrementalAlterConfigs(r) => for_each(out, r.responses.iter().map(|c| c.error_code)),
         R::OffsetDelete(r) => {
             out(r.error_code);
-            for_each(
-                out,
-                r.topics
-                    .iter()
-                    .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
-            );
+            per_partition!(out, r.topics, partitions);
         }
-        R::DeleteRecords(r) => for_each(
-            out,
-            r.topics
-                .iter()
-                .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
-        ),
+        R::DeleteRecords(r) => per_partition!(out, r.topics, partitions),
         R::DescribeLogDirs(r) => {
             out(r.error_code);
             for_each(out, r.results.iter().map(|d| d.error_code));
         }
-        R::DescribeProducers(r) => for_each(
-            out,
-            r.topics
-                .iter()
-                .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
-        ),
-        R::OffsetForLeaderEpoch(r) => for_each(
-            out,
-            r.topics
-                .iter()
-                .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
-        ),
+        R::DescribeProducers(r) => per_partition!(out, r.topics, partitions),
+        R::OffsetForLeaderEpoch(r) => per_partition!(out, r.topics, partitions),
         R::ElectLeaders(r) => {
             out(r.error_code);
-            for_each(
-                out,
-                r.replica_election_results
-                    .iter()
-                    .flat_map(|t| t.partition_result.iter().map(|p| p.error_code)),
-            );
+            per_partition!(out, r.replica_election_results, partition_result);
         }
         R::DescribeCluster(r) => out(r.error_code),
         _ => {}

@@ -4,10 +4,19 @@
 //! bytes, so nothing a real client sends is lost or misread.
 
 use bytes::{Bytes, BytesMut};
-use ferry_kafka::frame::decode_request;
+use ferry_kafka::frame::{decode_request, Request};
 use kafka_protocol::messages::{RequestHeader, RequestKind};
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use std::path::Path;
+
+/// The request `name` captured from `client`, decoded.
+fn captured(all: &[(String, String, Vec<u8>)], client: &str, name: &str) -> Request {
+    let (_, _, b) = all
+        .iter()
+        .find(|(c, n, _)| c == client && n == name)
+        .unwrap_or_else(|| panic!("{client}/{name}"));
+    decode_request(Bytes::from(b.clone())).unwrap()
+}
 
 fn fixtures() -> Vec<(String, String, Vec<u8>)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
@@ -64,13 +73,7 @@ fn every_captured_request_decodes_and_encodes_back_to_the_same_bytes() {
 #[test]
 fn captured_requests_carry_what_each_client_sent() {
     let all = fixtures();
-    let get = |client: &str, name: &str| {
-        let (_, _, b) = all
-            .iter()
-            .find(|(c, n, _)| c == client && n == name)
-            .unwrap_or_else(|| panic!("{client}/{name}"));
-        decode_request(Bytes::from(b.clone())).unwrap()
-    };
+    let get = |client: &str, name: &str| captured(&all, client, name);
     // kcat produced two records with a header to "golden" (librdkafka leaves a batch
     // this small uncompressed, since gzip would not make it smaller).
     let RequestKind::Produce(p) = get("kcat", "produce-v7.bin").body else {
@@ -131,13 +134,7 @@ fn captured_requests_carry_what_each_client_sent() {
 #[test]
 fn static_members_carry_their_group_instance_id_in_every_group_request() {
     let all = fixtures();
-    let get = |client: &str, name: &str| {
-        let (_, _, b) = all
-            .iter()
-            .find(|(c, n, _)| c == client && n == name)
-            .unwrap_or_else(|| panic!("{client}/{name}"));
-        decode_request(Bytes::from(b.clone())).unwrap().body
-    };
+    let get = |client: &str, name: &str| captured(&all, client, name).body;
     let instance = |i: &Option<StrBytes>| i.as_ref().map(|s| s.to_string());
     let one = Some("static-1".to_string());
     // librdkafka: JoinGroup v5, SyncGroup and Heartbeat v3, OffsetCommit v8.

@@ -77,6 +77,18 @@ pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
     std::fs::rename(from, to)
 }
 
+/// Writes `bytes` to a new file `tmp`, syncs it and renames it over `to`: after a crash
+/// `to` holds its old bytes or the new ones, never a mix. The caller syncs the folder
+/// when the rename itself must last.
+pub fn replace_file(tmp: &Path, to: &Path, bytes: &[u8]) -> io::Result<()> {
+    {
+        let f = File::create(tmp)?;
+        write_all(&f, tmp, bytes)?;
+        sync_data(&f, tmp)?;
+    }
+    rename(tmp, to)
+}
+
 /// Arms faults (the syntax of `FERRY_FAULTS`, see the module). Test only: in a release
 /// build it does nothing and returns `Ok`.
 pub fn arm(spec: &str) -> Result<(), String> {

@@ -188,13 +188,7 @@ impl<E: Entry> Index<E> {
         for e in v.iter() {
             e.encode(&mut buf);
         }
-        let tmp = path.with_extension("tmp-index");
-        {
-            let f = File::create(&tmp)?;
-            crate::fault::write_all(&f, &tmp, &buf)?;
-            crate::fault::sync_data(&f, &tmp)?;
-        }
-        crate::fault::rename(&tmp, path)?;
+        crate::fault::replace_file(&path.with_extension("tmp-index"), path, &buf)?;
         let len = v.len();
         *self = Index::Disk {
             file: File::open(path)?,

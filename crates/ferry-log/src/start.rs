@@ -24,7 +24,6 @@
 
 use crate::error::{LogError, Result};
 use crate::fault;
-use std::fs::File;
 use std::path::Path;
 
 pub const FILE_NAME: &str = "log-start";
@@ -87,14 +86,10 @@ pub fn load(dir: &Path) -> Result<u64> {
 pub fn store(dir: &Path, offset: u64) -> Result<()> {
     let tmp = dir.join(TMP_FILE_NAME);
     let path = dir.join(FILE_NAME);
-    let io = |what: &str, p: &Path, e| LogError::io(format!("{what} {}", p.display()), e);
-    {
-        let f = File::create(&tmp).map_err(|e| io("creating", &tmp, e))?;
-        fault::write_all(&f, &tmp, &encode(offset)).map_err(|e| io("writing", &tmp, e))?;
-        fault::sync_data(&f, &tmp).map_err(|e| io("syncing", &tmp, e))?;
-    }
-    fault::rename(&tmp, &path).map_err(|e| io("renaming", &tmp, e))?;
-    fault::sync_dir(dir).map_err(|e| io("syncing directory", dir, e))
+    fault::replace_file(&tmp, &path, &encode(offset))
+        .map_err(|e| LogError::io(format!("replacing {}", path.display()), e))?;
+    fault::sync_dir(dir)
+        .map_err(|e| LogError::io(format!("syncing directory {}", dir.display()), e))
 }
 
 #[cfg(test)]

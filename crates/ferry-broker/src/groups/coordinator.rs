@@ -547,7 +547,8 @@ pub(super) mod tests {
     use super::*;
     use crate::groups::store::{CommittedOffset, FileOffsetStore, PartitionOffset};
 
-    fn offset(o: i64) -> Vec<PartitionOffset> {
+    /// A commit of offset `o` for partition 0 of topic `t`.
+    pub(in crate::groups) fn offset(o: i64) -> Vec<PartitionOffset> {
         vec![PartitionOffset {
             topic: "t".into(),
             partition: 0,

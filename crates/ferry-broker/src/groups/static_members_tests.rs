@@ -2,8 +2,8 @@
 //! time given: restarts without a rebalance, fencing, session expiry, LeaveGroup by
 //! instance id.
 
-use super::coordinator::tests::member_reading;
-use super::store::{CommittedOffset, FileOffsetStore, PartitionOffset};
+use super::coordinator::tests::{member_reading, offset};
+use super::store::FileOffsetStore;
 use super::types::{
     GroupError, GroupState, JoinRequest, JoinResult, LeavingMember, MEMBER_ID_BYTES_MAX,
 };
@@ -12,18 +12,6 @@ use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
-
-fn offset(o: i64) -> Vec<PartitionOffset> {
-    vec![PartitionOffset {
-        topic: "t".into(),
-        partition: 0,
-        committed: CommittedOffset {
-            offset: o,
-            metadata: None,
-            leader_epoch: None,
-        },
-    }]
-}
 
 fn static_member(instance: &str, member_id: &str) -> JoinRequest {
     JoinRequest {

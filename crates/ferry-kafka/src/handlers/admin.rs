@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 
 /// Kafka topic configs taken (with the values a single node honours) that have no
 /// setting of their own to describe.
-pub(super) const IGNORED_CONFIGS: &[&str] = &["unclean.leader.election.enable"];
+pub(super) const UNDESCRIBED_CONFIGS: &[&str] = &["unclean.leader.election.enable"];
 
 /// The topic configs CreateTopics takes, each honoured (listed in refusals).
 const ACCEPTED_CONFIGS: &str = "retention.ms, retention.bytes, segment.bytes, segment.ms, \

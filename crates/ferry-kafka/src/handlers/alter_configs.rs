@@ -236,15 +236,6 @@ async fn alter(
     }
 }
 
-/// Whether a Kafka setting that creation takes and ignores asks for what one node does
-/// anyway. A change to any other value would be ignored, so it is refused.
-fn honoured_on_one_node(name: &str, value: &str) -> bool {
-    matches!(
-        (name, value),
-        ("min.insync.replicas", "1") | ("unclean.leader.election.enable", "true" | "false")
-    )
-}
-
 /// The topic's settings after `change`: the complete set of its own settings, as Kafka
 /// strings by name.
 fn new_topic_configs(
@@ -265,7 +256,7 @@ fn new_topic_configs(
             configs.extend(current.into_iter().map(|(n, v)| (n.to_string(), v)));
             for Op { name, op, value } in ops {
                 let key = configs::topic_key(&name);
-                let known = key.is_some() || admin::IGNORED_CONFIGS.contains(&name.as_str());
+                let known = key.is_some() || admin::UNDESCRIBED_CONFIGS.contains(&name.as_str());
                 if !known {
                     // Checked by the shared parser, with its message naming what Ferry takes.
                     admin::settings_from_configs(std::iter::once((name.as_str(), None)))
@@ -336,13 +327,6 @@ async fn alter_topic(
         .config;
     let dynamic = configs::dynamic_topic_configs(ctx.broker.defaults(), &current);
     let configs = new_topic_configs(ctx.broker.defaults(), dynamic, change)?;
-    for (n, v) in &configs {
-        if admin::IGNORED_CONFIGS.contains(&n.as_str()) && !honoured_on_one_node(n, v) {
-            return Err(invalid_config(format!(
-                "{n}={v:?} cannot be honoured by Ferry, which runs as one node without replicas"
-            )));
-        }
-    }
     let settings =
         admin::settings_from_configs(configs.iter().map(|(n, v)| (n.as_str(), Some(v.as_str()))))
             .map_err(invalid_config)?;
@@ -518,16 +502,12 @@ mod tests {
     }
 
     #[test]
-    fn only_what_one_node_does_anyway_passes_for_ignored_settings() {
-        assert!(honoured_on_one_node("min.insync.replicas", "1"));
-        assert!(!honoured_on_one_node("min.insync.replicas", "2"));
-        assert!(honoured_on_one_node(
-            "unclean.leader.election.enable",
-            "false"
-        ));
-        assert!(!honoured_on_one_node(
-            "message.timestamp.type",
-            "LogAppendTime"
-        ));
+    fn only_what_one_node_does_anyway_passes_for_settings_without_effect() {
+        let parse = |n: &str, v: &str| admin::settings_from_configs(std::iter::once((n, Some(v))));
+        assert!(parse("min.insync.replicas", "1").is_ok());
+        assert!(parse("min.insync.replicas", "2").is_err());
+        assert!(parse("unclean.leader.election.enable", "false").is_ok());
+        assert!(parse("unclean.leader.election.enable", "maybe").is_err());
+        assert!(parse("message.timestamp.type", "Never").is_err());
     }
 }

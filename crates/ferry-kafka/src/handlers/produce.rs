@@ -66,6 +66,7 @@ async fn append_all(
     for topic in req.topic_data {
         let name = topic.name.0.to_string();
         let allowed = session.may(&ctx.auth, Operation::Write, ResourceType::Topic, &name);
+        let invalid_name = ferry_broker::config::validate_topic_name(&name).is_err();
         let mut parts = Vec::new();
         for p in topic.partition_data {
             let result = if bad_acks {
@@ -74,7 +75,7 @@ async fn append_all(
                 Err(ResponseError::TopicAuthorizationFailed.code())
             } else if transactional {
                 Err(ResponseError::TransactionalIdAuthorizationFailed.code())
-            } else if ferry_broker::config::validate_topic_name(&name).is_err() {
+            } else if invalid_name {
                 // At once, so that a client fails its records instead of retrying.
                 Err(ResponseError::InvalidTopicException.code())
             } else if p.index < 0 {
