@@ -95,10 +95,15 @@ fn an_io_error_on_a_write_stops_the_log() {
 static RACED: Mutex<Option<(String, Arc<PartitionLog>)>> = Mutex::new(None);
 static SYNCED_AT_FAULT: AtomicU64 = AtomicU64::new(u64::MAX);
 
+/// Notes the log's synced end when its first fault fires. A failed segment sync holds
+/// the sync claim, so no other segment sync is in flight and that end is exact. A failed
+/// index sync comes after a roll synced the whole segment: a group commit still in
+/// flight then covers no more than the roll did, which the synced end already counts
+/// (reading only what was visible missed such a commit publishing just after).
 fn note_fault(path: &Path) {
     if let Some((dir, log)) = &*RACED.lock().unwrap() {
         if path.to_string_lossy().contains(dir.as_str()) {
-            SYNCED_AT_FAULT.fetch_min(log.latest(), Ordering::SeqCst);
+            SYNCED_AT_FAULT.fetch_min(log.synced(), Ordering::SeqCst);
         }
     }
 }
