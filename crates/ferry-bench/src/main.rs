@@ -11,6 +11,7 @@ mod push;
 mod queue;
 mod server;
 mod tls;
+mod transactions;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -176,6 +177,19 @@ enum Command {
         /// Exit with an error if any system could not run or any workload failed
         #[arg(long)]
         strict: bool,
+    },
+    /// Kafka transactions through librdkafka: transactional against idempotent produce,
+    /// and read_committed against read_uncommitted consumption of the same records.
+    Transactions {
+        /// Seconds of each producer run
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Records per transaction to run in turn
+        #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+        txn_records: Vec<usize>,
+        /// Records preloaded (in transactions of 100, one in ten aborted) for the drains
+        #[arg(long, default_value_t = 200_000)]
+        consume_records: u64,
     },
     /// Server memory with records scheduled an hour ahead (100-byte records).
     Delayed {
@@ -358,6 +372,18 @@ fn main() -> anyhow::Result<()> {
             };
             let outputs = PeerOutputs { out, chart, doc };
             run_peers(&ctx, &rt, options, &outputs, strict)?
+        }
+        Command::Transactions {
+            seconds,
+            txn_records,
+            consume_records,
+        } => {
+            anyhow::ensure!(
+                txn_records.iter().all(|&n| n > 0),
+                "--txn-records must be above 0"
+            );
+            let r = transactions::run(&ctx, &rt, seconds as f64, &txn_records, consume_records)?;
+            println!("{}", transactions::report(&r));
         }
         Command::Delayed { records } => {
             let d = rt.block_on(queue::delayed(&ctx, records))?;
