@@ -18,7 +18,7 @@
 //! to v1 and OffsetDelete v0). The partition admin APIs (DeleteRecords, DescribeLogDirs,
 //! DescribeProducers, OffsetForLeaderEpoch, ElectLeaders) and DescribeCluster are listed
 //! with every version the codec has; OffsetForLeaderEpoch starts at v2, the codec's
-//! lowest, which librdkafka and the Java client use.
+//! lowest, which librdkafka and the Java client use. DescribeTopicPartitions has only v0.
 
 use kafka_protocol::messages::ApiKey;
 
@@ -60,6 +60,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
 /// Versions below this are listed (for old clients' feature checks) but not handled.
@@ -142,6 +143,8 @@ mod tests {
             ApiKey::DescribeCluster => {
                 DescribeClusterRequest::VERSIONS.intersect(&DescribeClusterResponse::VERSIONS)
             }
+            ApiKey::DescribeTopicPartitions => DescribeTopicPartitionsRequest::VERSIONS
+                .intersect(&DescribeTopicPartitionsResponse::VERSIONS),
             _ => unreachable!(),
         };
         (r.min, r.max)

@@ -1121,6 +1121,26 @@ impl Gen {
                     .with_endpoint_type(self.i8())
                     .with_include_fenced_brokers(self.chance(0.5)),
             ),
+            ApiKey::DescribeTopicPartitions => {
+                let topics = self.list(|g| {
+                    describe_topic_partitions_request::TopicRequest::default().with_name(g.topic())
+                });
+                let cursor = if self.chance(0.5) {
+                    None
+                } else {
+                    Some(
+                        describe_topic_partitions_request::Cursor::default()
+                            .with_topic_name(self.topic())
+                            .with_partition_index(self.partition()),
+                    )
+                };
+                RequestKind::DescribeTopicPartitions(
+                    DescribeTopicPartitionsRequest::default()
+                        .with_topics(topics)
+                        .with_response_partition_limit(self.i32())
+                        .with_cursor(cursor),
+                )
+            }
             other => panic!(
                 "no generator for {other:?}: Ferry advertises an API this test does not know"
             ),

@@ -4,6 +4,7 @@ mod admin;
 mod alter_configs;
 mod cluster;
 mod configs;
+mod describe_topics;
 mod fetch;
 mod groups;
 mod metadata;
@@ -244,6 +245,9 @@ async fn answer(ctx: &Ctx, req: Request, session: &mut Session) -> Option<Respon
         RequestKind::ElectLeaders(r) => {
             ResponseKind::ElectLeaders(partitions::elect_leaders(ctx, r, version, session))
         }
+        RequestKind::DescribeTopicPartitions(r) => ResponseKind::DescribeTopicPartitions(
+            describe_topics::describe_topic_partitions(ctx, r, session),
+        ),
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(cluster::describe_cluster(ctx, r, session))
         }
