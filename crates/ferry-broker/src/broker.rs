@@ -31,6 +31,7 @@ use crate::error::{BrokerError, Result};
 use crate::meta::{FileMetaStore, MetaStore};
 use crate::partition::{Partition, ReadRecords};
 use crate::topic::Topic;
+use crate::topic_id::TopicId;
 use ferry_log::metrics::record_payload_bytes;
 use ferry_log::sync::{lock, read, write};
 use ferry_log::{DecodeLimits, FirstBatch, PartitionLog};
@@ -134,6 +135,8 @@ pub struct Broker {
     _lock: File,
     meta: Box<dyn MetaStore>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
+    /// The same topics by id; changed together with `topics`, under the admin lock.
+    topic_ids: RwLock<HashMap<TopicId, Arc<Topic>>>,
     pub(crate) admin: tokio::sync::Mutex<()>,
     pub(crate) limits: DecodeLimits,
     any_readable: Arc<tokio::sync::Notify>,
@@ -190,7 +193,13 @@ impl Broker {
         let any_readable = Arc::new(tokio::sync::Notify::new());
         let log_metrics = ferry_log::LogMetrics::default();
         let mut topics = HashMap::new();
-        for tc in meta.load_topics()? {
+        for mut tc in meta.load_topics()? {
+            // Topics created before ids existed get one now, kept from then on.
+            if tc.topic_id.is_none() {
+                tc.topic_id = TopicId::random();
+                meta.put_topic(&tc)?;
+                tracing::info!(topic = %tc.name, topic_id = %tc.topic_id, "Gave a topic created before topic ids its id.");
+            }
             // The names become folder names: a hand-edited file must not point elsewhere.
             tc.validate().map_err(|e| {
                 BrokerError::Meta(format!(
@@ -206,6 +215,16 @@ impl Broker {
                 .collect::<Result<Vec<_>>>()?;
             topics.insert(tc.name.clone(), Arc::new(Topic::new(tc, parts)));
         }
+        let mut topic_ids = HashMap::new();
+        for t in topics.values() {
+            let id = t.config().topic_id;
+            if topic_ids.insert(id, Arc::clone(t)).is_some() {
+                return Err(BrokerError::Meta(format!(
+                    "{} gives two topics the id {id}",
+                    dir.join("meta/topics.json").display()
+                )));
+            }
+        }
         let subs = crate::subs::Subscriptions::open(dir, now_ms())?;
         clamp_subscriptions(&subs, &topics)?;
         Ok(Arc::new(Broker {
@@ -213,6 +232,7 @@ impl Broker {
             _lock: lock,
             meta: Box::new(meta),
             topics: RwLock::new(topics),
+            topic_ids: RwLock::new(topic_ids),
             admin: tokio::sync::Mutex::new(()),
             limits: DecodeLimits::default(),
             any_readable,
@@ -241,6 +261,12 @@ impl Broker {
             .ok_or_else(|| BrokerError::TopicNotFound(name.to_string()))
     }
 
+    /// The topic with this id, if there is one. A topic deleted and created again under
+    /// its name has a new id, so an old id finds nothing.
+    pub fn topic_by_id(&self, id: TopicId) -> Option<Arc<Topic>> {
+        read(&self.topic_ids).get(&id).cloned()
+    }
+
     pub async fn create_topic(&self, name: &str, req: TopicSettings) -> Result<TopicInfo> {
         let _admin = self.admin.lock().await;
         self.create_topic_locked(name, req).await
@@ -266,6 +292,7 @@ impl Broker {
             flush_interval_ms: req.flush_interval_ms.unwrap_or(d.flush_interval_ms),
             created_at_ms: now_ms(),
             timestamp_type: req.timestamp_type.unwrap_or_default(),
+            topic_id: self.new_topic_id(),
         };
         config.validate()?;
         if self.topic(&config.name).is_ok() {
@@ -294,8 +321,20 @@ impl Broker {
         }
         let topic = Arc::new(Topic::new(config.clone(), parts));
         write(&self.topics).insert(config.name.clone(), Arc::clone(&topic));
-        tracing::info!(topic = %config.name, partitions = config.partitions, "Created topic.");
+        write(&self.topic_ids).insert(config.topic_id, Arc::clone(&topic));
+        tracing::info!(topic = %config.name, topic_id = %config.topic_id, partitions = config.partitions, "Created topic.");
         Ok(describe(&topic))
+    }
+
+    /// A random id no topic has (a clash is all but impossible, but cheap to rule out).
+    /// The caller holds the admin lock.
+    fn new_topic_id(&self) -> TopicId {
+        loop {
+            let id = TopicId::random();
+            if !read(&self.topic_ids).contains_key(&id) {
+                return id;
+            }
+        }
     }
 
     /// Refuses `more` partitions when all topics would then have more than
@@ -364,6 +403,7 @@ impl Broker {
         }
         self.meta.delete_topic(name)?;
         write(&self.topics).remove(name);
+        write(&self.topic_ids).remove(&topic.config().topic_id);
         if let Err(e) = self.groups.forget_topic(name) {
             tracing::warn!(topic = %name, error = %e, "Could not drop the deleted topic's committed offsets.");
         }
@@ -443,6 +483,10 @@ impl Broker {
         let old = topic.config();
         let config = change(&old)?;
         debug_assert_eq!(config.name, old.name, "a change renamed the topic");
+        debug_assert_eq!(
+            config.topic_id, old.topic_id,
+            "a change gave the topic a new id"
+        );
         if config.partitions < old.partitions {
             return Err(BrokerError::InvalidConfig(format!(
                 "partitions can only grow: the topic has {}, asked for {}",

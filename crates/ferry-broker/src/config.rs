@@ -1,6 +1,7 @@
 //! Topic settings: what users set at creation, what the metadata store keeps.
 
 use crate::error::{BrokerError, Result};
+use crate::topic_id::TopicId;
 use ferry_log::{Durability, LogConfig};
 use serde::{Deserialize, Serialize};
 
@@ -117,6 +118,10 @@ pub struct TopicConfig {
     /// Absent in files written before the setting existed: CreateTime.
     #[serde(default)]
     pub timestamp_type: TimestampType,
+    /// Given at creation, never changed. Absent (`TopicId::NONE`) in files written
+    /// before ids existed; [`crate::Broker::open`] then gives the topic one and stores it.
+    #[serde(default)]
+    pub topic_id: TopicId,
 }
 
 /// Limits on settings, named with their unit last.

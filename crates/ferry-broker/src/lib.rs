@@ -14,6 +14,7 @@ pub mod produce;
 pub mod subs;
 pub mod time;
 pub mod topic;
+pub mod topic_id;
 mod writer;
 
 pub use broker::{
@@ -23,3 +24,4 @@ pub use config::{DurabilityPolicy, TimestampType, TopicConfig, TopicDefaults};
 pub use error::{BrokerError, RecordError, Result};
 pub use partition::ReadRecords;
 pub use produce::{Appended, ProduceRecord, Produced};
+pub use topic_id::TopicId;

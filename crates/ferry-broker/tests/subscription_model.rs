@@ -834,6 +834,7 @@ fn topic(dir: &Path) -> Topic {
         flush_interval_ms: 1000,
         created_at_ms: 0,
         timestamp_type: Default::default(),
+        topic_id: Default::default(),
     };
     Topic::new(config, partitions)
 }

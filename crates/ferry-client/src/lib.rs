@@ -221,6 +221,25 @@ impl Client {
         Ok(())
     }
 
+    /// Deletes a partition's records below `before_offset` (`None`: every record
+    /// readable now); answers the partition's new bounds.
+    pub async fn delete_records(
+        &self,
+        topic: &str,
+        partition: u32,
+        before_offset: Option<u64>,
+    ) -> Result<Value, ClientError> {
+        let before = before_offset.map_or(Value::from("latest"), Value::from);
+        self.send(
+            self.http
+                .post(self.url(&format!(
+                    "/v1/topics/{topic}/partitions/{partition}/delete-records"
+                )))
+                .json(&serde_json::json!({ "before_offset": before })),
+        )
+        .await
+    }
+
     /// Produces records given in the API's JSON shape.
     pub async fn produce(
         &self,

@@ -244,6 +244,10 @@ pub fn permission(
         ("POST", "/v1/topics/{topic}/records") => (Write, Topic, topic),
         ("GET", "/v1/topics/{topic}/partitions/{partition}/records") => (Read, Topic, topic),
         ("GET", "/v1/topics/{topic}/partitions/{partition}/offsets") => (Read, Topic, topic),
+        // As Kafka's DeleteRecords: Delete on the topic.
+        ("POST", "/v1/topics/{topic}/partitions/{partition}/delete-records") => {
+            (Delete, Topic, topic)
+        }
         ("GET", "/v1/subscriptions/{name}") => (Describe, Subscription, sub),
         ("GET", "/v1/subscriptions/{name}/deliveries") => (Describe, Subscription, sub),
         ("PATCH", "/v1/subscriptions/{name}") => (Alter, Subscription, sub),
@@ -680,6 +684,10 @@ mod tests {
         for (m, route) in [
             ("GET", "/v1/topics/{topic}"),
             ("POST", "/v1/topics/{topic}/records"),
+            (
+                "POST",
+                "/v1/topics/{topic}/partitions/{partition}/delete-records",
+            ),
             ("GET", "/v1/subscriptions/{name}/events"),
             ("GET", "/v1/groups/{group}"),
         ] {

@@ -283,6 +283,10 @@ pub fn router(state: AppState) -> Router {
             get(records::offset_for_time),
         )
         .route(
+            "/v1/topics/{topic}/partitions/{partition}/delete-records",
+            post(records::delete_records),
+        )
+        .route(
             "/v1/subscriptions",
             get(subscriptions::list).post(subscriptions::create),
         )

@@ -206,3 +206,52 @@ pub async fn offset_for_time(
         json!({ "partition": partition, "timestamp": q.timestamp, "offset": offset }),
     ))
 }
+
+/// Where `delete-records` moves a partition's start: an offset, or `"latest"` (the
+/// partition's end: every record readable now).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DeleteBefore {
+    Offset(u64),
+    Named(DeleteBeforeName),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum DeleteBeforeName {
+    Latest,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteRecordsBody {
+    before_offset: DeleteBefore,
+}
+
+/// Deletes a partition's records below an offset, as Kafka's DeleteRecords does: the
+/// partition's start (`earliest`) moves there, durably, for every reader.
+pub async fn delete_records(
+    State(state): State<AppState>,
+    Path((topic, partition)): Path<(String, u32)>,
+    body: Bytes,
+) -> Result<Json<Value>, Problem> {
+    let body: DeleteRecordsBody = serde_json::from_value(Value::Object(json_body(&body, &[])?))
+        .map_err(|e| {
+            Problem::invalid_json(format!(
+                "{e}; expected {{\"before_offset\": <offset> or \"latest\"}}"
+            ))
+        })?;
+    let offset = match body.before_offset {
+        DeleteBefore::Offset(o) => Some(o),
+        DeleteBefore::Named(DeleteBeforeName::Latest) => None,
+    };
+    let earliest = state
+        .broker
+        .delete_records(&topic, partition, offset)
+        .await?;
+    let (_, latest) = state.broker.bounds(&topic, partition)?;
+    debug_assert!(earliest <= latest, "a start past the end");
+    Ok(Json(
+        json!({ "partition": partition, "earliest": earliest, "latest": latest }),
+    ))
+}

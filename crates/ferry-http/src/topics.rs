@@ -18,6 +18,7 @@ pub fn topic_json(t: &TopicInfo) -> Value {
     let c = &t.config;
     json!({
         "name": c.name,
+        "topic_id": c.topic_id.to_string(),
         "partitions": c.partitions,
         "retention_ms": c.retention_ms.map_or(-1, |v| v as i64),
         "retention_bytes": c.retention_bytes.map_or(-1, |v| v as i64),

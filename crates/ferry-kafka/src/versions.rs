@@ -3,8 +3,10 @@
 //!
 //! Produce is listed from v0 although only v3 and later are handled: older librdkafka
 //! releases check for v0 before they enable compression, and Kafka 4 does the same
-//! (v0-v2 requests are answered by closing the connection). Fetch, Produce and Metadata
-//! stop before the versions that address topics by id, and ListOffsets before the
+//! (v0-v2 requests are answered by closing the connection). Topics are addressed by id
+//! in Metadata v12+ (ids answered from v10), Fetch v13+ and Produce v13, DeleteTopics
+//! v6; CreateTopics v7 answers the new topic's id. Fetch stops at v16: v17 and v18 add
+//! only what replicas of a multi-node cluster send. ListOffsets stops before the
 //! max-timestamp query, which Ferry does not implement. The group APIs carry group
 //! instance ids (static membership): JoinGroup v5+ (v9's `skip_assignment` is never
 //! set: a static leader that restarts is answered as a follower, as Kafka did before
@@ -16,19 +18,19 @@
 //! to v1 and OffsetDelete v0). The partition admin APIs (DeleteRecords, DescribeLogDirs,
 //! DescribeProducers, OffsetForLeaderEpoch, ElectLeaders) and DescribeCluster are listed
 //! with every version the codec has; OffsetForLeaderEpoch starts at v2, the codec's
-//! lowest, which librdkafka and the Java client use.
+//! lowest, which librdkafka and the Java client use. DescribeTopicPartitions has only v0.
 
 use kafka_protocol::messages::ApiKey;
 
 /// (api, lowest, highest) version handled.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 0, 11),
-    (ApiKey::Fetch, 4, 12),
+    (ApiKey::Produce, 0, 13),
+    (ApiKey::Fetch, 4, 16),
     (ApiKey::ListOffsets, 1, 6),
-    (ApiKey::Metadata, 0, 9),
+    (ApiKey::Metadata, 0, 13),
     (ApiKey::ApiVersions, 0, 4),
-    (ApiKey::CreateTopics, 2, 5),
-    (ApiKey::DeleteTopics, 1, 5),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeConfigs, 1, 4),
@@ -58,6 +60,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
 /// Versions below this are listed (for old clients' feature checks) but not handled.
@@ -140,6 +143,8 @@ mod tests {
             ApiKey::DescribeCluster => {
                 DescribeClusterRequest::VERSIONS.intersect(&DescribeClusterResponse::VERSIONS)
             }
+            ApiKey::DescribeTopicPartitions => DescribeTopicPartitionsRequest::VERSIONS
+                .intersect(&DescribeTopicPartitionsResponse::VERSIONS),
             _ => unreachable!(),
         };
         (r.min, r.max)

@@ -521,6 +521,19 @@ pub enum TopicCommand {
     },
     /// Delete a topic and all its data.
     Delete(Named),
+    /// Delete a partition's records below an offset (its start moves there, as Kafka's
+    /// DeleteRecords does).
+    DeleteRecords {
+        name: String,
+        /// The partition
+        #[arg(long, short)]
+        partition: u32,
+        /// Delete the records below this offset; `latest` deletes every record readable now
+        #[arg(long, value_name = "OFFSET|latest")]
+        before: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Args)]

@@ -129,6 +129,31 @@ pub async fn topic(cmd: TopicCommand) -> anyhow::Result<()> {
                 format!("Deleted topic {}.", a.name)
             })
         }
+        TopicCommand::DeleteRecords {
+            name,
+            partition,
+            before,
+            client,
+        } => {
+            let before_offset = match before.as_str() {
+                "latest" => None,
+                n => Some(n.parse::<u64>().map_err(|_| {
+                    anyhow::anyhow!(
+                        "--before takes an offset (a non-negative integer) or `latest`, not {n:?}"
+                    )
+                })?),
+            };
+            let r = client
+                .client()?
+                .delete_records(&name, partition, before_offset)
+                .await?;
+            output::answer_line(client.json, &r, || {
+                format!(
+                    "Partition {partition} of {name} now starts at offset {} (latest {}).",
+                    r["earliest"], r["latest"]
+                )
+            })
+        }
     }
 }
 

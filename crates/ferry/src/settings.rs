@@ -365,6 +365,7 @@ fn topic_defaults(args: &ServeArgs, file: &mut FileSettings) -> anyhow::Result<T
         flush_interval_ms: defaults.flush_interval_ms,
         created_at_ms: 0,
         timestamp_type: Default::default(),
+        topic_id: Default::default(),
     }
     .validate()
     .context("invalid default topic setting")?;

@@ -199,6 +199,17 @@ async fn acls_decide_what_a_user_may_do_with_topics() {
     grant(&s, json!({"principal": "User:alice", "resource_type": "topic", "resource_name": "orders", "operation": "write"})).await;
     let (status, body) = call(produce()).await;
     assert_eq!(status, 200, "{body}");
+    // Deleting records needs delete on the topic, as Kafka's DeleteRecords.
+    let (status, p) = call(
+        alice(http().post(format!(
+            "{}/v1/topics/orders/partitions/0/delete-records",
+            s.url
+        )))
+        .json(&json!({"before_offset": "latest"})),
+    )
+    .await;
+    assert_eq!(status, 403, "{p}");
+    assert_eq!(p["operation"], "delete");
     let (status, _) = call(alice(
         http().get(format!("{}/v1/topics/orders/partitions/0/records", s.url)),
     ))

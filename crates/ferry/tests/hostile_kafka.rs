@@ -220,6 +220,9 @@ impl Conn {
 struct Gen {
     rng: StdRng,
     topics: Vec<String>,
+    /// The ids of `topics` (ids of deleted or re-created topics go stale, as a
+    /// client's would).
+    topic_ids: Vec<uuid::Uuid>,
     /// What the request being built may still take, in bytes, roughly: nested lists
     /// and long strings draw on it, so that a request stays near the frame limit (and
     /// the generator's own memory small).
@@ -392,6 +395,18 @@ impl Gen {
             TopicName(StrBytes::from_string(self.topics[i].clone()))
         } else {
             TopicName(self.str_bytes())
+        }
+    }
+
+    /// A topic id: one of the topics', a random one, or the zero id.
+    fn topic_id(&mut self) -> uuid::Uuid {
+        if self.chance(0.6) {
+            let i = self.rng.gen_range(0..self.topic_ids.len());
+            self.topic_ids[i]
+        } else if self.chance(0.5) {
+            uuid::Uuid::from_bytes(self.rng.gen())
+        } else {
+            uuid::Uuid::nil()
         }
     }
 
@@ -575,6 +590,7 @@ impl Gen {
                     });
                     TopicProduceData::default()
                         .with_name(g.topic())
+                        .with_topic_id(g.topic_id())
                         .with_partition_data(parts)
                 });
                 let acks = *[-1i16, 0, 1, 2, -2, i16::MIN, i16::MAX][self.rng.gen_range(0..7)..]
@@ -600,6 +616,7 @@ impl Gen {
                     });
                     FetchTopic::default()
                         .with_topic(g.topic())
+                        .with_topic_id(g.topic_id())
                         .with_partitions(parts)
                 });
                 // A long wait blocks only this connection; it is bounded by FETCH_WAIT_MS_MAX.
@@ -638,7 +655,14 @@ impl Gen {
                 let topics = if self.chance(0.2) {
                     None
                 } else {
-                    Some(self.list(|g| MetadataRequestTopic::default().with_name(Some(g.topic()))))
+                    Some(self.list(|g| {
+                        // By name, by id (v12+; before, a null name does not encode and
+                        // the request is built again), or both.
+                        let name = if g.chance(0.8) { Some(g.topic()) } else { None };
+                        MetadataRequestTopic::default()
+                            .with_name(name)
+                            .with_topic_id(g.topic_id())
+                    }))
                 };
                 RequestKind::Metadata(
                     MetadataRequest::default()
@@ -677,18 +701,27 @@ impl Gen {
                 )
             }
             ApiKey::DeleteTopics => {
-                let names = self.list(|g| g.own_topic());
-                RequestKind::DeleteTopics(
-                    DeleteTopicsRequest::default()
-                        .with_topic_names(names.clone())
-                        .with_topics(
-                            names
-                                .into_iter()
-                                .map(|n| DeleteTopicState::default().with_name(Some(n)))
-                                .collect(),
-                        )
-                        .with_timeout_ms(self.i32()),
-                )
+                // Names (v1-5; a non-empty v6 list does not encode there) or, for v6,
+                // names, ids (never the ordinary clients' topic's), both or neither.
+                let req = if self.chance(0.5) {
+                    DeleteTopicsRequest::default().with_topic_names(self.list(|g| g.own_topic()))
+                } else {
+                    let steady = self.topic_ids.first().copied();
+                    DeleteTopicsRequest::default().with_topics(self.list(|g| {
+                        let name = if g.chance(0.6) {
+                            Some(g.own_topic())
+                        } else {
+                            None
+                        };
+                        let id = Some(g.topic_id())
+                            .filter(|id| Some(*id) != steady)
+                            .unwrap_or_default();
+                        DeleteTopicState::default()
+                            .with_name(name)
+                            .with_topic_id(id)
+                    }))
+                };
+                RequestKind::DeleteTopics(req.with_timeout_ms(self.i32()))
             }
             ApiKey::CreatePartitions => {
                 let topics = self.list(|g| {
@@ -1088,6 +1121,26 @@ impl Gen {
                     .with_endpoint_type(self.i8())
                     .with_include_fenced_brokers(self.chance(0.5)),
             ),
+            ApiKey::DescribeTopicPartitions => {
+                let topics = self.list(|g| {
+                    describe_topic_partitions_request::TopicRequest::default().with_name(g.topic())
+                });
+                let cursor = if self.chance(0.5) {
+                    None
+                } else {
+                    Some(
+                        describe_topic_partitions_request::Cursor::default()
+                            .with_topic_name(self.topic())
+                            .with_partition_index(self.partition()),
+                    )
+                };
+                RequestKind::DescribeTopicPartitions(
+                    DescribeTopicPartitionsRequest::default()
+                        .with_topics(topics)
+                        .with_response_partition_limit(self.i32())
+                        .with_cursor(cursor),
+                )
+            }
             other => panic!(
                 "no generator for {other:?}: Ferry advertises an API this test does not know"
             ),
@@ -1519,6 +1572,17 @@ async fn hostile_kafka_requests_on_every_advertised_version_leave_ordinary_clien
         create_topic(&s.url, json!({"name": name, "partitions": 2})).await;
         topics.push(name);
     }
+    let mut topic_ids = Vec::new();
+    for name in &topics {
+        let (_, t) = call(http().get(format!("{}/v1/topics/{name}", s.url))).await;
+        topic_ids.push(
+            t["topic_id"]
+                .as_str()
+                .unwrap()
+                .parse::<uuid::Uuid>()
+                .unwrap(),
+        );
+    }
     let idle_mib = s.rss_mib();
 
     let mut conn = Conn::open(&s.kafka).await;
@@ -1574,6 +1638,7 @@ async fn hostile_kafka_requests_on_every_advertised_version_leave_ordinary_clien
             budget: REQUEST_BUDGET,
             rng: StdRng::seed_from_u64(seed.wrapping_add(w as u64)),
             topics: topics.clone(),
+            topic_ids: topic_ids.clone(),
         };
         workers.push(tokio::spawn(hostile_worker(
             s.kafka.clone(),

@@ -408,6 +408,7 @@ async fn the_openapi_document_names_every_route() {
         "/v1/topics/{topic}/records",
         "/v1/topics/{topic}/partitions/{partition}/records",
         "/v1/topics/{topic}/partitions/{partition}/offsets",
+        "/v1/topics/{topic}/partitions/{partition}/delete-records",
         "/v1/subscriptions",
         "/v1/subscriptions/{name}",
         "/v1/subscriptions/{name}/pull",

@@ -1,6 +1,6 @@
 //! Topic administration and producer ids.
 
-use super::{Ctx, Session};
+use super::{topic_ids, Ctx, Session};
 use crate::errors;
 use ferry_auth::{Operation, ResourceType};
 use ferry_broker::{BrokerError, TimestampType, TopicSettings};
@@ -12,7 +12,7 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
     BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
     CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, InitProducerIdRequest,
-    InitProducerIdResponse, ProducerId,
+    InitProducerIdResponse, ProducerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -120,7 +120,8 @@ pub async fn create_topics(
         let result = CreatableTopicResult::default()
             .with_name(t.name.clone())
             .with_replication_factor(1);
-        let outcome: Result<i32, (i16, String)> = async {
+        // The partition count and (v7+) the id of the topic created.
+        let outcome: Result<(i32, uuid::Uuid), (i16, String)> = async {
             if !may_create_topic(ctx, session, &name) {
                 return Err(topic_denied("create", &name));
             }
@@ -168,20 +169,25 @@ pub async fn create_topics(
                         format!("topic '{name}' already exists"),
                     ));
                 }
-                return Ok(settings
+                let n = settings
                     .partitions
-                    .unwrap_or(ctx.broker.defaults().partitions) as i32);
+                    .unwrap_or(ctx.broker.defaults().partitions);
+                // A dry run gives no id, as in Kafka: the topic has none yet.
+                return Ok((n as i32, uuid::Uuid::nil()));
             }
             let info = ctx
                 .broker
                 .create_topic(&name, settings)
                 .await
                 .map_err(|e| (errors::code(&e), e.to_string()))?;
-            Ok(info.config.partitions as i32)
+            Ok((
+                info.config.partitions as i32,
+                topic_ids::to_wire(info.config.topic_id),
+            ))
         }
         .await;
         topics.push(match outcome {
-            Ok(n) => result.with_num_partitions(n),
+            Ok((n, id)) => result.with_num_partitions(n).with_topic_id(id),
             Err((code, message)) => result
                 .with_error_code(code)
                 .with_error_message(Some(StrBytes::from_string(message)))
@@ -191,29 +197,60 @@ pub async fn create_topics(
     CreateTopicsResponse::default().with_topics(topics)
 }
 
+/// DeleteTopics. Up to v5 topics are named by name; from v6 by name or by id (not
+/// both: INVALID_REQUEST), an id no topic has answering UNKNOWN_TOPIC_ID. A topic
+/// named by id that the session may not delete answers TOPIC_AUTHORIZATION_FAILED
+/// without its name.
 pub async fn delete_topics(
     ctx: &Ctx,
     req: DeleteTopicsRequest,
+    version: i16,
     session: &Session,
 ) -> DeleteTopicsResponse {
+    let wanted: Vec<(Option<TopicName>, uuid::Uuid)> = if version >= 6 {
+        req.topics
+            .into_iter()
+            .map(|t| (t.name, t.topic_id))
+            .collect()
+    } else {
+        req.topic_names
+            .into_iter()
+            .map(|n| (Some(n), uuid::Uuid::nil()))
+            .collect()
+    };
     let mut responses = Vec::new();
-    for name in req.topic_names {
-        // (No message: DeleteTopics carries one only from v5.)
-        let code = if !session.may(&ctx.auth, Operation::Delete, ResourceType::Topic, &name.0) {
-            ResponseError::TopicAuthorizationFailed.code()
-        } else {
-            match ctx.broker.delete_topic(&name.0).await {
-                Ok(()) => errors::NONE,
-                Err(e) => errors::code(&e),
+    for (name, id) in wanted {
+        let result = DeletableTopicResult::default().with_topic_id(id);
+        // (No message before v5: DeleteTopics carries one only from v5.)
+        let (shown, code) = match (name, id.is_nil()) {
+            (Some(name), true) => {
+                let code = delete_topic(ctx, session, &name.0).await;
+                (Some(name), code)
             }
+            (None, false) => match topic_ids::name_of(ctx, id) {
+                Some(name) => {
+                    let code = delete_topic(ctx, session, &name).await;
+                    let denied = code == ResponseError::TopicAuthorizationFailed.code();
+                    ((!denied).then(|| TopicName(name.into())), code)
+                }
+                None => (None, ResponseError::UnknownTopicId.code()),
+            },
+            (name, _) => (name, ResponseError::InvalidRequest.code()),
         };
-        responses.push(
-            DeletableTopicResult::default()
-                .with_name(Some(name))
-                .with_error_code(code),
-        );
+        responses.push(result.with_name(shown).with_error_code(code));
     }
     DeleteTopicsResponse::default().with_responses(responses)
+}
+
+/// Deletes one topic if the session may: the Kafka error code.
+async fn delete_topic(ctx: &Ctx, session: &Session, name: &str) -> i16 {
+    if !session.may(&ctx.auth, Operation::Delete, ResourceType::Topic, name) {
+        return ResponseError::TopicAuthorizationFailed.code();
+    }
+    match ctx.broker.delete_topic(name).await {
+        Ok(()) => errors::NONE,
+        Err(e) => errors::code(&e),
+    }
 }
 
 pub async fn create_partitions(

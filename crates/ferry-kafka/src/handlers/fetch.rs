@@ -9,8 +9,15 @@
 //! that a consumer is never stuck behind a batch larger than its limits: the first
 //! partition (in request order) that has data returns its first batch whole whatever
 //! its size; the partitions after it then get only what fits in what is left.
+//!
+//! # Topic ids
+//!
+//! From v13 topics are named by id. The id is looked up again each time the answer is
+//! built (also after a long-poll wait), so a topic deleted meanwhile, or deleted and
+//! created again under its name, answers UNKNOWN_TOPIC_ID rather than another topic's
+//! records.
 
-use super::{Ctx, Session};
+use super::{topic_ids, Ctx, Session};
 use crate::config::FETCH_WAIT_MS_MAX;
 use crate::errors;
 use bytes::Bytes;
@@ -22,32 +29,52 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use std::time::{Duration, Instant};
 
-pub async fn fetch(ctx: &Ctx, req: FetchRequest, session: &Session) -> FetchResponse {
-    // Topics the session may not read answer TOPIC_AUTHORIZATION_FAILED (decided once).
-    let readable: Vec<bool> = req
-        .topics
+/// Each topic of the request: its name, or the error all its partitions answer.
+fn resolve(ctx: &Ctx, req: &FetchRequest, version: i16) -> Vec<Result<String, i16>> {
+    req.topics
         .iter()
-        .map(|t| session.may(&ctx.auth, Operation::Read, ResourceType::Topic, &t.topic.0))
+        .map(|t| {
+            if version >= 13 {
+                topic_ids::name_of(ctx, t.topic_id)
+                    .ok_or(kafka_protocol::ResponseError::UnknownTopicId.code())
+            } else {
+                Ok(t.topic.0.to_string())
+            }
+        })
+        .collect()
+}
+
+pub async fn fetch(ctx: &Ctx, req: FetchRequest, version: i16, session: &Session) -> FetchResponse {
+    // Topics the session may not read answer TOPIC_AUTHORIZATION_FAILED (decided once:
+    // a topic named by id that is later re-created is refused by its new id anyway).
+    let readable: Vec<bool> = resolve(ctx, &req, version)
+        .iter()
+        .map(|t| match t {
+            Ok(name) => session.may(&ctx.auth, Operation::Read, ResourceType::Topic, name),
+            // An unknown id answers UNKNOWN_TOPIC_ID, whoever asks.
+            Err(_) => true,
+        })
         .collect();
     let wait = Duration::from_millis(req.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX) as u64);
     let deadline = Instant::now() + wait;
     let min_bytes = req.min_bytes.max(0) as usize;
     let max_bytes = (req.max_bytes.max(0) as usize).min(ctx.config.fetch_bytes_max);
-    let (mut resp, bytes, errored) = fetch_once(ctx, &req, &readable, max_bytes).await;
+    let (mut resp, bytes, errored) = fetch_once(ctx, &req, version, &readable, max_bytes).await;
     if bytes >= min_bytes || errored {
         return resp;
     }
     // Wait for one of this request's partitions to grow; appends elsewhere only cost a
     // cheap check of the bounds, not a re-read.
-    let mut seen = ends(ctx, &req);
+    let mut seen = ends(ctx, &req, version);
     loop {
         let notified = ctx.broker.any_readable().notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let now_ends = ends(ctx, &req);
+        let now_ends = ends(ctx, &req, version);
         if now_ends != seen {
             seen = now_ends;
-            let (again, bytes, errored) = fetch_once(ctx, &req, &readable, max_bytes).await;
+            let (again, bytes, errored) =
+                fetch_once(ctx, &req, version, &readable, max_bytes).await;
             resp = again;
             if bytes >= min_bytes || errored {
                 return resp;
@@ -62,20 +89,19 @@ pub async fn fetch(ctx: &Ctx, req: FetchRequest, session: &Session) -> FetchResp
 }
 
 /// The latest offset of every partition the request names (unknown ones as `None`).
-fn ends(ctx: &Ctx, req: &FetchRequest) -> Vec<Option<u64>> {
+fn ends(ctx: &Ctx, req: &FetchRequest, version: i16) -> Vec<Option<u64>> {
+    let names = resolve(ctx, req, version);
     req.topics
         .iter()
-        .flat_map(|t| {
+        .zip(names)
+        .flat_map(|(t, name)| {
             t.partitions
                 .iter()
-                .map(move |p| (t.topic.0.to_string(), p.partition))
+                .map(move |p| (name.clone(), p.partition))
         })
-        .map(|(name, p)| {
-            if p < 0 {
-                None
-            } else {
-                ctx.broker.bounds(&name, p as u32).ok().map(|(_, l)| l)
-            }
+        .map(|(name, p)| match name {
+            Ok(name) if p >= 0 => ctx.broker.bounds(&name, p as u32).ok().map(|(_, l)| l),
+            _ => None,
         })
         .collect()
 }
@@ -83,30 +109,40 @@ fn ends(ctx: &Ctx, req: &FetchRequest) -> Vec<Option<u64>> {
 async fn fetch_once(
     ctx: &Ctx,
     req: &FetchRequest,
+    version: i16,
     readable: &[bool],
     max_bytes: usize,
 ) -> (FetchResponse, usize, bool) {
     let mut total = 0usize;
     let mut errored = false;
     let mut responses = Vec::new();
-    for (i, topic) in req.topics.iter().enumerate() {
-        let name = topic.topic.0.to_string();
+    let names = resolve(ctx, req, version);
+    debug_assert_eq!(names.len(), req.topics.len());
+    for (i, (topic, name)) in req.topics.iter().zip(names).enumerate() {
         let mut partitions = Vec::new();
         for p in &topic.partitions {
-            if !readable.get(i).copied().unwrap_or(false) {
+            let refused = match &name {
+                Err(code) => Some(*code),
+                Ok(_) if !readable.get(i).copied().unwrap_or(false) => {
+                    Some(kafka_protocol::ResponseError::TopicAuthorizationFailed.code())
+                }
+                Ok(_) => None,
+            };
+            if let Some(code) = refused {
                 errored = true;
                 partitions.push(
                     PartitionData::default()
                         .with_partition_index(p.partition)
-                        .with_error_code(
-                            kafka_protocol::ResponseError::TopicAuthorizationFailed.code(),
-                        )
+                        .with_error_code(code)
                         .with_high_watermark(-1)
                         .with_last_stable_offset(-1)
                         .with_records(Some(Bytes::new())),
                 );
                 continue;
             }
+            let Ok(name) = &name else {
+                continue;
+            };
             // Until a partition has given data, the first batch comes whole.
             let first_batch = if total == 0 {
                 FirstBatch::Whole
@@ -114,7 +150,7 @@ async fn fetch_once(
                 FirstBatch::WithinLimit
             };
             let left = max_bytes.saturating_sub(total);
-            let (data, read, failed) = fetch_partition(ctx, &name, p, left, first_batch).await;
+            let (data, read, failed) = fetch_partition(ctx, name, p, left, first_batch).await;
             debug_assert!(
                 read <= left || total == 0,
                 "partition gave {read} bytes with {left} left"
@@ -126,6 +162,7 @@ async fn fetch_once(
         responses.push(
             FetchableTopicResponse::default()
                 .with_topic(topic.topic.clone())
+                .with_topic_id(topic.topic_id)
                 .with_partitions(partitions),
         );
     }

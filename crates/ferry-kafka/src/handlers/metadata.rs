@@ -3,8 +3,16 @@
 //! answers TOPIC_AUTHORIZATION_FAILED (whether it exists or not), one whose name breaks
 //! Ferry's topic-name rule INVALID_TOPIC_EXCEPTION (auto-creation or not), and
 //! auto-creation needs Create on the cluster or the topic.
+//!
+//! # Topic ids
+//!
+//! From v10 every topic answered carries its id. From v12 a request may name a topic
+//! by id alone (its name null): an id no topic has answers UNKNOWN_TOPIC_ID, one the
+//! session may not Describe TOPIC_AUTHORIZATION_FAILED, both with the name null so that
+//! an id does not reveal a name. A topic with neither name nor id (or an id before v12,
+//! where Kafka takes names only) answers INVALID_REQUEST.
 
-use super::{Ctx, Session};
+use super::{topic_ids, Ctx, Session};
 use crate::errors;
 use ferry_auth::{Operation, ResourceType};
 use kafka_protocol::messages::metadata_response::{
@@ -13,6 +21,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+use uuid::Uuid;
 
 /// The cluster id Metadata and DescribeCluster give.
 pub const CLUSTER_ID: &str = "ferry";
@@ -41,16 +50,45 @@ pub async fn metadata(
             .filter(|n| describable(n))
             .collect()
     };
+    // Topics named by an id Ferry cannot answer with a name (see the module's doc).
+    let mut by_id_refused: Vec<(Uuid, i16)> = Vec::new();
     let names: Vec<String> = match req.topics {
         None => all_topics(),
         Some(t) if t.is_empty() && version == 0 => all_topics(),
         Some(t) => {
-            // Each name once, however often a request repeats it.
+            // Each name (and id) once, however often a request repeats it.
             let mut seen = std::collections::HashSet::new();
-            t.into_iter()
-                .filter_map(|t| t.name.map(|n| n.0.to_string()))
-                .filter(|n| seen.insert(n.clone()))
-                .collect()
+            let mut seen_ids = std::collections::HashSet::new();
+            let mut names = Vec::new();
+            for t in t {
+                let name = match t.name {
+                    Some(n) => n.0.to_string(),
+                    None if version < 12 || t.topic_id.is_nil() => {
+                        if seen_ids.insert(t.topic_id) {
+                            by_id_refused.push((t.topic_id, ResponseError::InvalidRequest.code()));
+                        }
+                        continue;
+                    }
+                    None => match topic_ids::name_of(ctx, t.topic_id) {
+                        Some(n) if describable(&n) => n,
+                        found => {
+                            let code = if found.is_some() {
+                                ResponseError::TopicAuthorizationFailed
+                            } else {
+                                ResponseError::UnknownTopicId
+                            };
+                            if seen_ids.insert(t.topic_id) {
+                                by_id_refused.push((t.topic_id, code.code()));
+                            }
+                            continue;
+                        }
+                    },
+                };
+                if seen.insert(name.clone()) {
+                    names.push(name);
+                }
+            }
+            names
         }
     };
     if allow_create {
@@ -62,6 +100,13 @@ pub async fn metadata(
             .collect();
         auto_create(ctx, &creatable).await;
     }
+    let refused = by_id_refused.into_iter().map(|(id, code)| {
+        MetadataResponseTopic::default()
+            // Names are not nullable before v12.
+            .with_name((version < 12).then(|| TopicName(StrBytes::from_static_str(""))))
+            .with_topic_id(id)
+            .with_error_code(code)
+    });
     let topics = names
         .into_iter()
         .map(|name| {
@@ -77,6 +122,7 @@ pub async fn metadata(
             }
             match ctx.broker.describe_topic(&name) {
                 Ok(info) => topic
+                    .with_topic_id(topic_ids::to_wire(info.config.topic_id))
                     .with_topic_authorized_operations(if req.include_topic_authorized_operations {
                         super::cluster::topic_operations(ctx, session, &name)
                     } else {
@@ -98,6 +144,7 @@ pub async fn metadata(
                 Err(e) => topic.with_error_code(errors::code(&e)),
             }
         })
+        .chain(refused)
         .collect();
     MetadataResponse::default()
         .with_brokers(vec![broker])

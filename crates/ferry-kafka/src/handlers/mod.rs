@@ -4,6 +4,7 @@ mod admin;
 mod alter_configs;
 mod cluster;
 mod configs;
+mod describe_topics;
 mod fetch;
 mod groups;
 mod metadata;
@@ -13,6 +14,7 @@ mod partitions;
 mod produce;
 pub mod sasl;
 mod security;
+mod topic_ids;
 
 use crate::config::KafkaConfig;
 use crate::frame::{self, Request};
@@ -126,7 +128,7 @@ pub async fn handle(ctx: &Ctx, req: Request, session: &mut Session) -> Reply {
             tracing::debug!(peer = %session.peer, api = ?req.api_key, "Closing a Kafka connection: a request before authentication.");
             return Reply::Close(None);
         }
-        RequestKind::Produce(r) => return produce::produce(ctx, r, session).await,
+        RequestKind::Produce(r) => return produce::produce(ctx, r, req.version, session).await,
         _ => {}
     }
     Reply::Now(answer(ctx, req, session).await)
@@ -142,7 +144,7 @@ async fn answer(ctx: &Ctx, req: Request, session: &mut Session) -> Option<Respon
         RequestKind::Metadata(r) => {
             ResponseKind::Metadata(metadata::metadata(ctx, r, version, session).await)
         }
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::fetch(ctx, r, session).await),
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::fetch(ctx, r, version, session).await),
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(offsets::list_offsets(ctx, r, session).await)
         }
@@ -150,7 +152,7 @@ async fn answer(ctx: &Ctx, req: Request, session: &mut Session) -> Option<Respon
             ResponseKind::CreateTopics(admin::create_topics(ctx, r, session).await)
         }
         RequestKind::DeleteTopics(r) => {
-            ResponseKind::DeleteTopics(admin::delete_topics(ctx, r, session).await)
+            ResponseKind::DeleteTopics(admin::delete_topics(ctx, r, version, session).await)
         }
         RequestKind::CreatePartitions(r) => {
             ResponseKind::CreatePartitions(admin::create_partitions(ctx, r, session).await)
@@ -243,6 +245,9 @@ async fn answer(ctx: &Ctx, req: Request, session: &mut Session) -> Option<Respon
         RequestKind::ElectLeaders(r) => {
             ResponseKind::ElectLeaders(partitions::elect_leaders(ctx, r, version, session))
         }
+        RequestKind::DescribeTopicPartitions(r) => ResponseKind::DescribeTopicPartitions(
+            describe_topics::describe_topic_partitions(ctx, r, session),
+        ),
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(cluster::describe_cluster(ctx, r, session))
         }

@@ -7,8 +7,12 @@
 //! no trace context of its own, and its records' `traceparent` headers are stored as
 //! they are, for what the records cause later), the parent of each partition's append
 //! span and of the fsync spans its durability waits join.
+//!
+//! From v13 topics are named by id; an id no topic has answers UNKNOWN_TOPIC_ID for
+//! each of its partitions, so a producer whose topic was deleted and created again
+//! under its name learns it at once.
 
-use super::{Ctx, Reply, Session};
+use super::{topic_ids, Ctx, Reply, Session};
 use crate::errors;
 use ferry_auth::{Operation, ResourceType};
 use ferry_broker::{Appended, Broker};
@@ -22,17 +26,24 @@ use std::sync::Arc;
 /// A partition index and what appending its batches did (or the Kafka error code).
 type PartitionAppend = (i32, Result<Appended, i16>);
 
+/// A topic of the request: its name (empty for an id no topic has) and its id as the
+/// request gave it (zero before v13).
+struct Target {
+    name: TopicName,
+    id: uuid::Uuid,
+}
+
 /// What appending each topic's partitions did, in request order.
-type Appends = Vec<(TopicName, Vec<PartitionAppend>)>;
+type Appends = Vec<(Target, Vec<PartitionAppend>)>;
 
 /// Failed durability waits, by topic and partition: their Kafka error codes.
 type SyncErrors = HashMap<(String, i32), i16>;
 
-pub async fn produce(ctx: &Ctx, req: ProduceRequest, session: &Session) -> Reply {
+pub async fn produce(ctx: &Ctx, req: ProduceRequest, version: i16, session: &Session) -> Reply {
     let answer = req.acks != 0;
     let mut span = produce_span(&req);
     let trace = span.context();
-    let appended = append_all(ctx, req, trace, session).await;
+    let appended = append_all(ctx, req, version, trace, session).await;
     // Durability and the answer complete later.
     let broker = ctx.broker.clone();
     Reply::Later(Box::pin(async move {
@@ -57,6 +68,7 @@ pub async fn produce(ctx: &Ctx, req: ProduceRequest, session: &Session) -> Reply
 async fn append_all(
     ctx: &Ctx,
     req: ProduceRequest,
+    version: i16,
     trace: Option<TraceParent>,
     session: &Session,
 ) -> Appends {
@@ -64,13 +76,22 @@ async fn append_all(
     let transactional = req.transactional_id.is_some();
     let mut appended = Vec::new();
     for topic in req.topic_data {
-        let name = topic.name.0.to_string();
+        let (name, unknown_id) = if version >= 13 {
+            match topic_ids::name_of(ctx, topic.topic_id) {
+                Some(name) => (name, false),
+                None => (String::new(), true),
+            }
+        } else {
+            (topic.name.0.to_string(), false)
+        };
         let allowed = session.may(&ctx.auth, Operation::Write, ResourceType::Topic, &name);
         let invalid_name = ferry_broker::config::validate_topic_name(&name).is_err();
         let mut parts = Vec::new();
         for p in topic.partition_data {
             let result = if bad_acks {
                 Err(ResponseError::InvalidRequiredAcks.code())
+            } else if unknown_id {
+                Err(ResponseError::UnknownTopicId.code())
             } else if !allowed {
                 Err(ResponseError::TopicAuthorizationFailed.code())
             } else if transactional {
@@ -93,7 +114,11 @@ async fn append_all(
             };
             parts.push((p.index, result));
         }
-        appended.push((topic.name, parts));
+        let target = Target {
+            name: TopicName(name.into()),
+            id: topic.topic_id,
+        };
+        appended.push((target, parts));
     }
     appended
 }
@@ -106,7 +131,7 @@ async fn wait_durable(
     trace: Option<TraceParent>,
 ) -> SyncErrors {
     let mut waits = Vec::new();
-    for (name, parts) in appended {
+    for (Target { name, .. }, parts) in appended {
         for (index, result) in parts {
             if let Ok(Appended {
                 end_offset: Some(end),
@@ -150,6 +175,15 @@ fn bounded_name(name: &str) -> String {
     name[..end].to_string()
 }
 
+/// A topic as a span names it: its name, or its id when the request names it by id.
+fn topic_label(t: &kafka_protocol::messages::produce_request::TopicProduceData) -> String {
+    if t.name.0.is_empty() && !t.topic_id.is_nil() {
+        t.topic_id.to_string()
+    } else {
+        bounded_name(&t.name.0)
+    }
+}
+
 /// The request's span when tracing is on: its topics and partitions.
 fn produce_span(req: &ProduceRequest) -> Span {
     if !ferry_trace::enabled() {
@@ -165,7 +199,7 @@ fn produce_span(req: &ProduceRequest) -> Span {
     // that one span stays small whatever a client sends.
     match &req.topic_data[..] {
         [one] => {
-            attributes.push(KeyValue::new(attr::DESTINATION, bounded_name(&one.name.0)));
+            attributes.push(KeyValue::new(attr::DESTINATION, topic_label(one)));
             let partitions: Vec<i64> = one
                 .partition_data
                 .iter()
@@ -184,7 +218,7 @@ fn produce_span(req: &ProduceRequest) -> Span {
             let names: Vec<ferry_trace::StringValue> = topics
                 .iter()
                 .take(SPAN_LIST_MAX)
-                .map(|t| bounded_name(&t.name.0).into())
+                .map(|t| topic_label(t).into())
                 .collect();
             attributes.push(KeyValue::new(
                 attr::TOPICS,
@@ -233,7 +267,7 @@ fn finish_span(span: &mut Span, appended: &Appends, sync_errors: &SyncErrors) {
 fn respond(broker: &Broker, appended: Appends, sync_errors: &SyncErrors) -> ProduceResponse {
     let responses = appended
         .into_iter()
-        .map(|(name, parts)| {
+        .map(|(Target { name, id }, parts)| {
             let partition_responses = parts
                 .into_iter()
                 .map(|(index, result)| {
@@ -269,6 +303,7 @@ fn respond(broker: &Broker, appended: Appends, sync_errors: &SyncErrors) -> Prod
                 .collect();
             TopicProduceResponse::default()
                 .with_name(name)
+                .with_topic_id(id)
                 .with_partition_responses(partition_responses)
         })
         .collect();

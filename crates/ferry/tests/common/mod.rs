@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod endpoint;
+pub mod kafka;
 pub mod pg;
 
 use serde_json::Value;
