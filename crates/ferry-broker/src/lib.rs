@@ -14,6 +14,7 @@ pub mod produce;
 pub mod subs;
 pub mod time;
 pub mod topic;
+pub mod txn;
 mod writer;
 
 pub use broker::{

@@ -366,6 +366,31 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Commits offsets a transaction staged (TxnOffsetCommit), as its commit completes:
+    /// no member or generation is checked (the group may have moved on since; Kafka
+    /// commits them all the same).
+    pub async fn commit_transactional(
+        &self,
+        group_id: &str,
+        offsets: Vec<PartitionOffset>,
+    ) -> Result<()> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let store = Arc::clone(&self.offsets);
+        let (group, batch) = (group_id.to_string(), offsets.clone());
+        crate::broker::blocking(move || store.commit(&group, &batch)).await?;
+        let mut committed = lock(&self.committed);
+        let group_offsets = committed.entry(group_id.to_string()).or_default();
+        for offset in offsets {
+            group_offsets
+                .entry(offset.topic)
+                .or_default()
+                .insert(offset.partition, offset.committed);
+        }
+        Ok(())
+    }
+
     /// Committed offsets of a group: of the given partitions, or of every one.
     pub fn fetch_offsets(
         &self,
