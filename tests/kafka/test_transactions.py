@@ -211,3 +211,32 @@ def test_kill_9_mid_transaction_never_shows_its_records_and_new_transactions_wor
     q.commit_transaction(20)
     seen = read_all(ferry, "tx-crash", 2, expect=21)
     assert "after-restart" in seen and not any(v.startswith("open-") for v in seen)
+
+
+def test_kill_9_after_the_commit_was_decided_finishes_the_commit_at_restart(ferry):
+    """The coordinator persists PrepareCommit before it writes any marker: a crash
+    between the two is modelled by stopping with kill -9 while the transaction is open
+    and marking it decided in meta/transactions.json, as the coordinator would have."""
+    import json
+    import os
+    create(ferry, "tx-decided", 2)
+    p = txn_producer(ferry, "decided")
+    p.begin_transaction()
+    for i in range(10):
+        p.produce("tx-decided", key=f"k{i}", value=f"decided-{i}")
+    p.flush(10)
+    ferry.proc.kill()
+    ferry.proc.wait(10)
+    path = os.path.join(ferry.data_dir, "meta", "transactions.json")
+    with open(path) as f:
+        state = json.load(f)
+    assert state["transactions"]["decided"]["status"] == "ongoing"
+    assert len(state["transactions"]["decided"]["partitions"]) >= 1
+    state["transactions"]["decided"]["status"] = "prepare_commit"
+    with open(path, "w") as f:
+        json.dump(state, f)
+    ferry.start(kafka_addr=ferry.kafka)
+    seen = read_all(ferry, "tx-decided", 2, expect=10)
+    assert sorted(seen) == sorted(f"decided-{i}" for i in range(10))
+    with open(path) as f:
+        assert json.load(f)["transactions"]["decided"]["status"] == "complete_commit"
