@@ -99,6 +99,15 @@ pub struct TopicInfo {
     pub partitions: Vec<PartitionInfo>,
 }
 
+/// A partition's first readable offset, latest (next readable) offset, and last
+/// stable offset (≤ latest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StableBounds {
+    pub earliest: u64,
+    pub latest: u64,
+    pub stable: u64,
+}
+
 /// Server-wide settings of the broker.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -605,6 +614,19 @@ impl Broker {
     /// transaction, else its latest (next readable) offset.
     pub fn last_stable(&self, topic: &str, partition: u32) -> Result<u64> {
         Ok(self.topic(topic)?.partition(partition)?.log.last_stable())
+    }
+
+    /// [`Broker::bounds`] and the last stable offset, in one look-up (Fetch).
+    pub fn stable_bounds(&self, topic: &str, partition: u32) -> Result<StableBounds> {
+        let part = self.topic(topic)?.partition(partition)?;
+        let s = part.log.stats();
+        // Read after the latest offset, so never past it.
+        let stable = part.log.last_stable().min(s.latest);
+        Ok(StableBounds {
+            earliest: s.earliest,
+            latest: s.latest,
+            stable,
+        })
     }
 
     /// The transactions open in a partition: producer id and first offset.

@@ -18,7 +18,7 @@ pub mod txn;
 mod writer;
 
 pub use broker::{
-    now_ms, Broker, BrokerConfig, PartitionInfo, TimeLookup, TopicInfo, TopicSettings,
+    now_ms, Broker, BrokerConfig, PartitionInfo, StableBounds, TimeLookup, TopicInfo, TopicSettings,
 };
 pub use config::{DurabilityPolicy, TimestampType, TopicConfig, TopicDefaults};
 pub use error::{BrokerError, RecordError, Result};

@@ -46,7 +46,8 @@
 //! segments are keyed by their base offset and their offsets increase without overlap
 //! from one to the next; the log's next offset is the active segment's; nothing beyond
 //! it is synced or visible; the log start offset is not past the end; the earliest
-//! offset is visible. Each segment checks its own
+//! offset is visible; open and aborted transactions lie below the end. Each segment
+//! checks its own
 //! (see `Segment::check_invariants`), and indexes check that their keys increase.
 
 use crate::batch::{self, DecodeLimits};
@@ -414,6 +415,7 @@ impl PartitionLog {
                 inner.log_start
             ));
         }
+        inner.txns.check(end)?;
         let earliest = inner.earliest();
         if earliest > visible {
             return Err(format!(

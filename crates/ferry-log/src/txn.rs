@@ -169,6 +169,31 @@ impl TxnIndex {
             .collect()
     }
 
+    /// Checks what must hold for a log whose next offset is `end`: every open
+    /// transaction and every marker lies below it, a marker follows its transaction's
+    /// first offset, and aborted transactions are in marker order. `Err` names the
+    /// first broken one.
+    pub fn check(&self, end: u64) -> Result<(), String> {
+        for (pid, t) in &self.open {
+            if t.first_offset >= end || t.marker.is_some_and(|m| m >= end || m <= t.first_offset) {
+                return Err(format!(
+                    "producer {pid}'s open transaction {t:?} does not fit below {end}"
+                ));
+            }
+        }
+        for pair in self.aborted.windows(2) {
+            if pair[0].last_offset >= pair[1].last_offset {
+                return Err(format!("aborted transactions out of order: {pair:?}"));
+            }
+        }
+        match self.aborted.last() {
+            Some(a) if a.last_offset >= end || a.first_offset >= a.last_offset => Err(format!(
+                "aborted transaction {a:?} does not fit below {end}"
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Drops aborted transactions wholly below `offset` (the log's start).
     pub fn forget_below(&mut self, offset: u64) {
         let n = self.aborted.partition_point(|a| a.last_offset < offset);

@@ -167,10 +167,10 @@ async fn fetch_partition(
             count: 0,
         })
     } else {
-        ctx.broker.bounds(name, p.partition as u32)
+        ctx.broker.stable_bounds(name, p.partition as u32)
     };
-    let (earliest, latest) = match bounds {
-        Ok(b) => b,
+    let (earliest, latest, stable) = match bounds {
+        Ok(b) => (b.earliest, b.latest, b.stable),
         Err(e) => {
             let data = data
                 .with_error_code(errors::code(&e))
@@ -178,12 +178,6 @@ async fn fetch_partition(
             return (data, 0, true);
         }
     };
-    // One atomic load when the partition has no open transaction.
-    let stable = ctx
-        .broker
-        .last_stable(name, p.partition as u32)
-        .unwrap_or(latest)
-        .min(latest);
     let data = data
         .with_high_watermark(latest as i64)
         .with_last_stable_offset(stable as i64)
