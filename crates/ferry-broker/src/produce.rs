@@ -128,8 +128,9 @@ impl Broker {
     ) -> Result<Appended> {
         let topic = self.topic(topic)?;
         let part = topic.partition(partition)?;
-        let limits = client_batch_limits(self.limits, topic.config().max_record_bytes);
-        let topic_name = topic.config().name.clone();
+        let config = topic.config();
+        let limits = client_batch_limits(self.limits, config.max_record_bytes);
+        let topic_name = config.name;
         let txns = std::sync::Arc::clone(&self.txns);
         blocking(move || {
             let mut span = match trace {

@@ -231,6 +231,8 @@ pub async fn txn_offset_commit(
         ResponseError::GroupAuthorizationFailed.code()
     } else if !valid_txn_id(&txn_id) || count > OFFSETS_PER_REQUEST_MAX || bad_offset {
         ResponseError::InvalidRequest.code()
+    } else if let Err(e) = member_check(ctx, &req, &group).await {
+        super::groups::code(&e)
     } else {
         let offsets = req
             .topics
@@ -280,6 +282,29 @@ pub async fn txn_offset_commit(
             })
             .collect(),
     )
+}
+
+/// TxnOffsetCommit v3+ names the member and generation: checked as OffsetCommit checks
+/// them (older versions carry none: the empty member id and generation -1 pass only
+/// for a group without members, or are not checked when absent).
+async fn member_check(
+    ctx: &Ctx,
+    req: &kafka_protocol::messages::TxnOffsetCommitRequest,
+    group: &str,
+) -> ferry_broker::groups::GroupResult<()> {
+    let named = !req.member_id.is_empty() || req.generation_id >= 0;
+    if !named {
+        return Ok(());
+    }
+    ctx.broker
+        .groups
+        .check_member(
+            group,
+            &req.member_id,
+            req.group_instance_id.as_deref(),
+            req.generation_id,
+        )
+        .await
 }
 
 pub async fn end_txn(ctx: &Ctx, req: EndTxnRequest, session: &Session) -> EndTxnResponse {
