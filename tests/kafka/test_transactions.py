@@ -240,3 +240,67 @@ def test_kill_9_after_the_commit_was_decided_finishes_the_commit_at_restart(ferr
     assert sorted(seen) == sorted(f"decided-{i}" for i in range(10))
     with open(path) as f:
         assert json.load(f)["transactions"]["decided"]["status"] == "complete_commit"
+
+
+def test_queue_subscriptions_deliver_committed_records_only(ferry):
+    create(ferry, "tx-queue", 1)
+    http_json(f"{ferry.http}/v1/subscriptions",
+              {"name": "tx-worker", "topic": "tx-queue", "mode": "queue", "start": "earliest"})
+    p = txn_producer(ferry, "queue-feeder")
+    p.begin_transaction()
+    p.produce("tx-queue", value="aborted")
+    p.flush(10)
+    p.abort_transaction(20)
+    p.begin_transaction()
+    p.produce("tx-queue", value="committed")
+    p.commit_transaction(20)
+    p.begin_transaction()
+    p.produce("tx-queue", value="still-open")
+    p.flush(10)
+    pulled = http_json(f"{ferry.http}/v1/subscriptions/tx-worker/pull", {"max_records": 10, "wait_ms": 1000})
+    values = [r["value"]["base64"] if isinstance(r["value"], dict) else r["value"] for r in pulled["records"]]
+    assert [base64.b64decode(v).decode() for v in values] == ["committed"]
+    p.abort_transaction(20)
+
+
+def test_kafka_python_transactional_producer_commits_and_aborts(ferry):
+    kafka = pytest.importorskip("kafka")
+    create(ferry, "tx-kp", 1)
+    p = kafka.KafkaProducer(bootstrap_servers=ferry.kafka, transactional_id="kafka-python")
+    p.init_transactions()
+    p.begin_transaction()
+    p.send("tx-kp", b"kept")
+    p.commit_transaction()
+    p.begin_transaction()
+    p.send("tx-kp", b"dropped")
+    p.flush()
+    p.abort_transaction()
+    p.close()
+    assert read_all(ferry, "tx-kp", 1, expect=1) == ["kept"]
+
+
+@pytest.mark.parametrize("delay_ms", [0, 3, 10])
+def test_kill_9_during_a_commit_shows_all_of_the_transaction_or_none(ferry, delay_ms):
+    import threading
+    create(ferry, "tx-atomic", 8)
+    p = txn_producer(ferry, f"atomic-{delay_ms}")
+    p.begin_transaction()
+    for i in range(400):
+        p.produce("tx-atomic", key=f"k{i}", value=f"v{i}")
+    p.flush(10)
+    committing = threading.Thread(target=lambda: _swallow(lambda: p.commit_transaction(5)), daemon=True)
+    committing.start()
+    time.sleep(delay_ms / 1000)
+    ferry.proc.kill()
+    ferry.proc.wait(10)
+    ferry.start(kafka_addr=ferry.kafka)
+    seen = read_all(ferry, "tx-atomic", 8)
+    assert len(seen) in (0, 400), f"{len(seen)} of 400 records visible"
+    assert len(http_texts(ferry, "tx-atomic", 8)) == len(seen)
+
+
+def _swallow(call):
+    try:
+        call()
+    except KafkaException:
+        pass
