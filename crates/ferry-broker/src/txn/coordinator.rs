@@ -84,6 +84,24 @@ impl TxnCoordinator {
             .collect()
     }
 
+    /// The ids for which `test` answers true in its first and in its second place.
+    pub(crate) fn select(
+        &self,
+        test: impl Fn(&TxnMeta) -> (bool, bool),
+    ) -> (Vec<String>, Vec<String>) {
+        let (mut first, mut second) = (Vec::new(), Vec::new());
+        for (id, meta) in &lock(&self.table).by_id {
+            let (a, b) = test(meta);
+            if a {
+                first.push(id.clone());
+            }
+            if b {
+                second.push(id.clone());
+            }
+        }
+        (first, second)
+    }
+
     /// Persists the table with `txn_id` set to `meta`, then installs it. Callers hold
     /// `ops`.
     pub(crate) async fn commit_state(&self, txn_id: &str, meta: TxnMeta) -> Result<()> {
@@ -101,6 +119,27 @@ impl TxnCoordinator {
         let store = Arc::clone(&self.store);
         crate::broker::blocking(move || store.save(&bytes)).await?;
         lock(&self.table).set(txn_id, meta);
+        Ok(())
+    }
+
+    /// Forgets `ids`, durably. Callers hold `ops`.
+    pub(crate) async fn forget(&self, ids: &[String]) -> Result<()> {
+        let bytes = {
+            let table = lock(&self.table);
+            let mut all = table.by_id.clone();
+            for id in ids {
+                all.remove(id);
+            }
+            TxnStore::encode(&all)?
+        };
+        let store = Arc::clone(&self.store);
+        crate::broker::blocking(move || store.save(&bytes)).await?;
+        let mut table = lock(&self.table);
+        for id in ids {
+            if let Some(meta) = table.by_id.remove(id) {
+                table.by_producer.remove(&meta.producer_id);
+            }
+        }
         Ok(())
     }
 

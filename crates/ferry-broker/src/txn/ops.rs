@@ -128,20 +128,44 @@ impl Broker {
         }
     }
 
-    /// Aborts every ongoing transaction past its timeout, fencing its producer.
+    /// Aborts every ongoing transaction past its timeout, fencing its producer, and
+    /// forgets transactional ids unused for a week.
     pub async fn expire_transactions(&self) {
         let now = now_ms();
-        let due: Vec<(String, TxnMeta)> = self
-            .txns
-            .all()
-            .into_iter()
-            .filter_map(|(id, meta)| state::expire(&meta, now).map(|m| (id, m)))
-            .collect();
-        if due.is_empty() {
+        // Runs every maintenance tick: only the ids to act on are copied.
+        let (due, idle) = self.txns.select(|meta| {
+            (
+                state::expire(meta, now).is_some(),
+                state::expired_id(meta, now),
+            )
+        });
+        if due.is_empty() && idle.is_empty() {
             return;
         }
         let _ops = self.txns.ops.lock().await;
-        for (id, _) in due {
+        // Looked at again under `ops`: one may have been used meanwhile.
+        let idle: Vec<String> = idle
+            .into_iter()
+            .filter(|id| {
+                self.txns
+                    .get(id)
+                    .is_some_and(|m| state::expired_id(&m, now))
+            })
+            .collect();
+        if !idle.is_empty() {
+            match self.txns.forget(&idle).await {
+                Ok(()) => {
+                    tracing::info!(
+                        count = idle.len(),
+                        "Forgot transactional ids unused for a week."
+                    )
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Could not forget idle transactional ids; will retry.")
+                }
+            }
+        }
+        for id in due {
             // Looked at again under `ops`: it may have ended meanwhile.
             let Some(abort) = self.txns.get(&id).and_then(|m| state::expire(&m, now)) else {
                 continue;

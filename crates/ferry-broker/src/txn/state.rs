@@ -14,6 +14,9 @@ pub const TRANSACTIONAL_IDS_MAX: usize = 10_000;
 /// The longest transaction timeout a producer may ask for (Kafka's default
 /// `transaction.max.timeout.ms`).
 pub const TRANSACTION_TIMEOUT_MS_MAX: i32 = 900_000;
+/// A transactional id with no transaction open that has not been used for this long is
+/// forgotten (Kafka's default `transactional.id.expiration.ms`, 7 days).
+pub const TRANSACTIONAL_ID_EXPIRATION_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 /// The most partitions one transaction may write to.
 pub const PARTITIONS_PER_TRANSACTION_MAX: usize = 10_000;
 /// The most groups one transaction may commit offsets for.
@@ -304,6 +307,15 @@ pub fn complete(prepared: &TxnMeta, now_ms: u64) -> TxnMeta {
     }
 }
 
+/// Whether a transactional id is to be forgotten: no transaction open or being
+/// decided, and unused for [`TRANSACTIONAL_ID_EXPIRATION_MS`].
+pub fn expired_id(current: &TxnMeta, now_ms: u64) -> bool {
+    matches!(
+        current.status,
+        TxnStatus::Empty | TxnStatus::CompleteCommit | TxnStatus::CompleteAbort
+    ) && now_ms.saturating_sub(current.updated_ms) > TRANSACTIONAL_ID_EXPIRATION_MS
+}
+
 /// The abort of an ongoing transaction past its timeout, with the epoch bumped so that
 /// its producer is fenced; `None` when it has not timed out.
 pub fn expire(current: &TxnMeta, now_ms: u64) -> Option<TxnMeta> {
@@ -417,6 +429,16 @@ mod tests {
         let e = expire(&s, 1_011).unwrap();
         assert_eq!((e.status, e.epoch), (TxnStatus::PrepareAbort, 1));
         assert_eq!(end(&e, 5, 0, true, 1_012), Err(TxnError::ProducerFenced));
+    }
+
+    #[test]
+    fn idle_transactional_ids_expire_unless_a_transaction_is_open() {
+        let s = init(None, None, 1_000, 10, || 5).unwrap().next;
+        let later = 10 + TRANSACTIONAL_ID_EXPIRATION_MS + 1;
+        assert!(!expired_id(&s, later - 1));
+        assert!(expired_id(&s, later));
+        let open = add(&s, 5, 0, &[tp("a", 0)], None, 10).unwrap();
+        assert!(!expired_id(&open, later + 1_000_000));
     }
 
     #[test]
