@@ -304,3 +304,33 @@ def _swallow(call):
         call()
     except KafkaException:
         pass
+
+
+def test_kafka_python_admin_lists_and_describes_transactions_and_producers(ferry):
+    kafka = pytest.importorskip("kafka")
+    from kafka.admin import KafkaAdminClient
+    create(ferry, "tx-admin", 2)
+    p = txn_producer(ferry, "described")
+    p.begin_transaction()
+    p.produce("tx-admin", value="x", partition=1)
+    p.flush(10)
+    admin = KafkaAdminClient(bootstrap_servers=ferry.kafka)
+    try:
+        listed = [t for ts in admin.list_transactions().values() for t in ts]
+        mine = [t for t in listed if t.transactional_id == "described"]
+        assert len(mine) == 1 and str(mine[0].state.value) == "Ongoing"
+        ongoing_long = [t for ts in admin.list_transactions(duration_filter_ms=3_600_000).values() for t in ts]
+        assert not ongoing_long
+        d = admin.describe_transactions(["described"])["described"]
+        assert str(d.state.value) == "Ongoing" and d.transaction_timeout_ms == 60000
+        assert {(tp.topic, tp.partition) for tp in d.topic_partitions} == {("tx-admin", 1)}
+        assert d.transaction_start_time_ms > 0
+        producers = admin.describe_producers([kafka.TopicPartition("tx-admin", 1)])
+        states = list(producers.values())[0]
+        states = getattr(states, "active_producers", states)
+        assert [s.current_transaction_start_offset for s in states] == [0]
+        p.commit_transaction(20)
+        d = admin.describe_transactions(["described"])["described"]
+        assert str(d.state.value) == "CompleteCommit" and not d.topic_partitions
+    finally:
+        admin.close()
