@@ -8,6 +8,7 @@
 //! <data>/meta/topics.json                 topic settings (see `meta`)
 //! <data>/meta/groups.json                 consumer groups' committed offsets (see `groups::store`)
 //! <data>/meta/subscriptions.json          subscription settings (see `subs::registry`)
+//! <data>/meta/transactions.json           transactional ids and their transactions (see `txn`)
 //! <data>/topics/<topic>/<partition>/      one partition log (see ferry-log)
 //! <data>/subscriptions/<name>/            one subscription's journal, snapshot and delay
 //!                                         files (see `subs::store`)
@@ -99,6 +100,15 @@ pub struct TopicInfo {
     pub partitions: Vec<PartitionInfo>,
 }
 
+/// A partition's first readable offset, latest (next readable) offset, and last
+/// stable offset (≤ latest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StableBounds {
+    pub earliest: u64,
+    pub latest: u64,
+    pub stable: u64,
+}
+
 /// Server-wide settings of the broker.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -146,6 +156,8 @@ pub struct Broker {
     pub groups: crate::groups::Coordinator,
     /// Queue subscriptions.
     pub(crate) subs: crate::subs::Subscriptions,
+    /// Transactional ids and their transactions.
+    pub txns: Arc<crate::txn::TxnCoordinator>,
 }
 
 impl Broker {
@@ -190,6 +202,7 @@ impl Broker {
         let groups = crate::groups::Coordinator::new(Arc::new(
             crate::groups::FileOffsetStore::open(&dir.join("meta"))?,
         ))?;
+        let txns = Arc::new(crate::txn::TxnCoordinator::open(&dir.join("meta"))?);
         let any_readable = Arc::new(tokio::sync::Notify::new());
         let log_metrics = ferry_log::LogMetrics::default();
         let mut topics = HashMap::new();
@@ -239,6 +252,7 @@ impl Broker {
             log_metrics,
             groups,
             subs,
+            txns,
         }))
     }
 
@@ -608,6 +622,66 @@ impl Broker {
         .await
     }
 
+    /// [`Broker::read_batches`] for a `read_committed` reader: only batches before the
+    /// last stable offset, with the aborted transactions whose records the batches
+    /// returned may hold.
+    pub async fn read_committed_batches(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+        first_batch: FirstBatch,
+    ) -> Result<(ferry_log::ReadResult, Vec<ferry_log::AbortedTxn>)> {
+        let part = self.topic(topic)?.partition(partition)?;
+        blocking(move || {
+            let stable = part.log.last_stable();
+            let read = part
+                .log
+                .read_batches_until(offset, max_bytes, first_batch, stable)
+                .map_err(|e| BrokerError::from_log(partition, e))?;
+            let records = ferry_log::metrics::records_in_batches(&read.batches);
+            part.log
+                .counters
+                .count_out(records, read.batches.len() as u64);
+            let aborted = if read.batches.is_empty() {
+                Vec::new()
+            } else {
+                part.log.aborted_in(offset, stable)
+            };
+            Ok((read, aborted))
+        })
+        .await
+    }
+
+    /// A partition's last stable offset: the first offset of its earliest open
+    /// transaction, else its latest (next readable) offset.
+    pub fn last_stable(&self, topic: &str, partition: u32) -> Result<u64> {
+        Ok(self.topic(topic)?.partition(partition)?.log.last_stable())
+    }
+
+    /// [`Broker::bounds`] and the last stable offset, in one look-up (Fetch).
+    pub fn stable_bounds(&self, topic: &str, partition: u32) -> Result<StableBounds> {
+        let part = self.topic(topic)?.partition(partition)?;
+        let s = part.log.stats();
+        // Read after the latest offset, so never past it.
+        let stable = part.log.last_stable().min(s.latest);
+        Ok(StableBounds {
+            earliest: s.earliest,
+            latest: s.latest,
+            stable,
+        })
+    }
+
+    /// The transactions open in a partition: producer id and first offset.
+    pub fn open_transactions(&self, topic: &str, partition: u32) -> Result<Vec<(i64, u64)>> {
+        Ok(self
+            .topic(topic)?
+            .partition(partition)?
+            .log
+            .open_transactions())
+    }
+
     /// The histograms every partition log of this broker observes into.
     pub fn log_metrics(&self) -> &ferry_log::LogMetrics {
         &self.log_metrics
@@ -690,6 +764,7 @@ impl Broker {
                 tick.tick().await;
                 let Some(broker) = weak.upgrade() else { return };
                 broker.groups.tick(Instant::now()).await;
+                broker.expire_transactions().await;
                 broker.tick_subscriptions().await;
                 let retention_due = last_retention.elapsed()
                     >= Duration::from_millis(broker.config.retention_check_ms);

@@ -101,6 +101,9 @@ pub enum BrokerError {
     /// open ([`crate::BrokerConfig::max_open_segments`]).
     #[error("{asked} new partition(s) do not fit: the server has {open} segment files open and may hold {limit} (from its limit of open files); delete topics or raise the limit (ulimit -n)")]
     OpenFileLimit { asked: u64, open: u64, limit: u64 },
+    /// A transaction request that does not fit the coordinator's state.
+    #[error(transparent)]
+    Transaction(#[from] crate::txn::TxnError),
 }
 
 impl BrokerError {

@@ -15,10 +15,11 @@ pub mod subs;
 pub mod time;
 pub mod topic;
 pub mod topic_id;
+pub mod txn;
 mod writer;
 
 pub use broker::{
-    now_ms, Broker, BrokerConfig, PartitionInfo, TimeLookup, TopicInfo, TopicSettings,
+    now_ms, Broker, BrokerConfig, PartitionInfo, StableBounds, TimeLookup, TopicInfo, TopicSettings,
 };
 pub use config::{DurabilityPolicy, TimestampType, TopicConfig, TopicDefaults};
 pub use error::{BrokerError, RecordError, Result};

@@ -62,7 +62,9 @@ impl Partition {
         self.latest.subscribe()
     }
 
-    /// Reads and decodes records from `offset` (blocking I/O). Stops at `max_records`
+    /// Reads and decodes committed records from `offset` (blocking I/O): only up to
+    /// the last stable offset, without control batches or aborted transactions' records,
+    /// as a Kafka `read_committed` consumer sees them. Stops at `max_records`
     /// or once `max_bytes` of keys and values are gathered (always returning at least
     /// one record when there is one). A corrupt batch ends the read: what precedes it
     /// is returned; if nothing does, the corruption is the error.
@@ -90,7 +92,13 @@ impl Partition {
             }
             let size = read_size;
             read_size = (read_size * 2).min(read_max);
-            let read = match self.log.read(got.next, size) {
+            let stable = self.log.last_stable();
+            let read = match self.log.read_batches_until(
+                got.next,
+                size,
+                ferry_log::FirstBatch::Whole,
+                stable,
+            ) {
                 Ok(r) => r,
                 Err(e) if !got.records.is_empty() => {
                     tracing::warn!(partition = self.id, offset = got.next, error = %e, "Read stopped early.");
@@ -123,6 +131,14 @@ impl Partition {
                         break 'outer;
                     }
                 };
+                let aborted = header.is_transactional()
+                    && self
+                        .log
+                        .is_aborted(header.producer_id, header.base_offset as u64);
+                if aborted {
+                    got.next = got.next.max(header.last_offset() as u64 + 1);
+                    continue;
+                }
                 if !got.take(&header, batch_records, wanted) {
                     break 'outer;
                 }

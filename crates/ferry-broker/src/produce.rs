@@ -104,7 +104,7 @@ impl Broker {
     /// Appends a client's batches in order without waiting for durability, so that a
     /// connection can go on appending its next request while this one syncs. Each batch
     /// is checked as a reader will need it (CRC, every record decodable within the limits,
-    /// an honest record count, no control or transactional batch) and stored with its
+    /// an honest record count, no control batch) and stored with its
     /// codec. Stops at the first failing batch; what was appended before it stays and is
     /// reported in the result with the error.
     pub async fn append_client_batches(
@@ -128,7 +128,10 @@ impl Broker {
     ) -> Result<Appended> {
         let topic = self.topic(topic)?;
         let part = topic.partition(partition)?;
-        let limits = client_batch_limits(self.limits, topic.config().max_record_bytes);
+        let config = topic.config();
+        let limits = client_batch_limits(self.limits, config.max_record_bytes);
+        let topic_name = config.name;
+        let txns = std::sync::Arc::clone(&self.txns);
         blocking(move || {
             let mut span = match trace {
                 Some(parent) => append_span(partition, parent),
@@ -145,14 +148,34 @@ impl Broker {
             let now = now_ms();
             let mut p = 0;
             while p < batches.len() {
-                let (end, mut one, count) = match check_client_batch(&batches, p, &limits) {
+                let ClientBatch {
+                    end,
+                    bytes: mut one,
+                    records: count,
+                    txn,
+                } = match check_client_batch(&batches, p, &limits) {
                     Ok(c) => c,
                     Err(e) => {
                         out.error = Some(e);
                         break;
                     }
                 };
-                match part.log.append(&mut one, now) {
+                let appended = match txn {
+                    // A transactional batch goes in only as part of its producer's
+                    // ongoing transaction holding this partition.
+                    Some((pid, epoch)) => {
+                        txns.append_transactional(pid, epoch, &topic_name, partition, || {
+                            part.log
+                                .append(&mut one, now)
+                                .map_err(|e| BrokerError::from_log(partition, e))
+                        })
+                    }
+                    None => part
+                        .log
+                        .append(&mut one, now)
+                        .map_err(|e| BrokerError::from_log(partition, e)),
+                };
+                match appended {
                     Ok(info) => {
                         out.records += count;
                         if let Some(at) = info.log_append_time_ms {
@@ -167,7 +190,7 @@ impl Broker {
                         );
                     }
                     Err(e) => {
-                        out.error = Some(BrokerError::from_log(partition, e));
+                        out.error = Some(e);
                         break;
                     }
                 }
@@ -308,15 +331,24 @@ fn client_batch_limits(broker: DecodeLimits, max_record_bytes: u64) -> DecodeLim
     }
 }
 
-/// Checks the batch starting at `p` of a client's request; returns where it ends and a
-/// copy to append (the log stamps offsets into it) and its record count. The check is
+/// A client's batch, checked.
+struct ClientBatch {
+    /// Where it ends in the request.
+    end: usize,
+    /// A copy to append (the log stamps offsets into it).
+    bytes: Vec<u8>,
+    /// Its record count.
+    records: u64,
+    /// Its producer id and epoch, when it is transactional.
+    txn: Option<(i64, i16)>,
+}
+
+/// Checks the batch starting at `p` of a client's request; returns where it ends, a
+/// copy to append (the log stamps offsets into it), its record count, and its producer
+/// id and epoch when it is transactional. The check is
 /// [`ferry_log::batch::check_batch`], the one every stored batch passes; a header whose
 /// `max_timestamp` disagrees with its records is rewritten, as Kafka does.
-fn check_client_batch(
-    batches: &Bytes,
-    p: usize,
-    limits: &DecodeLimits,
-) -> Result<(usize, Vec<u8>, u64)> {
+fn check_client_batch(batches: &Bytes, p: usize, limits: &DecodeLimits) -> Result<ClientBatch> {
     let one = ferry_log::batch::Batches::new(batches.slice(p..))
         .next()
         .unwrap_or_else(|| {
@@ -330,18 +362,28 @@ fn check_client_batch(
     // fails is reported by its CRC first.
     let checked = ferry_log::batch::check_batch(&one, usize::MAX, limits)
         .map_err(|e| BrokerError::from(ferry_log::batch::verify_crc(&one).err().unwrap_or(e)))?;
-    if checked.header.is_control() || checked.header.is_transactional() {
+    if checked.header.is_control() {
         return Err(BrokerError::refused(
-            "control and transactional batches are not accepted from clients",
+            "control batches are not accepted from clients",
+        ));
+    }
+    let txn = checked
+        .header
+        .is_transactional()
+        .then_some((checked.header.producer_id, checked.header.producer_epoch));
+    if txn.is_some_and(|(pid, _)| pid < 0) {
+        return Err(BrokerError::refused(
+            "a transactional batch must carry a producer id",
         ));
     }
     let mut copy = one.to_vec();
     if checked.max_timestamp != checked.header.max_timestamp {
         ferry_log::batch::set_max_timestamp(&mut copy, checked.max_timestamp);
     }
-    Ok((
-        p + one.len(),
-        copy,
-        u64::try_from(checked.header.record_count).unwrap_or(0),
-    ))
+    Ok(ClientBatch {
+        end: p + one.len(),
+        bytes: copy,
+        records: u64::try_from(checked.header.record_count).unwrap_or(0),
+        txn,
+    })
 }

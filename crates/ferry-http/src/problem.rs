@@ -209,6 +209,13 @@ impl From<BrokerError> for Problem {
                 "Producer sequence conflict",
                 detail,
             ),
+            // Transactions are Kafka's; HTTP never reaches the coordinator.
+            Transaction(_) => Problem::new(
+                StatusCode::CONFLICT,
+                "transaction-state",
+                "Transaction state conflict",
+                detail,
+            ),
         }
     }
 }
@@ -380,6 +387,11 @@ mod tests {
             ),
             (OutOfOrderSequence("s".into()), 409, "producer-sequence"),
             (InvalidProducerEpoch("e".into()), 409, "producer-sequence"),
+            (
+                Transaction(ferry_broker::txn::TxnError::InvalidTxnState),
+                409,
+                "transaction-state",
+            ),
         ]
     }
 

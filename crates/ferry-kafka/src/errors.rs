@@ -25,6 +25,7 @@ pub fn code(e: &BrokerError) -> i16 {
         OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
         InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
         OpenFileLimit { .. } => ResponseError::PolicyViolation,
+        Transaction(t) => txn_code(*t),
         // Subscriptions are not reachable over Kafka; these cannot occur there.
         SubscriptionNotFound(_)
         | SubscriptionExists(_)
@@ -35,6 +36,18 @@ pub fn code(e: &BrokerError) -> i16 {
         | PushEndpointForbidden(_) => ResponseError::UnknownServerError,
     };
     r.code()
+}
+
+fn txn_code(e: ferry_broker::txn::TxnError) -> ResponseError {
+    use ferry_broker::txn::TxnError::*;
+    match e {
+        ProducerFenced => ResponseError::ProducerFenced,
+        InvalidProducerIdMapping => ResponseError::InvalidProducerIdMapping,
+        InvalidTxnState => ResponseError::InvalidTxnState,
+        ConcurrentTransactions => ResponseError::ConcurrentTransactions,
+        InvalidTransactionTimeout => ResponseError::InvalidTransactionTimeout,
+        TooManyTransactionalIds | TooLarge => ResponseError::PolicyViolation,
+    }
 }
 
 pub const NONE: i16 = 0;
@@ -194,6 +207,14 @@ mod tests {
                     ids: vec!["a".into()],
                 },
                 ResponseError::UnknownServerError,
+            ),
+            (
+                Transaction(ferry_broker::txn::TxnError::ProducerFenced),
+                ResponseError::ProducerFenced,
+            ),
+            (
+                Transaction(ferry_broker::txn::TxnError::InvalidTxnState),
+                ResponseError::InvalidTxnState,
             ),
         ]
     }

@@ -88,6 +88,12 @@ pub fn api_name(key: ApiKey) -> &'static str {
         OffsetForLeaderEpoch,
         ElectLeaders,
         DescribeCluster,
+        AddPartitionsToTxn,
+        AddOffsetsToTxn,
+        EndTxn,
+        TxnOffsetCommit,
+        ListTransactions,
+        DescribeTransactions,
     )
 }
 
@@ -214,6 +220,24 @@ pub fn error_codes(answer: &ResponseKind, out: &mut impl FnMut(i16)) {
             per_partition!(out, r.replica_election_results, partition_result);
         }
         R::DescribeCluster(r) => out(r.error_code),
+        R::AddPartitionsToTxn(r) => {
+            out(r.error_code);
+            for t in &r.results_by_topic_v3_and_below {
+                for_each(
+                    out,
+                    t.results_by_partition
+                        .iter()
+                        .map(|p| p.partition_error_code),
+                );
+            }
+        }
+        R::AddOffsetsToTxn(r) => out(r.error_code),
+        R::EndTxn(r) => out(r.error_code),
+        R::TxnOffsetCommit(r) => per_partition!(out, r.topics, partitions),
+        R::ListTransactions(r) => out(r.error_code),
+        R::DescribeTransactions(r) => {
+            for_each(out, r.transaction_states.iter().map(|t| t.error_code))
+        }
         _ => {}
     }
 }

@@ -61,6 +61,12 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::DescribeTopicPartitions, 0, 0),
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 4),
+    (ApiKey::EndTxn, 0, 4),
+    (ApiKey::TxnOffsetCommit, 0, 4),
+    (ApiKey::ListTransactions, 0, 1),
+    (ApiKey::DescribeTransactions, 0, 0),
 ];
 
 /// Versions below this are listed (for old clients' feature checks) but not handled.
@@ -145,6 +151,21 @@ mod tests {
             }
             ApiKey::DescribeTopicPartitions => DescribeTopicPartitionsRequest::VERSIONS
                 .intersect(&DescribeTopicPartitionsResponse::VERSIONS),
+            ApiKey::AddPartitionsToTxn => {
+                AddPartitionsToTxnRequest::VERSIONS.intersect(&AddPartitionsToTxnResponse::VERSIONS)
+            }
+            ApiKey::AddOffsetsToTxn => {
+                AddOffsetsToTxnRequest::VERSIONS.intersect(&AddOffsetsToTxnResponse::VERSIONS)
+            }
+            ApiKey::EndTxn => EndTxnRequest::VERSIONS.intersect(&EndTxnResponse::VERSIONS),
+            ApiKey::TxnOffsetCommit => {
+                TxnOffsetCommitRequest::VERSIONS.intersect(&TxnOffsetCommitResponse::VERSIONS)
+            }
+            ApiKey::ListTransactions => {
+                ListTransactionsRequest::VERSIONS.intersect(&ListTransactionsResponse::VERSIONS)
+            }
+            ApiKey::DescribeTransactions => DescribeTransactionsRequest::VERSIONS
+                .intersect(&DescribeTransactionsResponse::VERSIONS),
             _ => unreachable!(),
         };
         (r.min, r.max)

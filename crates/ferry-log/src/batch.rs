@@ -686,6 +686,72 @@ pub fn build_batch(records: &[NewRecord], compression: Compression) -> Result<Ve
     Ok(out)
 }
 
+/// Builds a transaction marker: a control batch (attributes transactional and control)
+/// of `producer_id` at `producer_epoch` holding one control record whose key is
+/// `version: i16 = 0, type: i16` (0 ABORT, 1 COMMIT) and whose value is
+/// `version: i16 = 0, coordinator_epoch: i32`, as Kafka writes them. Base offset 0,
+/// base sequence -1.
+pub fn build_control_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+    timestamp: i64,
+) -> Vec<u8> {
+    let kind = if commit {
+        crate::txn::CONTROL_COMMIT
+    } else {
+        crate::txn::CONTROL_ABORT
+    };
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&kind.to_be_bytes());
+    let mut value = Vec::with_capacity(6);
+    value.extend_from_slice(&0i16.to_be_bytes());
+    value.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    let mut rec = Vec::with_capacity(24);
+    rec.push(0);
+    put_varlong(&mut rec, 0);
+    put_varlong(&mut rec, 0);
+    put_nullable(&mut rec, Some(&key));
+    put_nullable(&mut rec, Some(&value));
+    put_varlong(&mut rec, 0);
+    let mut body = Vec::with_capacity(rec.len() + 2);
+    put_varlong(&mut body, rec.len() as i64);
+    body.extend_from_slice(&rec);
+    let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + body.len());
+    let batch_length = (BATCH_HEADER_BYTES - BATCH_PREFIX_BYTES + body.len()) as i32;
+    out.extend_from_slice(&0i64.to_be_bytes());
+    out.extend_from_slice(&batch_length.to_be_bytes());
+    out.extend_from_slice(&0i32.to_be_bytes());
+    out.push(MAGIC_V2 as u8);
+    out.extend_from_slice(&0u32.to_be_bytes());
+    out.extend_from_slice(&(ATTR_TRANSACTIONAL | ATTR_CONTROL).to_be_bytes());
+    out.extend_from_slice(&0i32.to_be_bytes());
+    out.extend_from_slice(&timestamp.to_be_bytes());
+    out.extend_from_slice(&timestamp.to_be_bytes());
+    out.extend_from_slice(&producer_id.to_be_bytes());
+    out.extend_from_slice(&producer_epoch.to_be_bytes());
+    out.extend_from_slice(&(-1i32).to_be_bytes());
+    out.extend_from_slice(&1i32.to_be_bytes());
+    out.extend_from_slice(&body);
+    let crc = crc32c::crc32c(&out[CRC_START..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+/// The marker type of a control batch (see [`build_control_batch`]): `Some(true)` for
+/// COMMIT, `Some(false)` for ABORT, `None` when it holds no marker Ferry knows.
+pub fn control_batch_commits(batch: &Bytes) -> Option<bool> {
+    let (_, records) = decode_records(batch, &DecodeLimits::default()).ok()?;
+    let key = records.first()?.key.as_ref()?;
+    match crate::txn::control_type(key)? {
+        crate::txn::CONTROL_COMMIT => Some(true),
+        crate::txn::CONTROL_ABORT => Some(false),
+        _ => None,
+    }
+}
+
 fn encoded_len_hint(r: &NewRecord) -> usize {
     24 + r.key.as_ref().map_or(0, |k| k.len())
         + r.value.as_ref().map_or(0, |v| v.len())

@@ -18,6 +18,7 @@ pub mod producers;
 pub mod segment;
 pub mod start;
 pub mod sync;
+pub mod txn;
 
 pub use batch::{BatchError, BatchHeader, DecodeLimits, NewRecord, Record, RecordHeader};
 pub use compression::Compression;
@@ -28,3 +29,4 @@ pub use log::{
 pub use metrics::{LogCounters, LogMetrics, LogTraffic};
 pub use producers::ProducerState;
 pub use segment::{Cut, FirstBatch};
+pub use txn::AbortedTxn;

@@ -46,7 +46,8 @@
 //! segments are keyed by their base offset and their offsets increase without overlap
 //! from one to the next; the log's next offset is the active segment's; nothing beyond
 //! it is synced or visible; the log start offset is not past the end; the earliest
-//! offset is visible. Each segment checks its own
+//! offset is visible; open and aborted transactions lie below the end. Each segment
+//! checks its own
 //! (see `Segment::check_invariants`), and indexes check that their keys increase.
 
 use crate::batch::{self, DecodeLimits};
@@ -57,15 +58,17 @@ use crate::producers::{Producers, SequenceCheck};
 use crate::segment::{self, Cut, FirstBatch, Segment};
 use crate::start;
 use crate::sync::{lock, wait};
+use crate::txn::{TxnIndex, TRANSACTIONAL_FLAG_FILE};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 mod removal;
+mod transactions;
 
 /// When an append is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +175,10 @@ struct Inner {
     /// Offsets below this are gone for readers even while a segment still holds them
     /// (see the module's "Log start offset").
     log_start: u64,
+    /// Open and aborted transactions (see [`crate::txn`]).
+    txns: TxnIndex,
+    /// The partition's folder holds [`TRANSACTIONAL_FLAG_FILE`].
+    transactional: bool,
 }
 
 impl Inner {
@@ -203,6 +210,9 @@ pub struct PartitionLog {
     visible: AtomicU64,
     /// fdatasync calls made by group commit (for benchmarks and metrics).
     syncs: AtomicU64,
+    /// Some transaction may be open (see [`crate::txn`]): false means the last stable
+    /// offset is the readable end, read without a lock.
+    txns_open: AtomicBool,
     /// Records and bytes in and out, for `/metrics`.
     pub counters: LogCounters,
     /// Shared histograms, when the broker measures (see [`PartitionLog::set_metrics`]).
@@ -310,6 +320,22 @@ impl PartitionLog {
             tracing::warn!(dir = %dir.display(), log_start, next_offset, "The log start offset is past the end of the log; starting at the end.");
             log_start = next_offset;
         }
+        let transactional = dir.join(TRANSACTIONAL_FLAG_FILE).exists();
+        let mut txns = TxnIndex::default();
+        if transactional {
+            for seg in segments.values() {
+                for (h, marker) in seg.transactional_batches(scan_limit)? {
+                    let base = h.base_offset as u64;
+                    match (h.is_control(), marker) {
+                        (true, Some(commit)) => txns.marker(h.producer_id, base, commit),
+                        (true, None) => {}
+                        (false, _) => txns.data(h.producer_id, base),
+                    }
+                }
+            }
+            txns.settle(next_offset);
+        }
+        let txns_open = !txns.is_empty();
         let log = PartitionLog {
             dir: dir.to_path_buf(),
             inner: Mutex::new(Inner {
@@ -319,6 +345,8 @@ impl PartitionLog {
                 closed: false,
                 producers,
                 log_start,
+                txns,
+                transactional,
             }),
             sync_state: Mutex::new(SyncState { syncing: false }),
             sync_done: Condvar::new(),
@@ -326,6 +354,7 @@ impl PartitionLog {
             synced: AtomicU64::new(next_offset),
             visible: AtomicU64::new(next_offset),
             syncs: AtomicU64::new(0),
+            txns_open: AtomicBool::new(txns_open),
             counters: LogCounters::default(),
             metrics: std::sync::OnceLock::new(),
             removing: Mutex::new(()),
@@ -386,6 +415,7 @@ impl PartitionLog {
                 inner.log_start
             ));
         }
+        inner.txns.check(end)?;
         let earliest = inner.earliest();
         if earliest > visible {
             return Err(format!(
@@ -481,6 +511,10 @@ impl PartitionLog {
         if let Some(stored) = check_sequence(&inner.producers, &header)? {
             return Ok(AppendInfo::at(stored, count, true));
         }
+        if header.is_transactional() && !inner.transactional {
+            self.mark_transactional()?;
+            inner.transactional = true;
+        }
         let base = inner.next_offset;
         self.maybe_roll(inner, batch.len() as u64, count, now_ms)?;
         batch::set_base_offset(batch, base as i64);
@@ -520,8 +554,24 @@ impl PartitionLog {
             base,
             header.max_timestamp,
         );
+        if header.is_transactional() {
+            if header.is_control() {
+                let commit = batch::control_batch_commits(&Bytes::copy_from_slice(batch));
+                debug_assert!(commit.is_some(), "a control batch without a marker");
+                if let Some(commit) = commit {
+                    inner.txns.marker(header.producer_id, base, commit);
+                }
+            } else {
+                inner.txns.data(header.producer_id, base);
+            }
+        }
         if config.durability != Durability::Always {
             self.visible.fetch_max(inner.next_offset, Ordering::AcqRel);
+        }
+        if header.is_transactional() || self.txns_open.load(Ordering::Relaxed) {
+            inner.txns.settle(self.latest());
+            self.txns_open
+                .store(!inner.txns.is_empty(), Ordering::Release);
         }
         Ok(AppendInfo {
             log_append_time_ms: stamped,
@@ -747,7 +797,18 @@ impl PartitionLog {
         max_bytes: usize,
         first_batch: FirstBatch,
     ) -> Result<ReadResult> {
+        self.read_batches_bounded(offset, max_bytes, first_batch, None)
+    }
+
+    fn read_batches_bounded(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        first_batch: FirstBatch,
+        end: Option<u64>,
+    ) -> Result<ReadResult> {
         let visible = self.latest();
+        let data_end = end.map_or(visible, |e| e.min(visible));
         let (file, path, position, limit, earliest, max_batch) = {
             let inner = lock(&self.inner);
             let earliest = inner.earliest();
@@ -766,7 +827,7 @@ impl PartitionLog {
                 .next_back()
                 .map_or(earliest, |(b, _)| *b);
             for seg in inner.segments.range(start..).map(|(_, s)| s) {
-                if offset >= visible {
+                if offset >= data_end {
                     break;
                 }
                 if let Some(pos) = seg.position_for(offset, seg.size)? {
@@ -792,7 +853,7 @@ impl PartitionLog {
             max_bytes,
             first_batch,
             limit,
-            visible,
+            data_end,
             max_batch,
         )?;
         Ok(ReadResult {

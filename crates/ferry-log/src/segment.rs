@@ -401,6 +401,44 @@ impl Segment {
         Ok(None)
     }
 
+    /// The transactional batches of this segment, in order, each with its marker type
+    /// when it is a control batch (`Some(true)` COMMIT, `Some(false)` ABORT); used to
+    /// rebuild a partition's transaction index after a restart.
+    pub fn transactional_batches(
+        &self,
+        max_batch_bytes: usize,
+    ) -> Result<Vec<(BatchHeader, Option<bool>)>> {
+        let mut found = Vec::new();
+        let offsets = self.base_offset..offset_range_end(self.base_offset);
+        Self::scan(
+            &self.file,
+            0,
+            self.size,
+            offsets,
+            max_batch_bytes,
+            |pos, h| {
+                if h.is_transactional() {
+                    found.push((pos, *h));
+                }
+            },
+        )
+        .map_err(|e| LogError::io(format!("reading {}", self.path.display()), e))?;
+        let mut out = Vec::with_capacity(found.len());
+        for (pos, h) in found {
+            let marker = if h.is_control() {
+                let mut buf = vec![0u8; h.total_bytes()];
+                self.file
+                    .read_exact_at(&mut buf, pos)
+                    .map_err(|e| LogError::io(format!("reading {}", self.path.display()), e))?;
+                batch::control_batch_commits(&bytes::Bytes::from(buf))
+            } else {
+                None
+            };
+            out.push((h, marker));
+        }
+        Ok(out)
+    }
+
     /// Opens the active (last) segment after a restart: every batch is checked and a
     /// bad tail is cut. Indexes are rebuilt in memory.
     pub fn recover(

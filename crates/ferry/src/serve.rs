@@ -113,6 +113,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             settings.data_dir.display()
         )
     })?;
+    // A transaction a crash left open is aborted, or completed when its end was
+    // decided, before any client is served.
+    broker
+        .recover_transactions()
+        .await
+        .context("cannot finish the transactions left open by the last run")?;
     let auth = ferry_auth::Auth::open(&settings.data_dir, settings.auth.clone())
         .map_err(|e| anyhow::anyhow!("cannot open the users, tokens and ACLs: {e}"))?;
     let http_tls = acceptor(

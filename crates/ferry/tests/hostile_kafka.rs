@@ -1141,6 +1141,80 @@ impl Gen {
                         .with_cursor(cursor),
                 )
             }
+            ApiKey::AddPartitionsToTxn => {
+                let topics = self.list(|g| {
+                    let parts = g.list(|g| g.partition());
+                    kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                        .with_name(g.topic())
+                        .with_partitions(parts)
+                });
+                RequestKind::AddPartitionsToTxn(
+                    kafka_protocol::messages::AddPartitionsToTxnRequest::default()
+                        .with_v3_and_below_transactional_id(TransactionalId(self.str_bytes()))
+                        .with_v3_and_below_producer_id(ProducerId(self.i64()))
+                        .with_v3_and_below_producer_epoch(self.i16())
+                        .with_v3_and_below_topics(topics),
+                )
+            }
+            ApiKey::AddOffsetsToTxn => RequestKind::AddOffsetsToTxn(
+                kafka_protocol::messages::AddOffsetsToTxnRequest::default()
+                    .with_transactional_id(TransactionalId(self.str_bytes()))
+                    .with_producer_id(ProducerId(self.i64()))
+                    .with_producer_epoch(self.i16())
+                    .with_group_id(self.group()),
+            ),
+            ApiKey::EndTxn => RequestKind::EndTxn(
+                kafka_protocol::messages::EndTxnRequest::default()
+                    .with_transactional_id(TransactionalId(self.str_bytes()))
+                    .with_producer_id(ProducerId(self.i64()))
+                    .with_producer_epoch(self.i16())
+                    .with_committed(self.chance(0.5)),
+            ),
+            ApiKey::TxnOffsetCommit => {
+                use kafka_protocol::messages::txn_offset_commit_request::{
+                    TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+                };
+                let topics = self.list(|g| {
+                    let parts = g.list(|g| {
+                        TxnOffsetCommitRequestPartition::default()
+                            .with_partition_index(g.partition())
+                            .with_committed_offset(g.i64())
+                            .with_committed_leader_epoch(g.i32())
+                            .with_committed_metadata(g.opt_str())
+                    });
+                    TxnOffsetCommitRequestTopic::default()
+                        .with_name(g.topic())
+                        .with_partitions(parts)
+                });
+                RequestKind::TxnOffsetCommit(
+                    kafka_protocol::messages::TxnOffsetCommitRequest::default()
+                        .with_transactional_id(TransactionalId(self.str_bytes()))
+                        .with_group_id(self.group())
+                        .with_producer_id(ProducerId(self.i64()))
+                        .with_producer_epoch(self.i16())
+                        .with_generation_id(self.i32())
+                        .with_member_id(self.str_bytes())
+                        .with_group_instance_id(self.opt_str())
+                        .with_topics(topics),
+                )
+            }
+            ApiKey::ListTransactions => {
+                let states = self.list(|g| g.str_bytes());
+                let pids = self.list(|g| ProducerId(g.i64()));
+                RequestKind::ListTransactions(
+                    kafka_protocol::messages::ListTransactionsRequest::default()
+                        .with_state_filters(states)
+                        .with_producer_id_filters(pids)
+                        .with_duration_filter(self.i64()),
+                )
+            }
+            ApiKey::DescribeTransactions => {
+                let ids = self.list(|g| TransactionalId(g.str_bytes()));
+                RequestKind::DescribeTransactions(
+                    kafka_protocol::messages::DescribeTransactionsRequest::default()
+                        .with_transactional_ids(ids),
+                )
+            }
             other => panic!(
                 "no generator for {other:?}: Ferry advertises an API this test does not know"
             ),

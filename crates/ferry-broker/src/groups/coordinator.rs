@@ -366,6 +366,49 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Whether a member of `group_id` may commit offsets (TxnOffsetCommit v3+ names the
+    /// member): as OffsetCommit checks it; a group with no members takes commits from
+    /// outside any generation (empty member id, generation -1).
+    pub async fn check_member(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance: Option<&str>,
+        generation: i32,
+    ) -> GroupResult<()> {
+        valid_group_id(group_id)?;
+        match self.groups.lock().await.get(group_id) {
+            Some(group) => group.check_commit(member_id, instance, generation),
+            None if !member_id.is_empty() || instance.is_some() => Err(GroupError::UnknownMember),
+            None => Ok(()),
+        }
+    }
+
+    /// Commits offsets a transaction staged (TxnOffsetCommit), as its commit completes:
+    /// no member or generation is checked (the group may have moved on since; Kafka
+    /// commits them all the same).
+    pub async fn commit_transactional(
+        &self,
+        group_id: &str,
+        offsets: Vec<PartitionOffset>,
+    ) -> Result<()> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let store = Arc::clone(&self.offsets);
+        let (group, batch) = (group_id.to_string(), offsets.clone());
+        crate::broker::blocking(move || store.commit(&group, &batch)).await?;
+        let mut committed = lock(&self.committed);
+        let group_offsets = committed.entry(group_id.to_string()).or_default();
+        for offset in offsets {
+            group_offsets
+                .entry(offset.topic)
+                .or_default()
+                .insert(offset.partition, offset.committed);
+        }
+        Ok(())
+    }
+
     /// Committed offsets of a group: of the given partitions, or of every one.
     pub fn fetch_offsets(
         &self,

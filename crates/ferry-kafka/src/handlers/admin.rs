@@ -16,7 +16,6 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use std::sync::atomic::Ordering;
 
 /// Kafka topic configs taken (with the values a single node honours) that have no
 /// setting of their own to describe.
@@ -397,12 +396,16 @@ fn check_new_partitions_assigned(
 }
 
 /// A producer id for an idempotent producer: IdempotentWrite on the cluster, or Write on
-/// some topic, as Kafka asks.
-pub fn init_producer_id(
+/// some topic, as Kafka asks. A transactional producer (a transactional id) is the
+/// transaction coordinator's (see `txn`): Write on its transactional id.
+pub async fn init_producer_id(
     ctx: &Ctx,
     req: InitProducerIdRequest,
     session: &Session,
 ) -> InitProducerIdResponse {
+    if let Some(txn_id) = req.transactional_id.as_ref() {
+        return super::txn::init_producer_id(ctx, &req, &txn_id.0, session).await;
+    }
     let may_write = session.may_on_cluster(&ctx.auth, Operation::IdempotentWrite)
         || session.principal.as_ref().is_some_and(|p| {
             ctx.auth
@@ -414,14 +417,7 @@ pub fn init_producer_id(
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1);
     }
-    if req.transactional_id.is_some() {
-        tracing::info!("A producer asked for transactions, which Ferry does not support yet.");
-        return InitProducerIdResponse::default()
-            .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1);
-    }
-    let id = ctx.next_producer_id.fetch_add(1, Ordering::Relaxed);
+    let id = ctx.broker.txns.new_producer_id();
     InitProducerIdResponse::default()
         .with_producer_id(ProducerId(id))
         .with_producer_epoch(0)

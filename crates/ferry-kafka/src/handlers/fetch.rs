@@ -25,9 +25,16 @@ use ferry_auth::{Operation, ResourceType};
 use ferry_broker::BrokerError;
 use ferry_log::FirstBatch;
 use kafka_protocol::messages::fetch_request::FetchPartition;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::ProducerId;
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use std::time::{Duration, Instant};
+
+/// `isolation_level` of a `read_committed` consumer: records up to the last stable
+/// offset, with the aborted transactions among them.
+const READ_COMMITTED: i8 = 1;
 
 /// Each topic of the request: its name, or the error all its partitions answer.
 fn resolve(ctx: &Ctx, req: &FetchRequest, version: i16) -> Vec<Result<String, i16>> {
@@ -150,7 +157,9 @@ async fn fetch_once(
                 FirstBatch::WithinLimit
             };
             let left = max_bytes.saturating_sub(total);
-            let (data, read, failed) = fetch_partition(ctx, name, p, left, first_batch).await;
+            let committed = req.isolation_level == READ_COMMITTED;
+            let (data, read, failed) =
+                fetch_partition(ctx, name, p, left, first_batch, committed).await;
             debug_assert!(
                 read <= left || total == 0,
                 "partition gave {read} bytes with {left} left"
@@ -182,6 +191,7 @@ async fn fetch_partition(
     p: &FetchPartition,
     left: usize,
     first_batch: FirstBatch,
+    committed: bool,
 ) -> (PartitionData, usize, bool) {
     let data = PartitionData::default()
         .with_partition_index(p.partition)
@@ -194,10 +204,10 @@ async fn fetch_partition(
             count: 0,
         })
     } else {
-        ctx.broker.bounds(name, p.partition as u32)
+        ctx.broker.stable_bounds(name, p.partition as u32)
     };
-    let (earliest, latest) = match bounds {
-        Ok(b) => b,
+    let (earliest, latest, stable) = match bounds {
+        Ok(b) => (b.earliest, b.latest, b.stable),
         Err(e) => {
             let data = data
                 .with_error_code(errors::code(&e))
@@ -207,24 +217,41 @@ async fn fetch_partition(
     };
     let data = data
         .with_high_watermark(latest as i64)
-        .with_last_stable_offset(latest as i64)
+        .with_last_stable_offset(stable as i64)
         .with_log_start_offset(earliest as i64);
     let budget = (p.partition_max_bytes.max(0) as usize).min(left);
-    if budget > 0 && p.fetch_offset >= 0 && (p.fetch_offset as u64) < latest {
-        match ctx
-            .broker
-            .read_batches(
-                name,
-                p.partition as u32,
-                p.fetch_offset as u64,
-                budget,
-                first_batch,
-            )
-            .await
-        {
-            Ok(read) => {
+    // A read_committed reader reads up to the last stable offset only.
+    let end = if committed { stable } else { latest };
+    if budget > 0 && p.fetch_offset >= 0 && (p.fetch_offset as u64) < end {
+        let (offset, partition) = (p.fetch_offset as u64, p.partition as u32);
+        let read = if committed {
+            ctx.broker
+                .read_committed_batches(name, partition, offset, budget, first_batch)
+                .await
+                .map(|(read, aborted)| (read, Some(aborted)))
+        } else {
+            ctx.broker
+                .read_batches(name, partition, offset, budget, first_batch)
+                .await
+                .map(|read| (read, None))
+        };
+        match read {
+            Ok((read, aborted)) => {
                 let n = read.batches.len();
-                (data.with_records(Some(read.batches)), n, false)
+                let data = data.with_records(Some(read.batches));
+                let data = match aborted {
+                    Some(list) => data.with_aborted_transactions(Some(
+                        list.into_iter()
+                            .map(|a| {
+                                AbortedTransaction::default()
+                                    .with_producer_id(ProducerId(a.producer_id))
+                                    .with_first_offset(a.first_offset as i64)
+                            })
+                            .collect(),
+                    )),
+                    None => data,
+                };
+                (data, n, false)
             }
             Err(e) => (data.with_error_code(errors::code(&e)), 0, true),
         }

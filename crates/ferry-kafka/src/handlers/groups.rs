@@ -56,6 +56,7 @@ fn s(v: impl Into<String>) -> StrBytes {
 }
 
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 fn may_group(ctx: &Ctx, session: &Session, op: Operation, group: &str) -> bool {
     session.may(&ctx.auth, op, ResourceType::Group, group)
@@ -86,7 +87,19 @@ pub fn find_coordinator(
     let host = s(ctx.config.advertised_host.clone());
     let port = ctx.config.advertised_port as i32;
     let error_for = |key: &str| {
-        if req.key_type != KEY_TYPE_GROUP {
+        if req.key_type == KEY_TYPE_TRANSACTION {
+            // This node coordinates every transaction.
+            if session.may(
+                &ctx.auth,
+                Operation::Describe,
+                ferry_auth::ResourceType::TransactionalId,
+                key,
+            ) {
+                errors::NONE
+            } else {
+                ResponseError::TransactionalIdAuthorizationFailed.code()
+            }
+        } else if req.key_type != KEY_TYPE_GROUP {
             ResponseError::CoordinatorNotAvailable.code()
         } else if !may_group(ctx, session, Operation::Describe, key) {
             ResponseError::GroupAuthorizationFailed.code()

@@ -15,6 +15,7 @@ mod produce;
 pub mod sasl;
 mod security;
 mod topic_ids;
+mod txn;
 
 use crate::config::KafkaConfig;
 use crate::frame::{self, Request};
@@ -22,15 +23,11 @@ use ferry_broker::Broker;
 use kafka_protocol::messages::{
     HeartbeatResponse, LeaveGroupResponse, RequestKind, ResponseKind, SyncGroupResponse,
 };
-use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 
 pub struct Ctx {
     pub broker: Arc<Broker>,
     pub config: KafkaConfig,
-    /// Producer ids handed out by InitProducerId; seeded from the clock so that ids
-    /// stay unique across restarts.
-    pub next_producer_id: AtomicI64,
     /// Requests, errors and connections, for `/metrics`.
     pub metrics: crate::KafkaMetrics,
     /// Users and ACLs; with authentication off, everyone may do everything.
@@ -88,11 +85,9 @@ impl Session {
 
 impl Ctx {
     pub fn new(broker: Arc<Broker>, config: KafkaConfig) -> Self {
-        let seed = (ferry_broker::now_ms() as i64) << 8;
         Ctx {
             broker,
             config,
-            next_producer_id: AtomicI64::new(seed),
             metrics: crate::KafkaMetrics::default(),
             auth: ferry_auth::Auth::in_memory(Default::default()),
         }
@@ -158,7 +153,7 @@ async fn answer(ctx: &Ctx, req: Request, session: &mut Session) -> Option<Respon
             ResponseKind::CreatePartitions(admin::create_partitions(ctx, r, session).await)
         }
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(admin::init_producer_id(ctx, r, session))
+            ResponseKind::InitProducerId(admin::init_producer_id(ctx, r, session).await)
         }
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(configs::describe_configs(ctx, r, version, session))
@@ -248,6 +243,22 @@ async fn answer(ctx: &Ctx, req: Request, session: &mut Session) -> Option<Respon
         RequestKind::DescribeTopicPartitions(r) => ResponseKind::DescribeTopicPartitions(
             describe_topics::describe_topic_partitions(ctx, r, session),
         ),
+        RequestKind::AddPartitionsToTxn(r) => {
+            ResponseKind::AddPartitionsToTxn(txn::add_partitions_to_txn(ctx, r, session).await)
+        }
+        RequestKind::AddOffsetsToTxn(r) => {
+            ResponseKind::AddOffsetsToTxn(txn::add_offsets_to_txn(ctx, r, session).await)
+        }
+        RequestKind::TxnOffsetCommit(r) => {
+            ResponseKind::TxnOffsetCommit(txn::txn_offset_commit(ctx, r, session).await)
+        }
+        RequestKind::EndTxn(r) => ResponseKind::EndTxn(txn::end_txn(ctx, r, session).await),
+        RequestKind::ListTransactions(r) => {
+            ResponseKind::ListTransactions(txn::list_transactions(ctx, r, session))
+        }
+        RequestKind::DescribeTransactions(r) => {
+            ResponseKind::DescribeTransactions(txn::describe_transactions(ctx, r, session))
+        }
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(cluster::describe_cluster(ctx, r, session))
         }

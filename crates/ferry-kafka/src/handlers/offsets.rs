@@ -1,4 +1,5 @@
-//! ListOffsets: earliest (-2), latest (-1), or the first offset at or after a time.
+//! ListOffsets: earliest (-2), latest (-1; the last stable offset for `read_committed`),
+//! or the first offset at or after a time.
 
 use super::{Ctx, Session};
 use crate::errors;
@@ -11,6 +12,8 @@ use kafka_protocol::ResponseError;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
+/// `isolation_level` of a `read_committed` reader: latest is the last stable offset.
+const READ_COMMITTED: i8 = 1;
 
 pub async fn list_offsets(
     ctx: &Ctx,
@@ -43,6 +46,9 @@ pub async fn list_offsets(
             } else {
                 let pid = p.partition_index as u32;
                 match p.timestamp {
+                    LATEST if req.isolation_level == READ_COMMITTED => {
+                        ctx.broker.last_stable(&name, pid).map(|l| (l as i64, -1))
+                    }
                     LATEST => ctx.broker.bounds(&name, pid).map(|(_, l)| (l as i64, -1)),
                     EARLIEST => ctx.broker.bounds(&name, pid).map(|(e, _)| (e as i64, -1)),
                     // As Kafka: the first record at or after the time, or -1/-1 if none.

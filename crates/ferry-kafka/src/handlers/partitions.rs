@@ -198,19 +198,30 @@ pub fn describe_producers(
                     .push(answer.with_error_code(ResponseError::TopicAuthorizationFailed.code()));
                 continue;
             }
-            let found = partition_of(&name, index).and_then(|pid| ctx.broker.producers(&name, pid));
+            let found = partition_of(&name, index).and_then(|pid| {
+                Ok((
+                    ctx.broker.producers(&name, pid)?,
+                    ctx.broker.open_transactions(&name, pid)?,
+                ))
+            });
             partitions.push(match found {
-                Ok(states) => answer.with_active_producers(
+                Ok((states, open)) => answer.with_active_producers(
                     states
                         .into_iter()
                         .map(|s| {
+                            // A producer with a transaction open here: where it began, and
+                            // the coordinator's epoch (always 0 on one node).
+                            let txn_start = open
+                                .iter()
+                                .find(|(pid, _)| *pid == s.producer_id)
+                                .map(|(_, first)| *first as i64);
                             ProducerState::default()
                                 .with_producer_id(ProducerId(s.producer_id))
                                 .with_producer_epoch(i32::from(s.epoch))
                                 .with_last_sequence(s.last_sequence)
                                 .with_last_timestamp(s.last_timestamp)
-                                .with_coordinator_epoch(-1)
-                                .with_current_txn_start_offset(-1)
+                                .with_coordinator_epoch(if txn_start.is_some() { 0 } else { -1 })
+                                .with_current_txn_start_offset(txn_start.unwrap_or(-1))
                         })
                         .collect(),
                 ),

@@ -73,7 +73,16 @@ async fn append_all(
     session: &Session,
 ) -> Appends {
     let bad_acks = !matches!(req.acks, -1..=1);
-    let transactional = req.transactional_id.is_some();
+    // A transactional producer needs Write on its transactional id, as in Kafka; its
+    // batches are checked against its transaction by the broker.
+    let txn_denied = req.transactional_id.as_ref().is_some_and(|id| {
+        !session.may(
+            &ctx.auth,
+            Operation::Write,
+            ResourceType::TransactionalId,
+            &id.0,
+        )
+    });
     let mut appended = Vec::new();
     for topic in req.topic_data {
         let (name, unknown_id) = if version >= 13 {
@@ -94,7 +103,7 @@ async fn append_all(
                 Err(ResponseError::UnknownTopicId.code())
             } else if !allowed {
                 Err(ResponseError::TopicAuthorizationFailed.code())
-            } else if transactional {
+            } else if txn_denied {
                 Err(ResponseError::TransactionalIdAuthorizationFailed.code())
             } else if invalid_name {
                 // At once, so that a client fails its records instead of retrying.

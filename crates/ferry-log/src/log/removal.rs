@@ -49,6 +49,9 @@ impl PartitionLog {
                     doomed.push(seg);
                 }
             }
+            // Aborted transactions wholly gone need no entry any more.
+            let earliest = inner.earliest();
+            inner.txns.forget_below(earliest);
             debug_assert_eq!(self.invariants(&inner), Ok(()));
         }
         let n = doomed.len();
@@ -110,6 +113,8 @@ impl PartitionLog {
             let mut inner = lock(&self.inner);
             debug_assert!(target <= inner.next_offset);
             inner.log_start = target;
+            let earliest = inner.earliest();
+            inner.txns.forget_below(earliest);
             debug_assert_eq!(self.invariants(&inner), Ok(()));
             inner.earliest()
         };
