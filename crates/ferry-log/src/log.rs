@@ -213,6 +213,10 @@ pub struct PartitionLog {
     /// Some transaction may be open (see [`crate::txn`]): false means the last stable
     /// offset is the readable end, read without a lock.
     txns_open: AtomicBool,
+    /// The partition ever took a transactional batch (its folder has
+    /// [`TRANSACTIONAL_FLAG_FILE`]): false means no aborted transaction to list, known
+    /// without a lock (librdkafka consumers read `read_committed` by default).
+    ever_transactional: AtomicBool,
     /// Records and bytes in and out, for `/metrics`.
     pub counters: LogCounters,
     /// Shared histograms, when the broker measures (see [`PartitionLog::set_metrics`]).
@@ -355,6 +359,7 @@ impl PartitionLog {
             visible: AtomicU64::new(next_offset),
             syncs: AtomicU64::new(0),
             txns_open: AtomicBool::new(txns_open),
+            ever_transactional: AtomicBool::new(transactional),
             counters: LogCounters::default(),
             metrics: std::sync::OnceLock::new(),
             removing: Mutex::new(()),
@@ -514,6 +519,7 @@ impl PartitionLog {
         if header.is_transactional() && !inner.transactional {
             self.mark_transactional()?;
             inner.transactional = true;
+            self.ever_transactional.store(true, Ordering::Release);
         }
         let base = inner.next_offset;
         self.maybe_roll(inner, batch.len() as u64, count, now_ms)?;
