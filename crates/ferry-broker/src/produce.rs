@@ -163,13 +163,13 @@ impl Broker {
                 let appended = match txn {
                     // A transactional batch goes in only as part of its producer's
                     // ongoing transaction holding this partition.
-                    Some((pid, epoch)) => {
-                        txns.append_transactional(pid, epoch, &topic_name, partition, || {
-                            part.log
-                                .append(&mut one, now)
-                                .map_err(|e| BrokerError::from_log(partition, e))
+                    Some((pid, epoch)) => part
+                        .log
+                        .append_admitted(&mut one, now, |_| {
+                            txns.admit(pid, epoch, &topic_name, partition)
                         })
-                    }
+                        .map_err(|e| BrokerError::from_log(partition, e))
+                        .and_then(|admitted| admitted),
                     None => part
                         .log
                         .append(&mut one, now)

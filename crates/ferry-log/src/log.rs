@@ -213,6 +213,10 @@ pub struct PartitionLog {
     /// Some transaction may be open (see [`crate::txn`]): false means the last stable
     /// offset is the readable end, read without a lock.
     txns_open: AtomicBool,
+    /// The partition ever took a transactional batch (its folder has
+    /// [`TRANSACTIONAL_FLAG_FILE`]): false means no aborted transaction to list, known
+    /// without a lock (librdkafka consumers read `read_committed` by default).
+    ever_transactional: AtomicBool,
     /// Records and bytes in and out, for `/metrics`.
     pub counters: LogCounters,
     /// Shared histograms, when the broker measures (see [`PartitionLog::set_metrics`]).
@@ -355,6 +359,7 @@ impl PartitionLog {
             visible: AtomicU64::new(next_offset),
             syncs: AtomicU64::new(0),
             txns_open: AtomicBool::new(txns_open),
+            ever_transactional: AtomicBool::new(transactional),
             counters: LogCounters::default(),
             metrics: std::sync::OnceLock::new(),
             removing: Mutex::new(()),
@@ -442,11 +447,45 @@ impl PartitionLog {
     /// [`Durability::Always`] the caller must then [`wait_durable`](Self::wait_durable)
     /// before acknowledging.
     pub fn append(&self, batch: &mut [u8], now_ms: u64) -> Result<AppendInfo> {
+        match self.append_admitted(batch, now_ms, |_| Ok::<(), std::convert::Infallible>(()))? {
+            Ok(info) => Ok(info),
+            Err(never) => match never {},
+        }
+    }
+
+    /// As [`append`](Self::append), with `admit` deciding, under the log's lock and
+    /// after a retried batch is recognised, whether the batch may go in: a refusal is
+    /// returned as it is and nothing is written. Used for transactional batches, so that
+    /// the transaction's state is checked in the same step as the append (a marker
+    /// appended after the check comes after the batch).
+    pub fn append_admitted<E>(
+        &self,
+        batch: &mut [u8],
+        now_ms: u64,
+        admit: impl FnOnce(&batch::BatchHeader) -> std::result::Result<(), E>,
+    ) -> Result<std::result::Result<AppendInfo, E>> {
         let started = self.metrics.get().map(|_| Instant::now());
+        let mut admit = Some(admit);
+        let mut refused = None;
         let mut inner = lock(&self.inner);
-        let result = self.append_locked(&mut inner, batch, now_ms);
+        let result = {
+            let mut hook = |h: &batch::BatchHeader| match admit.take().map(|f| f(h)) {
+                Some(Err(e)) => {
+                    refused = Some(e);
+                    false
+                }
+                _ => true,
+            };
+            self.append_locked(&mut inner, batch, now_ms, &mut hook)
+        };
         debug_assert_eq!(self.invariants(&inner), Ok(()));
         drop(inner);
+        let result = match (result, refused) {
+            (Ok(None), Some(e)) => return Ok(Err(e)),
+            (Ok(Some(info)), _) => Ok(info),
+            (Ok(None), None) => unreachable!("a batch not admitted without a refusal"),
+            (Err(e), _) => Err(e),
+        };
         if let Ok(info) = &result {
             if !info.duplicate {
                 let c = &self.counters;
@@ -458,7 +497,7 @@ impl PartitionLog {
         if let (Some(m), Some(t)) = (self.metrics.get(), started) {
             m.append_seconds.observe(t.elapsed().as_secs_f64());
         }
-        result
+        result.map(Ok)
     }
 
     /// Measures this log's appends and syncs into `metrics` from now on (once; a
@@ -477,12 +516,14 @@ impl PartitionLog {
         result
     }
 
+    /// Appends under the lock; `Ok(None)` when `admit` refused the batch.
     fn append_locked(
         &self,
         inner: &mut Inner,
         batch: &mut [u8],
         now_ms: u64,
-    ) -> Result<AppendInfo> {
+        admit: &mut dyn FnMut(&batch::BatchHeader) -> bool,
+    ) -> Result<Option<AppendInfo>> {
         let config = inner.config;
         if batch.len() > config.max_batch_bytes {
             return Err(LogError::BatchTooLarge {
@@ -509,11 +550,15 @@ impl PartitionLog {
         self.check_running()?;
         let count = header.last_offset_delta as u64 + 1;
         if let Some(stored) = check_sequence(&inner.producers, &header)? {
-            return Ok(AppendInfo::at(stored, count, true));
+            return Ok(Some(AppendInfo::at(stored, count, true)));
+        }
+        if !admit(&header) {
+            return Ok(None);
         }
         if header.is_transactional() && !inner.transactional {
             self.mark_transactional()?;
             inner.transactional = true;
+            self.ever_transactional.store(true, Ordering::Release);
         }
         let base = inner.next_offset;
         self.maybe_roll(inner, batch.len() as u64, count, now_ms)?;
@@ -573,10 +618,10 @@ impl PartitionLog {
             self.txns_open
                 .store(!inner.txns.is_empty(), Ordering::Release);
         }
-        Ok(AppendInfo {
+        Ok(Some(AppendInfo {
             log_append_time_ms: stamped,
             ..AppendInfo::at(base, count, false)
-        })
+        }))
     }
 
     fn maybe_roll(

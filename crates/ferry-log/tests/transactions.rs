@@ -97,3 +97,29 @@ fn a_partition_without_transactions_has_no_flag_file_and_its_lso_is_the_end() {
     let h = BatchHeader::parse(&build_control_batch(5, 1, true, 0, 0)).unwrap();
     assert!(h.is_control() && h.is_transactional());
 }
+
+#[test]
+fn a_batch_refused_by_its_admission_check_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = PartitionLog::open(dir.path(), small()).unwrap();
+    let mut b = txn_batch(&["a"], 9, 0);
+    let refused = log
+        .append_admitted(&mut b, 0, |h| {
+            assert!(h.is_transactional());
+            Err("not in a transaction")
+        })
+        .unwrap();
+    assert_eq!(refused, Err("not in a transaction"));
+    assert_eq!(log.next_offset(), 0);
+    let mut b = txn_batch(&["a"], 9, 0);
+    let admitted = log
+        .append_admitted(&mut b, 0, |_| Ok::<(), ()>(()))
+        .unwrap();
+    assert_eq!(admitted.map(|i| i.base_offset), Ok(0));
+    // A retry of a stored batch is answered with its offsets, not checked again.
+    let mut again = txn_batch(&["a"], 9, 0);
+    let retried = log
+        .append_admitted(&mut again, 0, |_| Err("checked"))
+        .unwrap();
+    assert!(retried.is_ok_and(|i| i.duplicate));
+}

@@ -5,9 +5,11 @@
 //!
 //! `ops` (async) serialises every change of state: a change is computed from the
 //! current state, persisted, and only then installed in `table` (a std mutex, held
-//! briefly). A transactional batch is checked and appended with `table` held, so that
-//! once EndTxn has installed a prepare state no batch of that transaction can follow
-//! its markers.
+//! briefly, never across I/O). A transactional batch is checked under the partition
+//! log's lock, in the same step as its append, so that once EndTxn has installed a
+//! prepare state no batch of that transaction can follow its markers (the markers are
+//! appended under the same lock, after the state changed). Order: a log's lock, then
+//! `table`.
 
 use super::state::{TopicPartition, TxnError, TxnMeta, TxnResult, TxnStatus};
 use super::store::TxnStore;
@@ -143,20 +145,19 @@ impl TxnCoordinator {
         Ok(())
     }
 
-    /// Runs `append` if a transactional batch of `producer_id` at `epoch` may go to
-    /// `topic`/`partition`: its transaction is ongoing and holds the partition. The
-    /// check and the append happen under one lock (see the module's "Locks").
-    pub(crate) fn append_transactional<T>(
+    /// Whether a transactional batch of `producer_id` at `epoch` may go to
+    /// `topic`/`partition`: its transaction is ongoing and holds the partition. Called by
+    /// the partition's log under its lock, in the same step as the append (see
+    /// `ferry_log::PartitionLog::append_admitted`): once EndTxn has installed a prepare
+    /// state, no batch of that transaction can follow its markers.
+    pub(crate) fn admit(
         &self,
         producer_id: i64,
         epoch: i16,
         topic: &str,
         partition: u32,
-        append: impl FnOnce() -> Result<T>,
-    ) -> Result<T> {
-        let table = lock(&self.table);
-        check_batch(&table, producer_id, epoch, topic, partition)?;
-        append()
+    ) -> Result<()> {
+        check_batch(&lock(&self.table), producer_id, epoch, topic, partition)
     }
 }
 

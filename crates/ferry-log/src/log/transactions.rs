@@ -41,11 +41,10 @@ impl PartitionLog {
     /// The aborted transactions with records in `from..to`, for `read_committed`
     /// readers.
     pub fn aborted_in(&self, from: u64, to: u64) -> Vec<AbortedTxn> {
-        let inner = lock(&self.inner);
-        if !inner.transactional {
+        if !self.ever_transactional.load(Ordering::Acquire) {
             return Vec::new();
         }
-        inner.txns.aborted_in(from, to)
+        lock(&self.inner).txns.aborted_in(from, to)
     }
 
     /// Whether the transactional batch of `producer_id` at `offset` was aborted.
