@@ -7,8 +7,9 @@ use crate::Ctx;
 use hdrhistogram::Histogram;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Partitions of each benchmark topic.
@@ -46,7 +47,31 @@ pub struct Report {
     pub aborted: u64,
 }
 
-fn producer(bootstrap: &str, transactional_id: Option<&str>) -> anyhow::Result<BaseProducer> {
+/// Counts the delivery reports, so only records the broker acknowledged are counted.
+#[derive(Default)]
+struct Deliveries {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        let counter = if result.is_ok() {
+            &self.delivered
+        } else {
+            &self.failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+type Producer = BaseProducer<Deliveries>;
+
+fn producer(bootstrap: &str, transactional_id: Option<&str>) -> anyhow::Result<Producer> {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", bootstrap)
@@ -57,7 +82,7 @@ fn producer(bootstrap: &str, transactional_id: Option<&str>) -> anyhow::Result<B
     if let Some(id) = transactional_id {
         config.set("transactional.id", id);
     }
-    Ok(config.create()?)
+    Ok(config.create_with_context(Deliveries::default())?)
 }
 
 fn create_topic(rt: &tokio::runtime::Runtime, server: &Server, name: &str) -> anyhow::Result<()> {
@@ -70,7 +95,7 @@ fn create_topic(rt: &tokio::runtime::Runtime, server: &Server, name: &str) -> an
 }
 
 /// Sends one record, serving delivery reports while librdkafka's queue is full.
-fn send(p: &BaseProducer, topic: &str, key: &[u8], value: &[u8]) -> anyhow::Result<()> {
+fn send(p: &Producer, topic: &str, key: &[u8], value: &[u8]) -> anyhow::Result<()> {
     let mut record = BaseRecord::<[u8], [u8]>::to(topic).key(key).payload(value);
     loop {
         match p.send(record) {
@@ -85,6 +110,20 @@ fn send(p: &BaseProducer, topic: &str, key: &[u8], value: &[u8]) -> anyhow::Resu
             Err((e, _)) => return Err(e.into()),
         }
     }
+}
+
+/// Serves delivery reports until none is outstanding. (`flush` of this client polls in
+/// steps of 100 ms, which would time librdkafka's polling instead of Ferry.)
+fn delivered(p: &Producer) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while p.in_flight_count() > 0 {
+        anyhow::ensure!(
+            started.elapsed() < CALL_TIMEOUT,
+            "records not delivered in time"
+        );
+        p.poll(Duration::from_millis(1));
+    }
+    Ok(())
 }
 
 /// Produces for `seconds`: idempotent when `txn_records` is 0, else transactions of
@@ -119,12 +158,20 @@ fn produce(
             records += 1;
         }
         let commit = Instant::now();
+        delivered(&p)?;
         p.commit_transaction(CALL_TIMEOUT)?;
         commits.record(commit.elapsed().as_micros() as u64)?;
         transactions += 1;
     }
-    p.flush(CALL_TIMEOUT)?;
+    delivered(&p)?;
     let secs = started.elapsed().as_secs_f64();
+    let failed = p.context().failed.load(Ordering::Relaxed);
+    anyhow::ensure!(failed == 0, "{failed} records were not delivered");
+    let acked = p.context().delivered.load(Ordering::Relaxed);
+    anyhow::ensure!(
+        acked == records,
+        "{acked} of {records} records acknowledged"
+    );
     Ok(ProduceRow {
         txn_records,
         records,
@@ -153,9 +200,12 @@ fn preload(bootstrap: &str, topic: &str, records: u64) -> anyhow::Result<(u64, u
             n += 1;
         }
         if t % 10 == 9 {
+            // An abort wants the delivery reports of its records served first.
+            delivered(&p)?;
             p.abort_transaction(CALL_TIMEOUT)?;
             aborted += size;
         } else {
+            delivered(&p)?;
             p.commit_transaction(CALL_TIMEOUT)?;
             committed += size;
         }
