@@ -19,7 +19,8 @@
 //! assignment without them, its epoch unchanged); once a heartbeat shows it no longer
 //! owns them they are free, and it moves on to its target. Partitions still held by a
 //! member that has not revoked them yet are given later, on a heartbeat after their
-//! release.
+//! release. A member that has not revoked within its rebalance timeout is removed
+//! from the group (its partitions go to the others), as if its session had ended.
 //!
 //! # Leaving
 //!
@@ -37,6 +38,11 @@ pub const HEARTBEAT_INTERVAL_MS: i32 = 2_500;
 /// A member that does not heartbeat for this long is removed (Kafka's default
 /// `group.consumer.session.timeout.ms`).
 pub const SESSION_TIMEOUT_MS: u64 = 45_000;
+/// How long a member may take to revoke partitions, when it does not say
+/// (`rebalance_timeout_ms`), and the bounds on what it may say.
+pub const REBALANCE_TIMEOUT_MS_DEFAULT: u64 = 300_000;
+pub const REBALANCE_TIMEOUT_MS_MIN: u64 = 1_000;
+pub const REBALANCE_TIMEOUT_MS_MAX: u64 = 300_000;
 /// Topics one member may subscribe to, at most.
 pub const SUBSCRIBED_TOPICS_MAX: usize = 10_000;
 /// The only assignor: the range assignor. `uniform` (Kafka's default name) is
@@ -122,6 +128,10 @@ struct Member {
     /// The assignment last sent, so that only changes are sent again.
     sent: Option<Assignment>,
     deadline: Instant,
+    /// How long it may take to revoke partitions.
+    rebalance_timeout: Duration,
+    /// When the partitions it is revoking must be released by.
+    revoke_deadline: Option<Instant>,
     /// A static member that left with epoch -2: kept until its session ends.
     away: bool,
 }
@@ -134,6 +144,17 @@ pub struct ConsumerGroup {
     target: BTreeMap<String, Assignment>,
     /// Partition counts of the subscribed topics when the target was computed.
     topics: BTreeMap<String, u32>,
+}
+
+/// A member's rebalance timeout: what it asked, within bounds; the default when it
+/// asked for none (-1 or 0).
+fn rebalance_timeout(ms: i32) -> Duration {
+    let ms = u64::try_from(ms)
+        .ok()
+        .filter(|ms| *ms > 0)
+        .unwrap_or(REBALANCE_TIMEOUT_MS_DEFAULT)
+        .clamp(REBALANCE_TIMEOUT_MS_MIN, REBALANCE_TIMEOUT_MS_MAX);
+    Duration::from_millis(ms)
 }
 
 fn count(a: &Assignment) -> usize {
@@ -207,10 +228,11 @@ impl ConsumerGroup {
                 .as_ref()
                 .is_some_and(|r| r.len() > MEMBER_ID_BYTES_MAX)
             || hb.client_id.len() > MEMBER_ID_BYTES_MAX
-            || hb
-                .subscribed
-                .as_ref()
-                .is_some_and(|s| s.len() > SUBSCRIBED_TOPICS_MAX)
+            || hb.subscribed.as_ref().is_some_and(|s| {
+                s.len() > SUBSCRIBED_TOPICS_MAX
+                    || s.iter()
+                        .any(|t| t.len() > crate::config::TOPIC_NAME_BYTES_MAX)
+            })
         {
             return Err(GroupError::InvalidRequest("a field over its limit".into()));
         }
@@ -266,6 +288,7 @@ impl ConsumerGroup {
             if !m.revoking.is_empty() && !intersects(owned, &m.revoking) {
                 m.assigned = minus(&m.assigned, &m.revoking);
                 m.revoking.clear();
+                m.revoke_deadline = None;
             }
         }
         // Topics gaining partitions (or appearing) change the target too.
@@ -281,7 +304,7 @@ impl ConsumerGroup {
         if self.target_epoch < self.group_epoch {
             self.compute_target();
         }
-        let result = self.reconcile(&member_id);
+        let result = self.reconcile(&member_id, now);
         self.check_invariants();
         Ok(result)
     }
@@ -338,6 +361,8 @@ impl ConsumerGroup {
             // The same member joining again (it lost its state): it keeps nothing.
             m.assigned.clear();
             m.revoking.clear();
+            m.revoke_deadline = None;
+            m.rebalance_timeout = rebalance_timeout(hb.rebalance_timeout_ms);
             m.sent = None;
             m.member_epoch = 0;
             m.previous_epoch = 0;
@@ -361,6 +386,8 @@ impl ConsumerGroup {
                 revoking: Assignment::new(),
                 sent: None,
                 deadline,
+                rebalance_timeout: rebalance_timeout(hb.rebalance_timeout_ms),
+                revoke_deadline: None,
                 away: false,
             },
         );
@@ -402,7 +429,7 @@ impl ConsumerGroup {
         let gone: Vec<String> = self
             .members
             .iter()
-            .filter(|(_, m)| m.deadline <= now)
+            .filter(|(_, m)| m.deadline <= now || m.revoke_deadline.is_some_and(|d| d <= now))
             .map(|(id, _)| id.clone())
             .collect();
         for id in &gone {
@@ -449,7 +476,7 @@ impl ConsumerGroup {
 
     /// Moves one member towards its target: revocation first, then the partitions no
     /// one else holds.
-    fn reconcile(&mut self, member_id: &str) -> ConsumerHeartbeatResult {
+    fn reconcile(&mut self, member_id: &str, now: Instant) -> ConsumerHeartbeatResult {
         let target = self.target.get(member_id).cloned().unwrap_or_default();
         // Partitions held by the other members.
         let mut held = Assignment::new();
@@ -475,6 +502,7 @@ impl ConsumerGroup {
             let revoke = minus(&m.assigned, &target);
             if !revoke.is_empty() {
                 m.revoking = revoke;
+                m.revoke_deadline = Some(now + m.rebalance_timeout);
             } else {
                 let free = minus(&minus(&target, &m.assigned), &held);
                 for (t, ps) in free {

@@ -151,3 +151,38 @@ fn a_static_member_that_comes_back_takes_over_its_place_without_a_new_epoch() {
         Err(GroupError::UnsupportedAssignor)
     );
 }
+
+#[test]
+fn a_member_that_does_not_revoke_within_its_rebalance_timeout_is_removed() {
+    let now = Instant::now();
+    let mut g = ConsumerGroup::default();
+    let hb = |id: &str| ConsumerHeartbeat {
+        group: "g".into(),
+        member_id: id.into(),
+        member_epoch: 0,
+        rebalance_timeout_ms: 2_000,
+        subscribed: Some(vec!["t".into()]),
+        ..Default::default()
+    };
+    let a = g
+        .heartbeat(&hb("a"), now, &topics, || unreachable!())
+        .unwrap();
+    let owned = a.assignment.unwrap();
+    let b = g
+        .heartbeat(&hb("b"), now, &topics, || unreachable!())
+        .unwrap();
+    // a is asked to revoke, keeps heartbeating, and never does.
+    let a = beat(&mut g, "a", a.member_epoch, &owned, now).unwrap();
+    assert_eq!(of(&a.assignment.unwrap()).len(), 2);
+    let soon = now + Duration::from_millis(1_500);
+    beat(&mut g, "a", a.member_epoch, &owned, soon).unwrap();
+    assert!(!g.expire(soon));
+    assert!(g.expire(now + Duration::from_millis(2_001)));
+    assert!(!g.has_member("a"));
+    // b gets everything.
+    let b = beat(&mut g, "b", b.member_epoch, &Assignment::new(), soon).unwrap();
+    assert_eq!(
+        b.assignment.as_ref().map(of),
+        Some(BTreeSet::from([0, 1, 2, 3]))
+    );
+}
