@@ -19,6 +19,9 @@
 //! DescribeProducers, OffsetForLeaderEpoch, ElectLeaders) and DescribeCluster are listed
 //! with every version the codec has; OffsetForLeaderEpoch starts at v2, the codec's
 //! lowest, which librdkafka and the Java client use. DescribeTopicPartitions has only v0.
+//! ConsumerGroupHeartbeat and ConsumerGroupDescribe (KIP-848) are listed with every
+//! version the codec has; v1's regular-expression subscriptions are refused with
+//! INVALID_REQUEST. OffsetCommit v9 carries the member epoch of those groups.
 
 use kafka_protocol::messages::ApiKey;
 
@@ -41,7 +44,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SyncGroup, 0, 4),
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 5),
-    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetCommit, 2, 9),
     (ApiKey::OffsetFetch, 1, 8),
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DescribeGroups, 0, 5),
@@ -67,6 +70,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::TxnOffsetCommit, 0, 4),
     (ApiKey::ListTransactions, 0, 1),
     (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// Versions below this are listed (for old clients' feature checks) but not handled.
@@ -166,6 +171,10 @@ mod tests {
             }
             ApiKey::DescribeTransactions => DescribeTransactionsRequest::VERSIONS
                 .intersect(&DescribeTransactionsResponse::VERSIONS),
+            ApiKey::ConsumerGroupHeartbeat => ConsumerGroupHeartbeatRequest::VERSIONS
+                .intersect(&ConsumerGroupHeartbeatResponse::VERSIONS),
+            ApiKey::ConsumerGroupDescribe => ConsumerGroupDescribeRequest::VERSIONS
+                .intersect(&ConsumerGroupDescribeResponse::VERSIONS),
             _ => unreachable!(),
         };
         (r.min, r.max)

@@ -1121,6 +1121,46 @@ impl Gen {
                     .with_endpoint_type(self.i8())
                     .with_include_fenced_brokers(self.chance(0.5)),
             ),
+            ApiKey::ConsumerGroupHeartbeat => {
+                let owned = if self.chance(0.5) {
+                    None
+                } else {
+                    Some(self.list(|g| {
+                        let parts = g.list(|g| g.partition());
+                        consumer_group_heartbeat_request::TopicPartitions::default()
+                            .with_topic_id(g.topic_id())
+                            .with_partitions(parts)
+                    }))
+                };
+                let subscribed = if self.chance(0.3) {
+                    None
+                } else {
+                    Some(self.list(|g| g.topic()))
+                };
+                let epoch = *pick(&mut self.rng, &[0, -1, -2, 1, 2, i32::MAX, i32::MIN]);
+                RequestKind::ConsumerGroupHeartbeat(
+                    ConsumerGroupHeartbeatRequest::default()
+                        .with_group_id(self.group())
+                        .with_member_id(self.str_bytes())
+                        .with_member_epoch(if self.chance(0.8) { epoch } else { self.i32() })
+                        .with_instance_id(self.opt_str())
+                        .with_rack_id(self.opt_str())
+                        .with_rebalance_timeout_ms(self.i32())
+                        .with_subscribed_topic_names(subscribed)
+                        .with_subscribed_topic_regex(if self.chance(0.9) {
+                            None
+                        } else {
+                            self.opt_str()
+                        })
+                        .with_server_assignor(self.opt_str())
+                        .with_topic_partitions(owned),
+                )
+            }
+            ApiKey::ConsumerGroupDescribe => RequestKind::ConsumerGroupDescribe(
+                ConsumerGroupDescribeRequest::default()
+                    .with_group_ids(self.list(|g| g.group()))
+                    .with_include_authorized_operations(self.chance(0.5)),
+            ),
             ApiKey::DescribeTopicPartitions => {
                 let topics = self.list(|g| {
                     describe_topic_partitions_request::TopicRequest::default().with_name(g.topic())

@@ -9,6 +9,9 @@
 //! Members live in memory: after a restart clients rejoin (their heartbeats get
 //! "unknown member" and they join again). Committed offsets are durable (`store`).
 
+use super::consumer::{
+    ConsumerGroup, ConsumerGroupDescription, ConsumerHeartbeat, ConsumerHeartbeatResult,
+};
 use super::group::Group;
 use super::store::{remove_offsets, GroupOffsets, OffsetStore, PartitionOffset};
 use super::types::{
@@ -28,6 +31,9 @@ use tokio::sync::Mutex;
 
 pub struct Coordinator {
     groups: Mutex<HashMap<String, Group>>,
+    /// Groups of the next-generation protocol (KIP-848), with members. A group id is
+    /// in one map or the other, never both.
+    consumer_groups: std::sync::Mutex<HashMap<String, ConsumerGroup>>,
     offsets: Arc<dyn OffsetStore>,
     /// group → its committed offsets, as in the store.
     committed: std::sync::Mutex<BTreeMap<String, GroupOffsets>>,
@@ -108,6 +114,7 @@ impl Coordinator {
         let committed = offsets.load()?;
         Ok(Coordinator {
             groups: Mutex::new(HashMap::new()),
+            consumer_groups: std::sync::Mutex::new(HashMap::new()),
             offsets,
             committed: std::sync::Mutex::new(committed),
             next_member: AtomicU64::new(0),
@@ -148,6 +155,10 @@ impl Coordinator {
     pub async fn begin_join(&self, request: JoinRequest, now: Instant) -> Pending<JoinResult> {
         if let Err(e) = check_join(&request) {
             return Pending::ready(Err(e));
+        }
+        // A group of the next-generation protocol takes no classic members.
+        if lock(&self.consumer_groups).contains_key(&request.group) {
+            return Pending::ready(Err(GroupError::InconsistentProtocol));
         }
         // Keep the metadata, not the whole request frame it points into.
         let mut request = request;
@@ -294,9 +305,72 @@ impl Coordinator {
         results
     }
 
+    /// One ConsumerGroupHeartbeat (KIP-848). `partitions` gives a topic's partition
+    /// count (`None`: no such topic). A group id a classic group uses is refused with
+    /// InconsistentProtocol, as the classic JoinGroup refuses one this protocol uses.
+    pub async fn consumer_heartbeat(
+        &self,
+        heartbeat: &ConsumerHeartbeat,
+        now: Instant,
+        partitions: &(dyn Fn(&str) -> Option<u32> + Sync),
+    ) -> GroupResult<ConsumerHeartbeatResult> {
+        valid_group_id(&heartbeat.group)?;
+        let classic = self
+            .groups
+            .lock()
+            .await
+            .get(&heartbeat.group)
+            .is_some_and(|g| !g.is_forgettable());
+        if classic {
+            return Err(GroupError::InconsistentProtocol);
+        }
+        let mut groups = lock(&self.consumer_groups);
+        if !groups.contains_key(&heartbeat.group) {
+            if heartbeat.member_epoch != 0 {
+                return Err(GroupError::UnknownMember);
+            }
+            let held = groups.len() + lock(&self.committed).len();
+            if held >= self.groups_max && !self.has_offsets(&heartbeat.group) {
+                return Err(GroupError::TooManyGroups);
+            }
+        }
+        let group = groups.entry(heartbeat.group.clone()).or_default();
+        let result = group.heartbeat(heartbeat, now, partitions, || {
+            self.new_member_id(&heartbeat.client_id)
+        });
+        if group.is_empty() {
+            groups.remove(&heartbeat.group);
+        }
+        result
+    }
+
+    /// The groups of the next-generation protocol with members: (group, state).
+    pub fn consumer_group_listings(&self) -> Vec<(String, &'static str)> {
+        let mut out: Vec<_> = lock(&self.consumer_groups)
+            .iter()
+            .map(|(id, g)| (id.clone(), g.describe(id).state))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// A group of the next-generation protocol, if it has members.
+    pub fn describe_consumer_group(&self, group_id: &str) -> Option<ConsumerGroupDescription> {
+        lock(&self.consumer_groups)
+            .get(group_id)
+            .map(|g| g.describe(group_id))
+    }
+
     /// Drops members whose session ran out by `now` and ends overdue rebalances.
     /// Call often.
     pub async fn tick(&self, now: Instant) {
+        {
+            let mut consumer_groups = lock(&self.consumer_groups);
+            for group in consumer_groups.values_mut() {
+                group.expire(now);
+            }
+            consumer_groups.retain(|_, group| !group.is_empty());
+        }
         let mut groups = self.groups.lock().await;
         for (group_id, group) in groups.iter_mut() {
             let generation_before = group.generation;
@@ -312,6 +386,30 @@ impl Coordinator {
         lock(&self.committed).contains_key(group_id)
     }
 
+    /// The checks of a commit to a classic group (or to a group with no members).
+    async fn check_classic_commit(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance: Option<&str>,
+        generation: i32,
+    ) -> GroupResult<()> {
+        match self.groups.lock().await.get(group_id) {
+            Some(group) => group.check_commit(member_id, instance, generation),
+            None if !member_id.is_empty() || instance.is_some() => Err(GroupError::UnknownMember),
+            None => {
+                // A commit from outside any generation may name a new group: those
+                // count against the same limit, or clients could add groups (and their
+                // offsets, and their metrics series) without end.
+                let committed = lock(&self.committed);
+                if !committed.contains_key(group_id) && committed.len() >= self.groups_max {
+                    return Err(GroupError::TooManyGroups);
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// OffsetCommit. `member_id` empty and `generation` -1 is a commit from outside any
     /// generation, allowed while the group has no members. A commit naming a group
     /// instance id (`instance`) must come from the static member holding it.
@@ -324,20 +422,14 @@ impl Coordinator {
         offsets: Vec<PartitionOffset>,
     ) -> GroupResult<()> {
         valid_group_id(group_id)?;
-        match self.groups.lock().await.get(group_id) {
-            Some(group) => group.check_commit(member_id, instance, generation)?,
-            None if !member_id.is_empty() || instance.is_some() => {
-                return Err(GroupError::UnknownMember)
-            }
-            None => {
-                // A commit from outside any generation may name a new group: those
-                // count against the same limit, or clients could add groups (and their
-                // offsets, and their metrics series) without end.
-                let committed = lock(&self.committed);
-                if !committed.contains_key(group_id) && committed.len() >= self.groups_max {
-                    return Err(GroupError::TooManyGroups);
-                }
-            }
+        let consumer_group = lock(&self.consumer_groups)
+            .get(group_id)
+            .map(|g| g.check_commit(member_id, generation));
+        if let Some(check) = consumer_group {
+            check?;
+        } else {
+            self.check_classic_commit(group_id, member_id, instance, generation)
+                .await?;
         }
         let too_large = offsets.iter().any(|offset| {
             offset

@@ -8,9 +8,14 @@
 //! - `group`: one group's state machine (time is an input; no clock, no waiting, no disk);
 //! - `coordinator`: request checks, the table of groups, waiting answers, committed
 //!   offsets;
+//! - `consumer`: one group of the next-generation protocol (KIP-848), where Ferry
+//!   assigns the partitions (`consumer_tests`: its tests);
 //! - `store`: the committed offsets on disk;
 //! - `static_members_tests`: static membership through the coordinator (tests).
 
+pub mod consumer;
+#[cfg(test)]
+mod consumer_tests;
 pub mod coordinator;
 mod group;
 #[cfg(test)]

@@ -46,6 +46,19 @@ pub enum GroupError {
     /// Offset metadata over `OFFSET_METADATA_BYTES_MAX`.
     MetadataTooLarge,
     Storage(String),
+    /// A consumer-protocol (KIP-848) heartbeat with a member epoch the member does
+    /// not have: Kafka's FENCED_MEMBER_EPOCH; the member joins again.
+    FencedMemberEpoch,
+    /// An offset commit with a member epoch other than the member's
+    /// (STALE_MEMBER_EPOCH).
+    StaleMemberEpoch,
+    /// A static member joining while another live member holds its instance id
+    /// (UNRELEASED_INSTANCE_ID).
+    UnreleasedInstanceId,
+    /// A server assignor Ferry does not have (UNSUPPORTED_ASSIGNOR).
+    UnsupportedAssignor,
+    /// A request breaking the protocol's rules (INVALID_REQUEST), with why.
+    InvalidRequest(String),
 }
 
 /// The answer to one group request.

@@ -31,7 +31,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use std::time::Instant;
 
-pub fn code(e: &GroupError) -> i16 {
+pub(super) fn code(e: &GroupError) -> i16 {
     match e {
         GroupError::UnknownMember => ResponseError::UnknownMemberId,
         GroupError::IllegalGeneration => ResponseError::IllegalGeneration,
@@ -47,6 +47,11 @@ pub fn code(e: &GroupError) -> i16 {
         GroupError::TooManyGroups => ResponseError::CoordinatorNotAvailable,
         GroupError::MetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
         GroupError::Storage(_) => ResponseError::CoordinatorNotAvailable,
+        GroupError::FencedMemberEpoch => ResponseError::FencedMemberEpoch,
+        GroupError::StaleMemberEpoch => ResponseError::StaleMemberEpoch,
+        GroupError::UnreleasedInstanceId => ResponseError::UnreleasedInstanceId,
+        GroupError::UnsupportedAssignor => ResponseError::UnsupportedAssignor,
+        GroupError::InvalidRequest(_) => ResponseError::InvalidRequest,
     }
     .code()
 }
@@ -580,24 +585,40 @@ pub fn offset_fetch(
 /// The groups the session may Describe (all of them with Describe on the cluster).
 pub async fn list_groups(ctx: &Ctx, version: i16, session: &Session) -> ListGroupsResponse {
     let all = session.may_on_cluster(&ctx.auth, Operation::Describe);
-    let groups = ctx
-        .broker
-        .groups
-        .list()
-        .await
-        .into_iter()
-        .filter(|l| all || may_group(ctx, session, Operation::Describe, &l.group))
-        .map(|listing| {
+    // Groups of the consumer protocol (KIP-848) with members, then the classic ones
+    // (and those known by their committed offsets alone).
+    let consumer = ctx.broker.groups.consumer_group_listings();
+    let consumer_names: std::collections::HashSet<&str> =
+        consumer.iter().map(|(g, _)| g.as_str()).collect();
+    let classic = ctx.broker.groups.list().await;
+    let listed = consumer
+        .iter()
+        .map(|(group, state)| (group.clone(), "consumer".to_string(), *state, "consumer"))
+        .chain(
+            classic
+                .into_iter()
+                .filter(|l| !consumer_names.contains(l.group.as_str()))
+                .map(|l| (l.group, l.protocol_type, l.state.name(), "classic")),
+        );
+    let mut groups: Vec<ListedGroup> = listed
+        .filter(|(group, ..)| all || may_group(ctx, session, Operation::Describe, group))
+        .map(|(group, protocol_type, state, group_type)| {
             let g = ListedGroup::default()
-                .with_group_id(GroupId(s(listing.group)))
-                .with_protocol_type(s(listing.protocol_type));
-            if version >= 4 {
-                g.with_group_state(s(listing.state.name()))
+                .with_group_id(GroupId(s(group)))
+                .with_protocol_type(s(protocol_type));
+            let g = if version >= 4 {
+                g.with_group_state(s(state))
+            } else {
+                g
+            };
+            if version >= 5 {
+                g.with_group_type(s(group_type))
             } else {
                 g
             }
         })
         .collect();
+    groups.sort_by(|a, b| a.group_id.0.cmp(&b.group_id.0));
     ListGroupsResponse::default().with_groups(groups)
 }
 

@@ -4,6 +4,7 @@ mod admin;
 mod alter_configs;
 mod cluster;
 mod configs;
+mod consumer_groups;
 mod describe_topics;
 mod fetch;
 mod groups;
@@ -239,6 +240,12 @@ async fn answer(ctx: &Ctx, req: Request, session: &mut Session) -> Option<Respon
         }
         RequestKind::ElectLeaders(r) => {
             ResponseKind::ElectLeaders(partitions::elect_leaders(ctx, r, version, session))
+        }
+        RequestKind::ConsumerGroupHeartbeat(r) => ResponseKind::ConsumerGroupHeartbeat(
+            consumer_groups::heartbeat(ctx, r, peer, &client_id, session).await,
+        ),
+        RequestKind::ConsumerGroupDescribe(r) => {
+            ResponseKind::ConsumerGroupDescribe(consumer_groups::describe(ctx, r, session))
         }
         RequestKind::DescribeTopicPartitions(r) => ResponseKind::DescribeTopicPartitions(
             describe_topics::describe_topic_partitions(ctx, r, session),
