@@ -22,6 +22,7 @@ pub mod sync;
 pub use batch::{BatchError, BatchHeader, DecodeLimits, NewRecord, Record, RecordHeader};
 pub use compression::Compression;
 pub use error::{LogError, Result};
+pub use log::compaction::{CompactConfig, Compacted};
 pub use log::{
     AppendInfo, Durability, LogConfig, LogStats, PartitionLog, ReadResult, LEADER_EPOCH,
 };
