@@ -834,6 +834,10 @@ fn topic(dir: &Path) -> Topic {
         flush_interval_ms: 1000,
         created_at_ms: 0,
         timestamp_type: Default::default(),
+        cleanup_policy: Default::default(),
+        delete_retention_ms: 86_400_000,
+        min_compaction_lag_ms: 0,
+        min_cleanable_dirty_ratio: Default::default(),
     };
     Topic::new(config, partitions)
 }
