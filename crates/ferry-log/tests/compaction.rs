@@ -401,3 +401,41 @@ fn a_reader_holding_the_old_segment_reads_it_whole_during_a_swap() {
     let (o, _) = log.offset_for_timestamp(0).unwrap().unwrap();
     assert_eq!(o, *want.keys().next().unwrap());
 }
+
+#[test]
+fn a_failed_rename_over_the_segment_stops_the_log_and_a_restart_finishes_the_swap() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = PartitionLog::open(dir.path(), config()).unwrap();
+    let mut written = fill(&log, "once", 5, 5, 5, Compression::None, 1_000);
+    written.extend(fill(&log, "k", 300, 10, 5, Compression::None, 1_000));
+    // The first rename matching is `.log.cleaned` to `.log.swap`, the second `.log.swap`
+    // over `.log`: that one fails.
+    let target = dir.path().join("00000000000000000000.log");
+    ferry_log::fault::arm(&format!("rename@{}:2", target.display())).unwrap();
+    assert!(log.compact(&compact_config(2_000)).is_err());
+    assert!(
+        log.failure().is_some(),
+        "the folder's state is unknown: the log stops"
+    );
+    assert!(dir.path().join("00000000000000000000.log.swap").exists());
+    // Readers still read the original meanwhile.
+    assert_eq!(read_all(&log), written);
+    drop(log);
+    let (log, cuts) = PartitionLog::open(dir.path(), config()).unwrap();
+    assert!(cuts.is_empty());
+    assert!(!dir.path().join("00000000000000000000.log.swap").exists());
+    let got = read_all(&log);
+    // The first segment is the compacted copy now; nothing twice, the rest as written.
+    let offsets: Vec<u64> = got.keys().copied().collect();
+    let mut sorted = offsets.clone();
+    sorted.dedup();
+    assert_eq!(offsets, sorted);
+    assert!(got.len() < written.len());
+    for o in 0..5 {
+        assert_eq!(got.get(&o), written.get(&o), "keys written once stay");
+    }
+    // Compacting again gives what one clean pass gives.
+    log.compact(&compact_config(2_000)).unwrap().unwrap();
+    let end = active_base(&log);
+    assert_eq!(read_all(&log), expected(&written, end, false));
+}
