@@ -204,3 +204,49 @@ def test_kill_during_compaction_loses_nothing():
                     time.sleep(0.5)
         finally:
             f.stop()
+
+
+def test_a_consumer_group_resumes_across_gaps(ferry):
+    """A group commits an offset that compaction then turns into a gap; the next member
+    resumes at the next record kept, and its position moves past every gap."""
+    topic = "grouped"
+    create_compacted(ferry, topic)
+    latest = produce_versions(ferry, topic)
+    end = http_json(f"{ferry.http}/v1/topics/{topic}")["partition_stats"][0]["latest"]
+    deadline = time.time() + 30
+    while True:
+        kept = [o for o, _, _ in consume_all(ferry, topic, end)]
+        gaps = [o for o in range(0, end) if o not in set(kept)]
+        if gaps or time.time() > deadline:
+            break
+        time.sleep(0.3)
+    assert gaps, "compaction left gaps"
+    gap = gaps[len(gaps) // 2]
+    group = "resumer"
+    c = Consumer({"bootstrap.servers": ferry.kafka, "group.id": group,
+                  "auto.offset.reset": "latest", "enable.auto.commit": False})
+    c.subscribe([topic])
+    deadline = time.time() + 20
+    while not c.assignment() and time.time() < deadline:
+        c.poll(0.2)
+    c.commit(offsets=[TopicPartition(topic, 0, gap)], asynchronous=False)
+    c.close()
+    c = Consumer({"bootstrap.servers": ferry.kafka, "group.id": group,
+                  "auto.offset.reset": "latest", "enable.auto.commit": False})
+    c.subscribe([topic])
+    got = []
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        m = c.poll(0.5)
+        if m is None:
+            if got and got[-1] >= end - 1:
+                break
+            continue
+        assert not m.error(), m.error()
+        got.append(m.offset())
+    c.commit(asynchronous=False)
+    positions = c.committed([TopicPartition(topic, 0)], timeout=10)
+    c.close()
+    assert got == [o for o in kept if o >= gap], "from the gap on, every kept record once"
+    assert positions[0].offset == end
+    assert latest
