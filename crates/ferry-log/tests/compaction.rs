@@ -439,3 +439,19 @@ fn a_failed_rename_over_the_segment_stops_the_log_and_a_restart_finishes_the_swa
     let end = active_base(&log);
     assert_eq!(read_all(&log), expected(&written, end, false));
 }
+
+#[test]
+fn a_closed_log_is_not_compacted_and_gets_no_new_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = PartitionLog::open(dir.path(), config()).unwrap();
+    let written = fill(&log, "k", 300, 10, 5, Compression::None, 1_000);
+    log.close().unwrap();
+    assert_eq!(log.compact(&compact_config(2_000)).unwrap(), None);
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("clean") || n.ends_with(".swap"))
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
+    assert_eq!(read_all(&log), written);
+}

@@ -620,7 +620,11 @@ impl PartitionLog {
                 .is_some_and(|at| at.saturating_add(config.delete_retention_ms) <= config.now_ms)
         };
         for seg in sealed.iter().filter(|s| s.base < end) {
-            let copy = self.clean_segment(seg, &map, end, &horizon, &limits, &mut done)?;
+            let copy = match self.clean_segment(seg, &map, end, &horizon, &limits, &mut done) {
+                // Closed meanwhile: what was swapped stays, the rest is left alone.
+                Err(LogError::Closed) => return Ok(None),
+                other => other?,
+            };
             self.swap_in(seg, copy)?;
             done.segments += 1;
         }
@@ -714,8 +718,18 @@ impl PartitionLog {
         limits: &DecodeLimits,
         done: &mut Compacted,
     ) -> Result<CleanedCopy> {
-        let index_interval = lock(&self.inner).config.index_interval_bytes;
-        let mut copy = CleanedCopy::create(&self.dir, seg.base, index_interval)?;
+        let mut copy = {
+            // Under `removing`, which `close` takes: once a log is closed (its topic
+            // deleted and its folder about to go) no copy is made in its folder.
+            let _removing = lock(&self.removing);
+            let inner = lock(&self.inner);
+            if inner.closed {
+                return Err(LogError::Closed);
+            }
+            let index_interval = inner.config.index_interval_bytes;
+            drop(inner);
+            CleanedCopy::create(&self.dir, seg.base, index_interval)?
+        };
         let result = (|| {
             for_each_batch(seg, |_, one| {
                 let h = BatchHeader::parse(&one).map_err(LogError::InvalidBatch)?;
