@@ -63,6 +63,7 @@ pub fn run(
         min_compaction_lag_ms: 0,
         delete_retention_ms: 86_400_000,
         min_dirty_ratio: 0.0,
+        max_compaction_lag_ms: u64::MAX,
         offset_map_bytes,
     };
     let started = Instant::now();

@@ -26,7 +26,8 @@
 
 use crate::config::{
     validate_topic_name, CleanupPolicy, DirtyRatio, DurabilityPolicy, TimestampType, TopicConfig,
-    TopicDefaults, DELETE_RETENTION_MS_DEFAULT, MIN_COMPACTION_LAG_MS_DEFAULT,
+    TopicDefaults, DELETE_RETENTION_MS_DEFAULT, MAX_COMPACTION_LAG_MS_DEFAULT,
+    MIN_COMPACTION_LAG_MS_DEFAULT,
 };
 use crate::error::{BrokerError, Result};
 use crate::meta::{FileMetaStore, MetaStore};
@@ -86,6 +87,7 @@ pub struct TopicSettings {
     pub delete_retention_ms: Option<u64>,
     pub min_compaction_lag_ms: Option<u64>,
     pub min_cleanable_dirty_ratio: Option<f64>,
+    pub max_compaction_lag_ms: Option<u64>,
 }
 
 /// One partition's state for `describe`.
@@ -292,6 +294,9 @@ impl Broker {
             min_cleanable_dirty_ratio: req
                 .min_cleanable_dirty_ratio
                 .map_or_else(DirtyRatio::default, DirtyRatio),
+            max_compaction_lag_ms: req
+                .max_compaction_lag_ms
+                .unwrap_or(MAX_COMPACTION_LAG_MS_DEFAULT),
         };
         config.validate()?;
         if self.topic(&config.name).is_ok() {
@@ -452,6 +457,7 @@ impl Broker {
                     base.delete_retention_ms = DELETE_RETENTION_MS_DEFAULT;
                     base.min_compaction_lag_ms = MIN_COMPACTION_LAG_MS_DEFAULT;
                     base.min_cleanable_dirty_ratio = DirtyRatio::default();
+                    base.max_compaction_lag_ms = MAX_COMPACTION_LAG_MS_DEFAULT;
                     updated(&base, &settings)
                 },
                 validate_only,
@@ -731,6 +737,9 @@ fn updated(old: &TopicConfig, update: &TopicSettings) -> Result<TopicConfig> {
     config.min_compaction_lag_ms = update
         .min_compaction_lag_ms
         .unwrap_or(config.min_compaction_lag_ms);
+    config.max_compaction_lag_ms = update
+        .max_compaction_lag_ms
+        .unwrap_or(config.max_compaction_lag_ms);
     if let Some(r) = update.min_cleanable_dirty_ratio {
         config.min_cleanable_dirty_ratio = DirtyRatio(r);
     }

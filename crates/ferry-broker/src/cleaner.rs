@@ -71,6 +71,7 @@ impl Broker {
                 min_compaction_lag_ms: config.min_compaction_lag_ms,
                 delete_retention_ms: config.delete_retention_ms,
                 min_dirty_ratio: config.min_cleanable_dirty_ratio.0,
+                max_compaction_lag_ms: config.max_compaction_lag_ms,
                 offset_map_bytes: self.config().cleaner_offset_map_bytes,
             };
             match p.log.compact(&pass) {

@@ -140,6 +140,12 @@ impl Default for DirtyRatio {
 pub const DELETE_RETENTION_MS_DEFAULT: u64 = 86_400_000;
 pub const MIN_COMPACTION_LAG_MS_DEFAULT: u64 = 0;
 pub const DIRTY_RATIO_DEFAULT: f64 = 0.5;
+/// No limit: Kafka's default of `max.compaction.lag.ms` (Long.MAX_VALUE).
+pub const MAX_COMPACTION_LAG_MS_DEFAULT: u64 = i64::MAX as u64;
+
+fn max_compaction_lag_ms_default() -> u64 {
+    MAX_COMPACTION_LAG_MS_DEFAULT
+}
 
 fn delete_retention_ms_default() -> u64 {
     DELETE_RETENTION_MS_DEFAULT
@@ -206,6 +212,10 @@ pub struct TopicConfig {
     /// compacted offset.
     #[serde(default)]
     pub min_cleanable_dirty_ratio: DirtyRatio,
+    /// A partition is compacted, whatever its dirty share, once a record not yet
+    /// compacted is older than this.
+    #[serde(default = "max_compaction_lag_ms_default")]
+    pub max_compaction_lag_ms: u64,
 }
 
 /// Limits on settings, named with their unit last.
@@ -280,6 +290,15 @@ impl TopicConfig {
         if !(0.0..=1.0).contains(&ratio) {
             return bad(format!(
                 "min_cleanable_dirty_ratio must be between 0 and 1, got {ratio}"
+            ));
+        }
+        if self.max_compaction_lag_ms == 0
+            || self.max_compaction_lag_ms > MAX_COMPACTION_LAG_MS_DEFAULT
+            || self.max_compaction_lag_ms < self.min_compaction_lag_ms
+        {
+            return bad(format!(
+                "max_compaction_lag_ms must be between min_compaction_lag_ms ({}) and {MAX_COMPACTION_LAG_MS_DEFAULT}, and at least 1, got {}",
+                self.min_compaction_lag_ms, self.max_compaction_lag_ms
             ));
         }
         if self.flush_interval_ms == 0 {

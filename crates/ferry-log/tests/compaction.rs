@@ -24,6 +24,7 @@ fn compact_config(now_ms: u64) -> CompactConfig {
         min_compaction_lag_ms: 0,
         delete_retention_ms: DAY_MS,
         min_dirty_ratio: 0.0,
+        max_compaction_lag_ms: u64::MAX,
         offset_map_bytes: 1 << 20,
     }
 }
@@ -454,4 +455,26 @@ fn a_closed_log_is_not_compacted_and_gets_no_new_files() {
         .collect();
     assert!(names.is_empty(), "{names:?}");
     assert_eq!(read_all(&log), written);
+}
+
+#[test]
+fn a_partition_below_the_dirty_ratio_is_compacted_once_past_the_max_compaction_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = PartitionLog::open(dir.path(), config()).unwrap();
+    fill(&log, "k", 300, 10, 5, Compression::None, 1_000);
+    let mut cfg = compact_config(2_000);
+    cfg.min_dirty_ratio = 1.1;
+    assert_eq!(
+        log.compact(&cfg).unwrap(),
+        None,
+        "below the ratio, no lag limit"
+    );
+    cfg.max_compaction_lag_ms = 5_000;
+    assert_eq!(
+        log.compact(&cfg).unwrap(),
+        None,
+        "records younger than the limit"
+    );
+    cfg.now_ms = 6_001;
+    assert!(log.compact(&cfg).unwrap().is_some(), "older than the limit");
 }

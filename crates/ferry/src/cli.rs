@@ -490,6 +490,9 @@ pub struct TopicSettings {
     /// Share of a partition's bytes not yet compacted at which compaction starts (0 to 1)
     #[arg(long)]
     pub min_cleanable_dirty_ratio: Option<f64>,
+    /// A partition is compacted once a record not yet compacted is older than this (ms)
+    #[arg(long)]
+    pub max_compaction_lag_ms: Option<u64>,
 }
 
 // A command on one topic or subscription: its name, the command's own flags `T`, then

@@ -37,6 +37,10 @@ fn settings_json(partitions: Option<u32>, s: &TopicSettings) -> anyhow::Result<M
         "min_cleanable_dirty_ratio",
         s.min_cleanable_dirty_ratio.map(Value::from),
     );
+    put(
+        "max_compaction_lag_ms",
+        s.max_compaction_lag_ms.map(Value::from),
+    );
     put("cleanup_policy", s.cleanup_policy.clone().map(Value::from));
     if let Some(d) = &s.durability {
         if !["always", "interval", "never"].contains(&d.as_str()) {

@@ -375,6 +375,7 @@ fn topic_defaults(args: &ServeArgs, file: &mut FileSettings) -> anyhow::Result<T
         delete_retention_ms: ferry_broker::config::DELETE_RETENTION_MS_DEFAULT,
         min_compaction_lag_ms: 0,
         min_cleanable_dirty_ratio: Default::default(),
+        max_compaction_lag_ms: ferry_broker::config::MAX_COMPACTION_LAG_MS_DEFAULT,
     }
     .validate()
     .context("invalid default topic setting")?;

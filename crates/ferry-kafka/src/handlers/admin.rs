@@ -26,7 +26,7 @@ pub(super) const UNDESCRIBED_CONFIGS: &[&str] = &["unclean.leader.election.enabl
 const ACCEPTED_CONFIGS: &str = "retention.ms, retention.bytes, segment.bytes, segment.ms, \
 max.message.bytes, message.timestamp.type (CreateTime, LogAppendTime), \
 cleanup.policy (delete, compact, compact,delete), delete.retention.ms, min.compaction.lag.ms, \
-min.cleanable.dirty.ratio, compression.type=producer, ferry.durability, ferry.flush.interval.ms, min.insync.replicas=1 and unclean.leader.election.enable";
+min.cleanable.dirty.ratio, max.compaction.lag.ms, compression.type=producer, ferry.durability, ferry.flush.interval.ms, min.insync.replicas=1 and unclean.leader.election.enable";
 
 /// Maps Kafka topic configs onto Ferry's settings (CreateTopics, AlterConfigs and
 /// IncrementalAlterConfigs share it, so they check alike). Every config taken is
@@ -69,6 +69,7 @@ pub(super) fn settings_from_configs<'a>(
             }
             "delete.retention.ms" => s.delete_retention_ms = Some(uint(value)?),
             "min.compaction.lag.ms" => s.min_compaction_lag_ms = Some(uint(value)?),
+            "max.compaction.lag.ms" => s.max_compaction_lag_ms = Some(uint(value)?),
             "min.cleanable.dirty.ratio" => {
                 s.min_cleanable_dirty_ratio = Some(
                     value
@@ -505,8 +506,10 @@ mod tests {
             ("delete.retention.ms", "1000"),
             ("min.compaction.lag.ms", "5"),
             ("min.cleanable.dirty.ratio", "0.01"),
+            ("max.compaction.lag.ms", "60000"),
         ])
         .unwrap();
+        assert_eq!(s.max_compaction_lag_ms, Some(60_000));
         assert_eq!(s.delete_retention_ms, Some(1000));
         assert_eq!(s.min_compaction_lag_ms, Some(5));
         assert_eq!(s.min_cleanable_dirty_ratio, Some(0.01));

@@ -131,6 +131,15 @@ pub(super) const TOPIC_KEYS: &[TopicKey] = &[
         default: |_| ferry_broker::config::MIN_COMPACTION_LAG_MS_DEFAULT.to_string(),
     },
     TopicKey {
+        name: "max.compaction.lag.ms",
+        broker_name: "log.cleaner.max.compaction.lag.ms",
+        config_type: TYPE_LONG,
+        list: false,
+        doc: "A partition is compacted, whatever its dirty share, once a record not yet compacted is older than this many milliseconds.",
+        value: |c| c.max_compaction_lag_ms.to_string(),
+        default: |_| ferry_broker::config::MAX_COMPACTION_LAG_MS_DEFAULT.to_string(),
+    },
+    TopicKey {
         name: "min.cleanable.dirty.ratio",
         broker_name: "log.cleaner.min.cleanable.ratio",
         config_type: TYPE_DOUBLE,

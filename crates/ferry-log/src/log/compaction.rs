@@ -98,6 +98,9 @@ pub struct CompactConfig {
     pub delete_retention_ms: u64,
     /// The least share of dirty bytes among sealed bytes that starts a pass (0 to 1).
     pub min_dirty_ratio: f64,
+    /// A pass also starts, whatever the dirty share, once the oldest record not yet
+    /// compacted is older than this (Kafka's `max.compaction.lag.ms`).
+    pub max_compaction_lag_ms: u64,
     /// Memory of the offset map, in bytes.
     pub offset_map_bytes: usize,
 }
@@ -599,7 +602,12 @@ impl PartitionLog {
         let mut passes = load_checkpoint(&self.dir);
         let cleaned_to = passes.last().map_or(0, |p| p.end);
         let sealed = self.sealed_views();
-        if sealed.is_empty() || dirty_ratio(&sealed, cleaned_to) < config.min_dirty_ratio {
+        if sealed.is_empty() {
+            return Ok(None);
+        }
+        if dirty_ratio(&sealed, cleaned_to) < config.min_dirty_ratio
+            && !oldest_dirty_older_than(&sealed, cleaned_to, config)?
+        {
             return Ok(None);
         }
         let (map, end) = self.build_offset_map(&sealed, cleaned_to, config)?;
@@ -843,6 +851,33 @@ impl PartitionLog {
         debug_assert_eq!(self.invariants(&inner), Ok(()));
         Ok(())
     }
+}
+
+/// Whether the first batch not yet compacted is older than `max_compaction_lag_ms`.
+fn oldest_dirty_older_than(
+    sealed: &[SealedView],
+    cleaned_to: u64,
+    config: &CompactConfig,
+) -> Result<bool> {
+    if config.max_compaction_lag_ms >= i64::MAX as u64 {
+        return Ok(false);
+    }
+    let limit = config.now_ms.saturating_sub(config.max_compaction_lag_ms);
+    let mut oldest = None;
+    for seg in sealed.iter().filter(|s| s.next_offset > cleaned_to) {
+        for_each_batch(seg, |_, one| {
+            let h = BatchHeader::parse(&one).map_err(LogError::InvalidBatch)?;
+            if (h.last_offset() as u64) < cleaned_to {
+                return Ok(true);
+            }
+            oldest = Some(h.max_timestamp);
+            Ok(false)
+        })?;
+        if oldest.is_some() {
+            break;
+        }
+    }
+    Ok(oldest.is_some_and(|ts| ts >= 0 && (ts as u64) < limit))
 }
 
 fn dirty_ratio(sealed: &[SealedView], cleaned_to: u64) -> f64 {
