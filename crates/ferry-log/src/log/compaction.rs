@@ -58,30 +58,27 @@
 //! segment are forgotten, and neighbouring passes whose tombstones have all expired are
 //! merged, so the file stays small.
 
+mod checkpoint;
+mod offset_map;
+mod rebuild;
+
+pub use checkpoint::CHECKPOINT_FILE;
+pub use offset_map::{key_hash, OffsetMap, OFFSET_MAP_BYTES_MIN, OFFSET_MAP_SLOT_BYTES};
+
 use super::{sync_dir, PartitionLog};
-use crate::batch::{self, BatchHeader, DecodeLimits, Record, BATCH_HEADER_BYTES};
-use crate::compression::{self, Compression};
+use crate::batch::{self, BatchHeader, DecodeLimits, Record};
 use crate::error::{LogError, Result};
 use crate::fault;
 use crate::segment::{self, Segment};
 use crate::sync::lock;
 use bytes::Bytes;
+use checkpoint::{first_cleaned_at, load_checkpoint, prune, store_checkpoint, Pass};
+use rebuild::rebuild_batch;
 use std::fs::{File, OpenOptions};
-use std::hash::Hasher;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The checkpoint's file name in the partition folder.
-pub const CHECKPOINT_FILE: &str = "cleaner-checkpoint";
-const CHECKPOINT_TMP: &str = "cleaner-checkpoint.tmp";
-const CHECKPOINT_HEADER: &str = "ferry-cleaner-checkpoint 1";
-/// Passes remembered at most; older ones are merged first.
-const CHECKPOINT_PASSES_MAX: usize = 1024;
-/// Bytes of one offset map slot: a 128-bit hash and an offset.
-pub const OFFSET_MAP_SLOT_BYTES: usize = 24;
-/// The least memory an offset map is given.
-pub const OFFSET_MAP_BYTES_MIN: usize = 64 * 1024;
 /// Bytes written to the cleaned copy at once.
 const WRITE_BUFFER_BYTES: usize = 1 << 20;
 /// Largest batch compaction reads (the log's hard limit for recovery).
@@ -122,172 +119,6 @@ pub struct Compacted {
     pub cleaned_to: u64,
     /// Keys the offset map held.
     pub keys: usize,
-}
-
-/// A fixed-size map of key hashes to the latest offset seen, by open addressing with
-/// linear probing. It never grows: it is full at 90% of its slots.
-pub struct OffsetMap {
-    slots: Vec<(u128, u64)>,
-    used: usize,
-    max: usize,
-}
-
-impl OffsetMap {
-    /// A map using about `bytes` of memory.
-    pub fn new(bytes: usize) -> OffsetMap {
-        let n = bytes.max(OFFSET_MAP_BYTES_MIN) / OFFSET_MAP_SLOT_BYTES;
-        OffsetMap {
-            slots: vec![(0, 0); n],
-            used: 0,
-            max: n / 10 * 9,
-        }
-    }
-
-    /// How many keys it holds.
-    pub fn len(&self) -> usize {
-        self.used
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.used == 0
-    }
-
-    /// The slot of `hash`: where it is, or the empty one where it would go.
-    fn slot(&self, hash: u128) -> usize {
-        let n = self.slots.len();
-        let mut i = (hash % n as u128) as usize;
-        loop {
-            let h = self.slots[i].0;
-            if h == hash || h == 0 {
-                return i;
-            }
-            i = (i + 1) % n;
-        }
-    }
-
-    /// Records `offset` as the latest of `hash`; false (and nothing changed) when the
-    /// key is new and the map full.
-    pub fn put(&mut self, hash: u128, offset: u64) -> bool {
-        debug_assert_ne!(hash, 0, "hash 0 marks an empty slot");
-        let i = self.slot(hash);
-        if self.slots[i].0 == 0 {
-            if self.used >= self.max {
-                return false;
-            }
-            self.used += 1;
-        }
-        debug_assert!(self.slots[i].0 == 0 || self.slots[i].1 <= offset);
-        self.slots[i] = (hash, offset);
-        true
-    }
-
-    pub fn get(&self, hash: u128) -> Option<u64> {
-        let i = self.slot(hash);
-        (self.slots[i].0 == hash).then_some(self.slots[i].1)
-    }
-}
-
-/// The 128-bit hash of a key (two SipHash runs; never 0, which marks an empty slot).
-pub fn key_hash(key: &[u8]) -> u128 {
-    let half = |tag: u8| {
-        #[allow(deprecated)]
-        let mut h = std::hash::SipHasher::new_with_keys(0x6665_7272_7963_6c65, u64::from(tag));
-        h.write(key);
-        h.finish()
-    };
-    let hash = (u128::from(half(1)) << 64) | u128::from(half(2));
-    hash.max(1)
-}
-
-/// One pass as the checkpoint remembers it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Pass {
-    end: u64,
-    at_ms: u64,
-}
-
-fn load_checkpoint(dir: &Path) -> Vec<Pass> {
-    let path = dir.join(CHECKPOINT_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "Could not read the compaction checkpoint; compacting from the start.");
-            return Vec::new();
-        }
-    };
-    let parsed = parse_checkpoint(&text);
-    if parsed.is_none() {
-        tracing::warn!(path = %path.display(), "The compaction checkpoint is damaged; compacting from the start.");
-    }
-    parsed.unwrap_or_default()
-}
-
-fn parse_checkpoint(text: &str) -> Option<Vec<Pass>> {
-    let mut lines = text.lines();
-    if lines.next()? != CHECKPOINT_HEADER {
-        return None;
-    }
-    let mut passes: Vec<Pass> = Vec::new();
-    for line in lines {
-        let (end, at) = line.split_once(' ')?;
-        let pass = Pass {
-            end: end.parse().ok()?,
-            at_ms: at.parse().ok()?,
-        };
-        if passes.last().is_some_and(|p| p.end >= pass.end) {
-            return None;
-        }
-        passes.push(pass);
-    }
-    Some(passes)
-}
-
-fn store_checkpoint(dir: &Path, passes: &[Pass]) -> Result<()> {
-    let mut text = format!("{CHECKPOINT_HEADER}\n");
-    for p in passes {
-        text.push_str(&format!("{} {}\n", p.end, p.at_ms));
-    }
-    fault::replace_file(
-        &dir.join(CHECKPOINT_TMP),
-        &dir.join(CHECKPOINT_FILE),
-        text.as_bytes(),
-    )
-    .map_err(|e| LogError::io("writing the compaction checkpoint", e))?;
-    sync_dir(dir)
-}
-
-/// Drops passes wholly before `first` and merges neighbours whose tombstones have all
-/// expired by `now_ms`.
-fn prune(passes: &mut Vec<Pass>, first: u64, now_ms: u64, delete_retention_ms: u64) {
-    let keep_from = passes
-        .iter()
-        .position(|p| p.end > first)
-        .unwrap_or(passes.len());
-    passes.drain(..keep_from);
-    let expired = |p: &Pass| p.at_ms.saturating_add(delete_retention_ms) <= now_ms;
-    let mut merged: Vec<Pass> = Vec::with_capacity(passes.len());
-    for p in passes.drain(..) {
-        match merged.last_mut() {
-            Some(last) if expired(last) && expired(&p) => {
-                last.end = p.end;
-                last.at_ms = last.at_ms.max(p.at_ms);
-            }
-            _ => merged.push(p),
-        }
-    }
-    // Past the limit the oldest are merged whatever their age: their tombstones then
-    // count from the later time, so they stay longer, never shorter.
-    while merged.len() > CHECKPOINT_PASSES_MAX {
-        let second = merged.remove(1);
-        merged[0] = second;
-    }
-    *passes = merged;
-}
-
-/// When the pass that first reached `offset` ran, if one did.
-fn first_cleaned_at(passes: &[Pass], offset: u64) -> Option<u64> {
-    passes.iter().find(|p| p.end > offset).map(|p| p.at_ms)
 }
 
 fn cleaned_path(dir: &Path, base: u64) -> PathBuf {
@@ -398,106 +229,6 @@ fn for_each_batch(
 fn kept_whole(h: &BatchHeader) -> bool {
     h.is_control() || h.is_transactional()
 }
-
-fn put_varlong(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.push((z as u8 & 0x7f) | 0x80);
-        z >>= 7;
-    }
-    out.push(z as u8);
-}
-
-fn put_nullable(out: &mut Vec<u8>, b: Option<&[u8]>) {
-    match b {
-        None => put_varlong(out, -1),
-        Some(b) => {
-            put_varlong(out, b.len() as i64);
-            out.extend_from_slice(b);
-        }
-    }
-}
-
-/// A batch of `records` (consecutive offsets, taken from the batch `h`), with the
-/// original batch's attributes, codec and producer fields.
-fn rebuild_batch(h: &BatchHeader, records: &[Record]) -> Result<Vec<u8>> {
-    debug_assert!(!records.is_empty());
-    debug_assert!(records.windows(2).all(|w| w[1].offset == w[0].offset + 1));
-    let first = records[0].offset;
-    let log_append = h.is_log_append_time();
-    let (base_ts, max_ts) = if log_append {
-        (h.base_timestamp, h.max_timestamp)
-    } else {
-        (
-            records.iter().map(|r| r.timestamp).min().unwrap_or(0),
-            records.iter().map(|r| r.timestamp).max().unwrap_or(0),
-        )
-    };
-    let mut body = Vec::new();
-    let mut rec = Vec::new();
-    for (i, r) in records.iter().enumerate() {
-        rec.clear();
-        rec.push(r.attributes as u8);
-        let ts_delta = if log_append { 0 } else { r.timestamp - base_ts };
-        put_varlong(&mut rec, ts_delta);
-        put_varlong(&mut rec, i as i64);
-        put_nullable(&mut rec, r.key.as_deref());
-        put_nullable(&mut rec, r.value.as_deref());
-        put_varlong(&mut rec, r.headers.len() as i64);
-        for hd in &r.headers {
-            put_nullable(&mut rec, Some(&hd.key));
-            put_nullable(&mut rec, hd.value.as_deref());
-        }
-        put_varlong(&mut body, rec.len() as i64);
-        body.extend_from_slice(&rec);
-    }
-    let codec = h.compression().map_err(LogError::InvalidBatch)?;
-    let body = match codec {
-        Compression::None => body,
-        other => compression::compress(other, &body).map_err(LogError::InvalidBatch)?,
-    };
-    let count = i32::try_from(records.len())
-        .map_err(|_| LogError::InvalidBatch(batch::BatchError::BadLength(records.len() as i64)))?;
-    let batch_length =
-        i32::try_from(BATCH_HEADER_BYTES - batch::BATCH_PREFIX_BYTES + body.len())
-            .map_err(|_| LogError::InvalidBatch(batch::BatchError::BadLength(body.len() as i64)))?;
-    let sequence = if h.base_sequence < 0 {
-        h.base_sequence
-    } else {
-        // Sequences wrap past i32::MAX, as Kafka's do.
-        ((i64::from(h.base_sequence) + (first - h.base_offset)) % (i64::from(i32::MAX) + 1)) as i32
-    };
-    let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + body.len());
-    out.extend_from_slice(&first.to_be_bytes());
-    out.extend_from_slice(&batch_length.to_be_bytes());
-    out.extend_from_slice(&h.partition_leader_epoch.to_be_bytes());
-    out.push(batch::MAGIC_V2 as u8);
-    out.extend_from_slice(&0u32.to_be_bytes());
-    out.extend_from_slice(&h.attributes.to_be_bytes());
-    out.extend_from_slice(&(count - 1).to_be_bytes());
-    out.extend_from_slice(&base_ts.to_be_bytes());
-    out.extend_from_slice(&max_ts.to_be_bytes());
-    out.extend_from_slice(&h.producer_id.to_be_bytes());
-    out.extend_from_slice(&h.producer_epoch.to_be_bytes());
-    out.extend_from_slice(&sequence.to_be_bytes());
-    out.extend_from_slice(&count.to_be_bytes());
-    out.extend_from_slice(&body);
-    // The CRC covers everything from the attributes on (byte 21).
-    let crc = crc32c::crc32c(&out[21..]);
-    out[17..21].copy_from_slice(&crc.to_be_bytes());
-    debug_assert_eq!(
-        batch::check_batch(
-            &Bytes::copy_from_slice(&out),
-            usize::MAX,
-            &DecodeLimits::default()
-        )
-        .map(|c| c.header.last_offset()),
-        Ok(records[records.len() - 1].offset),
-        "a rebuilt batch passes the check every stored batch passes"
-    );
-    Ok(out)
-}
-
 /// The cleaned copy of one segment while it is written.
 struct CleanedCopy {
     seg: Segment,
@@ -891,74 +622,4 @@ fn dirty_ratio(sealed: &[SealedView], cleaned_to: u64) -> f64 {
         .map(|s| s.size)
         .sum();
     dirty as f64 / total as f64
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_offset_map_keeps_the_latest_offset_and_refuses_new_keys_when_full() {
-        let mut m = OffsetMap::new(0);
-        assert!(m.put(key_hash(b"a"), 1));
-        assert!(m.put(key_hash(b"a"), 5));
-        assert_eq!(m.get(key_hash(b"a")), Some(5));
-        assert_eq!(m.get(key_hash(b"b")), None);
-        let mut n = 0u64;
-        while m.put(key_hash(&n.to_be_bytes()), n) {
-            n += 1;
-        }
-        assert_eq!(
-            m.len(),
-            OFFSET_MAP_BYTES_MIN / OFFSET_MAP_SLOT_BYTES / 10 * 9
-        );
-        assert!(
-            m.put(key_hash(b"a"), 9),
-            "a known key still updates when full"
-        );
-    }
-
-    #[test]
-    fn checkpoints_round_trip_and_damage_reads_as_none() {
-        let passes = vec![Pass { end: 10, at_ms: 5 }, Pass { end: 20, at_ms: 7 }];
-        let dir = tempfile::tempdir().unwrap();
-        store_checkpoint(dir.path(), &passes).unwrap();
-        assert_eq!(load_checkpoint(dir.path()), passes);
-        assert_eq!(
-            parse_checkpoint("ferry-cleaner-checkpoint 1\n20 1\n10 2\n"),
-            None
-        );
-        assert_eq!(parse_checkpoint("something else"), None);
-    }
-
-    #[test]
-    fn expired_passes_merge_and_passes_before_the_log_are_forgotten() {
-        let mut p = vec![
-            Pass { end: 10, at_ms: 0 },
-            Pass { end: 20, at_ms: 1 },
-            Pass {
-                end: 30,
-                at_ms: 100,
-            },
-        ];
-        prune(&mut p, 12, 50, 10);
-        assert_eq!(
-            p,
-            vec![
-                Pass { end: 20, at_ms: 1 },
-                Pass {
-                    end: 30,
-                    at_ms: 100
-                }
-            ]
-        );
-        prune(&mut p, 0, 200, 10);
-        assert_eq!(
-            p,
-            vec![Pass {
-                end: 30,
-                at_ms: 100
-            }]
-        );
-    }
 }
