@@ -3,6 +3,7 @@
 //! docs/benchmarks.md gives the commands and the latest results.
 
 mod auth;
+mod compaction;
 mod disk;
 mod http;
 mod log_append;
@@ -58,6 +59,19 @@ enum Command {
         /// Clients connecting in a loop at once
         #[arg(long, default_value_t = 4)]
         clients: usize,
+    },
+    /// One compaction pass over an in-process log of many versions per key: MB/s of
+    /// segments rewritten with a fixed-size offset map.
+    Compaction {
+        /// Records of 100 bytes to write before the pass
+        #[arg(long, default_value_t = 2_000_000)]
+        records: u64,
+        /// Distinct keys among them
+        #[arg(long, default_value_t = 100_000)]
+        keys: u64,
+        /// Memory of the offset map, in bytes
+        #[arg(long, default_value_t = 16 << 20)]
+        offset_map_bytes: usize,
     },
     /// In-process appends under durability "always" with 1, 8 and 64 producers.
     LogAppend {
@@ -247,6 +261,14 @@ fn main() -> anyhow::Result<()> {
             println!("{}", queue::report_with_disk(&q, None, disk.seq_mb_s));
         }
         Command::Smoke => smoke(&ctx, &rt)?,
+        Command::Compaction {
+            records,
+            keys,
+            offset_map_bytes,
+        } => {
+            let r = compaction::run(&ctx, records, keys, offset_map_bytes)?;
+            println!("{}", compaction::report(&r));
+        }
         Command::Disk { seconds } => println!("{:#?}", disk::run(&ctx, seconds)?),
         Command::LogAppend {
             seconds,
@@ -432,6 +454,12 @@ fn smoke(ctx: &Ctx, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         http.iter()
             .all(|h| h.produce_records > 0 && h.read_records > 0),
         "HTTP made progress"
+    );
+    let c = compaction::run(ctx, 200_000, 1_000, 1 << 20)?;
+    println!("{}", compaction::report(&c));
+    anyhow::ensure!(
+        c.segments > 0 && c.records_removed > 0,
+        "compaction removed older versions"
     );
     println!("ferry-bench smoke: 1 passed, 0 failed");
     Ok(())

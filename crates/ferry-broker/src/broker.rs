@@ -26,7 +26,9 @@
 //! [`Broker::shutdown`] syncs every partition and closes it; later writes fail.
 
 use crate::config::{
-    validate_topic_name, DurabilityPolicy, TimestampType, TopicConfig, TopicDefaults,
+    validate_topic_name, CleanupPolicy, DirtyRatio, DurabilityPolicy, TimestampType, TopicConfig,
+    TopicDefaults, DELETE_RETENTION_MS_DEFAULT, MAX_COMPACTION_LAG_MS_DEFAULT,
+    MIN_COMPACTION_LAG_MS_DEFAULT,
 };
 use crate::error::{BrokerError, Result};
 use crate::meta::{FileMetaStore, MetaStore};
@@ -82,6 +84,12 @@ pub struct TopicSettings {
     pub flush_interval_ms: Option<u64>,
     /// Which time records carry; CreateTime when absent at creation.
     pub timestamp_type: Option<TimestampType>,
+    /// `delete`, `compact` or `compact,delete`; delete when absent at creation.
+    pub cleanup_policy: Option<CleanupPolicy>,
+    pub delete_retention_ms: Option<u64>,
+    pub min_compaction_lag_ms: Option<u64>,
+    pub min_cleanable_dirty_ratio: Option<f64>,
+    pub max_compaction_lag_ms: Option<u64>,
 }
 
 /// One partition's state for `describe`.
@@ -124,6 +132,9 @@ pub struct BrokerConfig {
     /// [`BrokerError::PartitionLimit`] instead of failing on the open-file limit.
     /// `None`: no limit.
     pub max_open_segments: Option<u64>,
+    /// Memory of the cleaner's offset map, which compacts compacted topics (see
+    /// [`crate::cleaner`]).
+    pub cleaner_offset_map_bytes: usize,
 }
 
 /// The default of `max_partitions`.
@@ -158,6 +169,8 @@ pub struct Broker {
     pub(crate) subs: crate::subs::Subscriptions,
     /// Transactional ids and their transactions.
     pub txns: Arc<crate::txn::TxnCoordinator>,
+    /// What the cleaner did.
+    pub(crate) cleaner: crate::cleaner::CleanerCounters,
 }
 
 impl Broker {
@@ -253,11 +266,16 @@ impl Broker {
             groups,
             subs,
             txns,
+            cleaner: Default::default(),
         }))
     }
 
     pub fn data_dir(&self) -> &Path {
         &self.config.data_dir
+    }
+
+    pub(crate) fn config(&self) -> &BrokerConfig {
+        &self.config
     }
 
     pub fn defaults(&self) -> &TopicDefaults {
@@ -307,6 +325,19 @@ impl Broker {
             created_at_ms: now_ms(),
             timestamp_type: req.timestamp_type.unwrap_or_default(),
             topic_id: self.new_topic_id(),
+            cleanup_policy: req.cleanup_policy.unwrap_or_default(),
+            delete_retention_ms: req
+                .delete_retention_ms
+                .unwrap_or(DELETE_RETENTION_MS_DEFAULT),
+            min_compaction_lag_ms: req
+                .min_compaction_lag_ms
+                .unwrap_or(MIN_COMPACTION_LAG_MS_DEFAULT),
+            min_cleanable_dirty_ratio: req
+                .min_cleanable_dirty_ratio
+                .map_or_else(DirtyRatio::default, DirtyRatio),
+            max_compaction_lag_ms: req
+                .max_compaction_lag_ms
+                .unwrap_or(MAX_COMPACTION_LAG_MS_DEFAULT),
         };
         config.validate()?;
         if self.topic(&config.name).is_ok() {
@@ -476,6 +507,11 @@ impl Broker {
                     base.durability = d.durability;
                     base.flush_interval_ms = d.flush_interval_ms;
                     base.timestamp_type = TimestampType::default();
+                    base.cleanup_policy = CleanupPolicy::default();
+                    base.delete_retention_ms = DELETE_RETENTION_MS_DEFAULT;
+                    base.min_compaction_lag_ms = MIN_COMPACTION_LAG_MS_DEFAULT;
+                    base.min_cleanable_dirty_ratio = DirtyRatio::default();
+                    base.max_compaction_lag_ms = MAX_COMPACTION_LAG_MS_DEFAULT;
                     updated(&base, &settings)
                 },
                 validate_only,
@@ -743,7 +779,7 @@ impl Broker {
         .await
     }
 
-    fn all_partitions(&self) -> Vec<(TopicConfig, Arc<Partition>)> {
+    pub(crate) fn all_partitions(&self) -> Vec<(TopicConfig, Arc<Partition>)> {
         let topics: Vec<_> = read(&self.topics).values().cloned().collect();
         topics
             .iter()
@@ -757,6 +793,8 @@ impl Broker {
     /// Runs retention and interval flushes until the broker is dropped.
     pub fn spawn_maintenance(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(self);
+        // The cleaner runs beside, and ends with the broker.
+        drop(self.spawn_cleaner());
         tokio::spawn(async move {
             let mut last_retention = Instant::now();
             let mut tick = tokio::time::interval(Duration::from_millis(50));
@@ -811,6 +849,19 @@ fn updated(old: &TopicConfig, update: &TopicSettings) -> Result<TopicConfig> {
     config.durability = update.durability.unwrap_or(config.durability);
     config.flush_interval_ms = update.flush_interval_ms.unwrap_or(config.flush_interval_ms);
     config.timestamp_type = update.timestamp_type.unwrap_or(config.timestamp_type);
+    config.cleanup_policy = update.cleanup_policy.unwrap_or(config.cleanup_policy);
+    config.delete_retention_ms = update
+        .delete_retention_ms
+        .unwrap_or(config.delete_retention_ms);
+    config.min_compaction_lag_ms = update
+        .min_compaction_lag_ms
+        .unwrap_or(config.min_compaction_lag_ms);
+    config.max_compaction_lag_ms = update
+        .max_compaction_lag_ms
+        .unwrap_or(config.max_compaction_lag_ms);
+    if let Some(r) = update.min_cleanable_dirty_ratio {
+        config.min_cleanable_dirty_ratio = DirtyRatio(r);
+    }
     Ok(config)
 }
 
@@ -831,7 +882,12 @@ fn maintain(parts: Vec<(TopicConfig, Arc<Partition>)>, retention_due: bool) {
                 }
             }
         }
-        if retention_due && (config.retention_ms.is_some() || config.retention_bytes.is_some()) {
+        // A topic that is only compacted keeps its old segments (compacted).
+        let deletes = config.cleanup_policy.deletes();
+        if retention_due
+            && deletes
+            && (config.retention_ms.is_some() || config.retention_bytes.is_some())
+        {
             if let Err(e) =
                 p.log
                     .apply_retention(now_ms(), config.retention_ms, config.retention_bytes)

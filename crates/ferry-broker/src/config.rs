@@ -71,6 +71,87 @@ impl TimestampType {
     }
 }
 
+/// What happens to a topic's old records (Kafka's `cleanup.policy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CleanupPolicy {
+    /// Whole old segments are deleted by retention.
+    #[default]
+    #[serde(rename = "delete")]
+    Delete,
+    /// Sealed segments are compacted: only the latest record of each key is kept.
+    #[serde(rename = "compact")]
+    Compact,
+    /// Both: segments are compacted, and retention still deletes old segments.
+    #[serde(rename = "compact,delete")]
+    CompactDelete,
+}
+
+impl CleanupPolicy {
+    /// From Ferry's or Kafka's value: `delete`, `compact`, `compact,delete` (in either
+    /// order, as Kafka takes a list).
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut compact = false;
+        let mut delete = false;
+        for part in s.split(',').map(str::trim) {
+            match part {
+                "compact" => compact = true,
+                "delete" => delete = true,
+                _ => return None,
+            }
+        }
+        match (compact, delete) {
+            (true, true) => Some(Self::CompactDelete),
+            (true, false) => Some(Self::Compact),
+            (false, true) => Some(Self::Delete),
+            (false, false) => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delete => "delete",
+            Self::Compact => "compact",
+            Self::CompactDelete => "compact,delete",
+        }
+    }
+    /// Sealed segments are compacted.
+    pub fn compacts(self) -> bool {
+        self != Self::Delete
+    }
+    /// Retention deletes old segments.
+    pub fn deletes(self) -> bool {
+        self != Self::Compact
+    }
+}
+
+/// Kafka's `min.cleanable.dirty.ratio`: a share of a partition's bytes, 0 to 1. Never
+/// NaN (checked on input), so equality is total.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DirtyRatio(pub f64);
+
+impl Eq for DirtyRatio {}
+
+impl Default for DirtyRatio {
+    fn default() -> Self {
+        DirtyRatio(DIRTY_RATIO_DEFAULT)
+    }
+}
+
+/// Defaults of the compaction settings (Kafka's).
+pub const DELETE_RETENTION_MS_DEFAULT: u64 = 86_400_000;
+pub const MIN_COMPACTION_LAG_MS_DEFAULT: u64 = 0;
+pub const DIRTY_RATIO_DEFAULT: f64 = 0.5;
+/// No limit: Kafka's default of `max.compaction.lag.ms` (Long.MAX_VALUE).
+pub const MAX_COMPACTION_LAG_MS_DEFAULT: u64 = i64::MAX as u64;
+
+fn max_compaction_lag_ms_default() -> u64 {
+    MAX_COMPACTION_LAG_MS_DEFAULT
+}
+
+fn delete_retention_ms_default() -> u64 {
+    DELETE_RETENTION_MS_DEFAULT
+}
+
 /// Server-wide defaults for new topics.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicDefaults {
@@ -122,6 +203,24 @@ pub struct TopicConfig {
     /// before ids existed; [`crate::Broker::open`] then gives the topic one and stores it.
     #[serde(default)]
     pub topic_id: TopicId,
+    /// Absent in files written before the setting existed: delete.
+    #[serde(default)]
+    pub cleanup_policy: CleanupPolicy,
+    /// How long a tombstone (a record with no value) of a compacted topic stays after
+    /// the segment holding it was first compacted.
+    #[serde(default = "delete_retention_ms_default")]
+    pub delete_retention_ms: u64,
+    /// Records younger than this are never compacted away.
+    #[serde(default)]
+    pub min_compaction_lag_ms: u64,
+    /// Compaction starts once this share of a partition's bytes lies after the last
+    /// compacted offset.
+    #[serde(default)]
+    pub min_cleanable_dirty_ratio: DirtyRatio,
+    /// A partition is compacted, whatever its dirty share, once a record not yet
+    /// compacted is older than this.
+    #[serde(default = "max_compaction_lag_ms_default")]
+    pub max_compaction_lag_ms: u64,
 }
 
 /// Limits on settings, named with their unit last.
@@ -191,6 +290,21 @@ impl TopicConfig {
             return bad(
                 "retention_ms and retention_bytes must be positive, or -1 for no limit".into(),
             );
+        }
+        let ratio = self.min_cleanable_dirty_ratio.0;
+        if !(0.0..=1.0).contains(&ratio) {
+            return bad(format!(
+                "min_cleanable_dirty_ratio must be between 0 and 1, got {ratio}"
+            ));
+        }
+        if self.max_compaction_lag_ms == 0
+            || self.max_compaction_lag_ms > MAX_COMPACTION_LAG_MS_DEFAULT
+            || self.max_compaction_lag_ms < self.min_compaction_lag_ms
+        {
+            return bad(format!(
+                "max_compaction_lag_ms must be between min_compaction_lag_ms ({}) and {MAX_COMPACTION_LAG_MS_DEFAULT}, and at least 1, got {}",
+                self.min_compaction_lag_ms, self.max_compaction_lag_ms
+            ));
         }
         if self.flush_interval_ms == 0 {
             return bad("flush_interval_ms must be positive".into());

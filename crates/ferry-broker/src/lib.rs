@@ -2,6 +2,7 @@
 //! Front ends (HTTP, Kafka) depend on this crate; it depends only on the log.
 
 pub mod broker;
+pub mod cleaner;
 pub mod config;
 pub mod error;
 pub mod filter;
@@ -21,7 +22,9 @@ mod writer;
 pub use broker::{
     now_ms, Broker, BrokerConfig, PartitionInfo, StableBounds, TimeLookup, TopicInfo, TopicSettings,
 };
-pub use config::{DurabilityPolicy, TimestampType, TopicConfig, TopicDefaults};
+pub use config::{
+    CleanupPolicy, DirtyRatio, DurabilityPolicy, TimestampType, TopicConfig, TopicDefaults,
+};
 pub use error::{BrokerError, RecordError, Result};
 pub use partition::ReadRecords;
 pub use produce::{Appended, ProduceRecord, Produced};

@@ -130,6 +130,7 @@ impl Broker {
         let part = topic.partition(partition)?;
         let config = topic.config();
         let limits = client_batch_limits(self.limits, config.max_record_bytes);
+        let compacted = config.cleanup_policy.compacts();
         let topic_name = config.name;
         let txns = std::sync::Arc::clone(&self.txns);
         blocking(move || {
@@ -148,12 +149,18 @@ impl Broker {
             let now = now_ms();
             let mut p = 0;
             while p < batches.len() {
+                let checked = check_client_batch(&batches, p, &limits).and_then(|c| {
+                    if compacted {
+                        check_keyed(&topic_name, &c.bytes, &limits)?;
+                    }
+                    Ok(c)
+                });
                 let ClientBatch {
                     end,
                     bytes: mut one,
                     records: count,
                     txn,
-                } = match check_client_batch(&batches, p, &limits) {
+                } = match checked {
                     Ok(c) => c,
                     Err(e) => {
                         out.error = Some(e);
@@ -261,8 +268,12 @@ fn route(
     let config = topic.config();
     let count = topic.partitions().len() as u32;
     let max = config.max_record_bytes as usize;
+    let compacted = config.cleanup_policy.compacts();
     let mut by_partition: BTreeMap<u32, Vec<(usize, NewRecord)>> = BTreeMap::new();
     for (index, r) in records.into_iter().enumerate() {
+        if compacted && r.key.is_none() {
+            return Err(keyless(&config.name, index));
+        }
         let partition = match (r.partition, &r.key) {
             (Some(p), _) if p >= count => {
                 return Err(BrokerError::PartitionNotFound {
@@ -296,6 +307,27 @@ fn route(
             .push((index, rec));
     }
     Ok(by_partition)
+}
+
+/// The refusal of a record without a key on a compacted topic (Kafka answers
+/// INVALID_RECORD): compaction keeps the latest record of each key, and a record
+/// without one has nothing to be kept by.
+fn keyless(topic: &str, index: usize) -> BrokerError {
+    BrokerError::refused(format!(
+        "record {index} has no key: topic '{topic}' is compacted (cleanup_policy compact), and every record of a compacted topic needs a key"
+    ))
+}
+
+/// Refuses a client's batch for a compacted topic when one of its records has no key.
+/// Only compacted topics pay for this second decoding.
+fn check_keyed(topic: &str, batch: &[u8], limits: &DecodeLimits) -> Result<()> {
+    let bytes = Bytes::copy_from_slice(batch);
+    let (_, records) =
+        ferry_log::batch::decode_records(&bytes, limits).map_err(BrokerError::from)?;
+    match records.iter().position(|r| r.key.is_none()) {
+        Some(index) => Err(keyless(topic, index)),
+        None => Ok(()),
+    }
 }
 
 /// An upper bound of the bytes one record adds to a batch, plus the batch header.

@@ -17,6 +17,7 @@ fn broker(dir: &std::path::Path) -> Arc<Broker> {
         retention_check_ms: 60_000,
         max_partitions: ferry_broker::broker::MAX_PARTITIONS_DEFAULT,
         max_open_segments: None,
+        cleaner_offset_map_bytes: 1 << 20,
     })
     .unwrap();
     b.spawn_maintenance();

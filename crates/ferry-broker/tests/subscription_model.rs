@@ -835,6 +835,11 @@ fn topic(dir: &Path) -> Topic {
         created_at_ms: 0,
         timestamp_type: Default::default(),
         topic_id: Default::default(),
+        cleanup_policy: Default::default(),
+        delete_retention_ms: 86_400_000,
+        min_compaction_lag_ms: 0,
+        min_cleanable_dirty_ratio: Default::default(),
+        max_compaction_lag_ms: ferry_broker::config::MAX_COMPACTION_LAG_MS_DEFAULT,
     };
     Topic::new(config, partitions)
 }

@@ -28,6 +28,11 @@ pub fn topic_json(t: &TopicInfo) -> Value {
         "durability": c.durability.as_str(),
         "flush_interval_ms": c.flush_interval_ms,
         "timestamp_type": c.timestamp_type.as_str(),
+        "cleanup_policy": c.cleanup_policy.as_str(),
+        "delete_retention_ms": c.delete_retention_ms,
+        "min_compaction_lag_ms": c.min_compaction_lag_ms,
+        "min_cleanable_dirty_ratio": c.min_cleanable_dirty_ratio.0,
+        "max_compaction_lag_ms": c.max_compaction_lag_ms,
         "created_at_ms": c.created_at_ms,
         "partition_stats": t.partitions.iter().map(|p| json!({
             "partition": p.partition,

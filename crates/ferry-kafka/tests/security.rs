@@ -37,6 +37,7 @@ async fn server() -> Server {
         retention_check_ms: 60_000,
         max_partitions: ferry_broker::broker::MAX_PARTITIONS_DEFAULT,
         max_open_segments: None,
+        cleaner_offset_map_bytes: 1 << 20,
     })
     .unwrap();
     let auth = Auth::in_memory(AuthSettings {

@@ -23,6 +23,7 @@ pub mod txn;
 pub use batch::{BatchError, BatchHeader, DecodeLimits, NewRecord, Record, RecordHeader};
 pub use compression::Compression;
 pub use error::{LogError, Result};
+pub use log::compaction::{CompactConfig, Compacted};
 pub use log::{
     AppendInfo, Durability, LogConfig, LogStats, PartitionLog, ReadResult, LEADER_EPOCH,
 };

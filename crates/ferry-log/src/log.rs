@@ -67,6 +67,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
+pub mod compaction;
 mod removal;
 mod transactions;
 
@@ -282,6 +283,7 @@ impl PartitionLog {
     pub fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, Vec<Cut>)> {
         std::fs::create_dir_all(dir)
             .map_err(|e| LogError::io(format!("creating {}", dir.display()), e))?;
+        compaction::recover_swaps(dir)?;
         let bases = segment_bases(dir)?;
         let mut segments = BTreeMap::new();
         let mut cuts = Vec::new();

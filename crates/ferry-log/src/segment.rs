@@ -132,7 +132,7 @@ impl Segment {
         Ok(Segment::empty(base_offset, path, file))
     }
 
-    fn empty(base_offset: u64, path: PathBuf, file: File) -> Segment {
+    pub(crate) fn empty(base_offset: u64, path: PathBuf, file: File) -> Segment {
         Segment {
             base_offset,
             path,
@@ -164,7 +164,7 @@ impl Segment {
     }
 
     /// Records a batch that is now in the file at `position` in the indexes.
-    fn note_batch(&mut self, position: u64, h: &BatchHeader, index_interval_bytes: u64) {
+    pub(crate) fn note_batch(&mut self, position: u64, h: &BatchHeader, index_interval_bytes: u64) {
         // Batches follow one another in the file, each with offsets after the last.
         debug_assert_eq!(
             position, self.size,

@@ -372,6 +372,10 @@ pub struct ServeArgs {
     /// How often retention deletes old segments [default: 30000]
     #[arg(long, env = "FERRY_RETENTION_CHECK_MS", value_name = "MS")]
     pub retention_check_ms: Option<u64>,
+    /// Memory of the offset map that compacts compacted topics, in bytes; at least
+    /// 65536 [default: 16777216]
+    #[arg(long, env = "FERRY_CLEANER_OFFSET_MAP_BYTES", value_name = "BYTES")]
+    pub cleaner_offset_map_bytes: Option<usize>,
     /// Log filter, as for tracing's EnvFilter (e.g. info, ferry=debug) [default: info]
     #[arg(long, env = "FERRY_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -474,6 +478,21 @@ pub struct TopicSettings {
     /// Sync period for durability "interval"
     #[arg(long)]
     pub flush_interval_ms: Option<u64>,
+    /// delete, compact or compact,delete
+    #[arg(long)]
+    pub cleanup_policy: Option<String>,
+    /// How long tombstones of a compacted topic are kept, in ms
+    #[arg(long)]
+    pub delete_retention_ms: Option<u64>,
+    /// Records younger than this (ms) are never compacted away
+    #[arg(long)]
+    pub min_compaction_lag_ms: Option<u64>,
+    /// Share of a partition's bytes not yet compacted at which compaction starts (0 to 1)
+    #[arg(long)]
+    pub min_cleanable_dirty_ratio: Option<f64>,
+    /// A partition is compacted once a record not yet compacted is older than this (ms)
+    #[arg(long)]
+    pub max_compaction_lag_ms: Option<u64>,
 }
 
 // A command on one topic or subscription: its name, the command's own flags `T`, then

@@ -25,6 +25,23 @@ fn settings_json(partitions: Option<u32>, s: &TopicSettings) -> anyhow::Result<M
     put("segment_ms", s.segment_ms.map(Value::from));
     put("max_record_bytes", s.max_record_bytes.map(Value::from));
     put("flush_interval_ms", s.flush_interval_ms.map(Value::from));
+    put(
+        "delete_retention_ms",
+        s.delete_retention_ms.map(Value::from),
+    );
+    put(
+        "min_compaction_lag_ms",
+        s.min_compaction_lag_ms.map(Value::from),
+    );
+    put(
+        "min_cleanable_dirty_ratio",
+        s.min_cleanable_dirty_ratio.map(Value::from),
+    );
+    put(
+        "max_compaction_lag_ms",
+        s.max_compaction_lag_ms.map(Value::from),
+    );
+    put("cleanup_policy", s.cleanup_policy.clone().map(Value::from));
     if let Some(d) = &s.durability {
         if !["always", "interval", "never"].contains(&d.as_str()) {
             bail!("--durability must be always, interval or never, got {d:?}");

@@ -106,6 +106,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         retention_check_ms: settings.retention_check_ms,
         max_partitions: settings.max_partitions,
         max_open_segments,
+        cleaner_offset_map_bytes: settings.cleaner_offset_map_bytes,
     })
     .with_context(|| {
         format!(

@@ -42,6 +42,7 @@ struct FileSettings {
     decompress_memory_bytes: Option<usize>,
     max_partitions: Option<u32>,
     retention_check_ms: Option<u64>,
+    cleaner_offset_map_bytes: Option<usize>,
     log: Option<String>,
     log_format: Option<String>,
     metrics_detail: Option<String>,
@@ -84,6 +85,8 @@ pub struct Settings {
     /// Most partitions all topics together may have.
     pub max_partitions: u32,
     pub retention_check_ms: u64,
+    /// Memory of the cleaner's offset map (compacted topics).
+    pub cleaner_offset_map_bytes: usize,
     pub log: String,
     pub log_json: bool,
     /// How finely `/metrics` labels topics and groups.
@@ -210,6 +213,9 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
         retention_check_ms: pick!(args, file, retention_check_ms)
             .unwrap_or(30_000)
             .max(10),
+        cleaner_offset_map_bytes: pick!(args, file, cleaner_offset_map_bytes)
+            .unwrap_or(ferry_broker::cleaner::CLEANER_OFFSET_MAP_BYTES_DEFAULT)
+            .max(ferry_log::log::compaction::OFFSET_MAP_BYTES_MIN),
         log: pick!(args, file, log).unwrap_or_else(|| "info".into()),
         log_json: log_format == "json",
         metrics_detail,
@@ -366,6 +372,11 @@ fn topic_defaults(args: &ServeArgs, file: &mut FileSettings) -> anyhow::Result<T
         created_at_ms: 0,
         timestamp_type: Default::default(),
         topic_id: Default::default(),
+        cleanup_policy: Default::default(),
+        delete_retention_ms: ferry_broker::config::DELETE_RETENTION_MS_DEFAULT,
+        min_compaction_lag_ms: 0,
+        min_cleanable_dirty_ratio: Default::default(),
+        max_compaction_lag_ms: ferry_broker::config::MAX_COMPACTION_LAG_MS_DEFAULT,
     }
     .validate()
     .context("invalid default topic setting")?;

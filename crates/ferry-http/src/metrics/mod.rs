@@ -164,6 +164,41 @@ impl Metrics {
             "Records made durable by one group-commit fdatasync",
             log.records_per_sync.clone(),
         );
+        let cleaner = broker.cleaner_counters();
+        for (name, help, c) in [
+            (
+                "cleaner_passes",
+                "Compaction passes that rewrote segments of compacted topics",
+                &cleaner.passes,
+            ),
+            (
+                "cleaner_failures",
+                "Compaction passes that failed (the partition stays as it was)",
+                &cleaner.failures,
+            ),
+            (
+                "cleaner_bytes_read",
+                "Bytes of the segments compaction rewrote, before",
+                &cleaner.bytes_read,
+            ),
+            (
+                "cleaner_bytes_written",
+                "Bytes of the segments compaction rewrote, after",
+                &cleaner.bytes_written,
+            ),
+            (
+                "cleaner_records_removed",
+                "Records compaction removed: older versions of keys and expired tombstones",
+                &cleaner.records_removed,
+            ),
+        ] {
+            ferry.register(name, help, c.clone());
+        }
+        ferry.register(
+            "cleaner_seconds",
+            "Seconds spent in compaction passes",
+            cleaner.seconds.clone(),
+        );
         ferry.register(
             "http_request_duration_seconds",
             "HTTP requests by method, route and status class: seconds from the request to its answer's head",

@@ -3,7 +3,7 @@
 use super::{topic_ids, Ctx, Session};
 use crate::errors;
 use ferry_auth::{Operation, ResourceType};
-use ferry_broker::{BrokerError, TimestampType, TopicSettings};
+use ferry_broker::{BrokerError, CleanupPolicy, TimestampType, TopicSettings};
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsAssignment;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_request::CreatableReplicaAssignment;
@@ -23,8 +23,9 @@ pub(super) const UNDESCRIBED_CONFIGS: &[&str] = &["unclean.leader.election.enabl
 
 /// The topic configs CreateTopics takes, each honoured (listed in refusals).
 const ACCEPTED_CONFIGS: &str = "retention.ms, retention.bytes, segment.bytes, segment.ms, \
-max.message.bytes, message.timestamp.type (CreateTime, LogAppendTime), cleanup.policy=delete, \
-compression.type=producer, ferry.durability, ferry.flush.interval.ms, min.insync.replicas=1 and unclean.leader.election.enable";
+max.message.bytes, message.timestamp.type (CreateTime, LogAppendTime), \
+cleanup.policy (delete, compact, compact,delete), delete.retention.ms, min.compaction.lag.ms, \
+min.cleanable.dirty.ratio, max.compaction.lag.ms, compression.type=producer, ferry.durability, ferry.flush.interval.ms, min.insync.replicas=1 and unclean.leader.election.enable";
 
 /// Maps Kafka topic configs onto Ferry's settings (CreateTopics, AlterConfigs and
 /// IncrementalAlterConfigs share it, so they check alike). Every config taken is
@@ -60,11 +61,22 @@ pub(super) fn settings_from_configs<'a>(
                     format!("message.timestamp.type={value:?}: use CreateTime or LogAppendTime")
                 })?)
             }
-            "cleanup.policy" if value == "delete" => {}
             "cleanup.policy" => {
-                return Err(format!(
-                    "cleanup.policy={value:?} is not supported yet; use \"delete\""
-                ))
+                s.cleanup_policy = Some(CleanupPolicy::parse(value).ok_or_else(|| {
+                    format!("cleanup.policy={value:?}: use delete, compact or compact,delete")
+                })?)
+            }
+            "delete.retention.ms" => s.delete_retention_ms = Some(uint(value)?),
+            "min.compaction.lag.ms" => s.min_compaction_lag_ms = Some(uint(value)?),
+            "max.compaction.lag.ms" => s.max_compaction_lag_ms = Some(uint(value)?),
+            "min.cleanable.dirty.ratio" => {
+                s.min_cleanable_dirty_ratio = Some(
+                    value
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|r| (0.0..=1.0).contains(r))
+                        .ok_or_else(|| format!("{name}={value:?} is not a number from 0 to 1"))?,
+                )
             }
             // Batches are stored with the codec their producer chose.
             "compression.type" if value == "producer" => {}
@@ -513,13 +525,39 @@ mod tests {
     }
 
     #[test]
+    fn compaction_configs_are_taken() {
+        for (v, want) in [
+            ("delete", CleanupPolicy::Delete),
+            ("compact", CleanupPolicy::Compact),
+            ("compact,delete", CleanupPolicy::CompactDelete),
+            ("delete,compact", CleanupPolicy::CompactDelete),
+        ] {
+            let s = settings(&[("cleanup.policy", v)]).unwrap();
+            assert_eq!(s.cleanup_policy, Some(want), "{v}");
+        }
+        let s = settings(&[
+            ("delete.retention.ms", "1000"),
+            ("min.compaction.lag.ms", "5"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+            ("max.compaction.lag.ms", "60000"),
+        ])
+        .unwrap();
+        assert_eq!(s.max_compaction_lag_ms, Some(60_000));
+        assert_eq!(s.delete_retention_ms, Some(1000));
+        assert_eq!(s.min_compaction_lag_ms, Some(5));
+        assert_eq!(s.min_cleanable_dirty_ratio, Some(0.01));
+    }
+
+    #[test]
     fn configs_ferry_would_not_honour_are_refused_with_their_name() {
         for (k, v) in [
             ("compression.type", "gzip"),
             ("compression.type", "zstd"),
             ("message.timestamp.type", "logappendtime"),
             ("min.insync.replicas", "2"),
-            ("cleanup.policy", "compact"),
+            ("cleanup.policy", "compacted"),
+            ("cleanup.policy", ""),
+            ("min.cleanable.dirty.ratio", "1.5"),
             ("unclean.leader.election.enable", "maybe"),
             ("message.downconversion.enable", "true"),
             ("preallocate", "true"),

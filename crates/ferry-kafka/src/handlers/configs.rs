@@ -35,6 +35,7 @@ const TYPE_BOOLEAN: i8 = 1;
 const TYPE_STRING: i8 = 2;
 const TYPE_INT: i8 = 3;
 const TYPE_LONG: i8 = 5;
+const TYPE_DOUBLE: i8 = 6;
 const TYPE_LIST: i8 = 7;
 
 fn limit(v: Option<u64>) -> String {
@@ -107,9 +108,45 @@ pub(super) const TOPIC_KEYS: &[TopicKey] = &[
         broker_name: "log.cleanup.policy",
         config_type: TYPE_LIST,
         list: true,
-        doc: "What retention does with old records: Ferry deletes them (delete); compaction is not supported yet.",
-        value: |_| "delete".into(),
-        default: |_| "delete".into(),
+        doc: "What happens to old records: delete (retention deletes old segments), compact (only the latest record of each key is kept), or compact,delete (both).",
+        value: |c| c.cleanup_policy.as_str().into(),
+        default: |_| ferry_broker::CleanupPolicy::default().as_str().into(),
+    },
+    TopicKey {
+        name: "delete.retention.ms",
+        broker_name: "log.cleaner.delete.retention.ms",
+        config_type: TYPE_LONG,
+        list: false,
+        doc: "How long a tombstone (a record with a null value) of a compacted topic is kept after compaction first passes it, in milliseconds.",
+        value: |c| c.delete_retention_ms.to_string(),
+        default: |_| ferry_broker::config::DELETE_RETENTION_MS_DEFAULT.to_string(),
+    },
+    TopicKey {
+        name: "min.compaction.lag.ms",
+        broker_name: "log.cleaner.min.compaction.lag.ms",
+        config_type: TYPE_LONG,
+        list: false,
+        doc: "Records younger than this many milliseconds are never compacted away.",
+        value: |c| c.min_compaction_lag_ms.to_string(),
+        default: |_| ferry_broker::config::MIN_COMPACTION_LAG_MS_DEFAULT.to_string(),
+    },
+    TopicKey {
+        name: "max.compaction.lag.ms",
+        broker_name: "log.cleaner.max.compaction.lag.ms",
+        config_type: TYPE_LONG,
+        list: false,
+        doc: "A partition is compacted, whatever its dirty share, once a record not yet compacted is older than this many milliseconds.",
+        value: |c| c.max_compaction_lag_ms.to_string(),
+        default: |_| ferry_broker::config::MAX_COMPACTION_LAG_MS_DEFAULT.to_string(),
+    },
+    TopicKey {
+        name: "min.cleanable.dirty.ratio",
+        broker_name: "log.cleaner.min.cleanable.ratio",
+        config_type: TYPE_DOUBLE,
+        list: false,
+        doc: "Compaction of a partition starts once this share of its bytes lies after what was last compacted.",
+        value: |c| c.min_cleanable_dirty_ratio.0.to_string(),
+        default: |_| ferry_broker::config::DIRTY_RATIO_DEFAULT.to_string(),
     },
     TopicKey {
         name: "message.timestamp.type",
@@ -400,6 +437,7 @@ mod tests {
             retention_check_ms: 60_000,
             max_partitions: 10,
             max_open_segments: None,
+            cleaner_offset_map_bytes: 1 << 20,
         })
         .unwrap();
         broker.create_topic("t", settings).await.unwrap().config
