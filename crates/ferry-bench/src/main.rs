@@ -461,6 +461,12 @@ fn smoke(ctx: &Ctx, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         c.segments > 0 && c.records_removed > 0,
         "compaction removed older versions"
     );
+    let t = transactions::run(ctx, rt, 0.3, &[10], 200)?;
+    println!("{}", transactions::report(&t));
+    anyhow::ensure!(
+        t.produce.iter().all(|p| p.records > 0),
+        "transactional and idempotent producers made progress"
+    );
     println!("ferry-bench smoke: 1 passed, 0 failed");
     Ok(())
 }
