@@ -630,6 +630,75 @@ fn put_nullable(out: &mut Vec<u8>, b: Option<&[u8]>) {
     }
 }
 
+/// What one record of a batch being built holds.
+pub(crate) struct RecordParts<'a> {
+    pub attributes: i8,
+    pub timestamp_delta: i64,
+    pub offset_delta: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: &'a [RecordHeader],
+}
+
+/// Appends one record, its length first, to a batch's `body`; `scratch` is reused
+/// between records.
+pub(crate) fn put_record(body: &mut Vec<u8>, scratch: &mut Vec<u8>, r: &RecordParts<'_>) {
+    scratch.clear();
+    scratch.push(r.attributes as u8);
+    put_varlong(scratch, r.timestamp_delta);
+    put_varlong(scratch, r.offset_delta);
+    put_nullable(scratch, r.key);
+    put_nullable(scratch, r.value);
+    put_varlong(scratch, r.headers.len() as i64);
+    for h in r.headers {
+        put_nullable(scratch, Some(&h.key));
+        put_nullable(scratch, h.value.as_deref());
+    }
+    put_varlong(body, scratch.len() as i64);
+    body.extend_from_slice(scratch);
+}
+
+/// The header fields a builder of a RecordBatch v2 chooses; the length, magic and CRC
+/// follow from them and the body.
+pub(crate) struct NewHeader {
+    pub base_offset: i64,
+    pub partition_leader_epoch: i32,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub record_count: i32,
+}
+
+/// A whole batch of `h` and its (compressed, when the attributes say so) `body`, with
+/// its CRC. Fails when the body is too large for a batch's length field.
+pub(crate) fn assemble(h: &NewHeader, body: &[u8]) -> Result<Vec<u8>, BatchError> {
+    let batch_length = i32::try_from(BATCH_HEADER_BYTES - BATCH_PREFIX_BYTES + body.len())
+        .map_err(|_| BatchError::BadLength(body.len() as i64))?;
+    let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + body.len());
+    out.extend_from_slice(&h.base_offset.to_be_bytes());
+    out.extend_from_slice(&batch_length.to_be_bytes());
+    out.extend_from_slice(&h.partition_leader_epoch.to_be_bytes());
+    out.push(MAGIC_V2 as u8);
+    out.extend_from_slice(&0u32.to_be_bytes());
+    out.extend_from_slice(&h.attributes.to_be_bytes());
+    out.extend_from_slice(&h.last_offset_delta.to_be_bytes());
+    out.extend_from_slice(&h.base_timestamp.to_be_bytes());
+    out.extend_from_slice(&h.max_timestamp.to_be_bytes());
+    out.extend_from_slice(&h.producer_id.to_be_bytes());
+    out.extend_from_slice(&h.producer_epoch.to_be_bytes());
+    out.extend_from_slice(&h.base_sequence.to_be_bytes());
+    out.extend_from_slice(&h.record_count.to_be_bytes());
+    debug_assert_eq!(out.len(), BATCH_HEADER_BYTES);
+    out.extend_from_slice(body);
+    let crc = crc32c::crc32c(&out[CRC_START..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    Ok(out)
+}
+
 /// A record to be written; the builder assigns offset deltas in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NewRecord {
@@ -645,45 +714,42 @@ pub fn build_batch(records: &[NewRecord], compression: Compression) -> Result<Ve
     let base_timestamp = records.iter().map(|r| r.timestamp).min().unwrap_or(0);
     let max_timestamp = records.iter().map(|r| r.timestamp).max().unwrap_or(0);
     let mut body = Vec::with_capacity(records.iter().map(encoded_len_hint).sum());
-    let mut rec = Vec::new();
+    let mut scratch = Vec::new();
     for (i, r) in records.iter().enumerate() {
-        rec.clear();
-        rec.push(r.attributes as u8);
-        put_varlong(&mut rec, r.timestamp - base_timestamp);
-        put_varlong(&mut rec, i as i64);
-        put_nullable(&mut rec, r.key.as_deref());
-        put_nullable(&mut rec, r.value.as_deref());
-        put_varlong(&mut rec, r.headers.len() as i64);
-        for h in &r.headers {
-            put_nullable(&mut rec, Some(&h.key));
-            put_nullable(&mut rec, h.value.as_deref());
-        }
-        put_varlong(&mut body, rec.len() as i64);
-        body.extend_from_slice(&rec);
+        put_record(
+            &mut body,
+            &mut scratch,
+            &RecordParts {
+                attributes: r.attributes,
+                timestamp_delta: r.timestamp - base_timestamp,
+                offset_delta: i as i64,
+                key: r.key.as_deref(),
+                value: r.value.as_deref(),
+                headers: &r.headers,
+            },
+        );
     }
     let body = match compression {
         Compression::None => body,
         other => compression::compress(other, &body)?,
     };
-    let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + body.len());
-    let batch_length = (BATCH_HEADER_BYTES - BATCH_PREFIX_BYTES + body.len()) as i32;
-    out.extend_from_slice(&0i64.to_be_bytes());
-    out.extend_from_slice(&batch_length.to_be_bytes());
-    out.extend_from_slice(&0i32.to_be_bytes());
-    out.push(MAGIC_V2 as u8);
-    out.extend_from_slice(&0u32.to_be_bytes());
-    out.extend_from_slice(&(compression.attribute()).to_be_bytes());
-    out.extend_from_slice(&((records.len() as i32) - 1).max(0).to_be_bytes());
-    out.extend_from_slice(&base_timestamp.to_be_bytes());
-    out.extend_from_slice(&max_timestamp.to_be_bytes());
-    out.extend_from_slice(&(-1i64).to_be_bytes());
-    out.extend_from_slice(&(-1i16).to_be_bytes());
-    out.extend_from_slice(&(-1i32).to_be_bytes());
-    out.extend_from_slice(&(records.len() as i32).to_be_bytes());
-    out.extend_from_slice(&body);
-    let crc = crc32c::crc32c(&out[CRC_START..]);
-    out[17..21].copy_from_slice(&crc.to_be_bytes());
-    Ok(out)
+    let count =
+        i32::try_from(records.len()).map_err(|_| BatchError::BadLength(records.len() as i64))?;
+    assemble(
+        &NewHeader {
+            base_offset: 0,
+            partition_leader_epoch: 0,
+            attributes: compression.attribute(),
+            last_offset_delta: (count - 1).max(0),
+            base_timestamp,
+            max_timestamp,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+            record_count: count,
+        },
+        &body,
+    )
 }
 
 /// Builds a transaction marker: a control batch (attributes transactional and control)
@@ -709,35 +775,35 @@ pub fn build_control_batch(
     let mut value = Vec::with_capacity(6);
     value.extend_from_slice(&0i16.to_be_bytes());
     value.extend_from_slice(&coordinator_epoch.to_be_bytes());
-    let mut rec = Vec::with_capacity(24);
-    rec.push(0);
-    put_varlong(&mut rec, 0);
-    put_varlong(&mut rec, 0);
-    put_nullable(&mut rec, Some(&key));
-    put_nullable(&mut rec, Some(&value));
-    put_varlong(&mut rec, 0);
-    let mut body = Vec::with_capacity(rec.len() + 2);
-    put_varlong(&mut body, rec.len() as i64);
-    body.extend_from_slice(&rec);
-    let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + body.len());
-    let batch_length = (BATCH_HEADER_BYTES - BATCH_PREFIX_BYTES + body.len()) as i32;
-    out.extend_from_slice(&0i64.to_be_bytes());
-    out.extend_from_slice(&batch_length.to_be_bytes());
-    out.extend_from_slice(&0i32.to_be_bytes());
-    out.push(MAGIC_V2 as u8);
-    out.extend_from_slice(&0u32.to_be_bytes());
-    out.extend_from_slice(&(ATTR_TRANSACTIONAL | ATTR_CONTROL).to_be_bytes());
-    out.extend_from_slice(&0i32.to_be_bytes());
-    out.extend_from_slice(&timestamp.to_be_bytes());
-    out.extend_from_slice(&timestamp.to_be_bytes());
-    out.extend_from_slice(&producer_id.to_be_bytes());
-    out.extend_from_slice(&producer_epoch.to_be_bytes());
-    out.extend_from_slice(&(-1i32).to_be_bytes());
-    out.extend_from_slice(&1i32.to_be_bytes());
-    out.extend_from_slice(&body);
-    let crc = crc32c::crc32c(&out[CRC_START..]);
-    out[17..21].copy_from_slice(&crc.to_be_bytes());
-    out
+    let mut body = Vec::with_capacity(32);
+    put_record(
+        &mut body,
+        &mut Vec::with_capacity(24),
+        &RecordParts {
+            attributes: 0,
+            timestamp_delta: 0,
+            offset_delta: 0,
+            key: Some(&key),
+            value: Some(&value),
+            headers: &[],
+        },
+    );
+    assemble(
+        &NewHeader {
+            base_offset: 0,
+            partition_leader_epoch: 0,
+            attributes: ATTR_TRANSACTIONAL | ATTR_CONTROL,
+            last_offset_delta: 0,
+            base_timestamp: timestamp,
+            max_timestamp: timestamp,
+            producer_id,
+            producer_epoch,
+            base_sequence: -1,
+            record_count: 1,
+        },
+        &body,
+    )
+    .expect("a marker's body is a few bytes")
 }
 
 /// The marker type of a control batch (see [`build_control_batch`]): `Some(true)` for
