@@ -48,20 +48,8 @@ impl Broker {
         for p in partitions {
             self.topic(&p.topic)?.partition(p.partition)?;
         }
-        let _ops = self.txns.ops.lock().await;
-        let current = self.current(txn_id)?;
-        let next = txn_result(state::add(
-            &current,
-            producer_id,
-            epoch,
-            partitions,
-            None,
-            now_ms(),
-        ))?;
-        if next != current {
-            self.txns.commit_state(txn_id, next).await?;
-        }
-        Ok(())
+        self.add_to_txn(txn_id, producer_id, epoch, partitions, None)
+            .await
     }
 
     /// AddOffsetsToTxn: the transaction will commit offsets of `group`.
@@ -72,14 +60,28 @@ impl Broker {
         epoch: i16,
         group: &str,
     ) -> Result<()> {
+        self.add_to_txn(txn_id, producer_id, epoch, &[], Some(group))
+            .await
+    }
+
+    /// Adds `partitions` and `group` to the ongoing transaction, durably when that
+    /// changes it.
+    async fn add_to_txn(
+        &self,
+        txn_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: &[TopicPartition],
+        group: Option<&str>,
+    ) -> Result<()> {
         let _ops = self.txns.ops.lock().await;
         let current = self.current(txn_id)?;
         let next = txn_result(state::add(
             &current,
             producer_id,
             epoch,
-            &[],
-            Some(group),
+            partitions,
+            group,
             now_ms(),
         ))?;
         if next != current {
