@@ -1,0 +1,404 @@
+//! Ferry's shared mode, its storage layer: partition logs whose batches live in
+//! S3-compatible object storage and whose offsets, locations and idempotent producers
+//! live in Postgres. Nodes keep only caches; any node appends to and reads from any
+//! partition, and two nodes appending to one partition at once get dense offsets,
+//! because Postgres gives them out ([`writer`] and the migration's
+//! `ferry_commit_object`).
+//!
+//! ```text
+//! append ─► gather (linger, size) ─► PUT one object ─► one Postgres transaction:
+//!                                                       offsets, sequences, locations
+//! read ─► Postgres: which batches, where ─► cache or ranged GETs ─► checked batches
+//! ```
+//!
+//! The batch bytes are Kafka's RecordBatch v2, as in the local log; an object holds
+//! the batches of one write back to back, each as its producer sent it, and the base
+//! offset is set from Postgres when read.
+
+mod cache;
+pub mod config;
+pub mod error;
+mod meta;
+mod objects;
+mod reader;
+mod writer;
+
+pub use config::{ObjectStoreUrl, SharedConfig};
+pub use error::{Result, SharedError};
+pub use reader::ReadBatches;
+
+use bytes::Bytes;
+use ferry_log::batch::validate_incoming;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+
+/// The largest batch accepted (Kafka's default `message.max.bytes` is 1 MiB; Ferry's
+/// topics allow more).
+pub const BATCH_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// One batch to append: a whole, valid RecordBatch v2 (its base offset is ignored).
+#[derive(Debug, Clone)]
+pub struct AppendBatch {
+    pub topic_id: String,
+    pub partition: u32,
+    pub batch: Bytes,
+}
+
+/// What became of one appended batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Appended {
+        base_offset: u64,
+    },
+    /// A retry of one of the producer's last batches: stored before, at this offset.
+    Duplicate {
+        base_offset: u64,
+    },
+    UnknownPartition,
+    /// The producer's epoch is older than the partition's newest for that producer id.
+    StaleEpoch,
+    OutOfOrderSequence,
+}
+
+impl Outcome {
+    fn from_sequencer(outcome: i16, base_offset: i64) -> Result<Outcome> {
+        let offset = || {
+            u64::try_from(base_offset).map_err(|_| {
+                SharedError::Metadata(format!("the sequencer answered offset {base_offset}"))
+            })
+        };
+        Ok(match outcome {
+            0 => Outcome::Appended {
+                base_offset: offset()?,
+            },
+            1 => Outcome::Duplicate {
+                base_offset: offset()?,
+            },
+            2 => Outcome::UnknownPartition,
+            3 => Outcome::StaleEpoch,
+            4 => Outcome::OutOfOrderSequence,
+            other => {
+                return Err(SharedError::Metadata(format!(
+                    "the sequencer answered unknown outcome {other}"
+                )))
+            }
+        })
+    }
+}
+
+/// Counters and timings of the shared log (registered by the binary).
+pub struct Metrics {
+    pub objects_written: Counter,
+    pub object_bytes_written: Counter,
+    pub object_batches_written: Counter,
+    pub object_write_failures: Counter,
+    /// Seconds of each object's PUT.
+    pub put_seconds: Histogram,
+    /// Seconds of each object's commit in Postgres.
+    pub commit_seconds: Histogram,
+    pub orphans_removed: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let buckets = || {
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.0005, 2.0, 16,
+            ))
+        };
+        Metrics {
+            objects_written: Counter::default(),
+            object_bytes_written: Counter::default(),
+            object_batches_written: Counter::default(),
+            object_write_failures: Counter::default(),
+            put_seconds: buckets(),
+            commit_seconds: buckets(),
+            orphans_removed: Counter::default(),
+        }
+    }
+}
+
+/// Per partition waited on, the next offset it is known to have reached.
+type Ends = Arc<Mutex<HashMap<(String, u32), watch::Sender<u64>>>>;
+
+/// The shared log of one node. Cheap to clone.
+#[derive(Clone)]
+pub struct SharedLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    meta: meta::Meta,
+    objects: objects::Objects,
+    cache: Arc<cache::Cache>,
+    queue: mpsc::Sender<writer::Pending>,
+    pending: Arc<Semaphore>,
+    pending_max: usize,
+    /// The next offset each partition waited on is known to have reached.
+    ends: Ends,
+    commit_deadline: Duration,
+    metrics: Arc<Metrics>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl SharedLog {
+    /// Connects to Postgres (applying the schema's migrations) and to the object
+    /// store, and starts the writer, the append listener and the orphan sweep.
+    pub async fn open(config: SharedConfig) -> Result<SharedLog> {
+        config.validate()?;
+        let url = ObjectStoreUrl::parse(&config.object_store_url)?;
+        let meta = meta::Meta::connect(&config.metadata_url, config.metadata_connections).await?;
+        let objects = objects::Objects::s3(&url, &config.object_store_options)?;
+        let cache = Arc::new(cache::Cache::new(config.cache_bytes));
+        let metrics = Arc::new(Metrics::default());
+        let (queue, rx) = mpsc::channel(1024);
+        let writer = Arc::new(writer::WriterShared {
+            meta: meta.clone(),
+            objects: objects.clone(),
+            cache: cache.clone(),
+            linger: config.linger,
+            object_bytes: config.object_bytes,
+            uploads_in_flight: config.uploads_in_flight,
+            commit_deadline: config.commit_deadline,
+            metrics: metrics.clone(),
+        });
+        let ends: Ends = Default::default();
+        let on_append = {
+            let ends = ends.clone();
+            move |topic_id: &str, partition: u32, next: u64| {
+                let ends = ends.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(tx) = ends.get(&(topic_id.to_string(), partition)) {
+                    tx.send_if_modified(|v| {
+                        let moved = next > *v;
+                        *v = (*v).max(next);
+                        moved
+                    });
+                }
+            }
+        };
+        let on_gap = {
+            let ends = ends.clone();
+            move || {
+                let ends = ends.lock().unwrap_or_else(|e| e.into_inner());
+                for tx in ends.values() {
+                    tx.send_modify(|_| {});
+                }
+            }
+        };
+        let listener = meta.listen(on_append, on_gap);
+        let gather = tokio::spawn(writer::gather(writer, rx));
+        let mut log = SharedLog {
+            inner: Arc::new(Inner {
+                meta,
+                objects,
+                cache,
+                queue,
+                pending: Arc::new(Semaphore::new(config.pending_bytes_max)),
+                pending_max: config.pending_bytes_max,
+                ends,
+                commit_deadline: config.commit_deadline,
+                metrics,
+                tasks: vec![listener, gather],
+            }),
+        };
+        let sweeper = {
+            let weak = Arc::downgrade(&log.inner);
+            let every = config.commit_deadline;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let Some(inner) = weak.upgrade() else { return };
+                    let log = SharedLog { inner };
+                    if let Err(e) = log.sweep_orphans(log.inner.commit_deadline * 2).await {
+                        tracing::warn!(error = %e, "The orphan object sweep failed; it runs again later.");
+                    }
+                }
+            })
+        };
+        if let Some(inner) = Arc::get_mut(&mut log.inner) {
+            inner.tasks.push(sweeper);
+        }
+        Ok(log)
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Bytes of batches held in this node's read cache.
+    pub fn cached_bytes(&self) -> usize {
+        self.inner.cache.bytes()
+    }
+
+    /// Makes sure partitions `0..count` of the topic exist.
+    pub async fn create_partitions(&self, topic_id: &str, count: u32) -> Result<()> {
+        self.inner.meta.create_partitions(topic_id, count).await
+    }
+
+    /// Appends batches (of any partitions) and answers, in their order, once they are
+    /// in the object store and their offsets are committed in Postgres. Every batch is
+    /// checked first (length, magic, CRC, record count, codec): one bad batch refuses
+    /// the whole call, and nothing of it is written.
+    pub async fn append(&self, batches: Vec<AppendBatch>) -> Result<Vec<Outcome>> {
+        if batches.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut incoming = Vec::with_capacity(batches.len());
+        let mut bytes = 0usize;
+        for (i, b) in batches.into_iter().enumerate() {
+            let h = validate_incoming(&b.batch, BATCH_BYTES_MAX)
+                .map_err(|e| SharedError::Invalid(format!("batch {i}: {e}")))?;
+            let partition = i32::try_from(b.partition)
+                .map_err(|_| SharedError::Invalid(format!("partition {}", b.partition)))?;
+            if b.topic_id.is_empty() {
+                return Err(SharedError::Invalid(format!("batch {i}: no topic id")));
+            }
+            bytes += b.batch.len();
+            incoming.push(writer::Incoming {
+                item: meta::CommitItem {
+                    topic_id: b.topic_id,
+                    partition,
+                    position: 0,
+                    length: b.batch.len() as i32,
+                    records: h.record_count,
+                    max_timestamp: h.max_timestamp,
+                    producer_id: h.producer_id,
+                    producer_epoch: h.producer_epoch,
+                    first_sequence: h.base_sequence,
+                },
+                batch: b.batch,
+            });
+        }
+        let max = self.inner.pending_max;
+        let busy = || SharedError::Busy {
+            waiting: max - self.inner.pending.available_permits().min(max),
+            max,
+        };
+        if bytes > max {
+            return Err(busy());
+        }
+        // Wait a little for room; past that, refuse (the producer retries).
+        let permit = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.inner.pending.clone().acquire_many_owned(bytes as u32),
+        )
+        .await
+        .map_err(|_| busy())?
+        .map_err(|_| SharedError::Closed)?;
+        let (done, answer) = oneshot::channel();
+        self.inner
+            .queue
+            .send(writer::Pending {
+                batches: incoming,
+                done,
+                permit,
+            })
+            .await
+            .map_err(|_| SharedError::Closed)?;
+        answer.await.map_err(|_| SharedError::Closed)?
+    }
+
+    /// Reads whole batches from `offset`, at most `max_bytes` of them except that the
+    /// first is returned whole whatever its size.
+    pub async fn read(
+        &self,
+        topic_id: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<ReadBatches> {
+        reader::read(
+            &self.inner.meta,
+            &self.inner.objects,
+            &self.inner.cache,
+            topic_id,
+            partition,
+            offset,
+            max_bytes,
+        )
+        .await
+    }
+
+    /// The partition's first readable offset and next offset.
+    pub async fn bounds(&self, topic_id: &str, partition: u32) -> Result<(u64, u64)> {
+        self.inner
+            .meta
+            .bounds(topic_id, partition)
+            .await?
+            .ok_or_else(|| SharedError::UnknownPartition {
+                topic_id: topic_id.to_string(),
+                partition,
+            })
+    }
+
+    /// Waits until the partition's next offset is past `offset` or `timeout` passes,
+    /// woken by Postgres's notifications (and looking again each second, in case one
+    /// was missed). Returns the next offset last seen.
+    pub async fn wait_for(
+        &self,
+        topic_id: &str,
+        partition: u32,
+        offset: u64,
+        timeout: Duration,
+    ) -> Result<u64> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut rx = {
+            let mut ends = self.inner.ends.lock().unwrap_or_else(|e| e.into_inner());
+            ends.retain(|_, tx| tx.receiver_count() > 0);
+            ends.entry((topic_id.to_string(), partition))
+                .or_insert_with(|| watch::channel(0).0)
+                .subscribe()
+        };
+        loop {
+            let (_, next) = self.bounds(topic_id, partition).await?;
+            if next > offset || tokio::time::Instant::now() >= deadline {
+                return Ok(next);
+            }
+            let nap = (tokio::time::Instant::now() + Duration::from_secs(1)).min(deadline);
+            tokio::select! {
+                _ = rx.changed() => {}
+                _ = tokio::time::sleep_until(nap) => {}
+            }
+        }
+    }
+
+    /// Removes objects older than `older_than` that no batch names: objects whose
+    /// commit failed or never came. Returns how many were removed.
+    pub async fn sweep_orphans(&self, older_than: Duration) -> Result<usize> {
+        let cutoff = SystemTime::now()
+            .checked_sub(older_than)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let old: Vec<String> = self
+            .inner
+            .objects
+            .list_data()
+            .await?
+            .into_iter()
+            .filter(|o| o.last_modified < cutoff)
+            .map(|o| o.key)
+            .collect();
+        let mut removed = 0;
+        for chunk in old.chunks(1000) {
+            let named = self.inner.meta.referenced(chunk).await?;
+            for key in chunk.iter().filter(|k| !named.contains(*k)) {
+                self.inner.objects.delete(key).await?;
+                removed += 1;
+                self.inner.metrics.orphans_removed.inc();
+                tracing::info!(object = %key, "Removed an object no batch names.");
+            }
+        }
+        Ok(removed)
+    }
+}

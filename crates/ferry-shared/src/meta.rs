@@ -1,0 +1,391 @@
+//! Postgres: the schema's migrations, the sequencer call that commits an object's
+//! batches, where-is-offset look-ups, and the notifications that wake readers.
+
+use crate::error::{Result, SharedError};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures_util::StreamExt;
+use std::collections::HashSet;
+use std::time::Duration;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+/// The schema, one file per version, applied in order. A file never changes once
+/// shipped: a change is a new file.
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_shared_log.sql"))];
+
+/// The advisory lock that serializes migrations among nodes starting together.
+const MIGRATION_LOCK: i64 = 0x0046_4552_5259_0001;
+
+/// Notification channel of appends (see the migration's `ferry_commit_object`).
+pub(crate) const APPENDED_CHANNEL: &str = "ferry_appended";
+
+/// One batch to commit: which partition, where it sits in the object, and what the
+/// sequencer needs from its header.
+#[derive(Debug, Clone)]
+pub(crate) struct CommitItem {
+    pub topic_id: String,
+    pub partition: i32,
+    pub position: i64,
+    pub length: i32,
+    pub records: i32,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub first_sequence: i32,
+}
+
+/// The sequencer's answer for one item (see the migration for the outcomes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Committed {
+    pub base_offset: i64,
+    pub outcome: i16,
+}
+
+/// Where one batch lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BatchLocation {
+    pub base_offset: u64,
+    pub last_offset: u64,
+    pub object_key: String,
+    pub position: u64,
+    pub length: u32,
+}
+
+#[derive(Clone)]
+pub(crate) struct Meta {
+    pool: Pool,
+    config: tokio_postgres::Config,
+}
+
+fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
+    url.parse::<tokio_postgres::Config>().map_err(|e| {
+        SharedError::Config(format!(
+            "metadata URL: {e} (expected postgres://user:password@host:port/database)"
+        ))
+    })
+}
+
+impl Meta {
+    /// Connects (lazily: the pool opens connections when first used) and applies the
+    /// schema's missing migrations.
+    pub async fn connect(url: &str, connections: usize) -> Result<Meta> {
+        let mut config = parse_url(url)?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        // A statement that runs this long is stuck: fail it so that its caller answers.
+        config.options("-c statement_timeout=30000");
+        config.application_name("ferry");
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(connections)
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(10)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| SharedError::Config(format!("metadata connections: {e}")))?;
+        let meta = Meta { pool, config };
+        meta.migrate().await?;
+        Ok(meta)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            deadpool_postgres::PoolError::Timeout(_) => {
+                SharedError::Metadata("no connection to the metadata database within 10 s".into())
+            }
+            other => SharedError::Metadata(other.to_string()),
+        })
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS ferry_migrations (
+                 version integer PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await?;
+        let applied: HashSet<i32> = tx
+            .query("SELECT version FROM ferry_migrations", &[])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let newest = MIGRATIONS.last().map_or(0, |m| m.0);
+        if let Some(v) = applied.iter().find(|v| **v > newest) {
+            return Err(SharedError::Config(format!(
+                "the metadata database has schema version {v}, newer than this Ferry knows ({newest}): run a newer Ferry"
+            )));
+        }
+        for (version, sql) in MIGRATIONS {
+            if applied.contains(version) {
+                continue;
+            }
+            tx.batch_execute(sql).await?;
+            tx.execute(
+                "INSERT INTO ferry_migrations (version) VALUES ($1)",
+                &[version],
+            )
+            .await?;
+            tracing::info!(version, "Applied a metadata schema migration.");
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Makes sure partitions `0..count` of a topic exist (existing ones are kept).
+    pub async fn create_partitions(&self, topic_id: &str, count: u32) -> Result<()> {
+        let client = self.client().await?;
+        let count = i32::try_from(count)
+            .map_err(|_| SharedError::Invalid(format!("{count} partitions is too many")))?;
+        client
+            .execute(
+                "INSERT INTO ferry_partitions (topic_id, partition)
+                 SELECT $1, p FROM generate_series(0, $2 - 1) AS p
+                 ON CONFLICT DO NOTHING",
+                &[&topic_id, &count],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Gives the object's batches their offsets in one transaction; the answers are in
+    /// the order of `items`.
+    pub async fn commit_object(&self, key: &str, items: &[CommitItem]) -> Result<Vec<Committed>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT item, base_offset, outcome FROM ferry_commit_object(
+                     $1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .await?;
+        let col = |f: fn(&CommitItem) -> i64| items.iter().map(f).collect::<Vec<i64>>();
+        let topics: Vec<&str> = items.iter().map(|i| i.topic_id.as_str()).collect();
+        let partitions: Vec<i32> = items.iter().map(|i| i.partition).collect();
+        let lengths: Vec<i32> = items.iter().map(|i| i.length).collect();
+        let records: Vec<i32> = items.iter().map(|i| i.records).collect();
+        let epochs: Vec<i16> = items.iter().map(|i| i.producer_epoch).collect();
+        let seqs: Vec<i32> = items.iter().map(|i| i.first_sequence).collect();
+        let rows = client
+            .query(
+                &stmt,
+                &[
+                    &key,
+                    &topics,
+                    &partitions,
+                    &col(|i| i.position),
+                    &lengths,
+                    &records,
+                    &col(|i| i.max_timestamp),
+                    &col(|i| i.producer_id),
+                    &epochs,
+                    &seqs,
+                ],
+            )
+            .await?;
+        let mut out: Vec<Option<Committed>> = vec![None; items.len()];
+        for row in rows {
+            let item: i32 = row.get(0);
+            let slot = usize::try_from(item)
+                .ok()
+                .and_then(|i| i.checked_sub(1))
+                .and_then(|i| out.get_mut(i))
+                .ok_or_else(|| {
+                    SharedError::Metadata(format!("the sequencer answered unknown item {item}"))
+                })?;
+            *slot = Some(Committed {
+                base_offset: row.get(1),
+                outcome: row.get(2),
+            });
+        }
+        out.into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                c.ok_or_else(|| {
+                    SharedError::Metadata(format!("the sequencer did not answer item {}", i + 1))
+                })
+            })
+            .collect()
+    }
+
+    /// A partition's first readable offset and next offset; `None` when it does not exist.
+    pub async fn bounds(&self, topic_id: &str, partition: u32) -> Result<Option<(u64, u64)>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT log_start, next_offset FROM ferry_partitions
+                 WHERE topic_id = $1 AND partition = $2",
+            )
+            .await?;
+        let partition = partition as i32;
+        let row = client.query_opt(&stmt, &[&topic_id, &partition]).await?;
+        Ok(row.map(|r| {
+            let start: i64 = r.get(0);
+            let next: i64 = r.get(1);
+            (start.max(0) as u64, next.max(0) as u64)
+        }))
+    }
+
+    /// The batches holding `offset` and after, in offset order, at most `max_rows`.
+    pub async fn locate(
+        &self,
+        topic_id: &str,
+        partition: u32,
+        offset: u64,
+        max_rows: i64,
+    ) -> Result<Vec<BatchLocation>> {
+        let client = self.client().await?;
+        // The batch that holds `offset` is the last one starting at or before it: two
+        // index look-ups on the primary key, never a scan of the partition.
+        let stmt = client
+            .prepare_cached(
+                "SELECT base_offset, last_offset, object_key, position, length
+                 FROM ferry_batches
+                 WHERE topic_id = $1 AND partition = $2
+                   AND base_offset >= coalesce(
+                       (SELECT b.base_offset FROM ferry_batches b
+                        WHERE b.topic_id = $1 AND b.partition = $2 AND b.base_offset <= $3
+                        ORDER BY b.base_offset DESC LIMIT 1), $3)
+                 ORDER BY base_offset
+                 LIMIT $4",
+            )
+            .await?;
+        let partition = partition as i32;
+        let offset = i64::try_from(offset)
+            .map_err(|_| SharedError::Invalid(format!("offset {offset} is out of range")))?;
+        let rows = client
+            .query(&stmt, &[&topic_id, &partition, &offset, &max_rows])
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let (base, last, key, position, length): (i64, i64, String, i64, i32) =
+                (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+            // The table's checks make these hold; a row that breaks them is not used.
+            if base < 0 || last < base || position < 0 || length <= 0 {
+                return Err(SharedError::Metadata(format!(
+                    "batch row at offset {base} of partition {partition} is inconsistent"
+                )));
+            }
+            if last < offset {
+                continue;
+            }
+            out.push(BatchLocation {
+                base_offset: base as u64,
+                last_offset: last as u64,
+                object_key: key,
+                position: position as u64,
+                length: length as u32,
+            });
+        }
+        debug_assert!(out.windows(2).all(|w| w[0].last_offset < w[1].base_offset));
+        Ok(out)
+    }
+
+    /// Which of `keys` some batch still names.
+    pub async fn referenced(&self, keys: &[String]) -> Result<HashSet<String>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT DISTINCT object_key FROM ferry_batches WHERE object_key = ANY($1)",
+                &[&keys],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Listens for appends until the returned task is aborted: `on_append(topic_id,
+    /// partition, next_offset)` for each, and `on_gap()` whenever notifications may
+    /// have been missed (at each (re)connection), so that waiters look again.
+    pub fn listen(
+        &self,
+        on_append: impl Fn(&str, u32, u64) + Send + Sync + 'static,
+        on_gap: impl Fn() + Send + Sync + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let config = self.config.clone();
+        tokio::spawn(async move {
+            loop {
+                match listen_once(&config, &on_append, &on_gap).await {
+                    Ok(()) => {
+                        tracing::warn!("The metadata database closed the notification connection.")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Notifications from the metadata database stopped; reconnecting.")
+                    }
+                }
+                on_gap();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    }
+}
+
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    on_append: &(impl Fn(&str, u32, u64) + Send + Sync),
+    on_gap: &(impl Fn() + Send + Sync),
+) -> Result<()> {
+    let (client, mut connection) = config.connect(NoTls).await?;
+    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+    let sql = format!("LISTEN {APPENDED_CHANNEL}");
+    {
+        let listen = client.batch_execute(&sql);
+        tokio::pin!(listen);
+        // The connection must be polled for the LISTEN to complete.
+        loop {
+            tokio::select! {
+                done = &mut listen => { done?; break; }
+                m = messages.next() => match m {
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Ok(()),
+                }
+            }
+        }
+    }
+    on_gap();
+    while let Some(m) = messages.next().await {
+        match m? {
+            AsyncMessage::Notification(n) => match parse_appended(n.payload()) {
+                Some((topic_id, partition, next)) => on_append(topic_id, partition, next),
+                None => tracing::warn!(payload = n.payload(), "Unreadable append notification."),
+            },
+            AsyncMessage::Notice(_) => {}
+            _ => {}
+        }
+    }
+    drop(client);
+    Ok(())
+}
+
+/// `'<next_offset> <partition> <topic_id>'`.
+pub(crate) fn parse_appended(payload: &str) -> Option<(&str, u32, u64)> {
+    let mut parts = payload.splitn(3, ' ');
+    let next = parts.next()?.parse().ok()?;
+    let partition = parts.next()?.parse().ok()?;
+    let topic_id = parts.next().filter(|t| !t.is_empty())?;
+    Some((topic_id, partition, next))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_notifications_parse() {
+        assert_eq!(parse_appended("12 3 a b"), Some(("a b", 3, 12)));
+        for bad in ["", "12", "12 3", "12 3 ", "x 3 t", "12 -1 t", "-5 1 t"] {
+            assert_eq!(parse_appended(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,537 @@
+//! The shared log against a real PostgreSQL (`FERRY_TEST_POSTGRES_URL`, started by
+//! scripts/test.sh) and a real S3-compatible server (`s3s-fs`, one per test, started
+//! here on a free port over a temporary folder). Without them the tests are skipped,
+//! except under CI, where they fail.
+
+use bytes::Bytes;
+use ferry_log::batch::{build_batch, BatchHeader, Batches, NewRecord};
+use ferry_log::Compression;
+use ferry_shared::{AppendBatch, Outcome, SharedConfig, SharedError, SharedLog};
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BUCKET: &str = "ferry-test";
+
+fn postgres_url() -> Option<String> {
+    match std::env::var("FERRY_TEST_POSTGRES_URL") {
+        Ok(u) => Some(u),
+        Err(_) if std::env::var_os("CI").is_some() => {
+            panic!("FERRY_TEST_POSTGRES_URL is not set: scripts/test.sh starts a PostgreSQL with scripts/postgres.sh")
+        }
+        Err(_) => {
+            eprintln!("skipped: set FERRY_TEST_POSTGRES_URL (see scripts/postgres.sh)");
+            None
+        }
+    }
+}
+
+/// A real S3-compatible server on a free port, removed with its folder when dropped.
+struct S3Server {
+    child: Child,
+    port: u16,
+    root: tempfile::TempDir,
+}
+
+impl S3Server {
+    fn start() -> Option<S3Server> {
+        let bin = std::env::var("FERRY_TEST_S3FS_BIN").unwrap_or_else(|_| "s3s-fs".into());
+        if Command::new(&bin).arg("--version").output().is_err() {
+            if std::env::var_os("CI").is_some() {
+                panic!("{bin} is missing: scripts/test.sh installs it (cargo install s3s-fs)");
+            }
+            eprintln!("skipped: {bin} is not installed (cargo install s3s-fs --version 0.14.1 --features binary --locked)");
+            return None;
+        }
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join(BUCKET)).unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut s = S3Server {
+            child: spawn_s3s(&bin, root.path(), port),
+            port,
+            root,
+        };
+        s.wait_ready();
+        Some(s)
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "s3s-fs did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        let bin = std::env::var("FERRY_TEST_S3FS_BIN").unwrap_or_else(|_| "s3s-fs".into());
+        self.child = spawn_s3s(&bin, self.root.path(), self.port);
+        self.wait_ready();
+    }
+
+    fn objects(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.root.path().join(BUCKET)];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "batches") {
+                    out.push(p);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+fn spawn_s3s(bin: &str, root: &Path, port: u16) -> Child {
+    Command::new(bin)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--access-key", "ferry", "--secret-key", "ferry-secret"])
+        .arg(root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start s3s-fs")
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn config(pg: &str, s3: &S3Server) -> SharedConfig {
+    let mut c = SharedConfig::new(pg, format!("s3://{BUCKET}/node-tests"));
+    c.object_store_options = vec![
+        (
+            "aws_endpoint".into(),
+            format!("http://127.0.0.1:{}", s3.port),
+        ),
+        ("aws_access_key_id".into(), "ferry".into()),
+        ("aws_secret_access_key".into(), "ferry-secret".into()),
+        ("aws_region".into(), "us-east-1".into()),
+    ];
+    c
+}
+
+fn topic() -> String {
+    format!("test-{:016x}", rand::random::<u64>())
+}
+
+fn batch(values: &[&str]) -> Bytes {
+    let records: Vec<NewRecord> = values
+        .iter()
+        .map(|v| NewRecord {
+            timestamp: 1_700_000_000_000,
+            value: Some(Bytes::copy_from_slice(v.as_bytes())),
+            ..Default::default()
+        })
+        .collect();
+    Bytes::from(build_batch(&records, Compression::None).unwrap())
+}
+
+/// A batch of an idempotent producer: its id, epoch and first sequence number set, and
+/// its CRC computed again.
+fn producer_batch(values: &[&str], id: i64, epoch: i16, first_seq: i32) -> Bytes {
+    let mut b = batch(values).to_vec();
+    b[43..51].copy_from_slice(&id.to_be_bytes());
+    b[51..53].copy_from_slice(&epoch.to_be_bytes());
+    b[53..57].copy_from_slice(&first_seq.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(b)
+}
+
+fn append(topic: &str, partition: u32, b: Bytes) -> AppendBatch {
+    AppendBatch {
+        topic_id: topic.to_string(),
+        partition,
+        batch: b,
+    }
+}
+
+/// Every record's (offset, value) from `offset` to the partition's end.
+async fn read_all(
+    log: &SharedLog,
+    topic: &str,
+    partition: u32,
+    mut offset: u64,
+) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    loop {
+        let got = log.read(topic, partition, offset, 64 * 1024).await.unwrap();
+        if got.batches.is_empty() {
+            return out;
+        }
+        for b in Batches::new(got.batches) {
+            let b = b.unwrap();
+            let h = BatchHeader::parse(&b).unwrap();
+            ferry_log::batch::verify_crc(&b).unwrap();
+            let records = ferry_log::batch::decode_records(&b, &Default::default()).unwrap();
+            for r in records.1 {
+                assert!(r.offset >= h.base_offset);
+                if r.offset as u64 >= offset {
+                    out.push((
+                        r.offset as u64,
+                        String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+                    ));
+                }
+            }
+        }
+        offset = got.next_offset;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_of_many_partitions_share_objects_and_read_back_in_order() {
+    let Some(pg) = postgres_url() else { return };
+    let Some(s3) = S3Server::start() else { return };
+    let log = SharedLog::open(config(&pg, &s3)).await.unwrap();
+    let t = topic();
+    log.create_partitions(&t, 3).await.unwrap();
+    // Concurrent appends to three partitions: gathered into few objects.
+    let mut tasks = Vec::new();
+    for i in 0..30u32 {
+        let log = log.clone();
+        let t = t.clone();
+        tasks.push(tokio::spawn(async move {
+            let v = format!("r{i}");
+            log.append(vec![append(&t, i % 3, batch(&[&v, &v]))])
+                .await
+                .unwrap()
+        }));
+    }
+    let mut offsets: Vec<Vec<u64>> = vec![Vec::new(); 3];
+    for (i, task) in tasks.into_iter().enumerate() {
+        match task.await.unwrap()[..] {
+            [Outcome::Appended { base_offset }] => offsets[i % 3].push(base_offset),
+            ref other => panic!("{other:?}"),
+        }
+    }
+    for (p, offs) in offsets.iter_mut().enumerate() {
+        offs.sort();
+        assert_eq!(
+            *offs,
+            (0..10).map(|i| i * 2).collect::<Vec<u64>>(),
+            "partition {p}"
+        );
+        assert_eq!(log.bounds(&t, p as u32).await.unwrap(), (0, 20));
+        let read = read_all(&log, &t, p as u32, 0).await;
+        assert_eq!(read.len(), 20);
+        assert!(read.iter().enumerate().all(|(i, (o, _))| *o == i as u64));
+        // A read from the middle of a batch starts with that batch.
+        let got = log.read(&t, p as u32, 5, 1).await.unwrap();
+        assert_eq!(BatchHeader::parse(&got.batches).unwrap().base_offset, 4);
+        assert_eq!(
+            got.next_offset, 6,
+            "one batch past max_bytes: the first, whole"
+        );
+    }
+    assert!(
+        s3.objects().len() < 30,
+        "{} objects for 30 appends",
+        s3.objects().len()
+    );
+    // A second node (no cache) reads the same from the store.
+    let other = SharedLog::open(config(&pg, &s3)).await.unwrap();
+    assert_eq!(
+        read_all(&other, &t, 1, 0).await,
+        read_all(&log, &t, 1, 0).await
+    );
+    // Out of range and unknown partitions are errors, not empty answers.
+    assert!(matches!(
+        other.read(&t, 0, 21, 100).await,
+        Err(SharedError::OffsetOutOfRange { .. })
+    ));
+    assert!(matches!(
+        other.read(&t, 7, 0, 100).await,
+        Err(SharedError::UnknownPartition { .. })
+    ));
+    assert_eq!(other.read(&t, 0, 20, 100).await.unwrap().batches.len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_appending_to_one_partition_get_dense_offsets() {
+    let Some(pg) = postgres_url() else { return };
+    let Some(s3) = S3Server::start() else { return };
+    let a = SharedLog::open(config(&pg, &s3)).await.unwrap();
+    let b = SharedLog::open(config(&pg, &s3)).await.unwrap();
+    let t = topic();
+    a.create_partitions(&t, 1).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..200u32 {
+        let node = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let t = t.clone();
+        tasks.push(tokio::spawn(async move {
+            let v = format!("v{i}");
+            let records = (i % 3 + 1) as usize;
+            let values: Vec<&str> = std::iter::repeat_n(v.as_str(), records).collect();
+            (
+                i,
+                records,
+                node.append(vec![append(&t, 0, batch(&values))])
+                    .await
+                    .unwrap(),
+            )
+        }));
+    }
+    let mut ranges = Vec::new();
+    let mut total = 0u64;
+    for task in tasks {
+        let (i, n, out) = task.await.unwrap();
+        let Outcome::Appended { base_offset } = out[0] else {
+            panic!("{out:?}")
+        };
+        ranges.push((base_offset, n as u64, i));
+        total += n as u64;
+    }
+    ranges.sort();
+    let mut next = 0;
+    for (base, n, _) in &ranges {
+        assert_eq!(*base, next, "offsets are dense");
+        next += n;
+    }
+    assert_eq!(a.bounds(&t, 0).await.unwrap(), (0, total));
+    let read = read_all(&b, &t, 0, 0).await;
+    assert_eq!(read.len() as u64, total);
+    // Each append's records sit at its offsets, once.
+    for (base, n, i) in ranges {
+        for o in base..base + n {
+            assert_eq!(read[o as usize], (o, format!("v{i}")));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_producers_are_checked_across_nodes() {
+    let Some(pg) = postgres_url() else { return };
+    let Some(s3) = S3Server::start() else { return };
+    let a = SharedLog::open(config(&pg, &s3)).await.unwrap();
+    let b = SharedLog::open(config(&pg, &s3)).await.unwrap();
+    let t = topic();
+    a.create_partitions(&t, 1).await.unwrap();
+    let id = rand::random::<u32>() as i64;
+    let first = producer_batch(&["a", "b"], id, 0, 0);
+    assert_eq!(
+        a.append(vec![append(&t, 0, first.clone())]).await.unwrap(),
+        [Outcome::Appended { base_offset: 0 }]
+    );
+    // The retry, through the other node: answered with the stored offset, not written.
+    assert_eq!(
+        b.append(vec![append(&t, 0, first)]).await.unwrap(),
+        [Outcome::Duplicate { base_offset: 0 }]
+    );
+    assert_eq!(
+        b.append(vec![append(&t, 0, producer_batch(&["c"], id, 0, 2))])
+            .await
+            .unwrap(),
+        [Outcome::Appended { base_offset: 2 }]
+    );
+    // A gap in sequence numbers, and an older epoch, are refused.
+    assert_eq!(
+        a.append(vec![append(&t, 0, producer_batch(&["x"], id, 0, 9))])
+            .await
+            .unwrap(),
+        [Outcome::OutOfOrderSequence]
+    );
+    assert_eq!(
+        a.append(vec![append(&t, 0, producer_batch(&["y"], id, 1, 0))])
+            .await
+            .unwrap(),
+        [Outcome::Appended { base_offset: 3 }]
+    );
+    assert_eq!(
+        b.append(vec![append(&t, 0, producer_batch(&["z"], id, 0, 3))])
+            .await
+            .unwrap(),
+        [Outcome::StaleEpoch]
+    );
+    let values: Vec<String> = read_all(&a, &t, 0, 0)
+        .await
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(values, ["a", "b", "c", "y"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_batch_refuses_the_call_and_writes_nothing() {
+    let Some(pg) = postgres_url() else { return };
+    let Some(s3) = S3Server::start() else { return };
+    let log = SharedLog::open(config(&pg, &s3)).await.unwrap();
+    let t = topic();
+    log.create_partitions(&t, 1).await.unwrap();
+    let mut bad = batch(&["a"]).to_vec();
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    let truncated = batch(&["b"]).slice(0..40);
+    for b in [Bytes::from(bad), truncated, Bytes::new()] {
+        let err = log
+            .append(vec![append(&t, 0, batch(&["ok"])), append(&t, 0, b)])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SharedError::Invalid(_)), "{err}");
+    }
+    assert_eq!(log.bounds(&t, 0).await.unwrap(), (0, 0));
+    assert!(s3.objects().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_waiting_on_one_node_is_woken_by_an_append_on_another() {
+    let Some(pg) = postgres_url() else { return };
+    let Some(s3) = S3Server::start() else { return };
+    let a = SharedLog::open(config(&pg, &s3)).await.unwrap();
+    let b = SharedLog::open(config(&pg, &s3)).await.unwrap();
+    let t = topic();
+    a.create_partitions(&t, 1).await.unwrap();
+    let waiter = {
+        let b = b.clone();
+        let t = t.clone();
+        tokio::spawn(async move { b.wait_for(&t, 0, 0, Duration::from_secs(30)).await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.append(vec![append(&t, 0, batch(&["x"]))]).await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next, 1);
+    // Nothing new: the wait ends at its timeout with the same end.
+    let started = Instant::now();
+    assert_eq!(
+        b.wait_for(&t, 0, 1, Duration::from_millis(300))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavailable_object_store_fails_appends_clearly_and_service_resumes() {
+    let Some(pg) = postgres_url() else { return };
+    let Some(mut s3) = S3Server::start() else {
+        return;
+    };
+    let log = SharedLog::open(config(&pg, &s3)).await.unwrap();
+    let t = topic();
+    log.create_partitions(&t, 1).await.unwrap();
+    log.append(vec![append(&t, 0, batch(&["before"]))])
+        .await
+        .unwrap();
+    s3.stop();
+    let err = log
+        .append(vec![append(&t, 0, batch(&["lost"]))])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SharedError::ObjectStore(_)), "{err}");
+    assert!(err.to_string().contains("object store"), "{err}");
+    assert_eq!(
+        log.bounds(&t, 0).await.unwrap(),
+        (0, 1),
+        "nothing was committed"
+    );
+    s3.restart();
+    assert_eq!(
+        log.append(vec![append(&t, 0, batch(&["after"]))])
+            .await
+            .unwrap(),
+        [Outcome::Appended { base_offset: 1 }]
+    );
+    let values: Vec<String> = read_all(&log, &t, 0, 0)
+        .await
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(values, ["before", "after"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_object_is_an_error_not_data() {
+    let Some(pg) = postgres_url() else { return };
+    let Some(s3) = S3Server::start() else { return };
+    let writer = SharedLog::open(config(&pg, &s3)).await.unwrap();
+    let t = topic();
+    writer.create_partitions(&t, 1).await.unwrap();
+    writer
+        .append(vec![append(&t, 0, batch(&["precious", "data"]))])
+        .await
+        .unwrap();
+    let objects = s3.objects();
+    assert_eq!(objects.len(), 1);
+    let mut bytes = std::fs::read(&objects[0]).unwrap();
+    let at = bytes.len() - 3;
+    bytes[at] ^= 0x55;
+    std::fs::write(&objects[0], &bytes).unwrap();
+    // A node without the batch in its cache reads the object, and refuses it.
+    let reader = SharedLog::open(config(&pg, &s3)).await.unwrap();
+    let err = reader.read(&t, 0, 0, 1 << 20).await.unwrap_err();
+    assert!(matches!(err, SharedError::Corrupt { .. }), "{err}");
+    assert!(
+        err.to_string().contains("CRC") || err.to_string().contains("crc"),
+        "{err}"
+    );
+    // Cut short: the store answers fewer bytes than Postgres says.
+    std::fs::write(&objects[0], &bytes[..bytes.len() / 2]).unwrap();
+    let err = reader.read(&t, 0, 0, 1 << 20).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SharedError::Corrupt { .. } | SharedError::ObjectStore(_)
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_no_batch_names_are_swept_and_named_ones_kept() {
+    let Some(pg) = postgres_url() else { return };
+    let Some(s3) = S3Server::start() else { return };
+    let log = SharedLog::open(config(&pg, &s3)).await.unwrap();
+    let t = topic();
+    log.create_partitions(&t, 1).await.unwrap();
+    log.append(vec![append(&t, 0, batch(&["kept"]))])
+        .await
+        .unwrap();
+    // An append to a partition that does not exist writes its object, then commits
+    // nothing: the object is named by no batch.
+    assert_eq!(
+        log.append(vec![append(&t, 9, batch(&["orphan"]))])
+            .await
+            .unwrap(),
+        [Outcome::UnknownPartition]
+    );
+    assert_eq!(s3.objects().len(), 2);
+    // Young objects are left alone (a commit may be on its way).
+    assert_eq!(
+        log.sweep_orphans(Duration::from_secs(3600)).await.unwrap(),
+        0
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(log.sweep_orphans(Duration::from_secs(1)).await.unwrap(), 1);
+    assert_eq!(s3.objects().len(), 1);
+    let values: Vec<String> = read_all(&log, &t, 0, 0)
+        .await
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(values, ["kept"]);
+    let seen: HashSet<_> = s3.objects().into_iter().collect();
+    assert_eq!(seen.len(), 1);
+}
