@@ -67,6 +67,14 @@ def subscription_rules_hold(body):
     return True
 
 
+def topic_rules_hold(body):
+    """The rule between members of POST /v1/topics (`invalid-config`): a compacted
+    topic's `max_compaction_lag_ms` is at least its `min_compaction_lag_ms`."""
+    low = _int(body.get("min_compaction_lag_ms"), 0)
+    high = _int(body.get("max_compaction_lag_ms"), 2**63 - 1)
+    return low <= high
+
+
 def acl_rules_hold(body):
     """The rules between members of an ACL in POST /v1/acls (`invalid-json`,
     `invalid-acl`): a resource name is needed except for the cluster, whose one name is
@@ -199,6 +207,9 @@ def filter_case(ctx, case):
     if case.method.upper() == "POST" and case.path == "/v1/subscriptions":
         if isinstance(case.body, dict):
             return subscription_rules_hold(case.body)
+    if case.method.upper() == "POST" and case.path == "/v1/topics":
+        if isinstance(case.body, dict):
+            return topic_rules_hold(case.body)
     if case.method.upper() == "POST" and case.path == "/v1/acls":
         if isinstance(case.body, dict):
             return acl_rules_hold(case.body)

@@ -171,11 +171,21 @@ pub struct Broker {
     pub txns: Arc<crate::txn::TxnCoordinator>,
     /// What the cleaner did.
     pub(crate) cleaner: crate::cleaner::CleanerCounters,
+    /// Shared mode's log and caches; `None` in the local mode (see [`crate::shared`]).
+    pub(crate) shared: Option<Arc<crate::shared::SharedTopics>>,
 }
 
 impl Broker {
     /// Opens the data folder: takes its lock, loads topics and recovers every partition.
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>> {
+        Broker::open_with(config, None)
+    }
+
+    /// Opens the data folder; in shared mode (`shared`) topics are not loaded from it.
+    pub(crate) fn open_with(
+        config: BrokerConfig,
+        shared: Option<Arc<crate::shared::SharedTopics>>,
+    ) -> Result<Arc<Broker>> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)
             .map_err(|e| BrokerError::io(format!("creating {}", dir.display()), e))?;
@@ -219,7 +229,12 @@ impl Broker {
         let any_readable = Arc::new(tokio::sync::Notify::new());
         let log_metrics = ferry_log::LogMetrics::default();
         let mut topics = HashMap::new();
-        for mut tc in meta.load_topics()? {
+        let local_topics = if shared.is_some() {
+            Vec::new()
+        } else {
+            meta.load_topics()?
+        };
+        for mut tc in local_topics {
             // Topics created before ids existed get one now, kept from then on.
             if tc.topic_id.is_none() {
                 tc.topic_id = TopicId::random();
@@ -267,7 +282,51 @@ impl Broker {
             subs,
             txns,
             cleaner: Default::default(),
+            shared,
         }))
+    }
+
+    /// Adds a topic to the maps by name and id.
+    pub(crate) fn insert_topic(&self, topic: Arc<Topic>) {
+        let config = topic.config();
+        write(&self.topics).insert(config.name.clone(), Arc::clone(&topic));
+        write(&self.topic_ids).insert(config.topic_id, topic);
+    }
+
+    pub(crate) fn remove_topic(&self, name: &str) {
+        if let Some(t) = write(&self.topics).remove(name) {
+            write(&self.topic_ids).remove(&t.config().topic_id);
+        }
+    }
+
+    /// Makes the maps hold exactly these topics (shared mode: as Postgres has them),
+    /// keeping the [`Topic`] of each that is unchanged.
+    pub(crate) fn replace_topics(&self, configs: Vec<TopicConfig>) {
+        let mut topics = write(&self.topics);
+        let mut ids = write(&self.topic_ids);
+        let wanted: std::collections::HashSet<&str> =
+            configs.iter().map(|c| c.name.as_str()).collect();
+        topics.retain(|name, _| wanted.contains(name.as_str()));
+        for c in configs {
+            let same = topics.get(&c.name).is_some_and(|t| t.config() == c);
+            if !same {
+                topics.insert(c.name.clone(), Arc::new(Topic::new(c, Vec::new())));
+            }
+        }
+        *ids = topics
+            .values()
+            .map(|t| (t.config().topic_id, Arc::clone(t)))
+            .collect();
+    }
+
+    /// A topic's description: its partitions' bounds from the log, or in shared mode
+    /// from what this node last saw.
+    fn describe(&self, topic: &Topic) -> TopicInfo {
+        if self.shared.is_some() {
+            self.shared_describe(topic)
+        } else {
+            describe(topic)
+        }
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -340,6 +399,9 @@ impl Broker {
                 .unwrap_or(MAX_COMPACTION_LAG_MS_DEFAULT),
         };
         config.validate()?;
+        if self.shared.is_some() {
+            return self.create_shared_topic(config).await;
+        }
         if self.topic(&config.name).is_ok() {
             return Err(BrokerError::TopicExists(config.name));
         }
@@ -368,7 +430,7 @@ impl Broker {
         write(&self.topics).insert(config.name.clone(), Arc::clone(&topic));
         write(&self.topic_ids).insert(config.topic_id, Arc::clone(&topic));
         tracing::info!(topic = %config.name, topic_id = %config.topic_id, partitions = config.partitions, "Created topic.");
-        Ok(describe(&topic))
+        Ok(self.describe(&topic))
     }
 
     /// A random id no topic has (a clash is all but impossible, but cheap to rule out).
@@ -426,17 +488,20 @@ impl Broker {
 
     pub fn list_topics(&self) -> Vec<TopicInfo> {
         let topics: Vec<_> = read(&self.topics).values().cloned().collect();
-        let mut out: Vec<_> = topics.iter().map(|t| describe(t)).collect();
+        let mut out: Vec<_> = topics.iter().map(|t| self.describe(t)).collect();
         out.sort_by(|a, b| a.config.name.cmp(&b.config.name));
         out
     }
 
     pub fn describe_topic(&self, name: &str) -> Result<TopicInfo> {
-        Ok(describe(&*self.topic(name)?))
+        Ok(self.describe(&*self.topic(name)?))
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
         let _admin = self.admin.lock().await;
+        if self.shared.is_some() {
+            return self.delete_shared_topic(name).await;
+        }
         let topic = self.topic(name)?;
         if let Some(user) = self.dead_letter_users(name).first() {
             return Err(BrokerError::InvalidConfig(format!(
@@ -528,6 +593,9 @@ impl Broker {
         change: impl FnOnce(&TopicConfig) -> Result<TopicConfig>,
         dry_run: bool,
     ) -> Result<TopicInfo> {
+        if self.shared.is_some() {
+            return Err(BrokerError::NotInSharedMode("changing a topic's settings"));
+        }
         let _admin = self.admin.lock().await;
         let topic = self.topic(name)?;
         let old = topic.config();
@@ -554,7 +622,7 @@ impl Broker {
         if dry_run {
             return Ok(TopicInfo {
                 config,
-                partitions: describe(&topic).partitions,
+                partitions: self.describe(&topic).partitions,
             });
         }
         let dir = self.topic_dir(name);
@@ -574,7 +642,7 @@ impl Broker {
         }
         write(&topic.partitions).extend(new_parts);
         *write(&topic.config) = config;
-        Ok(describe(&topic))
+        Ok(self.describe(&topic))
     }
 
     /// Reads records of one partition from `offset`; with `wait` > 0 and nothing to
@@ -611,6 +679,11 @@ impl Broker {
         max_bytes: usize,
         wait: Duration,
     ) -> Result<ReadRecords> {
+        if self.shared.is_some() {
+            return self
+                .shared_read(topic, partition, offset, max_records, max_bytes, wait)
+                .await;
+        }
         let part = self.topic(topic)?.partition(partition)?;
         let deadline = Instant::now() + wait;
         loop {
@@ -643,6 +716,11 @@ impl Broker {
         max_bytes: usize,
         first_batch: FirstBatch,
     ) -> Result<ferry_log::ReadResult> {
+        if self.shared.is_some() {
+            return self
+                .shared_read_batches(topic, partition, offset, max_bytes, first_batch)
+                .await;
+        }
         let part = self.topic(topic)?.partition(partition)?;
         blocking(move || {
             let read = part
@@ -669,6 +747,13 @@ impl Broker {
         max_bytes: usize,
         first_batch: FirstBatch,
     ) -> Result<(ferry_log::ReadResult, Vec<ferry_log::AbortedTxn>)> {
+        if self.shared.is_some() {
+            // No transactions in shared mode: every record is committed.
+            let read = self
+                .shared_read_batches(topic, partition, offset, max_bytes, first_batch)
+                .await?;
+            return Ok((read, Vec::new()));
+        }
         let part = self.topic(topic)?.partition(partition)?;
         blocking(move || {
             let stable = part.log.last_stable();
@@ -693,11 +778,22 @@ impl Broker {
     /// A partition's last stable offset: the first offset of its earliest open
     /// transaction, else its latest (next readable) offset.
     pub fn last_stable(&self, topic: &str, partition: u32) -> Result<u64> {
+        if let Some(sh) = &self.shared {
+            return Ok(self.shared_bounds(sh, topic, partition)?.1);
+        }
         Ok(self.topic(topic)?.partition(partition)?.log.last_stable())
     }
 
     /// [`Broker::bounds`] and the last stable offset, in one look-up (Fetch).
     pub fn stable_bounds(&self, topic: &str, partition: u32) -> Result<StableBounds> {
+        if let Some(sh) = &self.shared {
+            let (earliest, latest) = self.shared_bounds(sh, topic, partition)?;
+            return Ok(StableBounds {
+                earliest,
+                latest,
+                stable: latest,
+            });
+        }
         let part = self.topic(topic)?.partition(partition)?;
         let s = part.log.stats();
         // Read after the latest offset, so never past it.
@@ -711,6 +807,10 @@ impl Broker {
 
     /// The transactions open in a partition: producer id and first offset.
     pub fn open_transactions(&self, topic: &str, partition: u32) -> Result<Vec<(i64, u64)>> {
+        if let Some(sh) = &self.shared {
+            self.shared_bounds(sh, topic, partition)?;
+            return Ok(Vec::new());
+        }
         Ok(self
             .topic(topic)?
             .partition(partition)?
@@ -725,6 +825,9 @@ impl Broker {
 
     /// Earliest and latest (next) offsets of a partition.
     pub fn bounds(&self, topic: &str, partition: u32) -> Result<(u64, u64)> {
+        if let Some(sh) = &self.shared {
+            return self.shared_bounds(sh, topic, partition);
+        }
         let s = self.topic(topic)?.partition(partition)?.log.stats();
         Ok((s.earliest, s.latest))
     }
@@ -740,6 +843,9 @@ impl Broker {
         partition: u32,
         offset: Option<u64>,
     ) -> Result<u64> {
+        if self.shared.is_some() {
+            return Err(BrokerError::NotInSharedMode("deleting records"));
+        }
         let part = self.topic(topic)?.partition(partition)?;
         blocking(move || {
             part.log
@@ -751,6 +857,11 @@ impl Broker {
 
     /// The idempotent producers a partition remembers.
     pub fn producers(&self, topic: &str, partition: u32) -> Result<Vec<ferry_log::ProducerState>> {
+        if let Some(sh) = &self.shared {
+            // Postgres keeps them (ferry_producers); not listed yet.
+            self.shared_bounds(sh, topic, partition)?;
+            return Ok(Vec::new());
+        }
         Ok(self.topic(topic)?.partition(partition)?.log.producers())
     }
 
@@ -765,6 +876,9 @@ impl Broker {
     /// ListOffsets answers with the record (or -1), HTTP and subscriptions start at
     /// [`TimeLookup::offset`].
     pub async fn find_by_time(&self, topic: &str, partition: u32, ts: i64) -> Result<TimeLookup> {
+        if self.shared.is_some() {
+            return self.shared_find_by_time(topic, partition, ts).await;
+        }
         let part = self.topic(topic)?.partition(partition)?;
         blocking(move || {
             let first = part

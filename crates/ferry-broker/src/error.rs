@@ -101,6 +101,15 @@ pub enum BrokerError {
     /// open ([`crate::BrokerConfig::max_open_segments`]).
     #[error("{asked} new partition(s) do not fit: the server has {open} segment files open and may hold {limit} (from its limit of open files); delete topics or raise the limit (ulimit -n)")]
     OpenFileLimit { asked: u64, open: u64, limit: u64 },
+    /// A record without a key for a compacted topic (Kafka's INVALID_RECORD):
+    /// compaction keeps the latest record of each key, and a record without one has
+    /// nothing to be kept by.
+    #[error("record {index} has no key: topic '{topic}' is compacted (cleanup_policy compact), and every record of a compacted topic needs a key")]
+    KeyRequired { topic: String, index: usize },
+    /// Something the local mode does that shared mode does not do yet (its text says
+    /// what).
+    #[error("{0} is not available in shared mode yet (docs/scale-out.md)")]
+    NotInSharedMode(&'static str),
     /// A transaction request that does not fit the coordinator's state.
     #[error(transparent)]
     Transaction(#[from] crate::txn::TxnError),

@@ -12,6 +12,7 @@ pub mod meta;
 pub mod partition;
 pub mod partitioner;
 pub mod produce;
+pub mod shared;
 pub mod subs;
 pub mod time;
 pub mod topic;

@@ -154,24 +154,29 @@ impl Partition {
 }
 
 /// The records a read has gathered so far, within its limits.
-struct Gathered {
-    records: Vec<Record>,
+pub(crate) struct Gathered {
+    pub(crate) records: Vec<Record>,
     /// Bytes of keys and values in `records`.
-    bytes: usize,
+    pub(crate) bytes: usize,
     /// Offset to read next.
-    next: u64,
-    max_records: usize,
-    max_bytes: usize,
+    pub(crate) next: u64,
+    pub(crate) max_records: usize,
+    pub(crate) max_bytes: usize,
 }
 
 impl Gathered {
-    fn wanted(&self) -> usize {
+    pub(crate) fn wanted(&self) -> usize {
         self.max_records.saturating_sub(self.records.len())
     }
 
     /// Takes the records decoded from one batch (at most `wanted` were decoded); false
     /// when the read is full or the batch was not decoded to its end.
-    fn take(&mut self, header: &BatchHeader, batch_records: Vec<Record>, wanted: usize) -> bool {
+    pub(crate) fn take(
+        &mut self,
+        header: &BatchHeader,
+        batch_records: Vec<Record>,
+        wanted: usize,
+    ) -> bool {
         // Decoding stopped before the batch's end: the rest is for the next read.
         let complete = batch_records.len() < wanted
             || batch_records

@@ -70,6 +70,9 @@ impl Broker {
         let topic = self.topic(topic_name)?;
         let by_partition = route(&topic, records, now_ms() as i64)?;
         let total: usize = by_partition.values().map(|v| v.len()).sum();
+        if self.shared.is_some() {
+            return self.shared_produce(&topic, by_partition, total).await;
+        }
         let mut answers = Vec::with_capacity(by_partition.len());
         for (pid, recs) in by_partition {
             let part = topic.partition(pid)?;
@@ -126,6 +129,9 @@ impl Broker {
         batches: Bytes,
         trace: Option<TraceParent>,
     ) -> Result<Appended> {
+        if self.shared.is_some() {
+            return self.shared_client_batches(topic, partition, batches).await;
+        }
         let topic = self.topic(topic)?;
         let part = topic.partition(partition)?;
         let config = topic.config();
@@ -240,8 +246,47 @@ impl Broker {
         end_offset: u64,
         trace: Option<TraceParent>,
     ) -> Result<()> {
+        if self.shared.is_some() {
+            // Shared mode answers appends once they are stored.
+            return Ok(());
+        }
         let part = self.topic(topic)?.partition(partition)?;
         part.durable(end_offset, trace).await
+    }
+}
+
+impl Broker {
+    /// Checks a client's batches as the local path does, then appends them to the
+    /// shared log (see [`crate::shared`]).
+    async fn shared_client_batches(
+        &self,
+        topic: &str,
+        partition: u32,
+        batches: Bytes,
+    ) -> Result<Appended> {
+        let config = self.topic(topic)?.config();
+        let limits = client_batch_limits(self.limits, config.max_record_bytes);
+        let mut checked = Vec::new();
+        let mut error = None;
+        let mut p = 0;
+        while p < batches.len() {
+            match check_client_batch(&batches, p, &limits) {
+                Ok(c) if c.txn.is_some() => {
+                    error = Some(BrokerError::NotInSharedMode("a transactional batch"));
+                    break;
+                }
+                Ok(c) => {
+                    checked.push((c.bytes, c.records));
+                    p = c.end;
+                }
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        self.shared_append_client_batches(topic, partition, checked, error)
+            .await
     }
 }
 
@@ -266,7 +311,7 @@ fn route(
     now: i64,
 ) -> Result<BTreeMap<u32, Vec<(usize, NewRecord)>>> {
     let config = topic.config();
-    let count = topic.partitions().len() as u32;
+    let count = config.partitions;
     let max = config.max_record_bytes as usize;
     let compacted = config.cleanup_policy.compacts();
     let mut by_partition: BTreeMap<u32, Vec<(usize, NewRecord)>> = BTreeMap::new();
@@ -313,9 +358,10 @@ fn route(
 /// INVALID_RECORD): compaction keeps the latest record of each key, and a record
 /// without one has nothing to be kept by.
 fn keyless(topic: &str, index: usize) -> BrokerError {
-    BrokerError::refused(format!(
-        "record {index} has no key: topic '{topic}' is compacted (cleanup_policy compact), and every record of a compacted topic needs a key"
-    ))
+    BrokerError::KeyRequired {
+        topic: topic.to_string(),
+        index,
+    }
 }
 
 /// Refuses a client's batch for a compacted topic when one of its records has no key.

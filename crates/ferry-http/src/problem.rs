@@ -209,6 +209,19 @@ impl From<BrokerError> for Problem {
                 "Producer sequence conflict",
                 detail,
             ),
+            KeyRequired { index, .. } => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "key-required",
+                "Record needs a key",
+                detail,
+            )
+            .with("record_index", index),
+            NotInSharedMode(_) => Problem::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "not-in-shared-mode",
+                "Not available in shared mode",
+                detail,
+            ),
             // Transactions are Kafka's; HTTP never reaches the coordinator.
             Transaction(_) => Problem::new(
                 StatusCode::CONFLICT,

@@ -242,6 +242,13 @@ pub async fn delete_records(
             ))
         })?;
     let offset = match body.before_offset {
+        // Offsets are Kafka's int64.
+        DeleteBefore::Offset(o) if o > i64::MAX as u64 => {
+            return Err(Problem::invalid_json(format!(
+                "before_offset {o} is larger than the largest offset, {}",
+                i64::MAX
+            )))
+        }
         DeleteBefore::Offset(o) => Some(o),
         DeleteBefore::Named(DeleteBeforeName::Latest) => None,
     };

@@ -26,6 +26,8 @@ pub fn code(e: &BrokerError) -> i16 {
         InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
         OpenFileLimit { .. } => ResponseError::PolicyViolation,
         Transaction(t) => txn_code(*t),
+        NotInSharedMode(_) => ResponseError::InvalidRequest,
+        KeyRequired { .. } => ResponseError::InvalidRecord,
         // Subscriptions are not reachable over Kafka; these cannot occur there.
         SubscriptionNotFound(_)
         | SubscriptionExists(_)

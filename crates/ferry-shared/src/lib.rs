@@ -25,6 +25,7 @@ mod writer;
 
 pub use config::{ObjectStoreUrl, SharedConfig};
 pub use error::{Result, SharedError};
+pub use meta::{PartitionBounds, StoredTopic};
 pub use reader::ReadBatches;
 
 use bytes::Bytes;
@@ -90,6 +91,15 @@ impl Outcome {
     }
 }
 
+/// A partition reached `next_offset` (or, with an empty `topic_id`, notifications may
+/// have been missed: look again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendNote {
+    pub topic_id: String,
+    pub partition: u32,
+    pub next_offset: u64,
+}
+
 /// Counters and timings of the shared log (registered by the binary).
 pub struct Metrics {
     pub objects_written: Counter,
@@ -142,6 +152,7 @@ struct Inner {
     ends: Ends,
     commit_deadline: Duration,
     metrics: Arc<Metrics>,
+    notes: tokio::sync::broadcast::Sender<AppendNote>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -175,9 +186,16 @@ impl SharedLog {
             metrics: metrics.clone(),
         });
         let ends: Ends = Default::default();
+        let (notes, _) = tokio::sync::broadcast::channel(4096);
         let on_append = {
             let ends = ends.clone();
+            let notes = notes.clone();
             move |topic_id: &str, partition: u32, next: u64| {
+                let _ = notes.send(AppendNote {
+                    topic_id: topic_id.to_string(),
+                    partition,
+                    next_offset: next,
+                });
                 let ends = ends.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(tx) = ends.get(&(topic_id.to_string(), partition)) {
                     tx.send_if_modified(|v| {
@@ -190,7 +208,13 @@ impl SharedLog {
         };
         let on_gap = {
             let ends = ends.clone();
+            let notes = notes.clone();
             move || {
+                let _ = notes.send(AppendNote {
+                    topic_id: String::new(),
+                    partition: 0,
+                    next_offset: 0,
+                });
                 let ends = ends.lock().unwrap_or_else(|e| e.into_inner());
                 for tx in ends.values() {
                     tx.send_modify(|_| {});
@@ -210,6 +234,7 @@ impl SharedLog {
                 ends,
                 commit_deadline: config.commit_deadline,
                 metrics,
+                notes,
                 tasks: vec![listener, gather],
             }),
         };
@@ -240,6 +265,37 @@ impl SharedLog {
     /// Bytes of batches held in this node's read cache.
     pub fn cached_bytes(&self) -> usize {
         self.inner.cache.bytes()
+    }
+
+    /// Records a new topic and its partitions; false when the name is taken.
+    pub async fn create_topic(&self, topic: &StoredTopic, partitions: u32) -> Result<bool> {
+        self.inner.meta.create_topic(topic, partitions).await
+    }
+
+    /// Deletes a topic and what Postgres knows of its records; false when unknown.
+    pub async fn delete_topic(&self, name: &str) -> Result<bool> {
+        self.inner.meta.delete_topic(name).await
+    }
+
+    pub async fn list_topics(&self) -> Result<Vec<StoredTopic>> {
+        self.inner.meta.list_topics().await
+    }
+
+    /// A producer id for an idempotent producer, unique across every node.
+    pub async fn new_producer_id(&self) -> Result<i64> {
+        self.inner.meta.new_producer_id().await
+    }
+
+    /// Every partition's bounds, in one query.
+    pub async fn all_bounds(&self) -> Result<Vec<PartitionBounds>> {
+        self.inner.meta.all_bounds().await
+    }
+
+    /// Appends seen by this node, its own and other nodes' (from Postgres's
+    /// notifications): (topic id, partition, next offset). A receiver that lags has
+    /// missed some and should look at the bounds again.
+    pub fn appends(&self) -> tokio::sync::broadcast::Receiver<AppendNote> {
+        self.inner.notes.subscribe()
     }
 
     /// Makes sure partitions `0..count` of the topic exist.
@@ -329,6 +385,21 @@ impl SharedLog {
             max_bytes,
         )
         .await
+    }
+
+    /// The base offset of the first batch from `from` on whose largest timestamp is at
+    /// or after `timestamp` (Kafka's look-up by time starts there).
+    pub async fn first_batch_at_time(
+        &self,
+        topic_id: &str,
+        partition: u32,
+        timestamp: i64,
+        from: u64,
+    ) -> Result<Option<u64>> {
+        self.inner
+            .meta
+            .first_batch_at_time(topic_id, partition, timestamp, from)
+            .await
     }
 
     /// The partition's first readable offset and next offset.

@@ -10,7 +10,10 @@ use tokio_postgres::{AsyncMessage, NoTls};
 
 /// The schema, one file per version, applied in order. A file never changes once
 /// shipped: a change is a new file.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_shared_log.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../migrations/0001_shared_log.sql")),
+    (2, include_str!("../migrations/0002_topics.sql")),
+];
 
 /// The advisory lock that serializes migrations among nodes starting together.
 const MIGRATION_LOCK: i64 = 0x0046_4552_5259_0001;
@@ -38,6 +41,23 @@ pub(crate) struct CommitItem {
 pub(crate) struct Committed {
     pub base_offset: i64,
     pub outcome: i16,
+}
+
+/// A topic as Postgres keeps it: Ferry's JSON of its settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTopic {
+    pub name: String,
+    pub topic_id: String,
+    pub config_json: String,
+}
+
+/// A partition's first readable offset and next offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionBounds {
+    pub topic_id: String,
+    pub partition: u32,
+    pub earliest: u64,
+    pub latest: u64,
 }
 
 /// Where one batch lives.
@@ -158,6 +178,110 @@ impl Meta {
             )
             .await?;
         Ok(())
+    }
+
+    /// Records a new topic and its partitions in one transaction; false when a topic
+    /// of that name exists (nothing is changed then).
+    pub async fn create_topic(&self, topic: &StoredTopic, partitions: u32) -> Result<bool> {
+        let mut client = self.client().await?;
+        let count = i32::try_from(partitions)
+            .map_err(|_| SharedError::Invalid(format!("{partitions} partitions is too many")))?;
+        let tx = client.transaction().await?;
+        let inserted = tx
+            .execute(
+                "INSERT INTO ferry_topics (name, topic_id, config) VALUES ($1, $2, $3::text::jsonb)
+                 ON CONFLICT (name) DO NOTHING",
+                &[&topic.name, &topic.topic_id, &topic.config_json],
+            )
+            .await?;
+        if inserted == 0 {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO ferry_partitions (topic_id, partition)
+             SELECT $1, p FROM generate_series(0, $2 - 1) AS p ON CONFLICT DO NOTHING",
+            &[&topic.topic_id, &count],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Deletes a topic with its partitions and batch rows (the objects go with the
+    /// orphan sweep once no batch names them); false when there was no such topic.
+    pub async fn delete_topic(&self, name: &str) -> Result<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let Some(row) = tx
+            .query_opt(
+                "DELETE FROM ferry_topics WHERE name = $1 RETURNING topic_id",
+                &[&name],
+            )
+            .await?
+        else {
+            return Ok(false);
+        };
+        let topic_id: String = row.get(0);
+        for table in ["ferry_batches", "ferry_producers", "ferry_partitions"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE topic_id = $1"),
+                &[&topic_id],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Every topic, by name.
+    pub async fn list_topics(&self) -> Result<Vec<StoredTopic>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT name, topic_id, config::text FROM ferry_topics ORDER BY name",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| StoredTopic {
+                name: r.get(0),
+                topic_id: r.get(1),
+                config_json: r.get(2),
+            })
+            .collect())
+    }
+
+    /// A producer id no node has handed out.
+    pub async fn new_producer_id(&self) -> Result<i64> {
+        let client = self.client().await?;
+        let row = client
+            .query_one("SELECT nextval('ferry_producer_ids')", &[])
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// First readable and next offsets of every partition.
+    pub async fn all_bounds(&self) -> Result<Vec<PartitionBounds>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT topic_id, partition, log_start, next_offset FROM ferry_partitions",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let (p, start, next): (i32, i64, i64) = (r.get(1), r.get(2), r.get(3));
+                PartitionBounds {
+                    topic_id: r.get(0),
+                    partition: p.max(0) as u32,
+                    earliest: start.max(0) as u64,
+                    latest: next.max(0) as u64,
+                }
+            })
+            .collect())
     }
 
     /// Gives the object's batches their offsets in one transaction; the answers are in
@@ -290,6 +414,30 @@ impl Meta {
         }
         debug_assert!(out.windows(2).all(|w| w[0].last_offset < w[1].base_offset));
         Ok(out)
+    }
+
+    /// The first batch (by offset) holding a record stamped at or after `timestamp`
+    /// (by its largest timestamp), from `from` on.
+    pub async fn first_batch_at_time(
+        &self,
+        topic_id: &str,
+        partition: u32,
+        timestamp: i64,
+        from: u64,
+    ) -> Result<Option<u64>> {
+        let client = self.client().await?;
+        let partition = partition as i32;
+        let from = i64::try_from(from).unwrap_or(i64::MAX);
+        let row = client
+            .query_opt(
+                "SELECT base_offset FROM ferry_batches
+                 WHERE topic_id = $1 AND partition = $2 AND max_timestamp >= $3
+                   AND last_offset >= $4
+                 ORDER BY base_offset LIMIT 1",
+                &[&topic_id, &partition, &timestamp, &from],
+            )
+            .await?;
+        Ok(row.map(|r| r.get::<_, i64>(0).max(0) as u64))
     }
 
     /// Which of `keys` some batch still names.

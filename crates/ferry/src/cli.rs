@@ -376,6 +376,23 @@ pub struct ServeArgs {
     /// 65536 [default: 16777216]
     #[arg(long, env = "FERRY_CLEANER_OFFSET_MAP_BYTES", value_name = "BYTES")]
     pub cleaner_offset_map_bytes: Option<usize>,
+    /// Shared mode: the Postgres database that holds every topic, offset and batch
+    /// location, e.g. postgres://ferry:secret@db:5432/ferry (with --object-store-url)
+    /// [default: off, the local mode]
+    #[arg(long, env = "FERRY_METADATA_URL", value_name = "URL")]
+    pub metadata_url: Option<String>,
+    /// Shared mode: where records live, s3://bucket/prefix; endpoint, region and
+    /// credentials from the AWS_* variables (with --metadata-url) [default: off]
+    #[arg(long, env = "FERRY_OBJECT_STORE_URL", value_name = "URL")]
+    pub object_store_url: Option<String>,
+    /// Shared mode: how long appends gather before one object is written for all of
+    /// them [default: 5]
+    #[arg(long, env = "FERRY_SHARED_LINGER_MS", value_name = "MS")]
+    pub shared_linger_ms: Option<u64>,
+    /// Shared mode: memory for batches read or written lately, so readers near the end
+    /// need no GET [default: 67108864]
+    #[arg(long, env = "FERRY_SHARED_CACHE_BYTES", value_name = "BYTES")]
+    pub shared_cache_bytes: Option<usize>,
     /// Log filter, as for tracing's EnvFilter (e.g. info, ferry=debug) [default: info]
     #[arg(long, env = "FERRY_LOG", value_name = "FILTER")]
     pub log: Option<String>,

@@ -100,20 +100,31 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             settings.kafka_max_connections + settings.http_max_connections,
         )
     });
-    let broker = Broker::open(BrokerConfig {
+    let broker_config = BrokerConfig {
         data_dir: settings.data_dir.clone(),
         defaults: settings.defaults.clone(),
         retention_check_ms: settings.retention_check_ms,
         max_partitions: settings.max_partitions,
         max_open_segments,
         cleaner_offset_map_bytes: settings.cleaner_offset_map_bytes,
-    })
-    .with_context(|| {
-        format!(
-            "cannot open the data folder {}",
-            settings.data_dir.display()
-        )
-    })?;
+    };
+    let broker = match &settings.shared {
+        None => Broker::open(broker_config).with_context(|| {
+            format!(
+                "cannot open the data folder {}",
+                settings.data_dir.display()
+            )
+        })?,
+        Some(shared) => {
+            let log = ferry_shared::SharedLog::open(shared.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("shared mode: cannot open the shared log: {e}"))?;
+            tracing::info!(object_store = %shared.object_store_url, "Shared mode: records in object storage, state in Postgres.");
+            Broker::open_shared(broker_config, log)
+                .await
+                .map_err(|e| anyhow::anyhow!("shared mode: {e}"))?
+        }
+    };
     // A transaction a crash left open is aborted, or completed when its end was
     // decided, before any client is served.
     broker

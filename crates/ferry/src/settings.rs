@@ -43,6 +43,10 @@ struct FileSettings {
     max_partitions: Option<u32>,
     retention_check_ms: Option<u64>,
     cleaner_offset_map_bytes: Option<usize>,
+    metadata_url: Option<String>,
+    object_store_url: Option<String>,
+    shared_linger_ms: Option<u64>,
+    shared_cache_bytes: Option<usize>,
     log: Option<String>,
     log_format: Option<String>,
     metrics_detail: Option<String>,
@@ -87,6 +91,8 @@ pub struct Settings {
     pub retention_check_ms: u64,
     /// Memory of the cleaner's offset map (compacted topics).
     pub cleaner_offset_map_bytes: usize,
+    /// Shared mode's storage; `None`: the local mode.
+    pub shared: Option<ferry_shared::SharedConfig>,
     pub log: String,
     pub log_json: bool,
     /// How finely `/metrics` labels topics and groups.
@@ -187,7 +193,28 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
             }
         }
     }
+    let shared = match (
+        pick!(args, file, metadata_url),
+        pick!(args, file, object_store_url),
+    ) {
+        (None, None) => None,
+        (Some(metadata), Some(objects)) => {
+            let mut c = ferry_shared::SharedConfig::new(metadata, objects);
+            if let Some(ms) = pick!(args, file, shared_linger_ms) {
+                c.linger = std::time::Duration::from_millis(ms.min(10_000));
+            }
+            if let Some(bytes) = pick!(args, file, shared_cache_bytes) {
+                c.cache_bytes = bytes;
+            }
+            c.validate().map_err(|e| anyhow::anyhow!("shared mode: {e}"))?;
+            Some(c)
+        }
+        _ => bail!(
+            "shared mode needs both --metadata-url (Postgres) and --object-store-url (s3://bucket/prefix); give both, or neither for the local mode"
+        ),
+    };
     Ok(Settings {
+        shared,
         kafka_addr,
         http_tls,
         kafka_tls,

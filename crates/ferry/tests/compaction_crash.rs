@@ -86,8 +86,9 @@ async fn kill_9_during_compaction_loses_nothing_and_serves_nothing_twice() {
     assert_eq!(t["cleanup_policy"], "compact");
     // A record without a key is refused with a problem.
     let (status, v) = produce(&server.url, "table", json!([{"value": "no key"}])).await;
-    assert_eq!(status, 400, "{v}");
-    assert_eq!(v["type"], "urn:ferry:problem:invalid-record", "{v}");
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["type"], "urn:ferry:problem:key-required", "{v}");
+    assert_eq!(v["record_index"], 0, "{v}");
     assert!(v["detail"].as_str().unwrap().contains("key"), "{v}");
     let latest = write_versions(&server.url, 40).await;
     let mut server = server;

@@ -80,6 +80,9 @@ impl Broker {
         &self,
         mut s: SubscriptionSettings,
     ) -> Result<SubscriptionStatus> {
+        if self.is_shared() {
+            return Err(BrokerError::NotInSharedMode("a subscription"));
+        }
         let secret = self.prepare_push(&mut s.push, None).await?;
         let now = now_ms();
         let config = SubscriptionConfig::from_settings(&s, now)?;

@@ -20,6 +20,9 @@ impl Broker {
         expected: Option<(i64, i16)>,
         timeout_ms: i32,
     ) -> Result<(i64, i16)> {
+        if self.is_shared() {
+            return Err(BrokerError::NotInSharedMode("a transactional producer"));
+        }
         let _ops = self.txns.ops.lock().await;
         let current = self.txns.get(txn_id);
         let plan = txn_result(state::init(

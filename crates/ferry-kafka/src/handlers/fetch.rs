@@ -204,7 +204,9 @@ async fn fetch_partition(
             count: 0,
         })
     } else {
-        ctx.broker.stable_bounds(name, p.partition as u32)
+        ctx.broker
+            .fresh_stable_bounds(name, p.partition as u32)
+            .await
     };
     let (earliest, latest, stable) = match bounds {
         Ok(b) => (b.earliest, b.latest, b.stable),

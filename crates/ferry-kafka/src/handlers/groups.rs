@@ -92,7 +92,11 @@ pub fn find_coordinator(
     let host = s(ctx.config.advertised_host.clone());
     let port = ctx.config.advertised_port as i32;
     let error_for = |key: &str| {
-        if req.key_type == KEY_TYPE_TRANSACTION {
+        if ctx.broker.is_shared() {
+            // Groups and transactions need one owner across nodes: not in shared mode
+            // yet (docs/scale-out.md).
+            ResponseError::CoordinatorNotAvailable.code()
+        } else if req.key_type == KEY_TYPE_TRANSACTION {
             // This node coordinates every transaction.
             if session.may(
                 &ctx.auth,

@@ -1,0 +1,677 @@
+//! Shared mode in the broker: topics whose records live in object storage and whose
+//! offsets, locations and settings live in Postgres ([`ferry_shared`]), so that any
+//! number of nodes serve the same topics. See docs/scale-out.md.
+//!
+//! A topic of shared mode is a [`Topic`] with its settings and no local partitions: the
+//! broker's data paths (produce, reads, bounds) look at [`Broker::shared`] first and go
+//! to the shared log; anything that would touch a local partition log finds none and
+//! fails cleanly, and what shared mode does not do yet is refused with
+//! [`BrokerError::NotInSharedMode`] where it is asked for.
+//!
+//! # What a node keeps
+//!
+//! Only caches: the topics (refreshed from Postgres every second and when another node
+//! announces a change), each partition's bounds (raised by every append this node sees,
+//! its own and other nodes', announced through Postgres notifications, and refreshed
+//! every second), and the shared log's cache of batches.
+
+use crate::broker::{now_ms, Broker, PartitionInfo, StableBounds, TopicInfo};
+use crate::config::TopicConfig;
+use crate::error::{BrokerError, Result};
+use crate::partition::{Gathered, ReadRecords};
+use crate::produce::{Appended, Produced};
+use crate::topic::Topic;
+use crate::topic_id::TopicId;
+use bytes::Bytes;
+use ferry_log::batch::{self, NewRecord};
+use ferry_log::sync::{read, write};
+use ferry_log::{FirstBatch, ReadResult};
+use ferry_shared::{AppendBatch, Outcome, SharedError, SharedLog, StoredTopic};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// How often a node reads every topic and partition bound from Postgres again.
+const REFRESH_EVERY: Duration = Duration::from_secs(1);
+
+/// The shared log and what this node caches of it.
+pub struct SharedTopics {
+    pub(crate) log: SharedLog,
+    /// Each partition's first readable and next offsets, as last seen.
+    bounds: RwLock<HashMap<(TopicId, u32), (u64, u64)>>,
+}
+
+impl SharedTopics {
+    pub fn new(log: SharedLog) -> Self {
+        SharedTopics {
+            log,
+            bounds: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn cached(&self, id: TopicId, partition: u32) -> (u64, u64) {
+        read(&self.bounds)
+            .get(&(id, partition))
+            .copied()
+            .unwrap_or((0, 0))
+    }
+
+    /// Raises a partition's known next offset; true when it moved.
+    fn raise(&self, id: TopicId, partition: u32, latest: u64) -> bool {
+        let mut bounds = write(&self.bounds);
+        let b = bounds.entry((id, partition)).or_insert((0, 0));
+        if latest > b.1 {
+            b.1 = latest;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn set(&self, id: TopicId, partition: u32, earliest: u64, latest: u64) -> bool {
+        let mut bounds = write(&self.bounds);
+        let b = bounds.entry((id, partition)).or_insert((0, 0));
+        let moved = latest > b.1;
+        b.0 = earliest;
+        b.1 = b.1.max(latest);
+        moved
+    }
+}
+
+/// The broker's error for a shared log's: unavailable storage is retriable.
+fn from_shared(partition: u32, e: SharedError) -> BrokerError {
+    match e {
+        SharedError::OffsetOutOfRange {
+            offset,
+            earliest,
+            latest,
+        } => BrokerError::OffsetOutOfRange {
+            partition,
+            requested: offset,
+            earliest,
+            latest,
+        },
+        SharedError::Corrupt { .. } => BrokerError::Corrupt {
+            offset: None,
+            reason: e.to_string(),
+        },
+        SharedError::Invalid(m) => BrokerError::refused(m),
+        SharedError::Config(m) => BrokerError::InvalidConfig(m),
+        SharedError::UnknownPartition { .. } => BrokerError::Meta(e.to_string()),
+        SharedError::ObjectStore(_)
+        | SharedError::Metadata(_)
+        | SharedError::Busy { .. }
+        | SharedError::Closed => BrokerError::Unavailable(e.to_string()),
+    }
+}
+
+fn stored(config: &TopicConfig) -> Result<StoredTopic> {
+    Ok(StoredTopic {
+        name: config.name.clone(),
+        topic_id: config.topic_id.to_string(),
+        config_json: serde_json::to_string(config)
+            .map_err(|e| BrokerError::Meta(format!("encoding topic settings: {e}")))?,
+    })
+}
+
+impl Broker {
+    /// Opens a node of shared mode: `config.data_dir` holds only this node's lock and
+    /// caches; topics come from Postgres through `log`.
+    pub async fn open_shared(config: BrokerConfig, log: SharedLog) -> Result<Arc<Broker>> {
+        let shared = Arc::new(SharedTopics::new(log));
+        let broker = Broker::open_with(config, Some(Arc::clone(&shared)))?;
+        broker.refresh_shared().await?;
+        let weak = Arc::downgrade(&broker);
+        let mut notes = shared.log.appends();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REFRESH_EVERY);
+            loop {
+                let refresh = tokio::select! {
+                    _ = tick.tick() => true,
+                    note = notes.recv() => match note {
+                        Ok(n) if !n.topic_id.is_empty() => {
+                            let Some(b) = weak.upgrade() else { return };
+                            b.note_append(&n.topic_id, n.partition, n.next_offset);
+                            false
+                        }
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
+                };
+                if refresh {
+                    let Some(b) = weak.upgrade() else { return };
+                    if let Err(e) = b.refresh_shared().await {
+                        tracing::warn!(error = %e, "Could not refresh topics from the metadata database.");
+                    }
+                }
+            }
+        });
+        Ok(broker)
+    }
+
+    /// True when this node runs in shared mode.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// The shared log, in shared mode.
+    pub fn shared_log(&self) -> Option<&SharedLog> {
+        self.shared.as_ref().map(|s| &s.log)
+    }
+
+    fn note_append(&self, topic_id: &str, partition: u32, next: u64) {
+        let (Some(sh), Ok(id)) = (&self.shared, TopicId::from_str(topic_id)) else {
+            return;
+        };
+        if sh.raise(id, partition, next) {
+            self.any_readable().notify_waiters();
+        }
+    }
+
+    /// Reads every topic and partition bound from Postgres, adding topics other nodes
+    /// created and dropping those they deleted.
+    pub(crate) async fn refresh_shared(&self) -> Result<()> {
+        let Some(sh) = &self.shared else {
+            return Ok(());
+        };
+        let topics = sh.log.list_topics().await.map_err(|e| from_shared(0, e))?;
+        let mut configs = Vec::with_capacity(topics.len());
+        for t in topics {
+            match serde_json::from_str::<TopicConfig>(&t.config_json) {
+                Ok(c) if c.name == t.name && c.topic_id.to_string() == t.topic_id => {
+                    configs.push(c)
+                }
+                Ok(_) => {
+                    tracing::warn!(topic = %t.name, "A topic row's settings name another topic; it is skipped.")
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %t.name, error = %e, "A topic row's settings do not parse; it is skipped.")
+                }
+            }
+        }
+        self.replace_topics(configs);
+        let mut moved = false;
+        for b in sh.log.all_bounds().await.map_err(|e| from_shared(0, e))? {
+            if let Ok(id) = TopicId::from_str(&b.topic_id) {
+                moved |= sh.set(id, b.partition, b.earliest, b.latest);
+            }
+        }
+        if moved {
+            self.any_readable().notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// Creates a topic in Postgres (and so for every node).
+    pub(crate) async fn create_shared_topic(&self, config: TopicConfig) -> Result<TopicInfo> {
+        let Some(sh) = &self.shared else {
+            return Err(BrokerError::Meta("not in shared mode".into()));
+        };
+        if config.cleanup_policy.compacts() {
+            return Err(BrokerError::NotInSharedMode("a compacted topic"));
+        }
+        let created = sh
+            .log
+            .create_topic(&stored(&config)?, config.partitions)
+            .await
+            .map_err(|e| from_shared(0, e))?;
+        if !created {
+            return Err(BrokerError::TopicExists(config.name));
+        }
+        let topic = Arc::new(Topic::new(config.clone(), Vec::new()));
+        self.insert_topic(Arc::clone(&topic));
+        tracing::info!(topic = %config.name, topic_id = %config.topic_id, partitions = config.partitions, "Created topic in the metadata database.");
+        Ok(self.shared_describe(&topic))
+    }
+
+    pub(crate) async fn delete_shared_topic(&self, name: &str) -> Result<()> {
+        let Some(sh) = &self.shared else {
+            return Err(BrokerError::Meta("not in shared mode".into()));
+        };
+        self.topic(name)?;
+        let deleted = sh
+            .log
+            .delete_topic(name)
+            .await
+            .map_err(|e| from_shared(0, e))?;
+        self.remove_topic(name);
+        if !deleted {
+            return Err(BrokerError::TopicNotFound(name.to_string()));
+        }
+        tracing::info!(topic = %name, "Deleted topic from the metadata database.");
+        Ok(())
+    }
+
+    pub(crate) fn shared_describe(&self, topic: &Topic) -> TopicInfo {
+        let config = topic.config();
+        let partitions = match &self.shared {
+            Some(sh) => (0..config.partitions)
+                .map(|p| {
+                    let (earliest, latest) = sh.cached(config.topic_id, p);
+                    PartitionInfo {
+                        partition: p,
+                        earliest,
+                        latest,
+                        size_bytes: 0,
+                        segments: 0,
+                    }
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        TopicInfo { config, partitions }
+    }
+
+    /// The topic's id, after checking that it has `partition`.
+    fn shared_partition(&self, topic: &str, partition: u32) -> Result<TopicConfig> {
+        let config = self.topic(topic)?.config();
+        if partition >= config.partitions {
+            return Err(BrokerError::PartitionNotFound {
+                topic: topic.to_string(),
+                partition,
+                count: config.partitions,
+            });
+        }
+        Ok(config)
+    }
+
+    /// Bounds as this node last saw them (see [`Broker::fresh_stable_bounds`]).
+    pub(crate) fn shared_bounds(
+        &self,
+        sh: &SharedTopics,
+        topic: &str,
+        partition: u32,
+    ) -> Result<(u64, u64)> {
+        let config = self.shared_partition(topic, partition)?;
+        Ok(sh.cached(config.topic_id, partition))
+    }
+
+    /// [`Broker::stable_bounds`], read from the partition's own store: in shared mode a
+    /// node's cache may trail appends other nodes made a moment ago, and a reader that
+    /// learned an offset elsewhere must not be told it is out of range.
+    pub async fn fresh_stable_bounds(&self, topic: &str, partition: u32) -> Result<StableBounds> {
+        let Some(sh) = &self.shared else {
+            return self.stable_bounds(topic, partition);
+        };
+        let config = self.shared_partition(topic, partition)?;
+        let (earliest, latest) = sh
+            .log
+            .bounds(&config.topic_id.to_string(), partition)
+            .await
+            .map_err(|e| from_shared(partition, e))?;
+        if sh.set(config.topic_id, partition, earliest, latest) {
+            self.any_readable().notify_waiters();
+        }
+        Ok(StableBounds {
+            earliest,
+            latest,
+            stable: latest,
+        })
+    }
+
+    /// Appends routed records: one batch per partition, all in one call to the shared
+    /// log (and so in one object).
+    pub(crate) async fn shared_produce(
+        &self,
+        topic: &Topic,
+        by_partition: std::collections::BTreeMap<u32, Vec<(usize, NewRecord)>>,
+        total: usize,
+    ) -> Result<Vec<Produced>> {
+        let Some(sh) = &self.shared else {
+            return Err(BrokerError::Meta("not in shared mode".into()));
+        };
+        let config = topic.config();
+        let topic_id = config.topic_id.to_string();
+        let mut batches = Vec::with_capacity(by_partition.len());
+        let mut placed = Vec::with_capacity(by_partition.len());
+        for (partition, recs) in by_partition {
+            let records: Vec<NewRecord> = recs.iter().map(|(_, r)| r.clone()).collect();
+            let mut one = batch::build_batch(&records, ferry_log::Compression::None)?;
+            if config.timestamp_type == crate::config::TimestampType::LogAppendTime {
+                batch::set_log_append_time(&mut one, now_ms() as i64);
+            }
+            batches.push(AppendBatch {
+                topic_id: topic_id.clone(),
+                partition,
+                batch: Bytes::from(one),
+            });
+            placed.push((
+                partition,
+                recs.into_iter().map(|(i, _)| i).collect::<Vec<_>>(),
+            ));
+        }
+        let outcomes = sh
+            .log
+            .append(batches)
+            .await
+            .map_err(|e| from_shared(0, e))?;
+        let mut out = vec![
+            Produced {
+                partition: 0,
+                offset: 0
+            };
+            total
+        ];
+        for ((partition, indexes), outcome) in placed.into_iter().zip(outcomes) {
+            let base = match outcome {
+                Outcome::Appended { base_offset } | Outcome::Duplicate { base_offset } => {
+                    base_offset
+                }
+                other => return Err(self.refusal(&config, partition, other)),
+            };
+            self.note_local(sh, config.topic_id, partition, base + indexes.len() as u64);
+            for (k, index) in indexes.into_iter().enumerate() {
+                out[index] = Produced {
+                    partition,
+                    offset: base + k as u64,
+                };
+            }
+        }
+        Ok(out)
+    }
+
+    fn note_local(&self, sh: &SharedTopics, id: TopicId, partition: u32, end: u64) {
+        if sh.raise(id, partition, end) {
+            self.any_readable().notify_waiters();
+        }
+    }
+
+    fn refusal(&self, config: &TopicConfig, partition: u32, outcome: Outcome) -> BrokerError {
+        match outcome {
+            Outcome::UnknownPartition => BrokerError::PartitionNotFound {
+                topic: config.name.clone(),
+                partition,
+                count: config.partitions,
+            },
+            Outcome::StaleEpoch => BrokerError::InvalidProducerEpoch(format!(
+                "a newer producer with this id writes to partition {partition} of '{}'",
+                config.name
+            )),
+            Outcome::OutOfOrderSequence => BrokerError::OutOfOrderSequence(format!(
+                "the batch's sequence number does not follow the producer's last in partition {partition} of '{}'",
+                config.name
+            )),
+            Outcome::Appended { .. } | Outcome::Duplicate { .. } => {
+                BrokerError::Meta("an appended batch taken for a refusal".into())
+            }
+        }
+    }
+
+    /// Appends a Kafka client's checked batches to the shared log; answered once they
+    /// are stored (so [`Broker::make_durable`] has nothing left to wait for).
+    pub(crate) async fn shared_append_client_batches(
+        &self,
+        topic: &str,
+        partition: u32,
+        checked: Vec<(Vec<u8>, u64)>,
+        early_error: Option<BrokerError>,
+    ) -> Result<Appended> {
+        let Some(sh) = &self.shared else {
+            return Err(BrokerError::Meta("not in shared mode".into()));
+        };
+        let config = self.shared_partition(topic, partition)?;
+        let mut out = Appended {
+            first_offset: None,
+            end_offset: None,
+            error: early_error,
+            records: 0,
+            log_append_time_ms: None,
+        };
+        if checked.is_empty() {
+            if out.error.is_none() {
+                out.error = Some(BrokerError::refused("no record batch in the request"));
+            }
+            return Ok(out);
+        }
+        let now = now_ms() as i64;
+        let max = config.max_record_bytes as usize;
+        let mut batches = Vec::with_capacity(checked.len());
+        let mut counts = Vec::with_capacity(checked.len());
+        for (mut one, records) in checked {
+            if one.len() > max {
+                out.error = Some(BrokerError::RecordTooLarge {
+                    index: 0,
+                    size: one.len(),
+                    max,
+                });
+                break;
+            }
+            if config.timestamp_type == crate::config::TimestampType::LogAppendTime {
+                batch::set_log_append_time(&mut one, now);
+                out.log_append_time_ms = Some(now);
+            }
+            counts.push(records);
+            batches.push(AppendBatch {
+                topic_id: config.topic_id.to_string(),
+                partition,
+                batch: Bytes::from(one),
+            });
+        }
+        if batches.is_empty() {
+            return Ok(out);
+        }
+        let outcomes = sh
+            .log
+            .append(batches)
+            .await
+            .map_err(|e| from_shared(partition, e))?;
+        for (outcome, records) in outcomes.into_iter().zip(counts) {
+            match outcome {
+                Outcome::Appended { base_offset } | Outcome::Duplicate { base_offset } => {
+                    out.records += records;
+                    out.first_offset.get_or_insert(base_offset);
+                    let end = base_offset + records;
+                    out.end_offset = Some(out.end_offset.map_or(end, |e| e.max(end)));
+                }
+                other => {
+                    out.error = Some(self.refusal(&config, partition, other));
+                    break;
+                }
+            }
+        }
+        if let Some(end) = out.end_offset {
+            self.note_local(sh, config.topic_id, partition, end);
+        }
+        Ok(out)
+    }
+
+    /// Whole batches from `offset`, as [`Broker::read_batches`] reads them locally.
+    pub(crate) async fn shared_read_batches(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+        first_batch: FirstBatch,
+    ) -> Result<ReadResult> {
+        let Some(sh) = &self.shared else {
+            return Err(BrokerError::Meta("not in shared mode".into()));
+        };
+        let config = self.shared_partition(topic, partition)?;
+        let read = sh
+            .log
+            .read(&config.topic_id.to_string(), partition, offset, max_bytes)
+            .await
+            .map_err(|e| from_shared(partition, e))?;
+        sh.set(config.topic_id, partition, read.earliest, read.latest);
+        let mut batches = read.batches;
+        if first_batch == FirstBatch::WithinLimit && batches.len() > max_bytes {
+            batches = Bytes::new();
+        }
+        Ok(ReadResult {
+            batches,
+            earliest: read.earliest,
+            latest: read.latest,
+        })
+    }
+
+    /// Records from `offset` (see [`Broker::read`]), waiting up to `wait` for some.
+    pub(crate) async fn shared_read(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_records: usize,
+        max_bytes: usize,
+        wait: Duration,
+    ) -> Result<ReadRecords> {
+        let Some(sh) = &self.shared else {
+            return Err(BrokerError::Meta("not in shared mode".into()));
+        };
+        let config = self.shared_partition(topic, partition)?;
+        let topic_id = config.topic_id.to_string();
+        let deadline = Instant::now() + wait;
+        loop {
+            let res = self
+                .shared_read_once(&topic_id, partition, offset, max_records, max_bytes)
+                .await?;
+            sh.set(config.topic_id, partition, res.earliest, res.latest);
+            let now = Instant::now();
+            if !res.records.is_empty() || now >= deadline || res.next_offset > offset {
+                return Ok(res);
+            }
+            sh.log
+                .wait_for(&topic_id, partition, offset, deadline - now)
+                .await
+                .map_err(|e| from_shared(partition, e))?;
+        }
+    }
+
+    async fn shared_read_once(
+        &self,
+        topic_id: &str,
+        partition: u32,
+        offset: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<ReadRecords> {
+        let Some(sh) = &self.shared else {
+            return Err(BrokerError::Meta("not in shared mode".into()));
+        };
+        let mut got = Gathered {
+            records: Vec::new(),
+            bytes: 0,
+            next: offset,
+            max_records,
+            max_bytes,
+        };
+        let mut bounds = (0, 0);
+        let read_size = max_bytes.clamp(64 * 1024, 4 * 1024 * 1024);
+        'outer: loop {
+            if got.records.len() >= max_records || got.bytes >= max_bytes {
+                break;
+            }
+            let read = match sh.log.read(topic_id, partition, got.next, read_size).await {
+                Ok(r) => r,
+                Err(e) if !got.records.is_empty() => {
+                    tracing::warn!(partition, offset = got.next, error = %e, "Read stopped early.");
+                    break;
+                }
+                Err(e) => return Err(from_shared(partition, e)),
+            };
+            bounds = (read.earliest, read.latest);
+            if read.batches.is_empty() {
+                break;
+            }
+            for one in batch::Batches::new(read.batches) {
+                let wanted = got.wanted();
+                if wanted == 0 {
+                    break 'outer;
+                }
+                let decoded = one.and_then(|one| {
+                    batch::decode_records_from(&one, &self.limits, got.next as i64, wanted)
+                });
+                let (header, records) = match decoded {
+                    Ok(d) => d,
+                    Err(e) if got.records.is_empty() => {
+                        return Err(BrokerError::Corrupt {
+                            offset: Some(got.next),
+                            reason: e.to_string(),
+                        })
+                    }
+                    Err(e) => {
+                        tracing::warn!(partition, offset = got.next, error = %e, "Corrupt batch; serving what precedes it.");
+                        break 'outer;
+                    }
+                };
+                if !got.take(&header, records, wanted) {
+                    break 'outer;
+                }
+            }
+        }
+        Ok(ReadRecords {
+            records: got.records,
+            next_offset: got.next,
+            earliest: bounds.0,
+            latest: bounds.1,
+        })
+    }
+
+    /// [`Broker::find_by_time`] in shared mode: Postgres names the first batch whose
+    /// largest timestamp reaches `ts`; its records say which one is first.
+    pub(crate) async fn shared_find_by_time(
+        &self,
+        topic: &str,
+        partition: u32,
+        ts: i64,
+    ) -> Result<crate::broker::TimeLookup> {
+        let Some(sh) = &self.shared else {
+            return Err(BrokerError::Meta("not in shared mode".into()));
+        };
+        let config = self.shared_partition(topic, partition)?;
+        let topic_id = config.topic_id.to_string();
+        let (earliest, latest) = sh
+            .log
+            .bounds(&topic_id, partition)
+            .await
+            .map_err(|e| from_shared(partition, e))?;
+        let mut from = earliest;
+        loop {
+            let Some(base) = sh
+                .log
+                .first_batch_at_time(&topic_id, partition, ts, from)
+                .await
+                .map_err(|e| from_shared(partition, e))?
+            else {
+                return Ok(crate::broker::TimeLookup {
+                    first: None,
+                    latest,
+                });
+            };
+            let start = base.max(earliest);
+            let read = self
+                .shared_read_once(&topic_id, partition, start, 10_000, 4 << 20)
+                .await?;
+            if let Some(r) = read.records.iter().find(|r| r.timestamp >= ts) {
+                return Ok(crate::broker::TimeLookup {
+                    first: Some((r.offset as u64, r.timestamp)),
+                    latest,
+                });
+            }
+            // Only control records, or a batch whose stamps say otherwise: go on after it.
+            if read.next_offset <= from {
+                return Ok(crate::broker::TimeLookup {
+                    first: None,
+                    latest,
+                });
+            }
+            from = read.next_offset;
+        }
+    }
+
+    /// A producer id for an idempotent producer: from Postgres in shared mode, where
+    /// every node hands them out.
+    pub async fn new_producer_id(&self) -> Result<i64> {
+        match &self.shared {
+            Some(sh) => sh
+                .log
+                .new_producer_id()
+                .await
+                .map_err(|e| from_shared(0, e)),
+            None => Ok(self.txns.new_producer_id()),
+        }
+    }
+}
+
+use crate::broker::BrokerConfig;
