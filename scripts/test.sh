@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test Ferry has: unit, property and integration tests through the real
 # binary, the kill -9 crash cycles (20), the replay of the fuzz corpora, Postgres
-# sources against a real PostgreSQL, Kafka
+# sources against a real PostgreSQL, shared mode over PostgreSQL and a real
+# S3-compatible server (s3s-fs), Kafka
 # clients (kcat, confluent-kafka, kafka-python), a real Prometheus and an OTLP trace
 # receiver against the real binary, the web console in headless Chromium, a short
 # schemathesis run against the OpenAPI document, and a short run of the benchmark tool
@@ -39,12 +40,19 @@ FERRY_TEST_POSTGRES_URL="$(scripts/postgres.sh)"
 export FERRY_TEST_POSTGRES_URL
 trap 'scripts/postgres.sh stop' EXIT
 
+# A real S3-compatible server for shared mode's tests (crates/ferry-shared, tests/shared):
+# s3s-fs keeps objects as files. 0.14.1 is the last release that builds with Ferry's Rust.
+if ! command -v s3s-fs >/dev/null; then
+    echo "Installing: s3s-fs"
+    cargo install --locked s3s-fs --version 0.14.1 --features binary
+fi
+
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked -- --test-threads 2
 # Kafka clients Ferry did not write, webhook signatures checked by the
 # standardwebhooks package, /metrics scraped by a real Prometheus, and OTLP traces
 # received with opentelemetry-proto, against the real binary.
-FERRY_BIN="$PWD/target/debug/ferry" python3 -m pytest -q -p no:cacheprovider tests/kafka tests/security tests/push tests/metrics tests/traces
+FERRY_BIN="$PWD/target/debug/ferry" python3 -m pytest -q -p no:cacheprovider tests/kafka tests/security tests/push tests/metrics tests/traces tests/shared
 # The Kafka SASL and ACL tests again with the listener speaking TLS (SASL_SSL).
 FERRY_KAFKA_SECURITY=SASL_SSL FERRY_BIN="$PWD/target/debug/ferry" python3 -m pytest -q -p no:cacheprovider tests/security/test_kafka_sasl_acl.py
 # The web console in headless Chromium (Debian's chromium, npm playwright-core).

@@ -1,0 +1,277 @@
+"""Shared mode through the real binary: several `ferry serve` nodes over one Postgres
+database and one S3-compatible bucket (tests/shared/cluster.py), with HTTP and Kafka
+clients spread over them. Nodes are killed with SIGKILL and come back with their data
+folder deleted; the object store and Postgres go away and come back."""
+
+import json
+import os
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import defaultdict
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+
+from cluster import ROOT, cluster, metadata_url, s3  # noqa: F401 (fixtures)
+
+
+def call(base, method, path, body=None, timeout=30):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(base + path, data=data, method=method,
+                                 headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def wait_for_topic(node, name, seconds=10):
+    """A topic made on another node is seen within the refresh period (1 s)."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if call(node.http, "GET", f"/v1/topics/{name}")[0] == 200:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"topic {name} not seen on {node.http}")
+
+
+def read_partition(node, topic, partition):
+    """Every record of a partition as (offset, key, value), read over HTTP."""
+    out, offset = [], 0
+    while True:
+        status, got = call(node.http, "GET",
+                           f"/v1/topics/{topic}/partitions/{partition}/records?offset={offset}&max_records=1000")
+        assert status == 200, got
+        for r in got["records"]:
+            out.append((r["offset"], r["key"], r["value"]))
+        if got["next_offset"] >= got["latest"]:
+            return out
+        offset = got["next_offset"]
+
+
+def test_nodes_share_topics_and_records_over_http_and_kafka(cluster):
+    a, b, c = cluster.add(), cluster.add(), cluster.add()
+    status, t = call(a.http, "POST", "/v1/topics", {"name": "orders", "partitions": 3})
+    assert status == 201, t
+    assert call(a.http, "POST", "/v1/topics", {"name": "orders"})[0] == 409
+    wait_for_topic(b, "orders")
+    wait_for_topic(c, "orders")
+    status, got = call(b.http, "POST", "/v1/topics/orders/records",
+                       {"records": [{"key": f"k{i}", "value": {"n": i}} for i in range(30)]})
+    assert status == 200, got
+    # An idempotent Kafka producer on the third node; a Kafka reader on the first.
+    p = Producer({"bootstrap.servers": c.kafka, "enable.idempotence": True})
+    for i in range(30, 60):
+        p.produce("orders", key=f"k{i}", value=json.dumps({"n": i}).encode())
+    assert p.flush(30) == 0
+    consumer = Consumer({"bootstrap.servers": a.kafka, "group.id": "unused",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    consumer.assign([TopicPartition("orders", p, 0) for p in range(3)])
+    seen = defaultdict(list)
+    deadline = time.time() + 30
+    while sum(len(v) for v in seen.values()) < 60 and time.time() < deadline:
+        m = consumer.poll(0.5)
+        if m is not None and not m.error():
+            seen[m.partition()].append((m.offset(), m.key().decode()))
+    consumer.close()
+    assert sorted(k for v in seen.values() for _, k in v) == sorted(f"k{i}" for i in range(60))
+    for partition, records in seen.items():
+        offsets = [o for o, _ in records]
+        assert offsets == list(range(len(offsets))), f"partition {partition}: dense, in order"
+        # The same records, at the same offsets, over HTTP from another node.
+        over_http = [(o, k) for o, k, _ in read_partition(b, "orders", partition)]
+        assert over_http == records
+    # Keys land on the same partition whichever node and protocol routed them.
+    for partition, records in seen.items():
+        for _, k in records:
+            assert k in {key for _, key in seen[partition]}
+    # Kafka and HTTP agree on every partition's end, from every node.
+    for node in (a, b, c):
+        status, d = call(node.http, "GET", "/v1/topics/orders")
+        assert status == 200
+        assert sum(p["latest"] for p in d["partition_stats"]) == 60
+
+
+def test_what_shared_mode_does_not_do_yet_is_refused_clearly(cluster):
+    a = cluster.add()
+    call(a.http, "POST", "/v1/topics", {"name": "t", "partitions": 1})
+    status, p = call(a.http, "POST", "/v1/subscriptions", {"name": "s", "topic": "t"})
+    assert status == 501, p
+    assert p["type"] == "urn:ferry:problem:not-in-shared-mode"
+    assert "subscription" in p["detail"]
+    status, p = call(a.http, "PATCH", "/v1/topics/t", {"retention_ms": 1000})
+    assert (status, p["type"]) == (501, "urn:ferry:problem:not-in-shared-mode")
+    status, p = call(a.http, "POST", "/v1/topics", {"name": "c", "cleanup_policy": "compact"})
+    assert (status, p["type"]) == (501, "urn:ferry:problem:not-in-shared-mode")
+    # A transactional producer cannot start.
+    tp = Producer({"bootstrap.servers": a.kafka, "transactional.id": "tx"})
+    with pytest.raises(KafkaException):
+        tp.init_transactions(5)
+
+
+def test_two_nodes_appending_to_one_partition_give_dense_offsets(cluster):
+    a, b = cluster.add(), cluster.add()
+    call(a.http, "POST", "/v1/topics", {"name": "one", "partitions": 1})
+    wait_for_topic(b, "one")
+    acked = {}
+
+    def produce(node, tag):
+        for i in range(40):
+            status, got = call(node.http, "POST", "/v1/topics/one/records",
+                               {"records": [{"value": f"{tag}{i}-{j}"} for j in range(3)]})
+            assert status == 200, got
+            for j, o in enumerate(got["offsets"]):
+                acked[f"{tag}{i}-{j}"] = o["offset"]
+
+    threads = [threading.Thread(target=produce, args=(n, t)) for n, t in ((a, "a"), (b, "b"), (a, "c"), (b, "d"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    records = read_partition(b, "one", 0)
+    assert [o for o, _, _ in records] == list(range(480)), "offsets dense, none lost"
+    assert {v: o for o, _, v in records} == acked, "each record once, where its answer said"
+
+
+def test_kill_9_nodes_mid_load_loses_no_acknowledged_record(cluster):
+    nodes = [cluster.add(), cluster.add(), cluster.add()]
+    call(nodes[0].http, "POST", "/v1/topics", {"name": "load", "partitions": 4})
+    for n in nodes[1:]:
+        wait_for_topic(n, "load")
+    acked = {}  # value -> (partition, offset)
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def http_producer(tag):
+        i = 0
+        while not stop.is_set():
+            node = nodes[i % 3]
+            value = f"h{tag}-{i}"
+            i += 1
+            try:
+                status, got = call(node.http, "POST", "/v1/topics/load/records",
+                                   {"records": [{"key": value, "value": value}]}, timeout=10)
+            except (OSError, urllib.error.URLError):
+                time.sleep(0.05)  # the node is down: try the next
+                continue
+            if status == 200:
+                o = got["offsets"][0]
+                with lock:
+                    acked[value] = (o["partition"], o["offset"])
+            else:
+                time.sleep(0.05)
+
+    def kafka_producer(tag):
+        # Bootstrapped at every node: the client moves on when one dies.
+        p = Producer({"bootstrap.servers": ",".join(n.kafka for n in nodes),
+                      "enable.idempotence": True, "message.timeout.ms": 60000,
+                      "linger.ms": 5})
+
+        def done(err, msg):
+            if err is None:
+                with lock:
+                    acked[msg.value().decode()] = (msg.partition(), msg.offset())
+
+        i = 0
+        while not stop.is_set():
+            value = f"k{tag}-{i}"
+            i += 1
+            p.produce("load", key=value, value=value, on_delivery=done)
+            p.poll(0)
+            time.sleep(0.002)
+        assert p.flush(90) == 0, "every Kafka record is acknowledged in the end"
+
+    threads = [threading.Thread(target=http_producer, args=(t,)) for t in range(3)]
+    threads += [threading.Thread(target=kafka_producer, args=(t,)) for t in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for round_ in range(3):
+            time.sleep(1.5)
+            victim = round_ % 3
+            cluster.kill9(victim)
+            time.sleep(1)
+            cluster.restart_fresh(victim)
+        time.sleep(1.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(120)
+    assert len(acked) > 200, f"only {len(acked)} records acknowledged"
+    stored = defaultdict(list)
+    for partition in range(4):
+        for offset, key, _ in read_partition(nodes[1], "load", partition):
+            stored[key].append((partition, offset))
+    for value, where in acked.items():
+        assert stored.get(value) == [where], f"{value}: acknowledged at {where}, stored at {stored.get(value)}"
+    # Nothing twice, acknowledged or not (an HTTP request cut by a kill may be stored
+    # without its answer; it was not retried).
+    assert all(len(w) == 1 for w in stored.values())
+    # In order per partition for each Kafka producer (idempotent, one sequence each).
+    for tag in range(2):
+        for partition in range(4):
+            mine = sorted((o, int(v.split("-")[1])) for v, ws in stored.items()
+                          for p, o in ws if p == partition and v.startswith(f"k{tag}-"))
+            numbers = [n for _, n in mine]
+            assert numbers == sorted(numbers), f"producer {tag}, partition {partition}"
+
+
+def test_an_object_store_outage_fails_produce_clearly_and_service_resumes(cluster):
+    a = cluster.add()
+    call(a.http, "POST", "/v1/topics", {"name": "t", "partitions": 1})
+    assert call(a.http, "POST", "/v1/topics/t/records", {"records": [{"value": "before"}]})[0] == 200
+    cluster.s3.stop()
+    started = time.time()
+    status, p = call(a.http, "POST", "/v1/topics/t/records", {"records": [{"value": "lost"}]}, timeout=60)
+    assert status == 503, p
+    assert p["type"] == "urn:ferry:problem:unavailable"
+    assert "object store" in p["detail"], p
+    assert time.time() - started < 30, "the error comes within the store's retries"
+    cluster.s3.start()
+    status, got = call(a.http, "POST", "/v1/topics/t/records", {"records": [{"value": "after"}]})
+    assert status == 200, got
+    assert [v for _, _, v in read_partition(a, "t", 0)] == ["before", "after"]
+
+
+def test_a_postgres_restart_fails_produce_clearly_and_service_resumes(cluster):
+    a = cluster.add()
+    call(a.http, "POST", "/v1/topics", {"name": "t", "partitions": 2})
+    acked, failed = [], []
+    stop = threading.Event()
+
+    def produce():
+        i = 0
+        while not stop.is_set():
+            status, got = call(a.http, "POST", "/v1/topics/t/records",
+                               {"records": [{"key": str(i), "value": f"v{i}"}]}, timeout=30)
+            if status == 200:
+                acked.append((f"v{i}", got["offsets"][0]["partition"], got["offsets"][0]["offset"]))
+            else:
+                failed.append(got)
+            i += 1
+            time.sleep(0.01)
+
+    t = threading.Thread(target=produce)
+    t.start()
+    time.sleep(1)
+    port = urllib.parse.urlparse(cluster.metadata_url).port
+    subprocess.run([os.path.join(ROOT, "scripts/postgres.sh"), "restart"], check=True,
+                   env=dict(os.environ, FERRY_PG_PORT=str(port)))
+    time.sleep(3)
+    stop.set()
+    t.join(60)
+    after = len(acked)
+    status, _ = call(a.http, "POST", "/v1/topics/t/records", {"records": [{"value": "last"}]})
+    assert status == 200, "service resumes by itself"
+    assert after > 0
+    for p in failed:
+        assert p["type"] == "urn:ferry:problem:unavailable", p
+        assert "metadata database" in p["detail"], p
+    stored = {v: (p, o) for p in range(2) for o, _, v in read_partition(a, "t", p)}
+    for value, partition, offset in acked:
+        assert stored.get(value) == (partition, offset), value
