@@ -130,6 +130,9 @@ impl Meta {
         let tx = client.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await?;
+        // "already exists, skipping" notices are not news.
+        tx.batch_execute("SET LOCAL client_min_messages = warning")
+            .await?;
         tx.batch_execute(
             "CREATE TABLE IF NOT EXISTS ferry_migrations (
                  version integer PRIMARY KEY,
