@@ -90,6 +90,11 @@ def test_nodes_share_topics_and_records_over_http_and_kafka(cluster):
     for partition, records in seen.items():
         for _, k in records:
             assert k in {key for _, key in seen[partition]}
+    # The node that took the HTTP produce wrote objects, and says so.
+    with urllib.request.urlopen(b.http + "/metrics", timeout=10) as r:
+        metrics = r.read().decode()
+    written = [line for line in metrics.splitlines() if line.startswith("ferry_shared_objects_written_total ")]
+    assert written and float(written[0].split()[1]) >= 1, written
     # Kafka and HTTP agree on every partition's end, from every node.
     for node in (a, b, c):
         status, d = call(node.http, "GET", "/v1/topics/orders")

@@ -69,6 +69,8 @@ pub struct Target {
     pub durability: Option<String>,
     /// Skip reading the records back.
     pub produce_only: bool,
+    /// Environment variables of the server.
+    pub env: Vec<(String, String)>,
 }
 
 /// Producers and readers over HTTP for `duration`, each client count in turn.
@@ -103,7 +105,7 @@ pub async fn run_with(
         let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let data = ctx.dir.join(format!("http-{c}-{per_request}{tls}-{run}"));
         let args: Vec<&str> = target.server_args.iter().map(String::as_str).collect();
-        let server = Server::start_with(ctx, &data, &args).await?;
+        let server = Server::start_env(ctx, &data, &args, &target.env).await?;
         let mut url = server.url.clone();
         let mut http = reqwest::Client::builder().pool_max_idle_per_host(c * 2);
         if let Some(ca) = &target.tls_ca_pem {

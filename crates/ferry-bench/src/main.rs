@@ -11,6 +11,7 @@ mod peers;
 mod push;
 mod queue;
 mod server;
+mod shared;
 mod tls;
 mod transactions;
 
@@ -204,6 +205,22 @@ enum Command {
         /// Records preloaded (in transactions of 100, one in ten aborted) for the drains
         #[arg(long, default_value_t = 200_000)]
         consume_records: u64,
+    },
+    /// Shared mode against the local mode over HTTP, with the object store's PUT
+    /// latency and Postgres's sequencing rate beside (a real s3s-fs and Postgres).
+    Shared {
+        /// Postgres to make a scratch database on [default: FERRY_TEST_POSTGRES_URL]
+        #[arg(long, env = "FERRY_TEST_POSTGRES_URL")]
+        metadata_url: String,
+        /// The s3s-fs binary to start
+        #[arg(long, default_value = "s3s-fs")]
+        s3fs_bin: String,
+        /// Seconds of each producer run
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Concurrent HTTP producers to run in turn
+        #[arg(long, value_delimiter = ',', default_value = "1,16")]
+        clients: Vec<usize>,
     },
     /// Server memory with records scheduled an hour ahead (100-byte records).
     Delayed {
@@ -406,6 +423,21 @@ fn main() -> anyhow::Result<()> {
             );
             let r = transactions::run(&ctx, &rt, seconds as f64, &txn_records, consume_records)?;
             println!("{}", transactions::report(&r));
+        }
+        Command::Shared {
+            metadata_url,
+            s3fs_bin,
+            seconds,
+            clients,
+        } => {
+            let r = rt.block_on(shared::run(
+                &ctx,
+                &metadata_url,
+                &s3fs_bin,
+                seconds,
+                &clients,
+            ))?;
+            println!("{}", shared::report(&r));
         }
         Command::Delayed { records } => {
             let d = rt.block_on(queue::delayed(&ctx, records))?;

@@ -31,8 +31,22 @@ impl Server {
 
     /// Starts with extra `ferry serve` arguments.
     pub async fn start_with(ctx: &Ctx, data: &Path, extra: &[&str]) -> anyhow::Result<Server> {
+        Self::start_env(ctx, data, extra, &[]).await
+    }
+
+    /// Starts with extra `ferry serve` arguments and environment variables.
+    pub async fn start_env(
+        ctx: &Ctx,
+        data: &Path,
+        extra: &[&str],
+        env: &[(String, String)],
+    ) -> anyhow::Result<Server> {
         let started = Instant::now();
-        let ferry = ferry_testkit::Launch::new(&ctx.ferry_bin, data)
+        let mut launch = ferry_testkit::Launch::new(&ctx.ferry_bin, data);
+        for (k, v) in env {
+            launch = launch.env(k, v);
+        }
+        let ferry = launch
             .args(["--log", "warn,ferry::serve=info"])
             .args(extra)
             .wait(Duration::from_secs(120))

@@ -20,6 +20,7 @@ pub mod config;
 pub mod error;
 mod meta;
 mod objects;
+pub mod probe;
 mod reader;
 mod writer;
 

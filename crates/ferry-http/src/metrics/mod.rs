@@ -199,6 +199,48 @@ impl Metrics {
             "Seconds spent in compaction passes",
             cleaner.seconds.clone(),
         );
+        if let Some(shared) = broker.shared_log() {
+            let m = shared.metrics();
+            for (name, help, c) in [
+                (
+                    "shared_objects_written",
+                    "Objects of batches written to the object store (shared mode)",
+                    &m.objects_written,
+                ),
+                (
+                    "shared_object_bytes_written",
+                    "Bytes of objects written to the object store (shared mode)",
+                    &m.object_bytes_written,
+                ),
+                (
+                    "shared_object_batches_written",
+                    "Batches in the objects written (shared mode)",
+                    &m.object_batches_written,
+                ),
+                (
+                    "shared_object_write_failures",
+                    "Objects whose upload or commit failed; their appends failed (shared mode)",
+                    &m.object_write_failures,
+                ),
+                (
+                    "shared_orphans_removed",
+                    "Objects no batch named, removed by the sweep (shared mode)",
+                    &m.orphans_removed,
+                ),
+            ] {
+                ferry.register(name, help, c.clone());
+            }
+            ferry.register(
+                "shared_put_duration_seconds",
+                "Seconds of each object's PUT to the object store (shared mode)",
+                m.put_seconds.clone(),
+            );
+            ferry.register(
+                "shared_commit_duration_seconds",
+                "Seconds of each object's sequencing transaction in Postgres (shared mode)",
+                m.commit_seconds.clone(),
+            );
+        }
         ferry.register(
             "http_request_duration_seconds",
             "HTTP requests by method, route and status class: seconds from the request to its answer's head",
