@@ -165,8 +165,10 @@ def test_a_record_without_a_key_is_refused_on_a_compacted_topic(ferry):
                                  method="POST", headers={"content-type": "application/json"})
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req)
-    assert e.value.code == 400
-    assert "key" in json.loads(e.value.read())["detail"]
+    assert e.value.code == 422
+    problem = json.loads(e.value.read())
+    assert problem["type"] == "urn:ferry:problem:key-required", problem
+    assert problem["record_index"] == 0 and "key" in problem["detail"], problem
 
 
 def test_cleanup_policy_changes_through_incremental_alter_configs(ferry):
