@@ -139,17 +139,24 @@ pub async fn run(
         .await?;
         let duration = Duration::from_secs(seconds);
         let local = http::run_with(ctx, duration, clients, 100, &Target::default()).await?;
-        let shared_target = Target {
-            server_args: vec![
-                "--metadata-url".into(),
-                db_url.clone(),
-                "--object-store-url".into(),
-                object_store_url.clone(),
-            ],
-            env: env.clone(),
-            ..Target::default()
-        };
-        let shared = http::run_with(ctx, duration, clients, 100, &shared_target).await?;
+        // Each shared run on a database of its own (each makes the topic `bench`).
+        let mut shared = Vec::new();
+        for &c in clients {
+            let (url, name) = fresh_database(metadata_url).await?;
+            let target = Target {
+                server_args: vec![
+                    "--metadata-url".into(),
+                    url,
+                    "--object-store-url".into(),
+                    format!("s3://{BUCKET}/bench-{c}"),
+                ],
+                env: env.clone(),
+                ..Target::default()
+            };
+            let run = http::run_with(ctx, duration, &[c], 100, &target).await;
+            drop_database(metadata_url, &name).await?;
+            shared.extend(run?);
+        }
         Ok::<_, anyhow::Error>(SharedRun {
             put_bytes,
             put_p50_ms: quantile_ms(&mut puts, 0.5),

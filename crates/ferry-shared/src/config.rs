@@ -13,7 +13,9 @@ pub struct SharedConfig {
     /// Object store settings applied over the `AWS_*` variables, as (key, value) with
     /// object_store's S3 keys (`aws_endpoint`, `aws_access_key_id`, ...).
     pub object_store_options: Vec<(String, String)>,
-    /// How long appends gather before one object is written for all of them.
+    /// How long appends gather before one object is written for all of them. Zero:
+    /// an object takes what is queued when an upload slot is free (appends still
+    /// gather while every slot is busy, as a group commit does).
     pub linger: Duration,
     /// An object is written once the appends gathered reach this many bytes.
     pub object_bytes: usize,
@@ -38,7 +40,7 @@ impl SharedConfig {
             metadata_url: metadata_url.into(),
             object_store_url: object_store_url.into(),
             object_store_options: Vec::new(),
-            linger: Duration::from_millis(5),
+            linger: Duration::ZERO,
             object_bytes: 4 * 1024 * 1024,
             pending_bytes_max: 64 * 1024 * 1024,
             uploads_in_flight: 4,

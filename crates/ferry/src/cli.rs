@@ -386,7 +386,7 @@ pub struct ServeArgs {
     #[arg(long, env = "FERRY_OBJECT_STORE_URL", value_name = "URL")]
     pub object_store_url: Option<String>,
     /// Shared mode: how long appends gather before one object is written for all of
-    /// them [default: 5]
+    /// them; 0 takes what is queued whenever an upload can start [default: 0]
     #[arg(long, env = "FERRY_SHARED_LINGER_MS", value_name = "MS")]
     pub shared_linger_ms: Option<u64>,
     /// Shared mode: memory for batches read or written lately, so readers near the end
