@@ -120,11 +120,11 @@ class Cluster:
             "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_REGION": "us-east-1",
         })
 
-    def add(self):
+    def add(self, *extra):
         d = tempfile.mkdtemp(prefix="ferry-node-")
         self.dirs.append(d)
         node = Ferry(d, extra=["--metadata-url", self.metadata_url,
-                               "--object-store-url", f"s3://{BUCKET}/cluster"]).start()
+                               "--object-store-url", f"s3://{BUCKET}/cluster", *extra]).start()
         self.nodes.append(node)
         return node
 

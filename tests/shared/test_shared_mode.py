@@ -280,3 +280,37 @@ def test_a_postgres_restart_fails_produce_clearly_and_service_resumes(cluster):
     stored = {v: (p, o) for p in range(2) for o, _, v in read_partition(a, "t", p)}
     for value, partition, offset in acked:
         assert stored.get(value) == (partition, offset), value
+
+
+def test_deleting_records_and_retention_move_the_start_for_every_node(cluster):
+    a, b = cluster.add("--retention-check-ms", "200"), cluster.add()
+    call(a.http, "POST", "/v1/topics", {"name": "t", "partitions": 1, "retention_ms": 60000})
+    call(a.http, "POST", "/v1/topics", {"name": "d", "partitions": 1})
+    wait_for_topic(b, "t")
+    wait_for_topic(b, "d")
+    # Ten minutes old, then new: retention takes the old ones away.
+    old = int(time.time() * 1000) - 600_000
+    assert call(b.http, "POST", "/v1/topics/t/records",
+                {"records": [{"value": f"old{i}", "timestamp": old} for i in range(5)]})[0] == 200
+    assert call(b.http, "POST", "/v1/topics/t/records",
+                {"records": [{"value": f"new{i}"} for i in range(5)]})[0] == 200
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        status, got = call(b.http, "GET", "/v1/topics/t/partitions/0/records?offset=5")
+        if got.get("earliest") == 5:
+            break
+        time.sleep(0.2)
+    assert got["earliest"] == 5, got
+    assert [r["value"] for r in got["records"]] == [f"new{i}" for i in range(5)]
+    status, p = call(b.http, "GET", "/v1/topics/t/partitions/0/records?offset=0")
+    assert (status, p["type"]) == (416, "urn:ferry:problem:offset-out-of-range"), p
+    # Deleting records on one node moves the start for the other at once.
+    assert call(a.http, "POST", "/v1/topics/d/records",
+                {"records": [{"value": i} for i in range(10)]})[0] == 200
+    status, got = call(a.http, "POST", "/v1/topics/d/partitions/0/delete-records", {"before_offset": 7})
+    assert (status, got["earliest"], got["latest"]) == (200, 7, 10), got
+    status, got = call(b.http, "GET", "/v1/topics/d/partitions/0/records?offset=7")
+    assert status == 200 and [r["offset"] for r in got["records"]][0] == 7, got
+    assert call(b.http, "GET", "/v1/topics/d/partitions/0/records?offset=3")[0] == 416
+    status, p = call(b.http, "POST", "/v1/topics/d/partitions/0/delete-records", {"before_offset": 11})
+    assert (status, p["type"]) == (416, "urn:ferry:problem:offset-out-of-range"), p

@@ -844,7 +844,7 @@ impl Broker {
         offset: Option<u64>,
     ) -> Result<u64> {
         if self.shared.is_some() {
-            return Err(BrokerError::NotInSharedMode("deleting records"));
+            return self.shared_delete_records(topic, partition, offset).await;
         }
         let part = self.topic(topic)?.partition(partition)?;
         blocking(move || {

@@ -124,11 +124,18 @@ impl Broker {
         broker.refresh_shared().await?;
         let weak = Arc::downgrade(&broker);
         let mut notes = shared.log.appends();
+        let retention_every = Duration::from_millis(broker.config().retention_check_ms);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(REFRESH_EVERY);
+            let mut retention = tokio::time::interval(retention_every);
             loop {
                 let refresh = tokio::select! {
                     _ = tick.tick() => true,
+                    _ = retention.tick() => {
+                        let Some(b) = weak.upgrade() else { return };
+                        b.shared_retention().await;
+                        false
+                    }
                     note = notes.recv() => match note {
                         Ok(n) if !n.topic_id.is_empty() => {
                             let Some(b) = weak.upgrade() else { return };
@@ -657,6 +664,70 @@ impl Broker {
                 });
             }
             from = read.next_offset;
+        }
+    }
+
+    /// [`Broker::delete_records`] in shared mode: the partition's start moves in
+    /// Postgres, for every node's readers at once.
+    pub(crate) async fn shared_delete_records(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: Option<u64>,
+    ) -> Result<u64> {
+        let Some(sh) = &self.shared else {
+            return Err(BrokerError::Meta("not in shared mode".into()));
+        };
+        let config = self.shared_partition(topic, partition)?;
+        let topic_id = config.topic_id.to_string();
+        let (earliest, latest) = sh
+            .log
+            .bounds(&topic_id, partition)
+            .await
+            .map_err(|e| from_shared(partition, e))?;
+        let target = offset.unwrap_or(latest);
+        if target > latest {
+            return Err(BrokerError::OffsetOutOfRange {
+                partition,
+                requested: target,
+                earliest,
+                latest,
+            });
+        }
+        let start = sh
+            .log
+            .trim(&topic_id, partition, target)
+            .await
+            .map_err(|e| from_shared(partition, e))?;
+        sh.set(config.topic_id, partition, start, latest);
+        Ok(start)
+    }
+
+    /// Time retention over every topic that has it: each partition's batches older
+    /// than `retention_ms` go, from its start. Any node may run it; running it on
+    /// several at once is harmless (each move is one locked update).
+    pub(crate) async fn shared_retention(&self) {
+        let Some(sh) = &self.shared else { return };
+        let topics: Vec<TopicConfig> = self.list_topics().into_iter().map(|t| t.config).collect();
+        let now = now_ms() as i64;
+        for config in topics {
+            let Some(ms) = config.retention_ms else {
+                continue;
+            };
+            let cutoff = now.saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX));
+            let topic_id = config.topic_id.to_string();
+            for p in 0..config.partitions {
+                match sh.log.apply_retention(&topic_id, p, cutoff).await {
+                    Ok(start) => {
+                        let (_, latest) = sh.cached(config.topic_id, p);
+                        sh.set(config.topic_id, p, start, latest);
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic = %config.name, partition = p, error = %e, "Retention could not run; it runs again at the next check.");
+                        return;
+                    }
+                }
+            }
         }
     }
 

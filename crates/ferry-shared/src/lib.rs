@@ -403,6 +403,42 @@ impl SharedLog {
             .await
     }
 
+    /// Moves a partition's first readable offset up to `before` (never down, never past
+    /// its end) and forgets the batches wholly below it; returns the first readable
+    /// offset afterwards.
+    pub async fn trim(&self, topic_id: &str, partition: u32, before: u64) -> Result<u64> {
+        self.inner
+            .meta
+            .trim(topic_id, partition, before)
+            .await?
+            .ok_or_else(|| SharedError::UnknownPartition {
+                topic_id: topic_id.to_string(),
+                partition,
+            })
+    }
+
+    /// Applies time retention to a partition: every batch before the first one holding
+    /// a record stamped at or after `cutoff_ms` goes. Returns the first readable offset.
+    pub async fn apply_retention(
+        &self,
+        topic_id: &str,
+        partition: u32,
+        cutoff_ms: i64,
+    ) -> Result<u64> {
+        match self
+            .inner
+            .meta
+            .retention_point(topic_id, partition, cutoff_ms)
+            .await?
+        {
+            Some(point) => self.trim(topic_id, partition, point).await,
+            None => Err(SharedError::UnknownPartition {
+                topic_id: topic_id.to_string(),
+                partition,
+            }),
+        }
+    }
+
     /// The partition's first readable offset and next offset.
     pub async fn bounds(&self, topic_id: &str, partition: u32) -> Result<(u64, u64)> {
         self.inner

@@ -13,6 +13,7 @@ use tokio_postgres::{AsyncMessage, NoTls};
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../migrations/0001_shared_log.sql")),
     (2, include_str!("../migrations/0002_topics.sql")),
+    (3, include_str!("../migrations/0003_trim.sql")),
 ];
 
 /// The advisory lock that serializes migrations among nodes starting together.
@@ -441,6 +442,41 @@ impl Meta {
             )
             .await?;
         Ok(row.map(|r| r.get::<_, i64>(0).max(0) as u64))
+    }
+
+    /// Moves a partition's start up to `before` (see `ferry_trim_partition`); `None`
+    /// when the partition does not exist.
+    pub async fn trim(&self, topic_id: &str, partition: u32, before: u64) -> Result<Option<u64>> {
+        let client = self.client().await?;
+        let partition = partition as i32;
+        let before = i64::try_from(before).unwrap_or(i64::MAX);
+        let row = client
+            .query_one(
+                "SELECT ferry_trim_partition($1, $2, $3)",
+                &[&topic_id, &partition, &before],
+            )
+            .await?;
+        let start: i64 = row.get(0);
+        Ok(u64::try_from(start).ok())
+    }
+
+    /// Where time retention cuts a partition for records older than `cutoff` (ms).
+    pub async fn retention_point(
+        &self,
+        topic_id: &str,
+        partition: u32,
+        cutoff: i64,
+    ) -> Result<Option<u64>> {
+        let client = self.client().await?;
+        let partition = partition as i32;
+        let row = client
+            .query_one(
+                "SELECT ferry_retention_point($1, $2, $3)",
+                &[&topic_id, &partition, &cutoff],
+            )
+            .await?;
+        let point: Option<i64> = row.get(0);
+        Ok(point.map(|p| p.max(0) as u64))
     }
 
     /// Which of `keys` some batch still names.
