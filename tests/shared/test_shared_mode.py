@@ -15,6 +15,7 @@ from collections import defaultdict
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from cluster import ROOT, cluster, metadata_url, s3  # noqa: F401 (fixtures)
 
@@ -314,3 +315,37 @@ def test_deleting_records_and_retention_move_the_start_for_every_node(cluster):
     assert call(b.http, "GET", "/v1/topics/d/partitions/0/records?offset=3")[0] == 416
     status, p = call(b.http, "POST", "/v1/topics/d/partitions/0/delete-records", {"before_offset": 11})
     assert (status, p["type"]) == (416, "urn:ferry:problem:offset-out-of-range"), p
+
+
+def test_metadata_lists_the_live_nodes_and_replicated_topics_are_accepted(cluster):
+    nodes = [cluster.add(), cluster.add(), cluster.add()]
+    admin = AdminClient({"bootstrap.servers": nodes[0].kafka})
+    # Kafka Streams, Connect and many tools ask for three replicas.
+    futures = admin.create_topics([NewTopic("replicated", num_partitions=6, replication_factor=3)])
+    futures["replicated"].result(15)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        md = AdminClient({"bootstrap.servers": nodes[2].kafka}).list_topics(timeout=10)
+        if len(md.brokers) == 3 and "replicated" in md.topics:
+            break
+        time.sleep(0.2)
+    assert len(md.brokers) == 3, md.brokers
+    ports = sorted(int(n.kafka.rsplit(":", 1)[1]) for n in nodes)
+    assert sorted(b.port for b in md.brokers.values()) == ports
+    parts = md.topics["replicated"].partitions
+    assert len({p.leader for p in parts.values()}) > 1, "partitions spread over the nodes"
+    assert all(len(p.replicas) == 3 and p.leader == p.replicas[0] for p in parts.values())
+    # A node that is gone leaves the list once its beats stop (10 s).
+    cluster.kill9(1)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        md = AdminClient({"bootstrap.servers": nodes[0].kafka}).list_topics(timeout=10)
+        if len(md.brokers) == 2:
+            break
+        time.sleep(0.5)
+    assert len(md.brokers) == 2, md.brokers
+    # Producing through any node still reaches every partition.
+    p = Producer({"bootstrap.servers": nodes[0].kafka, "enable.idempotence": True})
+    for i in range(60):
+        p.produce("replicated", key=str(i), value=b"x")
+    assert p.flush(30) == 0

@@ -40,6 +40,10 @@ pub struct SharedTopics {
     pub(crate) log: SharedLog,
     /// Each partition's first readable and next offsets, as last seen.
     bounds: RwLock<HashMap<(TopicId, u32), (u64, u64)>>,
+    /// This node's id once it joined (0 before).
+    node_id: std::sync::atomic::AtomicI32,
+    /// The live nodes, as last seen.
+    nodes: RwLock<Vec<ferry_shared::Node>>,
 }
 
 impl SharedTopics {
@@ -47,6 +51,8 @@ impl SharedTopics {
         SharedTopics {
             log,
             bounds: RwLock::new(HashMap::new()),
+            node_id: std::sync::atomic::AtomicI32::new(0),
+            nodes: RwLock::new(Vec::new()),
         }
     }
 
@@ -151,10 +157,48 @@ impl Broker {
                     if let Err(e) = b.refresh_shared().await {
                         tracing::warn!(error = %e, "Could not refresh topics from the metadata database.");
                     }
+                    if let Err(e) = b.beat().await {
+                        tracing::warn!(error = %e, "Could not beat in the metadata database.");
+                    }
                 }
             }
         });
         Ok(broker)
+    }
+
+    /// Registers this node, as Kafka clients reach it, among the live nodes; returns
+    /// its id (new at every start). It then beats every second.
+    pub async fn join_shared(&self, kafka_host: &str, kafka_port: u16) -> Result<i32> {
+        let Some(sh) = &self.shared else {
+            return Err(BrokerError::Meta("not in shared mode".into()));
+        };
+        let id = sh
+            .log
+            .join(kafka_host, kafka_port)
+            .await
+            .map_err(|e| from_shared(0, e))?;
+        sh.node_id.store(id, std::sync::atomic::Ordering::Relaxed);
+        self.beat().await?;
+        tracing::info!(node_id = id, "Joined the nodes of shared mode.");
+        Ok(id)
+    }
+
+    async fn beat(&self) -> Result<()> {
+        let Some(sh) = &self.shared else {
+            return Ok(());
+        };
+        let id = sh.node_id.load(std::sync::atomic::Ordering::Relaxed);
+        if id == 0 {
+            return Ok(());
+        }
+        let nodes = sh.log.heartbeat(id).await.map_err(|e| from_shared(0, e))?;
+        *write(&sh.nodes) = nodes;
+        Ok(())
+    }
+
+    /// The live nodes of shared mode, by id (`None` in the local mode).
+    pub fn shared_nodes(&self) -> Option<Vec<ferry_shared::Node>> {
+        self.shared.as_ref().map(|sh| read(&sh.nodes).clone())
     }
 
     /// True when this node runs in shared mode.

@@ -26,7 +26,7 @@ mod writer;
 
 pub use config::{ObjectStoreUrl, SharedConfig};
 pub use error::{Result, SharedError};
-pub use meta::{PartitionBounds, StoredTopic};
+pub use meta::{Node, PartitionBounds, StoredTopic};
 pub use reader::ReadBatches;
 
 use bytes::Bytes;
@@ -280,6 +280,16 @@ impl SharedLog {
 
     pub async fn list_topics(&self) -> Result<Vec<StoredTopic>> {
         self.inner.meta.list_topics().await
+    }
+
+    /// Registers this node (as Kafka clients reach it); returns its id.
+    pub async fn join(&self, kafka_host: &str, kafka_port: u16) -> Result<i32> {
+        self.inner.meta.join(kafka_host, kafka_port).await
+    }
+
+    /// Beats for this node and answers the live nodes, by id.
+    pub async fn heartbeat(&self, node_id: i32) -> Result<Vec<Node>> {
+        self.inner.meta.heartbeat(node_id).await
     }
 
     /// A producer id for an idempotent producer, unique across every node.

@@ -14,7 +14,11 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../migrations/0001_shared_log.sql")),
     (2, include_str!("../migrations/0002_topics.sql")),
     (3, include_str!("../migrations/0003_trim.sql")),
+    (4, include_str!("../migrations/0004_nodes.sql")),
 ];
+
+/// A node whose last beat is older than this is taken for dead.
+pub const NODE_TIMEOUT_SECS: i32 = 10;
 
 /// The advisory lock that serializes migrations among nodes starting together.
 const MIGRATION_LOCK: i64 = 0x0046_4552_5259_0001;
@@ -50,6 +54,14 @@ pub struct StoredTopic {
     pub name: String,
     pub topic_id: String,
     pub config_json: String,
+}
+
+/// A live node of shared mode, as Kafka clients reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub node_id: i32,
+    pub kafka_host: String,
+    pub kafka_port: u16,
 }
 
 /// A partition's first readable offset and next offset.
@@ -477,6 +489,53 @@ impl Meta {
             .await?;
         let point: Option<i64> = row.get(0);
         Ok(point.map(|p| p.max(0) as u64))
+    }
+
+    /// Registers a starting node; returns its id, new for every start.
+    pub async fn join(&self, kafka_host: &str, kafka_port: u16) -> Result<i32> {
+        let client = self.client().await?;
+        let port = i32::from(kafka_port);
+        let row = client
+            .query_one(
+                "INSERT INTO ferry_nodes (node_id, kafka_host, kafka_port)
+                 VALUES (nextval('ferry_node_ids'), $1, $2) RETURNING node_id",
+                &[&kafka_host, &port],
+            )
+            .await?;
+        // Rows of nodes long gone are dropped by whoever starts.
+        client
+            .execute(
+                "DELETE FROM ferry_nodes WHERE heartbeat_at < now() - interval '1 hour'",
+                &[],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// Beats for `node_id` and answers the live nodes, by id.
+    pub async fn heartbeat(&self, node_id: i32) -> Result<Vec<Node>> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE ferry_nodes SET heartbeat_at = now() WHERE node_id = $1",
+                &[&node_id],
+            )
+            .await?;
+        let rows = client
+            .query(
+                "SELECT node_id, kafka_host, kafka_port FROM ferry_nodes
+                 WHERE heartbeat_at > now() - make_interval(secs => $1) ORDER BY node_id",
+                &[&f64::from(NODE_TIMEOUT_SECS)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Node {
+                node_id: r.get(0),
+                kafka_host: r.get(1),
+                kafka_port: r.get::<_, i32>(2).clamp(1, 65535) as u16,
+            })
+            .collect())
     }
 
     /// Which of `keys` some batch still names.

@@ -164,10 +164,18 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             std::sync::Arc::new(move |registry| kafka_metrics.register(registry))
         })
         .with(ferry_http::metrics::sources::registration(sources.clone()));
+    let mut kafka_cfg = kafka_config(&settings, kafka_local);
+    if broker.is_shared() {
+        // Kafka clients learn every live node; this one's id comes from Postgres.
+        kafka_cfg.node_id = broker
+            .join_shared(&kafka_cfg.advertised_host, kafka_cfg.advertised_port)
+            .await
+            .map_err(|e| anyhow::anyhow!("shared mode: cannot join the nodes: {e}"))?;
+    }
     let kafka = tokio::spawn(ferry_kafka::serve(
         kafka_listener,
         broker.clone(),
-        kafka_config(&settings, kafka_local),
+        kafka_cfg,
         kafka_metrics,
         auth.clone(),
         kafka_tls.clone(),

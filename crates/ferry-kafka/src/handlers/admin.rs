@@ -146,7 +146,8 @@ pub async fn create_topics(
                     &t.assignments,
                 )?)
             };
-            if t.replication_factor > 1 {
+            // In shared mode the object store keeps the copies: any factor is met.
+            if t.replication_factor > 1 && !ctx.broker.is_shared() {
                 return Err((
                     ResponseError::InvalidReplicationFactor.code(),
                     format!(

@@ -38,10 +38,7 @@ pub async fn metadata(
     let allow_create =
         ctx.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
     let node = BrokerId(ctx.config.node_id);
-    let broker = MetadataResponseBroker::default()
-        .with_node_id(node)
-        .with_host(StrBytes::from_string(ctx.config.advertised_host.clone()))
-        .with_port(ctx.config.advertised_port as i32);
+    let cluster = Cluster::of(ctx);
     let all_topics = || -> Vec<String> {
         ctx.broker
             .list_topics()
@@ -132,12 +129,13 @@ pub async fn metadata(
                         info.partitions
                             .iter()
                             .map(|p| {
+                                let replicas = cluster.replicas(&name, p.partition);
                                 MetadataResponsePartition::default()
                                     .with_partition_index(p.partition as i32)
-                                    .with_leader_id(node)
+                                    .with_leader_id(replicas[0])
                                     .with_leader_epoch(ferry_log::LEADER_EPOCH)
-                                    .with_replica_nodes(vec![node])
-                                    .with_isr_nodes(vec![node])
+                                    .with_replica_nodes(replicas.clone())
+                                    .with_isr_nodes(replicas)
                             })
                             .collect(),
                     ),
@@ -147,7 +145,7 @@ pub async fn metadata(
         .chain(refused)
         .collect();
     MetadataResponse::default()
-        .with_brokers(vec![broker])
+        .with_brokers(cluster.brokers)
         .with_cluster_id(Some(StrBytes::from_static_str(CLUSTER_ID)))
         .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
             super::cluster::cluster_operations(ctx, session)
@@ -175,5 +173,58 @@ async fn auto_create(ctx: &Ctx, names: &[String]) {
                 }
             }
         }
+    }
+}
+
+/// The nodes a Metadata answer names: this node alone in the local mode; in shared
+/// mode every live node, with partitions spread over them for load (any node takes
+/// any partition's writes, so a client may go to any).
+struct Cluster {
+    brokers: Vec<MetadataResponseBroker>,
+    ids: Vec<BrokerId>,
+}
+
+/// Replicas Metadata reports per partition in shared mode, where the object store
+/// keeps the copies: as a three-way replicated Kafka cluster would show.
+const SHARED_REPLICAS: usize = 3;
+
+impl Cluster {
+    fn of(ctx: &Ctx) -> Cluster {
+        let this = MetadataResponseBroker::default()
+            .with_node_id(BrokerId(ctx.config.node_id))
+            .with_host(StrBytes::from_string(ctx.config.advertised_host.clone()))
+            .with_port(ctx.config.advertised_port as i32);
+        let mut brokers: Vec<MetadataResponseBroker> = ctx
+            .broker
+            .shared_nodes()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|n| {
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(n.node_id))
+                    .with_host(StrBytes::from_string(n.kafka_host))
+                    .with_port(i32::from(n.kafka_port))
+            })
+            .collect();
+        // This node answers, so it is live whatever its last beat said.
+        if !brokers.iter().any(|b| b.node_id == this.node_id) {
+            brokers.push(this);
+            brokers.sort_by_key(|b| b.node_id.0);
+        }
+        let ids = brokers.iter().map(|b| b.node_id).collect();
+        Cluster { brokers, ids }
+    }
+
+    /// A partition's replicas, its leader first: spread by topic and partition.
+    fn replicas(&self, topic: &str, partition: u32) -> Vec<BrokerId> {
+        debug_assert!(!self.ids.is_empty(), "this node is always listed");
+        let n = self.ids.len();
+        let spread = topic
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+        let first = spread.wrapping_add(partition as usize) % n;
+        (0..n.min(SHARED_REPLICAS))
+            .map(|i| self.ids[(first + i) % n])
+            .collect()
     }
 }
