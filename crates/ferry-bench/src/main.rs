@@ -221,6 +221,10 @@ enum Command {
         /// Concurrent HTTP producers to run in turn
         #[arg(long, value_delimiter = ',', default_value = "1,16")]
         clients: Vec<usize>,
+        /// Records of a backlog written through one shared node, for its memory
+        /// (0: none)
+        #[arg(long, default_value_t = 0)]
+        backlog_records: u64,
     },
     /// Server memory with records scheduled an hour ahead (100-byte records).
     Delayed {
@@ -429,6 +433,7 @@ fn main() -> anyhow::Result<()> {
             s3fs_bin,
             seconds,
             clients,
+            backlog_records,
         } => {
             let r = rt.block_on(shared::run(
                 &ctx,
@@ -436,6 +441,7 @@ fn main() -> anyhow::Result<()> {
                 &s3fs_bin,
                 seconds,
                 &clients,
+                backlog_records,
             ))?;
             println!("{}", shared::report(&r));
         }

@@ -14,7 +14,18 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A backlog written through one shared node, and the node's memory.
+pub struct Backlog {
+    pub records: u64,
+    pub produce_secs: f64,
+    pub rss_after_produce_mib: f64,
+    pub read_records: u64,
+    pub read_secs: f64,
+    pub rss_after_read_mib: f64,
+}
+
 pub struct SharedRun {
+    pub backlog: Option<Backlog>,
     pub put_bytes: usize,
     pub put_p50_ms: f64,
     pub put_p99_ms: f64,
@@ -98,12 +109,92 @@ fn quantile_ms(times: &mut [Duration], q: f64) -> f64 {
     times.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
+/// Writes `records` records of 100 bytes (requests of 1,000, 8 producers) through one
+/// shared node, then reads the first 1,000,000 back from the store; the node's resident
+/// memory after each.
+async fn backlog(
+    ctx: &Ctx,
+    db_url: &str,
+    env: &[(String, String)],
+    records: u64,
+) -> anyhow::Result<Backlog> {
+    use serde_json::json;
+    let args = [
+        "--metadata-url",
+        db_url,
+        "--object-store-url",
+        "s3://ferry-bench/backlog",
+    ];
+    let server =
+        crate::server::Server::start_env(ctx, &ctx.dir.join("backlog"), &args, env).await?;
+    let http = reqwest::Client::new();
+    let url = server.url.clone();
+    let created = http
+        .post(format!("{url}/v1/topics"))
+        .json(&json!({"name": "backlog", "partitions": 4, "retention_ms": -1}))
+        .send()
+        .await?;
+    anyhow::ensure!(created.status().is_success(), "creating the topic failed");
+    let value = "x".repeat(100);
+    let body: Vec<u8> = serde_json::to_vec(&json!({
+        "records": (0..1000).map(|_| json!({"value": value})).collect::<Vec<_>>()
+    }))?;
+    let requests = records.div_ceil(1000);
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (http, body, next) = (http.clone(), body.clone(), next.clone());
+            let records_url = format!("{url}/v1/topics/backlog/records");
+            tokio::spawn(async move {
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < requests {
+                    http::produce(&http, &records_url, body.clone()).await?;
+                }
+                Ok::<_, anyhow::Error>(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    let produce_secs = started.elapsed().as_secs_f64();
+    let rss_after_produce_mib = server.rss_mib();
+    let started = Instant::now();
+    let mut read_records = 0u64;
+    for p in 0..4u32 {
+        let mut offset = 0u64;
+        while read_records < (p as u64 + 1) * 250_000 {
+            let v: serde_json::Value = http
+                .get(format!("{url}/v1/topics/backlog/partitions/{p}/records?offset={offset}&max_records=5000"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let n = v["records"].as_array().map_or(0, |r| r.len()) as u64;
+            if n == 0 {
+                break;
+            }
+            read_records += n;
+            offset = v["next_offset"].as_u64().unwrap_or(offset);
+        }
+    }
+    Ok(Backlog {
+        records: requests * 1000,
+        produce_secs,
+        rss_after_produce_mib,
+        read_records,
+        read_secs: started.elapsed().as_secs_f64(),
+        rss_after_read_mib: server.rss_mib(),
+    })
+}
+
 pub async fn run(
     ctx: &Ctx,
     metadata_url: &str,
     s3fs_bin: &str,
     seconds: u64,
     clients: &[usize],
+    backlog_records: u64,
 ) -> anyhow::Result<SharedRun> {
     let (_s3, port) = start_s3(s3fs_bin, &ctx.dir.join("s3"))?;
     let (db_url, db_name) = fresh_database(metadata_url).await?;
@@ -157,7 +248,16 @@ pub async fn run(
             drop_database(metadata_url, &name).await?;
             shared.extend(run?);
         }
+        let backlog = if backlog_records > 0 {
+            let (url, name) = fresh_database(metadata_url).await?;
+            let b = backlog(ctx, &url, &env, backlog_records).await;
+            drop_database(metadata_url, &name).await?;
+            Some(b?)
+        } else {
+            None
+        };
         Ok::<_, anyhow::Error>(SharedRun {
+            backlog,
             put_bytes,
             put_p50_ms: quantile_ms(&mut puts, 0.5),
             put_p99_ms: quantile_ms(&mut puts, 0.99),
@@ -199,6 +299,19 @@ pub fn report(r: &SharedRun) -> String {
                 read(h)
             ));
         }
+    }
+    if let Some(b) = &r.backlog {
+        out.push_str(&format!(
+            "\nBacklog through one shared node: {} records of 100 B in {:.1} s ({:.0}/s), node RSS {:.1} MiB; then {} read from the store in {:.1} s ({:.0}/s), node RSS {:.1} MiB\n",
+            b.records,
+            b.produce_secs,
+            b.records as f64 / b.produce_secs,
+            b.rss_after_produce_mib,
+            b.read_records,
+            b.read_secs,
+            b.read_records as f64 / b.read_secs.max(1e-9),
+            b.rss_after_read_mib
+        ));
     }
     out
 }

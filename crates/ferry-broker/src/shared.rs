@@ -44,6 +44,9 @@ pub struct SharedTopics {
     node_id: std::sync::atomic::AtomicI32,
     /// The live nodes, as last seen.
     nodes: RwLock<Vec<ferry_shared::Node>>,
+    /// Topics this node created or deleted: a refresh that read Postgres before one of
+    /// them does not replace the topics with what it read.
+    changes: std::sync::atomic::AtomicU64,
 }
 
 impl SharedTopics {
@@ -53,6 +56,7 @@ impl SharedTopics {
             bounds: RwLock::new(HashMap::new()),
             node_id: std::sync::atomic::AtomicI32::new(0),
             nodes: RwLock::new(Vec::new()),
+            changes: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -130,18 +134,24 @@ impl Broker {
         broker.refresh_shared().await?;
         let weak = Arc::downgrade(&broker);
         let mut notes = shared.log.appends();
+        // Retention on its own task: many partitions must not hold up the beats.
         let retention_every = Duration::from_millis(broker.config().retention_check_ms);
+        let for_retention = Arc::downgrade(&broker);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(retention_every);
+            loop {
+                tick.tick().await;
+                let Some(b) = for_retention.upgrade() else {
+                    return;
+                };
+                b.shared_retention().await;
+            }
+        });
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(REFRESH_EVERY);
-            let mut retention = tokio::time::interval(retention_every);
             loop {
                 let refresh = tokio::select! {
                     _ = tick.tick() => true,
-                    _ = retention.tick() => {
-                        let Some(b) = weak.upgrade() else { return };
-                        b.shared_retention().await;
-                        false
-                    }
                     note = notes.recv() => match note {
                         Ok(n) if !n.topic_id.is_empty() => {
                             let Some(b) = weak.upgrade() else { return };
@@ -226,6 +236,7 @@ impl Broker {
         let Some(sh) = &self.shared else {
             return Ok(());
         };
+        let changes = sh.changes.load(std::sync::atomic::Ordering::SeqCst);
         let topics = sh.log.list_topics().await.map_err(|e| from_shared(0, e))?;
         let mut configs = Vec::with_capacity(topics.len());
         for t in topics {
@@ -241,7 +252,14 @@ impl Broker {
                 }
             }
         }
-        self.replace_topics(configs);
+        // Under the admin lock, so that no create or delete runs between the check and
+        // the replacement.
+        {
+            let _admin = self.admin.lock().await;
+            if sh.changes.load(std::sync::atomic::Ordering::SeqCst) == changes {
+                self.replace_topics(configs);
+            }
+        }
         let mut moved = false;
         for b in sh.log.all_bounds().await.map_err(|e| from_shared(0, e))? {
             if let Ok(id) = TopicId::from_str(&b.topic_id) {
@@ -272,6 +290,7 @@ impl Broker {
         }
         let topic = Arc::new(Topic::new(config.clone(), Vec::new()));
         self.insert_topic(Arc::clone(&topic));
+        sh.changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         tracing::info!(topic = %config.name, topic_id = %config.topic_id, partitions = config.partitions, "Created topic in the metadata database.");
         Ok(self.shared_describe(&topic))
     }
@@ -287,6 +306,7 @@ impl Broker {
             .await
             .map_err(|e| from_shared(0, e))?;
         self.remove_topic(name);
+        sh.changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if !deleted {
             return Err(BrokerError::TopicNotFound(name.to_string()));
         }
@@ -768,7 +788,6 @@ impl Broker {
                     }
                     Err(e) => {
                         tracing::warn!(topic = %config.name, partition = p, error = %e, "Retention could not run; it runs again at the next check.");
-                        return;
                     }
                 }
             }

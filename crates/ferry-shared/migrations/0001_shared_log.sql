@@ -30,6 +30,16 @@ CREATE TABLE ferry_batches (
 );
 CREATE INDEX ferry_batches_by_object ON ferry_batches (object_key);
 
+-- Objects being written: a row is made before an object's PUT, and taken away by the
+-- commit that names its batches (ferry_commit_object) or by the sweep that removes an
+-- object whose commit did not come in time. Both take the row under its lock and by
+-- the database's clock, so a commit and the sweep can never both have an object: an
+-- object whose row the sweep took is never named by a batch.
+CREATE TABLE ferry_objects (
+    object_key text PRIMARY KEY,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
 -- Idempotent producers, per partition: the epoch and the last batches (at most 5, as
 -- many as a Kafka producer keeps in flight), oldest first, so that a retried batch is
 -- answered with the offset it already has.
@@ -46,7 +56,9 @@ CREATE TABLE ferry_producers (
 );
 
 -- Commits one object's batches: gives each its offsets, checks idempotent producers'
--- sequence numbers, and records where it lives, all in the caller's transaction.
+-- sequence numbers, and records where it lives, all in the caller's transaction. The
+-- object's ferry_objects row must exist and be younger than p_deadline_ms; it is taken
+-- away (else the function raises an error, and nothing is committed).
 -- Partitions are locked in (topic_id, partition) order, so nodes committing objects
 -- that share partitions never deadlock. Each item is answered once, with outcome:
 --   0 appended at base_offset    1 duplicate of one of the producer's last batches, stored
@@ -57,6 +69,7 @@ CREATE TABLE ferry_producers (
 -- '<next_offset> <partition> <topic_id>'.
 CREATE FUNCTION ferry_commit_object(
     p_object    text,
+    p_deadline_ms bigint,
     p_topic     text[],
     p_partition integer[],
     p_position  bigint[],
@@ -87,6 +100,13 @@ BEGIN
        OR coalesce(array_length(p_max_ts, 1), 0) <> n OR coalesce(array_length(p_producer, 1), 0) <> n
        OR coalesce(array_length(p_epoch, 1), 0) <> n OR coalesce(array_length(p_first_seq, 1), 0) <> n THEN
         RAISE EXCEPTION 'ferry_commit_object: arrays of different lengths';
+    END IF;
+    DELETE FROM ferry_objects o
+     WHERE o.object_key = p_object
+       AND o.created_at > now() - make_interval(secs => p_deadline_ms / 1000.0);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'object % was not registered, or its commit deadline passed', p_object
+              USING ERRCODE = 'P0001';
     END IF;
     FOR i IN SELECT s.i FROM generate_subscripts(p_topic, 1) AS s(i)
              ORDER BY p_topic[s.i], p_partition[s.i], s.i LOOP

@@ -154,12 +154,14 @@ struct Inner {
     commit_deadline: Duration,
     metrics: Arc<Metrics>,
     notes: tokio::sync::broadcast::Sender<AppendNote>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Background tasks, stopped when the log is dropped.
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        for t in &self.tasks {
+        let tasks = self.tasks.get_mut().unwrap_or_else(|e| e.into_inner());
+        for t in tasks.iter() {
             t.abort();
         }
     }
@@ -224,7 +226,7 @@ impl SharedLog {
         };
         let listener = meta.listen(on_append, on_gap);
         let gather = tokio::spawn(writer::gather(writer, rx));
-        let mut log = SharedLog {
+        let log = SharedLog {
             inner: Arc::new(Inner {
                 meta,
                 objects,
@@ -236,7 +238,7 @@ impl SharedLog {
                 commit_deadline: config.commit_deadline,
                 metrics,
                 notes,
-                tasks: vec![listener, gather],
+                tasks: Mutex::new(vec![listener, gather]),
             }),
         };
         let sweeper = {
@@ -253,9 +255,11 @@ impl SharedLog {
                 }
             })
         };
-        if let Some(inner) = Arc::get_mut(&mut log.inner) {
-            inner.tasks.push(sweeper);
-        }
+        log.inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(sweeper);
         Ok(log)
     }
 
@@ -354,7 +358,9 @@ impl SharedLog {
             max,
         };
         if bytes > max {
-            return Err(busy());
+            return Err(SharedError::Invalid(format!(
+                "{bytes} bytes in one append, more than the {max} bytes that may wait to be written"
+            )));
         }
         // Wait a little for room; past that, refuse (the producer retries).
         let permit = tokio::time::timeout(
@@ -492,8 +498,10 @@ impl SharedLog {
         }
     }
 
-    /// Removes objects older than `older_than` that no batch names: objects whose
-    /// commit failed or never came. Returns how many were removed.
+    /// Removes the objects no commit can name any more: those whose commit deadline
+    /// passed without one, and those no batch names (their commit took none, or their
+    /// batches were deleted). Objects younger than `older_than` by the store's clock
+    /// are left for the next sweep. Returns how many were removed.
     pub async fn sweep_orphans(&self, older_than: Duration) -> Result<usize> {
         let cutoff = SystemTime::now()
             .checked_sub(older_than)
@@ -504,17 +512,28 @@ impl SharedLog {
             .list_data()
             .await?
             .into_iter()
-            .filter(|o| o.last_modified < cutoff)
+            .filter(|o| o.last_modified <= cutoff)
             .map(|o| o.key)
             .collect();
         let mut removed = 0;
         for chunk in old.chunks(1000) {
-            let named = self.inner.meta.referenced(chunk).await?;
-            for key in chunk.iter().filter(|k| !named.contains(*k)) {
-                self.inner.objects.delete(key).await?;
-                removed += 1;
-                self.inner.metrics.orphans_removed.inc();
-                tracing::info!(object = %key, "Removed an object no batch names.");
+            let removable = self
+                .inner
+                .meta
+                .removable(chunk, self.inner.commit_deadline)
+                .await?;
+            for key in removable {
+                // One that fails is tried again by the next sweep.
+                match self.inner.objects.delete(&key).await {
+                    Ok(()) => {
+                        removed += 1;
+                        self.inner.metrics.orphans_removed.inc();
+                        tracing::info!(object = %key, "Removed an object no batch names.");
+                    }
+                    Err(e) => {
+                        tracing::warn!(object = %key, error = %e, "Could not remove an object no batch names.")
+                    }
+                }
             }
         }
         Ok(removed)

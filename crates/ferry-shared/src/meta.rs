@@ -238,6 +238,13 @@ impl Meta {
             return Ok(false);
         };
         let topic_id: String = row.get(0);
+        // The partitions' rows first, in the sequencer's order: a commit in flight
+        // finishes before its rows are deleted, or starts after and finds no partition.
+        tx.execute(
+            "SELECT 1 FROM ferry_partitions WHERE topic_id = $1 ORDER BY partition FOR UPDATE",
+            &[&topic_id],
+        )
+        .await?;
         for table in ["ferry_batches", "ferry_producers", "ferry_partitions"] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE topic_id = $1"),
@@ -277,6 +284,53 @@ impl Meta {
         Ok(row.get(0))
     }
 
+    /// Registers an object about to be written (see `ferry_objects`).
+    pub async fn register_object(&self, key: &str) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO ferry_objects (object_key) VALUES ($1)",
+                &[&key],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Of `keys` (objects in the store), those that may be removed: pending ones whose
+    /// deadline passed (their rows are taken, so no commit can name them any more), and
+    /// those neither pending nor named by a batch.
+    pub async fn removable(&self, keys: &[String], deadline: Duration) -> Result<Vec<String>> {
+        let client = self.client().await?;
+        let deadline_ms = deadline.as_millis().min(i64::MAX as u128) as i64;
+        let mut out: Vec<String> = client
+            .query(
+                "DELETE FROM ferry_objects
+                 WHERE object_key = ANY($1)
+                   AND created_at <= now() - make_interval(secs => $2::bigint / 1000.0)
+                 RETURNING object_key",
+                &[&keys, &deadline_ms],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let rows = client
+            .query(
+                "SELECT k FROM unnest($1::text[]) AS k
+                 WHERE NOT EXISTS (SELECT 1 FROM ferry_objects o WHERE o.object_key = k)
+                   AND NOT EXISTS (SELECT 1 FROM ferry_batches b WHERE b.object_key = k)",
+                &[&keys],
+            )
+            .await?;
+        for r in rows {
+            let k: String = r.get(0);
+            if !out.contains(&k) {
+                out.push(k);
+            }
+        }
+        Ok(out)
+    }
+
     /// First readable and next offsets of every partition.
     pub async fn all_bounds(&self) -> Result<Vec<PartitionBounds>> {
         let client = self.client().await?;
@@ -302,12 +356,17 @@ impl Meta {
 
     /// Gives the object's batches their offsets in one transaction; the answers are in
     /// the order of `items`.
-    pub async fn commit_object(&self, key: &str, items: &[CommitItem]) -> Result<Vec<Committed>> {
+    pub async fn commit_object(
+        &self,
+        key: &str,
+        deadline: Duration,
+        items: &[CommitItem],
+    ) -> Result<Vec<Committed>> {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
                 "SELECT item, base_offset, outcome FROM ferry_commit_object(
-                     $1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                     $1, $11, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .await?;
         let col = |f: fn(&CommitItem) -> i64| items.iter().map(f).collect::<Vec<i64>>();
@@ -331,6 +390,7 @@ impl Meta {
                     &col(|i| i.producer_id),
                     &epochs,
                     &seqs,
+                    &(deadline.as_millis().min(i64::MAX as u128) as i64),
                 ],
             )
             .await?;
@@ -536,18 +596,6 @@ impl Meta {
                 kafka_port: r.get::<_, i32>(2).clamp(1, 65535) as u16,
             })
             .collect())
-    }
-
-    /// Which of `keys` some batch still names.
-    pub async fn referenced(&self, keys: &[String]) -> Result<HashSet<String>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT DISTINCT object_key FROM ferry_batches WHERE object_key = ANY($1)",
-                &[&keys],
-            )
-            .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     /// Listens for appends until the returned task is aborted: `on_append(topic_id,

@@ -34,9 +34,9 @@ pub async fn put_latency(
     Ok(times)
 }
 
-/// Sequencing transactions committed per second by `connections` concurrent
-/// committers, each giving offsets to one batch of its own partition per transaction
-/// (the work one object of one partition costs Postgres). The probe's rows are removed
+/// Objects sequenced per second by `connections` concurrent committers, each object
+/// one batch of the committer's own partition: its registration and its commit, the
+/// two round trips one object costs Postgres. The probe's rows are removed
 /// afterwards.
 pub async fn sequencer_rate(
     config: &SharedConfig,
@@ -70,7 +70,9 @@ pub async fn sequencer_rate(
                 };
                 let mut n = 0u64;
                 while started.elapsed() < duration {
-                    meta.commit_object("probe", std::slice::from_ref(&item))
+                    let key = format!("probe/{:032x}", rand::random::<u128>());
+                    meta.register_object(&key).await?;
+                    meta.commit_object(&key, Duration::from_secs(60), std::slice::from_ref(&item))
                         .await?;
                     n += 1;
                 }

@@ -26,6 +26,8 @@ pub struct ReadBatches {
 
 /// Most batch rows looked up per read.
 const ROWS_PER_READ: i64 = 512;
+/// Objects one read fetches at the same time.
+const FETCHES_AT_ONCE: usize = 16;
 /// Ranges of one object closer than this are fetched as one.
 const COALESCE_GAP: u64 = 64 * 1024;
 
@@ -177,13 +179,26 @@ async fn fetch_missing(
                     reason: "batches overlap in the object".into(),
                 });
             }
-            let batch = b.slice(start..end);
+            // A copy: a slice would keep the whole fetched range alive (the store
+            // client merges nearby ranges into one GET), and the cache counts only
+            // the batch's own bytes.
+            let batch = Bytes::copy_from_slice(&b[start..end]);
             check(l, &batch)?;
             out.push((i, batch));
         }
         Ok::<_, SharedError>(out)
     });
-    for result in futures_util::future::join_all(fetches).await {
+    // At most FETCHES_AT_ONCE objects fetched at once per read.
+    let mut fetches = fetches.collect::<Vec<_>>().into_iter();
+    let mut results = Vec::new();
+    loop {
+        let group: Vec<_> = fetches.by_ref().take(FETCHES_AT_ONCE).collect();
+        if group.is_empty() {
+            break;
+        }
+        results.extend(futures_util::future::join_all(group).await);
+    }
+    for result in results {
         for (i, batch) in result? {
             cache.insert(&locs[i].object_key, locs[i].position, batch.clone());
             bytes[i] = Some(batch);

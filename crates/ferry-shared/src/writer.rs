@@ -12,9 +12,10 @@
 //!   after Postgres committed (a connection lost during COMMIT), the records are stored
 //!   although the producer was told otherwise; an idempotent producer's retry is then
 //!   answered as a duplicate, as with Kafka.
-//! - The commit would begin later than the commit deadline after the upload began: the
-//!   appends fail, so that the sweep (which waits twice the deadline) can never remove
-//!   an object a commit is about to name.
+//! - The commit comes later than the commit deadline after the object was registered
+//!   (by Postgres's clock): the commit refuses it and the appends fail. The sweep
+//!   removes such an object only after taking its registration, under the same lock,
+//!   so it never removes an object a commit names (see `ferry_objects`).
 
 use crate::cache::Cache;
 use crate::error::{Result, SharedError};
@@ -175,6 +176,8 @@ async fn upload_and_commit(
     items: &[CommitItem],
     started: Instant,
 ) -> Result<Vec<Outcome>> {
+    // Registered first, so that the sweep knows a commit may come for it.
+    shared.meta.register_object(key).await?;
     let put_started = Instant::now();
     shared.objects.put(key, body).await?;
     shared
@@ -189,7 +192,10 @@ async fn upload_and_commit(
         )));
     }
     let commit_started = Instant::now();
-    let committed = shared.meta.commit_object(key, items).await?;
+    let committed = shared
+        .meta
+        .commit_object(key, shared.commit_deadline, items)
+        .await?;
     shared
         .metrics
         .commit_seconds

@@ -15,6 +15,32 @@ use std::time::{Duration, Instant};
 
 const BUCKET: &str = "ferry-test";
 
+/// A fresh database on the test server, so that every test starts from an empty
+/// schema (and the schema's migrations run from the start).
+async fn fresh_database(base: &str) -> String {
+    let (client, conn) = tokio_postgres::connect(base, tokio_postgres::NoTls)
+        .await
+        .expect("connect to FERRY_TEST_POSTGRES_URL");
+    tokio::spawn(conn);
+    let name = format!("ferry_shared_{:016x}", rand::random::<u64>());
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let mut config: tokio_postgres::Config = base.parse().unwrap();
+    config.dbname(&name);
+    let host = match &config.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(h) => h.clone(),
+        other => panic!("{other:?}"),
+    };
+    format!(
+        "host={host} port={} user={} password={} dbname={name}",
+        config.get_ports()[0],
+        config.get_user().unwrap(),
+        String::from_utf8_lossy(config.get_password().unwrap())
+    )
+}
+
 fn postgres_url() -> Option<String> {
     match std::env::var("FERRY_TEST_POSTGRES_URL") {
         Ok(u) => Some(u),
@@ -201,6 +227,7 @@ async fn read_all(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_of_many_partitions_share_objects_and_read_back_in_order() {
     let Some(pg) = postgres_url() else { return };
+    let pg = fresh_database(&pg).await;
     let Some(s3) = S3Server::start() else { return };
     let log = SharedLog::open(config(&pg, &s3)).await.unwrap();
     let t = topic();
@@ -269,6 +296,7 @@ async fn appends_of_many_partitions_share_objects_and_read_back_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_appending_to_one_partition_get_dense_offsets() {
     let Some(pg) = postgres_url() else { return };
+    let pg = fresh_database(&pg).await;
     let Some(s3) = S3Server::start() else { return };
     let a = SharedLog::open(config(&pg, &s3)).await.unwrap();
     let b = SharedLog::open(config(&pg, &s3)).await.unwrap();
@@ -321,6 +349,7 @@ async fn two_nodes_appending_to_one_partition_get_dense_offsets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_producers_are_checked_across_nodes() {
     let Some(pg) = postgres_url() else { return };
+    let pg = fresh_database(&pg).await;
     let Some(s3) = S3Server::start() else { return };
     let a = SharedLog::open(config(&pg, &s3)).await.unwrap();
     let b = SharedLog::open(config(&pg, &s3)).await.unwrap();
@@ -373,6 +402,7 @@ async fn idempotent_producers_are_checked_across_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_batch_refuses_the_call_and_writes_nothing() {
     let Some(pg) = postgres_url() else { return };
+    let pg = fresh_database(&pg).await;
     let Some(s3) = S3Server::start() else { return };
     let log = SharedLog::open(config(&pg, &s3)).await.unwrap();
     let t = topic();
@@ -395,6 +425,7 @@ async fn a_bad_batch_refuses_the_call_and_writes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_waiting_on_one_node_is_woken_by_an_append_on_another() {
     let Some(pg) = postgres_url() else { return };
+    let pg = fresh_database(&pg).await;
     let Some(s3) = S3Server::start() else { return };
     let a = SharedLog::open(config(&pg, &s3)).await.unwrap();
     let b = SharedLog::open(config(&pg, &s3)).await.unwrap();
@@ -426,6 +457,7 @@ async fn a_reader_waiting_on_one_node_is_woken_by_an_append_on_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unavailable_object_store_fails_appends_clearly_and_service_resumes() {
     let Some(pg) = postgres_url() else { return };
+    let pg = fresh_database(&pg).await;
     let Some(mut s3) = S3Server::start() else {
         return;
     };
@@ -465,6 +497,7 @@ async fn an_unavailable_object_store_fails_appends_clearly_and_service_resumes()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_object_is_an_error_not_data() {
     let Some(pg) = postgres_url() else { return };
+    let pg = fresh_database(&pg).await;
     let Some(s3) = S3Server::start() else { return };
     let writer = SharedLog::open(config(&pg, &s3)).await.unwrap();
     let t = topic();
@@ -502,6 +535,7 @@ async fn a_corrupt_object_is_an_error_not_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_no_batch_names_are_swept_and_named_ones_kept() {
     let Some(pg) = postgres_url() else { return };
+    let pg = fresh_database(&pg).await;
     let Some(s3) = S3Server::start() else { return };
     let log = SharedLog::open(config(&pg, &s3)).await.unwrap();
     let t = topic();
@@ -534,4 +568,66 @@ async fn objects_no_batch_names_are_swept_and_named_ones_kept() {
     assert_eq!(values, ["kept"]);
     let seen: HashSet<_> = s3.objects().into_iter().collect();
     assert_eq!(seen.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_past_its_deadline_is_refused_and_the_sweep_never_races_a_commit() {
+    let Some(pg) = postgres_url() else { return };
+    let pg = fresh_database(&pg).await;
+    let Some(s3) = S3Server::start() else { return };
+    let log = SharedLog::open(config(&pg, &s3)).await.unwrap();
+    let t = topic();
+    log.create_partitions(&t, 1).await.unwrap();
+    let (client, conn) = tokio_postgres::connect(&pg, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    // A registration an hour old: its commit is refused, and nothing is appended.
+    client
+        .batch_execute(
+            "INSERT INTO ferry_objects (object_key, created_at)
+             VALUES ('late', now() - interval '1 hour'), ('pending', now())",
+        )
+        .await
+        .unwrap();
+    let commit = "SELECT * FROM ferry_commit_object($1, 60000, ARRAY[$2], ARRAY[0], ARRAY[0::bigint],
+                  ARRAY[100], ARRAY[1], ARRAY[0::bigint], ARRAY[-1::bigint], ARRAY[-1::smallint], ARRAY[-1])";
+    let err = client.query(commit, &[&"late", &t]).await.unwrap_err();
+    assert!(
+        err.as_db_error()
+            .is_some_and(|e| e.message().contains("deadline")),
+        "{err:?}"
+    );
+    // Never registered: refused too.
+    assert!(client.query(commit, &[&"unknown", &t]).await.is_err());
+    assert_eq!(log.bounds(&t, 0).await.unwrap(), (0, 0));
+    // Objects in the store under those names: the late one is swept (its row taken,
+    // so no commit can name it any more); the pending one is kept.
+    let data = s3.root.path().join(BUCKET).join("node-tests/data");
+    std::fs::create_dir_all(&data).unwrap();
+    for name in ["late", "pending"] {
+        std::fs::write(data.join(format!("{name}.batches")), b"x").unwrap();
+    }
+    client
+        .batch_execute(
+            "UPDATE ferry_objects SET object_key = 'node-tests/data/' || object_key || '.batches'",
+        )
+        .await
+        .unwrap();
+    assert_eq!(log.sweep_orphans(Duration::ZERO).await.unwrap(), 1);
+    let left: Vec<String> = s3
+        .objects()
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["pending.batches"]);
+    let rows = client
+        .query("SELECT object_key FROM ferry_objects", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.len(),
+        1,
+        "the late registration was taken by the sweep"
+    );
 }
