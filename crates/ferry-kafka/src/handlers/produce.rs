@@ -36,6 +36,9 @@ struct Target {
 /// What appending each topic's partitions did, in request order.
 type Appends = Vec<(Target, Vec<PartitionAppend>)>;
 
+/// One partition's append, not yet awaited.
+type PendingAppend = std::pin::Pin<Box<dyn std::future::Future<Output = PartitionAppend> + Send>>;
+
 /// Failed durability waits, by topic and partition: their Kafka error codes.
 type SyncErrors = HashMap<(String, i32), i16>;
 
@@ -95,9 +98,9 @@ async fn append_all(
         };
         let allowed = session.may(&ctx.auth, Operation::Write, ResourceType::Topic, &name);
         let invalid_name = ferry_broker::config::validate_topic_name(&name).is_err();
-        let mut parts = Vec::new();
+        let mut pending: Vec<PendingAppend> = Vec::new();
         for p in topic.partition_data {
-            let result = if bad_acks {
+            let refused = if bad_acks {
                 Err(ResponseError::InvalidRequiredAcks.code())
             } else if unknown_id {
                 Err(ResponseError::UnknownTopicId.code())
@@ -111,18 +114,40 @@ async fn append_all(
             } else if p.index < 0 {
                 Err(ResponseError::UnknownTopicOrPartition.code())
             } else {
-                ctx.broker
-                    .append_client_batches_traced(
-                        &name,
-                        p.index as u32,
-                        p.records.unwrap_or_default(),
-                        trace,
-                    )
-                    .await
-                    .map_err(|e| errors::code(&e))
+                Ok(())
             };
-            parts.push((p.index, result));
+            let index = p.index;
+            pending.push(match refused {
+                Err(code) => Box::pin(async move { (index, Err(code)) }),
+                Ok(()) => {
+                    let (broker, name) = (ctx.broker.clone(), name.clone());
+                    Box::pin(async move {
+                        let r = broker
+                            .append_client_batches_traced(
+                                &name,
+                                index as u32,
+                                p.records.unwrap_or_default(),
+                                trace,
+                            )
+                            .await
+                            .map_err(|e| errors::code(&e));
+                        (index, r)
+                    })
+                }
+            });
         }
+        // In shared mode an append waits for its object and its commit: the request's
+        // partitions go together (their batches then share objects). Locally they go in
+        // turn, each append quick.
+        let parts = if ctx.broker.is_shared() {
+            futures_util::future::join_all(pending).await
+        } else {
+            let mut parts = Vec::with_capacity(pending.len());
+            for p in pending {
+                parts.push(p.await);
+            }
+            parts
+        };
         let target = Target {
             name: TopicName(name.into()),
             id: topic.topic_id,
