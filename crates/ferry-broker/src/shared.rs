@@ -32,6 +32,9 @@ use std::str::FromStr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+/// Idempotent producers without a batch for this long are forgotten.
+const PRODUCER_IDLE: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// How often a node reads every topic and partition bound from Postgres again.
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
 
@@ -772,6 +775,11 @@ impl Broker {
     /// several at once is harmless (each move is one locked update).
     pub(crate) async fn shared_retention(&self) {
         let Some(sh) = &self.shared else { return };
+        // Producers are remembered as long as the local mode remembers transactional
+        // ids: a week without a batch.
+        if let Err(e) = sh.log.expire_producers(PRODUCER_IDLE).await {
+            tracing::warn!(error = %e, "Could not forget idle producers; tried again at the next check.");
+        }
         let topics: Vec<TopicConfig> = self.list_topics().into_iter().map(|t| t.config).collect();
         let now = now_ms() as i64;
         for config in topics {

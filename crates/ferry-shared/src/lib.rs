@@ -173,7 +173,13 @@ impl SharedLog {
     pub async fn open(config: SharedConfig) -> Result<SharedLog> {
         config.validate()?;
         let url = ObjectStoreUrl::parse(&config.object_store_url)?;
-        let meta = meta::Meta::connect(&config.metadata_url, config.metadata_connections).await?;
+        // Each upload in flight registers and commits on a connection of its own.
+        let meta = meta::Meta::connect(
+            &config.metadata_url,
+            config.metadata_connections,
+            config.uploads_in_flight,
+        )
+        .await?;
         let objects = objects::Objects::s3(&url, &config.object_store_options)?;
         let cache = Arc::new(cache::Cache::new(config.cache_bytes));
         let metrics = Arc::new(Metrics::default());
@@ -284,6 +290,13 @@ impl SharedLog {
 
     pub async fn list_topics(&self) -> Result<Vec<StoredTopic>> {
         self.inner.meta.list_topics().await
+    }
+
+    /// Forgets idempotent producers not heard from for `idle` (a producer that comes
+    /// back later starts again from whatever sequence number it sends, as after a
+    /// restart in the local mode).
+    pub async fn expire_producers(&self, idle: Duration) -> Result<u64> {
+        self.inner.meta.expire_producers(idle).await
     }
 
     /// Registers this node (as Kafka clients reach it); returns its id.

@@ -85,7 +85,11 @@ pub(crate) struct BatchLocation {
 
 #[derive(Clone)]
 pub(crate) struct Meta {
+    /// Reads, admin and the sweep.
     pool: Pool,
+    /// Registrations and commits of objects only, so that readers never hold up an
+    /// acknowledgement (nor push a commit past its deadline).
+    commits: Pool,
     config: tokio_postgres::Config,
 }
 
@@ -100,7 +104,7 @@ fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
 impl Meta {
     /// Connects (lazily: the pool opens connections when first used) and applies the
     /// schema's missing migrations.
-    pub async fn connect(url: &str, connections: usize) -> Result<Meta> {
+    pub async fn connect(url: &str, connections: usize, commit_connections: usize) -> Result<Meta> {
         let mut config = parse_url(url)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
@@ -108,28 +112,42 @@ impl Meta {
         // A statement that runs this long is stuck: fail it so that its caller answers.
         config.options("-c statement_timeout=30000");
         config.application_name("ferry");
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(connections)
-            .wait_timeout(Some(Duration::from_secs(10)))
-            .create_timeout(Some(Duration::from_secs(10)))
-            .recycle_timeout(Some(Duration::from_secs(5)))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()
-            .map_err(|e| SharedError::Config(format!("metadata connections: {e}")))?;
-        let meta = Meta { pool, config };
+        let pool_of = |size: usize| {
+            let manager = Manager::from_config(
+                config.clone(),
+                NoTls,
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            );
+            Pool::builder(manager)
+                .max_size(size.max(1))
+                .wait_timeout(Some(Duration::from_secs(10)))
+                .create_timeout(Some(Duration::from_secs(10)))
+                .recycle_timeout(Some(Duration::from_secs(5)))
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .build()
+                .map_err(|e| SharedError::Config(format!("metadata connections: {e}")))
+        };
+        let meta = Meta {
+            pool: pool_of(connections)?,
+            commits: pool_of(commit_connections)?,
+            config: config.clone(),
+        };
         meta.migrate().await?;
         Ok(meta)
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
-        self.pool.get().await.map_err(|e| match e {
+        Self::get(&self.pool).await
+    }
+
+    async fn commit_client(&self) -> Result<deadpool_postgres::Object> {
+        Self::get(&self.commits).await
+    }
+
+    async fn get(pool: &Pool) -> Result<deadpool_postgres::Object> {
+        pool.get().await.map_err(|e| match e {
             deadpool_postgres::PoolError::Backend(e) => e.into(),
             deadpool_postgres::PoolError::Timeout(_) => {
                 SharedError::Metadata("no connection to the metadata database within 10 s".into())
@@ -284,9 +302,22 @@ impl Meta {
         Ok(row.get(0))
     }
 
+    /// Forgets idempotent producers not heard from for `idle`; returns how many.
+    pub async fn expire_producers(&self, idle: Duration) -> Result<u64> {
+        let client = self.client().await?;
+        let idle_ms = idle.as_millis().min(i64::MAX as u128) as i64;
+        Ok(client
+            .execute(
+                "DELETE FROM ferry_producers
+                 WHERE updated_at < now() - make_interval(secs => $1::bigint / 1000.0)",
+                &[&idle_ms],
+            )
+            .await?)
+    }
+
     /// Registers an object about to be written (see `ferry_objects`).
     pub async fn register_object(&self, key: &str) -> Result<()> {
-        let client = self.client().await?;
+        let client = self.commit_client().await?;
         client
             .execute(
                 "INSERT INTO ferry_objects (object_key) VALUES ($1)",
@@ -362,7 +393,7 @@ impl Meta {
         deadline: Duration,
         items: &[CommitItem],
     ) -> Result<Vec<Committed>> {
-        let client = self.client().await?;
+        let client = self.commit_client().await?;
         let stmt = client
             .prepare_cached(
                 "SELECT item, base_offset, outcome FROM ferry_commit_object(

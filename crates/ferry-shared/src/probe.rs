@@ -43,7 +43,7 @@ pub async fn sequencer_rate(
     connections: usize,
     duration: Duration,
 ) -> Result<f64> {
-    let meta = Meta::connect(&config.metadata_url, connections).await?;
+    let meta = Meta::connect(&config.metadata_url, connections, connections).await?;
     let name = format!("probe-{:016x}", rand::random::<u64>());
     let topic = StoredTopic {
         name: name.clone(),
