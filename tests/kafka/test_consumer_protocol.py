@@ -38,9 +38,19 @@ def poll_until(consumers, seconds, done):
 def test_two_members_share_a_topic_and_one_takes_all_when_the_other_leaves(ferry):
     admin = AdminClient({"bootstrap.servers": ferry.kafka})
     admin.create_topics([NewTopic("shared", num_partitions=6, replication_factor=1)])["shared"].result(10)
-    produce(ferry, 60)
 
+    # Both members first hold their share: a member that joined alone holds every
+    # partition until the other joins, and may read from all of them meanwhile.
     a, b = consumer(ferry, "g848"), consumer(ferry, "g848")
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        for c in (a, b):
+            c.poll(0.1)
+        held = [{tp.partition for tp in c.assignment()} for c in (a, b)]
+        if held[0] and held[1] and not (held[0] & held[1]) and held[0] | held[1] == set(range(6)):
+            break
+    assert held[0] and held[1] and not (held[0] & held[1]), held
+    produce(ferry, 60)
     seen = poll_until([a, b], 40, lambda s: len(s[0]) + len(s[1]) >= 60 and s[0] and s[1])
     assert len(seen[0]) + len(seen[1]) == 60, (len(seen[0]), len(seen[1]))
     pa = {p for p, _, _ in seen[0]}
