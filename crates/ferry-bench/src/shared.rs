@@ -281,7 +281,7 @@ pub fn report(r: &SharedRun) -> String {
         r.put_p99_ms
     ));
     out.push_str(&format!(
-        "Postgres sequencing transactions ({} connections, one batch each): {:.0}/s\n\n",
+        "Objects sequenced in Postgres, registration and commit ({} connections, one batch each): {:.0}/s\n\n",
         r.sequencer_connections, r.sequencer_tps
     ));
     out.push_str("| HTTP producers (100 × 1 KiB per request) | mode | records/s | against local | ack p50 ms | ack p99 ms | read records/s |\n|---|---|---:|---:|---:|---:|---:|\n");
