@@ -110,38 +110,12 @@ impl Partition {
             if read.batches.is_empty() {
                 break;
             }
-            for one in batch::Batches::new(read.batches) {
-                let wanted = got.wanted();
-                if wanted == 0 {
-                    break 'outer;
-                }
-                let decoded = one.and_then(|one| {
-                    batch::decode_records_from(&one, limits, got.next as i64, wanted)
-                });
-                let (header, batch_records) = match decoded {
-                    Ok(d) => d,
-                    Err(e) => {
-                        if got.records.is_empty() {
-                            return Err(BrokerError::Corrupt {
-                                offset: Some(got.next),
-                                reason: e.to_string(),
-                            });
-                        }
-                        tracing::warn!(partition = self.id, offset = got.next, error = %e, "Corrupt batch; serving what precedes it.");
-                        break 'outer;
-                    }
-                };
-                let aborted = header.is_transactional()
-                    && self
-                        .log
-                        .is_aborted(header.producer_id, header.base_offset as u64);
-                if aborted {
-                    got.next = got.next.max(header.last_offset() as u64 + 1);
-                    continue;
-                }
-                if !got.take(&header, batch_records, wanted) {
-                    break 'outer;
-                }
+            let log = &self.log;
+            let aborted = |h: &BatchHeader| {
+                h.is_transactional() && log.is_aborted(h.producer_id, h.base_offset as u64)
+            };
+            if !got.take_batches(self.id, read.batches, limits, aborted)? {
+                break 'outer;
             }
         }
         Ok(ReadRecords {
@@ -165,6 +139,48 @@ pub(crate) struct Gathered {
 }
 
 impl Gathered {
+    /// Takes the records of whole batches read from `partition`, skipping those
+    /// `aborted` says belong to an aborted transaction. False when the read is full or
+    /// ended early: a corrupt batch after some records ends it (logged); one before
+    /// any is the error.
+    pub(crate) fn take_batches(
+        &mut self,
+        partition: u32,
+        batches: bytes::Bytes,
+        limits: &DecodeLimits,
+        aborted: impl Fn(&BatchHeader) -> bool,
+    ) -> Result<bool> {
+        for one in batch::Batches::new(batches) {
+            let wanted = self.wanted();
+            if wanted == 0 {
+                return Ok(false);
+            }
+            let decoded = one
+                .and_then(|one| batch::decode_records_from(&one, limits, self.next as i64, wanted));
+            let (header, batch_records) = match decoded {
+                Ok(d) => d,
+                Err(e) if self.records.is_empty() => {
+                    return Err(BrokerError::Corrupt {
+                        offset: Some(self.next),
+                        reason: e.to_string(),
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(partition, offset = self.next, error = %e, "Corrupt batch; serving what precedes it.");
+                    return Ok(false);
+                }
+            };
+            if aborted(&header) {
+                self.next = self.next.max(header.last_offset() as u64 + 1);
+                continue;
+            }
+            if !self.take(&header, batch_records, wanted) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     pub(crate) fn wanted(&self) -> usize {
         self.max_records.saturating_sub(self.records.len())
     }

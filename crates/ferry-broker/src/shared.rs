@@ -92,6 +92,15 @@ impl SharedTopics {
     }
 }
 
+/// A partition as [`Broker::shared_fresh`] reads it.
+struct Fresh<'a> {
+    sh: &'a SharedTopics,
+    config: TopicConfig,
+    topic_id: String,
+    earliest: u64,
+    latest: u64,
+}
+
 /// The broker's error for a shared log's: unavailable storage is retriable.
 fn from_shared(partition: u32, e: SharedError) -> BrokerError {
     match e {
@@ -361,6 +370,33 @@ impl Broker {
         Ok(sh.cached(config.topic_id, partition))
     }
 
+    /// A partition's settings, id and bounds read from Postgres (and this node's cache
+    /// of its bounds raised to them).
+    async fn shared_fresh<'a>(
+        &self,
+        sh: &'a SharedTopics,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Fresh<'a>> {
+        let config = self.shared_partition(topic, partition)?;
+        let topic_id = config.topic_id.to_string();
+        let (earliest, latest) = sh
+            .log
+            .bounds(&topic_id, partition)
+            .await
+            .map_err(|e| from_shared(partition, e))?;
+        if sh.set(config.topic_id, partition, earliest, latest) {
+            self.any_readable().notify_waiters();
+        }
+        Ok(Fresh {
+            sh,
+            config,
+            topic_id,
+            earliest,
+            latest,
+        })
+    }
+
     /// [`Broker::stable_bounds`], read from the partition's own store: in shared mode a
     /// node's cache may trail appends other nodes made a moment ago, and a reader that
     /// learned an offset elsewhere must not be told it is out of range.
@@ -368,15 +404,9 @@ impl Broker {
         let Some(sh) = &self.shared else {
             return self.stable_bounds(topic, partition);
         };
-        let config = self.shared_partition(topic, partition)?;
-        let (earliest, latest) = sh
-            .log
-            .bounds(&config.topic_id.to_string(), partition)
-            .await
-            .map_err(|e| from_shared(partition, e))?;
-        if sh.set(config.topic_id, partition, earliest, latest) {
-            self.any_readable().notify_waiters();
-        }
+        let Fresh {
+            earliest, latest, ..
+        } = self.shared_fresh(sh, topic, partition).await?;
         Ok(StableBounds {
             earliest,
             latest,
@@ -648,30 +678,9 @@ impl Broker {
             if read.batches.is_empty() {
                 break;
             }
-            for one in batch::Batches::new(read.batches) {
-                let wanted = got.wanted();
-                if wanted == 0 {
-                    break 'outer;
-                }
-                let decoded = one.and_then(|one| {
-                    batch::decode_records_from(&one, &self.limits, got.next as i64, wanted)
-                });
-                let (header, records) = match decoded {
-                    Ok(d) => d,
-                    Err(e) if got.records.is_empty() => {
-                        return Err(BrokerError::Corrupt {
-                            offset: Some(got.next),
-                            reason: e.to_string(),
-                        })
-                    }
-                    Err(e) => {
-                        tracing::warn!(partition, offset = got.next, error = %e, "Corrupt batch; serving what precedes it.");
-                        break 'outer;
-                    }
-                };
-                if !got.take(&header, records, wanted) {
-                    break 'outer;
-                }
+            // No transactions in shared mode: nothing is aborted.
+            if !got.take_batches(partition, read.batches, &self.limits, |_| false)? {
+                break 'outer;
             }
         }
         Ok(ReadRecords {
@@ -693,13 +702,13 @@ impl Broker {
         let Some(sh) = &self.shared else {
             return Err(BrokerError::Meta("not in shared mode".into()));
         };
-        let config = self.shared_partition(topic, partition)?;
-        let topic_id = config.topic_id.to_string();
-        let (earliest, latest) = sh
-            .log
-            .bounds(&topic_id, partition)
-            .await
-            .map_err(|e| from_shared(partition, e))?;
+        let Fresh {
+            sh,
+            topic_id,
+            earliest,
+            latest,
+            ..
+        } = self.shared_fresh(sh, topic, partition).await?;
         let mut from = earliest;
         loop {
             let Some(base) = sh
@@ -745,13 +754,13 @@ impl Broker {
         let Some(sh) = &self.shared else {
             return Err(BrokerError::Meta("not in shared mode".into()));
         };
-        let config = self.shared_partition(topic, partition)?;
-        let topic_id = config.topic_id.to_string();
-        let (earliest, latest) = sh
-            .log
-            .bounds(&topic_id, partition)
-            .await
-            .map_err(|e| from_shared(partition, e))?;
+        let Fresh {
+            sh,
+            config,
+            topic_id,
+            earliest,
+            latest,
+        } = self.shared_fresh(sh, topic, partition).await?;
         let target = offset.unwrap_or(latest);
         if target > latest {
             return Err(BrokerError::OffsetOutOfRange {
