@@ -335,7 +335,7 @@ def test_metadata_lists_the_live_nodes_and_replicated_topics_are_accepted(cluste
     parts = md.topics["replicated"].partitions
     assert len({p.leader for p in parts.values()}) > 1, "partitions spread over the nodes"
     assert all(len(p.replicas) == 3 and p.leader == p.replicas[0] for p in parts.values())
-    # A node that is gone leaves the list once its beats stop (10 s).
+    # A node that is gone leaves the list once its beats stop (6 s).
     cluster.kill9(1)
     deadline = time.time() + 20
     while time.time() < deadline:
@@ -349,3 +349,81 @@ def test_metadata_lists_the_live_nodes_and_replicated_topics_are_accepted(cluste
     for i in range(60):
         p.produce("replicated", key=str(i), value=b"x")
     assert p.flush(30) == 0
+
+
+def coordinator_of(nodes, group):
+    """The index in `nodes` of the node coordinating `group`, as Kafka's admin API tells."""
+    admin = AdminClient({"bootstrap.servers": ",".join(n.kafka for n in nodes if n.proc.poll() is None)})
+    d = admin.describe_consumer_groups([group])[group].result(15)
+    ports = [int(n.kafka.rsplit(":", 1)[1]) for n in nodes]
+    return ports.index(d.coordinator.port)
+
+
+def test_a_consumer_group_continues_on_another_node_after_its_coordinator_is_killed(cluster):
+    nodes = [cluster.add(), cluster.add(), cluster.add()]
+    call(nodes[0].http, "POST", "/v1/topics", {"name": "work", "partitions": 4})
+    for n in nodes[1:]:
+        wait_for_topic(n, "work")
+    total = 3000
+    for start in range(0, total, 500):
+        status, got = call(nodes[start // 500 % 3].http, "POST", "/v1/topics/work/records",
+                           {"records": [{"key": f"k{i}", "value": f"v{i}"} for i in range(start, start + 500)]})
+        assert status == 200, got
+
+    def consumer():
+        return Consumer({"bootstrap.servers": ",".join(n.kafka for n in nodes),
+                         "group.id": "workers", "enable.auto.commit": False,
+                         "auto.offset.reset": "earliest", "session.timeout.ms": 6000,
+                         "heartbeat.interval.ms": 500})
+
+    seen = set()
+    c = consumer()
+    c.subscribe(["work"])
+    while len(seen) < 1000:
+        m = c.poll(1)
+        if m is not None and m.error() is None:
+            seen.add(m.value().decode())
+    c.commit(asynchronous=False)
+    committed_before = {p.partition: p.offset for p in c.committed(
+        [TopicPartition("work", p) for p in range(4)], timeout=10)}
+    assert sum(max(o, 0) for o in committed_before.values()) >= 1000
+
+    victim = coordinator_of(nodes, "workers")
+    cluster.kill9(victim)
+    killed = time.time()
+    # The group goes on: a commit succeeds again through the node that took the group
+    # over, within 10 s, and no committed offset went back.
+    recovered = None
+    while recovered is None:
+        assert time.time() - killed < 30, "the group did not come back"
+        m = c.poll(0.2)
+        if m is not None and m.error() is None:
+            seen.add(m.value().decode())
+        try:
+            c.commit(asynchronous=False)
+            recovered = time.time() - killed
+        except KafkaException:
+            pass
+    print(f"the group came back {recovered:.1f} s after its coordinator was killed")
+    assert recovered < 10, f"the group took {recovered:.1f} s to come back"
+    survivors = [n for i, n in enumerate(nodes) if i != victim]
+    assert coordinator_of(survivors, "workers") in range(2)
+    after = {p.partition: p.offset for p in c.committed(
+        [TopicPartition("work", p) for p in range(4)], timeout=10)}
+    for p, o in committed_before.items():
+        assert after[p] >= o, f"partition {p}: committed {o}, then {after[p]}"
+
+    # It reads to the end, and a new member of the group starts where it committed.
+    deadline = time.time() + 60
+    while len(seen) < total and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is not None and m.error() is None:
+            seen.add(m.value().decode())
+    # (Values went in as JSON strings over HTTP, so they come out with their quotes.)
+    assert seen == {f'"v{i}"' for i in range(total)}
+    c.commit(asynchronous=False)
+    c.close()
+    c2 = consumer()
+    got = c2.committed([TopicPartition("work", p) for p in range(4)], timeout=10)
+    assert sum(p.offset for p in got) == total, got
+    c2.close()

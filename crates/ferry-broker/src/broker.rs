@@ -222,9 +222,13 @@ impl Broker {
             }
         }
         let meta = FileMetaStore::open(&dir.join("meta"))?;
-        let groups = crate::groups::Coordinator::new(Arc::new(
-            crate::groups::FileOffsetStore::open(&dir.join("meta"))?,
-        ))?;
+        let offsets: Arc<dyn crate::groups::OffsetStore> = match &shared {
+            Some(sh) => Arc::new(crate::shared_groups::SharedOffsetStore {
+                shared: Arc::clone(sh),
+            }),
+            None => Arc::new(crate::groups::FileOffsetStore::open(&dir.join("meta"))?),
+        };
+        let groups = crate::groups::Coordinator::new(offsets)?;
         let txns = Arc::new(crate::txn::TxnCoordinator::open(&dir.join("meta"))?);
         let any_readable = Arc::new(tokio::sync::Notify::new());
         let log_metrics = ferry_log::LogMetrics::default();

@@ -13,6 +13,7 @@ pub mod partition;
 pub mod partitioner;
 pub mod produce;
 pub mod shared;
+pub mod shared_groups;
 pub mod subs;
 pub mod time;
 pub mod topic;

@@ -35,6 +35,9 @@ use std::time::{Duration, Instant};
 /// Idempotent producers without a batch for this long are forgotten.
 const PRODUCER_IDLE: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// How often a node beats in Postgres (see [`ferry_shared::NODE_TIMEOUT_SECS`]).
+const BEAT_EVERY: Duration = Duration::from_secs(1);
+
 /// How often a node reads every topic and partition bound from Postgres again.
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
 
@@ -50,6 +53,8 @@ pub struct SharedTopics {
     /// Topics this node created or deleted: a refresh that read Postgres before one of
     /// them does not replace the topics with what it read.
     changes: std::sync::atomic::AtomicU64,
+    /// The leases this node holds (see [`crate::shared_groups`]).
+    pub(crate) leases: crate::shared_groups::Leases,
 }
 
 impl SharedTopics {
@@ -60,7 +65,13 @@ impl SharedTopics {
             node_id: std::sync::atomic::AtomicI32::new(0),
             nodes: RwLock::new(Vec::new()),
             changes: std::sync::atomic::AtomicU64::new(0),
+            leases: Default::default(),
         }
+    }
+
+    /// This node's id once it joined, 0 before.
+    pub(crate) fn node_id(&self) -> i32 {
+        self.node_id.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn cached(&self, id: TopicId, partition: u32) -> (u64, u64) {
@@ -179,9 +190,21 @@ impl Broker {
                     if let Err(e) = b.refresh_shared().await {
                         tracing::warn!(error = %e, "Could not refresh topics from the metadata database.");
                     }
-                    if let Err(e) = b.beat().await {
-                        tracing::warn!(error = %e, "Could not beat in the metadata database.");
-                    }
+                }
+            }
+        });
+        // Beats on their own task, so that a slow refresh never ages this node's
+        // leases.
+        let for_beats = Arc::downgrade(&broker);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(BEAT_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(b) = for_beats.upgrade() else { return };
+                if let Err(e) = b.beat().await {
+                    tracing::warn!(error = %e, "Could not beat in the metadata database.");
+                    b.settle_leases(None).await;
                 }
             }
         });
@@ -213,8 +236,16 @@ impl Broker {
         if id == 0 {
             return Ok(());
         }
+        let sent = Instant::now();
         let nodes = sh.log.heartbeat(id).await.map_err(|e| from_shared(0, e))?;
         *write(&sh.nodes) = nodes;
+        let held = sh
+            .log
+            .held_leases(id)
+            .await
+            .map_err(|e| from_shared(0, e))?;
+        sh.leases.beat_sent(sent);
+        self.settle_leases(Some(&held)).await;
         Ok(())
     }
 

@@ -18,6 +18,7 @@
 mod cache;
 pub mod config;
 pub mod error;
+mod leases;
 mod meta;
 mod objects;
 pub mod probe;
@@ -26,7 +27,8 @@ mod writer;
 
 pub use config::{ObjectStoreUrl, SharedConfig};
 pub use error::{Result, SharedError};
-pub use meta::{Node, PartitionBounds, StoredTopic};
+pub use leases::{HeldLeases, LeaseHolder, StoredOffset, GROUP_LEASE};
+pub use meta::{Node, PartitionBounds, StoredTopic, NODE_TIMEOUT_SECS};
 pub use reader::ReadBatches;
 
 use bytes::Bytes;
@@ -307,6 +309,62 @@ impl SharedLog {
     /// Beats for this node and answers the live nodes, by id.
     pub async fn heartbeat(&self, node_id: i32) -> Result<Vec<Node>> {
         self.inner.meta.heartbeat(node_id).await
+    }
+
+    /// Takes this node out of the live nodes (it is stopping), freeing its leases.
+    pub async fn leave(&self, node_id: i32) -> Result<()> {
+        self.inner.meta.leave(node_id).await
+    }
+
+    /// Takes the lease (`kind`, `name`) for `node_id` if it is free or its holder is
+    /// dead; answers who holds it afterwards.
+    pub async fn take_lease(&self, kind: &str, name: &str, node_id: i32) -> Result<LeaseHolder> {
+        self.inner.meta.take_lease(kind, name, node_id).await
+    }
+
+    /// The live node holding the lease (`kind`, `name`), if any.
+    pub async fn lease_holder(&self, kind: &str, name: &str) -> Result<Option<i32>> {
+        self.inner.meta.lease_holder(kind, name).await
+    }
+
+    /// Every lease `node_id` holds, with its epoch.
+    pub async fn held_leases(&self, node_id: i32) -> Result<HeldLeases> {
+        self.inner.meta.held_leases(node_id).await
+    }
+
+    /// A consumer group's committed offsets.
+    pub async fn group_offsets(&self, group: &str) -> Result<Vec<StoredOffset>> {
+        self.inner.meta.group_offsets(group).await
+    }
+
+    /// Records a group's offsets under this node's lease epoch `epoch`; false, with
+    /// nothing written, once another node took the group's lease.
+    pub async fn commit_offsets(
+        &self,
+        group: &str,
+        node_id: i32,
+        epoch: i64,
+        offsets: &[StoredOffset],
+    ) -> Result<bool> {
+        self.inner
+            .meta
+            .commit_offsets(group, node_id, epoch, offsets)
+            .await
+    }
+
+    /// Drops a group's offsets of `partitions` (all when `None`) under this node's
+    /// lease epoch; false, with nothing dropped, once another node took the lease.
+    pub async fn delete_offsets(
+        &self,
+        group: &str,
+        node_id: i32,
+        epoch: i64,
+        partitions: Option<&[(String, u32)]>,
+    ) -> Result<bool> {
+        self.inner
+            .meta
+            .delete_offsets(group, node_id, epoch, partitions)
+            .await
     }
 
     /// A producer id for an idempotent producer, unique across every node.

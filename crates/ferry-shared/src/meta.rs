@@ -15,10 +15,12 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("../migrations/0002_topics.sql")),
     (3, include_str!("../migrations/0003_trim.sql")),
     (4, include_str!("../migrations/0004_nodes.sql")),
+    (5, include_str!("../migrations/0005_leases_groups.sql")),
 ];
 
-/// A node whose last beat is older than this is taken for dead.
-pub const NODE_TIMEOUT_SECS: i32 = 10;
+/// A node whose last beat is older than this is taken for dead, and its leases are
+/// free for others to take. Nodes beat every second.
+pub const NODE_TIMEOUT_SECS: i32 = 6;
 
 /// The advisory lock that serializes migrations among nodes starting together.
 const MIGRATION_LOCK: i64 = 0x0046_4552_5259_0001;
@@ -138,7 +140,7 @@ impl Meta {
         Ok(meta)
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object> {
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object> {
         Self::get(&self.pool).await
     }
 
@@ -270,6 +272,10 @@ impl Meta {
             )
             .await?;
         }
+        // Groups' offsets name topics by name: a topic made again under it starts
+        // with none.
+        tx.execute("DELETE FROM ferry_group_offsets WHERE topic = $1", &[&name])
+            .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -601,6 +607,16 @@ impl Meta {
             )
             .await?;
         Ok(row.get(0))
+    }
+
+    /// Takes `node_id` out of the live nodes at once (a node stopping): its leases are
+    /// free for others without waiting for its beat to age.
+    pub async fn leave(&self, node_id: i32) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute("DELETE FROM ferry_nodes WHERE node_id = $1", &[&node_id])
+            .await?;
+        Ok(())
     }
 
     /// Beats for `node_id` and answers the live nodes, by id.

@@ -631,3 +631,119 @@ async fn a_commit_past_its_deadline_is_refused_and_the_sweep_never_races_a_commi
         "the late registration was taken by the sweep"
     );
 }
+
+fn offset(topic: &str, partition: u32, offset: i64) -> ferry_shared::StoredOffset {
+    ferry_shared::StoredOffset {
+        topic: topic.into(),
+        partition,
+        offset,
+        metadata: Some(format!("m{offset}")),
+        leader_epoch: None,
+    }
+}
+
+/// Ages a node's beat past the liveness window, as if it had died.
+async fn age_beat(pg: &str, node: i32) {
+    let (client, conn) = tokio_postgres::connect(pg, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .execute(
+            "UPDATE ferry_nodes SET heartbeat_at = now() - interval '1 minute' WHERE node_id = $1",
+            &[&node],
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_moves_only_from_a_dead_node_and_fences_its_writes() {
+    use ferry_shared::{LeaseHolder, GROUP_LEASE};
+    let Some(pg) = postgres_url() else { return };
+    let pg = fresh_database(&pg).await;
+    let Some(s3) = S3Server::start() else { return };
+    let log = SharedLog::open(config(&pg, &s3)).await.unwrap();
+    let a = log.join("a", 9092).await.unwrap();
+    let b = log.join("b", 9093).await.unwrap();
+    log.heartbeat(a).await.unwrap();
+    log.heartbeat(b).await.unwrap();
+
+    // The first taker holds it; a live holder keeps it.
+    let LeaseHolder::Taken { epoch: first } = log.take_lease(GROUP_LEASE, "g", a).await.unwrap()
+    else {
+        panic!("a free lease is taken")
+    };
+    assert_eq!(
+        log.take_lease(GROUP_LEASE, "g", b).await.unwrap(),
+        LeaseHolder::Other { node_id: a }
+    );
+    assert_eq!(
+        log.take_lease(GROUP_LEASE, "g", a).await.unwrap(),
+        LeaseHolder::Taken { epoch: first },
+        "taking a lease one holds keeps its epoch"
+    );
+    assert_eq!(log.lease_holder(GROUP_LEASE, "g").await.unwrap(), Some(a));
+    assert!(log
+        .commit_offsets(
+            "g",
+            a,
+            first,
+            &[offset("t", 0, 5), offset("t", 1, 7), offset("t", 0, 6)]
+        )
+        .await
+        .unwrap());
+    let stored = log.group_offsets("g").await.unwrap();
+    assert_eq!(
+        stored,
+        vec![offset("t", 0, 6), offset("t", 1, 7)],
+        "the last of a partition named twice"
+    );
+
+    // The holder dies: the lease moves, with a new epoch, and the old holder's writes
+    // are refused from then on.
+    age_beat(&pg, a).await;
+    assert_eq!(log.lease_holder(GROUP_LEASE, "g").await.unwrap(), None);
+    let LeaseHolder::Taken { epoch: second } = log.take_lease(GROUP_LEASE, "g", b).await.unwrap()
+    else {
+        panic!("a dead node's lease is taken")
+    };
+    assert!(second > first);
+    assert!(!log
+        .commit_offsets("g", a, first, &[offset("t", 0, 99)])
+        .await
+        .unwrap());
+    assert!(!log.delete_offsets("g", a, first, None).await.unwrap());
+    assert_eq!(
+        log.group_offsets("g").await.unwrap(),
+        stored,
+        "nothing of the fenced writes"
+    );
+    assert!(log
+        .commit_offsets("g", b, second, &[offset("t", 0, 8)])
+        .await
+        .unwrap());
+    assert!(log
+        .delete_offsets("g", b, second, Some(&[("t".to_string(), 1)]))
+        .await
+        .unwrap());
+    assert_eq!(
+        log.group_offsets("g").await.unwrap(),
+        vec![offset("t", 0, 8)]
+    );
+    let held = log.held_leases(b).await.unwrap();
+    assert_eq!(
+        held.get(&(GROUP_LEASE.to_string(), "g".to_string())),
+        Some(&second)
+    );
+    assert!(log.held_leases(a).await.unwrap().is_empty());
+
+    // A node that is not live takes nothing; a node that left frees its leases at once.
+    assert!(log.take_lease(GROUP_LEASE, "h", a).await.is_err());
+    log.leave(b).await.unwrap();
+    log.heartbeat(a).await.unwrap();
+    assert!(matches!(
+        log.take_lease(GROUP_LEASE, "g", a).await.unwrap(),
+        LeaseHolder::Taken { epoch } if epoch > second
+    ));
+}

@@ -239,6 +239,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     sources.shutdown().await;
     maintenance.abort();
     kafka.abort();
+    // In shared mode, others take this node's groups at once instead of waiting for
+    // its beat to age.
+    broker.leave_shared().await;
     reloaders.iter().for_each(|r| r.abort());
     let synced = sync_at_shutdown(broker).await;
     if let Some(traces) = traces {

@@ -667,6 +667,33 @@ impl Coordinator {
         Ok(outcome)
     }
 
+    /// Takes over `group_id` with the committed offsets another node left (shared mode,
+    /// when this node takes the group's lease): whatever this node held of it before
+    /// (members of an earlier tenure, offsets since changed) is dropped, so its clients
+    /// join again as after a restart.
+    pub async fn adopt(&self, group_id: &str, offsets: GroupOffsets) {
+        let mut groups = self.groups.lock().await;
+        groups.remove(group_id);
+        lock(&self.consumer_groups).remove(group_id);
+        let mut committed = lock(&self.committed);
+        if offsets.is_empty() {
+            committed.remove(group_id);
+        } else {
+            committed.insert(group_id.to_string(), offsets);
+        }
+    }
+
+    /// Lets go of `group_id` (shared mode, when another node took its lease): its
+    /// members and offsets are no longer this node's to answer for. Waiting joins and
+    /// syncs are answered REBALANCE_IN_PROGRESS, and their clients find the new
+    /// coordinator.
+    pub async fn release(&self, group_id: &str) {
+        let mut groups = self.groups.lock().await;
+        groups.remove(group_id);
+        lock(&self.consumer_groups).remove(group_id);
+        lock(&self.committed).remove(group_id);
+    }
+
     /// Forgets a deleted topic's committed offsets.
     pub fn forget_topic(&self, topic: &str) -> Result<()> {
         self.offsets.delete_topic(topic)?;

@@ -55,6 +55,9 @@ pub enum GroupError {
     /// A static member joining while another live member holds its instance id
     /// (UNRELEASED_INSTANCE_ID).
     UnreleasedInstanceId,
+    /// In shared mode, another node coordinates the group (NOT_COORDINATOR): the client
+    /// asks FindCoordinator again.
+    NotCoordinator,
     /// A server assignor Ferry does not have (UNSUPPORTED_ASSIGNOR).
     UnsupportedAssignor,
     /// A request breaking the protocol's rules (INVALID_REQUEST), with why.

@@ -43,7 +43,7 @@ pub async fn heartbeat(
     client_id: &str,
     session: &Session,
 ) -> ConsumerGroupHeartbeatResponse {
-    if let Some(code) = groups::group_denied(ctx, session, &req.group_id) {
+    if let Some(code) = groups::group_refused(ctx, session, &req.group_id).await {
         return refused(code, "not allowed to read the group".into());
     }
     if req
@@ -143,11 +143,18 @@ fn described(ctx: &Ctx, a: &Assignment) -> DescribedAssignment {
     )
 }
 
-pub fn describe(
+pub async fn describe(
     ctx: &Ctx,
     req: ConsumerGroupDescribeRequest,
     session: &Session,
 ) -> ConsumerGroupDescribeResponse {
+    // In shared mode, groups another node coordinates are answered NOT_COORDINATOR.
+    let mut elsewhere = std::collections::HashMap::new();
+    for g in &req.group_ids {
+        if let Some(code) = groups::not_here(ctx, &g.0).await {
+            elsewhere.insert(g.0.to_string(), code);
+        }
+    }
     let mut seen = std::collections::HashSet::new();
     let groups = req
         .group_ids
@@ -159,6 +166,9 @@ pub fn describe(
                 .with_authorized_operations(cluster::NOT_REQUESTED);
             if !session.may(&ctx.auth, Operation::Describe, ResourceType::Group, &g.0) {
                 return base.with_error_code(ResponseError::GroupAuthorizationFailed.code());
+            }
+            if let Some(code) = elsewhere.get(g.0.as_str()) {
+                return base.with_error_code(*code);
             }
             let Some(d) = ctx.broker.groups.describe_consumer_group(&g.0) else {
                 return base

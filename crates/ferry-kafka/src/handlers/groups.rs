@@ -51,6 +51,7 @@ pub(super) fn code(e: &GroupError) -> i16 {
         GroupError::StaleMemberEpoch => ResponseError::StaleMemberEpoch,
         GroupError::UnreleasedInstanceId => ResponseError::UnreleasedInstanceId,
         GroupError::UnsupportedAssignor => ResponseError::UnsupportedAssignor,
+        GroupError::NotCoordinator => ResponseError::NotCoordinator,
         GroupError::InvalidRequest(_) => ResponseError::InvalidRequest,
     }
     .code()
@@ -67,11 +68,14 @@ fn may_group(ctx: &Ctx, session: &Session, op: Operation, group: &str) -> bool {
     session.may(&ctx.auth, op, ResourceType::Group, group)
 }
 
-/// GROUP_AUTHORIZATION_FAILED when the session may not Read the group (the membership
-/// APIs), else `None`.
-pub fn group_denied(ctx: &Ctx, session: &Session, group: &GroupId) -> Option<i16> {
-    (!may_group(ctx, session, Operation::Read, &group.0))
-        .then(|| ResponseError::GroupAuthorizationFailed.code())
+/// The error a membership API answers before reaching the coordinator:
+/// GROUP_AUTHORIZATION_FAILED when the session may not Read the group, and in shared
+/// mode NOT_COORDINATOR when another node coordinates it; else `None`.
+pub async fn group_refused(ctx: &Ctx, session: &Session, group: &GroupId) -> Option<i16> {
+    if !may_group(ctx, session, Operation::Read, &group.0) {
+        return Some(ResponseError::GroupAuthorizationFailed.code());
+    }
+    not_here(ctx, &group.0).await
 }
 
 /// A JoinGroup refused before it reached the coordinator.
@@ -82,28 +86,25 @@ pub fn join_denied(error: i16, version: i16) -> JoinGroupResponse {
         .with_protocol_name(if version >= 7 { None } else { Some(s("")) })
 }
 
-pub fn find_coordinator(
+pub async fn find_coordinator(
     ctx: &Ctx,
     req: FindCoordinatorRequest,
     version: i16,
     session: &Session,
 ) -> FindCoordinatorResponse {
-    let node = BrokerId(ctx.config.node_id);
-    let host = s(ctx.config.advertised_host.clone());
-    let port = ctx.config.advertised_port as i32;
     let error_for = |key: &str| {
-        if ctx.broker.is_shared() {
-            // Groups and transactions need one owner across nodes: not in shared mode
-            // yet (docs/scale-out.md).
-            ResponseError::CoordinatorNotAvailable.code()
-        } else if req.key_type == KEY_TYPE_TRANSACTION {
-            // This node coordinates every transaction.
-            if session.may(
+        if req.key_type == KEY_TYPE_TRANSACTION {
+            if ctx.broker.is_shared() {
+                // Transactions need one owner across nodes: not in shared mode yet
+                // (docs/scale-out.md).
+                ResponseError::CoordinatorNotAvailable.code()
+            } else if session.may(
                 &ctx.auth,
                 Operation::Describe,
                 ferry_auth::ResourceType::TransactionalId,
                 key,
             ) {
+                // This node coordinates every transaction.
                 errors::NONE
             } else {
                 ResponseError::TransactionalIdAuthorizationFailed.code()
@@ -116,35 +117,57 @@ pub fn find_coordinator(
             errors::NONE
         }
     };
+    // The coordinator of `key`, or the error to answer: this node in the local mode; in
+    // shared mode, the node holding (or due to take) the group's lease.
+    let answer_for = |key: String| async move {
+        let error = error_for(&key);
+        if error != errors::NONE {
+            return Err(error);
+        }
+        match ctx.broker.group_coordinator(&key).await {
+            None => Ok((
+                BrokerId(ctx.config.node_id),
+                s(ctx.config.advertised_host.clone()),
+                ctx.config.advertised_port as i32,
+            )),
+            Some(Ok(node)) => Ok((
+                BrokerId(node.node_id),
+                s(node.kafka_host),
+                i32::from(node.kafka_port),
+            )),
+            Some(Err(_)) => Err(ResponseError::CoordinatorNotAvailable.code()),
+        }
+    };
     if version >= 4 {
-        let coordinators = req
-            .coordinator_keys
-            .into_iter()
-            .map(|key| {
-                let error = error_for(&key);
-                let c = KafkaCoordinator::default()
-                    .with_key(key)
-                    .with_error_code(error);
-                if error == errors::NONE {
-                    c.with_node_id(node).with_host(host.clone()).with_port(port)
-                } else {
-                    c.with_node_id(BrokerId(-1)).with_port(-1)
-                }
-            })
-            .collect();
+        let mut coordinators = Vec::with_capacity(req.coordinator_keys.len());
+        for key in req.coordinator_keys {
+            let c = KafkaCoordinator::default().with_key(key.clone());
+            coordinators.push(match answer_for(key.to_string()).await {
+                Ok((node, host, port)) => c.with_node_id(node).with_host(host).with_port(port),
+                Err(error) => c
+                    .with_error_code(error)
+                    .with_node_id(BrokerId(-1))
+                    .with_port(-1),
+            });
+        }
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    let error = error_for(&req.key);
-    if error != errors::NONE {
-        return FindCoordinatorResponse::default()
+    match answer_for(req.key.to_string()).await {
+        Ok((node, host, port)) => FindCoordinatorResponse::default()
+            .with_node_id(node)
+            .with_host(host)
+            .with_port(port),
+        Err(error) => FindCoordinatorResponse::default()
             .with_error_code(error)
             .with_node_id(BrokerId(-1))
-            .with_port(-1);
+            .with_port(-1),
     }
-    FindCoordinatorResponse::default()
-        .with_node_id(node)
-        .with_host(host)
-        .with_port(port)
+}
+
+/// In shared mode, the error to answer when this node may not answer for `group`
+/// (another node coordinates it, or the lease cannot be read); `None` when it may.
+pub async fn not_here(ctx: &Ctx, group: &str) -> Option<i16> {
+    ctx.broker.claim_group(group).await.err().map(|e| code(&e))
 }
 
 pub async fn join_group(
@@ -347,16 +370,21 @@ pub async fn offset_commit(
     offsets.retain(|o| !unknown(&o.topic, o.partition as i32));
     // A group the session may not use is not touched at all.
     let result = if group_allowed {
-        ctx.broker
-            .groups
-            .commit(
-                &req.group_id.0,
-                &req.member_id,
-                req.group_instance_id.as_deref(),
-                req.generation_id_or_member_epoch,
-                offsets,
-            )
-            .await
+        match ctx.broker.claim_group(&req.group_id.0).await {
+            Ok(()) => {
+                ctx.broker
+                    .groups
+                    .commit(
+                        &req.group_id.0,
+                        &req.member_id,
+                        req.group_instance_id.as_deref(),
+                        req.generation_id_or_member_epoch,
+                        offsets,
+                    )
+                    .await
+            }
+            Err(e) => Err(e),
+        }
     } else {
         Ok(())
     };
@@ -476,7 +504,7 @@ fn partition_indexes(indexes: &[i32]) -> Vec<u32> {
 
 /// OffsetFetch, in both its forms (one group, v0–7; many groups, v8+). Longer than
 /// most functions on purpose: the two forms share their checks and differ only in shape.
-pub fn offset_fetch(
+pub async fn offset_fetch(
     ctx: &Ctx,
     req: OffsetFetchRequest,
     version: i16,
@@ -486,6 +514,14 @@ pub fn offset_fetch(
     let group_code = ResponseError::GroupAuthorizationFailed.code();
     if version >= 8 {
         let mut seen = std::collections::HashSet::new();
+        let mut elsewhere = std::collections::HashMap::new();
+        for g in &req.groups {
+            if !group_denied(&g.group_id.0) {
+                if let Some(code) = not_here(ctx, &g.group_id.0).await {
+                    elsewhere.insert(g.group_id.0.to_string(), code);
+                }
+            }
+        }
         let groups = req
             .groups
             .into_iter()
@@ -495,6 +531,11 @@ pub fn offset_fetch(
                     return OffsetFetchResponseGroup::default()
                         .with_group_id(g.group_id)
                         .with_error_code(group_code);
+                }
+                if let Some(code) = elsewhere.get(g.group_id.0.as_str()) {
+                    return OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id)
+                        .with_error_code(*code);
                 }
                 let wanted: Wanted = g.topics.map(|ts| {
                     ts.into_iter()
@@ -536,6 +577,35 @@ pub fn offset_fetch(
     let denied = group_denied(&req.group_id.0);
     if denied && version >= 2 {
         return OffsetFetchResponse::default().with_error_code(group_code);
+    }
+    if !denied {
+        if let Some(code) = not_here(ctx, &req.group_id.0).await {
+            // Before v2 an error can only ride on each partition asked for.
+            if version >= 2 {
+                return OffsetFetchResponse::default().with_error_code(code);
+            }
+            let topics = req
+                .topics
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| {
+                    let parts = partition_indexes(&t.partition_indexes)
+                        .into_iter()
+                        .map(|p| {
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(p as i32)
+                                .with_committed_offset(-1)
+                                .with_committed_leader_epoch(-1)
+                                .with_error_code(code)
+                        })
+                        .collect();
+                    OffsetFetchResponseTopic::default()
+                        .with_name(t.name)
+                        .with_partitions(parts)
+                })
+                .collect();
+            return OffsetFetchResponse::default().with_topics(topics);
+        }
     }
     let wanted: Wanted = req.topics.map(|ts| {
         ts.into_iter()
@@ -647,6 +717,14 @@ pub async fn describe_groups(
             );
             continue;
         }
+        if let Some(code) = not_here(ctx, &g.0).await {
+            groups.push(
+                DescribedGroup::default()
+                    .with_group_id(g)
+                    .with_error_code(code),
+            );
+            continue;
+        }
         let d = ctx.broker.groups.describe(&g.0).await;
         let state = if d.members.is_empty()
             && ctx.broker.groups.fetch_offsets(&g.0, None).is_empty()
@@ -696,7 +774,11 @@ pub async fn delete_groups(
         let error = if !may_group(ctx, session, Operation::Delete, &g.0) {
             ResponseError::GroupAuthorizationFailed.code()
         } else {
-            match ctx.broker.groups.delete(&g.0).await {
+            let deleted = match ctx.broker.claim_group(&g.0).await {
+                Ok(()) => ctx.broker.groups.delete(&g.0).await,
+                Err(e) => Err(e),
+            };
+            match deleted {
                 Ok(()) => errors::NONE,
                 Err(e) => code(&e),
             }

@@ -169,38 +169,38 @@ async fn answer(ctx: &Ctx, req: Request, session: &mut Session) -> Option<Respon
             ResponseKind::OffsetDelete(offset_delete::offset_delete(ctx, r, session).await)
         }
         RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(groups::find_coordinator(ctx, r, version, session))
+            ResponseKind::FindCoordinator(groups::find_coordinator(ctx, r, version, session).await)
         }
         RequestKind::JoinGroup(r) => {
-            let denied = groups::group_denied(ctx, session, &r.group_id);
+            let denied = groups::group_refused(ctx, session, &r.group_id).await;
             ResponseKind::JoinGroup(match denied {
                 Some(code) => groups::join_denied(code, version),
                 None => groups::join_group(ctx, r, version, &client_id, peer).await,
             })
         }
-        RequestKind::SyncGroup(r) => {
-            ResponseKind::SyncGroup(match groups::group_denied(ctx, session, &r.group_id) {
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(
+            match groups::group_refused(ctx, session, &r.group_id).await {
                 Some(code) => SyncGroupResponse::default().with_error_code(code),
                 None => groups::sync_group(ctx, r, version).await,
-            })
-        }
-        RequestKind::Heartbeat(r) => {
-            ResponseKind::Heartbeat(match groups::group_denied(ctx, session, &r.group_id) {
+            },
+        ),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(
+            match groups::group_refused(ctx, session, &r.group_id).await {
                 Some(code) => HeartbeatResponse::default().with_error_code(code),
                 None => groups::heartbeat(ctx, r).await,
-            })
-        }
-        RequestKind::LeaveGroup(r) => {
-            ResponseKind::LeaveGroup(match groups::group_denied(ctx, session, &r.group_id) {
+            },
+        ),
+        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(
+            match groups::group_refused(ctx, session, &r.group_id).await {
                 Some(code) => LeaveGroupResponse::default().with_error_code(code),
                 None => groups::leave_group(ctx, r, version).await,
-            })
-        }
+            },
+        ),
         RequestKind::OffsetCommit(r) => {
             ResponseKind::OffsetCommit(groups::offset_commit(ctx, r, session).await)
         }
         RequestKind::OffsetFetch(r) => {
-            ResponseKind::OffsetFetch(groups::offset_fetch(ctx, r, version, session))
+            ResponseKind::OffsetFetch(groups::offset_fetch(ctx, r, version, session).await)
         }
         RequestKind::ListGroups(_) => {
             ResponseKind::ListGroups(groups::list_groups(ctx, version, session).await)
@@ -245,7 +245,7 @@ async fn answer(ctx: &Ctx, req: Request, session: &mut Session) -> Option<Respon
             consumer_groups::heartbeat(ctx, r, peer, &client_id, session).await,
         ),
         RequestKind::ConsumerGroupDescribe(r) => {
-            ResponseKind::ConsumerGroupDescribe(consumer_groups::describe(ctx, r, session))
+            ResponseKind::ConsumerGroupDescribe(consumer_groups::describe(ctx, r, session).await)
         }
         RequestKind::DescribeTopicPartitions(r) => ResponseKind::DescribeTopicPartitions(
             describe_topics::describe_topic_partitions(ctx, r, session),

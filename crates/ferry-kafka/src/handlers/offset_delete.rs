@@ -84,6 +84,9 @@ pub async fn offset_delete(
         return OffsetDeleteResponse::default()
             .with_error_code(ResponseError::GroupAuthorizationFailed.code());
     }
+    if let Some(code) = super::groups::not_here(ctx, group).await {
+        return OffsetDeleteResponse::default().with_error_code(code);
+    }
     // Each (topic, partition) is answered once, in the order first asked.
     let mut seen = HashSet::new();
     let mut answers: Vec<(String, i32, i16)> = Vec::new();
