@@ -427,3 +427,27 @@ def test_a_consumer_group_continues_on_another_node_after_its_coordinator_is_kil
     got = c2.committed([TopicPartition("work", p) for p in range(4)], timeout=10)
     assert sum(p.offset for p in got) == total, got
     c2.close()
+
+    # Listing over the nodes names the group once.
+    admin = AdminClient({"bootstrap.servers": ",".join(n.kafka for n in survivors)})
+    listed = [g.group_id for g in admin.list_consumer_groups().result(15).valid]
+    assert listed.count("workers") == 1, listed
+    # A node stopping cleanly leaves at once: the last node lists the group and takes
+    # it over without waiting for the stopped node's beat to age.
+    coordinator = coordinator_of(survivors, "workers")
+    survivors[coordinator].stop()
+    stopped = time.time()
+    last = survivors[1 - coordinator]
+    admin = AdminClient({"bootstrap.servers": last.kafka})
+    # (The admin client asks every broker Metadata lists; the stopped node is gone from
+    # it at the next beat.)
+    while len(admin.list_topics(timeout=10).brokers) > 1:
+        assert time.time() - stopped < 3, "the stopped node is still listed"
+        time.sleep(0.1)
+    listed = [g.group_id for g in admin.list_consumer_groups().result(15).valid]
+    assert listed == ["workers"], listed
+    c3 = Consumer({"bootstrap.servers": last.kafka, "group.id": "workers"})
+    got = c3.committed([TopicPartition("work", p) for p in range(4)], timeout=10)
+    assert sum(p.offset for p in got) == total, got
+    assert time.time() - stopped < 5, "taken over without waiting for the beat to age"
+    c3.close()

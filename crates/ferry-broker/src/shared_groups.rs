@@ -267,6 +267,26 @@ impl Broker {
         }
     }
 
+    /// Groups with committed offsets that no live node coordinates and that this node
+    /// would take (shared mode; empty in the local mode): ListGroups lists them here,
+    /// so that a listing over every node names each group once.
+    pub async fn unheld_groups_here(&self) -> Result<Vec<String>> {
+        let Some(sh) = &self.shared else {
+            return Ok(Vec::new());
+        };
+        let nodes = self.shared_nodes().unwrap_or_default();
+        let me = sh.node_id();
+        let names = sh
+            .log
+            .unheld_groups()
+            .await
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        Ok(names
+            .into_iter()
+            .filter(|g| pick(g, &nodes).is_some_and(|n| n.node_id == me))
+            .collect())
+    }
+
     /// After a beat: lets go of the groups whose lease this node no longer holds under
     /// the epoch it knows (`held`: every lease Postgres says it holds), or of every
     /// group when `held` is `None` (the beat failed and the leases can no longer be

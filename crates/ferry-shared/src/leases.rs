@@ -93,6 +93,23 @@ impl Meta {
             .collect())
     }
 
+    /// Groups with committed offsets whose lease no live node holds, by name.
+    pub async fn unheld_groups(&self) -> Result<Vec<String>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT DISTINCT o.group_id FROM ferry_group_offsets o
+                  WHERE NOT EXISTS (
+                        SELECT 1 FROM ferry_leases l JOIN ferry_nodes n USING (node_id)
+                         WHERE l.kind = $1 AND l.name = o.group_id
+                           AND n.heartbeat_at > now() - make_interval(secs => $2))
+                  ORDER BY o.group_id",
+                &[&GROUP_LEASE, &f64::from(NODE_TIMEOUT_SECS)],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     /// A group's committed offsets.
     pub async fn group_offsets(&self, group: &str) -> Result<Vec<StoredOffset>> {
         let client = self.client().await?;

@@ -332,6 +332,11 @@ impl SharedLog {
         self.inner.meta.held_leases(node_id).await
     }
 
+    /// Groups with committed offsets whose lease no live node holds, by name.
+    pub async fn unheld_groups(&self) -> Result<Vec<String>> {
+        self.inner.meta.unheld_groups().await
+    }
+
     /// A consumer group's committed offsets.
     pub async fn group_offsets(&self, group: &str) -> Result<Vec<StoredOffset>> {
         self.inner.meta.group_offsets(group).await

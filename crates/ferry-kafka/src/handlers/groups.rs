@@ -11,7 +11,8 @@ use crate::errors;
 use bytes::Bytes;
 use ferry_auth::{Operation, ResourceType};
 use ferry_broker::groups::{
-    CommittedOffset, GroupError, JoinRequest, LeavingMember, PartitionOffset,
+    CommittedOffset, GroupError, GroupListing, GroupState, JoinRequest, LeavingMember,
+    PartitionOffset,
 };
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
@@ -664,7 +665,20 @@ pub async fn list_groups(ctx: &Ctx, version: i16, session: &Session) -> ListGrou
     let consumer = ctx.broker.groups.consumer_group_listings();
     let consumer_names: std::collections::HashSet<&str> =
         consumer.iter().map(|(g, _)| g.as_str()).collect();
-    let classic = ctx.broker.groups.list().await;
+    let mut classic = ctx.broker.groups.list().await;
+    // In shared mode, also the groups nobody coordinates now that fall to this node.
+    match ctx.broker.unheld_groups_here().await {
+        Ok(names) => classic.extend(names.into_iter().map(|group| GroupListing {
+            group,
+            protocol_type: "consumer".into(),
+            state: GroupState::Empty,
+        })),
+        Err(e) => {
+            tracing::warn!(error = %e, "Could not list the groups nobody coordinates.");
+            return ListGroupsResponse::default()
+                .with_error_code(ResponseError::CoordinatorNotAvailable.code());
+        }
+    }
     let listed = consumer
         .iter()
         .map(|(group, state)| (group.clone(), "consumer".to_string(), *state, "consumer"))
