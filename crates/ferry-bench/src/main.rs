@@ -225,6 +225,10 @@ enum Command {
         /// (0: none)
         #[arg(long, default_value_t = 0)]
         backlog_records: u64,
+        /// Rounds of a consumer group's failover: three nodes, the group's coordinator
+        /// killed with SIGKILL (0: none)
+        #[arg(long, default_value_t = 3)]
+        failovers: usize,
     },
     /// Server memory with records scheduled an hour ahead (100-byte records).
     Delayed {
@@ -434,6 +438,7 @@ fn main() -> anyhow::Result<()> {
             seconds,
             clients,
             backlog_records,
+            failovers,
         } => {
             let r = rt.block_on(shared::run(
                 &ctx,
@@ -442,6 +447,7 @@ fn main() -> anyhow::Result<()> {
                 seconds,
                 &clients,
                 backlog_records,
+                failovers,
             ))?;
             println!("{}", shared::report(&r));
         }

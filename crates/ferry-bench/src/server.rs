@@ -25,6 +25,11 @@ impl std::ops::Deref for Server {
 }
 
 impl Server {
+    /// Kills the server with SIGKILL.
+    pub fn kill9(self) {
+        self.ferry.kill9();
+    }
+
     pub async fn start(ctx: &Ctx, data: &Path) -> anyhow::Result<Server> {
         Self::start_with(ctx, data, &[]).await
     }

@@ -33,6 +33,9 @@ pub struct SharedRun {
     pub sequencer_tps: f64,
     pub local: Vec<HttpResult>,
     pub shared: Vec<HttpResult>,
+    /// Seconds from kill -9 of a consumer group's coordinator to the first offset
+    /// commit another node accepted, one per round.
+    pub failover_secs: Vec<f64>,
 }
 
 struct S3Server(Child);
@@ -188,6 +191,112 @@ async fn backlog(
     })
 }
 
+/// One failover: three nodes, a consumer group (librdkafka) reading and committing
+/// through them; its coordinator is killed with SIGKILL. Answers the seconds until a
+/// commit is accepted again (by the node that took the group's lease).
+async fn failover(
+    ctx: &Ctx,
+    db_url: &str,
+    env: &[(String, String)],
+    round: usize,
+) -> anyhow::Result<f64> {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
+    use serde_json::json;
+    let args = [
+        "--metadata-url",
+        db_url,
+        "--object-store-url",
+        "s3://ferry-bench/failover",
+    ];
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let dir = ctx.dir.join(format!("failover-{round}-{i}"));
+        nodes.push(Some(
+            crate::server::Server::start_env(ctx, &dir, &args, env).await?,
+        ));
+    }
+    let node = |i: usize, nodes: &[Option<crate::server::Server>]| -> anyhow::Result<String> {
+        Ok(nodes[i]
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("node {i} is gone"))?
+            .url
+            .clone())
+    };
+    let http = reqwest::Client::new();
+    let created = http
+        .post(format!("{}/v1/topics", node(0, &nodes)?))
+        .json(&json!({"name": "failover", "partitions": 4}))
+        .send()
+        .await?;
+    anyhow::ensure!(created.status().is_success(), "creating the topic failed");
+    let body = serde_json::to_vec(&json!({
+        "records": (0..1000).map(|i| json!({"key": format!("k{i}"), "value": i})).collect::<Vec<_>>()
+    }))?;
+    http::produce(
+        &http,
+        &format!("{}/v1/topics/failover/records", node(0, &nodes)?),
+        body,
+    )
+    .await?;
+    let bootstrap: Vec<String> = nodes
+        .iter()
+        .flatten()
+        .map(|n| n.kafka_addr.clone())
+        .collect();
+    let group = format!("bench-failover-{round}");
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap.join(","))
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .create()?;
+    consumer.subscribe(&["failover"])?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut read = 0;
+    while read < 200 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the group read only {read} records"
+        );
+        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+            read += 1;
+        }
+    }
+    consumer.commit(&consumer.position()?, CommitMode::Sync)?;
+    // The coordinator, as Postgres names it.
+    let (client, conn) = tokio_postgres::connect(db_url, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    let row = client
+        .query_one(
+            "SELECT n.kafka_port FROM ferry_leases l JOIN ferry_nodes n USING (node_id)
+              WHERE l.kind = 'group' AND l.name = $1",
+            &[&group],
+        )
+        .await?;
+    let port: i32 = row.get(0);
+    let victim = bootstrap
+        .iter()
+        .position(|a| a.ends_with(&format!(":{port}")))
+        .ok_or_else(|| anyhow::anyhow!("no node listens on port {port}"))?;
+    nodes[victim].take().map(crate::server::Server::kill9);
+    let killed = Instant::now();
+    loop {
+        anyhow::ensure!(
+            killed.elapsed() < Duration::from_secs(60),
+            "the group did not come back within 60 s"
+        );
+        let _ = consumer.poll(Duration::from_millis(50));
+        if consumer
+            .commit(&consumer.position()?, CommitMode::Sync)
+            .is_ok()
+        {
+            return Ok(killed.elapsed().as_secs_f64());
+        }
+    }
+}
+
 pub async fn run(
     ctx: &Ctx,
     metadata_url: &str,
@@ -195,6 +304,7 @@ pub async fn run(
     seconds: u64,
     clients: &[usize],
     backlog_records: u64,
+    failovers: usize,
 ) -> anyhow::Result<SharedRun> {
     let (_s3, port) = start_s3(s3fs_bin, &ctx.dir.join("s3"))?;
     let (db_url, db_name) = fresh_database(metadata_url).await?;
@@ -256,6 +366,13 @@ pub async fn run(
         } else {
             None
         };
+        let mut failover_secs = Vec::new();
+        for round in 0..failovers {
+            let (url, name) = fresh_database(metadata_url).await?;
+            let secs = failover(ctx, &url, &env, round).await;
+            drop_database(metadata_url, &name).await?;
+            failover_secs.push(secs?);
+        }
         Ok::<_, anyhow::Error>(SharedRun {
             backlog,
             put_bytes,
@@ -265,6 +382,7 @@ pub async fn run(
             sequencer_tps,
             local,
             shared,
+            failover_secs,
         })
     }
     .await;
@@ -299,6 +417,13 @@ pub fn report(r: &SharedRun) -> String {
                 read(h)
             ));
         }
+    }
+    if !r.failover_secs.is_empty() {
+        let times: Vec<String> = r.failover_secs.iter().map(|s| format!("{s:.1}")).collect();
+        out.push_str(&format!(
+            "\nConsumer group failover, kill -9 of its coordinator to the first commit another node accepts (s): {}\n",
+            times.join(", ")
+        ));
     }
     if let Some(b) = &r.backlog {
         out.push_str(&format!(
