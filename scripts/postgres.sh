@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Starts a throwaway PostgreSQL for the source tests and benchmarks: logical
 # replication on (wal_level=logical), password logins (SCRAM) on 127.0.0.1, a
-# superuser `ferry` with password `ferry`. Installs Debian's postgresql first when it is
+# superuser `ferry` with password `ferry`, and TLS offered beside plain connections
+# (a certificate for 127.0.0.1 and localhost, signed by a throwaway authority whose
+# certificate is $FERRY_PG_DIR/ca.crt). Installs Debian's postgresql first when it is
 # missing. Prints the URL to connect with; `scripts/postgres.sh stop` stops it and
 # `scripts/postgres.sh restart` restarts it (the crash tests do).
 #
@@ -50,6 +52,20 @@ echo ferry >"$pwfile"
 chmod 644 "$pwfile"
 as_pg "$bin/initdb" -D "$dir" -U ferry --pwfile="$pwfile" --auth=scram-sha-256 -E UTF8 --locale=C.UTF-8 >/dev/null
 rm -f "$pwfile"
+if ! command -v openssl >/dev/null; then
+    echo "Installing: openssl" >&2
+    apt-get update -qq >&2 && apt-get install -y -qq openssl >&2
+fi
+openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=Ferry test authority" \
+    -keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+    -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$dir/server.ext"
+openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" \
+    -CAcreateserial -days 30 -extfile "$dir/server.ext" -out "$dir/server.crt" 2>/dev/null
+chmod 600 "$dir/server.key"
+chmod 644 "$dir/ca.crt"
+[ "$(id -u)" = 0 ] && chown postgres:postgres "$dir"/server.* "$dir"/ca.*
 cat >>"$dir/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
 port = $port
@@ -63,6 +79,9 @@ shared_buffers = 128MB
 # A replication connection whose client went silent is ended after this (the network
 # cut test waits for it).
 wal_sender_timeout = 10s
+ssl = on
+ssl_cert_file = 'server.crt'
+ssl_key_file = 'server.key'
 CONF
 cat >"$dir/pg_hba.conf" <<HBA
 local all all scram-sha-256

@@ -38,6 +38,8 @@ python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements
 # missing, started on 127.0.0.1:55432; stopped when the tests end).
 FERRY_TEST_POSTGRES_URL="$(scripts/postgres.sh)"
 export FERRY_TEST_POSTGRES_URL
+# The authority that signed the test server's TLS certificate.
+export FERRY_TEST_POSTGRES_CA="/tmp/ferry-pg-${FERRY_PG_PORT:-55432}/ca.crt"
 trap 'scripts/postgres.sh stop' EXIT
 
 # A real S3-compatible server for shared mode's tests (crates/ferry-shared, tests/shared):

@@ -21,6 +21,7 @@ pub mod error;
 mod leases;
 mod meta;
 mod objects;
+mod pg_tls;
 pub mod probe;
 mod reader;
 mod writer;

@@ -2,6 +2,7 @@
 //! batches, where-is-offset look-ups, and the notifications that wake readers.
 
 use crate::error::{Result, SharedError};
+use crate::pg_tls::Tls;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::StreamExt;
 use std::collections::HashSet;
@@ -93,21 +94,14 @@ pub(crate) struct Meta {
     /// acknowledgement (nor push a commit past its deadline).
     commits: Pool,
     config: tokio_postgres::Config,
-}
-
-fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
-    url.parse::<tokio_postgres::Config>().map_err(|e| {
-        SharedError::Config(format!(
-            "metadata URL: {e} (expected postgres://user:password@host:port/database)"
-        ))
-    })
+    tls: Tls,
 }
 
 impl Meta {
     /// Connects (lazily: the pool opens connections when first used) and applies the
     /// schema's missing migrations.
     pub async fn connect(url: &str, connections: usize, commit_connections: usize) -> Result<Meta> {
-        let mut config = parse_url(url)?;
+        let (mut config, tls) = crate::pg_tls::connection(url)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
@@ -115,13 +109,15 @@ impl Meta {
         config.options("-c statement_timeout=30000");
         config.application_name("ferry");
         let pool_of = |size: usize| {
-            let manager = Manager::from_config(
-                config.clone(),
-                NoTls,
-                ManagerConfig {
-                    recycling_method: RecyclingMethod::Fast,
-                },
-            );
+            let manager_config = ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            };
+            let manager = match &tls {
+                Tls::Off => Manager::from_config(config.clone(), NoTls, manager_config),
+                Tls::On(connector) => {
+                    Manager::from_config(config.clone(), connector.clone(), manager_config)
+                }
+            };
             Pool::builder(manager)
                 .max_size(size.max(1))
                 .wait_timeout(Some(Duration::from_secs(10)))
@@ -135,6 +131,7 @@ impl Meta {
             pool: pool_of(connections)?,
             commits: pool_of(commit_connections)?,
             config: config.clone(),
+            tls: tls.clone(),
         };
         meta.migrate().await?;
         Ok(meta)
@@ -653,10 +650,24 @@ impl Meta {
         on_append: impl Fn(&str, u32, u64) + Send + Sync + 'static,
         on_gap: impl Fn() + Send + Sync + 'static,
     ) -> tokio::task::JoinHandle<()> {
-        let config = self.config.clone();
+        let (config, tls) = (self.config.clone(), self.tls.clone());
         tokio::spawn(async move {
             loop {
-                match listen_once(&config, &on_append, &on_gap).await {
+                let listened = match &tls {
+                    Tls::Off => match config.connect(NoTls).await {
+                        Ok((client, connection)) => {
+                            listen_once(client, connection, &on_append, &on_gap).await
+                        }
+                        Err(e) => Err(e.into()),
+                    },
+                    Tls::On(connector) => match config.connect(connector.clone()).await {
+                        Ok((client, connection)) => {
+                            listen_once(client, connection, &on_append, &on_gap).await
+                        }
+                        Err(e) => Err(e.into()),
+                    },
+                };
+                match listened {
                     Ok(()) => {
                         tracing::warn!("The metadata database closed the notification connection.")
                     }
@@ -671,12 +682,17 @@ impl Meta {
     }
 }
 
-async fn listen_once(
-    config: &tokio_postgres::Config,
+/// Listens on one connection until it ends.
+async fn listen_once<S, T>(
+    client: tokio_postgres::Client,
+    mut connection: tokio_postgres::Connection<S, T>,
     on_append: &(impl Fn(&str, u32, u64) + Send + Sync),
     on_gap: &(impl Fn() + Send + Sync),
-) -> Result<()> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+) -> Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
     let sql = format!("LISTEN {APPENDED_CHANNEL}");
     {

@@ -747,3 +747,54 @@ async fn a_lease_moves_only_from_a_dead_node_and_fences_its_writes() {
         LeaseHolder::Taken { epoch } if epoch > second
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metadata_database_is_reached_over_verified_tls_when_the_url_asks() {
+    let Some(pg) = postgres_url() else { return };
+    let Ok(ca) = std::env::var("FERRY_TEST_POSTGRES_CA") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "FERRY_TEST_POSTGRES_CA is not set: scripts/test.sh sets it"
+        );
+        eprintln!("skipped: set FERRY_TEST_POSTGRES_CA (scripts/postgres.sh makes it)");
+        return;
+    };
+    let plain = fresh_database(&pg).await;
+    let Some(s3) = S3Server::start() else { return };
+    // The test server's certificate names 127.0.0.1; its authority is in the file.
+    let tls = format!("{plain} sslmode=verify-full sslrootcert={ca}");
+    let log = SharedLog::open(config(&tls, &s3)).await.unwrap();
+    let t = topic();
+    log.create_partitions(&t, 1).await.unwrap();
+    log.append(vec![append(&t, 0, batch(&["a", "b"]))])
+        .await
+        .unwrap();
+    assert_eq!(read_all(&log, &t, 0, 0).await.len(), 2);
+    // Postgres says Ferry's connections to this database are encrypted.
+    let dbname = plain.rsplit("dbname=").next().unwrap().to_string();
+    let (client, conn) = tokio_postgres::connect(&plain, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let row = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_activity a
+               JOIN pg_stat_ssl s USING (pid)
+              WHERE a.datname = $1 AND a.application_name = 'ferry'",
+            &[&dbname],
+        )
+        .await
+        .unwrap();
+    let (encrypted, all): (i64, i64) = (row.get(0), row.get(1));
+    assert!(
+        all > 0 && encrypted == all,
+        "{encrypted} of {all} connections use TLS"
+    );
+    // Without the authority, the server's certificate is not trusted: a clear refusal.
+    let untrusted = format!("{plain} sslmode=verify-full");
+    let err = match SharedLog::open(config(&untrusted, &s3)).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a certificate of an unknown authority was trusted"),
+    };
+    assert!(err.contains("metadata database"), "{err}");
+}
