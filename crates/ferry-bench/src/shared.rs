@@ -280,7 +280,9 @@ async fn failover(
         .iter()
         .position(|a| a.ends_with(&format!(":{port}")))
         .ok_or_else(|| anyhow::anyhow!("no node listens on port {port}"))?;
-    nodes[victim].take().map(crate::server::Server::kill9);
+    if let Some(node) = nodes[victim].take() {
+        node.kill9();
+    }
     let killed = Instant::now();
     loop {
         anyhow::ensure!(
