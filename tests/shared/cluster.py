@@ -84,6 +84,18 @@ def psql(url, sql):
         check=True, env=env, stdout=subprocess.DEVNULL)
 
 
+def psql_value(url, sql):
+    """The single value a query answers, as text."""
+    u = urllib.parse.urlparse(url)
+    env = dict(os.environ, PGPASSWORD=urllib.parse.unquote(u.password or ""))
+    out = subprocess.run(
+        ["psql", "-qtA", "-v", "ON_ERROR_STOP=1", "-h", u.hostname, "-p", str(u.port or 5432),
+         "-U", urllib.parse.unquote(u.username or "postgres"), u.path.lstrip("/") or "postgres",
+         "-c", sql],
+        check=True, env=env, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
 @pytest.fixture
 def s3():
     if shutil.which("s3s-fs") is None:

@@ -17,7 +17,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from cluster import ROOT, cluster, metadata_url, s3  # noqa: F401 (fixtures)
+from cluster import ROOT, cluster, metadata_url, psql_value, s3  # noqa: F401 (fixtures)
 
 
 def call(base, method, path, body=None, timeout=30):
@@ -451,3 +451,41 @@ def test_a_consumer_group_continues_on_another_node_after_its_coordinator_is_kil
     assert sum(p.offset for p in got) == total, got
     assert time.time() - stopped < 5, "taken over without waiting for the beat to age"
     c3.close()
+
+
+def metric(node, name):
+    with urllib.request.urlopen(node.http + "/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return 0.0
+
+
+def test_small_objects_are_merged_by_one_node_while_reads_stay_the_same(cluster):
+    nodes = [cluster.add("--shared-compact-after-ms", "500"),
+             cluster.add("--shared-compact-after-ms", "500")]
+    call(nodes[0].http, "POST", "/v1/topics", {"name": "small", "partitions": 2})
+    wait_for_topic(nodes[1], "small")
+    # Many small produce requests: objects shared by both partitions.
+    for i in range(120):
+        status, got = call(nodes[i % 2].http, "POST", "/v1/topics/small/records",
+                           {"records": [{"key": f"k{i}", "value": i, "partition": i % 2},
+                                        {"key": f"j{i}", "value": -i, "partition": (i + 1) % 2}]})
+        assert status == 200, got
+    before = [read_partition(nodes[1], "small", p) for p in range(2)]
+    objects = lambda: int(psql_value(cluster.metadata_url,  # noqa: E731
+                                     "SELECT count(DISTINCT object_key) FROM ferry_batches"))
+    assert objects() >= 100
+    # The node holding the compaction lease merges them (it looks every 10 s); only it.
+    deadline = time.time() + 30
+    while objects() > 4:
+        assert time.time() < deadline, f"{objects()} objects still hold the batches"
+        time.sleep(0.5)
+    merged = [metric(n, "ferry_shared_compacted_batches_total") for n in nodes]
+    assert sorted(merged)[0] == 0 and sorted(merged)[1] >= 240, merged
+    for node in nodes:
+        assert [read_partition(node, "small", p) for p in range(2)] == before
+    # Appends go on after the merged ones.
+    status, got = call(nodes[0].http, "POST", "/v1/topics/small/records",
+                       {"records": [{"value": "late", "partition": 0}]})
+    assert status == 200 and got["offsets"][0]["offset"] == 120, got

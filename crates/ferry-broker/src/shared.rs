@@ -35,6 +35,15 @@ use std::time::{Duration, Instant};
 /// Idempotent producers without a batch for this long are forgotten.
 const PRODUCER_IDLE: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// The lease of the one node that merges small objects.
+const COMPACTION_LEASE: &str = "compaction";
+
+/// How often the node holding the compaction lease looks for objects to merge.
+const COMPACT_EVERY: Duration = Duration::from_secs(10);
+
+/// Passes of compaction per look, at most (each merges up to 16 partitions).
+const COMPACT_PASSES: usize = 8;
+
 /// How often a node beats in Postgres (see [`ferry_shared::NODE_TIMEOUT_SECS`]).
 const BEAT_EVERY: Duration = Duration::from_secs(1);
 
@@ -133,6 +142,7 @@ fn from_shared(partition: u32, e: SharedError) -> BrokerError {
         SharedError::Config(m) => BrokerError::InvalidConfig(m),
         SharedError::UnknownPartition { .. } => BrokerError::Meta(e.to_string()),
         SharedError::ObjectStore(_)
+        | SharedError::ObjectGone(_)
         | SharedError::Metadata(_)
         | SharedError::Busy { .. }
         | SharedError::Closed => BrokerError::Unavailable(e.to_string()),
@@ -193,6 +203,19 @@ impl Broker {
                 }
             }
         });
+        // Merging small objects, by the node holding the compaction lease.
+        let for_compaction = Arc::downgrade(&broker);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(COMPACT_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(b) = for_compaction.upgrade() else {
+                    return;
+                };
+                b.shared_compaction().await;
+            }
+        });
         // Beats on their own task, so that a slow refresh never ages this node's
         // leases.
         let for_beats = Arc::downgrade(&broker);
@@ -247,6 +270,40 @@ impl Broker {
         sh.leases.beat_sent(sent);
         self.settle_leases(Some(&held)).await;
         Ok(())
+    }
+
+    /// Merges small objects if this node holds (or can take) the compaction lease:
+    /// one node at a time does it.
+    async fn shared_compaction(&self) {
+        let Some(sh) = &self.shared else {
+            return;
+        };
+        let id = sh.node_id();
+        if id == 0 {
+            return;
+        }
+        match sh.log.take_lease(COMPACTION_LEASE, "objects", id).await {
+            Ok(ferry_shared::LeaseHolder::Taken { .. }) => {}
+            Ok(ferry_shared::LeaseHolder::Other { .. }) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "Could not take the compaction lease.");
+                return;
+            }
+        }
+        for _ in 0..COMPACT_PASSES {
+            match sh.log.compact_once().await {
+                Ok(done) if done.objects == 0 => return,
+                Ok(done) => tracing::debug!(
+                    objects = done.objects,
+                    batches = done.batches,
+                    "Merged small objects."
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Merging small objects failed; it is tried again later.");
+                    return;
+                }
+            }
+        }
     }
 
     /// The live nodes of shared mode, by id (`None` in the local mode).

@@ -32,6 +32,11 @@ pub struct SharedConfig {
     /// up (the appends fail); the orphan sweep removes objects older than twice this
     /// that no batch names.
     pub commit_deadline: Duration,
+    /// Batches in objects older than this are merged into objects of their partition
+    /// alone (by the node that holds the compaction lease); zero turns merging off.
+    pub compact_after: Duration,
+    /// Largest object compaction writes.
+    pub compacted_object_bytes: usize,
 }
 
 impl SharedConfig {
@@ -47,6 +52,8 @@ impl SharedConfig {
             cache_bytes: 64 * 1024 * 1024,
             metadata_connections: 8,
             commit_deadline: Duration::from_secs(60),
+            compact_after: Duration::from_secs(60),
+            compacted_object_bytes: 8 * 1024 * 1024,
         }
     }
 
@@ -61,11 +68,17 @@ impl SharedConfig {
             ("pending bytes", self.pending_bytes_max),
             ("uploads in flight", self.uploads_in_flight),
             ("metadata connections", self.metadata_connections),
+            ("compacted object bytes", self.compacted_object_bytes),
         ];
         for (name, v) in positive {
             if v == 0 {
                 return Err(SharedError::Config(format!("{name} must be at least 1")));
             }
+        }
+        if self.compacted_object_bytes > 1 << 30 {
+            return Err(SharedError::Config(
+                "compacted object bytes may be at most 1 GiB".into(),
+            ));
         }
         if self.pending_bytes_max > 1 << 31 {
             return Err(SharedError::Config(

@@ -8,6 +8,11 @@ pub enum SharedError {
     /// The object store refused or did not answer (its own retries included).
     #[error("the object store failed: {0}")]
     ObjectStore(String),
+    /// An object Postgres named is not in the store: compaction moved its batches and
+    /// the sweep removed it between a read's look-up and its fetch (the read looks up
+    /// again).
+    #[error("object {0} is no longer in the object store")]
+    ObjectGone(String),
     /// Postgres refused or did not answer.
     #[error("the metadata database failed: {0}")]
     Metadata(String),

@@ -16,6 +16,7 @@
 //! offset is set from Postgres when read.
 
 mod cache;
+pub mod compact;
 pub mod config;
 pub mod error;
 mod leases;
@@ -115,6 +116,10 @@ pub struct Metrics {
     /// Seconds of each object's commit in Postgres.
     pub commit_seconds: Histogram,
     pub orphans_removed: Counter,
+    /// Objects written by compaction, and the batches and bytes they took.
+    pub compacted_objects: Counter,
+    pub compacted_batches: Counter,
+    pub compacted_bytes: Counter,
 }
 
 impl Default for Metrics {
@@ -132,6 +137,9 @@ impl Default for Metrics {
             put_seconds: buckets(),
             commit_seconds: buckets(),
             orphans_removed: Counter::default(),
+            compacted_objects: Counter::default(),
+            compacted_batches: Counter::default(),
+            compacted_bytes: Counter::default(),
         }
     }
 }
@@ -155,6 +163,7 @@ struct Inner {
     /// The next offset each partition waited on is known to have reached.
     ends: Ends,
     commit_deadline: Duration,
+    compaction: compact::Settings,
     metrics: Arc<Metrics>,
     notes: tokio::sync::broadcast::Sender<AppendNote>,
     /// Background tasks, stopped when the log is dropped.
@@ -245,6 +254,10 @@ impl SharedLog {
                 pending_max: config.pending_bytes_max,
                 ends,
                 commit_deadline: config.commit_deadline,
+                compaction: compact::Settings {
+                    after: config.compact_after,
+                    object_bytes: config.compacted_object_bytes,
+                },
                 metrics,
                 notes,
                 tasks: Mutex::new(vec![listener, gather]),
@@ -469,14 +482,39 @@ impl SharedLog {
         offset: u64,
         max_bytes: usize,
     ) -> Result<ReadBatches> {
-        reader::read(
+        let read = || {
+            reader::read(
+                &self.inner.meta,
+                &self.inner.objects,
+                &self.inner.cache,
+                topic_id,
+                partition,
+                offset,
+                max_bytes,
+            )
+        };
+        match read().await {
+            // Compaction moved the batches and the sweep removed their old object
+            // between the look-up and the fetch: the new look-up finds the new one.
+            Err(SharedError::ObjectGone(key)) => {
+                tracing::debug!(object = %key, "An object was removed during a read; reading again.");
+                read().await
+            }
+            other => other,
+        }
+    }
+
+    /// Merges small objects once: for up to 16 partitions with batches old enough in
+    /// objects shared with other partitions, copies them into one object of that
+    /// partition (up to `compacted_object_bytes`) and points their rows at it. The
+    /// sweep later removes the objects left without batches. Answers what moved.
+    pub async fn compact_once(&self) -> Result<compact::Compacted> {
+        compact::compact_once(
             &self.inner.meta,
             &self.inner.objects,
-            &self.inner.cache,
-            topic_id,
-            partition,
-            offset,
-            max_bytes,
+            &self.inner.compaction,
+            self.inner.commit_deadline,
+            &self.inner.metrics,
         )
         .await
     }

@@ -17,6 +17,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (3, include_str!("../migrations/0003_trim.sql")),
     (4, include_str!("../migrations/0004_nodes.sql")),
     (5, include_str!("../migrations/0005_leases_groups.sql")),
+    (6, include_str!("../migrations/0006_compaction.sql")),
 ];
 
 /// A node whose last beat is older than this is taken for dead, and its leases are
@@ -84,6 +85,25 @@ pub(crate) struct BatchLocation {
     pub object_key: String,
     pub position: u64,
     pub length: u32,
+}
+
+/// A batch row (base_offset, last_offset, object_key, position, length) as a location;
+/// the table's checks make its values sane, and a row that breaks them is not used.
+fn location(r: &tokio_postgres::Row) -> Result<BatchLocation> {
+    let (base, last, key, position, length): (i64, i64, String, i64, i32) =
+        (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+    if base < 0 || last < base || position < 0 || length <= 0 {
+        return Err(SharedError::Metadata(format!(
+            "the batch row at offset {base} of object {key} is inconsistent"
+        )));
+    }
+    Ok(BatchLocation {
+        base_offset: base as u64,
+        last_offset: last as u64,
+        object_key: key,
+        position: position as u64,
+        length: length as u32,
+    })
 }
 
 #[derive(Clone)]
@@ -330,6 +350,104 @@ impl Meta {
         Ok(())
     }
 
+    /// Partitions with at least two batches not yet compacted, shorter than `small`
+    /// bytes, in objects whose keys sort before `before` (older objects), at most
+    /// `limit`.
+    pub async fn compaction_candidates(
+        &self,
+        before: &str,
+        small: i32,
+        limit: i64,
+    ) -> Result<Vec<(String, u32)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT topic_id, partition FROM ferry_batches
+                  WHERE NOT compacted AND object_key < $1 AND length < $2
+                  GROUP BY topic_id, partition HAVING count(*) >= 2
+                  ORDER BY topic_id, partition LIMIT $3",
+                &[&before, &small, &limit],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get::<_, i32>(1).max(0) as u32))
+            .collect())
+    }
+
+    /// A partition's batches not yet compacted, as [`Meta::compaction_candidates`]
+    /// picks them, by offset.
+    pub async fn uncompacted(
+        &self,
+        topic_id: &str,
+        partition: u32,
+        before: &str,
+        small: i32,
+        limit: i64,
+    ) -> Result<Vec<BatchLocation>> {
+        let client = self.client().await?;
+        let partition = partition as i32;
+        let rows = client
+            .query(
+                "SELECT base_offset, last_offset, object_key, position, length
+                   FROM ferry_batches
+                  WHERE topic_id = $1 AND partition = $2 AND NOT compacted
+                    AND object_key < $3 AND length < $4
+                  ORDER BY base_offset LIMIT $5",
+                &[&topic_id, &partition, &before, &small, &limit],
+            )
+            .await?;
+        rows.iter().map(location).collect()
+    }
+
+    /// Points the batches `moved` (as they were located) at `object`, at `positions`;
+    /// answers how many moved (see the migration's `ferry_relocate_batches`).
+    pub async fn relocate(
+        &self,
+        object: &str,
+        deadline: Duration,
+        topic_id: &str,
+        partition: u32,
+        moved: &[BatchLocation],
+        positions: &[u64],
+    ) -> Result<u64> {
+        debug_assert_eq!(moved.len(), positions.len());
+        let client = self.commit_client().await?;
+        let deadline_ms = deadline.as_millis().min(i64::MAX as u128) as i64;
+        let to_i64 = |v: u64| {
+            i64::try_from(v).map_err(|_| SharedError::Invalid(format!("{v} is out of range")))
+        };
+        let bases = moved
+            .iter()
+            .map(|l| to_i64(l.base_offset))
+            .collect::<Result<Vec<i64>>>()?;
+        let from: Vec<&str> = moved.iter().map(|l| l.object_key.as_str()).collect();
+        let at = positions
+            .iter()
+            .map(|p| to_i64(*p))
+            .collect::<Result<Vec<i64>>>()?;
+        let lengths: Vec<i32> = moved
+            .iter()
+            .map(|l| i32::try_from(l.length).unwrap_or(i32::MAX))
+            .collect();
+        let row = client
+            .query_one(
+                "SELECT ferry_relocate_batches($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[
+                    &object,
+                    &deadline_ms,
+                    &topic_id,
+                    &(partition as i32),
+                    &bases,
+                    &from,
+                    &at,
+                    &lengths,
+                ],
+            )
+            .await?;
+        Ok(row.get::<_, i32>(0).max(0) as u64)
+    }
+
     /// Of `keys` (objects in the store), those that may be removed: pending ones whose
     /// deadline passed (their rows are taken, so no commit can name them any more), and
     /// those neither pending nor named by a batch.
@@ -502,25 +620,12 @@ impl Meta {
             .query(&stmt, &[&topic_id, &partition, &offset, &max_rows])
             .await?;
         let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let (base, last, key, position, length): (i64, i64, String, i64, i32) =
-                (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
-            // The table's checks make these hold; a row that breaks them is not used.
-            if base < 0 || last < base || position < 0 || length <= 0 {
-                return Err(SharedError::Metadata(format!(
-                    "batch row at offset {base} of partition {partition} is inconsistent"
-                )));
-            }
-            if last < offset {
+        for r in &rows {
+            let loc = location(r)?;
+            if loc.last_offset < offset as u64 {
                 continue;
             }
-            out.push(BatchLocation {
-                base_offset: base as u64,
-                last_offset: last as u64,
-                object_key: key,
-                position: position as u64,
-                length: length as u32,
-            });
+            out.push(loc);
         }
         debug_assert!(out.windows(2).all(|w| w[0].last_offset < w[1].base_offset));
         Ok(out)

@@ -90,6 +90,13 @@ impl Objects {
         format!("{}/{ms:013}-{id:032x}.batches", self.data_prefix())
     }
 
+    /// A key that sorts after every key made before `at` and before every key made
+    /// from `at` on (keys start with their creation time in milliseconds).
+    pub fn key_before(&self, at: SystemTime) -> String {
+        let ms = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        format!("{}/{ms:013}", self.data_prefix())
+    }
+
     pub async fn put(&self, key: &str, body: Bytes) -> Result<()> {
         self.store
             .put(&Path::from(key), PutPayload::from_bytes(body))
@@ -99,7 +106,13 @@ impl Objects {
 
     /// The bytes of each range, checked to be exactly as long as asked.
     pub async fn get_ranges(&self, key: &str, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
-        let got = self.store.get_ranges(&Path::from(key), ranges).await?;
+        let got = match self.store.get_ranges(&Path::from(key), ranges).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(SharedError::ObjectGone(key.to_string()))
+            }
+            Err(e) => return Err(e.into()),
+        };
         if got.len() != ranges.len() {
             return Err(SharedError::Corrupt {
                 key: key.to_string(),

@@ -85,7 +85,7 @@ pub(crate) async fn read(
         .iter()
         .map(|l| cache.get(&l.object_key, l.position))
         .collect();
-    fetch_missing(objects, cache, &locs, &mut bytes).await?;
+    fetch_missing(objects, Some(cache), &locs, &mut bytes).await?;
     let mut out = BytesMut::with_capacity(total.min(max_bytes.saturating_add(1 << 20)));
     for (loc, b) in locs.iter().zip(bytes) {
         let b = b.ok_or_else(|| SharedError::Corrupt {
@@ -131,9 +131,11 @@ fn check(loc: &BatchLocation, batch: &[u8]) -> Result<()> {
     Ok(())
 }
 
-async fn fetch_missing(
+/// Fetches the batches of `locs` whose `bytes` are `None`, checking each, and keeps
+/// them in `cache` when there is one.
+pub(crate) async fn fetch_missing(
     objects: &Objects,
-    cache: &Cache,
+    cache: Option<&Cache>,
     locs: &[BatchLocation],
     bytes: &mut [Option<Bytes>],
 ) -> Result<()> {
@@ -200,7 +202,9 @@ async fn fetch_missing(
     }
     for result in results {
         for (i, batch) in result? {
-            cache.insert(&locs[i].object_key, locs[i].position, batch.clone());
+            if let Some(cache) = cache {
+                cache.insert(&locs[i].object_key, locs[i].position, batch.clone());
+            }
             bytes[i] = Some(batch);
         }
     }

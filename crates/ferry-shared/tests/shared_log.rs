@@ -798,3 +798,93 @@ async fn the_metadata_database_is_reached_over_verified_tls_when_the_url_asks() 
     };
     assert!(err.contains("metadata database"), "{err}");
 }
+
+/// Distinct objects the batches of `topic` live in, by partition.
+async fn objects_of(pg: &str, topic: &str) -> Vec<(i32, i64)> {
+    let (client, conn) = tokio_postgres::connect(pg, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .query(
+            "SELECT partition, count(DISTINCT object_key) FROM ferry_batches
+              WHERE topic_id = $1 GROUP BY partition ORDER BY partition",
+            &[&topic],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_objects_are_merged_per_partition_and_reads_stay_the_same() {
+    let Some(pg) = postgres_url() else { return };
+    let pg = fresh_database(&pg).await;
+    let Some(s3) = S3Server::start() else { return };
+    let mut c = config(&pg, &s3);
+    c.compact_after = Duration::from_millis(1);
+    c.compacted_object_bytes = 3000;
+    let log = SharedLog::open(c).await.unwrap();
+    let t = topic();
+    log.create_partitions(&t, 2).await.unwrap();
+    // Each append writes one object holding a batch of both partitions.
+    for i in 0..30 {
+        let (a, b) = (format!("a{i}"), format!("b{i}"));
+        log.append(vec![
+            append(&t, 0, batch(&[a.as_str(), a.as_str()])),
+            append(&t, 1, batch(&[b.as_str()])),
+        ])
+        .await
+        .unwrap();
+    }
+    log.trim(&t, 0, 4).await.unwrap();
+    let before = (
+        read_all(&log, &t, 0, 4).await,
+        read_all(&log, &t, 1, 0).await,
+    );
+    assert_eq!(objects_of(&pg, &t).await, vec![(0, 28), (1, 30)]);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let mut passes = 0;
+    let mut total = ferry_shared::compact::Compacted::default();
+    loop {
+        let done = log.compact_once().await.unwrap();
+        if done.objects == 0 {
+            break;
+        }
+        total.objects += done.objects;
+        total.batches += done.batches;
+        passes += 1;
+        assert!(passes < 20, "compaction ends");
+    }
+    // 28 batches of partition 0 (two trimmed) and 30 of partition 1, into objects of
+    // at most 3000 bytes each, of one partition.
+    assert_eq!(total.batches, 58);
+    let merged = objects_of(&pg, &t).await;
+    assert!(merged.iter().all(|(_, n)| *n <= 4), "{merged:?}");
+    assert_eq!(
+        total.objects as i64,
+        merged.iter().map(|(_, n)| n).sum::<i64>()
+    );
+    // The old objects are removed by the sweep; reads, on this node and on a node with
+    // nothing cached, give the same records.
+    assert!(log.sweep_orphans(Duration::ZERO).await.unwrap() >= 30);
+    let fresh = SharedLog::open(config(&pg, &s3)).await.unwrap();
+    for reader in [&log, &fresh] {
+        let after = (
+            read_all(reader, &t, 0, 4).await,
+            read_all(reader, &t, 1, 0).await,
+        );
+        assert_eq!(after, before);
+    }
+    assert_eq!(log.compact_once().await.unwrap().objects, 0, "nothing left");
+    // New appends after the merge read on from where the merged ones end.
+    log.append(vec![append(&t, 1, batch(&["late"]))])
+        .await
+        .unwrap();
+    let all = read_all(&fresh, &t, 1, 0).await;
+    assert_eq!(all.len(), 31);
+    assert_eq!(all[30], (30, "late".to_string()));
+}

@@ -393,6 +393,11 @@ pub struct ServeArgs {
     /// need no GET [default: 67108864]
     #[arg(long, env = "FERRY_SHARED_CACHE_BYTES", value_name = "BYTES")]
     pub shared_cache_bytes: Option<usize>,
+    /// Shared mode: batches in objects older than this are merged into larger objects
+    /// of their partition alone (by one node at a time); 0 turns merging off
+    /// [default: 60000]
+    #[arg(long, env = "FERRY_SHARED_COMPACT_AFTER_MS", value_name = "MS")]
+    pub shared_compact_after_ms: Option<u64>,
     /// Log filter, as for tracing's EnvFilter (e.g. info, ferry=debug) [default: info]
     #[arg(long, env = "FERRY_LOG", value_name = "FILTER")]
     pub log: Option<String>,

@@ -47,6 +47,7 @@ struct FileSettings {
     object_store_url: Option<String>,
     shared_linger_ms: Option<u64>,
     shared_cache_bytes: Option<usize>,
+    shared_compact_after_ms: Option<u64>,
     log: Option<String>,
     log_format: Option<String>,
     metrics_detail: Option<String>,
@@ -205,6 +206,9 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
             }
             if let Some(bytes) = pick!(args, file, shared_cache_bytes) {
                 c.cache_bytes = bytes;
+            }
+            if let Some(ms) = pick!(args, file, shared_compact_after_ms) {
+                c.compact_after = std::time::Duration::from_millis(ms);
             }
             c.validate().map_err(|e| anyhow::anyhow!("shared mode: {e}"))?;
             Some(c)

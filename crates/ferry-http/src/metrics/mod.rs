@@ -227,6 +227,21 @@ impl Metrics {
                     "Objects no batch named, removed by the sweep (shared mode)",
                     &m.orphans_removed,
                 ),
+                (
+                    "shared_compacted_objects",
+                    "Objects written by merging small objects into objects of one partition (shared mode)",
+                    &m.compacted_objects,
+                ),
+                (
+                    "shared_compacted_batches",
+                    "Batches moved into merged objects (shared mode)",
+                    &m.compacted_batches,
+                ),
+                (
+                    "shared_compacted_bytes",
+                    "Bytes of the merged objects written (shared mode)",
+                    &m.compacted_bytes,
+                ),
             ] {
                 ferry.register(name, help, c.clone());
             }
