@@ -35,10 +35,10 @@ use std::time::{Duration, Instant};
 /// Idempotent producers without a batch for this long are forgotten.
 const PRODUCER_IDLE: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// The lease of the one node that merges small objects.
-const COMPACTION_LEASE: &str = "compaction";
+/// The lease of the one node that merges small objects and sweeps orphans.
+const MAINTENANCE_LEASE: &str = "maintenance";
 
-/// How often the node holding the compaction lease looks for objects to merge.
+/// How often the node holding the maintenance lease looks for objects to merge.
 const COMPACT_EVERY: Duration = Duration::from_secs(10);
 
 /// Passes of compaction per look, at most (each merges up to 16 partitions).
@@ -203,17 +203,24 @@ impl Broker {
                 }
             }
         });
-        // Merging small objects, by the node holding the compaction lease.
-        let for_compaction = Arc::downgrade(&broker);
+        // Merging small objects and sweeping orphans, by the node holding the
+        // maintenance lease.
+        let for_maintenance = Arc::downgrade(&broker);
+        let sweep_every = shared.log.sweep_every();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(COMPACT_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_sweep = Instant::now();
             loop {
                 tick.tick().await;
-                let Some(b) = for_compaction.upgrade() else {
+                let Some(b) = for_maintenance.upgrade() else {
                     return;
                 };
-                b.shared_compaction().await;
+                let sweep = last_sweep.elapsed() >= sweep_every;
+                if sweep {
+                    last_sweep = Instant::now();
+                }
+                b.shared_maintenance(sweep).await;
             }
         });
         // Beats on their own task, so that a slow refresh never ages this node's
@@ -272,9 +279,10 @@ impl Broker {
         Ok(())
     }
 
-    /// Merges small objects if this node holds (or can take) the compaction lease:
-    /// one node at a time does it.
-    async fn shared_compaction(&self) {
+    /// Maintenance of the shared log (merging small objects, and, when `sweep`, the
+    /// orphan sweep) if this node holds or can take the maintenance lease: one node at
+    /// a time does it.
+    async fn shared_maintenance(&self, sweep: bool) {
         let Some(sh) = &self.shared else {
             return;
         };
@@ -282,26 +290,25 @@ impl Broker {
         if id == 0 {
             return;
         }
-        match sh.log.take_lease(COMPACTION_LEASE, "objects", id).await {
+        match sh.log.take_lease(MAINTENANCE_LEASE, "objects", id).await {
             Ok(ferry_shared::LeaseHolder::Taken { .. }) => {}
             Ok(ferry_shared::LeaseHolder::Other { .. }) => return,
             Err(e) => {
-                tracing::debug!(error = %e, "Could not take the compaction lease.");
+                tracing::debug!(error = %e, "Could not take the maintenance lease.");
                 return;
             }
         }
-        for _ in 0..COMPACT_PASSES {
-            match sh.log.compact_once().await {
-                Ok(done) if done.objects == 0 => return,
-                Ok(done) => tracing::debug!(
+        match sh.log.maintain(COMPACT_PASSES, sweep).await {
+            Ok(done) if done.objects > 0 => {
+                tracing::debug!(
                     objects = done.objects,
                     batches = done.batches,
                     "Merged small objects."
-                ),
-                Err(e) => {
-                    tracing::warn!(error = %e, "Merging small objects failed; it is tried again later.");
-                    return;
-                }
+                )
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "Maintenance of the shared log failed; it runs again later.")
             }
         }
     }

@@ -181,7 +181,9 @@ impl Drop for Inner {
 
 impl SharedLog {
     /// Connects to Postgres (applying the schema's migrations) and to the object
-    /// store, and starts the writer, the append listener and the orphan sweep.
+    /// store, and starts the writer and the append listener. Sweeping orphans and
+    /// merging small objects are the caller's to schedule
+    /// ([`SharedLog::maintain`]): one node at a time is enough.
     pub async fn open(config: SharedConfig) -> Result<SharedLog> {
         config.validate()?;
         let url = ObjectStoreUrl::parse(&config.object_store_url)?;
@@ -263,25 +265,6 @@ impl SharedLog {
                 tasks: Mutex::new(vec![listener, gather]),
             }),
         };
-        let sweeper = {
-            let weak = Arc::downgrade(&log.inner);
-            let every = config.commit_deadline;
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(every).await;
-                    let Some(inner) = weak.upgrade() else { return };
-                    let log = SharedLog { inner };
-                    if let Err(e) = log.sweep_orphans(log.inner.commit_deadline * 2).await {
-                        tracing::warn!(error = %e, "The orphan object sweep failed; it runs again later.");
-                    }
-                }
-            })
-        };
-        log.inner
-            .tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(sweeper);
         Ok(log)
     }
 
@@ -502,6 +485,32 @@ impl SharedLog {
             }
             other => other,
         }
+    }
+
+    /// Maintenance for one node at a time (the broker runs it on the node holding the
+    /// maintenance lease): merges small objects, up to `passes` times while there is
+    /// something to merge, and, when `sweep` is true, removes the objects no batch
+    /// names that are older than twice the commit deadline.
+    pub async fn maintain(&self, passes: usize, sweep: bool) -> Result<compact::Compacted> {
+        let mut total = compact::Compacted::default();
+        for _ in 0..passes {
+            let done = self.compact_once().await?;
+            if done.objects == 0 {
+                break;
+            }
+            total.objects += done.objects;
+            total.batches += done.batches;
+            total.bytes += done.bytes;
+        }
+        if sweep {
+            self.sweep_orphans(self.inner.commit_deadline * 2).await?;
+        }
+        Ok(total)
+    }
+
+    /// How often the orphan sweep should run: the commit deadline.
+    pub fn sweep_every(&self) -> Duration {
+        self.inner.commit_deadline
     }
 
     /// Merges small objects once: for up to 16 partitions with batches old enough in
