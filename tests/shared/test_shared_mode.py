@@ -196,13 +196,18 @@ def test_kill_9_nodes_mid_load_loses_no_acknowledged_record(cluster):
     threads += [threading.Thread(target=kafka_producer, args=(t,)) for t in range(2)]
     for t in threads:
         t.start()
+    # Three rounds; scripts/soak-shared.sh keeps killing for FERRY_SHARED_SOAK_SECONDS.
+    soak = float(os.environ.get("FERRY_SHARED_SOAK_SECONDS", "0"))
+    started = time.time()
     try:
-        for round_ in range(3):
+        round_ = 0
+        while round_ < 3 or time.time() - started < soak:
             time.sleep(1.5)
             victim = round_ % 3
             cluster.kill9(victim)
             time.sleep(1)
             cluster.restart_fresh(victim)
+            round_ += 1
         time.sleep(1.5)
     finally:
         stop.set()
