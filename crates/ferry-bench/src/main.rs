@@ -229,6 +229,9 @@ enum Command {
         /// killed with SIGKILL (0: none)
         #[arg(long, default_value_t = 3)]
         failovers: usize,
+        /// Skip the reads before and after merging small objects
+        #[arg(long)]
+        no_merge: bool,
     },
     /// Server memory with records scheduled an hour ahead (100-byte records).
     Delayed {
@@ -439,6 +442,7 @@ fn main() -> anyhow::Result<()> {
             clients,
             backlog_records,
             failovers,
+            no_merge,
         } => {
             let r = rt.block_on(shared::run(
                 &ctx,
@@ -448,6 +452,7 @@ fn main() -> anyhow::Result<()> {
                 &clients,
                 backlog_records,
                 failovers,
+                !no_merge,
             ))?;
             println!("{}", shared::report(&r));
         }

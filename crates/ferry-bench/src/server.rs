@@ -25,6 +25,11 @@ impl std::ops::Deref for Server {
 }
 
 impl Server {
+    /// Stops the server with SIGTERM and waits for it.
+    pub fn terminate(self) {
+        let _ = self.ferry.terminate();
+    }
+
     /// Kills the server with SIGKILL.
     pub fn kill9(self) {
         self.ferry.kill9();

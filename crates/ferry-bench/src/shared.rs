@@ -36,6 +36,17 @@ pub struct SharedRun {
     /// Seconds from kill -9 of a consumer group's coordinator to the first offset
     /// commit another node accepted, one per round.
     pub failover_secs: Vec<f64>,
+    pub merged: Option<MergedReads>,
+}
+
+/// Reads of partitions written by small requests, from a node with nothing cached,
+/// before and after their objects were merged.
+pub struct MergedReads {
+    pub records: u64,
+    pub objects_before: i64,
+    pub objects_after: i64,
+    pub before_records_per_sec: f64,
+    pub after_records_per_sec: f64,
 }
 
 struct S3Server(Child);
@@ -299,6 +310,125 @@ async fn failover(
     }
 }
 
+/// Reads every record of partitions 0..4 of `topic` through `url`; records and seconds.
+async fn read_topic(http: &reqwest::Client, url: &str, topic: &str) -> anyhow::Result<(u64, f64)> {
+    let started = Instant::now();
+    let mut records = 0u64;
+    for p in 0..4u32 {
+        let mut offset = 0u64;
+        loop {
+            let v: serde_json::Value = http
+                .get(format!("{url}/v1/topics/{topic}/partitions/{p}/records?offset={offset}&max_records=5000"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let n = v["records"].as_array().map_or(0, |r| r.len()) as u64;
+            if n == 0 {
+                break;
+            }
+            records += n;
+            offset = v["next_offset"].as_u64().unwrap_or(offset);
+        }
+    }
+    Ok((records, started.elapsed().as_secs_f64()))
+}
+
+/// Objects the batches live in.
+async fn objects_in_use(db_url: &str) -> anyhow::Result<i64> {
+    let (client, conn) = tokio_postgres::connect(db_url, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    let row = client
+        .query_one("SELECT count(DISTINCT object_key) FROM ferry_batches", &[])
+        .await?;
+    Ok(row.get(0))
+}
+
+/// 40,000 records of 1 KiB written by requests of 10 (4 producers, 4 partitions), so
+/// that each object holds a few batches of several partitions; read back from a node
+/// with nothing cached, then again from another once the objects are merged.
+async fn merged_reads(
+    ctx: &Ctx,
+    db_url: &str,
+    env: &[(String, String)],
+) -> anyhow::Result<MergedReads> {
+    use serde_json::json;
+    // Every node but the one that merges has merging off.
+    let node = |i: usize, compact_after: &'static str| {
+        let dir = ctx.dir.join(format!("merged-{i}"));
+        let args = [
+            "--metadata-url",
+            db_url,
+            "--object-store-url",
+            "s3://ferry-bench/merged",
+            "--shared-compact-after-ms",
+            compact_after,
+        ];
+        async move { crate::server::Server::start_env(ctx, &dir, &args, env).await }
+    };
+    let writer = node(0, "0").await?;
+    let http = reqwest::Client::new();
+    let created = http
+        .post(format!("{}/v1/topics", writer.url))
+        .json(&json!({"name": "merged", "partitions": 4, "retention_ms": -1}))
+        .send()
+        .await?;
+    anyhow::ensure!(created.status().is_success(), "creating the topic failed");
+    let value = "x".repeat(1024);
+    let requests = 4000u64;
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let tasks: Vec<_> = (0..4u32)
+        .map(|p| {
+            let (http, next) = (http.clone(), next.clone());
+            let url = format!("{}/v1/topics/merged/records", writer.url);
+            let body = serde_json::to_vec(&json!({
+                "records": (0..10).map(|_| json!({"value": value, "partition": p})).collect::<Vec<_>>()
+            }));
+            tokio::spawn(async move {
+                let body = body?;
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < requests {
+                    http::produce(&http, &url, body.clone()).await?;
+                }
+                Ok::<_, anyhow::Error>(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    writer.terminate();
+    let objects_before = objects_in_use(db_url).await?;
+    let reader = node(1, "0").await?;
+    let (records, before_secs) = read_topic(&http, &reader.url, "merged").await?;
+    // Stopped cleanly, the nodes leave at once, and the merging node takes the
+    // maintenance lease at its first look.
+    reader.terminate();
+    let merger = node(2, "1000").await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while objects_in_use(db_url).await? > 8 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the objects were not merged within 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let objects_after = objects_in_use(db_url).await?;
+    merger.terminate();
+    let reader = node(3, "0").await?;
+    let (again, after_secs) = read_topic(&http, &reader.url, "merged").await?;
+    anyhow::ensure!(
+        again == records,
+        "read {records} records before merging, {again} after"
+    );
+    Ok(MergedReads {
+        records,
+        objects_before,
+        objects_after,
+        before_records_per_sec: records as f64 / before_secs.max(1e-9),
+        after_records_per_sec: records as f64 / after_secs.max(1e-9),
+    })
+}
+
 pub async fn run(
     ctx: &Ctx,
     metadata_url: &str,
@@ -307,6 +437,7 @@ pub async fn run(
     clients: &[usize],
     backlog_records: u64,
     failovers: usize,
+    merge: bool,
 ) -> anyhow::Result<SharedRun> {
     let (_s3, port) = start_s3(s3fs_bin, &ctx.dir.join("s3"))?;
     let (db_url, db_name) = fresh_database(metadata_url).await?;
@@ -368,6 +499,14 @@ pub async fn run(
         } else {
             None
         };
+        let merged = if merge {
+            let (url, name) = fresh_database(metadata_url).await?;
+            let m = merged_reads(ctx, &url, &env).await;
+            drop_database(metadata_url, &name).await?;
+            Some(m?)
+        } else {
+            None
+        };
         let mut failover_secs = Vec::new();
         for round in 0..failovers {
             let (url, name) = fresh_database(metadata_url).await?;
@@ -385,6 +524,7 @@ pub async fn run(
             local,
             shared,
             failover_secs,
+            merged,
         })
     }
     .await;
@@ -419,6 +559,17 @@ pub fn report(r: &SharedRun) -> String {
                 read(h)
             ));
         }
+    }
+    if let Some(m) = &r.merged {
+        out.push_str(&format!(
+            "\nReads of {} records of 1 KiB written by requests of 10, from a node with nothing cached: {:.0}/s from {} objects, {:.0}/s once merged into {} ({:.2}×)\n",
+            m.records,
+            m.before_records_per_sec,
+            m.objects_before,
+            m.after_records_per_sec,
+            m.objects_after,
+            m.after_records_per_sec / m.before_records_per_sec.max(1e-9)
+        ));
     }
     if !r.failover_secs.is_empty() {
         let times: Vec<String> = r.failover_secs.iter().map(|s| format!("{s:.1}")).collect();
