@@ -446,13 +446,15 @@ fn main() -> anyhow::Result<()> {
         } => {
             let r = rt.block_on(shared::run(
                 &ctx,
-                &metadata_url,
-                &s3fs_bin,
-                seconds,
-                &clients,
-                backlog_records,
-                failovers,
-                !no_merge,
+                shared::Options {
+                    metadata_url: &metadata_url,
+                    s3fs_bin: &s3fs_bin,
+                    seconds,
+                    clients: &clients,
+                    backlog_records,
+                    failovers,
+                    merge: !no_merge,
+                },
             ))?;
             println!("{}", shared::report(&r));
         }

@@ -429,16 +429,27 @@ async fn merged_reads(
     })
 }
 
-pub async fn run(
-    ctx: &Ctx,
-    metadata_url: &str,
-    s3fs_bin: &str,
-    seconds: u64,
-    clients: &[usize],
-    backlog_records: u64,
-    failovers: usize,
-    merge: bool,
-) -> anyhow::Result<SharedRun> {
+/// What `ferry-bench shared` runs.
+pub struct Options<'a> {
+    pub metadata_url: &'a str,
+    pub s3fs_bin: &'a str,
+    pub seconds: u64,
+    pub clients: &'a [usize],
+    pub backlog_records: u64,
+    pub failovers: usize,
+    pub merge: bool,
+}
+
+pub async fn run(ctx: &Ctx, options: Options<'_>) -> anyhow::Result<SharedRun> {
+    let Options {
+        metadata_url,
+        s3fs_bin,
+        seconds,
+        clients,
+        backlog_records,
+        failovers,
+        merge,
+    } = options;
     let (_s3, port) = start_s3(s3fs_bin, &ctx.dir.join("s3"))?;
     let (db_url, db_name) = fresh_database(metadata_url).await?;
     let env = vec![
