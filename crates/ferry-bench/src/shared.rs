@@ -249,6 +249,23 @@ async fn failover(
         body,
     )
     .await?;
+    // Every node knows the topic (each reads topics from Postgres every second).
+    for n in nodes.iter().flatten() {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !http
+            .get(format!("{}/v1/topics/failover", n.url))
+            .send()
+            .await?
+            .status()
+            .is_success()
+        {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "a node did not learn of the topic"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     let bootstrap: Vec<String> = nodes
         .iter()
         .flatten()

@@ -44,6 +44,9 @@ const COMPACT_EVERY: Duration = Duration::from_secs(10);
 /// Passes of compaction per look, at most (each merges up to 16 partitions).
 const COMPACT_PASSES: usize = 8;
 
+/// Reads of the topics that a client naming an unknown topic makes, at most this often.
+const ASKED_REFRESH_EVERY: Duration = Duration::from_millis(100);
+
 /// How often a node beats in Postgres (see [`ferry_shared::NODE_TIMEOUT_SECS`]).
 const BEAT_EVERY: Duration = Duration::from_secs(1);
 
@@ -64,6 +67,8 @@ pub struct SharedTopics {
     changes: std::sync::atomic::AtomicU64,
     /// The leases this node holds (see [`crate::shared_groups`]).
     pub(crate) leases: crate::shared_groups::Leases,
+    /// When topics were last read because a client named one this node did not know.
+    asked_refresh: std::sync::Mutex<Option<Instant>>,
 }
 
 impl SharedTopics {
@@ -75,6 +80,7 @@ impl SharedTopics {
             nodes: RwLock::new(Vec::new()),
             changes: std::sync::atomic::AtomicU64::new(0),
             leases: Default::default(),
+            asked_refresh: std::sync::Mutex::new(None),
         }
     }
 
@@ -269,13 +275,14 @@ impl Broker {
         let sent = Instant::now();
         let nodes = sh.log.heartbeat(id).await.map_err(|e| from_shared(0, e))?;
         *write(&sh.nodes) = nodes;
+        let asked = Instant::now();
         let held = sh
             .log
             .held_leases(id)
             .await
             .map_err(|e| from_shared(0, e))?;
         sh.leases.beat_sent(sent);
-        self.settle_leases(Some(&held)).await;
+        self.settle_leases(Some((&held, asked))).await;
         Ok(())
     }
 
@@ -310,6 +317,28 @@ impl Broker {
             Err(e) => {
                 tracing::warn!(error = %e, "Maintenance of the shared log failed; it runs again later.")
             }
+        }
+    }
+
+    /// In shared mode, reads the topics from Postgres now when one of `names` is not
+    /// known here (another node may have made it within the last second), at most
+    /// every 100 ms, so that a client told of a new topic by one node finds it on any.
+    pub async fn learn_topics(&self, names: &[String]) {
+        let Some(sh) = &self.shared else {
+            return;
+        };
+        if names.iter().all(|n| self.topic(n).is_ok()) {
+            return;
+        }
+        {
+            let mut last = ferry_log::sync::lock(&sh.asked_refresh);
+            if last.is_some_and(|t| t.elapsed() < ASKED_REFRESH_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        if let Err(e) = self.refresh_shared().await {
+            tracing::debug!(error = %e, "Could not read the topics from the metadata database.");
         }
     }
 

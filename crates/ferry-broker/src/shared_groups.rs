@@ -19,6 +19,7 @@
 
 use crate::error::{BrokerError, Result};
 use crate::groups::store::{CommittedOffset, GroupOffsets, OffsetStore, PartitionOffset};
+use crate::groups::types::{GROUPS_MAX, GROUP_ID_BYTES_MAX};
 use crate::groups::GroupError;
 use crate::shared::SharedTopics;
 use crate::Broker;
@@ -36,8 +37,9 @@ pub const LEASE_TRUST: Duration = Duration::from_secs(4);
 /// The leases this node holds, as it knows them.
 #[derive(Default)]
 pub(crate) struct Leases {
-    /// Consumer groups this node coordinates → the lease's epoch.
-    groups: Mutex<HashMap<String, i64>>,
+    /// Consumer groups this node coordinates → the lease's epoch, and when this node
+    /// took it (a beat that asked Postgres before then cannot know of it).
+    groups: Mutex<HashMap<String, (i64, Instant)>>,
     /// When the last beat that succeeded was sent.
     last_beat: Mutex<Option<Instant>>,
     /// Claims of groups, one at a time (they are rare: once per group and tenure).
@@ -54,7 +56,7 @@ impl Leases {
         if !self.trusted() {
             return None;
         }
-        lock(&self.groups).get(group).copied()
+        lock(&self.groups).get(group).map(|(epoch, _)| *epoch)
     }
 
     pub(crate) fn beat_sent(&self, sent: Instant) {
@@ -197,6 +199,11 @@ impl Broker {
         if sh.leases.group_epoch(group).is_some() {
             return Ok(());
         }
+        // Names the coordinator refuses take no lease: a client cannot fill the table
+        // of leases with them.
+        if group.is_empty() || group.len() > GROUP_ID_BYTES_MAX {
+            return Err(GroupError::InvalidGroupId);
+        }
         let unavailable = |e: String| GroupError::Storage(e);
         let _one = sh.leases.claims.lock().await;
         if sh.leases.group_epoch(group).is_some() {
@@ -208,6 +215,9 @@ impl Broker {
                 "this node has not joined the cluster yet".into(),
             ));
         }
+        if lock(&sh.leases.groups).len() >= GROUPS_MAX {
+            return Err(GroupError::TooManyGroups);
+        }
         let epoch = match sh.log.take_lease(GROUP_LEASE, group, node).await {
             Ok(LeaseHolder::Taken { epoch }) => epoch,
             Ok(LeaseHolder::Other { .. }) => return Err(GroupError::NotCoordinator),
@@ -215,7 +225,9 @@ impl Broker {
         };
         // The same tenure as before (the lease never moved, this node only stopped
         // trusting it for a while): keep the members.
-        let same_tenure = lock(&sh.leases.groups).get(group) == Some(&epoch);
+        let same_tenure = lock(&sh.leases.groups)
+            .get(group)
+            .is_some_and(|(held, _)| *held == epoch);
         if !same_tenure {
             let rows = sh
                 .log
@@ -225,7 +237,7 @@ impl Broker {
             self.groups.adopt(group, group_offsets(rows)).await;
             tracing::info!(group, epoch, "Coordinating a consumer group.");
         }
-        lock(&sh.leases.groups).insert(group.to_string(), epoch);
+        lock(&sh.leases.groups).insert(group.to_string(), (epoch, Instant::now()));
         Ok(())
     }
 
@@ -288,31 +300,35 @@ impl Broker {
     }
 
     /// After a beat: lets go of the groups whose lease this node no longer holds under
-    /// the epoch it knows (`held`: every lease Postgres says it holds), or of every
-    /// group when `held` is `None` (the beat failed and the leases can no longer be
-    /// trusted).
-    pub(crate) async fn settle_leases(&self, held: Option<&ferry_shared::HeldLeases>) {
+    /// the epoch it knows (`held`: every lease Postgres said it held when asked at
+    /// `asked`; a group taken since is left alone), or of every group when `held` is
+    /// `None` (the beat failed and the leases can no longer be trusted).
+    pub(crate) async fn settle_leases(&self, held: Option<(&ferry_shared::HeldLeases, Instant)>) {
         let Some(sh) = &self.shared else {
             return;
         };
         if held.is_none() && sh.leases.trusted() {
             return;
         }
+        let _one = sh.leases.claims.lock().await;
         let lost: Vec<String> = {
-            let groups = lock(&sh.leases.groups);
-            groups
+            let mut groups = lock(&sh.leases.groups);
+            let lost: Vec<String> = groups
                 .iter()
-                .filter(|(name, epoch)| {
-                    held.is_none_or(|h| {
-                        h.get(&(GROUP_LEASE.to_string(), (*name).clone())) != Some(*epoch)
+                .filter(|(name, (epoch, taken))| {
+                    held.is_none_or(|(h, asked)| {
+                        *taken < asked
+                            && h.get(&(GROUP_LEASE.to_string(), (*name).clone())) != Some(epoch)
                     })
                 })
                 .map(|(name, _)| name.clone())
-                .collect()
+                .collect();
+            for group in &lost {
+                groups.remove(group);
+            }
+            lost
         };
         for group in lost {
-            let _one = sh.leases.claims.lock().await;
-            sh.leases.forget(&group);
             self.groups.release(&group).await;
             tracing::info!(group, "No longer coordinating a consumer group.");
         }

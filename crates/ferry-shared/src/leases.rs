@@ -93,6 +93,24 @@ impl Meta {
             .collect())
     }
 
+    /// Drops the leases of consumer groups that no live node holds and that have no
+    /// committed offsets (nothing is lost: the next node to coordinate such a group
+    /// takes a new lease); answers how many.
+    pub async fn drop_idle_group_leases(&self) -> Result<u64> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "DELETE FROM ferry_leases l
+                  WHERE l.kind = $1
+                    AND NOT EXISTS (SELECT 1 FROM ferry_nodes n WHERE n.node_id = l.node_id
+                                       AND n.heartbeat_at > now() - make_interval(secs => $2))
+                    AND NOT EXISTS (SELECT 1 FROM ferry_group_offsets o WHERE o.group_id = l.name)",
+                &[&GROUP_LEASE, &f64::from(NODE_TIMEOUT_SECS)],
+            )
+            .await?;
+        Ok(n)
+    }
+
     /// Groups with committed offsets whose lease no live node holds, by name.
     pub async fn unheld_groups(&self) -> Result<Vec<String>> {
         let client = self.client().await?;

@@ -490,7 +490,8 @@ impl SharedLog {
     /// Maintenance for one node at a time (the broker runs it on the node holding the
     /// maintenance lease): merges small objects, up to `passes` times while there is
     /// something to merge, and, when `sweep` is true, removes the objects no batch
-    /// names that are older than twice the commit deadline.
+    /// names that are older than twice the commit deadline, and the leases of groups
+    /// nobody coordinates that have no offsets.
     pub async fn maintain(&self, passes: usize, sweep: bool) -> Result<compact::Compacted> {
         let mut total = compact::Compacted::default();
         for _ in 0..passes {
@@ -504,6 +505,7 @@ impl SharedLog {
         }
         if sweep {
             self.sweep_orphans(self.inner.commit_deadline * 2).await?;
+            self.inner.meta.drop_idle_group_leases().await?;
         }
         Ok(total)
     }

@@ -740,7 +740,27 @@ async fn a_lease_moves_only_from_a_dead_node_and_fences_its_writes() {
 
     // A node that is not live takes nothing; a node that left frees its leases at once.
     assert!(log.take_lease(GROUP_LEASE, "h", a).await.is_err());
+    assert!(matches!(
+        log.take_lease(GROUP_LEASE, "idle", b).await.unwrap(),
+        LeaseHolder::Taken { .. }
+    ));
     log.leave(b).await.unwrap();
+    // Maintenance drops the leases nobody holds of groups without offsets ("idle"),
+    // and keeps those of groups with offsets ("g").
+    log.maintain(0, true).await.unwrap();
+    assert_eq!(log.lease_holder(GROUP_LEASE, "g").await.unwrap(), None);
+    let (client, conn) = tokio_postgres::connect(&pg, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let names: Vec<String> = client
+        .query("SELECT name FROM ferry_leases ORDER BY name", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(names, vec!["g".to_string()]);
     log.heartbeat(a).await.unwrap();
     assert!(matches!(
         log.take_lease(GROUP_LEASE, "g", a).await.unwrap(),

@@ -88,6 +88,8 @@ pub async fn metadata(
             names
         }
     };
+    // In shared mode another node may have made a topic this one has not read yet.
+    ctx.broker.learn_topics(&names).await;
     if allow_create {
         let creatable: Vec<String> = names
             .iter()
