@@ -60,10 +60,38 @@ impl Drop for S3Server {
 
 const BUCKET: &str = "ferry-bench";
 
+/// Builds the TCP_NODELAY shim for s3s-fs (`nodelay.c`) with the C compiler Rust links
+/// with; `None`, with a warning, when it cannot.
+fn nodelay_shim(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    std::fs::create_dir_all(dir).ok()?;
+    let source = dir.join("nodelay.c");
+    let shim = dir.join("nodelay.so");
+    std::fs::write(&source, include_str!("nodelay.c")).ok()?;
+    let built = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&shim)
+        .arg(&source)
+        .arg("-ldl")
+        .status();
+    match built {
+        Ok(s) if s.success() => Some(shim),
+        other => {
+            eprintln!("warning: could not build the TCP_NODELAY shim for s3s-fs ({other:?}); its GETs wait for delayed ACKs");
+            None
+        }
+    }
+}
+
 fn start_s3(bin: &str, root: &std::path::Path) -> anyhow::Result<(S3Server, u16)> {
     std::fs::create_dir_all(root.join(BUCKET))?;
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let child = Command::new(bin)
+    let mut command = Command::new(bin);
+    // Beside the store's folder, where it would be taken for a bucket.
+    let shim_dir = root.parent().unwrap_or(root).join("s3-shim");
+    if let Some(shim) = nodelay_shim(&shim_dir) {
+        command.env("LD_PRELOAD", shim);
+    }
+    let child = command
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
         .args(["--access-key", "bench", "--secret-key", "bench-secret"])
         .arg(root)
