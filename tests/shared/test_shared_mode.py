@@ -494,3 +494,19 @@ def test_small_objects_are_merged_by_one_node_while_reads_stay_the_same(cluster)
     status, got = call(nodes[0].http, "POST", "/v1/topics/small/records",
                        {"records": [{"value": "late", "partition": 0}]})
     assert status == 200 and got["offsets"][0]["offset"] == 120, got
+
+
+def test_a_topic_made_on_one_node_is_used_at_once_on_another(cluster):
+    a, b = cluster.add(), cluster.add()
+    for i in range(5):
+        name = f"fresh-{i}"
+        status, _ = call(a.http, "POST", "/v1/topics", {"name": name, "partitions": 1})
+        assert status == 201
+        # No waiting for b's next read of the topics (every second).
+        status, got = call(b.http, "POST", f"/v1/topics/{name}/records", {"records": [{"value": i}]})
+        assert status == 200, got
+        p = Producer({"bootstrap.servers": b.kafka})
+        p.produce(name, value=b"k")
+        assert p.flush(10) == 0
+        status, got = call(a.http, "GET", f"/v1/topics/{name}/partitions/0/records?offset=0")
+        assert status == 200 and len(got["records"]) == 2, got

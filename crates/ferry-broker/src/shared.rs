@@ -44,8 +44,8 @@ const COMPACT_EVERY: Duration = Duration::from_secs(10);
 /// Passes of compaction per look, at most (each merges up to 16 partitions).
 const COMPACT_PASSES: usize = 8;
 
-/// Reads of the topics that a client naming an unknown topic makes, at most this often.
-const ASKED_REFRESH_EVERY: Duration = Duration::from_millis(100);
+/// Topics one request may make this node look up in Postgres, at most.
+const LEARN_TOPICS_MAX: usize = 16;
 
 /// How often a node beats in Postgres (see [`ferry_shared::NODE_TIMEOUT_SECS`]).
 const BEAT_EVERY: Duration = Duration::from_secs(1);
@@ -67,8 +67,6 @@ pub struct SharedTopics {
     changes: std::sync::atomic::AtomicU64,
     /// The leases this node holds (see [`crate::shared_groups`]).
     pub(crate) leases: crate::shared_groups::Leases,
-    /// When topics were last read because a client named one this node did not know.
-    asked_refresh: std::sync::Mutex<Option<Instant>>,
 }
 
 impl SharedTopics {
@@ -80,7 +78,6 @@ impl SharedTopics {
             nodes: RwLock::new(Vec::new()),
             changes: std::sync::atomic::AtomicU64::new(0),
             leases: Default::default(),
-            asked_refresh: std::sync::Mutex::new(None),
         }
     }
 
@@ -320,25 +317,37 @@ impl Broker {
         }
     }
 
-    /// In shared mode, reads the topics from Postgres now when one of `names` is not
-    /// known here (another node may have made it within the last second), at most
-    /// every 100 ms, so that a client told of a new topic by one node finds it on any.
+    /// In shared mode, looks up in Postgres the topics of `names` this node does not
+    /// know (another node may have made them since this one last read the topics, up
+    /// to a second ago), so that a client told of a new topic by one node finds it on
+    /// any. At most [`LEARN_TOPICS_MAX`] look-ups, one query each.
     pub async fn learn_topics(&self, names: &[String]) {
         let Some(sh) = &self.shared else {
             return;
         };
-        if names.iter().all(|n| self.topic(n).is_ok()) {
-            return;
-        }
-        {
-            let mut last = ferry_log::sync::lock(&sh.asked_refresh);
-            if last.is_some_and(|t| t.elapsed() < ASKED_REFRESH_EVERY) {
-                return;
+        let unknown = names
+            .iter()
+            .filter(|n| self.topic(n).is_err())
+            .take(LEARN_TOPICS_MAX);
+        for name in unknown {
+            let found = match sh.log.find_topic(name).await {
+                Ok(Some(t)) => t,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::debug!(error = %e, "Could not look up a topic in the metadata database.");
+                    return;
+                }
+            };
+            let config = match serde_json::from_str::<TopicConfig>(&found.config_json) {
+                Ok(c) if c.name == found.name && c.topic_id.to_string() == found.topic_id => c,
+                _ => continue,
+            };
+            let _admin = self.admin.lock().await;
+            if self.topic(name).is_err() {
+                self.insert_topic(Arc::new(Topic::new(config, Vec::new())));
+                // A refresh that read Postgres before the topic was made does not drop it.
+                sh.changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
-            *last = Some(Instant::now());
-        }
-        if let Err(e) = self.refresh_shared().await {
-            tracing::debug!(error = %e, "Could not read the topics from the metadata database.");
         }
     }
 

@@ -200,6 +200,18 @@ async fn refuse_and_rewrite(State(state): State<AppState>, req: Request, next: N
     if declared.is_some_and(|n| n > state.max_request_bytes as u64) {
         return Problem::too_large(state.max_request_bytes).into_response();
     }
+    // In shared mode another node may have made the topic within the last second.
+    if state.broker.is_shared() {
+        if let Some(topic) = req
+            .uri()
+            .path()
+            .strip_prefix("/v1/topics/")
+            .and_then(|rest| rest.split('/').next())
+            .filter(|t| !t.is_empty())
+        {
+            state.broker.learn_topics(&[topic.to_string()]).await;
+        }
+    }
     let (method, uri) = (req.method().clone(), req.uri().clone());
     let response = next.run(req).await;
     let status = response.status();

@@ -287,6 +287,11 @@ impl SharedLog {
         self.inner.meta.delete_topic(name).await
     }
 
+    /// One topic by name, if Postgres has it.
+    pub async fn find_topic(&self, name: &str) -> Result<Option<StoredTopic>> {
+        self.inner.meta.find_topic(name).await
+    }
+
     pub async fn list_topics(&self) -> Result<Vec<StoredTopic>> {
         self.inner.meta.list_topics().await
     }

@@ -298,6 +298,22 @@ impl Meta {
     }
 
     /// Every topic, by name.
+    /// One topic by name, if Postgres has it.
+    pub async fn find_topic(&self, name: &str) -> Result<Option<StoredTopic>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT name, topic_id, config::text FROM ferry_topics WHERE name = $1",
+                &[&name],
+            )
+            .await?;
+        Ok(row.map(|r| StoredTopic {
+            name: r.get(0),
+            topic_id: r.get(1),
+            config_json: r.get(2),
+        }))
+    }
+
     pub async fn list_topics(&self) -> Result<Vec<StoredTopic>> {
         let client = self.client().await?;
         let rows = client
