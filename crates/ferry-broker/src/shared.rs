@@ -219,6 +219,7 @@ impl Broker {
                 let Some(b) = for_maintenance.upgrade() else {
                     return;
                 };
+                b.release_idle_groups().await;
                 let sweep = last_sweep.elapsed() >= sweep_every;
                 if sweep {
                     last_sweep = Instant::now();

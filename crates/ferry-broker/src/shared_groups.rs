@@ -34,6 +34,9 @@ use std::time::{Duration, Instant};
 /// node stops before another may take over.
 pub const LEASE_TRUST: Duration = Duration::from_secs(4);
 
+/// A group held this long with neither members nor offsets is let go.
+pub const IDLE_GROUP_AFTER: Duration = Duration::from_secs(60);
+
 /// The leases this node holds, as it knows them.
 #[derive(Default)]
 pub(crate) struct Leases {
@@ -256,6 +259,40 @@ impl Broker {
             .or_else(|| pick(group, &nodes))
             .cloned();
         Some(node.ok_or_else(|| BrokerError::Unavailable("no live node is known yet".into())))
+    }
+
+    /// Gives up the leases of groups this node has held for [`IDLE_GROUP_AFTER`] with
+    /// neither members nor committed offsets (a client asked about a group that does
+    /// not exist, or one that emptied), so that such names cannot fill the node's
+    /// table of groups. A request for one of them takes the lease again.
+    pub(crate) async fn release_idle_groups(&self) {
+        let Some(sh) = &self.shared else {
+            return;
+        };
+        let candidates: Vec<(String, i64)> = lock(&sh.leases.groups)
+            .iter()
+            .filter(|(_, (_, taken))| taken.elapsed() >= IDLE_GROUP_AFTER)
+            .map(|(name, (epoch, _))| (name.clone(), *epoch))
+            .collect();
+        for (group, epoch) in candidates {
+            if !self.groups.is_idle(&group).await {
+                continue;
+            }
+            // Out of the table first, under the claims' lock: a request for the group
+            // now waits for the claim that follows.
+            let _one = sh.leases.claims.lock().await;
+            if lock(&sh.leases.groups).remove(&group).is_none() {
+                continue;
+            }
+            self.groups.release(&group).await;
+            if let Err(e) = sh
+                .log
+                .release_lease(GROUP_LEASE, &group, sh.node_id(), epoch)
+                .await
+            {
+                tracing::debug!(group, error = %e, "Could not give up an idle group's lease; it is dropped once this node stops.");
+            }
+        }
     }
 
     /// Leaves the live nodes (shared mode, at a clean stop): this node's leases are

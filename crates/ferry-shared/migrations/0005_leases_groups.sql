@@ -59,19 +59,27 @@ CREATE TABLE ferry_group_offsets (
 );
 CREATE INDEX ferry_group_offsets_by_topic ON ferry_group_offsets (topic);
 
+-- Whether p_node still holds group p_group's lease under p_epoch. The lease row is
+-- read FOR SHARE, in the caller's transaction: a node taking the lease waits for the
+-- caller's writes, and then reads them.
+CREATE FUNCTION ferry_holds_group_lease(p_group text, p_node integer, p_epoch bigint)
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM ferry_leases
+     WHERE kind = 'group' AND name = p_group AND node_id = p_node AND epoch = p_epoch
+       FOR SHARE;
+    RETURN FOUND;
+END $$;
+
 -- Records a group's offsets under the lease (p_node, p_epoch); false, with nothing
--- written, when that lease is no longer held. The lease row is read FOR SHARE, so a
--- node taking the lease waits for a commit in flight and then reads its offsets.
+-- written, when that lease is no longer held.
 CREATE FUNCTION ferry_commit_offsets(
     p_group text, p_node integer, p_epoch bigint,
     p_topics text[], p_partitions integer[], p_offsets bigint[],
     p_metadata text[], p_leader_epochs integer[]
 ) RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM 1 FROM ferry_leases
-     WHERE kind = 'group' AND name = p_group AND node_id = p_node AND epoch = p_epoch
-       FOR SHARE;
-    IF NOT FOUND THEN
+    IF NOT ferry_holds_group_lease(p_group, p_node, p_epoch) THEN
         RETURN false;
     END IF;
     INSERT INTO ferry_group_offsets
@@ -93,10 +101,7 @@ CREATE FUNCTION ferry_delete_offsets(
     p_topics text[], p_partitions integer[]
 ) RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM 1 FROM ferry_leases
-     WHERE kind = 'group' AND name = p_group AND node_id = p_node AND epoch = p_epoch
-       FOR SHARE;
-    IF NOT FOUND THEN
+    IF NOT ferry_holds_group_lease(p_group, p_node, p_epoch) THEN
         RETURN false;
     END IF;
     IF p_topics IS NULL THEN

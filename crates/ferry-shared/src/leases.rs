@@ -64,6 +64,24 @@ impl Meta {
         })
     }
 
+    /// Gives up the lease (`kind`, `name`) if `node_id` still holds it under `epoch`.
+    pub async fn release_lease(
+        &self,
+        kind: &str,
+        name: &str,
+        node_id: i32,
+        epoch: i64,
+    ) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM ferry_leases WHERE kind = $1 AND name = $2 AND node_id = $3 AND epoch = $4",
+                &[&kind, &name, &node_id, &epoch],
+            )
+            .await?;
+        Ok(())
+    }
+
     /// The live node holding the lease (`kind`, `name`), if any.
     pub async fn lease_holder(&self, kind: &str, name: &str) -> Result<Option<i32>> {
         let client = self.client().await?;

@@ -324,6 +324,20 @@ impl SharedLog {
         self.inner.meta.take_lease(kind, name, node_id).await
     }
 
+    /// Gives up the lease (`kind`, `name`) if `node_id` still holds it under `epoch`.
+    pub async fn release_lease(
+        &self,
+        kind: &str,
+        name: &str,
+        node_id: i32,
+        epoch: i64,
+    ) -> Result<()> {
+        self.inner
+            .meta
+            .release_lease(kind, name, node_id, epoch)
+            .await
+    }
+
     /// The live node holding the lease (`kind`, `name`), if any.
     pub async fn lease_holder(&self, kind: &str, name: &str) -> Result<Option<i32>> {
         self.inner.meta.lease_holder(kind, name).await

@@ -732,6 +732,18 @@ async fn a_lease_moves_only_from_a_dead_node_and_fences_its_writes() {
         vec![offset("t", 0, 8)]
     );
     let held = log.held_leases(b).await.unwrap();
+    // Giving a lease up takes an epoch: an old one gives up nothing.
+    log.release_lease(GROUP_LEASE, "g", b, first).await.unwrap();
+    assert_eq!(log.lease_holder(GROUP_LEASE, "g").await.unwrap(), Some(b));
+    let LeaseHolder::Taken { epoch: spare } =
+        log.take_lease(GROUP_LEASE, "spare", b).await.unwrap()
+    else {
+        panic!("a free lease is taken")
+    };
+    log.release_lease(GROUP_LEASE, "spare", b, spare)
+        .await
+        .unwrap();
+    assert_eq!(log.lease_holder(GROUP_LEASE, "spare").await.unwrap(), None);
     assert_eq!(
         held.get(&(GROUP_LEASE.to_string(), "g".to_string())),
         Some(&second)

@@ -201,31 +201,13 @@ async fn backlog(
     }
     let produce_secs = started.elapsed().as_secs_f64();
     let rss_after_produce_mib = server.rss_mib();
-    let started = Instant::now();
-    let mut read_records = 0u64;
-    for p in 0..4u32 {
-        let mut offset = 0u64;
-        while read_records < (p as u64 + 1) * 250_000 {
-            let v: serde_json::Value = http
-                .get(format!("{url}/v1/topics/backlog/partitions/{p}/records?offset={offset}&max_records=5000"))
-                .send()
-                .await?
-                .json()
-                .await?;
-            let n = v["records"].as_array().map_or(0, |r| r.len()) as u64;
-            if n == 0 {
-                break;
-            }
-            read_records += n;
-            offset = v["next_offset"].as_u64().unwrap_or(offset);
-        }
-    }
+    let (read_records, read_secs) = read_topic(&http, &url, "backlog", 250_000).await?;
     Ok(Backlog {
         records: requests * 1000,
         produce_secs,
         rss_after_produce_mib,
         read_records,
-        read_secs: started.elapsed().as_secs_f64(),
+        read_secs,
         rss_after_read_mib: server.rss_mib(),
     })
 }
@@ -355,13 +337,19 @@ async fn failover(
     }
 }
 
-/// Reads every record of partitions 0..4 of `topic` through `url`; records and seconds.
-async fn read_topic(http: &reqwest::Client, url: &str, topic: &str) -> anyhow::Result<(u64, f64)> {
+/// Reads partitions 0..4 of `topic` through `url` from their starts, up to
+/// `per_partition` records each (or to their ends); records and seconds.
+async fn read_topic(
+    http: &reqwest::Client,
+    url: &str,
+    topic: &str,
+    per_partition: u64,
+) -> anyhow::Result<(u64, f64)> {
     let started = Instant::now();
     let mut records = 0u64;
     for p in 0..4u32 {
-        let mut offset = 0u64;
-        loop {
+        let (mut offset, mut read) = (0u64, 0u64);
+        while read < per_partition {
             let v: serde_json::Value = http
                 .get(format!("{url}/v1/topics/{topic}/partitions/{p}/records?offset={offset}&max_records=5000"))
                 .send()
@@ -372,9 +360,10 @@ async fn read_topic(http: &reqwest::Client, url: &str, topic: &str) -> anyhow::R
             if n == 0 {
                 break;
             }
-            records += n;
+            read += n;
             offset = v["next_offset"].as_u64().unwrap_or(offset);
         }
+        records += read;
     }
     Ok((records, started.elapsed().as_secs_f64()))
 }
@@ -444,7 +433,7 @@ async fn merged_reads(
     writer.terminate();
     let objects_before = objects_in_use(db_url).await?;
     let reader = node(1, "0").await?;
-    let (records, before_secs) = read_topic(&http, &reader.url, "merged").await?;
+    let (records, before_secs) = read_topic(&http, &reader.url, "merged", u64::MAX).await?;
     // Stopped cleanly, the nodes leave at once, and the merging node takes the
     // maintenance lease at its first look.
     reader.terminate();
@@ -460,7 +449,7 @@ async fn merged_reads(
     let objects_after = objects_in_use(db_url).await?;
     merger.terminate();
     let reader = node(3, "0").await?;
-    let (again, after_secs) = read_topic(&http, &reader.url, "merged").await?;
+    let (again, after_secs) = read_topic(&http, &reader.url, "merged", u64::MAX).await?;
     anyhow::ensure!(
         again == records,
         "read {records} records before merging, {again} after"

@@ -683,6 +683,15 @@ impl Coordinator {
         }
     }
 
+    /// True when `group_id` has neither members (of either protocol) nor committed
+    /// offsets here: nothing of it would be lost by letting it go.
+    pub async fn is_idle(&self, group_id: &str) -> bool {
+        let groups = self.groups.lock().await;
+        !groups.get(group_id).is_some_and(Group::has_members)
+            && !lock(&self.consumer_groups).contains_key(group_id)
+            && !self.has_offsets(group_id)
+    }
+
     /// Lets go of `group_id` (shared mode, when another node took its lease): its
     /// members and offsets are no longer this node's to answer for. Waiting joins and
     /// syncs are answered REBALANCE_IN_PROGRESS, and their clients find the new
