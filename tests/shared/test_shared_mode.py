@@ -510,3 +510,31 @@ def test_a_topic_made_on_one_node_is_used_at_once_on_another(cluster):
         assert p.flush(10) == 0
         status, got = call(a.http, "GET", f"/v1/topics/{name}/partitions/0/records?offset=0")
         assert status == 200 and len(got["records"]) == 2, got
+
+
+def test_retention_by_size_keeps_the_newest_batches_within_the_limit(cluster):
+    a, b = cluster.add("--retention-check-ms", "200"), cluster.add()
+    status, _ = call(a.http, "POST", "/v1/topics", {"name": "sized", "partitions": 1, "retention_bytes": 3000})
+    assert status == 201
+    # 40 batches of about 600 bytes: the newest few fit in 3000 bytes.
+    for i in range(40):
+        status, got = call(b.http, "POST", "/v1/topics/sized/records",
+                           {"records": [{"value": f"{i}-" + "x" * 500}]})
+        assert status == 200, got
+    # The newest batches that fit, whole: five of about 574 bytes (six would pass 3000).
+    deadline = time.time() + 10
+    while True:
+        status, got = call(b.http, "GET", "/v1/topics/sized/partitions/0/records?offset=39")
+        assert status == 200, got
+        if got["latest"] - got["earliest"] <= 5:
+            break
+        assert time.time() < deadline, got
+        time.sleep(0.2)
+    earliest = got["earliest"]
+    assert earliest == 35, got
+    status, p = call(b.http, "GET", "/v1/topics/sized/partitions/0/records?offset=0")
+    assert (status, p["type"]) == (416, "urn:ferry:problem:offset-out-of-range"), p
+    status, got = call(b.http, "GET", f"/v1/topics/sized/partitions/0/records?offset={earliest}")
+    kept = [(r["offset"], r["value"]) for r in got["records"]]
+    assert [o for o, _ in kept] == list(range(earliest, 40))
+    assert kept[-1][1] == "39-" + "x" * 500

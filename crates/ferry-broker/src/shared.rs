@@ -926,21 +926,38 @@ impl Broker {
         let topics: Vec<TopicConfig> = self.list_topics().into_iter().map(|t| t.config).collect();
         let now = now_ms() as i64;
         for config in topics {
-            let Some(ms) = config.retention_ms else {
-                continue;
-            };
-            let cutoff = now.saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX));
             let topic_id = config.topic_id.to_string();
             for p in 0..config.partitions {
-                match sh.log.apply_retention(&topic_id, p, cutoff).await {
-                    Ok(start) => {
-                        let (_, latest) = sh.cached(config.topic_id, p);
-                        sh.set(config.topic_id, p, start, latest);
-                    }
-                    Err(e) => {
-                        tracing::warn!(topic = %config.name, partition = p, error = %e, "Retention could not run; it runs again at the next check.");
-                    }
+                let by_time = config.retention_ms.map(|ms| {
+                    let cutoff = now.saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX));
+                    sh.log.apply_retention(&topic_id, p, cutoff)
+                });
+                if let Some(applied) = by_time {
+                    self.note_retention(sh, &config, p, applied.await);
                 }
+                if let Some(bytes) = config.retention_bytes {
+                    let applied = sh.log.apply_size_retention(&topic_id, p, bytes).await;
+                    self.note_retention(sh, &config, p, applied);
+                }
+            }
+        }
+    }
+
+    /// Takes the start a retention pass left (or says why it could not run).
+    fn note_retention(
+        &self,
+        sh: &SharedTopics,
+        config: &TopicConfig,
+        partition: u32,
+        applied: std::result::Result<u64, SharedError>,
+    ) {
+        match applied {
+            Ok(start) => {
+                let (_, latest) = sh.cached(config.topic_id, partition);
+                sh.set(config.topic_id, partition, start, latest);
+            }
+            Err(e) => {
+                tracing::warn!(topic = %config.name, partition, error = %e, "Retention could not run; it runs again at the next check.");
             }
         }
     }

@@ -600,6 +600,26 @@ impl SharedLog {
         }
     }
 
+    /// Applies size retention to a partition: its oldest batches go until the rest
+    /// holds at most `max_bytes`. Returns the first readable offset.
+    pub async fn apply_size_retention(
+        &self,
+        topic_id: &str,
+        partition: u32,
+        max_bytes: u64,
+    ) -> Result<u64> {
+        let max = i64::try_from(max_bytes).unwrap_or(i64::MAX);
+        match self
+            .inner
+            .meta
+            .size_retention_point(topic_id, partition, max)
+            .await?
+        {
+            Some(point) => self.trim(topic_id, partition, point).await,
+            None => Ok(self.bounds(topic_id, partition).await?.0),
+        }
+    }
+
     /// The partition's first readable offset and next offset.
     pub async fn bounds(&self, topic_id: &str, partition: u32) -> Result<(u64, u64)> {
         self.inner

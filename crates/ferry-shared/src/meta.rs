@@ -706,6 +706,31 @@ impl Meta {
         Ok(point.map(|p| p.max(0) as u64))
     }
 
+    /// The offset before which a partition's batches go so that the rest holds at most
+    /// `max_bytes` (whole batches, newest kept first); `None` when all of it fits. The
+    /// newest batches are read back from the end until they pass `max_bytes`, so a
+    /// check reads about as many rows as are kept, not the whole partition.
+    pub async fn size_retention_point(
+        &self,
+        topic_id: &str,
+        partition: u32,
+        max_bytes: i64,
+    ) -> Result<Option<u64>> {
+        let client = self.client().await?;
+        let partition = partition as i32;
+        let row = client
+            .query_opt(
+                "SELECT last_offset + 1 FROM (
+                    SELECT base_offset, last_offset,
+                           sum(length) OVER (ORDER BY base_offset DESC) AS tail
+                      FROM ferry_batches WHERE topic_id = $1 AND partition = $2) t
+                  WHERE tail > $3::bigint ORDER BY base_offset DESC LIMIT 1",
+                &[&topic_id, &partition, &max_bytes],
+            )
+            .await?;
+        Ok(row.map(|r| r.get::<_, i64>(0).max(0) as u64))
+    }
+
     /// Registers a starting node; returns its id, new for every start.
     pub async fn join(&self, kafka_host: &str, kafka_port: u16) -> Result<i32> {
         let client = self.client().await?;
