@@ -152,6 +152,24 @@ fn from_shared(partition: u32, e: SharedError) -> BrokerError {
     }
 }
 
+/// Takes the start a retention pass left (or says why it could not run).
+fn note_retention(
+    sh: &SharedTopics,
+    config: &TopicConfig,
+    partition: u32,
+    applied: std::result::Result<u64, SharedError>,
+) {
+    match applied {
+        Ok(start) => {
+            let (_, latest) = sh.cached(config.topic_id, partition);
+            sh.set(config.topic_id, partition, start, latest);
+        }
+        Err(e) => {
+            tracing::warn!(topic = %config.name, partition, error = %e, "Retention could not run; it runs again at the next check.");
+        }
+    }
+}
+
 fn stored(config: &TopicConfig) -> Result<StoredTopic> {
     Ok(StoredTopic {
         name: config.name.clone(),
@@ -266,7 +284,7 @@ impl Broker {
         let Some(sh) = &self.shared else {
             return Ok(());
         };
-        let id = sh.node_id.load(std::sync::atomic::Ordering::Relaxed);
+        let id = sh.node_id();
         if id == 0 {
             return Ok(());
         }
@@ -933,31 +951,12 @@ impl Broker {
                     sh.log.apply_retention(&topic_id, p, cutoff)
                 });
                 if let Some(applied) = by_time {
-                    self.note_retention(sh, &config, p, applied.await);
+                    note_retention(sh, &config, p, applied.await);
                 }
                 if let Some(bytes) = config.retention_bytes {
                     let applied = sh.log.apply_size_retention(&topic_id, p, bytes).await;
-                    self.note_retention(sh, &config, p, applied);
+                    note_retention(sh, &config, p, applied);
                 }
-            }
-        }
-    }
-
-    /// Takes the start a retention pass left (or says why it could not run).
-    fn note_retention(
-        &self,
-        sh: &SharedTopics,
-        config: &TopicConfig,
-        partition: u32,
-        applied: std::result::Result<u64, SharedError>,
-    ) {
-        match applied {
-            Ok(start) => {
-                let (_, latest) = sh.cached(config.topic_id, partition);
-                sh.set(config.topic_id, partition, start, latest);
-            }
-            Err(e) => {
-                tracing::warn!(topic = %config.name, partition, error = %e, "Retention could not run; it runs again at the next check.");
             }
         }
     }
