@@ -181,11 +181,7 @@ impl Drop for Running {
     fn drop(&mut self) {
         if let Some(c) = &mut self.other {
             // The peer was started in its own process group: end the whole group.
-            // SAFETY: kill(2) has no memory effects; a stale group id only fails.
-            unsafe {
-                libc::kill(-(c.id() as i32), libc::SIGKILL);
-            }
-            let _ = c.wait();
+            kill_group(c);
         }
         self.ferry.take();
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -279,6 +275,76 @@ async fn wait_for_port(port: u16, child: &mut Child, what: &str, dir: &Path) -> 
     }
 }
 
+/// Ends a peer started in its own process group, and waits for it.
+fn kill_group(child: &mut Child) {
+    // SAFETY: kill(2) has no memory effects; a stale group id only fails.
+    unsafe {
+        libc::kill(-(child.id() as i32), libc::SIGKILL);
+    }
+    let _ = child.wait();
+}
+
+/// The last lines a peer printed, for an error that says why it did not start.
+fn log_tail(dir: &Path) -> String {
+    let text = std::fs::read_to_string(dir.join("out.log")).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+/// One start of RabbitMQ in `dir` (emptied first): the child and its AMQP URL once it
+/// accepts a login, or an error with the end of its output.
+async fn start_rabbit(dir: &Path) -> anyhow::Result<(Child, String)> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir.join("mnesia"))?;
+    std::fs::create_dir_all(dir.join("log"))?;
+    std::fs::write(dir.join("enabled_plugins"), "[].\n")?;
+    let port = free_port()?;
+    let dist = free_port()?;
+    let mut child = spawn(
+        Command::new(RABBIT)
+            .current_dir(dir)
+            .env("RABBITMQ_NODENAME", format!("ferrybench{port}@localhost"))
+            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+            .env("RABBITMQ_NODE_PORT", port.to_string())
+            .env("RABBITMQ_DIST_PORT", dist.to_string())
+            .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", dir.join("log"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
+            .env("RABBITMQ_PID_FILE", dir.join("pid")),
+        dir,
+    )?;
+    if let Err(e) = wait_for_port(port, &mut child, "rabbitmq-server", dir).await {
+        kill_group(&mut child);
+        anyhow::bail!("{e:#}\n{}", log_tail(dir));
+    }
+    let url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
+    // The port opens a moment before the broker accepts logins.
+    let started = Instant::now();
+    loop {
+        match lapin::Connection::connect(&url, Default::default()).await {
+            Ok(c) => {
+                let _ = c.close(0, "ready".into()).await;
+                return Ok((child, url));
+            }
+            Err(e) => {
+                let exited = child.try_wait().ok().flatten();
+                if exited.is_some() || started.elapsed() > Duration::from_secs(60) {
+                    kill_group(&mut child);
+                    let how = match exited {
+                        Some(status) => format!(" (it exited with {status})"),
+                        None => String::new(),
+                    };
+                    anyhow::bail!(
+                        "rabbitmq-server did not accept a connection{how}: {e}\n{}",
+                        log_tail(dir)
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
 fn spawn(cmd: &mut Command, dir: &Path) -> anyhow::Result<Child> {
     let log = std::fs::File::create(dir.join("out.log"))?;
     Ok(cmd
@@ -345,40 +411,26 @@ pub async fn start(ctx: &Ctx, system: System, dir: &Path) -> anyhow::Result<Runn
             run.other = Some(child);
         }
         System::RabbitQuorum | System::RabbitClassic => {
-            let port = free_port()?;
-            let dist = free_port()?;
-            std::fs::create_dir_all(dir.join("mnesia"))?;
-            std::fs::create_dir_all(dir.join("log"))?;
-            std::fs::write(dir.join("enabled_plugins"), "[].\n")?;
-            let mut child = spawn(
-                Command::new(RABBIT)
-                    .current_dir(dir)
-                    .env("RABBITMQ_NODENAME", format!("ferrybench{port}@localhost"))
-                    .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
-                    .env("RABBITMQ_NODE_PORT", port.to_string())
-                    .env("RABBITMQ_DIST_PORT", dist.to_string())
-                    .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
-                    .env("RABBITMQ_LOG_BASE", dir.join("log"))
-                    .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
-                    .env("RABBITMQ_PID_FILE", dir.join("pid")),
-                dir,
-            )?;
-            wait_for_port(port, &mut child, "rabbitmq-server", dir).await?;
-            run.url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
-            run.other = Some(child);
-            // The port opens a moment before the broker accepts logins.
-            let started = Instant::now();
-            loop {
-                match lapin::Connection::connect(&run.url, Default::default()).await {
-                    Ok(c) => {
-                        let _ = c.close(0, "ready".into()).await;
+            // A broker that opened its port but then went away (seen once on a CI
+            // machine) is started again, up to three times, before the system is
+            // reported as not run.
+            let mut last = None;
+            for attempt in 1..=3 {
+                match start_rabbit(dir).await {
+                    Ok((child, url)) => {
+                        run.url = url;
+                        run.other = Some(child);
+                        last = None;
                         break;
                     }
-                    Err(e) if started.elapsed() > Duration::from_secs(60) => {
-                        anyhow::bail!("rabbitmq-server did not accept a connection: {e}")
+                    Err(e) => {
+                        eprintln!("rabbitmq-server, attempt {attempt} of 3: {e:#}");
+                        last = Some(e);
                     }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                 }
+            }
+            if let Some(e) = last {
+                return Err(e);
             }
         }
     }
