@@ -106,10 +106,12 @@ def test_nodes_share_topics_and_records_over_http_and_kafka(cluster):
 def test_what_shared_mode_does_not_do_yet_is_refused_clearly(cluster):
     a = cluster.add()
     call(a.http, "POST", "/v1/topics", {"name": "t", "partitions": 1})
-    status, p = call(a.http, "POST", "/v1/subscriptions", {"name": "s", "topic": "t"})
+    status, p = call(a.http, "POST", "/v1/subscriptions",
+                     {"name": "s", "topic": "t", "mode": "push",
+                      "push": {"url": "http://127.0.0.1:9/hook"}})
     assert status == 501, p
     assert p["type"] == "urn:ferry:problem:not-in-shared-mode"
-    assert "subscription" in p["detail"]
+    assert "push subscription" in p["detail"]
     status, p = call(a.http, "PATCH", "/v1/topics/t", {"retention_ms": 1000})
     assert (status, p["type"]) == (501, "urn:ferry:problem:not-in-shared-mode")
     status, p = call(a.http, "POST", "/v1/topics", {"name": "c", "cleanup_policy": "compact"})
@@ -538,3 +540,110 @@ def test_retention_by_size_keeps_the_newest_batches_within_the_limit(cluster):
     kept = [(r["offset"], r["value"]) for r in got["records"]]
     assert [o for o, _ in kept] == list(range(earliest, 40))
     assert kept[-1][1] == "39-" + "x" * 500
+
+
+def node_ids(cluster):
+    """Each node's id in Postgres, by its HTTP port."""
+    rows = psql_value(cluster.metadata_url, "SELECT string_agg(node_id || '=' || http_addr, ',') FROM ferry_nodes")
+    ids = {}
+    for pair in rows.split(","):
+        node_id, addr = pair.split("=")
+        ids[int(addr.rsplit(":", 1)[1])] = int(node_id)
+    return ids
+
+
+def subscription_owner(cluster, name):
+    """The node whose lease serves subscription `name`."""
+    owner = int(psql_value(cluster.metadata_url,
+                           f"SELECT node_id FROM ferry_leases WHERE kind = 'subscription' AND name = '{name}'"))
+    by_port = node_ids(cluster)
+    return next(i for i, n in enumerate(cluster.nodes)
+                if n.proc.poll() is None and by_port.get(int(n.http.rsplit(":", 1)[1])) == owner)
+
+
+def pull(node, name, n=50, timeout=30):
+    status, got = call(node.http, "POST", f"/v1/subscriptions/{name}/pull",
+                       {"max_records": n, "wait_ms": 200}, timeout=timeout)
+    return status, got
+
+
+def test_a_queue_subscription_is_served_by_one_node_and_continues_after_it_is_killed(cluster):
+    a, b, c = cluster.add(), cluster.add(), cluster.add()
+    assert call(a.http, "POST", "/v1/topics", {"name": "jobs", "partitions": 2})[0] == 201
+    wait_for_topic(b, "jobs")
+    wait_for_topic(c, "jobs")
+    status, sub = call(b.http, "POST", "/v1/subscriptions",
+                       {"name": "work", "topic": "jobs", "start": "earliest",
+                        "visibility_timeout_ms": 60000})
+    assert status == 201, sub
+    assert call(c.http, "POST", "/v1/subscriptions", {"name": "work", "topic": "jobs"})[0] == 409
+    status, got = call(c.http, "POST", "/v1/topics/jobs/records",
+                       {"records": [{"key": f"k{i}", "value": {"n": i}} for i in range(200)]})
+    assert status == 200, got
+    # Every node answers for the subscription: two of them pass requests on to its owner.
+    acked, in_flight = set(), {}
+    for node in (a, b, c, a, b, c):
+        status, got = pull(node, "work", 20)
+        assert status == 200, got
+        ids = [r["lease_id"] for r in got["records"]]
+        status, ack = call(node.http, "POST", "/v1/subscriptions/work/ack", {"lease_ids": ids})
+        assert status == 200, ack
+        acked |= {r["key"] for r in got["records"]}
+    assert len(acked) == 120, "no record delivered twice while its lease holds"
+    # Leased and not acked when the owner dies: delivered again by the next owner.
+    status, got = pull(a, "work", 10)
+    assert status == 200 and len(got["records"]) == 10, got
+    in_flight = {r["key"] for r in got["records"]}
+    # One record put off for two minutes: a delay kept in Postgres.
+    status, got = pull(b, "work", 1)
+    assert status == 200 and len(got["records"]) == 1, got
+    delayed = got["records"][0]["key"]
+    status, r = call(b.http, "POST", "/v1/subscriptions/work/nack",
+                     {"lease_ids": [got["records"][0]["lease_id"]], "delay_ms": 120000})
+    assert status == 200, r
+    # Every node lists the subscription once, with the owner's numbers.
+    for node in (a, b, c):
+        status, listed = call(node.http, "GET", "/v1/subscriptions")
+        assert status == 200, listed
+        assert [s["name"] for s in listed["subscriptions"]] == ["work"], listed
+        assert listed["subscriptions"][0]["acked"] == 120, listed
+    owner = subscription_owner(cluster, "work")
+    others = [n for i, n in enumerate(cluster.nodes) if i != owner]
+    cluster.kill9(owner)
+    killed = time.time()
+    # Another node serves it within 10 s, from the state in Postgres.
+    while True:
+        status, got = pull(others[0], "work", 50, timeout=15)
+        if status == 200:
+            break
+        assert status == 503, got
+        assert time.time() - killed < 10, f"no node served the subscription 10 s after kill -9: {got}"
+        time.sleep(0.2)
+    took = time.time() - killed
+    print(f"subscription served again {took:.1f} s after kill -9")
+    seen = [r["key"] for r in got["records"]]
+    ids = [r["lease_id"] for r in got["records"]]
+    deadline = time.time() + 30
+    while len(set(seen)) < 200 - 120 - 1 and time.time() < deadline:
+        status, ack = call(others[1].http, "POST", "/v1/subscriptions/work/ack", {"lease_ids": ids})
+        assert status == 200, ack
+        status, got = pull(others[1], "work", 50)
+        assert status == 200, got
+        seen += [r["key"] for r in got["records"]]
+        ids = [r["lease_id"] for r in got["records"]]
+    assert call(others[1].http, "POST", "/v1/subscriptions/work/ack", {"lease_ids": ids})[0] == 200
+    assert not (set(seen) & acked), "a record acked before the kill came again"
+    assert in_flight <= set(seen), "records leased when the owner died are delivered again"
+    assert delayed not in seen, "the delayed record waits"
+    assert set(seen) | acked | {delayed} == {f"k{i}" for i in range(200)}
+    status, d = call(others[0].http, "GET", "/v1/subscriptions/work")
+    assert status == 200, d
+    assert d["backlog"] == 1 and d["delayed"] == 1, d
+    # The killed node comes back without its disk and serves like the others.
+    cluster.restart_fresh(owner)
+    status, d = call(cluster.nodes[owner].http, "GET", "/v1/subscriptions/work")
+    assert status == 200 and d["delayed"] == 1, d
+    assert call(cluster.nodes[owner].http, "DELETE", "/v1/subscriptions/work")[0] == 204
+    for node in cluster.nodes:
+        assert call(node.http, "GET", "/v1/subscriptions/work")[0] == 404
+        assert call(node.http, "GET", "/v1/subscriptions")[1]["subscriptions"] == []

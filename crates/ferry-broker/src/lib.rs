@@ -14,6 +14,7 @@ pub mod partitioner;
 pub mod produce;
 pub mod shared;
 pub mod shared_groups;
+pub mod shared_subs;
 pub mod subs;
 pub mod time;
 pub mod topic;

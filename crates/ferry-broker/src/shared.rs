@@ -125,7 +125,7 @@ struct Fresh<'a> {
 }
 
 /// The broker's error for a shared log's: unavailable storage is retriable.
-fn from_shared(partition: u32, e: SharedError) -> BrokerError {
+pub(crate) fn from_shared(partition: u32, e: SharedError) -> BrokerError {
     match e {
         SharedError::OffsetOutOfRange {
             offset,
@@ -144,6 +144,7 @@ fn from_shared(partition: u32, e: SharedError) -> BrokerError {
         SharedError::Invalid(m) => BrokerError::refused(m),
         SharedError::Config(m) => BrokerError::InvalidConfig(m),
         SharedError::UnknownPartition { .. } => BrokerError::Meta(e.to_string()),
+        SharedError::Fenced(m) => BrokerError::Unavailable(m),
         SharedError::ObjectStore(_)
         | SharedError::ObjectGone(_)
         | SharedError::Metadata(_)

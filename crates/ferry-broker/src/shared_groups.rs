@@ -24,7 +24,7 @@ use crate::groups::GroupError;
 use crate::shared::SharedTopics;
 use crate::Broker;
 use ferry_log::sync::lock;
-use ferry_shared::{LeaseHolder, Node, StoredOffset, GROUP_LEASE};
+use ferry_shared::{LeaseHolder, Node, StoredOffset, GROUP_LEASE, SUBSCRIPTION_LEASE};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,10 +43,12 @@ pub(crate) struct Leases {
     /// Consumer groups this node coordinates → the lease's epoch, and when this node
     /// took it (a beat that asked Postgres before then cannot know of it).
     groups: Mutex<HashMap<String, (i64, Instant)>>,
+    /// Subscriptions this node serves → the lease's epoch, and when it took it.
+    subscriptions: Mutex<HashMap<String, (i64, Instant)>>,
     /// When the last beat that succeeded was sent.
     last_beat: Mutex<Option<Instant>>,
     /// Claims of groups, one at a time (they are rare: once per group and tenure).
-    claims: tokio::sync::Mutex<()>,
+    pub(crate) claims: tokio::sync::Mutex<()>,
 }
 
 impl Leases {
@@ -71,6 +73,23 @@ impl Leases {
 
     fn forget(&self, group: &str) {
         lock(&self.groups).remove(group);
+    }
+
+    /// The epoch of `name`'s subscription lease, while this node holds it and may trust
+    /// that.
+    pub(crate) fn subscription_epoch(&self, name: &str) -> Option<i64> {
+        if !self.trusted() {
+            return None;
+        }
+        lock(&self.subscriptions).get(name).map(|(epoch, _)| *epoch)
+    }
+
+    pub(crate) fn hold_subscription(&self, name: &str, epoch: i64) {
+        lock(&self.subscriptions).insert(name.to_string(), (epoch, Instant::now()));
+    }
+
+    pub(crate) fn forget_subscription(&self, name: &str) {
+        lock(&self.subscriptions).remove(name);
     }
 }
 
@@ -185,7 +204,7 @@ fn weight(group: &str, node_id: i32) -> u64 {
 }
 
 /// The node rendezvous hashing gives `group` among `nodes` (none when empty).
-fn pick<'n>(group: &str, nodes: &'n [Node]) -> Option<&'n Node> {
+pub(crate) fn pick<'n>(group: &str, nodes: &'n [Node]) -> Option<&'n Node> {
     nodes
         .iter()
         .max_by_key(|n| (weight(group, n.node_id), n.node_id))
@@ -368,6 +387,27 @@ impl Broker {
         for group in lost {
             self.groups.release(&group).await;
             tracing::info!(group, "No longer coordinating a consumer group.");
+        }
+        let lost: Vec<String> = {
+            let mut subs = lock(&sh.leases.subscriptions);
+            let lost: Vec<String> = subs
+                .iter()
+                .filter(|(name, (epoch, taken))| {
+                    held.is_none_or(|(h, asked)| {
+                        *taken < asked
+                            && h.get(&(SUBSCRIPTION_LEASE.to_string(), (*name).clone()))
+                                != Some(epoch)
+                    })
+                })
+                .map(|(name, _)| name.clone())
+                .collect();
+            for name in &lost {
+                subs.remove(name);
+            }
+            lost
+        };
+        for name in lost {
+            self.let_go_subscription(&name);
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod codec;
 pub mod console;
+pub mod forward;
 pub mod groups;
 pub mod json_out;
 pub mod metrics;
@@ -212,6 +213,11 @@ async fn refuse_and_rewrite(State(state): State<AppState>, req: Request, next: N
             state.broker.learn_topics(&[topic.to_string()]).await;
         }
     }
+    // In shared mode a subscription is served by one node: pass the request on to it.
+    let req = match forward::pass_on(&state, req).await {
+        Ok(answered) => return answered,
+        Err(req) => req,
+    };
     let (method, uri) = (req.method().clone(), req.uri().clone());
     let response = next.run(req).await;
     let status = response.status();

@@ -70,8 +70,14 @@ pub async fn create(
 pub async fn list(
     State(state): State<AppState>,
     c: Option<axum::Extension<Caller>>,
-) -> Json<Value> {
+    headers: axum::http::HeaderMap,
+) -> Result<Json<Value>, Problem> {
     let c = caller(c);
+    if state.broker.is_shared() {
+        return Ok(Json(
+            json!({ "subscriptions": list_shared(&state, &c, &headers).await? }),
+        ));
+    }
     let all: Vec<Value> = state
         .broker
         .list_subscriptions()
@@ -87,7 +93,43 @@ pub async fn list(
         })
         .map(|s| status_out(&state, s))
         .collect();
-    Json(json!({ "subscriptions": all }))
+    Ok(Json(json!({ "subscriptions": all })))
+}
+
+/// Every subscription in shared mode, each described by the node that serves it (a
+/// subscription nobody serves yet is taken by the node rendezvous hashing picks).
+async fn list_shared(
+    state: &AppState,
+    c: &Caller,
+    headers: &axum::http::HeaderMap,
+) -> Result<Vec<Value>, Problem> {
+    use ferry_broker::shared_subs::Owner;
+    let mut all = Vec::new();
+    for name in state.broker.subscription_names().await? {
+        if !c.may(
+            state,
+            Operation::Describe,
+            ResourceType::Subscription,
+            &name,
+        ) {
+            continue;
+        }
+        let described = match state.broker.subscription_owner(&name).await {
+            Ok(Owner::Here) => match state.broker.describe_subscription(&name).await {
+                Ok(s) => Some(status_out(state, s)),
+                Err(_) => None,
+            },
+            Ok(Owner::Node { http_addr, .. }) => {
+                crate::forward::describe_at(&http_addr, &name, headers).await
+            }
+            Err(_) => None,
+        };
+        // One that was deleted, or whose node did not answer, is left out.
+        if let Some(d) = described {
+            all.push(d);
+        }
+    }
+    Ok(all)
 }
 
 pub async fn describe(

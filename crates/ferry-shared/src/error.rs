@@ -43,6 +43,9 @@ pub enum SharedError {
     /// A setting or URL that cannot be used.
     #[error("{0}")]
     Config(String),
+    /// A write under a lease that another node has taken since: nothing was written.
+    #[error("{0}")]
+    Fenced(String),
     /// The shared log was closed.
     #[error("the shared log is closed")]
     Closed,

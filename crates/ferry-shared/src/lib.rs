@@ -25,13 +25,15 @@ mod objects;
 mod pg_tls;
 pub mod probe;
 mod reader;
+mod subs;
 mod writer;
 
 pub use config::{ObjectStoreUrl, SharedConfig};
 pub use error::{Result, SharedError};
 pub use leases::{HeldLeases, LeaseHolder, StoredOffset, GROUP_LEASE};
-pub use meta::{Node, PartitionBounds, StoredTopic, NODE_TIMEOUT_SECS};
+pub use meta::{Meta, Node, PartitionBounds, StoredTopic, NODE_TIMEOUT_SECS};
 pub use reader::ReadBatches;
+pub use subs::{Lease, StoredState, SUBSCRIPTION_LEASE};
 
 use bytes::Bytes;
 use ferry_log::batch::validate_incoming;
@@ -316,6 +318,11 @@ impl SharedLog {
     /// Takes this node out of the live nodes (it is stopping), freeing its leases.
     pub async fn leave(&self, node_id: i32) -> Result<()> {
         self.inner.meta.leave(node_id).await
+    }
+
+    /// The metadata database, for the state kept there beside the log (subscriptions).
+    pub fn metadata(&self) -> &Meta {
+        &self.inner.meta
     }
 
     /// Takes the lease (`kind`, `name`) for `node_id` if it is free or its holder is

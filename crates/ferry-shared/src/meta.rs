@@ -18,6 +18,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (4, include_str!("../migrations/0004_nodes.sql")),
     (5, include_str!("../migrations/0005_leases_groups.sql")),
     (6, include_str!("../migrations/0006_compaction.sql")),
+    (7, include_str!("../migrations/0007_subscriptions.sql")),
 ];
 
 /// A node whose last beat is older than this is taken for dead, and its leases are
@@ -107,7 +108,7 @@ fn location(r: &tokio_postgres::Row) -> Result<BatchLocation> {
 }
 
 #[derive(Clone)]
-pub(crate) struct Meta {
+pub struct Meta {
     /// Reads, admin and the sweep.
     pool: Pool,
     /// Registrations and commits of objects only, so that readers never hold up an
@@ -161,7 +162,7 @@ impl Meta {
         Self::get(&self.pool).await
     }
 
-    async fn commit_client(&self) -> Result<deadpool_postgres::Object> {
+    pub(crate) async fn commit_client(&self) -> Result<deadpool_postgres::Object> {
         Self::get(&self.commits).await
     }
 
@@ -393,7 +394,7 @@ impl Meta {
 
     /// A partition's batches not yet compacted, as [`Meta::compaction_candidates`]
     /// picks them, by offset.
-    pub async fn uncompacted(
+    pub(crate) async fn uncompacted(
         &self,
         topic_id: &str,
         partition: u32,
@@ -418,7 +419,7 @@ impl Meta {
 
     /// Points the batches `moved` (as they were located) at `object`, at `positions`;
     /// answers how many moved (see the migration's `ferry_relocate_batches`).
-    pub async fn relocate(
+    pub(crate) async fn relocate(
         &self,
         object: &str,
         deadline: Duration,
@@ -524,7 +525,7 @@ impl Meta {
 
     /// Gives the object's batches their offsets in one transaction; the answers are in
     /// the order of `items`.
-    pub async fn commit_object(
+    pub(crate) async fn commit_object(
         &self,
         key: &str,
         deadline: Duration,
@@ -606,7 +607,7 @@ impl Meta {
     }
 
     /// The batches holding `offset` and after, in offset order, at most `max_rows`.
-    pub async fn locate(
+    pub(crate) async fn locate(
         &self,
         topic_id: &str,
         partition: u32,

@@ -172,6 +172,18 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("shared mode: cannot join the nodes: {e}"))?;
     }
+    if broker.is_shared() {
+        // Other nodes pass requests for the subscriptions this node serves on to it.
+        let http_port = listener
+            .local_addr()
+            .context("reading the HTTP listener's address")?
+            .port();
+        let addr = format!("{}:{http_port}", kafka_cfg.advertised_host);
+        broker
+            .publish_http_addr(&addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("shared mode: cannot publish the HTTP address: {e}"))?;
+    }
     let kafka = tokio::spawn(ferry_kafka::serve(
         kafka_listener,
         broker.clone(),

@@ -14,36 +14,63 @@ use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A new subscription's settings, checked, and where it starts.
+pub(crate) fn new_config(
+    s: &SubscriptionSettings,
+    now: u64,
+) -> Result<(SubscriptionConfig, Position)> {
+    let config = SubscriptionConfig::from_settings(s, now)?;
+    config.validate()?;
+    let start = match &s.start {
+        None => Position::Latest,
+        Some(v) => Position::parse(v)?,
+    };
+    if let Position::PartitionOffset(..) = start {
+        return Err(BrokerError::InvalidConfig(
+            "start names one partition; a new subscription starts every partition: use {\"offset\": n}, then seek a single partition".into(),
+        ));
+    }
+    Ok((config, start))
+}
+
 impl Broker {
+    /// A subscription this node serves. In shared mode only while it holds the
+    /// subscription's lease (front ends find the owner with
+    /// [`Broker::subscription_owner`] first).
     pub(crate) fn subscription(&self, name: &str) -> Result<Arc<Subscription>> {
-        self.subs.get(name)
+        let sub = self.subs.get(name)?;
+        if let Some(sh) = &self.shared {
+            if sh.leases.subscription_epoch(name).is_none() {
+                return Err(BrokerError::Unavailable(format!(
+                    "this node does not serve subscription '{name}' now: send the request again"
+                )));
+            }
+        }
+        Ok(sub)
     }
 
     /// The offset `pos` means in each partition of `topic` it names.
     pub(crate) async fn positions(&self, topic: &Topic, pos: Position) -> Result<Vec<(u32, u64)>> {
+        let name = topic.config().name;
+        let ends = self.partition_ends(&name);
         let mut out = Vec::new();
-        for part in topic.partitions() {
-            let s = part.log.stats();
-            let latest = part.log.latest();
+        for (id, &(earliest, latest)) in (0u32..).zip(ends.iter()) {
             let o = match pos {
-                Position::Earliest => s.earliest,
+                Position::Earliest => earliest,
                 Position::Latest => latest,
-                Position::Offset(o) => o.clamp(s.earliest, latest),
-                Position::PartitionOffset(p, o) if p == part.id => o.clamp(s.earliest, latest),
+                Position::Offset(o) => o.clamp(earliest, latest),
+                Position::PartitionOffset(p, o) if p == id => o.clamp(earliest, latest),
                 Position::PartitionOffset(..) => continue,
-                Position::Timestamp(ts) => self
-                    .find_by_time(&topic.config().name, part.id, ts)
-                    .await?
-                    .offset(),
+                Position::Timestamp(ts) => self.find_by_time(&name, id, ts).await?.offset(),
             };
-            out.push((part.id, o));
+            out.push((id, o));
         }
         if let Position::PartitionOffset(p, _) = pos {
             if out.is_empty() {
                 return Err(BrokerError::PartitionNotFound {
-                    topic: topic.config().name,
+                    topic: name,
                     partition: p,
-                    count: topic.partitions().len() as u32,
+                    count: ends.len() as u32,
                 });
             }
         }
@@ -52,7 +79,7 @@ impl Broker {
 
     /// Creates the dead-letter topic a config names, when it is missing. Call under the
     /// admin lock.
-    async fn ensure_dead_letter_topic(&self, config: &SubscriptionConfig) -> Result<()> {
+    pub(crate) async fn ensure_dead_letter_topic(&self, config: &SubscriptionConfig) -> Result<()> {
         if config.max_deliveries == 0 {
             return Ok(());
         }
@@ -81,21 +108,14 @@ impl Broker {
         mut s: SubscriptionSettings,
     ) -> Result<SubscriptionStatus> {
         if self.is_shared() {
-            return Err(BrokerError::NotInSharedMode("a subscription"));
+            if s.push.is_some() {
+                return Err(BrokerError::NotInSharedMode("a push subscription"));
+            }
+            return self.create_shared_subscription(&s).await;
         }
         let secret = self.prepare_push(&mut s.push, None).await?;
         let now = now_ms();
-        let config = SubscriptionConfig::from_settings(&s, now)?;
-        config.validate()?;
-        let start = match &s.start {
-            None => Position::Latest,
-            Some(v) => Position::parse(v)?,
-        };
-        if let Position::PartitionOffset(..) = start {
-            return Err(BrokerError::InvalidConfig(
-                "start names one partition; a new subscription starts every partition: use {\"offset\": n}, then seek a single partition".into(),
-            ));
-        }
+        let (config, start) = new_config(&s, now)?;
         let name = config.name.clone();
         let _admin = self.admin.lock().await;
         if self.subs.get(&name).is_ok() {
@@ -182,7 +202,10 @@ impl Broker {
         change(&mut config)?;
         let filter = config.validate()?;
         self.ensure_dead_letter_topic(&config).await?;
-        {
+        if self.is_shared() {
+            self.store_shared_config(&config).await?;
+            sub.set_config(config, filter);
+        } else {
             let map = self.subs.lock_map();
             let (old_config, old_filter) = sub.set_config(config, filter);
             if let Err(e) = self.subs.save(&map) {
@@ -200,6 +223,9 @@ impl Broker {
     }
 
     pub(crate) async fn delete_subscription_locked(&self, name: &str) -> Result<()> {
+        if self.is_shared() {
+            return self.delete_shared_subscription(name).await;
+        }
         let sub = {
             let mut map = self.subs.lock_map();
             let sub = map
@@ -246,6 +272,7 @@ impl Broker {
             .collect()
     }
 
+    /// The subscriptions this node serves (every one, in the local mode).
     pub async fn list_subscriptions(&self) -> Vec<SubscriptionStatus> {
         let mut names: Vec<String> = self.subs.all().iter().map(|s| s.config().name).collect();
         names.sort();
@@ -261,8 +288,7 @@ impl Broker {
     pub async fn describe_subscription(&self, name: &str) -> Result<SubscriptionStatus> {
         let sub = self.subscription(name)?;
         let topic_name = sub.config().topic;
-        let topic = self.topic(&topic_name).ok();
-        let (mut status, floors) = sub.status(topic.as_deref());
+        let (mut status, floors) = sub.status(&self.partition_ends(&topic_name));
         let now = now_ms() as i64;
         let mut min_ts: Option<i64> = None;
         for f in floors {

@@ -58,9 +58,13 @@ impl Broker {
             tokio::pin!(changed, readable);
             changed.as_mut().enable();
             readable.as_mut().enable();
-            let topic = self.topic(&sub.config().topic)?;
-            let (s, r) = (Arc::clone(&sub), Arc::clone(&req));
-            let out = blocking(move || s.pull_once(&topic, &r, now_ms())).await?;
+            let out = if self.is_shared() {
+                self.shared_pull(&sub, &req)?
+            } else {
+                let topic = self.topic(&sub.config().topic)?;
+                let (s, r) = (Arc::clone(&sub), Arc::clone(&req));
+                blocking(move || s.pull_once(&topic, &r, now_ms())).await?
+            };
             let now = Instant::now();
             if !out.is_empty() || now >= deadline || sub.deleted.load(AtomicOrdering::Acquire) {
                 return Ok(out);

@@ -5,12 +5,12 @@
 use super::headers::{self, DeadLetterOrigin, HEADER_ORIGIN_PARTITION, HEADER_ORIGIN_SUBSCRIPTION};
 use super::lease::RecordAt;
 use super::state::Event;
-use super::subscription::{read_one, Subscription};
+use super::subscription::Subscription;
 use super::SubscriptionConfig;
 use crate::broker::blocking;
 use crate::error::{BrokerError, Result};
 use crate::{now_ms, Broker, ProduceRecord, Produced};
-use ferry_log::batch::{DecodeLimits, RecordHeader, RECORD_ATTR_JSON_VALUE};
+use ferry_log::batch::{RecordHeader, RECORD_ATTR_JSON_VALUE};
 use ferry_log::sync::lock;
 use ferry_log::Record;
 use std::sync::Arc;
@@ -72,14 +72,30 @@ fn redrive_copies(records: &[Record], name: &str, source_parts: u32) -> Vec<Prod
 }
 
 impl Broker {
+    /// The record at `offset` of a topic's partition, if the topic still has it (read
+    /// from the local log or, in shared mode, the shared one).
+    async fn record_at(&self, topic: &str, partition: u32, offset: u64) -> Result<Option<Record>> {
+        match self
+            .read_uncounted(topic, partition, offset, 1, 1, std::time::Duration::ZERO)
+            .await
+        {
+            Ok(r) => Ok(r
+                .records
+                .into_iter()
+                .next()
+                .filter(|r| r.offset as u64 == offset)),
+            Err(BrokerError::OffsetOutOfRange { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Delivers one record of the topic to this subscription again: a copy is produced
     /// to the topic (same partition) for this subscription alone.
     pub async fn retry_record(&self, name: &str, partition: u32, offset: u64) -> Result<Produced> {
         let cfg = self.subscription(name)?.config();
-        let topic = self.topic(&cfg.topic)?;
-        let part = topic.partition(partition)?;
-        let limits = DecodeLimits::default();
-        let rec = blocking(move || read_one(&part, offset, &limits))
+        self.topic(&cfg.topic)?;
+        let rec = self
+            .record_at(&cfg.topic, partition, offset)
             .await?
             .ok_or_else(|| {
                 let (earliest, latest) = self.bounds(&cfg.topic, partition).unwrap_or((0, 0));
@@ -194,7 +210,7 @@ impl Broker {
         dead: Vec<DeadLetterCandidate>,
     ) -> Result<()> {
         let cfg = sub.config();
-        let (copies, mut done) = self.dead_letter_copies(sub, &cfg, dead).await?;
+        let (copies, mut done) = self.dead_letter_copies(&cfg, dead).await?;
         match &cfg.dead_letter_topic {
             None if !copies.is_empty() => {
                 tracing::warn!(subscription = %cfg.name, "Dropping records out of deliveries: no dead_letter_topic is set.");
@@ -211,17 +227,13 @@ impl Broker {
     /// (retention), which need no copy.
     async fn dead_letter_copies(
         &self,
-        sub: &Subscription,
         cfg: &SubscriptionConfig,
         dead: Vec<DeadLetterCandidate>,
     ) -> Result<(Vec<(RecordAt, ProduceRecord)>, Vec<RecordAt>)> {
-        let topic = self.topic(&cfg.topic)?;
         let (mut copies, mut gone) = (Vec::new(), Vec::new());
         for d in dead {
-            let part = topic.partition(d.at.partition)?;
-            let limits = sub.limits;
             let offset = d.at.offset;
-            let Some(r) = blocking(move || read_one(&part, offset, &limits)).await? else {
+            let Some(r) = self.record_at(&cfg.topic, d.at.partition, offset).await? else {
                 gone.push(d.at);
                 continue;
             };

@@ -10,7 +10,7 @@ use super::subscription::{read_one, settle, Changes, Subscription};
 use super::{HELD_RECORDS_MAX, SCAN_RECORDS_MAX};
 use crate::error::{BrokerError, Result};
 use crate::filter::Filter;
-use crate::partition::Partition;
+use crate::partition::{Partition, ReadRecords};
 use crate::topic::Topic;
 use ferry_log::batch::DecodeLimits;
 use ferry_log::sync::lock;
@@ -52,22 +52,89 @@ struct Taken {
     error: Option<BrokerError>,
 }
 
+/// Where a subscription's records come from: the topic's partitions on this node's
+/// disk, or in shared mode the shared log. Called under the subscription's lock, off
+/// the async threads (blocking I/O).
+pub trait Source {
+    /// How many partitions the topic has.
+    fn partitions(&self) -> usize;
+    /// Partition `p`'s first readable offset and next offset.
+    fn bounds(&self, p: u32) -> (u64, u64);
+    /// Records from `from`, as [`Partition::read_records`] reads them.
+    fn read(
+        &self,
+        p: u32,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+        limits: &DecodeLimits,
+    ) -> Result<ReadRecords>;
+    /// Counts records handed to consumers from partition `p`.
+    fn delivered(&self, _p: u32, _records: u64, _bytes: u64) {}
+}
+
+/// The topic's partitions on this node's disk.
+impl Source for Vec<Arc<Partition>> {
+    fn partitions(&self) -> usize {
+        self.len()
+    }
+
+    fn bounds(&self, p: u32) -> (u64, u64) {
+        self.get(p as usize).map_or((0, 0), |part| {
+            (part.log.stats().earliest, part.log.latest())
+        })
+    }
+
+    fn read(
+        &self,
+        p: u32,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+        limits: &DecodeLimits,
+    ) -> Result<ReadRecords> {
+        let part = self.get(p as usize).ok_or_else(|| {
+            BrokerError::Meta(format!(
+                "partition {p} is not among {} partitions",
+                self.len()
+            ))
+        })?;
+        part.read_records(from, max_records, max_bytes, limits)
+    }
+
+    fn delivered(&self, p: u32, records: u64, bytes: u64) {
+        if let Some(part) = self.get(p as usize) {
+            part.log.counters.count_out(records, bytes);
+        }
+    }
+}
+
 /// What one pull may take and how it reads.
 struct Scan<'a> {
     cfg: &'a SubscriptionConfig,
     filter: &'a Filter,
-    parts: &'a [Arc<Partition>],
+    source: &'a dyn Source,
     limits: &'a DecodeLimits,
     cap: usize,
     now: u64,
 }
 
 impl Subscription {
-    /// One pull at `now`, without waiting (blocking I/O).
+    /// One pull at `now` from the topic's local partitions, without waiting (blocking
+    /// I/O).
     pub fn pull_once(&self, topic: &Topic, req: &PullRequest, now: u64) -> Result<Vec<Delivery>> {
+        self.pull_from(&topic.partitions(), req, now)
+    }
+
+    /// One pull at `now` from `source`, without waiting (blocking I/O).
+    pub fn pull_from(
+        &self,
+        source: &dyn Source,
+        req: &PullRequest,
+        now: u64,
+    ) -> Result<Vec<Delivery>> {
         let cfg = self.config();
         let filter = self.filter();
-        let parts = topic.partitions();
         let mut guard = lock(&self.inner);
         guard.check_running(&cfg.name)?;
         let inner = &mut *guard;
@@ -80,7 +147,7 @@ impl Subscription {
         let scan = Scan {
             cfg: &cfg,
             filter: &filter,
-            parts: &parts,
+            source,
             limits: &self.limits,
             cap: req.max_records.min(room_sub).min(room_consumer),
             now,
@@ -107,10 +174,8 @@ impl Subscription {
         self.persist(&mut guard, &events, &delays)?;
         drop(guard);
         for d in &deliveries {
-            if let Some(part) = parts.get(d.partition as usize) {
-                let bytes = ferry_log::metrics::record_payload_bytes(&d.record);
-                part.log.counters.count_out(1, bytes);
-            }
+            let bytes = ferry_log::metrics::record_payload_bytes(&d.record);
+            source.delivered(d.partition, 1, bytes);
         }
         match (deliveries.is_empty(), taken.error) {
             (true, Some(e)) => Err(e),
@@ -122,7 +187,7 @@ impl Subscription {
     /// Records skipped on the way (filtered out, delayed, held back) do not fill the
     /// pull: scanning goes on, within a budget that bounds how long the lock is held.
     fn scan_heads(&self, scan: &Scan<'_>, c: &mut Changes<'_>, taken: &mut Taken, first: usize) {
-        let n = scan.parts.len();
+        let n = scan.source.partitions();
         let mut scanned = 0usize;
         loop {
             let before = scanned;
@@ -153,9 +218,9 @@ impl Subscription {
         taken: &mut Taken,
         p: u32,
     ) -> usize {
-        let part = &scan.parts[p as usize];
-        let mut cursor = head_cursor(c, part, p);
-        if cursor >= part.log.latest() {
+        let (earliest, latest) = scan.source.bounds(p);
+        let mut cursor = head_cursor(c, earliest, p);
+        if cursor >= latest {
             return 0;
         }
         if c.state.ordering
@@ -164,7 +229,10 @@ impl Subscription {
             return 0;
         }
         let want = (scan.cap - taken.records.len()).max(SCAN_READ_RECORDS_MIN);
-        let read = match part.read_records(cursor, want, SCAN_READ_BYTES_MAX, scan.limits) {
+        let read = match scan
+            .source
+            .read(p, cursor, want, SCAN_READ_BYTES_MAX, scan.limits)
+        {
             Ok(r) => r,
             Err(e) => {
                 taken.error = Some(e);
@@ -253,8 +321,7 @@ impl Subscription {
 
 /// Where the head scan of partition `p` starts: its head, moved up past records gone
 /// from the log. A partition added to the topic starts at its beginning.
-fn head_cursor(c: &mut Changes<'_>, part: &Partition, p: u32) -> u64 {
-    let earliest = part.log.stats().earliest;
+fn head_cursor(c: &mut Changes<'_>, earliest: u64, p: u32) -> u64 {
     if c.state.part(p).is_none() {
         c.push(Event::Seek {
             partition: p,
@@ -312,11 +379,11 @@ fn redeliver_ready(scan: &Scan<'_>, c: &mut Changes<'_>, taken: &mut Taken) {
             partition: p,
             offset: o,
         };
-        let Some(part) = scan.parts.get(p as usize) else {
+        if p as usize >= scan.source.partitions() {
             taken.held_back.push(at);
             continue;
-        };
-        match read_one(part, o, scan.limits) {
+        }
+        match read_one(scan.source, p, o, scan.limits) {
             Err(e) => {
                 taken.held_back.push(at);
                 taken.error = Some(e);

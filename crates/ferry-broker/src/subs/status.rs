@@ -1,7 +1,7 @@
 //! The numbers `describe` shows for a subscription.
 
 use super::config::SubscriptionConfig;
-use super::store::SubscriptionStore;
+use super::pull::Source;
 use super::subscription::Subscription;
 use crate::topic::Topic;
 use ferry_log::sync::lock;
@@ -55,22 +55,18 @@ pub(crate) struct BacklogFloor {
 
 impl Subscription {
     /// The subscription's numbers (without the oldest age, which needs a read), and the
-    /// floor of each partition that has a backlog.
-    pub(crate) fn status(&self, topic: Option<&Topic>) -> (SubscriptionStatus, Vec<BacklogFloor>) {
+    /// floor of each partition that has a backlog; `ends` are the topic's partitions'
+    /// (first readable offset, next offset).
+    pub(crate) fn status(&self, ends: &[(u64, u64)]) -> (SubscriptionStatus, Vec<BacklogFloor>) {
         let config = self.config();
         let inner = lock(&self.inner);
         let s = &inner.state;
-        let parts = topic.map(|t| t.partitions()).unwrap_or_default();
         let mut partitions = Vec::new();
         let mut oldest = Vec::new();
-        for (p, part) in parts.iter().enumerate() {
-            let latest = part.log.latest();
+        for (p, &(earliest, latest)) in ends.iter().enumerate() {
             let (floor, head, backlog) = match s.part(p as u32) {
                 Some(pending) => (pending.floor, pending.head, pending.backlog(latest)),
-                None => {
-                    let e = part.log.stats().earliest;
-                    (e, e, latest.saturating_sub(e))
-                }
+                None => (earliest, earliest, latest.saturating_sub(earliest)),
             };
             if backlog > 0 {
                 oldest.push(BacklogFloor {
@@ -109,6 +105,8 @@ impl Subscription {
     /// drive a subscription over a topic without a broker (`tests/subscription_model.rs`).
     #[doc(hidden)]
     pub fn status_now(&self, topic: &Topic) -> SubscriptionStatus {
-        self.status(Some(topic)).0
+        let parts = topic.partitions();
+        let ends: Vec<(u64, u64)> = (0..parts.len() as u32).map(|p| parts.bounds(p)).collect();
+        self.status(&ends).0
     }
 }

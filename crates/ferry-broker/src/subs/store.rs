@@ -43,7 +43,7 @@ const SNAPSHOT_OFFSET_MAX: u64 = i64::MAX as u64;
 impl Snapshot {
     /// Refuses values no running Ferry writes, so that a damaged file cannot make the
     /// state's arithmetic overflow or its partition table huge.
-    fn check(&self) -> std::result::Result<(), String> {
+    pub(crate) fn check(&self) -> std::result::Result<(), String> {
         if self.partitions.len() > crate::config::PARTITIONS_MAX as usize {
             return Err(format!("{} partitions", self.partitions.len()));
         }
@@ -82,6 +82,10 @@ pub trait SubscriptionStore: Send + Sync {
     /// be stale).
     fn delayed_on_disk(&self, bucket: u64) -> u64;
     fn remove_delays_upto(&self, bucket: u64) -> Result<()>;
+    /// Makes everything appended durable; the store is not used after this.
+    fn close(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 pub struct JournalStore {
@@ -141,12 +145,6 @@ impl JournalStore {
             buckets: Mutex::new(buckets),
             stopped: Mutex::new(None),
         })
-    }
-
-    pub fn close(&self) -> Result<()> {
-        self.journal
-            .close()
-            .map_err(|e| BrokerError::from_log(0, e))
     }
 
     fn snapshot_path(&self) -> PathBuf {
@@ -349,6 +347,12 @@ impl SubscriptionStore for JournalStore {
             lock(&self.buckets).remove(&b);
         }
         Ok(())
+    }
+
+    fn close(&self) -> Result<()> {
+        self.journal
+            .close()
+            .map_err(|e| BrokerError::from_log(0, e))
     }
 }
 

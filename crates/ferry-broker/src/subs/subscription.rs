@@ -21,11 +21,11 @@ use super::config::{KeyOrdering, SubscriptionConfig};
 use super::dead_letter::DeadLetterCandidate;
 use super::headers;
 use super::lease::{self, RecordAt, UnknownLeases};
+use super::pull::Source;
 use super::state::{bucket_of, Event, PState, State, BUCKET_MS};
 use super::store::{JournalStore, Snapshot, SubscriptionStore};
 use crate::error::{BrokerError, Result};
 use crate::filter::Filter;
-use crate::partition::Partition;
 use ferry_log::batch::DecodeLimits;
 use ferry_log::sync::{lock, read, write};
 use ferry_log::Record;
@@ -88,7 +88,7 @@ impl Inner {
 pub struct Subscription {
     config: RwLock<SubscriptionConfig>,
     filter: RwLock<Filter>,
-    pub(crate) store: JournalStore,
+    pub(crate) store: Box<dyn SubscriptionStore>,
     pub(crate) inner: Mutex<Inner>,
     /// Woken when records may have become deliverable (given back, acked, due).
     pub(crate) changed: tokio::sync::Notify,
@@ -108,9 +108,14 @@ pub struct Subscription {
 
 static EPOCH_SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// The record at `o`, if the partition still has it.
-pub(crate) fn read_one(part: &Partition, o: u64, limits: &DecodeLimits) -> Result<Option<Record>> {
-    match part.read_records(o, 1, 1, limits) {
+/// The record at `o` of partition `p`, if the topic still has it.
+pub(crate) fn read_one(
+    source: &dyn Source,
+    p: u32,
+    o: u64,
+    limits: &DecodeLimits,
+) -> Result<Option<Record>> {
+    match source.read(p, o, 1, 1, limits) {
         Ok(r) => Ok(r
             .records
             .into_iter()
@@ -200,12 +205,23 @@ impl Subscription {
         initial: Option<Snapshot>,
         now: u64,
     ) -> Result<Self> {
-        let filter = config.validate()?;
         let store = JournalStore::open(dir)?;
         if let Some(s) = &initial {
             store.checkpoint(s)?;
         }
-        let (state, replayed) = load_state(&store, &config)?;
+        Subscription::open_in(Box::new(store), dir, config, now)
+    }
+
+    /// Opens the subscription `store` keeps (in shared mode, Postgres; `dir` is then
+    /// empty).
+    pub(crate) fn open_in(
+        store: Box<dyn SubscriptionStore>,
+        dir: &Path,
+        config: SubscriptionConfig,
+        now: u64,
+    ) -> Result<Self> {
+        let filter = config.validate()?;
+        let (state, replayed) = load_state(&*store, &config)?;
         tracing::info!(subscription = %config.name, replayed, "Opened subscription.");
         let position = store.position();
         let epoch = (crate::now_ms() as u32)
@@ -243,16 +259,7 @@ impl Subscription {
         starts: &[(u32, u64)],
         now: u64,
     ) -> Result<Self> {
-        let mut state = State::new(config.ordering == KeyOrdering::Key);
-        for &(p, o) in starts {
-            state.ensure_part(p, o);
-        }
-        let snapshot = Snapshot {
-            version: 1,
-            partitions: state.save(),
-            loaded_upto: bucket_of(now + BUCKET_MS),
-            ..Snapshot::default()
-        };
+        let snapshot = first_snapshot(&config, starts, now);
         if dir.exists() {
             std::fs::remove_dir_all(dir)
                 .map_err(|e| BrokerError::io(format!("clearing {}", dir.display()), e))?;
@@ -567,7 +574,7 @@ impl Subscription {
         let target = bucket_of(now + BUCKET_MS);
         if target > changes.state.loaded_upto {
             if !changes.state.ordering {
-                load_buckets(changes.state, &self.store, target)?;
+                load_buckets(changes.state, &*self.store, target)?;
             }
             changes.state.loaded_upto = target;
             // Applied above already: journaled only, for replay.
@@ -636,6 +643,25 @@ impl Subscription {
     }
 }
 
+/// The first checkpoint of a new subscription: each partition at the offset `starts`
+/// gives.
+pub(crate) fn first_snapshot(
+    config: &SubscriptionConfig,
+    starts: &[(u32, u64)],
+    now: u64,
+) -> Snapshot {
+    let mut state = State::new(config.ordering == KeyOrdering::Key);
+    for &(p, o) in starts {
+        state.ensure_part(p, o);
+    }
+    Snapshot {
+        version: 1,
+        partitions: state.save(),
+        loaded_upto: bucket_of(now + BUCKET_MS),
+        ..Snapshot::default()
+    }
+}
+
 /// Ends expired leases and releases records whose delay is due.
 pub(crate) fn settle(
     cfg: &SubscriptionConfig,
@@ -671,7 +697,7 @@ fn debug_assert_state(state: &State) {
 /// The state as stored: the snapshot, then the journal after it. Leases of a previous
 /// run are ready again; records out of deliveries wait for the dead-letter topic.
 pub(crate) fn load_state(
-    store: &JournalStore,
+    store: &dyn SubscriptionStore,
     config: &SubscriptionConfig,
 ) -> Result<(State, usize)> {
     let (snapshot, events) = store.load()?;
@@ -821,7 +847,7 @@ mod tests {
         }
         // What a restart would see.
         sub.store.wait_durable(sub.store.position()).unwrap();
-        let (again, _) = load_state(&sub.store, &cfg).unwrap();
+        let (again, _) = load_state(&*sub.store, &cfg).unwrap();
         assert!(again.pending(0, 7).is_some(), "pending after a reload");
     }
 }

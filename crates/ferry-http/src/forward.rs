@@ -1,0 +1,150 @@
+//! Shared mode: a request for a subscription that another node serves is passed on to
+//! that node, so that clients and load balancers may send any request to any node.
+//!
+//! The request goes on as it came (method, path, query, headers, body), marked with
+//! [`FORWARDED`] so that it is passed on once at most; the answer comes back as the
+//! owner gave it, streamed (long polls and event streams included). The owner checks
+//! the caller's credentials itself.
+
+use crate::problem::Problem;
+use crate::AppState;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderMap, HeaderName, StatusCode};
+use axum::response::{IntoResponse, Response};
+use ferry_broker::shared_subs::Owner;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Marks a request one node passed on to another; such a request is answered where it
+/// arrives, never passed on again.
+pub const FORWARDED: &str = "ferry-forwarded-by";
+
+/// Headers of one connection, not of the request (RFC 9110, section 7.6.1).
+fn hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::HOST
+        || name == header::CONTENT_LENGTH
+        || name == header::TRANSFER_ENCODING
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHORIZATION
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
+fn client() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_default()
+    })
+}
+
+/// The subscription a path names (`/v1/subscriptions/{name}` and below), decoded.
+pub(crate) fn subscription_in(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/v1/subscriptions/")?;
+    let raw = rest.split('/').next().filter(|n| !n.is_empty())?;
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .ok()
+        .map(|n| n.into_owned())
+}
+
+/// Where a request must be answered: here (the request comes back), or elsewhere
+/// (the answer of the node that serves the subscription it names, or why none could).
+/// A request another node passed on is answered here or refused, never passed on
+/// again: the nodes disagreed on the owner for a moment (one died, or a lease moved),
+/// and the client's next try finds it.
+pub(crate) async fn pass_on(state: &AppState, req: Request) -> Result<Response, Request> {
+    if !state.broker.is_shared() {
+        return Err(req);
+    }
+    let Some(name) = subscription_in(req.uri().path()) else {
+        return Err(req);
+    };
+    let forwarded = req.headers().contains_key(FORWARDED);
+    match state.broker.subscription_owner(&name).await {
+        Ok(Owner::Here) => Err(req),
+        // The route's handler gives the usual answer.
+        Err(ferry_broker::error::BrokerError::SubscriptionNotFound(_)) => Err(req),
+        Err(e) => Ok(Problem::from(e).into_response()),
+        Ok(Owner::Node { node_id, .. }) if forwarded => Ok(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Partition unavailable",
+            format!("subscription '{name}' is served by node {node_id}, which is changing: try again shortly"),
+        )
+        .into_response()),
+        Ok(Owner::Node { node_id, http_addr }) => {
+            Ok(send(req, &http_addr, node_id, state.max_request_bytes).await)
+        }
+    }
+}
+
+/// Sends `req` to the node at `addr` and answers with what it answered.
+pub(crate) async fn send(req: Request, addr: &str, node_id: i32, max_body: usize) -> Response {
+    let (parts, body) = req.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, max_body).await else {
+        return Problem::too_large(max_body).into_response();
+    };
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut out = client().request(parts.method, format!("http://{addr}{path}"));
+    for (name, value) in &parts.headers {
+        if !hop_by_hop(name) {
+            out = out.header(name, value);
+        }
+    }
+    let answer = out.header(FORWARDED, "1").body(body).send().await;
+    match answer {
+        Ok(answer) => {
+            let status = answer.status();
+            let mut headers = HeaderMap::new();
+            for (name, value) in answer.headers() {
+                if !hop_by_hop(name) {
+                    headers.append(name.clone(), value.clone());
+                }
+            }
+            let mut response = Response::new(Body::from_stream(answer.bytes_stream()));
+            *response.status_mut() = status;
+            *response.headers_mut() = headers;
+            response
+        }
+        Err(e) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Partition unavailable",
+            format!("node {node_id}, which serves this subscription, did not answer at {addr}: {e}; try again shortly"),
+        )
+        .into_response(),
+    }
+}
+
+/// Fetches a subscription's description from the node that serves it, as JSON.
+pub(crate) async fn describe_at(
+    addr: &str,
+    name: &str,
+    headers: &HeaderMap,
+) -> Option<serde_json::Value> {
+    let encoded =
+        percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let mut out = client().get(format!("http://{addr}/v1/subscriptions/{encoded}"));
+    if let Some(auth) = headers.get(header::AUTHORIZATION) {
+        out = out.header(header::AUTHORIZATION, auth);
+    }
+    let answer = out
+        .header(FORWARDED, "1")
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    if !answer.status().is_success() {
+        return None;
+    }
+    answer.json().await.ok()
+}
