@@ -246,6 +246,21 @@ impl Broker {
                 b.shared_maintenance(sweep).await;
             }
         });
+        // Subscriptions nobody serves (new, or their node died) are taken by the node
+        // rendezvous hashing picks, without waiting for a request: push subscriptions
+        // get none.
+        let for_claims = Arc::downgrade(&broker);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(BEAT_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(b) = for_claims.upgrade() else {
+                    return;
+                };
+                b.claim_unserved_subscriptions().await;
+            }
+        });
         // Beats on their own task, so that a slow refresh never ages this node's
         // leases.
         let for_beats = Arc::downgrade(&broker);

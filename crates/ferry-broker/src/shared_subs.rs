@@ -23,7 +23,7 @@ use crate::partition::ReadRecords;
 use crate::shared::from_shared;
 use crate::shared_groups::pick;
 use crate::subs::codec::{self, DelayEntry};
-use crate::subs::config::{Mode, SubscriptionConfig, SubscriptionSettings};
+use crate::subs::config::{SubscriptionConfig, SubscriptionSettings};
 use crate::subs::pull::Source;
 use crate::subs::state::{bucket_of, Event};
 use crate::subs::store::{Snapshot, SubscriptionStore};
@@ -34,7 +34,6 @@ use ferry_log::batch::DecodeLimits;
 use ferry_log::sync::lock;
 use ferry_shared::{Lease, LeaseHolder, SharedLog, SUBSCRIPTION_LEASE};
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,6 +41,9 @@ use tokio::runtime::Handle;
 
 /// Journal events per block (one row), at most.
 const EVENTS_PER_BLOCK: usize = 16 * 1024;
+
+/// Subscriptions nobody serves that one look considers, at most.
+const UNSERVED_PER_LOOK: i64 = 256;
 
 /// Where a subscription is served.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -321,6 +323,39 @@ impl Broker {
         }
     }
 
+    /// Takes the subscriptions no live node serves that rendezvous hashing picks this
+    /// node for (shared mode).
+    pub(crate) async fn claim_unserved_subscriptions(&self) {
+        let Some(sh) = &self.shared else {
+            return;
+        };
+        let me = sh.node_id();
+        if me == 0 {
+            return;
+        }
+        let names = match sh
+            .log
+            .metadata()
+            .unserved_subscriptions(UNSERVED_PER_LOOK)
+            .await
+        {
+            Ok(names) => names,
+            Err(e) => {
+                tracing::debug!(error = %e, "Could not look for subscriptions nobody serves.");
+                return;
+            }
+        };
+        let nodes = self.shared_nodes().unwrap_or_default();
+        for name in names {
+            if pick(&name, &nodes).is_none_or(|n| n.node_id != me) {
+                continue;
+            }
+            if let Err(e) = self.subscription_owner(&name).await {
+                tracing::warn!(subscription = %name, error = %e, "Could not take a subscription nobody serves.");
+            }
+        }
+    }
+
     /// Whether this node serves `name` now, under a lease it may trust.
     fn owned_here(&self, name: &str) -> bool {
         self.shared
@@ -382,8 +417,17 @@ impl Broker {
             next: AtomicU64::new(0),
             buckets: Mutex::new(BTreeMap::new()),
         };
+        // A folder of this node's own for what is not shared: a push subscription's
+        // log of attempts.
+        let dir = self.subs.dir.join(name);
         let sub = blocking(move || {
-            Subscription::open_in(Box::new(store), Path::new(""), config, now_ms())
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .map_err(|e| BrokerError::io(format!("clearing {}", dir.display()), e))?;
+            }
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| BrokerError::io(format!("creating {}", dir.display()), e))?;
+            Subscription::open_in(Box::new(store), &dir, config, now_ms())
         })
         .await?;
         let old = self.subs.lock_map().insert(name.to_string(), Arc::new(sub));
@@ -408,16 +452,14 @@ impl Broker {
     /// Postgres, then this node takes its lease.
     pub(crate) async fn create_shared_subscription(
         &self,
-        s: &SubscriptionSettings,
+        mut s: SubscriptionSettings,
     ) -> Result<SubscriptionStatus> {
         let Some(sh) = &self.shared else {
             return Err(BrokerError::Meta("not in shared mode".into()));
         };
+        let secret = self.prepare_push(&mut s.push, None).await?;
         let now = now_ms();
-        let (config, start) = crate::subs::admin::new_config(s, now)?;
-        if config.mode == Mode::Push {
-            return Err(BrokerError::NotInSharedMode("a push subscription"));
-        }
+        let (config, start) = crate::subs::admin::new_config(&s, now)?;
         let name = config.name.clone();
         {
             let _admin = self.admin.lock().await;
@@ -447,7 +489,9 @@ impl Broker {
                 }
             }
         }
-        self.describe_subscription(&name).await
+        let mut status = self.describe_subscription(&name).await?;
+        status.new_secret = secret;
+        Ok(status)
     }
 
     /// Publishes where this node's HTTP API answers (`host:port`), so that other nodes

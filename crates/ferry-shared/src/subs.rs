@@ -119,6 +119,27 @@ impl Meta {
         Ok(n == 1)
     }
 
+    /// Subscriptions whose lease no live node holds, by name (at most `limit`).
+    pub async fn unserved_subscriptions(&self, limit: i64) -> Result<Vec<String>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT s.name FROM ferry_subscriptions s
+                  WHERE NOT EXISTS (
+                        SELECT 1 FROM ferry_leases l JOIN ferry_nodes n USING (node_id)
+                         WHERE l.kind = $1 AND l.name = s.name
+                           AND n.heartbeat_at > now() - make_interval(secs => $2))
+                  ORDER BY s.name LIMIT $3",
+                &[
+                    &SUBSCRIPTION_LEASE,
+                    &f64::from(crate::meta::NODE_TIMEOUT_SECS),
+                    &limit,
+                ],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     /// A subscription's snapshot and the journal after it.
     pub async fn subscription_state(&self, name: &str) -> Result<StoredState> {
         let mut client = self.client().await?;

@@ -108,10 +108,7 @@ impl Broker {
         mut s: SubscriptionSettings,
     ) -> Result<SubscriptionStatus> {
         if self.is_shared() {
-            if s.push.is_some() {
-                return Err(BrokerError::NotInSharedMode("a push subscription"));
-            }
-            return self.create_shared_subscription(&s).await;
+            return self.create_shared_subscription(s).await;
         }
         let secret = self.prepare_push(&mut s.push, None).await?;
         let now = now_ms();
