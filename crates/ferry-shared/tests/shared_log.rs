@@ -920,3 +920,142 @@ async fn small_objects_are_merged_per_partition_and_reads_stay_the_same() {
     assert_eq!(all.len(), 31);
     assert_eq!(all[30], (30, "late".to_string()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_state_is_written_only_under_its_lease_and_read_back_whole() {
+    use ferry_shared::{Lease, LeaseHolder, SharedError, SUBSCRIPTION_LEASE};
+    let Some(pg) = postgres_url() else { return };
+    let pg = fresh_database(&pg).await;
+    let Some(s3) = S3Server::start() else { return };
+    let log = SharedLog::open(config(&pg, &s3)).await.unwrap();
+    let meta = log.metadata();
+    let a = log.join("a", 9092).await.unwrap();
+    let b = log.join("b", 9093).await.unwrap();
+    log.heartbeat(a).await.unwrap();
+    log.heartbeat(b).await.unwrap();
+
+    assert!(meta
+        .create_subscription("s", "t", r#"{"name": "s"}"#, b"snap-0")
+        .await
+        .unwrap());
+    assert!(
+        !meta
+            .create_subscription("s", "t", r#"{"name": "s"}"#, b"other")
+            .await
+            .unwrap(),
+        "a name is created once"
+    );
+    assert_eq!(
+        meta.unserved_subscriptions(10).await.unwrap(),
+        vec!["s".to_string()]
+    );
+    let LeaseHolder::Taken { epoch } = log.take_lease(SUBSCRIPTION_LEASE, "s", a).await.unwrap()
+    else {
+        panic!("a free lease is taken")
+    };
+    assert!(meta.unserved_subscriptions(10).await.unwrap().is_empty());
+    let held = Lease { node_id: a, epoch };
+    meta.append_subscription_journal("s", held, 0, &[b"e0".to_vec(), b"e1".to_vec()])
+        .await
+        .unwrap();
+    meta.append_subscription_journal("s", held, 2, &[b"e2".to_vec()])
+        .await
+        .unwrap();
+    meta.write_subscription_delays("s", held, &[(7, 2, b"d7".to_vec()), (9, 1, b"d9".to_vec())])
+        .await
+        .unwrap();
+    meta.write_subscription_delays("s", held, &[(7, 1, b"d7b".to_vec())])
+        .await
+        .unwrap();
+    let state = meta.subscription_state("s").await.unwrap();
+    assert_eq!(state.snapshot.as_deref(), Some(&b"snap-0"[..]));
+    assert_eq!(
+        state.journal,
+        vec![
+            (0, b"e0".to_vec()),
+            (1, b"e1".to_vec()),
+            (2, b"e2".to_vec())
+        ]
+    );
+    let buckets = meta.subscription_delay_buckets("s").await.unwrap();
+    assert_eq!(
+        buckets.into_iter().collect::<Vec<_>>(),
+        vec![(7, 3), (9, 1)]
+    );
+    assert_eq!(
+        meta.subscription_delays("s", 7).await.unwrap(),
+        vec![b"d7".to_vec(), b"d7b".to_vec()],
+        "a bucket's blocks in the order written"
+    );
+
+    // A checkpoint replaces the snapshot and drops what it covers.
+    meta.checkpoint_subscription("s", held, b"snap-2", 2, 7)
+        .await
+        .unwrap();
+    let state = meta.subscription_state("s").await.unwrap();
+    assert_eq!(state.snapshot.as_deref(), Some(&b"snap-2"[..]));
+    assert_eq!(state.journal, vec![(2, b"e2".to_vec())]);
+    assert_eq!(
+        meta.subscription_delay_buckets("s")
+            .await
+            .unwrap()
+            .into_keys()
+            .collect::<Vec<_>>(),
+        vec![9]
+    );
+
+    // The owner dies; another node takes the lease, and the old owner's writes are
+    // refused, each of them, with nothing written.
+    age_beat(&pg, a).await;
+    assert_eq!(
+        meta.unserved_subscriptions(10).await.unwrap(),
+        vec!["s".to_string()]
+    );
+    let LeaseHolder::Taken { epoch: next } =
+        log.take_lease(SUBSCRIPTION_LEASE, "s", b).await.unwrap()
+    else {
+        panic!("a dead node's lease is taken")
+    };
+    let fenced = |r: ferry_shared::Result<()>| matches!(r, Err(SharedError::Fenced(_)));
+    assert!(fenced(
+        meta.append_subscription_journal("s", held, 3, &[b"late".to_vec()])
+            .await
+    ));
+    assert!(fenced(
+        meta.checkpoint_subscription("s", held, b"late", 3, 9).await
+    ));
+    assert!(fenced(
+        meta.write_subscription_delays("s", held, &[(11, 1, b"late".to_vec())])
+            .await
+    ));
+    assert!(fenced(meta.remove_subscription_delays("s", held, 9).await));
+    let state = meta.subscription_state("s").await.unwrap();
+    assert_eq!(state.snapshot.as_deref(), Some(&b"snap-2"[..]));
+    assert_eq!(state.journal, vec![(2, b"e2".to_vec())]);
+    let now = Lease {
+        node_id: b,
+        epoch: next,
+    };
+    meta.append_subscription_journal("s", now, 3, &[b"e3".to_vec()])
+        .await
+        .unwrap();
+
+    // Settings change; deleting takes the state and the lease with it.
+    assert!(meta
+        .update_subscription("s", r#"{"name": "s", "x": 1}"#)
+        .await
+        .unwrap());
+    assert_eq!(
+        meta.subscription("s").await.unwrap().as_deref(),
+        Some(r#"{"x": 1, "name": "s"}"#)
+    );
+    assert!(meta.delete_subscription("s").await.unwrap());
+    assert!(!meta.delete_subscription("s").await.unwrap());
+    assert!(meta.subscription("s").await.unwrap().is_none());
+    let state = meta.subscription_state("s").await.unwrap();
+    assert!(state.snapshot.is_none() && state.journal.is_empty());
+    assert_eq!(
+        log.lease_holder(SUBSCRIPTION_LEASE, "s").await.unwrap(),
+        None
+    );
+}
