@@ -650,6 +650,19 @@ def test_a_queue_subscription_is_served_by_one_node_and_continues_after_it_is_ki
     for node in cluster.nodes:
         assert call(node.http, "GET", "/v1/subscriptions/work")[0] == 404
         assert call(node.http, "GET", "/v1/subscriptions")[1]["subscriptions"] == []
+    # As in the local mode: a topic's subscriptions go with it, and a topic that is
+    # another subscription's dead-letter topic stays.
+    status, d = call(others[0].http, "POST", "/v1/subscriptions",
+                     {"name": "again", "topic": "jobs", "dead_letter_topic": "jobs-dead"})
+    assert status == 201, d
+    status, p = call(others[1].http, "DELETE", "/v1/topics/jobs-dead")
+    assert status == 400 and "dead-letter topic of subscription 'again'" in p["detail"], p
+    assert call(others[1].http, "DELETE", "/v1/topics/jobs")[0] == 204
+    # The node serving it learns at its next beat (each second) that it is gone.
+    deadline = time.time() + 5
+    while call(others[0].http, "GET", "/v1/subscriptions/again")[0] != 404:
+        assert time.time() < deadline, "the subscription went with its topic"
+        time.sleep(0.1)
 
 
 class Endpoint:

@@ -480,6 +480,21 @@ impl Broker {
             return Err(BrokerError::Meta("not in shared mode".into()));
         };
         self.topic(name)?;
+        // As in the local mode: the topic's subscriptions go with it, and the
+        // dead-letter topic of another topic's subscription stays.
+        let subscriptions = self.shared_subscription_configs().await?;
+        if let Some(user) = subscriptions
+            .iter()
+            .find(|c| c.topic != name && c.dead_letter_topic.as_deref() == Some(name))
+        {
+            return Err(BrokerError::InvalidConfig(format!(
+                "topic '{name}' is the dead-letter topic of subscription '{}'; delete that subscription or give it another dead_letter_topic first",
+                user.name
+            )));
+        }
+        for c in subscriptions.iter().filter(|c| c.topic == name) {
+            self.delete_shared_subscription(&c.name).await?;
+        }
         let deleted = sh
             .log
             .delete_topic(name)

@@ -524,6 +524,28 @@ impl Broker {
         Ok(all.into_keys().collect())
     }
 
+    /// Every subscription's settings, as Postgres has them (shared mode).
+    pub(crate) async fn shared_subscription_configs(&self) -> Result<Vec<SubscriptionConfig>> {
+        let Some(sh) = &self.shared else {
+            return Ok(Vec::new());
+        };
+        let all = sh
+            .log
+            .metadata()
+            .subscriptions()
+            .await
+            .map_err(unavailable)?;
+        all.into_iter()
+            .map(|(name, json)| {
+                serde_json::from_str(&json).map_err(|e| {
+                    BrokerError::Meta(format!(
+                        "subscription '{name}' has settings this Ferry cannot read: {e}"
+                    ))
+                })
+            })
+            .collect()
+    }
+
     /// Stores changed settings of a subscription this node serves (shared mode).
     pub(crate) async fn store_shared_config(&self, config: &SubscriptionConfig) -> Result<()> {
         let Some(sh) = &self.shared else {
