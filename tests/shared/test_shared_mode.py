@@ -442,6 +442,14 @@ def test_a_consumer_group_continues_on_another_node_after_its_coordinator_is_kil
     admin = AdminClient({"bootstrap.servers": ",".join(n.kafka for n in survivors)})
     listed = [g.group_id for g in admin.list_consumer_groups().result(15).valid]
     assert listed.count("workers") == 1, listed
+    # Over HTTP, any node lists it and describes it as its coordinator does.
+    for n in survivors:
+        status, got = call(n.http, "GET", "/v1/groups")
+        assert status == 200, got
+        assert [g["group"] for g in got["groups"]] == ["workers"], got
+        status, got = call(n.http, "GET", "/v1/groups/workers")
+        assert status == 200, got
+        assert sum(o["committed"] or 0 for o in got["offsets"]) == total, got
     # A node stopping cleanly leaves at once: the last node lists the group and takes
     # it over without waiting for the stopped node's beat to age.
     coordinator = coordinator_of(survivors, "workers")

@@ -356,6 +356,40 @@ impl Broker {
         }
     }
 
+    /// Where consumer group `group` is described over HTTP: here in the local mode; in
+    /// shared mode by its coordinator (which this node becomes, taking the group's
+    /// lease, when it is the one named).
+    pub async fn group_owner(&self, group: &str) -> Result<Owner> {
+        let Some(sh) = &self.shared else {
+            return Ok(Owner::Here);
+        };
+        let Some(node) = self.group_coordinator(group).await else {
+            return Ok(Owner::Here);
+        };
+        let node = node?;
+        if node.node_id != sh.node_id() {
+            return self.node_owner(node.node_id).await;
+        }
+        match self.claim_group(group).await {
+            Ok(()) => Ok(Owner::Here),
+            Err(crate::groups::GroupError::InvalidGroupId) => Err(BrokerError::InvalidConfig(
+                format!("'{group}' is not a valid consumer group id"),
+            )),
+            Err(e) => Err(BrokerError::Unavailable(format!(
+                "consumer group '{group}' cannot be served here now ({e:?}): try again shortly"
+            ))),
+        }
+    }
+
+    /// Every consumer group with committed offsets or a coordinator (shared mode; in the
+    /// local mode, none: the front end lists the groups in memory).
+    pub async fn shared_group_names(&self) -> Result<Vec<String>> {
+        let Some(sh) = &self.shared else {
+            return Ok(Vec::new());
+        };
+        sh.log.metadata().group_names().await.map_err(unavailable)
+    }
+
     /// Whether this node serves `name` now, under a lease it may trust.
     fn owned_here(&self, name: &str) -> bool {
         self.shared

@@ -1,5 +1,6 @@
-//! Shared mode: a request for a subscription that another node serves is passed on to
-//! that node, so that clients and load balancers may send any request to any node.
+//! Shared mode: a request for a subscription that another node serves, or for a
+//! consumer group another node coordinates, is passed on to that node, so that clients
+//! and load balancers may send any request to any node.
 //!
 //! The request goes on as it came (method, path, query, headers, body), marked with
 //! [`FORWARDED`] so that it is passed on once at most; the answer comes back as the
@@ -46,14 +47,30 @@ fn client() -> &'static reqwest::Client {
     })
 }
 
-/// The subscription a path names (`/v1/subscriptions/{name}` and below), decoded.
-pub(crate) fn subscription_in(path: &str) -> Option<String> {
-    let rest = path.strip_prefix("/v1/subscriptions/")?;
+/// What a request is about, when one node serves it in shared mode.
+#[derive(Debug, PartialEq, Eq)]
+enum Served {
+    Subscription(String),
+    Group(String),
+}
+
+/// The subscription (`/v1/subscriptions/{name}` and below) or consumer group
+/// (`/v1/groups/{group}`) a path names, decoded.
+fn served_in(path: &str) -> Option<Served> {
+    let (rest, group) = match path.strip_prefix("/v1/subscriptions/") {
+        Some(rest) => (rest, false),
+        None => (path.strip_prefix("/v1/groups/")?, true),
+    };
     let raw = rest.split('/').next().filter(|n| !n.is_empty())?;
-    percent_encoding::percent_decode_str(raw)
+    let name = percent_encoding::percent_decode_str(raw)
         .decode_utf8()
-        .ok()
-        .map(|n| n.into_owned())
+        .ok()?
+        .into_owned();
+    Some(if group {
+        Served::Group(name)
+    } else {
+        Served::Subscription(name)
+    })
 }
 
 /// Where a request must be answered: here (the request comes back), or elsewhere
@@ -65,11 +82,15 @@ pub(crate) async fn pass_on(state: &AppState, req: Request) -> Result<Response, 
     if !state.broker.is_shared() {
         return Err(req);
     }
-    let Some(name) = subscription_in(req.uri().path()) else {
+    let Some(served) = served_in(req.uri().path()) else {
         return Err(req);
     };
     let forwarded = req.headers().contains_key(FORWARDED);
-    match state.broker.subscription_owner(&name).await {
+    let (owner, name) = match served {
+        Served::Subscription(name) => (state.broker.subscription_owner(&name).await, name),
+        Served::Group(name) => (state.broker.group_owner(&name).await, name),
+    };
+    match owner {
         Ok(Owner::Here) => Err(req),
         // The route's handler gives the usual answer.
         Err(ferry_broker::error::BrokerError::SubscriptionNotFound(_)) => Err(req),
@@ -78,7 +99,7 @@ pub(crate) async fn pass_on(state: &AppState, req: Request) -> Result<Response, 
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             "Partition unavailable",
-            format!("subscription '{name}' is served by node {node_id}, which is changing: try again shortly"),
+            format!("'{name}' is served by node {node_id}, which is changing: try again shortly"),
         )
         .into_response()),
         Ok(Owner::Node { node_id, http_addr }) => {
@@ -119,21 +140,23 @@ pub(crate) async fn send(req: Request, addr: &str, node_id: i32, max_body: usize
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             "Partition unavailable",
-            format!("node {node_id}, which serves this subscription, did not answer at {addr}: {e}; try again shortly"),
+            format!("node {node_id}, which serves this, did not answer at {addr}: {e}; try again shortly"),
         )
         .into_response(),
     }
 }
 
-/// Fetches a subscription's description from the node that serves it, as JSON.
+/// Fetches a description from the node that serves it, as JSON: `collection` is
+/// `subscriptions` or `groups`.
 pub(crate) async fn describe_at(
     addr: &str,
+    collection: &str,
     name: &str,
     headers: &HeaderMap,
 ) -> Option<serde_json::Value> {
     let encoded =
         percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string();
-    let mut out = client().get(format!("http://{addr}/v1/subscriptions/{encoded}"));
+    let mut out = client().get(format!("http://{addr}/v1/{collection}/{encoded}"));
     if let Some(auth) = headers.get(header::AUTHORIZATION) {
         out = out.header(header::AUTHORIZATION, auth);
     }
@@ -147,4 +170,30 @@ pub(crate) async fn describe_at(
         return None;
     }
     answer.json().await.ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_subscription_or_group_a_path_names_is_found_and_decoded() {
+        assert_eq!(
+            served_in("/v1/subscriptions/work/pull"),
+            Some(Served::Subscription("work".into()))
+        );
+        assert_eq!(
+            served_in("/v1/subscriptions/a%20b"),
+            Some(Served::Subscription("a b".into()))
+        );
+        assert_eq!(
+            served_in("/v1/groups/g.1"),
+            Some(Served::Group("g.1".into()))
+        );
+        assert_eq!(served_in("/v1/subscriptions"), None);
+        assert_eq!(served_in("/v1/subscriptions/"), None);
+        assert_eq!(served_in("/v1/groups"), None);
+        assert_eq!(served_in("/v1/topics/t"), None);
+        assert_eq!(served_in("/v1/groups/%FF"), None, "not UTF-8");
+    }
 }

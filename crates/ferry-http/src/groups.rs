@@ -228,11 +228,68 @@ fn group_json(broker: &Broker, description: &GroupDescription) -> Value {
 
 /// Every group: in memory (with members now or since the server started) or with
 /// committed offsets.
+/// A group's line in the list, from its description.
+fn summary(full: &Value) -> Value {
+    json!({
+        "group": full["group"],
+        "state": full["state"],
+        "protocol_type": full["protocol_type"],
+        "generation": full["generation"],
+        "members": full["members"].as_array().map_or(0, |m| m.len()),
+        "topics": full["topics"],
+        "lag": full["lag"],
+    })
+}
+
+/// Every group in shared mode, each described by its coordinator (a group nobody
+/// coordinates is taken by the node rendezvous hashing picks).
+async fn list_shared(
+    state: &AppState,
+    c: &crate::auth::Caller,
+    headers: &axum::http::HeaderMap,
+) -> Result<Vec<Value>, Problem> {
+    use ferry_broker::shared_subs::Owner;
+    let mut groups = Vec::new();
+    for name in state.broker.shared_group_names().await? {
+        if !c.may(
+            state,
+            ferry_auth::Operation::Describe,
+            ferry_auth::ResourceType::Group,
+            &name,
+        ) {
+            continue;
+        }
+        let full = match state.broker.group_owner(&name).await {
+            Ok(Owner::Here) => state
+                .broker
+                .groups
+                .find(&name)
+                .await
+                .map(|description| group_json(&state.broker, &description)),
+            Ok(Owner::Node { http_addr, .. }) => {
+                crate::forward::describe_at(&http_addr, "groups", &name, headers).await
+            }
+            Err(_) => None,
+        };
+        // One deleted meanwhile, or whose coordinator did not answer, is left out.
+        if let Some(full) = full {
+            groups.push(summary(&full));
+        }
+    }
+    Ok(groups)
+}
+
 pub async fn list(
     State(state): State<AppState>,
     c: Option<axum::Extension<crate::auth::Caller>>,
-) -> Json<Value> {
+    headers: axum::http::HeaderMap,
+) -> Result<Json<Value>, Problem> {
     let c = crate::auth::caller(c);
+    if state.broker.is_shared() {
+        return Ok(Json(
+            json!({ "groups": list_shared(&state, &c, &headers).await? }),
+        ));
+    }
     let broker = &state.broker;
     let mut groups = Vec::new();
     for listing in broker.groups.list().await {
@@ -248,19 +305,9 @@ pub async fn list(
         let Some(description) = broker.groups.find(&listing.group).await else {
             continue;
         };
-        let full = group_json(broker, &description);
-        let summary = json!({
-            "group": full["group"],
-            "state": full["state"],
-            "protocol_type": full["protocol_type"],
-            "generation": full["generation"],
-            "members": description.members.len(),
-            "topics": full["topics"],
-            "lag": full["lag"],
-        });
-        groups.push(summary);
+        groups.push(summary(&group_json(broker, &description)));
     }
-    Json(json!({ "groups": groups }))
+    Ok(Json(json!({ "groups": groups })))
 }
 
 pub async fn describe(

@@ -337,6 +337,25 @@ impl Meta {
         }
     }
 
+    /// Every consumer group with committed offsets or a lease a live node holds.
+    pub async fn group_names(&self) -> Result<Vec<String>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT group_id FROM ferry_group_offsets
+                 UNION
+                 SELECT l.name FROM ferry_leases l JOIN ferry_nodes n USING (node_id)
+                  WHERE l.kind = $1 AND n.heartbeat_at > now() - make_interval(secs => $2)
+                 ORDER BY 1",
+                &[
+                    &crate::leases::GROUP_LEASE,
+                    &f64::from(crate::meta::NODE_TIMEOUT_SECS),
+                ],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     /// Where each live node's HTTP API answers, by node id (nodes that published one).
     pub async fn http_addrs(&self) -> Result<BTreeMap<i32, String>> {
         let client = self.client().await?;

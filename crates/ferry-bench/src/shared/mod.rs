@@ -7,6 +7,8 @@
 //! port over a folder of the benchmark's), and Postgres the server `--metadata-url`
 //! names: a fresh database is made on it for the run and dropped afterwards.
 
+mod subs;
+
 use crate::http::{self, HttpResult, Target};
 use crate::Ctx;
 use ferry_shared::SharedConfig;
@@ -37,6 +39,11 @@ pub struct SharedRun {
     /// commit another node accepted, one per round.
     pub failover_secs: Vec<f64>,
     pub merged: Option<MergedReads>,
+    /// Queue subscription pull-and-ack, records per second: local, then shared.
+    pub pull_rates: Option<(f64, f64)>,
+    /// Seconds from kill -9 of the node serving a queue subscription to the first pull
+    /// another node answered with records, one per round.
+    pub subscription_failover_secs: Vec<f64>,
 }
 
 /// Reads of partitions written by small requests, from a node with nothing cached,
@@ -553,12 +560,30 @@ pub async fn run(ctx: &Ctx, options: Options<'_>) -> anyhow::Result<SharedRun> {
             None
         };
         let mut failover_secs = Vec::new();
+        let mut subscription_failover_secs = Vec::new();
         for round in 0..failovers {
             let (url, name) = fresh_database(metadata_url).await?;
             let secs = failover(ctx, &url, &env, round).await;
             drop_database(metadata_url, &name).await?;
             failover_secs.push(secs?);
+            let (url, name) = fresh_database(metadata_url).await?;
+            let secs = subs::failover(ctx, &url, &env, round).await;
+            drop_database(metadata_url, &name).await?;
+            subscription_failover_secs.push(secs?);
         }
+        let pull_records = 20_000;
+        let local_pull = subs::pull_rate(ctx, "pull-local", &[], &[], pull_records).await?;
+        let (url, name) = fresh_database(metadata_url).await?;
+        let shared_args = [
+            "--metadata-url",
+            url.as_str(),
+            "--object-store-url",
+            "s3://ferry-bench/pull",
+        ];
+        let shared_pull =
+            subs::pull_rate(ctx, "pull-shared", &shared_args, &env, pull_records).await;
+        drop_database(metadata_url, &name).await?;
+        let pull_rates = Some((local_pull, shared_pull?));
         Ok::<_, anyhow::Error>(SharedRun {
             backlog,
             put_bytes,
@@ -570,6 +595,8 @@ pub async fn run(ctx: &Ctx, options: Options<'_>) -> anyhow::Result<SharedRun> {
             shared,
             failover_secs,
             merged,
+            pull_rates,
+            subscription_failover_secs,
         })
     }
     .await;
@@ -621,6 +648,23 @@ pub fn report(r: &SharedRun) -> String {
         out.push_str(&format!(
             "\nConsumer group failover, kill -9 of its coordinator to the first commit another node accepts (s): {}\n",
             times.join(", ")
+        ));
+    }
+    if !r.subscription_failover_secs.is_empty() {
+        let times: Vec<String> = r
+            .subscription_failover_secs
+            .iter()
+            .map(|s| format!("{s:.1}"))
+            .collect();
+        out.push_str(&format!(
+            "Queue subscription failover, kill -9 of the node serving it to the first pull another node answers with records (s): {}\n",
+            times.join(", ")
+        ));
+    }
+    if let Some((local, shared)) = r.pull_rates {
+        out.push_str(&format!(
+            "\nQueue subscription, one consumer pulling 100 records of 1 KiB at a time and acking each pull: local {local:.0}/s, shared {shared:.0}/s ({:.2}×)\n",
+            shared / local.max(1e-9)
         ));
     }
     if let Some(b) = &r.backlog {
