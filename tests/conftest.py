@@ -1,5 +1,6 @@
 """Starts the real `ferry serve` for the Python tests (binary from FERRY_BIN)."""
 
+import collections
 import json
 import os
 import pathlib
@@ -26,9 +27,11 @@ class Ferry:
              "--kafka-addr", kafka_addr, "--log-format", "json", *self.extra],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
         ready = threading.Event()
+        self.log = collections.deque(maxlen=200)
 
         def read():
             for line in self.proc.stderr:
+                self.log.append(line.rstrip())
                 try:
                     fields = json.loads(line).get("fields", {})
                 except ValueError:
@@ -49,7 +52,13 @@ class Ferry:
     def stop(self):
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
-            self.proc.wait(20)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                # What it was doing when it did not stop, for the test's report.
+                print("\n".join(list(self.log)[-60:]))
+                self.proc.kill()
+                raise
 
 
 @pytest.fixture

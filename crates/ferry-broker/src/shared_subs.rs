@@ -345,11 +345,21 @@ impl Broker {
                 return;
             }
         };
+        // Copies here whose write failed are loaded again (push subscriptions get no
+        // request that would do it).
+        let failed: Vec<String> = self
+            .subs
+            .all()
+            .iter()
+            .filter(|s| s.has_failed())
+            .map(|s| s.config().name)
+            .collect();
         let nodes = self.shared_nodes().unwrap_or_default();
-        for name in names {
-            if pick(&name, &nodes).is_none_or(|n| n.node_id != me) {
-                continue;
-            }
+        for name in failed.into_iter().chain(
+            names
+                .into_iter()
+                .filter(|name| pick(name, &nodes).is_some_and(|n| n.node_id == me)),
+        ) {
             if let Err(e) = self.subscription_owner(&name).await {
                 tracing::warn!(subscription = %name, error = %e, "Could not take a subscription nobody serves.");
             }
@@ -390,12 +400,25 @@ impl Broker {
         sh.log.metadata().group_names().await.map_err(unavailable)
     }
 
-    /// Whether this node serves `name` now, under a lease it may trust.
+    /// Whether this node serves `name` now, under a lease it may trust. A copy whose
+    /// write failed (Postgres was unreachable, say) is let go here, so that it is
+    /// loaded again from what Postgres holds.
     fn owned_here(&self, name: &str) -> bool {
-        self.shared
-            .as_ref()
-            .is_some_and(|sh| sh.leases.subscription_epoch(name).is_some())
-            && self.subs.get(name).is_ok()
+        let Some(sh) = &self.shared else {
+            return false;
+        };
+        if sh.leases.subscription_epoch(name).is_none() {
+            return false;
+        }
+        match self.subs.get(name) {
+            Ok(sub) if sub.has_failed() => {
+                sh.leases.forget_subscription(name);
+                self.let_go_subscription(name);
+                false
+            }
+            Ok(_) => true,
+            Err(_) => false,
+        }
     }
 
     async fn node_owner(&self, node_id: i32) -> Result<Owner> {

@@ -285,7 +285,10 @@ impl Broker {
     pub async fn describe_subscription(&self, name: &str) -> Result<SubscriptionStatus> {
         let sub = self.subscription(name)?;
         let topic_name = sub.config().topic;
-        let (mut status, floors) = sub.status(&self.partition_ends(&topic_name));
+        let ends = self.partition_ends(&topic_name);
+        // Off the async threads: a pull holds the subscription's lock while it reads.
+        let s = Arc::clone(&sub);
+        let (mut status, floors) = blocking(move || Ok(s.status(&ends))).await?;
         let now = now_ms() as i64;
         let mut min_ts: Option<i64> = None;
         for f in floors {

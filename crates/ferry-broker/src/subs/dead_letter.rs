@@ -127,19 +127,19 @@ impl Broker {
                 "subscription '{name}' has no dead_letter_topic to redrive from"
             ))
         })?;
-        let dlq = self.topic(&dlq_name)?;
-        let source_parts = self.topic(&cfg.topic)?.partitions().len() as u32;
+        self.topic(&dlq_name)?;
+        self.topic(&cfg.topic)?;
+        let source_parts = self.partition_ends(&cfg.topic).len() as u32;
         let mut total = 0;
-        for part in dlq.partitions() {
-            let p = part.id;
+        for (p, (earliest, _)) in (0u32..).zip(self.partition_ends(&dlq_name)) {
             while total < max_records {
-                let from = lock(&sub.inner)
-                    .state
-                    .redriven
-                    .get(&p)
-                    .copied()
-                    .unwrap_or(0);
-                let from = from.max(part.log.stats().earliest);
+                // Off the async threads: a pull holds the lock while it reads.
+                let s = Arc::clone(&sub);
+                let mark = blocking(move || {
+                    Ok(lock(&s.inner).state.redriven.get(&p).copied().unwrap_or(0))
+                })
+                .await?;
+                let from = mark.max(earliest);
                 let want = (max_records - total).min(REDRIVE_READ_RECORDS_MAX);
                 // Ferry's own read: not counted as records handed to a consumer.
                 let read = self

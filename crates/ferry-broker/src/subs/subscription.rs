@@ -79,7 +79,7 @@ impl Inner {
         match &self.failed {
             None => Ok(()),
             Some(why) => Err(BrokerError::Unavailable(format!(
-                "subscription '{name}' stopped after a failed write ({why}); restart Ferry to load it from disk"
+                "subscription '{name}' stopped after a failed write ({why}); it is loaded again from what is stored when Ferry restarts (in shared mode, at the next request)"
             ))),
         }
     }
@@ -104,6 +104,9 @@ pub struct Subscription {
     /// Leases given back by consumers (nack) since the subscription was opened; not
     /// kept across restarts (a counter for `/metrics`).
     pub(crate) nacked: AtomicU64,
+    /// Set with `Inner::failed`, to be read without the lock (which a pull holds while
+    /// it reads, in shared mode over the network).
+    failed: AtomicBool,
 }
 
 static EPOCH_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -248,6 +251,7 @@ impl Subscription {
             deleted: AtomicBool::new(false),
             dir: dir.to_path_buf(),
             nacked: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
         })
     }
 
@@ -285,6 +289,11 @@ impl Subscription {
 
     pub fn config(&self) -> SubscriptionConfig {
         read(&self.config).clone()
+    }
+
+    /// Whether a write failed, so that the subscription takes no more changes.
+    pub(crate) fn has_failed(&self) -> bool {
+        self.failed.load(AtomicOrdering::Acquire)
     }
 
     pub(crate) fn filter(&self) -> Filter {
@@ -364,6 +373,7 @@ impl Subscription {
             let name = self.config().name;
             tracing::error!(subscription = %name, error = %e, "A subscription change could not be stored; the subscription stops until Ferry restarts.");
             inner.failed = Some(Arc::from(e.to_string()));
+            self.failed.store(true, AtomicOrdering::Release);
         }
         debug_assert_state(&inner.state);
         stored
