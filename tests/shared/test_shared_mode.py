@@ -787,3 +787,49 @@ def test_a_push_subscription_goes_on_from_another_node_after_its_node_is_killed(
         assert status == 200 and d["paused"] is False, d
     finally:
         ep.stop()
+
+
+def test_dead_letters_and_redrive_work_through_any_node(cluster):
+    a, b = cluster.add(), cluster.add()
+    assert call(a.http, "POST", "/v1/topics", {"name": "mail", "partitions": 2})[0] == 201
+    wait_for_topic(b, "mail")
+    status, sub = call(a.http, "POST", "/v1/subscriptions",
+                       {"name": "send", "topic": "mail", "start": "earliest", "max_deliveries": 1,
+                        "retry": {"strategy": "immediate"}})
+    assert status == 201, sub
+    assert sub["dead_letter_topic"] == "send-dlq", sub
+    assert call(b.http, "POST", "/v1/topics/mail/records",
+                {"records": [{"key": f"k{i}", "value": i} for i in range(5)]})[0] == 200
+    # Each record fails its one delivery: out of deliveries, it goes to the dead-letter
+    # topic (made by the node serving the subscription, in Postgres for every node).
+    status, got = pull(b, "send", 10)
+    assert status == 200 and len(got["records"]) == 5, got
+    status, r = call(b.http, "POST", "/v1/subscriptions/send/nack",
+                     {"lease_ids": [x["lease_id"] for x in got["records"]], "error": "no such mailbox"})
+    assert status == 200, r
+    wait_for_topic(b, "send-dlq")
+    deadline = time.time() + 15
+    while True:
+        dead = read_partition(b, "send-dlq", 0)
+        if len(dead) == 5:
+            break
+        assert time.time() < deadline, dead
+        time.sleep(0.2)
+    assert sorted(v for _, _, v in dead) == list(range(5))
+    status, d = call(b.http, "GET", "/v1/subscriptions/send")
+    assert status == 200 and d["dead_lettered"] == 5, d
+    # Redrive through the other node: the records come back, to this subscription.
+    status, r = call(b.http, "POST", "/v1/subscriptions/send/redrive", {})
+    assert (status, r) == (200, {"redriven": 5}), r
+    deadline = time.time() + 15
+    back = []
+    while len(back) < 5:
+        assert time.time() < deadline, back
+        status, got = pull(a, "send", 10)
+        assert status == 200, got
+        back += [x["value"] for x in got["records"]]
+        ids = [x["lease_id"] for x in got["records"]]
+        if ids:
+            assert call(a.http, "POST", "/v1/subscriptions/send/ack", {"lease_ids": ids})[0] == 200
+    assert sorted(back) == list(range(5))
+    assert call(b.http, "POST", "/v1/subscriptions/send/redrive", {})[1] == {"redriven": 0}
