@@ -262,6 +262,15 @@ fn unavailable(e: ferry_shared::SharedError) -> BrokerError {
     from_shared(0, e)
 }
 
+/// A subscription's settings as Postgres keeps them (JSON).
+fn parse_config(name: &str, json: &str) -> Result<SubscriptionConfig> {
+    serde_json::from_str(json).map_err(|e| {
+        BrokerError::Meta(format!(
+            "subscription '{name}' has settings this Ferry cannot read: {e}"
+        ))
+    })
+}
+
 impl Broker {
     /// Each partition's (first readable offset, next offset) of `topic`: as the local
     /// log has them, or in shared mode as this node last saw them.
@@ -461,11 +470,7 @@ impl Broker {
             LeaseHolder::Taken { epoch } => epoch,
             LeaseHolder::Other { node_id } => return self.node_owner(node_id).await,
         };
-        let config: SubscriptionConfig = serde_json::from_str(config_json).map_err(|e| {
-            BrokerError::Meta(format!(
-                "subscription '{name}' has settings this Ferry cannot read: {e}"
-            ))
-        })?;
+        let config = parse_config(name, config_json)?;
         let store = PgStore {
             log: sh.log.clone(),
             rt: Handle::current(),
@@ -572,13 +577,8 @@ impl Broker {
             names.sort();
             return Ok(names);
         };
-        let all = sh
-            .log
-            .metadata()
-            .subscriptions()
-            .await
-            .map_err(unavailable)?;
-        Ok(all.into_keys().collect())
+        let all = sh.log.metadata().subscriptions().await;
+        Ok(all.map_err(unavailable)?.into_keys().collect())
     }
 
     /// Every subscription's settings, as Postgres has them (shared mode).
@@ -592,14 +592,8 @@ impl Broker {
             .subscriptions()
             .await
             .map_err(unavailable)?;
-        all.into_iter()
-            .map(|(name, json)| {
-                serde_json::from_str(&json).map_err(|e| {
-                    BrokerError::Meta(format!(
-                        "subscription '{name}' has settings this Ferry cannot read: {e}"
-                    ))
-                })
-            })
+        all.iter()
+            .map(|(name, json)| parse_config(name, json))
             .collect()
     }
 

@@ -188,17 +188,16 @@ impl Meta {
         for i in 0..blocks.len() as u64 {
             seqs.push(to_i64(first + i, "journal block")?);
         }
-        let mut client = self.commit_client().await?;
-        let tx = client.transaction().await?;
-        self.check_lease(&tx, name, lease).await?;
-        tx.execute(
-            "INSERT INTO ferry_subscription_journal (name, seq, events)
-             SELECT $1, s, e FROM unnest($2::bigint[], $3::bytea[]) AS u(s, e)",
-            &[&name, &seqs, &blocks],
+        self.under_lease(
+            name,
+            lease,
+            &[(
+                "INSERT INTO ferry_subscription_journal (name, seq, events)
+                 SELECT $1, s, e FROM unnest($2::bigint[], $3::bytea[]) AS u(s, e)",
+                &[&name, &seqs, &blocks],
+            )],
         )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        .await
     }
 
     /// Replaces the snapshot and drops the journal blocks before `journal_next` and
@@ -215,26 +214,25 @@ impl Meta {
             to_i64(journal_next, "journal block")?,
             to_i64(delays_upto, "delay bucket")?,
         );
-        let mut client = self.commit_client().await?;
-        let tx = client.transaction().await?;
-        self.check_lease(&tx, name, lease).await?;
-        tx.execute(
-            "UPDATE ferry_subscription_snapshots SET snapshot = $2 WHERE name = $1",
-            &[&name, &snapshot],
+        self.under_lease(
+            name,
+            lease,
+            &[
+                (
+                    "UPDATE ferry_subscription_snapshots SET snapshot = $2 WHERE name = $1",
+                    &[&name, &snapshot],
+                ),
+                (
+                    "DELETE FROM ferry_subscription_journal WHERE name = $1 AND seq < $2",
+                    &[&name, &next],
+                ),
+                (
+                    "DELETE FROM ferry_subscription_delays WHERE name = $1 AND bucket <= $2",
+                    &[&name, &upto],
+                ),
+            ],
         )
-        .await?;
-        tx.execute(
-            "DELETE FROM ferry_subscription_journal WHERE name = $1 AND seq < $2",
-            &[&name, &next],
-        )
-        .await?;
-        tx.execute(
-            "DELETE FROM ferry_subscription_delays WHERE name = $1 AND bucket <= $2",
-            &[&name, &upto],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        .await
     }
 
     /// Stores delayed records: (bucket, entries, bytes) each, under `lease`.
@@ -252,17 +250,16 @@ impl Meta {
             counts.push(i32::try_from(*n).unwrap_or(i32::MAX));
             bytes.push(data.as_slice());
         }
-        let mut client = self.commit_client().await?;
-        let tx = client.transaction().await?;
-        self.check_lease(&tx, name, lease).await?;
-        tx.execute(
-            "INSERT INTO ferry_subscription_delays (name, bucket, entries, bytes)
-             SELECT $1, b, n, d FROM unnest($2::bigint[], $3::integer[], $4::bytea[]) AS u(b, n, d)",
-            &[&name, &buckets, &counts, &bytes],
+        self.under_lease(
+            name,
+            lease,
+            &[(
+                "INSERT INTO ferry_subscription_delays (name, bucket, entries, bytes)
+                 SELECT $1, b, n, d FROM unnest($2::bigint[], $3::integer[], $4::bytea[]) AS u(b, n, d)",
+                &[&name, &buckets, &counts, &bytes],
+            )],
         )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        .await
     }
 
     /// The delayed records of one bucket, as stored (blocks in the order written).
@@ -305,36 +302,43 @@ impl Meta {
         upto: u64,
     ) -> Result<()> {
         let upto = to_i64(upto, "delay bucket")?;
-        let mut client = self.commit_client().await?;
-        let tx = client.transaction().await?;
-        self.check_lease(&tx, name, lease).await?;
-        tx.execute(
-            "DELETE FROM ferry_subscription_delays WHERE name = $1 AND bucket <= $2",
-            &[&name, &upto],
+        self.under_lease(
+            name,
+            lease,
+            &[(
+                "DELETE FROM ferry_subscription_delays WHERE name = $1 AND bucket <= $2",
+                &[&name, &upto],
+            )],
         )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        .await
     }
 
-    /// Refuses the transaction's writes unless `lease` still holds.
-    async fn check_lease(
+    /// Runs `statements` in one transaction, on a connection for commits, if `lease`
+    /// still holds when it begins (the lease row is read `FOR SHARE`, so a node taking
+    /// the lease waits for the transaction); [`SharedError::Fenced`], with nothing
+    /// written, if it does not.
+    async fn under_lease(
         &self,
-        tx: &deadpool_postgres::Transaction<'_>,
         name: &str,
         lease: Lease,
+        statements: &[(&str, &[&(dyn tokio_postgres::types::ToSql + Sync)])],
     ) -> Result<()> {
+        let mut client = self.commit_client().await?;
+        let tx = client.transaction().await?;
         let row = tx
             .query_one(
                 "SELECT ferry_holds_lease($1, $2, $3, $4)",
                 &[&SUBSCRIPTION_LEASE, &name, &lease.node_id, &lease.epoch],
             )
             .await?;
-        if row.get::<_, bool>(0) {
-            Ok(())
-        } else {
-            Err(fenced(name))
+        if !row.get::<_, bool>(0) {
+            return Err(fenced(name));
         }
+        for (sql, params) in statements {
+            tx.execute(*sql, params).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Every consumer group with committed offsets or a lease a live node holds.

@@ -219,6 +219,26 @@ async fn backlog(
     })
 }
 
+/// Three nodes of shared mode over `db_url`, with data folders and a prefix in the
+/// bucket named after `name`.
+async fn start_nodes(
+    ctx: &Ctx,
+    db_url: &str,
+    env: &[(String, String)],
+    name: &str,
+) -> anyhow::Result<Vec<Option<crate::server::Server>>> {
+    let prefix = format!("s3://ferry-bench/{name}");
+    let args = ["--metadata-url", db_url, "--object-store-url", &prefix];
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let dir = ctx.dir.join(format!("{name}-{i}"));
+        nodes.push(Some(
+            crate::server::Server::start_env(ctx, &dir, &args, env).await?,
+        ));
+    }
+    Ok(nodes)
+}
+
 /// One failover: three nodes, a consumer group (librdkafka) reading and committing
 /// through them; its coordinator is killed with SIGKILL. Answers the seconds until a
 /// commit is accepted again (by the node that took the group's lease).
@@ -230,19 +250,7 @@ async fn failover(
 ) -> anyhow::Result<f64> {
     use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
     use serde_json::json;
-    let args = [
-        "--metadata-url",
-        db_url,
-        "--object-store-url",
-        "s3://ferry-bench/failover",
-    ];
-    let mut nodes = Vec::new();
-    for i in 0..3 {
-        let dir = ctx.dir.join(format!("failover-{round}-{i}"));
-        nodes.push(Some(
-            crate::server::Server::start_env(ctx, &dir, &args, env).await?,
-        ));
-    }
+    let mut nodes = start_nodes(ctx, db_url, env, &format!("failover-{round}")).await?;
     let node = |i: usize, nodes: &[Option<crate::server::Server>]| -> anyhow::Result<String> {
         Ok(nodes[i]
             .as_ref()

@@ -119,17 +119,8 @@ pub(super) async fn failover(
     env: &[(String, String)],
     round: usize,
 ) -> anyhow::Result<f64> {
-    let args = [
-        "--metadata-url",
-        db_url,
-        "--object-store-url",
-        "s3://ferry-bench/subscription-failover",
-    ];
-    let mut nodes = Vec::new();
-    for i in 0..3 {
-        let dir = ctx.dir.join(format!("subscription-failover-{round}-{i}"));
-        nodes.push(Some(Server::start_env(ctx, &dir, &args, env).await?));
-    }
+    let mut nodes =
+        super::start_nodes(ctx, db_url, env, &format!("subscription-failover-{round}")).await?;
     let urls: Vec<String> = nodes.iter().flatten().map(|n| n.url.clone()).collect();
     let http = reqwest::Client::new();
     fill(&http, &urls[0], "jobs", 2000).await?;
