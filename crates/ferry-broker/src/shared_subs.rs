@@ -523,6 +523,11 @@ impl Broker {
         let now = now_ms();
         let (config, start) = crate::subs::admin::new_config(&s, now)?;
         let name = config.name.clone();
+        // The topic, or its dead-letter topic, may have been made on another node a
+        // moment ago.
+        let mut named = vec![config.topic.clone()];
+        named.extend(config.dead_letter_topic.clone());
+        self.learn_topics(&named).await;
         {
             let _admin = self.admin.lock().await;
             let topic = self.topic(&config.topic)?;

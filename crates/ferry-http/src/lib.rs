@@ -213,10 +213,15 @@ async fn refuse_and_rewrite(State(state): State<AppState>, req: Request, next: N
             state.broker.learn_topics(&[topic.to_string()]).await;
         }
     }
-    // In shared mode a subscription is served by one node: pass the request on to it.
-    let req = match forward::pass_on(&state, req).await {
-        Ok(answered) => return answered,
-        Err(req) => req,
+    // In shared mode a subscription or a group is served by one node: pass the request
+    // on to it. (Boxed, so that this middleware's future stays small in the local mode.)
+    let req = if state.broker.is_shared() {
+        match Box::pin(forward::pass_on(&state, req)).await {
+            Ok(answered) => return answered,
+            Err(req) => req,
+        }
+    } else {
+        req
     };
     let (method, uri) = (req.method().clone(), req.uri().clone());
     let response = next.run(req).await;

@@ -129,9 +129,11 @@ pub(super) async fn failover(
         .json(&json!({"name": "work", "topic": "jobs", "start": "earliest"}))
         .send()
         .await?;
+    let status = created.status();
     anyhow::ensure!(
-        created.status().is_success(),
-        "creating the subscription failed"
+        status.is_success(),
+        "creating the subscription failed: {status} {}",
+        created.text().await.unwrap_or_default()
     );
     for _ in 0..5 {
         let (status, ids) = pull(&http, &urls[0], "work").await?;
