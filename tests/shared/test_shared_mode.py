@@ -875,3 +875,29 @@ def test_dead_letters_and_redrive_work_through_any_node(cluster):
             assert call(a.http, "POST", "/v1/subscriptions/send/ack", {"lease_ids": ids})[0] == 200
     assert sorted(back) == list(range(5))
     assert call(b.http, "POST", "/v1/subscriptions/send/redrive", {})[1] == {"redriven": 0}
+
+
+def test_an_event_stream_is_passed_on_from_any_node(cluster):
+    a, b = cluster.add(), cluster.add()
+    assert call(a.http, "POST", "/v1/topics", {"name": "feed", "partitions": 1})[0] == 201
+    status, sub = call(a.http, "POST", "/v1/subscriptions",
+                       {"name": "watch", "topic": "feed", "start": "earliest"})
+    assert status == 201, sub
+    owner = subscription_owner(cluster, "watch")
+    other = cluster.nodes[1 - owner]
+    # The stream is opened on the node that does not serve the subscription; records
+    # produced afterwards arrive through it as the serving node leases them.
+    stream = urllib.request.urlopen(other.http + "/v1/subscriptions/watch/events?consumer=w", timeout=30)
+    assert stream.headers["content-type"].startswith("text/event-stream")
+    assert call(other.http, "POST", "/v1/topics/feed/records",
+                {"records": [{"key": f"k{i}", "value": i} for i in range(5)]})[0] == 200
+    got = []
+    while len(got) < 5:
+        line = stream.readline().decode()
+        assert line, "the stream ended"
+        if line.startswith("data: "):
+            got.append(json.loads(line[len("data: "):]))
+    stream.close()
+    assert sorted(r["value"] for r in got) == list(range(5))
+    ids = [r["lease_id"] for r in got]
+    assert call(other.http, "POST", "/v1/subscriptions/watch/ack", {"lease_ids": ids}) == (200, {"acked": 5})
