@@ -391,6 +391,11 @@ impl Broker {
         self.shared.as_ref().map(|sh| read(&sh.nodes).clone())
     }
 
+    /// This node's id in shared mode (0 before it joined); `None` in the local mode.
+    pub fn shared_node_id(&self) -> Option<i32> {
+        self.shared.as_ref().map(|sh| sh.node_id())
+    }
+
     /// True when this node runs in shared mode.
     pub fn is_shared(&self) -> bool {
         self.shared.is_some()

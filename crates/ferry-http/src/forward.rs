@@ -17,8 +17,8 @@ use ferry_broker::shared_subs::Owner;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// Marks a request one node passed on to another; such a request is answered where it
-/// arrives, never passed on again.
+/// Marks a request one node passed on to another, with the passing node's id; such a
+/// request is answered where it arrives, never passed on again.
 pub const FORWARDED: &str = "ferry-forwarded-by";
 
 /// Headers of one connection, not of the request (RFC 9110, section 7.6.1).
@@ -103,13 +103,21 @@ pub(crate) async fn pass_on(state: &AppState, req: Request) -> Result<Response, 
         )
         .into_response()),
         Ok(Owner::Node { node_id, http_addr }) => {
-            Ok(send(req, &http_addr, node_id, state.max_request_bytes).await)
+            let by = state.broker.shared_node_id().unwrap_or(0);
+            Ok(send(req, &http_addr, node_id, by, state.max_request_bytes).await)
         }
     }
 }
 
-/// Sends `req` to the node at `addr` and answers with what it answered.
-pub(crate) async fn send(req: Request, addr: &str, node_id: i32, max_body: usize) -> Response {
+/// Sends `req` to node `node_id` at `addr` (on behalf of node `by`) and answers with
+/// what it answered.
+pub(crate) async fn send(
+    req: Request,
+    addr: &str,
+    node_id: i32,
+    by: i32,
+    max_body: usize,
+) -> Response {
     let (parts, body) = req.into_parts();
     let Ok(body) = axum::body::to_bytes(body, max_body).await else {
         return Problem::too_large(max_body).into_response();
@@ -121,7 +129,7 @@ pub(crate) async fn send(req: Request, addr: &str, node_id: i32, max_body: usize
             out = out.header(name, value);
         }
     }
-    let answer = out.header(FORWARDED, "1").body(body).send().await;
+    let answer = out.header(FORWARDED, by).body(body).send().await;
     match answer {
         Ok(answer) => {
             let status = answer.status();
@@ -149,11 +157,13 @@ pub(crate) async fn send(req: Request, addr: &str, node_id: i32, max_body: usize
 /// Fetches a description from the node that serves it, as JSON: `collection` is
 /// `subscriptions` or `groups`.
 pub(crate) async fn describe_at(
+    state: &AppState,
     addr: &str,
     collection: &str,
     name: &str,
     headers: &HeaderMap,
 ) -> Option<serde_json::Value> {
+    let by = state.broker.shared_node_id().unwrap_or(0);
     let encoded =
         percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string();
     let mut out = client().get(format!("http://{addr}/v1/{collection}/{encoded}"));
@@ -161,7 +171,7 @@ pub(crate) async fn describe_at(
         out = out.header(header::AUTHORIZATION, auth);
     }
     let answer = out
-        .header(FORWARDED, "1")
+        .header(FORWARDED, by)
         .timeout(Duration::from_secs(5))
         .send()
         .await

@@ -267,7 +267,7 @@ async fn list_shared(
                 .await
                 .map(|description| group_json(&state.broker, &description)),
             Ok(Owner::Node { http_addr, .. }) => {
-                crate::forward::describe_at(&http_addr, "groups", &name, headers).await
+                crate::forward::describe_at(state, &http_addr, "groups", &name, headers).await
             }
             Err(_) => None,
         };

@@ -120,7 +120,8 @@ async fn list_shared(
                 Err(_) => None,
             },
             Ok(Owner::Node { http_addr, .. }) => {
-                crate::forward::describe_at(&http_addr, "subscriptions", &name, headers).await
+                crate::forward::describe_at(state, &http_addr, "subscriptions", &name, headers)
+                    .await
             }
             Err(_) => None,
         };
