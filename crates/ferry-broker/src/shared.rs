@@ -310,6 +310,7 @@ impl Broker {
         let asked = Instant::now();
         let held = sh
             .log
+            .metadata()
             .held_leases(id)
             .await
             .map_err(|e| from_shared(0, e))?;
@@ -329,7 +330,12 @@ impl Broker {
         if id == 0 {
             return;
         }
-        match sh.log.take_lease(MAINTENANCE_LEASE, "objects", id).await {
+        match sh
+            .log
+            .metadata()
+            .take_lease(MAINTENANCE_LEASE, "objects", id)
+            .await
+        {
             Ok(ferry_shared::LeaseHolder::Taken { .. }) => {}
             Ok(ferry_shared::LeaseHolder::Other { .. }) => return,
             Err(e) => {

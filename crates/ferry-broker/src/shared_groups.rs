@@ -152,21 +152,22 @@ impl OffsetStore for SharedOffsetStore {
         let rows = stored(offsets);
         let log = &self.shared.log;
         self.under_lease(group, |node, epoch| {
-            log.commit_offsets(group, node, epoch, &rows)
+            log.metadata().commit_offsets(group, node, epoch, &rows)
         })
     }
 
     fn delete_group(&self, group: &str) -> Result<()> {
         let log = &self.shared.log;
         self.under_lease(group, |node, epoch| {
-            log.delete_offsets(group, node, epoch, None)
+            log.metadata().delete_offsets(group, node, epoch, None)
         })
     }
 
     fn delete_offsets(&self, group: &str, partitions: &[(String, u32)]) -> Result<()> {
         let log = &self.shared.log;
         self.under_lease(group, |node, epoch| {
-            log.delete_offsets(group, node, epoch, Some(partitions))
+            log.metadata()
+                .delete_offsets(group, node, epoch, Some(partitions))
         })
     }
 
@@ -240,7 +241,7 @@ impl Broker {
         if lock(&sh.leases.groups).len() >= GROUPS_MAX {
             return Err(GroupError::TooManyGroups);
         }
-        let epoch = match sh.log.take_lease(GROUP_LEASE, group, node).await {
+        let epoch = match sh.log.metadata().take_lease(GROUP_LEASE, group, node).await {
             Ok(LeaseHolder::Taken { epoch }) => epoch,
             Ok(LeaseHolder::Other { .. }) => return Err(GroupError::NotCoordinator),
             Err(e) => return Err(unavailable(e.to_string())),
@@ -253,6 +254,7 @@ impl Broker {
         if !same_tenure {
             let rows = sh
                 .log
+                .metadata()
                 .group_offsets(group)
                 .await
                 .map_err(|e| unavailable(e.to_string()))?;
@@ -269,7 +271,7 @@ impl Broker {
     pub async fn group_coordinator(&self, group: &str) -> Option<Result<Node>> {
         let sh = self.shared.as_ref()?;
         let nodes = self.shared_nodes().unwrap_or_default();
-        let holder = match sh.log.lease_holder(GROUP_LEASE, group).await {
+        let holder = match sh.log.metadata().lease_holder(GROUP_LEASE, group).await {
             Ok(holder) => holder,
             Err(e) => return Some(Err(BrokerError::Unavailable(e.to_string()))),
         };
@@ -306,6 +308,7 @@ impl Broker {
             self.groups.release(&group).await;
             if let Err(e) = sh
                 .log
+                .metadata()
                 .release_lease(GROUP_LEASE, &group, sh.node_id(), epoch)
                 .await
             {
@@ -346,6 +349,7 @@ impl Broker {
         let me = sh.node_id();
         let names = sh
             .log
+            .metadata()
             .unheld_groups()
             .await
             .map_err(|e| BrokerError::Unavailable(e.to_string()))?;

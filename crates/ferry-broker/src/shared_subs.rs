@@ -321,6 +321,7 @@ impl Broker {
         let nodes = self.shared_nodes().unwrap_or_default();
         let holder = sh
             .log
+            .metadata()
             .lease_holder(SUBSCRIPTION_LEASE, name)
             .await
             .map_err(unavailable)?;
@@ -463,6 +464,7 @@ impl Broker {
         }
         let epoch = match sh
             .log
+            .metadata()
             .take_lease(SUBSCRIPTION_LEASE, name, me)
             .await
             .map_err(unavailable)?

@@ -670,21 +670,35 @@ async fn a_lease_moves_only_from_a_dead_node_and_fences_its_writes() {
     log.heartbeat(b).await.unwrap();
 
     // The first taker holds it; a live holder keeps it.
-    let LeaseHolder::Taken { epoch: first } = log.take_lease(GROUP_LEASE, "g", a).await.unwrap()
+    let LeaseHolder::Taken { epoch: first } = log
+        .metadata()
+        .take_lease(GROUP_LEASE, "g", a)
+        .await
+        .unwrap()
     else {
         panic!("a free lease is taken")
     };
     assert_eq!(
-        log.take_lease(GROUP_LEASE, "g", b).await.unwrap(),
+        log.metadata()
+            .take_lease(GROUP_LEASE, "g", b)
+            .await
+            .unwrap(),
         LeaseHolder::Other { node_id: a }
     );
     assert_eq!(
-        log.take_lease(GROUP_LEASE, "g", a).await.unwrap(),
+        log.metadata()
+            .take_lease(GROUP_LEASE, "g", a)
+            .await
+            .unwrap(),
         LeaseHolder::Taken { epoch: first },
         "taking a lease one holds keeps its epoch"
     );
-    assert_eq!(log.lease_holder(GROUP_LEASE, "g").await.unwrap(), Some(a));
+    assert_eq!(
+        log.metadata().lease_holder(GROUP_LEASE, "g").await.unwrap(),
+        Some(a)
+    );
     assert!(log
+        .metadata()
         .commit_offsets(
             "g",
             a,
@@ -693,7 +707,7 @@ async fn a_lease_moves_only_from_a_dead_node_and_fences_its_writes() {
         )
         .await
         .unwrap());
-    let stored = log.group_offsets("g").await.unwrap();
+    let stored = log.metadata().group_offsets("g").await.unwrap();
     assert_eq!(
         stored,
         vec![offset("t", 0, 6), offset("t", 1, 7)],
@@ -703,64 +717,104 @@ async fn a_lease_moves_only_from_a_dead_node_and_fences_its_writes() {
     // The holder dies: the lease moves, with a new epoch, and the old holder's writes
     // are refused from then on.
     age_beat(&pg, a).await;
-    assert_eq!(log.lease_holder(GROUP_LEASE, "g").await.unwrap(), None);
-    let LeaseHolder::Taken { epoch: second } = log.take_lease(GROUP_LEASE, "g", b).await.unwrap()
+    assert_eq!(
+        log.metadata().lease_holder(GROUP_LEASE, "g").await.unwrap(),
+        None
+    );
+    let LeaseHolder::Taken { epoch: second } = log
+        .metadata()
+        .take_lease(GROUP_LEASE, "g", b)
+        .await
+        .unwrap()
     else {
         panic!("a dead node's lease is taken")
     };
     assert!(second > first);
     assert!(!log
+        .metadata()
         .commit_offsets("g", a, first, &[offset("t", 0, 99)])
         .await
         .unwrap());
-    assert!(!log.delete_offsets("g", a, first, None).await.unwrap());
+    assert!(!log
+        .metadata()
+        .delete_offsets("g", a, first, None)
+        .await
+        .unwrap());
     assert_eq!(
-        log.group_offsets("g").await.unwrap(),
+        log.metadata().group_offsets("g").await.unwrap(),
         stored,
         "nothing of the fenced writes"
     );
     assert!(log
+        .metadata()
         .commit_offsets("g", b, second, &[offset("t", 0, 8)])
         .await
         .unwrap());
     assert!(log
+        .metadata()
         .delete_offsets("g", b, second, Some(&[("t".to_string(), 1)]))
         .await
         .unwrap());
     assert_eq!(
-        log.group_offsets("g").await.unwrap(),
+        log.metadata().group_offsets("g").await.unwrap(),
         vec![offset("t", 0, 8)]
     );
-    let held = log.held_leases(b).await.unwrap();
+    let held = log.metadata().held_leases(b).await.unwrap();
     // Giving a lease up takes an epoch: an old one gives up nothing.
-    log.release_lease(GROUP_LEASE, "g", b, first).await.unwrap();
-    assert_eq!(log.lease_holder(GROUP_LEASE, "g").await.unwrap(), Some(b));
-    let LeaseHolder::Taken { epoch: spare } =
-        log.take_lease(GROUP_LEASE, "spare", b).await.unwrap()
+    log.metadata()
+        .release_lease(GROUP_LEASE, "g", b, first)
+        .await
+        .unwrap();
+    assert_eq!(
+        log.metadata().lease_holder(GROUP_LEASE, "g").await.unwrap(),
+        Some(b)
+    );
+    let LeaseHolder::Taken { epoch: spare } = log
+        .metadata()
+        .take_lease(GROUP_LEASE, "spare", b)
+        .await
+        .unwrap()
     else {
         panic!("a free lease is taken")
     };
-    log.release_lease(GROUP_LEASE, "spare", b, spare)
+    log.metadata()
+        .release_lease(GROUP_LEASE, "spare", b, spare)
         .await
         .unwrap();
-    assert_eq!(log.lease_holder(GROUP_LEASE, "spare").await.unwrap(), None);
+    assert_eq!(
+        log.metadata()
+            .lease_holder(GROUP_LEASE, "spare")
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(
         held.get(&(GROUP_LEASE.to_string(), "g".to_string())),
         Some(&second)
     );
-    assert!(log.held_leases(a).await.unwrap().is_empty());
+    assert!(log.metadata().held_leases(a).await.unwrap().is_empty());
 
     // A node that is not live takes nothing; a node that left frees its leases at once.
-    assert!(log.take_lease(GROUP_LEASE, "h", a).await.is_err());
+    assert!(log
+        .metadata()
+        .take_lease(GROUP_LEASE, "h", a)
+        .await
+        .is_err());
     assert!(matches!(
-        log.take_lease(GROUP_LEASE, "idle", b).await.unwrap(),
+        log.metadata()
+            .take_lease(GROUP_LEASE, "idle", b)
+            .await
+            .unwrap(),
         LeaseHolder::Taken { .. }
     ));
     log.leave(b).await.unwrap();
     // Maintenance drops the leases nobody holds of groups without offsets ("idle"),
     // and keeps those of groups with offsets ("g").
     log.maintain(0, true).await.unwrap();
-    assert_eq!(log.lease_holder(GROUP_LEASE, "g").await.unwrap(), None);
+    assert_eq!(
+        log.metadata().lease_holder(GROUP_LEASE, "g").await.unwrap(),
+        None
+    );
     let (client, conn) = tokio_postgres::connect(&pg, tokio_postgres::NoTls)
         .await
         .unwrap();
@@ -775,7 +829,7 @@ async fn a_lease_moves_only_from_a_dead_node_and_fences_its_writes() {
     assert_eq!(names, vec!["g".to_string()]);
     log.heartbeat(a).await.unwrap();
     assert!(matches!(
-        log.take_lease(GROUP_LEASE, "g", a).await.unwrap(),
+        log.metadata().take_lease(GROUP_LEASE, "g", a).await.unwrap(),
         LeaseHolder::Taken { epoch } if epoch > second
     ));
 }
@@ -949,7 +1003,11 @@ async fn a_subscription_state_is_written_only_under_its_lease_and_read_back_whol
         meta.unserved_subscriptions(10).await.unwrap(),
         vec!["s".to_string()]
     );
-    let LeaseHolder::Taken { epoch } = log.take_lease(SUBSCRIPTION_LEASE, "s", a).await.unwrap()
+    let LeaseHolder::Taken { epoch } = log
+        .metadata()
+        .take_lease(SUBSCRIPTION_LEASE, "s", a)
+        .await
+        .unwrap()
     else {
         panic!("a free lease is taken")
     };
@@ -1011,8 +1069,11 @@ async fn a_subscription_state_is_written_only_under_its_lease_and_read_back_whol
         meta.unserved_subscriptions(10).await.unwrap(),
         vec!["s".to_string()]
     );
-    let LeaseHolder::Taken { epoch: next } =
-        log.take_lease(SUBSCRIPTION_LEASE, "s", b).await.unwrap()
+    let LeaseHolder::Taken { epoch: next } = log
+        .metadata()
+        .take_lease(SUBSCRIPTION_LEASE, "s", b)
+        .await
+        .unwrap()
     else {
         panic!("a dead node's lease is taken")
     };
@@ -1055,7 +1116,10 @@ async fn a_subscription_state_is_written_only_under_its_lease_and_read_back_whol
     let state = meta.subscription_state("s").await.unwrap();
     assert!(state.snapshot.is_none() && state.journal.is_empty());
     assert_eq!(
-        log.lease_holder(SUBSCRIPTION_LEASE, "s").await.unwrap(),
+        log.metadata()
+            .lease_holder(SUBSCRIPTION_LEASE, "s")
+            .await
+            .unwrap(),
         None
     );
 }
