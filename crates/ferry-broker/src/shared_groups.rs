@@ -425,6 +425,7 @@ mod tests {
             node_id: id,
             kafka_host: "h".into(),
             kafka_port: 9092,
+            http_addr: None,
         }
     }
 

@@ -315,21 +315,20 @@ impl Broker {
             return Ok(Owner::Here);
         }
         let meta = sh.log.metadata();
-        let Some(config) = meta.subscription(name).await.map_err(unavailable)? else {
-            return Err(BrokerError::SubscriptionNotFound(name.to_string()));
-        };
         let nodes = self.shared_nodes().unwrap_or_default();
-        let holder = sh
-            .log
-            .metadata()
+        let holder = meta
             .lease_holder(SUBSCRIPTION_LEASE, name)
             .await
             .map_err(unavailable)?;
-        let target = holder.or_else(|| pick(name, &nodes).map(|n| n.node_id));
-        match target {
+        // A request for one served elsewhere goes on with one query; whether the
+        // subscription exists is the business of the node that serves it.
+        match holder.or_else(|| pick(name, &nodes).map(|n| n.node_id)) {
             None => Err(BrokerError::Unavailable("no live node is known yet".into())),
             Some(id) if id != sh.node_id() => self.node_owner(id).await,
-            Some(_) => self.claim_subscription(name, &config).await,
+            Some(_) => match meta.subscription(name).await.map_err(unavailable)? {
+                Some(config) => self.claim_subscription(name, &config).await,
+                None => Err(BrokerError::SubscriptionNotFound(name.to_string())),
+            },
         }
     }
 
@@ -431,18 +430,29 @@ impl Broker {
         }
     }
 
+    /// Where node `node_id` is reached: from the live nodes as the last beat read them,
+    /// or from Postgres for a node that joined since.
     async fn node_owner(&self, node_id: i32) -> Result<Owner> {
-        let Some(sh) = &self.shared else {
-            return Ok(Owner::Here);
+        let known = self
+            .shared_nodes()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|n| n.node_id == node_id)
+            .and_then(|n| n.http_addr);
+        let addr = match (known, &self.shared) {
+            (Some(addr), _) => Some(addr),
+            (None, Some(sh)) => sh
+                .log
+                .metadata()
+                .http_addr(node_id)
+                .await
+                .map_err(unavailable)?,
+            (None, None) => None,
         };
-        let addrs = sh.log.metadata().http_addrs().await.map_err(unavailable)?;
-        match addrs.get(&node_id) {
-            Some(addr) => Ok(Owner::Node {
-                node_id,
-                http_addr: addr.clone(),
-            }),
+        match addr {
+            Some(http_addr) => Ok(Owner::Node { node_id, http_addr }),
             None => Err(BrokerError::Unavailable(format!(
-                "node {node_id} serves this subscription but has not published its HTTP address: try again shortly"
+                "node {node_id} serves this but has not published its HTTP address: try again shortly"
             ))),
         }
     }

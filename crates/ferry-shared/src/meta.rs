@@ -67,6 +67,8 @@ pub struct Node {
     pub node_id: i32,
     pub kafka_host: String,
     pub kafka_port: u16,
+    /// Where its HTTP API answers (`host:port`), once it published it.
+    pub http_addr: Option<String>,
 }
 
 /// A partition's first readable offset and next offset.
@@ -774,7 +776,7 @@ impl Meta {
             .await?;
         let rows = client
             .query(
-                "SELECT node_id, kafka_host, kafka_port FROM ferry_nodes
+                "SELECT node_id, kafka_host, kafka_port, http_addr FROM ferry_nodes
                  WHERE heartbeat_at > now() - make_interval(secs => $1) ORDER BY node_id",
                 &[&f64::from(NODE_TIMEOUT_SECS)],
             )
@@ -785,6 +787,7 @@ impl Meta {
                 node_id: r.get(0),
                 kafka_host: r.get(1),
                 kafka_port: r.get::<_, i32>(2).clamp(1, 65535) as u16,
+                http_addr: r.get(3),
             })
             .collect())
     }

@@ -247,7 +247,9 @@ impl Meta {
         let mut bytes = Vec::with_capacity(by_bucket.len());
         for (b, n, data) in by_bucket {
             buckets.push(to_i64(*b, "delay bucket")?);
-            counts.push(i32::try_from(*n).unwrap_or(i32::MAX));
+            counts.push(i32::try_from(*n).map_err(|_| {
+                SharedError::Invalid(format!("{n} delayed records in one write is too many"))
+            })?);
             bytes.push(data.as_slice());
         }
         self.under_lease(
@@ -360,18 +362,18 @@ impl Meta {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    /// Where each live node's HTTP API answers, by node id (nodes that published one).
-    pub async fn http_addrs(&self) -> Result<BTreeMap<i32, String>> {
+    /// Where live node `node_id`'s HTTP API answers, if it published it (for a node
+    /// that joined since the last beat read the nodes).
+    pub async fn http_addr(&self, node_id: i32) -> Result<Option<String>> {
         let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT node_id, http_addr FROM ferry_nodes
-                  WHERE http_addr IS NOT NULL
-                    AND heartbeat_at > now() - make_interval(secs => $1)",
-                &[&f64::from(crate::meta::NODE_TIMEOUT_SECS)],
+        let row = client
+            .query_opt(
+                "SELECT http_addr FROM ferry_nodes
+                  WHERE node_id = $1 AND heartbeat_at > now() - make_interval(secs => $2)",
+                &[&node_id, &f64::from(crate::meta::NODE_TIMEOUT_SECS)],
             )
             .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        Ok(row.and_then(|r| r.get(0)))
     }
 
     /// Publishes where `node_id`'s HTTP API answers.
