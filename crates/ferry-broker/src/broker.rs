@@ -752,11 +752,9 @@ impl Broker {
         first_batch: FirstBatch,
     ) -> Result<(ferry_log::ReadResult, Vec<ferry_log::AbortedTxn>)> {
         if self.shared.is_some() {
-            // No transactions in shared mode: every record is committed.
-            let read = self
-                .shared_read_batches(topic, partition, offset, max_bytes, first_batch)
-                .await?;
-            return Ok((read, Vec::new()));
+            return self
+                .shared_read_committed_batches(topic, partition, offset, max_bytes, first_batch)
+                .await;
         }
         let part = self.topic(topic)?.partition(partition)?;
         blocking(move || {
@@ -783,7 +781,7 @@ impl Broker {
     /// transaction, else its latest (next readable) offset.
     pub fn last_stable(&self, topic: &str, partition: u32) -> Result<u64> {
         if let Some(sh) = &self.shared {
-            return Ok(self.shared_bounds(sh, topic, partition)?.1);
+            return self.shared_stable(sh, topic, partition);
         }
         Ok(self.topic(topic)?.partition(partition)?.log.last_stable())
     }
@@ -795,7 +793,7 @@ impl Broker {
             return Ok(StableBounds {
                 earliest,
                 latest,
-                stable: latest,
+                stable: self.shared_stable(sh, topic, partition)?,
             });
         }
         let part = self.topic(topic)?.partition(partition)?;

@@ -15,6 +15,7 @@ pub mod produce;
 pub mod shared;
 pub mod shared_groups;
 pub mod shared_subs;
+pub mod shared_txn;
 pub mod subs;
 pub mod time;
 pub mod topic;

@@ -257,7 +257,7 @@ impl Broker {
 
 impl Broker {
     /// Checks a client's batches as the local path does, then appends them to the
-    /// shared log (see [`crate::shared`]).
+    /// shared log (see [`crate::shared`]), transactional ones included.
     async fn shared_client_batches(
         &self,
         topic: &str,
@@ -270,11 +270,9 @@ impl Broker {
         let mut error = None;
         let mut p = 0;
         while p < batches.len() {
+            // A transaction's batch is admitted by Postgres, in the commit that appends
+            // it (see crate::shared_txn).
             match check_client_batch(&batches, p, &limits) {
-                Ok(c) if c.txn.is_some() => {
-                    error = Some(BrokerError::NotInSharedMode("a transactional batch"));
-                    break;
-                }
                 Ok(c) => {
                     checked.push((c.bytes, c.records));
                     p = c.end;

@@ -58,6 +58,9 @@ pub struct SharedTopics {
     pub(crate) log: SharedLog,
     /// Each partition's first readable and next offsets, as last seen.
     bounds: RwLock<HashMap<(TopicId, u32), (u64, u64)>>,
+    /// Each partition's last stable offset, as last read from Postgres (it never moves
+    /// back, so an old value is a safe one).
+    stables: RwLock<HashMap<(TopicId, u32), u64>>,
     /// This node's id once it joined (0 before).
     node_id: std::sync::atomic::AtomicI32,
     /// The live nodes, as last seen.
@@ -74,6 +77,7 @@ impl SharedTopics {
         SharedTopics {
             log,
             bounds: RwLock::new(HashMap::new()),
+            stables: RwLock::new(HashMap::new()),
             node_id: std::sync::atomic::AtomicI32::new(0),
             nodes: RwLock::new(Vec::new()),
             changes: std::sync::atomic::AtomicU64::new(0),
@@ -105,6 +109,21 @@ impl SharedTopics {
         }
     }
 
+    /// The last stable offset as last seen (never past the known next offset).
+    fn cached_stable(&self, id: TopicId, partition: u32) -> u64 {
+        let stable = read(&self.stables)
+            .get(&(id, partition))
+            .copied()
+            .unwrap_or(0);
+        stable.min(self.cached(id, partition).1)
+    }
+
+    fn raise_stable(&self, id: TopicId, partition: u32, stable: u64) {
+        let mut stables = write(&self.stables);
+        let s = stables.entry((id, partition)).or_insert(0);
+        *s = (*s).max(stable);
+    }
+
     fn set(&self, id: TopicId, partition: u32, earliest: u64, latest: u64) -> bool {
         let mut bounds = write(&self.bounds);
         let b = bounds.entry((id, partition)).or_insert((0, 0));
@@ -122,6 +141,7 @@ struct Fresh<'a> {
     topic_id: String,
     earliest: u64,
     latest: u64,
+    stable: u64,
 }
 
 /// The broker's error for a shared log's: unavailable storage is retriable.
@@ -259,6 +279,7 @@ impl Broker {
                     return;
                 };
                 b.claim_unserved_subscriptions().await;
+                b.serve_unserved_transactions().await;
             }
         });
         // Beats on their own task, so that a slow refresh never ages this node's
@@ -455,6 +476,7 @@ impl Broker {
         for b in sh.log.all_bounds().await.map_err(|e| from_shared(0, e))? {
             if let Ok(id) = TopicId::from_str(&b.topic_id) {
                 moved |= sh.set(id, b.partition, b.earliest, b.latest);
+                sh.raise_stable(id, b.partition, b.stable);
             }
         }
         if moved {
@@ -541,7 +563,7 @@ impl Broker {
     }
 
     /// The topic's id, after checking that it has `partition`.
-    fn shared_partition(&self, topic: &str, partition: u32) -> Result<TopicConfig> {
+    pub(crate) fn shared_partition(&self, topic: &str, partition: u32) -> Result<TopicConfig> {
         let config = self.topic(topic)?.config();
         if partition >= config.partitions {
             return Err(BrokerError::PartitionNotFound {
@@ -564,6 +586,18 @@ impl Broker {
         Ok(sh.cached(config.topic_id, partition))
     }
 
+    /// The last stable offset as this node last saw it (an old value is a safe one:
+    /// it never moves back).
+    pub(crate) fn shared_stable(
+        &self,
+        sh: &SharedTopics,
+        topic: &str,
+        partition: u32,
+    ) -> Result<u64> {
+        let config = self.shared_partition(topic, partition)?;
+        Ok(sh.cached_stable(config.topic_id, partition))
+    }
+
     /// A partition's settings, id and bounds read from Postgres (and this node's cache
     /// of its bounds raised to them).
     async fn shared_fresh<'a>(
@@ -574,20 +608,26 @@ impl Broker {
     ) -> Result<Fresh<'a>> {
         let config = self.shared_partition(topic, partition)?;
         let topic_id = config.topic_id.to_string();
-        let (earliest, latest) = sh
+        let ferry_shared::Bounds {
+            earliest,
+            latest,
+            stable,
+        } = sh
             .log
-            .bounds(&topic_id, partition)
+            .stable_bounds(&topic_id, partition)
             .await
             .map_err(|e| from_shared(partition, e))?;
         if sh.set(config.topic_id, partition, earliest, latest) {
             self.any_readable().notify_waiters();
         }
+        sh.raise_stable(config.topic_id, partition, stable);
         Ok(Fresh {
             sh,
             config,
             topic_id,
             earliest,
             latest,
+            stable,
         })
     }
 
@@ -599,12 +639,15 @@ impl Broker {
             return self.stable_bounds(topic, partition);
         };
         let Fresh {
-            earliest, latest, ..
+            earliest,
+            latest,
+            stable,
+            ..
         } = self.shared_fresh(sh, topic, partition).await?;
         Ok(StableBounds {
             earliest,
             latest,
-            stable: latest,
+            stable,
         })
     }
 
@@ -669,7 +712,7 @@ impl Broker {
         Ok(out)
     }
 
-    fn note_local(&self, sh: &SharedTopics, id: TopicId, partition: u32, end: u64) {
+    pub(crate) fn note_local(&self, sh: &SharedTopics, id: TopicId, partition: u32, end: u64) {
         if sh.raise(id, partition, end) {
             self.any_readable().notify_waiters();
         }
@@ -690,8 +733,9 @@ impl Broker {
                 "the batch's sequence number does not follow the producer's last in partition {partition} of '{}'",
                 config.name
             )),
-            Outcome::Appended { .. } | Outcome::Duplicate { .. } => {
-                BrokerError::Meta("an appended batch taken for a refusal".into())
+            Outcome::TxnRefused => BrokerError::Transaction(crate::txn::TxnError::InvalidTxnState),
+            Outcome::Appended { .. } | Outcome::Duplicate { .. } | Outcome::NothingToMark => {
+                BrokerError::Meta(format!("outcome {outcome:?} taken for a refusal"))
             }
         }
     }
@@ -793,6 +837,7 @@ impl Broker {
             .await
             .map_err(|e| from_shared(partition, e))?;
         sh.set(config.topic_id, partition, read.earliest, read.latest);
+        sh.raise_stable(config.topic_id, partition, read.stable);
         let mut batches = read.batches;
         if first_batch == FirstBatch::WithinLimit && batches.len() > max_bytes {
             batches = Bytes::new();
@@ -802,6 +847,52 @@ impl Broker {
             earliest: read.earliest,
             latest: read.latest,
         })
+    }
+
+    /// [`Broker::read_committed_batches`] in shared mode: the batches before the last
+    /// stable offset, with the aborted transactions Postgres knows in their range
+    /// (looked up only when a batch returned belongs to a transaction).
+    pub(crate) async fn shared_read_committed_batches(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+        first_batch: FirstBatch,
+    ) -> Result<(ReadResult, Vec<ferry_log::AbortedTxn>)> {
+        let Some(sh) = &self.shared else {
+            return Err(BrokerError::Meta("not in shared mode".into()));
+        };
+        let config = self.shared_partition(topic, partition)?;
+        let topic_id = config.topic_id.to_string();
+        let read = sh
+            .log
+            .read(&topic_id, partition, offset, max_bytes)
+            .await
+            .map_err(|e| from_shared(partition, e))?;
+        sh.set(config.topic_id, partition, read.earliest, read.latest);
+        sh.raise_stable(config.topic_id, partition, read.stable);
+        let (mut batches, transactional) = before_stable(read.batches, read.stable);
+        if first_batch == FirstBatch::WithinLimit && batches.len() > max_bytes {
+            batches = Bytes::new();
+        }
+        let aborted = if transactional && !batches.is_empty() {
+            sh.log
+                .metadata()
+                .aborted_transactions(&topic_id, partition, offset, read.stable)
+                .await
+                .map_err(|e| from_shared(partition, e))?
+        } else {
+            Vec::new()
+        };
+        Ok((
+            ReadResult {
+                batches,
+                earliest: read.earliest,
+                latest: read.latest,
+            },
+            aborted,
+        ))
     }
 
     /// Records from `offset` (see [`Broker::read`]), waiting up to `wait` for some.
@@ -829,8 +920,10 @@ impl Broker {
             if !res.records.is_empty() || now >= deadline || res.next_offset > offset {
                 return Ok(res);
             }
+            // Records past the last stable offset wait for the next append (their
+            // transaction's marker is one).
             sh.log
-                .wait_for(&topic_id, partition, offset, deadline - now)
+                .wait_for(&topic_id, partition, offset.max(res.latest), deadline - now)
                 .await
                 .map_err(|e| from_shared(partition, e))?;
         }
@@ -869,11 +962,30 @@ impl Broker {
                 Err(e) => return Err(from_shared(partition, e)),
             };
             bounds = (read.earliest, read.latest);
-            if read.batches.is_empty() {
+            // Committed records only, as a read_committed Kafka consumer sees them.
+            let (batches, transactional) = before_stable(read.batches, read.stable);
+            if batches.is_empty() {
                 break;
             }
-            // No transactions in shared mode: nothing is aborted.
-            if !got.take_batches(partition, read.batches, &self.limits, |_| false)? {
+            let aborted = if transactional {
+                sh.log
+                    .metadata()
+                    .aborted_transactions(topic_id, partition, got.next, read.stable)
+                    .await
+                    .map_err(|e| from_shared(partition, e))?
+            } else {
+                Vec::new()
+            };
+            let is_aborted = |h: &ferry_log::batch::BatchHeader| {
+                let base = h.base_offset as u64;
+                h.is_transactional()
+                    && aborted.iter().any(|a| {
+                        a.producer_id == h.producer_id
+                            && a.first_offset <= base
+                            && base <= a.last_offset
+                    })
+            };
+            if !got.take_batches(partition, batches, &self.limits, is_aborted)? {
                 break 'outer;
             }
         }
@@ -954,6 +1066,7 @@ impl Broker {
             topic_id,
             earliest,
             latest,
+            ..
         } = self.shared_fresh(sh, topic, partition).await?;
         let target = offset.unwrap_or(latest);
         if target > latest {
@@ -1018,3 +1131,24 @@ impl Broker {
 }
 
 use crate::broker::BrokerConfig;
+
+/// The whole batches of `batches` that begin before `stable` (a transaction's records
+/// begin a batch, so the last stable offset never falls inside one), and whether one
+/// of them belongs to a transaction. Batches that do not parse are kept, for the
+/// reader's checks to report.
+fn before_stable(batches: Bytes, stable: u64) -> (Bytes, bool) {
+    let mut end = 0usize;
+    let mut transactional = false;
+    for one in batch::Batches::new(batches.clone()) {
+        let Ok(one) = one else { break };
+        match batch::BatchHeader::parse(&one) {
+            Ok(h) if h.base_offset >= 0 && (h.base_offset as u64) < stable => {
+                transactional |= h.is_transactional();
+            }
+            Ok(_) => break,
+            Err(_) => {}
+        }
+        end += one.len();
+    }
+    (batches.slice(..end.min(batches.len())), transactional)
+}

@@ -24,7 +24,9 @@ use crate::groups::GroupError;
 use crate::shared::SharedTopics;
 use crate::Broker;
 use ferry_log::sync::lock;
-use ferry_shared::{LeaseHolder, Node, StoredOffset, GROUP_LEASE, SUBSCRIPTION_LEASE};
+use ferry_shared::{
+    LeaseHolder, Node, StoredOffset, GROUP_LEASE, SUBSCRIPTION_LEASE, TRANSACTION_LEASE,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -45,6 +47,8 @@ pub(crate) struct Leases {
     groups: Mutex<HashMap<String, (i64, Instant)>>,
     /// Subscriptions this node serves → the lease's epoch, and when it took it.
     subscriptions: Mutex<HashMap<String, (i64, Instant)>>,
+    /// Transactional ids this node coordinates → the lease's epoch, and when it took it.
+    pub(crate) transactions: Mutex<HashMap<String, (i64, Instant)>>,
     /// When the last beat that succeeded was sent.
     last_beat: Mutex<Option<Instant>>,
     /// Claims of groups, one at a time (they are rare: once per group and tenure).
@@ -91,6 +95,41 @@ impl Leases {
     pub(crate) fn forget_subscription(&self, name: &str) {
         lock(&self.subscriptions).remove(name);
     }
+
+    /// The epoch of `txn_id`'s lease, while this node holds it and may trust that.
+    pub(crate) fn transaction_epoch(&self, txn_id: &str) -> Option<i64> {
+        if !self.trusted() {
+            return None;
+        }
+        lock(&self.transactions)
+            .get(txn_id)
+            .map(|(epoch, _)| *epoch)
+    }
+}
+
+/// Of `held` (name → epoch, when taken), the entries whose lease of `kind` this node no
+/// longer holds under that epoch, taken out: every one when `beat` is `None` (the
+/// beat failed), else those Postgres did not list when asked (a lease taken since the
+/// beat asked is left alone).
+fn take_lost(
+    held: &Mutex<HashMap<String, (i64, Instant)>>,
+    kind: &str,
+    beat: Option<(&ferry_shared::HeldLeases, Instant)>,
+) -> Vec<String> {
+    let mut held = lock(held);
+    let lost: Vec<String> = held
+        .iter()
+        .filter(|(name, (epoch, taken))| {
+            beat.is_none_or(|(h, asked)| {
+                *taken < asked && h.get(&(kind.to_string(), (*name).clone())) != Some(epoch)
+            })
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in &lost {
+        held.remove(name);
+    }
+    lost
 }
 
 /// Committed offsets in Postgres, written under the group's lease.
@@ -265,6 +304,26 @@ impl Broker {
         Ok(())
     }
 
+    /// Shared mode, on the group's coordinator: reads `group`'s committed offsets from
+    /// Postgres into this node's copy, since a transaction another node coordinates
+    /// may have committed some (they are committed in Postgres with the transaction).
+    pub async fn refresh_group_offsets(&self, group: &str) -> Result<()> {
+        let Some(sh) = &self.shared else {
+            return Ok(());
+        };
+        if sh.leases.group_epoch(group).is_none() {
+            return Ok(());
+        }
+        let rows = sh
+            .log
+            .metadata()
+            .group_offsets(group)
+            .await
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        self.groups.replace_offsets(group, group_offsets(rows));
+        Ok(())
+    }
+
     /// The node that coordinates `group` in shared mode: the live holder of its lease,
     /// else the live node rendezvous hashing picks (which takes the lease at the first
     /// request). `None` in the local mode.
@@ -371,47 +430,16 @@ impl Broker {
             return;
         }
         let _one = sh.leases.claims.lock().await;
-        let lost: Vec<String> = {
-            let mut groups = lock(&sh.leases.groups);
-            let lost: Vec<String> = groups
-                .iter()
-                .filter(|(name, (epoch, taken))| {
-                    held.is_none_or(|(h, asked)| {
-                        *taken < asked
-                            && h.get(&(GROUP_LEASE.to_string(), (*name).clone())) != Some(epoch)
-                    })
-                })
-                .map(|(name, _)| name.clone())
-                .collect();
-            for group in &lost {
-                groups.remove(group);
-            }
-            lost
-        };
-        for group in lost {
+        for group in take_lost(&sh.leases.groups, GROUP_LEASE, held) {
             self.groups.release(&group).await;
             tracing::info!(group, "No longer coordinating a consumer group.");
         }
-        let lost: Vec<String> = {
-            let mut subs = lock(&sh.leases.subscriptions);
-            let lost: Vec<String> = subs
-                .iter()
-                .filter(|(name, (epoch, taken))| {
-                    held.is_none_or(|(h, asked)| {
-                        *taken < asked
-                            && h.get(&(SUBSCRIPTION_LEASE.to_string(), (*name).clone()))
-                                != Some(epoch)
-                    })
-                })
-                .map(|(name, _)| name.clone())
-                .collect();
-            for name in &lost {
-                subs.remove(name);
-            }
-            lost
-        };
-        for name in lost {
+        for name in take_lost(&sh.leases.subscriptions, SUBSCRIPTION_LEASE, held) {
             self.let_go_subscription(&name);
+        }
+        for txn_id in take_lost(&sh.leases.transactions, TRANSACTION_LEASE, held) {
+            self.txns.drop_local(&txn_id);
+            tracing::info!(transactional_id = %txn_id, "No longer coordinating a transactional id.");
         }
     }
 }

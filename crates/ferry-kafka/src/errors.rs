@@ -49,6 +49,8 @@ fn txn_code(e: ferry_broker::txn::TxnError) -> ResponseError {
         ConcurrentTransactions => ResponseError::ConcurrentTransactions,
         InvalidTransactionTimeout => ResponseError::InvalidTransactionTimeout,
         TooManyTransactionalIds | TooLarge => ResponseError::PolicyViolation,
+        NotCoordinator => ResponseError::NotCoordinator,
+        CoordinatorUnavailable => ResponseError::CoordinatorNotAvailable,
     }
 }
 
@@ -217,6 +219,14 @@ mod tests {
             (
                 Transaction(ferry_broker::txn::TxnError::InvalidTxnState),
                 ResponseError::InvalidTxnState,
+            ),
+            (
+                Transaction(ferry_broker::txn::TxnError::NotCoordinator),
+                ResponseError::NotCoordinator,
+            ),
+            (
+                Transaction(ferry_broker::txn::TxnError::CoordinatorUnavailable),
+                ResponseError::CoordinatorNotAvailable,
             ),
         ]
     }

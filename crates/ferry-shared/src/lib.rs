@@ -26,14 +26,16 @@ mod pg_tls;
 pub mod probe;
 mod reader;
 mod subs;
+mod txns;
 mod writer;
 
 pub use config::{ObjectStoreUrl, SharedConfig};
 pub use error::{Result, SharedError};
 pub use leases::{HeldLeases, LeaseHolder, StoredOffset, GROUP_LEASE};
-pub use meta::{Meta, Node, PartitionBounds, StoredTopic, NODE_TIMEOUT_SECS};
+pub use meta::{Bounds, Meta, Node, PartitionBounds, StoredTopic, NODE_TIMEOUT_SECS};
 pub use reader::ReadBatches;
 pub use subs::{Lease, StoredState, SUBSCRIPTION_LEASE};
+pub use txns::{Staged, TxnRow, TRANSACTION_LEASE};
 
 use bytes::Bytes;
 use ferry_log::batch::validate_incoming;
@@ -70,6 +72,12 @@ pub enum Outcome {
     /// The producer's epoch is older than the partition's newest for that producer id.
     StaleEpoch,
     OutOfOrderSequence,
+    /// A transaction's batch whose producer has no ongoing transaction at its epoch
+    /// holding the partition (the transaction ended, or never added the partition).
+    TxnRefused,
+    /// A marker for a producer with no transaction open in the partition: nothing was
+    /// appended.
+    NothingToMark,
 }
 
 impl Outcome {
@@ -89,6 +97,8 @@ impl Outcome {
             2 => Outcome::UnknownPartition,
             3 => Outcome::StaleEpoch,
             4 => Outcome::OutOfOrderSequence,
+            5 => Outcome::TxnRefused,
+            6 => Outcome::NothingToMark,
             other => {
                 return Err(SharedError::Metadata(format!(
                     "the sequencer answered unknown outcome {other}"
@@ -365,6 +375,26 @@ impl SharedLog {
             if b.topic_id.is_empty() {
                 return Err(SharedError::Invalid(format!("batch {i}: no topic id")));
             }
+            let kind = if h.is_control() {
+                match ferry_log::batch::control_batch_commits(&b.batch) {
+                    Some(true) => 2,
+                    Some(false) => 3,
+                    None => {
+                        return Err(SharedError::Invalid(format!(
+                            "batch {i}: a control batch holding no COMMIT or ABORT marker"
+                        )))
+                    }
+                }
+            } else if h.is_transactional() {
+                1
+            } else {
+                0
+            };
+            if kind != 0 && h.producer_id < 0 {
+                return Err(SharedError::Invalid(format!(
+                    "batch {i}: a transaction's batch without a producer id"
+                )));
+            }
             bytes += b.batch.len();
             incoming.push(writer::Incoming {
                 item: meta::CommitItem {
@@ -377,6 +407,7 @@ impl SharedLog {
                     producer_id: h.producer_id,
                     producer_epoch: h.producer_epoch,
                     first_sequence: h.base_sequence,
+                    kind,
                 },
                 batch: b.batch,
             });
@@ -446,8 +477,9 @@ impl SharedLog {
     /// Maintenance for one node at a time (the broker runs it on the node holding the
     /// maintenance lease): merges small objects, up to `passes` times while there is
     /// something to merge, and, when `sweep` is true, removes the objects no batch
-    /// names that are older than twice the commit deadline, and the leases of groups
-    /// nobody coordinates that have no offsets.
+    /// names that are older than twice the commit deadline, the leases of groups
+    /// nobody coordinates that have no offsets, and the aborted transactions below
+    /// their partition's first readable offset.
     pub async fn maintain(&self, passes: usize, sweep: bool) -> Result<compact::Compacted> {
         let mut total = compact::Compacted::default();
         for _ in 0..passes {
@@ -559,6 +591,12 @@ impl SharedLog {
 
     /// The partition's first readable offset and next offset.
     pub async fn bounds(&self, topic_id: &str, partition: u32) -> Result<(u64, u64)> {
+        let b = self.stable_bounds(topic_id, partition).await?;
+        Ok((b.earliest, b.latest))
+    }
+
+    /// The partition's first readable, next and last stable offsets, read together.
+    pub async fn stable_bounds(&self, topic_id: &str, partition: u32) -> Result<Bounds> {
         self.inner
             .meta
             .bounds(topic_id, partition)

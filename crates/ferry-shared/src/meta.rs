@@ -19,6 +19,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (5, include_str!("../migrations/0005_leases_groups.sql")),
     (6, include_str!("../migrations/0006_compaction.sql")),
     (7, include_str!("../migrations/0007_subscriptions.sql")),
+    (8, include_str!("../migrations/0008_transactions.sql")),
 ];
 
 /// A node whose last beat is older than this is taken for dead, and its leases are
@@ -44,6 +45,8 @@ pub(crate) struct CommitItem {
     pub producer_id: i64,
     pub producer_epoch: i16,
     pub first_sequence: i32,
+    /// 0 plain, 1 a transaction's records, 2 a COMMIT marker, 3 an ABORT marker.
+    pub kind: i16,
 }
 
 /// The sequencer's answer for one item (see the migration for the outcomes).
@@ -78,6 +81,30 @@ pub struct PartitionBounds {
     pub partition: u32,
     pub earliest: u64,
     pub latest: u64,
+    /// The last stable offset: the first offset of the earliest open transaction, else
+    /// `latest`.
+    pub stable: u64,
+}
+
+/// A partition's first readable, next and last stable offsets, read together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    pub earliest: u64,
+    pub latest: u64,
+    pub stable: u64,
+}
+
+impl Bounds {
+    fn from_row(start: i64, next: i64, first_open: Option<i64>) -> Bounds {
+        let latest = next.max(0) as u64;
+        let stable = first_open.map_or(latest, |f| (f.max(0) as u64).min(latest));
+        debug_assert!(start <= next, "log_start {start} past next_offset {next}");
+        Bounds {
+            earliest: (start.max(0) as u64).min(latest),
+            latest,
+            stable,
+        }
+    }
 }
 
 /// Where one batch lives.
@@ -507,7 +534,7 @@ impl Meta {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT topic_id, partition, log_start, next_offset FROM ferry_partitions",
+                "SELECT topic_id, partition, log_start, next_offset, first_open FROM ferry_partitions",
                 &[],
             )
             .await?;
@@ -515,11 +542,13 @@ impl Meta {
             .iter()
             .map(|r| {
                 let (p, start, next): (i32, i64, i64) = (r.get(1), r.get(2), r.get(3));
+                let b = Bounds::from_row(start, next, r.get(4));
                 PartitionBounds {
                     topic_id: r.get(0),
                     partition: p.max(0) as u32,
-                    earliest: start.max(0) as u64,
-                    latest: next.max(0) as u64,
+                    earliest: b.earliest,
+                    latest: b.latest,
+                    stable: b.stable,
                 }
             })
             .collect())
@@ -537,7 +566,7 @@ impl Meta {
         let stmt = client
             .prepare_cached(
                 "SELECT item, base_offset, outcome FROM ferry_commit_object(
-                     $1, $11, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                     $1, $11, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12)",
             )
             .await?;
         let col = |f: fn(&CommitItem) -> i64| items.iter().map(f).collect::<Vec<i64>>();
@@ -547,6 +576,7 @@ impl Meta {
         let records: Vec<i32> = items.iter().map(|i| i.records).collect();
         let epochs: Vec<i16> = items.iter().map(|i| i.producer_epoch).collect();
         let seqs: Vec<i32> = items.iter().map(|i| i.first_sequence).collect();
+        let kinds: Vec<i16> = items.iter().map(|i| i.kind).collect();
         let rows = client
             .query(
                 &stmt,
@@ -562,6 +592,7 @@ impl Meta {
                     &epochs,
                     &seqs,
                     &(deadline.as_millis().min(i64::MAX as u128) as i64),
+                    &kinds,
                 ],
             )
             .await?;
@@ -590,22 +621,19 @@ impl Meta {
             .collect()
     }
 
-    /// A partition's first readable offset and next offset; `None` when it does not exist.
-    pub async fn bounds(&self, topic_id: &str, partition: u32) -> Result<Option<(u64, u64)>> {
+    /// A partition's first readable, next and last stable offsets; `None` when it does
+    /// not exist.
+    pub async fn bounds(&self, topic_id: &str, partition: u32) -> Result<Option<Bounds>> {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
-                "SELECT log_start, next_offset FROM ferry_partitions
+                "SELECT log_start, next_offset, first_open FROM ferry_partitions
                  WHERE topic_id = $1 AND partition = $2",
             )
             .await?;
         let partition = partition as i32;
         let row = client.query_opt(&stmt, &[&topic_id, &partition]).await?;
-        Ok(row.map(|r| {
-            let start: i64 = r.get(0);
-            let next: i64 = r.get(1);
-            (start.max(0) as u64, next.max(0) as u64)
-        }))
+        Ok(row.map(|r| Bounds::from_row(r.get(0), r.get(1), r.get(2))))
     }
 
     /// The batches holding `offset` and after, in offset order, at most `max_rows`.

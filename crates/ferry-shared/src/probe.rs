@@ -67,6 +67,7 @@ pub async fn sequencer_rate(
                     producer_id: -1,
                     producer_epoch: -1,
                     first_sequence: -1,
+                    kind: 0,
                 };
                 let mut n = 0u64;
                 while started.elapsed() < duration {

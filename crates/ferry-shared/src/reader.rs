@@ -22,6 +22,8 @@ pub struct ReadBatches {
     pub next_offset: u64,
     pub earliest: u64,
     pub latest: u64,
+    /// The last stable offset when the read began (see [`crate::Bounds`]).
+    pub stable: u64,
 }
 
 /// Most batch rows looked up per read.
@@ -40,13 +42,17 @@ pub(crate) async fn read(
     offset: u64,
     max_bytes: usize,
 ) -> Result<ReadBatches> {
-    let (earliest, latest) =
-        meta.bounds(topic_id, partition)
-            .await?
-            .ok_or_else(|| SharedError::UnknownPartition {
-                topic_id: topic_id.to_string(),
-                partition,
-            })?;
+    let crate::Bounds {
+        earliest,
+        latest,
+        stable,
+    } = meta
+        .bounds(topic_id, partition)
+        .await?
+        .ok_or_else(|| SharedError::UnknownPartition {
+            topic_id: topic_id.to_string(),
+            partition,
+        })?;
     if offset < earliest || offset > latest {
         return Err(SharedError::OffsetOutOfRange {
             offset,
@@ -59,6 +65,7 @@ pub(crate) async fn read(
         next_offset: offset,
         earliest,
         latest,
+        stable,
     };
     if offset == latest {
         return Ok(empty);
@@ -102,6 +109,7 @@ pub(crate) async fn read(
         next_offset,
         earliest,
         latest: latest.max(next_offset),
+        stable,
     })
 }
 

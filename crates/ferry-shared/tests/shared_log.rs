@@ -591,7 +591,8 @@ async fn a_commit_past_its_deadline_is_refused_and_the_sweep_never_races_a_commi
         .await
         .unwrap();
     let commit = "SELECT * FROM ferry_commit_object($1, 60000, ARRAY[$2], ARRAY[0], ARRAY[0::bigint],
-                  ARRAY[100], ARRAY[1], ARRAY[0::bigint], ARRAY[-1::bigint], ARRAY[-1::smallint], ARRAY[-1])";
+                  ARRAY[100], ARRAY[1], ARRAY[0::bigint], ARRAY[-1::bigint], ARRAY[-1::smallint], ARRAY[-1],
+                  ARRAY[0::smallint])";
     let err = client.query(commit, &[&"late", &t]).await.unwrap_err();
     assert!(
         err.as_db_error()
@@ -1122,4 +1123,201 @@ async fn a_subscription_state_is_written_only_under_its_lease_and_read_back_whol
             .unwrap(),
         None
     );
+}
+
+/// A transactional batch of producer `id`: [`producer_batch`] with the transactional
+/// attribute set.
+fn txn_batch(values: &[&str], id: i64, epoch: i16, first_seq: i32) -> Bytes {
+    let mut b = producer_batch(values, id, epoch, first_seq).to_vec();
+    let attributes = i16::from_be_bytes([b[21], b[22]]) | 0x10;
+    b[21..23].copy_from_slice(&attributes.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_are_admitted_while_ongoing_and_move_the_stable_offset() {
+    use ferry_log::batch::build_control_batch;
+    use ferry_shared::{Lease, LeaseHolder, Outcome, Staged, TxnRow, TRANSACTION_LEASE};
+    let Some(pg) = postgres_url() else { return };
+    let pg = fresh_database(&pg).await;
+    let Some(s3) = S3Server::start() else { return };
+    let log = SharedLog::open(config(&pg, &s3)).await.unwrap();
+    let meta = log.metadata();
+    let t = topic();
+    log.create_partitions(&t, 2).await.unwrap();
+    let node = log.join("a", 9092).await.unwrap();
+    log.heartbeat(node).await.unwrap();
+    let LeaseHolder::Taken { epoch } = meta
+        .take_lease(TRANSACTION_LEASE, "tx", node)
+        .await
+        .unwrap()
+    else {
+        panic!("the lease is free")
+    };
+    let lease = Lease {
+        node_id: node,
+        epoch,
+    };
+    let pid = log.new_producer_id().await.unwrap();
+    let save = |status: &'static str, parts: Vec<(String, u32)>, producer_epoch: i16| {
+        let json = format!(r#"{{"status": "{status}", "offsets": {{"g": []}}}}"#);
+        async move {
+            let row = TxnRow {
+                producer_id: pid,
+                epoch: producer_epoch,
+                status,
+                state_json: &json,
+            };
+            meta.save_transaction("tx", lease, row, &parts).await
+        }
+    };
+    let (log_ref, t_ref) = (&log, &t);
+    let one = move |b: Bytes, p: u32| async move {
+        log_ref.append(vec![append(t_ref, p, b)]).await.unwrap()[0]
+    };
+    let marker = |commit: bool, producer_epoch: i16| {
+        Bytes::from(build_control_batch(pid, producer_epoch, commit, 0, 0))
+    };
+
+    // No transaction yet: refused; a plain batch goes in at 0.
+    assert_eq!(
+        one(txn_batch(&["x"], pid, 0, 0), 0).await,
+        Outcome::TxnRefused
+    );
+    assert_eq!(
+        one(batch(&["plain"]), 0).await,
+        Outcome::Appended { base_offset: 0 }
+    );
+    // Ongoing with partition 0 only: partition 1 is refused.
+    save("ongoing", vec![(t.clone(), 0)], 0).await.unwrap();
+    assert_eq!(
+        one(txn_batch(&["a", "b"], pid, 0, 0), 0).await,
+        Outcome::Appended { base_offset: 1 }
+    );
+    assert_eq!(
+        one(txn_batch(&["c"], pid, 0, 2), 1).await,
+        Outcome::TxnRefused
+    );
+    assert_eq!(
+        one(batch(&["after"]), 0).await,
+        Outcome::Appended { base_offset: 3 }
+    );
+    let b = log.stable_bounds(&t, 0).await.unwrap();
+    assert_eq!(
+        (b.latest, b.stable),
+        (4, 1),
+        "the open transaction holds the stable offset"
+    );
+    assert_eq!(meta.open_transactions(&t, 0).await.unwrap(), vec![(pid, 1)]);
+    // Offsets are staged only for an added group, at the transaction's epoch.
+    let staged = [offset("in", 0, 42)];
+    assert_eq!(
+        meta.stage_txn_offsets(pid, 0, "g", &staged).await.unwrap(),
+        Staged::Staged
+    );
+    assert_eq!(
+        meta.stage_txn_offsets(pid, 0, "other", &staged)
+            .await
+            .unwrap(),
+        Staged::NotInTransaction
+    );
+    // Decided: no batch of the transaction follows, though its markers are not written.
+    save("prepare_abort", vec![], 0).await.unwrap();
+    assert_eq!(
+        one(txn_batch(&["late"], pid, 0, 3), 0).await,
+        Outcome::TxnRefused
+    );
+    assert_eq!(
+        meta.stage_txn_offsets(pid, 0, "g", &staged).await.unwrap(),
+        Staged::NotInTransaction
+    );
+    // The ABORT marker closes it: the range is recorded, and the stable offset is the end.
+    assert_eq!(
+        one(marker(false, 0), 0).await,
+        Outcome::Appended { base_offset: 4 }
+    );
+    assert_eq!(
+        one(marker(false, 0), 0).await,
+        Outcome::NothingToMark,
+        "a marker again is a no-op"
+    );
+    let b = log.stable_bounds(&t, 0).await.unwrap();
+    assert_eq!((b.latest, b.stable), (5, 5));
+    let aborted = meta.aborted_transactions(&t, 0, 0, 5).await.unwrap();
+    assert_eq!(aborted.len(), 1);
+    assert_eq!(
+        (
+            aborted[0].producer_id,
+            aborted[0].first_offset,
+            aborted[0].last_offset
+        ),
+        (pid, 1, 4)
+    );
+    assert!(meta
+        .aborted_transactions(&t, 0, 5, 9)
+        .await
+        .unwrap()
+        .is_empty());
+    // Completing an abort drops its staged offsets: nothing reached the group.
+    save("complete_abort", vec![], 0).await.unwrap();
+    assert!(meta.group_offsets("g").await.unwrap().is_empty());
+
+    // A newer epoch fences the old producer's batches and offsets.
+    save("ongoing", vec![(t.clone(), 1)], 1).await.unwrap();
+    assert_eq!(
+        one(txn_batch(&["old"], pid, 0, 4), 1).await,
+        Outcome::StaleEpoch
+    );
+    assert_eq!(
+        meta.stage_txn_offsets(pid, 0, "g", &staged).await.unwrap(),
+        Staged::Fenced
+    );
+    assert_eq!(
+        one(txn_batch(&["new"], pid, 1, 0), 1).await,
+        Outcome::Appended { base_offset: 0 }
+    );
+    assert_eq!(
+        meta.stage_txn_offsets(pid, 1, "g", &staged).await.unwrap(),
+        Staged::Staged
+    );
+    save("prepare_commit", vec![], 1).await.unwrap();
+    assert_eq!(
+        one(marker(true, 1), 1).await,
+        Outcome::Appended { base_offset: 1 }
+    );
+    let b = log.stable_bounds(&t, 1).await.unwrap();
+    assert_eq!((b.latest, b.stable), (2, 2));
+    assert!(meta
+        .aborted_transactions(&t, 1, 0, 2)
+        .await
+        .unwrap()
+        .is_empty());
+    // Completing a commit commits its staged offsets to the group.
+    save("complete_commit", vec![], 1).await.unwrap();
+    let committed = meta.group_offsets("g").await.unwrap();
+    assert_eq!(committed.len(), 1);
+    assert_eq!(
+        (committed[0].topic.as_str(), committed[0].offset),
+        ("in", 42)
+    );
+
+    // Another node takes the lease once this one's beat is old: this one writes nothing.
+    age_beat(&pg, node).await;
+    let other = log.join("b", 9093).await.unwrap();
+    log.heartbeat(other).await.unwrap();
+    assert!(matches!(
+        meta.take_lease(TRANSACTION_LEASE, "tx", other)
+            .await
+            .unwrap(),
+        LeaseHolder::Taken { .. }
+    ));
+    assert!(matches!(
+        save("ongoing", vec![], 2).await,
+        Err(ferry_shared::SharedError::Fenced(_))
+    ));
+    // The state is whole, as last written.
+    let stored = meta.transaction("tx").await.unwrap().unwrap();
+    assert!(stored.contains("complete_commit"), "{stored}");
 }

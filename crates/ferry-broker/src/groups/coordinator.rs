@@ -683,6 +683,17 @@ impl Coordinator {
         }
     }
 
+    /// Replaces `group_id`'s committed offsets with `offsets` as read from where they
+    /// are kept (shared mode, before OffsetFetch), keeping its members.
+    pub fn replace_offsets(&self, group_id: &str, offsets: GroupOffsets) {
+        let mut committed = lock(&self.committed);
+        if offsets.is_empty() {
+            committed.remove(group_id);
+        } else {
+            committed.insert(group_id.to_string(), offsets);
+        }
+    }
+
     /// True when `group_id` has neither members (of either protocol) nor committed
     /// offsets here: nothing of it would be lost by letting it go.
     pub async fn is_idle(&self, group_id: &str) -> bool {

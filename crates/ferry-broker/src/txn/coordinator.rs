@@ -124,6 +124,30 @@ impl TxnCoordinator {
         Ok(())
     }
 
+    /// Installs `meta` for `txn_id` without persisting it (shared mode: the caller
+    /// stored it in Postgres). Callers hold `ops`, or claim the id.
+    pub(crate) fn install(&self, txn_id: &str, meta: TxnMeta) {
+        lock(&self.table).set(txn_id, meta);
+    }
+
+    /// Refuses a new transactional id when the table is full.
+    pub(crate) fn check_room(&self, txn_id: &str) -> Result<()> {
+        let table = lock(&self.table);
+        if !table.by_id.contains_key(txn_id) && table.by_id.len() >= super::TRANSACTIONAL_IDS_MAX {
+            return Err(BrokerError::Transaction(TxnError::TooManyTransactionalIds));
+        }
+        Ok(())
+    }
+
+    /// Drops `txn_id` from memory only (shared mode: another node coordinates it now,
+    /// or it was forgotten in Postgres).
+    pub(crate) fn drop_local(&self, txn_id: &str) {
+        let mut table = lock(&self.table);
+        if let Some(meta) = table.by_id.remove(txn_id) {
+            table.by_producer.remove(&meta.producer_id);
+        }
+    }
+
     /// Forgets `ids`, durably. Callers hold `ops`.
     pub(crate) async fn forget(&self, ids: &[String]) -> Result<()> {
         let bytes = {

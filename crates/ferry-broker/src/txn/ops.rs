@@ -20,23 +20,31 @@ impl Broker {
         expected: Option<(i64, i16)>,
         timeout_ms: i32,
     ) -> Result<(i64, i16)> {
-        if self.is_shared() {
-            return Err(BrokerError::NotInSharedMode("a transactional producer"));
-        }
+        self.claim_transaction(txn_id).await?;
         let _ops = self.txns.ops.lock().await;
         let current = self.txns.get(txn_id);
+        // A new producer id is needed at the first use and when the epoch runs out.
+        let new_id = if current
+            .as_ref()
+            .is_none_or(|c| c.epoch >= state::EPOCH_RENEW_AT)
+        {
+            self.next_txn_producer_id().await?
+        } else {
+            -1
+        };
         let plan = txn_result(state::init(
             current.as_ref(),
             expected,
             timeout_ms,
             now_ms(),
-            || self.txns.new_producer_id(),
+            || new_id,
         ))?;
+        debug_assert!(plan.next.producer_id >= 0, "a producer id was not taken");
         if let Some(first) = plan.finish_first {
             self.finish(txn_id, first).await?;
         }
         let (pid, epoch) = (plan.next.producer_id, plan.next.epoch);
-        self.txns.commit_state(txn_id, plan.next).await?;
+        self.save_txn(txn_id, plan.next).await?;
         Ok((pid, epoch))
     }
 
@@ -49,7 +57,11 @@ impl Broker {
         partitions: &[TopicPartition],
     ) -> Result<()> {
         for p in partitions {
-            self.topic(&p.topic)?.partition(p.partition)?;
+            if self.is_shared() {
+                self.shared_partition(&p.topic, p.partition)?;
+            } else {
+                self.topic(&p.topic)?.partition(p.partition)?;
+            }
         }
         self.add_to_txn(txn_id, producer_id, epoch, partitions, None)
             .await
@@ -77,6 +89,7 @@ impl Broker {
         partitions: &[TopicPartition],
         group: Option<&str>,
     ) -> Result<()> {
+        self.claim_transaction(txn_id).await?;
         let _ops = self.txns.ops.lock().await;
         let current = self.current(txn_id)?;
         let next = txn_result(state::add(
@@ -88,7 +101,7 @@ impl Broker {
             now_ms(),
         ))?;
         if next != current {
-            self.txns.commit_state(txn_id, next).await?;
+            self.save_txn(txn_id, next).await?;
         }
         Ok(())
     }
@@ -103,6 +116,13 @@ impl Broker {
         group: &str,
         offsets: Vec<PendingOffset>,
     ) -> Result<()> {
+        if self.is_shared() {
+            // Taken by the group's coordinator, which need not coordinate the
+            // transaction: Postgres checks the transaction (see crate::shared_txn).
+            return self
+                .stage_shared_txn_offsets(producer_id, epoch, group, &offsets)
+                .await;
+        }
         let _ops = self.txns.ops.lock().await;
         let current = self.current(txn_id)?;
         let next = txn_result(state::stage_offsets(
@@ -125,6 +145,7 @@ impl Broker {
         epoch: i16,
         commit: bool,
     ) -> Result<()> {
+        self.claim_transaction(txn_id).await?;
         let _ops = self.txns.ops.lock().await;
         let current = self.current(txn_id)?;
         match txn_result(state::end(&current, producer_id, epoch, commit, now_ms()))? {
@@ -158,7 +179,16 @@ impl Broker {
             })
             .collect();
         if !idle.is_empty() {
-            match self.txns.forget(&idle).await {
+            let forgotten = if self.is_shared() {
+                let mut result = Ok(());
+                for id in &idle {
+                    result = result.and(self.forget_txn(id).await);
+                }
+                result
+            } else {
+                self.txns.forget(&idle).await
+            };
+            match forgotten {
                 Ok(()) => {
                     tracing::info!(
                         count = idle.len(),
@@ -218,9 +248,16 @@ impl Broker {
             TxnStatus::PrepareCommit | TxnStatus::PrepareAbort
         ));
         if self.txns.get(txn_id).as_ref() != Some(&prepared) {
-            self.txns.commit_state(txn_id, prepared.clone()).await?;
+            self.save_txn(txn_id, prepared.clone()).await?;
         }
         let commit = prepared.status == TxnStatus::PrepareCommit;
+        if self.is_shared() {
+            // The offsets it staged are in Postgres, committed with its completion.
+            self.write_shared_markers(&prepared, commit).await?;
+            return self
+                .save_txn(txn_id, state::complete(&prepared, now_ms()))
+                .await;
+        }
         self.write_markers(&prepared, commit).await?;
         if commit {
             for (group, offsets) in &prepared.offsets {
@@ -239,9 +276,29 @@ impl Broker {
                 self.groups.commit_transactional(group, offsets).await?;
             }
         }
-        self.txns
-            .commit_state(txn_id, state::complete(&prepared, now_ms()))
+        self.save_txn(txn_id, state::complete(&prepared, now_ms()))
             .await
+    }
+
+    /// Shared mode: finishes the transactions this node coordinates whose end was
+    /// decided but whose markers were not all written (see
+    /// [`Broker::serve_unserved_transactions`]).
+    pub(crate) async fn finish_decided_transactions(&self) {
+        let (decided, _) = self.txns.select(|meta| (meta.status.is_prepare(), false));
+        if decided.is_empty() {
+            return;
+        }
+        let _ops = self.txns.ops.lock().await;
+        for id in decided {
+            // Looked at again under `ops`: it may have been finished meanwhile.
+            let Some(meta) = self.txns.get(&id).filter(|m| m.status.is_prepare()) else {
+                continue;
+            };
+            tracing::info!(transactional_id = %id, status = meta.status.kafka_name(), "Finishing a transaction whose end was decided.");
+            if let Err(e) = self.finish(&id, meta).await {
+                tracing::warn!(transactional_id = %id, error = %e, "Could not finish a decided transaction; will retry.");
+            }
+        }
     }
 
     /// Writes a marker of `meta`'s producer to every partition of its transaction and

@@ -21,6 +21,8 @@ pub const TRANSACTIONAL_ID_EXPIRATION_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 pub const PARTITIONS_PER_TRANSACTION_MAX: usize = 10_000;
 /// The most groups one transaction may commit offsets for.
 pub const GROUPS_PER_TRANSACTION_MAX: usize = 100;
+/// The epoch from which InitProducerId gives a transactional id a new producer id.
+pub const EPOCH_RENEW_AT: i16 = i16::MAX - 2;
 /// The most offsets one transaction may commit.
 pub const OFFSETS_PER_TRANSACTION_MAX: usize = 100_000;
 
@@ -48,7 +50,19 @@ impl TxnStatus {
         }
     }
 
-    fn is_prepare(self) -> bool {
+    /// The name Postgres keeps (shared mode), as the state's JSON spells it.
+    pub fn stored_name(self) -> &'static str {
+        match self {
+            TxnStatus::Empty => "empty",
+            TxnStatus::Ongoing => "ongoing",
+            TxnStatus::PrepareCommit => "prepare_commit",
+            TxnStatus::PrepareAbort => "prepare_abort",
+            TxnStatus::CompleteCommit => "complete_commit",
+            TxnStatus::CompleteAbort => "complete_abort",
+        }
+    }
+
+    pub(crate) fn is_prepare(self) -> bool {
         matches!(self, TxnStatus::PrepareCommit | TxnStatus::PrepareAbort)
     }
 }
@@ -107,6 +121,12 @@ pub enum TxnError {
     TooManyTransactionalIds,
     #[error("the transaction holds too many partitions, groups or offsets")]
     TooLarge,
+    /// Shared mode: another node coordinates the transactional id.
+    #[error("another node coordinates this transactional id; ask for its coordinator again")]
+    NotCoordinator,
+    /// Shared mode: the metadata database could not be reached; retry.
+    #[error("the transaction coordinator cannot reach the metadata database; retry")]
+    CoordinatorUnavailable,
 }
 
 pub type TxnResult<T> = std::result::Result<T, TxnError>;
@@ -160,7 +180,7 @@ pub fn init(
     }
     // The epoch fences the old instance; markers of a transaction it left open carry
     // the new epoch, so its late batches are refused.
-    let (producer_id, epoch) = if current.epoch >= i16::MAX - 2 {
+    let (producer_id, epoch) = if current.epoch >= EPOCH_RENEW_AT {
         (new_id(), 0)
     } else {
         (current.producer_id, current.epoch + 1)
@@ -338,6 +358,22 @@ mod tests {
         TopicPartition {
             topic: topic.into(),
             partition,
+        }
+    }
+
+    #[test]
+    fn stored_names_are_the_json_names_postgres_reads() {
+        use TxnStatus::*;
+        for s in [
+            Empty,
+            Ongoing,
+            PrepareCommit,
+            PrepareAbort,
+            CompleteCommit,
+            CompleteAbort,
+        ] {
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(json, format!("\"{}\"", s.stored_name()));
         }
     }
 

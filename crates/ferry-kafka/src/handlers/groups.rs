@@ -95,17 +95,12 @@ pub async fn find_coordinator(
 ) -> FindCoordinatorResponse {
     let error_for = |key: &str| {
         if req.key_type == KEY_TYPE_TRANSACTION {
-            if ctx.broker.is_shared() {
-                // Transactions need one owner across nodes: not in shared mode yet
-                // (docs/scale-out.md).
-                ResponseError::CoordinatorNotAvailable.code()
-            } else if session.may(
+            if session.may(
                 &ctx.auth,
                 Operation::Describe,
                 ferry_auth::ResourceType::TransactionalId,
                 key,
             ) {
-                // This node coordinates every transaction.
                 errors::NONE
             } else {
                 ResponseError::TransactionalIdAuthorizationFailed.code()
@@ -119,13 +114,19 @@ pub async fn find_coordinator(
         }
     };
     // The coordinator of `key`, or the error to answer: this node in the local mode; in
-    // shared mode, the node holding (or due to take) the group's lease.
+    // shared mode, the node holding (or due to take) the group's or the transactional
+    // id's lease.
     let answer_for = |key: String| async move {
         let error = error_for(&key);
         if error != errors::NONE {
             return Err(error);
         }
-        match ctx.broker.group_coordinator(&key).await {
+        let coordinator = if req.key_type == KEY_TYPE_TRANSACTION {
+            ctx.broker.transaction_coordinator(&key).await
+        } else {
+            ctx.broker.group_coordinator(&key).await
+        };
+        match coordinator {
             None => Ok((
                 BrokerId(ctx.config.node_id),
                 s(ctx.config.advertised_host.clone()),
@@ -169,6 +170,22 @@ pub async fn find_coordinator(
 /// (another node coordinates it, or the lease cannot be read); `None` when it may.
 pub async fn not_here(ctx: &Ctx, group: &str) -> Option<i16> {
     ctx.broker.claim_group(group).await.err().map(|e| code(&e))
+}
+
+/// [`not_here`] for OffsetFetch: in shared mode the coordinator also reads the group's
+/// offsets from Postgres first, where a transaction coordinated by another node may
+/// have committed some.
+async fn not_here_or_stale(ctx: &Ctx, group: &str) -> Option<i16> {
+    if let Some(code) = not_here(ctx, group).await {
+        return Some(code);
+    }
+    match ctx.broker.refresh_group_offsets(group).await {
+        Ok(()) => None,
+        Err(e) => {
+            tracing::debug!(group, error = %e, "Could not read a group's offsets from the metadata database.");
+            Some(ResponseError::CoordinatorNotAvailable.code())
+        }
+    }
 }
 
 pub async fn join_group(
@@ -518,7 +535,7 @@ pub async fn offset_fetch(
         let mut elsewhere = std::collections::HashMap::new();
         for g in &req.groups {
             if !group_denied(&g.group_id.0) {
-                if let Some(code) = not_here(ctx, &g.group_id.0).await {
+                if let Some(code) = not_here_or_stale(ctx, &g.group_id.0).await {
                     elsewhere.insert(g.group_id.0.to_string(), code);
                 }
             }
@@ -580,7 +597,7 @@ pub async fn offset_fetch(
         return OffsetFetchResponse::default().with_error_code(group_code);
     }
     if !denied {
-        if let Some(code) = not_here(ctx, &req.group_id.0).await {
+        if let Some(code) = not_here_or_stale(ctx, &req.group_id.0).await {
             // Before v2 an error can only ride on each partition asked for.
             if version >= 2 {
                 return OffsetFetchResponse::default().with_error_code(code);

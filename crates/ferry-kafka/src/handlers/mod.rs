@@ -261,10 +261,10 @@ async fn answer(ctx: &Ctx, req: Request, session: &mut Session) -> Option<Respon
         }
         RequestKind::EndTxn(r) => ResponseKind::EndTxn(txn::end_txn(ctx, r, session).await),
         RequestKind::ListTransactions(r) => {
-            ResponseKind::ListTransactions(txn::list_transactions(ctx, r, session))
+            ResponseKind::ListTransactions(txn::list_transactions(ctx, r, session).await)
         }
         RequestKind::DescribeTransactions(r) => {
-            ResponseKind::DescribeTransactions(txn::describe_transactions(ctx, r, session))
+            ResponseKind::DescribeTransactions(txn::describe_transactions(ctx, r, session).await)
         }
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(cluster::describe_cluster(ctx, r, session))

@@ -231,6 +231,9 @@ pub async fn txn_offset_commit(
         ResponseError::GroupAuthorizationFailed.code()
     } else if !valid_txn_id(&txn_id) || count > OFFSETS_PER_REQUEST_MAX || bad_offset {
         ResponseError::InvalidRequest.code()
+    } else if let Some(code) = super::groups::not_here(ctx, &group).await {
+        // In shared mode the group's coordinator takes its offsets.
+        code
     } else if let Err(e) = member_check(ctx, &req, &group).await {
         super::groups::code(&e)
     } else {
@@ -332,7 +335,7 @@ pub async fn end_txn(ctx: &Ctx, req: EndTxnRequest, session: &Session) -> EndTxn
         .with_producer_epoch(-1)
 }
 
-pub fn list_transactions(
+pub async fn list_transactions(
     ctx: &Ctx,
     req: ListTransactionsRequest,
     session: &Session,
@@ -352,10 +355,15 @@ pub fn list_transactions(
         .cloned()
         .collect();
     let now = ferry_broker::now_ms() as i64;
-    let states = ctx
-        .broker
-        .txns
-        .all()
+    let all = match ctx.broker.listed_transactions().await {
+        Ok(all) => all,
+        Err(e) => {
+            return ListTransactionsResponse::default()
+                .with_error_code(code(&e))
+                .with_unknown_state_filters(unknown)
+        }
+    };
+    let states = all
         .into_iter()
         .filter(|(id, m)| {
             (req.state_filters.is_empty()
@@ -387,15 +395,15 @@ pub fn list_transactions(
         .with_transaction_states(states)
 }
 
-pub fn describe_transactions(
+pub async fn describe_transactions(
     ctx: &Ctx,
     req: DescribeTransactionsRequest,
     session: &Session,
 ) -> DescribeTransactionsResponse {
-    let states = req
-        .transactional_ids
-        .into_iter()
-        .map(|id| {
+    let mut states = Vec::with_capacity(req.transactional_ids.len());
+    for id in req.transactional_ids {
+        let found = ctx.broker.transaction_state(&id.0).await;
+        states.push((|| {
             let base = DescribedState::default()
                 .with_transactional_id(id.clone())
                 .with_transaction_state(StrBytes::from_static_str(""))
@@ -411,8 +419,12 @@ pub fn describe_transactions(
                 return base
                     .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
             }
-            let Some(m) = ctx.broker.txns.get(&id.0) else {
-                return base.with_error_code(ResponseError::TransactionalIdNotFound.code());
+            let m = match found {
+                Ok(Some(m)) => m,
+                Ok(None) => {
+                    return base.with_error_code(ResponseError::TransactionalIdNotFound.code())
+                }
+                Err(e) => return base.with_error_code(code(&e)),
             };
             let mut topics: Vec<TopicData> = Vec::new();
             for tp in &m.partitions {
@@ -437,7 +449,7 @@ pub fn describe_transactions(
                 .with_producer_id(ProducerId(m.producer_id))
                 .with_producer_epoch(m.epoch)
                 .with_topics(topics)
-        })
-        .collect();
+        })());
+    }
     DescribeTransactionsResponse::default().with_transaction_states(states)
 }
