@@ -110,10 +110,6 @@ def test_what_shared_mode_does_not_do_yet_is_refused_clearly(cluster):
     assert (status, p["type"]) == (501, "urn:ferry:problem:not-in-shared-mode")
     status, p = call(a.http, "POST", "/v1/topics", {"name": "c", "cleanup_policy": "compact"})
     assert (status, p["type"]) == (501, "urn:ferry:problem:not-in-shared-mode")
-    # A transactional producer cannot start.
-    tp = Producer({"bootstrap.servers": a.kafka, "transactional.id": "tx"})
-    with pytest.raises(KafkaException):
-        tp.init_transactions(5)
 
 
 def test_two_nodes_appending_to_one_partition_give_dense_offsets(cluster):
@@ -901,3 +897,191 @@ def test_an_event_stream_is_passed_on_from_any_node(cluster):
     assert sorted(r["value"] for r in got) == list(range(5))
     ids = [r["lease_id"] for r in got]
     assert call(other.http, "POST", "/v1/subscriptions/watch/ack", {"lease_ids": ids}) == (200, {"acked": 5})
+
+
+def lease_holder(cluster, kind, name):
+    """The index in cluster.nodes of the live node holding lease (kind, name)."""
+    owner = int(psql_value(cluster.metadata_url,
+                           f"SELECT node_id FROM ferry_leases WHERE kind = '{kind}' AND name = '{name}'"))
+    by_port = node_ids(cluster)
+    return next(i for i, n in enumerate(cluster.nodes)
+                if n.proc.poll() is None and by_port.get(int(n.http.rsplit(":", 1)[1])) == owner)
+
+
+def txn_producer(nodes, txn_id, timeout_ms=60000):
+    # (A reconnection backoff of at most 1 s, so that the failover time measured is
+    # Ferry's, not the client's backoff towards the dead node, which grows to 10 s.)
+    p = Producer({"bootstrap.servers": ",".join(n.kafka for n in nodes), "transactional.id": txn_id,
+                  "transaction.timeout.ms": timeout_ms, "linger.ms": 5,
+                  "reconnect.backoff.max.ms": 1000})
+    p.init_transactions(30)
+    return p
+
+
+def read_values(node, topic, partitions, committed=True, expect=None, timeout=20):
+    """Values a consumer at `node` reads from the start, until `expect` of them (and a
+    moment more, for any that should not be there) or quiet for 3 s."""
+    c = Consumer({"bootstrap.servers": node.kafka, "group.id": f"reader-{time.time()}",
+                  "isolation.level": "read_committed" if committed else "read_uncommitted",
+                  "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    out, deadline, quiet = [], time.time() + timeout, time.time()
+    while time.time() < deadline:
+        m = c.poll(0.3)
+        if m is None or m.error():
+            if time.time() - quiet > 3 and (expect is None or len(out) >= expect):
+                break
+            continue
+        quiet = time.time()
+        out.append(m.value().decode())
+    c.close()
+    return out
+
+
+def test_transactions_commit_abort_and_go_on_after_their_coordinator_is_killed(cluster):
+    nodes = [cluster.add(), cluster.add(), cluster.add()]
+    for name in ("in", "out"):
+        call(nodes[0].http, "POST", "/v1/topics", {"name": name, "partitions": 2})
+    for n in nodes[1:]:
+        wait_for_topic(n, "in")
+        wait_for_topic(n, "out")
+
+    # Committed records are seen by read_committed consumers on every node; aborted ones
+    # only by read_uncommitted ones.
+    p = txn_producer(nodes, "tx")
+    p.begin_transaction()
+    for i in range(50):
+        p.produce("out", key=str(i), value=f"c{i}")
+    p.commit_transaction(30)
+    p.begin_transaction()
+    for i in range(30):
+        p.produce("out", key=str(i), value=f"a{i}")
+    p.flush(30)  # (abort_transaction drops what was not yet sent)
+    p.abort_transaction(30)
+    for n in nodes:
+        assert sorted(read_values(n, "out", 2, expect=50)) == sorted(f"c{i}" for i in range(50))
+    uncommitted = read_values(nodes[1], "out", 2, committed=False, expect=80)
+    assert sorted(uncommitted) == sorted([f"c{i}" for i in range(50)] + [f"a{i}" for i in range(30)])
+
+    # An open transaction holds read_committed readers at its first record: a record
+    # written after it over HTTP waits too, until the transaction commits.
+    p.begin_transaction()
+    for i in range(10):
+        p.produce("out", key="k", partition=0, value=f"o{i}")
+    p.flush(30)
+    status, got = call(nodes[2].http, "POST", "/v1/topics/out/records",
+                       {"records": [{"value": "after", "partition": 0}]})
+    assert status == 200, got
+    seen = read_values(nodes[2], "out", 2, expect=50, timeout=8)
+    assert "after" not in seen and not any(v.startswith("o") for v in seen), seen
+    p.commit_transaction(30)
+    seen = read_values(nodes[0], "out", 2, expect=61)
+    assert sum(v.startswith("o") for v in seen) == 10 and '"after"' in seen, seen
+
+    # Consume, transform, produce: the group's offsets commit with the transaction,
+    # though the group's coordinator may be another node than the transaction's.
+    for start in range(0, 100, 50):
+        call(nodes[start // 50].http, "POST", "/v1/topics/in/records",
+             {"records": [{"key": f"k{i}", "value": f"v{i}"} for i in range(start, start + 50)]})
+    c = Consumer({"bootstrap.servers": ",".join(n.kafka for n in nodes), "group.id": "etl",
+                  "isolation.level": "read_committed", "enable.auto.commit": False,
+                  "auto.offset.reset": "earliest"})
+    c.subscribe(["in"])
+    done = 0
+    deadline = time.time() + 60
+    while done < 100 and time.time() < deadline:
+        msgs = c.consume(50, 1)
+        msgs = [m for m in msgs if m.error() is None]
+        if not msgs:
+            continue
+        p.begin_transaction()
+        for m in msgs:
+            p.produce("out", key=m.key(), value=b"t-" + m.value())
+        p.send_offsets_to_transaction(c.position(c.assignment()), c.consumer_group_metadata(), 30)
+        p.commit_transaction(30)
+        done += len(msgs)
+    assert done == 100
+    c.close()
+    for n in nodes:
+        c2 = Consumer({"bootstrap.servers": n.kafka, "group.id": "etl"})
+        got = c2.committed([TopicPartition("in", q) for q in range(2)], timeout=10)
+        assert sum(t.offset for t in got) == 100, got
+        c2.close()
+
+    # The coordinator dies in the middle of a transaction: the producer's commit goes
+    # through the node that takes the transactional id over, within 10 s.
+    p.begin_transaction()
+    for i in range(20):
+        p.produce("out", key=str(i), value=f"f{i}")
+    p.flush(30)
+    victim = lease_holder(cluster, "transaction", "tx")
+    cluster.kill9(victim)
+    killed = time.time()
+    p.commit_transaction(60)
+    took = time.time() - killed
+    print(f"a transaction committed {took:.1f} s after its coordinator was killed")
+    assert took < 10, f"the commit took {took:.1f} s"
+    survivors = [n for i, n in enumerate(nodes) if i != victim]
+    seen = read_values(survivors[0], "out", 2, expect=181)
+    assert sum(v.startswith("f") for v in seen) == 20, seen
+    assert not any(v.startswith("a") for v in seen)
+
+    # A new instance with the same transactional id, on another node, fences the old one
+    # and aborts what it left open.
+    p.begin_transaction()
+    p.produce("out", key="z", value="zombie")
+    p.flush(30)
+    fresh = txn_producer(list(reversed(survivors)), "tx")
+    with pytest.raises(KafkaException):
+        p.commit_transaction(10)
+    fresh.begin_transaction()
+    fresh.produce("out", key="n", value="new")
+    fresh.commit_transaction(30)
+    seen = read_values(survivors[1], "out", 2, expect=182)
+    assert "new" in seen and "zombie" not in seen, seen
+
+
+ABANDON = """
+import sys, time
+from confluent_kafka import Producer
+p = Producer({"bootstrap.servers": sys.argv[1], "transactional.id": "abandoned",
+              "transaction.timeout.ms": 4000})
+p.init_transactions(30)
+p.begin_transaction()
+for i in range(5):
+    p.produce("held", value=f"stuck{i}")
+p.flush(30)
+print("open", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_transaction_whose_producer_and_coordinator_died_is_aborted_at_its_timeout(cluster):
+    import sys
+    nodes = [cluster.add(), cluster.add()]
+    call(nodes[0].http, "POST", "/v1/topics", {"name": "held", "partitions": 1})
+    wait_for_topic(nodes[1], "held")
+    proc = subprocess.Popen([sys.executable, "-c", ABANDON, ",".join(n.kafka for n in nodes)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "open"
+    finally:
+        proc.kill()
+        proc.wait()
+    victim = lease_holder(cluster, "transaction", "abandoned")
+    other = nodes[1 - victim]
+    status, got = call(other.http, "POST", "/v1/topics/held/records", {"records": [{"value": "later"}]})
+    assert status == 200, got
+    assert read_values(other, "held", 1, timeout=2) == []
+    cluster.kill9(victim)
+    # The surviving node takes the transactional id over and aborts it at its timeout:
+    # the record after it becomes readable, the transaction's never.
+    killed = time.time()
+    seen = []
+    while '"later"' not in seen:
+        assert time.time() - killed < 30, "the abandoned transaction was never aborted"
+        seen = read_values(other, "held", 1, expect=1, timeout=3)
+    assert seen == ['"later"'], seen
+    state = psql_value(cluster.metadata_url,
+                       "SELECT status FROM ferry_transactions WHERE txn_id = 'abandoned'")
+    assert state == "complete_abort"

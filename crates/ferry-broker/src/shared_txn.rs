@@ -174,6 +174,16 @@ impl Broker {
         }
     }
 
+    /// Whether `topic` has `partition`: a local partition log, or in shared mode a
+    /// partition of a topic in Postgres.
+    pub fn check_partition(&self, topic: &str, partition: u32) -> Result<()> {
+        if self.is_shared() {
+            self.shared_partition(topic, partition).map(|_| ())
+        } else {
+            self.topic(topic)?.partition(partition).map(|_| ())
+        }
+    }
+
     /// Stores `meta` as `txn_id`'s state, then installs it: in a file in the local mode,
     /// in Postgres under the id's lease in shared mode. Callers hold `txns.ops`.
     pub(crate) async fn save_txn(&self, txn_id: &str, meta: TxnMeta) -> Result<()> {

@@ -57,11 +57,7 @@ impl Broker {
         partitions: &[TopicPartition],
     ) -> Result<()> {
         for p in partitions {
-            if self.is_shared() {
-                self.shared_partition(&p.topic, p.partition)?;
-            } else {
-                self.topic(&p.topic)?.partition(p.partition)?;
-            }
+            self.check_partition(&p.topic, p.partition)?;
         }
         self.add_to_txn(txn_id, producer_id, epoch, partitions, None)
             .await

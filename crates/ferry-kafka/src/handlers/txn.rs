@@ -141,7 +141,7 @@ pub async fn add_partitions_to_txn(
         }
         let exists = u32::try_from(p)
             .ok()
-            .is_some_and(|p| ctx.broker.topic(topic).and_then(|t| t.partition(p)).is_ok());
+            .is_some_and(|p| ctx.broker.check_partition(topic, p).is_ok());
         (!exists).then_some(ResponseError::UnknownTopicOrPartition.code())
     };
     let any_refused = req.v3_and_below_topics.iter().any(|t| {
