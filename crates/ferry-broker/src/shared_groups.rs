@@ -328,17 +328,27 @@ impl Broker {
     /// else the live node rendezvous hashing picks (which takes the lease at the first
     /// request). `None` in the local mode.
     pub async fn group_coordinator(&self, group: &str) -> Option<Result<Node>> {
+        self.lease_coordinator(GROUP_LEASE, group).await
+    }
+
+    /// The node that answers for lease (`kind`, `name`) in shared mode: its live
+    /// holder (read with where it answers from Postgres, so that one that joined since
+    /// this node's last beat is named too), else the live node rendezvous hashing
+    /// picks. `None` in the local mode.
+    pub(crate) async fn lease_coordinator(&self, kind: &str, name: &str) -> Option<Result<Node>> {
         let sh = self.shared.as_ref()?;
-        let nodes = self.shared_nodes().unwrap_or_default();
-        let holder = match sh.log.metadata().lease_holder(GROUP_LEASE, group).await {
-            Ok(holder) => holder,
-            Err(e) => return Some(Err(BrokerError::Unavailable(e.to_string()))),
-        };
-        let node = holder
-            .and_then(|id| nodes.iter().find(|n| n.node_id == id))
-            .or_else(|| pick(group, &nodes))
-            .cloned();
-        Some(node.ok_or_else(|| BrokerError::Unavailable("no live node is known yet".into())))
+        match sh.log.metadata().lease_holder_node(kind, name).await {
+            Ok(Some(holder)) => Some(Ok(holder)),
+            Ok(None) => {
+                let nodes = self.shared_nodes().unwrap_or_default();
+                Some(
+                    pick(name, &nodes).cloned().ok_or_else(|| {
+                        BrokerError::Unavailable("no live node is known yet".into())
+                    }),
+                )
+            }
+            Err(e) => Some(Err(BrokerError::Unavailable(e.to_string()))),
+        }
     }
 
     /// Gives up the leases of groups this node has held for [`IDLE_GROUP_AFTER`] with

@@ -110,22 +110,7 @@ impl Broker {
     /// The node that coordinates `txn_id` in shared mode: the live holder of its lease,
     /// else the live node rendezvous hashing picks. `None` in the local mode.
     pub async fn transaction_coordinator(&self, txn_id: &str) -> Option<Result<Node>> {
-        let sh = self.shared.as_ref()?;
-        let nodes = self.shared_nodes().unwrap_or_default();
-        let holder = match sh
-            .log
-            .metadata()
-            .lease_holder(TRANSACTION_LEASE, txn_id)
-            .await
-        {
-            Ok(holder) => holder,
-            Err(e) => return Some(Err(BrokerError::Unavailable(e.to_string()))),
-        };
-        let node = holder
-            .and_then(|id| nodes.iter().find(|n| n.node_id == id))
-            .or_else(|| pick(txn_id, &nodes))
-            .cloned();
-        Some(node.ok_or_else(|| BrokerError::Unavailable("no live node is known yet".into())))
+        self.lease_coordinator(TRANSACTION_LEASE, txn_id).await
     }
 
     /// The transactional ids a listing on this node names, with their states: every

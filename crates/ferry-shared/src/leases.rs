@@ -83,6 +83,28 @@ impl Meta {
     }
 
     /// The live node holding the lease (`kind`, `name`), if any.
+    /// The live node holding the lease (`kind`, `name`), with where it answers; `None`
+    /// when the lease is free or its holder is dead. Read from Postgres, so a node that
+    /// joined a moment ago is found as well.
+    pub async fn lease_holder_node(&self, kind: &str, name: &str) -> Result<Option<crate::Node>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT n.node_id, n.kafka_host, n.kafka_port, n.http_addr
+                   FROM ferry_leases l JOIN ferry_nodes n USING (node_id)
+                  WHERE l.kind = $1 AND l.name = $2
+                    AND n.heartbeat_at > now() - make_interval(secs => $3)",
+                &[&kind, &name, &f64::from(NODE_TIMEOUT_SECS)],
+            )
+            .await?;
+        Ok(row.map(|r| crate::Node {
+            node_id: r.get(0),
+            kafka_host: r.get(1),
+            kafka_port: r.get::<_, i32>(2).clamp(1, 65535) as u16,
+            http_addr: r.get(3),
+        }))
+    }
+
     pub async fn lease_holder(&self, kind: &str, name: &str) -> Result<Option<i32>> {
         let client = self.client().await?;
         let row = client
