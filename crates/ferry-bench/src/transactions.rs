@@ -261,15 +261,27 @@ pub fn run(
     consume_records: u64,
 ) -> anyhow::Result<Report> {
     let server = rt.block_on(Server::start(ctx, &ctx.dir.join("transactions")))?;
+    run_on(rt, &server, seconds, txn_sizes, consume_records)
+}
+
+/// The whole workload on `server` (local or shared mode), which has none of its
+/// topics yet; blocking.
+pub fn run_on(
+    rt: &tokio::runtime::Runtime,
+    server: &Server,
+    seconds: f64,
+    txn_sizes: &[usize],
+    consume_records: u64,
+) -> anyhow::Result<Report> {
     let bootstrap = server.kafka_addr.clone();
     let mut produce_rows = Vec::new();
     // Idempotent first, then each transaction size, each on a topic of its own.
     for (i, &size) in std::iter::once(&0).chain(txn_sizes).enumerate() {
         let topic = format!("produce-{i}");
-        create_topic(rt, &server, &topic)?;
+        create_topic(rt, server, &topic)?;
         produce_rows.push(produce(&bootstrap, &topic, size, seconds)?);
     }
-    create_topic(rt, &server, "drain")?;
+    create_topic(rt, server, "drain")?;
     let (committed, aborted) = preload(&bootstrap, "drain", consume_records)?;
     let mut consume = Vec::new();
     for isolation in ["read_uncommitted", "read_committed"] {

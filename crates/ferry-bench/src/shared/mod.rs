@@ -44,6 +44,33 @@ pub struct SharedRun {
     /// Seconds from kill -9 of the node serving a queue subscription to the first pull
     /// another node answered with records, one per round.
     pub subscription_failover_secs: Vec<f64>,
+    /// Kafka transactions of [`TXN_RECORDS`] records through one node: local, then
+    /// shared.
+    pub transactions: Option<(crate::transactions::Report, crate::transactions::Report)>,
+}
+
+/// Records per transaction in the transactions comparison.
+const TXN_RECORDS: usize = 100;
+/// Records the transactions comparison drains at each isolation level.
+const TXN_DRAIN_RECORDS: u64 = 20_000;
+
+/// The transactions workload ([`crate::transactions::run_on`]) on one node started
+/// with `args`, off the async threads (librdkafka's transactional calls block).
+async fn transactions_on(
+    ctx: &Ctx,
+    dir: &str,
+    args: &[&str],
+    env: &[(String, String)],
+    seconds: f64,
+) -> anyhow::Result<crate::transactions::Report> {
+    let server = crate::server::Server::start_env(ctx, &ctx.dir.join(dir), args, env).await?;
+    tokio::task::spawn_blocking(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        crate::transactions::run_on(&rt, &server, seconds, &[TXN_RECORDS], TXN_DRAIN_RECORDS)
+    })
+    .await?
 }
 
 /// Reads of partitions written by small requests, from a node with nothing cached,
@@ -592,6 +619,18 @@ pub async fn run(ctx: &Ctx, options: Options<'_>) -> anyhow::Result<SharedRun> {
             subs::pull_rate(ctx, "pull-shared", &shared_args, &env, pull_records).await;
         drop_database(metadata_url, &name).await?;
         let pull_rates = Some((local_pull, shared_pull?));
+        let txn_seconds = duration.as_secs_f64();
+        let local_txn = transactions_on(ctx, "txn-local", &[], &[], txn_seconds).await?;
+        let (url, name) = fresh_database(metadata_url).await?;
+        let shared_args = [
+            "--metadata-url",
+            url.as_str(),
+            "--object-store-url",
+            "s3://ferry-bench/txn",
+        ];
+        let shared_txn = transactions_on(ctx, "txn-shared", &shared_args, &env, txn_seconds).await;
+        drop_database(metadata_url, &name).await?;
+        let transactions = Some((local_txn, shared_txn?));
         Ok::<_, anyhow::Error>(SharedRun {
             backlog,
             put_bytes,
@@ -605,6 +644,7 @@ pub async fn run(ctx: &Ctx, options: Options<'_>) -> anyhow::Result<SharedRun> {
             merged,
             pull_rates,
             subscription_failover_secs,
+            transactions,
         })
     }
     .await;
@@ -674,6 +714,29 @@ pub fn report(r: &SharedRun) -> String {
             "\nQueue subscription, one consumer pulling 100 records of 1 KiB at a time and acking each pull: local {local:.0}/s, shared {shared:.0}/s ({:.2}×)\n",
             shared / local.max(1e-9)
         ));
+    }
+    if let Some((local, shared)) = &r.transactions {
+        out.push_str(&format!(
+            "\nKafka transactions of {TXN_RECORDS} records of 100 B through one node (librdkafka), local against shared:\n"
+        ));
+        for (mode, rep) in [("local", local), ("shared", shared)] {
+            for row in rep.produce.iter().filter(|row| row.txn_records > 0) {
+                out.push_str(&format!(
+                    "- {mode}: {:.0} records/s, commit p50 {:.2} ms, p99 {:.2} ms\n",
+                    row.records as f64 / row.secs.max(1e-9),
+                    row.commit_p50_ms,
+                    row.commit_p99_ms
+                ));
+            }
+            for c in &rep.consume {
+                out.push_str(&format!(
+                    "- {mode}: {} drains {} records at {:.0}/s\n",
+                    c.isolation,
+                    c.records,
+                    c.records as f64 / c.secs.max(1e-9)
+                ));
+            }
+        }
     }
     if let Some(b) = &r.backlog {
         out.push_str(&format!(
