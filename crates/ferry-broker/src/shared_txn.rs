@@ -62,7 +62,10 @@ impl Broker {
     /// Makes sure this node may coordinate `txn_id`: always in the local mode; in
     /// shared mode while it holds the id's lease, taking it when it is free and loading
     /// the stored state. [`TxnError::NotCoordinator`] when another live node holds it.
-    pub(crate) async fn claim_transaction(&self, txn_id: &str) -> Result<()> {
+    /// Unless `create` (InitProducerId), an id with no stored state is refused with
+    /// INVALID_PRODUCER_ID_MAPPING and its lease given back, so that requests naming
+    /// made-up ids leave no leases behind.
+    pub(crate) async fn claim_transaction(&self, txn_id: &str, create: bool) -> Result<()> {
         let Some(sh) = &self.shared else {
             return Ok(());
         };
@@ -81,6 +84,9 @@ impl Broker {
             return Err(unavailable("this node has not joined the cluster yet"));
         }
         self.txns.check_room(txn_id)?;
+        if lock(&sh.leases.transactions).len() >= crate::txn::TRANSACTIONAL_IDS_MAX {
+            return Err(BrokerError::Transaction(TxnError::TooManyTransactionalIds));
+        }
         let meta = sh.log.metadata();
         let epoch = match meta.take_lease(TRANSACTION_LEASE, txn_id, node).await {
             Ok(LeaseHolder::Taken { epoch }) => epoch,
@@ -100,7 +106,17 @@ impl Broker {
                     tracing::info!(transactional_id = %txn_id, status = state.status.kafka_name(), "Coordinating a transactional id.");
                     self.txns.install(txn_id, state);
                 }
-                None => self.txns.drop_local(txn_id),
+                None if create => self.txns.drop_local(txn_id),
+                None => {
+                    self.txns.drop_local(txn_id);
+                    if let Err(e) = meta
+                        .release_lease(TRANSACTION_LEASE, txn_id, node, epoch)
+                        .await
+                    {
+                        tracing::debug!(transactional_id = %txn_id, error = %e, "Could not give back the lease of an unknown transactional id; it goes when this node stops.");
+                    }
+                    return Err(BrokerError::Transaction(TxnError::InvalidProducerIdMapping));
+                }
             }
         }
         lock(&sh.leases.transactions).insert(txn_id.to_string(), (epoch, Instant::now()));
@@ -380,7 +396,7 @@ impl Broker {
                 let me = sh.node_id();
                 for id in ids {
                     if pick(&id, &nodes).is_some_and(|n| n.node_id == me) {
-                        if let Err(e) = self.claim_transaction(&id).await {
+                        if let Err(e) = self.claim_transaction(&id, false).await {
                             tracing::debug!(transactional_id = %id, error = %e, "Could not take an unserved transactional id; will look again.");
                         }
                     }

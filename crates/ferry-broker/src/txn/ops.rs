@@ -20,7 +20,7 @@ impl Broker {
         expected: Option<(i64, i16)>,
         timeout_ms: i32,
     ) -> Result<(i64, i16)> {
-        self.claim_transaction(txn_id).await?;
+        self.claim_transaction(txn_id, true).await?;
         let _ops = self.txns.ops.lock().await;
         let current = self.txns.get(txn_id);
         // A new producer id is needed at the first use and when the epoch runs out.
@@ -85,7 +85,7 @@ impl Broker {
         partitions: &[TopicPartition],
         group: Option<&str>,
     ) -> Result<()> {
-        self.claim_transaction(txn_id).await?;
+        self.claim_transaction(txn_id, false).await?;
         let _ops = self.txns.ops.lock().await;
         let current = self.current(txn_id)?;
         let next = txn_result(state::add(
@@ -141,7 +141,7 @@ impl Broker {
         epoch: i16,
         commit: bool,
     ) -> Result<()> {
-        self.claim_transaction(txn_id).await?;
+        self.claim_transaction(txn_id, false).await?;
         let _ops = self.txns.ops.lock().await;
         let current = self.current(txn_id)?;
         match txn_result(state::end(&current, producer_id, epoch, commit, now_ms()))? {
