@@ -818,6 +818,30 @@ impl Broker {
         Ok(out)
     }
 
+    /// Whole batches from `offset` of the shared log, with this node's cache of the
+    /// partition's bounds raised to what the read saw.
+    async fn shared_read_raw(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<(&SharedTopics, String, ferry_shared::ReadBatches)> {
+        let Some(sh) = &self.shared else {
+            return Err(BrokerError::Meta("not in shared mode".into()));
+        };
+        let config = self.shared_partition(topic, partition)?;
+        let topic_id = config.topic_id.to_string();
+        let read = sh
+            .log
+            .read(&topic_id, partition, offset, max_bytes)
+            .await
+            .map_err(|e| from_shared(partition, e))?;
+        sh.set(config.topic_id, partition, read.earliest, read.latest);
+        sh.raise_stable(config.topic_id, partition, read.stable);
+        Ok((sh, topic_id, read))
+    }
+
     /// Whole batches from `offset`, as [`Broker::read_batches`] reads them locally.
     pub(crate) async fn shared_read_batches(
         &self,
@@ -827,17 +851,9 @@ impl Broker {
         max_bytes: usize,
         first_batch: FirstBatch,
     ) -> Result<ReadResult> {
-        let Some(sh) = &self.shared else {
-            return Err(BrokerError::Meta("not in shared mode".into()));
-        };
-        let config = self.shared_partition(topic, partition)?;
-        let read = sh
-            .log
-            .read(&config.topic_id.to_string(), partition, offset, max_bytes)
-            .await
-            .map_err(|e| from_shared(partition, e))?;
-        sh.set(config.topic_id, partition, read.earliest, read.latest);
-        sh.raise_stable(config.topic_id, partition, read.stable);
+        let (_, _, read) = self
+            .shared_read_raw(topic, partition, offset, max_bytes)
+            .await?;
         let mut batches = read.batches;
         if first_batch == FirstBatch::WithinLimit && batches.len() > max_bytes {
             batches = Bytes::new();
@@ -860,18 +876,9 @@ impl Broker {
         max_bytes: usize,
         first_batch: FirstBatch,
     ) -> Result<(ReadResult, Vec<ferry_log::AbortedTxn>)> {
-        let Some(sh) = &self.shared else {
-            return Err(BrokerError::Meta("not in shared mode".into()));
-        };
-        let config = self.shared_partition(topic, partition)?;
-        let topic_id = config.topic_id.to_string();
-        let read = sh
-            .log
-            .read(&topic_id, partition, offset, max_bytes)
-            .await
-            .map_err(|e| from_shared(partition, e))?;
-        sh.set(config.topic_id, partition, read.earliest, read.latest);
-        sh.raise_stable(config.topic_id, partition, read.stable);
+        let (sh, topic_id, read) = self
+            .shared_read_raw(topic, partition, offset, max_bytes)
+            .await?;
         let (mut batches, transactional) = before_stable(read.batches, read.stable);
         if first_batch == FirstBatch::WithinLimit && batches.len() > max_bytes {
             batches = Bytes::new();
