@@ -132,9 +132,12 @@ class Cluster:
             "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_REGION": "us-east-1",
         })
 
-    def add(self, *extra):
+    def add(self, *extra, setup=None):
+        """Starts a node; `setup(data_dir)` runs on its data folder first."""
         d = tempfile.mkdtemp(prefix="ferry-node-")
         self.dirs.append(d)
+        if setup is not None:
+            setup(d)
         node = Ferry(d, extra=["--metadata-url", self.metadata_url,
                                "--object-store-url", f"s3://{BUCKET}/cluster", *extra]).start()
         self.nodes.append(node)

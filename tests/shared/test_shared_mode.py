@@ -1089,3 +1089,86 @@ def test_a_transaction_whose_producer_and_coordinator_died_is_aborted_at_its_tim
     state = psql_value(cluster.metadata_url,
                        "SELECT status FROM ferry_transactions WHERE txn_id = 'abandoned'")
     assert state == "complete_abort"
+
+
+def call_as(base, method, path, auth, body=None):
+    """`call` with an Authorization header (`auth`: "Basic ..." or "Bearer ...")."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(base + path, data=data, method=method,
+                                 headers={"content-type": "application/json", "authorization": auth})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def basic(user, password):
+    import base64
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_users_tokens_and_acls_are_shared_by_every_node(cluster):
+    from conftest import BIN
+    flags = ["--auth", "--super-users", "User:admin", "--acl-default", "deny"]
+
+    def first_user(d):
+        # Made on the data folder before its node runs; the first node to start puts it
+        # in Postgres for every node.
+        subprocess.run([BIN, "user", "create", "admin", "--password", "admin-secret-1",
+                        "--data-dir", d], check=True, capture_output=True)
+
+    a = cluster.add(*flags, setup=first_user)
+    b = cluster.add(*flags)
+    admin = basic("admin", "admin-secret-1")
+    # The first user works on a node that never saw the folder it was made in.
+    status, got = call_as(b.http, "POST", "/v1/topics", admin, {"name": "t", "partitions": 1})
+    assert status == 201, got
+    # A user made on one node, and an ACL made on the other, hold on both.
+    status, got = call_as(a.http, "POST", "/v1/users", admin, {"name": "alice", "password": "alice-secret-1"})
+    assert status == 201, got
+    status, got = call_as(b.http, "POST", "/v1/acls", admin, {"acls": [
+        {"principal": "User:alice", "resource_type": "topic", "resource_name": "t", "operation": "write"}]})
+    assert status == 201, got
+    alice = basic("alice", "alice-secret-1")
+    record = {"records": [{"value": "hi"}]}
+    deadline = time.time() + 5
+    for node in (a, b):
+        while True:
+            status, got = call_as(node.http, "POST", "/v1/topics/t/records", alice, record)
+            if status == 200 or time.time() > deadline:
+                break
+            time.sleep(0.1)
+        assert status == 200, (node.http, got)
+    # Nothing else is allowed, on either node.
+    for node in (a, b):
+        status, got = call_as(node.http, "POST", "/v1/topics", alice, {"name": "u"})
+        assert status == 403, got
+    # A token made on one node authenticates on the other; deleted, it is refused there.
+    status, got = call_as(b.http, "POST", "/v1/tokens", admin, {"user": "alice"})
+    assert status == 201, got
+    token, token_id = got["token"], got["id"]
+    bearer = "Bearer " + token
+    deadline = time.time() + 5
+    while True:
+        status, got = call_as(a.http, "POST", "/v1/topics/t/records", bearer, record)
+        if status == 200 or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    assert status == 200, got
+    status, _ = call_as(a.http, "DELETE", f"/v1/tokens/{token_id}", admin)
+    assert status == 204
+    deadline = time.time() + 5
+    while True:
+        status, got = call_as(b.http, "POST", "/v1/topics/t/records", bearer, record)
+        if status == 401 or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    assert status == 401, got
+    # A node whose disk is lost comes back knowing every user and ACL.
+    cluster.kill9(0)
+    cluster.restart_fresh(0)
+    status, got = call_as(a.http, "POST", "/v1/topics/t/records", alice, record)
+    assert status == 200, got
+    status, got = call_as(a.http, "GET", "/v1/users", admin)
+    assert status == 200 and sorted(u["name"] for u in got["users"]) == ["admin", "alice"], got

@@ -18,7 +18,7 @@ pub mod store;
 pub mod tls;
 
 pub use acl::{Acl, AclFilter, Operation, PatternType, Permission, ResourceType};
-pub use store::{Auth, AuthError, AuthSettings};
+pub use store::{Auth, AuthError, AuthSettings, StateBackend};
 
 /// Who made a request: `User:<name>`, as Kafka writes principals.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -1,6 +1,7 @@
 //! Users, API tokens and ACLs, kept in `<data>/auth.json` (mode 0600, replaced
-//! atomically on every change), and the two questions asked of them: who is this
-//! client, and may it do this.
+//! atomically on every change) or, in shared mode, in a [`StateBackend`] every node
+//! shares (Postgres), and the two questions asked of them: who is this client, and may
+//! it do this.
 //!
 //! # Secrets at rest
 //!
@@ -199,11 +200,28 @@ fn token_id(token: &str) -> Option<&str> {
     (id.len() == 12 && !secret.is_empty()).then_some(id)
 }
 
+/// Where a store keeps its state instead of a file: in shared mode, Postgres, so that
+/// every node has the same users, tokens and ACLs. Its calls block; the store makes
+/// them off the async threads (changes run on the blocking pool, and so must
+/// [`Auth::refresh`]).
+pub trait StateBackend: Send + Sync {
+    /// The stored state (JSON) and its version, when newer than `version`; `None` when
+    /// it is not (or nothing is stored yet).
+    fn load_newer(&self, version: i64) -> Result<Option<(i64, Vec<u8>)>, String>;
+    /// Stores `bytes` as version `version + 1` if the stored version is still `version`
+    /// (0: nothing stored yet); false, with nothing written, when another node changed
+    /// it first.
+    fn store(&self, version: i64, bytes: &[u8]) -> Result<bool, String>;
+}
+
 /// Users, tokens and ACLs, and the checks made with them. One per server.
 pub struct Auth {
     settings: AuthSettings,
-    /// `None`: kept in memory only (tests).
+    /// `None`: kept in memory only (tests), or in `backend`.
     path: Option<PathBuf>,
+    /// Shared mode: where the state is kept, and the version of it in `state`.
+    backend: Option<Arc<dyn StateBackend>>,
+    version: std::sync::atomic::AtomicI64,
     state: RwLock<Arc<State>>,
     /// Serializes changes, so that each is written whole before the next starts.
     writing: Mutex<()>,
@@ -291,6 +309,8 @@ impl Auth {
         Ok(Arc::new(Auth {
             settings,
             path: Some(path),
+            backend: None,
+            version: Default::default(),
             state: RwLock::new(Arc::new(state)),
             writing: Mutex::new(()),
             verified: Mutex::new(HashMap::new()),
@@ -304,12 +324,73 @@ impl Auth {
         Arc::new(Auth {
             settings,
             path: None,
+            backend: None,
+            version: Default::default(),
             state: RwLock::new(Arc::new(State::new())),
             writing: Mutex::new(()),
             verified: Mutex::new(HashMap::new()),
             limiter: Default::default(),
             _lock: None,
         })
+    }
+
+    /// Opens the store every node of shared mode shares, kept in `backend`. When
+    /// nothing is stored there yet, the data folder's `auth.json` (the first user, made
+    /// with `ferry user create --data-dir` before the server ran), or an empty store,
+    /// becomes the shared one; after that the folder's file is not read.
+    pub fn open_shared(
+        data_dir: &Path,
+        settings: AuthSettings,
+        backend: Arc<dyn StateBackend>,
+    ) -> Result<Arc<Auth>, AuthError> {
+        let seed = Self::open_with(data_dir, AuthSettings::default(), None)?.snapshot();
+        let auth = Arc::new(Auth {
+            settings,
+            path: None,
+            backend: Some(Arc::clone(&backend)),
+            version: Default::default(),
+            state: RwLock::new(Arc::clone(&seed)),
+            writing: Mutex::new(()),
+            verified: Mutex::new(HashMap::new()),
+            limiter: Default::default(),
+            _lock: None,
+        });
+        if !auth.refresh()? {
+            let bytes = encode(&seed)?;
+            let _writing = lock(&auth.writing);
+            if backend.store(0, &bytes).map_err(AuthError::Storage)? {
+                auth.version.store(1, std::sync::atomic::Ordering::SeqCst);
+            } else {
+                // Another node stored its own first: take that one.
+                drop(_writing);
+                auth.refresh()?;
+            }
+        }
+        Ok(auth)
+    }
+
+    /// Shared mode: takes the stored state if another node changed it (blocking: call
+    /// it off the async threads). True when it was newer; always false with a file.
+    pub fn refresh(&self) -> Result<bool, AuthError> {
+        let Some(backend) = &self.backend else {
+            return Ok(false);
+        };
+        let known = self.version.load(std::sync::atomic::Ordering::SeqCst);
+        let Some((version, bytes)) = backend.load_newer(known).map_err(AuthError::Storage)? else {
+            return Ok(false);
+        };
+        let state: State = serde_json::from_slice(&bytes)
+            .map_err(|e| AuthError::Invalid(format!("the shared users, tokens and ACLs are not valid: {e}")))?;
+        state.check().map_err(|e| {
+            AuthError::Invalid(format!("the shared users, tokens and ACLs are not valid: {e}"))
+        })?;
+        let mut current = self.state.write().unwrap_or_else(|e| e.into_inner());
+        // A change made here meanwhile may have installed a newer version already.
+        if version > self.version.load(std::sync::atomic::Ordering::SeqCst) {
+            *current = Arc::new(state);
+            self.version.store(version, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(true)
     }
 
     pub fn settings(&self) -> &AuthSettings {
@@ -331,9 +412,28 @@ impl Auth {
         change: impl FnOnce(&mut State) -> Result<T, AuthError>,
     ) -> Result<T, AuthError> {
         let _writing = lock(&self.writing);
+        // Shared mode: the change applies to the newest state any node stored.
+        self.refresh()?;
         let mut next = (*self.snapshot()).clone();
         let out = change(&mut next)?;
         debug_assert!(next.check().is_ok(), "a change left the store invalid");
+        if let Some(backend) = &self.backend {
+            let version = self.version.load(std::sync::atomic::Ordering::SeqCst);
+            if !backend
+                .store(version, &encode(&next)?)
+                .map_err(AuthError::Storage)?
+            {
+                // Retriable, as an unavailable store is (HTTP 503).
+                return Err(AuthError::Storage(
+                    "another node changed the users, tokens or ACLs at the same moment; nothing changed here: try again".into(),
+                ));
+            }
+            let mut current = self.state.write().unwrap_or_else(|e| e.into_inner());
+            *current = Arc::new(next);
+            self.version
+                .store(version + 1, std::sync::atomic::Ordering::SeqCst);
+            return Ok(out);
+        }
         if let Some(path) = &self.path {
             let bytes = serde_json::to_vec_pretty(&next)
                 .map_err(|e| AuthError::Storage(format!("encoding the store: {e}")))?;
@@ -693,6 +793,11 @@ impl Auth {
 /// it: a longer password in UTF-8 works with SCRAM and HTTP Basic only).
 pub const PASSWORD_CHARS_MAX: usize = 255;
 
+/// The state as a backend keeps it.
+fn encode(state: &State) -> Result<Vec<u8>, AuthError> {
+    serde_json::to_vec(state).map_err(|e| AuthError::Storage(format!("encoding the store: {e}")))
+}
+
 fn check_password(p: &str) -> Result<(), AuthError> {
     let n = p.chars().count();
     if n == 0 || n > PASSWORD_CHARS_MAX {
@@ -878,6 +983,100 @@ mod tests {
             ResourceType::Topic,
             "t"
         ));
+    }
+
+    /// A backend in memory: a version and the bytes stored with it.
+    #[derive(Default)]
+    struct Shared(Mutex<(i64, Vec<u8>)>);
+
+    impl StateBackend for Shared {
+        fn load_newer(&self, version: i64) -> Result<Option<(i64, Vec<u8>)>, String> {
+            let s = lock(&self.0);
+            Ok((s.0 > version).then(|| (s.0, s.1.clone())))
+        }
+
+        fn store(&self, version: i64, bytes: &[u8]) -> Result<bool, String> {
+            let mut s = lock(&self.0);
+            if s.0 != version {
+                return Ok(false);
+            }
+            *s = (version + 1, bytes.to_vec());
+            Ok(true)
+        }
+    }
+
+    #[test]
+    fn nodes_sharing_a_backend_see_each_others_changes_and_never_lose_one() {
+        let backend = Arc::new(Shared::default());
+        // The first node's folder holds the first user: it seeds the backend.
+        let seeded = tempfile::tempdir().unwrap();
+        Auth::open_offline(seeded.path())
+            .unwrap()
+            .create_user("admin", "rabbit-hole")
+            .unwrap();
+        let a = Auth::open_shared(seeded.path(), on(), backend.clone()).unwrap();
+        let empty = tempfile::tempdir().unwrap();
+        let b = Auth::open_shared(empty.path(), on(), backend.clone()).unwrap();
+        assert!(b.verify_password("admin", "rabbit-hole").is_some());
+        assert_eq!(a.decoy_key(), b.decoy_key(), "one store, one decoy key");
+
+        a.create_user("alice", "wonderland").unwrap();
+        assert!(b.verify_password("alice", "wonderland").is_none(), "not taken yet");
+        assert!(b.refresh().unwrap());
+        assert!(b.verify_password("alice", "wonderland").is_some());
+        assert!(!b.refresh().unwrap(), "nothing newer");
+        // A change on a node that has not taken the last one applies on top of it.
+        a.create_user("bob", "looking-glass").unwrap();
+        b.create_acls(vec![Acl {
+            principal: "User:bob".into(),
+            host: "*".into(),
+            resource_type: ResourceType::Topic,
+            resource_name: "t".into(),
+            pattern_type: crate::PatternType::Literal,
+            operation: Operation::Write,
+            permission: crate::Permission::Allow,
+        }])
+        .unwrap();
+        a.refresh().unwrap();
+        assert_eq!(a.users().len(), 3);
+        assert_eq!(a.acls(&AclFilter::default()).len(), 1);
+        // Another node stores between this node's refresh and its write: the write is
+        // refused (to be tried again), and neither change is lost.
+        let racing = Arc::new(Racing {
+            inner: Shared::default(),
+            other: Mutex::new(None),
+        });
+        let c = Auth::open_shared(empty.path(), on(), racing.clone()).unwrap();
+        let d = Auth::open_shared(empty.path(), on(), racing.clone()).unwrap();
+        d.create_user("dina", "cheshire-cat").unwrap();
+        c.refresh().unwrap();
+        *lock(&racing.other) = Some(lock(&racing.inner.0).1.clone());
+        let err = c.create_user("carl", "mock-turtle").unwrap_err();
+        assert!(matches!(err, AuthError::Storage(_)), "{err}");
+        assert!(c.user("carl").is_none(), "a refused change is not kept");
+        c.create_user("carl", "mock-turtle").unwrap();
+        d.refresh().unwrap();
+        assert!(d.user("carl").is_some() && d.user("dina").is_some());
+    }
+
+    /// A backend where another node's write lands just before the next one's.
+    struct Racing {
+        inner: Shared,
+        other: Mutex<Option<Vec<u8>>>,
+    }
+
+    impl StateBackend for Racing {
+        fn load_newer(&self, version: i64) -> Result<Option<(i64, Vec<u8>)>, String> {
+            self.inner.load_newer(version)
+        }
+
+        fn store(&self, version: i64, bytes: &[u8]) -> Result<bool, String> {
+            if let Some(other) = lock(&self.other).take() {
+                let current = lock(&self.inner.0).0;
+                assert!(self.inner.store(current, &other)?);
+            }
+            self.inner.store(version, bytes)
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! the batches of one write back to back, each as its producer sent it, and the base
 //! offset is set from Postgres when read.
 
+mod auth;
 mod cache;
 pub mod compact;
 pub mod config;

@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (6, include_str!("../migrations/0006_compaction.sql")),
     (7, include_str!("../migrations/0007_subscriptions.sql")),
     (8, include_str!("../migrations/0008_transactions.sql")),
+    (9, include_str!("../migrations/0009_auth.sql")),
 ];
 
 /// A node whose last beat is older than this is taken for dead, and its leases are

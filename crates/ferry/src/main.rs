@@ -10,6 +10,7 @@ mod output;
 mod security;
 mod serve;
 mod settings;
+mod shared_auth;
 mod sources;
 mod subs;
 mod time;

@@ -131,8 +131,18 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .recover_transactions()
         .await
         .context("cannot finish the transactions left open by the last run")?;
-    let auth = ferry_auth::Auth::open(&settings.data_dir, settings.auth.clone())
-        .map_err(|e| anyhow::anyhow!("cannot open the users, tokens and ACLs: {e}"))?;
+    let auth = match broker.shared_log() {
+        // Every node shares them, in Postgres.
+        Some(log) => {
+            let auth =
+                crate::shared_auth::open(&settings.data_dir, settings.auth.clone(), log.clone())
+                    .await?;
+            crate::shared_auth::spawn_refresh(&auth);
+            auth
+        }
+        None => ferry_auth::Auth::open(&settings.data_dir, settings.auth.clone())
+            .map_err(|e| anyhow::anyhow!("cannot open the users, tokens and ACLs: {e}"))?,
+    };
     let http_tls = acceptor(
         "HTTP",
         settings.http_tls.as_ref(),
