@@ -379,16 +379,22 @@ impl Auth {
         let Some((version, bytes)) = backend.load_newer(known).map_err(AuthError::Storage)? else {
             return Ok(false);
         };
-        let state: State = serde_json::from_slice(&bytes)
-            .map_err(|e| AuthError::Invalid(format!("the shared users, tokens and ACLs are not valid: {e}")))?;
+        let state: State = serde_json::from_slice(&bytes).map_err(|e| {
+            AuthError::Invalid(format!(
+                "the shared users, tokens and ACLs are not valid: {e}"
+            ))
+        })?;
         state.check().map_err(|e| {
-            AuthError::Invalid(format!("the shared users, tokens and ACLs are not valid: {e}"))
+            AuthError::Invalid(format!(
+                "the shared users, tokens and ACLs are not valid: {e}"
+            ))
         })?;
         let mut current = self.state.write().unwrap_or_else(|e| e.into_inner());
         // A change made here meanwhile may have installed a newer version already.
         if version > self.version.load(std::sync::atomic::Ordering::SeqCst) {
             *current = Arc::new(state);
-            self.version.store(version, std::sync::atomic::Ordering::SeqCst);
+            self.version
+                .store(version, std::sync::atomic::Ordering::SeqCst);
         }
         Ok(true)
     }
@@ -1021,7 +1027,10 @@ mod tests {
         assert_eq!(a.decoy_key(), b.decoy_key(), "one store, one decoy key");
 
         a.create_user("alice", "wonderland").unwrap();
-        assert!(b.verify_password("alice", "wonderland").is_none(), "not taken yet");
+        assert!(
+            b.verify_password("alice", "wonderland").is_none(),
+            "not taken yet"
+        );
         assert!(b.refresh().unwrap());
         assert!(b.verify_password("alice", "wonderland").is_some());
         assert!(!b.refresh().unwrap(), "nothing newer");

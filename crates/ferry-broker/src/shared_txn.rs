@@ -175,6 +175,44 @@ impl Broker {
         }
     }
 
+    /// DescribeProducers: a partition's idempotent producers, and the transactions
+    /// open in it (producer id, first offset); in shared mode as Postgres keeps them
+    /// (a producer's last timestamp is not kept there: -1).
+    pub async fn describe_producers(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<(Vec<ferry_log::ProducerState>, Vec<(i64, u64)>)> {
+        let Some(sh) = &self.shared else {
+            return Ok((
+                self.producers(topic, partition)?,
+                self.open_transactions(topic, partition)?,
+            ));
+        };
+        let config = self.shared_partition(topic, partition)?;
+        let topic_id = config.topic_id.to_string();
+        let meta = sh.log.metadata();
+        let producers = meta
+            .producers(&topic_id, partition)
+            .await
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))?
+            .into_iter()
+            .map(
+                |(producer_id, epoch, last_sequence)| ferry_log::ProducerState {
+                    producer_id,
+                    epoch,
+                    last_sequence,
+                    last_timestamp: -1,
+                },
+            )
+            .collect();
+        let open = meta
+            .open_transactions(&topic_id, partition)
+            .await
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        Ok((producers, open))
+    }
+
     /// Whether `topic` has `partition`: a local partition log, or in shared mode a
     /// partition of a topic in Postgres.
     pub fn check_partition(&self, topic: &str, partition: u32) -> Result<()> {

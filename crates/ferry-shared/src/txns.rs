@@ -321,4 +321,22 @@ impl Meta {
             )
             .await?)
     }
+
+    /// The idempotent producers of a partition: producer id, epoch, and the sequence
+    /// number of the last record of its last batch.
+    pub async fn producers(&self, topic_id: &str, partition: u32) -> Result<Vec<(i64, i16, i32)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT producer_id, epoch, last_seqs[array_length(last_seqs, 1)]
+                   FROM ferry_producers WHERE topic_id = $1 AND partition = $2
+                  ORDER BY producer_id LIMIT 10000",
+                &[&topic_id, &(partition as i32)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get::<_, Option<i32>>(2).unwrap_or(-1)))
+            .collect())
+    }
 }

@@ -1211,6 +1211,11 @@ async fn transactions_are_admitted_while_ongoing_and_move_the_stable_offset() {
         "the open transaction holds the stable offset"
     );
     assert_eq!(meta.open_transactions(&t, 0).await.unwrap(), vec![(pid, 1)]);
+    assert_eq!(
+        meta.producers(&t, 0).await.unwrap(),
+        vec![(pid, 0, 1)],
+        "the producer, its epoch and its last sequence number"
+    );
     // Offsets are staged only for an added group, at the transaction's epoch.
     let staged = [offset("in", 0, 42)];
     assert_eq!(

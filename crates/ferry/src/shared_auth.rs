@@ -65,7 +65,9 @@ pub fn spawn_refresh(auth: &Arc<ferry_auth::Auth>) {
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "Could not read the shared users, tokens and ACLs; will retry.")
                 }
-                Err(e) => tracing::warn!(error = %e, "Reading the shared users, tokens and ACLs stopped."),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Reading the shared users, tokens and ACLs stopped.")
+                }
             }
         }
     });

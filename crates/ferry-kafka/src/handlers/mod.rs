@@ -233,7 +233,7 @@ async fn answer(ctx: &Ctx, req: Request, session: &mut Session) -> Option<Respon
             ResponseKind::DescribeLogDirs(partitions::describe_log_dirs(ctx, r, version, session))
         }
         RequestKind::DescribeProducers(r) => {
-            ResponseKind::DescribeProducers(partitions::describe_producers(ctx, r, session))
+            ResponseKind::DescribeProducers(partitions::describe_producers(ctx, r, session).await)
         }
         RequestKind::OffsetForLeaderEpoch(r) => {
             ResponseKind::OffsetForLeaderEpoch(partitions::offset_for_leader_epoch(ctx, r, session))

@@ -181,7 +181,7 @@ pub fn describe_log_dirs(
     DescribeLogDirsResponse::default().with_results(vec![result])
 }
 
-pub fn describe_producers(
+pub async fn describe_producers(
     ctx: &Ctx,
     req: DescribeProducersRequest,
     session: &Session,
@@ -198,12 +198,10 @@ pub fn describe_producers(
                     .push(answer.with_error_code(ResponseError::TopicAuthorizationFailed.code()));
                 continue;
             }
-            let found = partition_of(&name, index).and_then(|pid| {
-                Ok((
-                    ctx.broker.producers(&name, pid)?,
-                    ctx.broker.open_transactions(&name, pid)?,
-                ))
-            });
+            let found = match partition_of(&name, index) {
+                Ok(pid) => ctx.broker.describe_producers(&name, pid).await,
+                Err(e) => Err(e),
+            };
             partitions.push(match found {
                 Ok((states, open)) => answer.with_active_producers(
                     states
