@@ -1172,3 +1172,47 @@ def test_users_tokens_and_acls_are_shared_by_every_node(cluster):
     assert status == 200, got
     status, got = call_as(a.http, "GET", "/v1/users", admin)
     assert status == 200 and sorted(u["name"] for u in got["users"]) == ["admin", "alice"], got
+
+
+def test_requests_are_passed_on_over_tls_between_nodes_that_serve_https(cluster, tmp_path):
+    import ssl
+    import trustme
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    chain, key, ca_file = tmp_path / "node.pem", tmp_path / "node-key.pem", tmp_path / "ca.pem"
+    for blob in cert.cert_chain_pems:
+        blob.write_to_path(str(chain), append=True)
+    # The authority ends the chain file, so that nodes trust each other's certificates.
+    ca.cert_pem.write_to_path(str(chain), append=True)
+    cert.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(ca_file))
+    flags = ["--tls-cert", str(chain), "--tls-key", str(key), "--tls-listeners", "http"]
+    a, b = cluster.add(*flags), cluster.add(*flags)
+    context = ssl.create_default_context(cafile=str(ca_file))
+
+    def https(node, method, path, body=None):
+        url = node.http.replace("http://", "https://") + path
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(url, data=data, method=method,
+                                     headers={"content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30, context=context) as r:
+                return r.status, json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    status, got = https(a, "POST", "/v1/topics", {"name": "jobs", "partitions": 1})
+    assert status == 201, got
+    status, got = https(a, "POST", "/v1/topics/jobs/records", {"records": [{"value": i} for i in range(10)]})
+    assert status == 200, got
+    status, got = https(a, "POST", "/v1/subscriptions", {"name": "work", "topic": "jobs", "start": "earliest"})
+    assert status == 201, got
+    # Whichever node serves it, each node answers: one of them passes the pull on, over TLS.
+    owner = subscription_owner(cluster, "work")
+    other = (a, b)[1 - owner]
+    status, got = https(other, "POST", "/v1/subscriptions/work/pull", {"max_records": 10, "wait_ms": 2000})
+    assert status == 200, got
+    assert sorted(r["value"] for r in got["records"]) == list(range(10))
+    status, got = https(other, "POST", "/v1/subscriptions/work/ack",
+                        {"lease_ids": [r["lease_id"] for r in got["records"]]})
+    assert status == 200, got

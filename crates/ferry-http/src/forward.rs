@@ -35,15 +35,41 @@ fn hop_by_hop(name: &HeaderName) -> bool {
         || name.as_str() == "proxy-connection"
 }
 
+/// The TLS settings nodes pass requests on to each other with, when they serve HTTP
+/// over TLS (set once, at start, before any request; unset: plain HTTP).
+static PEER_TLS: OnceLock<rustls::ClientConfig> = OnceLock::new();
+
+/// Passes requests on to other nodes over HTTPS, verifying them with `config`: for a
+/// node that serves HTTP over TLS, as every node of a cluster then does. Call it before
+/// serving; later calls change nothing.
+pub fn use_tls_between_nodes(mut config: rustls::ClientConfig) {
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let _ = PEER_TLS.set(config);
+}
+
+/// `https` when nodes speak TLS to each other, else `http`.
+fn scheme() -> &'static str {
+    if PEER_TLS.get().is_some() {
+        "https"
+    } else {
+        "http"
+    }
+}
+
 fn client() -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
     CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .unwrap_or_default()
+            .pool_idle_timeout(Duration::from_secs(30));
+        if let Some(tls) = PEER_TLS.get() {
+            builder = builder.tls_backend_preconfigured(tls.clone());
+        }
+        builder.build().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "Cannot build the client that passes requests on to other nodes; they will fail.");
+            reqwest::Client::default()
+        })
     })
 }
 
@@ -123,7 +149,7 @@ pub(crate) async fn send(
         return Problem::too_large(max_body).into_response();
     };
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut out = client().request(parts.method, format!("http://{addr}{path}"));
+    let mut out = client().request(parts.method, format!("{}://{addr}{path}", scheme()));
     for (name, value) in &parts.headers {
         if !hop_by_hop(name) {
             out = out.header(name, value);
@@ -166,7 +192,7 @@ pub(crate) async fn describe_at(
     let by = state.broker.shared_node_id().unwrap_or(0);
     let encoded =
         percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string();
-    let mut out = client().get(format!("http://{addr}/v1/{collection}/{encoded}"));
+    let mut out = client().get(format!("{}://{addr}/v1/{collection}/{encoded}", scheme()));
     if let Some(auth) = headers.get(header::AUTHORIZATION) {
         out = out.header(header::AUTHORIZATION, auth);
     }

@@ -148,6 +148,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         settings.http_tls.as_ref(),
         ferry_auth::tls::ALPN_HTTP,
     )?;
+    if let (true, Some(tls)) = (broker.is_shared(), &settings.http_tls) {
+        // Requests passed on to the node serving a subscription or group go over TLS.
+        ferry_http::forward::use_tls_between_nodes(peer_tls(tls)?);
+    }
     let kafka_tls = acceptor("Kafka", settings.kafka_tls.as_ref(), &[])?;
     let push_roots = match &settings.push_ca_file {
         Some(path) => ferry_auth::tls::load_certificates(path)
@@ -322,4 +326,30 @@ async fn sync_at_shutdown(broker: std::sync::Arc<Broker>) -> anyhow::Result<()> 
     }
     tracing::info!("Ferry stopped; every partition is synced.");
     Ok(())
+}
+
+/// How a node of shared mode that serves HTTP over TLS checks the nodes it passes
+/// requests on to: their certificates must chain to the system's authorities, to a
+/// certificate of this node's own `--tls-cert` file (a cluster's shared certificate,
+/// or the authority a chain file ends with), or to `--tls-client-ca`. No client
+/// certificate is presented: a request passed on carries its caller's credentials.
+fn peer_tls(tls: &ferry_auth::tls::TlsSettings) -> anyhow::Result<rustls::ClientConfig> {
+    let mut roots = ferry_auth::tls::load_certificates(&tls.cert)
+        .map_err(|e| anyhow::anyhow!("tls_cert: {e}"))?;
+    if let Some(ca) = &tls.client_ca {
+        roots.extend(
+            ferry_auth::tls::load_certificates(ca)
+                .map_err(|e| anyhow::anyhow!("tls_client_ca: {e}"))?,
+        );
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls_platform_verifier::Verifier::new_with_extra_roots(roots, provider.clone())
+            .map_err(|e| anyhow::anyhow!("the trust store for other nodes: {e}"))?;
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| anyhow::anyhow!("TLS between nodes: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
+        .with_no_client_auth())
 }
