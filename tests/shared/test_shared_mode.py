@@ -3,6 +3,7 @@ database and one S3-compatible bucket (tests/shared/cluster.py), with HTTP and K
 clients spread over them. Nodes are killed with SIGKILL and come back with their data
 folder deleted; the object store and Postgres go away and come back."""
 
+import base64
 import json
 import os
 import subprocess
@@ -136,11 +137,30 @@ def test_two_nodes_appending_to_one_partition_give_dense_offsets(cluster):
     assert {v: o for o, _, v in records} == acked, "each record once, where its answer said"
 
 
+def committed_values(node, topic, partition):
+    """The values a read_committed reader gets from a partition (HTTP reads stop at the
+    last stable offset and skip aborted transactions' records)."""
+    out, offset = [], 0
+    while True:
+        status, got = call(node.http, "GET",
+                           f"/v1/topics/{topic}/partitions/{partition}/records?offset={offset}&max_records=1000")
+        assert status == 200, got
+        for r in got["records"]:
+            v = r["value"]
+            # (Values that are not JSON come as base64.)
+            out.append(base64.b64decode(v["base64"]).decode() if isinstance(v, dict) else v)
+        if not got["records"] or got["next_offset"] >= got["latest"]:
+            return out
+        offset = got["next_offset"]
+
+
 def test_kill_9_nodes_mid_load_loses_no_acknowledged_record(cluster):
     nodes = [cluster.add(), cluster.add(), cluster.add()]
     call(nodes[0].http, "POST", "/v1/topics", {"name": "load", "partitions": 4})
+    call(nodes[0].http, "POST", "/v1/topics", {"name": "txns", "partitions": 2})
     for n in nodes[1:]:
         wait_for_topic(n, "load")
+        wait_for_topic(n, "txns")
     acked = {}  # value -> (partition, offset)
     lock = threading.Lock()
     stop = threading.Event()
@@ -215,8 +235,47 @@ def test_kill_9_nodes_mid_load_loses_no_acknowledged_record(cluster):
             time.sleep(0.002)
         assert p.flush(90) == 0, "every Kafka record is acknowledged in the end"
 
+    committed, uncertain = set(), set()  # transaction numbers
+
+    def txn_producer():
+        # Transactions of 5 records while nodes die (their coordinator among them): a
+        # read_committed reader sees each whole or not at all, a committed one once.
+        def make():
+            p = Producer({"bootstrap.servers": ",".join(n.kafka for n in nodes),
+                          "transactional.id": "soak", "transaction.timeout.ms": 30000,
+                          "message.timeout.ms": 30000, "linger.ms": 5,
+                          "reconnect.backoff.max.ms": 1000})
+            p.init_transactions(60)
+            return p
+
+        p, n = None, 0
+        while not stop.is_set():
+            try:
+                if p is None:
+                    p = make()
+                p.begin_transaction()
+                for i in range(5):
+                    p.produce("txns", key=str(n), value=f"t{n}-{i}")
+                p.commit_transaction(60)
+                with lock:
+                    committed.add(n)
+            except KafkaException as e:
+                with lock:
+                    uncertain.add(n)
+                try:
+                    if p is not None and e.args[0].txn_requires_abort():
+                        p.abort_transaction(60)
+                    else:
+                        # A new instance aborts what this one left open, or finishes
+                        # a commit that was decided.
+                        p = None
+                except KafkaException:
+                    p = None
+            n += 1
+
     threads = [threading.Thread(target=http_producer, args=(t,)) for t in range(3)]
     threads += [threading.Thread(target=kafka_producer, args=(t,)) for t in range(2)]
+    threads.append(threading.Thread(target=txn_producer))
     threads.append(threading.Thread(target=consumer))
     for t in threads:
         t.start()
@@ -257,6 +316,19 @@ def test_kill_9_nodes_mid_load_loses_no_acknowledged_record(cluster):
         except (OSError, urllib.error.URLError):
             time.sleep(0.1)
     assert not again, f"delivered again after an answered ack: {again[:5]}"
+    # Transactions: whole or not at all, each record once, every committed one there.
+    seen = defaultdict(list)
+    for partition in range(2):
+        for value in committed_values(nodes[2], "txns", partition):
+            seen[int(value[1:].split("-")[0])].append(value)
+    print(f"{len(committed)} transactions committed, {len(uncertain)} failed or unknown, "
+          f"{len(seen)} seen")
+    assert len(committed) > 5, f"only {len(committed)} transactions committed"
+    for n, values in seen.items():
+        assert sorted(values) == [f"t{n}-{i}" for i in range(5)], f"transaction {n}: {values}"
+        assert n in committed or n in uncertain, f"transaction {n} was never sent"
+    missing = committed - set(seen)
+    assert not missing, f"committed transactions not seen: {sorted(missing)[:5]}"
     # In order per partition for each Kafka producer (idempotent, one sequence each).
     for tag in range(2):
         for partition in range(4):
