@@ -219,10 +219,11 @@ pub struct Auth {
     settings: AuthSettings,
     /// `None`: kept in memory only (tests), or in `backend`.
     path: Option<PathBuf>,
-    /// Shared mode: where the state is kept, and the version of it in `state`.
+    /// Shared mode: where the state is kept.
     backend: Option<Arc<dyn StateBackend>>,
-    version: std::sync::atomic::AtomicI64,
-    state: RwLock<Arc<State>>,
+    /// The state, and its version in `backend` (0 without one): read and replaced
+    /// together, so that a change is stored on the version it was made from.
+    state: RwLock<(i64, Arc<State>)>,
     /// Serializes changes, so that each is written whole before the next starts.
     writing: Mutex<()>,
     /// Hash of (user, password) → the StoredKey it matched.
@@ -310,8 +311,7 @@ impl Auth {
             settings,
             path: Some(path),
             backend: None,
-            version: Default::default(),
-            state: RwLock::new(Arc::new(state)),
+            state: RwLock::new((0, Arc::new(state))),
             writing: Mutex::new(()),
             verified: Mutex::new(HashMap::new()),
             limiter: Default::default(),
@@ -325,8 +325,7 @@ impl Auth {
             settings,
             path: None,
             backend: None,
-            version: Default::default(),
-            state: RwLock::new(Arc::new(State::new())),
+            state: RwLock::new((0, Arc::new(State::new()))),
             writing: Mutex::new(()),
             verified: Mutex::new(HashMap::new()),
             limiter: Default::default(),
@@ -348,8 +347,7 @@ impl Auth {
             settings,
             path: None,
             backend: Some(Arc::clone(&backend)),
-            version: Default::default(),
-            state: RwLock::new(Arc::clone(&seed)),
+            state: RwLock::new((0, Arc::clone(&seed))),
             writing: Mutex::new(()),
             verified: Mutex::new(HashMap::new()),
             limiter: Default::default(),
@@ -359,7 +357,7 @@ impl Auth {
             let bytes = encode(&seed)?;
             let _writing = lock(&auth.writing);
             if backend.store(0, &bytes).map_err(AuthError::Storage)? {
-                auth.version.store(1, std::sync::atomic::Ordering::SeqCst);
+                auth.state.write().unwrap_or_else(|e| e.into_inner()).0 = 1;
             } else {
                 // Another node stored its own first: take that one.
                 drop(_writing);
@@ -375,7 +373,7 @@ impl Auth {
         let Some(backend) = &self.backend else {
             return Ok(false);
         };
-        let known = self.version.load(std::sync::atomic::Ordering::SeqCst);
+        let known = read_lock(&self.state).0;
         let Some((version, bytes)) = backend.load_newer(known).map_err(AuthError::Storage)? else {
             return Ok(false);
         };
@@ -391,10 +389,8 @@ impl Auth {
         })?;
         let mut current = self.state.write().unwrap_or_else(|e| e.into_inner());
         // A change made here meanwhile may have installed a newer version already.
-        if version > self.version.load(std::sync::atomic::Ordering::SeqCst) {
-            *current = Arc::new(state);
-            self.version
-                .store(version, std::sync::atomic::Ordering::SeqCst);
+        if version > current.0 {
+            *current = (version, Arc::new(state));
         }
         Ok(true)
     }
@@ -409,7 +405,7 @@ impl Auth {
     }
 
     fn snapshot(&self) -> Arc<State> {
-        Arc::clone(&read_lock(&self.state))
+        Arc::clone(&read_lock(&self.state).1)
     }
 
     /// Applies `change` to a copy of the state, writes it, then puts it in place.
@@ -418,13 +414,17 @@ impl Auth {
         change: impl FnOnce(&mut State) -> Result<T, AuthError>,
     ) -> Result<T, AuthError> {
         let _writing = lock(&self.writing);
-        // Shared mode: the change applies to the newest state any node stored.
+        // Shared mode: the change applies to the newest state any node stored, and is
+        // stored only if that is still the newest.
         self.refresh()?;
-        let mut next = (*self.snapshot()).clone();
+        let (version, current) = {
+            let state = read_lock(&self.state);
+            (state.0, Arc::clone(&state.1))
+        };
+        let mut next = (*current).clone();
         let out = change(&mut next)?;
         debug_assert!(next.check().is_ok(), "a change left the store invalid");
         if let Some(backend) = &self.backend {
-            let version = self.version.load(std::sync::atomic::Ordering::SeqCst);
             if !backend
                 .store(version, &encode(&next)?)
                 .map_err(AuthError::Storage)?
@@ -435,9 +435,9 @@ impl Auth {
                 ));
             }
             let mut current = self.state.write().unwrap_or_else(|e| e.into_inner());
-            *current = Arc::new(next);
-            self.version
-                .store(version + 1, std::sync::atomic::Ordering::SeqCst);
+            if version + 1 > current.0 {
+                *current = (version + 1, Arc::new(next));
+            }
             return Ok(out);
         }
         if let Some(path) = &self.path {
@@ -445,7 +445,7 @@ impl Auth {
                 .map_err(|e| AuthError::Storage(format!("encoding the store: {e}")))?;
             ferry_broker::fsutil::replace_private_file(path, &bytes).map_err(AuthError::Storage)?;
         }
-        *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) = (0, Arc::new(next));
         Ok(out)
     }
 

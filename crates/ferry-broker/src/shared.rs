@@ -879,14 +879,19 @@ impl Broker {
         let (sh, topic_id, read) = self
             .shared_read_raw(topic, partition, offset, max_bytes)
             .await?;
-        let (mut batches, transactional) = before_stable(read.batches, read.stable);
+        let Committed {
+            mut batches,
+            transactional,
+            end,
+        } = before_stable(read.batches, read.stable);
         if first_batch == FirstBatch::WithinLimit && batches.len() > max_bytes {
             batches = Bytes::new();
         }
+        // The aborted transactions the batches returned may hold records of.
         let aborted = if transactional && !batches.is_empty() {
             sh.log
                 .metadata()
-                .aborted_transactions(&topic_id, partition, offset, read.stable)
+                .aborted_transactions(&topic_id, partition, offset, end)
                 .await
                 .map_err(|e| from_shared(partition, e))?
         } else {
@@ -970,14 +975,18 @@ impl Broker {
             };
             bounds = (read.earliest, read.latest);
             // Committed records only, as a read_committed Kafka consumer sees them.
-            let (batches, transactional) = before_stable(read.batches, read.stable);
+            let Committed {
+                batches,
+                transactional,
+                end,
+            } = before_stable(read.batches, read.stable);
             if batches.is_empty() {
                 break;
             }
             let aborted = if transactional {
                 sh.log
                     .metadata()
-                    .aborted_transactions(topic_id, partition, got.next, read.stable)
+                    .aborted_transactions(topic_id, partition, got.next, end)
                     .await
                     .map_err(|e| from_shared(partition, e))?
             } else {
@@ -1139,23 +1148,36 @@ impl Broker {
 
 use crate::broker::BrokerConfig;
 
+/// Batches read for a `read_committed` reader (see [`before_stable`]).
+struct Committed {
+    batches: Bytes,
+    /// Whether one of them belongs to a transaction.
+    transactional: bool,
+    /// The offset after the last of them that parsed.
+    end: u64,
+}
+
 /// The whole batches of `batches` that begin before `stable` (a transaction's records
-/// begin a batch, so the last stable offset never falls inside one), and whether one
-/// of them belongs to a transaction. Batches that do not parse are kept, for the
-/// reader's checks to report.
-fn before_stable(batches: Bytes, stable: u64) -> (Bytes, bool) {
-    let mut end = 0usize;
-    let mut transactional = false;
+/// begin a batch, so the last stable offset never falls inside one). Batches that do
+/// not parse are kept, for the reader's checks to report.
+fn before_stable(batches: Bytes, stable: u64) -> Committed {
+    let mut cut = 0usize;
+    let (mut transactional, mut end) = (false, 0u64);
     for one in batch::Batches::new(batches.clone()) {
         let Ok(one) = one else { break };
         match batch::BatchHeader::parse(&one) {
             Ok(h) if h.base_offset >= 0 && (h.base_offset as u64) < stable => {
                 transactional |= h.is_transactional();
+                end = end.max(h.last_offset().max(0) as u64 + 1);
             }
             Ok(_) => break,
             Err(_) => {}
         }
-        end += one.len();
+        cut += one.len();
     }
-    (batches.slice(..end.min(batches.len())), transactional)
+    Committed {
+        batches: batches.slice(..cut.min(batches.len())),
+        transactional,
+        end,
+    }
 }

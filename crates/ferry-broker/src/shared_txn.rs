@@ -99,6 +99,9 @@ impl Broker {
             .get(txn_id)
             .is_some_and(|(held, _)| *held == epoch);
         if !same_tenure {
+            // No request of an earlier tenure is between loading its state and storing
+            // the next: it would store that under this tenure's epoch.
+            let _ops = self.txns.ops.lock().await;
             // Read after the lease was taken: every write of the previous holder is in.
             match meta.transaction(txn_id).await.map_err(unavailable)? {
                 Some(json) => {

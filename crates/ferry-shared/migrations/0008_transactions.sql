@@ -151,8 +151,8 @@ END $$;
 -- records, 2 a COMMIT marker, 3 an ABORT marker. Outcomes as before, and
 --   5 a transaction's batch refused: its producer has no ongoing transaction at this
 --     epoch holding the partition (base_offset -1)
---   6 a marker with no transaction of its producer open in the partition: nothing is
---     appended (base_offset -1)
+--   6 a marker with no transaction of its producer open in the partition, or not of
+--     the end decided for it at its epoch: nothing is appended (base_offset -1)
 -- A transaction's first batch in a partition opens it there; a marker closes it (an
 -- ABORT marker records the aborted range), and first_open follows.
 DROP FUNCTION ferry_commit_object(text, bigint, text[], integer[], bigint[], integer[],
@@ -219,8 +219,12 @@ BEGIN
             END IF;
             cur_topic := p_topic[i];
             cur_part := p_partition[i];
+            -- FOR NO KEY UPDATE: it orders appends as FOR UPDATE did, and lets a
+            -- coordinator that holds a transaction's row add this partition to it
+            -- (its reference takes a key-share lock here) instead of deadlocking with
+            -- a commit that waits for that transaction's row.
             SELECT fp.next_offset, fp.first_open INTO next_off, open_first FROM ferry_partitions fp
-             WHERE fp.topic_id = cur_topic AND fp.partition = cur_part FOR UPDATE;
+             WHERE fp.topic_id = cur_topic AND fp.partition = cur_part FOR NO KEY UPDATE;
             IF NOT FOUND THEN
                 next_off := NULL;
             END IF;
@@ -256,6 +260,16 @@ BEGIN
                 CONTINUE;
             END IF;
         ELSIF p_kind[i] >= 2 THEN
+            -- Only the marker of the decided end, at the transaction's epoch: a marker
+            -- from a coordinator that lost the transaction meanwhile (its object
+            -- committed late) must not close the producer's next transaction.
+            SELECT t.epoch, t.status INTO txn FROM ferry_transactions t
+             WHERE t.producer_id = p_producer[i] FOR SHARE;
+            IF NOT FOUND OR txn.epoch <> p_epoch[i]
+               OR txn.status <> (CASE WHEN p_kind[i] = 2 THEN 'prepare_commit' ELSE 'prepare_abort' END) THEN
+                item := i; base_offset := -1; outcome := 6; RETURN NEXT;
+                CONTINUE;
+            END IF;
             DELETE FROM ferry_txn_partitions tp
              WHERE tp.topic_id = cur_topic AND tp.partition = cur_part
                AND tp.producer_id = p_producer[i]

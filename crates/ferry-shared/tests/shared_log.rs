@@ -1283,6 +1283,11 @@ async fn transactions_are_admitted_while_ongoing_and_move_the_stable_offset() {
         one(txn_batch(&["new"], pid, 1, 0), 1).await,
         Outcome::Appended { base_offset: 0 }
     );
+    // No end decided: a stray marker (a coordinator that lost the transaction, its
+    // object committed late) closes nothing.
+    assert_eq!(one(marker(true, 1), 1).await, Outcome::NothingToMark);
+    assert_eq!(one(marker(false, 0), 1).await, Outcome::NothingToMark);
+    assert_eq!(log.stable_bounds(&t, 1).await.unwrap().stable, 0);
     assert_eq!(
         meta.stage_txn_offsets(pid, 1, "g", &staged).await.unwrap(),
         Staged::Staged
