@@ -854,12 +854,8 @@ impl Broker {
         let (_, _, read) = self
             .shared_read_raw(topic, partition, offset, max_bytes)
             .await?;
-        let mut batches = read.batches;
-        if first_batch == FirstBatch::WithinLimit && batches.len() > max_bytes {
-            batches = Bytes::new();
-        }
         Ok(ReadResult {
-            batches,
+            batches: within_limit(read.batches, first_batch, max_bytes),
             earliest: read.earliest,
             latest: read.latest,
         })
@@ -880,13 +876,11 @@ impl Broker {
             .shared_read_raw(topic, partition, offset, max_bytes)
             .await?;
         let Committed {
-            mut batches,
+            batches,
             transactional,
             end,
         } = before_stable(read.batches, read.stable);
-        if first_batch == FirstBatch::WithinLimit && batches.len() > max_bytes {
-            batches = Bytes::new();
-        }
+        let batches = within_limit(batches, first_batch, max_bytes);
         // The aborted transactions the batches returned may hold records of.
         let aborted = if transactional && !batches.is_empty() {
             sh.log
@@ -1147,6 +1141,16 @@ impl Broker {
 }
 
 use crate::broker::BrokerConfig;
+
+/// `batches`, or none when [`FirstBatch::WithinLimit`] asks that they fit `max_bytes`
+/// and they do not (the shared log returns a first batch whole whatever its size).
+fn within_limit(batches: Bytes, first_batch: FirstBatch, max_bytes: usize) -> Bytes {
+    if first_batch == FirstBatch::WithinLimit && batches.len() > max_bytes {
+        Bytes::new()
+    } else {
+        batches
+    }
+}
 
 /// Batches read for a `read_committed` reader (see [`before_stable`]).
 struct Committed {
